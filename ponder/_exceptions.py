@@ -1,0 +1,130 @@
+"""ponder's errors, one tree.
+
+    PonderError
+    ├── ConfigError(file, key)            a config file or value is wrong
+    ├── DataError(file, row, column)      an outcome table or input row is wrong
+    ├── ModelFileError(path)              a scorer/router/model file is tampered, foreign or too new
+    ├── NotFittedError                    an estimator was used before ``fit`` (also ValueError, AttributeError)
+    ├── BudgetExceeded                    a cascade or batch ran out of budget
+    ├── UnknownProvider / UnknownModel    a ``provider:model`` spec cannot be resolved
+    └── ProviderError(provider, model)    a provider call failed
+        ├── AuthError                     wrong or missing credentials
+        ├── RateLimited(retry_after)      HTTP 429
+        ├── ProviderTimeout               the request timed out
+        ├── ProviderUnavailable           connection refused / 5xx after retries
+        ├── ContextTooLong                the prompt does not fit the model
+        └── BadResponse                   the provider answered with something unusable
+
+SDK exceptions are translated into this tree at the provider boundary, so callers never see an
+``openai`` or ``anthropic`` exception. Messages never contain credentials.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PonderError",
+    "ConfigError",
+    "DataError",
+    "ModelFileError",
+    "NotFittedError",
+    "BudgetExceeded",
+    "UnknownProvider",
+    "UnknownModel",
+    "ProviderError",
+    "AuthError",
+    "RateLimited",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "ContextTooLong",
+    "BadResponse",
+]
+
+
+class PonderError(Exception):
+    """Base of every error ponder raises on purpose."""
+
+
+class ConfigError(PonderError):
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file, self.key, self.reason = file, key, message
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataError(PonderError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file, self.row, self.column, self.reason = file, row, column, message
+        parts = []
+        if file:
+            parts.append(str(file))
+        if row is not None:
+            parts.append(f"row {row}")
+        if column:
+            parts.append(f"column {column!r}")
+        super().__init__(f"{', '.join(parts)}: {message}" if parts else message)
+
+
+class ModelFileError(PonderError):
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class NotFittedError(PonderError, ValueError, AttributeError):
+    """Raised when an estimator is used before ``fit`` (mirrors scikit-learn's)."""
+
+
+class BudgetExceeded(PonderError):
+    pass
+
+
+class UnknownProvider(PonderError):
+    pass
+
+
+class UnknownModel(PonderError):
+    pass
+
+
+class ProviderError(PonderError):
+    """A provider call failed. Carries the provider and model, never the key."""
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        self.provider, self.model, self.reason = provider, model, message
+        who = f"{provider}:{model}" if provider or model else ""
+        super().__init__(f"{who}: {message}" if who else message)
+
+
+class AuthError(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    def __init__(
+        self, message: str, *, provider: str = "", model: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.retry_after = retry_after
+
+
+class ProviderTimeout(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class ContextTooLong(ProviderError):
+    pass
+
+
+class BadResponse(ProviderError):
+    pass

@@ -1,0 +1,85 @@
+"""What the evaluator needs from a strategy, and the registry that makes strategies appear.
+
+A strategy turns each query into a choice of model(s). Offline it is fitted on train rows of an
+outcome table and replayed on test rows. For each setting of its knob it yields one
+:class:`OperatingPoint` holding per-query realised cost and quality, in ``test.query_ids`` order;
+the evaluator turns those into curves, metrics and bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ._table import OutcomeTable
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    setting: dict[str, Any]
+    cost: np.ndarray  # (Q,) realised USD per test query
+    quality: np.ndarray  # (Q,) realised score per test query
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_cost(self) -> float:
+        return float(np.mean(self.cost))
+
+    @property
+    def mean_quality(self) -> float:
+        return float(np.mean(self.quality))
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str
+    kind: str
+
+    def fit(self, train: OutcomeTable) -> Strategy: ...
+
+    def sweep(self, test: OutcomeTable) -> list[OperatingPoint]: ...
+
+
+# A factory gets the train table and returns a (not yet fitted) strategy, or None when the
+# strategy does not apply (e.g. a pairwise router on a table with one model).
+StrategyFactory = Callable[["OutcomeTable"], "Strategy | None"]
+
+_REGISTRY: dict[str, StrategyFactory] = {}
+# Modules whose import registers strategies. Imported lazily by ``registered_strategies``.
+_PLUGIN_MODULES = ("ponder.routers", "ponder.cascade")
+
+
+def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: make a strategy factory appear in ``ponder eval``."""
+
+    def deco(factory: StrategyFactory) -> StrategyFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def registered_strategies() -> dict[str, StrategyFactory]:
+    import importlib
+
+    for mod in _PLUGIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ImportError:  # an optional piece not installed: its strategies simply don't appear
+            pass
+    return dict(_REGISTRY)
+
+
+def build_strategies(train: OutcomeTable, names: Iterable[str] | None = None) -> list[Strategy]:
+    out = []
+    for name, factory in registered_strategies().items():
+        if names is not None and name not in names:
+            continue
+        s = factory(train)
+        if s is not None:
+            out.append(s)
+    return out

@@ -1,0 +1,227 @@
+"""Outcome tables: one row per (query, model) with the response's quality and cost.
+
+This is ponder's interchange format. Everything offline (evaluation, training scorers and routers,
+the optimizer, the ``replay`` provider) reads it through :class:`OutcomeTable`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._exceptions import DataError
+
+REQUIRED = ("query_id", "query", "model", "score", "cost_usd")
+OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task")
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if suffixes.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path, dtype={"query_id": str, "model": str}, keep_default_na=False,
+                               na_values=[""])
+        if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+            return _read_jsonl(path)
+        if suffixes.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types; the file is what matters
+        raise DataError(f"cannot read: {exc}", file=str(path)) from None
+    raise DataError("unknown format; use .csv, .jsonl or .parquet (optionally .gz)", file=str(path))
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
+            if not isinstance(obj, dict):
+                raise DataError("each line must be a JSON object", file=str(path), row=i)
+            rows.append(obj)
+    return pd.DataFrame(rows)
+
+
+def _validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check columns and values; name the file, the row (1-based data row) and the column."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(f"missing required column(s): {', '.join(missing)}", file=source,
+                        column=missing[0])
+    df = df.reset_index(drop=True).copy()
+
+    def bad(mask: np.ndarray | pd.Series, column: str, reason: str) -> None:
+        idx = np.flatnonzero(np.asarray(mask))
+        if idx.size:
+            raise DataError(f"{reason} (got {df[column].iloc[idx[0]]!r})", file=source,
+                            row=int(idx[0]) + 1, column=column)
+
+    for col in ("query_id", "query", "model"):
+        bad(df[col].isna(), col, "is empty")
+        df[col] = df[col].astype(str)
+        bad(df[col].str.len() == 0, col, "is empty")
+    for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, np.inf)):
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad(num.isna(), col, "is not a number")
+        vals = num.to_numpy(dtype=float)
+        bad(~np.isfinite(vals) & (hi != np.inf), col, "is not finite")
+        bad((vals < lo) | (vals > hi), col,
+            f"must be in [{lo:g}, {hi:g}]" if np.isfinite(hi) else f"must be >= {lo:g}")
+        df[col] = vals
+    for col in ("input_tokens", "output_tokens", "latency_s"):
+        if col in df.columns:
+            num = pd.to_numeric(df[col], errors="coerce")
+            bad(num.isna() & df[col].notna(), col, "is not a number")
+            df[col] = num
+    if "split" in df.columns:
+        df["split"] = df["split"].astype(str).str.strip().str.lower()
+        bad(~df["split"].isin(["train", "test"]), "split", "must be 'train' or 'test'")
+    if "task" in df.columns:
+        df["task"] = df["task"].fillna("").astype(str)
+    if "response" in df.columns:
+        df["response"] = df["response"].where(df["response"].notna(), "").astype(str)
+    dup = df.duplicated(["query_id", "model"]).to_numpy()
+    bad(dup, "query_id", "duplicate (query_id, model) pair")
+    return df
+
+
+@dataclass(frozen=True)
+class OutcomeTable:
+    """A validated long-format outcome table with dense (query × model) views.
+
+    ``models`` are ordered by mean cost, cheapest first. Queries keep first-seen order.
+    A query may lack some models: ``present[q, m]`` is False there, and score/cost are NaN.
+    """
+
+    df: pd.DataFrame
+    name: str = "outcomes"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def read(cls, source: str | Path | pd.DataFrame, *, name: str | None = None) -> OutcomeTable:
+        if isinstance(source, pd.DataFrame):
+            label = name or "outcomes"
+            return cls(_validate(source, label), name=label)
+        path = Path(source)
+        if not path.exists():
+            raise DataError("file not found", file=str(path))
+        return cls(_validate(_read_frame(path), str(path)), name=name or path.name)
+
+    # ---- dense views --------------------------------------------------------------------
+    @cached_property
+    def models(self) -> list[str]:
+        means = self.df.groupby("model", sort=True)["cost_usd"].mean()
+        return list(means.sort_values(kind="stable").index)
+
+    @cached_property
+    def query_ids(self) -> list[str]:
+        return list(pd.unique(self.df["query_id"]))
+
+    @cached_property
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        q = pd.Index(self.query_ids).get_indexer(self.df["query_id"])
+        m = pd.Index(self.models).get_indexer(self.df["model"])
+        return q, m
+
+    def _dense(self, column: str, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
+        q, m = self._index
+        out = np.full((len(self.query_ids), len(self.models)), fill, dtype=dtype)
+        out[q, m] = self.df[column].to_numpy()
+        return out
+
+    @cached_property
+    def scores(self) -> np.ndarray:
+        """(Q, M) float, NaN where the model has no row for the query."""
+        return self._dense("score")
+
+    @cached_property
+    def costs(self) -> np.ndarray:
+        """(Q, M) float USD, NaN where missing."""
+        return self._dense("cost_usd")
+
+    @cached_property
+    def present(self) -> np.ndarray:
+        return ~np.isnan(self.scores)
+
+    @cached_property
+    def responses(self) -> np.ndarray:
+        """(Q, M) object array of response strings ('' where missing or not recorded)."""
+        if "response" not in self.df.columns:
+            return np.full((len(self.query_ids), len(self.models)), "", dtype=object)
+        return self._dense("response", fill="", dtype=object)
+
+    @cached_property
+    def queries(self) -> list[str]:
+        first = self.df.drop_duplicates("query_id").set_index("query_id")["query"]
+        return [str(first[q]) for q in self.query_ids]
+
+    @cached_property
+    def tasks(self) -> list[str]:
+        if "task" not in self.df.columns:
+            return [""] * len(self.query_ids)
+        first = self.df.drop_duplicates("query_id").set_index("query_id")["task"]
+        return [str(first[q]) for q in self.query_ids]
+
+    @property
+    def n_incomplete_queries(self) -> int:
+        """Queries that lack at least one model (strategies then use only what the query has)."""
+        return int((~self.present.all(axis=1)).sum())
+
+    # ---- selection ----------------------------------------------------------------------
+    def subset(self, query_ids: list[str] | np.ndarray, *, name: str | None = None) -> OutcomeTable:
+        keep = self.df["query_id"].isin(set(query_ids))
+        return OutcomeTable(self.df[keep].reset_index(drop=True), name=name or self.name)
+
+    def select_models(self, models: list[str]) -> OutcomeTable:
+        keep = self.df["model"].isin(set(models))
+        return OutcomeTable(self.df[keep].reset_index(drop=True), name=self.name)
+
+    def split(
+        self, *, test_fraction: float = 0.5, seed: int = 0, split_column: str | None = "split"
+    ) -> tuple[OutcomeTable, OutcomeTable]:
+        """Train/test split grouped by query: the ``split`` column if present, else seeded."""
+        if split_column and split_column in self.df.columns:
+            per_q = self.df.drop_duplicates("query_id").set_index("query_id")[split_column]
+            labels = per_q.astype(str).str.lower()
+            train_ids = [q for q in self.query_ids if labels[q] == "train"]
+            test_ids = [q for q in self.query_ids if labels[q] == "test"]
+        else:
+            if not 0.0 < test_fraction < 1.0:
+                raise DataError(f"test fraction must be in (0, 1), got {test_fraction}")
+            rng = np.random.default_rng(seed)
+            ids = np.array(self.query_ids, dtype=object)
+            perm = rng.permutation(len(ids))
+            n_test = int(round(len(ids) * test_fraction))
+            test_set = set(ids[perm[:n_test]])
+            train_ids = [q for q in self.query_ids if q not in test_set]
+            test_ids = [q for q in self.query_ids if q in test_set]
+        if not train_ids or not test_ids:
+            raise DataError(
+                f"split leaves {len(train_ids)} train and {len(test_ids)} test queries; need both",
+                file=self.name,
+            )
+        return self.subset(train_ids, name=self.name), self.subset(test_ids, name=self.name)
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+
+def read_outcomes(source: str | Path | pd.DataFrame, *, name: str | None = None) -> OutcomeTable:
+    """Read and validate an outcome table from CSV, JSONL, Parquet or a DataFrame."""
+    return OutcomeTable.read(source, name=name)
