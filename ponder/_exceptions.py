@@ -98,7 +98,7 @@ class ProviderError(PonderError):
 
     def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
         self.provider, self.model, self.reason = provider, model, message
-        who = f"{provider}:{model}" if provider or model else ""
+        who = f"{provider}:{model}" if provider and model else (provider or model)
         super().__init__(f"{who}: {message}" if who else message)
 
 

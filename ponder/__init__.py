@@ -1,0 +1,74 @@
+"""ponder: spend expensive LLM compute only where a query needs it.
+
+The public API is listed here; everything else lives in private modules. ``import ponder`` never
+imports torch, triton or transformers (the self-hosted engine is ``ponder.local``).
+"""
+
+from ._cache import CacheBackend, CachedProvider, CacheStats, DiskCacheBackend, cache_key
+from ._client import Client
+from ._config import CacheSettings, Config, ProviderSettings, config_problems, load_config
+from ._exceptions import (
+    AuthError,
+    BadResponse,
+    BudgetExceeded,
+    ConfigError,
+    ContextTooLong,
+    DataError,
+    ModelFileError,
+    NotFittedError,
+    PonderError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnknownModel,
+    UnknownProvider,
+)
+from ._pricing import Price, PriceTable
+from ._strategies import SingleModel, load_strategy
+from ._types import Answer, Attempt, ChatRequest, Completion, Message, ModelSpec, Usage
+from .providers import Provider
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "Attempt",
+    "AuthError",
+    "BadResponse",
+    "BudgetExceeded",
+    "CacheBackend",
+    "CacheSettings",
+    "CacheStats",
+    "CachedProvider",
+    "ChatRequest",
+    "Client",
+    "Completion",
+    "Config",
+    "ConfigError",
+    "ContextTooLong",
+    "DataError",
+    "DiskCacheBackend",
+    "Message",
+    "ModelFileError",
+    "ModelSpec",
+    "NotFittedError",
+    "PonderError",
+    "Price",
+    "PriceTable",
+    "Provider",
+    "ProviderError",
+    "ProviderSettings",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "SingleModel",
+    "UnknownModel",
+    "UnknownProvider",
+    "Usage",
+    "cache_key",
+    "config_problems",
+    "load_config",
+    "load_strategy",
+    "__version__",
+]

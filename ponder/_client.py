@@ -1,0 +1,124 @@
+"""``Client``: resolves ``provider:model`` specs to providers (cached), and answers requests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from ._cache import CacheBackend, CachedProvider, CacheStats, cache_stats, open_backend
+from ._config import Config, load_config
+from ._exceptions import UnknownModel
+from ._pricing import PriceTable
+from ._types import ChatRequest, Completion, Message, ModelSpec
+from .providers._registry import build_provider
+
+Prompt = str | ChatRequest | list[Message] | list[dict[str, str]]
+
+
+class Client:
+    """The entry point for live calls. Cost comes back on every Completion.
+
+    ``cache``: True/None uses the config's cache (on by default), False disables it, or pass a
+    backend. ``base_urls`` overrides the base URL of named providers (``{"openai": url}``).
+    """
+
+    def __init__(
+        self,
+        config: Config | str | Path | None = None,
+        *,
+        cache: bool | CacheBackend | None = None,
+        base_urls: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.prices = PriceTable.default().with_overrides(self.config.prices)
+        self.base_urls = dict(base_urls or {})
+        if isinstance(cache, bool) or cache is None:
+            enabled = self.config.cache.enabled if cache is None else cache
+            self.cache: CacheBackend | None = open_backend(self.config.cache) if enabled else None
+        else:
+            self.cache = cache
+        self._providers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # --- resolution ---------------------------------------------------------------------
+    def resolve(self, model: str | ModelSpec) -> ModelSpec:
+        if isinstance(model, str) and model in self.config.models:
+            model = self.config.models[model]
+        return ModelSpec.parse(model)
+
+    def provider(self, name: str) -> Any:
+        with self._lock:
+            p = self._providers.get(name)
+            if p is None:
+                settings = self.config.provider_settings(name)
+                if name in self.base_urls:
+                    settings = settings.model_copy(update={"base_url": self.base_urls[name]})
+                p = build_provider(name, settings, self.prices)
+                if self.cache is not None:
+                    p = CachedProvider(p, self.cache, ttl_s=self.config.cache.ttl_s,
+                                       cache_sampled=self.config.cache.cache_sampled)
+                self._providers[name] = p
+            return p
+
+    @staticmethod
+    def request(prompt: Prompt, **params: Any) -> ChatRequest:
+        if isinstance(prompt, ChatRequest):
+            return prompt.model_copy(update=params) if params else prompt
+        return ChatRequest.of(prompt, **params)  # type: ignore[arg-type]
+
+    # --- calls --------------------------------------------------------------------------
+    def complete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
+        spec = self.resolve(model)
+        return self.provider(spec.provider).complete(self.request(prompt, **params), spec.model)
+
+    async def acomplete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
+        spec = self.resolve(model)
+        return await self.provider(spec.provider).acomplete(self.request(prompt, **params), spec.model)
+
+    def stream(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Iterator[str | Completion]:
+        """Text deltas, then the priced Completion as the last item."""
+        spec = self.resolve(model)
+        return self.provider(spec.provider).stream(self.request(prompt, **params), spec.model)  # type: ignore[no-any-return]
+
+    def astream(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> AsyncIterator[str | Completion]:
+        spec = self.resolve(model)
+        return self.provider(spec.provider).astream(self.request(prompt, **params), spec.model)  # type: ignore[no-any-return]
+
+    # --- cache --------------------------------------------------------------------------
+    def cache_stats(self) -> CacheStats:
+        if self.cache is None:
+            raise UnknownModel("the cache is disabled")
+        return cache_stats(self.cache)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        for p in self._providers.values():
+            p.close()
+        self._providers.clear()
+        if self.cache is not None:
+            self.cache.close()
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            closer = getattr(p, "aclose", None)
+            if closer is not None:
+                await closer()
+            else:
+                p.close()
+        self._providers.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+        if self.cache is not None:
+            self.cache.close()

@@ -1,0 +1,91 @@
+"""Prices as data, and cost as a pure function of usage and price."""
+
+from __future__ import annotations
+
+import math
+import sys
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._types import Completion, Usage
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_PER = 1_000_000
+
+
+class Price(BaseModel):
+    """USD per 1M tokens, plus a flat fee per request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    per_request: float = Field(default=0.0, ge=0)
+    source: str = ""
+
+    def cost(self, usage: Usage) -> float:
+        """Input tokens include cached ones; those are billed at the cached rate when there is one."""
+        cached = min(usage.cached_input_tokens, usage.input_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (usage.input_tokens - cached) * self.input
+            + cached * cached_rate
+            + usage.output_tokens * self.output
+        ) / _PER + self.per_request
+
+
+class PriceTable:
+    """``provider:model`` → Price. Versioned names match the longest key they start with."""
+
+    def __init__(self, prices: dict[str, Price], as_of: str = "") -> None:
+        self.prices = {k.lower(): v for k, v in prices.items()}
+        self.as_of = as_of
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        raw = tomllib.loads(resources.files("ponder").joinpath("prices.toml").read_text("utf-8"))
+        prices = {k: Price(**v) for k, v in raw["prices"].items()}
+        return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")))
+
+    def with_overrides(self, overrides: dict[str, Price]) -> PriceTable:
+        merged = dict(self.prices)
+        merged.update({k.lower(): v for k, v in overrides.items()})
+        return PriceTable(merged, as_of=self.as_of)
+
+    def lookup(self, provider: str, model: str) -> Price | None:
+        key = f"{provider}:{model}".lower()
+        if key in self.prices:
+            return self.prices[key]
+        best = None
+        for k in self.prices:
+            if key.startswith(k) and key[len(k)] in "-@:." and (best is None or len(k) > len(best)):
+                best = k
+        return self.prices[best] if best else None
+
+    def rows(self) -> list[tuple[str, Price]]:
+        return sorted(self.prices.items())
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (~4 characters per token) for when a provider reports no usage."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def price_completion(
+    table: PriceTable, *, provider: str, model: str, usage: Usage | None,
+    prompt_text: str, text: str, **fields: Any,
+) -> Completion:
+    """Build a Completion with its cost. Missing usage is estimated and the cost flagged."""
+    estimated = usage is None
+    if usage is None:
+        usage = Usage(input_tokens=estimate_tokens(prompt_text), output_tokens=estimate_tokens(text))
+    price = table.lookup(provider, model)
+    cost = price.cost(usage) if price else 0.0
+    return Completion(text=text, model=model, provider=provider, usage=usage, cost_usd=cost,
+                      cost_estimated=estimated, **fields)

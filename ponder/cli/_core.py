@@ -1,0 +1,145 @@
+"""``ponder ask``, ``ponder models``, ``ponder cache …`` and ``ponder config check``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .._client import Client
+from .._config import config_problems, load_config
+from .._exceptions import ConfigError
+from .._pricing import PriceTable
+from .._strategies import load_strategy
+from .._types import Answer, ChatRequest, ModelSpec
+from ._common import fail, stderr, stdout
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $PONDER_CONFIG or ./ponder.toml).")
+
+cache_app = typer.Typer(help="Inspect or clear the completion cache.", no_args_is_help=True)
+config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
+
+
+def ask(
+    prompt: str = typer.Argument(..., help="The prompt, or a JSON list of chat messages."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="provider:model, e.g. openai:gpt-4o-mini"),
+    strategy: Optional[Path] = typer.Option(None, "--strategy", "-s", help="A saved strategy file (cascade or router)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Base URL of an OpenAI-compatible server."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=2.0),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
+    system: Optional[str] = typer.Option(None, "--system", help="A system message."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the completion cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Answer a prompt with one model or a saved strategy; print the answer and its exact cost."""
+    if (model is None) == (strategy is None):
+        fail("give exactly one of --model provider:model or --strategy FILE")
+    cfg = load_config(config)
+    request = ChatRequest.of(prompt, temperature=temperature, max_tokens=max_tokens)
+    if system:
+        request = request.model_copy(update={"messages": (
+            {"role": "system", "content": system}, *request.messages)})
+        request = ChatRequest.model_validate(request.model_dump())
+    base_urls: dict[str, str] = {}
+    if base_url:
+        base_urls = {ModelSpec.parse(model).provider if model else "openai": base_url}
+    with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
+        if strategy is not None:
+            answer: Answer = load_strategy(strategy).run(request, client)
+        else:
+            from .._strategies import SingleModel
+
+            answer = SingleModel(str(client.resolve(model or ""))).run(request, client)
+    render_answer(answer, as_json)
+
+
+def render_answer(answer: Answer, as_json: bool) -> None:
+    c = answer.completion
+    if as_json:
+        out = {
+            "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached,
+            "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated,
+            "usage": c.usage.model_dump(), "latency_s": round(c.latency_s, 6),
+            "finish_reason": c.finish_reason,
+            "trace": [a.model_dump() for a in answer.trace] if len(answer.trace) > 1 or answer.strategy != c.spec else [],
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    stdout.print(c.text, markup=False, highlight=False)
+    if len(answer.trace) > 1:
+        for a in answer.trace:
+            mark = "accepted" if a.accepted else (f"error: {a.error}" if a.error else "rejected")
+            score = f" score={a.score:.3f}" if a.score is not None else ""
+            stderr.print(f"  {a.model}{score} ${a.cost_usd:.6f} {mark}", markup=False, highlight=False)
+    note = f"cached, saved ${c.saved_usd:.6f}" if c.cached else f"{c.usage.input_tokens} in / {c.usage.output_tokens} out"
+    est = " (estimated)" if c.cost_estimated else ""
+    stderr.print(f"[{c.spec}] cost ${answer.cost_usd:.6f}{est} ({note}), {c.latency_s:.2f}s",
+                 markup=False, highlight=False)
+
+
+def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Known models and their prices (USD per 1M tokens)."""
+    cfg = load_config(config)
+    table = PriceTable.default().with_overrides(cfg.prices)
+    rows = table.rows()
+    if as_json:
+        print(json.dumps({"as_of": table.as_of, "models": [{"model": k, **p.model_dump()} for k, p in rows]}))
+        return
+    t = Table(title=f"Prices, USD per 1M tokens (as of {table.as_of})")
+    for col in ("model", "input", "output", "cached input", "per request", "source"):
+        t.add_column(col, justify="right" if col not in ("model", "source") else "left")
+    for k, p in rows:
+        t.add_row(k, f"{p.input:g}", f"{p.output:g}", "" if p.cached_input is None else f"{p.cached_input:g}",
+                  f"{p.per_request:g}" if p.per_request else "", p.source)
+    stdout.print(t)
+    if cfg.models:
+        stdout.print("aliases: " + ", ".join(f"{a} = {s}" for a, s in cfg.models.items()), markup=False)
+
+
+@cache_app.command("stats")
+def cache_stats_cmd(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Hits, misses, and the cost the hits saved."""
+    with Client(load_config(config)) as client:
+        s = client.cache_stats()
+    data = {"hits": s.hits, "misses": s.misses, "hit_rate": s.hit_rate, "saved_usd": s.saved_usd,
+            "entries": s.entries, "size_bytes": s.size_bytes}
+    if as_json:
+        print(json.dumps(data))
+        return
+    for k, v in data.items():
+        stdout.print(f"{k:>10}: {v:.6f}" if isinstance(v, float) else f"{k:>10}: {v}", markup=False)
+
+
+@cache_app.command("clear")
+def cache_clear_cmd(config: Optional[Path] = ConfigOpt) -> None:
+    """Delete every cached completion and reset the statistics."""
+    with Client(load_config(config)) as client:
+        assert client.cache is not None
+        n = client.cache.clear()
+    stdout.print(f"removed {n} entries", markup=False)
+
+
+@config_app.command("check")
+def config_check(path: Path = typer.Argument(Path("ponder.toml"), help="The config file to check.")) -> None:
+    """Report every problem in a config file with its file, key and reason."""
+    problems = config_problems(path)
+    if not problems:
+        stdout.print(f"{path}: ok", markup=False)
+        return
+    for p in problems:
+        stderr.print(f"error: {p}", style="red", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    app.command("ask")(ask)
+    app.command("models")(models)
+    app.add_typer(cache_app, name="cache")
+    app.add_typer(config_app, name="config")
+
+
+__all__ = ["register", "render_answer", "ConfigError"]

@@ -1,0 +1,153 @@
+"""Anthropic's Messages API through the official SDK."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from .._exceptions import AuthError, BadResponse
+from .._pricing import PriceTable
+from .._types import ChatRequest, Completion, Usage
+from ._base import BaseProvider, Reply, RetryPolicy
+from ._errors import translate_sdk_error
+
+DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
+
+
+def _usage(u: Any) -> Usage | None:
+    if u is None:
+        return None
+    read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+    created = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
+    # Anthropic reports cache reads apart from input_tokens; ponder's input includes them.
+    return Usage(input_tokens=int(u.input_tokens or 0) + read + created,
+                 output_tokens=int(u.output_tokens or 0), cached_input_tokens=read)
+
+
+class AnthropicProvider(BaseProvider):
+    name = "anthropic"
+
+    def __init__(
+        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
+        name: str = "anthropic", api_key_env: str = "ANTHROPIC_API_KEY",
+    ) -> None:
+        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
+        self.name = name
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        key = api_key or os.environ.get(api_key_env)
+        if not key:
+            raise AuthError(f"no API key: set {api_key_env} or providers.{name}.api_key", provider=name)
+        self._key = key
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._aclient: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or "https://api.anthropic.com"
+
+    def _kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"api_key": self._key, "timeout": self.timeout_s, "max_retries": 0}
+        if self.base_url:
+            kw["base_url"] = self.base_url
+        return kw
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            self._client = anthropic.Anthropic(**self._kwargs())
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        if self._aclient is None:
+            import anthropic
+
+            self._aclient = anthropic.AsyncAnthropic(**self._kwargs())
+        return self._aclient
+
+    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in request.messages if m.role in ("system", "developer"))
+        msgs = [{"role": m.role, "content": m.content} for m in request.messages
+                if m.role in ("user", "assistant")]
+        s = request.sampling()
+        params: dict[str, Any] = {"model": model, "messages": msgs,
+                                  "max_tokens": s.get("max_tokens") or DEFAULT_MAX_TOKENS}
+        if system:
+            params["system"] = system
+        for key in ("temperature", "top_p"):
+            if key in s:
+                params[key] = s[key]
+        if "stop" in s:
+            params["stop_sequences"] = list(s["stop"])
+        return params
+
+    def _reply(self, resp: Any, model: str) -> Reply:
+        try:
+            text = "".join(getattr(b, "text", "") for b in resp.content if getattr(b, "type", "") == "text")
+        except (AttributeError, TypeError):
+            raise BadResponse("response has no content", provider=self.name, model=model) from None
+        return Reply(text=text, usage=_usage(getattr(resp, "usage", None)),
+                     finish_reason=getattr(resp, "stop_reason", None))
+
+    def _err(self, exc: Exception, model: str) -> Exception:
+        return translate_sdk_error(exc, provider=self.name, model=model, secret=self._key)
+
+    def _send(self, request: ChatRequest, model: str) -> Reply:
+        try:
+            return self._reply(self.client.messages.create(**self._params(request, model)), model)
+        except BadResponse:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+
+    async def _asend(self, request: ChatRequest, model: str) -> Reply:
+        try:
+            return self._reply(await self.aclient.messages.create(**self._params(request, model)), model)
+        except BadResponse:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+
+    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        start, parts = time.perf_counter(), []
+        try:
+            with self._sync_slots, self.client.messages.stream(**self._params(request, model)) as s:
+                for text in s.text_stream:
+                    parts.append(text)
+                    yield text
+                final = s.get_final_message()
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+        reply = Reply("".join(parts), _usage(final.usage), final.stop_reason)
+        yield self._price(request, model, reply, time.perf_counter() - start)
+
+    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        start, parts = time.perf_counter(), []
+        try:
+            async with self._slots():
+                async with self.aclient.messages.stream(**self._params(request, model)) as s:
+                    async for text in s.text_stream:
+                        parts.append(text)
+                        yield text
+                    final = await s.get_final_message()
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+        reply = Reply("".join(parts), _usage(final.usage), final.stop_reason)
+        yield self._price(request, model, reply, time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.close()
+            self._aclient = None

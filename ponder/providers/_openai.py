@@ -1,0 +1,161 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from .._exceptions import AuthError, BadResponse
+from .._pricing import PriceTable
+from .._types import ChatRequest, Completion, Usage
+from ._base import BaseProvider, Reply, RetryPolicy
+from ._errors import translate_sdk_error
+
+
+def _usage(u: Any) -> Usage | None:
+    if u is None:
+        return None
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(input_tokens=int(u.prompt_tokens or 0), output_tokens=int(u.completion_tokens or 0),
+                 cached_input_tokens=int(cached))
+
+
+class OpenAIProvider(BaseProvider):
+    name = "openai"
+
+    def __init__(
+        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
+        name: str = "openai", api_key_env: str = "OPENAI_API_KEY",
+    ) -> None:
+        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
+        self.name = name
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get(api_key_env)
+        if not key:
+            if self.base_url is None:
+                raise AuthError(f"no API key: set {api_key_env} or providers.{name}.api_key",
+                                provider=name)
+            key = "not-needed"  # self-hosted OpenAI-compatible servers usually ignore it
+        self._key = key
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._aclient: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"api_key": self._key, "base_url": self.base_url, "timeout": self.timeout_s,
+                "max_retries": 0}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._kwargs())
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        if self._aclient is None:
+            import openai
+
+            self._aclient = openai.AsyncOpenAI(**self._kwargs())
+        return self._aclient
+
+    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        s = request.sampling()
+        for key in ("temperature", "top_p", "seed", "max_tokens"):
+            if key in s:
+                params[key] = s[key]
+        if "stop" in s:
+            params["stop"] = list(s["stop"])
+        return params
+
+    def _reply(self, resp: Any, model: str) -> Reply:
+        try:
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+        except (AttributeError, IndexError, TypeError):
+            raise BadResponse("response has no choices", provider=self.name, model=model) from None
+        return Reply(text=text, usage=_usage(getattr(resp, "usage", None)),
+                     finish_reason=getattr(choice, "finish_reason", None))
+
+    def _err(self, exc: Exception, model: str) -> Exception:
+        return translate_sdk_error(exc, provider=self.name, model=model, secret=self._key)
+
+    def _send(self, request: ChatRequest, model: str) -> Reply:
+        try:
+            resp = self.client.chat.completions.create(**self._params(request, model))
+            return self._reply(resp, model)
+        except BadResponse:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise self._err(exc, model) from None
+
+    async def _asend(self, request: ChatRequest, model: str) -> Reply:
+        try:
+            resp = await self.aclient.chat.completions.create(**self._params(request, model))
+            return self._reply(resp, model)
+        except BadResponse:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+
+    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        start, parts, usage, finish = time.perf_counter(), [], None, None
+        try:
+            with self._sync_slots:
+                for chunk in self.client.chat.completions.create(
+                    **self._params(request, model), stream=True, stream_options={"include_usage": True}
+                ):
+                    if getattr(chunk, "usage", None):
+                        usage = _usage(chunk.usage)
+                    for ch in chunk.choices or []:
+                        if ch.delta and ch.delta.content:
+                            parts.append(ch.delta.content)
+                            yield ch.delta.content
+                        finish = ch.finish_reason or finish
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+        yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
+
+    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        start, parts, usage, finish = time.perf_counter(), [], None, None
+        try:
+            async with self._slots():
+                stream = await self.aclient.chat.completions.create(
+                    **self._params(request, model), stream=True, stream_options={"include_usage": True}
+                )
+                async for chunk in stream:
+                    if getattr(chunk, "usage", None):
+                        usage = _usage(chunk.usage)
+                    for ch in chunk.choices or []:
+                        if ch.delta and ch.delta.content:
+                            parts.append(ch.delta.content)
+                            yield ch.delta.content
+                        finish = ch.finish_reason or finish
+        except Exception as exc:  # noqa: BLE001
+            raise self._err(exc, model) from None
+        yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.close()
+            self._aclient = None

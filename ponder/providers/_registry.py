@@ -1,0 +1,55 @@
+"""Resolve a provider name (from ``provider:model``) to a built provider, using the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._config import Config, ProviderSettings
+from .._exceptions import ConfigError, UnknownProvider
+from .._pricing import PriceTable
+from ._base import RetryPolicy
+
+BUILTIN = ("openai", "anthropic", "replay", "local")
+
+
+def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) -> Any:
+    """Build one provider. Keys are read here, from the config or the environment, never at import."""
+    kind = settings.type or name
+    retry = RetryPolicy(max_retries=settings.max_retries, initial_s=settings.backoff_initial_s,
+                        max_s=settings.backoff_max_s)
+    common: dict[str, Any] = dict(
+        base_url=settings.base_url, timeout_s=settings.timeout_s, retry=retry,
+        max_concurrency=settings.max_concurrency, prices=prices, name=name,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+    if kind == "openai":
+        from ._openai import OpenAIProvider
+
+        return OpenAIProvider(**common, api_key_env=settings.api_key_env or "OPENAI_API_KEY")
+    if kind == "anthropic":
+        from ._anthropic import AnthropicProvider
+
+        return AnthropicProvider(**common, api_key_env=settings.api_key_env or "ANTHROPIC_API_KEY")
+    if kind == "replay":
+        from ._replay import ReplayProvider
+
+        if not settings.path:
+            raise ConfigError("a replay provider needs path = <outcome table>",
+                              key=f"providers.{name}.path")
+        return ReplayProvider(settings.path, name=name)
+    if kind == "local":
+        try:
+            from ..local._provider import LocalProvider
+        except ImportError as exc:
+            raise UnknownProvider(
+                f"the local provider needs the 'local' extra (pip install 'ponder[local]'): {exc}"
+            ) from None
+        return LocalProvider(settings.path, draft=settings.draft, name=name, **settings.options)
+    raise UnknownProvider(
+        f"unknown provider {name!r}; use one of {', '.join(BUILTIN)} or define [providers.{name}] "
+        "with a type in the config"
+    )
+
+
+def provider_names(config: Config) -> list[str]:
+    return sorted(set(BUILTIN) | set(config.providers))

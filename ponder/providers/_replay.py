@@ -1,0 +1,91 @@
+"""Answers from a recorded outcome table, so strategies run offline exactly as they run live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import BadResponse, UnknownModel
+from .._types import ChatRequest, Completion, Usage
+
+if TYPE_CHECKING:
+    from ..evaluation import OutcomeTable
+
+
+def query_key(query: str | ChatRequest) -> str:
+    """A canonical form of a query: the text of a lone user message, else the messages as JSON."""
+    if isinstance(query, ChatRequest):
+        msgs = [{"role": m.role, "content": m.content} for m in query.messages]
+    else:
+        text = query.strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            return query
+        try:
+            msgs = json.loads(text)
+        except json.JSONDecodeError:
+            return query
+        if not (isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs)):
+            return query
+    if len(msgs) == 1 and msgs[0].get("role") == "user":
+        return str(msgs[0].get("content", ""))
+    return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in msgs],
+                      sort_keys=True, ensure_ascii=False)
+
+
+class ReplayProvider:
+    """``replay:<model>`` answers with the recorded response, cost and tokens of that model."""
+
+    def __init__(self, table: OutcomeTable | str | Path, *, name: str = "replay") -> None:
+        from ..evaluation import OutcomeTable, read_outcomes
+
+        self.table = table if isinstance(table, OutcomeTable) else read_outcomes(table)
+        self.name = name
+        df = self.table.df
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for rec in df.to_dict("records"):
+            self._rows[(query_key(str(rec["query"])), str(rec["model"]))] = rec
+        self._models = set(self.table.models)
+
+    @property
+    def endpoint(self) -> str:
+        return f"replay:{self.table.name}"
+
+    def complete(self, request: ChatRequest, model: str) -> Completion:
+        if model not in self._models:
+            raise UnknownModel(f"replay table {self.table.name!r} has no model {model!r}; "
+                               f"it has: {', '.join(sorted(self._models))}")
+        rec = self._rows.get((query_key(request), model))
+        if rec is None:
+            raise BadResponse("no recorded answer for this query", provider=self.name, model=model)
+
+        def num(key: str) -> float:
+            v = rec.get(key)
+            return 0.0 if v is None or v != v else float(v)
+
+        return Completion(
+            text=str(rec.get("response") or ""), model=model, provider=self.name,
+            usage=Usage(input_tokens=int(num("input_tokens")), output_tokens=int(num("output_tokens"))),
+            cost_usd=float(rec["cost_usd"]), latency_s=num("latency_s"), finish_reason="stop",
+        )
+
+    async def acomplete(self, request: ChatRequest, model: str) -> Completion:
+        await asyncio.sleep(0)
+        return self.complete(request, model)
+
+    def stream(self, request: ChatRequest, model: str):  # type: ignore[no-untyped-def]
+        comp = self.complete(request, model)
+        yield comp.text
+        yield comp
+
+    async def astream(self, request: ChatRequest, model: str):  # type: ignore[no-untyped-def]
+        comp = await self.acomplete(request, model)
+        yield comp.text
+        yield comp
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
