@@ -80,9 +80,10 @@ class AnthropicProvider(BaseProvider):
                                   "max_tokens": s.get("max_tokens") or DEFAULT_MAX_TOKENS}
         if system:
             params["system"] = system
-        for key in ("temperature", "top_p"):
-            if key in s:
-                params[key] = s[key]
+        # Newer SDKs no longer list sampling parameters as arguments; the API still takes them.
+        sampling = {k: s[k] for k in ("temperature", "top_p") if k in s}
+        if sampling:
+            params["extra_body"] = sampling
         if "stop" in s:
             params["stop_sequences"] = list(s["stop"])
         return params
