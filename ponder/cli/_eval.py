@@ -1,9 +1,142 @@
-"""Commands for this area are added by its issue; see ponder/cli/__init__.py."""
+"""``ponder eval`` and ``ponder datasets``: offline cost-quality evaluation on outcome tables."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from ._common import stderr, stdout
+
+datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
+                           no_args_is_help=True)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<11}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=stderr, transient=True)
+
+
+def eval_command(
+    data: str = typer.Argument(None, metavar="[OUTCOMES_FILE | BUNDLED_NAME]",
+                               help="An outcome table (CSV/JSONL/Parquet), a public format ponder "
+                                    "can read, or a bundled dataset name. Default: llmdrift-prime."),
+    split_column: str = typer.Option("split", help="Column holding train/test labels, if any."),
+    test_fraction: float = typer.Option(0.5, help="Share of queries held out when there is no "
+                                                  "split column."),
+    seed: int = typer.Option(0, help="Seed for the split and the bootstrap."),
+    strategy: list[str] = typer.Option(None, "--strategy", "-s",
+                                       help="Only these registered strategies (repeatable)."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for 95% intervals (0: none)."),
+    report: Path = typer.Option(Path("report.html"), help="Write the HTML report here."),
+    markdown: Path = typer.Option(None, help="Also write a Markdown report."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the JSON result."),
+) -> None:
+    """Replay every strategy and baseline on held-out queries and report cost vs quality."""
+    from ..evaluation import DEFAULT_DATASET, evaluate, load_dataset
+
+    source = data or DEFAULT_DATASET
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def tick(stage: str, i: int, n: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(n, 1))
+            bar.update(tasks[stage], completed=i, total=max(n, 1))
+
+        tick("loading", 0, 1)
+        table = load_dataset(source)
+        tick("loading", 1, 1)
+        result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
+                          seed=seed, split_column=split_column, n_bootstrap=bootstrap,
+                          progress=tick)
+    _render(result.to_json())
+    written = []
+    if report:
+        report.write_text(result.to_html(), encoding="utf-8")
+        written.append(str(report))
+    if markdown:
+        markdown.write_text(result.to_markdown(), encoding="utf-8")
+        written.append(str(markdown))
+    if json_out:
+        json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+        written.append(str(json_out))
+    if written:
+        stdout.print(f"wrote {', '.join(written)}", highlight=False)
+
+
+def _render(d: dict[str, Any]) -> None:
+    from ..evaluation._report import fmt_pct, fmt_q, fmt_ratio
+
+    stdout.print(f"[bold]{d['dataset']}[/]: {d['n_models']} models, {d['n_train_queries']} train / "
+                 f"{d['n_test_queries']} test queries", highlight=False)
+    miss = d["missing"]
+    if miss["n_incomplete_test_queries"]:
+        stdout.print(f"{miss['n_incomplete_test_queries']} test queries lack some models "
+                     f"({miss['n_missing_test_cells']} missing rows)", highlight=False)
+    t = Table(title="single models and oracle (test queries)", title_justify="left")
+    for c in ("model", "quality", "cost/query", "queries"):
+        t.add_column(c, justify="left" if c == "model" else "right", overflow="fold")
+    for m in sorted(d["models"], key=lambda m: m["cost_usd"]):
+        star = " *" if m["model"] == d["best_model"]["model"] else ""
+        t.add_row(m["model"] + star, f"{m['quality']:.4f}", f"{m['cost_usd']:.6g}",
+                  str(m["n_queries"]))
+    t.add_row("oracle", f"{d['oracle']['quality']:.4f}", f"{d['oracle']['cost_usd']:.6g}",
+              str(d["n_test_queries"]))
+    stdout.print(t)
+    s = Table(title="strategies: cost ratio = cost to reach the best model's quality / its cost",
+              title_justify="left")
+    cols = ["strategy", "kind", "cost ratio", "q @ best cost", "AUC", "oracle %"]
+    if d.get("two_model"):
+        cols += ["APGR", "CPT50", "CPT80", "CPT95"]
+    for c in cols:
+        s.add_column(c, justify="left" if c in ("strategy", "kind") else "right",
+                     overflow="fold", no_wrap=c != "strategy")
+    for st in d["strategies"]:
+        row = [st["name"], st["kind"], fmt_ratio(st["cost_ratio_at_best_quality"]),
+               fmt_q(st["quality_at_best_cost"]), fmt_q(st["auc"]), fmt_pct(st["oracle_share"])]
+        if d.get("two_model"):
+            cpt = st.get("cpt") or {}
+            row += [fmt_q(st.get("apgr"))] + [
+                "–" if cpt.get(k) is None else f"{cpt[k]:.1f}%" for k in ("50", "80", "95")]
+        s.add_row(*row)
+    stdout.print(s)
+    for sk in d.get("skipped") or []:
+        stderr.print(f"skipped {sk['name']}: {sk['reason']}", markup=False, highlight=False)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Show the bundled datasets."""
+    from ..evaluation import list_datasets
+
+    t = Table()
+    for c in ("name", "models", "queries", "license", "what"):
+        t.add_column(c, overflow="fold")
+    for d in list_datasets():
+        t.add_row(d["name"], str(len(d["models"])), str(d["n_queries"]), d["license"],
+                  d["description"])
+    stdout.print(t)
+
+
+@datasets_app.command("export")
+def datasets_export(
+    name: str = typer.Argument(..., help="A bundled dataset name (or any readable file)."),
+    out: Path = typer.Argument(..., help="Output file: .csv, .jsonl or .parquet (optionally .gz)."),
+) -> None:
+    """Write a dataset as an outcome table (ponder's interchange format)."""
+    from ..evaluation import export_dataset
+
+    path = export_dataset(name, out)
+    stdout.print(f"wrote {path}", highlight=False)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the ``ponder`` app (and its ``train`` group)."""
+    """Add ``eval`` and the ``datasets`` group to the ``ponder`` app."""
+    app.command("eval")(eval_command)
+    app.add_typer(datasets_app, name="datasets")

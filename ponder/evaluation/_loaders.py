@@ -1,0 +1,523 @@
+"""Loaders: public per-query outcome formats → :class:`OutcomeTable`.
+
+Each loader keeps the source's own notion of correctness where it has one, and documents where a
+figure is derived (scoring rules for raw generations, token-count cost estimates for RouteLLM,
+which publishes no per-query costs). Errors name the source file, row and column.
+
+- RouterBench wide CSV (one row per prompt, ``<model>`` / ``<model>|total_cost`` columns).
+- RouteLLM evaluations: MMLU and GSM8K correctness CSVs, MT-Bench single-grade judgments (score/10).
+- FrugalGPT / LLMDrift generation caches (model, query, ref_answer, answer, cost) + a scoring rule.
+- RouterArena cached results (one JSONL per model).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._exceptions import DataError
+from ._table import REQUIRED, OutcomeTable
+
+# ---- RouteLLM prices ---------------------------------------------------------------------------
+# RouteLLM publishes correctness only. Its paper (Ong et al. 2024, §5) prices GPT-4 at about $24.7
+# and Mixtral-8x7B at about $0.24 per million tokens (blended input/output). Costs from these
+# loaders are therefore estimates: blended price × (characters / 4) tokens.
+ROUTELLM_PRICES_PER_MTOK = {
+    "gpt-4-1106-preview": 24.7,
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.24,
+}
+CHARS_PER_TOKEN = 4.0
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def _open_text(path: Path) -> Any:
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(
+        path, encoding="utf-8")
+
+
+def _read_csv(path: Path, **kw: Any) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    try:
+        return pd.read_csv(path, **kw)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types; the file is what matters
+        raise DataError(f"cannot read CSV: {exc}", file=str(path)) from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    rows = []
+    with _open_text(path) as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
+            if not isinstance(obj, dict):
+                raise DataError("each line must be a JSON object", file=str(path), row=i)
+            obj["__row__"] = i
+            rows.append(obj)
+    return rows
+
+
+def _need(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
+    for c in cols:
+        if c not in df.columns:
+            raise DataError("missing column", file=str(path), column=c)
+
+
+def _bool_scores(col: pd.Series, path: Path, column: str, *, row_offset: int = 2) -> np.ndarray:
+    """True/False/1/0 → 1.0/0.0; anything else names the CSV line (header is line 1)."""
+    mapping = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
+    vals = col.astype(str).str.strip().str.lower().map(mapping)
+    bad = np.flatnonzero(vals.isna().to_numpy())
+    if bad.size:
+        raise DataError(f"expected True/False, got {col.iloc[bad[0]]!r}", file=str(path),
+                        row=int(bad[0]) + row_offset, column=column)
+    return vals.to_numpy(dtype=float)
+
+
+def _contaminated(path: Path, explicit: str | Path | None, stem: str) -> set[str]:
+    """RouteLLM drops eval prompts that leaked into its training data; so do we by default."""
+    cand = Path(explicit) if explicit else path.with_name(f"{stem}_contaminated_prompts.jsonl")
+    if explicit is None and not cand.exists():
+        cand = path.with_name("contaminated_prompts.jsonl")
+    if not cand.exists():
+        if explicit is not None:
+            raise DataError("file not found", file=str(cand))
+        return set()
+    return {str(r.get("eval_prompt", "")) for r in _read_jsonl(cand)}
+
+
+def _price(model: str, prices: dict[str, float] | None, path: Path) -> float:
+    table = {**ROUTELLM_PRICES_PER_MTOK, **(prices or {})}
+    if model not in table:
+        raise DataError(f"no price for model {model!r}; pass prices={{model: usd_per_mtok}}",
+                        file=str(path), column=model)
+    return table[model] / 1e6
+
+
+# ---- RouterBench -------------------------------------------------------------------------------
+def _routerbench_prompt(raw: Any) -> str:
+    """RouterBench stores prompts as a stringified Python list of turns."""
+    text = str(raw)
+    if text.startswith("["):
+        try:
+            turns = ast.literal_eval(text)  # literal_eval parses literals only; it runs no code
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(turns, list) and all(isinstance(t, str) for t in turns):
+            if len(turns) == 1:
+                return turns[0]
+            return json.dumps([{"role": "user", "content": t} for t in turns])
+    return text
+
+
+def _routerbench_response(raw: Any) -> str:
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return ""
+    text = str(raw)
+    if text.startswith("["):
+        try:
+            val = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(val, list):
+            return "\n".join(str(v) for v in val)
+    return text
+
+
+def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTable:
+    """RouterBench's wide CSV (e.g. the 0-shot pickle exported to CSV, or RouterDC's cut).
+
+    Columns: ``sample_id``, ``prompt``, ``eval_name``; per model ``<model>`` (correctness 0/1),
+    ``<model>|total_cost`` and optionally ``<model>|model_response``; optional split column
+    ``routerdc_split`` or ``split``. Rows whose correctness is NaN for every model are dropped
+    (RouterBench's duplicated ``arc-challenge.val.*`` rows), as are repeated sample ids.
+    RouterBench's licence is unclear: ponder never ships it, it only reads your copy.
+    """
+    path = Path(path)
+    df = _read_csv(path, dtype={"sample_id": str}, keep_default_na=True)
+    _need(df, ("sample_id", "prompt"), path)
+    models = [c[: -len("|total_cost")] for c in df.columns if c.endswith("|total_cost")]
+    if not models:
+        raise DataError("no '<model>|total_cost' columns: not a RouterBench wide CSV",
+                        file=str(path))
+    for m in models:
+        _need(df, (m,), path)
+    scores = df[models].apply(pd.to_numeric, errors="coerce")
+    for m in models:
+        raw_bad = scores[m].isna() & df[m].notna()
+        out_of_range = (scores[m] < 0) | (scores[m] > 1)
+        bad = np.flatnonzero((raw_bad | out_of_range).to_numpy())
+        if bad.size:
+            raise DataError(f"correctness must be a number in [0, 1], got {df[m].iloc[bad[0]]!r}",
+                            file=str(path), row=int(bad[0]) + 2, column=m)
+    keep = scores.notna().any(axis=1) & ~df["sample_id"].duplicated()
+    split_col = next((c for c in ("split", "routerdc_split") if c in df.columns), None)
+    task_col = "eval_name" if "eval_name" in df.columns else None
+    frames = []
+    for m in models:
+        sub = keep & scores[m].notna()
+        cost = pd.to_numeric(df.loc[sub, f"{m}|total_cost"], errors="coerce")
+        bad = np.flatnonzero(cost.isna().to_numpy() | (cost < 0).to_numpy())
+        if bad.size:
+            row = int(np.flatnonzero(sub.to_numpy())[bad[0]]) + 2
+            raise DataError("cost must be a number >= 0", file=str(path), row=row,
+                            column=f"{m}|total_cost")
+        f = pd.DataFrame({
+            "query_id": df.loc[sub, "sample_id"].astype(str),
+            "query": df.loc[sub, "prompt"].map(_routerbench_prompt),
+            "model": m,
+            "score": scores.loc[sub, m].astype(float),
+            "cost_usd": cost.astype(float),
+        })
+        resp = f"{m}|model_response"
+        if resp in df.columns:
+            f["response"] = df.loc[sub, resp].map(_routerbench_response)
+        if split_col:
+            f["split"] = df.loc[sub, split_col].astype(str)
+        if task_col:
+            f["task"] = df.loc[sub, task_col].astype(str)
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True)
+    return OutcomeTable.read(out, name=name or path.stem)
+
+
+# ---- RouteLLM ----------------------------------------------------------------------------------
+def load_routellm_mmlu(path: str | Path, *, contaminated: str | Path | None = None,
+                       prices: dict[str, float] | None = None, name: str | None = None
+                       ) -> OutcomeTable:
+    """RouteLLM's MMLU correctness CSV(s): ``[subject,] prompt, <model>...`` booleans.
+
+    Costs are estimates (see ``ROUTELLM_PRICES_PER_MTOK``): the prompt's tokens plus one answer
+    token. Contaminated prompts are dropped as RouteLLM does.
+    """
+    path = Path(path)
+    df = _read_csv(path, keep_default_na=False)
+    _need(df, ("prompt",), path)
+    models = [c for c in df.columns if c not in ("subject", "prompt")]
+    if not models:
+        raise DataError("no model columns besides 'prompt'", file=str(path))
+    drop = _contaminated(path, contaminated, "mmlu")
+    subject = df["subject"].astype(str) if "subject" in df.columns else pd.Series(
+        [path.stem.removeprefix("mmlu_")] * len(df))
+    keep = ~df["prompt"].isin(drop)
+    ids = [f"mmlu/{s}/{i}" for i, s in enumerate(subject)]
+    frames = []
+    for m in models:
+        price = _price(m, prices, path)
+        score = _bool_scores(df[m], path, m)
+        f = pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": m, "score": score,
+                          "cost_usd": [(_tokens(p) + 1) * price for p in df["prompt"]],
+                          "task": subject})
+        frames.append(f[keep.to_numpy()])
+    return OutcomeTable.read(pd.concat(frames, ignore_index=True), name=name or "routellm-mmlu")
+
+
+def load_routellm_gsm8k(path: str | Path, *, contaminated: str | Path | None = None,
+                        prices: dict[str, float] | None = None, name: str | None = None
+                        ) -> OutcomeTable:
+    """RouteLLM's ``gsm8k_responses.csv``: ``prompt, <model> (bool), <model>_response``.
+
+    Correctness is RouteLLM's own grading. Costs are estimates from the prompt and the response.
+    """
+    path = Path(path)
+    df = _read_csv(path, keep_default_na=False)
+    _need(df, ("prompt",), path)
+    models = [c for c in df.columns if c != "prompt" and not c.endswith("_response")]
+    drop = _contaminated(path, contaminated, "gsm8k")
+    keep = ~df["prompt"].isin(drop).to_numpy()
+    ids = [f"gsm8k/{i}" for i in range(len(df))]
+    frames = []
+    for m in models:
+        price = _price(m, prices, path)
+        score = _bool_scores(df[m], path, m)
+        resp = df[f"{m}_response"].astype(str) if f"{m}_response" in df.columns else pd.Series(
+            [""] * len(df))
+        cost = [(_tokens(p) + _tokens(r)) * price for p, r in zip(df["prompt"], resp)]
+        f = pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": m, "score": score,
+                          "cost_usd": cost, "response": resp, "task": "gsm8k"})
+        frames.append(f[keep])
+    return OutcomeTable.read(pd.concat(frames, ignore_index=True), name=name or "routellm-gsm8k")
+
+
+def load_routellm_mtbench(judgements: str | Path, *, questions: str | Path | None = None,
+                          contaminated: str | Path | None = None,
+                          prices: dict[str, float] | None = None, name: str | None = None
+                          ) -> OutcomeTable:
+    """FastChat single-grade MT-Bench judgments: score = mean over turns of (judge score / 10).
+
+    The query is the first turn (RouteLLM routes on it). ``questions`` (``question.jsonl``, found
+    next to the judgments when not given) supplies turns and categories. The cost estimate counts
+    the longest judge prompt per (question, model), which holds the whole conversation.
+    """
+    path = Path(judgements)
+    rows = _read_jsonl(path)
+    qpath = Path(questions) if questions else None
+    if qpath is None:
+        for cand in ("mt_bench_question.jsonl", "question.jsonl"):
+            if path.with_name(cand).exists():
+                qpath = path.with_name(cand)
+                break
+    qinfo: dict[str, dict[str, Any]] = {}
+    if qpath is not None:
+        for r in _read_jsonl(qpath):
+            qinfo[str(r.get("question_id"))] = r
+    drop = _contaminated(path, contaminated, "mt_bench")
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        for key in ("question_id", "model", "score"):
+            if key not in r:
+                raise DataError("missing key", file=str(path), row=r["__row__"], column=key)
+        score = r["score"]
+        if not isinstance(score, (int, float)) or not 1 <= score <= 10:
+            raise DataError(f"judge score must be in [1, 10], got {score!r}", file=str(path),
+                            row=r["__row__"], column="score")
+        k = (str(r["question_id"]), str(r["model"]))
+        a = acc.setdefault(k, {"scores": [], "chars": 0})
+        a["scores"].append(float(score))
+        a["chars"] = max(a["chars"], len(str(r.get("user_prompt", ""))))
+    out = []
+    for (qid, model), a in acc.items():
+        q = qinfo.get(qid, {})
+        turns = q.get("turns") or []
+        if any(t in drop for t in turns):
+            continue
+        out.append({"query_id": f"mt_bench/{qid}", "query": turns[0] if turns else f"MT-Bench {qid}",
+                    "model": model, "score": float(np.mean(a["scores"])) / 10.0,
+                    "cost_usd": _tokens("x" * a["chars"]) * _price(model, prices, path),
+                    "task": str(q.get("category", "mt_bench"))})
+    if not out:
+        raise DataError("no judgments left", file=str(path))
+    return OutcomeTable.read(pd.DataFrame(out), name=name or "routellm-mt-bench")
+
+
+# ---- FrugalGPT / LLMDrift generation caches ----------------------------------------------------
+_YESNO = re.compile(r"\[(yes|no)\]", re.IGNORECASE)
+
+
+def score_prime(answer: str, reference: str) -> float:
+    """PRIME: the last ``[Yes]``/``[No]`` in the answer must match the reference (yes/no)."""
+    found = _YESNO.findall(answer or "")
+    return float(bool(found) and found[-1].lower() == str(reference).strip().lower())
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Contents of the last ``\boxed{...}``, braces balanced (``\boxed{\frac{1}{2}}`` works)."""
+    start = (text or "").rfind("\\boxed")
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth, j = 0, i
+    while j < len(text):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+        j += 1
+    return None
+
+
+def _norm(s: str) -> str:
+    s = str(s).strip().strip("$").strip()
+    s = re.sub(r"\\(?:text|mathrm)\{([^}]*)\}", r"\1", s)
+    s = s.replace("\\!", "").replace(" ", "").replace(",", "").rstrip(".")
+    while s.startswith("{") and s.endswith("}"):
+        s = s[1:-1]
+    return s.lower()
+
+
+def score_boxed(answer: str, reference: str) -> float:
+    r"""The last ``\boxed{}`` of the answer equals the reference (its last ``\boxed{}`` if any)."""
+    got = last_boxed(answer)
+    if got is None:
+        return 0.0
+    ref = last_boxed(reference)
+    return float(_norm(got) == _norm(ref if ref is not None else reference))
+
+
+def score_exact(answer: str, reference: str) -> float:
+    """Whitespace/case-insensitive equality."""
+    return float(_norm(answer) == _norm(reference))
+
+
+SCORING_RULES: dict[str, Callable[[str, str], float]] = {
+    "prime": score_prime,
+    "boxed": score_boxed,
+    "exact": score_exact,
+}
+
+_ALIASES = {
+    "query_id": ("id", "_id", "query_id"),
+    "model": ("model", "service", "service_id"),
+    "query": ("query", "prompt", "question"),
+    "answer": ("answer", "completion", "response"),
+    "reference": ("ref_answer", "reference", "ground_truth", "gold"),
+    "cost": ("cost", "cost_usd"),
+}
+
+
+def _col(df: pd.DataFrame, key: str, path: Path) -> str:
+    for c in _ALIASES[key]:
+        if c in df.columns:
+            return c
+    raise DataError(f"missing column (any of {', '.join(_ALIASES[key])})", file=str(path),
+                    column=_ALIASES[key][0])
+
+
+def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str], float] = "auto",
+                          name: str | None = None) -> OutcomeTable:
+    """A FrugalGPT/LLMDrift generation cache: one row per (query, model) generation.
+
+    Columns (first found wins): id, model, query, answer/completion, ref_answer, cost, and
+    optionally latency, answer_token, dataset. ``scoring`` is a rule name (``prime``, ``boxed``,
+    ``exact``), a callable ``(answer, reference) -> [0, 1]``, or ``auto``: ``prime`` for the PRIME
+    dataset, ``boxed`` when answers use ``\\boxed{}``, else ``exact``.
+    """
+    path = Path(path)
+    df = _read_csv(path, keep_default_na=False)
+    c_id, c_model, c_query = (_col(df, k, path) for k in ("query_id", "model", "query"))
+    c_ans, c_ref, c_cost = (_col(df, k, path) for k in ("answer", "reference", "cost"))
+    if callable(scoring):
+        rule = scoring
+    elif scoring == "auto":
+        ds = str(df["dataset"].iloc[0]).lower() if "dataset" in df.columns and len(df) else ""
+        if ds == "prime" or "prime" in path.name.lower():
+            rule = score_prime
+        elif df[c_ans].astype(str).str.contains("\\boxed", regex=False).any():
+            rule = score_boxed
+        else:
+            rule = score_exact
+    elif scoring in SCORING_RULES:
+        rule = SCORING_RULES[scoring]
+    else:
+        raise DataError(f"unknown scoring rule {scoring!r}; use {', '.join(SCORING_RULES)}",
+                        file=str(path))
+    cost = pd.to_numeric(df[c_cost], errors="coerce")
+    bad = np.flatnonzero(cost.isna().to_numpy() | (cost < 0).to_numpy())
+    if bad.size:
+        raise DataError(f"cost must be a number >= 0, got {df[c_cost].iloc[bad[0]]!r}",
+                        file=str(path), row=int(bad[0]) + 2, column=c_cost)
+    model = df[c_model].astype(str).str.split("/").str[-1]  # openaichat/gpt-4-0314 → gpt-4-0314
+    prefix = str(df["dataset"].iloc[0]) + "/" if "dataset" in df.columns and len(df) else ""
+    out = pd.DataFrame({
+        "query_id": prefix + df[c_id].astype(str),
+        "query": df[c_query].astype(str),
+        "model": model,
+        "score": [rule(str(a), str(r)) for a, r in zip(df[c_ans], df[c_ref])],
+        "cost_usd": cost.astype(float),
+        "response": df[c_ans].astype(str),
+    })
+    if "answer_token" in df.columns:
+        out["output_tokens"] = pd.to_numeric(df["answer_token"], errors="coerce")
+    if "latency" in df.columns:
+        out["latency_s"] = pd.to_numeric(df["latency"], errors="coerce")
+    if "dataset" in df.columns:
+        out["task"] = df["dataset"].astype(str)
+    return OutcomeTable.read(out, name=name or path.stem)
+
+
+# ---- RouterArena -------------------------------------------------------------------------------
+def load_routerarena(paths: str | Path | Iterable[str | Path], *, name: str | None = None
+                     ) -> OutcomeTable:
+    """RouterArena's ``cached_results/<model>.jsonl`` files (a folder or a list of files).
+
+    Score and USD cost come from each record's ``evaluation_result`` (RouterArena's own metric per
+    source benchmark); failed calls (``success`` false or no evaluation) are skipped.
+    """
+    if isinstance(paths, (str, Path)):
+        p = Path(paths)
+        files = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.jsonl.gz")) if p.is_dir() else [p]
+    else:
+        files = [Path(x) for x in paths]
+    if not files:
+        raise DataError("no .jsonl files", file=str(paths))
+    out = []
+    for f in files:
+        model_default = f.name.split(".jsonl")[0]
+        for r in _read_jsonl(f):
+            ev = r.get("evaluation_result")
+            if not r.get("success", True) or not isinstance(ev, dict):
+                continue
+            gid = r.get("global_index")
+            if gid is None:
+                raise DataError("missing key", file=str(f), row=r["__row__"], column="global_index")
+            try:
+                score, cost = float(ev["score"]), float(ev["inference_cost"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"bad evaluation_result: {exc}", file=str(f), row=r["__row__"],
+                                column="evaluation_result") from None
+            usage = r.get("token_usage") or {}
+            out.append({
+                "query_id": str(gid), "query": str(r.get("question", "")),
+                # METEOR with a fragmentation penalty can dip just below 0: clip to the scale.
+                "model": str(r.get("llm_selected") or model_default),
+                "score": min(1.0, max(0.0, score)),
+                "cost_usd": cost, "response": str(r.get("generated_answer") or ""),
+                "input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
+                "task": str(gid).split("_", 1)[0],  # MMLUPro_law_12 → MMLUPro
+            })
+    if not out:
+        raise DataError("no successful records", file=str(files[0]))
+    return OutcomeTable.read(pd.DataFrame(out), name=name or "routerarena")
+
+
+# ---- format sniffing ---------------------------------------------------------------------------
+def load_path(path: str | Path) -> OutcomeTable:
+    """Read any supported file: an outcome table, or one of the public formats above."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("file not found", file=str(p))
+    if p.is_dir():
+        if any(p.glob("*.jsonl")):
+            return load_routerarena(p)
+        raise DataError("a folder must hold RouterArena cached_results *.jsonl files", file=str(p))
+    suffixes = "".join(p.suffixes).lower()
+    if suffixes.endswith((".csv", ".csv.gz")):
+        try:
+            cols = list(pd.read_csv(p, nrows=0).columns)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"cannot read CSV: {exc}", file=str(p)) from None
+        if all(c in cols for c in REQUIRED):
+            return OutcomeTable.read(p)
+        if any(c.endswith("|total_cost") for c in cols):
+            return load_routerbench(p)
+        if "prompt" in cols and any(c.endswith("_response") for c in cols):
+            return load_routellm_gsm8k(p)
+        if "prompt" in cols and any(c in ROUTELLM_PRICES_PER_MTOK for c in cols):
+            return load_routellm_mmlu(p)
+        if "model" in cols and any(c in cols for c in _ALIASES["reference"]):
+            return load_generation_cache(p)
+        return OutcomeTable.read(p)  # let the validator say which columns are missing
+    if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        with _open_text(p) as fh:
+            first = next((line for line in fh if line.strip()), "")
+        try:
+            keys = set(json.loads(first)) if first else set()
+        except json.JSONDecodeError:
+            keys = set()
+        if {"global_index", "evaluation_result"} <= keys:
+            return load_routerarena(p)
+        if {"judgment", "score", "question_id"} <= keys:
+            return load_routellm_mtbench(p)
+    return OutcomeTable.read(p)

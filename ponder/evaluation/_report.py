@@ -1,0 +1,364 @@
+"""Render an evaluation result (the JSON-able dict of :class:`EvalResult`) as HTML or Markdown.
+
+The HTML page is one self-contained file: inline CSS, the cost-quality plot as inline SVG drawn by
+matplotlib (``Figure`` directly, no pyplot, so no global backend state), no scripts, no fetches.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+METRIC_HELP = {
+    "cost_ratio_at_best_quality": "cost of the cheapest operating point that reaches the best "
+    "single model's quality, divided by that model's cost (FrugalGPT's cost saving; lower is "
+    "better, 'never' if it never gets there)",
+    "quality_at_best_cost": "best quality at no more than the best model's cost",
+    "auc": "area under the non-decreasing convex hull of the curve over the single models' cost "
+    "range, divided by that range (RouterBench's AIQ)",
+    "oracle_share": "quality at the best model's cost divided by the oracle's quality",
+    "apgr": "RouteLLM's average performance gap recovered over the share of strong-model calls",
+    "cpt": "RouteLLM's call-performance threshold: % of calls to the strong model needed to "
+    "recover 50/80/95% of the weak-to-strong quality gap",
+}
+
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f"]
+
+
+# ---- number formatting -------------------------------------------------------------------------
+def fmt_q(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def fmt_usd(v: float | None) -> str:
+    if v is None:
+        return "–"
+    if v == 0:
+        return "$0"
+    return f"${v:.3g}" if abs(v) >= 1e-4 else f"${v:.2e}"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "never" if v is None else f"{v:.3f}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(ci: Any, f: Any) -> str:
+    if not ci or ci[0] is None:  # every resample "never": no interval to show
+        return ""
+    lo, hi = ci
+    return f"[{f(lo)}, {f(hi) if hi is not None else 'never'}]"
+
+
+def _with_ci(s: dict[str, Any], key: str, f: Any) -> tuple[str, str]:
+    return f(s.get(key)), _ci((s.get("ci95") or {}).get(key), f)
+
+
+# ---- plot --------------------------------------------------------------------------------------
+def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float = 6.0) -> str:
+    """The cost-quality plane: single models, mixes, oracle, strategies and the Pareto frontier."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    strategies = data["strategies"]
+    costs = [p["cost_usd"] for s in strategies for p in s["curve"] if p["cost_usd"]]
+    log = bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 20
+    if log:
+        ax.set_xscale("log")
+    models = [s for s in strategies if s["name"].startswith("model:")]
+    for s in models:
+        p = s["curve"][0]
+        ax.scatter([p["cost_usd"]], [p["quality"]], s=46, color="#444", zorder=4, marker="o")
+    for s in strategies:
+        xs = [p["cost_usd"] for p in s["curve"]]
+        ys = [p["quality"] for p in s["curve"]]
+        if s["name"] == "random-mix":
+            ax.plot(xs, ys, linestyle=":", color="#888", lw=1.4, label="random mix (cheapest ↔ best)")
+        elif s["name"] == "oracle":
+            ax.scatter(xs, ys, marker="*", s=180, color="#f2b705", edgecolor="#6b5200", zorder=5,
+                       label="oracle (upper bound)")
+    others = [s for s in strategies if s["kind"] != "baseline"]
+    for i, s in enumerate(others):
+        xs = [p["cost_usd"] for p in s["curve"]]
+        ys = [p["quality"] for p in s["curve"]]
+        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.6, color=_COLORS[i % len(_COLORS)], label=s["name"],
+                zorder=3)
+    front = data.get("pareto") or []
+    if front:
+        fx = [p["cost_usd"] for p in front]
+        fy = [p["quality"] for p in front]
+        ax.step(fx, fy, where="post", color="#2a9d8f", lw=5, alpha=0.25, zorder=2,
+                label="Pareto frontier")
+    best = data["best_model"]
+    ax.axhline(best["quality"], color="#c0392b", lw=0.8, ls="--", alpha=0.6)
+    ax.axvline(best["cost_usd"], color="#c0392b", lw=0.8, ls="--", alpha=0.6)
+    ax.set_xlabel("mean cost per query (USD" + (", log scale)" if log else ")"))
+    ax.set_ylabel("mean quality on test queries")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    _label_models(fig, ax, models)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE for inline use
+
+
+def _label_models(fig: Any, ax: Any, models: list[dict[str, Any]]) -> None:
+    """Name each single-model dot, nudging labels down until they stop overlapping (in pixels)."""
+    placed: list[tuple[float, float, float]] = []  # x, y, width of placed labels in pixels
+    pts = sorted(((s["curve"][0]["cost_usd"], s["curve"][0]["quality"], s["name"][6:])
+                  for s in models), key=lambda t: -t[1])
+    for x, y, name in pts:
+        px, py = ax.transData.transform((x, y))
+        w = 6.2 * len(name)
+        dy = -12.0
+        for _ in range(12):
+            ly = py + dy
+            if all(abs(ly - oy) >= 11 or px + 6 + w < ox or ox + ow < px + 6 for ox, oy, ow in placed):
+                break
+            dy -= 11
+        placed.append((px + 6, py + dy, w))
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, dy * 72 / fig.dpi),
+                    fontsize=8, color="#333", zorder=6)
+
+
+# ---- shared table builders ---------------------------------------------------------------------
+def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    two = data.get("two_model") is not None
+    head = ["strategy", "kind", "points", "cost ratio @ best quality", "quality @ best cost",
+            "AUC (AIQ)", "oracle share"]
+    if two:
+        head += ["APGR", "CPT 50%", "CPT 80%", "CPT 95%"]
+    rows = []
+    order = sorted(data["strategies"], key=lambda s: (s["kind"] == "baseline",
+                                                      s["cost_ratio_at_best_quality"] is None,
+                                                      s["cost_ratio_at_best_quality"] or 0,
+                                                      -(s["auc"] or 0)))
+    for s in order:
+        cells = [s["name"], s["kind"], str(len(s["curve"]))]
+        for key, f in (("cost_ratio_at_best_quality", fmt_ratio), ("quality_at_best_cost", fmt_q),
+                       ("auc", fmt_q), ("oracle_share", fmt_pct)):
+            v, ci = _with_ci(s, key, f)
+            cells.append(f"{v} {ci}".strip())
+        if two:
+            v, ci = _with_ci(s, "apgr", fmt_q)
+            cells.append(f"{v} {ci}".strip())
+            cpt = s.get("cpt") or {}
+            cells += [("–" if cpt.get(k) is None else f"{cpt[k]:.1f}%") for k in ("50", "80", "95")]
+        rows.append(cells)
+    return head, rows
+
+
+def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "quality", "95% CI", "cost / query", "test queries", "oracle picks it"]
+    rows = []
+    for m in sorted(data["models"], key=lambda m: m["cost_usd"]):
+        mark = " ★" if m["model"] == data["best_model"]["model"] else ""
+        rows.append([m["model"] + mark, fmt_q(m["quality"]),
+                     _ci((m.get("ci95") or {}).get("quality"), fmt_q), fmt_usd(m["cost_usd"]),
+                     str(m["n_queries"]), fmt_pct(m["oracle_pick_share"])])
+    o = data["oracle"]
+    rows.append(["oracle (per query: cheapest model with the best score)", fmt_q(o["quality"]),
+                 _ci((o.get("ci95") or {}).get("quality"), fmt_q), fmt_usd(o["cost_usd"]),
+                 str(data["n_test_queries"]), "–"])
+    return head, rows
+
+
+def _task_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    tasks = data.get("tasks") or []
+    if not tasks:
+        return [], []
+    models = [m["model"] for m in sorted(data["models"], key=lambda m: m["cost_usd"])]
+    strats = [s for s in tasks[0]["strategies"] if s != "oracle"]
+    head = ["task", "queries"] + models + ["oracle"] + strats
+    rows = []
+    for t in tasks:
+        row = [t["task"], str(t["n_queries"])]
+        row += [fmt_q(t["models"][m]["quality"]) for m in models]
+        row.append(fmt_q(t["oracle"]["quality"]))
+        row += [f"{fmt_q(t['strategies'][s]['quality'])} @ {fmt_usd(t['strategies'][s]['cost_usd'])}"
+                for s in strats]
+        rows.append(row)
+    return head, rows
+
+
+def _summary_lines(data: dict[str, Any]) -> list[str]:
+    b, o = data["best_model"], data["oracle"]
+    lines = [
+        f"Best single model: {b['model']}, quality {fmt_q(b['quality'])} "
+        f"{_ci((b.get('ci95') or {}).get('quality'), fmt_q)} at {fmt_usd(b['cost_usd'])} per query.",
+        f"Oracle (upper bound): quality {fmt_q(o['quality'])} at {fmt_usd(o['cost_usd'])} per query "
+        f"({fmt_ratio(o['cost_usd'] / b['cost_usd'] if b['cost_usd'] else None)} of the best "
+        "model's cost).",
+    ]
+    real = [s for s in data["strategies"] if s["kind"] != "baseline"]
+    reach = [s for s in real if s["cost_ratio_at_best_quality"] is not None]
+    if reach:
+        s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
+        r = s["cost_ratio_at_best_quality"]
+        lines.append(f"Cheapest way to match it: {s['name']} at {fmt_ratio(r)} of its cost "
+                     f"({fmt_pct(1 - r)} saved) "
+                     f"{_ci((s.get('ci95') or {}).get('cost_ratio_at_best_quality'), fmt_ratio)}.")
+    elif real:
+        s = max(real, key=lambda s: s["quality_at_best_cost"] or 0)
+        lines.append(f"No strategy reaches the best model's quality on test queries; the closest "
+                     f"is {s['name']} at {fmt_q(s['quality_at_best_cost'])}.")
+    else:
+        lines.append("No routing strategies are registered: install or import ponder.routers / "
+                     "ponder.cascade to compare them against these baselines.")
+    miss = data["missing"]
+    if miss["n_incomplete_test_queries"]:
+        lines.append(f"{miss['n_incomplete_test_queries']} test queries lack some models "
+                     f"({miss['n_missing_test_cells']} missing query×model rows); single models "
+                     "are measured on the queries they have, strategies use what each query has.")
+    return lines
+
+
+def _split_text(data: dict[str, Any]) -> str:
+    sp = data["split"]
+    if sp["method"] == "column":
+        how = f"the table's '{sp['column']}' column"
+    else:
+        how = f"a random {sp['test_fraction']:g} of queries held out (seed {sp['seed']})"
+    return (f"{data['n_train_queries']} train / {data['n_test_queries']} test queries, split by "
+            f"{how}; strategies are fitted on train queries and every figure is on test queries.")
+
+
+# ---- Markdown ----------------------------------------------------------------------------------
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    def esc(c: str) -> str:
+        return c.replace("|", "\\|")
+
+    out = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    parts = [f"# ponder evaluation: {data['dataset']}", ""]
+    parts += [f"- {line}" for line in _summary_lines(data)]
+    parts += ["", f"{_split_text(data)}", "", "## Strategies", "",
+              _md_table(*_strategy_rows(data)), "",
+              "Brackets are bootstrap 95% intervals over test queries "
+              f"({(data.get('bootstrap') or {}).get('n', 0)} resamples).", "",
+              "## Single models", "", _md_table(*_model_rows(data)), ""]
+    th, tr = _task_rows(data)
+    if th:
+        parts += ["## Per task", "", "Quality per task; strategies at their headline point "
+                  "(quality @ cost).", "", _md_table(th, tr), ""]
+    parts += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in METRIC_HELP.items()]
+    if data.get("skipped"):
+        parts += ["", "## Skipped strategies", ""]
+        parts += [f"- {s['name']}: {s['reason']}" for s in data["skipped"]]
+    v = data["versions"]
+    parts += ["", "## Data and versions", "",
+              f"- dataset: {data['dataset']} ({data['n_rows']} rows, {data['n_models']} models)",
+              f"- created: {data['created_at']}",
+              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
+    return "\n".join(parts)
+
+
+# ---- HTML --------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;margin:0;
+color:#1d2430;background:#f6f7f9;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:28px 32px 48px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:1px solid #dde1e6;
+padding-bottom:4px}.sub{color:#5b6574;margin:0 0 18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:14px;margin:18px 0}
+.card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:12px 16px}
+.card .k{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#5b6574}
+.card .v{font-size:22px;font-weight:600;margin-top:2px}.card .d{font-size:13px;color:#5b6574}
+.plot{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
+.plot svg{width:100%;height:auto}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;background:#fff;font-size:13.5px;width:100%}
+th,td{border:1px solid #e3e6ea;padding:5px 9px;text-align:right;white-space:nowrap}
+th{background:#eef1f4;font-weight:600}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#fafbfc}
+ul.notes{font-size:14px}dl{font-size:14px}dt{font-weight:600;margin-top:6px}dd{margin-left:18px;color:#394150}
+.muted{color:#5b6574;font-size:13px}
+"""
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _cards(data: dict[str, Any]) -> str:
+    b, o = data["best_model"], data["oracle"]
+    cards = [("best single model", fmt_q(b["quality"]),
+              f"{b['model']} · {fmt_usd(b['cost_usd'])}/query · CI "
+              f"{_ci((b.get('ci95') or {}).get('quality'), fmt_q)}"),
+             ("oracle (upper bound)", fmt_q(o["quality"]),
+              f"{fmt_usd(o['cost_usd'])}/query · CI {_ci((o.get('ci95') or {}).get('quality'), fmt_q)}")]
+    real = [s for s in data["strategies"] if s["kind"] != "baseline"]
+    reach = [s for s in real if s["cost_ratio_at_best_quality"] is not None]
+    if reach:
+        s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
+        r = s["cost_ratio_at_best_quality"]
+        cards.append(("cost to match the best model", fmt_pct(r),
+                      f"{s['name']} · {fmt_pct(1 - r)} saved · CI "
+                      f"{_ci((s.get('ci95') or {}).get('cost_ratio_at_best_quality'), fmt_ratio)}"))
+    if real:
+        s = max(real, key=lambda s: s["auc"] or 0)
+        cards.append(("best AUC (AIQ)", fmt_q(s["auc"]),
+                      f"{s['name']} · CI {_ci((s.get('ci95') or {}).get('auc'), fmt_q)}"))
+    else:
+        cards.append(("strategies", "none registered", "baselines only"))
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="k">{html.escape(k)}</div><div class="v">{html.escape(v)}'
+        f'</div><div class="d">{html.escape(d)}</div></div>' for k, v, d in cards) + "</div>"
+
+
+def render_html(data: dict[str, Any]) -> str:
+    esc = html.escape
+    th, tr = _task_rows(data)
+    task_html = (f"<h2>Per task</h2><p class='muted'>Quality per task on test queries; strategies at "
+                 f"their headline point (quality @ cost per query).</p>{_html_table(th, tr)}"
+                 if th else "")
+    skipped = ""
+    if data.get("skipped"):
+        skipped = "<h2>Skipped strategies</h2><ul class='notes'>" + "".join(
+            f"<li>{esc(s['name'])}: {esc(s['reason'])}</li>" for s in data["skipped"]) + "</ul>"
+    versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+    boot = data.get("bootstrap") or {}
+    definitions = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in METRIC_HELP.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ponder evaluation: {esc(data['dataset'])}</title><style>{_CSS}</style></head>
+<body><main>
+<h1>Cost vs quality: {esc(data['dataset'])}</h1>
+<p class="sub">{esc(_split_text(data))}</p>
+{_cards(data)}
+<ul class="notes">{''.join(f'<li>{esc(x)}</li>' for x in _summary_lines(data))}</ul>
+<h2>Cost–quality plane</h2>
+<div class="plot">{cost_quality_svg(data)}</div>
+<p class="muted">Dashed red lines: the best single model's quality and cost. The shaded step is the
+Pareto frontier of every achievable point (the oracle is an upper bound and not part of it).</p>
+<h2>Strategies</h2>
+{_html_table(*_strategy_rows(data))}
+<p class="muted">Brackets: bootstrap 95% intervals over test queries ({boot.get('n', 0)} resamples,
+percentile method). "never": the strategy does not reach the best model's quality.</p>
+<h2>Single models</h2>
+{_html_table(*_model_rows(data))}
+{task_html}
+{skipped}
+<h2>Metrics</h2><dl>{definitions}</dl>
+<h2>Data and versions</h2>
+<dl><dt>dataset</dt><dd>{esc(data['dataset'])}: {data['n_rows']} rows, {data['n_models']} models,
+{data['missing']['n_incomplete_queries_all']} queries missing some model</dd>
+<dt>split</dt><dd>{esc(_split_text(data))}</dd>
+<dt>versions</dt><dd>{esc(versions)}</dd><dt>created</dt><dd>{esc(data['created_at'])}</dd></dl>
+</main></body></html>
+"""
