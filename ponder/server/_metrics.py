@@ -1,0 +1,102 @@
+"""Prometheus text exposition, written by hand (no dependency): requests, calls, cost, cache, latency.
+
+Labels only ever hold served model ids and ``provider:model`` specs, never request content or keys.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+
+from .._types import Answer
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kw: str) -> str:
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kw.items()) + "}"
+
+
+def _num(x: float) -> str:
+    if math.isinf(x):
+        return "+Inf"
+    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+
+
+class Metrics:
+    """Counters for one server process. Cheap to update; rendered on each scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = defaultdict(int)  # (served model, status)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)  # (provider:model, outcome)
+        self.cost: dict[str, float] = defaultdict(float)  # provider:model -> USD
+        self.saved: float = 0.0
+        self.cache_hits = 0
+        self.in_flight = 0
+        self.bucket_counts = [0] * len(BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def request_done(self, model: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(model, str(status))] += 1
+            self.latency_sum += seconds
+            self.latency_count += 1
+            for i, le in enumerate(BUCKETS):
+                if seconds <= le:
+                    self.bucket_counts[i] += 1
+
+    def answer(self, answer: Answer) -> None:
+        with self._lock:
+            for a in answer.trace:
+                outcome = "error" if a.error else ("cached" if a.cached else "ok")
+                self.calls[(a.model, outcome)] += 1
+                self.cost[a.model] += a.cost_usd
+                if a.cached:
+                    self.cache_hits += 1
+            if not answer.trace:
+                c = answer.completion
+                self.calls[(c.spec, "cached" if c.cached else "ok")] += 1
+                self.cost[c.spec] += answer.cost_usd
+                self.cache_hits += int(c.cached)
+            self.saved += answer.completion.saved_usd
+
+    def failed_calls(self, models: list[str]) -> None:
+        with self._lock:
+            for m in models:
+                self.calls[(m, "error")] += 1
+
+    def render(self) -> str:
+        with self._lock:
+            out: list[str] = []
+            out += ["# HELP ponder_requests_total Chat completion requests by served model and HTTP status.",
+                    "# TYPE ponder_requests_total counter"]
+            out += [f"ponder_requests_total{_labels(model=m, status=s)} {n}"
+                    for (m, s), n in sorted(self.requests.items())]
+            out += ["# HELP ponder_model_calls_total Upstream model calls by outcome (ok, cached, error).",
+                    "# TYPE ponder_model_calls_total counter"]
+            out += [f"ponder_model_calls_total{_labels(model=m, outcome=o)} {n}"
+                    for (m, o), n in sorted(self.calls.items())]
+            out += ["# HELP ponder_cost_usd_total Money spent upstream, by model.",
+                    "# TYPE ponder_cost_usd_total counter"]
+            out += [f"ponder_cost_usd_total{_labels(model=m)} {_num(c)}" for m, c in sorted(self.cost.items())]
+            out += ["# HELP ponder_cache_hits_total Answers served from the completion cache.",
+                    "# TYPE ponder_cache_hits_total counter", f"ponder_cache_hits_total {self.cache_hits}",
+                    "# HELP ponder_cache_saved_usd_total Money the cache hits saved.",
+                    "# TYPE ponder_cache_saved_usd_total counter",
+                    f"ponder_cache_saved_usd_total {_num(self.saved)}",
+                    "# HELP ponder_requests_in_flight Requests being answered now.",
+                    "# TYPE ponder_requests_in_flight gauge", f"ponder_requests_in_flight {self.in_flight}",
+                    "# HELP ponder_request_duration_seconds Time to answer a request (to the last byte).",
+                    "# TYPE ponder_request_duration_seconds histogram"]
+            out += [f"ponder_request_duration_seconds_bucket{_labels(le=_num(le))} {n}"
+                    for le, n in zip(BUCKETS, self.bucket_counts)]
+            out += [f"ponder_request_duration_seconds_sum {_num(self.latency_sum)}",
+                    f"ponder_request_duration_seconds_count {self.latency_count}"]
+            return "\n".join(out) + "\n"
