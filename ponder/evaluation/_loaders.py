@@ -147,8 +147,8 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
 
     Columns: ``sample_id``, ``prompt``, ``eval_name``; per model ``<model>`` (correctness 0/1),
     ``<model>|total_cost`` and optionally ``<model>|model_response``; optional split column
-    ``routerdc_split`` or ``split``. Rows whose correctness is NaN for every model are dropped
-    (RouterBench's duplicated ``arc-challenge.val.*`` rows), as are repeated sample ids.
+    ``routerdc_split`` or ``split``. Rows sharing a sample id are merged (RouterBench splits a few
+    ``arc-challenge.val.*`` samples over two rows); rows with no correctness at all are dropped.
     RouterBench's licence is unclear: ponder never ships it, it only reads your copy.
     """
     path = Path(path)
@@ -168,7 +168,12 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
         if bad.size:
             raise DataError(f"correctness must be a number in [0, 1], got {df[m].iloc[bad[0]]!r}",
                             file=str(path), row=int(bad[0]) + 2, column=m)
-    keep = scores.notna().any(axis=1) & ~df["sample_id"].duplicated()
+    if df["sample_id"].duplicated().any():
+        # RouterBench repeats a few sample ids with the models split across the rows (10 + 1):
+        # merge them, first non-empty value per column.
+        df = df.groupby("sample_id", sort=False, as_index=False).first()
+        scores = df[models].apply(pd.to_numeric, errors="coerce")
+    keep = scores.notna().any(axis=1)
     split_col = next((c for c in ("split", "routerdc_split") if c in df.columns), None)
     task_col = "eval_name" if "eval_name" in df.columns else None
     frames = []
