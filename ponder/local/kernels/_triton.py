@@ -285,7 +285,9 @@ def _sample_kernel(
                     mass += tl.sum(tl.where(gt, w[None, :], 0.0), axis=1)
                 ok = (mass < c) & (piv > lo2)
                 new_hi = tl.min(tl.where(ok, piv, hi2), axis=0)
-                mass_hi = tl.where(new_hi < hi2, tl.sum(tl.where(piv == new_hi, mass, 0.0), axis=0), mass_hi)
+                mass_hi = tl.where(
+                    new_hi < hi2, tl.sum(tl.where(piv == new_hi, mass, 0.0), axis=0), mass_hi
+                )
                 new_lo = tl.max(tl.where(ok, lo2, piv), axis=0)
                 lo2 = new_lo
                 hi2 = new_hi
@@ -384,7 +386,8 @@ def _attn_kernel(
     qpos = start + t
     q = tl.load(
         q_ptr + b * sq_b + h[:, None] * sq_h + t[:, None] * sq_t + d[None, :],
-        mask=valid[:, None], other=0.0,
+        mask=valid[:, None],
+        other=0.0,
     )
     kv_end = start + T
     n_lo = sp * SPLIT_LEN

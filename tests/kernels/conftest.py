@@ -1,0 +1,21 @@
+"""Run the Triton kernels under the interpreter when there is no GPU.
+
+``triton.jit`` reads ``TRITON_INTERPRET`` when a kernel module is imported, so it is set here,
+before any test module imports ``ponder.local.kernels._triton``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+if not _has_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

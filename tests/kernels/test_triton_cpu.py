@@ -1,0 +1,144 @@
+"""Triton kernels == torch references, exactly, on CPU under TRITON_INTERPRET=1 (fp32).
+
+Sampling ops get the same uniform and exponential noise, so the tokens must be identical.
+Attention is compared to rounding (1e-5) and checked for batch invariance bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (pip install 'ponder[triton]')")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no CUDA and TRITON_INTERPRET is not 1", allow_module_level=True)
+
+from ponder.local.kernels import _reference as ref  # noqa: E402
+from ponder.local.kernels import _triton as tri  # noqa: E402
+from ponder.local.kernels import get_ops  # noqa: E402
+
+from ._cases import attention_inputs, chain_inputs, sample_inputs  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_dispatch_returns_the_triton_kernels():
+    ops = get_ops(DEVICE, backend="triton")
+    assert ops.name == "triton"
+    assert ops.verify_chain is tri.verify_chain and ops.sample is tri.sample
+
+
+@pytest.mark.parametrize("mode", ["random", "close", "equal", "zero_residual", "greedy"])
+@pytest.mark.parametrize(("B", "k", "V"), [(1, 4, 97), (3, 5, 3000), (2, 1, 33), (2, 7, 20000)])
+def test_verify_chain_matches_reference(B, k, V, mode):
+    seen_accepts = set()
+    for seed in range(3):
+        x, q, p, u, e = chain_inputs(B, k, V, seed=seed, mode=mode, device=DEVICE)
+        out_ref, n_ref = ref.verify_chain(x, q, p, u, e)
+        out, n = tri.verify_chain(x, q, p, u, e)
+        assert out.dtype == torch.int64 and n.dtype == torch.int64
+        assert torch.equal(n, n_ref)
+        assert torch.equal(out, out_ref), (out, out_ref)
+        seen_accepts.update(n.tolist())
+    if mode == "equal":
+        assert seen_accepts == {k}  # every draft accepted: the last token is the bonus
+    if mode == "zero_residual":
+        assert seen_accepts == {0}  # q = 2p rejects at once, and the residual is all zero
+
+
+def test_verify_chain_padding_and_workspace_reuse():
+    # Repeated calls reuse the self-resetting workspace; a stale maximum would leak a token.
+    for seed in range(6):
+        B, k, V = 4, 6, 5000
+        x, q, p, u, e = chain_inputs(B, k, V, seed=100 + seed, mode="close", device=DEVICE)
+        out, n = tri.verify_chain(x, q, p, u, e)
+        out_ref, n_ref = ref.verify_chain(x, q, p, u, e)
+        assert torch.equal(out, out_ref) and torch.equal(n, n_ref)
+        pos = torch.arange(k + 1, device=DEVICE)[None, :]
+        assert bool(((out == -1) == (pos > n[:, None])).all())
+
+
+@pytest.mark.parametrize(
+    ("B", "V", "ties", "seeds"),
+    [
+        (8, 257, False, 3),
+        (8, 257, True, 3),
+        (8, 3000, False, 2),
+        (8, 3000, True, 2),
+        (2, 20000, False, 1),
+    ],
+)
+def test_sample_matches_reference(B, V, ties, seeds):
+    for seed in range(seeds):
+        logits, temp, top_k, top_p, u = sample_inputs(B, V, seed=seed, ties=ties, device=DEVICE)
+        want = ref.sample(logits, temp, top_k, top_p, u)
+        got = tri.sample(logits, temp, top_k, top_p, u)
+        assert got.dtype == torch.int64
+        assert torch.equal(got, want), (got, want, temp, top_k, top_p)
+
+
+def test_sample_greedy_breaks_ties_towards_lowest_id():
+    logits = torch.zeros(2, 500, device=DEVICE)
+    logits[0, [17, 300]] = 5.0
+    logits[1, [499, 3]] = 2.0
+    zeros = torch.zeros(2, device=DEVICE)
+    got = tri.sample(logits, zeros, torch.zeros(2, dtype=torch.long, device=DEVICE),
+                     torch.ones(2, device=DEVICE), torch.rand(2, device=DEVICE))  # fmt: skip
+    assert got.tolist() == [17, 3]
+
+
+def test_sample_top_k_one_is_argmax_and_uniform_sweeps_the_kept_set():
+    V = 1000
+    logits, *_ = sample_inputs(1, V, seed=7, device=DEVICE)
+    one = torch.ones(1, device=DEVICE)
+    for u in (0.0, 0.3, 0.999):
+        uu = torch.full((1,), u, device=DEVICE)
+        got = tri.sample(logits, one, torch.ones(1, dtype=torch.long, device=DEVICE), one, uu)
+        assert got.item() == logits.argmax().item()
+    # top-k 4: sweeping u visits exactly the 4 largest logits, in ascending id order.
+    k4 = torch.full((1,), 4, dtype=torch.long, device=DEVICE)
+    picks = [tri.sample(logits, one, k4, one, torch.full((1,), u, device=DEVICE)).item()
+             for u in torch.linspace(0, 0.999, 16).tolist()]  # fmt: skip
+    assert sorted(set(picks)) == sorted(logits[0].topk(4).indices.tolist())
+    assert picks == sorted(picks)
+
+
+ATTN_CASES = [
+    # B, Hq, Hkv, T, D, S, start
+    (1, 4, 2, 1, 16, 40, 10),  # decode, GQA 2
+    (2, 6, 2, 5, 32, 64, [3, 20]),  # verify, per-row start positions
+    (1, 2, 2, 30, 16, 40, 0),  # prefill from position 0
+    (2, 4, 1, 5, 16, 1500, [700, 1200]),  # split-KV path (S > 1024), MQA
+    (1, 4, 4, 1, 16, 1100, 1099),  # split-KV decode at the end of the cache
+]
+
+
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_attention_matches_reference(case):
+    q, kc, vc, sp = attention_inputs(*case, seed=1, device=DEVICE)
+    want = ref.attention(q, kc, vc, sp)
+    got = tri.attention(q, kc, vc, sp)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", [c for c in ATTN_CASES if 1 < c[3] <= 16])
+def test_attention_is_batch_invariant(case):
+    """A position's output is bit-identical whether decoded alone or verified in a block."""
+    B, T = case[0], case[3]
+    q, kc, vc, sp = attention_inputs(*case, seed=2, device=DEVICE)
+    block = tri.attention(q, kc, vc, sp)
+    start = sp if isinstance(sp, torch.Tensor) else torch.full((B,), sp, device=DEVICE)
+    for t in range(T):
+        alone = tri.attention(q[:, :, t : t + 1].contiguous(), kc, vc, start + t)
+        assert torch.equal(alone[:, :, 0], block[:, :, t])
+
+
+def test_attention_scale_argument():
+    q, kc, vc, sp = attention_inputs(1, 2, 1, 3, 16, 20, 5, seed=3, device=DEVICE)
+    torch.testing.assert_close(
+        tri.attention(q, kc, vc, sp, scale=0.05), ref.attention(q, kc, vc, sp, scale=0.05),
+        atol=1e-5, rtol=1e-5,
+    )  # fmt: skip
