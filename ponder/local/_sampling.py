@@ -1,0 +1,77 @@
+"""Sampling parameters and the distributions the engine samples from.
+
+Tokens are drawn by the dispatched ``ops.sample`` from explicit noise, and the full probability
+vectors that speculative verification needs come from :func:`probs`, which is the same
+distribution (``kernels._reference.warp_probs``) with host-side shortcuts for the common cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import Ops
+from .kernels._reference import warp_probs
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 is greedy; top_k 0 and top_p 1.0 are off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def tensors(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            torch.full((batch,), float(self.temperature), device=device),
+            torch.full((batch,), int(self.top_k), dtype=torch.long, device=device),
+            torch.full((batch,), float(self.top_p), device=device),
+        )
+
+
+def probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """(N,V) logits -> (N,V) float probabilities of the warped distribution (one-hot when greedy)."""
+    logits = logits.float()
+    if params.greedy:
+        return F.one_hot(torch.argmax(logits, dim=-1), logits.shape[-1]).float()
+    if params.top_k <= 0 and params.top_p >= 1.0:
+        return torch.softmax(logits / params.temperature, dim=-1)
+    return warp_probs(logits, *params.tensors(logits.shape[0], logits.device))
+
+
+class Noise:
+    """All randomness of one generation, from one seeded generator (so runs are reproducible)."""
+
+    def __init__(self, seed: int | None, device: torch.device) -> None:
+        self.device = device
+        self.gen = torch.Generator(device=device)
+        if seed is None:
+            self.gen.seed()
+        else:
+            self.gen.manual_seed(int(seed))
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.gen, device=self.device)
+
+    def accept_uniform(self, *shape: int) -> torch.Tensor:
+        # (0, 1]: u == 0 would accept a token the target gives probability 0.
+        return 1.0 - self.uniform(*shape)
+
+    def exponential(self, *shape: int) -> torch.Tensor:
+        e = torch.empty(shape, device=self.device).exponential_(generator=self.gen)
+        return e.clamp_min(torch.finfo(e.dtype).tiny)
+
+
+def sample(ops: Ops, logits: torch.Tensor, params: SamplingParams, noise: Noise) -> torch.Tensor:
+    """(B,V) logits -> (B,) tokens through the dispatched kernel."""
+    B = logits.shape[0]
+    if params.greedy:  # no noise drawn, so greedy runs never touch the generator
+        return torch.argmax(logits, dim=-1)
+    return ops.sample(logits, *params.tensors(B, logits.device), noise.uniform(B))
