@@ -27,8 +27,8 @@ def run_main(app: typer.Typer) -> int:
         sys.argv.remove("--debug")
         os.environ["PONDER_DEBUG"] = "1"
     try:
-        app(standalone_mode=False)
-        return 0
+        rv = app(standalone_mode=False)  # click returns the code of typer.Exit here
+        return rv if isinstance(rv, int) else 0
     except click.exceptions.Abort:
         stderr.print("aborted", style="red", markup=False)
         return 130
