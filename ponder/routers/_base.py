@@ -1,0 +1,377 @@
+"""What every router shares: fitting on an outcome table, one knob, routing, calibration.
+
+A router reads only the query text. ``fit`` turns the train rows of an outcome table into
+features (TF-IDF by default) and a per-model predictor; ``predict_quality`` gives each model's
+predicted quality for new queries; ``route`` picks one model for a setting of the knob.
+
+The knob moves a router along its cost/quality curve. Each router family defines its direction,
+but :meth:`BaseRouter.knob_grid` always returns values ordered from the most expensive setting to
+the cheapest, which is what calibration (and the Learn-then-Test fixed sequence) walks along.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._exceptions import ConfigError, DataError, NotFittedError, UnknownModel
+
+if TYPE_CHECKING:
+    from ..evaluation._table import OutcomeTable
+
+FORMAT = "ponder-router"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The router's choice for one query.
+
+    ``quality`` is the predicted quality of every candidate model (for a pairwise router: the
+    predicted probability that the weak model is good enough, and its complement for the strong
+    one). ``cost`` is the predicted USD cost of each candidate for this query.
+    """
+
+    model: str
+    quality: dict[str, float]
+    cost: dict[str, float]
+    knob: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the knob was set: the target, what it reached on the calibration rows, the guarantee."""
+
+    target: str  # "strong_share" | "budget" | "quality_floor"
+    value: float
+    knob: float
+    reached_cost: float
+    reached_quality: float
+    reached_strong_share: float
+    n: int
+    delta: float | None = None
+    guaranteed: bool | None = None  # quality floor only: was H0 (risk > epsilon) rejected at the knob
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_is_fitted(router: Any) -> None:
+    if not getattr(router, "models_", None):
+        raise NotFittedError(
+            f"this {type(router).__name__} is not fitted yet; call fit(outcome_table) first"
+        )
+
+
+def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, costs, present) of ``table`` in the column order of ``models``.
+
+    Raises UnknownModel when the router's models are not in the table: replaying needs them all.
+    """
+    missing = [m for m in models if m not in table.models]
+    if missing:
+        raise UnknownModel(
+            f"outcome table {table.name!r} has no rows for model(s) {', '.join(map(repr, missing))} "
+            f"that the router chooses between; it has: {', '.join(table.models)}"
+        )
+    cols = [table.models.index(m) for m in models]
+    return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
+
+
+class BaseRouter:
+    """Shared estimator plumbing. Subclasses implement ``_fit_core``, ``_predict_core``,
+    ``_decide`` and ``_knob_grid``; everything else (features, cost model, routing,
+    calibration, saving) lives here once."""
+
+    kind: str = "base"
+    _default_knob: float = 0.0
+    #: True when a larger knob means cheaper decisions (utility λ); False for a threshold on
+    #: P(weak good enough), where a larger threshold sends more queries to the strong model.
+    _knob_cheaper_when_larger: bool = True
+
+    # ---- scikit-learn parameter protocol ---------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> BaseRouter:
+        valid = self._param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise ConfigError(f"unknown parameter {k!r} for {type(self).__name__}; valid: {valid}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- fitting ---------------------------------------------------------------------------
+    def _select_models(self, table: OutcomeTable) -> list[str]:
+        """Which of the table's models this router chooses between (all, by default)."""
+        models = getattr(self, "models", None)
+        if models:
+            unknown = [m for m in models if m not in table.models]
+            if unknown:
+                raise UnknownModel(
+                    f"model(s) {', '.join(map(repr, unknown))} not in outcome table "
+                    f"{table.name!r}; it has: {', '.join(table.models)}"
+                )
+            return [m for m in table.models if m in set(models)]  # keep cheapest-first order
+        return list(table.models)
+
+    def fit(self, table: OutcomeTable, y: Any = None) -> BaseRouter:
+        """Learn from the rows of an outcome table (train rows only: evaluate on others)."""
+        from ..evaluation._table import OutcomeTable
+
+        if not isinstance(table, OutcomeTable):
+            raise DataError(f"{type(self).__name__}.fit expects an OutcomeTable (ponder.evaluation."
+                            f"read_outcomes), got {type(table).__name__}")
+        models = self._select_models(table)
+        if len(models) < 2:
+            raise DataError(f"a router needs at least two models; table {table.name!r} has "
+                            f"{len(models)}", file=table.name)
+        scores, costs, present = table_arrays(table, models)
+        queries = table.queries
+        from ._features import make_featurizer
+
+        featurizer = make_featurizer(self.featurizer).fit(queries)
+        X = featurizer.transform(queries)
+        self.featurizer_ = featurizer
+        self._fit_cost_model(queries, costs, present)
+        self.train_quality_ = np.array([np.nanmean(scores[:, j]) if present[:, j].any() else 0.0
+                                        for j in range(len(models))])
+        self.models_ = models
+        self.strong_ = int(np.argmax(self.train_quality_))
+        self._fit_core(X, scores, present)
+        knob = getattr(self, "knob", None)
+        self.knob_ = float(self._default_knob if knob is None else knob)
+        self.calibration_: Calibration | None = None
+        self.n_train_ = len(queries)
+        return self
+
+    def _fit_cost_model(self, queries: list[str], costs: np.ndarray, present: np.ndarray) -> None:
+        """Per-model cost ≈ a + b·(characters in the query), by least squares, never negative.
+
+        Input tokens grow with the prompt, so a long prompt costs more on every model; the
+        per-model mean alone would misprice long few-shot prompts against short ones.
+        """
+        n_chars = np.array([len(q) for q in queries], dtype=float) / 1000.0
+        M = costs.shape[1]
+        a = np.zeros(M)
+        b = np.zeros(M)
+        for j in range(M):
+            ok = present[:, j]
+            if not ok.any():
+                continue
+            x, c = n_chars[ok], costs[ok, j]
+            if ok.sum() >= 3 and np.ptp(x) > 0:
+                A = np.stack([np.ones_like(x), x], axis=1)
+                coef, *_ = np.linalg.lstsq(A, c, rcond=None)
+                a[j], b[j] = coef
+                if b[j] < 0 or a[j] < 0:  # fall back to the mean rather than extrapolate below 0
+                    a[j], b[j] = float(np.mean(c)), 0.0
+            else:
+                a[j] = float(np.mean(c))
+        self.cost_intercept_, self.cost_slope_ = a, b
+
+    # ---- prediction ------------------------------------------------------------------------
+    def _model_indices(self, models: list[str] | None) -> np.ndarray:
+        check_is_fitted(self)
+        if models is None:
+            return np.arange(len(self.models_))
+        unknown = [m for m in models if m not in self.models_]
+        if unknown:
+            raise UnknownModel(
+                f"this {self.kind} router was trained on an outcome table with models "
+                f"{', '.join(self.models_)} and never saw {', '.join(map(repr, unknown))}; "
+                "retrain it on outcomes that include that model"
+            )
+        return np.array([self.models_.index(m) for m in models], dtype=int)
+
+    def transform(self, queries: list[str]) -> Any:
+        """Query features (TF-IDF goes through a cached fast path: same numbers, ~0.3 ms)."""
+        check_is_fitted(self)
+        fast = self.__dict__.get("_fast_transform")
+        if fast is None or fast.featurizer is not self.featurizer_:
+            from ._features import FastTransform
+
+            fast = self._fast_transform = FastTransform(self.featurizer_)
+        return fast.transform(list(queries))
+
+    def predict_quality(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
+        """(n, M) predicted quality per model (columns in ``self.models_`` order or ``models``)."""
+        if isinstance(queries, str):
+            queries = [queries]
+        idx = self._model_indices(models)
+        return self._predict_core(self.transform(queries))[:, idx]
+
+    def predict_cost(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
+        if isinstance(queries, str):
+            queries = [queries]
+        idx = self._model_indices(models)
+        n_chars = np.array([len(q) for q in queries], dtype=float)[:, None] / 1000.0
+        return (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
+
+    # ---- deciding --------------------------------------------------------------------------
+    def choose(
+        self,
+        qhat: np.ndarray,
+        chat: np.ndarray,
+        knob: float | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Model index per query from predicted quality and cost. ``allowed`` (n, M) bool
+        restricts the choice (e.g. to models that have an outcome for the query)."""
+        knob = self.knob_ if knob is None else float(knob)
+        if allowed is None:
+            allowed = np.ones(qhat.shape, dtype=bool)
+        choice = self._decide(qhat, chat, knob, allowed)
+        return choice
+
+    def route(self, query: str, *, knob: float | None = None,
+              models: list[str] | None = None) -> RouteDecision:
+        """Pick a model for one query. ``models`` restricts the candidates (all must be known)."""
+        idx = self._model_indices(models)
+        X = self.transform([query])
+        qhat = self._predict_core(X)
+        chat = self.predict_cost([query])
+        allowed = np.zeros(qhat.shape, dtype=bool)
+        allowed[:, idx] = True
+        k = self.knob_ if knob is None else float(knob)
+        j = int(self._decide(qhat, chat, k, allowed)[0])
+        return RouteDecision(
+            model=self.models_[j],
+            quality={self.models_[i]: float(qhat[0, i]) for i in idx},
+            cost={self.models_[i]: float(chat[0, i]) for i in idx},
+            knob=k,
+        )
+
+    def route_many(self, queries: list[str], *, knob: float | None = None) -> list[str]:
+        qhat = self.predict_quality(queries)
+        chat = self.predict_cost(queries)
+        return [self.models_[j] for j in self.choose(qhat, chat, knob)]
+
+    def knob_grid(self, qhat: np.ndarray, chat: np.ndarray, n: int = 60) -> np.ndarray:
+        """Knob values that sweep these predictions from most expensive to cheapest."""
+        grid = np.unique(self._knob_grid(qhat, chat))
+        if grid.size > n:
+            grid = np.unique(np.quantile(grid, np.linspace(0, 1, n), method="nearest"))
+        return grid[::-1] if self._knob_cheaper_when_larger is False else grid
+
+    # ---- replay on an outcome table ----------------------------------------------------------
+    def replay(self, table: OutcomeTable, knobs: list[float] | np.ndarray | None = None,
+               ) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+        """(knob, realised cost, realised quality, chosen index) on ``table`` for each knob.
+
+        Only models that have an outcome for a query can be chosen for it.
+        """
+        scores, costs, present = table_arrays(table, self.models_)
+        qhat = self.predict_quality(table.queries)
+        chat = self.predict_cost(table.queries)
+        if knobs is None:
+            knobs = self.knob_grid(qhat, chat)
+        rows = np.arange(len(qhat))
+        out = []
+        for k in knobs:
+            j = self.choose(qhat, chat, float(k), allowed=present)
+            out.append((float(k), costs[rows, j], scores[rows, j], j))
+        return out
+
+    # ---- calibration -----------------------------------------------------------------------
+    def calibrate(
+        self,
+        table: OutcomeTable,
+        *,
+        strong_share: float | None = None,
+        budget: float | None = None,
+        quality_floor: float | None = None,
+        delta: float = 0.1,
+    ) -> BaseRouter:
+        """Set the knob on held-out rows for one target; returns self.
+
+        - ``strong_share``: the share of queries sent to the strongest (best train quality) model;
+        - ``budget``: mean USD per query; the knob with the best quality within it;
+        - ``quality_floor``: mean score ≥ floor with probability ≥ 1 − δ (Learn-then-Test over the
+          knob grid, fixed-sequence from the most expensive setting; the guarantee holds when the
+          calibration rows are exchangeable with future queries and unused in training).
+        """
+        targets = {"strong_share": strong_share, "budget": budget, "quality_floor": quality_floor}
+        given = {k: v for k, v in targets.items() if v is not None}
+        if len(given) != 1:
+            raise ConfigError("calibrate needs exactly one of strong_share, budget, quality_floor")
+        (target, value), = given.items()
+        value = float(value)
+        if target in ("strong_share", "quality_floor") and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{target} must be in [0, 1], got {value}")
+        if target == "budget" and value < 0:
+            raise ConfigError(f"budget must be >= 0 USD per query, got {value}")
+        results = self.replay(table)
+        knobs = np.array([r[0] for r in results])
+        mean_cost = np.array([float(np.mean(r[1])) for r in results])
+        mean_q = np.array([float(np.mean(r[2])) for r in results])
+        share = np.array([float(np.mean(r[3] == self.strong_)) for r in results])
+        guaranteed = None
+        if target == "strong_share":
+            i = int(np.argmin(np.abs(share - value) + 1e-9 * np.arange(len(share))))
+        elif target == "budget":
+            ok = np.flatnonzero(mean_cost <= value + 1e-15)
+            if ok.size == 0:
+                i = int(np.argmin(mean_cost))
+            else:
+                i = int(ok[np.argmax(mean_q[ok])])
+        else:
+            from .._risk import fixed_sequence_select
+
+            losses = [1.0 - r[2] for r in results]  # in knob_grid order: expensive → cheap
+            i_sel = fixed_sequence_select(losses, epsilon=1.0 - value, delta=delta)
+            guaranteed = i_sel is not None
+            i = 0 if i_sel is None else int(i_sel)
+        self.knob_ = float(knobs[i])
+        self.calibration_ = Calibration(
+            target=target, value=value, knob=self.knob_, reached_cost=float(mean_cost[i]),
+            reached_quality=float(mean_q[i]), reached_strong_share=float(share[i]),
+            n=len(table.query_ids), delta=delta if target == "quality_floor" else None,
+            guaranteed=guaranteed,
+        )
+        return self
+
+    # ---- subclass hooks --------------------------------------------------------------------
+    def _fit_core(self, X: Any, scores: np.ndarray, present: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_core(self, X: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
+                allowed: np.ndarray) -> np.ndarray:
+        """Default multi-model rule: argmax(quality − λ·cost) over allowed models; ties go to the
+        cheaper model (columns are cheapest-first)."""
+        util = qhat - knob * chat
+        util = np.where(allowed, util, -np.inf)
+        return np.argmax(util, axis=1)
+
+    def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
+        """λ breakpoints where some query's choice changes between two models."""
+        dq = qhat[:, :, None] - qhat[:, None, :]
+        dc = chat[:, :, None] - chat[:, None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = dq / dc
+        lam = lam[(dc > 0) & (dq > 0) & np.isfinite(lam)]
+        lam = np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
+        return lam
+
+    # ---- state for saving ------------------------------------------------------------------
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass

@@ -1,0 +1,196 @@
+"""Routers answering real requests: strategy files of kind ``router`` and ``route-cascade``.
+
+A strategy file is JSON::
+
+    {"format": "ponder-strategy", "version": 1, "kind": "router", "name": "router-utility",
+     "router": "router",                      # the saved router dir, relative to this file
+     "knob": 0.0,                             # optional; default: the router's (calibrated) knob
+     "candidates": ["m1", "m2"],              # optional subset of the router's models
+     "model_map": {"gpt-4-1106-preview": "openai:gpt-4-1106-preview"}}
+
+``route-cascade`` adds ``"cascade": "cascade.json"``: the router picks the rung where that
+cascade starts (see :class:`RouteThenCascade`).
+
+Model names in outcome tables are bare; ``model_map`` maps them to live ``provider:model`` specs.
+Without an entry, a name containing ':' is used as is and a bare name ``m`` becomes ``replay:m``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError, UnknownModel
+from .._types import Answer, Attempt, ChatRequest, Completion
+from ._base import BaseRouter, RouteDecision
+from ._io import load_router
+
+STRATEGY_FORMAT = "ponder-strategy"
+STRATEGY_VERSION = 1
+
+
+def live_spec(model: str, model_map: dict[str, str] | None) -> str:
+    if model_map and model in model_map:
+        return str(model_map[model])
+    return model if ":" in model else f"replay:{model}"
+
+
+def check_model_map(model_map: dict[str, str] | None, known: list[str], where: str) -> None:
+    unknown = [m for m in (model_map or {}) if m not in known]
+    if unknown:
+        raise UnknownModel(
+            f"{where}: model_map names {', '.join(map(repr, unknown))}, which the router never saw; "
+            f"it was trained on: {', '.join(known)}"
+        )
+
+
+class LiveRouter:
+    """One routing decision (pure, shared by ``run`` and ``arun``), then one call."""
+
+    kind = "router"
+
+    def __init__(self, router: BaseRouter, *, name: str | None = None, knob: float | None = None,
+                 candidates: list[str] | None = None,
+                 model_map: dict[str, str] | None = None) -> None:
+        check_model_map(model_map, router.models_, "strategy")
+        router._model_indices(candidates)  # unknown candidates → UnknownModel now, not per request
+        self.router = router
+        self.name = name or f"router-{router.kind}"
+        self.knob = knob
+        self.candidates = candidates
+        self.model_map = dict(model_map or {})
+        self.models = [live_spec(m, self.model_map) for m in (candidates or router.models_)]
+
+    def decide(self, request: ChatRequest) -> tuple[RouteDecision, str]:
+        d = self.router.route(request.prompt_text, knob=self.knob, models=self.candidates)
+        return d, live_spec(d.model, self.model_map)
+
+    def _answer(self, d: RouteDecision, spec: str, completion: Completion) -> Answer:
+        attempt = Attempt(model=spec, response=completion.text, score=d.quality.get(d.model),
+                          accepted=True, cost_usd=completion.cost_usd,
+                          latency_s=completion.latency_s, cached=completion.cached)
+        return Answer(completion=completion, trace=(attempt,), cost_usd=completion.cost_usd,
+                      strategy=self.name,
+                      extra={"router": self.router.kind, "chosen": d.model, "knob": d.knob,
+                             "predicted_quality": d.quality, "predicted_cost": d.cost})
+
+    def run(self, request: ChatRequest, client: Any) -> Answer:
+        d, spec = self.decide(request)
+        return self._answer(d, spec, client.complete(request, model=spec))
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer:
+        d, spec = self.decide(request)
+        return self._answer(d, spec, await client.acomplete(request, model=spec))
+
+
+class RouteThenCascade:
+    """The router picks the rung at which the cascade starts; the cascade runs from there.
+
+    Rungs below the chosen one are skipped (not paid for). The router must know every rung's
+    model (rungs are matched through the bare names of the outcome table).
+    """
+
+    kind = "route-cascade"
+
+    def __init__(self, router: BaseRouter, cascade: Any, *, name: str | None = None,
+                 knob: float | None = None, model_map: dict[str, str] | None = None) -> None:
+        self.router = router
+        self.cascade = cascade
+        self.name = name or f"route-cascade-{router.kind}"
+        self.knob = knob
+        self.model_map = dict(model_map or {})
+        check_model_map(self.model_map, router.models_, "strategy")
+        rung_models = list(getattr(cascade, "rung_models", None) or cascade.models)
+        bare = {live_spec(m, self.model_map): m for m in router.models_}
+        self.rungs = []
+        for spec in rung_models:
+            name_ = bare.get(spec, spec if spec in router.models_ else None)
+            if name_ is None:
+                raise UnknownModel(f"cascade rung {spec!r} is not a model the router was trained "
+                                   f"on ({', '.join(router.models_)}); map it with model_map")
+            self.rungs.append(name_)
+        self.models = list(cascade.models)
+
+    def start_rung(self, request: ChatRequest) -> tuple[int, RouteDecision]:
+        d = self.router.route(request.prompt_text, knob=self.knob, models=self.rungs)
+        return self.rungs.index(d.model), d
+
+    def run(self, request: ChatRequest, client: Any) -> Answer:
+        start, d = self.start_rung(request)
+        ans = self.cascade.run(request, client, start=start)
+        return ans.model_copy(update={"strategy": self.name,
+                                      "extra": {**ans.extra, "start_rung": start,
+                                                "predicted_quality": d.quality}})
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer:
+        start, d = self.start_rung(request)
+        ans = await self.cascade.arun(request, client, start=start)
+        return ans.model_copy(update={"strategy": self.name,
+                                      "extra": {**ans.extra, "start_rung": start,
+                                                "predicted_quality": d.quality}})
+
+
+def _rel(base: Path, value: Any, key: str, path: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"needs a string path in {key!r}", file=str(path), key=key)
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def load_strategy_file(path: str | Path, data: dict[str, Any]) -> LiveRouter | RouteThenCascade:
+    """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy)."""
+    path = Path(path)
+    base = path.parent
+    version = data.get("version", 1)
+    if version != STRATEGY_VERSION:
+        raise ConfigError(f"strategy file version {version!r} not supported (reads "
+                          f"{STRATEGY_VERSION})", file=str(path), key="version")
+    kind = str(data.get("kind", ""))
+    model_map = data.get("model_map") or {}
+    if not isinstance(model_map, dict) or not all(isinstance(v, str) for v in model_map.values()):
+        raise ConfigError("model_map must map model names to 'provider:model' strings",
+                          file=str(path), key="model_map")
+    knob = data.get("knob")
+    if knob is not None and not isinstance(knob, int | float):
+        raise ConfigError(f"knob must be a number, got {knob!r}", file=str(path), key="knob")
+    router = load_router(_rel(base, data.get("router"), "router", path))
+    name = data.get("name")
+    try:
+        if kind == "route-cascade":
+            from .. import cascade as cascade_mod
+
+            cpath = _rel(base, data.get("cascade"), "cascade", path)
+            cdata = json.loads(cpath.read_text("utf-8"))
+            casc = cascade_mod.load_strategy_file(cpath, cdata)
+            return RouteThenCascade(router, casc, name=name, knob=knob, model_map=model_map)
+        if kind == "router" or kind.startswith(("router-", "router:")):
+            cands = data.get("candidates")
+            return LiveRouter(router, name=name, knob=knob, candidates=cands, model_map=model_map)
+    except UnknownModel as exc:
+        raise UnknownModel(f"{path}: {exc}") from None
+    raise ConfigError(f"unknown router strategy kind {kind!r}", file=str(path), key="kind")
+
+
+def write_strategy_file(path: str | Path, router_dir: str | Path, *, kind: str = "router",
+                        name: str | None = None, knob: float | None = None,
+                        model_map: dict[str, str] | None = None,
+                        extra: dict[str, Any] | None = None) -> Path:
+    """Write a strategy JSON pointing at ``router_dir`` (stored relative to the JSON's folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rd = Path(router_dir)
+    try:
+        rel = rd.resolve().relative_to(path.parent.resolve())
+        router_ref = str(rel)
+    except ValueError:
+        router_ref = str(rd.resolve())
+    doc: dict[str, Any] = {"format": STRATEGY_FORMAT, "version": STRATEGY_VERSION, "kind": kind,
+                           "name": name or kind, "router": router_ref}
+    if knob is not None:
+        doc["knob"] = float(knob)
+    if model_map:
+        doc["model_map"] = dict(model_map)
+    doc.update(extra or {})
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,147 @@
+"""Hybrid LLM pairwise router (Ding et al. 2024, "Hybrid LLM: Cost-Efficient and Quality-Aware
+Query Routing").
+
+A classifier predicts p(x) = P(quality of the weak model ≥ quality of the strong model − t) from
+the query; the query goes to the weak model when p(x) ≥ threshold. Three label variants:
+
+- ``deterministic``: y = 1[s_weak ≥ s_strong] from the one recorded outcome per model;
+- ``probabilistic``: y = P(W ≥ S) reading each score as the success probability of a Bernoulli
+  outcome, i.e. 1 − (1 − s_weak)·s_strong. With 0/1 scores this equals the deterministic label;
+  it differs on graded scores;
+- ``transformed``: the probabilistic label with a relaxation t, y_t = P(W ≥ S − t) for graded
+  scores (scores treated as given values), t chosen on train to maximise label spread
+  (mean |y_i − y_j| over pairs), as in the paper. With 0/1 scores every t < 1 gives the same
+  labels and t* = 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import ConfigError, DataError, UnknownModel
+from ._base import BaseRouter
+from ._linear import fit_soft_logistic, linear_scores, sigmoid
+
+VARIANTS = ("deterministic", "probabilistic", "transformed")
+
+
+def _spread(y: np.ndarray) -> float:
+    """Mean |y_i − y_j| over all pairs, in O(n log n)."""
+    n = len(y)
+    if n < 2:
+        return 0.0
+    s = np.sort(y)
+    i = np.arange(n)
+    return float(2.0 * np.sum((2 * i - n + 1) * s) / (n * (n - 1)))
+
+
+def pairwise_labels(s_weak: np.ndarray, s_strong: np.ndarray, variant: str, t: float = 0.0,
+                    ) -> np.ndarray:
+    binary = np.all(np.isin(s_weak, (0.0, 1.0))) and np.all(np.isin(s_strong, (0.0, 1.0)))
+    if variant == "deterministic":
+        return (s_weak >= s_strong - t).astype(float)
+    if binary:
+        # Bernoulli reading: W ≥ S − t fails only when W = 0 and S = 1 (for t < 1).
+        fail = (1.0 - s_weak) * s_strong
+        return 1.0 - fail if t < 1.0 else np.ones_like(s_weak)
+    # Graded scores: P(W ≥ S − t) with W, S the recorded values (a soft step of width 0.05 so
+    # near-ties count half instead of flipping on rounding noise).
+    return sigmoid((s_weak - s_strong + t) / 0.05)
+
+
+def choose_relaxation(s_weak: np.ndarray, s_strong: np.ndarray, variant: str) -> float:
+    """The t in [0, 1] that maximises label spread (ties → smallest t)."""
+    diffs = np.abs(s_strong - s_weak)
+    cands = np.unique(np.concatenate([[0.0], np.quantile(diffs, np.linspace(0, 1, 41))]))
+    best_t, best = 0.0, -1.0
+    for t in cands:
+        sp_ = _spread(pairwise_labels(s_weak, s_strong, variant, float(t)))
+        if sp_ > best + 1e-12:
+            best_t, best = float(t), sp_
+    return best_t
+
+
+class PairwiseRouter(BaseRouter):
+    """Route between a weak and a strong model; knob = threshold on P(weak good enough).
+
+    Defaults: weak = the cheapest model of the train table, strong = the one with the best train
+    mean quality. Larger thresholds send more queries to the strong model.
+    """
+
+    kind = "pairwise"
+    _default_knob = 0.5
+    _knob_cheaper_when_larger = False
+
+    def __init__(self, *, variant: str = "deterministic", weak: str | None = None,
+                 strong: str | None = None, featurizer: Any = "tfidf", C: float = 1.0,
+                 knob: float | None = None) -> None:
+        self.variant = variant
+        self.weak = weak
+        self.strong = strong
+        self.featurizer = featurizer
+        self.C = C
+        self.knob = knob
+
+    def _select_models(self, table: Any) -> list[str]:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"pairwise variant must be one of {VARIANTS}, got {self.variant!r}")
+        for role in ("weak", "strong"):
+            name = getattr(self, role)
+            if name is not None and name not in table.models:
+                raise UnknownModel(f"{role} model {name!r} is not in outcome table {table.name!r}; "
+                                   f"it has: {', '.join(table.models)}")
+        weak = self.weak or table.models[0]
+        if self.strong is not None:
+            strong = self.strong
+        else:
+            means = np.nanmean(np.where(table.present, table.scores, np.nan), axis=0)
+            order = [m for _, m in sorted(zip(-means, table.models, strict=True), key=lambda t: t[0])]
+            strong = next((m for m in order if m != weak), weak)
+        if weak == strong:
+            raise DataError(f"pairwise router needs two different models; weak and strong are both "
+                            f"{weak!r}", file=table.name)
+        return [weak, strong]
+
+    def _fit_core(self, X: Any, scores: np.ndarray, present: np.ndarray) -> None:
+        both = present.all(axis=1)
+        if both.sum() < 2:
+            raise DataError("pairwise router needs queries that have outcomes for both models")
+        sw, ss = scores[both, 0], scores[both, 1]
+        t = choose_relaxation(sw, ss, self.variant) if self.variant == "transformed" else 0.0
+        y = pairwise_labels(sw, ss, self.variant, t)
+        Xb = X[np.flatnonzero(both)]
+        w, b = fit_soft_logistic(Xb, y, C=self.C)
+        self.coef_ = w
+        self.intercept_ = np.array([b])
+        self.relaxation_ = float(t)
+        self.label_mean_ = float(np.mean(y))
+        self.strong_ = 1
+
+    def predict_proba(self, queries: list[str]) -> np.ndarray:
+        """P(weak model good enough) per query."""
+        return self.predict_quality(queries)[:, 0]
+
+    def _predict_core(self, X: Any) -> np.ndarray:
+        p = sigmoid(linear_scores(X, self.coef_[:, None], self.intercept_))[:, 0]
+        return np.stack([p, 1.0 - p], axis=1)
+
+    def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
+                allowed: np.ndarray) -> np.ndarray:
+        choice = (qhat[:, 0] < knob).astype(int)  # 1 = strong
+        only_weak = allowed[:, 0] & ~allowed[:, 1]
+        only_strong = allowed[:, 1] & ~allowed[:, 0]
+        choice[only_weak] = 0
+        choice[only_strong] = 1
+        return choice
+
+    def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
+        p = qhat[:, 0]
+        return np.concatenate([[0.0], np.unique(p) + 1e-12, [1.0 + 1e-9]])
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {"coef": self.coef_, "intercept": self.intercept_}
+
+    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]

@@ -1,0 +1,83 @@
+"""Train a router from an outcome table and write it with its strategy file (``ponder train
+router``). Train rows only: with a ``split`` column the ``test`` rows are left out; a calibration
+target holds out a share of the train queries to set the knob on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError
+from ._base import BaseRouter
+from ._io import ROUTER_KINDS, save_router
+from ._live import check_model_map, write_strategy_file
+
+
+@dataclass(frozen=True)
+class TrainedRouter:
+    router: BaseRouter
+    router_dir: Path
+    strategy_file: Path
+    n_train: int
+    n_calibration: int
+
+
+def make_router(kind: str, **params: Any) -> BaseRouter:
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
+    cls = ROUTER_KINDS[kind]
+    valid = cls._param_names()
+    return cls(**{k: v for k, v in params.items() if k in valid and v is not None})
+
+
+def train_router(
+    table: Any,
+    kind: str,
+    output: str | Path,
+    *,
+    model_map: dict[str, str] | None = None,
+    strong_share: float | None = None,
+    budget: float | None = None,
+    quality_floor: float | None = None,
+    delta: float = 0.1,
+    calibration_fraction: float = 0.25,
+    seed: int = 0,
+    split_column: str = "split",
+    **params: Any,
+) -> TrainedRouter:
+    """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
+    from ..evaluation._table import OutcomeTable
+
+    router = make_router(kind, **params)
+    train = table
+    if split_column in table.df.columns:
+        train_ids = [q for q, s in zip(table.query_ids, _split_labels(table, split_column),
+                                       strict=True) if s == "train"]
+        if train_ids:
+            train = table.subset(train_ids)
+    calib: OutcomeTable | None = None
+    targets = [t for t in (strong_share, budget, quality_floor) if t is not None]
+    if len(targets) > 1:
+        raise ConfigError("give at most one calibration target (strong share, budget, quality floor)")
+    if targets:
+        fit_part, calib = train.split(test_fraction=calibration_fraction, seed=seed,
+                                      split_column=None)
+        train = fit_part
+    router.fit(train)
+    if model_map:
+        check_model_map(model_map, router.models_, "model map")
+    if calib is not None:
+        router.calibrate(calib, strong_share=strong_share, budget=budget,
+                         quality_floor=quality_floor, delta=delta)
+    out = Path(output)
+    router_dir = save_router(router, out / "router")
+    strategy = write_strategy_file(out / "router.json", router_dir, kind="router",
+                                   name=f"router-{router.kind}", model_map=model_map)
+    return TrainedRouter(router, router_dir, strategy, len(train.query_ids),
+                         0 if calib is None else len(calib.query_ids))
+
+
+def _split_labels(table: Any, column: str) -> list[str]:
+    per_q = table.df.drop_duplicates("query_id").set_index("query_id")[column]
+    return [str(per_q[q]).lower() for q in table.query_ids]
