@@ -44,7 +44,8 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
             raise UnknownProvider(
                 f"the local provider needs the 'local' extra (pip install 'ponder[local]'): {exc}"
             ) from None
-        return LocalProvider(settings.path, draft=settings.draft, name=name, **settings.options)
+        return LocalProvider(settings.path, draft=settings.draft, name=name, prices=prices,
+                             **settings.options)
     raise UnknownProvider(
         f"unknown provider {name!r}; use one of {', '.join(BUILTIN)} or define [providers.{name}] "
         "with a type in the config"
