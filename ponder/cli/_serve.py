@@ -1,9 +1,129 @@
-"""Commands for this area are added by its issue; see ponder/cli/__init__.py."""
+"""``ponder serve`` (the OpenAI-compatible routing server) and ``ponder run`` (batch runs)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from .._config import load_config
+from .._exceptions import ConfigError
+from .._types import ModelSpec
+from ._common import fail, stderr
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $PONDER_CONFIG or ./ponder.toml).")
+
+
+def _base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
+    if not base_url:
+        return {}
+    providers = {ModelSpec.parse(m).provider for m in models} or {"openai"}
+    return {p: base_url for p in providers}
+
+
+def serve(
+    config: Path | None = ConfigOpt,
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Serve this provider:model (repeatable)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Upstream base URL for the --model provider(s)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", help="Require 'Authorization: Bearer $VAR' from clients."),
+    max_body_mb: float = typer.Option(4.0, "--max-body-mb", min=0.001, help="Largest request body accepted."),
+    log_level: str = typer.Option("info", "--log-level"),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log"),
+) -> None:
+    """Serve strategies and models behind an OpenAI-compatible /v1/chat/completions."""
+    from ..server import create_app
+    from ..server import serve as run_server
+
+    models = list(model or [])
+    cfg = load_config(config)
+    if not models and not cfg.strategies and not cfg.models:
+        fail("nothing to serve: give --model provider:model, or a config with [strategies] or [models]")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"environment variable {api_key_env} is empty or not set", key="--api-key-env")
+    app = create_app(cfg, models=[str(ModelSpec.parse(m)) for m in models], api_key=api_key,
+                     max_body_bytes=int(max_body_mb * 1024 * 1024), base_urls=_base_urls(models, base_url))
+    routes = app.state.routes
+    stderr.print(f"ponder serving {len(routes)} model ids on http://{host}:{port}/v1 "
+                 f"({', '.join(list(routes)[:6])}{', …' if len(routes) > 6 else ''})", markup=False, highlight=False)
+    run_server(app, host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def run(
+    input_path: Path = typer.Argument(..., metavar="INPUT.jsonl", help="One JSON object per line: id + prompt or messages."),
+    output: Path = typer.Option(..., "--output", "-o", help="Results, one JSON line per row (appended as they finish)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-n", min=1, max=1024),
+    model: str | None = typer.Option(None, "--model", "-m", help="provider:model"),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help="A strategy file, or a [strategies] name in the config."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Base URL of an OpenAI-compatible server."),
+    max_cost: float | None = typer.Option(None, "--max-cost", min=0.0, help="Stop starting rows once this many USD are spent."),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed", help="Retry rows that failed in an earlier run."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the completion cache (resume then relies on the output file only)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Answer every row of a JSONL file; rerun the same command to resume without paying twice."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from .._batch import run_batch
+    from .._client import Client
+    from .._strategies import SingleModel, load_strategy
+
+    if (model is None) == (strategy is None):
+        fail("give exactly one of --model provider:model or --strategy FILE|NAME")
+    cfg = load_config(config)
+    base_urls = _base_urls([model] if model else [], base_url) if base_url else {}
+    with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
+        if strategy is not None:
+            path = Path(strategy)
+            if not path.exists() and strategy in cfg.strategies:
+                base = Path(cfg.source).parent if cfg.source else Path(".")
+                path = base / cfg.strategies[strategy].path
+            live: Any = load_strategy(path)
+        else:
+            live = SingleModel(str(client.resolve(model or "")))
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
+                       TimeRemainingColumn(), console=stderr, disable=not progress, transient=False)
+        task = bar.add_task("ponder run", total=None, cost=0.0, failed=0)
+
+        def on_start(s: Any) -> None:
+            bar.update(task, total=s.total, completed=s.skipped)
+
+        def on_result(rec: dict[str, Any], s: Any) -> None:
+            bar.update(task, completed=s.skipped + s.done + s.failed, cost=s.cost_usd, failed=s.failed)
+
+        with bar:
+            summary = run_batch(input_path, output, live, client, concurrency=concurrency,
+                                retry_failed=retry_failed, max_cost_usd=max_cost,
+                                on_start=on_start, on_result=on_result)
+    parts = [f"{summary.done} answered", f"{summary.failed} failed", f"{summary.skipped} already done",
+             f"cost ${summary.cost_usd:.6f}"]
+    if summary.cached:
+        parts.append(f"{summary.cached} from cache (saved ${summary.saved_usd:.6f})")
+    stderr.print(f"{output}: " + ", ".join(parts) + f", {summary.elapsed_s:.1f}s", markup=False, highlight=False)
+    if summary.stopped:
+        stderr.print(f"stopped early: {summary.stopped}; {summary.remaining} rows left", markup=False)
+    if summary.failed:
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(summary.errors.items()))
+        stderr.print(f"{summary.failed} rows failed ({kinds}); run the same command again to retry them",
+                     style="yellow", markup=False, highlight=False)
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add this module's commands to the ``ponder`` app (and its ``train`` group)."""
+    app.command("serve")(serve)
+    app.command("run")(run)

@@ -96,7 +96,7 @@ class Metrics:
                     "# HELP ponder_request_duration_seconds Time to answer a request (to the last byte).",
                     "# TYPE ponder_request_duration_seconds histogram"]
             out += [f"ponder_request_duration_seconds_bucket{_labels(le=_num(le))} {n}"
-                    for le, n in zip(BUCKETS, self.bucket_counts)]
+                    for le, n in zip(BUCKETS, self.bucket_counts, strict=True)]
             out += [f"ponder_request_duration_seconds_sum {_num(self.latency_sum)}",
                     f"ponder_request_duration_seconds_count {self.latency_count}"]
             return "\n".join(out) + "\n"

@@ -160,5 +160,5 @@ def test_concurrent_faults_lose_and_duplicate_nothing(chain_server: LiveServer, 
     assert sorted(a_prompts) == sorted(prompts)  # every request reached rung 1 exactly once
     failed_at_a = set(a_prompts[:n_fail])  # the server pops one queued action per request, in order
     assert sorted(b_prompts) == sorted(failed_at_a)  # each failure went to rung 2 exactly once
-    answered_by = {p: model for p, (_, model) in zip(prompts, results)}
+    answered_by = {p: model for p, (_, model) in zip(prompts, results, strict=True)}
     assert all(answered_by[p] == ("b:m" if p in failed_at_a else "a:m") for p in prompts)

@@ -1,0 +1,235 @@
+"""Batch runs: answer every row of a JSONL file with a strategy, N at a time, resumably.
+
+Each result is appended to the output file as soon as it completes (one JSON line, flushed), so a
+run that is interrupted keeps everything it finished. Running the same command again skips the
+rows already answered and finds the ones that were answered but not yet written in the cache, so
+nothing is paid for twice. A row whose model call fails is written with its error and the run
+goes on; the next run retries it.
+
+Input rows (one JSON object per line) look like any of::
+
+    {"id": "q1", "prompt": "What is 2+2?"}
+    {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
+    {"custom_id": "q3", "body": {"messages": [...], "max_tokens": 64}}     # OpenAI batch format
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
+from ._types import Answer, ChatRequest
+
+_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    id: str
+    request: ChatRequest
+    line: int
+
+
+@dataclass
+class BatchSummary:
+    """What a run did. ``skipped`` rows were already answered in the output file."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    elapsed_s: float = 0.0
+    stopped: str | None = None  # why the run stopped early (budget), else None
+    errors: dict[str, int] = field(default_factory=dict)  # error type -> rows
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.skipped - self.done - self.failed
+
+
+def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
+    body = obj.get("body") if isinstance(obj.get("body"), dict) else obj
+    params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
+    if isinstance(params.get("stop"), str):
+        params["stop"] = (params["stop"],)
+    if params.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+        params["max_tokens"] = body["max_completion_tokens"]
+    if "messages" in body:
+        messages, column = body["messages"], "messages"
+    elif "prompt" in body or "query" in body:
+        column = "prompt" if "prompt" in body else "query"
+        messages = body[column]
+        if not isinstance(messages, str):
+            raise DataError("must be a string", file=str(path), row=line, column=column)
+    else:
+        raise DataError("needs 'prompt', 'query' or 'messages'", file=str(path), row=line)
+    try:
+        return ChatRequest.of(messages, **params) if isinstance(messages, str) else ChatRequest(messages=messages, **params)
+    except (ValidationError, TypeError, ValueError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        loc = ".".join(str(p) for p in first["loc"]) or column
+        raise DataError(str(first["msg"]), file=str(path), row=line, column=loc) from None
+
+
+def read_rows(path: str | Path) -> list[BatchRow]:
+    """Parse and validate every input row first, so a bad file fails before anything is paid."""
+    path = Path(path)
+    rows: list[BatchRow] = []
+    seen: dict[str, int] = {}
+    try:
+        handle = path.open("r", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    with handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON: {exc.msg}", file=str(path), row=line) from None
+            if not isinstance(obj, dict):
+                raise DataError("each line must be a JSON object", file=str(path), row=line)
+            rid = next((obj[k] for k in ("id", "custom_id", "query_id") if obj.get(k) is not None), line)
+            rid = str(rid)
+            if rid in seen:
+                raise DataError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=str(path),
+                                row=line, column="id")
+            seen[rid] = line
+            rows.append(BatchRow(rid, _row_request(obj, path, line), line))
+    return rows
+
+
+def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The last record per id in an output file; a torn last line (killed mid-write) is ignored."""
+    path = Path(path)
+    results: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return results
+    with path.open("r", encoding="utf-8") as handle:
+        for raw in handle:
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "id" in rec:
+                results[str(rec["id"])] = rec
+    return results
+
+
+def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
+    c = answer.completion
+    return {
+        "id": row.id, "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached,
+        "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated, "latency_s": round(c.latency_s, 6),
+        "usage": c.usage.model_dump(), "finish_reason": c.finish_reason, "strategy": answer.strategy,
+        "trace": [a.model_dump(exclude={"response"}) for a in answer.trace] if len(answer.trace) > 1 else [],
+        "error": None,
+    }
+
+
+def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
+    return {"id": row.id, "text": None, "model": getattr(exc, "model", None) or None, "cost_usd": 0.0,
+            "cached": False, "error": " ".join(str(exc).split())[:1000], "error_type": type(exc).__name__}
+
+
+class _Writer:
+    """Appends one flushed JSON line per result; keeps earlier good results on resume."""
+
+    def __init__(self, path: Path, keep: list[dict[str, Any]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for rec in keep:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)  # atomic: the old file or the compacted one, never half of each
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+async def arun_batch(
+    input_path: str | Path,
+    output_path: str | Path,
+    strategy: Any,
+    client: Any,
+    *,
+    concurrency: int = 8,
+    retry_failed: bool = True,
+    max_cost_usd: float | None = None,
+    on_start: Callable[[BatchSummary], None] | None = None,
+    on_result: Callable[[dict[str, Any], BatchSummary], None] | None = None,
+) -> BatchSummary:
+    """Answer every row not yet answered in ``output_path``; returns what this run did."""
+    if concurrency < 1:
+        raise PonderError("concurrency must be at least 1")
+    rows = read_rows(input_path)
+    previous = read_results(output_path)
+    ids = {r.id for r in rows}
+    finished = {i for i, rec in previous.items() if rec.get("error") is None or not retry_failed}
+    keep = [rec for i, rec in previous.items() if i in finished or i not in ids]
+    todo = [r for r in rows if r.id not in finished]
+    summary = BatchSummary(total=len(rows), skipped=len(rows) - len(todo))
+    if on_start is not None:
+        on_start(summary)
+    writer = _Writer(Path(output_path), keep)
+    queue: asyncio.Queue[BatchRow] = asyncio.Queue()
+    for r in todo:
+        queue.put_nowait(r)
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        while True:
+            if max_cost_usd is not None and summary.cost_usd >= max_cost_usd:
+                summary.stopped = f"budget of ${max_cost_usd:g} reached"
+                return
+            try:
+                row = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                answer = await strategy.arun(row.request, client)
+            except (ProviderError, UnknownModel, PonderError) as exc:
+                rec = error_record(row, exc)
+                summary.failed += 1
+                summary.errors[type(exc).__name__] = summary.errors.get(type(exc).__name__, 0) + 1
+            else:
+                rec = answer_record(row, answer)
+                summary.done += 1
+                summary.cost_usd += answer.cost_usd
+                summary.saved_usd += answer.completion.saved_usd
+                summary.cached += int(answer.completion.cached)
+            writer.write(rec)
+            summary.elapsed_s = time.perf_counter() - start
+            if on_result is not None:
+                on_result(rec, summary)
+
+    try:
+        await asyncio.gather(*[worker() for _ in range(min(concurrency, max(1, len(todo))))])
+    finally:
+        writer.close()
+        summary.elapsed_s = time.perf_counter() - start
+    return summary
+
+
+def run_batch(input_path: str | Path, output_path: str | Path, strategy: Any, client: Any,
+              **kw: Any) -> BatchSummary:
+    """The synchronous twin of :func:`arun_batch`."""
+    return asyncio.run(arun_batch(input_path, output_path, strategy, client, **kw))
