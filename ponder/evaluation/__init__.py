@@ -12,7 +12,13 @@ from ._loaders import (
     load_routerarena,
     load_routerbench,
 )
-from ._strategy import OperatingPoint, Strategy, build_strategies, register_strategy, registered_strategies
+from ._strategy import (
+    OperatingPoint,
+    Strategy,
+    build_strategies,
+    register_strategy,
+    registered_strategies,
+)
 from ._table import OPTIONAL, REQUIRED, OutcomeTable, read_outcomes
 
 __all__ = [

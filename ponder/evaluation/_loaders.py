@@ -255,7 +255,7 @@ def load_routellm_gsm8k(path: str | Path, *, contaminated: str | Path | None = N
         score = _bool_scores(df[m], path, m)
         resp = df[f"{m}_response"].astype(str) if f"{m}_response" in df.columns else pd.Series(
             [""] * len(df))
-        cost = [(_tokens(p) + _tokens(r)) * price for p, r in zip(df["prompt"], resp)]
+        cost = [(_tokens(p) + _tokens(r)) * price for p, r in zip(df["prompt"], resp, strict=True)]
         f = pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": m, "score": score,
                           "cost_usd": cost, "response": resp, "task": "gsm8k"})
         frames.append(f[keep])
@@ -406,8 +406,8 @@ def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str
     if callable(scoring):
         rule = scoring
     elif scoring == "auto":
-        ds = str(df["dataset"].iloc[0]).lower() if "dataset" in df.columns and len(df) else ""
-        if ds == "prime" or "prime" in path.name.lower():
+        ds = set(df["dataset"].astype(str).str.lower()) if "dataset" in df.columns else set()
+        if "prime" in ds or "prime" in path.name.lower():
             rule = score_prime
         elif df[c_ans].astype(str).str.contains("\\boxed", regex=False).any():
             rule = score_boxed
@@ -424,12 +424,12 @@ def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str
         raise DataError(f"cost must be a number >= 0, got {df[c_cost].iloc[bad[0]]!r}",
                         file=str(path), row=int(bad[0]) + 2, column=c_cost)
     model = df[c_model].astype(str).str.split("/").str[-1]  # openaichat/gpt-4-0314 → gpt-4-0314
-    prefix = str(df["dataset"].iloc[0]) + "/" if "dataset" in df.columns and len(df) else ""
+    prefix = df["dataset"].astype(str) + "/" if "dataset" in df.columns else ""
     out = pd.DataFrame({
         "query_id": prefix + df[c_id].astype(str),
         "query": df[c_query].astype(str),
         "model": model,
-        "score": [rule(str(a), str(r)) for a, r in zip(df[c_ans], df[c_ref])],
+        "score": [rule(str(a), str(r)) for a, r in zip(df[c_ans], df[c_ref], strict=True)],
         "cost_usd": cost.astype(float),
         "response": df[c_ans].astype(str),
     })

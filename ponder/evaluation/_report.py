@@ -55,6 +55,10 @@ def _ci(ci: Any, f: Any) -> str:
     return f"[{f(lo)}, {f(hi) if hi is not None else 'never'}]"
 
 
+def _sp(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
 def _with_ci(s: dict[str, Any], key: str, f: Any) -> tuple[str, str]:
     return f(s.get(key)), _ci((s.get("ci95") or {}).get(key), f)
 
@@ -192,8 +196,9 @@ def _task_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _summary_lines(data: dict[str, Any]) -> list[str]:
     b, o = data["best_model"], data["oracle"]
     lines = [
-        f"Best single model: {b['model']}, quality {fmt_q(b['quality'])} "
-        f"{_ci((b.get('ci95') or {}).get('quality'), fmt_q)} at {fmt_usd(b['cost_usd'])} per query.",
+        f"Best single model: {b['model']}, quality "
+        f"{_sp(fmt_q(b['quality']), _ci((b.get('ci95') or {}).get('quality'), fmt_q))} "
+        f"at {fmt_usd(b['cost_usd'])} per query.",
         f"Oracle (upper bound): quality {fmt_q(o['quality'])} at {fmt_usd(o['cost_usd'])} per query "
         f"({fmt_ratio(o['cost_usd'] / b['cost_usd'] if b['cost_usd'] else None)} of the best "
         "model's cost).",
@@ -203,9 +208,9 @@ def _summary_lines(data: dict[str, Any]) -> list[str]:
     if reach:
         s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
         r = s["cost_ratio_at_best_quality"]
+        ci = _ci((s.get("ci95") or {}).get("cost_ratio_at_best_quality"), fmt_ratio)
         lines.append(f"Cheapest way to match it: {s['name']} at {fmt_ratio(r)} of its cost "
-                     f"({fmt_pct(1 - r)} saved) "
-                     f"{_ci((s.get('ci95') or {}).get('cost_ratio_at_best_quality'), fmt_ratio)}.")
+                     f"({fmt_pct(1 - r)} saved{', 95% CI ' + ci if ci else ''}).")
     elif real:
         s = max(real, key=lambda s: s["quality_at_best_cost"] or 0)
         lines.append(f"No strategy reaches the best model's quality on test queries; the closest "

@@ -30,7 +30,7 @@ def hand_rows() -> list[dict]:
     rows = []
     for split, prefix in (("train", "t"), ("test", "q")):
         for k, cells in grid.items():
-            for model, (score, cost) in zip("abc", cells):
+            for model, (score, cost) in zip("abc", cells, strict=True):
                 rows.append({"query_id": f"{prefix}{k}", "query": f"question {k}" + " long" * int(k),
                              "model": model, "score": score, "cost_usd": cost, "split": split,
                              "task": "even" if int(k) % 2 == 0 else "odd"})

@@ -19,7 +19,12 @@ from ponder.evaluation import (
     load_routerarena,
     load_routerbench,
 )
-from ponder.evaluation._loaders import ROUTELLM_PRICES_PER_MTOK, last_boxed, score_boxed, score_prime
+from ponder.evaluation._loaders import (
+    ROUTELLM_PRICES_PER_MTOK,
+    last_boxed,
+    score_boxed,
+    score_prime,
+)
 
 
 def cell(t, qid, model, what="scores"):
@@ -112,13 +117,14 @@ def test_llmdrift_prime_generation_cache(fixtures):
         rows = list(csv.DictReader(fh))
     assert len(t) == len(rows) == 24 and len(t.models) == 4
     assert "gpt-4-0314" in t.models  # provider prefix dropped
-    for r in rows[:8]:
-        got = cell(t, f"prime/{r['id']}", r["model"].split("/")[-1])
+    assert {r['dataset'] for r in rows} == {'prime', 'composite'}
+    for r in rows:
+        got = cell(t, f"{r['dataset']}/{r['id']}", r["model"].split("/")[-1])
         import re
 
         marks = re.findall(r"\[(yes|no)\]", r["answer"], flags=re.I)
         assert got == float(bool(marks) and marks[-1].lower() == r["ref_answer"].lower())
-        assert cell(t, f"prime/{r['id']}", r["model"].split("/")[-1], "costs") == float(r["cost"])
+        assert cell(t, f"{r['dataset']}/{r['id']}", r["model"].split("/")[-1], "costs") == float(r["cost"])
 
 
 def test_scoring_rules():

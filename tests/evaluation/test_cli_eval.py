@@ -1,0 +1,77 @@
+"""``ponder eval`` and ``ponder datasets`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from conftest import hand_rows
+from typer.testing import CliRunner
+
+from ponder.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-c", "from ponder.cli import main; main()", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_without_argument_writes_report_offline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["eval", "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "llmdrift-prime" in page and "<svg" in page
+    assert "gpt-4-0314" in res.output and "oracle" in res.output
+
+
+def test_eval_prints_hand_computed_figures(tmp_path):
+    pd.DataFrame(hand_rows()).to_csv(tmp_path / "hand.csv", index=False)
+    p = run_cli("eval", "hand.csv", "--json", "out.json", "--markdown", "out.md", "--report",
+                "out.html", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    models_table = p.stdout.split("strategies:")[0]  # the first table: single models + oracle
+    lines = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[2:-1]]
+             for ln in models_table.splitlines() if ln.count("│") >= 5}
+    assert lines["a"][:2] == ["0.3750", "0.25"]
+    assert lines["b"][:2] == ["0.6250", "0.5625"]
+    assert lines["c *"][:2] == ["0.8125", "2.5"]
+    assert lines["oracle"][:2] == ["0.8750", "0.75"]
+    d = json.loads((tmp_path / "out.json").read_text())
+    assert d["oracle"]["quality"] == 0.875 and d["best_model"]["model"] == "c"
+    assert (tmp_path / "out.md").exists() and (tmp_path / "out.html").exists()
+
+
+def test_malformed_table_ends_in_one_clear_error(tmp_path):
+    rows = hand_rows()
+    rows[2]["score"] = 1.5
+    pd.DataFrame(rows).to_csv(tmp_path / "bad.csv", index=False)
+    p = run_cli("eval", "bad.csv", cwd=tmp_path)
+    assert p.returncode == 1
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "bad.csv" in err and "row 3" in err and "'score'" in err and "must be in [0, 1]" in err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_missing_column_error(tmp_path):
+    pd.DataFrame(hand_rows()).drop(columns="cost_usd").to_csv(tmp_path / "nocost.csv", index=False)
+    p = run_cli("eval", "nocost.csv", cwd=tmp_path)
+    assert p.returncode == 1 and "missing required column(s): cost_usd" in p.stderr
+
+
+def test_datasets_list_and_export(tmp_path):
+    r = CliRunner().invoke(app, ["datasets", "list"])
+    assert r.exit_code == 0 and "routellm-gsm8k" in r.output and "Apache-2.0" in r.output
+    out = tmp_path / "gsm8k.jsonl"
+    r = CliRunner().invoke(app, ["datasets", "export", "routellm-gsm8k", str(out)])
+    assert r.exit_code == 0, r.output
+    first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert {"query_id", "query", "model", "score", "cost_usd"} <= set(first)
