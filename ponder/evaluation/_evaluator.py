@@ -326,7 +326,8 @@ def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: 
         "models": models,
         "oracle": {"quality": oracle_q, "cost_usd": oracle_c},
         "two_model": {"strong": base.models[b], "weak": base.models[weak],
-                      "strong_quality": strong_q, "weak_quality": weak_q} if two else None,
+                      "strong_quality": strong_q, "weak_quality": weak_q}
+        if two and weak is not None else None,
         "strategies": strategies,
         "pareto": pareto,
         "tasks": _per_task(test, base, curves, headline_idx),

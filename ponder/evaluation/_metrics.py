@@ -149,6 +149,9 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     s = s[~np.isnan(s)]
     if s.size == 0:
         return None
-    method = "nearest" if np.isinf(s).any() else "linear"  # inf - inf would interpolate to NaN
-    lo, hi = np.percentile(s, [100 * (1 - level) / 2, 100 * (1 + level) / 2], method=method)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    if np.isinf(s).any():  # inf - inf would interpolate to NaN
+        lo, hi = np.percentile(s, q, method="nearest")
+    else:
+        lo, hi = np.percentile(s, q)
     return float(lo), float(hi)
