@@ -54,7 +54,6 @@ log = logging.getLogger("ponder.server")
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 STRATEGY_PREFIX = "ponder/"
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -215,11 +214,24 @@ def resolve_route(routes: Mapping[str, Route], model: str) -> Route:
     return route
 
 
+def accepted_names(routes: Mapping[str, Route]) -> list[str]:
+    """Every ``model`` value the server resolves (ids, strategy names, unique bare model names)."""
+    names = set(routes)
+    names |= {r[len(STRATEGY_PREFIX):] for r in routes if r.startswith(STRATEGY_PREFIX)}
+    bare = [r.partition(":")[2] for r in routes if ":" in r]
+    names |= {b for b in bare if bare.count(b) == 1}
+    return sorted(n for n in names if _resolves(routes, n))
+
+
+def _resolves(routes: Mapping[str, Route], name: str) -> bool:
+    try:
+        resolve_route(routes, name)
+    except UnknownModel:
+        return False
+    return True
+
+
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
-    extra = body.model_extra or {}
-    for key in _UNSUPPORTED:
-        if extra.get(key):
-            raise BadRequest(f"{key!r} is not supported by this server", param=key)
     messages = []
     for i, m in enumerate(body.messages):
         if m.content is None:
@@ -227,12 +239,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         elif isinstance(m.content, str):
             text = m.content
         else:
-            parts = []
-            for j, p in enumerate(m.content):
-                if p.type != "text" or p.text is None:
-                    raise BadRequest(f"only text content parts are supported, got {p.type[:40]!r}",
-                                     param=f"messages.{i}.content.{j}")
-                parts.append(p.text)
+            parts = [p.text for p in m.content]
             text = "\n".join(parts)
         messages.append({"role": m.role, "content": text})
     stop = (body.stop,) if isinstance(body.stop, str) else (tuple(body.stop) if body.stop else None)
@@ -346,6 +353,20 @@ def create_app(
         log.error("internal error: %s", type(exc).__name__)
         return error_body(500, "internal server error", "server_error", "internal_error")
 
+    def openapi() -> dict[str, Any]:
+        """The schema, with ``model`` narrowed to the names this server resolves."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+            props["model"]["enum"] = accepted_names(routes)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     common = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody}}
 
     @app.get("/healthz", response_model=Health)
@@ -363,7 +384,9 @@ def create_app(
 
     responses: dict[int | str, dict[str, Any]] = {
         200: {"model": ChatCompletionResponse,
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+              "content": {"text/event-stream": {"schema": {  # one server-sent event
+                  "type": "object", "required": ["data"],
+                  "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
         **common, 402: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody},
         500: {"model": ErrorBody}, 502: {"model": ErrorBody}, 504: {"model": ErrorBody},
     }

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _integral(v: Any) -> Any:
+    """JSON has one number type: accept 64.0 where an integer is due (as JSON Schema does)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _int(ge: int, le: int) -> Any:
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(_Open):
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessageIn(_Open):
@@ -34,14 +45,18 @@ class ChatCompletionRequest(_Open):
     messages: list[ChatMessageIn] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: _int(1, 1_000_000) | None = None
+    max_completion_tokens: _int(1, 1_000_000) | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    n: int | None = Field(default=None, ge=1, le=1)
+    seed: _int(-(2**53), 2**53) | None = None  # bounds exact in JSON numbers
+    n: _int(1, 1) | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    tools: None = Field(default=None, description="not supported by ponder")
+    tool_choice: None = Field(default=None, description="not supported by ponder")
+    functions: None = Field(default=None, description="not supported by ponder")
+    function_call: None = Field(default=None, description="not supported by ponder")
 
 
 class ErrorDetail(BaseModel):
