@@ -233,7 +233,7 @@ def _resolves(routes: Mapping[str, Route], name: str) -> bool:
 
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     messages = []
-    for i, m in enumerate(body.messages):
+    for m in body.messages:
         if m.content is None:
             text = ""
         elif isinstance(m.content, str):
