@@ -36,7 +36,7 @@ class SingleModel:
 
 
 _KIND_MODULES = {"cascade": "ponder.cascade", "router": "ponder.routers",
-                 "route-cascade": "ponder.routers"}
+                 "route-cascade": "ponder.routers", "fallback": "ponder.server._fallback"}
 
 
 def load_strategy(path: str | Path) -> Any:

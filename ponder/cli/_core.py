@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -25,15 +24,15 @@ config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 
 def ask(
     prompt: str = typer.Argument(..., help="The prompt, or a JSON list of chat messages."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="provider:model, e.g. openai:gpt-4o-mini"),
-    strategy: Optional[Path] = typer.Option(None, "--strategy", "-s", help="A saved strategy file (cascade or router)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Base URL of an OpenAI-compatible server."),
+    model: str | None = typer.Option(None, "--model", "-m", help="provider:model, e.g. openai:gpt-4o-mini"),
+    strategy: Path | None = typer.Option(None, "--strategy", "-s", help="A saved strategy file (cascade or router)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Base URL of an OpenAI-compatible server."),
     temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, max=2.0),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
-    system: Optional[str] = typer.Option(None, "--system", help="A system message."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
+    system: str | None = typer.Option(None, "--system", help="A system message."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the completion cache."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Answer a prompt with one model or a saved strategy; print the answer and its exact cost."""
     if (model is None) == (strategy is None):
@@ -81,7 +80,7 @@ def render_answer(answer: Answer, as_json: bool) -> None:
                  markup=False, highlight=False)
 
 
-def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Known models and their prices (USD per 1M tokens)."""
     cfg = load_config(config)
     table = PriceTable.default().with_overrides(cfg.prices)
@@ -101,7 +100,7 @@ def models(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(Fals
 
 
 @cache_app.command("stats")
-def cache_stats_cmd(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Hits, misses, and the cost the hits saved."""
     with Client(load_config(config)) as client:
         s = client.cache_stats()
@@ -115,7 +114,7 @@ def cache_stats_cmd(config: Optional[Path] = ConfigOpt, as_json: bool = typer.Op
 
 
 @cache_app.command("clear")
-def cache_clear_cmd(config: Optional[Path] = ConfigOpt) -> None:
+def cache_clear_cmd(config: Path | None = ConfigOpt) -> None:
     """Delete every cached completion and reset the statistics."""
     with Client(load_config(config)) as client:
         assert client.cache is not None

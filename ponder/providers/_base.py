@@ -54,9 +54,9 @@ def retry_delay(
     """
     if not isinstance(error, RETRYABLE) or attempt > policy.max_retries:
         return None
-    rng = rng or random
+    u = (rng or random).random()
     delay = min(policy.max_s, policy.initial_s * (2 ** (attempt - 1)))
-    delay *= 1.0 + policy.jitter * (2.0 * rng.random() - 1.0)
+    delay *= 1.0 + policy.jitter * (2.0 * u - 1.0)
     if isinstance(error, RateLimited) and error.retry_after is not None:
         delay = max(delay, min(error.retry_after, policy.max_s))
     return max(0.0, delay)

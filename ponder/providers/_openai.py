@@ -128,6 +128,8 @@ class OpenAIProvider(BaseProvider):
                         finish = ch.finish_reason or finish
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
+        if not parts and usage is None and finish is None:  # e.g. a JSON body instead of SSE
+            raise BadResponse("stream ended without any event", provider=self.name, model=model)
         yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
 
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
@@ -147,6 +149,8 @@ class OpenAIProvider(BaseProvider):
                         finish = ch.finish_reason or finish
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
+        if not parts and usage is None and finish is None:  # e.g. a JSON body instead of SSE
+            raise BadResponse("stream ended without any event", provider=self.name, model=model)
         yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 import ponder
 from ponder import ChatRequest, Completion, ModelSpec, Price, PriceTable, Usage
@@ -70,6 +71,6 @@ def test_missing_usage_is_estimated_and_flagged():
 
 def test_completion_is_a_value():
     c = Completion(text="a", model="m", provider="p", cost_usd=0.1)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         c.cost_usd = 0.2  # frozen: cost is returned, never mutated state
     assert c.spec == "p:m"

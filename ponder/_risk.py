@@ -1,0 +1,167 @@
+"""Thresholds with a guarantee: Learn-then-Test (Angelopoulos et al., 2021) with fixed-sequence testing.
+
+The problem: pick the cheapest setting λ from a list whose *risk* R(λ) = E[loss(λ)] stays ≤ ε,
+with probability ≥ 1−δ over the calibration sample. For a cascade the loss of a query is the
+quality drop against always answering with the last rung; for a router it is the drop against a
+reference model. Both are per-query numbers, so this module only sees a loss matrix.
+
+How: for each candidate λ_k, test H0: R(λ_k) > ε with a valid p-value computed on the
+calibration losses. Candidates come ordered from safest (λ_0, e.g. "always escalate": loss 0) to
+most aggressive; fixed-sequence testing walks that order and rejects while p_k ≤ δ. Every
+rejected λ is then simultaneously safe with probability ≥ 1−δ (family-wise error control, no
+multiplicity correction needed because the order is fixed before looking at the data), and we
+return the last one rejected: the cheapest certified setting.
+
+p-values (losses must lie in [0, 1]; signed losses are mapped there by ``to_unit``):
+- ``"hb"``: Hoeffding–Bentkus, min(exp(−n·h(R̂, ε)), e·P(Bin(n, ε) ≤ ⌈nR̂⌉)), valid for any
+  [0, 1] losses;
+- ``"binomial"``: exact P(Bin(n, ε) ≤ nR̂), valid only for {0, 1} losses;
+- ``"wsr"``: Waudby-Smith–Ramdas betting (anytime-valid, adapts to variance), tightest when the
+  losses are mostly equal (e.g. signed drops that are usually 0).
+
+The guarantee holds when the calibration queries are exchangeable with future queries and were
+not used to train the scorers or pick the chain. Verified empirically in
+``tests/cascade/test_risk.py`` and ``benchmarks/bench_cascade_targets.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "RiskSelection",
+    "hb_pvalue",
+    "binomial_pvalue",
+    "wsr_pvalue",
+    "ltt_select",
+    "to_unit",
+]
+
+
+def _h1(r: float, eps: float) -> float:
+    """KL divergence kl(r || eps) for Bernoulli, the exponent of the Hoeffding–Bentkus bound."""
+    r = min(max(r, 1e-12), 1 - 1e-12)
+    eps = min(max(eps, 1e-12), 1 - 1e-12)
+    return r * math.log(r / eps) + (1 - r) * math.log((1 - r) / (1 - eps))
+
+
+def hb_pvalue(risk_hat: float, n: int, eps: float) -> float:
+    """Hoeffding–Bentkus p-value for H0: mean loss > eps, losses in [0, 1]."""
+    from scipy.stats import binom
+
+    if n <= 0:
+        return 1.0
+    if risk_hat >= eps:
+        return 1.0
+    hoeff = math.exp(-n * _h1(risk_hat, eps))
+    bentkus = math.e * float(binom.cdf(math.ceil(n * risk_hat), n, eps))
+    return min(1.0, hoeff, bentkus)
+
+
+def binomial_pvalue(risk_hat: float, n: int, eps: float) -> float:
+    """Exact binomial p-value for H0: P(loss = 1) > eps, losses in {0, 1}."""
+    from scipy.stats import binom
+
+    if n <= 0:
+        return 1.0
+    return float(min(1.0, binom.cdf(round(n * risk_hat), n, eps)))
+
+
+def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int = 0) -> float:
+    """Waudby-Smith–Ramdas betting p-value for H0: mean loss ≥ eps, losses in [0, 1].
+
+    The wealth of a bettor who wagers a predictable fraction ν_i on "this loss is below ε" is a
+    nonnegative supermartingale under H0, so 1 / max wealth is a valid p-value (Ville).
+    Losses are visited in a seeded random order (they are exchangeable).
+    """
+    x = np.asarray(losses, dtype=np.float64).ravel()
+    n = x.size
+    if n == 0:
+        return 1.0
+    x = x[np.random.default_rng(seed).permutation(n)]
+    idx = np.arange(1, n + 1)
+    mu = (0.5 + np.cumsum(x)) / (idx + 1)
+    var = (0.25 + np.cumsum((x - mu) ** 2)) / (idx + 1)
+    mu_prev = np.concatenate([[0.5], mu[:-1]])
+    var_prev = np.concatenate([[0.25], var[:-1]])
+    del mu_prev
+    nu = np.sqrt(2 * math.log(1 / delta) / (n * var_prev))
+    nu = np.minimum(nu, 0.5 / max(eps, 1e-12))  # bet on "loss < eps": 1 + ν(ε − x) must stay > 0
+    log_wealth = np.cumsum(np.log1p(nu * (eps - x)))
+    return float(min(1.0, math.exp(-max(0.0, float(log_wealth.max())))))
+
+
+def to_unit(signed_losses: np.ndarray, eps: float) -> tuple[np.ndarray, float]:
+    """Map losses in [−1, 1] and their ε to [0, 1] (x → (x+1)/2), preserving H0."""
+    return (np.asarray(signed_losses, dtype=np.float64) + 1.0) / 2.0, (eps + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class RiskSelection:
+    """Outcome of :func:`ltt_select`. ``index`` is None when not even the first candidate passed."""
+
+    index: int | None
+    epsilon: float
+    delta: float
+    method: str
+    n: int
+    pvalues: np.ndarray = field(repr=False)
+    risks: np.ndarray = field(repr=False)
+
+    @property
+    def certified(self) -> bool:
+        return self.index is not None
+
+
+def ltt_select(
+    losses: np.ndarray,
+    epsilon: float,
+    delta: float,
+    *,
+    method: str = "hb",
+    signed: bool = False,
+    seed: int = 0,
+) -> RiskSelection:
+    """Learn-then-Test with fixed-sequence testing over candidates ordered safest first.
+
+    ``losses`` is (n, K): the loss of each calibration query under each candidate. Columns must
+    be ordered from the safest candidate to the most aggressive. With ``signed=True`` losses may
+    lie in [−1, 1] (e.g. a quality *drop* that is negative where the cascade beats the last
+    rung); they are mapped to [0, 1] first. Returns the last candidate of the rejected prefix.
+    """
+    L = np.asarray(losses, dtype=np.float64)
+    if L.ndim == 1:
+        L = L[:, None]
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if not -1.0 < epsilon < 1.0:
+        raise ValueError(f"epsilon must be in (-1, 1), got {epsilon}")
+    eps = epsilon
+    if signed:
+        L, eps = to_unit(L, epsilon)
+    if L.size and (L.min() < -1e-12 or L.max() > 1 + 1e-12):
+        raise ValueError("losses must lie in [0, 1] (or [-1, 1] with signed=True)")
+    if method == "binomial" and not np.isin(L, (0.0, 1.0)).all():
+        raise ValueError("the binomial p-value needs {0, 1} losses; use method='hb' or 'wsr'")
+    n, k = L.shape
+    risks = L.mean(axis=0) if n else np.ones(k)
+    pvals = np.ones(k)
+    chosen: int | None = None
+    for j in range(k):
+        if method == "hb":
+            p = hb_pvalue(float(risks[j]), n, eps)
+        elif method == "binomial":
+            p = binomial_pvalue(float(risks[j]), n, eps)
+        elif method == "wsr":
+            p = wsr_pvalue(L[:, j], eps, delta, seed=seed + j)
+        else:
+            raise ValueError(f"method must be 'hb', 'binomial' or 'wsr', got {method!r}")
+        pvals[j] = p
+        if p > delta:
+            break
+        chosen = j
+    return RiskSelection(index=chosen, epsilon=epsilon, delta=delta, method=method, n=n,
+                         pvalues=pvals, risks=(risks * 2 - 1) if signed else risks)
