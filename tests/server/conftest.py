@@ -46,14 +46,14 @@ def make_config(upstreams: dict[str, str], *, cache: dict[str, Any] | None = Non
 class LiveServer:
     """The ASGI app served by a real uvicorn on a free 127.0.0.1 port, in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, access_log: bool = False) -> None:
         import uvicorn
 
         self.sock = socket.socket()  # bound here, so no other process can take the port meanwhile
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
                                                     lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
