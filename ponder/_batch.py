@@ -141,7 +141,9 @@ def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
 
 
 def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
-    return {"id": row.id, "text": None, "model": getattr(exc, "model", None) or None, "cost_usd": 0.0,
+    provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
+    spec = f"{provider}:{model}" if provider and model else (model or None)
+    return {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0,
             "cached": False, "error": " ".join(str(exc).split())[:1000], "error_type": type(exc).__name__}
 
 

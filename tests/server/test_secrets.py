@@ -103,7 +103,7 @@ def test_planted_key_never_leaks(backend: str, tmp_path: Path, upstream: FakeLLM
     # batch report: successes with traces and failures with error messages
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": i, "prompt": f"batch {i}"}) + "\n" for i in range(4)))
-    upstream.queue(Action(kind="status", status=401, body={"error": {"message": f"bad key {SECRET}"}}))
+    upstream.queue(Action(kind="status", status=400, body={"error": {"message": f"bad key {SECRET}"}}))
     out = tmp_path / "out.jsonl"
     summary = run_batch(inp, out, SingleModel("up:m"), Client(cfg, cache=cache_backend), concurrency=1)  # type: ignore[arg-type]
     assert summary.failed == 1
