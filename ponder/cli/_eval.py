@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ._common import stderr, stdout
@@ -79,7 +80,8 @@ def _render(d: dict[str, Any]) -> None:
     if miss["n_incomplete_test_queries"]:
         stdout.print(f"{miss['n_incomplete_test_queries']} test queries lack some models "
                      f"({miss['n_missing_test_cells']} missing rows)", highlight=False)
-    t = Table(title="single models and oracle (test queries)", title_justify="left")
+    t = Table(title="single models and oracle (test queries, * = best)", title_justify="left",
+              box=box.SIMPLE_HEAD)
     for c in ("model", "quality", "cost/query", "queries"):
         t.add_column(c, justify="left" if c == "model" else "right", overflow="fold")
     for m in sorted(d["models"], key=lambda m: m["cost_usd"]):
@@ -89,22 +91,22 @@ def _render(d: dict[str, Any]) -> None:
     t.add_row("oracle", f"{d['oracle']['quality']:.4f}", f"{d['oracle']['cost_usd']:.6g}",
               str(d["n_test_queries"]))
     stdout.print(t)
-    s = Table(title="strategies: cost ratio = cost to reach the best model's quality / its cost",
-              title_justify="left")
-    cols = ["strategy", "kind", "cost ratio", "q @ best cost", "AUC", "oracle %"]
+    s = Table(title="strategies (dim: baselines). ratio = cost to reach the best model's quality "
+                    "/ its cost", title_justify="left", box=box.SIMPLE_HEAD)
+    s.add_column("strategy", overflow="fold", min_width=12)
+    for c in ("ratio", "q@best$", "AUC", "oracle"):
+        s.add_column(c, justify="right", no_wrap=True)
     if d.get("two_model"):
-        cols += ["APGR", "CPT50", "CPT80", "CPT95"]
-    for c in cols:
-        s.add_column(c, justify="left" if c in ("strategy", "kind") else "right",
-                     overflow="fold", no_wrap=c != "strategy")
+        s.add_column("APGR", justify="right", no_wrap=True)
+        s.add_column("CPT50/80/95", justify="right", no_wrap=True)
     for st in d["strategies"]:
-        row = [st["name"], st["kind"], fmt_ratio(st["cost_ratio_at_best_quality"]),
+        row = [st["name"], fmt_ratio(st["cost_ratio_at_best_quality"]),
                fmt_q(st["quality_at_best_cost"]), fmt_q(st["auc"]), fmt_pct(st["oracle_share"])]
         if d.get("two_model"):
             cpt = st.get("cpt") or {}
-            row += [fmt_q(st.get("apgr"))] + [
-                "–" if cpt.get(k) is None else f"{cpt[k]:.1f}%" for k in ("50", "80", "95")]
-        s.add_row(*row)
+            row += [fmt_q(st.get("apgr")), "/".join(
+                "–" if cpt.get(k) is None else f"{cpt[k]:.0f}%" for k in ("50", "80", "95"))]
+        s.add_row(*row, style="dim" if st["kind"] == "baseline" else None)
     stdout.print(s)
     for sk in d.get("skipped") or []:
         stderr.print(f"skipped {sk['name']}: {sk['reason']}", markup=False, highlight=False)

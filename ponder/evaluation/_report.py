@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from typing import Any
 
 METRIC_HELP = {
@@ -85,8 +86,10 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
         if s["name"] == "random-mix":
             ax.plot(xs, ys, linestyle=":", color="#888", lw=1.4, label="random mix (cheapest ↔ best)")
         elif s["name"] == "oracle":
-            ax.scatter(xs, ys, marker="*", s=180, color="#f2b705", edgecolor="#6b5200", zorder=5,
-                       label="oracle (upper bound)")
+            o = data["oracle"]
+            ax.plot(xs, ys, color="#d4a017", lw=1.2, ls="--", zorder=2)
+            ax.scatter([o["cost_usd"]], [o["quality"]], marker="*", s=180, color="#f2b705",
+                       edgecolor="#6b5200", zorder=5, label="oracle (upper bound; dashed: on a budget)")
     others = [s for s in strategies if s["kind"] != "baseline"]
     for i, s in enumerate(others):
         xs = [p["cost_usd"] for p in s["curve"]]
@@ -129,8 +132,10 @@ def _label_models(fig: Any, ax: Any, models: list[dict[str, Any]]) -> None:
                 break
             dy -= 11
         placed.append((px + 6, py + dy, w))
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, dy * 72 / fig.dpi),
-                    fontsize=8, color="#333", zorder=6)
+        right = ax.transAxes.inverted().transform((px + 6 + w, py))[0] > 1.0
+        ax.annotate(name, (x, y), textcoords="offset points", fontsize=8, color="#333", zorder=6,
+                    xytext=((-6 if right else 6) * 72 / fig.dpi, dy * 72 / fig.dpi),
+                    ha="right" if right else "left")
 
 
 # ---- shared table builders ---------------------------------------------------------------------
@@ -177,7 +182,7 @@ def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _task_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     tasks = data.get("tasks") or []
-    if not tasks:
+    if len(tasks) < 2:  # one task is the whole table again
         return [], []
     models = [m["model"] for m in sorted(data["models"], key=lambda m: m["cost_usd"])]
     strats = [s for s in tasks[0]["strategies"] if s != "oracle"]
@@ -285,17 +290,30 @@ padding-bottom:4px}.sub{color:#5b6574;margin:0 0 18px}
 .plot svg{width:100%;height:auto}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;background:#fff;font-size:13.5px;width:100%}
-th,td{border:1px solid #e3e6ea;padding:5px 9px;text-align:right;white-space:nowrap}
-th{background:#eef1f4;font-weight:600}td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #e3e6ea;padding:5px 7px;text-align:right;white-space:nowrap}
+th{background:#eef1f4;font-weight:600;white-space:normal;vertical-align:bottom}
+td:first-child{white-space:normal;word-break:break-word;min-width:150px}td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafbfc}
 ul.notes{font-size:14px}dl{font-size:14px}dt{font-weight:600;margin-top:6px}dd{margin-left:18px;color:#394150}
 .muted{color:#5b6574;font-size:13px}
+.ci{display:block;font-size:11.5px;color:#6b7482}
 """
+
+
+_VALUE_CI = re.compile(r"^(.+?) (\[[^\]]*\])$")
+
+
+def _cell(c: str) -> str:
+    """A value with its interval renders as the value over a small grey interval."""
+    m = _VALUE_CI.match(c)
+    if m:
+        return f'{html.escape(m.group(1))}<span class="ci">{html.escape(m.group(2))}</span>'
+    return html.escape(c)
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f'<div class="scroll"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>'
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,9 @@ def test_eval_prints_hand_computed_figures(tmp_path):
                 "out.html", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     models_table = p.stdout.split("strategies:")[0]  # the first table: single models + oracle
-    lines = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[2:-1]]
-             for ln in models_table.splitlines() if ln.count("│") >= 5}
+    row = re.compile(r"^\s*(\S+(?: \*)?)\s+([\d.]+)\s+([\d.e-]+)\s+(\d+)\s*$")
+    lines = {m.group(1): [m.group(2), m.group(3)]
+             for m in map(row.match, models_table.splitlines()) if m}
     assert lines["a"][:2] == ["0.3750", "0.25"]
     assert lines["b"][:2] == ["0.6250", "0.5625"]
     assert lines["c *"][:2] == ["0.8125", "2.5"]

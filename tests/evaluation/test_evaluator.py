@@ -139,3 +139,20 @@ def test_bootstrap_intervals_bracket_the_estimate(hand_df):
     mix = by_name(d["strategies"], "name")["random-mix"]
     lo, hi = mix["ci95"]["auc"]
     assert lo <= mix["auc"] <= hi and hi - lo > 0
+
+
+def test_oracle_curve_switches_best_value_queries_first(hand_df):
+    d = evaluate(hand_df, strategies=[], n_bootstrap=0).to_json()
+    oracle = by_name(d["strategies"], "name")["oracle"]
+    # start on a everywhere; q2→b gains 1 for $0.25, q3→c gains 1 for $1.75; q1, q4 stay on a
+    assert [(p["cost_usd"], p["quality"]) for p in oracle["curve"]] == [
+        (0.25, 0.375), (0.3125, 0.625), (0.75, 0.875)]
+    assert oracle["curve"][-1]["quality"] == d["oracle"]["quality"]
+
+
+def test_best_model_tie_goes_to_the_cheaper(hand_df):
+    df = hand_df.copy()
+    df.loc[df.model == "b", "score"] = df.loc[df.model == "c", "score"].to_numpy()
+    d = evaluate(df, strategies=[], n_bootstrap=0).to_json()
+    assert by_name(d["models"])["b"]["quality"] == by_name(d["models"])["c"]["quality"]
+    assert d["best_model"]["model"] == "b"
