@@ -161,3 +161,34 @@ def test_load_dataset_sniffs_the_format(fixtures, name):
 def test_unknown_name_is_a_clear_error():
     with pytest.raises(DataError, match="not a file and not a bundled dataset"):
         load_dataset("no-such-dataset")
+
+
+def test_malformed_public_files_name_file_row_and_column(fixtures, tmp_path):
+    lines = (fixtures / "mt_bench_judgements.jsonl").read_text(encoding="utf-8").splitlines()
+    rec = json.loads(lines[2])
+    rec["score"] = 11
+    bad = tmp_path / "judgements.jsonl"
+    bad.write_text("\n".join(lines[:2] + [json.dumps(rec)] + lines[3:]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_routellm_mtbench(bad)
+    assert (e.value.file, e.value.row, e.value.column) == (str(bad), 3, "score")
+
+    rows = list(csv.DictReader(open(fixtures / "PRIME_EVAL.csv", newline="", encoding="utf-8")))
+    rows[4]["cost"] = "free"
+    bad = tmp_path / "PRIME.csv"
+    with open(bad, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(DataError) as e:
+        load_generation_cache(bad)
+    assert (e.value.row, e.value.column) == (6, "cost") and "free" in str(e.value)
+
+    recs = (fixtures / "routerarena" / "gemini-2.0-flash-001.jsonl").read_text().splitlines()
+    r = json.loads(recs[1])
+    del r["evaluation_result"]["inference_cost"]
+    bad = tmp_path / "m.jsonl"
+    bad.write_text(recs[0] + "\n" + json.dumps(r) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_routerarena(bad)
+    assert (e.value.row, e.value.column) == (2, "evaluation_result")
