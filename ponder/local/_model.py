@@ -47,6 +47,9 @@ class ModelArgs:
         """Read a Hugging Face ``config.json`` (LlamaForCausalLM, Qwen2ForCausalLM, Mistral...)."""
         arch = str(cfg.get("model_type", "llama"))
         n_heads = int(cfg["num_attention_heads"])
+        # transformers >= 5 keeps rope_theta and the scaling inside "rope_parameters".
+        rope = dict(cfg.get("rope_parameters") or {})
+        scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
         return cls(
             vocab_size=int(cfg["vocab_size"]),
             dim=int(cfg["hidden_size"]),
@@ -56,9 +59,9 @@ class ModelArgs:
             intermediate_size=int(cfg["intermediate_size"]),
             head_dim=int(cfg.get("head_dim") or 0),
             norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            rope_scaling=cfg.get("rope_scaling"),
-            qkv_bias=bool(cfg.get("attention_bias", arch == "qwen2")),
+            rope_theta=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
+            rope_scaling=scaling,
+            qkv_bias=arch == "qwen2" or bool(cfg.get("attention_bias", False)),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             max_position=int(cfg.get("max_position_embeddings", 4096)),
             arch=arch,
