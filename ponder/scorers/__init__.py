@@ -1,1 +1,10 @@
-"""TODO: filled by its issue."""
+"""Answer scorers: P(response acceptable | query, response, model, earlier rungs' answers).
+
+A scorer is a scikit-learn style estimator (``fit(X, y)`` returns self, learned state ends in
+``_``, ``NotFittedError`` before fit, calibrated ``predict_proba``). It saves as JSON + npz with a
+format version and content hash (``save(dir)`` / ``AnswerScorer.load(dir)``); nothing is unpickled.
+"""
+
+from ._scorer import AnswerScorer, scorer_frame
+
+__all__ = ["AnswerScorer", "scorer_frame"]
