@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -78,7 +77,10 @@ def soft(section: str, budget_s: float, deadline: float) -> Callable:
         def run() -> None:
             left = deadline - time.perf_counter()
             if left < budget_s:
-                record(section, status=f"not run: time budget ({left:.0f}s left, needs ~{budget_s:.0f}s)")
+                record(
+                    section,
+                    status=f"not run: time budget ({left:.0f}s left, needs ~{budget_s:.0f}s)",
+                )
                 return
             try:
                 fn()
@@ -153,8 +155,10 @@ def section_bandwidth(dev: torch.device, state: dict[str, Any]) -> None:
     state["copy_gbs"] = gbs
     tiny = torch.zeros(1, device=dev)
     t_launch = bench(lambda: tiny.add_(1), dev, reps=200)
-    record("bandwidth", copy_gbs=round(gbs, 1), bytes=2 * n, tiny_kernel_us=round(t_launch * 1e6, 2))
-    del src, dst
+    record(
+        "bandwidth", copy_gbs=round(gbs, 1), bytes=2 * n, tiny_kernel_us=round(t_launch * 1e6, 2)
+    )
+    src = dst = None  # free before the next section
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,7 +217,12 @@ def section_kernel_checks(dev: torch.device, state: dict[str, Any]) -> None:
             top_p = torch.tensor([1.0, 1.0, 1.0, 0.9, 0.8, 1.0, 0.5, 0.95], device=dev)
             u = torch.rand(8, device=dev, generator=g)
             total += 8
-            bad += int((ref.sample(logits, temp, top_k, top_p, u) != tri.sample(logits, temp, top_k, top_p, u)).sum())
+            bad += int(
+                (
+                    ref.sample(logits, temp, top_k, top_p, u)
+                    != tri.sample(logits, temp, top_k, top_p, u)
+                ).sum()
+            )
     record("check", op="sample fp32 exact", rows=total, mismatches=bad)
     worst = 0.0
     inv_ok = True
@@ -249,25 +258,38 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = 64
-        for name, v in variants.items():
+        for v in variants.values():
             v["compile"] = torch.compile(v["torch"], dynamic=True)
     k = 4
     for V in (49152, 128256, 151936):
         for B in (1, 8):
             args = _chain(B, k, V, dev, 0)
-            times = {n: bench(lambda f=f: f(*args), dev) for n, f in variants["verify_chain"].items()}
+            times = {
+                n: bench(lambda f=f, a=args: f(*a), dev)
+                for n, f in variants["verify_chain"].items()
+            }
             _kernel_row("verify_chain", f"B={B} V={V} k={k}", times)
             for mode in ("plain", "topk+topp"):
                 sargs = _sampling_inputs(B, V, dev, 0, mode)
-                times = {n: bench(lambda f=f: f(*sargs), dev) for n, f in variants["sample"].items()}
+                times = {
+                    n: bench(lambda f=f, a=sargs: f(*a), dev) for n, f in variants["sample"].items()
+                }
                 _kernel_row("sample", f"B={B} V={V} {mode}", times)
-    for B, T, S, ctx in [(1, 1, 4096, 1024), (1, 5, 4096, 1024), (1, 5, 4096, 4000), (8, 5, 4096, 1024)]:
+    for B, T, S, ctx in [
+        (1, 1, 4096, 1024),
+        (1, 5, 4096, 1024),
+        (1, 5, 4096, 4000),
+        (8, 5, 4096, 1024),
+    ]:
         Hq, Hkv, D = 32, 8, 128
         q = torch.randn(B, Hq, T, D, device=dev).bfloat16()
         kc = torch.randn(B, Hkv, S, D, device=dev).bfloat16()
         vc = torch.randn(B, Hkv, S, D, device=dev).bfloat16()
         start = torch.full((B,), ctx - T, device=dev)
-        times = {n: bench(lambda f=f: f(q, kc, vc, start), dev) for n, f in variants["attention"].items()}
+        times = {
+            n: bench(lambda f=f, a=(q, kc, vc, start): f(*a), dev)
+            for n, f in variants["attention"].items()
+        }
         _kernel_row("attention", f"8B heads B={B} T={T} ctx={ctx}", times)
 
 
@@ -287,8 +309,11 @@ class Runner:
     RoPE tables and kernel ops): positions live in a device tensor, so one captured graph serves
     every step and the whole speculative iteration runs with no host synchronisation."""
 
-    def __init__(self, model: Any, max_len: int) -> None:
+    def __init__(self, model: Any, max_len: int, fused: bool = False) -> None:
         self.m = model
+        self.fused = fused
+        self.cos_t = model.rope_cos.to(model.dtype).contiguous()
+        self.sin_t = model.rope_sin.to(model.dtype).contiguous()
         self.dev = model.device
         self.seq = torch.zeros(1, max_len, dtype=torch.long, device=self.dev)
         self.L = torch.zeros(1, dtype=torch.long, device=self.dev)  # committed tokens
@@ -301,10 +326,14 @@ class Runner:
             self._ar[n] = torch.arange(n, device=self.dev)
         return self._ar[n]
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None = None
+    ) -> torch.Tensor:
         from ponder.local._model import apply_rope
 
         m = self.m
+        if self.fused:
+            return self.forward_fused(tokens, pos, n_layers)
         B, T = tokens.shape
         H, Hkv, D = m.args.n_heads, m.args.n_kv_heads, m.args.head_dim
         positions = pos[:, None] + self.ar(T)[None, :]
@@ -324,6 +353,34 @@ class Runner:
             x = x + att.wo(y.transpose(1, 2).reshape(B, T, H * D))
             x = x + layer.feed_forward(layer.ffn_norm(x))
         return m.output(m.norm(x)).float()
+
+    def forward_fused(
+        self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None = None
+    ) -> torch.Tensor:
+        """The same layer math with the fused kernels: 4 matmuls + 5 launches per layer."""
+        from ponder.local.kernels._triton_fused import add_rmsnorm, rope_kv_append, silu_mul
+
+        m = self.m
+        B, T = tokens.shape
+        H, Hkv, D = m.args.n_heads, m.args.n_kv_heads, m.args.head_dim
+        eps = m.args.norm_eps
+        n = m.args.n_layers if n_layers is None else n_layers
+        layers = m.layers[:n]
+        x = m.tok_embeddings(tokens)
+        h, _ = add_rmsnorm(x, None, layers[0].attention_norm.weight, eps)
+        for i, (layer, cache) in enumerate(zip(layers, m.caches[:n], strict=True)):
+            att = layer.attention
+            qkv = F.linear(h, att.wqkv.weight, att.wqkv.bias)
+            q = rope_kv_append(qkv, self.cos_t, self.sin_t, pos, cache.k, cache.v, H, Hkv)
+            y = m.ops.attention(q, cache.k, cache.v, pos)
+            a = F.linear(y.transpose(1, 2).reshape(B, T, H * D), att.wo.weight)
+            h, x = add_rmsnorm(a, x, layer.ffn_norm.weight, eps)
+            f = F.linear(
+                silu_mul(F.linear(h, layer.feed_forward.w13.weight)), layer.feed_forward.w2.weight
+            )
+            nxt = layers[i + 1].attention_norm.weight if i + 1 < n else m.norm.weight
+            h, x = add_rmsnorm(f, x, nxt, eps)
+        return F.linear(h, m.output.weight).float()
 
     def reset(self, prompt: torch.Tensor) -> None:
         P = prompt.shape[1]
@@ -353,7 +410,9 @@ class Runner:
         block = self.seq.gather(1, base[:, None] + self.ar(k + 1)[None, :])
         logits = self.forward(block, base)
         V = logits.shape[-1]
-        p = torch.zeros(1, k + 1, V, device=self.dev).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        p = torch.zeros(1, k + 1, V, device=self.dev).scatter_(
+            -1, logits.argmax(-1, keepdim=True), 1.0
+        )
         draft = block[:, 1:]
         q = torch.zeros(1, k, V, device=self.dev).scatter_(-1, draft[..., None], 1.0)
         u = torch.ones(1, k, device=self.dev)
@@ -366,10 +425,16 @@ class Runner:
         self.iters.add_(1)
 
 
-def build_model(cfg: dict[str, Any], dev: torch.device, n_draft: int, residual_scale: float, seed: int):
+def build_model(
+    cfg: dict[str, Any], dev: torch.device, n_draft: int, residual_scale: float, seed: int
+):
     from ponder.local._model import ModelArgs, Transformer
 
     torch.manual_seed(seed)
+    # Untied head: with random tied weights the argmax is the input token itself (e.e ~ dim), so
+    # greedy decoding would just repeat it. Untying reads the same bytes per token (the table
+    # lookup reads one row; the head reads the full matrix either way).
+    cfg = {**cfg, "tie_embeddings": False}
     prev = torch.get_default_dtype()
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     torch.set_default_dtype(dtype)
@@ -392,7 +457,13 @@ def weight_bytes(model: Any) -> int:
     return n
 
 
-def section_e2e(name: str, cfg: dict[str, Any], dev: torch.device, state: dict[str, Any], opt: argparse.Namespace) -> None:
+def section_e2e(
+    name: str,
+    cfg: dict[str, Any],
+    dev: torch.device,
+    state: dict[str, Any],
+    opt: argparse.Namespace,
+) -> None:
     backend = "triton" if dev.type == "cuda" else "torch"
     L_ = cfg["n_layers"]
     n_draft = max(1, round(L_ * opt.draft_fraction))
@@ -405,6 +476,7 @@ def section_e2e(name: str, cfg: dict[str, Any], dev: torch.device, state: dict[s
     g = torch.Generator(device="cpu").manual_seed(1)
     prompt = torch.randint(0, cfg["vocab_size"], (1, P), generator=g).to(dev)
     r = Runner(model, max_len + k + 2)
+    fused = dev.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
     use_graph = dev.type == "cuda"
     wb = weight_bytes(model)
     a = model.args
@@ -414,12 +486,18 @@ def section_e2e(name: str, cfg: dict[str, Any], dev: torch.device, state: dict[s
         # sanity: the graph-friendly forward reproduces the engine's own forward
         r.reset(prompt)
         ref_logits = model(prompt[:, P - 1 : P], P - 1)
-        r.reset(prompt)
-        mine = r.forward(prompt[:, P - 1 : P], r.L - 1)
-        same_fwd = float((ref_logits - mine).abs().max())
+        same_fwd = {}
+        for f in (False, True) if fused else (False,):
+            r.fused = f
+            r.reset(prompt)
+            mine = r.forward(prompt[:, P - 1 : P], r.L - 1)
+            same_fwd[f] = float((ref_logits - mine).abs().max())
 
         results: dict[str, Any] = {}
-        for label, width in (("target-only", 1), (f"target-only padded T={k + 1}", k + 1)):
+        runs = [("target-only, torch layers", 1, False)] if fused else []
+        runs += [("target-only", 1, fused), (f"target-only padded T={k + 1}", k + 1, fused)]
+        for label, width, f in runs:
+            r.fused = f
             r.reset(prompt)
             r.target_step(width)  # compiles the kernels
             step = graphed(lambda w=width: r.target_step(w), dev, use_graph)
@@ -440,9 +518,14 @@ def section_e2e(name: str, cfg: dict[str, Any], dev: torch.device, state: dict[s
             record(
                 "e2e", model=name, mode=label, tok_s=round(N / dt, 1), ms_per_tok=round(dt / N * 1e3, 3),
                 GBs=round(gbs, 1), pct_copy_bw=round(100 * gbs / state.get("copy_gbs", float("nan")), 1),
-                weights_GB=round(wb / 1e9, 3), fwd_matches_engine_maxabs=same_fwd,
+                weights_GB=round(wb / 1e9, 3), logits_maxabs_vs_engine_forward=same_fwd[f],
             )  # fmt: skip
             del step
+        r.fused = fused
+        if fused:
+            a_, b_ = results["target-only, torch layers"], results["target-only"]
+            record("e2e", model=name, mode="fused vs torch layers: same greedy tokens",
+                   identical=bool(torch.equal(a_, b_)), first_divergence=int((a_ != b_).nonzero()[0, 0]) if not torch.equal(a_, b_) else len(a_))  # fmt: skip
 
         # Draft step and verify step timed on their own (each one graph), for Leviathan's formula.
         r.reset(prompt)
@@ -502,7 +585,7 @@ def section_e2e(name: str, cfg: dict[str, Any], dev: torch.device, state: dict[s
         state[name] = {"prompt": prompt.cpu(), "tokens": base.cpu(), "n_draft": n_draft}
     if opt.hf:
         section_hf(name, model, cfg, dev, state, opt)
-    del model, r
+    model = r = None  # free before the next shape
     if dev.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -552,7 +635,14 @@ def to_hf(model: Any, n_layers: int | None = None) -> Any:
     return hf.eval()
 
 
-def section_hf(name: str, model: Any, cfg: dict[str, Any], dev: torch.device, state: dict[str, Any], opt: argparse.Namespace) -> None:
+def section_hf(
+    name: str,
+    model: Any,
+    cfg: dict[str, Any],
+    dev: torch.device,
+    state: dict[str, Any],
+    opt: argparse.Namespace,
+) -> None:
     try:
         hf = to_hf(model)
     except Exception as exc:  # noqa: BLE001
@@ -576,15 +666,28 @@ def section_hf(name: str, model: Any, cfg: dict[str, Any], dev: torch.device, st
                 dt = time.perf_counter() - t
             toks = out[0, prompt.shape[1] :].cpu()
             n_same = int((toks[:N] == ours[:N]).cumprod(0).sum())
-            record("hf", model=name, mode=label, tok_s=round(N / dt, 1), greedy_matches_ponder_prefix=f"{n_same}/{N}")
+            record(
+                "hf",
+                model=name,
+                mode=label,
+                tok_s=round(N / dt, 1),
+                greedy_matches_ponder_prefix=f"{n_same}/{N}",
+            )
             return toks
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            record("hf", model=name, mode=label, status=f"not run: {type(exc).__name__}: {str(exc)[:200]}")
+            record(
+                "hf",
+                model=name,
+                mode=label,
+                status=f"not run: {type(exc).__name__}: {str(exc)[:200]}",
+            )
             return None
 
     plain = gen("HF generate eager (dynamic cache)")
-    if opt.hf_static and opt.deadline - time.perf_counter() < 150:
+    if opt.hf_static and name not in opt.hf_static_models.split(","):
+        pass  # static cache (with its compile) is timed at one shape only, to fit the time budget
+    elif opt.hf_static and opt.deadline - time.perf_counter() < 200:
         record("hf", model=name, mode="HF generate static cache", status="not run: time budget")
     elif opt.hf_static:
         gen("HF generate static cache", cache_implementation="static")
@@ -596,12 +699,22 @@ def section_hf(name: str, model: Any, cfg: dict[str, Any], dev: torch.device, st
         assisted = gen(f"HF assisted (layers:{info['n_draft']}, k={k})", assistant_model=draft)
         if plain is not None and assisted is not None:
             same = int((assisted[:N] == plain[:N]).cumprod(0).sum())
-            record("hf", model=name, mode="HF assisted vs HF plain greedy", matching_prefix=f"{same}/{N}")
+            record(
+                "hf",
+                model=name,
+                mode="HF assisted vs HF plain greedy",
+                matching_prefix=f"{same}/{N}",
+            )
         del draft
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
-        record("hf", model=name, mode="HF assisted", status=f"not run: {type(exc).__name__}: {str(exc)[:200]}")
-    del hf
+        record(
+            "hf",
+            model=name,
+            mode="HF assisted",
+            status=f"not run: {type(exc).__name__}: {str(exc)[:200]}",
+        )
+    hf = None  # free the HF module before the next shape
 
 
 # ------------------------------------------------------------------------------------------
@@ -623,23 +736,32 @@ def print_tables() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--smoke", action="store_true", help="imports, bandwidth and kernel checks only")
+    ap.add_argument(
+        "--smoke", action="store_true", help="imports, bandwidth and kernel checks only"
+    )
     ap.add_argument("--tiny", action="store_true", help="a tiny model shape (CPU logic check)")
     ap.add_argument("--models", default=",".join(SHAPES), help="comma-separated shape names")
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--draft-fraction", type=float, default=0.125, help="layer-cut draft: this share of layers")
-    ap.add_argument("--residual-scale", type=float, default=0.1)
+    ap.add_argument(
+        "--draft-fraction", type=float, default=0.125, help="layer-cut draft: this share of layers"
+    )
+    ap.add_argument("--residual-scale", type=float, default=0.2)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--hf-tokens", type=int, default=64)
     ap.add_argument("--no-hf", dest="hf", action="store_false")
     ap.add_argument("--no-hf-static", dest="hf_static", action="store_false")
+    ap.add_argument("--hf-static-models", default="SmolLM2-1.7B,tiny")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-kernel-times", dest="kernel_times", action="store_false")
-    ap.add_argument("--budget-s", type=float, default=560.0, help="stop starting sections after this")
+    ap.add_argument(
+        "--budget-s", type=float, default=560.0, help="stop starting sections after this"
+    )
     opt = ap.parse_args()
     dev = torch.device(opt.device)
     deadline = T0 + opt.budget_s
@@ -658,6 +780,7 @@ def main() -> None:
     soft("bandwidth", 5, deadline)(lambda: section_bandwidth(dev, state))()
     if dev.type == "cuda":
         soft("check", 20, deadline)(lambda: section_kernel_checks(dev, state))()
+    dump(opt.out)
     if not opt.smoke:
         shapes = {"tiny": TINY} if opt.tiny else {n: SHAPES[n] for n in opt.models.split(",") if n}
         if opt.tiny:
@@ -668,12 +791,27 @@ def main() -> None:
             soft(f"e2e {name}", 60 if "8B" in name else 30, deadline)(
                 lambda name=name: section_e2e(name, shapes[name], dev, state, opt)
             )()
+            dump(opt.out)
             if i == 0 and opt.kernel_times and dev.type == "cuda":
-                soft("kernel", 60, deadline)(lambda: section_kernel_times(dev, state, opt.compile))()
-    os.makedirs(opt.out, exist_ok=True)
-    with open(os.path.join(opt.out, "results.json"), "w") as f:
-        json.dump(ROWS, f, indent=1, default=str)
+                soft("kernel", 60, deadline)(
+                    lambda: section_kernel_times(dev, state, opt.compile)
+                )()
+    dump(opt.out)
     print_tables()
+
+
+def dump(out: str) -> None:
+    """Write what is measured so far (a run killed at its time limit still leaves its numbers)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(ROWS, f, indent=1, default=str)
+    stdout = sys.stdout
+    with open(os.path.join(out, "table.md"), "w") as f:
+        sys.stdout = f
+        try:
+            print_tables()
+        finally:
+            sys.stdout = stdout
 
 
 if __name__ == "__main__":

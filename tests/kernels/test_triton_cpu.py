@@ -142,3 +142,48 @@ def test_attention_scale_argument():
         tri.attention(q, kc, vc, sp, scale=0.05), ref.attention(q, kc, vc, sp, scale=0.05),
         atol=1e-5, rtol=1e-5,
     )  # fmt: skip
+
+
+def test_fused_layer_kernels_match_the_engine_modules():
+    """add_rmsnorm / rope_kv_append / silu_mul == the engine's RMSNorm, apply_rope, cache update."""
+    import torch.nn.functional as F
+
+    from ponder.local._model import RMSNorm, apply_rope
+    from ponder.local.kernels import _triton_fused as fused
+
+    g = torch.Generator().manual_seed(0)
+    B, T, H, Hkv, D, S = 2, 3, 4, 2, 16, 32
+    x = torch.randn(B, T, 64, generator=g).to(DEVICE)
+    res = torch.randn(B, T, 64, generator=g).to(DEVICE)
+    norm = RMSNorm(64, 1e-5).to(DEVICE)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        out, h = fused.add_rmsnorm(x, res, norm.weight, 1e-5)
+        torch.testing.assert_close(h, x + res)
+        torch.testing.assert_close(out, norm(x + res), atol=1e-5, rtol=1e-5)
+        out0, _ = fused.add_rmsnorm(x, None, norm.weight, 1e-5)
+        torch.testing.assert_close(out0, norm(x), atol=1e-5, rtol=1e-5)
+
+    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(DEVICE)
+    angles = torch.randn(S, D // 2, generator=g).repeat(1, 2).to(DEVICE)
+    cos, sin = angles.cos(), angles.sin()
+    pos = torch.tensor([5, 11], device=DEVICE)
+    kc = torch.zeros(B, Hkv, S, D, device=DEVICE)
+    vc = torch.zeros(B, Hkv, S, D, device=DEVICE)
+    q = fused.rope_kv_append(qkv, cos, sin, pos, kc, vc, H, Hkv)
+    qr, kr, vr = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
+    for b in range(B):
+        p = int(pos[b])
+        cb, sb = cos[p : p + T], sin[p : p + T]
+        want_q = apply_rope(qr[b : b + 1].view(1, T, H, D).transpose(1, 2), cb, sb)
+        want_k = apply_rope(kr[b : b + 1].view(1, T, Hkv, D).transpose(1, 2), cb, sb)
+        torch.testing.assert_close(q[b : b + 1], want_q, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(kc[b : b + 1, :, p : p + T], want_k, atol=1e-6, rtol=1e-6)
+        assert torch.equal(vc[b, :, p : p + T], vr[b].view(T, Hkv, D).transpose(0, 1))
+    others = torch.ones(S, dtype=torch.bool)
+    others[5 : 5 + T] = False
+    assert not kc[0, :, others].any()  # nothing written outside [pos, pos + T)
+
+    gu = torch.randn(B, T, 2 * 40, generator=g).to(DEVICE)
+    gate, up = gu.split(40, dim=-1)
+    torch.testing.assert_close(fused.silu_mul(gu), F.silu(gate) * up, atol=1e-6, rtol=1e-6)

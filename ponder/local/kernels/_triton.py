@@ -32,7 +32,8 @@ import triton.language as tl
 
 __all__ = ["sample", "verify_chain", "attention"]
 
-_INT32_MIN = -(2**31)
+# Key of padding lanes: below every int32 key (globals used in kernels must be constexpr).
+_KEY_PAD = tl.constexpr(-(2**31) - 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def _sample_kernel(
                 for off in range(0, V, SBLOCK):
                     v = off + slane
                     key = _key(_scaled(row, v, V, Ts)).to(tl.int64)
-                    key = tl.where(v < V, key, _INT32_MIN - 1)
+                    key = tl.where(v < V, key, _KEY_PAD)
                     ge = key[None, :] >= piv[:, None]
                     cnt += tl.sum(ge.to(tl.int32), axis=1)
                 ok = cnt >= kk
@@ -250,14 +251,14 @@ def _sample_kernel(
         for off in range(0, V, SBLOCK):
             v = off + slane
             sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _INT32_MIN - 1)
+            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
             n_gt += tl.sum((key > tk).to(tl.int32), axis=0)
         r_k = tl.where(use_k, kk - n_gt, V)  # how many ties at tk the top-k keeps
         eq_seen = tl.zeros((), tl.int32)
         for off in range(0, V, SBLOCK):
             v = off + slane
             sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _INT32_MIN - 1)
+            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
             eq = key == tk
             rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
             kept = (key > tk) | (eq & (rank < r_k))
@@ -279,7 +280,7 @@ def _sample_kernel(
                 for off in range(0, V, SBLOCK):
                     v = off + slane
                     sx = _scaled(row, v, V, Ts)
-                    key = tl.where(v < V, _key(sx).to(tl.int64), _INT32_MIN - 1)
+                    key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
                     w = tl.where(v < V, tl.exp(sx - m), 0.0)
                     gt = key[None, :] > piv[:, None]
                     mass += tl.sum(tl.where(gt, w[None, :], 0.0), axis=1)
@@ -302,7 +303,7 @@ def _sample_kernel(
         for off in range(0, V, SBLOCK):
             v = off + slane
             sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _INT32_MIN - 1)
+            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
             eq = key == t
             rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
             zero = rank * 0  # scalar flags broadcast to vectors (the interpreter needs it)
@@ -321,7 +322,7 @@ def _sample_kernel(
         for off in range(0, V, SBLOCK):
             v = off + slane
             sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _INT32_MIN - 1)
+            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
             eq = key == t
             rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
             zero = rank * 0  # scalar flags broadcast to vectors (the interpreter needs it)
