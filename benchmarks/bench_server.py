@@ -1,0 +1,203 @@
+"""Server benchmark: overhead of ``ponder serve`` over calling the upstream directly, and 500
+concurrent requests that must each be answered exactly once.
+
+Three processes on one machine: a local OpenAI-compatible upstream (tests/fakeserver.py), the
+ponder server (``ponder serve --model up:m``, uvicorn), and this client (the official openai SDK).
+
+    python benchmarks/bench_server.py [--sequential 400] [--concurrent 500] [--litellm PATH_TO_LITELLM_BIN]
+
+Overhead: the same prompts are sent alternately straight to the upstream and through ponder, one
+at a time over keep-alive connections; overhead p50 = p50(through ponder) - p50(direct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+
+ROOT = Path(__file__).resolve().parents[1]
+
+UPSTREAM = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from fakeserver import FakeLLMServer
+with FakeLLMServer() as srv:
+    print(srv.port, flush=True)
+    sys.stdin.readline()  # wait until the benchmark asks for the record
+    print(json.dumps([r["body"]["messages"][-1]["content"] for r in srv.requests]), flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def sequential(direct: openai.OpenAI, ponder: openai.OpenAI, n: int) -> dict[str, float]:
+    """Alternate direct / through-ponder calls so both see the same machine state."""
+    d, p = [], []
+    for i in range(n + 20):
+        msgs = [{"role": "user", "content": f"sequential {i}"}]
+        t0 = time.perf_counter()
+        direct.chat.completions.create(model="m", messages=msgs)
+        t1 = time.perf_counter()
+        r = ponder.chat.completions.create(model="up:m", messages=msgs)
+        t2 = time.perf_counter()
+        assert r.choices[0].message.content == f"echo: sequential {i}"
+        if i >= 20:  # warm-up
+            d.append((t1 - t0) * 1e3)
+            p.append((t2 - t1) * 1e3)
+    return {"direct_p50_ms": statistics.median(d), "ponder_p50_ms": statistics.median(p),
+            "overhead_p50_ms": statistics.median(p) - statistics.median(d),
+            "direct_p99_ms": pct(d, 0.99), "ponder_p99_ms": pct(p, 0.99), "n": n}
+
+
+async def concurrent(base_url: str, model: str, n: int, tag: str) -> dict[str, float]:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120,
+                                http_client=None)
+    lat: list[float] = []
+
+    async def one(i: int) -> str:
+        t0 = time.perf_counter()
+        r = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"{tag} {i}"}])
+        lat.append((time.perf_counter() - t0) * 1e3)
+        return r.choices[0].message.content or ""
+
+    t0 = time.perf_counter()
+    answers = await asyncio.gather(*[one(i) for i in range(n)])
+    wall = time.perf_counter() - t0
+    await client.close()
+    wrong = sum(a != f"echo: {tag} {i}" for i, a in enumerate(answers))
+    return {"n": n, "wall_s": wall, "rps": n / wall, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99),
+            "wrong_answers": wrong}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sequential", type=int, default=400)
+    ap.add_argument("--concurrent", type=int, default=500)
+    ap.add_argument("--litellm", default=None, help="path to a 'litellm' executable (its proxy) to compare")
+    ap.add_argument("--json", default=None, help="write the numbers here too")
+    args = ap.parse_args()
+
+    up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    up_port = int(up.stdout.readline())  # type: ignore[union-attr]
+    upstream_url = f"http://127.0.0.1:{up_port}/v1"
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp())
+    cfg = tmp / "ponder.toml"
+    cfg.write_text(f'[providers.up]\ntype = "openai"\nbase_url = "{upstream_url}"\nmax_retries = 0\n'
+                   f'max_concurrency = 512\n[cache]\nenabled = false\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # what `ponder serve --config CFG --model up:m` runs, without importing every CLI command
+    code = ("import sys; from ponder import load_config; from ponder.server import create_app, serve; "
+            "serve(create_app(load_config(sys.argv[1]), models=['up:m']), port=int(sys.argv[2]), "
+            "log_level='warning')")
+    server = subprocess.Popen([sys.executable, "-c", code, str(cfg), str(port)], env=env,
+                              stderr=subprocess.DEVNULL)
+    procs = [server]
+    results: dict[str, object] = {}
+    try:
+        wait_port(port)
+        direct = openai.OpenAI(base_url=upstream_url, api_key="unused", max_retries=0)
+        ponder = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        results["sequential"] = sequential(direct, ponder, args.sequential)
+        results["concurrent_direct"] = asyncio.run(concurrent(upstream_url, "m", args.concurrent, "direct"))
+        results["concurrent_ponder"] = asyncio.run(concurrent(f"http://127.0.0.1:{port}/v1", "up:m",
+                                                              args.concurrent, "load"))
+        if args.litellm:
+            lport = free_port()
+            lcfg = tmp / "litellm.yaml"
+            lcfg.write_text("model_list:\n  - model_name: up-m\n    litellm_params:\n      model: openai/m\n"
+                            f"      api_base: {upstream_url}\n      api_key: unused\n")
+            lite = subprocess.Popen([args.litellm, "--config", str(lcfg), "--port", str(lport), "--num_workers", "1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(lite)
+            wait_port(lport, timeout=120)
+            lclient = openai.OpenAI(base_url=f"http://127.0.0.1:{lport}", api_key="unused", max_retries=0)
+            d, lp = [], []
+            for i in range(args.sequential + 20):
+                msgs = [{"role": "user", "content": f"litellm {i}"}]
+                t0 = time.perf_counter()
+                direct.chat.completions.create(model="m", messages=msgs)
+                t1 = time.perf_counter()
+                lclient.chat.completions.create(model="up-m", messages=msgs)
+                t2 = time.perf_counter()
+                if i >= 20:
+                    d.append((t1 - t0) * 1e3)
+                    lp.append((t2 - t1) * 1e3)
+            results["litellm_sequential"] = {"direct_p50_ms": statistics.median(d),
+                                             "litellm_p50_ms": statistics.median(lp),
+                                             "overhead_p50_ms": statistics.median(lp) - statistics.median(d)}
+        up.stdin.write("dump\n")  # type: ignore[union-attr]
+        up.stdin.flush()  # type: ignore[union-attr]
+        seen = json.loads(up.stdout.readline())  # type: ignore[union-attr]
+        load = [s for s in seen if s.startswith("load ")]
+        results["exactly_once"] = {
+            "upstream_received": len(load), "distinct": len(set(load)),
+            "expected": args.concurrent, "ok": sorted(load) == sorted(f"load {i}" for i in range(args.concurrent))}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        up.kill()
+    import fastapi
+    import uvicorn
+
+    try:
+        import httptools  # noqa: F401
+
+        http_impl = "httptools"
+    except ImportError:
+        http_impl = "h11"
+    results["machine"] = {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
+                          "platform": platform.platform(), "openai": openai.__version__,
+                          "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__, "http": http_impl,
+                          "load_avg_1m": os.getloadavg()[0]}
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
