@@ -1,1 +1,33 @@
-"""TODO: filled by its issue."""
+"""FrugalGPT-style cascades: cheapest model first, a scorer judges, climb only when needed.
+
+- :class:`Cascade` / :class:`Rung`: the live object (``run``/``arun`` with a ``ponder.Client``)
+  that also replays outcome tables offline; :func:`decide` is its whole policy.
+- :class:`CascadeOptimizer`: cross-fitted scorers + a vectorised search over every chain of
+  ≤ 3 models and its thresholds (:func:`optimize_chains`), for a budget or a target quality.
+- :func:`certify`: thresholds with an (ε, δ) guarantee on the quality drop (Learn-then-Test).
+- :func:`load_strategy_file`: build a cascade from a strategy JSON (``ponder ask --strategy``).
+Importing this module registers the ``cascade`` strategy for ``ponder eval``.
+"""
+
+from ._cascade import Cascade, Rung, Step, decide, live_spec, load_strategy_file
+from ._fit import CascadeOptimizer, certify, crossfit_scores, fit_scorer, training_frame
+from ._optimize import ChainChoice, Frontier, optimize_chains
+from ._strategy import CascadeStrategy
+
+__all__ = [
+    "Cascade",
+    "CascadeOptimizer",
+    "CascadeStrategy",
+    "ChainChoice",
+    "Frontier",
+    "Rung",
+    "Step",
+    "certify",
+    "crossfit_scores",
+    "decide",
+    "fit_scorer",
+    "live_spec",
+    "load_strategy_file",
+    "optimize_chains",
+    "training_frame",
+]

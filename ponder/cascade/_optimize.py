@@ -1,0 +1,182 @@
+"""Choose a cascade: an ordered chain of ≤ L models and its thresholds, for a budget or a target.
+
+FrugalGPT searches permutations and thresholds one by one. Here every chain of length 1–3 is
+scored at once with matrix products: for rung-1 model ``a`` the accept masks at G candidate
+thresholds form a (Q, G) matrix A1, and for rung 2 (model ``b`` scored with ``a``'s answer in
+view) a (Q, G) matrix A2. Mean quality of ``(a, b, c)`` at every threshold pair and every last
+model ``c`` is then
+
+    [A1ᵀ y_a + (1−A1)ᵀ (A2 ∘ y_b) + (1−A1)ᵀ ((1−A2) ∘ Y)] / Q        → (G, G, M)
+
+and cost the same with costs: a few BLAS calls per (a, b) pair. Candidate thresholds are score
+quantiles. All (chain, thresholds, cost, quality) points go into one :class:`Frontier` from
+which any budget (max quality s.t. cost ≤ B) or target (min cost s.t. quality ≥ q) is answered
+by a lookup. Scores must be out-of-fold (cross-fitted), or the thresholds fit scorer noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ChainChoice", "Frontier", "optimize_chains"]
+
+NEVER = 2.0  # threshold that accepts nothing (scores are probabilities)
+
+
+@dataclass(frozen=True)
+class ChainChoice:
+    """One operating point: model indices in order, thresholds for all but the last rung."""
+
+    chain: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    cost: float
+    quality: float
+
+
+@dataclass
+class Frontier:
+    """Every evaluated (chain, thresholds) point; lookups by budget or target quality."""
+
+    chains: np.ndarray  # (P, 3) model indices, -1 = no rung
+    thresholds: np.ndarray  # (P, 2) rung-1 and rung-2 thresholds (NaN where unused)
+    cost: np.ndarray  # (P,)
+    quality: np.ndarray  # (P,)
+    n_chains: int
+
+    def _choice(self, i: int) -> ChainChoice:
+        chain = tuple(int(m) for m in self.chains[i] if m >= 0)
+        th = tuple(float(t) for t in self.thresholds[i][: len(chain) - 1])
+        return ChainChoice(chain, th, float(self.cost[i]), float(self.quality[i]))
+
+    def best_for_budget(self, budget: float) -> ChainChoice | None:
+        """Highest mean quality with mean cost ≤ budget (ties: cheaper, then shorter)."""
+        ok = np.flatnonzero(self.cost <= budget + 1e-15)
+        if ok.size == 0:
+            return None
+        q = self.quality[ok]
+        best = ok[np.isclose(q, q.max(), rtol=0, atol=1e-12)]
+        lengths = (self.chains[best] >= 0).sum(axis=1)
+        order = np.lexsort((lengths, self.cost[best]))
+        return self._choice(int(best[order[0]]))
+
+    def cheapest_for_quality(self, target: float) -> ChainChoice | None:
+        """Lowest mean cost with mean quality ≥ target."""
+        ok = np.flatnonzero(self.quality >= target - 1e-12)
+        if ok.size == 0:
+            return None
+        return self._choice(int(ok[np.argmin(self.cost[ok])]))
+
+    def pareto(self) -> list[ChainChoice]:
+        """The cost–quality frontier: points no other point beats on both (cheapest first)."""
+        order = np.lexsort((-self.quality, self.cost))
+        out, best = [], -np.inf
+        for i in order:
+            if self.quality[i] > best + 1e-12:
+                out.append(self._choice(int(i)))
+                best = self.quality[i]
+        return out
+
+
+def _candidate_thresholds(scores: np.ndarray, n: int) -> np.ndarray:
+    """``n`` score quantiles plus 'accept nothing' (ties collapse)."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return np.array([NEVER])
+    qs = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n)))
+    return np.concatenate([qs, [NEVER]])
+
+
+def optimize_chains(
+    s1: np.ndarray,
+    s2: np.ndarray,
+    quality: np.ndarray,
+    cost: np.ndarray,
+    *,
+    max_length: int = 3,
+    n_thresholds: int = 32,
+    allowed_last: list[int] | None = None,
+) -> Frontier:
+    """Evaluate every chain of length ≤ ``max_length`` (1–3) at every candidate threshold.
+
+    ``s1`` (Q, M): out-of-fold P(acceptable) of each model as first rung; ``s2`` (Q, M, M):
+    ``s2[q, b, a]`` for model b with rung a before it; ``quality``/``cost`` (Q, M). Missing
+    entries (NaN) count as a failed call: quality 0, cost 0, never accepted.
+    """
+    if max_length not in (1, 2, 3):
+        raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
+    Y = np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=0.0)
+    C = np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=0.0)
+    nq, nm = Y.shape
+    S1 = np.where(np.isnan(quality), -np.inf, np.nan_to_num(s1, nan=-np.inf))
+    last_ok = np.zeros(nm, dtype=bool)
+    last_ok[list(range(nm)) if allowed_last is None else allowed_last] = True
+    mean_y, mean_c = Y.mean(axis=0), C.mean(axis=0)
+
+    chains: list[np.ndarray] = []
+    ths: list[np.ndarray] = []
+    costs: list[np.ndarray] = []
+    quals: list[np.ndarray] = []
+
+    def add(ch: np.ndarray, th: np.ndarray, c: np.ndarray, q: np.ndarray) -> None:
+        chains.append(ch)
+        ths.append(th)
+        costs.append(c)
+        quals.append(q)
+
+    singles = np.flatnonzero(last_ok)
+    add(np.column_stack([singles, -np.ones((singles.size, 2), int)]),
+        np.full((singles.size, 2), np.nan), mean_c[singles], mean_y[singles])
+    n_chains = singles.size
+    for a in range(nm):
+        if max_length < 2:
+            break
+        t1 = _candidate_thresholds(S1[:, a], n_thresholds)
+        A1 = (S1[:, a][:, None] >= t1[None, :]).astype(np.float64)  # (Q, G1)
+        R1 = 1.0 - A1
+        base_q = A1.T @ Y[:, a] / nq  # (G1,)
+        base_c = np.full(t1.size, mean_c[a])
+        # Length 2: (a, b) for every b.
+        q2 = base_q[:, None] + R1.T @ Y / nq  # (G1, M)
+        c2 = base_c[:, None] + R1.T @ C / nq
+        bs = np.array([b for b in range(nm) if b != a and last_ok[b]], dtype=int)
+        if bs.size:
+            g = t1.size
+            add(np.column_stack([np.full(g * bs.size, a), np.tile(bs, g),
+                                 -np.ones(g * bs.size, int)]),
+                np.column_stack([np.repeat(t1, bs.size), np.full(g * bs.size, np.nan)]),
+                c2[:, bs].ravel(), q2[:, bs].ravel())
+            n_chains += bs.size
+        if max_length < 3:
+            continue
+        for b in range(nm):
+            if b == a:
+                continue
+            sb = s2[:, b, a]
+            sb = np.where(np.isnan(quality[:, b]), -np.inf, np.nan_to_num(sb, nan=-np.inf))
+            t2 = _candidate_thresholds(sb, n_thresholds)
+            A2 = (sb[:, None] >= t2[None, :]).astype(np.float64)  # (Q, G2)
+            R2 = 1.0 - A2
+            q_b = R1.T @ (A2 * Y[:, b][:, None]) / nq  # (G1, G2)
+            c_b = np.broadcast_to((R1.T @ C[:, b] / nq)[:, None], q_b.shape)  # paid when reached
+            # Rung c is reached when neither a nor b accepted: (1−A1)ᵀ [(1−A2) ∘ Y[:, c]].
+            cs = np.array([c for c in range(nm) if c not in (a, b) and last_ok[c]], dtype=int)
+            if cs.size == 0:
+                continue
+            reach = (R2[:, :, None] * Y[:, None, cs]).reshape(nq, -1)  # (Q, G2*|cs|)
+            q3 = (R1.T @ reach / nq).reshape(t1.size, t2.size, cs.size)
+            reach_c = (R2[:, :, None] * C[:, None, cs]).reshape(nq, -1)
+            c3 = (R1.T @ reach_c / nq).reshape(t1.size, t2.size, cs.size)
+            qual = base_q[:, None, None] + q_b[:, :, None] + q3
+            cst = base_c[:, None, None] + c_b[:, :, None] + c3
+            g1, g2, gc = np.meshgrid(np.arange(t1.size), np.arange(t2.size), np.arange(cs.size),
+                                     indexing="ij")
+            n = qual.size
+            add(np.column_stack([np.full(n, a), np.full(n, b), cs[gc.ravel()]]),
+                np.column_stack([t1[g1.ravel()], t2[g2.ravel()]]), cst.ravel(), qual.ravel())
+            n_chains += cs.size
+    return Frontier(
+        chains=np.vstack(chains).astype(np.int64), thresholds=np.vstack(ths),
+        cost=np.concatenate(costs), quality=np.concatenate(quals), n_chains=int(n_chains),
+    )
