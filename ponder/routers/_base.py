@@ -329,12 +329,17 @@ class BaseRouter:
             else:
                 i = int(ok[np.argmax(mean_q[ok])])
         else:
-            from .._risk import fixed_sequence_select
+            from .._risk import ltt_select
 
-            losses = [1.0 - r[2] for r in results]  # in knob_grid order: expensive → cheap
-            i_sel = fixed_sequence_select(losses, epsilon=1.0 - value, delta=delta)
-            guaranteed = i_sel is not None
-            i = 0 if i_sel is None else int(i_sel)
+            if not 0.0 < delta < 1.0:
+                raise ConfigError(f"delta must be in (0, 1), got {delta}")
+            if value <= 0.0:
+                raise ConfigError("quality_floor must be > 0 (a floor of 0 needs no calibration)")
+            # columns in knob_grid order, safest (most expensive) first; loss = 1 − quality
+            losses = np.stack([1.0 - r[2] for r in results], axis=1)
+            sel = ltt_select(losses, epsilon=1.0 - value, delta=delta, method="hb")
+            guaranteed = sel.certified
+            i = 0 if sel.index is None else int(sel.index)
         self.knob_ = float(knobs[i])
         self.calibration_ = Calibration(
             target=target, value=value, knob=self.knob_, reached_cost=float(mean_cost[i]),

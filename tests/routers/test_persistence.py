@@ -21,7 +21,7 @@ from ponder.routers import (
 @pytest.mark.parametrize("make", [
     lambda: PairwiseRouter(variant="transformed"),
     lambda: UtilityRouter(C=2.0),
-    lambda: KNNRouter(n_neighbors=7),
+    lambda: KNNRouter(n_neighbors=7, n_components=8),
     lambda: MFRouter(dim=4, max_iter=50),
 ])
 def test_round_trip_gives_identical_predictions(make, split, tmp_path):
