@@ -252,16 +252,17 @@ def stream_chain(strategy: Any, request: ChatRequest) -> list[str] | None:
     """The models to stream from, in order, when the choice can be made before generating.
 
     A single model or a fallback chain streams directly (the next rung takes over if a rung fails
-    before its first token); a router that exposes ``select(request)`` streams from its pick.
-    Anything else (a cascade) is answered first, then its accepted answer is streamed.
+    before its first token); a router (``kind == "router"`` with ``decide(request) -> (decision,
+    spec)``) streams from the model it picks. Anything else (a cascade, route-then-cascade) is
+    answered first, then its accepted answer is streamed.
     """
     if isinstance(strategy, FallbackChain):
         return list(strategy.models)
     if isinstance(strategy, SingleModel):
         return [strategy.model]
-    select = getattr(strategy, "select", None)
-    if callable(select):
-        return [str(select(request))]
+    decide = getattr(strategy, "decide", None)
+    if getattr(strategy, "kind", None) == "router" and callable(decide):
+        return [str(decide(request)[1])]
     return None
 
 

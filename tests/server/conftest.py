@@ -1,80 +1,18 @@
-"""Fixtures for the server tests: fake upstreams, a config pointing at them, and a real uvicorn."""
+"""Fixtures for the server tests: fake upstreams and a real redis-server."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fakeserver import Action, FakeLLMServer  # noqa: E402
-
-from ponder import Config  # noqa: E402
-
-__all__ = ["Action", "FakeLLMServer", "LiveServer", "free_port", "make_config"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_config(upstreams: dict[str, str], *, cache: dict[str, Any] | None = None,
-                retries: int = 0, timeout_s: float = 5.0, api_key_env: str | None = None,
-                **extra: Any) -> Config:
-    """A config with one OpenAI-type provider per fake upstream (name -> base URL)."""
-    providers = {name: {"type": "openai", "base_url": url, "max_retries": retries,
-                        "timeout_s": timeout_s, "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
-                        **({"api_key_env": api_key_env} if api_key_env else {})}
-                 for name, url in upstreams.items()}
-    prices = {f"{name}:m": {"input": 1.0, "output": 2.0} for name in upstreams}
-    return Config.model_validate({"providers": providers, "prices": prices,
-                                  "cache": cache or {"enabled": False}, **extra})
-
-
-class LiveServer:
-    """The ASGI app served by a real uvicorn on a free 127.0.0.1 port, in a background thread."""
-
-    def __init__(self, app: Any, *, access_log: bool = False) -> None:
-        import uvicorn
-
-        self.sock = socket.socket()  # bound here, so no other process can take the port meanwhile
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
-                                                    lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+from _serverkit import FakeLLMServer, start_redis  # noqa: E402
 
 
 @pytest.fixture
@@ -115,19 +53,3 @@ def redis_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def start_redis(binary: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    binary = binary or shutil.which("redis-server") or "redis-server"
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Action, FakeLLMServer, make_config
+from _serverkit import Action, FakeLLMServer, make_config
 from typer.testing import CliRunner
 
 from ponder import Client, DataError, SingleModel

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import FakeLLMServer, LiveServer, make_config, start_redis
+from _serverkit import FakeLLMServer, LiveServer, make_config, start_redis
 
 from ponder import Client
 from ponder._redis_cache import RedisBackend

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import Action, FakeLLMServer, LiveServer, free_port, make_config
+from _serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 from ponder import Client, SingleModel
 from ponder._batch import run_batch

@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import Action, FakeLLMServer, LiveServer, free_port, make_config
+from _serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 from ponder import Client
 from ponder.server import FallbackChain, create_app

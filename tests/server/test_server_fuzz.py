@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import FakeLLMServer, LiveServer, make_config
+from _serverkit import FakeLLMServer, LiveServer, make_config
 from hypothesis import HealthCheck, settings
 
 from ponder import Client

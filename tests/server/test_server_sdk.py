@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import FakeLLMServer, LiveServer, make_config
+from _serverkit import FakeLLMServer, LiveServer, make_config
 
 from ponder import Client, SingleModel
 from ponder.server import FallbackChain, create_app
@@ -148,7 +148,7 @@ def test_invalid_body_is_a_400_naming_the_field(server: LiveServer) -> None:
 
 
 def test_upstream_rate_limit_becomes_429_with_retry_after(server: LiveServer, upstream: FakeLLMServer) -> None:
-    from conftest import Action
+    from _serverkit import Action
 
     upstream.queue(Action(kind="status", status=429, headers={"retry-after": "7"}))
     with pytest.raises(openai.RateLimitError) as err:
