@@ -246,6 +246,9 @@ def section_kernel_checks(dev: torch.device, state: dict[str, Any]) -> None:
 
 
 def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: bool) -> None:
+    """Each op timed two ways: an eager call (CUDA events around one call: what a caller without
+    graphs pays, Python launch overhead included) and inside a CUDA graph (10 calls per replay:
+    the GPU time alone). torch.compile variants are compiled per shape (dynamic=False)."""
     from ponder.local.kernels import _reference as ref
     from ponder.local.kernels import _triton as tri
 
@@ -259,22 +262,24 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
 
         torch._dynamo.config.cache_size_limit = 64
         for v in variants.values():
-            v["compile"] = torch.compile(v["torch"], dynamic=True)
+            v["compile"] = torch.compile(v["torch"], dynamic=False)
+
+    def run(op: str, shape: str, args: tuple) -> None:
+        times: dict[str, float | str] = {}
+        for n, f in variants[op].items():
+            try:
+                times[n] = bench(lambda f=f, a=args: f(*a), dev)
+                times[n + "_graph"] = bench_graph(lambda f=f, a=args: f(*a), dev)
+            except Exception as exc:  # noqa: BLE001
+                times[n] = f"failed: {type(exc).__name__}"
+        _kernel_row(op, shape, times)
+
     k = 4
     for V in (49152, 128256, 151936):
         for B in (1, 8):
-            args = _chain(B, k, V, dev, 0)
-            times = {
-                n: bench(lambda f=f, a=args: f(*a), dev)
-                for n, f in variants["verify_chain"].items()
-            }
-            _kernel_row("verify_chain", f"B={B} V={V} k={k}", times)
+            run("verify_chain", f"B={B} V={V} k={k}", _chain(B, k, V, dev, 0))
             for mode in ("plain", "topk+topp"):
-                sargs = _sampling_inputs(B, V, dev, 0, mode)
-                times = {
-                    n: bench(lambda f=f, a=sargs: f(*a), dev) for n, f in variants["sample"].items()
-                }
-                _kernel_row("sample", f"B={B} V={V} {mode}", times)
+                run("sample", f"B={B} V={V} {mode}", _sampling_inputs(B, V, dev, 0, mode))
     for B, T, S, ctx in [
         (1, 1, 4096, 1024),
         (1, 5, 4096, 1024),
@@ -286,18 +291,29 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
         kc = torch.randn(B, Hkv, S, D, device=dev).bfloat16()
         vc = torch.randn(B, Hkv, S, D, device=dev).bfloat16()
         start = torch.full((B,), ctx - T, device=dev)
-        times = {
-            n: bench(lambda f=f, a=(q, kc, vc, start): f(*a), dev)
-            for n, f in variants["attention"].items()
-        }
-        _kernel_row("attention", f"8B heads B={B} T={T} ctx={ctx}", times)
+        run("attention", f"8B heads B={B} T={T} ctx={ctx}", (q, kc, vc, start))
 
 
-def _kernel_row(op: str, shape: str, times: dict[str, float]) -> None:
-    row = {f"{n}_us": round(t * 1e6, 1) for n, t in times.items()}
-    row["speedup_vs_eager"] = round(times["torch"] / times["triton"], 2)
-    if "compile" in times:
-        row["speedup_vs_compile"] = round(times["compile"] / times["triton"], 2)
+def bench_graph(fn: Callable[[], Any], dev: torch.device, calls: int = 10) -> float:
+    """Seconds per call with ``calls`` calls captured in one CUDA graph (launch gaps removed)."""
+
+    def many() -> None:
+        for _ in range(calls):
+            fn()
+
+    replay = graphed(many, dev, True)
+    return bench(replay, dev, reps=20, warmup=2) / calls
+
+
+def _kernel_row(op: str, shape: str, times: dict[str, Any]) -> None:
+    row: dict[str, Any] = {}
+    for n, t in times.items():
+        row[f"{n}_us"] = round(t * 1e6, 1) if isinstance(t, float) else t
+    for base in ("torch", "compile"):
+        for suffix in ("", "_graph"):
+            a, b = times.get(base + suffix), times.get("triton" + suffix)
+            if isinstance(a, float) and isinstance(b, float):
+                row[f"x_vs_{base}{suffix}"] = round(a / b, 2)
     record("kernel", op=op, shape=shape, **row)
 
 
@@ -317,9 +333,8 @@ class Runner:
         self.dev = model.device
         self.seq = torch.zeros(1, max_len, dtype=torch.long, device=self.dev)
         self.L = torch.zeros(1, dtype=torch.long, device=self.dev)  # committed tokens
-        self.accepted = torch.zeros(1, dtype=torch.long, device=self.dev)
-        self.iters = torch.zeros(1, dtype=torch.long, device=self.dev)
         self._ar: dict[int, torch.Tensor] = {}
+        self._onehot: tuple[torch.Tensor, ...] | None = None
 
     def ar(self, n: int) -> torch.Tensor:
         if n not in self._ar:
@@ -387,8 +402,6 @@ class Runner:
         self.seq.zero_()
         self.seq[:, :P] = prompt
         self.L.fill_(P)
-        self.accepted.zero_()
-        self.iters.zero_()
         with torch.no_grad():
             self.m(prompt[:, : P - 1], 0)  # the engine's own prefill; the last token is pending
 
@@ -410,19 +423,23 @@ class Runner:
         block = self.seq.gather(1, base[:, None] + self.ar(k + 1)[None, :])
         logits = self.forward(block, base)
         V = logits.shape[-1]
-        p = torch.zeros(1, k + 1, V, device=self.dev).scatter_(
-            -1, logits.argmax(-1, keepdim=True), 1.0
-        )
+        if (
+            self._onehot is None
+            or self._onehot[0].shape[-1] != V
+            or self._onehot[0].shape[1] != k + 1
+        ):
+            self._onehot = (
+                torch.zeros(1, k + 1, V, device=self.dev), torch.zeros(1, k, V, device=self.dev),
+                torch.ones(1, k, device=self.dev), torch.ones(1, V, device=self.dev),
+            )  # fmt: skip
+        p, q, u, race = self._onehot  # greedy: one-hot p and q, any positive noise
+        p.zero_().scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
         draft = block[:, 1:]
-        q = torch.zeros(1, k, V, device=self.dev).scatter_(-1, draft[..., None], 1.0)
-        u = torch.ones(1, k, device=self.dev)
-        race = torch.ones(1, V, device=self.dev)
+        q.zero_().scatter_(-1, draft[..., None], 1.0)
         out, n_acc = self.m.ops.verify_chain(draft, q, p, u, race)
         idx = self.L[:, None] + self.ar(k + 1)[None, :]
         self.seq.scatter_(1, idx, torch.where(out >= 0, out, self.seq.gather(1, idx)))
-        self.L.add_(n_acc + 1)
-        self.accepted.add_(n_acc)
-        self.iters.add_(1)
+        self.L.add_(n_acc + 1)  # accepted drafts = tokens made - iterations (counted on the host)
 
 
 def build_model(
@@ -545,22 +562,32 @@ def section_e2e(
         r.reset(prompt)
         sync(dev)
         t = time.perf_counter()
+        iters = 0
         while True:
             for _ in range(8):
                 it()
+            iters += 8
             if int(r.L) - P >= N:  # one host read per 8 iterations
                 break
         sync(dev)
         dt = time.perf_counter() - t
         made = int(r.L) - P
-        iters = int(r.iters)
-        acc = int(r.accepted)
+        acc = made - iters
         spec = r.seq[0, P : P + N].clone()
         tok_iter = made / iters
         alpha = acc / (iters * k)
         c = t_draft / t_target
         predicted = tok_iter / (k * t_draft + t_verify)
         leviathan_tok_iter = (1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1
+        # The i.i.d. acceptance rate that Leviathan's E[tokens/iter] = (1-a^(k+1))/(1-a) maps to
+        # the measured tokens/iter (acceptances here are correlated, so the two alphas differ).
+        lo_a, hi_a = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo_a + hi_a) / 2
+            if (1 - mid ** (k + 1)) / (1 - mid) < tok_iter:
+                lo_a = mid
+            else:
+                hi_a = mid
         base = results["target-only"]
         padded = results[f"target-only padded T={k + 1}"]
 
@@ -571,7 +598,7 @@ def section_e2e(
         record(
             "e2e", model=name, mode=f"speculative k={k} draft=layers:{n_draft}", tok_s=round(made / dt, 1),
             ms_per_tok=round(dt / made * 1e3, 3), tokens_per_iter=round(tok_iter, 3),
-            alpha_accept_rate=round(alpha, 3), leviathan_tokens_per_iter=round(leviathan_tok_iter, 3),
+            alpha_accept_rate=round(alpha, 3), alpha_leviathan_implied=round(lo_a, 3), leviathan_tokens_per_iter=round(leviathan_tok_iter, 3),
             draft_ms=round(t_draft * 1e3, 3), verify_ms=round(t_verify * 1e3, 3), target_ms=round(t_target * 1e3, 3),
             c=round(c, 3), verify_over_target=round(t_verify / t_target, 3),
             predicted_tok_s=round(predicted, 1), pct_of_predicted=round(100 * made / dt / predicted, 1),
@@ -658,7 +685,8 @@ def section_hf(
     def gen(label: str, **kw: Any) -> torch.Tensor | None:
         try:
             with torch.no_grad():
-                hf.generate(prompt, max_new_tokens=4, do_sample=False, **kw)  # warm-up / compile
+                warm = N if "cache_implementation" in kw else 4  # static: same shapes as timed
+                hf.generate(prompt, max_new_tokens=warm, min_new_tokens=warm, do_sample=False, **kw)
                 sync(dev)
                 t = time.perf_counter()
                 out = hf.generate(prompt, max_new_tokens=N, min_new_tokens=N, do_sample=False, **kw)
