@@ -57,6 +57,7 @@ TINY = dict(
 )  # fmt: skip
 
 ROWS: list[dict[str, Any]] = []  # every measured row, also written to results.json
+OUT_DIR: list[str] = []  # where rows are written as they come
 T0 = time.perf_counter()
 
 
@@ -67,6 +68,8 @@ def log(*a: Any) -> None:
 def record(section: str, **row: Any) -> None:
     row = {"section": section, **row}
     ROWS.append(row)
+    if OUT_DIR:
+        dump(OUT_DIR[0])
     log(section, {k: v for k, v in row.items() if k != "section"})
 
 
@@ -265,6 +268,9 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
             v["compile"] = torch.compile(v["torch"], dynamic=False)
 
     def run(op: str, shape: str, args: tuple) -> None:
+        if time.perf_counter() > state["deadline"]:
+            record("kernel", op=op, shape=shape, status="not run: time budget")
+            return
         times: dict[str, float | str] = {}
         for n, f in variants[op].items():
             try:
@@ -794,6 +800,7 @@ def main() -> None:
     dev = torch.device(opt.device)
     deadline = T0 + opt.budget_s
     opt.deadline = deadline
+    OUT_DIR.append(opt.out)
     import importlib
 
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -813,17 +820,16 @@ def main() -> None:
         shapes = {"tiny": TINY} if opt.tiny else {n: SHAPES[n] for n in opt.models.split(",") if n}
         if opt.tiny:
             opt.new_tokens = min(opt.new_tokens, 32)
-        # Most important first: the 8B targets, then kernels, then the smaller shapes.
+        # Most important first: the 8B targets, then the smaller shapes, then the kernel table.
         order = sorted(shapes, key=lambda n: n != "Llama-3.1-8B")
-        for i, name in enumerate(order):
+        for name in order:
             soft(f"e2e {name}", 60 if "8B" in name else 30, deadline)(
                 lambda name=name: section_e2e(name, shapes[name], dev, state, opt)
             )()
             dump(opt.out)
-            if i == 0 and opt.kernel_times and dev.type == "cuda":
-                soft("kernel", 60, deadline)(
-                    lambda: section_kernel_times(dev, state, opt.compile)
-                )()
+        if opt.kernel_times and dev.type == "cuda":
+            state["deadline"] = deadline
+            soft("kernel", 30, deadline)(lambda: section_kernel_times(dev, state, opt.compile))()
     dump(opt.out)
     print_tables()
 
