@@ -60,6 +60,8 @@ def train_router_command(
     delta: float = typer.Option(0.1, help="Failure probability δ for --quality-floor."),
     calibration_fraction: float = typer.Option(0.25, help="Share of train queries held out to calibrate."),
     seed: int = typer.Option(0, help="Seed for the calibration hold-out."),
+    cascade: Path = typer.Option(None, help="A cascade strategy JSON: also write route-cascade.json "
+                                            "(the router picks the rung where it starts)."),
 ) -> None:
     """Train a query router on the train rows of OUTCOMES and write a strategy file."""
     from ..evaluation import load_dataset
@@ -69,7 +71,8 @@ def train_router_command(
     res = train_router(table, kind.value, output, model_map=_model_map(model_map),
                        strong_share=strong_share, budget=budget, quality_floor=quality_floor,
                        delta=delta, calibration_fraction=calibration_fraction, seed=seed,
-                       featurizer=featurizer, variant=variant.value, weak=weak, strong=strong)
+                       featurizer=featurizer, variant=variant.value, weak=weak, strong=strong,
+                       cascade=cascade)
     r = res.router
     stdout.print(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}",
                  markup=False, highlight=False)
@@ -85,6 +88,8 @@ def train_router_command(
         stdout.print(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
                      "calibrate)", markup=False, highlight=False)
     stdout.print(f"wrote {res.router_dir} and {res.strategy_file}", markup=False, highlight=False)
+    if res.route_cascade_file is not None:
+        stdout.print(f"wrote {res.route_cascade_file}", markup=False, highlight=False)
     stdout.print(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"",
                  markup=False, highlight=False)
 

@@ -87,48 +87,49 @@ class LiveRouter:
 class RouteThenCascade:
     """The router picks the rung at which the cascade starts; the cascade runs from there.
 
-    Rungs below the chosen one are skipped (not paid for). The router must know every rung's
-    model (rungs are matched through the bare names of the outcome table).
+    Rungs below the chosen one are skipped (neither called nor paid for); the starting rung is
+    scored with no earlier answer in view. The router must know every rung's model (the outcome
+    table's bare names, ``Rung.model``).
     """
 
     kind = "route-cascade"
 
     def __init__(self, router: BaseRouter, cascade: Any, *, name: str | None = None,
-                 knob: float | None = None, model_map: dict[str, str] | None = None) -> None:
+                 knob: float | None = None) -> None:
         self.router = router
         self.cascade = cascade
         self.name = name or f"route-cascade-{router.kind}"
         self.knob = knob
-        self.model_map = dict(model_map or {})
-        check_model_map(self.model_map, router.models_, "strategy")
-        rung_models = list(getattr(cascade, "rung_models", None) or cascade.models)
-        bare = {live_spec(m, self.model_map): m for m in router.models_}
-        self.rungs = []
-        for spec in rung_models:
-            name_ = bare.get(spec, spec if spec in router.models_ else None)
-            if name_ is None:
-                raise UnknownModel(f"cascade rung {spec!r} is not a model the router was trained "
-                                   f"on ({', '.join(router.models_)}); map it with model_map")
-            self.rungs.append(name_)
+        self.rungs = [r.model for r in cascade.rungs]
+        unknown = [m for m in self.rungs if m not in router.models_]
+        if unknown:
+            raise UnknownModel(
+                f"cascade rung(s) {', '.join(map(repr, unknown))} are models the router never saw; "
+                f"it was trained on: {', '.join(router.models_)}")
         self.models = list(cascade.models)
 
     def start_rung(self, request: ChatRequest) -> tuple[int, RouteDecision]:
         d = self.router.route(request.prompt_text, knob=self.knob, models=self.rungs)
         return self.rungs.index(d.model), d
 
+    def _from(self, start: int) -> Any:
+        if start == 0:
+            return self.cascade
+        return type(self.cascade)(self.cascade.rungs[start:], budget_usd=self.cascade.budget_usd,
+                                  name=self.name)
+
+    def _tag(self, ans: Answer, start: int, d: RouteDecision) -> Answer:
+        return ans.model_copy(update={"strategy": self.name, "extra": {
+            **ans.extra, "start_rung": start, "start_model": d.model,
+            "predicted_quality": d.quality}})
+
     def run(self, request: ChatRequest, client: Any) -> Answer:
         start, d = self.start_rung(request)
-        ans = self.cascade.run(request, client, start=start)
-        return ans.model_copy(update={"strategy": self.name,
-                                      "extra": {**ans.extra, "start_rung": start,
-                                                "predicted_quality": d.quality}})
+        return self._tag(self._from(start).run(request, client), start, d)
 
     async def arun(self, request: ChatRequest, client: Any) -> Answer:
         start, d = self.start_rung(request)
-        ans = await self.cascade.arun(request, client, start=start)
-        return ans.model_copy(update={"strategy": self.name,
-                                      "extra": {**ans.extra, "start_rung": start,
-                                                "predicted_quality": d.quality}})
+        return self._tag(await self._from(start).arun(request, client), start, d)
 
 
 def _rel(base: Path, value: Any, key: str, path: Path) -> Path:
@@ -163,7 +164,7 @@ def load_strategy_file(path: str | Path, data: dict[str, Any]) -> LiveRouter | R
             cpath = _rel(base, data.get("cascade"), "cascade", path)
             cdata = json.loads(cpath.read_text("utf-8"))
             casc = cascade_mod.load_strategy_file(cpath, cdata)
-            return RouteThenCascade(router, casc, name=name, knob=knob, model_map=model_map)
+            return RouteThenCascade(router, casc, name=name, knob=knob)
         if kind == "router" or kind.startswith(("router-", "router:")):
             cands = data.get("candidates")
             return LiveRouter(router, name=name, knob=knob, candidates=cands, model_map=model_map)

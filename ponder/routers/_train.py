@@ -21,6 +21,7 @@ class TrainedRouter:
     strategy_file: Path
     n_train: int
     n_calibration: int
+    route_cascade_file: Path | None = None
 
 
 def make_router(kind: str, **params: Any) -> BaseRouter:
@@ -44,6 +45,7 @@ def train_router(
     calibration_fraction: float = 0.25,
     seed: int = 0,
     split_column: str = "split",
+    cascade: str | Path | None = None,
     **params: Any,
 ) -> TrainedRouter:
     """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
@@ -74,8 +76,30 @@ def train_router(
     router_dir = save_router(router, out / "router")
     strategy = write_strategy_file(out / "router.json", router_dir, kind="router",
                                    name=f"router-{router.kind}", model_map=model_map)
+    route_cascade = None
+    if cascade is not None:
+        route_cascade = write_route_cascade(out / "route-cascade.json", router_dir, cascade)
     return TrainedRouter(router, router_dir, strategy, len(train.query_ids),
-                         0 if calib is None else len(calib.query_ids))
+                         0 if calib is None else len(calib.query_ids), route_cascade)
+
+
+def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str | Path) -> Path:
+    """A ``route-cascade`` strategy file: ``router_dir`` picks where ``cascade`` (a cascade
+    strategy JSON) starts. Loads both once, so a rung the router never saw fails here."""
+    import os
+
+    from .._strategies import load_strategy
+
+    path, cascade = Path(path), Path(cascade)
+    rel = os.path.relpath(cascade.resolve(), path.parent.resolve())
+    out = write_strategy_file(path, router_dir, kind="route-cascade", name="route-cascade",
+                              extra={"cascade": rel})
+    try:
+        load_strategy(out)
+    except Exception:
+        out.unlink()
+        raise
+    return out
 
 
 def _split_labels(table: Any, column: str) -> list[str]:
