@@ -32,20 +32,22 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=log, stderr=subprocess.STDOUT,  # a file, not a pipe: llama.cpp logs a lot
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"llama.cpp server exited: {proc.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(url + "/models", timeout=1).status_code == 200:
                 break
@@ -57,6 +59,7 @@ def llama_server():
     yield url
     proc.terminate()
     proc.wait(10)
+    log.close()
 
 
 def _ask(url: str, cache: Path) -> dict:
