@@ -3,27 +3,57 @@ responses that match the schema, invalid input rejected with 4xx, valid input ac
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
-from _serverkit import FakeLLMServer, LiveServer, make_config
+from _serverkit import free_port
 from hypothesis import HealthCheck, settings
 
+SERVE = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from _serverkit import FakeLLMServer, make_config
 from ponder import Client
-from ponder.server import FallbackChain, create_app
+from ponder.server import FallbackChain, create_app, serve
+with FakeLLMServer() as upstream:
+    client = Client(make_config({"up": upstream.url}), cache=False)
+    app = create_app(client, {"chain": FallbackChain(["up:m"])}, models=["up:m"], max_body_bytes=256 * 1024)
+    serve(app, port=int(sys.argv[3]), log_level="warning")
+"""
 
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Any]:
-    with FakeLLMServer() as upstream:
-        client = Client(make_config({"up": upstream.url}), cache=False)
-        app = create_app(client, {"chain": FallbackChain(["up:m"])}, models=["up:m"],
-                         max_body_bytes=256 * 1024)
-        with LiveServer(app) as live:
-            yield schemathesis.openapi.from_url(live.url + "/openapi.json")
-        client.close()
+    # the server runs in its own process: fuzzing hammers it as a separate client would, and
+    # CPython 3.11's thread-unsafe AST recursion counter is kept out of the way
+    port = free_port()
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(here), str(here.parent), str(port)], env=env,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start: " + (proc.stderr.read() if proc.stderr else b"").decode()[-2000:])
+            time.sleep(0.1)
+        yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 schema = schemathesis.pytest.from_fixture("api")
