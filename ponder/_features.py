@@ -283,7 +283,7 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 _LETTER_ONLY = re.compile(r"^\s*[\(\[]?([A-Ha-h])(?:[\)\]\.:]|\s*$|\s)")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_BARE_NUMBER = re.compile(r"^\s*\$?(-?\d[\d,]*(?:\.\d+)?)\s*\.?\s*$")
 _CODE = re.compile(r"```|^\s*(def |class |import |return )", re.MULTILINE)
 _WORD = re.compile(r"\w+")
 
@@ -303,7 +303,7 @@ def extract_answer(text: str) -> str | None:
     """The structured answer in a response, normalised (lowercase); None if there is none.
 
     Order: the last ``[Yes]``/``[No]``; a leading choice letter (``"B"``, ``"(C)"``, ``"A) ..."``);
-    ``Answer: X``; a short response that is a single number (the last number). Free text and code
+    ``Answer: X``; a response that is just a number. Free text and code
     return None, and :func:`agreement` falls back to token overlap for those.
     """
     if not text:
@@ -320,12 +320,11 @@ def extract_answer(text: str) -> str | None:
     m2 = list(_ANSWER_IS.finditer(t))
     if m2:
         return m2[-1].group(1).lower().replace(",", "")
-    if len(t) <= 40:
-        nums = _NUMBER.findall(t)
-        if nums:
-            return nums[-1].replace(",", "")
-        if m1:
-            return m1.group(1).lower()
+    bare = _BARE_NUMBER.match(t)
+    if bare:
+        return bare.group(1).replace(",", "")
+    if m1 and len(t) <= 40:
+        return m1.group(1).lower()
     return None
 
 

@@ -85,11 +85,10 @@ def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int 
     idx = np.arange(1, n + 1)
     mu = (0.5 + np.cumsum(x)) / (idx + 1)
     var = (0.25 + np.cumsum((x - mu) ** 2)) / (idx + 1)
-    mu_prev = np.concatenate([[0.5], mu[:-1]])
-    var_prev = np.concatenate([[0.25], var[:-1]])
-    del mu_prev
+    var_prev = np.concatenate([[0.25], var[:-1]])  # predictable: uses losses before i only
     nu = np.sqrt(2 * math.log(1 / delta) / (n * var_prev))
-    nu = np.minimum(nu, 0.5 / max(eps, 1e-12))  # bet on "loss < eps": 1 + ν(ε − x) must stay > 0
+    # Bet on "loss < ε": the factor 1 + ν(ε − x) must stay > 0 for x = 1, i.e. ν < 1/(1 − ε).
+    nu = np.minimum(nu, 1.0)
     log_wealth = np.cumsum(np.log1p(nu * (eps - x)))
     return float(min(1.0, math.exp(-max(0.0, float(log_wealth.max())))))
 

@@ -311,9 +311,15 @@ class AnswerScorer:
         elif self.text == "embed":
             self.query_features_ = SentenceEmbedder()
         if self.response_text:
+            # Document frequency counts *queries*, not rows: a token that only occurs in the
+            # answers to one query (its correct number, its function name) is shared by the
+            # models that got it right and would leak the label into the vocabulary.
+            per_query: dict[str, list[str]] = {}
+            for i in first:
+                per_query.setdefault(str(groups[i]), []).append(responses[i])
             self.response_features_ = TextFeaturizer(
-                max_features=max(1000, self.max_features // 4), ngram_range=(1, 1),
-            ).fit([responses[i] for i in first])
+                max_features=max(1000, self.max_features // 4), ngram_range=(1, 1), min_df=3,
+            ).fit(["\n".join(v) for v in per_query.values()])
         T = self._text_matrix([queries[i] for i in first], [responses[i] for i in first])
         self.text_coef_, self.text_intercept_, oof_first = self._fit_text_heads(
             T, model_idx[first], labels[first], groups[first])
