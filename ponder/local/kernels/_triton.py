@@ -12,9 +12,13 @@ speculative step can be captured in a CUDA graph.
   recovered token for every draft position; FlashInfer's ``chain_speculative_sampling`` uses one
   block per request for the whole vocabulary. Splitting the vocabulary keeps batch 1 from running
   on a single SM.
-* ``sample``: one program per row, no sort. Top-k and top-p thresholds are found by a 16-way
-  search over the order-preserving int32 keys of ``logits/T`` (8 passes of block reductions for
-  32 bits), ties broken towards the lower id in a final ascending scan, like the reference.
+* ``sample``: one program per row, no sort. Plain temperature sampling is 2 passes (max and
+  online softmax mass, then the inverse-CDF scan). Top-k and top-p thresholds are found by a
+  16-way search over the order-preserving int32 keys of ``logits/T`` (8 passes of block
+  reductions per threshold for 32 bits), ties broken towards the lower id in an ascending scan,
+  like the reference. One program per row keeps it simple but puts a batch-1 row on one SM:
+  measured on the H100 it is slower than torch's sort for top-k/top-p (see
+  benchmarks/results/gpu.md); splitting rows over SMs is the open fix.
 * ``attention``: one program per (batch, kv head, block of query rows): all G = Hq/Hkv query heads
   and T positions of a group share each K/V tile (GQA). Long caches use a split-KV
   (flash-decoding) path plus a combine launch. Which path runs and where the splits fall depend
@@ -203,6 +207,7 @@ def _sample_kernel(
     best_i = tl.full((), 0, tl.int32)
     m = tl.full((), float("-inf"), tl.float32)
     mn = tl.full((), float("inf"), tl.float32)
+    w_all = tl.zeros((), tl.float32)  # sum of exp(s - m), kept online (rescaled as m grows)
     for off in range(0, V, BLOCK):
         v = off + lane
         vm = v < V
@@ -212,7 +217,9 @@ def _sample_kernel(
         best_i = tl.where(take, (off + bi).to(tl.int32), best_i)
         best = tl.where(take, bx, best)
         sx = tl.math.div_rn(x, Ts)
-        m = tl.maximum(m, tl.max(sx, axis=0))
+        m_new = tl.maximum(m, tl.max(sx, axis=0))
+        w_all = w_all * tl.exp(m - m_new) + tl.sum(tl.exp(sx - m_new), axis=0)
+        m = m_new
         mn = tl.minimum(mn, tl.min(tl.where(vm, sx, float("inf")), axis=0))
 
     if greedy:
@@ -246,24 +253,28 @@ def _sample_kernel(
         else:
             tk = _key(mn).to(tl.int64)
         # Ties at tk: keep the lowest ids, as many as k - count(key > tk).
-        n_gt = tl.zeros((), tl.int32)
-        km = tl.zeros((), tl.float32)  # mass of the top-k set, unnormalised (exp(s - m))
-        for off in range(0, V, SBLOCK):
-            v = off + slane
-            sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
-            n_gt += tl.sum((key > tk).to(tl.int32), axis=0)
-        r_k = tl.where(use_k, kk - n_gt, V)  # how many ties at tk the top-k keeps
-        eq_seen = tl.zeros((), tl.int32)
-        for off in range(0, V, SBLOCK):
-            v = off + slane
-            sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
-            eq = key == tk
-            rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
-            kept = (key > tk) | (eq & (rank < r_k))
-            km += tl.sum(tl.where(kept, tl.exp(sx - m), 0.0), axis=0)
-            eq_seen += tl.sum(eq.to(tl.int32), axis=0)
+        cut = use_k | use_p  # plain sampling skips straight to the pick: 2 passes in all
+        r_k = kk * 0 + V  # how many ties at tk the top-k keeps (all, without top-k)
+        km = w_all  # mass of the top-k set, unnormalised (exp(s - m))
+        if cut:
+            n_gt = tl.zeros((), tl.int32)
+            for off in range(0, V, SBLOCK):
+                v = off + slane
+                sx = _scaled(row, v, V, Ts)
+                key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
+                n_gt += tl.sum((key > tk).to(tl.int32), axis=0)
+            r_k = tl.where(use_k, kk - n_gt, V)
+            km = tl.zeros((), tl.float32)
+            eq_seen = tl.zeros((), tl.int32)
+            for off in range(0, V, SBLOCK):
+                v = off + slane
+                sx = _scaled(row, v, V, Ts)
+                key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
+                eq = key == tk
+                rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
+                kept = (key > tk) | (eq & (rank < r_k))
+                km += tl.sum(tl.where(kept, tl.exp(sx - m), 0.0), axis=0)
+                eq_seen += tl.sum(eq.to(tl.int32), axis=0)
         # ---- top-p over the top-k set: tp = smallest key with mass(key > tp) < P * km.
         c = P * km
         tp = tk
@@ -298,21 +309,24 @@ def _sample_kernel(
         t = tl.maximum(tk, tp)
         tval = tl.exp(_unkey(t.to(tl.int32)) - m)
         k_ties = t == tk
-        W = tl.zeros((), tl.float32)
-        eq_seen = tl.zeros((), tl.int32)
-        for off in range(0, V, SBLOCK):
-            v = off + slane
-            sx = _scaled(row, v, V, Ts)
-            key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
-            eq = key == t
-            rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
-            zero = rank * 0  # scalar flags broadcast to vectors (the interpreter needs it)
-            tie_ok = (((zero + k_ties.to(tl.int32)) == 0) | (rank < r_k)) & (
-                ((zero + use_p.to(tl.int32)) == 0) | (mass_gt_tp + rank.to(tl.float32) * tval < c)
-            )
-            kept = (key > t) | (eq & tie_ok)
-            W += tl.sum(tl.where(kept, tl.exp(sx - m), 0.0), axis=0)
-            eq_seen += tl.sum(eq.to(tl.int32), axis=0)
+        W = w_all
+        if cut:
+            W = tl.zeros((), tl.float32)
+            eq_seen = tl.zeros((), tl.int32)
+            for off in range(0, V, SBLOCK):
+                v = off + slane
+                sx = _scaled(row, v, V, Ts)
+                key = tl.where(v < V, _key(sx).to(tl.int64), _KEY_PAD)
+                eq = key == t
+                rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - eq.to(tl.int32)
+                zero = rank * 0  # scalar flags broadcast to vectors (the interpreter needs it)
+                tie_ok = (((zero + k_ties.to(tl.int32)) == 0) | (rank < r_k)) & (
+                    ((zero + use_p.to(tl.int32)) == 0)
+                    | (mass_gt_tp + rank.to(tl.float32) * tval < c)
+                )
+                kept = (key > t) | (eq & tie_ok)
+                W += tl.sum(tl.where(kept, tl.exp(sx - m), 0.0), axis=0)
+                eq_seen += tl.sum(eq.to(tl.int32), axis=0)
         # ---- inverse CDF in ascending id order.
         target = u * W
         run = tl.zeros((), tl.float32)
