@@ -1,0 +1,90 @@
+"""From the command line: train a scorer, optimise a cascade, answer live with its trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from fakeserver import Action
+
+
+def ponder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ponder", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+MAP = ["--model-map", "small=openai:small-model", "--model-map", "medium=openai:medium-model",
+       "--model-map", "large=openai:large-model"]
+
+
+def test_train_scorer_cli(tmp_path, outcomes_path):
+    from ponder.scorers import AnswerScorer
+
+    r = ponder("train", "scorer", str(outcomes_path), "--output", str(tmp_path / "sc"))
+    assert r.returncode == 0, r.stderr
+    assert "trained on 170 queries" in r.stdout  # the train split only
+    s = AnswerScorer.load(tmp_path / "sc")
+    assert s.models_ == ["large", "medium", "small"]
+    bad = ponder("train", "scorer", str(outcomes_path), "--output", str(tmp_path / "x"),
+                 "--learner", "svm")
+    assert bad.returncode == 1 and "--learner must be logistic or hgb" in bad.stderr
+
+
+def test_optimize_then_ask_live_with_trace(tmp_path, outcomes_path, fake_server):
+    out = tmp_path / "arith.json"
+    r = ponder("optimize", str(outcomes_path), "--output", str(out), "--budget", "0.004",
+               "--folds", "3", *MAP)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "cascade" and doc["expected"]["cost_usd"] <= 0.004
+    assert (tmp_path / doc["rungs"][0]["scorer"] / "meta.json").exists()
+
+    fake_server.queue(*[Action(text="I'm sorry, I cannot compute that exactly.")] * 3)
+    env = {"OPENAI_API_KEY": "sk-cascade-secret"}
+    a = ponder("ask", "What is 4821 * 7734? Reply 'The answer is N.'", "--strategy", str(out),
+               "--base-url", fake_server.url, "--json", "--no-cache", env=env)
+    assert a.returncode == 0, a.stderr
+    ans = json.loads(a.stdout)
+    specs = [doc["model_map"][r["model"]] for r in doc["rungs"]]
+    trace = ans["trace"]
+    assert len(trace) == fake_server.count >= 1
+    assert [t["model"] for t in trace] == specs[: len(trace)]
+    assert [r["body"]["model"] for r in fake_server.requests] == [s.split(":")[1] for s in specs[: len(trace)]]
+    assert trace[-1]["accepted"] and not any(t["accepted"] for t in trace[:-1])
+    assert all(t["score"] is not None for t in trace if t["model"] != specs[-1])
+    assert ans["text"] == trace[-1]["response"]
+    assert abs(ans["cost_usd"] - sum(t["cost_usd"] for t in trace)) < 1e-12
+    assert "sk-cascade-secret" not in a.stdout + a.stderr
+
+
+def test_optimize_with_guarantee_and_tampered_scorer(tmp_path, outcomes_path, fake_server):
+    out = tmp_path / "safe.json"
+    r = ponder("optimize", str(outcomes_path), "--output", str(out), "--epsilon", "0.05",
+               "--delta", "0.2", "--folds", "3", "--calibration-fraction", "0.3", *MAP)
+    assert r.returncode == 0, r.stderr
+    g = json.loads(out.read_text())["guarantee"]
+    assert g["epsilon"] == 0.05 and g["delta"] == 0.2 and g["n_calibration"] == 51
+    assert ("certified: drop vs" in r.stdout) == g["certified"]
+
+    npz = tmp_path / "safe.scorer" / "arrays.npz"
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["coef"] = arrays["coef"] * 1.01  # someone "adjusts" the weights
+    np.savez_compressed(npz, **arrays)
+    a = ponder("ask", "What is 1 + 1?", "--strategy", str(out), "--base-url", fake_server.url)
+    assert a.returncode == 1 and fake_server.count == 0
+    lines = [ln for ln in a.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "safe.scorer" in lines[0]
+    assert "content hash mismatch" in lines[0] and "refusing to load" in lines[0]
+
+
+def test_optimize_bad_arguments(tmp_path, outcomes_path):
+    r = ponder("optimize", str(outcomes_path), "--output", str(tmp_path / "s.json"))
+    assert r.returncode == 1 and "give --budget" in r.stderr
+    r = ponder("optimize", str(outcomes_path), "--output", str(tmp_path / "s.json"),
+               "--budget", "0.00000001", "--folds", "3")
+    assert r.returncode == 1 and "no cascade costs" in r.stderr and "Traceback" not in r.stderr
