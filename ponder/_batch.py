@@ -60,7 +60,8 @@ class BatchSummary:
 
 
 def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
-    body = obj.get("body") if isinstance(obj.get("body"), dict) else obj
+    inner = obj.get("body")
+    body: dict[str, Any] = inner if isinstance(inner, dict) else obj
     params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
     if isinstance(params.get("stop"), str):
         params["stop"] = (params["stop"],)

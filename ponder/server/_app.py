@@ -22,7 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from .._client import Client
 from .._config import Config
@@ -38,7 +39,7 @@ from .._exceptions import (
     UnknownProvider,
 )
 from .._strategies import SingleModel, load_strategy
-from .._types import Answer, Attempt, ChatRequest, Completion
+from .._types import Answer, Attempt, ChatRequest, Completion, Message
 from ._fallback import FALLTHROUGH, AllModelsFailed, FallbackChain, failed_attempt, success_attempt
 from ._metrics import Metrics
 from ._schemas import (
@@ -154,7 +155,7 @@ class Guard:
         seen = 0
         over = False
 
-        async def limited_receive() -> Message:
+        async def limited_receive() -> ASGIMessage:
             nonlocal seen, over
             if over:  # stop feeding the app; it answers with some error, replaced below
                 return {"type": "http.request", "body": b"", "more_body": False}
@@ -166,7 +167,7 @@ class Guard:
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def guarded_send(message: Message) -> None:
+        async def guarded_send(message: ASGIMessage) -> None:
             if not over:
                 await send(message)
             elif message["type"] == "http.response.start":
@@ -232,7 +233,7 @@ def _resolves(routes: Mapping[str, Route], name: str) -> bool:
 
 
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
-    messages = []
+    messages: list[Message] = []
     for m in body.messages:
         if m.content is None:
             text = ""
@@ -241,9 +242,9 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         else:
             parts = [p.text for p in m.content]
             text = "\n".join(parts)
-        messages.append({"role": m.role, "content": text})
+        messages.append(Message(role=m.role, content=text))
     stop = (body.stop,) if isinstance(body.stop, str) else (tuple(body.stop) if body.stop else None)
-    return ChatRequest(messages=messages, temperature=body.temperature or 0.0,
+    return ChatRequest(messages=tuple(messages), temperature=body.temperature or 0.0,
                        max_tokens=body.max_tokens or body.max_completion_tokens, top_p=body.top_p,
                        stop=stop, seed=body.seed)
 
@@ -368,7 +369,8 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    common = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody}}
+    common: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody},
+                                                413: {"model": ErrorBody}}
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
@@ -442,6 +444,7 @@ def create_app(
         chain = stream_chain(route.strategy, request)
         failures: list[Attempt] = []
         items: AsyncIterator[str | Completion]
+        first: str | Completion
         if chain is None:  # answer first (e.g. a cascade), then stream the accepted answer
             answer = await _answer(route.strategy, request)
             model, first, pre = answer.completion.spec, answer.completion.text, answer

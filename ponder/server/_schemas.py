@@ -14,8 +14,7 @@ def _integral(v: Any) -> Any:
     return v
 
 
-def _int(ge: int, le: int) -> Any:
-    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+_Integral = BeforeValidator(_integral)
 
 
 class _Open(BaseModel):
@@ -45,11 +44,11 @@ class ChatCompletionRequest(_Open):
     messages: list[ChatMessageIn] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: _int(1, 1_000_000) | None = None
-    max_completion_tokens: _int(1, 1_000_000) | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), _Integral] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000), _Integral] | None = None
     stop: str | list[str] | None = None
-    seed: _int(-(2**53), 2**53) | None = None  # bounds exact in JSON numbers
-    n: _int(1, 1) | None = None
+    seed: Annotated[int, Field(ge=-(2**53), le=2**53), _Integral] | None = None  # bounds exact in JSON numbers
+    n: Annotated[int, Field(ge=1, le=1), _Integral] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
