@@ -58,7 +58,7 @@ def generate(
 @local_app.command("bench")
 def bench(
     model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    draft: list[str] = typer.Option(["layers:8", "ngram"], "--draft", "-d", help=DRAFT_HELP + " Repeatable."),
+    draft: list[str] = typer.Option(["layers:27", "ngram"], "--draft", "-d", help=DRAFT_HELP + " Repeatable."),
     k: list[int] = typer.Option([2, 4, 8], "--k", help="Draft lengths to try. Repeatable."),
     prompt: list[str] = typer.Option([], "--prompt", "-p", help="Prompts (default: a built-in set). Repeatable."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=2),

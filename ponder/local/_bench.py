@@ -41,7 +41,7 @@ class BenchRow:
 def run_bench(
     engine: Engine,
     prompts: Sequence[str] = DEFAULT_PROMPTS,
-    drafts: Sequence[str] = ("layers:8", "ngram"),
+    drafts: Sequence[str] = ("layers:27", "ngram"),
     ks: Sequence[int] = (2, 4, 8),
     max_tokens: int = 64,
     adaptive: bool = False,

@@ -85,7 +85,8 @@ def test_transformers_greedy_and_assisted_generation_match_ponder(smollm_hf_dir,
     prompts, expected = reference
     for prompt, want in zip(prompts, expected, strict=True):
         ids = torch.tensor([prompt])
-        kw = dict(max_new_tokens=N, do_sample=False)
+        # An explicit mask: HF would otherwise mask every prompt token equal to pad (<|im_end|>).
+        kw = dict(max_new_tokens=N, do_sample=False, attention_mask=torch.ones_like(ids))
         with torch.no_grad():
             greedy = hf.generate(ids, **kw)[0, len(prompt):].tolist()
             assisted = hf.generate(ids, assistant_model=assistant, **kw)[0, len(prompt):].tolist()
