@@ -167,7 +167,7 @@ class Engine:
                 stats.accepted += n
                 stats.k_history.append(k_step)
                 drafter.commit(L + n)  # the target's cache now holds [0, L + n)
-                if self.adaptive:
+                if self.adaptive and drafted:  # grow k after a full accept, shrink after a miss
                     k = min(k + 1, self.k_max) if n == drafted else max(1, k - 1)
             stats.target_steps += 1
             seq[0, L : L + len(new)] = torch.tensor(new, dtype=torch.long)

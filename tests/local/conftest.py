@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
+
+if not torch.cuda.is_available():  # the Triton dispatch runs under the interpreter on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from ponder.local._model import ModelArgs, Transformer  # noqa: E402
 

@@ -13,7 +13,7 @@ from ponder._exceptions import ModelFileError
 
 def test_import_ponder_and_its_cli_do_not_import_torch() -> None:
     code = (
-        "import sys, ponder, ponder.cli; "
+        "import sys, ponder, ponder.cli, ponder.local; "
         "bad = [m for m in ('torch', 'transformers', 'triton', 'ponder.local._model') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -113,15 +113,19 @@ def attention(
     B, Hq, T, D = q.shape
     Hkv, S = k_cache.shape[1], k_cache.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
+    group = Hq // Hkv
     if isinstance(start_pos, int):
         S = min(S, start_pos + T)  # positions past the last query are never attended: skip them
-        k_cache, v_cache = k_cache[:, :, :S], v_cache[:, :, :S]
+        k_cache, v_cache = k_cache[:, :, :S].to(q.dtype), v_cache[:, :, :S].to(q.dtype)
+        if T == 1 or start_pos == 0:  # decode sees the whole prefix; prefill is plain causal
+            return F.scaled_dot_product_attention(
+                q, k_cache, v_cache, is_causal=T > 1, scale=scale, enable_gqa=group > 1
+            )
         start = torch.full((B,), start_pos, dtype=torch.long, device=q.device)
     else:
         start = start_pos.to(device=q.device, dtype=torch.long).reshape(-1).expand(B)
     q_pos = start[:, None] + torch.arange(T, device=q.device)[None, :]  # (B,T)
     mask = torch.arange(S, device=q.device)[None, None, :] <= q_pos[:, :, None]  # (B,T,S)
-    group = Hq // Hkv
     if group > 1:
         k_cache = k_cache.repeat_interleave(group, dim=1)
         v_cache = v_cache.repeat_interleave(group, dim=1)
