@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -53,6 +54,7 @@ from ._schemas import (
 log = logging.getLogger("ponder.server")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+CHAT_PATH = "/v1/chat/completions"
 STRATEGY_PREFIX = "ponder/"
 _OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -111,14 +113,30 @@ def exception_response(exc: Exception) -> JSONResponse:
     return error_body(status, message, type_, code, getattr(exc, "param", None), headers)
 
 
+def invalid_body(errors: Sequence[Any]) -> JSONResponse:
+    """A 400 naming the first offending field (``messages.0.role``), never echoing the input."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return error_body(400, msg, "invalid_request_error", "invalid_request", param)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
 # --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
     """Bearer-token auth and a request-size limit in front of the app."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
+                 chat: Callable[[bytes, bytes], Awaitable[Response]] | None = None) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
+        self.chat = chat  # the hot path, served without the framework's routing stack
 
     async def _reject(self, send: Send, status: int, body: dict[str, Any],
                       extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -151,6 +169,24 @@ class Guard:
             declared = 0
         if declared > self.max_body_bytes:
             await self._reject(send, 413, too_large)
+            return
+        if self.chat is not None and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    await self._reject(send, 413, too_large)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            response = await self.chat(b"".join(chunks), headers.get(b"content-type", b""))
+            await response(scope, receive, send)
             return
         seen = 0
         over = False
@@ -338,12 +374,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errs = exc.errors()
-        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return error_body(400, msg, "invalid_request_error", "invalid_request", param)
+        return invalid_body(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -394,7 +425,18 @@ def create_app(
         500: {"model": ErrorBody}, 502: {"model": ErrorBody}, 504: {"model": ErrorBody},
     }
 
-    @app.post("/v1/chat/completions", responses=responses, response_model=None)
+    async def chat_raw(raw: bytes, content_type: bytes) -> Response:
+        """POST /v1/chat/completions straight from bytes (same checks as the FastAPI route)."""
+        if not _is_json(content_type):
+            return error_body(400, "Content-Type must be application/json", "invalid_request_error",
+                              "invalid_request")
+        try:
+            body = ChatCompletionRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return invalid_body(exc.errors(include_url=False, include_input=False))
+        return await chat_completions(body)
+
+    @app.post(CHAT_PATH, responses=responses, response_model=None)
     async def chat_completions(body: ChatCompletionRequest) -> Response:
         start = time.perf_counter()
         metrics.in_flight += 1
@@ -521,7 +563,7 @@ def create_app(
             headers.update(_headers(pre))
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    guard = Guard(app, api_key, max_body_bytes)
+    guard = Guard(app, api_key, max_body_bytes, chat=chat_raw)
     guard.state = app.state  # type: ignore[attr-defined]
     guard.fastapi = app  # type: ignore[attr-defined]
     return guard
