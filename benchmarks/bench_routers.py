@@ -31,26 +31,59 @@ OUT = ROOT / "benchmarks" / "results"
 STRONG = "gpt-4-1106-preview"
 
 
-def _routers(minilm: bool) -> dict[str, Any]:
+def _routers(minilm: bool, cost_model: str = "length") -> dict[str, Any]:
+    """Router factories. ``cost_model="mean"`` for the RouteLLM pair: the λ rule then ranks
+    queries by predicted quality gain alone, like a threshold on a win probability."""
     from ponder.routers import KNNRouter, MFRouter, PairwiseRouter, UtilityRouter
 
+    cm = {"cost_model": cost_model}
     out = {
         "pairwise-det (TF-IDF)": lambda: PairwiseRouter(variant="deterministic"),
         "pairwise-prob (TF-IDF)": lambda: PairwiseRouter(variant="probabilistic"),
         "pairwise-trans (TF-IDF)": lambda: PairwiseRouter(variant="transformed"),
-        "utility LR C=1 (TF-IDF)": lambda: UtilityRouter(C=1.0),
-        "utility LR C=0.1 (TF-IDF)": lambda: UtilityRouter(C=0.1),
-        "kNN k=100 LSA-128 (TF-IDF)": lambda: KNNRouter(),
-        "kNN k=100 raw cosine (TF-IDF)": lambda: KNNRouter(n_components=None),
-        "MF d=16 (TF-IDF)": lambda: MFRouter(),
+        "utility LR C=1, no recalibration (TF-IDF)": lambda: UtilityRouter(C=1.0, recalibrate=None, **cm),
+        "utility LR C=0.1 + Platt (TF-IDF, default)": lambda: UtilityRouter(**cm),
+        "kNN k=100 LSA-128 (TF-IDF)": lambda: KNNRouter(**cm),
+        "kNN k=100 raw cosine (TF-IDF)": lambda: KNNRouter(n_components=None, **cm),
+        "MF d=16 (TF-IDF)": lambda: MFRouter(**cm),
     }
     if minilm:
         out |= {
-            "utility LR C=1 (MiniLM)": lambda: UtilityRouter(featurizer="minilm", C=1.0),
-            "kNN k=100 (MiniLM)": lambda: KNNRouter(featurizer="minilm"),
-            "MF d=16 (MiniLM)": lambda: MFRouter(featurizer="minilm"),
+            "utility LR C=0.1 + Platt (MiniLM)": lambda: UtilityRouter(featurizer=_cached("minilm"), **cm),
+            "utility LR C=0.1 + Platt (TF-IDF + MiniLM)":
+                lambda: UtilityRouter(featurizer=_cached("tfidf+minilm"), **cm),
+            "kNN k=100 (MiniLM)": lambda: KNNRouter(featurizer=_cached("minilm"), **cm),
+            "MF d=16 (MiniLM)": lambda: MFRouter(featurizer=_cached("minilm"), **cm),
         }
     return out
+
+
+_EMB_CACHE: dict[str, np.ndarray] = {}
+
+
+def _cached(spec: str) -> Any:
+    """The router's own featurizer, with MiniLM embeddings memoised across routers in this
+    process (the benchmark fits several routers on the same queries; latency is measured with
+    the plain featurizer)."""
+    from ponder.routers._features import ConcatFeaturizer, TailEmbedder, make_featurizer
+
+    class MemoTail(TailEmbedder):
+        def transform(self, texts: list[str]) -> np.ndarray:
+            todo = [t for t in dict.fromkeys(texts) if t not in _EMB_CACHE]
+            if todo:
+                for t, e in zip(todo, super().transform(todo), strict=True):
+                    _EMB_CACHE[t] = e
+            return np.stack([_EMB_CACHE[t] for t in texts])
+
+        def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+            return TailEmbedder.to_state(self)
+
+    f = make_featurizer(spec)
+    if isinstance(f, TailEmbedder):
+        return MemoTail(f.max_chars)
+    assert isinstance(f, ConcatFeaturizer)
+    return ConcatFeaturizer([p if not isinstance(p, TailEmbedder) else MemoTail(p.max_chars)
+                             for p in (f.parts or [])])
 
 
 def _points(router: Any, test: Any, n: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +151,7 @@ def bench_routellm(minilm: bool, folds: int = 5) -> dict[str, Any]:
             train_ids = ids[np.concatenate([parts[i] for i in range(folds) if i != k])]
             train, test = table.subset(list(train_ids)), table.subset(list(test_ids))
             sq, wq = float(np.nanmean(test.scores[:, g])), float(np.nanmean(test.scores[:, w]))
-            for name, make in _routers(minilm).items():
+            for name, make in _routers(minilm, cost_model="mean").items():
                 r = make().fit(train)
                 _, q, share = _points(r, test, n=200)
                 pct = share * 100
@@ -142,6 +175,7 @@ def bench_routellm(minilm: bool, folds: int = 5) -> dict[str, Any]:
 # ---- latency -------------------------------------------------------------------------------------
 def bench_latency(minilm: bool, n: int = 300) -> dict[str, Any]:
     from ponder.evaluation import load_dataset
+    from ponder.routers import KNNRouter, MFRouter, PairwiseRouter, UtilityRouter
 
     if hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))[:2]
@@ -156,14 +190,24 @@ def bench_latency(minilm: bool, n: int = 300) -> dict[str, Any]:
     train, test = table.split(split_column="split")
     queries = test.queries[:n]
     rows = []
-    for name, make in _routers(minilm).items():
-        if "prob" in name or "trans" in name or "C=0.1" in name:
-            continue  # same decision path as a listed router
-        r = make().fit(train)
+    latency_routers = {
+        "pairwise-det (TF-IDF)": lambda: PairwiseRouter(),
+        "utility (TF-IDF)": lambda: UtilityRouter(),
+        "kNN LSA-128 (TF-IDF)": lambda: KNNRouter(),
+        "kNN raw cosine (TF-IDF)": lambda: KNNRouter(n_components=None),
+        "MF (TF-IDF)": lambda: MFRouter(),
+    }
+    if minilm:
+        latency_routers |= {"utility (MiniLM)": lambda: UtilityRouter(featurizer="minilm"),
+                            "kNN (MiniLM)": lambda: KNNRouter(featurizer="minilm"),
+                            "utility (TF-IDF + MiniLM)": lambda: UtilityRouter(featurizer="tfidf+minilm")}
+    small = train.subset(train.query_ids[:400]) if minilm else train  # MiniLM: fewer to embed
+    for name, make in latency_routers.items():
+        r = make().fit(small if "MiniLM" in name else train)
         for q in queries[:10]:  # warm-up (lazy imports, model load)
             r.route(q)
         ts = []
-        for q in queries:
+        for q in (queries[:100] if "MiniLM" in name else queries):
             t0 = time.perf_counter()
             r.route(q)
             ts.append(time.perf_counter() - t0)

@@ -162,18 +162,23 @@ class BaseRouter:
         """Per-model cost ≈ a + b·(characters in the query), by least squares, never negative.
 
         Input tokens grow with the prompt, so a long prompt costs more on every model; the
-        per-model mean alone would misprice long few-shot prompts against short ones.
+        per-model mean alone would misprice long few-shot prompts against short ones. With
+        ``cost_model="mean"`` the cost is each model's train mean: the λ rule then ranks queries
+        by predicted quality gain alone, as a pairwise router does (what APGR/CPT measure).
         """
         n_chars = np.array([len(q) for q in queries], dtype=float) / 1000.0
         M = costs.shape[1]
         a = np.zeros(M)
         b = np.zeros(M)
+        mode = getattr(self, "cost_model", "length")
+        if mode not in ("length", "mean"):
+            raise ConfigError(f"cost_model must be 'length' or 'mean', got {mode!r}")
         for j in range(M):
             ok = present[:, j]
             if not ok.any():
                 continue
             x, c = n_chars[ok], costs[ok, j]
-            if ok.sum() >= 3 and np.ptp(x) > 0:
+            if mode == "length" and ok.sum() >= 3 and np.ptp(x) > 0:
                 A = np.stack([np.ones_like(x), x], axis=1)
                 coef, *_ = np.linalg.lstsq(A, c, rcond=None)
                 a[j], b[j] = coef

@@ -37,9 +37,10 @@ class KNNRouter(BaseRouter):
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  n_neighbors: int | None = None, shrinkage: float = 1.0, n_components: int | None = 128,
-                 knob: float | None = None) -> None:
+                 cost_model: str = "length", knob: float | None = None) -> None:
         self.models = models
         self.featurizer = featurizer
+        self.cost_model = cost_model
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.shrinkage = shrinkage

@@ -33,9 +33,10 @@ class MFRouter(BaseRouter):
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  dim: int = 16, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0,
-                 knob: float | None = None) -> None:
+                 cost_model: str = "length", knob: float | None = None) -> None:
         self.models = models
         self.featurizer = featurizer
+        self.cost_model = cost_model
         self.dim = dim
         self.alpha = alpha
         self.max_iter = max_iter

@@ -25,9 +25,10 @@ class UtilityRouter(BaseRouter):
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  C: float = 0.1, recalibrate: int | None = 5, random_state: int = 0,
-                 knob: float | None = None) -> None:
+                 cost_model: str = "length", knob: float | None = None) -> None:
         self.models = models
         self.featurizer = featurizer
+        self.cost_model = cost_model
         self.C = C
         self.recalibrate = recalibrate
         self.random_state = random_state

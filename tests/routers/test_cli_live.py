@@ -27,9 +27,17 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("kind", ["pairwise", "utility", "knn", "mf"])
-def test_train_then_ask_routes_live_through_replay(kind, fixture_path, table, tmp_path):
-    r = ponder_cli("train", "router", str(fixture_path), "--kind", kind, "--output", str(tmp_path / "out"))
+def _check_answer(out_model: str, text: str, cost: float, router, query: str, table) -> None:
+    chosen = router.route(query).model
+    assert out_model == f"replay:{chosen}"
+    qi = table.query_ids[table.queries.index(query)]
+    recorded = table.df[(table.df.query_id == qi) & (table.df.model == chosen)].iloc[0]
+    assert text == recorded["response"] and cost == pytest.approx(recorded["cost_usd"])
+
+
+def test_train_then_ask_as_a_user_does(fixture_path, table, tmp_path):
+    """The real commands in a subprocess: train a router, then ``ponder ask --strategy``."""
+    r = ponder_cli("train", "router", str(fixture_path), "--kind", "utility", "--output", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     strategy = tmp_path / "out" / "router.json"
     doc = json.loads(strategy.read_text())
@@ -43,11 +51,27 @@ def test_train_then_ask_routes_live_through_replay(kind, fixture_path, table, tm
                    str(tmp_path / "ponder.toml"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    chosen = router.route(query).model
-    assert out["model"] == f"replay:{chosen}"
-    qi = table.query_ids[table.queries.index(query)]
-    recorded = table.df[(table.df.query_id == qi) & (table.df.model == chosen)].iloc[0]
-    assert out["text"] == recorded["response"] and out["cost_usd"] == pytest.approx(recorded["cost_usd"])
+    _check_answer(out["model"], out["text"], out["cost_usd"], router, query, table)
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "utility", "knn", "mf"])
+def test_every_kind_trains_from_the_cli_and_routes_live(kind, fixture_path, table, tmp_path):
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    res = CliRunner().invoke(app, ["train", "router", str(fixture_path), "--kind", kind,
+                                   "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert f"trained {kind} router on 100 queries" in res.output
+    router = load_router(tmp_path / "out" / "router")
+    strat = ponder.load_strategy(tmp_path / "out" / "router.json")
+    cfg = ponder.Config(providers={"replay": ponder.ProviderSettings(path=str(fixture_path))})
+    _, test = table.split()
+    with ponder.Client(cfg) as client:
+        for query in test.queries[:3]:
+            ans = strat.run(ponder.ChatRequest.of(query), client)
+            _check_answer(ans.completion.spec, ans.completion.text, ans.cost_usd, router, query, table)
 
 
 def test_calibrated_training_and_model_map_over_real_http(fixture_path, tmp_path, fake_server):
