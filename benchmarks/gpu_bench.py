@@ -341,6 +341,7 @@ class Runner:
         self.L = torch.zeros(1, dtype=torch.long, device=self.dev)  # committed tokens
         self._ar: dict[int, torch.Tensor] = {}
         self._onehot: tuple[torch.Tensor, ...] | None = None
+        self._blk: torch.Tensor | None = None
 
     def ar(self, n: int) -> torch.Tensor:
         if n not in self._ar:
@@ -420,14 +421,21 @@ class Runner:
         self.L.add_(1)
 
     def spec_iter(self, k: int, n_draft: int) -> None:
-        """k greedy draft steps through the first n_draft layers, one verify pass, fused accept."""
-        base = self.L - 1
+        """k greedy draft steps through the first n_draft layers, one verify pass, fused accept.
+
+        Bookkeeping is kept to ~17 small kernels: the block [pending, x_1..x_k] lives in one
+        buffer that the draft argmaxes write into, and the commit scatters the padded output
+        as is (the -1 padding lands past the committed length, where nothing reads it).
+        """
+        pos = (self.L - 1) + self.ar(k + 1)  # positions of [pending, x_1..x_k]
+        if self._blk is None or self._blk.shape[1] != k + 1:
+            self._blk = torch.zeros(1, k + 1, dtype=torch.long, device=self.dev)
+        blk = self._blk
+        torch.gather(self.seq, 1, pos[None, :], out=blk)
         for i in range(k):
-            p = base + i
-            d = self.forward(self.seq.gather(1, p[:, None]), p, n_draft)[:, 0].argmax(-1)
-            self.seq.scatter_(1, (p + 1)[:, None], d[:, None])  # tentative: committed below
-        block = self.seq.gather(1, base[:, None] + self.ar(k + 1)[None, :])
-        logits = self.forward(block, base)
+            lg = self.forward(blk[:, i : i + 1], pos[i : i + 1], n_draft)
+            torch.argmax(lg[:, 0], dim=-1, keepdim=True, out=blk[:, i + 1 : i + 2])
+        logits = self.forward(blk, pos[:1])
         V = logits.shape[-1]
         if (
             self._onehot is None
@@ -440,11 +448,10 @@ class Runner:
             )  # fmt: skip
         p, q, u, race = self._onehot  # greedy: one-hot p and q, any positive noise
         p.zero_().scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-        draft = block[:, 1:]
+        draft = blk[:, 1:]
         q.zero_().scatter_(-1, draft[..., None], 1.0)
         out, n_acc = self.m.ops.verify_chain(draft, q, p, u, race)
-        idx = self.L[:, None] + self.ar(k + 1)[None, :]
-        self.seq.scatter_(1, idx, torch.where(out >= 0, out, self.seq.gather(1, idx)))
+        self.seq.scatter_(1, (pos + 1)[None, :], out)
         self.L.add_(n_acc + 1)  # accepted drafts = tokens made - iterations (counted on the host)
 
 
