@@ -5,6 +5,7 @@ Three processes on one machine: a local OpenAI-compatible upstream (tests/fakese
 ponder server (``ponder serve --model up:m``, uvicorn), and this client (the official openai SDK).
 
     python benchmarks/bench_server.py [--sequential 400] [--concurrent 500] [--litellm PATH_TO_LITELLM_BIN]
+    python benchmarks/bench_server.py --breakdown     # where the overhead goes (CPU per call)
 
 Overhead: the same prompts are sent alternately straight to the upstream and through ponder, one
 at a time over keep-alive connections; overhead p50 = p50(through ponder) - p50(direct).
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -101,6 +103,60 @@ async def concurrent(base_url: str, model: str, n: int, tag: str) -> dict[str, f
             "wrong_answers": wrong}
 
 
+async def _cpu_per_call(fn: Any, n: int = 500) -> float:
+    for i in range(30):
+        await fn(i)
+    t = time.process_time()
+    for i in range(n):
+        await fn(i)
+    return (time.process_time() - t) / n * 1e3
+
+
+def breakdown() -> dict[str, float]:
+    """CPU ms per call of the pieces of one proxied request, against an upstream in another process."""
+    import httpx
+
+    from ponder import Answer, Attempt, Client, Completion, Config, Usage
+    from ponder.server import create_app
+
+    up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    port = int(up.stdout.readline())  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/v1"
+    client = Client(Config.model_validate({"providers": {"up": {"type": "openai", "base_url": url,
+                                                                "max_retries": 0}}}), cache=False)
+
+    class Canned:  # a strategy that answers without calling anything: the server's own cost
+        kind, name, models = "canned", "canned", []  # type: ignore[var-annotated]
+
+        async def arun(self, request: Any, client: Any) -> Answer:
+            c = Completion(text="hi", model="x", provider="canned", cost_usd=1e-6, usage=Usage(input_tokens=3))
+            return Answer(completion=c, trace=(Attempt(model="canned:x", accepted=True),), cost_usd=1e-6)
+
+    app = create_app(client, {"canned": Canned()})
+    raw = json.dumps({"model": "ponder/canned", "messages": [{"role": "user", "content": "x"}]}).encode()
+
+    async def main() -> dict[str, float]:
+        sdk = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+        hc = httpx.AsyncClient()
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        out = {
+            "httpx_post_cpu_ms": await _cpu_per_call(lambda i: hc.post(url + "/chat/completions", json=body)),
+            "openai_sdk_create_cpu_ms": await _cpu_per_call(lambda i: sdk.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"x{i}"}])),
+            "ponder_client_acomplete_cpu_ms": await _cpu_per_call(lambda i: client.acomplete(f"x{i}", model="up:m")),
+            "ponder_handler_cpu_ms": await _cpu_per_call(lambda i: app.chat(raw, b"application/json"), n=3000),
+        }
+        await hc.aclose()
+        await sdk.close()
+        return out
+
+    try:
+        return asyncio.run(main())
+    finally:
+        up.kill()
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -117,7 +173,11 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=500)
     ap.add_argument("--litellm", default=None, help="path to a 'litellm' executable (its proxy) to compare")
     ap.add_argument("--json", default=None, help="write the numbers here too")
+    ap.add_argument("--breakdown", action="store_true", help="only measure where the overhead goes")
     args = ap.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(), indent=2))
+        return
 
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True)
