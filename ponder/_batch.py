@@ -234,5 +234,17 @@ async def arun_batch(
 
 def run_batch(input_path: str | Path, output_path: str | Path, strategy: Any, client: Any,
               **kw: Any) -> BatchSummary:
-    """The synchronous twin of :func:`arun_batch`."""
-    return asyncio.run(arun_batch(input_path, output_path, strategy, client, **kw))
+    """The synchronous twin of :func:`arun_batch` (runs its own event loop).
+
+    Async connections opened on that loop are released before it closes, so the same client
+    works again afterwards (in another ``run_batch`` or synchronously).
+    """
+    async def main() -> BatchSummary:
+        try:
+            return await arun_batch(input_path, output_path, strategy, client, **kw)
+        finally:
+            release = getattr(client, "aclose", None)
+            if release is not None:
+                await release()
+
+    return asyncio.run(main())

@@ -84,6 +84,16 @@ def test_resume_takes_unwritten_answers_from_the_cache(tmp_path: Path, upstream:
     assert sorted(r["id"] for r in recs) == sorted(f"r{i}" for i in range(24))
 
 
+def test_one_client_serves_several_runs(tmp_path: Path, upstream: FakeLLMServer) -> None:
+    client = Client(make_config({"up": upstream.url}), cache=False)
+    for k in range(2):  # each run has its own event loop; the client's connections follow
+        s = run_batch(write_input(tmp_path / f"in{k}.jsonl", 5), tmp_path / f"out{k}.jsonl",
+                      SingleModel("up:m"), client, concurrency=2)
+        assert (s.done, s.failed) == (5, 0)
+    assert client.complete("after", model="up:m").text == "echo: after"
+    assert upstream.count == 11
+
+
 def test_bad_input_fails_before_anything_is_paid(tmp_path: Path, upstream: FakeLLMServer) -> None:
     client = Client(make_config({"up": upstream.url}), cache=False)
     cases = {
