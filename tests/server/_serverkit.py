@@ -13,7 +13,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fakeserver import Action, FakeLLMServer  # noqa: E402
+from fakeserver import Action, FakeLLMServer, _Handler  # noqa: E402
+
+# Bursts of hundreds of concurrent requests must not overflow the listen backlog (a dropped SYN
+# is retried after 1 s, i.e. a spurious timeout), and headers + body written separately must not
+# wait on delayed ACKs. (Also set in fakeserver.py itself; kept here so these tests never depend
+# on it.)
+FakeLLMServer._HTTP.request_queue_size = max(FakeLLMServer._HTTP.request_queue_size, 512)
+_Handler.disable_nagle_algorithm = True
 
 from ponder import Config  # noqa: E402
 
