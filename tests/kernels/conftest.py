@@ -6,7 +6,9 @@ before any test module imports ``ponder.local.kernels._triton``.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 
 def _has_cuda() -> bool:
@@ -19,3 +21,7 @@ def _has_cuda() -> bool:
 
 if not _has_cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # A module imported earlier in the session (before this was set) holds compiled-mode kernels.
+    for _name in ("ponder.local.kernels._triton", "ponder.local.kernels._triton_fused"):
+        if _name in sys.modules and os.environ["TRITON_INTERPRET"] == "1":
+            importlib.reload(sys.modules[_name])
