@@ -94,11 +94,15 @@ class KNNRouter(BaseRouter):
         sims = self._similarities(X)
         n, N = sims.shape
         k = min(self._k(N), N)
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        w = np.clip(np.take_along_axis(sims, idx, axis=1), 0.0, None) + 1e-6  # (n, k)
-        num = np.einsum("nk,nkm->nm", w, self.train_scores_[idx] * self.train_present_[idx])
-        den = np.einsum("nk,nkm->nm", w, self.train_present_[idx])
-        a = float(self.shrinkage) * (w.sum(axis=1, keepdims=True) / k)
+        # the k-th largest similarity per query; every train query at least that similar counts,
+        # so ties (e.g. queries whose features are identical) average over all of them instead
+        # of whichever k come first
+        kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]
+        w = np.where(sims >= kth - 1e-12, np.clip(sims, 0.0, None) + 1e-6, 0.0)  # (n, N)
+        num = w @ (self.train_scores_ * self.train_present_)
+        den = w @ self.train_present_
+        k_eff = (w > 0).sum(axis=1, keepdims=True)
+        a = float(self.shrinkage) * (w.sum(axis=1, keepdims=True) / k_eff)
         return (num + a * self.prior_[None, :]) / (den + a)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
