@@ -80,9 +80,9 @@ class LiveServer:
         self.sock.close()
 
 
-def start_redis(binary: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(binary: str | None = None, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     binary = binary or shutil.which("redis-server") or "redis-server"
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

@@ -126,6 +126,25 @@ def test_redis_going_away_degrades_to_no_cache_with_one_warning(upstream: FakeLL
             proc.kill()
 
 
+def test_a_restarted_redis_is_used_again(upstream: FakeLLMServer) -> None:
+    proc, url = start_redis()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    client = Client(make_config({"up": upstream.url}, cache={"enabled": True}),
+                    cache=RedisBackend(url, retry_s=0.2))
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+        assert not client.complete("while down", model="up:m").cached  # degraded, answered live
+        proc, _ = start_redis(port=port)
+        time.sleep(0.3)  # past the open-circuit window
+        client.complete("after restart", model="up:m")
+        again = client.complete("after restart", model="up:m")
+        assert again.cached and upstream.count == 2
+    finally:
+        client.close()
+        proc.kill()
+
+
 def test_server_keeps_answering_when_redis_dies(upstream: FakeLLMServer) -> None:
     proc, url = start_redis()
     client = Client(make_config({"up": upstream.url}, cache={"enabled": True, "backend": "redis", "url": url}))

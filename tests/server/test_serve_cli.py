@@ -80,6 +80,12 @@ def test_serve_with_a_config_answers_the_openai_sdk(served: str) -> None:
     again = sdk.chat.completions.with_raw_response.create(
         model="ponder/default", messages=[{"role": "user", "content": "from the config"}])
     assert again.headers["x-ponder-cached"] == "true" and float(again.headers["x-ponder-cost-usd"]) == 0.0
+    metrics = httpx.get(served + "/metrics").text
+    assert "ponder_cache_hits_total 1\n" in metrics
+    # both chain requests tried the dead first rung (failures are never cached)
+    assert 'ponder_model_calls_total{model="down:m",outcome="error"} 2' in metrics
+    assert 'ponder_model_calls_total{model="up:m",outcome="cached"} 1' in metrics
+    assert float(metrics.split("ponder_cache_saved_usd_total ")[1].split()[0]) >= 0.0
 
 
 def test_serve_one_model_with_an_api_key(upstream: FakeLLMServer, tmp_path: Path) -> None:
