@@ -71,7 +71,7 @@ def save(
         "sha256": content_hash(meta_rt, clean),
         "meta": meta_rt,
     }
-    np.savez_compressed(d / ARRAYS_FILE, **clean)
+    np.savez_compressed(d / ARRAYS_FILE, **clean)  # type: ignore[arg-type]
     (d / META_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return d
 

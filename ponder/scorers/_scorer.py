@@ -432,8 +432,8 @@ class AnswerScorer:
                                 np.vstack([v[1] for v in variants]))
             p = self._calibrate(self._decision_dense(dense, np.tile(mi, k))).reshape(k, nq)
             s1[:, b] = p[0]
-            for j, (a, _) in enumerate(variants[1:], start=1):
-                s2[:, b, a] = p[j]
+            for j, (prev, _) in enumerate(variants[1:], start=1):
+                s2[:, b, prev] = p[j]
         return s1, s2
 
     # ---- persistence --------------------------------------------------------------------------
