@@ -128,9 +128,10 @@ class Engine:
         """Token ids in -> (new token ids, finish reason, stats). ``stop_ids=()`` never stops early."""
         params = params or SamplingParams()
         model, drafter = self.model, self.drafter
-        if stop_ids is None:
-            stop_ids = self.tokenizer.stop_ids if self.tokenizer else ()
-        stops = set(stop_ids)
+        if stop_ids is not None:
+            stops = set(stop_ids)
+        else:
+            stops = set(self.tokenizer.stop_ids) if self.tokenizer else set()
         P = len(prompt)
         if P == 0:
             raise ConfigError("the prompt is empty")

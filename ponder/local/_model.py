@@ -59,7 +59,7 @@ class ModelArgs:
             intermediate_size=int(cfg["intermediate_size"]),
             head_dim=int(cfg.get("head_dim") or 0),
             norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-            rope_theta=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
+            rope_theta=float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0),
             rope_scaling=scaling,
             qkv_bias=arch == "qwen2" or bool(cfg.get("attention_bias", False)),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
@@ -68,14 +68,13 @@ class ModelArgs:
         )
 
 
-class KVCache(nn.Module):
+class KVCache:
     """Preallocated keys/values of one layer: (B, Hkv, S, D)."""
 
     def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int, dtype: torch.dtype, device: Any) -> None:
-        super().__init__()
         shape = (batch, n_kv_heads, max_seq_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
 
     def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> None:
         T = k.shape[2]

@@ -116,8 +116,9 @@ class Tokenizer:
             tok = cfg.get(name)
             if isinstance(tok, dict):
                 tok = tok.get("content")
-            if isinstance(tok, str) and tk.token_to_id(tok) is not None:
-                return int(tk.token_to_id(tok))
+            found = tk.token_to_id(tok) if isinstance(tok, str) else None
+            if found is not None:
+                return int(found)
             for src in (gen, model_cfg):
                 value = src.get(f"{name}_id")
                 if isinstance(value, list):

@@ -59,7 +59,9 @@ def get_ops(device: Any = "cpu", backend: str = "auto") -> Ops:
     from ..._exceptions import ConfigError
 
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(
+            f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+        )
     if backend == "torch":
         return _load("_reference", "torch")
     if backend == "triton":
