@@ -25,8 +25,9 @@ def tiny_table() -> object:
         hard = i % 2 == 0
         q = f"prove the theorem about primes number {i}" if hard else f"say hello to friend number {i}"
         rows.append({"query_id": f"q{i}", "query": q, "model": "cheap", "score": 0.0 if hard else 1.0,
-                     "cost_usd": 1e-6})
-        rows.append({"query_id": f"q{i}", "query": q, "model": "strong", "score": 1.0, "cost_usd": 1e-4})
+                     "cost_usd": 1e-6, "response": "i am not sure" if hard else f"hello friend {i}"})
+        rows.append({"query_id": f"q{i}", "query": q, "model": "strong", "score": 1.0, "cost_usd": 1e-4,
+                     "response": f"the proof goes like this {i}" if hard else f"hello friend {i}"})
     return read_outcomes(pd.DataFrame(rows))
 
 
@@ -37,7 +38,10 @@ def served(upstream: FakeLLMServer, upstream2: FakeLLMServer) -> Iterator[tuple[
     # perfect one for $1e-4, but a 0.125-quality one does not
     live_router = routers._live.LiveRouter(router, model_map={"cheap": "a:m", "strong": "b:m"}, knob=2000.0)
     one_rung = cascade.Cascade([cascade.Rung("strong", spec="b:m")], name="single-rung")
-    strategies = {"router": live_router, "cascade": one_rung}
+    scorer = cascade.fit_scorer(tiny_table())
+    two_rungs = cascade.Cascade([cascade.Rung("cheap", threshold=0.5, scorer=scorer, spec="a:m"),
+                                 cascade.Rung("strong", spec="b:m")], name="two-rungs")
+    strategies = {"router": live_router, "cascade": one_rung, "two": two_rungs}
     client = Client(make_config({"a": upstream.url, "b": upstream2.url}), cache=False)
     with LiveServer(create_app(client, strategies)) as live:
         yield live, strategies
@@ -79,3 +83,23 @@ def test_a_cascade_answers_first_then_streams_its_accepted_answer(served: tuple[
     assert text == "echo: climb" and upstream2.count == 1
     final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
     assert final.model_extra["ponder"]["strategy"] == "single-rung"
+
+
+def test_a_failing_cascade_rung_falls_through_and_all_failing_is_one_error(
+        served: tuple[LiveServer, dict[str, object]], upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
+    from _serverkit import Action
+
+    live, _ = served
+    sdk = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+    upstream.queue(Action(kind="status", status=500))
+    raw = sdk.chat.completions.with_raw_response.create(model="ponder/two", messages=[{"role": "user", "content": "hi"}])
+    info = raw.parse().model_extra["ponder"]
+    assert raw.headers["x-ponder-model"] == "b:m" and raw.parse().choices[0].message.content == "echo: hi"
+    assert [t["model"] for t in info["trace"]] == ["a:m", "b:m"] and "HTTP 500" in info["trace"][0]["error"]
+    assert (upstream.count, upstream2.count) == (1, 1)
+    upstream.queue(Action(kind="status", status=503))
+    upstream2.queue(Action(kind="status", status=500))
+    with pytest.raises(openai.APIStatusError) as err:
+        sdk.chat.completions.create(model="ponder/two", messages=[{"role": "user", "content": "doomed"}])
+    assert err.value.status_code == 502 and err.value.body["type"] == "upstream_error"
+    assert (upstream.count, upstream2.count) == (2, 2)  # each rung once, nothing retried behind the caller's back
