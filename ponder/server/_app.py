@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -520,6 +521,15 @@ def create_app(
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
             return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
+        finished = False
+
+        def finish(status: int) -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
+                metrics.request_done(route.id, status, time.perf_counter() - start)
+                metrics.in_flight -= 1
+
         async def events() -> AsyncIterator[str]:
             status = 200
             try:
@@ -555,13 +565,14 @@ def create_app(
                                  "type": type_, "param": None, "code": code}}
                 yield "data: " + json.dumps(err) + "\n\n"
             finally:
-                metrics.request_done(route.id, status, time.perf_counter() - start)
-                metrics.in_flight -= 1
+                finish(status)
 
         headers = {"x-ponder-model": model, "cache-control": "no-cache"}
         if pre is not None:
             headers.update(_headers(pre))
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        # counted once: when the stream ends, or (client gone before it started) after the response
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers,
+                                 background=BackgroundTask(finish, 499))
 
     guard = Guard(app, api_key, max_body_bytes, chat=chat_raw)
     guard.state = app.state  # type: ignore[attr-defined]

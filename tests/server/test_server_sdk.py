@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,3 +201,20 @@ def test_metrics_count_requests_calls_cost_and_latency(server: LiveServer) -> No
     assert float(lines['ponder_cost_usd_total{model="up:m"}']) == pytest.approx(cost)
     assert lines["ponder_request_duration_seconds_count"] == "4"
     assert lines['ponder_request_duration_seconds_bucket{le="+Inf"}'] == "4"
+
+
+def test_in_flight_gauge_returns_to_zero_after_streams_and_disconnects(server: LiveServer, upstream: FakeLLMServer) -> None:
+    from _serverkit import Action
+
+    client = sdk(server)
+    for _ in range(2):
+        list(client.chat.completions.create(model="up:m", messages=[{"role": "user", "content": "s"}], stream=True))
+    upstream.queue(Action(kind="ok", delay_s=0.6))  # the client gives up before the first token
+    with pytest.raises(httpx.ReadTimeout):
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=0.2,
+                          json={"model": "up:m", "messages": [{"role": "user", "content": "gone"}], "stream": True}) as r:
+            r.read()
+    time.sleep(1.0)
+    text = httpx.get(server.url + "/metrics").text
+    assert "ponder_requests_in_flight 0\n" in text
+    assert "ponder_request_duration_seconds_count 3\n" in text  # the abandoned one is counted too
