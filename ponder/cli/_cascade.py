@@ -64,6 +64,7 @@ def optimize(
     epsilon: float | None = typer.Option(None, help="Certify: quality drop vs the last rung ≤ ε ..."),
     delta: float = typer.Option(0.1, help="... with probability ≥ 1-δ."),
     calibration_fraction: float = typer.Option(0.3, help="Share of train queries held out to certify (with --epsilon)."),
+    cap: float | None = typer.Option(None, help="Per-query cost cap (USD): stop climbing before a rung whose expected cost would pass it."),
     scorer: Path | None = typer.Option(None, help="Ship this trained scorer instead of refitting one."),
     learner: str = typer.Option("logistic", help="Scorer combiner: logistic or hgb."),
     folds: int = typer.Option(5, help="Cross-fitting folds for out-of-fold scores."),
@@ -99,6 +100,8 @@ def optimize(
     if epsilon is not None:
         assert opt.calibration_ is not None
         cascade, cert = certify(cascade, opt.calibration_, epsilon=epsilon, delta=delta)
+    if cap is not None:
+        cascade.budget_usd = cap
     if scorer is not None:
         cascade.rungs = [r.__class__(r.model, r.threshold, r.scorer, r.spec, r.expected_cost_usd,
                                      str(scorer.resolve()) if r.scorer is not None else None)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from fakeserver import Action
@@ -37,10 +36,11 @@ def test_train_scorer_cli(tmp_path, outcomes_path):
 def test_optimize_then_ask_live_with_trace(tmp_path, outcomes_path, fake_server):
     out = tmp_path / "arith.json"
     r = ponder("optimize", str(outcomes_path), "--output", str(out), "--budget", "0.004",
-               "--folds", "3", *MAP)
+               "--folds", "3", "--cap", "0.05", *MAP)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert doc["kind"] == "cascade" and doc["expected"]["cost_usd"] <= 0.004
+    assert doc["budget_usd"] == 0.05
     assert (tmp_path / doc["rungs"][0]["scorer"] / "meta.json").exists()
 
     fake_server.queue(*[Action(text="I'm sorry, I cannot compute that exactly.")] * 3)

@@ -115,3 +115,17 @@ def test_tampered_or_foreign_scorer_is_refused(tmp_path, scorer):
     (d2 / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="format version 2 is not supported"):
         AnswerScorer.load(d2)
+
+
+def test_minilm_query_features_round_trip(tmp_path, split):
+    from ponder._features import embedder_available
+
+    if not embedder_available():
+        pytest.skip("extra 'embed' not installed")
+    train, test = split
+    s = fit_scorer(train, {"text": "embed"})
+    X, y = _frame(test, "small")
+    p = s.predict_proba(X)[:, 1]
+    assert roc_auc_score(y, p) > 0.7
+    s.save(tmp_path / "e")
+    np.testing.assert_array_equal(AnswerScorer.load(tmp_path / "e").predict_proba(X)[:, 1], p)
