@@ -22,6 +22,7 @@ import _cascade_data as data  # noqa: E402
 
 from ponder._features import agreement_matrix  # noqa: E402
 from ponder.cascade import CascadeOptimizer, certify  # noqa: E402
+from ponder.evaluation import read_outcomes  # noqa: E402
 
 
 def _test_scores(opt: CascadeOptimizer, test):  # type: ignore[no-untyped-def]
@@ -97,13 +98,10 @@ def guarantee(table, split: dict, ref: str, learner: str, eps: float, delta: flo
     viol, drops, costs = 0, [], []
     t0 = time.perf_counter()
     for _ in range(trials):
-        pick = rng.integers(0, len(ids), n_cal)  # i.i.d. draws from the population
-        cal = pop.subset(list(ids[pick]))
-        # subset() dedups repeated ids; reweight via a frame with unique ids per draw instead:
+        pick = rng.integers(0, len(ids), n_cal)  # i.i.d. draws (with replacement) from the population
+        # A query drawn twice appears twice, under distinct ids.
         df = pop.df.set_index("query_id").loc[list(ids[pick])].reset_index()
         df["query_id"] = df["query_id"] + "#" + df.groupby("query_id").cumcount().astype(str)
-        from ponder.evaluation import read_outcomes
-
         cal = read_outcomes(df)
         chosen, cert = certify(base, cal, epsilon=eps, delta=delta)
         # Population risk of the chosen thresholds (scores don't depend on thresholds).
