@@ -33,7 +33,6 @@ from .._exceptions import (
     AuthError,
     BudgetExceeded,
     ContextTooLong,
-    PonderError,
     ProviderError,
     ProviderTimeout,
     RateLimited,
@@ -61,12 +60,6 @@ _OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-red
 
 
 # --- errors ------------------------------------------------------------------------------------
-class BadRequest(PonderError):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
 def error_body(status: int, message: str, type_: str, code: str | None = None,
                param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
@@ -96,8 +89,6 @@ def error_status(exc: Exception) -> tuple[int, str, str]:
         return 404, "invalid_request_error", "model_not_found"
     if isinstance(exc, BudgetExceeded):
         return 402, "budget_error", "budget_exceeded"
-    if isinstance(exc, BadRequest):
-        return 400, "invalid_request_error", "unsupported"
     return 500, "server_error", "internal_error"
 
 
@@ -130,7 +121,9 @@ def _is_json(content_type: bytes) -> bool:
 
 # --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
-    """Bearer-token auth and a request-size limit in front of the app."""
+    """Bearer-token auth and a request-size limit in front of the app; it also serves the hot
+    path (POST /v1/chat/completions) directly, with the same checks as the FastAPI route, which
+    stays for the OpenAPI schema."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
                  chat: Callable[[bytes, bytes], Awaitable[Response]] | None = None) -> None:
