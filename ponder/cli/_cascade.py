@@ -10,10 +10,14 @@ from ._common import fail, stdout
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
-    """The table's train split (its ``split`` column, or a seeded split), else every row."""
-    from ..evaluation import read_outcomes
+    """The table's train split (its ``split`` column, or a seeded split), else every row.
 
-    table = read_outcomes(outcomes)
+    ``outcomes`` is an outcome table, a public format ponder reads (RouterBench CSV, …) or a
+    bundled dataset name.
+    """
+    from ..evaluation import load_dataset
+
+    table = load_dataset(outcomes if Path(outcomes).exists() else str(outcomes))
     if "split" in table.df.columns or test_fraction:
         train, _ = table.split(test_fraction=test_fraction or 0.5, seed=seed)
         return train
@@ -31,7 +35,7 @@ def _model_map(pairs: list[str]) -> dict[str, str]:
 
 
 def train_scorer(
-    outcomes: Path = typer.Argument(..., help="Outcome table (.csv/.jsonl/.parquet) with responses."),
+    outcomes: Path = typer.Argument(..., help="Outcome table (.csv/.jsonl/.parquet) with responses, a public format (RouterBench CSV, ...) or a bundled dataset name."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the scorer to."),
     learner: str = typer.Option("logistic", help="Combiner: logistic or hgb."),
     calibration: str = typer.Option("sigmoid", help="sigmoid (Platt), isotonic or none."),
@@ -56,7 +60,7 @@ def train_scorer(
 
 
 def optimize(
-    outcomes: Path = typer.Argument(..., help="Outcome table with responses, costs and scores."),
+    outcomes: Path = typer.Argument(..., help="Outcome table with responses, costs and scores (or a public format / bundled name)."),
     output: Path = typer.Option(..., "--output", "-o", help="Strategy JSON to write."),
     budget: float | None = typer.Option(None, help="Max mean cost per query (USD)."),
     target_quality: float | None = typer.Option(None, help="Min mean quality (the dual)."),
