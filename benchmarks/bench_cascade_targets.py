@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -95,13 +96,16 @@ def guarantee(table, split: dict, ref: str, learner: str, eps: float, delta: flo
     y_last = pop.scores[:, last]
     rng = np.random.default_rng(0)
     ids = np.array(pop.query_ids, dtype=object)
+    by_id = pop.df.groupby("query_id").indices
     viol, drops, costs = 0, [], []
     t0 = time.perf_counter()
     for _ in range(trials):
         pick = rng.integers(0, len(ids), n_cal)  # i.i.d. draws (with replacement) from the population
-        # A query drawn twice appears twice, under distinct ids.
-        df = pop.df.set_index("query_id").loc[list(ids[pick])].reset_index()
-        df["query_id"] = df["query_id"] + "#" + df.groupby("query_id").cumcount().astype(str)
+        # A query drawn twice appears twice, under distinct ids (one per draw).
+        rows = np.concatenate([by_id[ids[k]] for k in pick])
+        draw = np.concatenate([np.full(len(by_id[ids[k]]), j) for j, k in enumerate(pick)])
+        df = pop.df.iloc[rows].reset_index(drop=True)
+        df["query_id"] = df["query_id"] + "#" + pd.Series(draw).astype(str)
         cal = read_outcomes(df)
         chosen, cert = certify(base, cal, epsilon=eps, delta=delta)
         # Population risk of the chosen thresholds (scores don't depend on thresholds).
