@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .._exceptions import DataError
+from .._jsonl import iter_jsonl
 from ._table import REQUIRED, OutcomeTable
 
 # ---- RouteLLM prices ---------------------------------------------------------------------------
@@ -57,22 +58,7 @@ def _read_csv(path: Path, **kw: Any) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise DataError("file not found", file=str(path))
-    rows = []
-    with _open_text(path) as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=str(path), row=i)
-            obj["__row__"] = i
-            rows.append(obj)
-    return rows
+    return [{**obj, "__row__": i} for i, obj in iter_jsonl(path)]
 
 
 def _need(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:

@@ -6,7 +6,6 @@ the optimizer, the ``replay`` provider) reads it through :class:`OutcomeTable`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._exceptions import DataError
+from .._jsonl import iter_jsonl
 
 REQUIRED = ("query_id", "query", "model", "score", "cost_usd")
 OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task")
@@ -39,22 +39,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    import gzip
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=str(path), row=i)
-            rows.append(obj)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([obj for _, obj in iter_jsonl(path)])
 
 
 def _validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
