@@ -210,11 +210,19 @@ def main() -> None:
             lcfg = tmp / "litellm.yaml"
             lcfg.write_text("model_list:\n  - model_name: up-m\n    litellm_params:\n      model: openai/m\n"
                             f"      api_base: {upstream_url}\n      api_key: unused\n")
+            master = "sk-bench-" + os.urandom(16).hex()  # the proxy refuses to start without one
             lite = subprocess.Popen([args.litellm, "--config", str(lcfg), "--port", str(lport), "--num_workers", "1"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env={**os.environ, "LITELLM_MASTER_KEY": master})
             procs.append(lite)
             wait_port(lport, timeout=120)
-            lclient = openai.OpenAI(base_url=f"http://127.0.0.1:{lport}", api_key="unused", max_retries=0)
+            lclient = openai.OpenAI(base_url=f"http://127.0.0.1:{lport}", api_key=master, max_retries=0)
+            for _ in range(100):  # the port opens before the proxy is ready to answer
+                try:
+                    lclient.chat.completions.create(model="up-m", messages=[{"role": "user", "content": "warm"}])
+                    break
+                except openai.APIError:
+                    time.sleep(0.5)
             d, lp = [], []
             for i in range(args.sequential + 20):
                 msgs = [{"role": "user", "content": f"litellm {i}"}]
