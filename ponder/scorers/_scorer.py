@@ -271,7 +271,12 @@ class AnswerScorer:
             min_samples_leaf=40, l2_regularization=1.0, random_state=self.random_state,
             early_stopping=False,
         )
-        hgb.fit(Z, y)
+        from threadpoolctl import threadpool_limits
+
+        # One OpenMP thread: the data are small, and on a busy 2-core machine spin-waiting
+        # threads made fits an order of magnitude slower.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            hgb.fit(Z, y)
         return ("hgb", _export_trees(hgb))
 
     @staticmethod
