@@ -112,46 +112,58 @@ class OpenAIProvider(BaseProvider):
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
 
+    # Streaming: one chunk-folding step shared by the sync and async loops.
+    class _Fold:
+        def __init__(self) -> None:
+            self.parts: list[str] = []
+            self.usage: Usage | None = None
+            self.finish: str | None = None
+            self.start = time.perf_counter()
+
+        def add(self, chunk: Any) -> str:
+            if getattr(chunk, "usage", None):
+                self.usage = _usage(chunk.usage)
+            text = ""
+            for ch in chunk.choices or []:
+                if ch.delta and ch.delta.content:
+                    text += ch.delta.content
+                self.finish = ch.finish_reason or self.finish
+            if text:
+                self.parts.append(text)
+            return text
+
+    def _finish(self, fold: _Fold, request: ChatRequest, model: str) -> Completion:
+        if not fold.parts and fold.usage is None and fold.finish is None:  # e.g. JSON, not SSE
+            raise BadResponse("stream ended without any event", provider=self.name, model=model)
+        reply = Reply("".join(fold.parts), fold.usage, fold.finish)
+        return self._price(request, model, reply, time.perf_counter() - fold.start)
+
     def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        start, parts, usage, finish = time.perf_counter(), [], None, None
+        fold = self._Fold()
         try:
             with self._sync_slots:
                 for chunk in self.client.chat.completions.create(
                     **self._params(request, model), stream=True, stream_options={"include_usage": True}
                 ):
-                    if getattr(chunk, "usage", None):
-                        usage = _usage(chunk.usage)
-                    for ch in chunk.choices or []:
-                        if ch.delta and ch.delta.content:
-                            parts.append(ch.delta.content)
-                            yield ch.delta.content
-                        finish = ch.finish_reason or finish
+                    if text := fold.add(chunk):
+                        yield text
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        if not parts and usage is None and finish is None:  # e.g. a JSON body instead of SSE
-            raise BadResponse("stream ended without any event", provider=self.name, model=model)
-        yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
+        yield self._finish(fold, request, model)
 
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        start, parts, usage, finish = time.perf_counter(), [], None, None
+        fold = self._Fold()
         try:
             async with self._slots():
                 stream = await self.aclient.chat.completions.create(
                     **self._params(request, model), stream=True, stream_options={"include_usage": True}
                 )
                 async for chunk in stream:
-                    if getattr(chunk, "usage", None):
-                        usage = _usage(chunk.usage)
-                    for ch in chunk.choices or []:
-                        if ch.delta and ch.delta.content:
-                            parts.append(ch.delta.content)
-                            yield ch.delta.content
-                        finish = ch.finish_reason or finish
+                    if text := fold.add(chunk):
+                        yield text
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        if not parts and usage is None and finish is None:  # e.g. a JSON body instead of SSE
-            raise BadResponse("stream ended without any event", provider=self.name, model=model)
-        yield self._price(request, model, Reply("".join(parts), usage, finish), time.perf_counter() - start)
+        yield self._finish(fold, request, model)
 
     def close(self) -> None:
         if self._client is not None:
