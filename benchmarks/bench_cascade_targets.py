@@ -130,6 +130,9 @@ def main() -> None:
     ap.add_argument("--only", default=None)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--epsilon", type=float, default=0.02)
+    ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--n-cal", type=int, default=400)
     a = ap.parse_args()
     out: dict = {}
     if a.only in (None, "routerbench"):
@@ -138,8 +141,8 @@ def main() -> None:
         run("prime", data.prime(), "gpt-4-0314",
             {"test_fraction": 0.5, "seed": 0, "split_column": None}, a.learner, out)
     if a.only in (None, "guarantee"):
-        guarantee(data.routerbench(), {}, "gpt-4-1106-preview", a.learner, 0.02, 0.1,
-                  a.trials, 400, out)
+        guarantee(data.routerbench(), {}, "gpt-4-1106-preview", a.learner, a.epsilon, a.delta,
+                  a.trials, a.n_cal, out)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
 
