@@ -88,6 +88,7 @@ class BaseRouter:
     calibration, saving) lives here once."""
 
     kind: str = "base"
+    featurizer: Any = "tfidf"  # every subclass takes it as an __init__ parameter
     _default_knob: float = 0.0
     #: True when a larger knob means cheaper decisions (utility λ); False for a threshold on
     #: P(weak good enough), where a larger threshold sends more queries to the strong model.

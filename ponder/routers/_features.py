@@ -76,7 +76,8 @@ class ConcatFeaturizer:
         return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas, arrays = [], {}
+        metas: list[dict[str, Any]] = []
+        arrays: dict[str, np.ndarray] = {}
         for i, p in enumerate(self.parts_):
             m, a = p.to_state()
             metas.append(m)
@@ -135,7 +136,7 @@ def featurizer_state(featurizer: Any) -> tuple[dict[str, Any], dict[str, np.ndar
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
     from .._features import SentenceEmbedder, TextFeaturizer
 
-    kinds = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder,
+    kinds: dict[str, Any] = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder,
              "TailEmbedder": TailEmbedder, "ConcatFeaturizer": ConcatFeaturizer}
     cls = kinds.get(str(meta.get("type")))
     if cls is None:
@@ -170,7 +171,9 @@ class FastTransform:
             self._vec = re.compile(_TOKEN)
         lo, hi = f.ngram_range
         vocab = f.vocabulary_
-        indptr, indices, data = [0], [], []
+        indptr: list[int] = [0]
+        indices: list[int] = []
+        data: list[float] = []
         for text in texts:
             text = str(text)
             toks = self._vec.findall(text.lower() if f.lowercase else text)

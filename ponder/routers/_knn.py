@@ -109,7 +109,7 @@ class KNNRouter(BaseRouter):
         out = {"train_scores": self.train_scores_, "train_present": self.train_present_,
                "prior": self.prior_, "components": self.components_}
         if sp.issparse(self.train_X_):
-            m = self.train_X_.tocsr()
+            m = sp.csr_matrix(self.train_X_)
             out |= {"X_data": m.data, "X_indices": m.indices, "X_indptr": m.indptr,
                     "X_shape": np.array(m.shape)}
         else:
