@@ -4,6 +4,7 @@ The public API is listed here; everything else lives in private modules. ``impor
 imports torch, triton or transformers (the self-hosted engine is ``ponder.local``).
 """
 
+from ._batch import BatchSummary, arun_batch, run_batch
 from ._cache import CacheBackend, CachedProvider, CacheStats, DiskCacheBackend, cache_key
 from ._client import Client
 from ._config import CacheSettings, Config, ProviderSettings, config_problems, load_config
@@ -36,6 +37,7 @@ __all__ = [
     "Attempt",
     "AuthError",
     "BadResponse",
+    "BatchSummary",
     "BudgetExceeded",
     "CacheBackend",
     "CacheSettings",
@@ -66,9 +68,11 @@ __all__ = [
     "UnknownModel",
     "UnknownProvider",
     "Usage",
+    "arun_batch",
     "cache_key",
     "config_problems",
     "load_config",
     "load_strategy",
+    "run_batch",
     "__version__",
 ]

@@ -35,6 +35,7 @@ def _tokens(text: str) -> int:
 class _Handler(BaseHTTPRequestHandler):
     server: FakeLLMServer._HTTP  # type: ignore[name-defined]
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes; don't wait 40 ms for an ACK
 
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
@@ -141,6 +142,7 @@ class FakeLLMServer:
     class _HTTP(ThreadingHTTPServer):
         daemon_threads = True
         allow_reuse_address = True
+        request_queue_size = 512  # bursts of concurrent clients must not be dropped by the backlog
         owner: FakeLLMServer
 
     def __init__(self) -> None:
