@@ -2,7 +2,7 @@
 GSM8K and MMLU outcomes (5-fold CV grouped by query), and decision latency per query.
 
     python benchmarks/bench_routers.py                  # everything, writes benchmarks/results/routers.md
-    python benchmarks/bench_routers.py --only latency   # one part: routerbench | routellm | latency
+    python benchmarks/bench_routers.py --only latency   # one part: routerbench | routellm | latency | routecascade
     python benchmarks/bench_routers.py --minilm         # also the MiniLM-embedding routers
 
 Data: ../shared/data/routerbench-subset (RouterDC's train/test split in ``routerdc_split``; the
@@ -132,6 +132,30 @@ def bench_routerbench(minilm: bool) -> dict[str, Any]:
     return res
 
 
+def bench_route_cascade() -> dict[str, Any]:
+    """Route-then-cascade vs the plain cascade on RouterBench (the ``route-cascade`` strategy)."""
+    from ponder.evaluation import load_dataset
+    from ponder.routers._route_cascade import RouteCascadeStrategy
+
+    table = load_dataset(str(ROUTERBENCH))
+    train, test = table.split(split_column="split")
+    g = test.models.index(STRONG)
+    acc4, cost4 = float(np.nanmean(test.scores[:, g])), float(np.nanmean(test.costs[:, g]))
+    t0 = time.perf_counter()
+    points = RouteCascadeStrategy(n_budgets=12, n_knobs=6).fit(train).sweep(test)
+    out: dict[str, Any] = {"fit_and_sweep_s": round(time.perf_counter() - t0, 1)}
+    for label, routed in (("plain cascade", False), ("route-then-cascade", True)):
+        rows = [(float(np.mean(p.cost)) / cost4, float(np.mean(p.quality)))
+                for p in points if (p.setting["knob"] is not None) == routed]
+        ok = [r for r in rows if r[0] <= 0.15]
+        reach = [r[0] for r in rows if r[1] >= 0.95 * acc4 - 1e-12]
+        best = max(ok, key=lambda r: r[1]) if ok else (None, None)
+        out[label] = {"best_acc_at_15pct": best[1], "cost_at_best_15pct": best[0],
+                      "cheapest_rel_cost_reaching_95pct": min(reach) if reach else None}
+        print("route-cascade", label, out[label], flush=True)
+    return out
+
+
 # ---- RouteLLM GSM8K / MMLU: 5-fold CV grouped by query ----------------------------------------
 def bench_routellm(minilm: bool, folds: int = 5) -> dict[str, Any]:
     from ponder.evaluation import load_dataset
@@ -232,11 +256,12 @@ def _env() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["routerbench", "routellm", "latency"], action="append")
+    ap.add_argument("--only", choices=["routerbench", "routellm", "latency", "routecascade"],
+                    action="append")
     ap.add_argument("--minilm", action="store_true")
     ap.add_argument("--json", type=Path, default=OUT / "routers.json")
     args = ap.parse_args()
-    parts = args.only or ["routerbench", "routellm", "latency"]
+    parts = args.only or ["routerbench", "routellm", "latency", "routecascade"]
     results: dict[str, Any] = {}
     if args.json.exists():
         results = json.loads(args.json.read_text())
@@ -247,6 +272,8 @@ def main() -> None:
         results["routellm"] = bench_routellm(args.minilm)
     if "latency" in parts:
         results["latency"] = bench_latency(args.minilm)
+    if "routecascade" in parts:
+        results["route_cascade"] = bench_route_cascade()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
     print(f"wrote {args.json}")
