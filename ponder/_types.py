@@ -45,11 +45,11 @@ class ChatRequest(BaseModel):
                 try:
                     msgs = json.loads(stripped)
                     if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
-                        return cls(messages=msgs, **params)
+                        return cls.model_validate({"messages": msgs, **params})
                 except json.JSONDecodeError:
                     pass
             return cls(messages=(Message(role="user", content=prompt),), **params)
-        return cls(messages=prompt, **params)
+        return cls.model_validate({"messages": prompt, **params})
 
     def sampling(self) -> dict[str, Any]:
         """Sampling parameters that were set, for provider calls."""
