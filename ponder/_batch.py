@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
+from ._jsonl import iter_jsonl
 from ._types import Answer, ChatRequest
 
 _PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
@@ -89,27 +90,13 @@ def read_rows(path: str | Path) -> list[BatchRow]:
     path = Path(path)
     rows: list[BatchRow] = []
     seen: dict[str, int] = {}
-    try:
-        handle = path.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    with handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON: {exc.msg}", file=str(path), row=line) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=str(path), row=line)
-            rid = next((obj[k] for k in ("id", "custom_id", "query_id") if obj.get(k) is not None), line)
-            rid = str(rid)
-            if rid in seen:
-                raise DataError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=str(path),
-                                row=line, column="id")
-            seen[rid] = line
-            rows.append(BatchRow(rid, _row_request(obj, path, line), line))
+    for line, obj in iter_jsonl(path):
+        rid = str(next((obj[k] for k in ("id", "custom_id", "query_id") if obj.get(k) is not None), line))
+        if rid in seen:
+            raise DataError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=str(path),
+                            row=line, column="id")
+        seen[rid] = line
+        rows.append(BatchRow(rid, _row_request(obj, path, line), line))
     return rows
 
 
