@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 def make_config(upstreams: dict[str, str], *, cache: dict[str, Any] | None = None,
-                retries: int = 0, timeout_s: float = 5.0, api_key_env: str | None = None,
+                retries: int = 0, timeout_s: float = 30.0, api_key_env: str | None = None,
                 **extra: Any) -> Config:
     """A config with one OpenAI-type provider per fake upstream (name -> base URL)."""
     providers = {name: {"type": "openai", "base_url": url, "max_retries": retries,
