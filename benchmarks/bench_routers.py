@@ -31,7 +31,7 @@ OUT = ROOT / "benchmarks" / "results"
 STRONG = "gpt-4-1106-preview"
 
 
-def _routers(minilm: bool, cost_model: str = "length") -> dict[str, Any]:
+def _routers(minilm: bool, cost_model: str = "length", minilm_fast: bool = False) -> dict[str, Any]:
     """Router factories. ``cost_model="mean"`` for the RouteLLM pair: the λ rule then ranks
     queries by predicted quality gain alone, like a threshold on a win probability."""
     from ponder.routers import KNNRouter, MFRouter, PairwiseRouter, UtilityRouter
@@ -55,10 +55,18 @@ def _routers(minilm: bool, cost_model: str = "length") -> dict[str, Any]:
             "kNN k=100 (MiniLM)": lambda: KNNRouter(featurizer=_cached("minilm"), **cm),
             "MF d=16 (MiniLM)": lambda: MFRouter(featurizer=_cached("minilm"), **cm),
         }
+    if minilm_fast:
+        out = {k: v for k, v in out.items() if k.startswith("utility LR C=0.1")}
+        out |= {
+            "utility LR C=0.1 + Platt (MiniLM fast: 600 chars, 128 tokens, int8)":
+                lambda: UtilityRouter(featurizer=_cached("minilm-fast"), **cm),
+            "kNN k=100 (MiniLM fast)": lambda: KNNRouter(featurizer=_cached("minilm-fast"), **cm),
+            "MF d=16 (MiniLM fast)": lambda: MFRouter(featurizer=_cached("minilm-fast"), **cm),
+        }
     return out
 
 
-_EMB_CACHE: dict[str, np.ndarray] = {}
+_EMB_CACHE: dict[tuple[bool, int, str], np.ndarray] = {}
 
 
 def _cached(spec: str) -> Any:
@@ -69,20 +77,21 @@ def _cached(spec: str) -> Any:
 
     class MemoTail(TailEmbedder):
         def transform(self, texts: list[str]) -> np.ndarray:
-            todo = [t for t in dict.fromkeys(texts) if t not in _EMB_CACHE]
+            key = (bool(self.fast), int(self.max_chars))
+            todo = [t for t in dict.fromkeys(texts) if (*key, t) not in _EMB_CACHE]
             if todo:
                 for t, e in zip(todo, super().transform(todo), strict=True):
-                    _EMB_CACHE[t] = e
-            return np.stack([_EMB_CACHE[t] for t in texts])
+                    _EMB_CACHE[(*key, t)] = e
+            return np.stack([_EMB_CACHE[(*key, t)] for t in texts])
 
         def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             return TailEmbedder.to_state(self)
 
     f = make_featurizer(spec)
     if isinstance(f, TailEmbedder):
-        return MemoTail(f.max_chars)
+        return MemoTail(f.max_chars, f.fast)
     assert isinstance(f, ConcatFeaturizer)
-    return ConcatFeaturizer([p if not isinstance(p, TailEmbedder) else MemoTail(p.max_chars)
+    return ConcatFeaturizer([p if not isinstance(p, TailEmbedder) else MemoTail(p.max_chars, p.fast)
                              for p in (f.parts or [])])
 
 
@@ -98,7 +107,7 @@ def _points(router: Any, test: Any, n: int = 400) -> tuple[np.ndarray, np.ndarra
 
 
 # ---- RouterBench ---------------------------------------------------------------------------
-def bench_routerbench(minilm: bool) -> dict[str, Any]:
+def bench_routerbench(minilm: bool, minilm_fast: bool = False) -> dict[str, Any]:
     from ponder.evaluation import load_dataset
     from ponder.evaluation._metrics import auc
 
@@ -110,7 +119,7 @@ def bench_routerbench(minilm: bool) -> dict[str, Any]:
     target = 0.95 * acc4
     res: dict[str, Any] = {"n_train": len(train.query_ids), "n_test": len(test.query_ids),
                            "gpt4_acc": acc4, "gpt4_cost": cost4, "target_acc": target, "rows": []}
-    for name, make in _routers(minilm).items():
+    for name, make in _routers(minilm, minilm_fast=minilm_fast).items():
         t0 = time.perf_counter()
         r = make().fit(train)
         fit_s = time.perf_counter() - t0
@@ -224,7 +233,9 @@ def bench_latency(minilm: bool, n: int = 300) -> dict[str, Any]:
     if minilm:
         latency_routers |= {"utility (MiniLM)": lambda: UtilityRouter(featurizer="minilm"),
                             "kNN (MiniLM)": lambda: KNNRouter(featurizer="minilm"),
-                            "utility (TF-IDF + MiniLM)": lambda: UtilityRouter(featurizer="tfidf+minilm")}
+                            "utility (TF-IDF + MiniLM)": lambda: UtilityRouter(featurizer="tfidf+minilm"),
+                            "utility (MiniLM fast)": lambda: UtilityRouter(featurizer="minilm-fast"),
+                            "kNN (MiniLM fast)": lambda: KNNRouter(featurizer="minilm-fast")}
     small = train.subset(train.query_ids[:400]) if minilm else train  # MiniLM: fewer to embed
     for name, make in latency_routers.items():
         r = make().fit(small if "MiniLM" in name else train)
@@ -256,7 +267,8 @@ def _env() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["routerbench", "routellm", "latency", "routecascade"],
+    ap.add_argument("--only", choices=["routerbench", "routerbench-fast", "routellm", "latency",
+                                       "routecascade"],
                     action="append")
     ap.add_argument("--minilm", action="store_true")
     ap.add_argument("--json", type=Path, default=OUT / "routers.json")
@@ -268,6 +280,8 @@ def main() -> None:
     results["env"] = _env()
     if "routerbench" in parts:
         results["routerbench"] = bench_routerbench(args.minilm)
+    if "routerbench-fast" in parts:  # the int8 / 128-token MiniLM routers next to TF-IDF
+        results["routerbench_fast"] = bench_routerbench(False, minilm_fast=True)
     if "routellm" in parts:
         results["routellm"] = bench_routellm(args.minilm)
     if "latency" in parts:

