@@ -9,6 +9,7 @@ from ._cache import CacheBackend, CachedProvider, CacheStats, DiskCacheBackend, 
 from ._client import Client
 from ._config import CacheSettings, Config, ProviderSettings, config_problems, load_config
 from ._exceptions import (
+    AllModelsFailed,
     AuthError,
     BadResponse,
     BudgetExceeded,
@@ -33,6 +34,7 @@ from .providers import Provider
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllModelsFailed",
     "Answer",
     "Attempt",
     "AuthError",

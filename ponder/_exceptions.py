@@ -13,13 +13,16 @@
         ├── ProviderTimeout               the request timed out
         ├── ProviderUnavailable           connection refused / 5xx after retries
         ├── ContextTooLong                the prompt does not fit the model
-        └── BadResponse                   the provider answered with something unusable
+        ├── BadResponse                   the provider answered with something unusable
+        └── AllModelsFailed(errors)       every rung of a cascade or fallback chain failed
 
 SDK exceptions are translated into this tree at the provider boundary, so callers never see an
 ``openai`` or ``anthropic`` exception. Messages never contain credentials.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = [
     "PonderError",
@@ -37,6 +40,7 @@ __all__ = [
     "ProviderUnavailable",
     "ContextTooLong",
     "BadResponse",
+    "AllModelsFailed",
 ]
 
 
@@ -128,3 +132,27 @@ class ContextTooLong(ProviderError):
 
 class BadResponse(ProviderError):
     pass
+
+
+class AllModelsFailed(ProviderUnavailable):
+    """Every rung of a chain failed; ``errors`` holds (model, error) for each rung, in order."""
+
+    def __init__(self, errors: Sequence[tuple[str, Exception]]) -> None:
+        self.errors = list(errors)
+        detail = "; ".join(f"{m}: {_reason(e)}" for m, e in self.errors)
+        super().__init__(f"all {len(self.errors)} models failed ({detail})")
+
+    @property
+    def uniform(self) -> type[Exception] | None:
+        """The error class shared by every rung when it is a rate limit or a timeout, else None
+        (so a server can pick one HTTP status)."""
+        kinds = {type(e) for _, e in self.errors}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            if issubclass(kind, (RateLimited, ProviderTimeout)):
+                return kind
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "reason", None) or exc or type(exc).__name__)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import ConfigError, ProviderError
+from .._exceptions import AllModelsFailed, ConfigError, ProviderError
 from .._types import Answer, Attempt, ChatRequest, Completion
 
 if TYPE_CHECKING:
@@ -161,11 +161,9 @@ class Cascade:
         completions.append(result)
 
     def _finish(self, step: Step, trace: list[Attempt], completions: list[Completion | None],
-                errors: list[Exception]) -> Answer:
-        if step.answer is None:
-            if errors:
-                raise errors[-1]
-            raise ProviderError("every rung of the cascade failed")
+                errors: list[tuple[str, Exception]]) -> Answer:
+        if step.answer is None:  # every rung called failed: one error that names each of them
+            raise AllModelsFailed(errors)
         trace = [a.model_copy(update={"accepted": j == step.answer}) for j, a in enumerate(trace)]
         comp = completions[step.answer]
         assert comp is not None
@@ -178,14 +176,14 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[Exception] = []
+        errors: list[tuple[str, Exception]] = []
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
             try:
                 result: Completion | Exception = client.complete(req, model=self.rungs[step.call].live)
             except ProviderError as exc:
                 result = exc
-                errors.append(exc)
+                errors.append((self.rungs[step.call].live, exc))
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
         return self._finish(step, trace, completions, errors)
 
@@ -195,7 +193,7 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[Exception] = []
+        errors: list[tuple[str, Exception]] = []
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
             try:
@@ -203,7 +201,7 @@ class Cascade:
                     req, model=self.rungs[step.call].live)
             except ProviderError as exc:
                 result = exc
-                errors.append(exc)
+                errors.append((self.rungs[step.call].live, exc))
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
         return self._finish(step, trace, completions, errors)
 

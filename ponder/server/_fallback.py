@@ -15,35 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import (
+    AllModelsFailed,
     ConfigError,
     ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
-    RateLimited,
     UnknownModel,
 )
 from .._types import Answer, Attempt, ChatRequest, Completion
 
 FALLTHROUGH = (ProviderError, UnknownModel)
-
-
-class AllModelsFailed(ProviderUnavailable):
-    """Every rung of a chain failed; ``errors`` holds each rung's error, in order."""
-
-    def __init__(self, errors: Sequence[tuple[str, Exception]]) -> None:
-        self.errors = list(errors)
-        detail = "; ".join(f"{m}: {_reason(e)}" for m, e in self.errors)
-        super().__init__(f"all {len(self.errors)} models failed ({detail})")
-
-    @property
-    def uniform(self) -> type[Exception] | None:
-        """The error class shared by every rung (to pick one HTTP status), else None."""
-        kinds = {type(e) for _, e in self.errors}
-        if len(kinds) == 1:
-            kind = kinds.pop()
-            if issubclass(kind, (RateLimited, ProviderTimeout)):
-                return kind
-        return None
 
 
 def _reason(exc: Exception) -> str:

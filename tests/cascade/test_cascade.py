@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from fakeserver import Action
 
+import ponder
 from ponder._exceptions import ConfigError, ModelFileError, ProviderError
 from ponder.cascade import Cascade, Rung, decide, load_strategy_file
 from ponder.cascade._cascade import _Tried
@@ -148,5 +149,8 @@ def test_provider_error_falls_through(fake_server, scorer, monkeypatch):
     assert ans.trace[0].error and "sk-test-cascade" not in ans.trace[0].error
     assert ans.completion.text == "The answer is 12." and ans.trace[1].accepted
     fake_server.queue(*[Action(kind="status", status=401) for _ in range(2)])
-    with _client(fake_server.url) as client, pytest.raises(ProviderError):
+    with _client(fake_server.url) as client, pytest.raises(ponder.AllModelsFailed) as err:
         _two_rungs(scorer, 0.0).run("What is 5 + 7?", client)
+    # one clear error that names every rung, and no key
+    assert len(err.value.errors) == 2 and all(isinstance(e, ProviderError) for _, e in err.value.errors)
+    assert "all 2 models failed" in str(err.value) and "sk-test-cascade" not in str(err.value)

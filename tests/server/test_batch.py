@@ -53,7 +53,9 @@ def test_failed_rows_are_recorded_and_retried_on_the_next_run(tmp_path: Path, up
     bad = [r for r in recs if r["error"]]
     assert len(bad) == 3 and all("HTTP 500" in r["error"] and r["error_type"] == "ProviderUnavailable" for r in bad)
     good = {r["id"]: r for r in recs if not r["error"]}
-    assert good["r4"]["text"] == "echo: question 4" and good["r4"]["model"] == "up:m" and good["r4"]["cost_usd"] > 0
+    # which rows met the 3 failures depends on arrival order at the server; check every good one
+    assert all(r["text"] == f"echo: question {rid[1:]}" and r["model"] == "up:m" and r["cost_usd"] > 0
+               for rid, r in good.items())
     assert s.cost_usd == pytest.approx(sum(r["cost_usd"] for r in good.values()))
     assert upstream.count == 30
 
