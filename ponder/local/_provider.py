@@ -11,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, ContextTooLong, UnknownModel
 from .._types import ChatRequest, Completion, Usage
+from ..providers._base import WholeTextStream
 
 DEFAULT_MAX_TOKENS = 256
 _DEFAULT_NAMES = ("default", "smollm2", "smollm2-135m", "smollm2-135m-instruct")
 
 
-class LocalProvider:
+class LocalProvider(WholeTextStream):
     """Runs models in-process; one engine (weights + KV cache) per model, loaded on first use."""
 
     def __init__(
@@ -125,17 +125,6 @@ class LocalProvider:
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
         """Generation is CPU/GPU-bound: run it in a worker thread so the event loop stays free."""
         return await asyncio.to_thread(self.complete, request, model)
-
-    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        """The whole text as one delta, then the Completion (the provider streaming shape)."""
-        comp = self.complete(request, model)
-        yield comp.text
-        yield comp
-
-    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        comp = await self.acomplete(request, model)
-        yield comp.text
-        yield comp
 
     def close(self) -> None:
         self._engines.clear()

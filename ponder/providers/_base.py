@@ -82,7 +82,29 @@ def scrub(message: str, secret: str | None) -> str:
     return _KEYISH.sub("[redacted]", message)
 
 
-class BaseProvider:
+class WholeTextStream:
+    """Streaming for providers that answer in one piece: the whole text as one delta, then the
+    Completion (the shape every provider's ``stream``/``astream`` yields). Providers with a real
+    wire stream override both."""
+
+    def complete(self, request: ChatRequest, model: str) -> Completion:
+        raise NotImplementedError
+
+    async def acomplete(self, request: ChatRequest, model: str) -> Completion:
+        raise NotImplementedError
+
+    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        comp = self.complete(request, model)
+        yield comp.text
+        yield comp
+
+    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        comp = await self.acomplete(request, model)
+        yield comp.text
+        yield comp
+
+
+class BaseProvider(WholeTextStream):
     """Retries, timeouts, a per-provider concurrency limit and pricing around ``_send``/``_asend``."""
 
     name = "base"
@@ -154,18 +176,6 @@ class BaseProvider:
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
-
-    # Streaming: text deltas, then the priced Completion as the last item. Not retried once
-    # a delta has been yielded (the caller has already seen text).
-    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        comp = self.complete(request, model)
-        yield comp.text
-        yield comp
-
-    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        comp = await self.acomplete(request, model)
-        yield comp.text
-        yield comp
 
     def close(self) -> None:
         pass

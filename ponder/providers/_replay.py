@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import BadResponse, UnknownModel
 from .._types import ChatRequest, Completion, Usage
+from ._base import WholeTextStream
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -34,7 +35,7 @@ def query_key(query: str | ChatRequest) -> str:
                       sort_keys=True, ensure_ascii=False)
 
 
-class ReplayProvider:
+class ReplayProvider(WholeTextStream):
     """``replay:<model>`` answers with the recorded response, cost and tokens of that model."""
 
     def __init__(self, table: OutcomeTable | str | Path, *, name: str = "replay") -> None:
@@ -73,16 +74,6 @@ class ReplayProvider:
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
         await asyncio.sleep(0)
         return self.complete(request, model)
-
-    def stream(self, request: ChatRequest, model: str):  # type: ignore[no-untyped-def]
-        comp = self.complete(request, model)
-        yield comp.text
-        yield comp
-
-    async def astream(self, request: ChatRequest, model: str):  # type: ignore[no-untyped-def]
-        comp = await self.acomplete(request, model)
-        yield comp.text
-        yield comp
 
     def close(self) -> None:
         pass
