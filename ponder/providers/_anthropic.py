@@ -10,7 +10,7 @@ from typing import Any
 from .._exceptions import AuthError, BadResponse
 from .._pricing import PriceTable
 from .._types import ChatRequest, Completion, Usage
-from ._base import BaseProvider, Reply, RetryPolicy
+from ._base import Reply, RetryPolicy, SDKProvider
 from ._errors import translate_sdk_error
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
@@ -26,7 +26,7 @@ def _usage(u: Any) -> Usage | None:
                  output_tokens=int(u.output_tokens or 0), cached_input_tokens=read)
 
 
-class AnthropicProvider(BaseProvider):
+class AnthropicProvider(SDKProvider):
     name = "anthropic"
 
     def __init__(
@@ -42,8 +42,6 @@ class AnthropicProvider(BaseProvider):
             raise AuthError(f"no API key: set {api_key_env} or providers.{name}.api_key", provider=name)
         self._key = key
         self.timeout_s = timeout_s
-        self._client: Any = None
-        self._aclient: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -55,21 +53,10 @@ class AnthropicProvider(BaseProvider):
             kw["base_url"] = self.base_url
         return kw
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
+    def _sdk_client(self, asynchronous: bool) -> Any:
+        import anthropic
 
-            self._client = anthropic.Anthropic(**self._kwargs())
-        return self._client
-
-    @property
-    def aclient(self) -> Any:
-        if self._aclient is None:
-            import anthropic
-
-            self._aclient = anthropic.AsyncAnthropic(**self._kwargs())
-        return self._aclient
+        return (anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic)(**self._kwargs())
 
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         system = "\n\n".join(m.content for m in request.messages if m.role in ("system", "developer"))
@@ -141,14 +128,3 @@ class AnthropicProvider(BaseProvider):
             raise self._err(exc, model) from None
         reply = Reply("".join(parts), _usage(final.usage), final.stop_reason)
         yield self._price(request, model, reply, time.perf_counter() - start)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._aclient is not None:
-            await self._aclient.close()
-            self._aclient = None

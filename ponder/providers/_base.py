@@ -11,15 +11,13 @@ import random
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._exceptions import ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
 from .._pricing import PriceTable, price_completion
 from .._types import ChatRequest, Completion, Usage
-
-T = TypeVar("T")
 
 RETRYABLE = (RateLimited, ProviderTimeout, ProviderUnavailable)
 
@@ -184,10 +182,35 @@ class BaseProvider(WholeTextStream):
         self.close()
 
 
-def call_translated(fn: Callable[[], T], translate: Callable[[Exception], Exception]) -> T:
-    try:
-        return fn()
-    except ProviderError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translated at the boundary
-        raise translate(exc) from None
+class SDKProvider(BaseProvider):
+    """A provider over an official SDK: its sync and async clients are built on first use (never
+    at import) and closed together."""
+
+    _client: Any = None
+    _aclient: Any = None
+
+    def _sdk_client(self, asynchronous: bool) -> Any:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._sdk_client(asynchronous=False)
+        return self._client
+
+    @property
+    def aclient(self) -> Any:
+        if self._aclient is None:
+            self._aclient = self._sdk_client(asynchronous=True)
+        return self._aclient
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._aclient is not None:
+            await self._aclient.close()
+            self._aclient = None

@@ -10,7 +10,7 @@ from typing import Any
 from .._exceptions import AuthError, BadResponse
 from .._pricing import PriceTable
 from .._types import ChatRequest, Completion, Usage
-from ._base import BaseProvider, Reply, RetryPolicy
+from ._base import Reply, RetryPolicy, SDKProvider
 from ._errors import translate_sdk_error
 
 
@@ -23,7 +23,7 @@ def _usage(u: Any) -> Usage | None:
                  cached_input_tokens=int(cached))
 
 
-class OpenAIProvider(BaseProvider):
+class OpenAIProvider(SDKProvider):
     name = "openai"
 
     def __init__(
@@ -42,8 +42,6 @@ class OpenAIProvider(BaseProvider):
             key = "not-needed"  # self-hosted OpenAI-compatible servers usually ignore it
         self._key = key
         self.timeout_s = timeout_s
-        self._client: Any = None
-        self._aclient: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -53,21 +51,10 @@ class OpenAIProvider(BaseProvider):
         return {"api_key": self._key, "base_url": self.base_url, "timeout": self.timeout_s,
                 "max_retries": 0}
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import openai
+    def _sdk_client(self, asynchronous: bool) -> Any:
+        import openai
 
-            self._client = openai.OpenAI(**self._kwargs())
-        return self._client
-
-    @property
-    def aclient(self) -> Any:
-        if self._aclient is None:
-            import openai
-
-            self._aclient = openai.AsyncOpenAI(**self._kwargs())
-        return self._aclient
+        return (openai.AsyncOpenAI if asynchronous else openai.OpenAI)(**self._kwargs())
 
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -164,14 +151,3 @@ class OpenAIProvider(BaseProvider):
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
         yield self._finish(fold, request, model)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._aclient is not None:
-            await self._aclient.close()
-            self._aclient = None
