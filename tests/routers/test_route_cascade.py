@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 import ponder
+import ponder.cascade as cascade_mod  # noqa: E402  (core: an import failure must fail, not skip)
 from ponder._exceptions import UnknownModel
 from ponder.evaluation import evaluate
 from ponder.routers import RouteThenCascade, UtilityRouter, save_router
 from ponder.routers._route_cascade import RouteCascadeStrategy
 from ponder.routers._train import write_route_cascade
-
-cascade_mod = pytest.importorskip("ponder.cascade")
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from _serverkit import FakeLLMServer, LiveServer, make_config
 
+import ponder.cascade as cascade  # noqa: E402  (core parts: an import failure must fail, not skip)
+import ponder.routers as routers  # noqa: E402
 from ponder import ChatRequest, Client
 from ponder.server import create_app
-
-routers = pytest.importorskip("ponder.routers")
-cascade = pytest.importorskip("ponder.cascade")
 
 
 def tiny_table() -> object:
