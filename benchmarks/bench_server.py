@@ -5,10 +5,13 @@ Three processes on one machine: a local OpenAI-compatible upstream (tests/fakese
 ponder server (``ponder serve --model up:m``, uvicorn), and this client (the official openai SDK).
 
     python benchmarks/bench_server.py [--sequential 400] [--concurrent 500] [--litellm PATH_TO_LITELLM_BIN]
+    python benchmarks/bench_server.py --baseline DIR  # also a second ponder from another tree, interleaved
     python benchmarks/bench_server.py --breakdown     # where the overhead goes (CPU per call)
+    python benchmarks/bench_server.py --big-body 115000  # one huge request: event-loop stalls
 
-Overhead: the same prompts are sent alternately straight to the upstream and through ponder, one
-at a time over keep-alive connections; overhead p50 = p50(through ponder) - p50(direct).
+Overhead: the same prompts are sent in turn straight to the upstream and through ponder (and
+through the baseline's ponder), one at a time over keep-alive connections, in an order that
+rotates every request; overhead p50 = p50(through ponder) - p50(direct).
 """
 
 from __future__ import annotations
@@ -64,23 +67,32 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def sequential(direct: openai.OpenAI, ponder: openai.OpenAI, n: int) -> dict[str, float]:
-    """Alternate direct / through-ponder calls so both see the same machine state."""
-    d, p = [], []
+def sequential(clients: dict[str, tuple[openai.OpenAI, str]], n: int) -> dict[str, float]:
+    """Send each prompt to every target (``direct`` first in the dict), rotating the order every
+    request so that all of them see the same machine state."""
+    names = list(clients)
+    lat: dict[str, list[float]] = {k: [] for k in names}
     for i in range(n + 20):
         msgs = [{"role": "user", "content": f"sequential {i}"}]
-        t0 = time.perf_counter()
-        direct.chat.completions.create(model="m", messages=msgs)
-        t1 = time.perf_counter()
-        r = ponder.chat.completions.create(model="up:m", messages=msgs)
-        t2 = time.perf_counter()
-        assert r.choices[0].message.content == f"echo: sequential {i}"
-        if i >= 20:  # warm-up
-            d.append((t1 - t0) * 1e3)
-            p.append((t2 - t1) * 1e3)
-    return {"direct_p50_ms": statistics.median(d), "ponder_p50_ms": statistics.median(p),
-            "overhead_p50_ms": statistics.median(p) - statistics.median(d),
-            "direct_p99_ms": pct(d, 0.99), "ponder_p99_ms": pct(p, 0.99), "n": n}
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            client, model = clients[name]
+            t0 = time.perf_counter()
+            r = client.chat.completions.create(model=model, messages=msgs)
+            dt = (time.perf_counter() - t0) * 1e3
+            assert r.choices[0].message.content == f"echo: sequential {i}"
+            if i >= 20:  # warm-up
+                lat[name].append(dt)
+    out: dict[str, float] = {"n": n}
+    direct = statistics.median(lat["direct"])
+    for name, xs in lat.items():
+        out[f"{name}_p50_ms"] = statistics.median(xs)
+        out[f"{name}_p95_ms"] = pct(xs, 0.95)
+        out[f"{name}_p99_ms"] = pct(xs, 0.99)
+        if name != "direct":
+            out[f"{name}_overhead_p50_ms"] = statistics.median(xs) - direct
+            out[f"{name}_overhead_p95_ms"] = pct(xs, 0.95) - pct(lat["direct"], 0.95)
+    return out
 
 
 async def concurrent(base_url: str, model: str, n: int, tag: str) -> dict[str, float]:
@@ -157,6 +169,51 @@ def breakdown() -> dict[str, float]:
         up.kill()
 
 
+def big_body(n: int) -> dict[str, float]:
+    """One ``acomplete`` with ``n`` messages beside a 5 ms heartbeat task: the wall time, and the
+    longest the event loop went without running the heartbeat (a stall)."""
+    from ponder import ChatRequest, ProviderSettings
+    from ponder._pricing import PriceTable
+    from ponder.providers import build_provider
+
+    up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    port = int(up.stdout.readline())  # type: ignore[union-attr]
+    settings = ProviderSettings(type="openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0,
+                                timeout_s=600)
+    msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i}"} for i in range(n)]
+    request = ChatRequest.of([*msgs, {"role": "user", "content": "last"}])
+
+    async def main() -> dict[str, float]:
+        p = build_provider("up", settings, PriceTable.default())
+        await p.acomplete(ChatRequest.of("warm"), "m")
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def heartbeat() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        c = await p.acomplete(request, "m")
+        wall = time.perf_counter() - t0
+        done.set()
+        await beat
+        assert c.text == "echo: last"
+        return {"messages": n + 1, "wall_s": wall, "longest_stall_ms": max(gaps) * 1e3}
+
+    try:
+        return asyncio.run(main())
+    finally:
+        up.kill()
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -174,9 +231,16 @@ def main() -> None:
     ap.add_argument("--litellm", default=None, help="path to a 'litellm' executable (its proxy) to compare")
     ap.add_argument("--json", default=None, help="write the numbers here too")
     ap.add_argument("--breakdown", action="store_true", help="only measure where the overhead goes")
+    ap.add_argument("--big-body", type=int, default=0, metavar="N",
+                    help="only time one request of N messages and the event-loop stalls it causes")
+    ap.add_argument("--baseline", default=None,
+                    help="a ponder source tree (e.g. `git archive BASE | tar -x -C DIR`) served side by side")
     args = ap.parse_args()
     if args.breakdown:
         print(json.dumps(breakdown(), indent=2))
+        return
+    if args.big_body:
+        print(json.dumps(big_body(args.big_body), indent=2))
         return
 
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
@@ -196,15 +260,29 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", code, str(cfg), str(port)], env=env,
                               stderr=subprocess.DEVNULL)
     procs = [server]
+    if args.baseline:
+        base_port = free_port()
+        base_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(args.baseline).resolve()),
+                                                                os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(cfg), str(base_port)], env=base_env,
+                                      stderr=subprocess.DEVNULL, cwd=tmp))
     results: dict[str, object] = {}
     try:
         wait_port(port)
         direct = openai.OpenAI(base_url=upstream_url, api_key="unused", max_retries=0)
         ponder = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        results["sequential"] = sequential(direct, ponder, args.sequential)
+        targets = {"direct": (direct, "m"), "ponder": (ponder, "up:m")}
+        if args.baseline:
+            wait_port(base_port)
+            targets["baseline"] = (openai.OpenAI(base_url=f"http://127.0.0.1:{base_port}/v1", api_key="unused",
+                                                 max_retries=0), "up:m")
+        results["sequential"] = sequential(targets, args.sequential)
         results["concurrent_direct"] = asyncio.run(concurrent(upstream_url, "m", args.concurrent, "direct"))
         results["concurrent_ponder"] = asyncio.run(concurrent(f"http://127.0.0.1:{port}/v1", "up:m",
                                                               args.concurrent, "load"))
+        if args.baseline:
+            results["concurrent_baseline"] = asyncio.run(concurrent(f"http://127.0.0.1:{base_port}/v1", "up:m",
+                                                                    args.concurrent, "base"))
         if args.litellm:
             lport = free_port()
             lcfg = tmp / "litellm.yaml"
@@ -259,6 +337,7 @@ def main() -> None:
     except ImportError:
         http_impl = "h11"
     results["machine"] = {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
+                          "baseline": args.baseline,
                           "platform": platform.platform(), "openai": openai.__version__,
                           "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__, "http": http_impl,
                           "load_avg_1m": os.getloadavg()[0]}

@@ -101,16 +101,21 @@ def read_rows(path: str | Path) -> list[BatchRow]:
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The last record per id in an output file; a torn last line (killed mid-write) is ignored."""
+    """The last record per id in an output file.
+
+    A line that is not a complete JSON record is ignored: a run killed mid-write leaves a torn
+    last line, possibly cut inside a multi-byte character. Its row is answered again (the next
+    run rewrites the file without it); every complete record is kept, so nothing is paid twice.
+    """
     path = Path(path)
     results: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return results
-    with path.open("r", encoding="utf-8") as handle:
+    with path.open("rb") as handle:  # bytes: a torn character must not stop the whole file
         for raw in handle:
             try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(rec, dict) and "id" in rec:
                 results[str(rec["id"])] = rec

@@ -3,30 +3,46 @@
 A hit costs 0 and records the cost it saved. Keys hash what determines the answer (provider,
 endpoint, model, messages, sampling parameters) and never a credential; values hold the answer,
 its usage and its original cost, never a credential.
+
+A cache that cannot be used (a corrupt or read-only ``cache.db``, Redis gone) never stops an answer:
+``CacheGuard`` runs every lookup and store, turns a failure into "no cache", and logs one warning
+each time the cache starts failing and one when it works again. The async path never blocks the
+event loop: it awaits a backend's ``aget``/``aset``/``aincr`` (Redis: ``redis.asyncio``; diskcache:
+the sync call in a worker thread, the Protocol's default).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from ._exceptions import CacheUnavailable
 from ._types import ChatRequest, Completion
 
 log = logging.getLogger("ponder.cache")
 
 KEY_VERSION = 1
 _NANO = 1_000_000_000  # saved cost is counted in nano-USD so counters stay integers
+_T = TypeVar("_T")
 
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """Bytes in, bytes out. Implementations must be safe for several processes at once."""
+    """Bytes in, bytes out. Implementations must be safe for several processes at once.
+
+    Failures raise (``CacheUnavailable`` at best); ``CachedProvider`` turns them into "no cache".
+    The async methods default to the sync ones in a worker thread, so a backend that subclasses
+    this Protocol never blocks an event loop; Redis overrides them with native async calls.
+    """
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -39,6 +55,19 @@ class CacheBackend(Protocol):
     def clear(self) -> int: ...
 
     def close(self) -> None: ...
+
+    async def aget(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.get, key)
+
+    async def aset(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await asyncio.to_thread(self.set, key, value, ttl_s)
+
+    async def aincr(self, counter: str, amount: int = 1) -> None:
+        await asyncio.to_thread(self.incr, counter, amount)
+
+    async def aclose(self) -> None:
+        """Release what belongs to the running event loop (the backend stays usable)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -55,45 +84,152 @@ class CacheStats:
         return self.hits / total if total else 0.0
 
 
-class DiskCacheBackend:
-    """diskcache (SQLite + files): atomic writes, safe with many processes, survives kill -9."""
+def _disk_failure(exc: BaseException, db: Path, folder: Path) -> CacheUnavailable:
+    """Name the file, the reason and the fix; sqlite and OS errors alone name neither."""
+    reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+    text = reason.lower()
+    where = folder if isinstance(exc, OSError) else db
+    if isinstance(exc, (NotADirectoryError, FileExistsError, FileNotFoundError)):
+        fix = "set [cache] path or $PONDER_CACHE_DIR to a folder"
+    elif isinstance(exc, PermissionError) or any(w in text for w in ("readonly", "read-only", "permission",
+                                                                       "unable to open")):
+        fix = f"make {folder} writable, or set [cache] path or $PONDER_CACHE_DIR to a writable folder"
+    else:  # corrupt: "database disk image is malformed", "file is not a database", ...
+        fix = "run `ponder cache clear` to reset it"
+    return CacheUnavailable(str(where), reason, fix)
 
-    def __init__(self, path: str | Path, *, size_limit_mb: int = 1024) -> None:
+
+class DiskCacheBackend(CacheBackend):
+    """diskcache (SQLite + files): atomic writes, safe with many processes, survives kill -9.
+
+    Opened on first use. A file that cannot be opened, read or written (corrupt, read-only, a
+    folder that cannot be created) raises ``CacheUnavailable`` naming the file and the fix; the
+    backend then stays closed for ``retry_s`` seconds before it tries to open the files again, so a
+    cache repaired meanwhile (``ponder cache clear``) is picked up without a restart.
+    """
+
+    def __init__(self, path: str | Path, *, size_limit_mb: int = 1024, retry_s: float = 5.0) -> None:
+        self.path = Path(path).expanduser()
+        self.size_limit_mb = size_limit_mb
+        self.retry_s = retry_s
+        self._dbs: tuple[Any, Any] | None = None  # (entries, statistics), both diskcache.Cache
+        self._down: CacheUnavailable | None = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return str(self.path / "cache.db")
+
+    def _open(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._dbs is not None:
+                return self._dbs
+            if self._down is not None and time.monotonic() < self._down_until:
+                d = self._down
+                raise CacheUnavailable(d.where, d.reason, d.fix)
+            import diskcache
+
+            cache = stats = None
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)  # an OSError here names the real cause
+                cache = diskcache.Cache(str(self.path), size_limit=self.size_limit_mb * 1024 * 1024,
+                                        eviction_policy="least-recently-stored", timeout=60)
+                stats = diskcache.Cache(str(self.path / "stats"), timeout=60)
+            except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+                if cache is not None:
+                    cache.close()
+                db = self.path / "cache.db" if cache is None else self.path / "stats" / "cache.db"
+                raise self._failed(exc, db) from None
+            self._dbs, self._down = (cache, stats), None
+            return self._dbs
+
+    def _failed(self, exc: BaseException, db: Path) -> CacheUnavailable:
+        """Remember the failure, drop the handles (reopened after ``retry_s``), and describe it."""
+        self._down = _disk_failure(exc, db, self.path)
+        self._down_until = time.monotonic() + self.retry_s
+        dbs, self._dbs = self._dbs, None
+        for d in dbs or ():
+            try:
+                d.close()
+            except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
+                pass
+        return self._down
+
+    def _run(self, which: int, op: Callable[[Any], _T]) -> _T:
         import diskcache
 
-        self.path = Path(path).expanduser()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(str(self.path), size_limit=size_limit_mb * 1024 * 1024,
-                                      eviction_policy="least-recently-stored", timeout=60)
-        self._stats = diskcache.Cache(str(self.path / "stats"), timeout=60)
+        db = self._open()[which]
+        try:
+            return op(db)
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            name = self.path / "cache.db" if which == 0 else self.path / "stats" / "cache.db"
+            with self._lock:
+                raise self._failed(exc, name) from None
 
     def get(self, key: str) -> bytes | None:
-        value = self._cache.get(key)
+        value = self._run(0, lambda c: c.get(key))
         return value if isinstance(value, bytes) else None
 
     def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        self._cache.set(key, value, expire=ttl_s)
+        self._run(0, lambda c: c.set(key, value, expire=ttl_s))
 
     def incr(self, counter: str, amount: int = 1) -> None:
-        self._stats.incr(counter, amount, default=0)
+        self._run(1, lambda s: s.incr(counter, amount, default=0))
 
     def counters(self) -> dict[str, int]:
-        return {k: int(self._stats.get(k, 0)) for k in ("hits", "misses", "saved_nano_usd")}
+        return self._run(1, lambda s: {k: int(s.get(k, 0)) for k in ("hits", "misses", "saved_nano_usd")})
 
     def clear(self) -> int:
-        n = self._cache.clear()
-        self._stats.clear()
+        n = self._run(0, lambda c: int(c.clear()))
+        self._run(1, lambda s: s.clear())
         return n
 
     def entries(self) -> int:
-        return len(self._cache)
+        return self._run(0, len)
 
     def volume(self) -> int:
-        return int(self._cache.volume())
+        return self._run(0, lambda c: int(c.volume()))
+
+    def reset(self) -> list[Path]:
+        """Delete diskcache's own files here (databases and value files), whatever state they are in.
+
+        For a cache too damaged to ``clear``. Files that are not diskcache's are left alone. Returns
+        the files removed; raises ``CacheUnavailable`` if they cannot be removed.
+        """
+        with self._lock:
+            dbs, self._dbs, self._down = self._dbs, None, None
+            for d in dbs or ():
+                try:
+                    d.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            removed: list[Path] = []
+            for folder in (self.path, self.path / "stats"):
+                names = [folder / f"cache.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+                values = sorted(folder.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*.val"))
+                for f in [*names, *values]:
+                    try:
+                        if f.is_file():
+                            f.unlink()
+                            removed.append(f)
+                    except OSError as exc:
+                        raise _disk_failure(exc, f, folder) from None
+                for sub in sorted({v.parent for v in values} | {v.parent.parent for v in values}, reverse=True):
+                    try:
+                        sub.rmdir()
+                    except OSError:
+                        pass  # not empty: holds something else
+            return removed
 
     def close(self) -> None:
-        self._cache.close()
-        self._stats.close()
+        with self._lock:
+            dbs, self._dbs = self._dbs, None
+        for d in dbs or ():
+            try:
+                d.close()
+            except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
+                pass
 
 
 def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest) -> str:
@@ -122,26 +258,94 @@ def _decode(raw: bytes) -> Completion | None:
         return None  # a corrupt or foreign entry is a miss, not an error
 
 
+class CacheGuard:
+    """Runs the cache operations of the request path: a failing backend means "no cache", not an error.
+
+    Logs one warning each time the backend starts failing and one when it works again, however many
+    requests (or providers of one ``Client``) meet the outage. Share one guard per backend.
+    """
+
+    def __init__(self, backend: CacheBackend) -> None:
+        self.backend = backend
+        self.failing = False
+        self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return str(getattr(self.backend, "location", None) or type(self.backend).__name__)
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            if self.failing:
+                return
+            self.failing = True
+        if isinstance(exc, CacheUnavailable):
+            where, reason, fix = exc.where, exc.reason, exc.fix
+        else:  # a foreign exception's text may hold a URL with a password: name its type only
+            where, reason, fix = self.where, type(exc).__name__, ""
+        log.warning("cache unavailable at %s (%s); continuing without it%s", where, reason,
+                    f"; {fix}" if fix else "")
+
+    def _worked(self) -> None:
+        if not self.failing:
+            return
+        with self._lock:
+            if not self.failing:
+                return
+            self.failing = False
+        log.warning("cache at %s recovered; using it again", self.where)
+
+    def call(self, method: str, *args: Any) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, None)`` when the backend failed."""
+        try:
+            value = getattr(self.backend, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - any backend failure means "no cache"
+            self._failed(exc)
+            return False, None
+        self._worked()
+        return True, value
+
+    async def acall(self, method: str, *args: Any) -> tuple[bool, Any]:
+        """``call`` without blocking the loop: the backend's ``a<method>``, else the sync one in a thread."""
+        native = getattr(self.backend, "a" + method, None)
+        try:
+            if native is not None:
+                value = await native(*args)
+            else:  # a structural backend without async methods: CacheBackend's default, inlined
+                value = await asyncio.to_thread(getattr(self.backend, method), *args)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
+            return False, None
+        self._worked()
+        return True, value
+
+
+def _counts(hit: Completion | None) -> list[tuple[str, int]]:
+    """The counters one lookup adds to."""
+    return [("hits", 1), ("saved_nano_usd", int(round(hit.cost_usd * _NANO)))] if hit else [("misses", 1)]
+
+
+def _served(hit: Completion, start: float) -> Completion:
+    return hit.model_copy(update={"cached": True, "saved_usd": hit.cost_usd, "cost_usd": 0.0,
+                                  "latency_s": time.perf_counter() - start})
+
+
 class CachedProvider:
     """Wraps any provider; identical requests are answered from the cache for free.
 
     Requests with temperature > 0 are cached only when ``cache_sampled`` is set. A backend that
-    fails (e.g. Redis going away) degrades to no cache with a warning, never to an error.
+    fails (a corrupt file, Redis going away) degrades to no cache with a warning, never to an error
+    (see ``CacheGuard``; pass ``guard`` to share one among the providers of one backend).
     """
 
     def __init__(self, provider: Any, backend: CacheBackend, *, ttl_s: float | None = None,
-                 cache_sampled: bool = False) -> None:
+                 cache_sampled: bool = False, guard: CacheGuard | None = None) -> None:
         self.provider = provider
         self.backend = backend
         self.ttl_s = ttl_s
         self.cache_sampled = cache_sampled
         self.name = provider.name
-        self._warned = False
-
-    def _warn(self, exc: Exception) -> None:
-        if not self._warned:
-            log.warning("cache unavailable, continuing without it: %s", type(exc).__name__)
-            self._warned = True
+        self.guard = guard if guard is not None and guard.backend is backend else CacheGuard(backend)
 
     def _key(self, request: ChatRequest, model: str) -> str | None:
         if request.temperature > 0 and not self.cache_sampled:
@@ -152,26 +356,30 @@ class CachedProvider:
     def _lookup(self, key: str | None, start: float) -> Completion | None:
         if key is None:
             return None
-        try:
-            raw = self.backend.get(key)
-            hit = _decode(raw) if raw is not None else None
-            self.backend.incr("hits" if hit else "misses")
-            if hit is None:
-                return None
-            self.backend.incr("saved_nano_usd", int(round(hit.cost_usd * _NANO)))
-        except Exception as exc:  # noqa: BLE001 - any backend failure means "no cache"
-            self._warn(exc)
+        ok, raw = self.guard.call("get", key)
+        hit = _decode(raw) if ok and raw is not None else None
+        for counter, amount in _counts(hit) if ok else ():
+            if not self.guard.call("incr", counter, amount)[0]:
+                break
+        return _served(hit, start) if hit is not None else None
+
+    async def _alookup(self, key: str | None, start: float) -> Completion | None:
+        if key is None:
             return None
-        return hit.model_copy(update={"cached": True, "saved_usd": hit.cost_usd, "cost_usd": 0.0,
-                                      "latency_s": time.perf_counter() - start})
+        ok, raw = await self.guard.acall("get", key)
+        hit = _decode(raw) if ok and raw is not None else None
+        for counter, amount in _counts(hit) if ok else ():
+            if not (await self.guard.acall("incr", counter, amount))[0]:
+                break
+        return _served(hit, start) if hit is not None else None
 
     def _store(self, key: str | None, completion: Completion) -> None:
-        if key is None:
-            return
-        try:
-            self.backend.set(key, _encode(completion), self.ttl_s)
-        except Exception as exc:  # noqa: BLE001
-            self._warn(exc)
+        if key is not None:
+            self.guard.call("set", key, _encode(completion), self.ttl_s)
+
+    async def _astore(self, key: str | None, completion: Completion) -> None:
+        if key is not None:
+            await self.guard.acall("set", key, _encode(completion), self.ttl_s)
 
     def complete(self, request: ChatRequest, model: str) -> Completion:
         start = time.perf_counter()
@@ -186,11 +394,11 @@ class CachedProvider:
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
         start = time.perf_counter()
         key = self._key(request, model)
-        hit = self._lookup(key, start)
+        hit = await self._alookup(key, start)
         if hit is not None:
             return hit
         completion = await self.provider.acomplete(request, model)
-        self._store(key, completion)
+        await self._astore(key, completion)
         return completion
 
     def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
@@ -209,14 +417,14 @@ class CachedProvider:
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
         start = time.perf_counter()
         key = self._key(request, model)
-        hit = self._lookup(key, start)
+        hit = await self._alookup(key, start)
         if hit is not None:
             yield hit.text
             yield hit
             return
         async for item in self.provider.astream(request, model):
             if isinstance(item, Completion):
-                self._store(key, item)
+                await self._astore(key, item)
             yield item
 
     def close(self) -> None:

@@ -7,9 +7,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._cache import CacheBackend, CachedProvider, CacheStats, cache_stats, open_backend
+from ._cache import (
+    CacheBackend,
+    CachedProvider,
+    CacheGuard,
+    CacheStats,
+    cache_stats,
+    open_backend,
+)
 from ._config import Config, load_config
-from ._exceptions import UnknownModel
+from ._exceptions import CacheDisabled
 from ._pricing import PriceTable
 from ._types import ChatRequest, Completion, Message, ModelSpec
 from .providers._registry import build_provider
@@ -21,7 +28,9 @@ class Client:
     """The entry point for live calls. Cost comes back on every Completion.
 
     ``cache``: True/None uses the config's cache (on by default), False disables it, or pass a
-    backend. ``base_urls`` overrides the base URL of named providers (``{"openai": url}``).
+    backend. A cache that cannot be used (corrupt, read-only, Redis down) is skipped with a warning
+    per outage; it never stops a call. ``base_urls`` overrides the base URL of named providers
+    (``{"openai": url}``).
     """
 
     def __init__(
@@ -39,6 +48,8 @@ class Client:
             self.cache: CacheBackend | None = open_backend(self.config.cache) if enabled else None
         else:
             self.cache = cache
+        # one guard per backend: one warning per outage, not one per provider
+        self._guard = CacheGuard(self.cache) if self.cache is not None else None
         self._providers: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -58,7 +69,7 @@ class Client:
                 p = build_provider(name, settings, self.prices)
                 if self.cache is not None:
                     p = CachedProvider(p, self.cache, ttl_s=self.config.cache.ttl_s,
-                                       cache_sampled=self.config.cache.cache_sampled)
+                                       cache_sampled=self.config.cache.cache_sampled, guard=self._guard)
                 self._providers[name] = p
             return p
 
@@ -88,8 +99,10 @@ class Client:
 
     # --- cache --------------------------------------------------------------------------
     def cache_stats(self) -> CacheStats:
+        """Hits, misses, savings and size. Raises ``CacheDisabled`` without a cache, and
+        ``CacheUnavailable`` (naming the file or URL and the fix) when it cannot be read."""
         if self.cache is None:
-            raise UnknownModel("the cache is disabled")
+            raise CacheDisabled("the cache is disabled (Client(cache=False) or [cache] enabled = false)")
         return cache_stats(self.cache)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -108,6 +121,10 @@ class Client:
             else:
                 p.close()
         self._providers.clear()
+        if self.cache is not None:  # release the cache's connections bound to this event loop
+            closer = getattr(self.cache, "aclose", None)
+            if closer is not None:
+                await closer()
 
     def __enter__(self) -> Client:
         return self

@@ -6,8 +6,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ._exceptions import ConfigError
 from ._pricing import Price
@@ -18,6 +19,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PROVIDER_TYPES = ("openai", "anthropic", "replay", "local")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``value`` is not a URL with one of ``schemes`` and a host (or a path, for unix://),
+    else None."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        return f"{value!r} is not a valid URL ({exc})"
+    want = " or ".join(f"{s}://" for s in schemes)
+    if parts.scheme.lower() not in schemes:
+        return f"must be a URL starting with {want}, got {value!r}"
+    if parts.scheme.lower() == "unix":
+        return None if parts.path else f"{value!r} needs a socket path (unix:///path/to/socket)"
+    return None if parts.hostname else f"{value!r} has no host"
 
 
 class _Strict(BaseModel):
@@ -40,6 +58,14 @@ class ProviderSettings(_Strict):
     draft: str | None = None  # local: drafter spec (PATH, layers:N, ngram)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        reason = None if value is None else url_problem(value, ("http", "https"))
+        if reason:
+            raise ValueError(reason)
+        return value
+
 
 class CacheSettings(_Strict):
     enabled: bool = True
@@ -49,6 +75,14 @@ class CacheSettings(_Strict):
     size_limit_mb: int = Field(default=1024, gt=0)
     ttl_s: float | None = Field(default=None, gt=0)
     cache_sampled: bool = False  # cache requests with temperature > 0 too
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        reason = None if value is None else url_problem(value, REDIS_SCHEMES)
+        if reason:
+            raise ValueError(reason)
+        return value
 
     def resolved_path(self) -> Path:
         base = self.path or os.environ.get("PONDER_CACHE_DIR") or "~/.cache/ponder"
@@ -76,8 +110,68 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]:
+    """(key, reason) for what the schema cannot see: values that depend on other values.
+
+    Works on the raw TOML, so it runs even when the schema found errors elsewhere; a value the
+    schema rejects (wrong type) is left to the schema's message.
+    """
+    out: list[tuple[str, str]] = []
+    providers = _section(raw, "providers")
+    defaults = ProviderSettings()
+    for name, sp in providers.items():
+        if not isinstance(sp, dict):
+            continue
+        if name != name.lower():
+            out.append((f"providers.{name}", f"model specs are matched in lower case: name the "
+                                              f"section [providers.{name.lower()}]"))
+        kind = sp.get("type", name)
+        if "type" not in sp and name not in PROVIDER_TYPES:
+            out.append((f"providers.{name}.type", f"unknown provider type {name!r}; set type to "
+                                                  f"one of {', '.join(PROVIDER_TYPES)}"))
+        if kind == "replay" and not sp.get("path"):
+            out.append((f"providers.{name}.path", "a replay provider needs path = <outcome table>"))
+        lo = sp.get("backoff_initial_s", defaults.backoff_initial_s)
+        hi = sp.get("backoff_max_s", defaults.backoff_max_s)
+        if _is_number(lo) and _is_number(hi) and lo > hi:
+            key = "backoff_initial_s" if "backoff_initial_s" in sp else "backoff_max_s"
+            out.append((f"providers.{name}.{key}", f"backoff_initial_s ({lo:g}) is larger than "
+                                                   f"backoff_max_s ({hi:g})"))
+    known = sorted(set(PROVIDER_TYPES) | {str(n).lower() for n in providers})
+    for alias, spec in _section(raw, "models").items():
+        if not isinstance(spec, str):
+            continue
+        provider, sep, model = spec.partition(":")
+        if not sep or not provider.strip() or not model.strip():
+            out.append((f"models.{alias}", f"{spec!r} must look like 'provider:model'"))
+        elif provider.strip().lower() not in known:
+            out.append((f"models.{alias}", f"{spec!r}: unknown provider {provider.strip()!r}; use "
+                                           f"one of {', '.join(known)} or add "
+                                           f"[providers.{provider.strip().lower()}]"))
+    for name, st in _section(raw, "strategies").items():
+        if not isinstance(st, dict) or not isinstance(st.get("path"), str):
+            continue
+        p = Path(st["path"])
+        if not (p if p.is_absolute() else base / p).exists():
+            out.append((f"strategies.{name}.path", f"strategy file {st['path']!r} not found"))
+    return out
+
+
 def config_problems(path: str | Path) -> list[ConfigError]:
-    """Every problem in a config file, each with its file, key and reason (empty list = valid)."""
+    """Every problem in a config file, each with its file, key and reason (empty list = valid).
+
+    Schema errors (types, ranges, URLs) and semantic ones (an alias naming an unknown provider,
+    backoff bounds in the wrong order, a missing strategy file) are reported together.
+    """
     path = Path(path)
     if not path.exists():
         return [ConfigError("file not found", file=str(path))]
@@ -89,29 +183,13 @@ def config_problems(path: str | Path) -> list[ConfigError]:
         return [ConfigError(f"cannot read: {exc}", file=str(path))]
     problems: list[ConfigError] = []
     try:
-        cfg = Config.model_validate(raw)
+        Config.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
-            problems.append(ConfigError(err["msg"], file=str(path), key=_format_loc(err["loc"])))
-        return problems
-    for alias, spec in cfg.models.items():
-        if ":" not in spec:
-            problems.append(ConfigError(f"{spec!r} must look like 'provider:model'",
-                                        file=str(path), key=f"models.{alias}"))
-    for name, sp in cfg.providers.items():
-        kind = sp.type or name
-        if kind not in PROVIDER_TYPES:
-            problems.append(ConfigError(
-                f"unknown provider type {kind!r}; set type to one of {', '.join(PROVIDER_TYPES)}",
-                file=str(path), key=f"providers.{name}.type"))
-        if kind == "replay" and not sp.path:
-            problems.append(ConfigError("a replay provider needs path = <outcome table>",
-                                        file=str(path), key=f"providers.{name}.path"))
-    for name, st in cfg.strategies.items():
-        p = (path.parent / st.path) if not Path(st.path).is_absolute() else Path(st.path)
-        if not p.exists():
-            problems.append(ConfigError(f"strategy file {st.path!r} not found", file=str(path),
-                                        key=f"strategies.{name}.path"))
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(ConfigError(reason, file=str(path), key=_format_loc(err["loc"])))
+    for key, reason in _semantic_problems(raw, path.parent):
+        problems.append(ConfigError(reason, file=str(path), key=key))
     return problems
 
 

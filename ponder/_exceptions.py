@@ -5,7 +5,9 @@
     ├── DataError(file, row, column)      an outcome table or input row is wrong
     ├── ModelFileError(path)              a scorer/router/model file is tampered, foreign or too new
     ├── NotFittedError                    an estimator was used before ``fit`` (also ValueError, AttributeError)
-    ├── BudgetExceeded                    a cascade or batch ran out of budget
+    ├── BudgetExceeded                    a batch ran out of budget (``ponder run --max-cost``)
+    ├── CacheUnavailable(where, reason)   the cache cannot be opened, read or written (ponder goes on without it)
+    ├── CacheDisabled                     the cache is turned off, so it has no statistics
     ├── UnknownProvider / UnknownModel    a ``provider:model`` spec cannot be resolved
     └── ProviderError(provider, model)    a provider call failed
         ├── AuthError                     wrong or missing credentials
@@ -17,12 +19,16 @@
         └── AllModelsFailed(errors)       every rung of a cascade or fallback chain failed
 
 SDK exceptions are translated into this tree at the provider boundary, so callers never see an
-``openai`` or ``anthropic`` exception. Messages never contain credentials.
+``openai`` or ``anthropic`` exception. Messages never contain credentials: every message (and
+``reason``) is scrubbed when the error is built, so whatever renders an error (CLI, traces, batch
+output, HTTP bodies, logs) gets a clean one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from ._secrets import scrub
 
 __all__ = [
     "PonderError",
@@ -31,6 +37,8 @@ __all__ = [
     "ModelFileError",
     "NotFittedError",
     "BudgetExceeded",
+    "CacheUnavailable",
+    "CacheDisabled",
     "UnknownProvider",
     "UnknownModel",
     "ProviderError",
@@ -46,6 +54,12 @@ __all__ = [
 
 class PonderError(Exception):
     """Base of every error ponder raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
+        reason = getattr(self, "reason", None)  # subclasses set it before calling here
+        if isinstance(reason, str):
+            self.reason = scrub(reason)
 
 
 class ConfigError(PonderError):
@@ -86,7 +100,27 @@ class NotFittedError(PonderError, ValueError, AttributeError):
 
 
 class BudgetExceeded(PonderError):
-    pass
+    """A spending limit stopped the work before it was done (``ponder run --max-cost``: rows left).
+
+    ``run_batch`` itself returns its summary with ``stopped`` set; the CLI raises this after
+    printing what was written.
+    """
+
+
+class CacheUnavailable(PonderError):
+    """The cache could not be opened, read or written.
+
+    ``where`` names it (a file, or a URL without its password), ``reason`` says what failed and
+    ``fix`` what to do about it.
+    """
+
+    def __init__(self, where: str, reason: str, fix: str = "") -> None:
+        self.where, self.reason, self.fix = where, reason, fix
+        super().__init__(f"cache at {where} is unavailable ({reason})" + (f"; {fix}" if fix else ""))
+
+
+class CacheDisabled(PonderError):
+    """The cache is turned off (``cache=False`` or ``[cache] enabled = false``): it has no statistics."""
 
 
 class UnknownProvider(PonderError):

@@ -12,16 +12,33 @@ from ._exceptions import DataError
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (1-based line number, object) for each non-blank line; bad lines raise DataError."""
+    """Yield (1-based line number, object) for each non-blank line; bad lines raise DataError.
+
+    Lines are decoded one at a time, so a line that is not UTF-8 is named by its number.
+    """
     path = Path(path)
     try:
-        fh = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+        fh = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except FileNotFoundError:
         raise DataError("file not found", file=str(path)) from None
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     with fh:
-        for i, line in enumerate(fh, start=1):
+        i = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except OSError as exc:  # a corrupt .gz, a read error
+                raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path),
+                                row=i + 1) from None
+            if not raw:
+                return
+            i += 1
+            try:
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line)",
+                                file=str(path), row=i) from None
             if not line.strip():
                 continue
             try:

@@ -1,44 +1,88 @@
 """Safe persistence for fitted estimators (scorers, routers): JSON metadata + npz arrays.
 
-Loading never executes code: arrays are read with ``np.load(allow_pickle=False)`` (object arrays
-are refused at save time), metadata is plain JSON. A directory holds::
+A directory holds::
 
-    meta.json     {"format": "ponder-model", "format_version": 1, "kind": ..., "sha256": ..., "meta": {...}}
+    meta.json     {"format": "ponder-model", "format_version": 2, "kind": ..., "sha256": ...,
+                   "arrays": {name: {"dtype": "<f8", "shape": [6]}, ...}, "meta": {...}}
     arrays.npz    the arrays, by name
 
-``sha256`` covers the canonical JSON of ``meta`` plus every array's name, dtype, shape and bytes,
-so any edit to either file, or a file written by another format version, raises
-:class:`~ponder._exceptions.ModelFileError` with a message saying what is wrong.
+Loading never executes code, and its memory is bounded by what the files declare:
 
-API: ``save(dir, meta, arrays, kind=...) -> Path`` and ``load(dir, kind=None) -> (meta, arrays)``.
+- ``meta.json`` is read only if it is a regular file inside the folder (a symlink out of it, a
+  device or a FIFO is refused) of at most :data:`MAX_META_BYTES`;
+- it lists every array; their total size is capped (:data:`DEFAULT_MAX_BYTES`, or ``max_bytes=``,
+  or the ``PONDER_MAX_MODEL_BYTES`` environment variable) before anything else is read;
+- ``sha256`` covers ``kind``, the array list and ``meta`` plus the bytes of ``arrays.npz`` as
+  stored, and is checked *before* anything is decompressed;
+- each npz member is then checked against the list (zip entry size, ``.npy`` header dtype and
+  shape) before it is read. Members the list does not name are refused; object dtypes (pickles)
+  are never loaded.
+
+The hash is a checksum: it detects accidental corruption and truncation. It is not a signature:
+anyone who can write the files can recompute it, so load model files only from sources you trust.
+Version-1 files (hash over the decoded arrays) still load, under the same size bounds.
+
+API: ``save(dir, meta, arrays, kind=...) -> Path`` and ``load(dir, kind=None) -> (meta, arrays)``;
+:func:`read_capped` reads any small file (a strategy JSON) with the same rules as ``meta.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import stat
+import struct
+import types
+import typing
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from ._exceptions import ModelFileError
+from ._exceptions import ConfigError, ModelFileError
 
-__all__ = ["FORMAT_VERSION", "load", "save", "content_hash"]
+__all__ = [
+    "FORMAT_VERSION",
+    "DEFAULT_MAX_BYTES",
+    "MAX_META_BYTES",
+    "load",
+    "save",
+    "content_hash",
+    "read_capped",
+    "check_fields",
+    "init_fields",
+]
 
 FORMAT = "ponder-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_LEGACY_VERSION = 1  # hash over the decoded arrays, so it can only be checked after reading them
 META_FILE = "meta.json"
 ARRAYS_FILE = "arrays.npz"
 
+MAX_META_BYTES = 1 << 20  #: meta.json holds parameters and names, never arrays
+DEFAULT_MAX_BYTES = 512 << 20  #: all arrays of one file together, decompressed
+MAX_BYTES_ENV = "PONDER_MAX_MODEL_BYTES"
+MAX_ARRAYS = 4096
+_MAX_ZIP_DIRECTORY = 1 << 20  # the zip's central directory, parsed in full by zipfile
+_NPY_HEADER_MAX = 10_000  # numpy's own default for .npy headers
+_DTYPE_KINDS = "biufcSU"  # bool, integers, floats, complex, bytes, text: nothing else is saved
+_CHUNK = 1 << 20
 
-def _canonical(meta: dict[str, Any]) -> bytes:
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _canonical(meta: Any) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def content_hash(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the canonical metadata JSON and every array (name, dtype, shape, bytes)."""
+    """Version-1 hash: canonical metadata JSON and every array (name, dtype, shape, bytes)."""
     h = hashlib.sha256()
     h.update(_canonical(meta))
     for name in sorted(arrays):
@@ -49,6 +93,68 @@ def content_hash(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
         h.update(a.tobytes())
     return h.hexdigest()
 
+
+def _file_hash(kind: Any, manifest: dict[str, Any], meta: dict[str, Any], npz: IO[bytes]) -> str:
+    """Version-2 hash: canonical JSON of kind, array list and meta, then the npz bytes as stored."""
+    h = hashlib.sha256(_canonical({"kind": kind, "arrays": manifest, "meta": meta}))
+    h.update(b"\n")
+    npz.seek(0)
+    for chunk in iter(lambda: npz.read(_CHUNK), b""):
+        h.update(chunk)
+    npz.seek(0)
+    return h.hexdigest()
+
+
+def max_bytes_default() -> int:
+    """The array-size cap: ``$PONDER_MAX_MODEL_BYTES`` when set, else :data:`DEFAULT_MAX_BYTES`."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"must be a positive number of bytes, got {raw!r}", key=MAX_BYTES_ENV)
+    return value
+
+
+# ---- small files --------------------------------------------------------------------------------
+
+def _open_regular(path: Path, limit: int, inside: Path | None) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes (resolving
+    into ``inside`` when given); ValueError saying why not otherwise."""
+    if inside is not None:
+        target = path.resolve()
+        if not target.is_relative_to(inside.resolve()):
+            raise ValueError(f"{path.name} is a link to {target}, outside its folder")
+    # O_NONBLOCK: a FIFO put in the file's place must not hang the open; harmless for files.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{path.name} is {_mib(st.st_size)}, over the {_mib(limit)} limit")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_capped(path: str | Path, limit: int = MAX_META_BYTES, *,
+                inside: str | Path | None = None) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes (and, with
+    ``inside``, resolves into that folder). Raises ValueError with the reason otherwise, and
+    OSError (FileNotFoundError, ...) as ``open`` would."""
+    with _open_regular(Path(path), limit, None if inside is None else Path(inside)) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew after the size check
+        raise ValueError(f"{Path(path).name} is over the {_mib(limit)} limit")
+    return data
+
+
+# ---- saving -------------------------------------------------------------------------------------
 
 def save(
     directory: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, kind: str = ""
@@ -61,27 +167,48 @@ def save(
         arr = np.asarray(a)
         if arr.dtype.hasobject:
             raise TypeError(f"array {name!r} holds Python objects; convert it (e.g. .astype(str))")
+        if arr.dtype.kind not in _DTYPE_KINDS or arr.dtype.itemsize == 0:
+            raise TypeError(f"array {name!r} has dtype {arr.dtype}; save plain numbers or text")
         clean[name] = arr
     # Round-trip meta through JSON first so the hash is computed on exactly what loads back.
     meta_rt = json.loads(json.dumps(meta))
+    manifest = {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in clean.items()}
+    np.savez_compressed(d / ARRAYS_FILE, **clean)  # type: ignore[arg-type]
+    with open(d / ARRAYS_FILE, "rb") as fh:
+        digest = _file_hash(kind, manifest, meta_rt, fh)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "sha256": content_hash(meta_rt, clean),
+        "sha256": digest,
+        "arrays": manifest,
         "meta": meta_rt,
     }
-    np.savez_compressed(d / ARRAYS_FILE, **clean)  # type: ignore[arg-type]
     (d / META_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return d
 
 
+# ---- loading ------------------------------------------------------------------------------------
+
+_Spec = tuple[np.dtype[Any], tuple[int, ...]]
+
+
+def _nbytes(spec: _Spec) -> int:
+    return math.prod(spec[1]) * spec[0].itemsize
+
+
 def load(
-    directory: str | Path, *, kind: str | None = None
+    directory: str | Path, *, kind: str | None = None, max_bytes: int | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a saved estimator; raise ModelFileError when anything is off."""
+    """Read and verify a saved estimator; raise ModelFileError when anything is off.
+
+    ``max_bytes`` caps the decompressed size of all arrays together (default:
+    ``$PONDER_MAX_MODEL_BYTES`` or :data:`DEFAULT_MAX_BYTES`); a file declaring more is refused
+    before anything is read.
+    """
     d = Path(directory)
     where = str(d)
+    limit = max_bytes_default() if max_bytes is None else int(max_bytes)
     meta_path, arrays_path = d / META_FILE, d / ARRAYS_FILE
     if not d.is_dir():
         raise ModelFileError("not a saved model directory (expected meta.json + arrays.npz)",
@@ -89,32 +216,273 @@ def load(
     if not meta_path.exists() or not arrays_path.exists():
         raise ModelFileError("missing meta.json or arrays.npz", path=where)
     try:
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"meta.json is not valid JSON ({exc})", path=where) from None
+        doc = json.loads(read_capped(meta_path, MAX_META_BYTES, inside=d).decode("utf-8"))
+    except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
+        what = "is not valid JSON" if isinstance(exc, (UnicodeError, json.JSONDecodeError)) \
+            else "refused"
+        raise ModelFileError(f"meta.json {what} ({exc})", path=where) from None
+    except (OSError, RecursionError) as exc:
+        raise ModelFileError(f"meta.json cannot be read ({exc})", path=where) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelFileError("not a ponder model file (format field missing or wrong)", path=where)
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, _LEGACY_VERSION):
         raise ModelFileError(
             f"file format version {version!r} is not supported by this ponder "
-            f"(reads version {FORMAT_VERSION}); re-train or re-save it with this version",
+            f"(reads versions {_LEGACY_VERSION} and {FORMAT_VERSION}); re-train or re-save it "
+            "with this version",
             path=where,
         )
     if kind is not None and doc.get("kind") != kind:
         raise ModelFileError(f"holds a {doc.get('kind')!r}, expected a {kind!r}", path=where)
-    try:
-        with np.load(arrays_path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"arrays.npz cannot be read safely ({exc})", path=where) from None
     meta = doc.get("meta")
     if not isinstance(meta, dict):
         raise ModelFileError("meta.json has no 'meta' object", path=where)
-    if content_hash(meta, arrays) != doc.get("sha256"):
-        raise ModelFileError(
-            "content hash mismatch: the file was modified or corrupted after it was saved; "
-            "refusing to load it",
-            path=where,
-        )
+    mismatch = ModelFileError(
+        "content hash mismatch: the file was modified or corrupted after it was saved; "
+        "refusing to load it", path=where)
+
+    if version == FORMAT_VERSION:
+        manifest = doc.get("arrays")
+        specs = _check_manifest(manifest, limit, where)
+        assert isinstance(manifest, dict)  # checked just above
+        total = sum(map(_nbytes, specs.values()))
+        # What a compressed zip of these arrays can take at most (incompressible data, headers).
+        stored_cap = total + total // 64 + (_NPY_HEADER_MAX + 1024) * len(specs) + 65536
+        with _open_arrays(arrays_path, stored_cap, d, where,
+                          f"more than the {_mib(total)} of arrays meta.json lists can take") as fh:
+            if _file_hash(doc.get("kind"), manifest, meta, fh) != doc.get("sha256"):
+                raise mismatch
+            arrays = _read_npz(fh, specs, limit, where)
+    else:
+        with _open_arrays(arrays_path, limit + 65536 * MAX_ARRAYS, d, where,
+                          f"over the {_mib(limit)} limit") as fh:
+            arrays = _read_npz(fh, None, limit, where)
+        if content_hash(meta, arrays) != doc.get("sha256"):
+            raise mismatch
     return meta, arrays
+
+
+def _open_arrays(path: Path, cap: int, d: Path, where: str, too_big: str) -> IO[bytes]:
+    size = path.stat().st_size if path.is_file() else 0
+    if size > cap:
+        raise ModelFileError(f"arrays.npz refused: it is {_mib(size)} on disk, {too_big}",
+                             path=where)
+    try:
+        return _open_regular(path, cap, d)
+    except ValueError as exc:
+        raise ModelFileError(f"arrays.npz refused ({exc})", path=where) from None
+    except OSError as exc:
+        raise ModelFileError(f"arrays.npz cannot be read ({exc})", path=where) from None
+
+
+def _dtype(value: Any) -> np.dtype[Any] | None:
+    """The dtype a manifest entry names, if it is a plain numeric or text one."""
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    try:
+        dt = np.dtype(value)
+    except (TypeError, ValueError):
+        return None
+    return dt if dt.kind in _DTYPE_KINDS and dt.itemsize > 0 and not dt.hasobject else None
+
+
+def _check_manifest(manifest: Any, limit: int, where: str) -> dict[str, _Spec]:
+    """Validate meta.json's array list; refuse it when it declares more than ``limit`` bytes."""
+    def bad(reason: str) -> ModelFileError:
+        return ModelFileError(f"meta.json: 'arrays' {reason}", path=where)
+
+    if not isinstance(manifest, dict):
+        raise bad("is missing or not an object")
+    if len(manifest) > MAX_ARRAYS:
+        raise bad(f"lists {len(manifest)} arrays, more than the {MAX_ARRAYS} ponder reads")
+    specs: dict[str, _Spec] = {}
+    total = 0
+    for name, spec in manifest.items():
+        if not name or len(name) > 200:
+            raise bad(f"has an invalid array name {name[:40]!r}")
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape"}:
+            raise bad(f"entry {name!r} must be exactly {{'dtype', 'shape'}}")
+        dt, shape = _dtype(spec["dtype"]), spec["shape"]
+        if dt is None:
+            raise bad(f"entry {name!r} has dtype {spec['dtype']!r}, not a plain number or text")
+        if (not isinstance(shape, list) or len(shape) > 32
+                or not all(type(n) is int and n >= 0 for n in shape)):
+            raise bad(f"entry {name!r} has an invalid shape {shape!r}")
+        total += math.prod(shape) * dt.itemsize
+        if total > limit:
+            raise ModelFileError(
+                f"arrays.npz: the arrays meta.json lists take over {_mib(total)} (at array "
+                f"{name!r}), more than the {_mib(limit)} limit; raise it with max_bytes= or "
+                f"${MAX_BYTES_ENV} if the file is trusted and that large",
+                path=where)
+        specs[name] = (dt, tuple(shape))
+    return specs
+
+
+def _check_zip_directory(fh: IO[bytes]) -> None:
+    """Refuse an archive whose central directory zipfile would parse in full is oversized or
+    ZIP64 (ponder never writes either), before ``zipfile`` reads it."""
+    size = fh.seek(0, os.SEEK_END)
+    tail_len = min(size, 22 + 65535 + 20)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    fh.seek(0)
+    i = tail.rfind(b"PK\x05\x06")
+    if i < 0 or len(tail) - i < 22:
+        raise zipfile.BadZipFile("no zip end-of-directory record (truncated or not a zip)")
+    _, _, _, _, entries, cd_size, cd_offset, _ = struct.unpack("<4s4H2LH", tail[i:i + 22])
+    zip64_locator = i >= 20 and tail[i - 20:i - 16] == b"PK\x06\x07"
+    if entries == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset) or zip64_locator:
+        raise ValueError("a ZIP64 archive; ponder model files never are")
+    if entries > MAX_ARRAYS or cd_size > _MAX_ZIP_DIRECTORY:
+        raise ValueError(f"its zip directory lists {entries} members in {_mib(cd_size)}; "
+                         f"ponder reads at most {MAX_ARRAYS} arrays")
+
+
+def _read_npz(fh: IO[bytes], specs: dict[str, _Spec] | None, limit: int,
+              where: str) -> dict[str, np.ndarray]:
+    """Read exactly the arrays ``specs`` lists (version 1: every ``.npy`` member), bounded."""
+    try:
+        _check_zip_directory(fh)
+        with zipfile.ZipFile(fh) as zf:
+            names = [i.filename for i in zf.infolist()]
+            if len(set(names)) != len(names):
+                raise ModelFileError("arrays.npz holds duplicate members", path=where)
+            if specs is None:
+                wanted: dict[str, _Spec | None] = {n[:-4]: None for n in names
+                                                   if n.endswith(".npy")}
+            else:
+                wanted = dict(specs)
+                extra = sorted(set(names) - {n + ".npy" for n in specs})
+                if extra:
+                    raise ModelFileError(f"arrays.npz holds {extra[0]!r}, which meta.json does not "
+                                         "list; refusing the file", path=where)
+                missing = sorted({n + ".npy" for n in specs} - set(names))
+                if missing:
+                    raise ModelFileError(f"arrays.npz lacks {missing[0]!r}, which meta.json lists",
+                                         path=where)
+            budget = limit
+            out: dict[str, np.ndarray] = {}
+            for name, spec in wanted.items():
+                out[name] = _read_member(zf, name, spec, budget, limit, where)
+                budget -= out[name].nbytes
+            return out
+    except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error,
+            zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"arrays.npz cannot be read safely ({exc})", path=where) from None
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int, limit: int,
+                 where: str) -> np.ndarray:
+    def refuse(reason: str) -> ModelFileError:
+        return ModelFileError(f"arrays.npz: array {name!r} {reason}", path=where)
+
+    over = (f"over the {_mib(limit)} limit; raise it with max_bytes= or ${MAX_BYTES_ENV} if the "
+            "file is trusted and that large")
+    info = zf.getinfo(name + ".npy")
+    if spec is not None and info.file_size > _nbytes(spec) + _NPY_HEADER_MAX:
+        raise refuse(f"is {_mib(info.file_size)} uncompressed, but meta.json lists it as "
+                     f"{spec[0].str} {spec[1]}")
+    if info.file_size > budget + _NPY_HEADER_MAX:
+        raise refuse(f"is {_mib(info.file_size)} uncompressed, {over}")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, _NPY_HEADER_MAX)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, _NPY_HEADER_MAX)
+        else:
+            raise refuse(f"is in .npy format {version}, which ponder does not read")
+        if dtype.hasobject:
+            raise refuse("holds Python objects; loading it would need pickle, which ponder "
+                         "never does")
+        if dtype.kind not in _DTYPE_KINDS or dtype.itemsize == 0:
+            raise refuse(f"has dtype {dtype}, not a plain number or text type")
+        if spec is not None and (dtype != spec[0] or tuple(shape) != spec[1]):
+            raise refuse(f"is {dtype.str} {tuple(shape)} in its header, but meta.json lists "
+                         f"{spec[0].str} {spec[1]}")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if nbytes > budget:
+            raise refuse(f"declares shape {tuple(shape)} {dtype} ({_mib(nbytes)}), {over}")
+        if info.file_size != f.tell() + nbytes:
+            raise refuse("has a zip entry size that does not match its .npy header")
+        if nbytes == 0:
+            return np.zeros(shape, dtype=dtype)
+        buf = bytearray(nbytes)
+        view, pos = memoryview(buf), 0
+        while pos < nbytes:
+            chunk = f.read(min(_CHUNK, nbytes - pos))
+            if not chunk:
+                raise refuse("is truncated")
+            view[pos:pos + len(chunk)] = chunk
+            pos += len(chunk)
+    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+# ---- strict fields ------------------------------------------------------------------------------
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Does a JSON value match a type hint (str, int, float, bool, None, dict, list[X], unions;
+    ``Any`` = any JSON scalar)?"""
+    if hint is Any:
+        return value is None or isinstance(value, (bool, int, float, str))
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str, dict, list):
+        return isinstance(value, hint)
+    return False
+
+
+def _describe(hint: Any) -> str:
+    if hint is Any:
+        return "a JSON scalar"
+    if isinstance(hint, type):
+        return "null" if hint is type(None) else hint.__name__
+    return str(hint).replace("NoneType", "None")
+
+
+def check_fields(obj: Any, fields: dict[str, Any], *, where: str, what: str,
+                 required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Refuse a JSON object (a section of ``meta.json``) holding a key ``fields`` does not define,
+    lacking one of ``required``, or holding a value whose type is not the field's type hint.
+
+    Model files are data: a loader takes exactly the fields its format defines, so a file can
+    never set attributes it was not meant to.
+    """
+    if not isinstance(obj, dict):
+        raise ModelFileError(f"meta.json: {what} must be an object, got {type(obj).__name__}",
+                             path=where)
+    for key in obj:
+        if key not in fields:
+            raise ModelFileError(f"meta.json: unknown field {what}.{key} (this format defines "
+                                 f"{', '.join(sorted(fields))}); refusing the file", path=where)
+    for key in required:
+        if key not in obj:
+            raise ModelFileError(f"meta.json: missing field {what}.{key}", path=where)
+    for key, value in obj.items():
+        if not _matches(value, fields[key]):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ModelFileError(f"meta.json: field {what}.{key} must be "
+                                 f"{_describe(fields[key])}, got {shown}", path=where)
+    return obj
+
+
+def init_fields(cls: type) -> dict[str, Any]:
+    """``{parameter: type hint}`` of ``cls.__init__`` (the ``params`` a model file may hold)."""
+    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    hints.pop("return", None)
+    return hints

@@ -1,61 +1,137 @@
 """A Redis cache backend, so several servers (or batch workers) share one completion cache.
 
-Timeouts are short and failures raise: ``CachedProvider`` turns any backend error into "no cache"
-with one warning. After a failure the backend stays open-circuit for a few seconds (raising at
-once instead of waiting on a dead socket), then tries Redis again, so a restarted Redis is picked
-up without restarting the server.
+Timeouts are short, redis-py's own retries are off, and failures raise ``RedisUnavailable``:
+``CachedProvider`` turns any backend error into "no cache" with one warning per outage. After a
+failure the backend stays open-circuit for a few seconds (raising at once instead of waiting on a
+dead socket), then tries Redis again, so a restarted Redis is picked up without restarting the
+server. The async methods use ``redis.asyncio`` (one client per event loop), so a slow or dead
+Redis never blocks the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ._cache import CacheBackend
+from ._exceptions import CacheUnavailable
 
 _STATS = "ponder:stats"
 _PREFIX = "ponder:"
 
 
-class RedisUnavailable(ConnectionError):
+class RedisUnavailable(CacheUnavailable):
     """Redis did not answer; the cache is skipped for ``retry_s`` seconds."""
 
 
-class RedisBackend:
+def _redact(url: str) -> str:
+    """The URL without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}[redacted]@{netloc}"))
+
+
+class RedisBackend(CacheBackend):
     """Bytes in, bytes out, over redis-py. Counters live in one hash (``ponder:stats``)."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 0.25,
                  retry_s: float = 5.0) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.url = url
+        self.location = _redact(url)
+        self.timeout_s = timeout_s
         self.retry_s = retry_s
-        self._redis: Any = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False,
-            health_check_interval=0)
+        self._redis: Any = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options())
+        self._aredis: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}  # id(loop) -> (loop, client)
+        self._lock = threading.Lock()
         self._down_until = 0.0
+        self._last_failure = ""
+
+    def _options(self) -> dict[str, Any]:
+        # no retries inside redis-py: the open circuit below is the retry policy
+        return {"socket_timeout": self.timeout_s, "socket_connect_timeout": self.timeout_s,
+                "health_check_interval": 0}
+
+    def _unavailable(self, reason: str) -> RedisUnavailable:
+        return RedisUnavailable(self.location, reason,
+                                f"check that Redis is running; ponder tries it again every {self.retry_s:g}s")
+
+    def _check_circuit(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise self._unavailable(f"{self._last_failure}; not tried again yet")
+
+    def _down(self, exc: Exception) -> RedisUnavailable:
+        self._down_until = time.monotonic() + self.retry_s
+        self._last_failure = type(exc).__name__  # redis errors may quote the URL: type only
+        return self._unavailable(self._last_failure)
 
     def _call(self, method: str, *args: Any, **kw: Any) -> Any:
-        if time.monotonic() < self._down_until:
-            raise RedisUnavailable("redis unavailable (circuit open)")
+        self._check_circuit()
         try:
             if method == "scan_iter":
                 return list(self._redis.scan_iter(*args, **kw))
             return getattr(self._redis, method)(*args, **kw)
         except Exception as exc:  # noqa: BLE001 - any redis/socket error means "down for now"
-            self._down_until = time.monotonic() + self.retry_s
-            raise RedisUnavailable(f"redis unavailable: {type(exc).__name__}") from None
+            raise self._down(exc) from None
 
+    # --- async: redis.asyncio, one client per running loop ------------------------------------
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for k in [k for k, (lp, _) in self._aredis.items() if lp.is_closed()]:
+                del self._aredis[k]  # its loop is gone, and its sockets with it
+            entry = self._aredis.get(id(loop))
+            if entry is None or entry[0] is not loop:
+                import redis.asyncio
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
+
+                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **self._options())
+                entry = self._aredis[id(loop)] = (loop, client)
+            return entry[1]
+
+    async def _acall(self, method: str, *args: Any, **kw: Any) -> Any:
+        self._check_circuit()
+        try:
+            return await getattr(self._async_client(), method)(*args, **kw)
+        except Exception as exc:  # noqa: BLE001
+            raise self._down(exc) from None
+
+    # --- the backend -----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
         value = self._call("get", key)
         return bytes(value) if value is not None else None
 
+    async def aget(self, key: str) -> bytes | None:
+        value = await self._acall("get", key)
+        return bytes(value) if value is not None else None
+
+    @staticmethod
+    def _set_args(key: str, value: bytes, ttl_s: float | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (key, value), ({"px": max(1, int(ttl_s * 1000))} if ttl_s is not None else {})
+
     def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        if ttl_s is not None:
-            self._call("set", key, value, px=max(1, int(ttl_s * 1000)))
-        else:
-            self._call("set", key, value)
+        args, kw = self._set_args(key, value, ttl_s)
+        self._call("set", *args, **kw)
+
+    async def aset(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        args, kw = self._set_args(key, value, ttl_s)
+        await self._acall("set", *args, **kw)
 
     def incr(self, counter: str, amount: int = 1) -> None:
         self._call("hincrby", _STATS, counter, amount)
+
+    async def aincr(self, counter: str, amount: int = 1) -> None:
+        await self._acall("hincrby", _STATS, counter, amount)
 
     def counters(self) -> dict[str, int]:
         raw = self._call("hgetall", _STATS) or {}
@@ -75,7 +151,20 @@ class RedisBackend:
         self._call("delete", _STATS)
         return len(keys)
 
+    async def aclose(self) -> None:
+        """Close the async client of the running loop (the sync one, and other loops', stay open)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._aredis.pop(id(loop), None)
+        if entry is not None and entry[0] is loop:
+            try:
+                await (getattr(entry[1], "aclose", None) or entry[1].close)()  # aclose: redis >= 5.0.1
+            except Exception:  # noqa: BLE001 - closing a dead connection is not an error
+                pass
+
     def close(self) -> None:
+        with self._lock:
+            self._aredis.clear()  # clients of loops still running are closed by ``aclose`` there
         try:
             self._redis.close()
         except Exception:  # noqa: BLE001 - closing a dead connection is not an error

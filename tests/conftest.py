@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,17 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
                 "PONDER_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PONDER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _no_registered_secrets() -> Iterator[None]:
+    """Keys registered for scrubbing are process-wide: one test's planted key must not redact
+    another test's messages."""
+    from ponder._secrets import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 @pytest.fixture

@@ -187,3 +187,66 @@ class FakeLLMServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# --- Appended helpers (keys and retries tests) ------------------------------------------------
+# Action(kind="cut"): a streamed answer that sends its first text delta, then drops the
+# connection mid-body (a content-length it never fulfils makes the client see a broken body).
+_CURRENT = threading.local()  # the action of the request this handler thread is serving
+_plain_next_action = FakeLLMServer._next_action
+_plain_stream = _Handler._stream
+
+
+def _next_action_remembered(self: FakeLLMServer, path: str, body: dict[str, Any],
+                            headers: dict[str, str]) -> Action:
+    action = _plain_next_action(self, path, body, headers)
+    _CURRENT.action = action
+    return action
+
+
+def _stream_or_cut(self: _Handler, anthropic: bool, model: str, text: str, pt: int, ot: int) -> None:
+    action = getattr(_CURRENT, "action", None)
+    if action is None or action.kind != "cut":
+        _plain_stream(self, anthropic, model, text, pt, ot)
+        return
+    if anthropic:
+        events = [("message_start", {"type": "message_start", "message": {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": 0}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": text[:4]}})]
+    else:
+        events = [(None, {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                          "choices": [{"index": 0, "delta": {"role": "assistant", "content": text[:4]},
+                                       "finish_reason": None}]})]
+    raw = "".join((f"event: {e}\n" if e else "") + f"data: {json.dumps(d)}\n\n" for e, d in events).encode()
+    self.send_response(200)
+    self.send_header("content-type", "text/event-stream")
+    self.send_header("content-length", str(len(raw) + 100_000))
+    self.end_headers()
+    self.wfile.write(raw)
+    self.wfile.flush()
+    self.close_connection = True
+    self.connection.shutdown(2)
+
+
+def _fail_first(self: FakeLLMServer, n: int, action: Action) -> None:
+    """Answer the next ``n`` requests with ``action`` (then normally again)."""
+    self.queue(*[action] * n)
+
+
+def _auth_headers(self: FakeLLMServer) -> list[str]:
+    """The credential each request carried (Authorization or x-api-key), in order."""
+    out = []
+    for r in self.requests:
+        h = {k.lower(): v for k, v in r["headers"].items()}
+        out.append(" ".join(v for k, v in h.items() if k in ("authorization", "x-api-key")))
+    return out
+
+
+FakeLLMServer._next_action = _next_action_remembered  # type: ignore[method-assign]
+_Handler._stream = _stream_or_cut  # type: ignore[method-assign]
+FakeLLMServer.fail_first = _fail_first  # type: ignore[attr-defined]
+FakeLLMServer.auth_headers = _auth_headers  # type: ignore[attr-defined]

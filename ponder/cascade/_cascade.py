@@ -307,16 +307,19 @@ class Cascade:
         return p
 
 
-def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None) -> Cascade:
-    """Build a :class:`Cascade` from a strategy JSON (``kind: "cascade"``); scorers load safely."""
+def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
+                       allow_outside: bool = False) -> Cascade:
+    """Build a :class:`Cascade` from a strategy JSON (``kind: "cascade"``); scorers load safely.
+
+    Scorer folders must lie in the strategy file's folder unless ``allow_outside`` (see
+    :func:`ponder._strategies.resolve_reference`).
+    """
+    from .._strategies import read_strategy_json, resolve_reference
     from ..scorers import AnswerScorer
 
     p = Path(path)
     if data is None:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read strategy: {exc}", file=str(p)) from None
+        data = read_strategy_json(p)
     if data.get("format") != STRATEGY_FORMAT:
         raise ConfigError("not a ponder strategy file (format)", file=str(p), key="format")
     if data.get("version") != STRATEGY_VERSION:
@@ -339,7 +342,8 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None) -> 
             if not spath:
                 raise ConfigError("every rung but the last needs a 'scorer' path", file=str(p),
                                   key=f"rungs[{i}].scorer")
-            full = Path(spath) if Path(spath).is_absolute() else p.parent / spath
+            full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
+                                     allow_outside=allow_outside)
             if str(full) not in cache:
                 cache[str(full)] = AnswerScorer.load(full)
             scorer = cache[str(full)]

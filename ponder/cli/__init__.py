@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ._common import run_main
+from ._common import run_main, stdout
 
 app = typer.Typer(
     name="ponder",
@@ -21,6 +21,34 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train scorers and routers on outcome tables.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+def version() -> str:
+    """The installed distribution's version, else the source tree's ``ponder.__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("ponder")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        stdout.print(f"ponder {version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print the version and exit."),
+) -> None:
+    # no docstring: the help text is the one given to Typer() above
+    pass
 
 _COMMAND_MODULES = (
     "_core",  # ask, models, cache, config           (foundation)

@@ -9,14 +9,12 @@ import typer
 from rich.table import Table
 
 from .._client import Client
-from .._config import config_problems, load_config
+from .._config import config_problems, load_config, url_problem
 from .._exceptions import ConfigError
 from .._pricing import PriceTable
 from .._strategies import load_strategy
 from .._types import Answer, ChatRequest, ModelSpec
-from ._common import fail, stderr, stdout
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $PONDER_CONFIG or ./ponder.toml).")
+from ._common import AllowOutsideOpt, ConfigOpt, fail, stderr, stdout
 
 cache_app = typer.Typer(help="Inspect or clear the completion cache.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
@@ -31,12 +29,15 @@ def ask(
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
     system: str | None = typer.Option(None, "--system", help="A system message."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the completion cache."),
+    allow_outside: bool = AllowOutsideOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Answer a prompt with one model or a saved strategy; print the answer and its exact cost."""
     if (model is None) == (strategy is None):
         fail("give exactly one of --model provider:model or --strategy FILE")
+    if base_url and (reason := url_problem(base_url, ("http", "https"))):
+        fail(f"--base-url {reason}")
     cfg = load_config(config)
     request = ChatRequest.of(prompt, temperature=temperature, max_tokens=max_tokens)
     if system:
@@ -48,7 +49,7 @@ def ask(
         base_urls = {ModelSpec.parse(model).provider if model else "openai": base_url}
     with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
         if strategy is not None:
-            answer: Answer = load_strategy(strategy).run(request, client)
+            answer: Answer = load_strategy(strategy, allow_outside=allow_outside).run(request, client)
         else:
             from .._strategies import SingleModel
 
@@ -102,12 +103,23 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
 @cache_app.command("stats")
 def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Hits, misses, and the cost the hits saved."""
-    with Client(load_config(config)) as client:
-        s = client.cache_stats()
+    from .._exceptions import CacheDisabled
+
+    cfg = load_config(config)
+    try:
+        with Client(cfg) as client:
+            s = client.cache_stats()
+    except CacheDisabled:
+        if as_json:
+            print(json.dumps({"enabled": False}))
+        else:
+            stdout.print(f"the cache is disabled ([cache] enabled = false in {cfg.source or 'the config'})",
+                         markup=False, highlight=False)
+        return
     data = {"hits": s.hits, "misses": s.misses, "hit_rate": s.hit_rate, "saved_usd": s.saved_usd,
             "entries": s.entries, "size_bytes": s.size_bytes}
     if as_json:
-        print(json.dumps(data))
+        print(json.dumps({"enabled": True, **data}))
         return
     for k, v in data.items():
         stdout.print(f"{k:>10}: {v:.6f}" if isinstance(v, float) else f"{k:>10}: {v}", markup=False)
@@ -115,10 +127,22 @@ def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Optio
 
 @cache_app.command("clear")
 def cache_clear_cmd(config: Path | None = ConfigOpt) -> None:
-    """Delete every cached completion and reset the statistics."""
-    with Client(load_config(config)) as client:
-        assert client.cache is not None
-        n = client.cache.clear()
+    """Delete every cached completion and reset the statistics; a cache too damaged to open is removed."""
+    from .._exceptions import CacheUnavailable
+
+    with Client(load_config(config), cache=True) as client:
+        backend = client.cache
+        assert backend is not None
+        try:
+            n = backend.clear()
+        except CacheUnavailable as exc:
+            reset = getattr(backend, "reset", None)
+            removed = reset() if reset is not None else []
+            if not removed:  # nothing to remove: the cause lies elsewhere (Redis down, not a folder)
+                raise
+            stdout.print(f"the cache at {exc.where} was unreadable ({exc.reason}); removed {len(removed)} "
+                         f"files: {', '.join(map(str, removed))}", markup=False, highlight=False)
+            return
     stdout.print(f"removed {n} entries", markup=False)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ._common import stderr, stdout
 
@@ -74,8 +75,9 @@ def eval_command(
 def _render(d: dict[str, Any]) -> None:
     from ..evaluation._report import fmt_pct, fmt_q, fmt_ratio
 
-    stdout.print(f"[bold]{d['dataset']}[/]: {d['n_models']} models, {d['n_train_queries']} train / "
-                 f"{d['n_test_queries']} test queries", highlight=False)
+    stdout.print(Text.assemble((str(d["dataset"]), "bold"),
+                               f": {d['n_models']} models, {d['n_train_queries']} train / "
+                               f"{d['n_test_queries']} test queries"), highlight=False)
     miss = d["missing"]
     if miss["n_incomplete_test_queries"]:
         stdout.print(f"{miss['n_incomplete_test_queries']} test queries lack some models "

@@ -11,9 +11,7 @@ import typer
 from .._config import load_config
 from .._exceptions import ConfigError
 from .._types import ModelSpec
-from ._common import fail, stderr
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $PONDER_CONFIG or ./ponder.toml).")
+from ._common import AllowOutsideOpt, ConfigOpt, command_line, fail, stderr
 
 
 def _base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
@@ -31,6 +29,9 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     api_key_env: str | None = typer.Option(None, "--api-key-env", help="Require 'Authorization: Bearer $VAR' from clients."),
     max_body_mb: float = typer.Option(4.0, "--max-body-mb", min=0.001, help="Largest request body accepted."),
+    max_messages: int = typer.Option(2048, "--max-messages", min=1,
+                                     help="Most messages (and content parts, in all) one request may hold."),
+    allow_outside: bool = AllowOutsideOpt,
     log_level: str = typer.Option("info", "--log-level"),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log"),
 ) -> None:
@@ -48,7 +49,8 @@ def serve(
         if not api_key:
             raise ConfigError(f"environment variable {api_key_env} is empty or not set", key="--api-key-env")
     app = create_app(cfg, models=[str(ModelSpec.parse(m)) for m in models], api_key=api_key,
-                     max_body_bytes=int(max_body_mb * 1024 * 1024), base_urls=_base_urls(models, base_url))
+                     max_body_bytes=int(max_body_mb * 1024 * 1024), max_messages=max_messages,
+                     base_urls=_base_urls(models, base_url), allow_outside=allow_outside)
     routes = app.state.routes
     stderr.print(f"ponder serving {len(routes)} model ids on http://{host}:{port}/v1 "
                  f"({', '.join(list(routes)[:6])}{', …' if len(routes) > 6 else ''})", markup=False, highlight=False)
@@ -56,6 +58,7 @@ def serve(
 
 
 def run(
+    ctx: typer.Context,
     input_path: Path = typer.Argument(..., metavar="INPUT.jsonl", help="One JSON object per line: id + prompt or messages."),
     output: Path = typer.Option(..., "--output", "-o", help="Results, one JSON line per row (appended as they finish)."),
     concurrency: int = typer.Option(8, "--concurrency", "-n", min=1, max=1024),
@@ -66,6 +69,7 @@ def run(
     retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed", help="Retry rows that failed in an earlier run."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the completion cache (resume then relies on the output file only)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_outside: bool = AllowOutsideOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Answer every row of a JSONL file; rerun the same command to resume without paying twice."""
@@ -77,13 +81,18 @@ def run(
         TimeRemainingColumn,
     )
 
-    from .._batch import run_batch
+    from .._batch import BatchSummary, run_batch
     from .._client import Client
+    from .._config import url_problem
+    from .._exceptions import BudgetExceeded
     from .._strategies import SingleModel, load_strategy
 
     if (model is None) == (strategy is None):
         fail("give exactly one of --model provider:model or --strategy FILE|NAME")
+    if base_url and (reason := url_problem(base_url, ("http", "https"))):
+        fail(f"--base-url {reason}")
     cfg = load_config(config)
+    started: list[BatchSummary] = []  # the live summary, for the Ctrl-C message
     base_urls = _base_urls([model] if model else [], base_url) if base_url else {}
     with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
         if strategy is not None:
@@ -91,7 +100,7 @@ def run(
             if not path.exists() and strategy in cfg.strategies:
                 base = Path(cfg.source).parent if cfg.source else Path(".")
                 path = base / cfg.strategies[strategy].path
-            live: Any = load_strategy(path)
+            live: Any = load_strategy(path, allow_outside=allow_outside)
         else:
             live = SingleModel(str(client.resolve(model or "")))
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -100,26 +109,40 @@ def run(
         task = bar.add_task("ponder run", total=None, cost=0.0, failed=0)
 
         def on_start(s: Any) -> None:
+            started.append(s)
             bar.update(task, total=s.total, completed=s.skipped)
 
         def on_result(rec: dict[str, Any], s: Any) -> None:
             bar.update(task, completed=s.skipped + s.done + s.failed, cost=s.cost_usd, failed=s.failed)
 
-        with bar:
-            summary = run_batch(input_path, output, live, client, concurrency=concurrency,
-                                retry_failed=retry_failed, max_cost_usd=max_cost,
-                                on_start=on_start, on_result=on_result)
+        try:
+            with bar:
+                summary = run_batch(input_path, output, live, client, concurrency=concurrency,
+                                    retry_failed=retry_failed, max_cost_usd=max_cost,
+                                    on_start=on_start, on_result=on_result)
+        except KeyboardInterrupt:
+            if started:
+                s = started[0]
+                stderr.print(f"interrupted: {s.skipped + s.done + s.failed} of {s.total} rows are "
+                             f"written to {output} ({s.done} answered, {s.failed} failed in this "
+                             "run; rows in flight were not written)", highlight=False)
+            else:
+                stderr.print(f"interrupted before any row was written to {output}", highlight=False)
+            stderr.print(f"resume with: {command_line(ctx)}", highlight=False)
+            raise typer.Exit(130) from None
     parts = [f"{summary.done} answered", f"{summary.failed} failed", f"{summary.skipped} already done",
              f"cost ${summary.cost_usd:.6f}"]
     if summary.cached:
         parts.append(f"{summary.cached} from cache (saved ${summary.saved_usd:.6f})")
     stderr.print(f"{output}: " + ", ".join(parts) + f", {summary.elapsed_s:.1f}s", markup=False, highlight=False)
-    if summary.stopped:
-        stderr.print(f"stopped early: {summary.stopped}; {summary.remaining} rows left", markup=False)
     if summary.failed:
         kinds = ", ".join(f"{k} x{n}" for k, n in sorted(summary.errors.items()))
         stderr.print(f"{summary.failed} rows failed ({kinds}); run the same command again to retry them",
                      style="yellow", markup=False, highlight=False)
+    if summary.stopped:
+        raise BudgetExceeded(f"{summary.stopped} with {summary.remaining} rows left; run the same "
+                             "command with a higher --max-cost to go on")
+    if summary.failed:
         raise typer.Exit(2)
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .._exceptions import DataError
 from .._jsonl import iter_jsonl
-from ._table import REQUIRED, OutcomeTable
+from ._table import REQUIRED, OutcomeTable, shown
 
 # ---- RouteLLM prices ---------------------------------------------------------------------------
 # RouteLLM publishes correctness only. Its paper (Ong et al. 2024, §5) prices GPT-4 at about $24.7
@@ -73,7 +73,7 @@ def _bool_scores(col: pd.Series, path: Path, column: str, *, row_offset: int = 2
     vals = col.astype(str).str.strip().str.lower().map(mapping)
     bad = np.flatnonzero(vals.isna().to_numpy())
     if bad.size:
-        raise DataError(f"expected True/False, got {col.iloc[bad[0]]!r}", file=str(path),
+        raise DataError(f"expected True/False, got {shown(col.iloc[bad[0]])}", file=str(path),
                         row=int(bad[0]) + row_offset, column=column)
     return vals.to_numpy(dtype=float)
 
@@ -152,7 +152,7 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
         out_of_range = (scores[m] < 0) | (scores[m] > 1)
         bad = np.flatnonzero((raw_bad | out_of_range).to_numpy())
         if bad.size:
-            raise DataError(f"correctness must be a number in [0, 1], got {df[m].iloc[bad[0]]!r}",
+            raise DataError(f"correctness must be a number in [0, 1], got {shown(df[m].iloc[bad[0]])}",
                             file=str(path), row=int(bad[0]) + 2, column=m)
     if df["sample_id"].duplicated().any():
         # RouterBench repeats a few sample ids with the models split across the rows (10 + 1):
@@ -407,7 +407,7 @@ def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str
     cost = pd.to_numeric(df[c_cost], errors="coerce")
     bad = np.flatnonzero(cost.isna().to_numpy() | (cost < 0).to_numpy())
     if bad.size:
-        raise DataError(f"cost must be a number >= 0, got {df[c_cost].iloc[bad[0]]!r}",
+        raise DataError(f"cost must be a number >= 0, got {shown(df[c_cost].iloc[bad[0]])}",
                         file=str(path), row=int(bad[0]) + 2, column=c_cost)
     model = df[c_model].astype(str).str.split("/").str[-1]  # openaichat/gpt-4-0314 → gpt-4-0314
     prefix = df["dataset"].astype(str) + "/" if "dataset" in df.columns else ""

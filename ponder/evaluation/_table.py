@@ -21,6 +21,13 @@ REQUIRED = ("query_id", "query", "model", "score", "cost_usd")
 OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task")
 
 
+def shown(value: Any) -> str:
+    """A value for an error message, as plain Python: ``-0.001``, not ``np.float64(-0.001)``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     suffixes = "".join(path.suffixes).lower()
     try:
@@ -53,7 +60,7 @@ def _validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     def bad(mask: np.ndarray | pd.Series, column: str, reason: str) -> None:
         idx = np.flatnonzero(np.asarray(mask))
         if idx.size:
-            raise DataError(f"{reason} (got {df[column].iloc[idx[0]]!r})", file=source,
+            raise DataError(f"{reason} (got {shown(df[column].iloc[idx[0]])})", file=source,
                             row=int(idx[0]) + 1, column=column)
 
     for col in ("query_id", "query", "model"):

@@ -124,6 +124,11 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every ``*.safetensors`` file of ``folder`` (memory-mapped; safetensors never runs code).
+
+    A bad header, a truncated file or an unreadable one raises ModelFileError naming the file.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -131,7 +136,11 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError("no *.safetensors weights in the model folder", path=str(folder))
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ModelFileError(f"not a readable safetensors file: {reason}", path=str(f)) from exc
     return state
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
-from .._exceptions import AuthError, BadResponse
+from .._exceptions import BadResponse
 from .._pricing import PriceTable
-from .._types import ChatRequest, Completion, Usage
-from ._base import Reply, RetryPolicy, SDKProvider
-from ._errors import translate_sdk_error
+from .._types import ChatRequest, Usage
+from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
+OFFICIAL_URLS = ("https://api.anthropic.com",)
 
 
 def _usage(u: Any) -> Usage | None:
@@ -32,22 +31,23 @@ class AnthropicProvider(SDKProvider):
     def __init__(
         self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
         retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
-        name: str = "anthropic", api_key_env: str = "ANTHROPIC_API_KEY",
+        name: str = "anthropic", api_key_env: str | None = None,
     ) -> None:
         super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
         self.name = name
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
-        key = api_key or os.environ.get(api_key_env)
-        if not key:
-            raise AuthError(f"no API key: set {api_key_env} or providers.{name}.api_key", provider=name)
-        self._key = key
+        self._key = resolve_key(
+            provider=name, api_key=api_key, api_key_env=api_key_env, base_url=self.base_url,
+            default_env="ANTHROPIC_API_KEY", default_urls=OFFICIAL_URLS, base_url_env="ANTHROPIC_BASE_URL",
+        ) or NO_KEY
         self.timeout_s = timeout_s
 
     @property
     def endpoint(self) -> str:
-        return self.base_url or "https://api.anthropic.com"
+        return self.base_url or OFFICIAL_URLS[0]
 
     def _kwargs(self) -> dict[str, Any]:
+        # an explicit api_key also stops the SDK from reading ANTHROPIC_AUTH_TOKEN or a profile
         kw: dict[str, Any] = {"api_key": self._key, "timeout": self.timeout_s, "max_retries": 0}
         if self.base_url:
             kw["base_url"] = self.base_url
@@ -83,48 +83,38 @@ class AnthropicProvider(SDKProvider):
         return Reply(text=text, usage=_usage(getattr(resp, "usage", None)),
                      finish_reason=getattr(resp, "stop_reason", None))
 
-    def _err(self, exc: Exception, model: str) -> Exception:
-        return translate_sdk_error(exc, provider=self.name, model=model, secret=self._key)
-
     def _send(self, request: ChatRequest, model: str) -> Reply:
         try:
             return self._reply(self.client.messages.create(**self._params(request, model)), model)
-        except BadResponse:
-            raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise self._err(exc, model) from None
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
         try:
             return self._reply(await self.aclient.messages.create(**self._params(request, model)), model)
-        except BadResponse:
-            raise
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
 
-    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        start, parts = time.perf_counter(), []
+    def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
         try:
-            with self._sync_slots, self.client.messages.stream(**self._params(request, model)) as s:
-                for text in s.text_stream:
-                    parts.append(text)
-                    yield text
+            with self.client.messages.stream(**self._params(request, model)) as s:
+                yield from s.text_stream
                 final = s.get_final_message()
+            yield self._final(final)
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        reply = Reply("".join(parts), _usage(final.usage), final.stop_reason)
-        yield self._price(request, model, reply, time.perf_counter() - start)
 
-    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        start, parts = time.perf_counter(), []
+    async def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
         try:
-            async with self._slots():
-                async with self.aclient.messages.stream(**self._params(request, model)) as s:
-                    async for text in s.text_stream:
-                        parts.append(text)
-                        yield text
-                    final = await s.get_final_message()
+            async with self.aclient.messages.stream(**self._params(request, model)) as s:
+                async for text in s.text_stream:
+                    yield text
+                final = await s.get_final_message()
+            yield self._final(final)
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        reply = Reply("".join(parts), _usage(final.usage), final.stop_reason)
-        yield self._price(request, model, reply, time.perf_counter() - start)
+
+    @staticmethod
+    def _final(message: Any) -> Reply:
+        text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text")
+        return Reply(text, _usage(message.usage), message.stop_reason)

@@ -1,23 +1,36 @@
 """The Provider protocol, and the retry/backoff/concurrency machinery every real provider shares.
 
 Retries live here, not in the SDKs (their own retries are switched off), so that every provider
-honours ``Retry-After`` and the same backoff, and so that one pure function decides.
+honours ``Retry-After`` and the same backoff, and so that one pure function decides. Plain and
+streamed calls go through the same loop (``_attempts``/``_aattempts``): a stream is retried like a
+plain request until its first text arrives, and never after, since the caller already has it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
-import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from contextlib import aclosing, closing
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .._exceptions import ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
+from .._exceptions import (
+    AuthError,
+    BadResponse,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
 from .._pricing import PriceTable, price_completion
+from .._secrets import register_secret
 from .._types import ChatRequest, Completion, Usage
+from ._errors import translate_sdk_error
 
 RETRYABLE = (RateLimited, ProviderTimeout, ProviderUnavailable)
 
@@ -70,14 +83,48 @@ class Reply:
     model: str | None = None
 
 
-_KEYISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|[A-Za-z0-9_\-]{0,8}\*{3,}[A-Za-z0-9_\-]{0,8})")
+NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (they require a string)
 
 
-def scrub(message: str, secret: str | None) -> str:
-    """Remove a credential (and anything that looks like a masked key) from an error message."""
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    return _KEYISH.sub("[redacted]", message)
+def resolve_key(
+    *, provider: str, api_key: str | None, api_key_env: str | None, base_url: str | None,
+    default_env: str, default_urls: tuple[str, ...], base_url_env: str,
+) -> str | None:
+    """The key a provider may send to ``base_url``, or None when it must send none.
+
+    A key goes only where the user pointed it:
+
+    * ``api_key`` or ``api_key_env`` configured for this provider: that key, wherever it points
+      (an ``api_key_env`` naming an empty variable is an AuthError, not a silent keyless call);
+    * otherwise the default variable (``OPENAI_API_KEY``) only for the default endpoint: the
+      vendor's own URL, or the ``OPENAI_BASE_URL`` the user set beside the key in the same
+      environment;
+    * any other ``base_url`` (a vLLM server, ``--base-url``) gets no key.
+
+    Keys that are used are registered for scrubbing.
+    """
+    if api_key:
+        register_secret(api_key)
+        return api_key
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise AuthError(f"providers.{provider}.api_key_env names {api_key_env}, which is empty "
+                            "or not set", provider=provider)
+        register_secret(key)
+        return key
+    official = {u.rstrip("/") for u in default_urls}
+    paired = (os.environ.get(base_url_env) or "").rstrip("/")  # set beside the key, by the same user
+    target = base_url.rstrip("/") if base_url else None
+    if target is not None and target not in official and target != paired:
+        return None  # a server the user named: the vendor's key is not for it
+    key = os.environ.get(default_env)
+    if key:
+        register_secret(key)
+        return key
+    if target is None or target in official:
+        raise AuthError(f"no API key: set {default_env} or providers.{provider}.api_key", provider=provider)
+    return None  # $..._BASE_URL set without a key: a keyless self-hosted server
 
 
 class WholeTextStream:
@@ -102,8 +149,20 @@ class WholeTextStream:
         yield comp
 
 
+def _final(reply: Reply | None, provider: str, model: str) -> Reply:
+    if reply is None:
+        raise BadResponse("the answer ended without a final reply", provider=provider, model=model)
+    return reply
+
+
+# One attempt on the wire: text deltas as they arrive, then one final Reply (usage, finish reason).
+Wire = Callable[[], Generator["str | Reply", None, None]]
+AsyncWire = Callable[[], AsyncGenerator["str | Reply", None]]
+
+
 class BaseProvider(WholeTextStream):
-    """Retries, timeouts, a per-provider concurrency limit and pricing around ``_send``/``_asend``."""
+    """Retries, timeouts, a per-provider concurrency limit and pricing around ``_send``/``_asend``
+    (and, for providers with a wire stream, ``_wire_stream``/``_awire_stream``)."""
 
     name = "base"
 
@@ -115,7 +174,11 @@ class BaseProvider(WholeTextStream):
         self.retry = retry or RetryPolicy()
         self.max_concurrency = max_concurrency
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
-        self._async_slots: dict[int, asyncio.Semaphore] = {}
+        # One semaphore per event loop; entries go with their loop (closed loops are pruned too,
+        # since a semaphore that ever waited holds its loop).
+        self._async_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+        self._slots_lock = threading.Lock()
         self._rng = random.Random()
 
     # --- to implement -------------------------------------------------------------------
@@ -132,48 +195,85 @@ class BaseProvider(WholeTextStream):
 
     # --- shared -------------------------------------------------------------------------
     def _price(self, request: ChatRequest, model: str, reply: Reply, latency: float) -> Completion:
+        # the prompt text is only needed to estimate missing usage
+        prompt = "\n".join(m.content for m in request.messages) if reply.usage is None else ""
         return price_completion(
-            self.prices, provider=self.name, model=model, usage=reply.usage,
-            prompt_text="\n".join(m.content for m in request.messages), text=reply.text,
-            latency_s=latency, finish_reason=reply.finish_reason,
+            self.prices, provider=self.name, model=model, usage=reply.usage, prompt_text=prompt,
+            text=reply.text, latency_s=latency, finish_reason=reply.finish_reason,
         )
 
     def _slots(self) -> asyncio.Semaphore:
-        loop_id = id(asyncio.get_running_loop())
-        sem = self._async_slots.get(loop_id)
+        loop = asyncio.get_running_loop()
+        sem = self._async_slots.get(loop)
         if sem is None:
-            sem = self._async_slots[loop_id] = asyncio.Semaphore(self.max_concurrency)
+            with self._slots_lock:
+                for old in [lp for lp in self._async_slots.keys() if lp.is_closed()]:
+                    del self._async_slots[old]
+                sem = self._async_slots.setdefault(loop, asyncio.Semaphore(self.max_concurrency))
         return sem
 
-    def complete(self, request: ChatRequest, model: str) -> Completion:
-        start = time.perf_counter()
-        attempt = 0
+    def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        """Yield ``wire()``'s text deltas, then the priced Completion of its final Reply.
+
+        The one retry loop: a retryable error before the first delta backs off (``retry_delay``)
+        and runs ``wire`` again, within ``1 + max_retries`` attempts; after a delta, it is raised.
+        """
+        start, attempt, reply = time.perf_counter(), 0, None
         while True:
             attempt += 1
+            started = False
             try:
-                with self._sync_slots:
-                    reply = self._send(request, model)
-                return self._price(request, model, reply, time.perf_counter() - start)
+                with self._sync_slots, closing(wire()) as items:
+                    for item in items:
+                        if isinstance(item, Reply):
+                            reply = item
+                        else:
+                            started = True
+                            yield item
+                break
             except ProviderError as exc:
-                delay = retry_delay(self.retry, attempt, exc, self._rng)
+                delay = None if started else retry_delay(self.retry, attempt, exc, self._rng)
                 if delay is None:
                     raise
-                time.sleep(delay)
+            time.sleep(delay)
+        yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
+
+    async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        """``_attempts`` for asyncio (same decisions, awaited)."""
+        start, attempt, reply = time.perf_counter(), 0, None
+        while True:
+            attempt += 1
+            started = False
+            try:
+                async with self._slots(), aclosing(wire()) as items:
+                    async for item in items:
+                        if isinstance(item, Reply):
+                            reply = item
+                        else:
+                            started = True
+                            yield item
+                break
+            except ProviderError as exc:
+                delay = None if started else retry_delay(self.retry, attempt, exc, self._rng)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+        yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
+
+    def _sent(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
+        yield self._send(request, model)
+
+    async def _asent(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
+        yield await self._asend(request, model)
+
+    def complete(self, request: ChatRequest, model: str) -> Completion:
+        *_, completion = self._attempts(lambda: self._sent(request, model), request, model)
+        return completion  # type: ignore[return-value]
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
-        start = time.perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._slots():
-                    reply = await self._asend(request, model)
-                return self._price(request, model, reply, time.perf_counter() - start)
-            except ProviderError as exc:
-                delay = retry_delay(self.retry, attempt, exc, self._rng)
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+        async for item in self._aattempts(lambda: self._asent(request, model), request, model):
+            completion = item
+        return completion  # type: ignore[return-value]
 
     def close(self) -> None:
         pass
@@ -184,13 +284,32 @@ class BaseProvider(WholeTextStream):
 
 class SDKProvider(BaseProvider):
     """A provider over an official SDK: its sync and async clients are built on first use (never
-    at import) and closed together."""
+    at import) and closed together. Its wire streams (text deltas, then the final Reply) are
+    retried by the same loop as plain requests."""
 
     _client: Any = None
     _aclient: Any = None
 
     def _sdk_client(self, asynchronous: bool) -> Any:
         raise NotImplementedError
+
+    def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
+        raise NotImplementedError
+
+    def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
+        raise NotImplementedError
+
+    def _err(self, exc: Exception, model: str) -> ProviderError:
+        """The ponder error for whatever the SDK or transport raised (ours pass through)."""
+        if isinstance(exc, ProviderError):
+            return exc
+        return translate_sdk_error(exc, provider=self.name, model=model)
+
+    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        return self._attempts(lambda: self._wire_stream(request, model), request, model)
+
+    def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        return self._aattempts(lambda: self._awire_stream(request, model), request, model)
 
     @property
     def client(self) -> Any:

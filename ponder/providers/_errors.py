@@ -14,7 +14,7 @@ from .._exceptions import (
     ProviderUnavailable,
     RateLimited,
 )
-from ._base import scrub
+from .._secrets import scrub
 
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
                     "prompt is too long", "too many tokens", "context length")
@@ -53,17 +53,19 @@ def _short(exc: Exception) -> str:
     return " ".join(str(msg).split())[:300]
 
 
-def translate_sdk_error(exc: Exception, *, provider: str, model: str, secret: str | None) -> ProviderError:
-    """Map an ``openai``/``anthropic``/``httpx`` exception to the ponder error tree."""
-    import httpx
+def translate_sdk_error(exc: Exception, *, provider: str, model: str) -> ProviderError:
+    """Map an ``openai``/``anthropic``/``httpx`` exception to the ponder error tree.
 
+    Messages quoted from the server are scrubbed here and again when the error is built."""
     name = type(exc).__name__
+    # httpx and the SDKs' vendored httpx2 share class names, not classes
+    bases = {c.__name__ for c in type(exc).__mro__}
     status = getattr(exc, "status_code", None)
-    msg = scrub(_short(exc), secret)
+    msg = scrub(_short(exc))
     kw = {"provider": provider, "model": model}
-    if name in ("APITimeoutError",) or isinstance(exc, httpx.TimeoutException):
+    if name == "APITimeoutError" or "TimeoutException" in bases:
         return ProviderTimeout("request timed out", **kw)
-    if name == "APIConnectionError" or isinstance(exc, httpx.TransportError):
+    if name == "APIConnectionError" or "TransportError" in bases:
         return ProviderUnavailable(f"cannot connect: {msg}", **kw)
     if name == "APIResponseValidationError" or isinstance(exc, (json.JSONDecodeError, ValueError)):
         return BadResponse(f"malformed response: {msg}", **kw)

@@ -1,26 +1,56 @@
-"""OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``."""
+"""OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``.
+
+Requests go through the official SDK's client, so its auth, headers, timeouts and exception
+classes are kept, but as plain JSON: the body is built from plain dicts and serialized once (in a
+thread when it is large), and answers are read from the JSON. The SDK's per-message parameter
+transform and its response models cost more CPU than the HTTP exchange itself, and on a 100,000
+message body they held the event loop for seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
-from .._exceptions import AuthError, BadResponse
+from .._exceptions import BadResponse
 from .._pricing import PriceTable
-from .._types import ChatRequest, Completion, Usage
-from ._base import Reply, RetryPolicy, SDKProvider
-from ._errors import translate_sdk_error
+from .._types import ChatRequest, Usage
+from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
+
+OFFICIAL_URLS = ("https://api.openai.com/v1",)
+BIG_BODY_CHARS = 256 * 1024  # message text (or 4,096 messages) above which the body is built in a thread
+# What chat.completions.create sends: the bearer key only (never an admin key from the env).
+_OPTIONS: Any = {"security": {"bearer_auth": True}}
+_PATH = "/chat/completions"
 
 
 def _usage(u: Any) -> Usage | None:
-    if u is None:
+    """Usage from the JSON ``usage`` object (a dict)."""
+    if not isinstance(u, dict):
         return None
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) or 0
-    return Usage(input_tokens=int(u.prompt_tokens or 0), output_tokens=int(u.completion_tokens or 0),
-                 cached_input_tokens=int(cached))
+    details = u.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage(input_tokens=int(u.get("prompt_tokens") or 0),
+                 output_tokens=int(u.get("completion_tokens") or 0), cached_input_tokens=int(cached or 0))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
+    """JSON as the SDK would send it (compact, UTF-8). Long message lists are encoded a slice at a
+    time: one ``json.dumps`` call never releases the GIL, so a thread encoding 100,000 messages in
+    one call would stall the event loop just the same."""
+    msgs = params.get("messages")
+    if not isinstance(msgs, list) or len(msgs) <= chunk:
+        return _dumps(params)
+    rest = _dumps({k: v for k, v in params.items() if k != "messages"})
+    slices = b",".join(_dumps(msgs[i:i + chunk])[1:-1] for i in range(0, len(msgs), chunk))
+    return b'{"messages":[' + slices + (b"]," + rest[1:] if len(rest) > 2 else b"]}")
 
 
 class OpenAIProvider(SDKProvider):
@@ -29,23 +59,20 @@ class OpenAIProvider(SDKProvider):
     def __init__(
         self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
         retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
-        name: str = "openai", api_key_env: str = "OPENAI_API_KEY",
+        name: str = "openai", api_key_env: str | None = None,
     ) -> None:
         super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
         self.name = name
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = api_key or os.environ.get(api_key_env)
-        if not key:
-            if self.base_url is None:
-                raise AuthError(f"no API key: set {api_key_env} or providers.{name}.api_key",
-                                provider=name)
-            key = "not-needed"  # self-hosted OpenAI-compatible servers usually ignore it
-        self._key = key
+        self._key = resolve_key(
+            provider=name, api_key=api_key, api_key_env=api_key_env, base_url=self.base_url,
+            default_env="OPENAI_API_KEY", default_urls=OFFICIAL_URLS, base_url_env="OPENAI_BASE_URL",
+        ) or NO_KEY  # self-hosted OpenAI-compatible servers usually ignore it
         self.timeout_s = timeout_s
 
     @property
     def endpoint(self) -> str:
-        return self.base_url or "https://api.openai.com/v1"
+        return self.base_url or OFFICIAL_URLS[0]
 
     def _kwargs(self) -> dict[str, Any]:
         return {"api_key": self._key, "base_url": self.base_url, "timeout": self.timeout_s,
@@ -56,7 +83,8 @@ class OpenAIProvider(SDKProvider):
 
         return (openai.AsyncOpenAI if asynchronous else openai.OpenAI)(**self._kwargs())
 
-    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
+    # --- the request: plain dicts, serialized once ------------------------------------------
+    def _params(self, request: ChatRequest, model: str, stream: bool = False) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -67,49 +95,62 @@ class OpenAIProvider(SDKProvider):
                 params[key] = s[key]
         if "stop" in s:
             params["stop"] = list(s["stop"])
+        if stream:
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
         return params
 
-    def _reply(self, resp: Any, model: str) -> Reply:
-        try:
-            choice = resp.choices[0]
-            text = choice.message.content or ""
-        except (AttributeError, IndexError, TypeError):
-            raise BadResponse("response has no choices", provider=self.name, model=model) from None
-        return Reply(text=text, usage=_usage(getattr(resp, "usage", None)),
-                     finish_reason=getattr(choice, "finish_reason", None))
+    def _body(self, request: ChatRequest, model: str, stream: bool = False) -> bytes:
+        return encode_body(self._params(request, model, stream))
 
-    def _err(self, exc: Exception, model: str) -> Exception:
-        return translate_sdk_error(exc, provider=self.name, model=model, secret=self._key)
+    async def _abody(self, request: ChatRequest, model: str, stream: bool = False) -> bytes:
+        msgs = request.messages
+        if len(msgs) > 4096 or sum(len(m.content) for m in msgs) > BIG_BODY_CHARS:
+            return await asyncio.to_thread(self._body, request, model, stream)
+        return self._body(request, model, stream)
+
+    # --- the answer: read from JSON -----------------------------------------------------------
+    def _reply(self, raw: bytes, model: str) -> Reply:
+        data = json.loads(raw)  # a ValueError becomes BadResponse in translate_sdk_error
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise BadResponse("response has no choices", provider=self.name, model=model) from None
+        return Reply(text=text, usage=_usage(data.get("usage")), finish_reason=choice.get("finish_reason"),
+                     model=data.get("model"))
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
         try:
-            resp = self.client.chat.completions.create(**self._params(request, model))
-            return self._reply(resp, model)
-        except BadResponse:
-            raise
+            raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
+            return self._reply(raw, model)
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise self._err(exc, model) from None
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
         try:
-            resp = await self.aclient.chat.completions.create(**self._params(request, model))
-            return self._reply(resp, model)
-        except BadResponse:
-            raise
+            body = await self._abody(request, model)
+            raw = await self.aclient.post(_PATH, body=body, cast_to=bytes, options=_OPTIONS)
+            return self._reply(raw, model)
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
 
-    # Streaming: one chunk-folding step shared by the sync and async loops.
+    # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
         def __init__(self) -> None:
             self.parts: list[str] = []
             self.usage: Usage | None = None
             self.finish: str | None = None
-            self.start = time.perf_counter()
 
         def add(self, chunk: Any) -> str:
             if getattr(chunk, "usage", None):
-                self.usage = _usage(chunk.usage)
+                u = chunk.usage
+                details = getattr(u, "prompt_tokens_details", None)
+                self.usage = Usage(input_tokens=int(u.prompt_tokens or 0),
+                                   output_tokens=int(u.completion_tokens or 0),
+                                   cached_input_tokens=int(getattr(details, "cached_tokens", None) or 0))
             text = ""
             for ch in chunk.choices or []:
                 if ch.delta and ch.delta.content:
@@ -119,35 +160,43 @@ class OpenAIProvider(SDKProvider):
                 self.parts.append(text)
             return text
 
-    def _finish(self, fold: _Fold, request: ChatRequest, model: str) -> Completion:
-        if not fold.parts and fold.usage is None and fold.finish is None:  # e.g. JSON, not SSE
-            raise BadResponse("stream ended without any event", provider=self.name, model=model)
-        reply = Reply("".join(fold.parts), fold.usage, fold.finish)
-        return self._price(request, model, reply, time.perf_counter() - fold.start)
+        def reply(self, provider: str, model: str) -> Reply:
+            if not self.parts and self.usage is None and self.finish is None:  # e.g. JSON, not SSE
+                raise BadResponse("stream ended without any event", provider=provider, model=model)
+            return Reply("".join(self.parts), self.usage, self.finish)
 
-    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+    @staticmethod
+    def _stream_kwargs(asynchronous: bool) -> dict[str, Any]:
+        """What chat.completions.create(stream=True) passes: SSE decoded into chunk models."""
+        import openai
+        from openai.types.chat import ChatCompletionChunk
+
+        stream_cls = openai.AsyncStream if asynchronous else openai.Stream
+        return {"cast_to": ChatCompletionChunk, "options": _OPTIONS, "stream": True,
+                "stream_cls": stream_cls[ChatCompletionChunk]}
+
+    def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
         fold = self._Fold()
         try:
-            with self._sync_slots:
-                for chunk in self.client.chat.completions.create(
-                    **self._params(request, model), stream=True, stream_options={"include_usage": True}
-                ):
+            with self.client.post(_PATH, body=self._body(request, model, stream=True),
+                                  **self._stream_kwargs(asynchronous=False)) as chunks:
+                for chunk in chunks:
                     if text := fold.add(chunk):
                         yield text
+            yield fold.reply(self.name, model)
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        yield self._finish(fold, request, model)
 
-    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+    async def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
         fold = self._Fold()
         try:
-            async with self._slots():
-                stream = await self.aclient.chat.completions.create(
-                    **self._params(request, model), stream=True, stream_options={"include_usage": True}
-                )
-                async for chunk in stream:
+            body = await self._abody(request, model, stream=True)
+            async with await self.aclient.post(_PATH, body=body,
+                                               **self._stream_kwargs(asynchronous=True)) as chunks:
+                async for chunk in chunks:
                     if text := fold.add(chunk):
                         yield text
+            yield fold.reply(self.name, model)
         except Exception as exc:  # noqa: BLE001
             raise self._err(exc, model) from None
-        yield self._finish(fold, request, model)
+

@@ -13,7 +13,10 @@ BUILTIN = ("openai", "anthropic", "replay", "local")
 
 
 def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) -> Any:
-    """Build one provider. Keys are read here, from the config or the environment, never at import."""
+    """Build one provider. Keys are read here, from the config or the environment, never at import.
+
+    ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
+    to the vendor's endpoint alone (see ``resolve_key``)."""
     kind = settings.type or name
     retry = RetryPolicy(max_retries=settings.max_retries, initial_s=settings.backoff_initial_s,
                         max_s=settings.backoff_max_s)
@@ -25,11 +28,11 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
     if kind == "openai":
         from ._openai import OpenAIProvider
 
-        return OpenAIProvider(**common, api_key_env=settings.api_key_env or "OPENAI_API_KEY")
+        return OpenAIProvider(**common, api_key_env=settings.api_key_env)
     if kind == "anthropic":
         from ._anthropic import AnthropicProvider
 
-        return AnthropicProvider(**common, api_key_env=settings.api_key_env or "ANTHROPIC_API_KEY")
+        return AnthropicProvider(**common, api_key_env=settings.api_key_env)
     if kind == "replay":
         from ._replay import ReplayProvider
 

@@ -1,8 +1,10 @@
 """Save and load routers as JSON + npz through :mod:`ponder._persist` (version + content hash;
-a tampered or foreign file raises ModelFileError, and nothing is unpickled)."""
+a corrupted or foreign file raises ModelFileError, and nothing is unpickled). Loading reads only
+the fields the router format defines, each type-checked; anything else is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +53,67 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
     return _persist.save(directory, meta, arrays, kind=_PERSIST_KIND)
 
 
-def load_router(directory: str | Path) -> BaseRouter:
-    """Load a router saved by :func:`save_router`; raises ModelFileError if it is not one."""
-    meta, arrays = _persist.load(directory, kind=_PERSIST_KIND)
-    where = str(directory)
-    kind = meta.get("router_kind")
-    cls = ROUTER_KINDS.get(str(kind))
+# What a router file holds: exactly these fields, with these types (see _persist.check_fields).
+_META_FIELDS: dict[str, Any] = {
+    "router_kind": str, "params": dict, "models": list[str], "strong": int, "knob": float,
+    "n_train": int, "calibration": dict | None, "featurizer": dict, "extra": dict,
+}
+_REQUIRED = ("router_kind", "params", "models", "strong", "knob", "n_train", "featurizer")
+_EXTRA_FIELDS: dict[str, Any] = {"relaxation_": float, "label_mean_": float, "n_iter_": int}
+_ARRAYS = ("cost_intercept", "cost_slope", "train_quality")
+
+
+def _check_meta(meta: dict[str, Any], where: str) -> type[BaseRouter]:
+    """Validate every field of a router file; the router class it names."""
+    _persist.check_fields(meta, _META_FIELDS, where=where, what="meta", required=_REQUIRED)
+    kind = meta["router_kind"]
+    cls = ROUTER_KINDS.get(kind)
     if cls is None:
         raise ModelFileError(f"unknown router kind {kind!r}", path=where)
+    _persist.check_fields(meta["params"], _persist.init_fields(cls), where=where, what="params")
+    if not meta["models"] or not 0 <= meta["strong"] < len(meta["models"]) or meta["n_train"] < 0:
+        raise ModelFileError("meta.json: models, strong and n_train are inconsistent", path=where)
+    if meta.get("calibration") is not None:
+        cal_fields = _persist.init_fields(Calibration)
+        required = tuple(f.name for f in dataclasses.fields(Calibration)
+                         if f.default is dataclasses.MISSING)
+        _persist.check_fields(meta["calibration"], cal_fields, where=where, what="calibration",
+                              required=required)
+    _persist.check_fields(meta.get("extra", {}), _EXTRA_FIELDS, where=where, what="extra")
+    _persist.check_fields(meta["featurizer"], {"type": str, "params": dict, "parts": list},
+                          where=where, what="featurizer", required=("type",))
+    return cls
+
+
+def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseRouter:
+    """Load a router saved by :func:`save_router`; raises ModelFileError if it is not one.
+
+    Only the fields the router format defines are read, each type-checked: a file holding any
+    other field is refused (the content hash is a checksum, not a signature, so this matters).
+    ``max_bytes`` caps the arrays' decompressed size (see :func:`ponder._persist.load`).
+    """
+    meta, arrays = _persist.load(directory, kind=_PERSIST_KIND, max_bytes=max_bytes)
+    where = str(directory)
+    cls = _check_meta(meta, where)
+    unknown = sorted(k for k in arrays if k not in _ARRAYS and not k.startswith(("r_", "f_")))
+    if unknown:
+        raise ModelFileError(f"arrays.npz: unknown array {unknown[0]!r} in a router file",
+                             path=where)
     try:
         router = cls(**meta["params"])
-        router.models_ = [str(m) for m in meta["models"]]
-        router.strong_ = int(meta["strong"])
+        router.models_ = list(meta["models"])
+        router.strong_ = meta["strong"]
         router.knob_ = float(meta["knob"])
-        router.n_train_ = int(meta["n_train"])
+        router.n_train_ = meta["n_train"]
         cal = meta.get("calibration")
         router.calibration_ = Calibration(**cal) if cal else None
-        for k, v in meta.get("extra", {}).items():
-            setattr(router, k, v)
+        extra = meta.get("extra", {})
+        if "relaxation_" in extra:
+            router.relaxation_ = float(extra["relaxation_"])  # type: ignore[attr-defined]
+        if "label_mean_" in extra:
+            router.label_mean_ = float(extra["label_mean_"])  # type: ignore[attr-defined]
+        if "n_iter_" in extra:
+            router.n_iter_ = int(extra["n_iter_"])  # type: ignore[attr-defined]
         router.cost_intercept_ = np.asarray(arrays["cost_intercept"], dtype=float)
         router.cost_slope_ = np.asarray(arrays["cost_slope"], dtype=float)
         router.train_quality_ = np.asarray(arrays["train_quality"], dtype=float)

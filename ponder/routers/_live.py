@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, UnknownModel
+from .._strategies import read_strategy_json, resolve_reference
 from .._types import Answer, Attempt, ChatRequest, Completion
 from ._base import BaseRouter, RouteDecision
 from ._io import load_router
@@ -132,17 +133,14 @@ class RouteThenCascade:
         return self._tag(await self._from(start).arun(request, client), start, d)
 
 
-def _rel(base: Path, value: Any, key: str, path: Path) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"needs a string path in {key!r}", file=str(path), key=key)
-    p = Path(value)
-    return p if p.is_absolute() else base / p
+def load_strategy_file(path: str | Path, data: dict[str, Any], *,
+                       allow_outside: bool = False) -> LiveRouter | RouteThenCascade:
+    """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy).
 
-
-def load_strategy_file(path: str | Path, data: dict[str, Any]) -> LiveRouter | RouteThenCascade:
-    """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy)."""
+    The router folder and cascade file it names must lie in its own folder unless
+    ``allow_outside`` (see :func:`ponder._strategies.resolve_reference`).
+    """
     path = Path(path)
-    base = path.parent
     version = data.get("version", 1)
     if version != STRATEGY_VERSION:
         raise ConfigError(f"strategy file version {version!r} not supported (reads "
@@ -155,15 +153,17 @@ def load_strategy_file(path: str | Path, data: dict[str, Any]) -> LiveRouter | R
     knob = data.get("knob")
     if knob is not None and not isinstance(knob, int | float):
         raise ConfigError(f"knob must be a number, got {knob!r}", file=str(path), key="knob")
-    router = load_router(_rel(base, data.get("router"), "router", path))
+    router = load_router(resolve_reference(path, data.get("router"), key="router",
+                                           allow_outside=allow_outside))
     name = data.get("name")
     try:
         if kind == "route-cascade":
             from .. import cascade as cascade_mod
 
-            cpath = _rel(base, data.get("cascade"), "cascade", path)
-            cdata = json.loads(cpath.read_text("utf-8"))
-            casc = cascade_mod.load_strategy_file(cpath, cdata)
+            cpath = resolve_reference(path, data.get("cascade"), key="cascade",
+                                      allow_outside=allow_outside)
+            casc = cascade_mod.load_strategy_file(cpath, read_strategy_json(cpath),
+                                                  allow_outside=allow_outside)
             return RouteThenCascade(router, casc, name=name, knob=knob)
         if kind == "router" or kind.startswith(("router-", "router:")):
             cands = data.get("candidates")

@@ -4,6 +4,7 @@ target holds out a share of the train queries to set the knob on."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from .._exceptions import ConfigError
 from ._base import BaseRouter
 from ._io import ROUTER_KINDS, save_router
 from ._live import check_model_map, write_strategy_file
+
+log = logging.getLogger("ponder.routers")
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,11 @@ def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str |
     rel = os.path.relpath(cascade.resolve(), path.parent.resolve())
     out = write_strategy_file(path, router_dir, kind="route-cascade", name="route-cascade",
                               extra={"cascade": rel})
+    if rel.startswith("..") or Path(rel).is_absolute():
+        log.warning("%s names %s, outside its folder: loading it will need --allow-outside "
+                    "(allow_outside=True); keep the cascade beside it to avoid that", out, rel)
     try:
-        load_strategy(out)
+        load_strategy(out, allow_outside=True)
     except Exception:
         out.unlink()
         raise

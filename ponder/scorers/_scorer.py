@@ -473,9 +473,15 @@ class AnswerScorer:
         return _persist.save(directory, meta, arrays, kind=_KIND)
 
     @classmethod
-    def load(cls, directory: str | Path) -> AnswerScorer:
-        """Load a saved scorer; tampered or foreign files raise ModelFileError."""
-        meta, arrays = _persist.load(directory, kind=_KIND)
+    def load(cls, directory: str | Path, *, max_bytes: int | None = None) -> AnswerScorer:
+        """Load a saved scorer; corrupted or foreign files raise ModelFileError.
+
+        Only the fields the scorer format defines are read, each type-checked; a file holding
+        any other field or array is refused. ``max_bytes`` caps the arrays' decompressed size
+        (see :func:`ponder._persist.load`).
+        """
+        meta, arrays = _persist.load(directory, kind=_KIND, max_bytes=max_bytes)
+        _check_file(cls, meta, arrays, str(directory))
         try:
             obj = cls(**meta["params"])
             obj.models_ = list(meta["models"])
@@ -505,6 +511,31 @@ class AnswerScorer:
             raise ModelFileError(f"scorer file is incomplete or inconsistent ({exc})",
                                  path=str(directory)) from None
         return obj
+
+
+# What a scorer file holds: exactly these fields and arrays (see _persist.check_fields).
+_META_FIELDS: dict[str, Any] = {
+    "params": dict, "models": list[str], "stat_names": list[str], "n_features_in": int,
+    "query_features": dict, "response_features": dict, "learner_state": str, "calibrator": str,
+}
+_ARRAYS = ("dense_mean", "dense_scale", "text_coef", "text_intercept", "coef", "intercept",
+           "cal_a", "cal_b")
+_ARRAY_PREFIXES = ("qf__", "rf__", "tree__")
+
+
+def _check_file(cls: type, meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> None:
+    _persist.check_fields(meta, _META_FIELDS, where=where, what="meta",
+                          required=("params", "models", "n_features_in", "learner_state"))
+    _persist.check_fields(meta["params"], _persist.init_fields(cls), where=where, what="params")
+    if meta["learner_state"] not in _LEARNERS:
+        raise ModelFileError(f"meta.json: learner_state must be one of {_LEARNERS}, got "
+                             f"{meta['learner_state']!r}", path=where)
+    if meta.get("calibrator", "sigmoid") not in ("sigmoid", "isotonic"):
+        raise ModelFileError(f"meta.json: unknown calibrator {meta['calibrator']!r}", path=where)
+    unknown = sorted(k for k in arrays if k not in _ARRAYS and not k.startswith(_ARRAY_PREFIXES))
+    if unknown:
+        raise ModelFileError(f"arrays.npz: unknown array {unknown[0]!r} in a scorer file",
+                             path=where)
 
 
 # ---- calibration --------------------------------------------------------------------------------

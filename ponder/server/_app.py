@@ -3,10 +3,17 @@
 Clients change only their ``base_url``. A request's ``model`` names a strategy (``ponder/<name>``)
 or a plain model; the answer carries the model that answered and what it cost, in the
 ``x-ponder-model`` / ``x-ponder-cost-usd`` headers and in a ``ponder`` field of the body.
+
+Work per request is bounded before anything is built: a body of at most ``max_body_bytes`` and
+at most ``max_messages`` messages (and as many content parts in all), so one request cannot hold
+the event loop that every other request (``/healthz`` included) shares. Every error body and log
+line goes through ``scrub``, so no fragment of a registered key (the server's own token, a
+provider's key) leaves the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -21,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -39,6 +46,7 @@ from .._exceptions import (
     UnknownModel,
     UnknownProvider,
 )
+from .._secrets import register_secret, scrub
 from .._strategies import SingleModel, load_strategy
 from .._types import Answer, Attempt, ChatRequest, Completion, Message
 from ._fallback import FALLTHROUGH, AllModelsFailed, FallbackChain, failed_attempt, success_attempt
@@ -46,6 +54,7 @@ from ._metrics import Metrics
 from ._schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatMessageIn,
     ErrorBody,
     Health,
     ModelList,
@@ -54,16 +63,51 @@ from ._schemas import (
 log = logging.getLogger("ponder.server")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_MESSAGES = 2048  # OpenAI's own limit on the messages array
 CHAT_PATH = "/v1/chat/completions"
 STRATEGY_PREFIX = "ponder/"
-_OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
 
 
 # --- errors ------------------------------------------------------------------------------------
 def error_body(status: int, message: str, type_: str, code: str | None = None,
                param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
+    """An OpenAI-style error. Every error the app builds passes here, so every one is scrubbed."""
+    return JSONResponse({"error": {"message": scrub(message), "type": type_,
+                                   "param": scrub(param) if param else param, "code": code}},
                         status_code=status, headers=headers)
+
+
+def too_many(what: str, count: int, limit: int) -> JSONResponse:
+    """OpenAI's answer to an over-long ``messages`` array (400 ``array_above_max_length``)."""
+    return error_body(400, f"Invalid 'messages': {count} {what}, but this server accepts at most {limit} "
+                      "per request (ponder serve --max-messages)",
+                      "invalid_request_error", "array_above_max_length", "messages")
+
+
+def count_items(raw: bytes, limit: int) -> tuple[str, int] | None:
+    """``(what, count)`` when a chat body holds more than ``limit`` messages or content parts in
+    all, else None (also when it is not JSON: validation says why).
+
+    Cheap on the common path: every message and content part is a JSON object, so a body with at
+    most ``limit + 1`` ``{`` (one is the body itself) is within the limit without parsing it.
+    Otherwise one plain ``json.loads`` (C, no models) counts exactly, so an over-long body is
+    refused before validation builds a model for each item.
+    """
+    if raw.count(b"{") <= limit + 1:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list):
+        return None
+    if len(messages) > limit:
+        return "messages", len(messages)
+    parts = sum(len(m["content"]) for m in messages
+                if isinstance(m, dict) and isinstance(m.get("content"), list))
+    return ("content parts", parts) if parts > limit else None
 
 
 def error_status(exc: Exception) -> tuple[int, str, str]:
@@ -107,8 +151,11 @@ def exception_response(exc: Exception) -> JSONResponse:
 
 def invalid_body(errors: Sequence[Any]) -> JSONResponse:
     """A 400 naming the first offending field (``messages.0.role``), never echoing the input."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    ctx: dict[str, Any] = first.get("ctx") or {}
+    if first.get("type") == "too_long" and loc == ["messages"] and "max_length" in ctx:
+        return too_many("messages", int(ctx.get("actual_length", 0)), int(ctx["max_length"]))
     param = ".".join(loc) or None
     msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
     return error_body(400, msg, "invalid_request_error", "invalid_request", param)
@@ -123,7 +170,11 @@ def _is_json(content_type: bytes) -> bool:
 class Guard:
     """Bearer-token auth and a request-size limit in front of the app; it also serves the hot
     path (POST /v1/chat/completions) directly, with the same checks as the FastAPI route, which
-    stays for the OpenAPI schema."""
+    stays for the OpenAPI schema.
+
+    With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
+    model, as ``/v1/models`` does.
+    """
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
                  chat: Callable[[bytes, bytes], Awaitable[Response]] | None = None) -> None:
@@ -145,7 +196,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.api_key is not None and scope["path"] not in _OPEN_PATHS:
+        if self.api_key is not None and scope["path"] != HEALTH_PATH:
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, self.api_key):
@@ -262,6 +313,37 @@ def _resolves(routes: Mapping[str, Route], name: str) -> bool:
     return True
 
 
+def request_model(max_messages: int) -> type[ChatCompletionRequest]:
+    """The request schema with this server's message limit (so /openapi.json states it too)."""
+    model: type[ChatCompletionRequest] = create_model(
+        "ChatCompletionRequest", __base__=ChatCompletionRequest, __module__=__name__,
+        messages=(list[ChatMessageIn], Field(min_length=1, max_length=max_messages)))
+    return model
+
+
+def warm_providers(client: Client, routes: Mapping[str, Route]) -> None:
+    """Build every served provider and its SDK client now (in a worker thread, at startup).
+
+    Otherwise the first request to each provider imports its SDK (a second or more for
+    ``openai``) on the event loop, and every request in flight waits. Building a provider also
+    registers its key for scrubbing. A provider that cannot be built is left for the first
+    request to report.
+    """
+    names: set[str] = set()
+    for route in routes.values():
+        for spec in _strategy_models(route.strategy):
+            try:
+                names.add(client.resolve(spec).provider)
+            except Exception:  # noqa: BLE001 - reported by the request that uses it
+                continue
+    for name in sorted(names):
+        try:
+            provider = client.provider(name)
+            getattr(getattr(provider, "provider", provider), "aclient", None)  # the SDK import
+        except Exception as exc:  # noqa: BLE001
+            log.debug("provider %s not built at startup: %s", name, _one_line(exc))
+
+
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     messages: list[Message] = []
     for m in body.messages:
@@ -334,35 +416,46 @@ def create_app(
     models: Sequence[str] = (),
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
     base_urls: dict[str, str] | None = None,
+    allow_outside: bool = False,
 ) -> Any:
     """Build the ASGI app.
 
     ``source``: a Config (or config file path) to build a Client from, or a ready Client (left
     open for its owner). ``strategies``: name -> live strategy or strategy-file path; by default
     the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
-    ``api_key``: require ``Authorization: Bearer <api_key>`` on /v1 and /metrics.
+    ``api_key``: require ``Authorization: Bearer <api_key>`` on every path but /healthz (the
+    interactive /docs and /redoc are then off; /openapi.json needs the key, as /v1/models does).
+    ``max_body_bytes`` / ``max_messages``: the largest chat request accepted (413 / 400); the
+    message limit also bounds content parts, counted over all messages. ``allow_outside``: let
+    strategy files name model files outside their own folder (see ``ponder.load_strategy``).
     """
+    if max_messages < 1:
+        raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+    register_secret(api_key)
     owned = not isinstance(source, Client)
     client = source if isinstance(source, Client) else Client(source, base_urls=base_urls)
     config = client.config
     if strategies is None:
         base = Path(config.source).parent if config.source else Path(".")
         strategies = {name: base / st.path for name, st in config.strategies.items()}
-    loaded = {name: (load_strategy(s) if isinstance(s, (str, Path)) else s) for name, s in strategies.items()}
+    loaded = {name: (load_strategy(s, allow_outside=allow_outside) if isinstance(s, (str, Path)) else s) for name, s in strategies.items()}
     routes = build_routes(config, loaded, models)
     metrics = Metrics()
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(warm_providers, client, routes)
         yield
         if owned:
             await client.aclose()
             if client.cache is not None:
                 client.cache.close()
 
-    app = FastAPI(title="ponder", version="1", lifespan=lifespan,
+    docs: dict[str, Any] = {"docs_url": None, "redoc_url": None} if api_key else {}
+    app = FastAPI(title="ponder", version="1", lifespan=lifespan, **docs,
                   description="OpenAI-compatible routing server: strategies and plain models behind one endpoint.")
     app.state.client, app.state.routes, app.state.metrics = client, routes, metrics
 
@@ -419,18 +512,22 @@ def create_app(
         500: {"model": ErrorBody}, 502: {"model": ErrorBody}, 504: {"model": ErrorBody},
     }
 
+    body_model = request_model(max_messages)
+
     async def chat_raw(raw: bytes, content_type: bytes) -> Response:
         """POST /v1/chat/completions straight from bytes (same checks as the FastAPI route)."""
         if not _is_json(content_type):
             return error_body(400, "Content-Type must be application/json", "invalid_request_error",
                               "invalid_request")
+        over = count_items(raw, max_messages)
+        if over is not None:
+            return too_many(*over, max_messages)
         try:
-            body = ChatCompletionRequest.model_validate_json(raw)
+            body = body_model.model_validate_json(raw)
         except ValidationError as exc:
             return invalid_body(exc.errors(include_url=False, include_input=False))
         return await chat_completions(body)
 
-    @app.post(CHAT_PATH, responses=responses, response_model=None)
     async def chat_completions(body: ChatCompletionRequest) -> Response:
         start = time.perf_counter()
         metrics.in_flight += 1
@@ -466,6 +563,9 @@ def create_app(
         metrics.in_flight -= 1
         return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
                         media_type="application/json", headers=_headers(answer))
+
+    chat_completions.__annotations__["body"] = body_model  # FastAPI validates with the limit
+    app.post(CHAT_PATH, responses=responses, response_model=None)(chat_completions)
 
     async def _answer(strategy: Any, request: ChatRequest) -> Answer:
         arun = getattr(strategy, "arun", None)
@@ -554,7 +654,7 @@ def create_app(
             except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
                 status, type_, code = error_status(exc)
                 log.warning("stream for %s failed: %s", route.id, _one_line(exc))
-                err = {"error": {"message": str(exc) if status != 500 else "internal server error",
+                err = {"error": {"message": scrub(str(exc)) if status != 500 else "internal server error",
                                  "type": type_, "param": None, "code": code}}
                 yield "data: " + json.dumps(err) + "\n\n"
             finally:
@@ -573,5 +673,6 @@ def create_app(
     return guard
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+def _one_line(exc: BaseException) -> str:
+    """An error for a log line: one line, scrubbed (a foreign exception's text may quote a key)."""
+    return scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]

@@ -70,7 +70,15 @@ def test_pickled_arrays_never_load(tmp_path):
     d, _, _ = _saved(tmp_path)
     evil = np.array([{"run": "code"}], dtype=object)
     np.savez(d / "arrays.npz", coef=evil)
-    with pytest.raises(ModelFileError, match="cannot be read safely"):
+    with pytest.raises(ModelFileError, match="content hash mismatch"):
+        _persist.load(d)
+    # The hash is a checksum anyone can recompute: the pickle must still never load.
+    doc = json.loads((d / "meta.json").read_text())
+    doc["arrays"] = {"coef": {"dtype": "<f8", "shape": [1]}}
+    with open(d / "arrays.npz", "rb") as fh:
+        doc["sha256"] = _persist._file_hash(doc["kind"], doc["arrays"], doc["meta"], fh)
+    (d / "meta.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="'coef' holds Python objects"):
         _persist.load(d)
     with zipfile.ZipFile(d / "arrays.npz") as z:
         assert z.namelist() == ["coef.npy"]

@@ -111,9 +111,9 @@ def test_tampered_or_foreign_scorer_is_refused(tmp_path, scorer):
         AnswerScorer.load(d)
     d2 = scorer.save(tmp_path / "s2")
     meta = json.loads((d2 / "meta.json").read_text())
-    meta["format_version"] = 2
+    meta["format_version"] = 3
     (d2 / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelFileError, match="format version 2 is not supported"):
+    with pytest.raises(ModelFileError, match="format version 3 is not supported"):
         AnswerScorer.load(d2)
 
 
