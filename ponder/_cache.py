@@ -149,11 +149,7 @@ class DiskCacheBackend(CacheBackend):
         self._down = _disk_failure(exc, db, self.path)
         self._down_until = time.monotonic() + self.retry_s
         dbs, self._dbs = self._dbs, None
-        for d in dbs or ():
-            try:
-                d.close()
-            except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
-                pass
+        _close_all(dbs)
         return self._down
 
     def _run(self, which: int, op: Callable[[Any], _T]) -> _T:
@@ -199,11 +195,7 @@ class DiskCacheBackend(CacheBackend):
         """
         with self._lock:
             dbs, self._dbs, self._down = self._dbs, None, None
-            for d in dbs or ():
-                try:
-                    d.close()
-                except Exception:  # noqa: BLE001
-                    pass
+            _close_all(dbs)
             removed: list[Path] = []
             for folder in (self.path, self.path / "stats"):
                 names = [folder / f"cache.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
@@ -225,11 +217,15 @@ class DiskCacheBackend(CacheBackend):
     def close(self) -> None:
         with self._lock:
             dbs, self._dbs = self._dbs, None
-        for d in dbs or ():
-            try:
-                d.close()
-            except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
-                pass
+        _close_all(dbs)
+
+
+def _close_all(dbs: Any) -> None:
+    for d in dbs or ():
+        try:
+            d.close()
+        except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
+            pass
 
 
 def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest) -> str:
