@@ -7,6 +7,7 @@ imports torch, triton or transformers (the self-hosted engine is ``ponder.local`
 from ._batch import BatchSummary, arun_batch, run_batch
 from ._cache import CacheBackend, CachedProvider, CacheStats, DiskCacheBackend, cache_key
 from ._client import Client
+from ._collect import CollectEstimate, CollectSummary, acollect, collect, estimate_collect
 from ._config import CacheSettings, Config, ProviderSettings, config_problems, load_config
 from ._exceptions import (
     AllModelsFailed,
@@ -30,7 +31,33 @@ from ._exceptions import (
 )
 from ._pricing import Price, PriceTable
 from ._strategies import SingleModel, load_strategy
-from ._types import Answer, Attempt, ChatRequest, Completion, Message, ModelSpec, Usage
+from ._types import (
+    Answer,
+    Attempt,
+    ChatRequest,
+    Completion,
+    LogprobStats,
+    Message,
+    ModelSpec,
+    Usage,
+)
+from .grading import (
+    Agreement,
+    ChoiceGrader,
+    CodeGrader,
+    ExactMatch,
+    Grade,
+    Grader,
+    GradeSummary,
+    JsonGrader,
+    JudgeGrader,
+    NumberGrader,
+    RegexGrader,
+    agrade_table,
+    agreement,
+    grade_table,
+    parse_grader,
+)
 from .providers import Provider
 
 __version__ = "0.1.0"
@@ -51,12 +78,15 @@ __all__ = [
     "CachedProvider",
     "ChatRequest",
     "Client",
+    "CollectEstimate",
+    "CollectSummary",
     "Completion",
     "Config",
     "ConfigError",
     "ContextTooLong",
     "DataError",
     "DiskCacheBackend",
+    "LogprobStats",
     "Message",
     "ModelFileError",
     "ModelSpec",
@@ -74,11 +104,29 @@ __all__ = [
     "UnknownModel",
     "UnknownProvider",
     "Usage",
+    "acollect",
     "arun_batch",
     "cache_key",
+    "collect",
     "config_problems",
+    "estimate_collect",
     "load_config",
     "load_strategy",
     "run_batch",
+    "Agreement",
+    "ChoiceGrader",
+    "CodeGrader",
+    "ExactMatch",
+    "Grade",
+    "Grader",
+    "GradeSummary",
+    "JsonGrader",
+    "JudgeGrader",
+    "NumberGrader",
+    "RegexGrader",
+    "agrade_table",
+    "agreement",
+    "grade_table",
+    "parse_grader",
     "__version__",
 ]

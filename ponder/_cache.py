@@ -244,7 +244,8 @@ def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest)
 
 def _encode(c: Completion) -> bytes:
     return c.model_dump_json(include={"text", "model", "provider", "usage", "cost_usd",
-                                      "cost_estimated", "finish_reason"}).encode("utf-8")
+                                      "cost_estimated", "finish_reason", "samples",
+                                      "logprobs"}).encode("utf-8")
 
 
 def _decode(raw: bytes) -> Completion | None:

@@ -100,6 +100,7 @@ class Config(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     models: dict[str, str] = Field(default_factory=dict)  # alias -> provider:model
     strategies: dict[str, StrategySettings] = Field(default_factory=dict)
+    graders: dict[str, str] = Field(default_factory=dict)  # task -> grader spec ("default": the rest)
     source: str | None = Field(default=None, exclude=True)
 
     def provider_settings(self, name: str) -> ProviderSettings:

@@ -29,34 +29,63 @@ class Price(BaseModel):
     per_request: float = Field(default=0.0, ge=0)
     source: str = ""
 
-    def cost(self, usage: Usage) -> float:
-        """Input tokens include cached ones; those are billed at the cached rate when there is one."""
+    def cost(self, usage: Usage, *, rate: float = 1.0) -> float:
+        """Input tokens include cached ones; those are billed at the cached rate when there is one.
+
+        ``rate`` scales the token prices (a batch API's fraction of the list price); the
+        per-request fee is not scaled."""
         cached = min(usage.cached_input_tokens, usage.input_tokens)
         cached_rate = self.input if self.cached_input is None else self.cached_input
-        return (
+        return rate * (
             (usage.input_tokens - cached) * self.input
             + cached * cached_rate
             + usage.output_tokens * self.output
         ) / _PER + self.per_request
 
 
-class PriceTable:
-    """``provider:model`` → Price. Versioned names match the longest key they start with."""
+class BatchRate(BaseModel):
+    """What a provider's batch API bills, as a fraction of its list prices (0.5 = half price)."""
 
-    def __init__(self, prices: dict[str, Price], as_of: str = "") -> None:
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rate: float = Field(gt=0, le=1)
+    source: str = ""
+
+
+class PriceTable:
+    """``provider:model`` → Price. Versioned names match the longest key they start with.
+
+    ``batch`` maps a provider name to its batch API's rate (``[batch.<provider>]`` in
+    prices.toml); a provider without one is billed its list price in a batch too."""
+
+    def __init__(self, prices: dict[str, Price], as_of: str = "",
+                 batch: dict[str, BatchRate] | None = None) -> None:
         self.prices = {k.lower(): v for k, v in prices.items()}
         self.as_of = as_of
+        self.batch = {k.lower(): v for k, v in (batch or {}).items()}
 
     @classmethod
     def default(cls) -> PriceTable:
         raw = tomllib.loads(resources.files("ponder").joinpath("prices.toml").read_text("utf-8"))
         prices = {k: Price(**v) for k, v in raw["prices"].items()}
-        return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")))
+        batch = {k: BatchRate(**v) for k, v in raw.get("batch", {}).items()}
+        return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")), batch=batch)
 
     def with_overrides(self, overrides: dict[str, Price]) -> PriceTable:
         merged = dict(self.prices)
         merged.update({k.lower(): v for k, v in overrides.items()})
-        return PriceTable(merged, as_of=self.as_of)
+        return PriceTable(merged, as_of=self.as_of, batch=self.batch)
+
+    def batch_rate(self, provider: str) -> float:
+        """The fraction of list price that ``provider``'s batch API bills (1.0 when unknown)."""
+        rate = self.batch.get(provider.lower())
+        return rate.rate if rate else 1.0
+
+    def cost(self, provider: str, model: str, usage: Usage, *, batch: bool = False) -> float:
+        """What ``usage`` costs on ``provider:model`` (0 for an unlisted model)."""
+        price = self.lookup(provider, model)
+        if price is None:
+            return 0.0
+        return price.cost(usage, rate=self.batch_rate(provider) if batch else 1.0)
 
     def lookup(self, provider: str, model: str) -> Price | None:
         key = f"{provider}:{model}".lower()
@@ -79,13 +108,17 @@ def estimate_tokens(text: str) -> int:
 
 def price_completion(
     table: PriceTable, *, provider: str, model: str, usage: Usage | None,
-    prompt_text: str, text: str, **fields: Any,
+    prompt_text: str, text: str, batch: bool = False, **fields: Any,
 ) -> Completion:
-    """Build a Completion with its cost. Missing usage is estimated and the cost flagged."""
+    """Build a Completion with its cost (at the provider's batch rate when ``batch``). Missing
+    usage is estimated and the cost flagged.
+
+    Every sample's output is billed (``samples``, from ``n > 1``); the input once."""
     estimated = usage is None
     if usage is None:
-        usage = Usage(input_tokens=estimate_tokens(prompt_text), output_tokens=estimate_tokens(text))
-    price = table.lookup(provider, model)
-    cost = price.cost(usage) if price else 0.0
+        outputs = fields.get("samples") or (text,)
+        usage = Usage(input_tokens=estimate_tokens(prompt_text),
+                      output_tokens=sum(estimate_tokens(t) for t in outputs))
+    cost = table.cost(provider, model, usage, batch=batch)
     return Completion(text=text, model=model, provider=provider, usage=usage, cost_usd=cost,
                       cost_estimated=estimated, **fields)

@@ -28,6 +28,8 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
+    n: int | None = Field(default=None, ge=1)  # answers per request, where the API has ``n`` (OpenAI)
+    logprobs: bool | None = None  # ask for token log-probabilities, where the provider returns them
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -71,8 +73,21 @@ class Usage(BaseModel):
     cached_input_tokens: int = 0
 
 
+class LogprobStats(BaseModel):
+    """Token log-probability statistics of one answer (from the provider's ``logprobs``)."""
+
+    model_config = ConfigDict(frozen=True)
+    mean: float
+    min: float
+    tokens: int
+
+
 class Completion(BaseModel):
-    """One answer from one model. ``cost_usd`` is what this call cost (0 on a cache hit)."""
+    """One answer from one model. ``cost_usd`` is what this call cost (0 on a cache hit).
+
+    With ``n > 1`` on the request, ``samples`` holds every answer (``text`` is the first) and
+    ``cost_usd``/``usage`` cover them all; ``logprobs`` describes ``text`` when it was asked for.
+    """
 
     model_config = ConfigDict(frozen=True)
     text: str
@@ -85,6 +100,8 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
+    samples: tuple[str, ...] = ()
+    logprobs: LogprobStats | None = None
 
     @property
     def spec(self) -> str:

@@ -250,3 +250,330 @@ FakeLLMServer._next_action = _next_action_remembered  # type: ignore[method-assi
 _Handler._stream = _stream_or_cut  # type: ignore[method-assign]
 FakeLLMServer.fail_first = _fail_first  # type: ignore[attr-defined]
 FakeLLMServer.auth_headers = _auth_headers  # type: ignore[attr-defined]
+
+
+# --- Appended helpers (collect tests): ``n`` choices and ``logprobs`` on chat completions ---------
+# A request with ``n`` > 1 gets n choices (the first is the usual answer, choice i adds " #i") and
+# usage counting every choice's tokens; ``logprobs: true`` adds choice.logprobs.content with one
+# entry per word, logprob -0.1 * (position + 1). Requests without either are answered as before.
+_plain_next_action_n = FakeLLMServer._next_action
+_plain_send_json = _Handler._send_json
+
+
+def _next_action_with_body(self: FakeLLMServer, path: str, body: dict[str, Any],
+                           headers: dict[str, str]) -> Action:
+    _CURRENT.body = body
+    return _plain_next_action_n(self, path, body, headers)
+
+
+def _choices_n_logprobs(obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    n = int(body.get("n") or 1)
+    if n <= 1 and not body.get("logprobs"):
+        return obj
+    first = obj["choices"][0]
+    text = first["message"]["content"]
+    choices = []
+    for i in range(n):
+        t = text if i == 0 else f"{text} #{i}"
+        choice = {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": [
+                {"token": w, "logprob": -0.1 * (j + 1), "bytes": None, "top_logprobs": []}
+                for j, w in enumerate(t.split())]}
+        choices.append(choice)
+    out_tokens = sum(_tokens(c["message"]["content"]) for c in choices)
+    usage = dict(obj["usage"], completion_tokens=out_tokens,
+                 total_tokens=obj["usage"]["prompt_tokens"] + out_tokens)
+    return dict(obj, choices=choices, usage=usage)
+
+
+def _send_json_n(self: _Handler, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+    body = getattr(_CURRENT, "body", None) or {}
+    if status == 200 and isinstance(obj, dict) and obj.get("object") == "chat.completion":
+        obj = _choices_n_logprobs(obj, body)
+    _plain_send_json(self, status, obj, headers)
+
+
+FakeLLMServer._next_action = _next_action_with_body  # type: ignore[method-assign]
+_Handler._send_json = _send_json_n  # type: ignore[method-assign]
+
+
+# --- Appended: provider batch APIs ------------------------------------------------------------
+# OpenAI Batch: POST /v1/files (multipart), GET /v1/files/{id}/content, POST /v1/batches,
+# GET /v1/batches/{id}. Anthropic Message Batches: POST /v1/messages/batches,
+# GET /v1/messages/batches/{id}, GET /v1/messages/batches/{id}/results (JSONL).
+# * A batch is in progress for its first ``srv.batch_polls`` retrievals, then ends (completed).
+#   ``srv.batch_end_statuses`` lists how the next OpenAI batches end instead ("expired",
+#   "failed"), in order: such a batch answers no row.
+# * Rows answer like the chat endpoints (echo). ``srv.batch_faults[text]`` lists what the next
+#   rows whose last user message is ``text`` do instead, one entry per row: an HTTP status
+#   (400, 429, 500, ...) or "expired"; once the list is empty such rows answer normally.
+# * ``srv.endpoint_counts["POST /v1/batches"]`` counts requests per endpoint (ids shown as {id}).
+# * Queued Actions (status, drop, slow) apply to these endpoints too.
+import itertools as _itertools  # noqa: E402
+import re as _re  # noqa: E402
+from collections import Counter as _Counter  # noqa: E402
+from email.parser import BytesParser as _BytesParser  # noqa: E402
+from email.policy import HTTP as _HTTP_POLICY  # noqa: E402
+
+_BATCH_ROUTES = [
+    ("POST", _re.compile(r"^/v1/files$"), "/v1/files"),
+    ("GET", _re.compile(r"^/v1/files/([^/]+)/content$"), "/v1/files/{id}/content"),
+    ("POST", _re.compile(r"^/v1/batches$"), "/v1/batches"),
+    ("GET", _re.compile(r"^/v1/batches/([^/]+)$"), "/v1/batches/{id}"),
+    ("POST", _re.compile(r"^/v1/messages/batches$"), "/v1/messages/batches"),
+    ("GET", _re.compile(r"^/v1/messages/batches/([^/]+)$"), "/v1/messages/batches/{id}"),
+    ("GET", _re.compile(r"^/v1/messages/batches/([^/]+)/results$"), "/v1/messages/batches/{id}/results"),
+]
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                          429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+_plain_init = FakeLLMServer.__init__
+_plain_do_get = _Handler.do_GET
+_plain_do_post = _Handler.do_POST
+_ids = _itertools.count(1)
+
+
+def _init_with_batches(self: FakeLLMServer) -> None:
+    _plain_init(self)
+    self.batch_polls = 1  # type: ignore[attr-defined]
+    self.batch_faults = {}  # type: ignore[attr-defined]
+    self.endpoint_counts = _Counter()  # type: ignore[attr-defined]
+    self.files = {}  # type: ignore[attr-defined]
+    self.batches = {}  # type: ignore[attr-defined]
+    self.batch_end_statuses = []  # type: ignore[attr-defined]
+
+
+def _echo(body: dict[str, Any], anthropic: bool) -> dict[str, Any]:
+    """What the chat endpoint answers to ``body`` (no faults, no stream)."""
+    last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+    content = last.get("content", "")
+    text = f"echo: {content}"
+    pt = sum(_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
+    ot = _tokens(text)
+    model = body.get("model", "fake")
+    if anthropic:
+        return {"id": f"msg_{next(_ids)}", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": ot}}
+    return {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ot, "total_tokens": pt + ot}}
+
+
+def _fault(owner: FakeLLMServer, body: dict[str, Any]) -> int | str | None:
+    last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+    with owner._lock:
+        faults = owner.batch_faults.get(last.get("content"))  # type: ignore[attr-defined]
+        return faults.pop(0) if faults else None
+
+
+def _openai_rows(owner: FakeLLMServer, raw: bytes) -> tuple[list[str], list[str]]:
+    out, err = [], []
+    for line in raw.decode().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        fault = _fault(owner, row["body"])
+        rid = f"batch_req_{next(_ids)}"
+        if fault is None:
+            out.append(json.dumps({"id": rid, "custom_id": row["custom_id"], "error": None, "response": {
+                "status_code": 200, "request_id": rid, "body": _echo(row["body"], anthropic=False)}}))
+        elif fault == "expired":
+            err.append(json.dumps({"id": rid, "custom_id": row["custom_id"], "response": None, "error": {
+                "code": "batch_expired", "message": "This request could not be executed before the "
+                "completion window expired."}}))
+        else:
+            err.append(json.dumps({"id": rid, "custom_id": row["custom_id"], "error": None, "response": {
+                "status_code": fault, "request_id": rid, "body": {"error": {
+                    "message": f"row failed with HTTP {fault}", "type": "server_error"}}}}))
+    return out, err
+
+
+def _anthropic_rows(owner: FakeLLMServer, requests: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for r in requests:
+        fault = _fault(owner, r["params"])
+        if fault is None:
+            result: dict[str, Any] = {"type": "succeeded", "message": _echo(r["params"], anthropic=True)}
+        elif fault == "expired":
+            result = {"type": "expired"}
+        else:
+            result = {"type": "errored", "error": {"type": "error", "error": {
+                "type": _ANTHROPIC_ERROR_TYPES.get(int(fault), "api_error"),
+                "message": f"row failed with HTTP {fault}"}}}
+        rows.append(json.dumps({"custom_id": r["custom_id"], "result": result}))
+    return rows
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
+    msg = _BytesParser(policy=_HTTP_POLICY).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    parts = {}
+    for part in msg.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        parts[str(name)] = part.get_payload(decode=True) or b""
+    return parts
+
+
+def _openai_batch_view(b: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in b.items() if not k.startswith("_")}
+
+
+def _serve_batch(self: _Handler, method: str) -> bool:
+    """Answer a batch endpoint; False when the path is not one."""
+    path = self.path.split("?")[0].rstrip("/")
+    found = next(((pattern.match(path), route) for verb, pattern, route in _BATCH_ROUTES
+                  if verb == method and pattern.match(path)), None)
+    if found is None:
+        return False
+    m, route = found
+    assert m is not None
+    owner = self.server.owner
+    length = int(self.headers.get("content-length") or 0)
+    raw = self.rfile.read(length) if length else b""
+    with owner._lock:
+        owner.endpoint_counts[f"{method} {route}"] += 1  # type: ignore[attr-defined]
+    action = owner._next_action(self.path, {}, dict(self.headers))
+    if action.delay_s:
+        time.sleep(action.delay_s)
+    if action.kind == "drop":
+        self.close_connection = True
+        self.connection.shutdown(2)
+        return True
+    if action.kind == "status":
+        self._send_json(action.status, action.body or {"error": {"message": f"HTTP {action.status}",
+                                                                 "type": "server_error"}}, action.headers)
+        return True
+    ident = m.group(1) if m.groups() else None
+    files, batches = owner.files, owner.batches  # type: ignore[attr-defined]
+    now = int(time.time())
+    if route == "/v1/files":
+        parts = _multipart(self.headers.get("content-type", ""), raw)
+        fid = f"file-{next(_ids)}"
+        files[fid] = parts.get("file", b"")
+        self._send_json(200, {"id": fid, "object": "file", "bytes": len(files[fid]), "created_at": now,
+                              "filename": "batch.jsonl", "purpose": parts.get("purpose", b"").decode(),
+                              "status": "processed"})
+    elif route == "/v1/files/{id}/content":
+        if ident not in files:
+            self._send_json(404, {"error": {"message": f"no file {ident}"}})
+            return True
+        data = files[ident]
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    elif route == "/v1/batches":
+        body = json.loads(raw or b"{}")
+        if body.get("input_file_id") not in files:
+            self._send_json(400, {"error": {"message": "unknown input_file_id"}})
+            return True
+        out, err = _openai_rows(owner, files[body["input_file_id"]])
+        bid = f"batch_{next(_ids)}"
+        batches[bid] = {"id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                        "input_file_id": body["input_file_id"],
+                        "completion_window": body.get("completion_window"), "status": "validating",
+                        "output_file_id": None, "error_file_id": None, "created_at": now,
+                        "request_counts": {"total": len(out) + len(err), "completed": 0, "failed": 0},
+                        "_polls": 0, "_out": out, "_err": err}
+        self._send_json(200, _openai_batch_view(batches[bid]))
+    elif route == "/v1/batches/{id}":
+        b = batches.get(ident)
+        if b is None or "_out" not in b:
+            self._send_json(404, {"error": {"message": f"no batch {ident}"}})
+            return True
+        with owner._lock:
+            b["_polls"] += 1
+            ends = owner.batch_end_statuses  # type: ignore[attr-defined]
+            if b["_polls"] >= owner.batch_polls and b["status"] not in ("completed", "expired", "failed"):  # type: ignore[attr-defined]
+                b["status"] = ends.pop(0) if ends else "completed"
+                if b["status"] == "failed":
+                    b["errors"] = {"object": "list", "data": [{"code": "invalid_request",
+                                                               "message": "the input file is invalid"}]}
+                if b["status"] != "completed":  # ended before any row ran
+                    b["_out"], b["_err"] = [], []
+                for key, rows in (("output_file_id", b["_out"]), ("error_file_id", b["_err"])):
+                    if rows:
+                        fid = f"file-{next(_ids)}"
+                        files[fid] = ("\n".join(rows) + "\n").encode()
+                        b[key] = fid
+                b["request_counts"] = {"total": len(b["_out"]) + len(b["_err"]),
+                                       "completed": len(b["_out"]), "failed": len(b["_err"])}
+            elif b["status"] == "validating":
+                b["status"] = "in_progress"
+        self._send_json(200, _openai_batch_view(b))
+    elif route == "/v1/messages/batches":
+        body = json.loads(raw or b"{}")
+        bid = f"msgbatch_{next(_ids)}"
+        rows = _anthropic_rows(owner, body.get("requests", []))
+        batches[bid] = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
+                        "request_counts": {"processing": len(rows), "succeeded": 0, "errored": 0,
+                                           "canceled": 0, "expired": 0},
+                        "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-02T00:00:00Z",
+                        "ended_at": None, "cancel_initiated_at": None, "archived_at": None,
+                        "results_url": None, "_polls": 0, "_rows": rows,
+                        "_requests": body.get("requests", [])}
+        self._send_json(200, _openai_batch_view(batches[bid]))
+    elif route == "/v1/messages/batches/{id}":
+        b = batches.get(ident)
+        if b is None or "_rows" not in b:
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
+                                                             "message": f"no batch {ident}"}})
+            return True
+        with owner._lock:
+            b["_polls"] += 1
+            if b["_polls"] >= owner.batch_polls:  # type: ignore[attr-defined]
+                b["processing_status"] = "ended"
+                b["ended_at"] = "2026-01-01T00:01:00Z"
+                b["results_url"] = f"{owner.base}/v1/messages/batches/{ident}/results"
+        self._send_json(200, _openai_batch_view(b))
+    else:  # results
+        b = batches.get(ident)
+        if b is None or b.get("processing_status") != "ended":
+            self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
+                                                             "message": "results not ready"}})
+            return True
+        data = ("\n".join(b["_rows"]) + "\n").encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-jsonl")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    return True
+
+
+def _do_get_with_batches(self: _Handler) -> None:
+    if not _serve_batch(self, "GET"):
+        _plain_do_get(self)
+
+
+def _do_post_with_batches(self: _Handler) -> None:
+    if not _serve_batch(self, "POST"):
+        _plain_do_post(self)
+
+
+FakeLLMServer.__init__ = _init_with_batches  # type: ignore[method-assign]
+_Handler.do_GET = _do_get_with_batches  # type: ignore[method-assign]
+_Handler.do_POST = _do_post_with_batches  # type: ignore[method-assign]
+
+
+# --- Appended: scripted replies (grading tests) -----------------------------------------------
+# ``srv.replier = fn``: fn(request body) -> reply text (or None for the usual echo), used for
+# chat requests that no queued Action answers. Unset (the default), nothing changes.
+_plain_next_action_replier = FakeLLMServer._next_action
+
+
+def _next_action_replier(self: FakeLLMServer, path: str, body: dict[str, Any],
+                         headers: dict[str, str]) -> Action:
+    action = _plain_next_action_replier(self, path, body, headers)
+    replier = getattr(self, "replier", None)
+    if replier is not None and action is self.default and body.get("messages"):
+        text = replier(body)
+        if text is not None:
+            return Action(text=text)
+    return action
+
+
+FakeLLMServer._next_action = _next_action_replier  # type: ignore[method-assign]

@@ -57,6 +57,8 @@ _COMMAND_MODULES = (
     "_routers",  # train router                        (routers)
     "_serve",  # serve, run                            (server + batch)
     "_local",  # local generate, local bench           (self-hosted engine)
+    "_grade",  # grade                                  (your own data)
+    "_collect",  # collect                              (your own data)
 )
 
 for _name in _COMMAND_MODULES:

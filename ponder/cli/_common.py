@@ -129,3 +129,20 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default
 AllowOutsideOpt = typer.Option(
     False, "--allow-outside",
     help="Let strategy files name model files outside their own folder (only for files you trust).")
+
+
+def cost_progress(description: str, *, enabled: bool) -> tuple[Any, Any]:
+    """The progress bar of long paid runs (``run``, ``collect``): done/total, running cost, failures.
+    Update it with ``completed=``, ``total=``, ``cost=`` and ``failed=``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
+                   TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False)
+    return bar, bar.add_task(description, total=None, cost=0.0, failed=0)

@@ -11,7 +11,7 @@ import typer
 from .._config import load_config
 from .._exceptions import ConfigError
 from .._types import ModelSpec
-from ._common import AllowOutsideOpt, ConfigOpt, command_line, fail, stderr
+from ._common import AllowOutsideOpt, ConfigOpt, command_line, cost_progress, fail, stderr
 
 
 def _base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
@@ -73,14 +73,6 @@ def run(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Answer every row of a JSONL file; rerun the same command to resume without paying twice."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from .._batch import BatchSummary, run_batch
     from .._client import Client
     from .._config import url_problem
@@ -103,10 +95,7 @@ def run(
             live: Any = load_strategy(path, allow_outside=allow_outside)
         else:
             live = SingleModel(str(client.resolve(model or "")))
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
-                       TimeRemainingColumn(), console=stderr, disable=not progress, transient=False)
-        task = bar.add_task("ponder run", total=None, cost=0.0, failed=0)
+        bar, task = cost_progress("ponder run", enabled=progress)
 
         def on_start(s: Any) -> None:
             started.append(s)

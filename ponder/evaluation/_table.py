@@ -49,10 +49,19 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame([obj for _, obj in iter_jsonl(path)])
 
 
-def _validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Check columns and values; name the file, the row (1-based data row) and the column."""
+NOT_GRADED = "not graded: run `ponder grade` on it first"
+
+
+def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFrame:
+    """Check columns and values; name the file, the row (1-based data row) and the column.
+
+    ``graded=False`` accepts tables whose scores are still empty (``ponder collect``'s output)."""
     missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
+    if missing == ["score"] and "response" in df.columns:
+        if graded:
+            raise DataError(f"has no scores: {NOT_GRADED}", file=source, column="score")
+        df = df.assign(score=np.nan)
+    elif missing:
         raise DataError(f"missing required column(s): {', '.join(missing)}", file=source,
                         column=missing[0])
     df = df.reset_index(drop=True).copy()
@@ -69,9 +78,18 @@ def _validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
         bad(df[col].str.len() == 0, col, "is empty")
     for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, np.inf)):
         num = pd.to_numeric(df[col], errors="coerce")
-        bad(num.isna(), col, "is not a number")
+        if col == "score" and df[col].isna().all() and len(df):
+            if graded:
+                raise DataError(f"every score is empty: {NOT_GRADED}", file=source, column="score")
+            df[col] = num.to_numpy(dtype=float)
+            continue
+        if col == "score" and graded:
+            bad(df[col].isna(), col, f"is empty: {NOT_GRADED}")
+        unset = (df[col].isna() if col == "score" and not graded  # ungraded rows
+                 else pd.Series(False, index=df.index)).to_numpy()
+        bad(num.isna().to_numpy() & ~unset, col, "is not a number")
         vals = num.to_numpy(dtype=float)
-        bad(~np.isfinite(vals) & (hi != np.inf), col, "is not finite")
+        bad(~np.isfinite(vals) & (hi != np.inf) & ~unset, col, "is not finite")
         bad((vals < lo) | (vals > hi), col,
             f"must be in [{lo:g}, {hi:g}]" if np.isfinite(hi) else f"must be >= {lo:g}")
         df[col] = vals
@@ -106,14 +124,16 @@ class OutcomeTable:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def read(cls, source: str | Path | pd.DataFrame, *, name: str | None = None) -> OutcomeTable:
+    def read(cls, source: str | Path | pd.DataFrame, *, name: str | None = None,
+             graded: bool = True) -> OutcomeTable:
+        """Read and validate; ``graded=False`` also accepts empty scores (an ungraded table)."""
         if isinstance(source, pd.DataFrame):
             label = name or "outcomes"
-            return cls(_validate(source, label), name=label)
+            return cls(_validate(source, label, graded), name=label)
         path = Path(source)
         if not path.exists():
             raise DataError("file not found", file=str(path))
-        return cls(_validate(_read_frame(path), str(path)), name=name or path.name)
+        return cls(_validate(_read_frame(path), str(path), graded), name=name or path.name)
 
     # ---- dense views --------------------------------------------------------------------
     @cached_property

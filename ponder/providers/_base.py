@@ -29,7 +29,7 @@ from .._exceptions import (
 )
 from .._pricing import PriceTable, price_completion
 from .._secrets import register_secret
-from .._types import ChatRequest, Completion, Usage
+from .._types import ChatRequest, Completion, LogprobStats, Usage
 from ._errors import translate_sdk_error
 
 RETRYABLE = (RateLimited, ProviderTimeout, ProviderUnavailable)
@@ -81,6 +81,8 @@ class Reply:
     usage: Usage | None
     finish_reason: str | None
     model: str | None = None
+    samples: tuple[str, ...] = ()  # every choice's text when more than one was asked for (``n``)
+    logprobs: LogprobStats | None = None
 
 
 NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (they require a string)
@@ -200,6 +202,7 @@ class BaseProvider(WholeTextStream):
         return price_completion(
             self.prices, provider=self.name, model=model, usage=reply.usage, prompt_text=prompt,
             text=reply.text, latency_s=latency, finish_reason=reply.finish_reason,
+            samples=reply.samples, logprobs=reply.logprobs,
         )
 
     def _slots(self) -> asyncio.Semaphore:

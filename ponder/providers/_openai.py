@@ -17,7 +17,7 @@ from typing import Any
 
 from .._exceptions import BadResponse
 from .._pricing import PriceTable
-from .._types import ChatRequest, Usage
+from .._types import ChatRequest, LogprobStats, Usage
 from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
 
 OFFICIAL_URLS = ("https://api.openai.com/v1",)
@@ -35,6 +35,18 @@ def _usage(u: Any) -> Usage | None:
     cached = details.get("cached_tokens") if isinstance(details, dict) else 0
     return Usage(input_tokens=int(u.get("prompt_tokens") or 0),
                  output_tokens=int(u.get("completion_tokens") or 0), cached_input_tokens=int(cached or 0))
+
+
+def _logprob_stats(lp: Any) -> LogprobStats | None:
+    """Mean and minimum of ``choice.logprobs.content[*].logprob`` (OpenAI, llama.cpp's server)."""
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None
+    values = [float(t["logprob"]) for t in content
+              if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))]
+    if not values:
+        return None
+    return LogprobStats(mean=sum(values) / len(values), min=min(values), tokens=len(values))
 
 
 def _dumps(obj: Any) -> bytes:
@@ -55,6 +67,7 @@ def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
 
 class OpenAIProvider(SDKProvider):
     name = "openai"
+    supports_n = True  # one request answers ``n`` samples; the input is paid once
 
     def __init__(
         self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
@@ -95,6 +108,10 @@ class OpenAIProvider(SDKProvider):
                 params[key] = s[key]
         if "stop" in s:
             params["stop"] = list(s["stop"])
+        if s.get("n", 1) > 1:
+            params["n"] = s["n"]
+        if s.get("logprobs"):
+            params["logprobs"] = True
         if stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
@@ -113,14 +130,16 @@ class OpenAIProvider(SDKProvider):
     def _reply(self, raw: bytes, model: str) -> Reply:
         data = json.loads(raw)  # a ValueError becomes BadResponse in translate_sdk_error
         try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            if not isinstance(text, str):
+            choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
+            texts = tuple(c["message"].get("content") or "" for c in choices)
+            if not texts or not all(isinstance(t, str) for t in texts):
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BadResponse("response has no choices", provider=self.name, model=model) from None
-        return Reply(text=text, usage=_usage(data.get("usage")), finish_reason=choice.get("finish_reason"),
-                     model=data.get("model"))
+        choice = choices[0]
+        return Reply(text=texts[0], usage=_usage(data.get("usage")), finish_reason=choice.get("finish_reason"),
+                     model=data.get("model"), samples=texts if len(texts) > 1 else (),
+                     logprobs=_logprob_stats(choice.get("logprobs")))
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
         try:
@@ -153,6 +172,8 @@ class OpenAIProvider(SDKProvider):
                                    cached_input_tokens=int(getattr(details, "cached_tokens", None) or 0))
             text = ""
             for ch in chunk.choices or []:
+                if (getattr(ch, "index", 0) or 0) != 0:
+                    continue  # with n > 1 a stream interleaves choices; the first is the answer
                 if ch.delta and ch.delta.content:
                     text += ch.delta.content
                 self.finish = ch.finish_reason or self.finish

@@ -1,0 +1,125 @@
+"""``ponder collect``: every model answers every prompt, into an ungraded outcome table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .._config import load_config
+from ._common import ConfigOpt, command_line, cost_progress, fail, stderr, stdout
+
+
+def collect(
+    ctx: typer.Context,
+    prompts: Path = typer.Argument(..., metavar="PROMPTS",
+                                   help="JSONL, CSV or Parquet rows: id, prompt or messages; optional "
+                                        "reference, task, tests."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="provider:model to ask (repeatable)."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="The outcome table (.parquet, .csv or .jsonl); rerun to resume."),
+    concurrency: int = typer.Option(8, "--concurrency", "-n", min=1, max=1024),
+    samples: int = typer.Option(1, "--samples", min=1, max=128,
+                                help="Answers per prompt and model (one request with n where the API has it)."),
+    temperature: float | None = typer.Option(None, "--temperature", "-t", min=0.0, max=2.0),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1),
+    logprobs: bool = typer.Option(False, "--logprobs",
+                                  help="Store token log-probability statistics where the provider returns them."),
+    max_cost: float | None = typer.Option(None, "--max-cost", min=0.0,
+                                          help="Stop starting calls once this many USD are spent."),
+    estimate: bool = typer.Option(False, "--estimate", help="Print the expected cost per model and exit."),
+    provider_batch: bool = typer.Option(False, "--provider-batch",
+                                        help="Use the providers' batch APIs (cheaper, slower; resumable)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Base URL of an OpenAI-compatible server."),
+    no_cache: bool = typer.Option(False, "--no-cache",
+                                  help="Bypass the completion cache (resume then relies on the output files only)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Ask every model every prompt into an outcome table (score empty until `ponder grade`)."""
+    from .._client import Client
+    from .._collect import CollectSummary, estimate_collect
+    from .._collect import collect as run_collect
+    from .._config import url_problem
+    from .._exceptions import BudgetExceeded
+    from ._serve import _base_urls
+
+    if base_url and (reason := url_problem(base_url, ("http", "https"))):
+        fail(f"--base-url {reason}")
+    if samples > 1 and not temperature:
+        stderr.print(f"warning: --samples {samples} at temperature 0 gives near-identical answers; "
+                     "set --temperature", style="yellow", highlight=False)
+    cfg = load_config(config)
+    with Client(cfg, cache=False if no_cache else None, base_urls=_base_urls(model, base_url)) as client:
+        if estimate:
+            rows = estimate_collect(prompts, model, client=client, output=output, samples=samples,
+                                    max_tokens=max_tokens, provider_batch=provider_batch)
+            _render_estimate(rows, provider_batch)
+            return
+        started: list[CollectSummary] = []
+        bar, task = cost_progress("ponder collect", enabled=progress)
+
+        def on_start(s: CollectSummary) -> None:
+            started.append(s)
+            bar.update(task, total=s.total)
+
+        def on_result(s: CollectSummary) -> None:
+            bar.update(task, total=s.total, completed=s.done + s.failed, cost=s.cost_usd, failed=s.failed)
+
+        try:
+            with bar:
+                run_collect(prompts, model, client=client, output=output, concurrency=concurrency,
+                            samples=samples, temperature=temperature, max_tokens=max_tokens,
+                            logprobs=logprobs, max_cost=max_cost, provider_batch=provider_batch,
+                            on_start=on_start, on_result=on_result)
+        except KeyboardInterrupt:
+            done = f"{started[0].done} calls answered in this run; " if started else ""
+            stderr.print(f"interrupted: {done}every answer received is kept in {output} and its "
+                         "progress file", highlight=False)
+            stderr.print(f"resume with: {command_line(ctx)}", highlight=False)
+            raise typer.Exit(130) from None
+    s = started[0]
+    parts = [f"{s.done} calls answered", f"{s.failed} failed", f"{s.skipped} answers already collected",
+             f"cost ${s.cost_usd:.6f}"]
+    if s.cached:
+        parts.append(f"{s.cached} from cache (saved ${s.saved_usd:.6f})")
+    stderr.print(f"{output}: " + ", ".join(parts) + f", {s.elapsed_s:.1f}s; grade it with "
+                 "`ponder grade`", markup=False, highlight=False)
+    if s.failed:
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(s.errors.items()))
+        stderr.print(f"{s.failed} calls failed ({kinds}); their rows carry the error; run the same "
+                     "command again to retry them", style="yellow", markup=False, highlight=False)
+    if s.stopped:
+        raise BudgetExceeded(f"{s.stopped} with {s.remaining} calls left; run the same command with a "
+                             "higher --max-cost to go on")
+    if s.failed:
+        raise typer.Exit(2)
+
+
+def _render_estimate(rows: list[Any], provider_batch: bool) -> None:
+    from rich.table import Table
+
+    rate = " at the batch rate" if provider_batch else ""
+    t = Table(title=f"Expected cost of the missing answers{rate} (nothing was called)")
+    for col in ("model", "calls", "answers", "input tokens", "output tokens", "cost USD"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    total = 0.0
+    for r in rows:
+        total += r.cost_usd or 0.0
+        t.add_row(r.model, str(r.calls), str(r.answers), str(r.input_tokens), str(r.output_tokens),
+                  "no price" if r.cost_usd is None else f"{r.cost_usd:.6f}")
+    stdout.print(t)
+    stdout.print(f"total ${total:.6f}. Input tokens are counted from the prompts (~4 characters per "
+                 "token); output length is a guess:", markup=False, highlight=False)
+    for r in rows:
+        what = {"--max-tokens": "--max-tokens", "default": "a fixed default"}.get(r.guess_source, r.guess_source)
+        stdout.print(f"  {r.model}: {r.output_guess} tokens per answer ({what})", markup=False, highlight=False)
+    if any(r.cost_usd is None for r in rows):
+        stdout.print("models without a price cost 0 here; add them under [prices] in the config",
+                     markup=False, highlight=False)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add ``ponder collect`` to the ``ponder`` app."""
+    app.command("collect")(collect)

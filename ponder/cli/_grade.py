@@ -1,0 +1,141 @@
+"""``ponder grade``: fill an outcome table's ``score`` with a grader (rules, tests or an LLM judge)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ._common import ConfigOpt, fail, stderr, stdout
+
+_HELP = (
+    "Grade every response of an outcome table and write it with `score` filled.\n\n"
+    "TABLE needs query_id, query, model and response; reference, task, tests (Python "
+    "assertions) and samples (a JSON list of strings, first = response) are used when present. "
+    "The output adds grade_reason, judge_cost_usd and, with samples, sample_scores; scores the "
+    "input already had are kept in trusted_score.\n\n"
+    "Graders (--grader, or one per task from the config's \\[graders] table, with a `default`): "
+    "exact, choice (letter A-J), number (last number or \\boxed{}; --tolerance), "
+    "regex:PATTERN, json or json:SCHEMA.json, code (runs the response's Python against `tests`), "
+    "and judge:PROVIDER:MODEL (an LLM: yes/no against the reference, else a 1-10 rubric; "
+    "--pairwise BASELINE compares with the baseline model's answer, in both orders).\n\n"
+    "WARNING: the code grader EXECUTES UNTRUSTED CODE and needs --allow-code-execution. Its "
+    "limits (time, memory, a temporary folder, no network) are BEST EFFORT, not a sandbox: run "
+    "it in a container or VM for code you do not trust."
+)
+
+
+def grade_command(
+    table: Path = typer.Argument(..., metavar="TABLE", help="Outcome table: .parquet, .csv or .jsonl."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Where to write the graded table (.parquet, .csv or .jsonl)."),
+    grader: str | None = typer.Option(None, "--grader", "-g", metavar="SPEC",
+                                      help="One grader for every row (overrides the config's \\[graders])."),
+    tolerance: float = typer.Option(1e-6, min=0.0, help="number: relative tolerance (absolute "
+                                                         "below 1)."),
+    timeout: float = typer.Option(10.0, min=0.1, help="code: seconds each program may run."),
+    memory_mb: int = typer.Option(1024, min=64, help="code: address-space limit in MiB."),
+    allow_code_execution: bool = typer.Option(
+        False, "--allow-code-execution",
+        help="Let the code grader run the responses' code. It is UNTRUSTED; isolation (time, "
+             "memory, temp folder, no network) is best effort only."),
+    pairwise: str | None = typer.Option(None, "--pairwise", metavar="BASELINE_MODEL",
+                                        help="judge: compare each answer with this model's answer "
+                                             "to the same query (both orders)."),
+    judge_template: list[str] = typer.Option(
+        None, "--judge-template", metavar="[KIND=]FILE",
+        help="judge: replace a prompt (KIND: correctness {query} {response} {reference}; rubric "
+             "{query} {response}; pairwise {query} {answer_a} {answer_b}). A bare FILE needs "
+             "--pairwise."),
+    concurrency: int = typer.Option(8, min=1, help="Rows graded at once."),
+    compare: bool = typer.Option(False, "--agreement",
+                                 help="Report accuracy and Cohen's kappa against the scores the "
+                                      "input already has."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="judge: bypass the completion cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    from .._client import Client
+    from .._config import load_config
+    from ..grading import grade_table, load_template, parse_grader, parse_graders
+
+    cfg = load_config(config)
+    specs = {"default": grader} if grader else dict(cfg.graders)
+    if not specs:
+        fail("give --grader SPEC, or a [graders] table in the config")
+    templates = _templates(judge_template or [], pairwise is not None, load_template)
+    uses_judge = any(s.strip().lower().startswith("judge:") for s in specs.values())
+    client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
+    options: dict[str, Any] = dict(client=client, tolerance=tolerance, timeout_s=timeout,
+                                   memory_mb=memory_mb, allow_code_execution=allow_code_execution,
+                                   baseline=pairwise, templates=templates)
+    graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("grading", total=None)
+            result = grade_table(table, graders, output=output, concurrency=concurrency,
+                                 compare=compare,
+                                 progress=lambda i, n: bar.update(task, completed=i, total=n))
+    finally:
+        if client is not None:
+            client.close()
+    summary = result.summary.to_dict()
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _render(summary)
+
+
+def _progress() -> Any:
+    from ._eval import _progress as progress  # one progress bar style for every command
+
+    return progress()
+
+
+def _templates(values: list[str], pairwise: bool, load: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        kind, sep, file = value.partition("=")
+        if not sep:
+            if not pairwise:
+                fail(f"--judge-template {value}: name the prompt it replaces, "
+                     "correctness=FILE or rubric=FILE (a bare FILE is for --pairwise)")
+            kind, file = "pairwise", value
+        out[kind.strip()] = load(kind.strip(), file)
+    return out
+
+
+def _render(s: dict[str, Any]) -> None:
+    graders = ", ".join(f"{name} ({n})" for name, n in s["graders"].items())
+    mean = "–" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
+    stdout.print(f"graded {s['n_graded']} of {s['n_rows']} rows with {graders}: mean score {mean}"
+                 + (f", {s['n_samples']} samples" if s["n_samples"] else ""), highlight=False)
+    if s["n_ungraded"]:
+        why = "; ".join(f"{r} ({n})" for r, n in s["ungraded_reasons"].items())
+        stderr.print(f"{s['n_ungraded']} rows left ungraded (score NaN): {why}", highlight=False)
+    if s["judge_calls"]:
+        stdout.print(f"judge cost ${s['judge_cost_usd']:.6f} for {s['judge_calls']} calls "
+                     f"({s['judge_cached_calls']} cached); not included in cost_usd",
+                     highlight=False)
+    a = s.get("agreement")
+    if a is not None:
+        if not a["n"]:
+            stdout.print("agreement: no row has an existing score to compare with",
+                         highlight=False)
+        else:
+            kappa = "undefined (one class only)" if a["kappa"] is None or math.isnan(a["kappa"]) \
+                else f"{a['kappa']:.3f}"
+            stdout.print(f"agreement with existing scores (n={a['n']}, pass at >= "
+                         f"{a['threshold']:g}): accuracy {a['accuracy']:.3f}, Cohen's kappa "
+                         f"{kappa}; both pass {a['both_positive']}, both fail "
+                         f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
+                         f"only grader passes {a['grader_only']}", highlight=False)
+    stdout.print(f"wrote {s['output']}", highlight=False)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add ``grade`` to the ``ponder`` app."""
+    app.command("grade", help=_HELP)(grade_command)

@@ -1,0 +1,57 @@
+"""Grading: fill an outcome table's ``score`` from your own data.
+
+A grader is a small object with one method, ``grade(response, row) -> Grade``; LLM judges add
+``agrade``. Rule-based graders check a row's ``reference`` (:class:`ExactMatch`,
+:class:`ChoiceGrader`, :class:`NumberGrader`, :class:`RegexGrader`), its output format
+(:class:`JsonGrader`) or run its ``tests`` (:class:`CodeGrader`, untrusted code: opt-in);
+:class:`JudgeGrader` asks an LLM. :func:`grade_table` grades a whole table, one grader per task,
+and :func:`agreement` says how far a grader agrees with scores you already trust.
+"""
+
+from ._agreement import Agreement, agreement
+from ._base import AsyncGrader, Grade, Grader
+from ._code import CodeGrader, extract_code
+from ._judge import DEFAULT_TEMPLATES, PLACEHOLDERS, JudgeGrader, load_template
+from ._reference import (
+    ChoiceGrader,
+    ExactMatch,
+    JsonGrader,
+    NumberGrader,
+    RegexGrader,
+    extract_choice,
+    extract_number,
+    normalize_text,
+)
+from ._run import GradeResult, GradeSummary, agrade_table, grade_table, read_table, write_table
+from ._spec import GRADER_SPECS, parse_grader, parse_graders
+
+__all__ = [
+    "Agreement",
+    "AsyncGrader",
+    "ChoiceGrader",
+    "CodeGrader",
+    "DEFAULT_TEMPLATES",
+    "ExactMatch",
+    "GRADER_SPECS",
+    "Grade",
+    "GradeResult",
+    "GradeSummary",
+    "Grader",
+    "JsonGrader",
+    "JudgeGrader",
+    "NumberGrader",
+    "PLACEHOLDERS",
+    "RegexGrader",
+    "agrade_table",
+    "agreement",
+    "extract_choice",
+    "extract_code",
+    "extract_number",
+    "grade_table",
+    "load_template",
+    "normalize_text",
+    "parse_grader",
+    "parse_graders",
+    "read_table",
+    "write_table",
+]

@@ -1,0 +1,229 @@
+"""Rule-based graders: exact text, multiple-choice letter, number, regex, JSON.
+
+Each is a pure function of (response, row): no I/O, so sync and async runs are the same call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError, PonderError
+from ._base import Grade, correct, text
+
+# ---- exact ---------------------------------------------------------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation + "‘’“”")
+
+
+def normalize_text(s: str) -> str:
+    """Lower case, no punctuation, no articles (a/an/the), single spaces (SQuAD-style)."""
+    s = str(s).lower().translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+@dataclass
+class ExactMatch:
+    """1 when the response equals the row's ``reference`` after :func:`normalize_text`."""
+
+    name: str = "exact"
+    requires: tuple[str, ...] = ("reference",)
+
+    def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        got, want = normalize_text(response), normalize_text(text(row.get("reference")))
+        return correct(got == want, "matches the reference" if got == want else f"expected {want[:40]!r}")
+
+
+# ---- choice --------------------------------------------------------------------------------
+_L = "A-J"
+_CHOICE_PATTERNS = (
+    # "The answer is (B)", "Answer: **B**", "final answer: option C"
+    re.compile(rf"(?i:answer)\s*(?:is|:)?\s*(?i:option|choice)?\s*[:\-]?\s*[*_]*\(?([{_L}])\)?[*_]*(?!\w)"),
+    # a lower-case letter only where it ends the reply: "the answer is (b)." ("is a bit" is no answer)
+    re.compile(r"(?i:answer)\s*(?:is|:)\s*[*_]*\(?([a-j])\)?[*_]*\s*\.?\s*$"),
+    re.compile(rf"\\boxed\{{\s*(?:\\text\{{)?\(?([{_L}])\)?"),
+    # the whole reply is a letter: "B", "B.", "(B)", "**B**", "B)"
+    re.compile(rf"^\W*([{_L}])\W*$"),
+    # a reply that starts with the letter: "B. Paris", "(C) 42", "D: none"
+    re.compile(rf"^\W*\(?([{_L}])(?:[.):]|\s*-)\s"),
+    # the last "(B)" anywhere
+    re.compile(rf"\(([{_L}])\)"),
+)
+_LAST = (0, 1, 2, 5)  # patterns whose last match counts (the others match once)
+
+
+def extract_choice(answer: str) -> str | None:
+    """The multiple-choice letter (A–J) an answer picks, upper case, else None."""
+    s = str(answer).strip()
+    for i, pattern in enumerate(_CHOICE_PATTERNS):
+        found = pattern.findall(s)
+        if found:
+            return str(found[-1] if i in _LAST else found[0]).upper()
+    return None
+
+
+@dataclass
+class ChoiceGrader:
+    """1 when the response picks the reference's letter (A–J)."""
+
+    name: str = "choice"
+    requires: tuple[str, ...] = ("reference",)
+
+    def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        want = extract_choice(text(row.get("reference")))
+        if want is None:
+            return Grade(math.nan, "the reference is not a choice letter A-J")
+        got = extract_choice(response)
+        if got is None:
+            return Grade(0.0, "no choice letter found")
+        return correct(got == want, f"chose {got}" + ("" if got == want else f", expected {want}"))
+
+
+# ---- number --------------------------------------------------------------------------------
+_NUMBER = re.compile(
+    r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?\s?%?"
+    r"|(?<![\w.])-?\.\d+%?")
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+
+
+def _to_float(token: str) -> float | None:
+    s = token.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
+    s = s.rstrip("%")  # "50%" answers "50" (a reference rarely writes 0.5 for a percentage)
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            if float(den) == 0:
+                return None
+            value = float(Fraction(num) / Fraction(den))
+        else:
+            value = float(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value
+
+
+def extract_number(answer: str) -> float | None:
+    r"""The answer's number: the last ``\boxed{}`` value if there is one, else its last number.
+
+    Handles thousands separators (``1,234``), ``$``, ``%``, fractions (``3/4``,
+    ``\frac{3}{4}``) and negatives; ``%`` is dropped (``50%`` is 50). In ``26 + 28 = 54`` the number is 54.
+    """
+    from ..evaluation._loaders import last_boxed  # one \boxed{} parser for all of ponder
+
+    s = str(answer).replace("−", "-").replace("\\!", "").replace("{,}", ",")
+    boxed = last_boxed(s)
+    if boxed is not None:
+        s = boxed
+    s = _FRAC.sub(r"(\1)/(\2)", s).replace("\\%", "%").replace("\\$", "$")
+    s = re.sub(r"\((-?\d+(?:\.\d+)?)\)/\((\d+(?:\.\d+)?)\)", r"\1/\2", s)
+    found = _NUMBER.findall(s)
+    for token in reversed(found):
+        value = _to_float(token)
+        if value is not None:
+            return value
+    return None
+
+
+@dataclass
+class NumberGrader:
+    """1 when the response's number (see :func:`extract_number`) equals the reference's.
+
+    Equal means within ``tolerance``, relative to the reference and absolute below 1.
+    """
+
+    tolerance: float = 1e-6
+    name: str = "number"
+    requires: tuple[str, ...] = ("reference",)
+
+    def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        want = extract_number(text(row.get("reference")))
+        if want is None:
+            return Grade(math.nan, "the reference has no number")
+        got = extract_number(response)
+        if got is None:
+            return Grade(0.0, "no number found")
+        ok = math.isclose(got, want, rel_tol=self.tolerance, abs_tol=self.tolerance)
+        return correct(ok, f"got {got:g}" + ("" if ok else f", expected {want:g}"))
+
+
+# ---- regex ---------------------------------------------------------------------------------
+@dataclass
+class RegexGrader:
+    """1 when ``pattern`` is found in the response. ``{reference}`` in the pattern stands for the
+    row's reference, matched literally."""
+
+    pattern: str
+    name: str = "regex"
+    requires: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if "{reference}" in self.pattern:
+            self.requires = ("reference",)
+        try:
+            re.compile(self.pattern.replace("{reference}", ""))
+        except re.error as exc:
+            raise ConfigError(f"invalid regular expression {self.pattern!r}: {exc}",
+                              key="grader") from None
+
+    def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        pattern = self.pattern.replace("{reference}", re.escape(text(row.get("reference"))))
+        hit = re.search(pattern, response, re.MULTILINE)
+        return correct(hit is not None, "pattern found" if hit else "pattern not found")
+
+
+# ---- json ----------------------------------------------------------------------------------
+_FENCE_JSON = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass
+class JsonGrader:
+    """1 when the response (or its fenced ```json block) is valid JSON, and, given a JSON Schema
+    file, valid against it (needs the ``jsonschema`` package)."""
+
+    schema: str | Path | None = None
+    name: str = "json"
+    requires: tuple[str, ...] = ()
+    _validator: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.schema is None:
+            return
+        path = Path(self.schema)
+        try:
+            doc = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("JSON Schema file not found", file=str(path)) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the JSON Schema: {exc}", file=str(path)) from None
+        try:
+            import jsonschema
+        except ImportError:
+            raise PonderError("grading against a JSON Schema needs the 'jsonschema' package "
+                              "(pip install jsonschema); plain 'json' checks validity only") from None
+        try:
+            cls = jsonschema.validators.validator_for(doc)
+            cls.check_schema(doc)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"not a valid JSON Schema: {exc.message}", file=str(path)) from None
+        self._validator = cls(doc)
+
+    def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        fenced = _FENCE_JSON.search(response)
+        body = fenced.group(1) if fenced else response
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError as exc:
+            return Grade(0.0, f"invalid JSON: {exc.msg}")
+        if self._validator is not None:
+            error = next(iter(self._validator.iter_errors(value)), None)
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "top level"
+                return Grade(0.0, f"schema: {where}: {error.message}"[:200])
+        return Grade(1.0, "valid JSON" + (" matching the schema" if self._validator else ""))
