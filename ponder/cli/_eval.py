@@ -93,8 +93,10 @@ def _render(d: dict[str, Any]) -> None:
     t.add_row("oracle", f"{d['oracle']['quality']:.4f}", f"{d['oracle']['cost_usd']:.6g}",
               str(d["n_test_queries"]))
     stdout.print(t)
-    s = Table(title="strategies (dim: baselines). ratio = cost to reach the best model's quality "
-                    "/ its cost", title_justify="left", box=box.SIMPLE_HEAD)
+    _render_deployed(d)
+    s = Table(title="strategies swept on test: what the knob can reach on test (not a deployable "
+                    "number; dim: baselines). ratio = cost to reach the best model's quality / its "
+                    "cost", title_justify="left", box=box.SIMPLE_HEAD)
     s.add_column("strategy", overflow="fold", min_width=12)
     for c in ("ratio", "q@best$", "AUC", "oracle"):
         s.add_column(c, justify="right", no_wrap=True)
@@ -112,6 +114,34 @@ def _render(d: dict[str, Any]) -> None:
     stdout.print(s)
     for sk in d.get("skipped") or []:
         stderr.print(f"skipped {sk['name']}: {sk['reason']}", markup=False, highlight=False)
+
+
+def _render_deployed(d: dict[str, Any]) -> None:
+    """Deployed points: settings chosen on train, figures on test (cost % of best · quality)."""
+    dep = d.get("deployment") or {}
+    targets = dep.get("targets") or []
+    rows = [st for st in d["strategies"] if st.get("deployed")]
+    if not rows:
+        return
+    t = Table(title="deployed: knob chosen on train, measured on test. cell = cost as % of the "
+                    "best model's / quality (! = CI includes no saving)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("strategy", overflow="fold", min_width=14, ratio=1)
+    for target in targets:
+        t.add_column(target.replace("budget:", "≤"), justify="right", no_wrap=True)
+    for st in rows:
+        by = {x["target"]: x for x in st["deployed"]}
+        cells = []
+        for target in targets:
+            x = by.get(target)
+            ratio = x["test"].get("cost_ratio") if x and x.get("met") else None
+            if x is None or ratio is None:
+                cells.append("–")
+                continue
+            flag = "!" if x.get("saving_in_doubt") and target == "best_quality" else ""
+            cells.append(f"{100 * ratio:.0f}%/{x['test']['quality']:.3f}{flag}")
+        t.add_row(st["name"], *cells, style="dim" if st["kind"] == "baseline" else None)
+    stdout.print(t)
 
 
 @datasets_app.command("list")

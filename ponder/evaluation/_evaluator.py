@@ -2,7 +2,12 @@
 
     table ──split──▶ train ──fit──▶ strategies ──sweep(test)──▶ curves ─┐
                      test ──────────▶ baselines (models, mixes, oracle) ─┴▶ metrics + bootstrap CIs
-                                                                            ▶ EvalResult (JSON/MD/HTML)
+                     train ─▶ fit + calibration parts ─▶ deployed points ─┘  ▶ EvalResult
+
+The curves and their metrics (``cost_ratio_at_best_quality``, ``auc``, …) show what a knob can
+reach on test; choosing a point off them uses test labels. The ``deployed`` points are chosen on
+train rows for named targets and then measured on test (see ``_deploy``): those are the numbers a
+user can deploy, and the reports lead with them.
 
 Everything the reports show lives in one JSON-able dict inside :class:`EvalResult`, so the three
 renderings cannot disagree.
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .._exceptions import PonderError
+from . import _deploy as D
 from . import _metrics as M
 from ._baselines import Baselines, Curve, compute_baselines
 from ._strategy import Strategy, registered_strategies
@@ -233,13 +239,26 @@ def evaluate(
 
     found, skipped = _collect_strategies(strategies, train)
     curves: list[Curve] = list(base.curves)
+    deploy = D.plan(train, test, seed=seed)
+    replays: dict[str, D.Replay | str] = {r.name: r for r in deploy.baselines} if deploy else {}
     for i, s in enumerate(found):
         tick("strategies", i, len(found))
+        spare = D.fresh_copy(s)
         try:
             curves.append(_run_strategy(s, train, test))
         except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies
             warnings.warn(f"strategy {getattr(s, 'name', s)!r} skipped: {exc}", stacklevel=2)
             skipped.append({"name": str(getattr(s, "name", s)), "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        if deploy is None:
+            continue
+        if spare is None:
+            replays[curves[-1].name] = "the strategy object cannot be copied for a calibration fit"
+            continue
+        try:
+            replays[curves[-1].name] = D.replay_strategy(spare, deploy)
+        except Exception as exc:  # noqa: BLE001 - the test curve still stands
+            replays[curves[-1].name] = f"fit on the fit part failed: {type(exc).__name__}: {exc}"
     tick("strategies", len(found), len(found))
 
     two = len(base.models) == 2
@@ -255,9 +274,63 @@ def evaluate(
                             "column": split_column if uses_column else None,
                             "test_fraction": None if uses_column else test_fraction,
                             "seed": None if uses_column else seed})
-    if n_bootstrap > 0:
-        _bootstrap(data, test, base, curves, n_bootstrap, seed, weak, tick)
+    w = _boot_weights(len(test.query_ids), n_bootstrap, seed) if n_bootstrap > 0 else None
+    _attach_deployed(data, deploy, replays, test, w)
+    if w is not None:
+        _bootstrap(data, test, base, curves, w, weak, tick)
     return EvalResult(_jsonable(data))
+
+
+def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
+                     replays: dict[str, D.Replay | str], test: OutcomeTable,
+                     w: np.ndarray | None) -> None:
+    """Each strategy's ``deployed`` list, the ``deployment`` summary, and per-task figures at the
+    deployed headline setting (best_quality, else budget:1.0)."""
+    if deploy is None:
+        data["deployment"] = {"method": "none", "targets": list(D.TARGETS),
+                              "note": "train has under two queries: nothing to choose settings on"}
+    else:
+        ref = deploy.reference
+        data["deployment"] = {
+            "method": "calibration", "calibration_fraction": D.CALIBRATION_FRACTION,
+            "n_fit_queries": len(deploy.fit.query_ids),
+            "n_calibration_queries": len(deploy.cal.query_ids), "targets": list(D.TARGETS),
+            "best_model": {"model": ref.model,
+                           "train": {"cost_usd": ref.cal_cost, "quality": ref.cal_quality},
+                           "test": {"cost_usd": D._mean(ref.test_cost),
+                                    "quality": D._mean(ref.test_quality)}},
+            "note": "settings are chosen on calibration rows held out of train fitting (the "
+                    "strategy is refitted on the other train rows) and replayed on test; 'train' "
+                    "figures are on the calibration rows, targets are relative to the best single "
+                    "model chosen on train"}
+    tasks = np.asarray(test.tasks, dtype=object)
+    by_task = {t["task"]: t for t in data.get("tasks") or []}
+    for s in data["strategies"]:
+        s["deployed"], s["deployed_target"], s["deployed_note"] = [], None, None
+        r = replays.get(s["name"])
+        if s["name"] == "oracle":
+            s["deployed_note"] = D.ORACLE_NOTE
+        elif deploy is None:
+            s["deployed_note"] = data["deployment"]["note"]
+        elif isinstance(r, str) or r is None:
+            s["deployed_note"] = r or "not replayed on calibration rows"
+        else:
+            s["deployed"], chosen = D.deployed_points(r, deploy.reference, w)
+            s["deployed_target"] = D.headline_target(chosen)
+        if s["kind"] == "baseline":
+            continue
+        head = s["deployed_target"]
+        for t, row in by_task.items():  # the test-chosen headline point is not deployable
+            sel = tasks == t
+            if head is None or not isinstance(r, D.Replay):
+                row["strategies"][s["name"]] = {"quality": None, "cost_usd": None, "at": None}
+                continue
+            k = chosen[head]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a task without a finite value
+                row["strategies"][s["name"]] = {
+                    "quality": float(np.nanmean(r.test_quality[k, sel])),
+                    "cost_usd": float(np.nanmean(r.test_cost[k, sel])), "at": head}
 
 
 def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: Baselines,
@@ -365,12 +438,16 @@ def _per_task(test: OutcomeTable, base: Baselines, curves: list[Curve],
     return out
 
 
-def _bootstrap(data: dict[str, Any], test: OutcomeTable, base: Baselines, curves: list[Curve],
-               n_boot: int, seed: int, weak: int | None, tick: Progress) -> None:
-    """Percentile 95% intervals over resampled test queries, for the headline figures."""
-    q = len(test.query_ids)
+def _boot_weights(q: int, n_boot: int, seed: int) -> np.ndarray:
+    """(B, Q) counts: how often each test query appears in each bootstrap resample."""
     rng = np.random.default_rng(seed + 7919)
-    w = rng.multinomial(q, np.full(q, 1.0 / q), size=n_boot).astype(float)  # (B, Q) counts
+    return rng.multinomial(q, np.full(q, 1.0 / q), size=n_boot).astype(float)
+
+
+def _bootstrap(data: dict[str, Any], test: OutcomeTable, base: Baselines, curves: list[Curve],
+               w: np.ndarray, weak: int | None, tick: Progress) -> None:
+    """Percentile 95% intervals over resampled test queries, for the test-curve figures."""
+    n_boot = w.shape[0]
 
     def means(x: np.ndarray) -> np.ndarray:  # (P, Q) -> (B, P), NaN-aware
         ok = np.isfinite(x)

@@ -24,6 +24,14 @@ METRIC_HELP = {
     "recover 50/80/95% of the weak-to-strong quality gap",
 }
 
+DEPLOYED_HELP = (
+    "Deployed points: each strategy's setting is chosen on train rows for a target (fitted on "
+    "part of train, chosen on the held-out calibration part), then replayed on test. "
+    "best_quality: the cheapest setting matching the best single model's train quality; "
+    "budget:f: the best setting costing at most f × that model's train cost. These are the "
+    "numbers a deployment can expect.")
+TEST_SWEEP_LABEL = "what the knob can reach on test (not a deployable number)"
+
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -165,6 +173,71 @@ def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _deployed_cell(d: dict[str, Any]) -> str:
+    """One deployed point: test cost as a share of the best model's, test quality, interval."""
+    if not d.get("met"):
+        return "not met on train"
+    t = d["test"]
+    ci = t.get("ci95") or {}
+    doubt = " (no saving within CI)" if d.get("saving_in_doubt") and d["target"] == "best_quality" else ""
+    value = f"{fmt_pct(t.get('cost_ratio'))} cost · q {fmt_q(t['quality'])}{doubt}"
+    if d.get("test_budget_ratio") is not None:
+        value += f" · {d['test_budget_ratio']:.2f}× budget"
+    qci = _ci(ci.get("quality"), fmt_q)
+    return f"{value} {qci}".strip()
+
+
+def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    targets = (data.get("deployment") or {}).get("targets") or []
+    rows = []
+    for s in sorted(data["strategies"], key=lambda s: s["kind"] == "baseline"):
+        if not s.get("deployed"):
+            continue
+        by = {d["target"]: d for d in s["deployed"]}
+        rows.append([s["name"], s["kind"]] + [_deployed_cell(by[t]) if t in by else "–"
+                                              for t in targets])
+    return ["strategy", "kind", *targets], rows
+
+
+def _best_deployed(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The strategy that meets ``target`` best *on train* (cheapest for best_quality, highest
+    quality for a budget): choosing which strategy to show by test figures would be a test pick."""
+    cand = []
+    for s in data["strategies"]:
+        if s["kind"] == "baseline":
+            continue
+        for d in s.get("deployed") or []:
+            if d["target"] == target and d.get("met"):
+                cand.append((s, d))
+    if not cand:
+        return None
+    if target == "best_quality":
+        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"]))
+    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"]))
+
+
+def deployed_sentence(data: dict[str, Any], target: str = "best_quality") -> str | None:
+    """E.g. "At the best_quality target, chosen on train: cascade at 17.2% of the best model's
+    cost, quality 0.878 on test [0.85, 0.90] (best model 0.842)."."""
+    got = _best_deployed(data, target)
+    if got is None:
+        return None
+    s, d = got
+    t = d["test"]
+    ci = t.get("ci95") or {}
+    q_ci = _ci(ci.get("quality"), fmt_q)
+    c_ci = _ci(ci.get("cost_ratio"), fmt_pct)
+    best_q = ((data.get("deployment") or {}).get("best_model") or {}).get("test", {}).get("quality")
+    line = (f"At the {target} target, chosen on train: {s['name']} at {fmt_pct(t.get('cost_ratio'))} "
+            f"of the best model's cost{' ' + c_ci if c_ci else ''}, quality {fmt_q(t['quality'])} "
+            f"on test{' ' + q_ci if q_ci else ''} (best model {fmt_q(best_q)})")
+    if d.get("test_budget_ratio") is not None:
+        line += f", spending {d['test_budget_ratio']:.2f}× the budget"
+    if d.get("saving_in_doubt"):
+        line += "; the interval includes no saving"
+    return line + "."
+
+
 def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "quality", "95% CI", "cost / query", "test queries", "oracle picks it"]
     rows = []
@@ -210,16 +283,21 @@ def _summary_lines(data: dict[str, Any]) -> list[str]:
     ]
     real = [s for s in data["strategies"] if s["kind"] != "baseline"]
     reach = [s for s in real if s["cost_ratio_at_best_quality"] is not None]
+    if real:
+        for target in ("best_quality", "budget:0.2"):
+            line = deployed_sentence(data, target)
+            lines.append(line or f"No strategy meets the {target} target on train.")
     if reach:
         s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
         r = s["cost_ratio_at_best_quality"]
         ci = _ci((s.get("ci95") or {}).get("cost_ratio_at_best_quality"), fmt_ratio)
-        lines.append(f"Cheapest way to match it: {s['name']} at {fmt_ratio(r)} of its cost "
-                     f"({fmt_pct(1 - r)} saved{', 95% CI ' + ci if ci else ''}).")
+        lines.append(f"For comparison, {TEST_SWEEP_LABEL}: {s['name']} matches it at "
+                     f"{fmt_ratio(r)} of its cost on its test-swept curve"
+                     f"{' (95% CI ' + ci + ')' if ci else ''}.")
     elif real:
         s = max(real, key=lambda s: s["quality_at_best_cost"] or 0)
-        lines.append(f"No strategy reaches the best model's quality on test queries; the closest "
-                     f"is {s['name']} at {fmt_q(s['quality_at_best_cost'])}.")
+        lines.append(f"No strategy reaches the best model's quality anywhere on its test-swept "
+                     f"curve; the closest is {s['name']} at {fmt_q(s['quality_at_best_cost'])}.")
     else:
         lines.append("No routing strategies are registered: install or import ponder.routers / "
                      "ponder.cascade to compare them against these baselines.")
@@ -238,7 +316,8 @@ def _split_text(data: dict[str, Any]) -> str:
     else:
         how = f"a random {sp['test_fraction']:g} of queries held out (seed {sp['seed']})"
     return (f"{data['n_train_queries']} train / {data['n_test_queries']} test queries, split by "
-            f"{how}; strategies are fitted on train queries and every figure is on test queries.")
+            f"{how}; strategies are fitted on train queries, deployed settings are chosen on train "
+            f"queries, and every figure shown is on test queries.")
 
 
 # ---- Markdown ----------------------------------------------------------------------------------
@@ -254,15 +333,23 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 def render_markdown(data: dict[str, Any]) -> str:
     parts = [f"# ponder evaluation: {data['dataset']}", ""]
     parts += [f"- {line}" for line in _summary_lines(data)]
-    parts += ["", f"{_split_text(data)}", "", "## Strategies", "",
+    parts += ["", f"{_split_text(data)}", ""]
+    dh, dr = _deployed_rows(data)
+    if dr:
+        parts += ["## Deployed operating points (chosen on train, measured on test)", "",
+                  DEPLOYED_HELP, "", _md_table(dh, dr), "",
+                  "Cells: test cost as a share of the best model's, test quality [its bootstrap "
+                  "95% interval]; for budgets, test spend over the budget.", ""]
+    parts += [f"## Strategies: {TEST_SWEEP_LABEL}", "",
               _md_table(*_strategy_rows(data)), "",
               "Brackets are bootstrap 95% intervals over test queries "
               f"({(data.get('bootstrap') or {}).get('n', 0)} resamples).", "",
               "## Single models", "", _md_table(*_model_rows(data)), ""]
     th, tr = _task_rows(data)
     if th:
-        parts += ["## Per task", "", "Quality per task; strategies at their headline point "
-                  "(quality @ cost).", "", _md_table(th, tr), ""]
+        parts += ["## Per task", "", "Quality per task; strategies at their deployed point "
+                  "(best_quality target, else budget:1.0; quality @ cost).", "",
+                  _md_table(th, tr), ""]
     parts += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in METRIC_HELP.items()]
     if data.get("skipped"):
         parts += ["", "## Skipped strategies", ""]
@@ -325,17 +412,32 @@ def _cards(data: dict[str, Any]) -> str:
              ("oracle (upper bound)", fmt_q(o["quality"]),
               f"{fmt_usd(o['cost_usd'])}/query · CI {_ci((o.get('ci95') or {}).get('quality'), fmt_q)}")]
     real = [s for s in data["strategies"] if s["kind"] != "baseline"]
-    reach = [s for s in real if s["cost_ratio_at_best_quality"] is not None]
-    if reach:
-        s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
-        r = s["cost_ratio_at_best_quality"]
-        cards.append(("cost to match the best model", fmt_pct(r),
-                      f"{s['name']} · {fmt_pct(1 - r)} saved · CI "
-                      f"{_ci((s.get('ci95') or {}).get('cost_ratio_at_best_quality'), fmt_ratio)}"))
+    got = _best_deployed(data, "best_quality")
+    if got is not None:
+        s, d = got
+        t = d["test"]
+        ci = t.get("ci95") or {}
+        doubt = " · interval includes no saving" if d.get("saving_in_doubt") else ""
+        cards.append(("best_quality target, chosen on train", fmt_pct(t.get("cost_ratio")),
+                      f"of the best model's cost on test {_ci(ci.get('cost_ratio'), fmt_pct)} · "
+                      f"{s['name']} · quality {fmt_q(t['quality'])} on test "
+                      f"{_ci(ci.get('quality'), fmt_q)}{doubt}"))
+    elif real:
+        cards.append(("best_quality target", "not met", "no strategy matches the best model on "
+                      "train"))
+    got = _best_deployed(data, "budget:0.2")
+    if got is not None:
+        s, d = got
+        t = d["test"]
+        tbr = d.get("test_budget_ratio")
+        cards.append(("20% budget, chosen on train", fmt_q(t["quality"]),
+                      f"quality on test {_ci((t.get('ci95') or {}).get('quality'), fmt_q)} · "
+                      f"{s['name']} · spends {'–' if tbr is None else f'{tbr:.2f}'}× the budget"))
     if real:
         s = max(real, key=lambda s: s["auc"] or 0)
-        cards.append(("best AUC (AIQ)", fmt_q(s["auc"]),
-                      f"{s['name']} · CI {_ci((s.get('ci95') or {}).get('auc'), fmt_q)}"))
+        cards.append(("best AUC (AIQ) of a test sweep", fmt_q(s["auc"]),
+                      f"{s['name']} · CI {_ci((s.get('ci95') or {}).get('auc'), fmt_q)} · "
+                      f"{TEST_SWEEP_LABEL}"))
     else:
         cards.append(("strategies", "none registered", "baselines only"))
     return '<div class="cards">' + "".join(
@@ -347,8 +449,14 @@ def render_html(data: dict[str, Any]) -> str:
     esc = html.escape
     th, tr = _task_rows(data)
     task_html = (f"<h2>Per task</h2><p class='muted'>Quality per task on test queries; strategies at "
-                 f"their headline point (quality @ cost per query).</p>{_html_table(th, tr)}"
-                 if th else "")
+                 f"their deployed point (best_quality target, else budget:1.0; quality @ cost per "
+                 f"query).</p>{_html_table(th, tr)}" if th else "")
+    dh, dr = _deployed_rows(data)
+    deployed_html = (f"<h2>Deployed operating points (chosen on train, measured on test)</h2>"
+                     f"<p class='muted'>{esc(DEPLOYED_HELP)}</p>{_html_table(dh, dr)}"
+                     f"<p class='muted'>Cells: test cost as a share of the best model's, test "
+                     f"quality with its bootstrap 95% interval; for budgets, test spend over the "
+                     f"budget.</p>" if dr else "")
     skipped = ""
     if data.get("skipped"):
         skipped = "<h2>Skipped strategies</h2><ul class='notes'>" + "".join(
@@ -369,7 +477,8 @@ def render_html(data: dict[str, Any]) -> str:
 <div class="plot">{cost_quality_svg(data)}</div>
 <p class="muted">Dashed red lines: the best single model's quality and cost. The shaded step is the
 Pareto frontier of every achievable point (the oracle is an upper bound and not part of it).</p>
-<h2>Strategies</h2>
+{deployed_html}
+<h2>Strategies: {esc(TEST_SWEEP_LABEL)}</h2>
 {_html_table(*_strategy_rows(data))}
 <p class="muted">Brackets: bootstrap 95% intervals over test queries ({boot.get('n', 0)} resamples,
 percentile method). "never": the strategy does not reach the best model's quality.</p>
