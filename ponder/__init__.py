@@ -20,7 +20,6 @@ from ._exceptions import (
     ContextTooLong,
     DataError,
     ModelFileError,
-    NotFittedError,
     PonderError,
     ProviderError,
     ProviderTimeout,
@@ -130,3 +129,12 @@ __all__ = [
     "parse_grader",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # NotFittedError subclasses scikit-learn's, whose import takes about 2 s: built on first use.
+    if name == "NotFittedError":
+        from . import _exceptions
+
+        return _exceptions.NotFittedError
+    raise AttributeError(f"module 'ponder' has no attribute {name!r}")

@@ -4,7 +4,7 @@
     ├── ConfigError(file, key)            a config file or value is wrong
     ├── DataError(file, row, column)      an outcome table or input row is wrong
     ├── ModelFileError(path)              a scorer/router/model file is tampered, foreign or too new
-    ├── NotFittedError                    an estimator was used before ``fit`` (also ValueError, AttributeError)
+    ├── NotFittedError                    an estimator was used before ``fit`` (also sklearn's NotFittedError)
     ├── BudgetExceeded                    a batch ran out of budget (``ponder run --max-cost``)
     ├── CacheUnavailable(where, reason)   the cache cannot be opened, read or written (ponder goes on without it)
     ├── CacheDisabled                     the cache is turned off, so it has no statistics
@@ -27,6 +27,7 @@ output, HTTP bodies, logs) gets a clean one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._secrets import scrub
 
@@ -95,8 +96,37 @@ class ModelFileError(PonderError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-class NotFittedError(PonderError, ValueError, AttributeError):
-    """Raised when an estimator is used before ``fit`` (mirrors scikit-learn's)."""
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+    class NotFittedError(PonderError, _SklearnNotFittedError):
+        """Raised when an estimator is used before ``fit``."""
+
+else:
+
+    def __getattr__(name: str) -> object:
+        # NotFittedError subclasses scikit-learn's, and importing scikit-learn costs ~1.5 s (it
+        # loads scipy.stats), so the class is built on first use rather than at ``import ponder``.
+        if name == "NotFittedError":
+            return _define_not_fitted_error()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _define_not_fitted_error() -> type[PonderError]:
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+    class NotFittedError(PonderError, _SklearnNotFittedError):
+        """Raised when an estimator is used before ``fit``.
+
+        It is scikit-learn's ``NotFittedError`` too (so ``except sklearn.exceptions.NotFittedError``
+        catches it), and through it a ``ValueError`` and an ``AttributeError``.
+        """
+
+    NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
+    # Stored as a module global, so later look-ups (and pickle) skip __getattr__; setdefault
+    # keeps one class should two threads get here at once.
+    cls: type[PonderError] = globals().setdefault("NotFittedError", NotFittedError)
+    return cls
 
 
 class BudgetExceeded(PonderError):

@@ -11,11 +11,11 @@ the cheapest, which is what calibration (and the Learn-then-Test fixed sequence)
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .._exceptions import ConfigError, DataError, NotFittedError, UnknownModel
 
@@ -61,7 +61,7 @@ class Calibration:
 
 
 def check_is_fitted(router: Any) -> None:
-    if not getattr(router, "models_", None):
+    if not router.__sklearn_is_fitted__():
         raise NotFittedError(
             f"this {type(router).__name__} is not fitted yet; call fit(outcome_table) first"
         )
@@ -82,7 +82,7 @@ def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np
     return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
 
 
-class BaseRouter:
+class BaseRouter(BaseEstimator):
     """Shared estimator plumbing. Subclasses implement ``_fit_core``, ``_predict_core``,
     ``_decide`` and ``_knob_grid``; everything else (features, cost model, routing,
     calibration, saving) lives here once."""
@@ -94,26 +94,15 @@ class BaseRouter:
     #: P(weak good enough), where a larger threshold sends more queries to the strong model.
     _knob_cheaper_when_larger: bool = True
 
-    # ---- scikit-learn parameter protocol ---------------------------------------------------
+    # ---- scikit-learn estimator protocol ---------------------------------------------------
+    # get_params, set_params, clone and __repr__ come from BaseEstimator and read the parameters
+    # off each subclass's __init__ signature, which only stores them.
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+        return list(cls._get_param_names())
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params: Any) -> BaseRouter:
-        valid = self._param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise ConfigError(f"unknown parameter {k!r} for {type(self).__name__}; valid: {valid}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "models_", None))
 
     # ---- fitting ---------------------------------------------------------------------------
     def _select_models(self, table: OutcomeTable) -> list[str]:

@@ -63,9 +63,9 @@ class OracleRouter(BaseRouter):
         super().fit(table)
         scores, costs, present = table.scores, table.costs, table.present
         cols = [table.models.index(m) for m in self.models_]
-        self._lookup = {q: i for i, q in enumerate(table.queries)}
-        self._scores = np.where(present[:, cols], scores[:, cols], -np.inf)
-        self._costs = np.where(present[:, cols], costs[:, cols], np.inf)
+        self.query_index_ = {q: i for i, q in enumerate(table.queries)}
+        self.outcome_scores_ = np.where(present[:, cols], scores[:, cols], -np.inf)
+        self.outcome_costs_ = np.where(present[:, cols], costs[:, cols], np.inf)
         return self
 
     def _fit_core(self, X: Any, scores: np.ndarray, present: np.ndarray) -> None:
@@ -75,11 +75,11 @@ class OracleRouter(BaseRouter):
         return list(queries)
 
     def _predict_core(self, X: Any) -> np.ndarray:
-        missing = [q for q in X if q not in self._lookup]
+        missing = [q for q in X if q not in self.query_index_]
         if missing:
             raise DataError(f"the oracle only knows queries of its outcome table; "
                             f"{len(missing)} unknown, e.g. {missing[0][:60]!r}")
-        return self._scores[[self._lookup[q] for q in X]]
+        return self.outcome_scores_[[self.query_index_[q] for q in X]]
 
     def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
                 allowed: np.ndarray) -> np.ndarray:

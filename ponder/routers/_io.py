@@ -31,7 +31,7 @@ _PERSIST_KIND = "router"
 def save_router(router: BaseRouter, directory: str | Path) -> Path:
     """Write a fitted router to ``directory`` (meta.json + arrays.npz)."""
     check_is_fitted(router)
-    params = router.get_params()
+    params = router.get_params(deep=False)
     params["featurizer"] = featurizer_spec(params.get("featurizer"))
     f_meta, f_arrays = featurizer_state(router.featurizer_)
     meta: dict[str, Any] = {

@@ -14,10 +14,11 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_soft_logistic(X: Any, y: np.ndarray, *, C: float = 1.0, class_weight: Any = None,
-                      ) -> tuple[np.ndarray, float]:
+                      random_state: int = 0) -> tuple[np.ndarray, float]:
     """Logistic regression on labels in [0, 1]: each row enters twice, as a positive with weight
     y and a negative with weight 1 − y (the cross-entropy with a soft target). Returns (w, b).
-    Constant labels give w = 0 and the clipped log-odds as intercept."""
+    Constant labels give w = 0 and the clipped log-odds as intercept. ``random_state`` seeds
+    liblinear's dual solver, which shuffles rows: without it two fits differ in the 6th digit."""
     from sklearn.linear_model import LogisticRegression
 
     y = np.clip(np.asarray(y, dtype=float), 0.0, 1.0)
@@ -41,7 +42,7 @@ def fit_soft_logistic(X: Any, y: np.ndarray, *, C: float = 1.0, class_weight: An
     # liblinear's dual solver is the fast one when features outnumber rows (TF-IDF)
     dual = n_features > Xf.shape[0]
     clf = LogisticRegression(C=C, solver="liblinear", dual=dual, max_iter=1000,
-                             class_weight=class_weight)
+                             class_weight=class_weight, random_state=random_state)
     clf.fit(Xf, yf, sample_weight=wf)
     return clf.coef_.ravel().astype(float), float(clf.intercept_[0])
 

@@ -39,17 +39,18 @@ class UtilityRouter(BaseRouter):
         W = np.zeros((X.shape[1], M))
         b = np.zeros(M)
         k = int(self.recalibrate or 0)
-        fold = np.random.default_rng(self.random_state).permutation(X.shape[0]) % max(k, 1)
+        seed = self.random_state
+        fold = np.random.default_rng(seed).permutation(X.shape[0]) % max(k, 1)
         for j in range(M):
             rows = np.flatnonzero(present[:, j])
-            W[:, j], b[j] = fit_soft_logistic(X[rows], scores[rows, j], C=self.C)
+            W[:, j], b[j] = fit_soft_logistic(X[rows], scores[rows, j], C=self.C, random_state=seed)
             if k >= 2 and rows.size >= 5 * k:
                 oof = np.zeros(rows.size)
                 for f in range(k):
                     tr, te = rows[fold[rows] != f], fold[rows] == f
-                    w_f, b_f = fit_soft_logistic(X[tr], scores[tr, j], C=self.C)
+                    w_f, b_f = fit_soft_logistic(X[tr], scores[tr, j], C=self.C, random_state=seed)
                     oof[te] = np.asarray(X[rows[te]] @ w_f).ravel() + b_f
-                a, c = fit_soft_logistic(oof[:, None], scores[rows, j], C=100.0)
+                a, c = fit_soft_logistic(oof[:, None], scores[rows, j], C=100.0, random_state=seed)
                 a_ = max(float(a[0]), 0.0)  # never flip the ranking
                 W[:, j], b[j] = a_ * W[:, j], a_ * b[j] + c
         self.coef_, self.intercept_ = W, b

@@ -88,7 +88,8 @@ def test_exported_trees_match_sklearn():
     """Our array traversal of HistGradientBoosting trees equals sklearn's own decision values."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from ponder.scorers._scorer import _export_trees, _tree_decision
+    from ponder.scorers._combiners import export_trees as _export_trees
+    from ponder.scorers._combiners import tree_decision as _tree_decision
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 5))

@@ -1,0 +1,109 @@
+"""Save and load an AnswerScorer as JSON + npz through :mod:`ponder._persist` (format version and
+content hash; nothing is unpickled). Loading reads only the fields the scorer format defines,
+each type-checked, with ``params`` checked against ``AnswerScorer.__init__``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _persist
+from .._exceptions import ModelFileError
+from .._features import RESPONSE_STAT_NAMES, SentenceEmbedder, TextFeaturizer
+from ._combiners import LEARNERS
+
+if TYPE_CHECKING:
+    from ._scorer import AnswerScorer
+
+KIND = "ponder-scorer"
+
+# What a scorer file holds: exactly these fields and arrays (see _persist.check_fields).
+_META_FIELDS: dict[str, Any] = {
+    "params": dict, "models": list[str], "stat_names": list[str], "n_features_in": int,
+    "query_features": dict, "response_features": dict, "learner_state": str, "calibrator": str,
+}
+_ARRAYS = ("dense_mean", "dense_scale", "text_coef", "text_intercept", "coef", "intercept",
+           "cal_a", "cal_b")
+_ARRAY_PREFIXES = ("qf__", "rf__", "tree__")
+
+
+def save_scorer(scorer: AnswerScorer, directory: str | Path) -> Path:
+    meta: dict[str, Any] = {"params": scorer.get_params(deep=False),
+                            "models": list(scorer.models_),
+                            "stat_names": list(RESPONSE_STAT_NAMES),
+                            "n_features_in": int(scorer.n_features_in_)}
+    arrays: dict[str, np.ndarray] = {
+        "dense_mean": scorer.dense_mean_, "dense_scale": scorer.dense_scale_,
+        "text_coef": scorer.text_coef_, "text_intercept": scorer.text_intercept_,
+    }
+    if scorer.text in ("tfidf", "embed"):
+        m, a = scorer.query_features_.to_state()
+        meta["query_features"] = m
+        arrays.update({f"qf__{k}": v for k, v in a.items()})
+    if scorer.response_text:
+        m, a = scorer.response_features_.to_state()
+        meta["response_features"] = m
+        arrays.update({f"rf__{k}": v for k, v in a.items()})
+    if hasattr(scorer, "coef_"):
+        meta["learner_state"] = "logistic"
+        arrays["coef"] = scorer.coef_
+        arrays["intercept"] = np.array([scorer.intercept_])
+    else:
+        meta["learner_state"] = "hgb"
+        arrays.update({f"tree__{k}": v for k, v in scorer.trees_.items()})
+    if scorer.calibrator_ is not None:
+        meta["calibrator"] = scorer.calibrator_[0]
+        arrays["cal_a"], arrays["cal_b"] = scorer.calibrator_[1], scorer.calibrator_[2]
+    return _persist.save(directory, meta, arrays, kind=KIND)
+
+
+def load_scorer(cls: type[AnswerScorer], directory: str | Path, *,
+                max_bytes: int | None = None) -> AnswerScorer:
+    meta, arrays = _persist.load(directory, kind=KIND, max_bytes=max_bytes)
+    _check_file(cls, meta, arrays, str(directory))
+    try:
+        obj = cls(**meta["params"])
+        obj.models_ = list(meta["models"])
+        obj.n_features_in_ = int(meta["n_features_in"])
+        for name in ("dense_mean", "dense_scale", "text_coef", "text_intercept"):
+            setattr(obj, name + "_", arrays[name])
+
+        def sub(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        if "query_features" in meta:
+            qm = meta["query_features"]
+            obj.query_features_ = (TextFeaturizer.from_state(qm, sub("qf__"))
+                                   if qm["type"] == "TextFeaturizer"
+                                   else SentenceEmbedder.from_state(qm, sub("qf__")))
+        if "response_features" in meta:
+            obj.response_features_ = TextFeaturizer.from_state(meta["response_features"],
+                                                               sub("rf__"))
+        if meta["learner_state"] == "logistic":
+            obj.coef_ = arrays["coef"]
+            obj.intercept_ = float(arrays["intercept"][0])
+        else:
+            obj.trees_ = sub("tree__")
+        obj.calibrator_ = ((meta["calibrator"], arrays["cal_a"], arrays["cal_b"])
+                           if "calibrator" in meta else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"scorer file is incomplete or inconsistent ({exc})",
+                             path=str(directory)) from None
+    return obj
+
+
+def _check_file(cls: type, meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> None:
+    _persist.check_fields(meta, _META_FIELDS, where=where, what="meta",
+                          required=("params", "models", "n_features_in", "learner_state"))
+    _persist.check_fields(meta["params"], _persist.init_fields(cls), where=where, what="params")
+    if meta["learner_state"] not in LEARNERS:
+        raise ModelFileError(f"meta.json: learner_state must be one of {LEARNERS}, got "
+                             f"{meta['learner_state']!r}", path=where)
+    if meta.get("calibrator", "sigmoid") not in ("sigmoid", "isotonic"):
+        raise ModelFileError(f"meta.json: unknown calibrator {meta['calibrator']!r}", path=where)
+    unknown = sorted(k for k in arrays if k not in _ARRAYS and not k.startswith(_ARRAY_PREFIXES))
+    if unknown:
+        raise ModelFileError(f"arrays.npz: unknown array {unknown[0]!r} in a scorer file",
+                             path=where)

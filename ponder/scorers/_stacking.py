@@ -1,0 +1,65 @@
+"""Stage 1 of the scorer: one text head per model, stacked under the combiner.
+
+Each head is a logistic regression on the text matrix (query features, response TF-IDF) that
+learns which queries its model gets right. The combiner trains on the heads' *out-of-fold*
+log-odds (folds by query group), so it never sees in-sample text scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
+                   n_models: int, C: float, cv: int, random_state: int,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-model text LR: coefficients (M, D), intercepts (M,) and out-of-fold log-odds."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    d = T.shape[1]
+    coef, icpt = np.zeros((n_models, d)), np.zeros(n_models)
+    oof = np.zeros(T.shape[0])
+    if d == 0:
+        return coef, icpt, oof
+
+    def lr() -> Any:
+        return LogisticRegression(C=C, solver="liblinear", random_state=random_state)
+
+    for j in range(n_models):
+        rows = np.flatnonzero(model_idx == j)
+        y = labels[rows]
+        if y.min() == y.max():  # a model always right (or wrong) on train: constant prior
+            p = np.clip(y.mean(), 0.01, 0.99)
+            icpt[j] = np.log(p / (1 - p))
+            oof[rows] = icpt[j]
+            continue
+        g = groups[rows]
+        k = min(cv, len(set(g)))
+        if k >= 2:
+            for tr, te in GroupKFold(n_splits=k).split(rows, y, g):
+                if y[tr].min() == y[tr].max():
+                    oof[rows[te]] = 0.0
+                    continue
+                fold = lr().fit(T[rows[tr]], y[tr])
+                oof[rows[te]] = fold.decision_function(T[rows[te]])
+        full = lr().fit(T[rows], y)
+        coef[j], icpt[j] = full.coef_.ravel(), float(full.intercept_[0])
+        if k < 2:
+            oof[rows] = full.decision_function(T[rows])
+    return coef, icpt, oof
+
+
+def text_logit(T: Any, model_idx: np.ndarray, coef: np.ndarray, intercept: np.ndarray,
+               ) -> np.ndarray:
+    """Stage-1 log-odds of each row's own model (0 for models never seen in fit)."""
+    out = np.zeros(T.shape[0])
+    known = model_idx >= 0
+    if T.shape[1] == 0 or not known.any():
+        return out
+    full = np.asarray(T @ coef.T)  # (n, M)
+    rows = np.flatnonzero(known)
+    out[rows] = full[rows, model_idx[rows]] + intercept[model_idx[rows]]
+    return out
