@@ -50,6 +50,8 @@ def grade_command(
         help="judge: replace a prompt (KIND: correctness {query} {response} {reference}; rubric "
              "{query} {response}; pairwise {query} {answer_a} {answer_b}). A bare FILE needs "
              "--pairwise."),
+    judge_max_tokens: int = typer.Option(1024, min=1, help="judge: longest reply the judge may write "
+                                                              "(small models may not stop by themselves)."),
     concurrency: int = typer.Option(8, min=1, help="Rows graded at once."),
     compare: bool = typer.Option(False, "--agreement",
                                  help="Report accuracy and Cohen's kappa against the scores the "
@@ -71,7 +73,8 @@ def grade_command(
     client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
     options: dict[str, Any] = dict(client=client, tolerance=tolerance, timeout_s=timeout,
                                    memory_mb=memory_mb, allow_code_execution=allow_code_execution,
-                                   baseline=pairwise, templates=templates)
+                                   baseline=pairwise, templates=templates,
+                                   judge_max_tokens=judge_max_tokens)
     graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
     try:
         with _progress() as bar:

@@ -26,6 +26,7 @@ def parse_grader(
     allow_code_execution: bool = False,
     baseline: str | None = None,
     templates: Mapping[str, str] | None = None,
+    judge_max_tokens: int | None = 1024,
 ) -> Grader:
     """Build the grader a spec names (one of :data:`GRADER_SPECS`); the options go to the
     graders that use them. Raises ConfigError for an unknown spec."""
@@ -53,7 +54,7 @@ def parse_grader(
             raise ConfigError(f"the judge grader needs a model: judge:provider:model (got {spec!r})",
                               key="grader")
         return JudgeGrader(arg, client=client, baseline=baseline, templates=dict(templates or {}),
-                           name=f"judge:{arg}")
+                           max_tokens=judge_max_tokens, name=f"judge:{arg}")
     raise ConfigError(f"unknown grader {spec!r}; use one of {', '.join(GRADER_SPECS)}", key="grader")
 
 

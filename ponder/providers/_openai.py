@@ -112,6 +112,7 @@ class OpenAIProvider(SDKProvider):
             params["n"] = s["n"]
         if s.get("logprobs"):
             params["logprobs"] = True
+            params["top_logprobs"] = 0  # llama.cpp's server returns logprobs only when this is set
         if stream:
             params["stream"] = True
             params["stream_options"] = {"include_usage": True}
