@@ -55,6 +55,9 @@ def chain_server(upstreams: tuple[FakeLLMServer, FakeLLMServer]) -> Iterator[Liv
     a, b = upstreams
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here: "down"
     cfg = make_config({"a": a.url, "b": b.url, "dead": dead}, timeout_s=0.5)
+    # Faults (timeouts included) are injected at rung a only: rung b, the fallback that must
+    # answer, gets a generous timeout so that 40 fallbacks at once on a loaded machine still do.
+    cfg.providers["b"] = cfg.providers["b"].model_copy(update={"timeout_s": 30.0})
     client = Client(cfg, cache=False)
     app = create_app(client, {
         "ab": FallbackChain(["a:m", "b:m"]),
