@@ -558,6 +558,15 @@ def _supports_n(client: Client, model: str) -> bool:
     return bool(getattr(inner, "supports_n", False))
 
 
+def _plan(prompts: PromptsIn, models: Sequence[str], client: Client,
+          output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
+    """The inputs and what is already collected, and the calls still missing."""
+    state = _load(prompts, models, client, output)
+    jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
+                     supports_n=lambda m: _supports_n(client, m))
+    return state, jobs
+
+
 def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
                      output: str | Path | None = None, samples: int = 1,
                      max_tokens: int | None = None, provider_batch: bool = False) -> list[CollectEstimate]:
@@ -567,9 +576,7 @@ def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Clien
     own = client is None
     client = client or Client()
     try:
-        state = _load(prompts, models, client, output)
-        jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
-                         supports_n=lambda m: _supports_n(client, m))
+        state, jobs = _plan(prompts, models, client, output, samples)
         return estimate_jobs(client, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
                              provider_batch=provider_batch)
     finally:
@@ -691,9 +698,7 @@ async def acollect(
     own = client is None
     client = client or Client()
     try:
-        state = _load(prompts, models, client, output)
-        jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
-                         supports_n=lambda m: _supports_n(client, m))
+        state, jobs = _plan(prompts, models, client, output, samples)
         planned = len(state.prompts) * len(state.models) * samples
         summary = CollectSummary(total=len(jobs), answers=sum(len(j.samples) for j in jobs),
                                  output=None if output is None else str(output))
