@@ -56,7 +56,7 @@ def eval_command(
         tick("loading", 1, 1)
         result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
-                          progress=tick)
+                          progress=tick, source=source)
     _render(result.to_json())
     written = []
     if report:
