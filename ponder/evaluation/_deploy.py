@@ -286,17 +286,20 @@ def _split_args(split: dict[str, Any], *, router: bool) -> tuple[str, str]:
     if router:  # `ponder train router` has no seeded split: it trains on every row
         return "", ("the table has no split column, so this trains on every row (what a "
                     "deployment wants; the evaluation's test rows are then no longer held out)")
-    return f" --test-fraction {split.get('test_fraction') or 0.5:g} --seed {split.get('seed') or 0}", ""
+    # the split's seed is the evaluation's seed, which every command passes as --seed
+    return f" --test-fraction {split.get('test_fraction') or 0.5:g}", ""
 
 
 def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
-                  split: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+                  split: dict[str, Any], seed: int = 0,
+                  reference_quality: float | None = None) -> dict[str, Any]:
     """How to ship one deployed point: ``{"command", "serve", "exact", "note"}``.
 
     ``command`` writes a strategy file (None when there is nothing to run), ``serve`` is the
     ``[strategies.NAME]`` entry that serves it through ``ponder serve`` / ``ponder run
     --strategy``, ``exact`` says whether the command rebuilds the very setting measured here or
-    re-chooses it with the same rule on its own draw of train rows.
+    re-chooses it with the same rule on its own draw of train rows. ``reference_quality`` is the
+    best single model's train quality (the best_quality target).
     """
     import shlex
 
@@ -361,7 +364,7 @@ def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
         names = [str(m) for m in setting.get("chain") or []]
         th = ", ".join(f"{t:g}" for t in setting.get("thresholds") or [])
         goal = (f"--budget {_up(float(entry['budget_usd_train']))}" if f is not None
-                else f"--target-quality {entry['train']['quality']:.4f}")
+                else f"--target-quality {reference_quality if reference_quality is not None else entry['train']['quality']:.4f}")
         lam = setting.get("knob")
         optimize = (f"ponder optimize {src} --models {shlex.quote(','.join(names))} {goal} "
                     f"--folds 3 --seed {seed}{args} -o {out}/cascade.json")

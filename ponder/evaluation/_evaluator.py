@@ -323,8 +323,9 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
             s["deployed_target"] = D.headline_target(chosen)
             for x in s["deployed"]:
                 if x["met"]:
-                    x["deploy"] = D.deploy_recipe(s["name"], s["kind"], x, source=data["source"],
-                                                  split=data["split"], seed=seed)
+                    x["deploy"] = D.deploy_recipe(
+                        s["name"], s["kind"], x, source=data["source"], split=data["split"],
+                        seed=seed, reference_quality=deploy.reference.cal_quality)
         if s["kind"] == "baseline":
             continue
         head = s["deployed_target"]

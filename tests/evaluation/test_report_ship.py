@@ -247,7 +247,7 @@ def test_recipes_per_kind():
     random_split = {"method": "random", "test_fraction": 0.4, "seed": 3}
     r = deploy_recipe("cascade", "cascade", entry, source="my data.csv", split=random_split, seed=3)
     assert r["command"] == ("ponder optimize 'my data.csv' --budget 0.001112 --folds 3 --seed 3 "
-                            "--test-fraction 0.4 --seed 3 -o ship/cascade-budget-0.2.json")
+                            "--test-fraction 0.4 -o ship/cascade-budget-0.2.json")
     assert "m1 › m2 [0.5]" in r["note"]
     model = deploy_recipe("model:m2", "baseline", {**entry, "setting": {"model": "m2"}},
                           source="x", split=random_split)
@@ -265,6 +265,13 @@ def test_recipes_per_kind():
     assert "--models m1,m2 --budget 0.001235" in rc["command"]
     assert "--cascade ship/route-cascade-budget-0.2/cascade.json" in rc["command"]
     assert '"knob": 0.25' in rc["note"]
+    rc = deploy_recipe("route-cascade", "route-cascade",
+                       {**entry, "target": "best_quality",
+                        "setting": {"chain": ["m1", "m2"], "thresholds": [0.5], "knob": None}},
+                       source="x", split={"method": "column", "column": "split"},
+                       reference_quality=0.75)
+    assert "--target-quality 0.7500" in rc["command"] and "train router" not in rc["command"]
+    assert "ship the cascade alone" in rc["note"]
 
 
 # ---- flags ---------------------------------------------------------------------------------------
