@@ -6,7 +6,7 @@ fitted on train, its knob is chosen for each target (best_quality, budget:0.1 â€
 calibration part of train, and that one setting is measured on test, with bootstrap intervals
 and test spend against the budget. No number here is read off a test-swept curve.
 
-    python benchmarks/bench_routers.py                  # everything, writes benchmarks/results/routers.md
+    python benchmarks/bench_routers.py                  # everything, writes benchmarks/results/routers.json
     python benchmarks/bench_routers.py --only latency   # one part: routerbench | routellm | latency | routecascade
     python benchmarks/bench_routers.py --minilm         # also the MiniLM-embedding routers
 
