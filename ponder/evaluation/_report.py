@@ -64,8 +64,9 @@ def auc_note(data: dict[str, Any]) -> str:
 # Each drawn curve gets its own colour, marker and dash, so two curves that overlap stay
 # distinguishable even where their colours repeat; identical curves are merged (curve_groups).
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+# 10 markers × 7 dashes (coprime): the first 70 curves all differ in (marker, dash).
 _DASHES: list[Any] = ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)),
-                      (0, (8, 2)), (0, (1, 2)), (0, (6, 2, 2, 2)), (0, (4, 4))]
+                      (0, (8, 2))]
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
 
