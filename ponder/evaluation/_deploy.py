@@ -325,25 +325,23 @@ def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
         return recipe
     if kind == "router" and "knob" in setting:
         knob = float(setting["knob"])
-        budget = float(entry["budget_usd_train"]) if f is not None else float(entry["train"]["cost_usd"])
         args, caveat = _split_args(split, router=True)
         cli = ROUTER_CLI.get(name)
-        pin = (f"the knob measured here is λ = {knob:.6g} (fitted on {1 - CALIBRATION_FRACTION:.0%} "
-               f"of train): the command re-chooses λ by the same rule (best quality within "
-               f"${_up(budget)}/query on held-out train rows); to pin it instead, add "
-               f"\"knob\": {knob:.6g} to router.json")
+        fitted = (f"λ = {knob:.6g} was chosen on the calibration part for a router fitted on "
+                  f"{1 - CALIBRATION_FRACTION:.0%} of train; the command fits on every train row "
+                  "and pins that λ (re-choosing it on a fresh calibration draw moves it more)")
         if cli is None:
             router = str(setting.get("router", "?"))
             recipe["note"] = (f"a {router} router with parameters the CLI does not take: fit it "
-                              f"with the Python API and call .calibrate(held_out_train, "
-                              f"budget={_up(budget)}) (or set router.knob_ = {knob:.6g}), then "
-                              "ponder.routers.save_router; " + pin)
+                              "on the train rows with the Python API, save it with "
+                              "ponder.routers.save_router and write its strategy file with "
+                              f"knob={knob:.6g} (ponder.routers._live.write_strategy_file); "
+                              + fitted)
             return recipe
         recipe.update(
-            command=(f"ponder train router {src} {cli} --budget {_up(budget)} "
-                     f"--calibration-fraction {CALIBRATION_FRACTION:g} --seed {seed}{args} -o {out}"),
+            command=f"ponder train router {src} {cli} --knob {knob:.6g}{args} -o {out}",
             serve=serve(f"{out}/router.json"),
-            note="; ".join(x for x in (pin, caveat) if x))
+            note="; ".join(x for x in (fitted, caveat) if x))
         return recipe
     if kind == "cascade" and "budget_usd" in setting:
         args, caveat = _split_args(split, router=False)
@@ -377,12 +375,12 @@ def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
             return recipe
         recipe.update(
             command=(f"{optimize} && ponder train router {src} --kind utility --cascade "
-                     f"{out}/cascade.json{rargs} -o {out}"),
+                     f"{out}/cascade.json --knob {float(lam):.6g}{rargs} -o {out}"),
             serve=serve(f"{out}/route-cascade.json"),
             note="; ".join(x for x in (
-                f"{measured}, router λ = {float(lam):.6g}; the CLI does not set λ: add "
-                f"\"knob\": {float(lam):.6g} to {out}/route-cascade.json to pin it",
-                caveat, rcaveat) if x))
+                f"{measured}, router λ = {float(lam):.6g} (pinned in route-cascade.json); the "
+                "cascade is re-optimized on every train row for the same target, so check that "
+                "it prints this chain", caveat, rcaveat) if x))
         return recipe
     recipe["note"] = (f"no deploy recipe for a {kind!r} strategy: ship the setting "
                       f"{setting} through its own API")

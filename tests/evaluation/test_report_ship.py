@@ -1,7 +1,7 @@
 """The report says what to ship: checked in the generated HTML, parsed (no snapshot of the file).
 
 - "What to ship" names, per target, the point chosen on train and the command that deploys it,
-  and that command, run as printed, writes a strategy file that loads;
+  and that command, run as printed, writes a strategy file that loads with the measured knob;
 - every strategy × met target has its recipe;
 - a saving whose bootstrap interval includes no saving is flagged, and only those;
 - identical curves are drawn once with every name, the others each with their own marker+dash;
@@ -216,17 +216,20 @@ def test_the_printed_router_command_deploys(result, tmp_path, monkeypatch):
              if first_text(r[0]) == "router-utility" and first_text(r[1]) == "budget:0.5"}
     command, serve = [c.text() for c in cells["router-utility"][3].all("code")]
     argv = shlex.split(command)
-    assert argv[:3] == ["ponder", "train", "router"]
-    budget = float(argv[argv.index("--budget") + 1])
-    assert budget >= x["budget_usd_train"]  # rounded up, never below the budget
-    assert budget <= x["budget_usd_train"] * 1.001
+    assert argv[:3] == ["ponder", "train", "router"] and str(csv) in argv
+    assert float(argv[argv.index("--knob") + 1]) == pytest.approx(x["setting"]["knob"], rel=1e-5)
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, argv[1:])
     assert res.exit_code == 0, res.output
     path = tmp_path / re.search(r'path = "([^"]+)"', serve).group(1)
     live = load_strategy(path)
-    assert live.router.calibration_.target == "budget"
-    assert live.router.calibration_.reached_cost <= budget  # the knob it chose keeps the budget
+    assert live.knob == pytest.approx(x["setting"]["knob"], rel=1e-5)  # the measured λ, pinned
+    assert live.router.n_train_ == N and live.router.calibration_ is None  # every train row
+    # the pinned λ on the router refitted on all train rows keeps the budget on test here too
+    test = OutcomeTable.read(table_df()).split(split_column="split")[1]
+    (_, cost, quality, _), = live.router.replay(test, [live.knob])
+    assert cost.mean() <= 1.1 * x["budget_usd_test"]
+    assert quality.mean() >= x["test"]["quality"] - 0.05
 
 
 def test_every_deployed_point_has_a_recipe(result):
@@ -257,14 +260,16 @@ def test_recipes_per_kind():
     assert mix["command"] is None and "not a strategy to ship" in mix["note"]
     own = deploy_recipe("my-router", "router", {**entry, "setting": {"knob": 0.5, "router": "knn"}},
                         source="x", split={"method": "column", "column": "split"})
-    assert own["command"] is None and "Python API" in own["note"] and "0.5" in own["note"]
+    assert own["command"] is None and "Python API" in own["note"] and "knob=0.5" in own["note"]
+    mine = deploy_recipe("router-knn", "router", {**entry, "setting": {"knob": 0.5, "router": "knn"}},
+                         source="x", split={"method": "column", "column": "split"})
+    assert mine["command"] == "ponder train router x --kind knn --knob 0.5 -o ship/router-knn-budget-0.2"
     rc = deploy_recipe("route-cascade", "route-cascade",
                        {**entry, "setting": {"chain": ["m1", "m2"], "thresholds": [0.5],
                                              "knob": 0.25}},
                        source="x", split={"method": "column", "column": "split"})
     assert "--models m1,m2 --budget 0.001235" in rc["command"]
-    assert "--cascade ship/route-cascade-budget-0.2/cascade.json" in rc["command"]
-    assert '"knob": 0.25' in rc["note"]
+    assert "--cascade ship/route-cascade-budget-0.2/cascade.json --knob 0.25" in rc["command"]
     rc = deploy_recipe("route-cascade", "route-cascade",
                        {**entry, "target": "best_quality",
                         "setting": {"chain": ["m1", "m2"], "thresholds": [0.5], "knob": None}},
