@@ -248,8 +248,8 @@ def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _no_saving(s: dict[str, Any]) -> bool:
-    """A test-swept cost ratio whose interval reaches 1 (or never gets there) saves nothing for
-    sure; None when there are no intervals."""
+    """Whether a test-swept cost ratio may save nothing: it is ≥ 1, or its bootstrap interval
+    reaches 1 (or "never"). A strategy that never reaches the best model already says so."""
     r = s.get("cost_ratio_at_best_quality")
     ci = (s.get("ci95") or {}).get("cost_ratio_at_best_quality")
     if r is None:
@@ -489,11 +489,11 @@ def _split_text(data: dict[str, Any]) -> str:
 def _md_text(c: Any) -> str:
     if not isinstance(c, dict):
         return str(c)
-    parts = [f"`{x}`" for x in c.get("code") or []]
+    parts = [f"`{line}`" for x in c.get("code") or [] for line in x.splitlines()]
     parts += [x for x in (c.get("text"), c.get("flag")) if x]
     if c.get("sub"):
         parts.append(f"({c['sub']})")
-    return " ".join(parts).replace("\n", "<br>")
+    return " ".join(parts)
 
 
 def _md_table(head: list[str], rows: list[list[Any]]) -> str:
