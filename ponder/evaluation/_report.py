@@ -341,7 +341,8 @@ def _setting_text(setting: dict[str, Any] | None) -> str:
 
 def _ship_choice(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """What to ship for ``target``: among strategies and single models, the one meeting it best
-    on train (cheapest for best_quality, highest quality within a budget); ties go to a strategy."""
+    on train (cheapest for best_quality, highest quality within a budget). A tie goes to the single
+    model: the same figures with nothing to train."""
     cand = []
     for s in data["strategies"]:
         if s["kind"] == "baseline" and not s["name"].startswith("model:"):
@@ -351,12 +352,14 @@ def _ship_choice(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dic
                 cand.append((s, d))
     if not cand:
         return None
-    tie = {True: 1, False: 0}
+    def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
+        return 0 if sd[0]["kind"] == "baseline" else 1
+
     if target == "best_quality":
         return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"],
-                                         tie[sd[0]["kind"] == "baseline"]))
+                                         simpler(sd)))
     return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"],
-                                     -tie[sd[0]["kind"] == "baseline"]))
+                                     -simpler(sd)))
 
 
 def _deploy_cell(d: dict[str, Any]) -> Any:

@@ -390,3 +390,21 @@ def test_markdown_says_what_to_ship_too(result):
     assert "⚠ no saving within the 95% interval" in md and "†" in md
     assert md.count("| model / strategy |") == -(-len(TASKS) // TASKS_PER_TABLE)
     json.dumps(d)  # the recipes are plain JSON
+
+
+def test_a_tie_on_train_ships_the_single_model():
+    from ponder.evaluation._report import _ship_choice
+
+    def point(target, cost, quality):
+        return {"target": target, "met": True, "train": {"cost_usd": cost, "quality": quality}}
+
+    d = {"strategies": [
+        {"name": "router-x", "kind": "router",
+         "deployed": [point("best_quality", 2.0, 0.9), point("budget:0.5", 1.0, 0.8)]},
+        {"name": "model:m", "kind": "baseline",
+         "deployed": [point("best_quality", 2.0, 0.9), point("budget:0.5", 1.0, 0.7)]},
+        {"name": "random-mix", "kind": "baseline", "deployed": [point("budget:0.5", 0.5, 0.95)]},
+    ]}
+    assert _ship_choice(d, "best_quality")[0]["name"] == "model:m"  # same figures, nothing to train
+    assert _ship_choice(d, "budget:0.5")[0]["name"] == "router-x"  # better quality wins; the mix
+    assert _ship_choice(d, "budget:0.1") is None                    # is a reference, never shipped
