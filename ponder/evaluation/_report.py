@@ -575,6 +575,9 @@ font-weight:600}td.deploy{text-align:left;font-size:12.5px;color:#394150}
 td.deploy code{display:block;white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f5f8;
 border:1px solid #e3e6ea;border-radius:4px;padding:3px 6px;margin:0 0 4px;color:#1d2430;
 font-size:12px}details{margin:10px 0}summary{cursor:pointer;font-weight:600}
+#ship th:nth-child(1){width:11%}#ship th:nth-child(2){width:21%}#ship th:nth-child(3){width:20%}
+#deploy-all th:nth-child(1){width:15%}#deploy-all th:nth-child(2){width:10%}
+#deploy-all th:nth-child(3){width:22%}.task-table th:first-child{width:24%}
 """
 
 
