@@ -56,7 +56,7 @@ def eval_command(
         tick("loading", 1, 1)
         result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
-                          progress=tick)
+                          progress=tick, source=source)
     _render(result.to_json())
     written = []
     if report:
@@ -94,6 +94,7 @@ def _render(d: dict[str, Any]) -> None:
               str(d["n_test_queries"]))
     stdout.print(t)
     _render_deployed(d)
+    _render_ship(d)
     s = Table(title="strategies swept on test: what the knob can reach on test (not a deployable "
                     "number; dim: baselines). ratio = cost to reach the best model's quality / its "
                     "cost", title_justify="left", box=box.SIMPLE_HEAD)
@@ -142,6 +143,30 @@ def _render_deployed(d: dict[str, Any]) -> None:
             cells.append(f"{100 * ratio:.0f}%/{x['test']['quality']:.3f}{flag}")
         t.add_row(st["name"], *cells, style="dim" if st["kind"] == "baseline" else None)
     stdout.print(t)
+
+
+def _render_ship(d: dict[str, Any]) -> None:
+    """Per target, the point to ship (chosen on train) and the command that deploys it."""
+    from ..evaluation._report import _ship_choice, fmt_pct, fmt_q
+
+    lines = []
+    for target in (d.get("deployment") or {}).get("targets") or []:
+        got = _ship_choice(d, target)
+        if got is None:
+            continue
+        s, x = got
+        t = x["test"]
+        flag = " (! no saving within the 95% interval)" if x.get("saving_in_doubt") else ""
+        lines.append(f"  {target}: {s['name']} · test quality {fmt_q(t['quality'])} at "
+                     f"{fmt_pct(t.get('cost_ratio'))} of the best model's cost{flag}")
+        recipe = x.get("deploy") or {}
+        lines.append(f"    $ {recipe['command']}" if recipe.get("command")
+                     else f"    {recipe.get('note', '')}")
+    if lines:
+        stdout.print("what to ship, chosen on train (serve config and notes: the HTML report):",
+                     highlight=False)
+        for line in lines:
+            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @datasets_app.command("list")

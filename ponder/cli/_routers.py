@@ -62,6 +62,8 @@ def train_router_command(
     seed: int = typer.Option(0, help="Seed for the calibration hold-out."),
     cascade: Path = typer.Option(None, help="A cascade strategy JSON: also write route-cascade.json "
                                             "(the router picks the rung where it starts)."),
+    knob: float = typer.Option(None, help="Pin the knob λ in the strategy file (e.g. the one "
+                                          "`ponder eval` chose on train) instead of calibrating."),
 ) -> None:
     """Train a query router on the train rows of OUTCOMES and write a strategy file."""
     from ..evaluation import load_dataset
@@ -72,7 +74,7 @@ def train_router_command(
                        strong_share=strong_share, budget=budget, quality_floor=quality_floor,
                        delta=delta, calibration_fraction=calibration_fraction, seed=seed,
                        featurizer=featurizer, variant=variant.value, weak=weak, strong=strong,
-                       cascade=cascade)
+                       cascade=cascade, knob=knob)
     r = res.router
     stdout.print(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}",
                  markup=False, highlight=False)
@@ -84,6 +86,8 @@ def train_router_command(
         if cal.guaranteed is False:
             msg += " (no setting passed the (ε, δ) test: using the most expensive one)"
         stdout.print(msg, markup=False, highlight=False)
+    elif knob is not None:
+        stdout.print(f"knob={knob:g} pinned in the strategy file", markup=False, highlight=False)
     else:
         stdout.print(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
                      "calibrate)", markup=False, highlight=False)

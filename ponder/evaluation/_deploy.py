@@ -245,3 +245,143 @@ def headline_target(chosen: dict[str, int]) -> str | None:
         if t in chosen:
             return t
     return None
+
+
+# ---- how to ship a deployed point ------------------------------------------------------------------
+# Registered strategies whose parameters the CLI can rebuild exactly (name -> `ponder train router`
+# arguments). A router strategy under another name (a benchmark's variant) has parameters the CLI
+# does not take: its recipe names the Python API instead.
+ROUTER_CLI = {
+    "router-utility": "--kind utility",
+    "router-knn": "--kind knn",
+    "router-mf": "--kind mf",
+    "router-pairwise-det": "--kind pairwise --variant deterministic",
+    "router-pairwise-prob": "--kind pairwise --variant probabilistic",
+    "router-pairwise-trans": "--kind pairwise --variant transformed",
+}
+
+
+def _up(x: float, digits: int = 4) -> str:
+    """``x`` rounded *up* to ``digits`` significant digits: a budget printed for a command must
+    not fall below the cost it has to admit."""
+    if x <= 0 or not np.isfinite(x):
+        return f"{x:g}"
+    e = int(np.floor(np.log10(x))) - digits + 1
+    v = np.ceil(x / 10.0 ** e - 1e-9) * 10.0 ** e
+    return f"{v:.{digits}g}"
+
+
+def _slug(text: str) -> str:
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
+    return out or "strategy"
+
+
+def _split_args(split: dict[str, Any], *, router: bool) -> tuple[str, str]:
+    """Arguments that make a training command see the evaluation's train rows, and a caveat."""
+    if split.get("method") == "column":
+        if split.get("column") in (None, "split"):
+            return "", ""
+        return "", (f"the commands read train rows from a 'split' column; this table splits on "
+                    f"{split['column']!r}: rename it to 'split' first")
+    if router:  # `ponder train router` has no seeded split: it trains on every row
+        return "", ("the table has no split column, so this trains on every row (what a "
+                    "deployment wants; the evaluation's test rows are then no longer held out)")
+    # the split's seed is the evaluation's seed, which every command passes as --seed
+    return f" --test-fraction {split.get('test_fraction') or 0.5:g}", ""
+
+
+def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
+                  split: dict[str, Any], seed: int = 0,
+                  reference_quality: float | None = None) -> dict[str, Any]:
+    """How to ship one deployed point: ``{"command", "serve", "exact", "note"}``.
+
+    ``command`` writes a strategy file (None when there is nothing to run), ``serve`` is the
+    ``[strategies.NAME]`` entry that serves it through ``ponder serve`` / ``ponder run
+    --strategy``, ``exact`` says whether the command rebuilds the very setting measured here or
+    re-chooses it with the same rule on its own draw of train rows. ``reference_quality`` is the
+    best single model's train quality (the best_quality target).
+    """
+    import shlex
+
+    setting = entry.get("setting") or {}
+    target = str(entry["target"])
+    f = budget_of(target)
+    src = shlex.quote(source)
+    out = f"ship/{_slug(name)}-{_slug(target.replace(':', '-'))}"
+    recipe: dict[str, Any] = {"command": None, "serve": None, "exact": False, "note": ""}
+
+    def serve(path: str) -> str:
+        return f'[strategies.{_slug(name)}]\npath = "{path}"'
+
+    if name.startswith("model:") and "model" in setting:
+        m = str(setting["model"])
+        recipe.update(command=f"ponder serve --model PROVIDER:{shlex.quote(m)}", exact=True,
+                      note=f"one model, no knob: call {m} through its provider (PROVIDER is "
+                           "yours, e.g. openai)")
+        return recipe
+    if name == "random-mix":
+        recipe["note"] = ("a reference line (random routing between the cheapest and the best "
+                          "model), not a strategy to ship")
+        return recipe
+    if kind == "router" and "knob" in setting:
+        knob = float(setting["knob"])
+        args, caveat = _split_args(split, router=True)
+        cli = ROUTER_CLI.get(name)
+        fitted = (f"λ = {knob:.6g} was chosen on the calibration part for a router fitted on "
+                  f"{1 - CALIBRATION_FRACTION:.0%} of train; the command fits on every train row "
+                  "and pins that λ (re-choosing it on a fresh calibration draw moves it more)")
+        if cli is None:
+            router = str(setting.get("router", "?"))
+            recipe["note"] = (f"a {router} router with parameters the CLI does not take: fit it "
+                              "on the train rows with the Python API, save it with "
+                              "ponder.routers.save_router and write its strategy file with "
+                              f"knob={knob:.6g} (ponder.routers._live.write_strategy_file); "
+                              + fitted)
+            return recipe
+        recipe.update(
+            command=f"ponder train router {src} {cli} --knob {knob:.6g}{args} -o {out}",
+            serve=serve(f"{out}/router.json"),
+            note="; ".join(x for x in (fitted, caveat) if x))
+        return recipe
+    if kind == "cascade" and "budget_usd" in setting:
+        args, caveat = _split_args(split, router=False)
+        chain = " › ".join(setting.get("chain") or [])
+        th = ", ".join(f"{t:g}" for t in setting.get("thresholds") or [])
+        recipe.update(
+            command=(f"ponder optimize {src} --budget {_up(float(setting['budget_usd']))} "
+                     f"--folds 3 --seed {seed}{args} -o {out}.json"),
+            serve=serve(f"{out}.json"),
+            note="; ".join(x for x in (
+                f"measured here: {chain} [{th}], chosen on the train frontier of the fit part; "
+                "the command refits on every train row, so check that it prints this chain",
+                caveat) if x))
+        return recipe
+    if kind == "route-cascade" and "chain" in setting:
+        args, caveat = _split_args(split, router=False)
+        rargs, rcaveat = _split_args(split, router=True)
+        names = [str(m) for m in setting.get("chain") or []]
+        th = ", ".join(f"{t:g}" for t in setting.get("thresholds") or [])
+        goal = (f"--budget {_up(float(entry['budget_usd_train']))}" if f is not None
+                else f"--target-quality {reference_quality if reference_quality is not None else entry['train']['quality']:.4f}")
+        lam = setting.get("knob")
+        optimize = (f"ponder optimize {src} --models {shlex.quote(','.join(names))} {goal} "
+                    f"--folds 3 --seed {seed}{args} -o {out}/cascade.json")
+        measured = f"measured here: {' › '.join(names)} [{th}]"
+        if lam is None:  # λ = ∞: every query starts at the bottom, i.e. the plain cascade
+            recipe.update(command=optimize, serve=serve(f"{out}/cascade.json"),
+                          note="; ".join(x for x in (measured + ", router off (every query starts "
+                                                     "at the bottom): ship the cascade alone",
+                                                     caveat) if x))
+            return recipe
+        recipe.update(
+            command=(f"{optimize} && ponder train router {src} --kind utility --cascade "
+                     f"{out}/cascade.json --knob {float(lam):.6g}{rargs} -o {out}"),
+            serve=serve(f"{out}/route-cascade.json"),
+            note="; ".join(x for x in (
+                f"{measured}, router λ = {float(lam):.6g} (pinned in route-cascade.json); the "
+                "cascade is re-optimized on every train row for the same target, so check that "
+                "it prints this chain", caveat, rcaveat) if x))
+        return recipe
+    recipe["note"] = (f"no deploy recipe for a {kind!r} strategy: ship the setting "
+                      f"{setting} through its own API")
+    return recipe

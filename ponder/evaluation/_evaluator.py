@@ -222,12 +222,15 @@ def evaluate(
     split_column: str | None = "split",
     n_bootstrap: int = 200,
     progress: Progress | None = None,
+    source: str | None = None,
 ) -> EvalResult:
     """Fit strategies on train queries, replay them and all baselines on test queries, measure.
 
     ``strategies``: None for every registered strategy, or names from ``registered_strategies()``
     and/or strategy objects. The ``split`` column is used when present, else a seeded fraction of
     queries is held out. Bootstrap 95% intervals resample test queries ``n_bootstrap`` times.
+    ``source`` names the table in the deploy commands of the report (default: the path or name
+    given as ``table``, else the table's name).
     """
     tick: Progress = progress or (lambda stage, i, n: None)
     tbl = _resolve_table(table)
@@ -275,7 +278,8 @@ def evaluate(
                             "test_fraction": None if uses_column else test_fraction,
                             "seed": None if uses_column else seed})
     w = _boot_weights(len(test.query_ids), n_bootstrap, seed) if n_bootstrap > 0 else None
-    _attach_deployed(data, deploy, replays, test, w)
+    data["source"] = source or (str(table) if isinstance(table, (str, Path)) else tbl.name)
+    _attach_deployed(data, deploy, replays, test, w, seed=seed)
     if w is not None:
         _bootstrap(data, test, base, curves, w, weak, tick)
     return EvalResult(_jsonable(data))
@@ -283,7 +287,7 @@ def evaluate(
 
 def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                      replays: dict[str, D.Replay | str], test: OutcomeTable,
-                     w: np.ndarray | None) -> None:
+                     w: np.ndarray | None, *, seed: int = 0) -> None:
     """Each strategy's ``deployed`` list, the ``deployment`` summary, and per-task figures at the
     deployed headline setting (best_quality, else budget:1.0)."""
     if deploy is None:
@@ -317,6 +321,11 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
         else:
             s["deployed"], chosen = D.deployed_points(r, deploy.reference, w)
             s["deployed_target"] = D.headline_target(chosen)
+            for x in s["deployed"]:
+                if x["met"]:
+                    x["deploy"] = D.deploy_recipe(
+                        s["name"], s["kind"], x, source=data["source"], split=data["split"],
+                        seed=seed, reference_quality=deploy.reference.cal_quality)
         if s["kind"] == "baseline":
             continue
         head = s["deployed_target"]

@@ -31,7 +31,42 @@ DEPLOYED_HELP = (
     "budget:f: the best setting costing at most f × that model's train cost. These are the "
     "numbers a deployment can expect.")
 TEST_SWEEP_LABEL = "what the knob can reach on test (not a deployable number)"
+NO_SAVING = "⚠ no saving within the 95% interval"
+NO_SAVING_HELP = ("⚠: the bootstrap 95% interval of the cost ratio reaches 100% of the best "
+                  "model's cost, so the saving may be none at all.")
+AUC_MARK = " †"
+TASK_HELP = ("Quality per task on test queries (queries per task in brackets). Strategies at their "
+             "deployed point (best_quality target, else budget:1.0), with their cost per query and "
+             "that target under the quality.")
+TASKS_PER_TABLE = 6
+SHIP_HELP = ("For each target, the strategy or single model that meets it best on train (cheapest "
+             "for best_quality, highest quality within a budget), how that very setting did on "
+             "test, and the command that builds it plus the [strategies] entry that serves it "
+             "(ponder serve --config ponder.toml, or ponder run/ask --strategy FILE). Model names "
+             "are the table's: add --model-map to call live providers.")
 
+
+def auc_note(data: dict[str, Any]) -> str:
+    """Why a single model's AUC (AIQ) is what it is, the best model's 0.000 in particular."""
+    models = sorted(data["models"], key=lambda m: m["cost_usd"])
+    dear = models[-1]["model"] if models else "?"
+    cr = data.get("cost_range") or {}
+    best = data["best_model"]["model"]
+    return (f"{AUC_MARK.strip()} A single model is one point, not a curve. AUC (AIQ) "
+            f"averages a curve's hull over the single models' cost range "
+            f"[{fmt_usd(cr.get('min'))}, {fmt_usd(cr.get('max'))}] and counts 0 below the "
+            f"curve's cheapest point, so a model scores its quality × the share of that range "
+            f"above its cost: the dearest model ({dear}"
+            + (", here also the best" if dear == best else f"; the best is {best}")
+            + ") scores 0 by construction, not for being bad. Compare single models by their "
+            "quality and cost; AIQ is for strategies that sweep a knob.")
+
+# Each drawn curve gets its own colour, marker and dash, so two curves that overlap stay
+# distinguishable even where their colours repeat; identical curves are merged (curve_groups).
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+# 10 markers × 7 dashes (coprime): the first 70 curves all differ in (marker, dash).
+_DASHES: list[Any] = ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)),
+                      (0, (8, 2))]
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
 
@@ -75,6 +110,7 @@ def _with_ci(s: dict[str, Any], key: str, f: Any) -> tuple[str, str]:
 # ---- plot --------------------------------------------------------------------------------------
 def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float = 6.0) -> str:
     """The cost-quality plane: single models, mixes, oracle, strategies and the Pareto frontier."""
+    import matplotlib
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100)
@@ -98,12 +134,15 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
             ax.plot(xs, ys, color="#d4a017", lw=1.2, ls="--", zorder=2)
             ax.scatter([o["cost_usd"]], [o["quality"]], marker="*", s=180, color="#f2b705",
                        edgecolor="#6b5200", zorder=5, label="oracle (upper bound; dashed: on a budget)")
-    others = [s for s in strategies if s["kind"] != "baseline"]
-    for i, s in enumerate(others):
+    for i, group in enumerate(curve_groups(data)):
+        s = group[0]
         xs = [p["cost_usd"] for p in s["curve"]]
         ys = [p["quality"] for p in s["curve"]]
-        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.6, color=_COLORS[i % len(_COLORS)], label=s["name"],
-                zorder=3)
+        label = " = ".join(g["name"] for g in group) + (" (identical curves)" if len(group) > 1 else "")
+        (line,) = ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4.5, lw=1.6,
+                          linestyle=_DASHES[i % len(_DASHES)], color=_COLORS[i % len(_COLORS)],
+                          label=label, zorder=3, markerfacecolor="none" if i % 2 else None)
+        line.set_gid("curve-" + str(i))
     front = data.get("pareto") or []
     if front:
         fx = [p["cost_usd"] for p in front]
@@ -120,9 +159,37 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
     fig.tight_layout()
     _label_models(fig, ax, models)
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # labels stay text: searchable, smaller
+        fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE for inline use
+
+
+def curve_groups(data: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The non-baseline strategies grouped by identical curves (same points, same order), in the
+    order they appear: drawn as one line each, labelled with every member's name."""
+    groups: list[list[dict[str, Any]]] = []
+    keys: list[tuple[tuple[float, float], ...]] = []
+    for s in data["strategies"]:
+        if s["kind"] == "baseline":
+            continue
+        key = tuple((round(float(p["cost_usd"] or 0.0), 12), round(float(p["quality"] or 0.0), 12))
+                    for p in s["curve"])
+        if key in keys:
+            groups[keys.index(key)].append(s)
+        else:
+            keys.append(key)
+            groups.append([s])
+    return groups
+
+
+def merged_note(data: dict[str, Any]) -> str:
+    merged = [g for g in curve_groups(data) if len(g) > 1]
+    if not merged:
+        return ""
+    parts = ["; ".join(" = ".join(s["name"] for s in g) for g in merged)]
+    return (f"Drawn once because their test curves are identical point for point: {parts[0]}. "
+            "Every other strategy has its own colour, marker and dash.")
 
 
 def _label_models(fig: Any, ax: Any, models: list[dict[str, Any]]) -> None:
@@ -159,11 +226,18 @@ def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                                                       s["cost_ratio_at_best_quality"] or 0,
                                                       -(s["auc"] or 0)))
     for s in order:
-        cells = [s["name"], s["kind"], str(len(s["curve"]))]
+        cells: list[Any] = [s["name"], s["kind"], str(len(s["curve"]))]
         for key, f in (("cost_ratio_at_best_quality", fmt_ratio), ("quality_at_best_cost", fmt_q),
                        ("auc", fmt_q), ("oracle_share", fmt_pct)):
             v, ci = _with_ci(s, key, f)
-            cells.append(f"{v} {ci}".strip())
+            if key == "auc" and s["name"].startswith("model:"):
+                v += AUC_MARK + (" (dearest model: 0 by construction)"
+                                 if (s.get("auc") or 0.0) == 0.0 else "")
+            text = f"{v} {ci}".strip()
+            if key == "cost_ratio_at_best_quality" and s["kind"] != "baseline" and _no_saving(s):
+                cells.append({"text": text, "cls": "no-saving", "flag": NO_SAVING})
+            else:
+                cells.append(text)
         if two:
             v, ci = _with_ci(s, "apgr", fmt_q)
             cells.append(f"{v} {ci}".strip())
@@ -173,18 +247,31 @@ def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _deployed_cell(d: dict[str, Any]) -> str:
-    """One deployed point: test cost as a share of the best model's, test quality, interval."""
+def _no_saving(s: dict[str, Any]) -> bool:
+    """Whether a test-swept cost ratio may save nothing: it is ≥ 1, or its bootstrap interval
+    reaches 1 (or "never"). A strategy that never reaches the best model already says so."""
+    r = s.get("cost_ratio_at_best_quality")
+    ci = (s.get("ci95") or {}).get("cost_ratio_at_best_quality")
+    if r is None:
+        return False  # "never" already says it
+    return bool(r >= 1.0 or (ci and ci[1] is not None and ci[1] >= 1.0)
+                or (ci and ci[1] is None))
+
+
+def _deployed_cell(d: dict[str, Any]) -> Any:
+    """One deployed point: test cost as a share of the best model's, test quality, interval;
+    flagged when the bootstrap interval of its cost ratio includes no saving."""
     if not d.get("met"):
         return "not met on train"
     t = d["test"]
     ci = t.get("ci95") or {}
-    doubt = " (no saving within CI)" if d.get("saving_in_doubt") and d["target"] == "best_quality" else ""
-    value = f"{fmt_pct(t.get('cost_ratio'))} cost · q {fmt_q(t['quality'])}{doubt}"
+    value = f"{fmt_pct(t.get('cost_ratio'))} cost · q {fmt_q(t['quality'])}"
     if d.get("test_budget_ratio") is not None:
         value += f" · {d['test_budget_ratio']:.2f}× budget"
-    qci = _ci(ci.get("quality"), fmt_q)
-    return f"{value} {qci}".strip()
+    text = f"{value} {_ci(ci.get('quality'), fmt_q)}".strip()
+    if d.get("saving_in_doubt"):
+        return {"text": text, "cls": "no-saving", "flag": NO_SAVING}
+    return text
 
 
 def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -238,6 +325,78 @@ def deployed_sentence(data: dict[str, Any], target: str = "best_quality") -> str
     return line + "."
 
 
+def _setting_text(setting: dict[str, Any] | None) -> str:
+    if not setting:
+        return "–"
+    parts = []
+    for k, v in setting.items():
+        if isinstance(v, list):
+            v = " › ".join(map(str, v)) if k == "chain" else ", ".join(
+                f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        elif isinstance(v, float):
+            v = f"{v:.6g}"
+        parts.append(f"{k}={v}")
+    return "; ".join(parts)
+
+
+def _ship_choice(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """What to ship for ``target``: among strategies and single models, the one meeting it best
+    on train (cheapest for best_quality, highest quality within a budget). A tie goes to the single
+    model: the same figures with nothing to train."""
+    cand = []
+    for s in data["strategies"]:
+        if s["kind"] == "baseline" and not s["name"].startswith("model:"):
+            continue
+        for d in s.get("deployed") or []:
+            if d["target"] == target and d.get("met"):
+                cand.append((s, d))
+    if not cand:
+        return None
+    def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
+        return 0 if sd[0]["kind"] == "baseline" else 1
+
+    if target == "best_quality":
+        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"],
+                                         simpler(sd)))
+    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"],
+                                     -simpler(sd)))
+
+
+def _deploy_cell(d: dict[str, Any]) -> Any:
+    r = d.get("deploy") or {}
+    code = [c for c in (r.get("command"), r.get("serve")) if c]
+    return {"text": r.get("note") or "", "code": code, "cls": "deploy"}
+
+
+def _ship_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """One row per target: the point to ship (chosen on train), how it did on test, how to deploy."""
+    targets = (data.get("deployment") or {}).get("targets") or []
+    rows: list[list[Any]] = []
+    for target in targets:
+        got = _ship_choice(data, target)
+        if got is None:
+            rows.append([target, "nothing meets it on train", "–", "–"])
+            continue
+        s, d = got
+        rows.append([target, {"text": s["name"], "sub": _setting_text(d.get("setting"))},
+                     _deployed_cell(d), _deploy_cell(d)])
+    return ["target", "ship (chosen on train)", "on test", "deploy it"], rows
+
+
+def _all_deploy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Every strategy × met target with its setting and deploy recipe (single models have no knob:
+    ``ponder serve --model``, shown in "What to ship" when one is the pick)."""
+    rows: list[list[Any]] = []
+    for s in data["strategies"]:
+        if s["kind"] == "baseline":
+            continue
+        for d in s.get("deployed") or []:
+            if d.get("met") and d.get("deploy"):
+                rows.append([s["name"], d["target"], _setting_text(d.get("setting")),
+                             _deploy_cell(d)])
+    return ["strategy", "target", "setting", "deploy it"], rows
+
+
 def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "quality", "95% CI", "cost / query", "test queries", "oracle picks it"]
     rows = []
@@ -253,22 +412,31 @@ def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _task_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _task_tables(data: dict[str, Any]) -> list[tuple[list[str], list[list[Any]]]]:
+    """Quality per task, one row per model, the oracle and every strategy, one column per task;
+    at most TASKS_PER_TABLE task columns per table so that no table needs a sideways scroll."""
     tasks = data.get("tasks") or []
     if len(tasks) < 2:  # one task is the whole table again
-        return [], []
+        return []
     models = [m["model"] for m in sorted(data["models"], key=lambda m: m["cost_usd"])]
-    strats = [s for s in tasks[0]["strategies"] if s != "oracle"]
-    head = ["task", "queries"] + models + ["oracle"] + strats
-    rows = []
-    for t in tasks:
-        row = [t["task"], str(t["n_queries"])]
-        row += [fmt_q(t["models"][m]["quality"]) for m in models]
-        row.append(fmt_q(t["oracle"]["quality"]))
-        row += [f"{fmt_q(t['strategies'][s]['quality'])} @ {fmt_usd(t['strategies'][s]['cost_usd'])}"
-                for s in strats]
-        rows.append(row)
-    return head, rows
+    strats = [s["name"] for s in data["strategies"] if s["kind"] != "baseline"]
+    tables = []
+    for k in range(0, len(tasks), TASKS_PER_TABLE):
+        chunk = tasks[k:k + TASKS_PER_TABLE]
+        head = ["model / strategy"] + [f"{t['task']} ({t['n_queries']})" for t in chunk]
+        rows: list[list[Any]] = []
+        for m in models:
+            rows.append([f"model:{m}"] + [fmt_q(t["models"][m]["quality"]) for t in chunk])
+        rows.append(["oracle"] + [fmt_q(t["oracle"]["quality"]) for t in chunk])
+        for name in strats:
+            cells: list[Any] = [name]
+            for t in chunk:
+                x = t["strategies"].get(name) or {}
+                cells.append({"text": fmt_q(x.get("quality")),
+                              "sub": f"{fmt_usd(x.get('cost_usd'))} · {x.get('at') or '–'}"})
+            rows.append(cells)
+        tables.append((head, rows))
+    return tables
 
 
 def _summary_lines(data: dict[str, Any]) -> list[str]:
@@ -321,9 +489,19 @@ def _split_text(data: dict[str, Any]) -> str:
 
 
 # ---- Markdown ----------------------------------------------------------------------------------
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    def esc(c: str) -> str:
-        return c.replace("|", "\\|")
+def _md_text(c: Any) -> str:
+    if not isinstance(c, dict):
+        return str(c)
+    parts = [f"`{line}`" for x in c.get("code") or [] for line in x.splitlines()]
+    parts += [x for x in (c.get("text"), c.get("flag")) if x]
+    if c.get("sub"):
+        parts.append(f"({c['sub']})")
+    return " ".join(parts)
+
+
+def _md_table(head: list[str], rows: list[list[Any]]) -> str:
+    def esc(c: Any) -> str:
+        return _md_text(c).replace("|", "\\|")
 
     out = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
@@ -334,22 +512,28 @@ def render_markdown(data: dict[str, Any]) -> str:
     parts = [f"# ponder evaluation: {data['dataset']}", ""]
     parts += [f"- {line}" for line in _summary_lines(data)]
     parts += ["", f"{_split_text(data)}", ""]
+    sh, sr = _ship_rows(data)
+    if any(isinstance(r[1], dict) for r in sr):
+        parts += ["## What to ship", "", SHIP_HELP, "", _md_table(sh, sr), "", NO_SAVING_HELP, ""]
     dh, dr = _deployed_rows(data)
     if dr:
         parts += ["## Deployed operating points (chosen on train, measured on test)", "",
                   DEPLOYED_HELP, "", _md_table(dh, dr), "",
                   "Cells: test cost as a share of the best model's, test quality [its bootstrap "
-                  "95% interval]; for budgets, test spend over the budget.", ""]
+                  f"95% interval]; for budgets, test spend over the budget. {NO_SAVING_HELP}", ""]
+        ah, ar = _all_deploy_rows(data)
+        parts += ["### Deploying every point", "", _md_table(ah, ar), ""]
     parts += [f"## Strategies: {TEST_SWEEP_LABEL}", "",
               _md_table(*_strategy_rows(data)), "",
               "Brackets are bootstrap 95% intervals over test queries "
-              f"({(data.get('bootstrap') or {}).get('n', 0)} resamples).", "",
+              f"({(data.get('bootstrap') or {}).get('n', 0)} resamples). {NO_SAVING_HELP}", "",
+              auc_note(data), "",
               "## Single models", "", _md_table(*_model_rows(data)), ""]
-    th, tr = _task_rows(data)
-    if th:
-        parts += ["## Per task", "", "Quality per task; strategies at their deployed point "
-                  "(best_quality target, else budget:1.0; quality @ cost).", "",
-                  _md_table(th, tr), ""]
+    tables = _task_tables(data)
+    if tables:
+        parts += ["## Per task", "", TASK_HELP, ""]
+        for th, tr in tables:
+            parts += [_md_table(th, tr), ""]
     parts += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in METRIC_HELP.items()]
     if data.get("skipped"):
         parts += ["", "## Skipped strategies", ""]
@@ -384,6 +568,16 @@ tr:nth-child(even) td{background:#fafbfc}
 ul.notes{font-size:14px}dl{font-size:14px}dt{font-weight:600;margin-top:6px}dd{margin-left:18px;color:#394150}
 .muted{color:#5b6574;font-size:13px}
 .ci{display:block;font-size:11.5px;color:#6b7482}
+table.fit{table-layout:fixed}table.fit td,table.fit th{white-space:normal;overflow-wrap:anywhere}
+table.fit td:first-child{min-width:0}table.fit td{text-align:left}.task-table{margin-bottom:12px}
+td.no-saving{background:#fff4e5 !important}.flag{display:block;font-size:11.5px;color:#a04a00;
+font-weight:600}td.deploy{text-align:left;font-size:12.5px;color:#394150}
+td.deploy code{display:block;white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f5f8;
+border:1px solid #e3e6ea;border-radius:4px;padding:3px 6px;margin:0 0 4px;color:#1d2430;
+font-size:12px}details{margin:10px 0}summary{cursor:pointer;font-weight:600}
+#ship th:nth-child(1){width:11%}#ship th:nth-child(2){width:21%}#ship th:nth-child(3){width:20%}
+#deploy-all th:nth-child(1){width:15%}#deploy-all th:nth-child(2){width:10%}
+#deploy-all th:nth-child(3){width:22%}.task-table th:first-child{width:24%}
 """
 
 
@@ -398,10 +592,28 @@ def _cell(c: str) -> str:
     return html.escape(c)
 
 
-def _html_table(head: list[str], rows: list[list[str]]) -> str:
+def _cell_html(c: Any) -> str:
+    if not isinstance(c, dict):
+        return _cell(c)
+    out = _cell(c.get("text", ""))
+    if c.get("flag"):
+        out += f'<span class="flag">{html.escape(c["flag"])}</span>'
+    if c.get("sub"):
+        out += f'<span class="ci">{html.escape(c["sub"])}</span>'
+    return "".join(f"<code>{html.escape(code)}</code>" for code in c.get("code") or []) + out
+
+
+def _html_table(head: list[str], rows: list[list[Any]], *, cls: str = "") -> str:
+    """A table; ``cls="fit"`` lays it out to the page width (cells wrap, no sideways scroll)."""
+    def td(c: Any) -> str:
+        klass = c.get("cls") if isinstance(c, dict) else None
+        return (f'<td class="{html.escape(klass)}">' if klass else "<td>") + _cell_html(c) + "</td>"
+
     h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table></div>'
+    body = "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in rows)
+    attr = f' class="{html.escape(cls)}"' if cls else ""
+    table = f"<table{attr}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return table if cls == "fit" else f'<div class="scroll">{table}</div>'
 
 
 def _cards(data: dict[str, Any]) -> str:
@@ -447,16 +659,24 @@ def _cards(data: dict[str, Any]) -> str:
 
 def render_html(data: dict[str, Any]) -> str:
     esc = html.escape
-    th, tr = _task_rows(data)
-    task_html = (f"<h2>Per task</h2><p class='muted'>Quality per task on test queries; strategies at "
-                 f"their deployed point (best_quality target, else budget:1.0; quality @ cost per "
-                 f"query).</p>{_html_table(th, tr)}" if th else "")
+    tables = _task_tables(data)
+    task_html = ("<h2>Per task</h2><p class='muted'>" + esc(TASK_HELP) + "</p>"
+                 + "".join(f'<div class="task-table">{_html_table(th, tr, cls="fit")}</div>'
+                           for th, tr in tables) if tables else "")
     dh, dr = _deployed_rows(data)
+    ah, ar = _all_deploy_rows(data)
     deployed_html = (f"<h2>Deployed operating points (chosen on train, measured on test)</h2>"
-                     f"<p class='muted'>{esc(DEPLOYED_HELP)}</p>{_html_table(dh, dr)}"
+                     f"<p class='muted'>{esc(DEPLOYED_HELP)}</p>{_html_table(dh, dr, cls='fit')}"
                      f"<p class='muted'>Cells: test cost as a share of the best model's, test "
                      f"quality with its bootstrap 95% interval; for budgets, test spend over the "
-                     f"budget.</p>" if dr else "")
+                     f"budget. {esc(NO_SAVING_HELP)}</p>"
+                     f'<details id="deploy-all"><summary>How to deploy every point</summary>'
+                     f'{_html_table(ah, ar, cls="fit")}</details>' if dr else "")
+    sh, sr = _ship_rows(data)
+    ship_html = (f'<section id="ship"><h2>What to ship</h2><p class="muted">{esc(SHIP_HELP)}</p>'
+                 f'{_html_table(sh, sr, cls="fit")}<p class="muted">{esc(NO_SAVING_HELP)}</p>'
+                 f"</section>" if any(isinstance(r[1], dict) for r in sr) else "")
+    merged = merged_note(data)
     skipped = ""
     if data.get("skipped"):
         skipped = "<h2>Skipped strategies</h2><ul class='notes'>" + "".join(
@@ -473,15 +693,19 @@ def render_html(data: dict[str, Any]) -> str:
 <p class="sub">{esc(_split_text(data))}</p>
 {_cards(data)}
 <ul class="notes">{''.join(f'<li>{esc(x)}</li>' for x in _summary_lines(data))}</ul>
+{ship_html}
 <h2>Cost–quality plane</h2>
 <div class="plot">{cost_quality_svg(data)}</div>
 <p class="muted">Dashed red lines: the best single model's quality and cost. The shaded step is the
 Pareto frontier of every achievable point (the oracle is an upper bound and not part of it).</p>
+{f'<p class="muted" id="merged-curves">{esc(merged)}</p>' if merged else ""}
 {deployed_html}
 <h2>Strategies: {esc(TEST_SWEEP_LABEL)}</h2>
 {_html_table(*_strategy_rows(data))}
 <p class="muted">Brackets: bootstrap 95% intervals over test queries ({boot.get('n', 0)} resamples,
-percentile method). "never": the strategy does not reach the best model's quality.</p>
+percentile method). "never": the strategy does not reach the best model's quality.
+{esc(NO_SAVING_HELP)}</p>
+<p class="muted" id="auc-note">{esc(auc_note(data))}</p>
 <h2>Single models</h2>
 {_html_table(*_model_rows(data))}
 {task_html}

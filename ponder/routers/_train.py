@@ -49,6 +49,7 @@ def train_router(
     seed: int = 0,
     split_column: str = "split",
     cascade: str | Path | None = None,
+    knob: float | None = None,
     **params: Any,
 ) -> TrainedRouter:
     """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
@@ -65,6 +66,8 @@ def train_router(
     targets = [t for t in (strong_share, budget, quality_floor) if t is not None]
     if len(targets) > 1:
         raise ConfigError("give at most one calibration target (strong share, budget, quality floor)")
+    if knob is not None and targets:
+        raise ConfigError("give a knob or a calibration target, not both")
     if targets:
         fit_part, calib = train.split(test_fraction=calibration_fraction, seed=seed,
                                       split_column=None)
@@ -78,17 +81,20 @@ def train_router(
     out = Path(output)
     router_dir = save_router(router, out / "router")
     strategy = write_strategy_file(out / "router.json", router_dir, kind="router",
-                                   name=f"router-{router.kind}", model_map=model_map)
+                                   name=f"router-{router.kind}", knob=knob, model_map=model_map)
     route_cascade = None
     if cascade is not None:
-        route_cascade = write_route_cascade(out / "route-cascade.json", router_dir, cascade)
+        route_cascade = write_route_cascade(out / "route-cascade.json", router_dir, cascade,
+                                            knob=knob)
     return TrainedRouter(router, router_dir, strategy, len(train.query_ids),
                          0 if calib is None else len(calib.query_ids), route_cascade)
 
 
-def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str | Path) -> Path:
+def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str | Path, *,
+                        knob: float | None = None) -> Path:
     """A ``route-cascade`` strategy file: ``router_dir`` picks where ``cascade`` (a cascade
-    strategy JSON) starts. Loads both once, so a rung the router never saw fails here."""
+    strategy JSON) starts, with the router's knob unless ``knob`` pins another. Loads both once,
+    so a rung the router never saw fails here."""
     import os
 
     from .._strategies import load_strategy
@@ -96,7 +102,7 @@ def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str |
     path, cascade = Path(path), Path(cascade)
     rel = os.path.relpath(cascade.resolve(), path.parent.resolve())
     out = write_strategy_file(path, router_dir, kind="route-cascade", name="route-cascade",
-                              extra={"cascade": rel})
+                              knob=knob, extra={"cascade": rel})
     if rel.startswith("..") or Path(rel).is_absolute():
         log.warning("%s names %s, outside its folder: loading it will need --allow-outside "
                     "(allow_outside=True); keep the cascade beside it to avoid that", out, rel)

@@ -140,6 +140,8 @@ def test_cli_json_and_reports_use_deployed_points(tmp_path, monkeypatch):
         _REGISTRY.pop("test-knob", None)
     assert res.exit_code == 0, res.output
     assert "deployed: knob chosen on train" in res.output
+    assert "what to ship, chosen on train" in res.output
+    assert "  best_quality: test-knob · test quality 1.000 at 55.0% of the best model's cost" in res.output
     d = json.loads((tmp_path / "out.json").read_text())
     dep = deployed(d, "test-knob")
     assert list(dep) == list(TARGETS)
