@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import AllModelsFailed, ConfigError, ProviderError
+from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Completion
+from ..strategies._fallthrough import FallThrough
+from ..strategies._protocol import StreamEvent, answered
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -176,16 +178,12 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[tuple[str, Exception]] = []
+        tries = FallThrough()  # a failed call falls through, as everywhere: decide() picks the next rung
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            try:
-                result: Completion | Exception = client.complete(req, model=self.rungs[step.call].live)
-            except ProviderError as exc:
-                result = exc
-                errors.append((self.rungs[step.call].live, exc))
+            result = tries.call(client, req, self.rungs[step.call].live)
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, errors)
+        return self._finish(step, trace, completions, tries.errors)
 
     async def arun(self, request: ChatRequest | str, client: Any) -> Answer:
         """Async twin of :meth:`run` (``await client.acomplete``); same decisions."""
@@ -193,17 +191,17 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[tuple[str, Exception]] = []
+        tries = FallThrough()
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            try:
-                result: Completion | Exception = await client.acomplete(
-                    req, model=self.rungs[step.call].live)
-            except ProviderError as exc:
-                result = exc
-                errors.append((self.rungs[step.call].live, exc))
+            result = await tries.acall(client, req, self.rungs[step.call].live)
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, errors)
+        return self._finish(step, trace, completions, tries.errors)
+
+    async def astream(self, request: ChatRequest | str, client: Any) -> AsyncIterator[StreamEvent]:
+        """The accepted answer, streamed once the cascade has decided (it needs whole answers)."""
+        for event in answered(await self.arun(request, client)):
+            yield event
 
     # ---- offline ------------------------------------------------------------------------------
     def rung_scores(self, table: OutcomeTable) -> np.ndarray:

@@ -18,12 +18,14 @@ Without an entry, a name containing ':' is used as is and a bare name ``m`` beco
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, UnknownModel
-from .._strategies import read_strategy_json, resolve_reference
 from .._types import Answer, Attempt, ChatRequest, Completion
+from ..strategies import StreamEvent, answered, read_strategy_json, resolve_reference, stream_model
 from ._base import BaseRouter, RouteDecision
 from ._io import load_router
 
@@ -84,6 +86,12 @@ class LiveRouter:
         d, spec = self.decide(request)
         return self._answer(d, spec, await client.acomplete(request, model=spec))
 
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """Decide, then stream the chosen model live (the choice needs no answer)."""
+        d, spec = self.decide(request)
+        async for event in stream_model(client, request, spec, partial(self._answer, d, spec)):
+            yield event
+
 
 class RouteThenCascade:
     """The router picks the rung at which the cascade starts; the cascade runs from there.
@@ -131,6 +139,11 @@ class RouteThenCascade:
     async def arun(self, request: ChatRequest, client: Any) -> Answer:
         start, d = self.start_rung(request)
         return self._tag(await self._from(start).arun(request, client), start, d)
+
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """The accepted answer, streamed once the cascade has decided."""
+        for event in answered(await self.arun(request, client)):
+            yield event
 
 
 def load_strategy_file(path: str | Path, data: dict[str, Any], *,
