@@ -8,6 +8,7 @@ the protocol alone; and the in-flight gauge comes back to zero on every path, st
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -322,3 +323,26 @@ def test_answered_is_the_whole_answer_as_events() -> None:
     assert answered(answer) == (Chosen("p:m", answer), "done", answer)
     empty = answer.model_copy(update={"completion": c.model_copy(update={"text": ""})})
     assert answered(empty) == (Chosen("p:m", empty), empty)
+
+
+def test_the_framework_route_serves_the_same_path(upstream: FakeLLMServer) -> None:
+    """Behind the guard, FastAPI's own chat route (kept for the schema) answers the same way."""
+    from fastapi.testclient import TestClient
+
+    with Client(make_config({"a": upstream.url}), cache=False) as client:
+        app = create_app(client, models=["a:m"])
+        with TestClient(app.fastapi) as http:
+            msg = [{"role": "user", "content": "hi you"}]
+            plain = http.post("/v1/chat/completions", json={"model": "a:m", "messages": msg})
+            assert plain.json()["choices"][0]["message"]["content"] == "echo: hi you"
+            assert plain.headers["x-ponder-model"] == "a:m"
+            streamed = http.post("/v1/chat/completions", json={"model": "a:m", "messages": msg, "stream": True})
+            events = [json.loads(line[6:]) for line in streamed.text.splitlines()
+                      if line.startswith("data: {")]
+            assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                           if e["choices"]) == "echo: hi you" and len(events) > 4
+            assert streamed.text.endswith("data: [DONE]\n\n")
+            assert http.post("/v1/chat/completions", json={"model": "a:m", "messages": []}).status_code == 400
+            metrics = http.get("/metrics").text
+    assert 'ponder_requests_total{model="a:m",status="200"} 2' in metrics
+    assert "ponder_requests_in_flight 0" in metrics
