@@ -478,8 +478,8 @@ class ChatEndpoint:
             try:
                 await response(scope, receive, send)
             finally:  # a stream whose client left early: close it (and the model's stream) now
-                if isinstance(response, StreamingResponse):
-                    await _aclose(response.body_iterator)
+                if isinstance(response, EventStream):
+                    await response.aclose()
 
     async def respond(self, body: ChatCompletionRequest, served: Served) -> Response:
         try:
@@ -514,13 +514,13 @@ class ChatEndpoint:
         ordinary error response), then stream the rest as server-sent events."""
         chosen = await anext(events)
         if not isinstance(chosen, Chosen):
+            await _aclose(events)
             raise TypeError(f"a live stream must start with Chosen, got {type(chosen).__name__}")
         headers = {"x-ponder-model": chosen.model, "cache-control": "no-cache"}
         if chosen.answer is not None:  # answered before streaming: its cost is known already
             headers.update(_headers(chosen.answer))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(self.sse(chosen.model, events, include_usage, served),
-                                 media_type="text/event-stream", headers=headers)
+        return EventStream(self.sse(chosen.model, events, include_usage, served), events, headers)
 
     async def sse(self, model: str, events: AsyncIterator[StreamEvent], include_usage: bool,
                   served: Served) -> AsyncIterator[str]:
@@ -528,15 +528,12 @@ class ChatEndpoint:
         served.status = 200
         answer: Answer | None = None
         try:
-            try:
-                yield chunks.chunk({"role": "assistant", "content": ""})
-                async for event in events:
-                    if isinstance(event, str):
-                        yield chunks.chunk({"content": event})
-                    elif isinstance(event, Answer):
-                        answer = event
-            finally:  # closed however this ends (the client may leave mid-stream)
-                await _aclose(events)
+            yield chunks.chunk({"role": "assistant", "content": ""})
+            async for event in events:
+                if isinstance(event, str):
+                    yield chunks.chunk({"content": event})
+                elif isinstance(event, Answer):
+                    answer = event
             if answer is None:
                 raise ProviderError("stream ended without a final answer", provider=model)
             self.metrics.answer(answer)
@@ -551,6 +548,20 @@ class ChatEndpoint:
             yield Chunks.data({"error": {
                 "message": scrub(str(exc)) if status != 500 else "internal server error",
                 "type": type_, "param": None, "code": code}})
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events written from a strategy's stream."""
+
+    def __init__(self, body: AsyncIterator[str], events: AsyncIterator[StreamEvent],
+                 headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self.events = events
+
+    async def aclose(self) -> None:
+        """Close both, however far they got (a client may leave before the first chunk or midway)."""
+        await _aclose(self.body_iterator)
+        await _aclose(self.events)
 
 
 class _Served(Response):
