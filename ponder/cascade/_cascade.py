@@ -18,8 +18,7 @@ import numpy as np
 
 from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ..strategies._fallthrough import FallThrough
-from ..strategies._protocol import StreamEvent, answered
+from ..strategies import FallThrough, StreamEvent, answered
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
