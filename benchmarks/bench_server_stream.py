@@ -7,12 +7,17 @@ the ponder server of another tree, and this client (the official openai SDK, ``s
 Every prompt goes to every target in turn, in an order that rotates each request, so all of them
 see the same machine state; overhead p50 = p50(through ponder) - p50(direct).
 
-    PYTHONPATH=. python benchmarks/bench_server_stream.py [--n 300] [--baseline DIR]
+    PYTHONPATH=. python benchmarks/bench_server_stream.py [--n 300] [--baseline DIR] [--concurrent 200 --rounds 3]
+
+``--concurrent N``: also N streamed requests at once (``AsyncOpenAI``, ``asyncio.gather``) per
+target and round, the targets' order rotating every round; wall seconds per round, and whether
+every client got its own answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -48,10 +53,30 @@ def timed_stream(client: openai.OpenAI, model: str, prompt: str) -> tuple[float,
     return ((first or end) - t0) * 1e3, (end - t0) * 1e3
 
 
+async def concurrent_streams(base_url: str, model: str, n: int, tag: str) -> tuple[float, int]:
+    """(wall seconds, wrong answers) for ``n`` streamed requests at once."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+
+    async def one(i: int) -> bool:
+        prompt = f"{tag} {i}"
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        return text == f"echo: {prompt}"
+
+    t0 = time.perf_counter()
+    ok = await asyncio.gather(*[one(i) for i in range(n)])
+    wall = time.perf_counter() - t0
+    await client.close()
+    return wall, n - sum(ok)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=300, help="streamed requests per target")
     ap.add_argument("--baseline", default=None, help="another ponder source tree, served side by side")
+    ap.add_argument("--concurrent", type=int, default=0, help="streamed requests at once per target and round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(ROOT / "tests")], stdin=subprocess.PIPE,
@@ -87,6 +112,15 @@ def main() -> None:
                 if i >= 20:  # warm-up
                     first[name].append(ttfb)
                     total[name].append(end)
+        walls: dict[str, list[float]] = {}
+        wrong = 0
+        for r in range(args.rounds if args.concurrent else 0):
+            order = [*ports][r % len(ports):] + [*ports][:r % len(ports)]
+            for name in order:
+                wall, bad = asyncio.run(concurrent_streams(f"http://127.0.0.1:{ports[name]}/v1", "up:m",
+                                                           args.concurrent, f"{name} round {r}"))
+                walls.setdefault(name, []).append(round(wall, 2))
+                wrong += bad
     finally:
         for p in procs:
             p.terminate()
@@ -102,6 +136,8 @@ def main() -> None:
                                                         - statistics.median(first["direct"]))
             out[name]["overhead_last_byte_p50_ms"] = (statistics.median(total[name])  # type: ignore[index]
                                                       - statistics.median(total["direct"]))
+    if args.concurrent:
+        out["concurrent"] = {"n": args.concurrent, "wall_s_per_round": walls, "wrong_answers": wrong}
     out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "baseline": args.baseline}
     print(json.dumps(out, indent=2))
     if args.json:
