@@ -18,7 +18,7 @@ import numpy as np
 
 from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ..strategies import FallThrough, StreamEvent, answered
+from ..strategies import FallThrough, StreamEvent, answered, failed_attempt
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -148,10 +148,9 @@ class Cascade:
                 started: float) -> None:
         rung = self.rungs[i]
         if isinstance(result, Exception):
-            msg = str(result).splitlines()[0] if str(result) else type(result).__name__
-            tried.append(_Tried(i, None, None, 0.0, error=msg))
-            trace.append(Attempt(model=rung.live, error=f"{type(result).__name__}: {msg}",
-                                 latency_s=time.perf_counter() - started))
+            failed = failed_attempt(rung.live, result, time.perf_counter() - started)
+            tried.append(_Tried(i, None, None, 0.0, error=failed.error))
+            trace.append(failed)
             completions.append(None)
             return
         score = self._score(i, query, result.text, tried)

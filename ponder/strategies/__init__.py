@@ -6,11 +6,21 @@
 way. Falling through to the next model when one fails is :class:`FallThrough`, written once.
 """
 
+from typing import TYPE_CHECKING
+
 from ._fallback import FallbackChain
-from ._fallthrough import FALLTHROUGH, FallThrough
+from ._fallthrough import FALLTHROUGH, FallThrough, failed_attempt
 from ._load import load_strategy, read_strategy_json, resolve_reference
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
 from ._single import SingleModel
+
+if TYPE_CHECKING:  # mypy checks that every built-in strategy implements the protocol
+    from ..cascade import Cascade
+    from ..routers._live import LiveRouter, RouteThenCascade
+
+    def _builtins(single: SingleModel, chain: FallbackChain, cascade: Cascade, router: LiveRouter,
+                  route_cascade: RouteThenCascade) -> list[LiveStrategy]:
+        return [single, chain, cascade, router, route_cascade]
 
 __all__ = [
     "FALLTHROUGH",
@@ -22,6 +32,7 @@ __all__ = [
     "StreamEvent",
     "answered",
     "as_live",
+    "failed_attempt",
     "load_strategy",
     "read_strategy_json",
     "resolve_reference",

@@ -22,10 +22,13 @@ FALLTHROUGH = (ProviderError, UnknownModel)
 
 
 def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "reason", None) or exc or type(exc).__name__)
+    """One line: why the call failed (the provider's reason, else the error's text)."""
+    text = str(getattr(exc, "reason", None) or exc or "").strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def failed_attempt(model: str, exc: Exception, latency_s: float = 0.0) -> Attempt:
+    """How a model that failed appears in a trace, for every strategy."""
     return Attempt(model=model, accepted=False, error=f"{type(exc).__name__}: {_reason(exc)}",
                    latency_s=latency_s)
 
