@@ -172,9 +172,10 @@ def _is_json(content_type: bytes) -> bool:
 
 # --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
-    """Bearer-token auth and a request-size limit in front of the app; it also serves the hot
-    path (POST /v1/chat/completions) directly, with the same checks as the FastAPI route, which
-    stays for the OpenAPI schema.
+    """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
+    path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's
+    routing stack (FastAPI's route for that path stays for the OpenAPI schema, and serves the
+    same way).
 
     With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
     model, as ``/v1/models`` does.
