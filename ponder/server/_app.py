@@ -565,7 +565,7 @@ class EventStream(StreamingResponse):
         await _aclose(self.events)
 
 
-class _Served(Response):
+class _Handoff(Response):
     """What the FastAPI route returns: the ASGI call handed to :meth:`ChatEndpoint.serve`."""
 
     def __init__(self, serve: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
@@ -654,7 +654,7 @@ def fastapi_app(chat: ChatEndpoint, *, docs: bool, close_client: bool) -> FastAP
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def chat_completions(body: ChatCompletionRequest) -> Response:
-        return _Served(partial(chat.serve, body))
+        return _Handoff(partial(chat.serve, body))
 
     chat_completions.__annotations__["body"] = chat.body_model  # FastAPI validates with the limit
     app.post(CHAT_PATH, responses=_CHAT_RESPONSES, response_model=None)(chat_completions)
