@@ -591,8 +591,9 @@ def create_app(
     """Build the ASGI app.
 
     ``source``: a Config (or config file path) to build a Client from, or a ready Client (left
-    open for its owner). ``strategies``: name -> live strategy or strategy-file path; by default
-    the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
+    open for its owner). ``strategies``: name -> live strategy (a
+    :class:`~ponder.strategies.LiveStrategy`, or any object with ``run`` or ``arun``; anything
+    else raises TypeError) or strategy-file path; by default the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
     ``api_key``: require ``Authorization: Bearer <api_key>`` on every path but /healthz (the
     interactive /docs and /redoc are then off; /openapi.json needs the key, as /v1/models does).
     ``max_body_bytes`` / ``max_messages``: the largest chat request accepted (413 / 400); the
