@@ -151,7 +151,7 @@ def load_strategy_file(path: str | Path, data: dict[str, Any], *,
     """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy).
 
     The router folder and cascade file it names must lie in its own folder unless
-    ``allow_outside`` (see :func:`ponder._strategies.resolve_reference`).
+    ``allow_outside`` (see :func:`ponder.strategies.resolve_reference`).
     """
     path = Path(path)
     version = data.get("version", 1)
