@@ -148,6 +148,14 @@ def breakdown() -> dict[str, float]:
     app = create_app(client, {"canned": Canned()})
     raw = json.dumps({"model": "ponder/canned", "messages": [{"role": "user", "content": "x"}]}).encode()
 
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:  # the handler's whole answer, sent nowhere
+        pass
+
     async def main() -> dict[str, float]:
         sdk = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
         hc = httpx.AsyncClient()
@@ -157,7 +165,8 @@ def breakdown() -> dict[str, float]:
             "openai_sdk_create_cpu_ms": await _cpu_per_call(lambda i: sdk.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": f"x{i}"}])),
             "ponder_client_acomplete_cpu_ms": await _cpu_per_call(lambda i: client.acomplete(f"x{i}", model="up:m")),
-            "ponder_handler_cpu_ms": await _cpu_per_call(lambda i: app.chat(raw, b"application/json"), n=3000),
+            "ponder_handler_cpu_ms": await _cpu_per_call(lambda i: app.chat(raw, b"application/json", scope,
+                                                                           receive, send), n=3000),
         }
         await hc.aclose()
         await sdk.close()

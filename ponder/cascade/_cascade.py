@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import AllModelsFailed, ConfigError, ProviderError
+from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Completion
+from ..strategies import FallThrough, StreamEvent, answered, failed_attempt
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -147,10 +148,9 @@ class Cascade:
                 started: float) -> None:
         rung = self.rungs[i]
         if isinstance(result, Exception):
-            msg = str(result).splitlines()[0] if str(result) else type(result).__name__
-            tried.append(_Tried(i, None, None, 0.0, error=msg))
-            trace.append(Attempt(model=rung.live, error=f"{type(result).__name__}: {msg}",
-                                 latency_s=time.perf_counter() - started))
+            failed = failed_attempt(rung.live, result, time.perf_counter() - started)
+            tried.append(_Tried(i, None, None, 0.0, error=failed.error))
+            trace.append(failed)
             completions.append(None)
             return
         score = self._score(i, query, result.text, tried)
@@ -176,16 +176,12 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[tuple[str, Exception]] = []
+        tries = FallThrough()  # a failed call falls through, as everywhere: decide() picks the next rung
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            try:
-                result: Completion | Exception = client.complete(req, model=self.rungs[step.call].live)
-            except ProviderError as exc:
-                result = exc
-                errors.append((self.rungs[step.call].live, exc))
+            result = tries.call(client, req, self.rungs[step.call].live)
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, errors)
+        return self._finish(step, trace, completions, tries.errors)
 
     async def arun(self, request: ChatRequest | str, client: Any) -> Answer:
         """Async twin of :meth:`run` (``await client.acomplete``); same decisions."""
@@ -193,17 +189,17 @@ class Cascade:
         tried: list[_Tried] = []
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
-        errors: list[tuple[str, Exception]] = []
+        tries = FallThrough()
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            try:
-                result: Completion | Exception = await client.acomplete(
-                    req, model=self.rungs[step.call].live)
-            except ProviderError as exc:
-                result = exc
-                errors.append((self.rungs[step.call].live, exc))
+            result = await tries.acall(client, req, self.rungs[step.call].live)
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, errors)
+        return self._finish(step, trace, completions, tries.errors)
+
+    async def astream(self, request: ChatRequest | str, client: Any) -> AsyncIterator[StreamEvent]:
+        """The accepted answer, streamed once the cascade has decided (it needs whole answers)."""
+        for event in answered(await self.arun(request, client)):
+            yield event
 
     # ---- offline ------------------------------------------------------------------------------
     def rung_scores(self, table: OutcomeTable) -> np.ndarray:

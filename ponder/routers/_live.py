@@ -18,12 +18,14 @@ Without an entry, a name containing ':' is used as is and a bare name ``m`` beco
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, UnknownModel
-from .._strategies import read_strategy_json, resolve_reference
 from .._types import Answer, Attempt, ChatRequest, Completion
+from ..strategies import StreamEvent, answered, read_strategy_json, resolve_reference, stream_model
 from ._base import BaseRouter, RouteDecision
 from ._io import load_router
 
@@ -84,6 +86,12 @@ class LiveRouter:
         d, spec = self.decide(request)
         return self._answer(d, spec, await client.acomplete(request, model=spec))
 
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """Decide, then stream the chosen model live (the choice needs no answer)."""
+        d, spec = self.decide(request)
+        async for event in stream_model(client, request, spec, partial(self._answer, d, spec)):
+            yield event
+
 
 class RouteThenCascade:
     """The router picks the rung at which the cascade starts; the cascade runs from there.
@@ -132,13 +140,18 @@ class RouteThenCascade:
         start, d = self.start_rung(request)
         return self._tag(await self._from(start).arun(request, client), start, d)
 
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """The accepted answer, streamed once the cascade has decided."""
+        for event in answered(await self.arun(request, client)):
+            yield event
+
 
 def load_strategy_file(path: str | Path, data: dict[str, Any], *,
                        allow_outside: bool = False) -> LiveRouter | RouteThenCascade:
     """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy).
 
     The router folder and cascade file it names must lie in its own folder unless
-    ``allow_outside`` (see :func:`ponder._strategies.resolve_reference`).
+    ``allow_outside`` (see :func:`ponder.strategies.resolve_reference`).
     """
     path = Path(path)
     version = data.get("version", 1)

@@ -1,14 +1,15 @@
-"""The OpenAI-compatible routing server (``ponder serve``) and the fallback-chain strategy.
+"""The OpenAI-compatible routing server (``ponder serve``).
 
-``create_app`` imports FastAPI lazily, so ``ponder.server._fallback`` (loaded by
-``ponder.load_strategy`` for ``kind: "fallback"``) stays light.
+``create_app`` imports FastAPI lazily. ``FallbackChain`` lives in ``ponder.strategies`` and is
+re-exported here, where it was first published.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._fallback import AllModelsFailed, FallbackChain
+from .._exceptions import AllModelsFailed
+from ..strategies import FallbackChain
 
 __all__ = ["AllModelsFailed", "FallbackChain", "create_app", "serve"]
 

@@ -9,6 +9,10 @@ at most ``max_messages`` messages (and as many content parts in all), so one req
 the event loop that every other request (``/healthz`` included) shares. Every error body and log
 line goes through ``scrub``, so no fragment of a registered key (the server's own token, a
 provider's key) leaves the server.
+
+Reading order: the error bodies; :class:`Guard` (auth, size, and the hot path); the routing
+table (model name → :class:`Route` → a live strategy); the answer as OpenAI JSON or chunks;
+:class:`ChatEndpoint`, the one request path; :func:`create_app`, which wires them together.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import Field, ValidationError, create_model
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
@@ -37,6 +41,7 @@ from starlette.types import Message as ASGIMessage
 from .._client import Client
 from .._config import Config
 from .._exceptions import (
+    AllModelsFailed,
     AuthError,
     BudgetExceeded,
     ContextTooLong,
@@ -47,10 +52,9 @@ from .._exceptions import (
     UnknownProvider,
 )
 from .._secrets import register_secret, scrub
-from .._strategies import SingleModel, load_strategy
-from .._types import Answer, Attempt, ChatRequest, Completion, Message
-from ._fallback import FALLTHROUGH, AllModelsFailed, FallbackChain, failed_attempt, success_attempt
-from ._metrics import Metrics
+from .._types import Answer, ChatRequest, Completion, Message
+from ..strategies import Chosen, LiveStrategy, SingleModel, StreamEvent, as_live, load_strategy
+from ._metrics import Metrics, Served
 from ._schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -168,16 +172,17 @@ def _is_json(content_type: bytes) -> bool:
 
 # --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
-    """Bearer-token auth and a request-size limit in front of the app; it also serves the hot
-    path (POST /v1/chat/completions) directly, with the same checks as the FastAPI route, which
-    stays for the OpenAPI schema.
+    """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
+    path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's
+    routing stack (FastAPI's route for that path stays for the OpenAPI schema, and serves the
+    same way).
 
     With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
     model, as ``/v1/models`` does.
     """
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
-                 chat: Callable[[bytes, bytes], Awaitable[Response]] | None = None) -> None:
+                 chat: Callable[[bytes, bytes, Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
@@ -230,8 +235,7 @@ class Guard:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-            response = await self.chat(b"".join(chunks), headers.get(b"content-type", b""))
-            await response(scope, receive, send)
+            await self.chat(b"".join(chunks), headers.get(b"content-type", b""), scope, receive, send)
             return
         seen = 0
         over = False
@@ -260,23 +264,23 @@ class Guard:
 # --- routing table -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Route:
+    """A served model id and the live strategy that answers it."""
+
     id: str
-    strategy: Any
+    strategy: LiveStrategy
     owned_by: str
 
 
-def _strategy_models(strategy: Any) -> list[str]:
-    return [str(m) for m in getattr(strategy, "models", []) or []]
-
-
 def build_routes(config: Config, strategies: Mapping[str, Any], models: Sequence[str]) -> dict[str, Route]:
+    """``ponder/<name>`` for each strategy; every model a strategy may call, each config alias
+    and each of ``models`` as a single-model route of its own."""
     routes: dict[str, Route] = {}
     for name, strategy in strategies.items():
         rid = name if name.startswith(STRATEGY_PREFIX) else STRATEGY_PREFIX + name
-        routes[rid] = Route(rid, strategy, "ponder")
+        routes[rid] = Route(rid, as_live(strategy), "ponder")
     plain: list[str] = list(models)
-    for strategy in strategies.values():
-        plain += _strategy_models(strategy)
+    for route in list(routes.values()):
+        plain += [str(m) for m in route.strategy.models]
     for alias, spec in config.models.items():
         routes.setdefault(alias, Route(alias, SingleModel(spec), spec.partition(":")[0]))
     for spec in plain:
@@ -331,7 +335,7 @@ def warm_providers(client: Client, routes: Mapping[str, Route]) -> None:
     """
     names: set[str] = set()
     for route in routes.values():
-        for spec in _strategy_models(route.strategy):
+        for spec in route.strategy.models:
             try:
                 names.add(client.resolve(spec).provider)
             except Exception:  # noqa: BLE001 - reported by the request that uses it
@@ -361,24 +365,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
                        stop=stop, seed=body.seed)
 
 
-def stream_chain(strategy: Any, request: ChatRequest) -> list[str] | None:
-    """The models to stream from, in order, when the choice can be made before generating.
-
-    A single model or a fallback chain streams directly (the next rung takes over if a rung fails
-    before its first token); a router (``kind == "router"`` with ``decide(request) -> (decision,
-    spec)``) streams from the model it picks. Anything else (a cascade, route-then-cascade) is
-    answered first, then its accepted answer is streamed.
-    """
-    if isinstance(strategy, FallbackChain):
-        return list(strategy.models)
-    if isinstance(strategy, SingleModel):
-        return [strategy.model]
-    decide = getattr(strategy, "decide", None)
-    if getattr(strategy, "kind", None) == "router" and callable(decide):
-        return [str(decide(request)[1])]
-    return None
-
-
+# --- answers as OpenAI bodies: one JSON completion, or server-sent chunks ------------------------
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
@@ -408,6 +395,187 @@ def _headers(answer: Answer) -> dict[str, str]:
             "x-ponder-cached": "true" if answer.completion.cached else "false"}
 
 
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def completion_response(answer: Answer) -> Response:
+    """A ``chat.completion`` body, with the ``x-ponder-*`` headers."""
+    c = answer.completion
+    payload = {
+        "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
+        "model": c.spec,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                     "finish_reason": _finish(c)}],
+        "usage": _usage(c), "ponder": ponder_info(answer),
+    }
+    return Response(_json(payload), media_type="application/json", headers=_headers(answer))
+
+
+class Chunks:
+    """The ``data:`` lines of one streamed answer (``chat.completion.chunk`` objects)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                          "model": self.model,
+                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    def usage(self, c: Completion) -> str:
+        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                          "model": self.model, "choices": [], "usage": _usage(c)})
+
+    @staticmethod
+    def data(obj: Any) -> str:
+        return "data: " + _json(obj) + "\n\n"
+
+
+# --- the request path --------------------------------------------------------------------------
+class ChatEndpoint:
+    """POST /v1/chat/completions: one request path for every strategy, streaming included.
+
+    raw body → checks (content type, message count, schema) → :meth:`serve`: resolve the route →
+    ``strategy.arun`` (one JSON body) or ``strategy.astream`` (server-sent events). Strategies are
+    served only through the :class:`~ponder.strategies.LiveStrategy` protocol. The whole request,
+    a stream's last byte included, runs inside ``metrics.request()``: the one place that counts a
+    request in flight and done.
+    """
+
+    def __init__(self, client: Client, routes: Mapping[str, Route], metrics: Metrics,
+                 max_messages: int) -> None:
+        self.client, self.routes, self.metrics = client, routes, metrics
+        self.max_messages = max_messages
+        self.body_model = request_model(max_messages)
+
+    async def __call__(self, raw: bytes, content_type: bytes, scope: Scope, receive: Receive,
+                       send: Send) -> None:
+        """Serve a raw request body (the :class:`Guard`'s hot path)."""
+        body = self.parse(raw, content_type)
+        if isinstance(body, Response):
+            await body(scope, receive, send)
+        else:
+            await self.serve(body, scope, receive, send)
+
+    def parse(self, raw: bytes, content_type: bytes) -> ChatCompletionRequest | Response:
+        """The validated body, or the 400 that says what is wrong with it (same checks as FastAPI's)."""
+        if not _is_json(content_type):
+            return error_body(400, "Content-Type must be application/json", "invalid_request_error",
+                              "invalid_request")
+        over = count_items(raw, self.max_messages)
+        if over is not None:
+            return too_many(*over, self.max_messages)
+        try:
+            return self.body_model.model_validate_json(raw)
+        except ValidationError as exc:
+            return invalid_body(exc.errors(include_url=False, include_input=False))
+
+    async def serve(self, body: ChatCompletionRequest, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.metrics.request() as served:
+            response = await self.respond(body, served)
+            try:
+                await response(scope, receive, send)
+            finally:  # a stream whose client left early: close it (and the model's stream) now
+                if isinstance(response, EventStream):
+                    await response.aclose()
+
+    async def respond(self, body: ChatCompletionRequest, served: Served) -> Response:
+        try:
+            route = resolve_route(self.routes, body.model)
+            served.route = route.id
+            request = to_chat_request(body)
+            if body.stream:
+                return await self.stream(route.strategy.astream(request, self.client), body, served)
+            answer = await route.strategy.arun(request, self.client)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style body
+            response = self.failed(exc, served.route)
+            served.status = response.status_code
+            return response
+        self.metrics.answer(answer)
+        served.status = 200
+        return completion_response(answer)
+
+    def failed(self, exc: Exception, route: str) -> JSONResponse:
+        """The error body for a request that failed before its first byte (models counted too)."""
+        if isinstance(exc, AllModelsFailed):
+            self.metrics.failed_calls([m for m, _ in exc.errors])
+        elif isinstance(exc, ProviderError) and exc.provider and exc.model:
+            self.metrics.failed_calls([f"{exc.provider}:{exc.model}"])
+        response = exception_response(exc)
+        if response.status_code >= 500:
+            log.warning("request for %s failed: %s", route, _one_line(exc))
+        return response
+
+    async def stream(self, events: AsyncIterator[StreamEvent], body: ChatCompletionRequest,
+                     served: Served) -> Response:
+        """Wait for the strategy's :class:`Chosen` (a failure before it raises, and becomes an
+        ordinary error response), then stream the rest as server-sent events."""
+        chosen = await anext(events)
+        if not isinstance(chosen, Chosen):
+            await _aclose(events)
+            raise TypeError(f"a live stream must start with Chosen, got {type(chosen).__name__}")
+        headers = {"x-ponder-model": chosen.model, "cache-control": "no-cache"}
+        if chosen.answer is not None:  # answered before streaming: its cost is known already
+            headers.update(_headers(chosen.answer))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventStream(self.sse(chosen.model, events, include_usage, served), events, headers)
+
+    async def sse(self, model: str, events: AsyncIterator[StreamEvent], include_usage: bool,
+                  served: Served) -> AsyncIterator[str]:
+        chunks = Chunks(model)
+        served.status = 200
+        answer: Answer | None = None
+        try:
+            yield chunks.chunk({"role": "assistant", "content": ""})
+            async for event in events:
+                if isinstance(event, str):
+                    yield chunks.chunk({"content": event})
+                elif isinstance(event, Answer):
+                    answer = event
+            if answer is None:
+                raise ProviderError("stream ended without a final answer", provider=model)
+            self.metrics.answer(answer)
+            yield chunks.chunk({}, _finish(answer.completion), ponder=ponder_info(answer))
+            if include_usage:
+                yield chunks.usage(answer.completion)
+            yield "data: [DONE]\n\n"
+        except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
+            status, type_, code = error_status(exc)
+            served.status = status
+            log.warning("stream for %s failed: %s", served.route, _one_line(exc))
+            yield Chunks.data({"error": {
+                "message": scrub(str(exc)) if status != 500 else "internal server error",
+                "type": type_, "param": None, "code": code}})
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events written from a strategy's stream."""
+
+    def __init__(self, body: AsyncIterator[str], events: AsyncIterator[StreamEvent],
+                 headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self.events = events
+
+    async def aclose(self) -> None:
+        """Close both, however far they got (a client may leave before the first chunk or midway)."""
+        await _aclose(self.body_iterator)
+        await _aclose(self.events)
+
+
+class _Handoff(Response):
+    """What the FastAPI route returns: the ASGI call handed to :meth:`ChatEndpoint.serve`."""
+
+    def __init__(self, serve: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        super().__init__()
+        self.serve = serve
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope, receive, send)
+
+
 # --- the app -----------------------------------------------------------------------------------
 def create_app(
     source: Config | Client | str | Path | None = None,
@@ -423,8 +591,9 @@ def create_app(
     """Build the ASGI app.
 
     ``source``: a Config (or config file path) to build a Client from, or a ready Client (left
-    open for its owner). ``strategies``: name -> live strategy or strategy-file path; by default
-    the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
+    open for its owner). ``strategies``: name -> live strategy (a
+    :class:`~ponder.strategies.LiveStrategy`, or any object with ``run`` or ``arun``; anything
+    else raises TypeError) or strategy-file path; by default the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
     ``api_key``: require ``Authorization: Bearer <api_key>`` on every path but /healthz (the
     interactive /docs and /redoc are then off; /openapi.json needs the key, as /v1/models does).
     ``max_body_bytes`` / ``max_messages``: the largest chat request accepted (413 / 400); the
@@ -436,28 +605,77 @@ def create_app(
     register_secret(api_key)
     owned = not isinstance(source, Client)
     client = source if isinstance(source, Client) else Client(source, base_urls=base_urls)
-    config = client.config
     if strategies is None:
-        base = Path(config.source).parent if config.source else Path(".")
-        strategies = {name: base / st.path for name, st in config.strategies.items()}
-    loaded = {name: (load_strategy(s, allow_outside=allow_outside) if isinstance(s, (str, Path)) else s) for name, s in strategies.items()}
-    routes = build_routes(config, loaded, models)
-    metrics = Metrics()
-    created = int(time.time())
+        base = Path(client.config.source).parent if client.config.source else Path(".")
+        strategies = {name: base / st.path for name, st in client.config.strategies.items()}
+    loaded = {name: load_strategy(s, allow_outside=allow_outside) if isinstance(s, (str, Path)) else s
+              for name, s in strategies.items()}
+    routes = build_routes(client.config, loaded, models)
+    chat = ChatEndpoint(client, routes, Metrics(), max_messages)
+    app = fastapi_app(chat, docs=not api_key, close_client=owned)
+    guard = Guard(app, api_key, max_body_bytes, chat=chat)
+    guard.state = app.state  # type: ignore[attr-defined]
+    guard.fastapi = app  # type: ignore[attr-defined]
+    return guard
+
+
+def fastapi_app(chat: ChatEndpoint, *, docs: bool, close_client: bool) -> FastAPI:
+    """The framework app behind the :class:`Guard`: the GET endpoints, the OpenAPI schema, error
+    bodies in OpenAI's shape, and the chat route (for the schema; the Guard serves that path)."""
+    client, routes, metrics = chat.client, chat.routes, chat.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(warm_providers, client, routes)
         yield
-        if owned:
+        if close_client:
             await client.aclose()
             if client.cache is not None:
                 client.cache.close()
 
-    docs: dict[str, Any] = {"docs_url": None, "redoc_url": None} if api_key else {}
-    app = FastAPI(title="ponder", version="1", lifespan=lifespan, **docs,
+    no_docs: dict[str, Any] = {} if docs else {"docs_url": None, "redoc_url": None}
+    app = FastAPI(title="ponder", version="1", lifespan=lifespan, **no_docs,
                   description="OpenAI-compatible routing server: strategies and plain models behind one endpoint.")
     app.state.client, app.state.routes, app.state.metrics = client, routes, metrics
+    _openai_errors(app)
+    app.openapi = partial(_openapi, app, accepted_names(routes))  # type: ignore[method-assign]
+    created = int(time.time())
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": len(routes)}
+
+    @app.get("/v1/models", response_model=ModelList, responses=_COMMON)
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": r.id, "object": "model", "created": created,
+                                            "owned_by": r.owned_by} for r in routes.values()]}
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_COMMON)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def chat_completions(body: ChatCompletionRequest) -> Response:
+        return _Handoff(partial(chat.serve, body))
+
+    chat_completions.__annotations__["body"] = chat.body_model  # FastAPI validates with the limit
+    app.post(CHAT_PATH, responses=_CHAT_RESPONSES, response_model=None)(chat_completions)
+    return app
+
+
+_COMMON: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody},
+                                            413: {"model": ErrorBody}}
+_CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ChatCompletionResponse,
+          "content": {"text/event-stream": {"schema": {  # one server-sent event
+              "type": "object", "required": ["data"],
+              "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
+    **_COMMON, 402: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody},
+    500: {"model": ErrorBody}, 502: {"model": ErrorBody}, 504: {"model": ErrorBody},
+}
+
+
+def _openai_errors(app: FastAPI) -> None:
+    """Every error the framework raises, as an OpenAI-style (scrubbed) body."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -473,204 +691,24 @@ def create_app(
         log.error("internal error: %s", type(exc).__name__)
         return error_body(500, "internal server error", "server_error", "internal_error")
 
-    def openapi() -> dict[str, Any]:
-        """The schema, with ``model`` narrowed to the names this server resolves."""
-        if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
 
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
-            props["model"]["enum"] = accepted_names(routes)
-            app.openapi_schema = schema
-        return app.openapi_schema
+def _openapi(app: FastAPI, names: list[str]) -> dict[str, Any]:
+    """The schema, with ``model`` narrowed to the names this server resolves."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
 
-    app.openapi = openapi  # type: ignore[method-assign]
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+        props["model"]["enum"] = names
+        app.openapi_schema = schema
+    return app.openapi_schema
 
-    common: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody},
-                                                413: {"model": ErrorBody}}
 
-    @app.get("/healthz", response_model=Health)
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": len(routes)}
-
-    @app.get("/v1/models", response_model=ModelList, responses=common)
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": r.id, "object": "model", "created": created,
-                                            "owned_by": r.owned_by} for r in routes.values()]}
-
-    @app.get("/metrics", response_class=PlainTextResponse, responses=common)
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    responses: dict[int | str, dict[str, Any]] = {
-        200: {"model": ChatCompletionResponse,
-              "content": {"text/event-stream": {"schema": {  # one server-sent event
-                  "type": "object", "required": ["data"],
-                  "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
-        **common, 402: {"model": ErrorBody}, 404: {"model": ErrorBody}, 429: {"model": ErrorBody},
-        500: {"model": ErrorBody}, 502: {"model": ErrorBody}, 504: {"model": ErrorBody},
-    }
-
-    body_model = request_model(max_messages)
-
-    async def chat_raw(raw: bytes, content_type: bytes) -> Response:
-        """POST /v1/chat/completions straight from bytes (same checks as the FastAPI route)."""
-        if not _is_json(content_type):
-            return error_body(400, "Content-Type must be application/json", "invalid_request_error",
-                              "invalid_request")
-        over = count_items(raw, max_messages)
-        if over is not None:
-            return too_many(*over, max_messages)
-        try:
-            body = body_model.model_validate_json(raw)
-        except ValidationError as exc:
-            return invalid_body(exc.errors(include_url=False, include_input=False))
-        return await chat_completions(body)
-
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
-        start = time.perf_counter()
-        metrics.in_flight += 1
-        served = "unknown"
-        try:
-            route = resolve_route(routes, body.model)
-            served = route.id
-            request = to_chat_request(body)
-            if body.stream:
-                return await _stream(route, request, body, start)
-            answer = await _answer(route.strategy, request)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style body
-            resp = exception_response(exc)
-            if isinstance(exc, AllModelsFailed):
-                metrics.failed_calls([m for m, _ in exc.errors])
-            elif isinstance(exc, ProviderError) and exc.provider and exc.model:
-                metrics.failed_calls([f"{exc.provider}:{exc.model}"])
-            if resp.status_code >= 500:
-                log.warning("request for %s failed: %s", served, _one_line(exc))
-            metrics.request_done(served, resp.status_code, time.perf_counter() - start)
-            metrics.in_flight -= 1
-            return resp
-        metrics.answer(answer)
-        c = answer.completion
-        payload = {
-            "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-            "model": c.spec,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                         "finish_reason": _finish(c)}],
-            "usage": _usage(c), "ponder": ponder_info(answer),
-        }
-        metrics.request_done(served, 200, time.perf_counter() - start)
-        metrics.in_flight -= 1
-        return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
-                        media_type="application/json", headers=_headers(answer))
-
-    chat_completions.__annotations__["body"] = body_model  # FastAPI validates with the limit
-    app.post(CHAT_PATH, responses=responses, response_model=None)(chat_completions)
-
-    async def _answer(strategy: Any, request: ChatRequest) -> Answer:
-        arun = getattr(strategy, "arun", None)
-        if arun is not None:
-            return await arun(request, client)  # type: ignore[no-any-return]
-        import anyio.to_thread
-
-        return await anyio.to_thread.run_sync(strategy.run, request, client)  # type: ignore[no-any-return]
-
-    async def _stream(route: Route, request: ChatRequest, body: ChatCompletionRequest,
-                      start: float) -> Response:
-        chain = stream_chain(route.strategy, request)
-        failures: list[Attempt] = []
-        items: AsyncIterator[str | Completion]
-        first: str | Completion
-        if chain is None:  # answer first (e.g. a cascade), then stream the accepted answer
-            answer = await _answer(route.strategy, request)
-            model, first, pre = answer.completion.spec, answer.completion.text, answer
-
-            async def replay() -> AsyncIterator[str | Completion]:
-                yield answer.completion
-
-            items = replay()
-        else:
-            errors: list[tuple[str, Exception]] = []
-            for model in chain:
-                items = client.astream(request, model=model)
-                try:
-                    first = await items.__anext__()
-                    break
-                except FALLTHROUGH as exc:
-                    failures.append(failed_attempt(model, exc))
-                    errors.append((model, exc))
-                    await items.aclose()  # type: ignore[attr-defined]
-            else:
-                if len(errors) == 1:
-                    raise errors[0][1]
-                raise AllModelsFailed(errors)
-            pre = None
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        sid = "chatcmpl-" + uuid.uuid4().hex
-        created_at = int(time.time())
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            obj = {"id": sid, "object": "chat.completion.chunk", "created": created_at, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-            return "data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n\n"
-
-        finished = False
-
-        def finish(status: int) -> None:
-            nonlocal finished
-            if not finished:
-                finished = True
-                metrics.request_done(route.id, status, time.perf_counter() - start)
-                metrics.in_flight -= 1
-
-        async def events() -> AsyncIterator[str]:
-            status = 200
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                completion: Completion | None = None
-                item: str | Completion = first
-                iterator = items
-                while True:
-                    if isinstance(item, Completion):
-                        completion = item
-                    elif item:
-                        yield chunk({"content": item})
-                    try:
-                        item = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if completion is None:
-                    raise ProviderError("stream ended without a final answer", provider=model)
-                answer = pre or Answer(completion=completion,
-                                       trace=(*failures, success_attempt(model, completion)),
-                                       cost_usd=completion.cost_usd, strategy=route.id)
-                metrics.answer(answer)
-                yield chunk({}, _finish(completion), ponder=ponder_info(answer))
-                if include_usage:
-                    obj = {"id": sid, "object": "chat.completion.chunk", "created": created_at,
-                           "model": model, "choices": [], "usage": _usage(completion)}
-                    yield "data: " + json.dumps(obj, separators=(",", ":")) + "\n\n"
-                yield "data: [DONE]\n\n"
-            except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
-                status, type_, code = error_status(exc)
-                log.warning("stream for %s failed: %s", route.id, _one_line(exc))
-                err = {"error": {"message": scrub(str(exc)) if status != 500 else "internal server error",
-                                 "type": type_, "param": None, "code": code}}
-                yield "data: " + json.dumps(err) + "\n\n"
-            finally:
-                finish(status)
-
-        headers = {"x-ponder-model": model, "cache-control": "no-cache"}
-        if pre is not None:
-            headers.update(_headers(pre))
-        # counted once: when the stream ends, or (client gone before it started) after the response
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers,
-                                 background=BackgroundTask(finish, 499))
-
-    guard = Guard(app, api_key, max_body_bytes, chat=chat_raw)
-    guard.state = app.state  # type: ignore[attr-defined]
-    guard.fastapi = app  # type: ignore[attr-defined]
-    return guard
+async def _aclose(stream: Any) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _one_line(exc: BaseException) -> str:

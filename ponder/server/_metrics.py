@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from .._types import Answer
 
@@ -28,6 +32,19 @@ def _num(x: float) -> str:
     return repr(float(x)) if not float(x).is_integer() else str(int(x))
 
 
+@dataclass
+class Served:
+    """One request while it is answered: what :meth:`Metrics.request` counts when it ends.
+
+    ``status`` starts at 499 (the client went away before any answer); the request path sets it
+    to the status actually sent, and a stream to the status it ended with.
+    """
+
+    route: str = "unknown"
+    status: int = 499
+    started: float = field(default_factory=time.perf_counter)
+
+
 class Metrics:
     """Counters for one server process. Cheap to update; rendered on each scrape."""
 
@@ -42,6 +59,20 @@ class Metrics:
         self.bucket_counts = [0] * len(BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
+
+    @contextmanager
+    def request(self) -> Iterator[Served]:
+        """Count one request in flight while the block runs (its whole answer, streams included);
+        at the end, count it as done with its route, status and duration."""
+        served = Served()
+        with self._lock:
+            self.in_flight += 1
+        try:
+            yield served
+        finally:
+            self.request_done(served.route, served.status, time.perf_counter() - served.started)
+            with self._lock:
+                self.in_flight -= 1
 
     def request_done(self, model: str, status: int, seconds: float) -> None:
         with self._lock:

@@ -161,7 +161,10 @@ def test_concurrent_faults_lose_and_duplicate_nothing(chain_server: LiveServer, 
     assert [text for text, _ in results] == [f"echo: {p}" for p in prompts]  # each its own answer
     a_prompts = [r["body"]["messages"][-1]["content"] for r in upstream.requests]
     b_prompts = [r["body"]["messages"][-1]["content"] for r in upstream2.requests]
-    assert sorted(a_prompts) == sorted(prompts)  # every request reached rung 1 exactly once
+    assert len(a_prompts) == len(set(a_prompts))  # no request reached rung 1 twice
+    # every request reached rung 1, except (on a loaded machine) one whose 0.5 s timeout ran out
+    # before the upstream even read it: that one must have gone on to rung 2
+    assert set(prompts) - set(a_prompts) <= set(b_prompts) and set(a_prompts) <= set(prompts)
     # the server pops one queued action per request, in order: these got an error, a dropped
     # connection or a malformed body (a slow answer's timeout depends on the machine's load)
     failed_at_a = {p for p, kind in zip(a_prompts[:n_fail], injected, strict=True) if kind != "timeout"}

@@ -1,0 +1,89 @@
+"""Falling through to the next model, written once.
+
+A request that goes down a list of models (a fallback chain, a cascade's rungs, a fallback chain
+streaming) keeps one :class:`FallThrough`. It is the one place that says which failures pass the
+request on (:data:`FALLTHROUGH`: any provider failure, or a model the provider does not know),
+how a failed model is recorded in the trace, and what the caller gets when every model failed
+(one :class:`~ponder.AllModelsFailed` naming each model and why). Which model comes next is the
+strategy's own business (a fallback chain: the next in its list; a cascade: ``decide()``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._exceptions import AllModelsFailed, ProviderError, UnknownModel
+from .._types import Answer, Attempt, ChatRequest, Completion
+from ._protocol import Chosen, StreamEvent
+
+FALLTHROUGH = (ProviderError, UnknownModel)
+
+
+def _reason(exc: Exception) -> str:
+    """One line: why the call failed (the provider's reason, else the error's text)."""
+    text = str(getattr(exc, "reason", None) or exc or "").strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def failed_attempt(model: str, exc: Exception, latency_s: float = 0.0) -> Attempt:
+    """How a model that failed appears in a trace, for every strategy."""
+    return Attempt(model=model, accepted=False, error=f"{type(exc).__name__}: {_reason(exc)}",
+                   latency_s=latency_s)
+
+
+def success_attempt(model: str, completion: Completion) -> Attempt:
+    return Attempt(model=model, response=completion.text, accepted=True, cost_usd=completion.cost_usd,
+                   latency_s=completion.latency_s, cached=completion.cached)
+
+
+class FallThrough:
+    """One request's way down a list of models: the failures so far, and the calls that add to them.
+
+    ``call``/``acall`` return the model's Completion, or the exception when it falls through
+    (recorded here); ``astart`` does the same for a stream's first event. Anything else (a bug, a
+    cancelled request) propagates.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, Exception]] = []
+        self.failures: list[Attempt] = []
+
+    def _failed(self, model: str, exc: Exception, started: float) -> Exception:
+        self.errors.append((model, exc))
+        self.failures.append(failed_attempt(model, exc, time.perf_counter() - started))
+        return exc
+
+    def call(self, client: Any, request: ChatRequest, model: str) -> Completion | Exception:
+        started = time.perf_counter()
+        try:
+            return client.complete(request, model=model)  # type: ignore[no-any-return]
+        except FALLTHROUGH as exc:
+            return self._failed(model, exc, started)
+
+    async def acall(self, client: Any, request: ChatRequest, model: str) -> Completion | Exception:
+        started = time.perf_counter()
+        try:
+            return await client.acomplete(request, model=model)  # type: ignore[no-any-return]
+        except FALLTHROUGH as exc:
+            return self._failed(model, exc, started)
+
+    async def astart(self, events: AsyncIterator[StreamEvent], model: str) -> Chosen | Exception:
+        """The stream's first event (its :class:`Chosen`), or the failure that passes it on."""
+        started = time.perf_counter()
+        try:
+            first = await anext(events)
+        except FALLTHROUGH as exc:
+            return self._failed(model, exc, started)
+        if not isinstance(first, Chosen):
+            raise TypeError(f"a live stream must start with Chosen, got {type(first).__name__}")
+        return first
+
+    def answer(self, model: str, completion: Completion, strategy: str) -> Answer:
+        """The answer of the model that answered, after the failures before it."""
+        return Answer(completion=completion, trace=(*self.failures, success_attempt(model, completion)),
+                      cost_usd=completion.cost_usd, strategy=strategy)
+
+    def all_failed(self) -> AllModelsFailed:
+        return AllModelsFailed(self.errors)

@@ -1,0 +1,90 @@
+"""Load a saved strategy file as a live strategy.
+
+A strategy file is small JSON (at most :data:`MAX_STRATEGY_BYTES`, a regular file). The files it
+names (a router folder, a cascade JSON, scorer folders) are resolved relative to its own folder
+and must stay inside it: no absolute paths, no ``..``, no symlink leading out, unless the caller
+passes ``allow_outside=True`` (see :func:`resolve_reference`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError
+from .._persist import read_capped
+from ._protocol import LiveStrategy
+from ._single import SingleModel
+
+_KIND_MODULES = {"cascade": "ponder.cascade", "router": "ponder.routers",
+                 "route-cascade": "ponder.routers", "fallback": "ponder.strategies._fallback"}
+_REFERENCES_FILES = {"ponder.cascade", "ponder.routers"}  # their loaders take allow_outside
+
+MAX_STRATEGY_BYTES = 1 << 20
+_OUTSIDE_HINT = ("a strategy file may only name files in its own folder; move the file there, "
+                 "or, if you trust this strategy file, pass --allow-outside (allow_outside=True in Python)")
+
+
+def read_strategy_json(path: str | Path) -> dict[str, Any]:
+    """Parse a strategy file: a regular file of at most 1 MiB holding a JSON object."""
+    path = Path(path)
+    try:
+        data = json.loads(read_capped(path, MAX_STRATEGY_BYTES).decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("strategy file not found", file=str(path)) from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: too big, not JSON, ...
+        raise ConfigError(f"not a valid JSON strategy file: {exc}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("not a ponder strategy file (not a JSON object)", file=str(path))
+    return data
+
+
+def resolve_reference(strategy_file: str | Path, value: Any, *, key: str,
+                      allow_outside: bool = False) -> Path:
+    """The file a strategy file names under ``key``, relative to the strategy file's folder.
+
+    Unless ``allow_outside``, the reference must stay inside that folder: an absolute path, a
+    ``..`` part, or a path that resolves (through symlinks) outside it raises ConfigError.
+    """
+    strategy_file = Path(strategy_file)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"needs a string path in {key!r}", file=str(strategy_file), key=key)
+    ref, base = Path(value), strategy_file.parent
+    full = ref if ref.is_absolute() else base / ref
+    if allow_outside:
+        return full
+    if ref.is_absolute() or ref.drive:
+        problem = f"{value!r} is an absolute path"
+    elif ".." in ref.parts:
+        problem = f"{value!r} leads out of the strategy's folder ('..')"
+    elif not full.resolve().is_relative_to(base.resolve()):
+        problem = f"{value!r} resolves to {full.resolve()}, outside the strategy's folder"
+    else:
+        return full
+    raise ConfigError(f"{problem}; {_OUTSIDE_HINT}", file=str(strategy_file), key=key)
+
+
+def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrategy:
+    """Load a strategy file (JSON with ``"format": "ponder-strategy"``) as a live strategy.
+
+    Files it names must lie in its own folder unless ``allow_outside=True``; model files load
+    with bounded memory and never execute code, but only load strategies from sources you trust.
+    """
+    path = Path(path)
+    data = read_strategy_json(path)
+    if data.get("format") != "ponder-strategy":
+        raise ConfigError("not a ponder strategy file (missing \"format\": \"ponder-strategy\")",
+                          file=str(path))
+    kind = str(data.get("kind", ""))
+    module = next((m for k, m in _KIND_MODULES.items() if kind == k or kind.startswith(k + "-")
+                   or kind.startswith(k + ":")), None)
+    if kind == "single":
+        return SingleModel(str(data["model"]))
+    if module is None:
+        raise ConfigError(f"unknown strategy kind {kind!r}", file=str(path), key="kind")
+    loader = importlib.import_module(module).load_strategy_file
+    if module in _REFERENCES_FILES:
+        return loader(path, data, allow_outside=allow_outside)
+    return loader(path, data)

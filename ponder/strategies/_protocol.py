@@ -1,0 +1,130 @@
+"""The live-strategy protocol: what the server, ``ponder ask`` and ``ponder run`` call.
+
+A live strategy turns a chat request into an :class:`~ponder.Answer` by calling models through a
+:class:`~ponder.Client`: a single model, a fallback chain, a router, a cascade, route-then-cascade.
+Each offers ``run`` (sync), ``arun`` (async) and ``astream``, whose events come in this order:
+
+1. one :class:`Chosen`, before any text: the model whose text follows. A strategy yields it only
+   once it is committed (a fallback chain: once that model has sent its first item), so a failure
+   before it is an ordinary error with its own HTTP status, and one after it ends the stream.
+   A strategy that needs the whole answer before deciding (a cascade) answers first; its
+   ``Chosen`` then carries that answer, so the cost is known before the first byte.
+2. text deltas (``str``);
+3. the :class:`~ponder.Answer`, last.
+
+The helpers below write those events: :func:`stream_model` relays one model's stream, and
+:func:`answered` turns a finished answer into its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .._exceptions import ProviderError
+from .._types import Answer, ChatRequest, Completion
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The first event of a live stream: who answers (and the answer, when it is known already)."""
+
+    model: str
+    answer: Answer | None = None
+
+
+StreamEvent = Chosen | str | Answer
+
+
+class LiveStrategy(Protocol):
+    """Anything that answers live requests: the one interface the server serves."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def models(self) -> list[str]:
+        """Every ``provider:model`` it may call (the server serves and warms these too)."""
+        ...
+
+    def run(self, request: ChatRequest, client: Any) -> Answer: ...
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer: ...
+
+    def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """:class:`Chosen`, text deltas, then the :class:`~ponder.Answer` (see the module doc)."""
+        ...
+
+
+def answered(answer: Answer) -> tuple[StreamEvent, ...]:
+    """The stream events of an answer known whole: chosen (with the answer), its text, the answer."""
+    text = answer.completion.text
+    return (Chosen(answer.completion.spec, answer), *((text,) if text else ()), answer)
+
+
+async def stream_model(client: Any, request: ChatRequest, model: str,
+                       to_answer: Callable[[Completion], Answer]) -> AsyncGenerator[StreamEvent, None]:
+    """Stream one model: :class:`Chosen` once its first item has arrived (a failure before that
+    propagates from the first ``anext``, before any byte), its deltas, then
+    ``to_answer(final completion)``. The upstream stream is closed however this one ends."""
+    items = client.astream(request, model=model)
+    completion: Completion | None = None
+    try:
+        first = await anext(items)
+        yield Chosen(model)
+        item: str | Completion = first
+        while True:
+            if isinstance(item, Completion):
+                completion = item
+            elif item:
+                yield item
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                break
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
+    if completion is None:
+        raise ProviderError("stream ended without a final answer", provider=model)
+    yield to_answer(completion)
+
+
+def as_live(strategy: Any) -> LiveStrategy:
+    """``strategy`` as a full :class:`LiveStrategy`: itself when it has ``run``, ``arun`` and
+    ``astream``; otherwise wrapped, once (a strategy of your own may offer only ``run`` or only
+    ``arun``: it is then answered first and streamed whole). Anything else raises TypeError."""
+    has = {m for m in ("run", "arun", "astream") if callable(getattr(strategy, m, None))}
+    if has == {"run", "arun", "astream"}:
+        return strategy  # type: ignore[no-any-return]
+    if not has & {"run", "arun"}:
+        raise TypeError(f"{type(strategy).__name__} is not a live strategy: it needs "
+                        "run(request, client) or async arun(request, client)")
+    return _Completed(strategy)
+
+
+class _Completed:
+    """A strategy with ``run`` or ``arun`` (or both), given the rest of the protocol."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.kind = getattr(inner, "kind", "custom")
+        self.name = str(getattr(inner, "name", None) or type(inner).__name__)
+        self.models = [str(m) for m in getattr(inner, "models", None) or []]
+
+    def run(self, request: ChatRequest, client: Any) -> Answer:
+        if callable(getattr(self.inner, "run", None)):
+            return self.inner.run(request, client)  # type: ignore[no-any-return]
+        return asyncio.run(self.inner.arun(request, client))  # type: ignore[no-any-return]
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer:
+        if callable(getattr(self.inner, "arun", None)):
+            return await self.inner.arun(request, client)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(self.inner.run, request, client)  # type: ignore[no-any-return]
+
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        for event in answered(await self.arun(request, client)):
+            yield event
