@@ -25,6 +25,23 @@ _QWEN2_RE = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Gemma GGUFs often carry no chat template (llama.cpp falls back to a built-in one); this is the
+# template of Gemma 3's tokenizer_config.json for text messages.
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+_BUILTIN_TEMPLATES = {"gemma3": _GEMMA_TEMPLATE}
 _STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<end_of_turn>")
 
 
@@ -145,8 +162,10 @@ class Tokenizer:
             return fields[key].contents() if key in fields else default
 
         kind = get("tokenizer.ggml.model")
+        arch = reader.fields["general.architecture"].contents() if "general.architecture" in reader.fields else ""
+        template = get("tokenizer.chat_template") or _BUILTIN_TEMPLATES.get(str(arch))
         if kind != "gpt2":
-            return cls._from_gguf_via_transformers(reader, path, kind)
+            return cls._from_gguf_via_transformers(reader, path, kind, template)
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
@@ -178,11 +197,11 @@ class Tokenizer:
             bos_id=int(bos) if bos is not None else None,
             eos_id=int(eos) if eos is not None else None,
             add_bos=bool(get("tokenizer.ggml.add_bos_token", False)),
-            chat_template=get("tokenizer.chat_template"),
+            chat_template=template,
         )
 
     @classmethod
-    def _from_gguf_via_transformers(cls, reader: Any, path: str, kind: Any) -> Tokenizer:
+    def _from_gguf_via_transformers(cls, reader: Any, path: str, kind: Any, template: str | None) -> Tokenizer:
         try:
             from transformers import AutoTokenizer
         except ImportError as exc:
@@ -193,5 +212,4 @@ class Tokenizer:
         hf = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
         fields = reader.fields
         add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents()) if "tokenizer.ggml.add_bos_token" in fields else True
-        template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
         return cls(hf.backend_tokenizer, bos_id=hf.bos_token_id, eos_id=hf.eos_token_id, add_bos=add_bos, chat_template=template)
