@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -154,32 +154,100 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _open_gguf(path: str) -> Any:
-    import gguf
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
+
+class GgufTensor(NamedTuple):
+    name: str
+    shape: tuple[int, ...]  # torch order: rows first
+    qtype: int  # ggml type id
+    offset: int  # from the start of the file
+
+
+def _read_gguf_header(path: str) -> tuple[dict[str, Any], dict[str, GgufTensor]]:
+    """A GGUF's metadata (key -> value; numeric arrays as numpy) and tensor table.
+
+    A small reader of its own: gguf-py's ``GGUFReader`` builds a Python object per vocabulary
+    entry, which costs 700 MB and 50 s on Gemma's 262k-token vocabulary.
+    """
+    import struct
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with open(path, "rb") as f:
+
+        def take(n: int) -> bytes:
+            data = f.read(n)
+            if len(data) != n:
+                raise ValueError("the file ends inside its header")
+            return data
+
+        def scalar(fmt: str) -> Any:
+            return struct.unpack(fmt, take(struct.calcsize(fmt)))[0]
+
+        def string() -> str:
+            return take(scalar("<Q")).decode("utf-8", errors="replace")
+
+        def value(kind: int) -> Any:
+            if kind == 8:
+                return string()
+            if kind == 9:
+                inner, n = scalar("<I"), scalar("<Q")
+                if inner in _GGUF_SCALARS:
+                    dt = np.dtype(_GGUF_SCALARS[inner])
+                    return np.frombuffer(take(n * dt.itemsize), dtype=dt)
+                return [value(inner) for _ in range(n)]
+            if kind not in _GGUF_SCALARS:
+                raise ValueError(f"unknown metadata value type {kind}")
+            return scalar(_GGUF_SCALARS[kind])
+
+        if take(4) != b"GGUF":
+            raise ValueError("no GGUF magic number")
+        version = scalar("<I")
+        if version not in (2, 3):
+            raise ValueError(f"unsupported GGUF version {version}")
+        n_tensors, n_kv = scalar("<Q"), scalar("<Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = string()
+            meta[key] = value(scalar("<I"))
+        table = []
+        for _ in range(n_tensors):
+            name = string()
+            dims = [scalar("<Q") for _ in range(scalar("<I"))]
+            table.append((name, tuple(reversed(dims)), scalar("<I"), scalar("<Q")))
+        align = int(meta.get("general.alignment", 32))
+        start = -(-f.tell() // align) * align
+    tensors = {}
+    for name, shape, qtype, offset in table:
+        if GGMLQuantizationType(qtype) not in GGML_QUANT_SIZES:  # a ValueError for an unknown type id
+            raise ValueError(f"tensor {name!r} has ggml type {qtype} of unknown size")
+        tensors[name] = GgufTensor(name, shape, qtype, start + offset)
+    return meta, tensors
+
+
+def _open_gguf(path: str) -> tuple[dict[str, Any], dict[str, GgufTensor]]:
     try:
-        return gguf.GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a usable GGUF"
+        return _read_gguf_header(path)
+    except (ValueError, KeyError, OSError, UnicodeDecodeError, MemoryError) as exc:
         raise ModelFileError(f"not a readable GGUF file: {exc}", path=path) from exc
 
 
-def _gguf_config(reader: Any, path: str) -> dict[str, Any]:
+def _gguf_config(fields: dict[str, Any], tensors: dict[str, GgufTensor], path: str) -> dict[str, Any]:
     """The GGUF's metadata as a Hugging Face ``config.json`` dict (``ModelArgs.from_hf_config`` reads it)."""
 
     def meta(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else default
+        return fields.get(key, default)
 
     arch = meta("general.architecture")
     if arch not in _GGUF_MODEL_TYPE:
         raise ModelFileError(f"unsupported architecture {arch!r}; supported: {', '.join(_GGUF_MODEL_TYPE)}", path=path)
-    tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ModelFileError("missing tensor 'token_embd.weight'", path=path)
     n_heads, n_layers = int(meta(f"{arch}.attention.head_count")), int(meta(f"{arch}.block_count"))
     config: dict[str, Any] = {
         "model_type": _GGUF_MODEL_TYPE[arch],
-        "vocab_size": int(tensors["token_embd.weight"].shape[-1]),
+        "vocab_size": int(tensors["token_embd.weight"].shape[0]),
         "hidden_size": int(meta(f"{arch}.embedding_length")),
         "num_hidden_layers": n_layers,
         "num_attention_heads": n_heads,
@@ -201,7 +269,7 @@ def _gguf_config(reader: Any, path: str) -> dict[str, Any]:
     elif scaling != "none":
         raise ModelFileError(f"RoPE scaling {scaling!r} is not supported (none, linear, llama3 rope_freqs)", path=path)
     if "rope_freqs.weight" in tensors:  # Llama 3.1/3.2: llama.cpp divides frequency i by factor i
-        factors = _dequantize(tensors["rope_freqs.weight"], 0, int(tensors["rope_freqs.weight"].shape[0]), path)
+        factors = _dequantize(tensors["rope_freqs.weight"], 0, tensors["rope_freqs.weight"].shape[0], path)
         config["rope_factors"] = [float(x) for x in factors.reshape(-1)]
     if arch == "gemma3":  # llama.cpp hard-codes these for Gemma 3 (llama-model.cpp)
         config["sliding_window"] = int(meta("gemma3.attention.sliding_window", 0)) or None
@@ -213,27 +281,33 @@ def _gguf_config(reader: Any, path: str) -> dict[str, Any]:
     return config
 
 
-def _dequantize(t: Any, first: int, end: int, path: str) -> np.ndarray:
-    """Rows [first, end) of GGUF tensor ``t`` as float32, read from the file (not the memory map,
-    whose pages would stay resident) and dequantised."""
+def _dequantize(t: GgufTensor, first: int, end: int, path: str) -> np.ndarray:
+    """Rows [first, end) of GGUF tensor ``t``, read from the file and dequantised to float32."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
     from gguf.quants import dequantize
 
-    row_shape = t.data.shape[1:]
-    per_row = prod(row_shape)
+    qtype = GGMLQuantizationType(t.qtype)
+    block, size = GGML_QUANT_SIZES[qtype]
+    inner = t.shape[1:] or (1,)  # the elements of one row, the last dimension in blocks
+    if inner[-1] % block:
+        raise ModelFileError(f"tensor {t.name!r}: rows of {inner[-1]} are not whole {block}-blocks", path=path)
+    blocked = (*inner[:-1], inner[-1] // block * size)
+    n = (end - first) * prod(blocked)
     with open(path, "rb") as f:
-        f.seek(int(t.data_offset) + first * per_row * t.data.dtype.itemsize)
-        raw = np.fromfile(f, dtype=t.data.dtype, count=(end - first) * per_row)
-    if raw.size != (end - first) * per_row:
+        f.seek(t.offset + first * prod(blocked))
+        raw = np.fromfile(f, dtype=np.uint8, count=n)
+    if raw.size != n:
         raise ModelFileError(f"tensor {t.name!r} is truncated", path=path)
-    return np.asarray(dequantize(raw.reshape(end - first, *row_shape), t.tensor_type), dtype=np.float32)
+    w = np.asarray(dequantize(raw.reshape(end - first, *blocked), qtype), dtype=np.float32)
+    return w.reshape(end - first, *t.shape[1:])
 
 
-def _gguf_tensors(reader: Any, config: dict[str, Any], path: str) -> Source:
+def _gguf_tensors(tensors: dict[str, GgufTensor], config: dict[str, Any], path: str) -> Source:
     """The GGUF's tensors under Hugging Face names, each read block by block on demand."""
     llama = config["model_type"] == "llama"
     gemma = config["model_type"] == "gemma3_text"
     head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-    for t in reader.tensors:
+    for t in tensors.values():
         name = _GGUF_NAMES.get(t.name)
         if name is None:
             m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", t.name)
@@ -244,7 +318,7 @@ def _gguf_tensors(reader: Any, config: dict[str, Any], path: str) -> Source:
         permuted = llama and (".q_proj." in name or ".k_proj." in name)
         shift = gemma and name.endswith("norm.weight")
 
-        def read(first: int, end: int, t: Any = t, permuted: bool = permuted, shift: bool = shift) -> torch.Tensor:
+        def read(first: int, end: int, t: GgufTensor = t, permuted: bool = permuted, shift: bool = shift) -> torch.Tensor:
             w = _dequantize(t, first, end, path)
             if permuted:  # blocks hold whole heads (``_fill`` aligns them)
                 w = _unpermute(w, (end - first) // head_dim)
@@ -252,11 +326,11 @@ def _gguf_tensors(reader: Any, config: dict[str, Any], path: str) -> Source:
                 w = w - 1.0
             return torch.from_numpy(np.ascontiguousarray(w))
 
-        yield name, tuple(int(n) for n in reversed(t.shape)), read
+        yield name, t.shape, read
 
 
-def _gguf_tokenizer(reader: Any, path: str) -> Tokenizer | None:
-    return Tokenizer.from_gguf(reader, path) if "tokenizer.ggml.model" in reader.fields else None
+def _gguf_tokenizer(fields: dict[str, Any], path: str) -> Tokenizer | None:
+    return Tokenizer.from_gguf(fields, path) if "tokenizer.ggml.model" in fields else None
 
 
 def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Tokenizer | None]:
@@ -266,10 +340,10 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     inspection. ``load_model`` streams instead.
     """
     path = str(path)
-    reader = _open_gguf(path)
-    config = _gguf_config(reader, path)
-    state = {name: read(0, shape[0]) for name, shape, read in _gguf_tensors(reader, config, path)}
-    tok = _gguf_tokenizer(reader, path)
+    fields, tensors = _open_gguf(path)
+    config = _gguf_config(fields, tensors, path)
+    state = {name: read(0, shape[0]) for name, shape, read in _gguf_tensors(tensors, config, path)}
+    tok = _gguf_tokenizer(fields, path)
     if tok is not None:
         config["bos_token_id"], config["eos_token_id"] = tok.bos_id, tok.eos_id
     return config, state, tok
@@ -340,10 +414,10 @@ def load_model(
         source = _safetensors_tensors(path)
         tok = Tokenizer.from_folder(path) if (path / "tokenizer.json").exists() else None
     else:
-        reader = _open_gguf(str(path))
-        config = _gguf_config(reader, str(path))
-        source = _gguf_tensors(reader, config, str(path))
-        tok = _gguf_tokenizer(reader, str(path))
+        fields, tensors = _open_gguf(str(path))
+        config = _gguf_config(fields, tensors, str(path))
+        tok = _gguf_tokenizer(fields, str(path))  # before the weights: its temporaries are gone by then
+        source = _gguf_tensors(tensors, config, str(path))
     try:
         args = ModelArgs.from_hf_config(config)
     except KeyError as exc:
