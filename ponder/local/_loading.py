@@ -145,6 +145,7 @@ _GGUF_BLOCK = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+_REQUIRED = ("embedding_length", "block_count", "attention.head_count", "feed_forward_length")
 _GGUF_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3": "gemma3_text"}
 
 
@@ -237,7 +238,10 @@ def _gguf_config(fields: dict[str, Any], tensors: dict[str, GgufTensor], path: s
     """The GGUF's metadata as a Hugging Face ``config.json`` dict (``ModelArgs.from_hf_config`` reads it)."""
 
     def meta(key: str, default: Any = None) -> Any:
-        return fields.get(key, default)
+        value = fields.get(key, default)
+        if value is None and default is None and key.endswith(_REQUIRED):
+            raise ModelFileError(f"missing metadata key {key!r}", path=path)
+        return value
 
     arch = meta("general.architecture")
     if arch not in _GGUF_MODEL_TYPE:
