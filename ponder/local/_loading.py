@@ -31,7 +31,7 @@ from ._tokenizer import Tokenizer
 __all__ = ["load_model", "read_gguf", "export_hf_folder", "default_model_path"]
 
 _SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "smollm", "smollm2", "gemma3", "gemma3_text")
-_BLOCK_ELEMENTS = 1 << 22  # rows per block: about 4M elements (16 MB as float32)
+_BLOCK_ELEMENTS = 1 << 20  # rows per block: about 1M elements (4 MB as float32)
 
 # One source tensor: (Hugging Face name, shape, read(first_row, end_row) -> those rows as a tensor).
 Reader = Callable[[int, int], torch.Tensor]

@@ -251,7 +251,10 @@ class Transformer(nn.Module):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.args = args
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        # On the meta device (loading builds there) the table is left uninitialised: normal_ on meta
+        # would import torch._dynamo, 150 MB and seconds, for values the loader overwrites anyway.
+        table = torch.empty(args.vocab_size, args.dim) if torch.empty(0).is_meta else None
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=table)
         sliding = args.sliding_layers or (False,) * args.n_layers
         self.layers = nn.ModuleList(Block(args, s) for s in sliding)
         self.norm = RMSNorm(args.dim, args.norm_eps, args.gemma)
