@@ -64,7 +64,7 @@ def _targets(a: ModelArgs) -> dict[str, tuple[str, int, int]]:
     if not a.tie_embeddings:
         t["lm_head.weight"] = ("output.weight", 0, a.vocab_size)
     for i in range(a.n_layers):
-        hf, our = f"layers.{i}.", f"layers.{i}."
+        p = f"layers.{i}."  # the same prefix on both sides
         norms = {"input_layernorm": "attention_norm"}
         if a.gemma:
             norms |= {"pre_feedforward_layernorm": "ffn_norm", "post_attention_layernorm": "post_attention_norm",
@@ -72,18 +72,18 @@ def _targets(a: ModelArgs) -> dict[str, tuple[str, int, int]]:
         else:
             norms["post_attention_layernorm"] = "ffn_norm"
         for src, dst in norms.items():
-            t[f"{hf}{src}.weight"] = (f"{our}{dst}.weight", 0, a.dim)
+            t[f"{p}{src}.weight"] = (f"{p}{dst}.weight", 0, a.dim)
         parts = ("weight", "bias") if a.qkv_bias else ("weight",)
         for part in parts:  # q, k, v stacked in one fused weight
             for x, off, rows in (("q", 0, H), ("k", H, Hkv), ("v", H + Hkv, Hkv)):
-                t[f"{hf}self_attn.{x}_proj.{part}"] = (f"{our}attention.wqkv.{part}", off, rows)
+                t[f"{p}self_attn.{x}_proj.{part}"] = (f"{p}attention.wqkv.{part}", off, rows)
         if a.qk_norm:
-            t[f"{hf}self_attn.q_norm.weight"] = (f"{our}attention.q_norm.weight", 0, D)
-            t[f"{hf}self_attn.k_norm.weight"] = (f"{our}attention.k_norm.weight", 0, D)
-        t[f"{hf}self_attn.o_proj.weight"] = (f"{our}attention.wo.weight", 0, a.dim)
-        t[f"{hf}mlp.gate_proj.weight"] = (f"{our}feed_forward.w13.weight", 0, inter)
-        t[f"{hf}mlp.up_proj.weight"] = (f"{our}feed_forward.w13.weight", inter, inter)
-        t[f"{hf}mlp.down_proj.weight"] = (f"{our}feed_forward.w2.weight", 0, a.dim)
+            t[f"{p}self_attn.q_norm.weight"] = (f"{p}attention.q_norm.weight", 0, D)
+            t[f"{p}self_attn.k_norm.weight"] = (f"{p}attention.k_norm.weight", 0, D)
+        t[f"{p}self_attn.o_proj.weight"] = (f"{p}attention.wo.weight", 0, a.dim)
+        t[f"{p}mlp.gate_proj.weight"] = (f"{p}feed_forward.w13.weight", 0, inter)
+        t[f"{p}mlp.up_proj.weight"] = (f"{p}feed_forward.w13.weight", inter, inter)
+        t[f"{p}mlp.down_proj.weight"] = (f"{p}feed_forward.w2.weight", 0, a.dim)
     return t
 
 
