@@ -99,3 +99,15 @@ def test_gemma_chat_prompt_uses_gemma_turns(gemma) -> None:
     ids = tok.encode_chat([{"role": "user", "content": "Hi"}])
     assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1
     assert tok.tk.token_to_id("<end_of_turn>") in tok.stop_ids
+
+
+def test_gemma_chat_tokens_match_llama_cpp(gemma, gemma_gguf: Path) -> None:
+    """The built-in chat template and the tokenizer give llama.cpp's tokens for the same prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    _, tok = gemma
+    llm = llama_cpp.Llama(model_path=str(gemma_gguf), vocab_only=True, verbose=False)
+    for messages in ([{"role": "user", "content": "What is the capital of France?"}],
+                     [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "2+2?"},
+                      {"role": "assistant", "content": "4"}, {"role": "user", "content": "Then 3+3?"}]):
+        text = tok.render_chat(messages)
+        assert tok.encode_chat(messages) == llm.tokenize(text.encode(), add_bos=False, special=True)
