@@ -2,7 +2,7 @@
 
 Each load runs in a fresh subprocess that imports its library, records its RSS, loads the model
 through the public API (``ponder.local.load_model``; ``llama_cpp.Llama``), and reports the
-kernel's high-water mark (``ru_maxrss``) and the RSS after loading. "Model" is the loaded weights
+kernel's high-water mark of its own memory map (``VmHWM``) and the RSS after loading. "Model" is the loaded weights
 (ponder: parameter bytes; llama.cpp: the GGUF it maps). Runs are interleaved model by model.
 
     python benchmarks/bench_local_load.py --repeats 2 --out benchmarks/results/local_load.md
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
-def rss():
+import json, sys, time
+def rss(key="VmRSS"):
     with open("/proc/self/status") as f:
-        return int(f.read().split("VmRSS:")[1].split()[0]) * 1024
+        return int(f.read().split(key + ":")[1].split()[0]) * 1024
 engine, path, dtype = sys.argv[1:4]
 if engine == "ponder":
     import torch
@@ -42,7 +42,7 @@ else:
     model = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=1, verbose=False)
     seconds = time.perf_counter() - t
     size = os.path.getsize(path)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = rss("VmHWM")  # this process's own high-water mark (ru_maxrss would include the parent's before exec)
 print(json.dumps({"before": before, "peak": peak, "after": rss(), "model": size, "s": seconds}))
 """
 

@@ -19,16 +19,16 @@ import pytest
 pytest.importorskip("torch")
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 import torch
 from ponder.local import load_model
-def rss():
+def rss(key="VmRSS"):
     with open("/proc/self/status") as f:
-        return int(f.read().split("VmRSS:")[1].split()[0]) * 1024
+        return int(f.read().split(key + ":")[1].split()[0]) * 1024
 before = rss()
 model, tok = load_model(sys.argv[1], dtype=getattr(torch, sys.argv[2]))
 weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = rss("VmHWM")  # this process's own high-water mark (ru_maxrss would include the parent's before exec)
 print(json.dumps({"before": before, "peak": peak, "weights": weights, "dtype": str(model.dtype)}))
 """
 
