@@ -25,6 +25,23 @@ _QWEN2_RE = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Gemma GGUFs often carry no chat template (llama.cpp falls back to a built-in one); this is the
+# template of Gemma 3's tokenizer_config.json for text messages.
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+_BUILTIN_TEMPLATES = {"gemma3": _GEMMA_TEMPLATE}
 _STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<end_of_turn>")
 
 
@@ -138,24 +155,21 @@ class Tokenizer:
         return cls(tk, bos_id=bos, eos_id=token_id("eos_token"), add_bos=add_bos, chat_template=template)
 
     @classmethod
-    def from_gguf(cls, reader: Any, path: str) -> Tokenizer:
-        fields = {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-
-        def get(key: str, default: Any = None) -> Any:
-            return fields[key].contents() if key in fields else default
-
-        kind = get("tokenizer.ggml.model")
+    def from_gguf(cls, meta: dict[str, Any], path: str) -> Tokenizer:
+        """From a GGUF's metadata (key -> value, as ``_loading`` reads it)."""
+        kind = meta.get("tokenizer.ggml.model")
+        template = meta.get("tokenizer.chat_template") or _BUILTIN_TEMPLATES.get(str(meta.get("general.architecture")))
         if kind != "gpt2":
-            return cls._from_gguf_via_transformers(reader, path, kind)
+            return cls._from_gguf_via_transformers(meta, path, kind, template)
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
-        tokens: list[str] = get("tokenizer.ggml.tokens")
-        types: list[int] = get("tokenizer.ggml.token_type", [1] * len(tokens))
-        merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
+        tokens: list[str] = meta["tokenizer.ggml.tokens"]
+        types = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
+        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
         vocab = {t: i for i, t in enumerate(tokens)}
         tk = HFTokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
-        pre = get("tokenizer.ggml.pre", "default")
+        pre = meta.get("tokenizer.ggml.pre", "default")
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         if pre in ("llama-bpe", "llama3", "llama-v3", "smaug-bpe", "dbrx"):
             tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_LLAMA3_RE), "isolated"), byte_level])
@@ -169,29 +183,42 @@ class Tokenizer:
             tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.decoder = decoders.ByteLevel()
         # Control (3) and user-defined (4) tokens must match as whole strings, not be BPE-split.
-        special = [AddedToken(t, special=(ty == 3), normalized=False) for t, ty in zip(tokens, types, strict=True) if ty in (3, 4)]
+        special = [AddedToken(t, special=(int(ty) == 3), normalized=False) for t, ty in zip(tokens, types, strict=True) if ty in (3, 4)]
         tk.add_tokens(special)
-        bos = get("tokenizer.ggml.bos_token_id")
-        eos = get("tokenizer.ggml.eos_token_id")
+        bos = meta.get("tokenizer.ggml.bos_token_id")
+        eos = meta.get("tokenizer.ggml.eos_token_id")
         return cls(
             tk,
             bos_id=int(bos) if bos is not None else None,
             eos_id=int(eos) if eos is not None else None,
-            add_bos=bool(get("tokenizer.ggml.add_bos_token", False)),
-            chat_template=get("tokenizer.chat_template"),
+            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+            chat_template=template,
         )
 
     @classmethod
-    def _from_gguf_via_transformers(cls, reader: Any, path: str, kind: Any) -> Tokenizer:
+    def _from_gguf_via_transformers(cls, meta: dict[str, Any], path: str, kind: Any, template: str | None) -> Tokenizer:
+        """SentencePiece-style vocabularies (Llama 2, Gemma): transformers' GGUF converter, fed the
+        metadata already read (so transformers never re-reads the file)."""
         try:
-            from transformers import AutoTokenizer
+            from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+                GGUF_TOKENIZER_MAPPING,
+                convert_gguf_tokenizer,
+            )
         except ImportError as exc:
             raise ModelFileError(
-                f"GGUF tokenizer type {kind!r} needs transformers (pip install transformers)", path=path
+                f"GGUF tokenizer type {kind!r} needs transformers >= 5 (pip install transformers)", path=path
             ) from exc
-        p = Path(path)
-        hf = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-        fields = reader.fields
-        add_bos = bool(fields["tokenizer.ggml.add_bos_token"].contents()) if "tokenizer.ggml.add_bos_token" in fields else True
-        template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
-        return cls(hf.backend_tokenizer, bos_id=hf.bos_token_id, eos_id=hf.eos_token_id, add_bos=add_bos, chat_template=template)
+        renames = GGUF_TOKENIZER_MAPPING["tokenizer"]
+        spec = {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+        for key in ("scores", "token_type"):
+            if key in spec:
+                spec[key] = spec[key].tolist()
+        tk, _ = convert_gguf_tokenizer(str(meta.get("general.architecture")), spec)
+        bos, eos = meta.get("tokenizer.ggml.bos_token_id"), meta.get("tokenizer.ggml.eos_token_id")
+        return cls(
+            tk,
+            bos_id=int(bos) if bos is not None else None,
+            eos_id=int(eos) if eos is not None else None,
+            add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+            chat_template=template,
+        )

@@ -1,0 +1,39 @@
+"""SmolLM2-135M-Instruct's GGUF (Llama layout, Q4_1) against transformers reading the same GGUF itself.
+
+test_local_smollm.py compares with transformers on ponder's own dequantised export; here the
+reference dequantises and un-permutes with transformers' GGUF reader, independently of ponder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ponder.local._engine import Engine  # noqa: E402
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
+N = 16
+
+
+def test_smollm_greedy_tokens_match_transformers_reading_the_gguf(smollm, smollm_gguf: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    config = transformers.AutoConfig.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)
+    hf = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = load_gguf_checkpoint(str(smollm_gguf), return_tensors=True, model_to_load=hf)["tensors"]
+    hf.load_state_dict(state, strict=False)
+    hf.tie_weights()
+    hf.eval()
+    model, tok = smollm
+    for text in PROMPTS:
+        ids = tok.encode(text)
+        with torch.no_grad():
+            want = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=N, min_new_tokens=N, do_sample=False,
+                               eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        got, _, _ = Engine(model, tok).generate_ids(ids, N, stop_ids=())
+        assert got == want, (tok.decode(got), tok.decode(want))
