@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
 
 from .._types import Answer
 
@@ -26,6 +29,33 @@ def _num(x: float) -> str:
     if math.isinf(x):
         return "+Inf"
     return repr(float(x)) if not float(x).is_integer() else str(int(x))
+
+
+class GaugeSource(Protocol):
+    """Something in the process that reports its own gauges (e.g. the local provider's queue)."""
+
+    def gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
+        """(metric name, help text, labels, value) rows."""
+        ...
+
+
+_gauge_sources: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
+
+
+def register_gauges(source: GaugeSource) -> None:
+    """Add ``source``'s gauges to every scrape while it lives (held weakly)."""
+    _gauge_sources.add(source)
+
+
+def _source_gauges() -> list[str]:
+    rows: dict[str, tuple[str, list[str]]] = {}
+    for source in list(_gauge_sources):
+        for name, help_, labels, value in source.gauges():
+            rows.setdefault(name, (help_, []))[1].append(f"{name}{_labels(**labels)} {_num(value)}")
+    out: list[str] = []
+    for name, (help_, lines) in sorted(rows.items()):
+        out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", *lines]
+    return out
 
 
 class Metrics:
@@ -99,4 +129,5 @@ class Metrics:
                     for le, n in zip(BUCKETS, self.bucket_counts, strict=True)]
             out += [f"ponder_request_duration_seconds_sum {_num(self.latency_sum)}",
                     f"ponder_request_duration_seconds_count {self.latency_count}"]
+            out += _source_gauges()
             return "\n".join(out) + "\n"
