@@ -348,6 +348,9 @@ class LocalProvider:
         return completion  # type: ignore[return-value]
 
     def close(self) -> None:
+        from ..server._metrics import unregister_gauges
+
+        unregister_gauges(self)
         with self._lock:
             self._engines.clear()
 

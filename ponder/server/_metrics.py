@@ -43,18 +43,28 @@ _gauge_sources: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
 
 
 def register_gauges(source: GaugeSource) -> None:
-    """Add ``source``'s gauges to every scrape while it lives (held weakly)."""
+    """Add ``source``'s gauges to every scrape while it lives (held weakly) or until unregistered."""
     _gauge_sources.add(source)
 
 
+def unregister_gauges(source: GaugeSource) -> None:
+    _gauge_sources.discard(source)
+
+
 def _source_gauges() -> list[str]:
-    rows: dict[str, tuple[str, list[str]]] = {}
+    """Registered gauges; rows with the same name and labels (two sources) are summed."""
+    helps: dict[str, str] = {}
+    values: dict[str, dict[str, float]] = {}
     for source in list(_gauge_sources):
         for name, help_, labels, value in source.gauges():
-            rows.setdefault(name, (help_, []))[1].append(f"{name}{_labels(**labels)} {_num(value)}")
+            helps.setdefault(name, help_)
+            series = values.setdefault(name, {})
+            key = _labels(**labels)
+            series[key] = series.get(key, 0.0) + value
     out: list[str] = []
-    for name, (help_, lines) in sorted(rows.items()):
-        out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", *lines]
+    for name in sorted(values):
+        out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge"]
+        out += [f"{name}{key} {_num(v)}" for key, v in sorted(values[name].items())]
     return out
 
 
