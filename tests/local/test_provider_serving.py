@@ -126,3 +126,16 @@ def test_four_slots_decode_in_turn_so_each_starts_before_any_finishes(provider) 
         t.join(timeout=120)
     assert len(times) == 4
     assert max(t["first"] for t in times.values()) < min(t["done"] for t in times.values())
+
+
+def test_the_config_sets_timeout_and_concurrency_and_leaves_local_defaults_otherwise(smollm_gguf) -> None:
+    from ponder import Client, Config
+
+    config = Config.model_validate({"providers": {
+        "set": {"type": "local", "path": str(smollm_gguf), "timeout_s": 7.5, "max_concurrency": 2},
+        "unset": {"type": "local", "path": str(smollm_gguf)},
+    }})
+    with Client(config, cache=False) as client:
+        configured, default = client.provider("set"), client.provider("unset")
+        assert (configured.timeout_s, configured.max_concurrency) == (7.5, 2)
+        assert (default.timeout_s, default.max_concurrency) == (None, 4)
