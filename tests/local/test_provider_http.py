@@ -91,7 +91,7 @@ async def test_metrics_show_requests_waiting_behind_a_single_slot(live) -> None:
     watcher.cancel()
     waiting = [g['ponder_local_requests_waiting{provider="solo"}'] for g in seen]
     running = [g['ponder_local_requests_running{provider="solo"}'] for g in seen]
-    assert max(waiting) >= 1 and max(running) == 1, str(list(zip(waiting, running)))  # one decodes, the others queue
+    assert max(waiting) >= 1 and max(running) == 1, str(list(zip(waiting, running, strict=True)))  # one decodes, the others queue
     firsts, ends = sorted(r[0] for r in results), sorted(r[1] for r in results)
     assert firsts[1] > ends[0] and firsts[2] > ends[1]  # batch 1: each starts when one ends
     await sdk.close()
