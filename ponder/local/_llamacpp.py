@@ -93,6 +93,8 @@ class LlamaCppModel:
         p = llama_cpp.llama_context_default_params()
         p.n_ctx, p.n_batch, p.n_ubatch = n_ctx, N_BATCH, N_BATCH
         p.n_threads = p.n_threads_batch = self.n_threads
+        # As llama-cpp-python's Llama (and its server) runs it, so the answers are the same ones.
+        p.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = _internals.LlamaContext(model=self._model, params=p, verbose=False)
         batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
         self._ctx = _Context(ctx, batch, n_ctx)

@@ -17,6 +17,7 @@ request from submission (queueing included): past it, generation stops and the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -53,10 +54,11 @@ class _Job:
     def finish(self, item: Item) -> None:
         """Stop generating (once) and hand the caller its last item."""
         if self.items is not None:
-            close = getattr(self.items, "close", None)
+            items, self.items = self.items, iter(())
+            close = getattr(items, "close", None)
             if close is not None:
-                close()  # stops generation and returns the stream's KV cache
-            self.items = iter(())
+                with contextlib.suppress(Exception):  # the caller hears ``item``, not a cleanup error
+                    close()  # stops generation and returns the stream's KV cache
         if not self.cancelled:
             try:
                 self.deliver(item)
@@ -233,8 +235,7 @@ class LocalProvider:
         return ProviderTimeout(f"no complete answer within timeout_s={self.timeout_s:g}", provider=self.name, model=job.what)
 
     def gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
-        with self._lock:
-            schedulers = list(self._schedulers.values())
+        schedulers = list(self._schedulers.values())  # no lock: a model may be loading under it
         waiting = sum(s.depth[0] for s in schedulers)
         running = sum(s.depth[1] for s in schedulers)
         yield ("ponder_local_requests_waiting", "Requests queued for a local model (first come, first served).",
