@@ -6,8 +6,8 @@ the same prompts interleaved prompt by prompt (the order rotating), so load on a
 hits all of them alike. ponder is timed through its public engine API (``Engine.load`` +
 ``generate_ids``; decode time from ``GenerationStats``):
 
-- ``llama.cpp (llama-cpp-python)``: the reference: the same GGUF, llama.cpp's own context, a
-  decode loop of ``Llama.eval`` + argmax (what llama.cpp does per token, no ponder code);
+- ``llama.cpp (llama-cpp-python)``: the reference: the same GGUF, llama.cpp's own context (flash
+  attention on, as ponder's runtime), a decode loop of ``Llama.eval`` + argmax (no ponder code);
 - ``ponder llama.cpp``: ponder's engine on the llama.cpp runtime (the CPU default), target-only
   and with prompt lookup (``ngram``, k=4 adaptive);
 - ``ponder torch float32``: the GGUF dequantised to float32, target-only and with prompt lookup;
@@ -97,7 +97,8 @@ def main() -> None:
         return p
 
     C.llama_model_default_params = no_extra_bufts
-    llm = llama_cpp.Llama(str(gguf), n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    llm = llama_cpp.Llama(str(gguf), n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads, flash_attn=True,
+                           verbose=False)  # flash attention as ponder's llama.cpp runtime runs it
 
     cpp = Engine.load(gguf, runtime="llama.cpp", threads=args.threads, k=4)
     fp32 = Engine.load(gguf, runtime="torch", k=4)

@@ -28,7 +28,7 @@ from .kernels import get_ops
 __all__ = ["LlamaCppModel", "llama_cpp_available"]
 
 N_CTX_MIN = 512  # contexts are allocated at least this long, so most streams can reuse one
-N_BATCH = 64  # prompt tokens per llama_decode call (bounds the logits buffer: N_BATCH x vocab)
+N_BATCH = 512  # prompt tokens per llama_decode call, as llama.cpp's default (the split changes rounding)
 
 
 def llama_cpp_available() -> bool:
@@ -93,8 +93,12 @@ class LlamaCppModel:
         p = llama_cpp.llama_context_default_params()
         p.n_ctx, p.n_batch, p.n_ubatch = n_ctx, N_BATCH, N_BATCH
         p.n_threads = p.n_threads_batch = self.n_threads
-        # As llama-cpp-python's Llama (and its server) runs it, so the answers are the same ones.
-        p.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # Flash attention on: each query row is then computed alone, so verifying k+1 drafted
+        # tokens in one pass gives the logits that k+1 single-token passes give, and drafting
+        # stays lossless. Without it llama.cpp's batched attention rounds differently and greedy
+        # drafts changed 3 of 5 answers (benchmarks/RESULTS.md). (llama-cpp-python's ``Llama``
+        # defaults to it off; ``Llama(flash_attn=True)`` decodes the same tokens as this runtime.)
+        p.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = _internals.LlamaContext(model=self._model, params=p, verbose=False)
         batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
         self._ctx = _Context(ctx, batch, n_ctx)

@@ -73,7 +73,7 @@ def test_ponder_on_llama_cpp_decodes_what_llama_cpp_decodes(cpp, smollm_gguf) ->
 
     C.llama_model_default_params = params
     try:
-        llm = llama_cpp.Llama(str(smollm_gguf), n_ctx=512, n_threads=1, verbose=False)
+        llm = llama_cpp.Llama(str(smollm_gguf), n_ctx=512, n_threads=1, flash_attn=True, verbose=False)
     finally:
         C.llama_model_default_params = default
     ids = cpp.tokenizer.encode_chat([{"role": "user", "content": PROMPTS[1]}])
