@@ -31,7 +31,7 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     prefill_s: float = 0.0
-    decode_s: float = 0.0
+    decode_s: float = 0.0  # time in decode steps, not time a stream waited between them
     k_history: list[int] = field(default_factory=list)
 
     @property
@@ -50,7 +50,7 @@ class GenerationStats:
 
     @property
     def tokens_per_s(self) -> float:
-        """Generated tokens per second of wall time, prefill included."""
+        """Generated tokens per second of engine time (prefill + decode steps)."""
         total = self.prefill_s + self.decode_s
         return self.new_tokens / total if total > 0 else 0.0
 
