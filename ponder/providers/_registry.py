@@ -47,8 +47,11 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
             raise UnknownProvider(
                 f"the local provider needs the 'local' extra (pip install 'ponder[local]'): {exc}"
             ) from None
+        # timeout_s and max_concurrency when set: unset, local generation has no time limit and
+        # decodes 4 requests in turn (the remote APIs' defaults do not fit a local model).
+        limits = {k: getattr(settings, k) for k in ("timeout_s", "max_concurrency") if k in settings.model_fields_set}
         return LocalProvider(settings.path, draft=settings.draft, name=name, prices=prices,
-                             **settings.options)
+                             **limits, **settings.options)
     raise UnknownProvider(
         f"unknown provider {name!r}; use one of {', '.join(BUILTIN)} or define [providers.{name}] "
         "with a type in the config"

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .._types import Answer
 
@@ -43,6 +45,42 @@ class Served:
     route: str = "unknown"
     status: int = 499
     started: float = field(default_factory=time.perf_counter)
+
+class GaugeSource(Protocol):
+    """Something in the process that reports its own gauges (e.g. the local provider's queue)."""
+
+    def gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
+        """(metric name, help text, labels, value) rows."""
+        ...
+
+
+_gauge_sources: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
+
+
+def register_gauges(source: GaugeSource) -> None:
+    """Add ``source``'s gauges to every scrape while it lives (held weakly) or until unregistered."""
+    _gauge_sources.add(source)
+
+
+def unregister_gauges(source: GaugeSource) -> None:
+    _gauge_sources.discard(source)
+
+
+def _source_gauges() -> list[str]:
+    """Registered gauges; rows with the same name and labels (two sources) are summed."""
+    helps: dict[str, str] = {}
+    values: dict[str, dict[str, float]] = {}
+    for source in list(_gauge_sources):
+        for name, help_, labels, value in source.gauges():
+            helps.setdefault(name, help_)
+            series = values.setdefault(name, {})
+            key = _labels(**labels)
+            series[key] = series.get(key, 0.0) + value
+    out: list[str] = []
+    for name in sorted(values):
+        out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge"]
+        out += [f"{name}{key} {_num(v)}" for key, v in sorted(values[name].items())]
+    return out
 
 
 class Metrics:
@@ -130,4 +168,5 @@ class Metrics:
                     for le, n in zip(BUCKETS, self.bucket_counts, strict=True)]
             out += [f"ponder_request_duration_seconds_sum {_num(self.latency_sum)}",
                     f"ponder_request_duration_seconds_count {self.latency_count}"]
+            out += _source_gauges()
             return "\n".join(out) + "\n"

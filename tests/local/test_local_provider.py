@@ -15,8 +15,12 @@ from ponder.local._provider import LocalProvider  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client(smollm_gguf):
+    # The torch runtime: its float32 arithmetic on the dequantised weights answers as transformers
+    # does. llama.cpp (the CPU default) quantises activations to 8 bits and answers some of these
+    # prompts differently; tests/local/test_cpu_path.py covers it.
     config = Config.model_validate(
-        {"providers": {"local": {"type": "local", "path": str(smollm_gguf), "draft": "ngram", "options": {"k": 3}}}}
+        {"providers": {"local": {"type": "local", "path": str(smollm_gguf), "draft": "ngram",
+                                "options": {"k": 3, "runtime": "torch"}}}}
     )
     with Client(config, cache=False) as c:
         yield c
