@@ -80,9 +80,14 @@ class LlamaCppModel:
         self._ctx: _Context | None = None
 
     def tokenizer(self) -> Tokenizer:
-        import gguf
+        # the same header reader as the torch loader's
+        from ._loading import _gguf_tokenizer, _open_gguf
 
-        return Tokenizer.from_gguf(gguf.GGUFReader(self.path), self.path)
+        fields, _ = _open_gguf(self.path)
+        tok = _gguf_tokenizer(fields, self.path)
+        if tok is None:
+            raise ModelFileError("the GGUF carries no tokenizer", path=self.path)
+        return tok
 
     # --- KV caches: one llama.cpp context per stream ----------------------------------------
     def new_cache(self, max_seq: int) -> _Context:
