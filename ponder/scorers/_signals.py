@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .._features import agreement
 
@@ -113,7 +114,7 @@ def table_signals(table: OutcomeTable) -> np.ndarray:
     return flat.reshape(nq, nm, len(SIGNAL_NAMES))
 
 
-def signal_columns(table: OutcomeTable, q: Sequence[int], m: Sequence[int]) -> dict[str, list[Any]]:
+def signal_columns(table: OutcomeTable, q: ArrayLike, m: ArrayLike) -> dict[str, list[Any]]:
     """The raw signal columns (``samples``, ``logprob_mean``, ``logprob_min``) of the table's
     answers at ``(q[i], m[i])``, to add to a scorer frame; none when the table records none."""
     if not records_signals(table):

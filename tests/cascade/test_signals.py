@@ -75,6 +75,20 @@ def test_outcome_table_carries_the_collect_columns():
         OutcomeTable.read(df.assign(logprob_min=[-1.0, None, "high"]))
 
 
+def test_a_resumed_n_job_is_seeded():
+    """A job for samples 1..k (resuming a row that has sample 0) carries seed = 1: a server that
+    ignores n answers it once, and an unseeded draw could repeat sample 0 (llama.cpp's server
+    derives unseeded draws from a chain that restarts with the server)."""
+    from ponder._collect import CollectPrompt, Job, job_request
+
+    p = CollectPrompt(id="a", request=ChatRequest.of("hi"), query="hi")
+    kw = {"temperature": 0.7, "max_tokens": None, "logprobs": True}
+    assert job_request(Job(p, MINI, (1, 2)), **kw).seed == 1
+    assert job_request(Job(p, MINI, (1, 2)), **kw).n == 2
+    assert job_request(Job(p, MINI, (0, 1, 2)), **kw).seed is None
+    assert job_request(Job(p, MINI, (2,)), **kw).seed == 2
+
+
 # ---- a table whose answers' quality shows only in their signals ----------------------------
 def _signal_table(n: int = 240, seed: int = 0) -> OutcomeTable:
     """Two models; whether an answer is right is seen in its samples' agreement and logprobs,
