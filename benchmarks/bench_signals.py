@@ -104,7 +104,9 @@ def single_answer_cost(df, prices: dict[str, tuple[float, float]]):
     (``logprob_tokens``). llama.cpp answers one sample per call, so this is exact there."""
     import numpy as np
 
-    n = df["samples"].map(len).clip(lower=1)
+    from ponder.scorers._signals import parse_samples
+
+    n = df["samples"].map(lambda v: len(parse_samples(v))).clip(lower=1)
     p_in = df["model"].map(lambda m: prices[m][0]) / 1e6
     p_out = df["model"].map(lambda m: prices[m][1]) / 1e6
     out = (df["input_tokens"] / n) * p_in + df["logprob_tokens"] * p_out
@@ -137,7 +139,7 @@ def measure(a: argparse.Namespace) -> None:
     from bench_collect_loop import PRICES
 
     from ponder._exceptions import PonderError
-    from ponder.cascade import Cascade, CascadeOptimizer, Rung, fit_scorer
+    from ponder.cascade import Cascade, CascadeOptimizer, Rung, crossfit_scores, fit_scorer
     from ponder.evaluation import OutcomeTable
     from ponder.scorers import table_signals
 
@@ -146,12 +148,15 @@ def measure(a: argparse.Namespace) -> None:
     df = raw.df
     small, big = a.small, a.big
     # queries where the scored model has every sample and the last model answered
-    ok_small = df[(df.model == small) & (df.samples.map(len) >= a.samples)].query_id
+    from ponder.scorers._signals import parse_samples
+
+    n_samples = df.samples.map(lambda v: len(parse_samples(v)))
+    ok_small = df[(df.model == small) & (n_samples >= a.samples)].query_id
     ok_big = df[df.model == big].query_id
     keep = sorted(set(ok_small) & set(ok_big))
     table = raw.select_models([small, big]).subset(keep)
     single = single_answer_cost(table.df, PRICES)
-    lone = table.df.samples.map(len) == 1
+    lone = table.df.samples.map(lambda v: len(parse_samples(v))) == 1
     assert np.allclose(single[lone], table.df.cost_usd[lone])  # the formula is exact for one sample
     m_s = table.models.index(small)
     y_all = table.scores[:, m_s]
@@ -163,6 +168,20 @@ def measure(a: argparse.Namespace) -> None:
           + ", ".join(f"{n}={_auc(y_all[np.isfinite(S[:, j])], S[np.isfinite(S[:, j]), j]):.3f}"
                       for j, n in enumerate(("sc_agree", "sc_pairwise", "logprob_mean", "logprob_min"))))
     tables = {v: variant_table(table, v, single) for v in VARIANTS}
+    # cross-fitted: every query scored by a scorer fitted on the other folds (no test labels used)
+    print(f"cross-fitted AUC of the scorer on {small}'s answers, {a.folds} folds by query, "
+          f"{a.seeds} fold seeds:")
+    for v, t in tables.items():
+        aucs = []
+        for seed in range(a.seeds):
+            try:
+                s1, _ = crossfit_scores(t, {"signals": v != "none"}, folds=a.folds, seed=seed)
+            except PonderError:
+                continue
+            aucs.append(_auc(t.scores[:, t.models.index(small)], s1[:, t.models.index(small)]))
+        aucs_ = np.array([x for x in aucs if np.isfinite(x)])
+        print(f"  {v:9s} {aucs_.mean():.3f} ± {aucs_.std():.3f} (n={len(aucs_)})" if len(aucs_)
+              else f"  {v:9s} n/a")
     rows: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for seed in range(a.seeds):
         for v, t in tables.items():
@@ -229,6 +248,7 @@ def main() -> None:
     m.add_argument("--big", default="gemma:gemma3", help="the last rung's model")
     m.add_argument("--samples", type=int, default=3)
     m.add_argument("--seeds", type=int, default=10)
+    m.add_argument("--folds", type=int, default=4)
     a = ap.parse_args()
     if a.cmd == "collect":
         collect(a)

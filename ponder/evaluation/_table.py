@@ -104,7 +104,7 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
         if col in df.columns:
             bad(df[col].to_numpy(dtype=float) > 1e-6, col, "is a log-probability, so must be <= 0")
     if "samples" in df.columns:
-        df["samples"] = _samples_column(df["samples"], source)
+        _check_samples(df["samples"], source)
     if "split" in df.columns:
         df["split"] = df["split"].astype(str).str.strip().str.lower()
         bad(~df["split"].isin(["train", "test"]), "split", "must be 'train' or 'test'")
@@ -117,17 +117,16 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
     return df
 
 
-def _samples_column(col: pd.Series, source: str) -> pd.Series:
-    """``samples`` cells (JSON lists as ``ponder collect`` writes them, or lists) as tuples."""
+def _check_samples(col: pd.Series, source: str) -> None:
+    """Every ``samples`` cell must be a JSON list (as ``ponder collect`` writes it), a list or
+    empty; the cells stay as they are (the table is written back as it was read)."""
     from ..scorers._signals import parse_samples
 
-    out = []
     for i, v in enumerate(col.tolist()):
         try:
-            out.append(parse_samples(v))
+            parse_samples(v)
         except ValueError as exc:
             raise DataError(str(exc), file=source, row=i + 1, column="samples") from None
-    return pd.Series(out, index=col.index, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -206,8 +205,10 @@ class OutcomeTable:
         out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
         out.fill(())
         if "samples" in self.df.columns:
+            from ..scorers._signals import parse_samples
+
             for i, j, v in zip(q, m, self.df["samples"].tolist(), strict=True):
-                out[i, j] = v
+                out[i, j] = parse_samples(v)
         return out
 
     @cached_property
