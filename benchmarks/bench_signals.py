@@ -1,17 +1,22 @@
 """What self-consistency and logprobs add to the scorer and the cascade, on a table you collected.
 
-    python benchmarks/bench_signals.py collect --workdir DIR [--prompts 50 --samples 3 --max-tokens 48]
-    python benchmarks/bench_signals.py measure TABLE [--seeds 5]
+    python benchmarks/bench_signals.py collect --workdir DIR [--prompts 50 --samples 3
+        --max-tokens 16 --minutes M]
+    python benchmarks/bench_signals.py measure DIR/graded.parquet [--seeds 10 --folds 4]
 
 ``collect`` runs the real loop on two local models behind llama.cpp (SmolLM2-135M-Instruct and
-Gemma-3-270M, as in bench_collect_loop.py): ``ponder collect --samples K --logprobs`` then
-``ponder grade`` (reference graders), leaving ``DIR/graded.parquet``.
+Gemma-3-270M, servers and prices as in bench_collect_loop.py): one ``ponder collect --logprobs``
+per model side by side (``--samples 3`` for SmolLM2, the scored first rung; 1 for Gemma, the last
+rung, which is not scored), then ``ponder grade`` (reference graders), leaving
+``DIR/graded.parquet``. ``--minutes`` interrupts the collects (they keep every answer and resume
+on the next run).
 
-``measure`` splits the graded table into train/test by query (seeded), and for each seed compares
-the scorer and the cascade trained *with* the signals (agreement among the samples, logprob
-statistics) against the same ones trained *without* them (the table's ``samples`` and logprob
-columns dropped). Everything is chosen on train (cross-fitted scores for the cascade's chain and
-thresholds; the operating point for a target quality on train) and reported on test.
+``measure`` compares the scorer and the cascade trained *with* the signals (agreement among the
+samples, logprob statistics) against the same ones *without* them (the ``samples`` and logprob
+columns dropped, and the first rung charged one answer instead of three). AUC is cross-fitted
+over all queries and, with the cascade, measured on seeded 50/50 splits by query: the chain and
+thresholds are chosen on train (cross-fitted scores, the best single model's train quality as
+the target) and replayed on test.
 """
 
 from __future__ import annotations
