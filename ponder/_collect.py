@@ -251,9 +251,9 @@ def plan_jobs(prompts: Sequence[CollectPrompt], models: Sequence[str], done: set
 
 def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
                 logprobs: bool) -> ChatRequest:
-    """The request for a job. Single samples after the first carry ``seed = index`` (unless the
-    prompt sets one): their cache keys differ, and providers that honour seeds answer differently
-    and reproducibly."""
+    """The request for a job. Jobs whose first sample is not the first carry ``seed = index``
+    (unless the prompt sets one): their cache keys differ, and providers that honour seeds answer
+    differently and reproducibly."""
     update: dict[str, Any] = {}
     if temperature is not None:
         update["temperature"] = temperature
@@ -263,7 +263,9 @@ def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
         update["logprobs"] = True
     if len(job.samples) > 1:
         update["n"] = len(job.samples)
-    elif job.samples[0] > 0 and job.prompt.request.seed is None:
+    if job.samples[0] > 0 and job.prompt.request.seed is None:
+        # also for a resumed n-job (samples 1..k): a server that ignores n answers it once, and
+        # that answer must not be an unseeded draw that repeats sample 0
         update["seed"] = job.samples[0]
     return ChatRequest.model_validate({**job.prompt.request.model_dump(), **update})
 

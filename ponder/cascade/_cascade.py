@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Completion
 from ..strategies import FallThrough, StreamEvent, answered, failed_attempt
+from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -43,6 +45,8 @@ class Rung:
 
     ``model`` is the name the scorer knows (the outcome table's model name); ``spec`` is the
     live ``provider:model`` to call. The last rung's threshold is ignored: it always answers.
+    ``samples`` > 1 and ``logprobs`` ask the model for that many answers and for token
+    log-probabilities, the scorer's verification signals (see :mod:`ponder.cascade._signals`).
     """
 
     model: str
@@ -51,6 +55,8 @@ class Rung:
     spec: str | None = None
     expected_cost_usd: float | None = None  # mean cost per call on train (for the budget cap)
     scorer_path: str | None = None
+    samples: int = 1
+    logprobs: bool = False
 
     @property
     def live(self) -> str:
@@ -136,12 +142,16 @@ class Cascade:
         return f"Cascade({chain})"
 
     # ---- live ---------------------------------------------------------------------------------
-    def _score(self, i: int, query: str, text: str, tried: list[_Tried]) -> float | None:
+    def _score(self, i: int, query: str, result: Completion, tried: list[_Tried]) -> float | None:
         rung = self.rungs[i]
         if i == len(self.rungs) - 1 or rung.scorer is None:
             return None
         earlier = [(self.rungs[t.rung].model, t.text or "") for t in tried if t.error is None]
-        return rung.scorer.score_one(query, text, rung.model, earlier)
+        lp = result.logprobs
+        return rung.scorer.score_one(query, result.text, rung.model, earlier,
+                                     samples=result.samples or (result.text,),
+                                     logprob_mean=lp.mean if lp else None,
+                                     logprob_min=lp.min if lp else None)
 
     def _record(self, i: int, query: str, tried: list[_Tried], trace: list[Attempt],
                 completions: list[Completion | None], result: Completion | Exception,
@@ -153,7 +163,7 @@ class Cascade:
             trace.append(failed)
             completions.append(None)
             return
-        score = self._score(i, query, result.text, tried)
+        score = self._score(i, query, result, tried)
         tried.append(_Tried(i, result.text, score, result.cost_usd))
         trace.append(Attempt(model=rung.live, response=result.text, score=score,
                              cost_usd=result.cost_usd, latency_s=result.latency_s,
@@ -179,7 +189,8 @@ class Cascade:
         tries = FallThrough()  # a failed call falls through, as everywhere: decide() picks the next rung
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            result = tries.call(client, req, self.rungs[step.call].live)
+            rung = self.rungs[step.call]
+            result = tries.attempt(rung.live, partial(complete_rung, client, req, rung))
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
         return self._finish(step, trace, completions, tries.errors)
 
@@ -192,7 +203,8 @@ class Cascade:
         tries = FallThrough()
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
             started = time.perf_counter()
-            result = await tries.acall(client, req, self.rungs[step.call].live)
+            rung = self.rungs[step.call]
+            result = await tries.aattempt(rung.live, partial(acomplete_rung, client, req, rung))
             self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
         return self._finish(step, trace, completions, tries.errors)
 
@@ -203,8 +215,9 @@ class Cascade:
 
     # ---- offline ------------------------------------------------------------------------------
     def rung_scores(self, table: OutcomeTable) -> np.ndarray:
-        """(Q, L) scores of each rung on each query, with all earlier rungs' answers in view."""
-        from ..scorers import scorer_frame
+        """(Q, L) scores of each rung on each query, with all earlier rungs' answers (and the
+        verification signals the table recorded) in view."""
+        from ..scorers import scorer_frame, signal_columns
 
         idx = [table.models.index(r.model) for r in self.rungs]
         nq = len(table.query_ids)
@@ -216,6 +229,7 @@ class Cascade:
                         if table.present[q, idx[j]]] for q in range(nq)]
             X = scorer_frame(table.queries, [str(r) for r in resp[:, idx[k]]],
                              [rung.model] * nq, earlier)
+            X = X.assign(**signal_columns(table, range(nq), [idx[k]] * nq))
             out[:, k] = rung.scorer.predict_proba(X)[:, 1]
         return out
 
@@ -268,6 +282,10 @@ class Cascade:
                 d["scorer"] = path
             if r.expected_cost_usd is not None:
                 d["expected_cost_usd"] = float(r.expected_cost_usd)
+            if r.samples > 1:
+                d["samples"] = int(r.samples)
+            if r.logprobs:
+                d["logprobs"] = True
             rungs.append(d)
         mm = dict(model_map or {})
         for r in self.rungs:
@@ -295,7 +313,7 @@ class Cascade:
                         target = p.parent / f"{p.stem}.scorer{len(saved)}"
                     r.scorer.save(target)
                     saved[key] = str(target)
-                r = Rung(r.model, r.threshold, r.scorer, r.spec, r.expected_cost_usd, saved[key])
+                r = replace(r, scorer_path=saved[key])
             rungs.append(r)
         self.rungs = rungs
         doc = self.to_json(base=p.parent, model_map=model_map)
@@ -348,11 +366,18 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
         except (TypeError, ValueError):
             raise ConfigError("threshold must be a number", file=str(p),
                               key=f"rungs[{i}].threshold") from None
+        samples, logprobs = r.get("samples", 1), r.get("logprobs", False)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError("samples must be a whole number >= 1", file=str(p),
+                              key=f"rungs[{i}].samples")
+        if not isinstance(logprobs, bool):
+            raise ConfigError("logprobs must be true or false", file=str(p),
+                              key=f"rungs[{i}].logprobs")
         rungs.append(Rung(
             model=str(r["model"]), threshold=threshold, scorer=scorer,
             spec=live_spec(str(r["model"]), model_map),
             expected_cost_usd=r.get("expected_cost_usd"),
-            scorer_path=str(spath) if spath else None,
+            scorer_path=str(spath) if spath else None, samples=samples, logprobs=logprobs,
         ))
     info = {k: v for k, v in data.items()
             if k not in ("format", "version", "kind", "name", "rungs", "budget_usd", "model_map")}

@@ -9,7 +9,7 @@ thresholds with Learn-then-Test (:mod:`ponder._risk`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,8 +18,10 @@ import pandas as pd
 from .._exceptions import ConfigError, DataError
 from .._features import agreement_matrix
 from .._risk import ltt_select
+from ..scorers import table_signals
 from ._cascade import Cascade, Rung, live_spec
 from ._optimize import ChainChoice, Frontier, optimize_chains
+from ._signals import rung_signal_settings
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -37,12 +39,14 @@ __all__ = [
 def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int = 0
                    ) -> tuple[pd.DataFrame, np.ndarray]:
     """Scorer training rows: each (query, model) alone, plus ``earlier_samples`` copies that see
-    one other model's answer as an earlier rung (so the scorer learns what agreement means)."""
-    from ..scorers import scorer_frame
+    one other model's answer as an earlier rung (so the scorer learns what agreement means).
+    Each row carries its answer's verification signals where the table recorded them."""
+    from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
     Y, P, R = table.scores, table.present, table.responses
     qs, rs, ms, es, gs, ys = [], [], [], [], [], []
+    at_q, at_m = [], []
     queries, qids, models = table.queries, table.query_ids, table.models
     for q in range(len(qids)):
         avail = np.flatnonzero(P[q])
@@ -59,7 +63,10 @@ def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int =
                 es.append(e)
                 gs.append(qids[q])
                 ys.append(float(Y[q, m]))
-    return scorer_frame(qs, rs, ms, es, gs), np.asarray(ys)
+                at_q.append(q)
+                at_m.append(m)
+    X = scorer_frame(qs, rs, ms, es, gs).assign(**signal_columns(table, at_q, at_m))
+    return X, np.asarray(ys)
 
 
 def _scorer_params(table: OutcomeTable, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -90,6 +97,7 @@ def crossfit_scores(
     if folds < 2 or nq < folds:
         raise ConfigError(f"cross-fitting needs ≥ 2 folds and ≥ {folds} queries, got {nq}")
     A = agreement_matrix(table.responses) if agree is None else agree
+    S = table_signals(table)
     fold_of = np.random.default_rng(seed).permutation(nq) % folds
     s1, s2 = np.full((nq, nm), np.nan), np.full((nq, nm, nm), np.nan)
     ids = np.array(table.query_ids, dtype=object)
@@ -98,7 +106,7 @@ def crossfit_scores(
         tr_table = table.subset(list(ids[fold_of != k]))
         scorer = fit_scorer(tr_table, params, seed=seed + k)
         g1, g2 = scorer.score_grid([table.queries[i] for i in te], table.responses[te],
-                                   table.models, A[te])
+                                   table.models, A[te], S[te])
         s1[te], s2[te] = g1, g2
     return s1, s2
 
@@ -136,8 +144,8 @@ def certify(
     variants = []
     for j, s in enumerate(scales):
         th = _path_thresholds(base, float(s))
-        rungs = [Rung(r.model, th[i] if i < len(th) else r.threshold, r.scorer, r.spec,
-                      r.expected_cost_usd, r.scorer_path) for i, r in enumerate(cascade.rungs)]
+        rungs = [replace(r, threshold=th[i] if i < len(th) else r.threshold)
+                 for i, r in enumerate(cascade.rungs)]
         variant = Cascade(rungs, budget_usd=cascade.budget_usd, name=cascade.name,
                           info=dict(cascade.info))
         _, qual, _ = variant.replay(calibration, scores)
@@ -255,10 +263,12 @@ class CascadeOptimizer:
         for k, m in enumerate(choice.chain):
             model = self.models_[m]
             last = k == len(choice.chain) - 1
+            samples, logprobs = rung_signal_settings(self.train_, model,
+                                                     None if last else self.scorer_)
             rungs.append(Rung(
                 model=model, threshold=1.0 if last else float(choice.thresholds[k]),
                 scorer=None if last else self.scorer_, spec=live_spec(model, model_map),
-                expected_cost_usd=float(self.mean_cost_[m]),
+                expected_cost_usd=float(self.mean_cost_[m]), samples=samples, logprobs=logprobs,
             ))
         info = {"expected": {"cost_usd": choice.cost, "quality": choice.quality,
                              "on": "train (out-of-fold scores)",

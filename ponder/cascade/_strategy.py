@@ -8,6 +8,7 @@ import numpy as np
 
 from .._features import agreement_matrix
 from ..evaluation import OperatingPoint, register_strategy
+from ..scorers import table_signals
 from ._fit import CascadeOptimizer
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ class CascadeStrategy:
         order = [test.models.index(m) for m in opt.models_]
         if opt.scorer_ is not None:
             agree = agreement_matrix(test.responses)
-            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree)
+            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
+                                            table_signals(test))
             s1 = g1[:, order]
             s2 = g2[:, order][:, :, order]
         points, seen = [], set()

@@ -18,7 +18,8 @@ from .._exceptions import DataError
 from .._jsonl import iter_jsonl
 
 REQUIRED = ("query_id", "query", "model", "score", "cost_usd")
-OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task")
+OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task", "samples",
+            "logprob_mean", "logprob_min", "logprob_tokens")
 
 
 def shown(value: Any) -> str:
@@ -93,11 +94,17 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
         bad((vals < lo) | (vals > hi), col,
             f"must be in [{lo:g}, {hi:g}]" if np.isfinite(hi) else f"must be >= {lo:g}")
         df[col] = vals
-    for col in ("input_tokens", "output_tokens", "latency_s"):
+    for col in ("input_tokens", "output_tokens", "latency_s", "logprob_mean", "logprob_min",
+                "logprob_tokens"):
         if col in df.columns:
             num = pd.to_numeric(df[col], errors="coerce")
             bad(num.isna() & df[col].notna(), col, "is not a number")
             df[col] = num
+    for col in ("logprob_mean", "logprob_min"):
+        if col in df.columns:
+            bad(df[col].to_numpy(dtype=float) > 1e-6, col, "is a log-probability, so must be <= 0")
+    if "samples" in df.columns:
+        _check_samples(df["samples"], source)
     if "split" in df.columns:
         df["split"] = df["split"].astype(str).str.strip().str.lower()
         bad(~df["split"].isin(["train", "test"]), "split", "must be 'train' or 'test'")
@@ -108,6 +115,18 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
     dup = df.duplicated(["query_id", "model"]).to_numpy()
     bad(dup, "query_id", "duplicate (query_id, model) pair")
     return df
+
+
+def _check_samples(col: pd.Series, source: str) -> None:
+    """Every ``samples`` cell must be a JSON list (as ``ponder collect`` writes it), a list or
+    empty; the cells stay as they are (the table is written back as it was read)."""
+    from ..scorers._signals import parse_samples
+
+    for i, v in enumerate(col.tolist()):
+        try:
+            parse_samples(v)
+        except ValueError as exc:
+            raise DataError(str(exc), file=source, row=i + 1, column="samples") from None
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,35 @@ class OutcomeTable:
         if "response" not in self.df.columns:
             return np.full((len(self.query_ids), len(self.models)), "", dtype=object)
         return self._dense("response", fill="", dtype=object)
+
+    @cached_property
+    def samples(self) -> np.ndarray:
+        """(Q, M) object array: each answer's samples as a tuple (the first is the response; ``()``
+        where none were recorded). ``ponder collect --samples n`` records them."""
+        q, m = self._index
+        out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
+        out.fill(())
+        if "samples" in self.df.columns:
+            from ..scorers._signals import parse_samples
+
+            for i, j, v in zip(q, m, self.df["samples"].tolist(), strict=True):
+                out[i, j] = parse_samples(v)
+        return out
+
+    @cached_property
+    def logprob_mean(self) -> np.ndarray:
+        """(Q, M) mean token log-probability of each response (NaN where not recorded)."""
+        return self._optional_dense("logprob_mean")
+
+    @cached_property
+    def logprob_min(self) -> np.ndarray:
+        """(Q, M) minimum token log-probability of each response (NaN where not recorded)."""
+        return self._optional_dense("logprob_min")
+
+    def _optional_dense(self, column: str) -> np.ndarray:
+        if column not in self.df.columns:
+            return np.full((len(self.query_ids), len(self.models)), np.nan)
+        return self._dense(column)
 
     @cached_property
     def queries(self) -> list[str]:

@@ -62,7 +62,10 @@ class RouteCascadeStrategy:
         s1, s2 = np.zeros((nq, nm)), np.zeros((nq, nm, nm))
         if opt.scorer_ is not None:  # None when every frontier chain is a single model
             agree = agreement_matrix(test.responses)
-            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree)
+            from ..scorers import table_signals
+
+            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
+                                            table_signals(test))
             s1, s2 = g1[:, order], g2[:, order][:, :, order]
         ids = np.array(test.query_ids, dtype=object)
         router = self.router_

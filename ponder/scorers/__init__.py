@@ -6,5 +6,6 @@ format version and content hash (``save(dir)`` / ``AnswerScorer.load(dir)``); no
 """
 
 from ._scorer import AnswerScorer, scorer_frame
+from ._signals import SIGNAL_NAMES, signal_columns, table_signals
 
-__all__ = ["AnswerScorer", "scorer_frame"]
+__all__ = ["SIGNAL_NAMES", "AnswerScorer", "scorer_frame", "signal_columns", "table_signals"]

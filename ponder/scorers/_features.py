@@ -25,13 +25,23 @@ def scorer_frame(
     models: Sequence[str],
     earlier: Sequence[Sequence[tuple[str, str]]] | None = None,
     groups: Sequence[str] | None = None,
+    *,
+    samples: Sequence[Sequence[str]] | None = None,
+    logprob_mean: Sequence[float | None] | None = None,
+    logprob_min: Sequence[float | None] | None = None,
 ) -> pd.DataFrame:
-    """Build the ``X`` a scorer takes from parallel lists."""
+    """Build the ``X`` a scorer takes from parallel lists (the last three: each answer's
+    verification signals, see :mod:`ponder.scorers._signals`)."""
     df = pd.DataFrame({"query": list(queries), "response": list(responses), "model": list(models)})
     if earlier is not None:
         df["earlier"] = [list(e) for e in earlier]
     if groups is not None:
         df["group"] = list(groups)
+    if samples is not None:
+        df["samples"] = [list(s) for s in samples]
+    for name, values in (("logprob_mean", logprob_mean), ("logprob_min", logprob_min)):
+        if values is not None:
+            df[name] = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
     return df
 
 
@@ -85,8 +95,10 @@ def text_matrix(queries: Sequence[str], responses: Sequence[str], query_features
 
 
 def dense_features(text_logit: np.ndarray, stats: np.ndarray, model_idx: np.ndarray,
-                   agree: np.ndarray, n_models: int) -> np.ndarray:
-    """Combiner input: text log-odds, response stats, earlier-rung agreement, one-hot model."""
+                   agree: np.ndarray, n_models: int, signals: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Combiner input: text log-odds, response stats, earlier-rung agreement, one-hot model,
+    then the verification-signal columns (:func:`~ponder.scorers._signals.signal_dense`)."""
     n = len(model_idx)
     has = ~np.isnan(agree)
     n_earlier = has.sum(axis=1)
@@ -96,8 +108,9 @@ def dense_features(text_logit: np.ndarray, stats: np.ndarray, model_idx: np.ndar
     onehot = np.zeros((n, n_models))
     known = model_idx >= 0
     onehot[np.flatnonzero(known), model_idx[known]] = 1.0
+    extra = np.zeros((n, 0)) if signals is None else signals
     return np.hstack([text_logit[:, None], stats, (n_earlier > 0)[:, None].astype(float),
-                      mean_agree[:, None], max_agree[:, None], a0, has.astype(float), onehot])
+                      mean_agree[:, None], max_agree[:, None], a0, has.astype(float), onehot, extra])
 
 
 def combiner_input(dense: np.ndarray, model_idx: np.ndarray, *, learner: str, mean: np.ndarray,

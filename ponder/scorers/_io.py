@@ -13,6 +13,7 @@ from .. import _persist
 from .._exceptions import ModelFileError
 from .._features import RESPONSE_STAT_NAMES, SentenceEmbedder, TextFeaturizer
 from ._combiners import LEARNERS
+from ._signals import SIGNAL_NAMES
 
 if TYPE_CHECKING:
     from ._scorer import AnswerScorer
@@ -23,6 +24,7 @@ KIND = "ponder-scorer"
 _META_FIELDS: dict[str, Any] = {
     "params": dict, "models": list[str], "stat_names": list[str], "n_features_in": int,
     "query_features": dict, "response_features": dict, "learner_state": str, "calibrator": str,
+    "signals": list[str],
 }
 _ARRAYS = ("dense_mean", "dense_scale", "text_coef", "text_intercept", "coef", "intercept",
            "cal_a", "cal_b")
@@ -34,6 +36,8 @@ def save_scorer(scorer: AnswerScorer, directory: str | Path) -> Path:
                             "models": list(scorer.models_),
                             "stat_names": list(RESPONSE_STAT_NAMES),
                             "n_features_in": int(scorer.n_features_in_)}
+    if scorer.signals_:  # written only when used: files without signals stay as they were
+        meta["signals"] = list(scorer.signals_)
     arrays: dict[str, np.ndarray] = {
         "dense_mean": scorer.dense_mean_, "dense_scale": scorer.dense_scale_,
         "text_coef": scorer.text_coef_, "text_intercept": scorer.text_intercept_,
@@ -67,6 +71,7 @@ def load_scorer(cls: type[AnswerScorer], directory: str | Path, *,
         obj = cls(**meta["params"])
         obj.models_ = list(meta["models"])
         obj.n_features_in_ = int(meta["n_features_in"])
+        obj.signals_ = tuple(meta.get("signals", ()))  # absent: a scorer from before signals
         for name in ("dense_mean", "dense_scale", "text_coef", "text_intercept"):
             setattr(obj, name + "_", arrays[name])
 
@@ -101,6 +106,10 @@ def _check_file(cls: type, meta: dict[str, Any], arrays: dict[str, np.ndarray], 
     if meta["learner_state"] not in LEARNERS:
         raise ModelFileError(f"meta.json: learner_state must be one of {LEARNERS}, got "
                              f"{meta['learner_state']!r}", path=where)
+    unknown_signals = [s for s in meta.get("signals", ()) if s not in SIGNAL_NAMES]
+    if unknown_signals:
+        raise ModelFileError(f"meta.json: unknown signal {unknown_signals[0]!r} (this ponder knows "
+                             f"{', '.join(SIGNAL_NAMES)})", path=where)
     if meta.get("calibrator", "sigmoid") not in ("sigmoid", "isotonic"):
         raise ModelFileError(f"meta.json: unknown calibrator {meta['calibrator']!r}", path=where)
     unknown = sorted(k for k in arrays if k not in _ARRAYS and not k.startswith(_ARRAY_PREFIXES))

@@ -35,6 +35,7 @@ from ._features import (
     text_matrix,
 )
 from ._io import load_scorer, save_scorer
+from ._signals import SIGNAL_NAMES, frame_signals, signal_dense, signals_in
 from ._stacking import fit_text_heads, text_logit
 
 __all__ = ["AnswerScorer", "scorer_frame"]
@@ -49,8 +50,11 @@ class AnswerScorer(BaseEstimator):
        in-sample text scores.
     2. *Combiner*: logistic regression (``learner="logistic"``) or histogram gradient boosting
        (``learner="hgb"``) on the text log-odds, response statistics, agreement with the earlier
-       rungs' answers and the model's identity. For the linear learner every column has a shared
-       copy and a per-model copy, so agreement can weigh more for one model than another.
+       rungs' answers and the model's identity, and, where ``X`` carries them, the answer's
+       verification signals (self-consistency among its ``samples``, ``logprob_mean``,
+       ``logprob_min``: see :mod:`ponder.scorers._signals`). For the linear learner every column
+       has a shared copy and a per-model copy, so agreement can weigh more for one model than
+       another.
 
     Parameters
     ----------
@@ -62,6 +66,8 @@ class AnswerScorer(BaseEstimator):
     max_features : TF-IDF vocabulary size for queries (responses get a quarter)
     cv : folds for the out-of-fold text log-odds and the calibration
     accept_at : a score ≥ this counts as acceptable when ``y`` is fractional
+    signals : use the verification signals ``X`` carries (``signals_`` lists those found in fit;
+        False ignores them)
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class AnswerScorer(BaseEstimator):
         cv: int = 3,
         accept_at: float = 0.5,
         random_state: int = 0,
+        signals: bool = True,
     ) -> None:
         self.learner = learner
         self.calibration = calibration
@@ -89,6 +96,7 @@ class AnswerScorer(BaseEstimator):
         self.cv = cv
         self.accept_at = accept_at
         self.random_state = random_state
+        self.signals = signals
 
     # ---- scikit-learn estimator protocol ---------------------------------------------------
     # get_params, set_params, clone and __repr__ come from BaseEstimator (read off __init__).
@@ -164,8 +172,10 @@ class AnswerScorer(BaseEstimator):
         text_logits = np.array([oof_map[k] for k in key])
 
         agree = agree_columns(X, self.models_)
+        sig = frame_signals(X)
+        self.signals_: tuple[str, ...] = signals_in(sig) if self.signals else ()
         dense = dense_features(text_logits, response_stats(queries, responses), model_idx, agree,
-                               len(self.models_))
+                               len(self.models_), signal_dense(sig, self.signals_))
         self.dense_mean_ = dense.mean(axis=0)
         scale = dense.std(axis=0)
         self.dense_scale_ = np.where(scale > 1e-12, scale, 1.0)
@@ -206,7 +216,8 @@ class AnswerScorer(BaseEstimator):
         T = text_matrix(queries, responses, self._query_features(), self._response_features())
         tl = text_logit(T, model_idx, self.text_coef_, self.text_intercept_)
         dense = dense_features(tl, response_stats(queries, responses), model_idx,
-                               agree_columns(X, self.models_), len(self.models_))
+                               agree_columns(X, self.models_), len(self.models_),
+                               signal_dense(frame_signals(X), self.signals_))
         return self._decision_dense(dense, model_idx)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -219,18 +230,25 @@ class AnswerScorer(BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
 
     def score_one(self, query: str, response: str, model: str,
-                  earlier: Sequence[tuple[str, str]] = ()) -> float:
-        """P(acceptable) for one live answer (what the cascade calls per rung)."""
-        X = scorer_frame([query], [response], [model], [list(earlier)])
+                  earlier: Sequence[tuple[str, str]] = (), *, samples: Sequence[str] = (),
+                  logprob_mean: float | None = None, logprob_min: float | None = None) -> float:
+        """P(acceptable) for one live answer (what the cascade calls per rung); ``samples`` (the
+        response first) and the logprob statistics are the answer's verification signals."""
+        X = scorer_frame([query], [response], [model], [list(earlier)],
+                         samples=[list(samples)], logprob_mean=[logprob_mean],
+                         logprob_min=[logprob_min])
         return float(self.predict_proba(X)[0, 1])
 
     def score_grid(self, queries: Sequence[str], responses: np.ndarray, models: Sequence[str],
-                   agree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   agree: np.ndarray, signals: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Scores for every first rung and every (rung, one earlier rung) pair, for the optimizer.
 
-        ``responses`` is (Q, M) over ``models``; ``agree`` the (Q, M, M) agreement matrix.
-        Returns ``s1`` (Q, M) = P(m acceptable | no earlier rung) and ``s2`` (Q, M, M) with
-        ``s2[q, b, a]`` = P(b acceptable | rung a answered before it); the diagonal is NaN.
+        ``responses`` is (Q, M) over ``models``; ``agree`` the (Q, M, M) agreement matrix;
+        ``signals`` the (Q, M, S) verification signals (:func:`ponder.scorers.table_signals`;
+        None: not recorded). Returns ``s1`` (Q, M) = P(m acceptable | no earlier rung) and ``s2``
+        (Q, M, M) with ``s2[q, b, a]`` = P(b acceptable | rung a answered before it); the
+        diagonal is NaN.
         """
         self._check_fitted()
         nq, nm = responses.shape
@@ -252,6 +270,8 @@ class AnswerScorer(BaseEstimator):
             mi = np.full(nq, own[b], dtype=np.int64)
             tl = text_logit(T, mi, self.text_coef_, self.text_intercept_)
             stats = response_stats(queries, resp_b)
+            sig_b = signal_dense(np.full((nq, len(SIGNAL_NAMES)), np.nan) if signals is None else signals[:, b],
+                                 self.signals_)
             none = np.full((nq, len(self.models_)), np.nan)
             variants: list[tuple[int | None, np.ndarray]] = [(None, none)]
             for a in range(nm):
@@ -261,7 +281,8 @@ class AnswerScorer(BaseEstimator):
                     variants.append((a, ag))
             k = len(variants)
             dense = dense_features(np.tile(tl, k), np.tile(stats, (k, 1)), np.tile(mi, k),
-                                   np.vstack([v[1] for v in variants]), len(self.models_))
+                                   np.vstack([v[1] for v in variants]), len(self.models_),
+                                   np.tile(sig_b, (k, 1)))
             d = self._decision_dense(dense, np.tile(mi, k))
             p = calibrate(self.calibrator_, d).reshape(k, nq)
             s1[:, b] = p[0]

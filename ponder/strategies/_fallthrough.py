@@ -11,7 +11,7 @@ strategy's own business (a fallback chain: the next in its list; a cascade: ``de
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._exceptions import AllModelsFailed, ProviderError, UnknownModel
@@ -56,16 +56,24 @@ class FallThrough:
         return exc
 
     def call(self, client: Any, request: ChatRequest, model: str) -> Completion | Exception:
+        return self.attempt(model, lambda: client.complete(request, model=model))
+
+    async def acall(self, client: Any, request: ChatRequest, model: str) -> Completion | Exception:
+        return await self.aattempt(model, lambda: client.acomplete(request, model=model))
+
+    def attempt(self, model: str, complete: Callable[[], Completion]) -> Completion | Exception:
+        """``complete()`` (one model's answer, however it is asked for), or the failure that passes on."""
         started = time.perf_counter()
         try:
-            return client.complete(request, model=model)  # type: ignore[no-any-return]
+            return complete()
         except FALLTHROUGH as exc:
             return self._failed(model, exc, started)
 
-    async def acall(self, client: Any, request: ChatRequest, model: str) -> Completion | Exception:
+    async def aattempt(self, model: str, complete: Callable[[], Awaitable[Completion]]
+                       ) -> Completion | Exception:
         started = time.perf_counter()
         try:
-            return await client.acomplete(request, model=model)  # type: ignore[no-any-return]
+            return await complete()
         except FALLTHROUGH as exc:
             return self._failed(model, exc, started)
 

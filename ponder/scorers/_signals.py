@@ -1,0 +1,142 @@
+"""Verification signals of one answer: self-consistency among its samples and token logprobs.
+
+A rung that asks its model for ``samples = n`` answers (the first is the response) and for token
+log-probabilities gets four extra scorer features, the same ones whether they come from a live
+:class:`~ponder.Completion` or from the columns ``ponder collect`` records (``samples``,
+``logprob_mean``, ``logprob_min``):
+
+- ``sc_agree``: mean :func:`~ponder._features.agreement` of the response with each other sample
+  (the share of samples giving the same extracted answer; token overlap for free text);
+- ``sc_pairwise``: mean agreement over every pair of samples;
+- ``logprob_mean`` / ``logprob_min``: mean and minimum token log-probability of the response.
+
+A signal that was not recorded is NaN (one sample only: no self-consistency); the combiner sees
+it as 0 plus a "missing" indicator, so rows with and without signals share one scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from itertools import combinations
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from .._features import agreement
+
+if TYPE_CHECKING:
+    from ..evaluation import OutcomeTable
+
+SIGNAL_NAMES = ("sc_agree", "sc_pairwise", "logprob_mean", "logprob_min")
+#: the X / outcome-table columns the signals are computed from
+SIGNAL_COLUMNS = ("samples", "logprob_mean", "logprob_min")
+
+
+def parse_samples(value: Any) -> tuple[str, ...]:
+    """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
+    writes it) or nothing (``()``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return ()
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"samples must be a JSON list of strings, got {text[:40]!r}") from None
+        value = items
+    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
+    if callable(tolist):
+        value = tolist()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"samples must be a list of strings, got {type(value).__name__}")
+    return tuple("" if v is None else str(v) for v in value)
+
+
+def self_consistency(samples: Sequence[str]) -> tuple[float, float]:
+    """``(sc_agree, sc_pairwise)`` of one answer's samples (the first is the response); NaN for
+    fewer than two samples."""
+    if len(samples) < 2:
+        return math.nan, math.nan
+    head = samples[0]
+    agree = float(np.mean([agreement(head, s) for s in samples[1:]]))
+    pairwise = float(np.mean([agreement(a, b) for a, b in combinations(samples, 2)]))
+    return agree, pairwise
+
+
+def _num(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def signal_rows(samples: Sequence[Any], logprob_mean: Sequence[Any], logprob_min: Sequence[Any],
+                ) -> np.ndarray:
+    """(n, len(SIGNAL_NAMES)) signals from parallel per-row values (NaN where missing)."""
+    out = np.full((len(samples), len(SIGNAL_NAMES)), np.nan)
+    for i, (s, lm, ln) in enumerate(zip(samples, logprob_mean, logprob_min, strict=True)):
+        out[i, 0], out[i, 1] = self_consistency(parse_samples(s))
+        out[i, 2], out[i, 3] = _num(lm), _num(ln)
+    return out
+
+
+def frame_signals(X: pd.DataFrame) -> np.ndarray:
+    """The signals of a scorer frame's rows (columns it lacks are NaN)."""
+    n = len(X)
+    none: list[Any] = [None] * n
+
+    def col(name: str) -> list[Any]:
+        return X[name].tolist() if name in X.columns else none
+
+    return signal_rows(col("samples"), col("logprob_mean"), col("logprob_min"))
+
+
+def records_signals(table: OutcomeTable) -> bool:
+    """Whether the table has any of the signal columns ``ponder collect`` records."""
+    return any(c in table.df.columns for c in SIGNAL_COLUMNS)
+
+
+def table_signals(table: OutcomeTable) -> np.ndarray:
+    """(Q, M, len(SIGNAL_NAMES)) signals of every answer in an outcome table (NaN where missing),
+    for :meth:`AnswerScorer.score_grid`."""
+    S, LM, LN = table.samples, table.logprob_mean, table.logprob_min
+    nq, nm = S.shape
+    if not records_signals(table):
+        return np.full((nq, nm, len(SIGNAL_NAMES)), np.nan)
+    flat = signal_rows(list(S.ravel()), list(LM.ravel()), list(LN.ravel()))
+    return flat.reshape(nq, nm, len(SIGNAL_NAMES))
+
+
+def signal_columns(table: OutcomeTable, q: ArrayLike, m: ArrayLike) -> dict[str, list[Any]]:
+    """The raw signal columns (``samples``, ``logprob_mean``, ``logprob_min``) of the table's
+    answers at ``(q[i], m[i])``, to add to a scorer frame; none when the table records none."""
+    if not records_signals(table):
+        return {}
+    qi, mi = np.asarray(q, dtype=np.int64), np.asarray(m, dtype=np.int64)
+    return {"samples": [list(v) for v in table.samples[qi, mi]],
+            "logprob_mean": table.logprob_mean[qi, mi].tolist(),
+            "logprob_min": table.logprob_min[qi, mi].tolist()}
+
+
+def signals_in(signals: np.ndarray) -> tuple[str, ...]:
+    """The signals a training set holds at least one value of (what a scorer will use)."""
+    has = ~np.isnan(signals)
+    return tuple(name for j, name in enumerate(SIGNAL_NAMES) if has[:, j].any())
+
+
+def signal_dense(signals: np.ndarray, used: Sequence[str]) -> np.ndarray:
+    """Combiner columns for the ``used`` signals: each value (NaN → 0), then one presence flag
+    per signal."""
+    if not used:
+        return np.zeros((signals.shape[0], 0))
+    idx = [SIGNAL_NAMES.index(u) for u in used]
+    vals = signals[:, idx]
+    has = ~np.isnan(vals)
+    return np.hstack([np.where(has, vals, 0.0), has.astype(float)])
