@@ -22,17 +22,24 @@ class CascadeStrategy:
     kind = "cascade"
 
     def __init__(self, name: str = "cascade", *, n_budgets: int = 16, max_length: int = 3,
-                 folds: int = 3, scorer_params: dict[str, Any] | None = None, seed: int = 0) -> None:
+                 folds: int = 3, scorer_params: dict[str, Any] | None = None, seed: int = 0,
+                 set_pool: int = 0, set_compare: str = "auto",
+                 set_text_method: str = "tokens") -> None:
         self.name = name
         self.n_budgets = n_budgets
         self.max_length = max_length
         self.folds = folds
         self.scorer_params = scorer_params
         self.seed = seed
+        self.set_pool = set_pool
+        self.set_compare = set_compare
+        self.set_text_method = set_text_method
 
     def fit(self, train: OutcomeTable) -> CascadeStrategy:
         self.optimizer_ = CascadeOptimizer(max_length=self.max_length, folds=self.folds,
-                                           scorer_params=self.scorer_params, seed=self.seed)
+                                           scorer_params=self.scorer_params, seed=self.seed,
+                                           set_pool=self.set_pool, set_compare=self.set_compare,
+                                           set_text_method=self.set_text_method)
         self.optimizer_.fit(train)
         return self
 
@@ -47,6 +54,8 @@ class CascadeStrategy:
         opt = self.optimizer_
         test = test.select_models(opt.models_)
         order = [test.models.index(m) for m in opt.models_]
+        nq, nm = len(test.query_ids), len(order)
+        s1, s2 = np.zeros((nq, nm)), np.zeros((nq, nm, nm))
         if opt.scorer_ is not None:
             agree = agreement_matrix(test.responses)
             g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree)
@@ -62,12 +71,9 @@ class CascadeStrategy:
                 continue
             seen.add(key)
             cascade = opt.build(choice, name=self.name)
-            scores = np.zeros((len(test.query_ids), len(choice.chain)))
-            for k, m in enumerate(choice.chain[:-1]):
-                scores[:, k] = s1[:, m] if k == 0 else s2[:, m, choice.chain[k - 1]]
-            cost, qual, _ = cascade.replay(test, scores)
+            cost, qual, _ = cascade.replay(test, *opt.replay_scores(choice.chain, s1, s2))
             points.append(OperatingPoint(
-                setting={"budget_usd": float(b), "chain": [opt.models_[m] for m in choice.chain],
+                setting={"budget_usd": float(b), "chain": opt.describe(choice.chain),
                          "thresholds": [round(t, 4) for t in choice.thresholds]},
                 cost=cost, quality=qual,
                 extra={"train_cost": choice.cost, "train_quality": choice.quality}))
