@@ -40,6 +40,7 @@ _CLIP = 6.0  # reliabilities enter as log-odds clipped to ±6
 
 
 # ---- comparing answers ------------------------------------------------------------------------
+@lru_cache(maxsize=1 << 16)  # the optimizer compares the same recorded answers for every set
 def answer_key(text: str | None, compare: str) -> str | None:
     """The normalised answer ``compare`` extracts from ``text``; None for free text / no answer."""
     if text is None:
@@ -82,10 +83,15 @@ def text_similarity(a: str, b: str, method: str) -> float:
         return 0.0
     if method == "embed":
         return float(max(0.0, min(1.0, _embedding(a) @ _embedding(b))))
+    ta, tb = _token_set(a), _token_set(b)
+    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+
+
+@lru_cache(maxsize=1 << 14)
+def _token_set(text: str) -> frozenset[str]:
     from .._features import _tokens
 
-    ta, tb = _tokens(a), _tokens(b)
-    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+    return _tokens(text)
 
 
 @dataclass(frozen=True)
@@ -296,11 +302,50 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
 
 
 # ---- the learned acceptance -------------------------------------------------------------------
+Head = tuple[np.ndarray, float, "tuple[float, float] | None"]  # coef, intercept, Platt (a, b)
+
+
+def _fit_head(Z: np.ndarray, labels: np.ndarray, C: float, cv: int, seed: int) -> Head:
+    """Logistic regression, Platt-calibrated on its out-of-fold decisions (as the scorers are)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ..scorers._calibration import fit_calibrator
+
+    if labels.min() == labels.max():  # one class: a constant
+        return np.zeros(Z.shape[1]), _logit(float(labels[0])), None
+    cal = None
+    if cv >= 2 and len(labels) >= 4 * cv:
+        oof = np.zeros(len(labels))
+        folds = np.random.default_rng(seed).permutation(len(labels)) % cv
+        for f in range(cv):
+            tr, te = folds != f, folds == f
+            if labels[tr].min() == labels[tr].max():
+                continue
+            m = LogisticRegression(C=C, max_iter=500).fit(Z[tr], labels[tr])
+            oof[te] = m.decision_function(Z[te])
+        _, a, b = fit_calibrator("sigmoid", oof, labels)
+        cal = (float(a[0]), float(b[0]))
+    lr = LogisticRegression(C=C, max_iter=500).fit(Z, labels)
+    return np.asarray(lr.coef_[0], dtype=np.float64), float(lr.intercept_[0]), cal
+
+
+def _head_proba(head: Head, Z: np.ndarray) -> np.ndarray:
+    from ..scorers._calibration import sigmoid
+
+    coef, intercept, cal = head
+    d = Z @ coef + intercept
+    return sigmoid(d if cal is None else cal[0] * d + cal[1])
+
+
 class Acceptor:
     """P(majority answer acceptable | agreement pattern): logistic regression + Platt calibration.
 
     Fitted on out-of-fold reliabilities; the calibration on out-of-fold decisions (as the answer
-    scorers are). Stored as plain numbers (:meth:`to_json`), so a strategy file carries it inline.
+    scorers are). With ``y_ref`` (the correctness of the model a rejected query would go to), a
+    second head learns P(that model is right | pattern) and the score becomes the expected gain of
+    accepting, ``0.5 + (P(set right) − P(reference right)) / 2``: a set is then accepted where it
+    is likely right *and* the strong model is likely wrong (ranked for the optimizer's thresholds).
+    Stored as plain numbers (:meth:`to_json`), so a strategy file carries it inline.
     """
 
     def __init__(self, C: float = 1.0, cv: int = 3, random_state: int = 0) -> None:
@@ -308,40 +353,22 @@ class Acceptor:
         self.cv = cv
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Acceptor:
-        from sklearn.linear_model import LogisticRegression
-
-        from ..scorers._calibration import fit_calibrator
-
+    def fit(self, X: np.ndarray, y: np.ndarray, y_ref: np.ndarray | None = None) -> Acceptor:
         X = np.asarray(X, dtype=np.float64)
-        labels = (np.asarray(y, dtype=np.float64) >= 0.5).astype(np.int64)
         self.mean_ = X.mean(axis=0)
         sd = X.std(axis=0)
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
         Z = (X - self.mean_) / self.scale_
-        self.calibration_: tuple[float, float] | None = None
-        if labels.min() == labels.max():  # one class: a constant
-            self.coef_ = np.zeros(X.shape[1])
-            self.intercept_ = float(_logit(float(labels[0])))
-            return self
-        lr = LogisticRegression(C=self.C, max_iter=500)
-        if self.cv >= 2 and len(labels) >= 4 * self.cv:
-            oof = np.zeros(len(labels))
-            folds = np.random.default_rng(self.random_state).permutation(len(labels)) % self.cv
-            for f in range(self.cv):
-                tr, te = folds != f, folds == f
-                if labels[tr].min() == labels[tr].max():
-                    continue
-                m = LogisticRegression(C=self.C, max_iter=500).fit(Z[tr], labels[tr])
-                oof[te] = m.decision_function(Z[te])
-            _, a, b = fit_calibrator("sigmoid", oof, labels)
-            self.calibration_ = (float(a[0]), float(b[0]))
-        lr.fit(Z, labels)
-        self.coef_ = np.asarray(lr.coef_[0], dtype=np.float64)
-        self.intercept_ = float(lr.intercept_[0])
+        labels = (np.asarray(y, dtype=np.float64) >= 0.5).astype(np.int64)
+        self.coef_, self.intercept_, self.calibration_ = _fit_head(
+            Z, labels, self.C, self.cv, self.random_state)
+        self.ref_: Head | None = None
+        if y_ref is not None:
+            ref = (np.nan_to_num(np.asarray(y_ref, dtype=np.float64), nan=0.0) >= 0.5)
+            self.ref_ = _fit_head(Z, ref.astype(np.int64), self.C, self.cv, self.random_state)
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
+    def _z(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "coef_"):
             from .._exceptions import NotFittedError
 
@@ -349,50 +376,61 @@ class Acceptor:
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.coef_.size:
             raise ConfigError(f"the acceptor expects {self.coef_.size} features, got {X.shape[1]}")
-        return ((X - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return (X - self.mean_) / self.scale_
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(acceptable), one per row (a 1-d array: the positive class only)."""
-        from ..scorers._calibration import sigmoid
-
-        d = self.decision_function(X)
-        if self.calibration_ is not None:
-            d = self.calibration_[0] * d + self.calibration_[1]
-        return sigmoid(d)
+        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
+        Z = self._z(X)
+        p = _head_proba((self.coef_, self.intercept_, self.calibration_), Z)
+        if self.ref_ is not None:
+            p = 0.5 + 0.5 * (p - _head_proba(self.ref_, Z))
+        return p
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "logistic", "coef": self.coef_.tolist(), "intercept": self.intercept_,
-                "mean": self.mean_.tolist(), "scale": self.scale_.tolist(),
-                "calibration": None if self.calibration_ is None else list(self.calibration_)}
+        def head(h: Head) -> dict[str, Any]:
+            return {"coef": h[0].tolist(), "intercept": h[1],
+                    "calibration": None if h[2] is None else list(h[2])}
+
+        d = {"type": "logistic", "mean": self.mean_.tolist(), "scale": self.scale_.tolist(),
+             **head((self.coef_, self.intercept_, self.calibration_))}
+        if self.ref_ is not None:
+            d["reference"] = head(self.ref_)
+        return d
 
     @classmethod
     def from_json(cls, d: Any, *, where: str = "acceptor") -> Acceptor:
-        def vec(key: str) -> np.ndarray:
-            v = d.get(key)
+        def vec(obj: dict[str, Any], key: str, at: str) -> np.ndarray:
+            v = obj.get(key)
             if not isinstance(v, list) or not all(isinstance(x, (int, float)) for x in v):
-                raise ModelFileError(f"{where}.{key} must be a list of numbers")
+                raise ModelFileError(f"{at}.{key} must be a list of numbers")
             return np.asarray(v, dtype=np.float64)
+
+        def head(obj: Any, at: str) -> Head:
+            if not isinstance(obj, dict):
+                raise ModelFileError(f"{at} must be an object")
+            coef = vec(obj, "coef", at)
+            ic = obj.get("intercept")
+            if not isinstance(ic, (int, float)):
+                raise ModelFileError(f"{at}.intercept must be a number")
+            cal = obj.get("calibration")
+            if cal is not None and not (isinstance(cal, list) and len(cal) == 2
+                                        and all(isinstance(x, (int, float)) for x in cal)):
+                raise ModelFileError(f"{at}.calibration must be [a, b] or null")
+            return coef, float(ic), None if cal is None else (float(cal[0]), float(cal[1]))
 
         if not isinstance(d, dict) or d.get("type") != "logistic":
             raise ModelFileError(f"{where} must be an object with type 'logistic'")
         obj = cls()
-        obj.coef_, obj.mean_, obj.scale_ = vec("coef"), vec("mean"), vec("scale")
-        if not obj.coef_.size == obj.mean_.size == obj.scale_.size:
+        obj.mean_, obj.scale_ = vec(d, "mean", where), vec(d, "scale", where)
+        obj.coef_, obj.intercept_, obj.calibration_ = head(d, where)
+        obj.ref_ = None if d.get("reference") is None else head(d["reference"], f"{where}.reference")
+        sizes = {obj.coef_.size, obj.mean_.size, obj.scale_.size}
+        if obj.ref_ is not None:
+            sizes.add(obj.ref_[0].size)
+        if len(sizes) != 1:
             raise ModelFileError(f"{where}: coef, mean and scale differ in length")
         if obj.coef_.size not in (n_features(2), n_features(3)):
             raise ModelFileError(f"{where}: {obj.coef_.size} features fit no set size")
-        ic = d.get("intercept")
-        if not isinstance(ic, (int, float)):
-            raise ModelFileError(f"{where}.intercept must be a number")
-        obj.intercept_ = float(ic)
-        cal = d.get("calibration")
-        if cal is not None:
-            if not (isinstance(cal, list) and len(cal) == 2
-                    and all(isinstance(x, (int, float)) for x in cal)):
-                raise ModelFileError(f"{where}.calibration must be [a, b] or null")
-            obj.calibration_ = (float(cal[0]), float(cal[1]))
-        else:
-            obj.calibration_ = None
         return obj
 
 

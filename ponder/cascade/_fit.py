@@ -175,6 +175,9 @@ class CascadeOptimizer:
     chain. With ``calibration_fraction`` > 0, that share of the train queries is set aside
     (``calibration_``) for :func:`certify`.
 
+    ``set_relative`` scores each set by its expected gain over the most accurate model (see
+    :class:`Acceptor`) instead of P(its answer is right).
+
     ``set_pool`` ≥ 2 adds agreement rungs: every set of 2 or 3 (``max_set_size``) among the
     ``set_pool`` cheapest models, each ordering of which member is called only on disagreement,
     compared with ``set_compare`` (see :class:`AgreementSet`). They are learned in ``sets_``,
@@ -196,6 +199,7 @@ class CascadeOptimizer:
         max_set_size: int = 3,
         set_compare: str = "auto",
         set_text_method: str = "tokens",
+        set_relative: bool = False,
     ) -> None:
         self.max_length = max_length
         self.n_thresholds = n_thresholds
@@ -208,6 +212,7 @@ class CascadeOptimizer:
         self.max_set_size = max_set_size
         self.set_compare = set_compare
         self.set_text_method = set_text_method
+        self.set_relative = set_relative
 
     def _candidate_sets(self, mean_cost: np.ndarray) -> list[tuple[int, ...]]:
         """Member columns of every candidate set, in call order (the last: only on disagreement)."""
@@ -228,6 +233,9 @@ class CascadeOptimizer:
         nq = len(table.query_ids)
         mean_cost = np.nanmean(table.costs, axis=0)
         fold_of = np.random.default_rng(self.seed + 11).permutation(nq) % self.folds
+        # set_relative: score the gain over the most accurate model (where a rejection goes)
+        y_ref = table.scores[:, int(np.argmax(np.nanmean(table.scores, axis=0)))] \
+            if self.set_relative else None
         self.sets_: list[AgreementSet] = []
         cols_s, cols_y, cols_c, costs = [], [], [], []
         for members in self._candidate_sets(mean_cost):
@@ -242,8 +250,10 @@ class CascadeOptimizer:
                 tr, te = ok & (fold_of != k), ok & (fold_of == k)
                 if te.any() and tr.sum() >= 10:
                     score[te] = Acceptor(random_state=self.seed).fit(
-                        out.features[tr], out.quality[tr]).predict_proba(out.features[te])
-            acceptor = Acceptor(random_state=self.seed).fit(out.features[ok], out.quality[ok]) \
+                        out.features[tr], out.quality[tr],
+                        None if y_ref is None else y_ref[tr]).predict_proba(out.features[te])
+            acceptor = Acceptor(random_state=self.seed).fit(
+                out.features[ok], out.quality[ok], None if y_ref is None else y_ref[ok]) \
                 if ok.sum() >= 10 else None
             self.sets_.append(replace(plain, acceptor=acceptor))
             cols_s.append(score)
@@ -251,6 +261,7 @@ class CascadeOptimizer:
             cols_c.append(out.cost)
             costs.append(float(out.cost.mean()))
         self.set_cost_ = np.array(costs)
+        self.set_s1_ = np.column_stack(cols_s) if cols_s else np.zeros((nq, 0))  # out-of-fold
         if not self.sets_:
             return np.zeros((nq, 0)), np.zeros((nq, 0)), np.zeros((nq, 0))
         return np.column_stack(cols_s), np.column_stack(cols_y), np.column_stack(cols_c)
@@ -287,6 +298,7 @@ class CascadeOptimizer:
                                                  seed=self.seed, agree=agree)
             self.scorer_ = fit_scorer(fit_table, self.scorer_params, seed=self.seed)
         self.sets_, self.set_cost_ = [], np.zeros(0)
+        self.set_s1_ = np.zeros((len(fit_table.query_ids), 0))
         s1, Y, C = self.s1_, fit_table.scores, fit_table.costs
         if self.set_pool >= 2 and len(self.models_) >= 2:
             ss, sy, sc = self._fit_sets(fit_table)

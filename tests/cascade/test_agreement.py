@@ -293,3 +293,51 @@ def test_a_failing_member_gets_no_vote(fake_server, mc, opt, monkeypatch):
     assert [a.model for a in ans.trace] == ["openai:a-model", "openai:b-model", "openai:c-model"]
     assert ans.trace[0].error and not ans.trace[0].accepted
     assert ans.completion.text in ("(B)", "The answer is B.")
+
+
+def test_gain_acceptor_prefers_queries_the_strong_model_gets_wrong(mc):
+    train = mc[0]
+    cols = [train.models.index(m) for m in ("a", "b", "c")]
+    rel = np.full((len(train.query_ids), 3), 0.5)
+    out = set_outcomes(ABC, train.responses[:, cols], train.present[:, cols],
+                       train.scores[:, cols], train.costs[:, cols], rel)
+    y_ref = train.scores[:, train.models.index("d")]
+    gain = Acceptor().fit(out.features, out.quality, y_ref)
+    plain = Acceptor().fit(out.features, out.quality)
+    g, p = gain.predict_proba(out.features), plain.predict_proba(out.features)
+    assert np.all((g >= 0) & (g <= 1)) and not np.allclose(g, p)
+    # higher gain score ⇒ more often the set is right where the strong model is not
+    hi = g >= np.quantile(g, 0.75)
+    assert (out.quality - y_ref)[hi].mean() > (out.quality - y_ref).mean()
+    back = Acceptor.from_json(json.loads(json.dumps(gain.to_json())))
+    np.testing.assert_array_equal(back.predict_proba(out.features), g)
+    doc = gain.to_json()
+    doc["reference"]["coef"] = doc["reference"]["coef"][:2]
+    with pytest.raises(ModelFileError, match="differ in length"):
+        Acceptor.from_json(doc)
+
+
+def test_route_then_cascade_skips_sets_where_they_rarely_agree(mc):
+    from ponder.routers._route_cascade import RouteCascadeStrategy
+
+    train, test = mc
+    s = RouteCascadeStrategy(n_budgets=6, n_knobs=3, set_pool=3).fit(train)
+    points = s.sweep(test)
+    n = len(s.cascade_.optimizer_.models_)
+    set_points = [pt for pt in points if pt.setting["chain"][0].startswith("{")
+                  and len(pt.setting["chain"]) == 2]
+    assert set_points, [pt.setting for pt in points]
+    by_chain: dict = {}
+    for pt in set_points:
+        by_chain.setdefault((tuple(pt.setting["chain"]), tuple(pt.setting["thresholds"])),
+                            []).append(pt)
+    for pts in by_chain.values():
+        plain = next(pt for pt in pts if pt.setting["knob"] is None)
+        routed = [pt for pt in pts if pt.setting["knob"] is not None]
+        assert routed and any(0 < pt.extra["start_share"][1] < 1 for pt in routed)
+        d = test.costs[:, test.models.index(plain.setting["chain"][1])]
+        for pt in (pt for pt in routed if pt.extra["start_share"][1] > 0):
+            # a query sent straight up pays for the next rung alone
+            moved = ~np.isclose(pt.cost, plain.cost)
+            assert moved.any() and np.allclose(pt.cost[moved], d[moved])
+    assert n == 4
