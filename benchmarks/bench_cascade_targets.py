@@ -181,7 +181,7 @@ class _RouteOnFitted:
 
 
 def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner: str,  # type: ignore[no-untyped-def]
-          variants: list[str], out: dict) -> None:
+          variants: list[str], out: dict, text_method: str = "tokens") -> None:
     """Agreement rungs on RouterBench, train-chosen operating points reported on test."""
     from ponder.cascade import CascadeStrategy
     from ponder.evaluation import _deploy as D
@@ -198,6 +198,10 @@ def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner
                "sets": ("cascade + agreement sets", {"set_pool": set_pool}),
                "gain": ("cascade + agreement sets scored by gain over gpt-4",
                         {"set_pool": set_pool, "set_relative": True})}
+    for _, kw in configs.values():
+        if kw["set_pool"]:
+            kw["set_text_method"] = text_method
+    res["text_method"] = text_method
     for v in variants:
         label, kw = configs[v.removesuffix("+route")]
         t0 = time.perf_counter()
@@ -262,13 +266,14 @@ def main() -> None:
     ap.add_argument("--set-pool", type=int, default=6)
     ap.add_argument("--n-budgets", type=int, default=32)
     ap.add_argument("--n-pareto", type=int, default=40)
+    ap.add_argument("--set-text-method", default="tokens", choices=("tokens", "embed"))
     ap.add_argument("--variants", default="models,sets,gain+route",
                     help="agree: which cascades (models, sets, gain; +route adds route-then-cascade)")
     a = ap.parse_args()
     out: dict = {}
     if a.only == "agree":
         agree(data.routerbench(), "gpt-4-1106-preview", a.set_pool, a.n_budgets, a.n_pareto,
-              a.learner, a.variants.split(","), out)
+              a.learner, a.variants.split(","), out, a.set_text_method)
     if a.only in (None, "routerbench"):
         run("routerbench", data.routerbench(), "gpt-4-1106-preview", {}, a.learner, out)
     if a.only in (None, "prime"):

@@ -35,7 +35,7 @@ __all__ = ["Acceptor", "AgreementSet", "SetState", "answer_key", "set_outcomes",
 
 COMPARE = ("auto", "choice", "number", "exact", "text")
 TEXT_METHODS = ("tokens", "embed")
-DEFAULT_SAME_AT = {"tokens": 0.5, "embed": 0.9}
+DEFAULT_SAME_AT = {"tokens": 0.5, "embed": 0.85}
 _CLIP = 6.0  # reliabilities enter as log-odds clipped to ±6
 
 
