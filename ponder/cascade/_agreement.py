@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -191,7 +191,6 @@ class SetState:
     features: np.ndarray | None = None
     majority: tuple[int, ...] = ()  # positions of the members in the majority cluster
     similarity: float = 0.0  # mean pairwise similarity of the successful answers
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Result = tuple[int, str | None, float | None]  # (member index, text or None if failed, reliability)
