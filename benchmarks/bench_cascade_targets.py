@@ -1,9 +1,16 @@
 """Cascade targets on RouterBench (11 models) and LLMDrift PRIME (4 models), train → test.
 
-Run:  python benchmarks/bench_cascade_targets.py [--learner logistic|hgb] [--only routerbench|prime]
+Run:  python benchmarks/bench_cascade_targets.py [--learner logistic|hgb] [--only routerbench|prime|agree]
 Needs /work/shared/data (or PONDER_DATA). Everything is chosen on the train split with
 out-of-fold scores; numbers printed for "test" are held-out queries only.
 Also checks the (ε, δ) guarantee empirically over many resampled calibration sets.
+
+``--only agree``: agreement rungs on RouterBench under ``ponder eval``'s deployment protocol
+(:mod:`ponder.evaluation._deploy`): the cascade (with sets of ≤ 3 among the ``--set-pool``
+cheapest models) is fitted on 70% of train, each target's setting is chosen on the other 30%
+(calibration rows), and only then replayed on test, with 95% bootstrap intervals over test
+queries. Also the fixed rule "accept when three cheap models agree, else gpt-4" (its three
+models chosen on train) for scale.
 """
 
 from __future__ import annotations
@@ -124,6 +131,129 @@ def guarantee(table, split: dict, ref: str, learner: str, eps: float, delta: flo
                         "mean_cost": float(np.mean(costs)), "chain": repr(base)}
 
 
+def fixed_rule(table, ref: str, pool: int) -> dict:  # type: ignore[no-untyped-def]
+    """'Call three cheap models; accept when all three agree, else ``ref``': the triple with the
+    best train accuracy among the ``pool`` cheapest, then measured on test (Cascade.replay)."""
+    import itertools
+
+    from ponder.cascade import AgreementSet, Cascade, Rung
+
+    train, test = table.split()
+    cheap = [m for m in np.argsort(np.nanmean(train.costs, axis=0)) if train.models[m] != ref][:pool]
+    best = None
+    for combo in itertools.combinations(cheap, 3):
+        members = tuple(train.models[m] for m in combo)
+        c = Cascade([Rung("set", 1.0, agree=AgreementSet(members, stop_early=False)), Rung(ref)])
+        cost, qual, _ = c.replay(train)
+        if best is None or qual.mean() > best[0]:
+            best = (float(qual.mean()), c, members)
+    assert best is not None
+    cost, qual, _ = best[1].replay(test)
+    r = test.models.index(ref)
+    out = {"members": list(best[2]), "test_quality": float(qual.mean()),
+           "test_cost_ratio": float(cost.mean() / np.nanmean(test.costs[:, r])),
+           "train_quality": best[0]}
+    print(f"fixed rule (3 agree, else {ref}), members chosen on train {best[2]}: test acc "
+          f"{out['test_quality']:.4f} at {out['test_cost_ratio']:.1%} of {ref}'s cost")
+    return out
+
+
+class _RouteOnFitted:
+    """Route-then-cascade over an already fitted cascade strategy (the router is fitted here)."""
+
+    def __init__(self, cascade, n_knobs: int) -> None:  # type: ignore[no-untyped-def]
+        from ponder.routers._route_cascade import RouteCascadeStrategy
+
+        self.inner = RouteCascadeStrategy(n_knobs=n_knobs)
+        self.cascade = cascade
+        self.name = "route-cascade"
+
+    def fit(self, train):  # type: ignore[no-untyped-def]
+        from ponder.routers import UtilityRouter
+
+        self.inner.cascade_ = self.cascade
+        self.inner.router_ = UtilityRouter(models=self.cascade.optimizer_.models_).fit(train)
+        self.inner.skips_ = {}
+        return self
+
+    def sweep(self, test):  # type: ignore[no-untyped-def]
+        return self.inner.sweep(test)
+
+
+def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner: str,  # type: ignore[no-untyped-def]
+          variants: list[str], out: dict, text_method: str = "tokens") -> None:
+    """Agreement rungs on RouterBench, train-chosen operating points reported on test."""
+    from ponder.cascade import CascadeStrategy
+    from ponder.evaluation import _deploy as D
+    from ponder.evaluation._evaluator import _boot_weights
+
+    train, test = table.split()
+    res: dict = {"set_pool": set_pool, "n_budgets": n_budgets, "n_pareto": n_pareto,
+                 "learner": learner}
+    res["fixed_rule"] = fixed_rule(table, ref, set_pool)
+    p = D.plan(train, test, seed=0)
+    assert p is not None and p.reference.model == ref, p and p.reference.model
+    w = _boot_weights(len(test.query_ids), 1000, 0)
+    configs = {"models": ("cascade (models only)", {"set_pool": 0}),
+               "sets": ("cascade + agreement sets", {"set_pool": set_pool}),
+               "gain": ("cascade + agreement sets scored by gain over gpt-4",
+                        {"set_pool": set_pool, "set_relative": True})}
+    for _, kw in configs.values():
+        if kw["set_pool"]:
+            kw["set_text_method"] = text_method
+    res["text_method"] = text_method
+    for v in variants:
+        label, kw = configs[v.removesuffix("+route")]
+        t0 = time.perf_counter()
+        s = CascadeStrategy(n_budgets=n_budgets, n_pareto=n_pareto, folds=5,
+                            scorer_params={"learner": learner}, **kw)
+        r = D.replay_strategy(s, p)
+        secs = time.perf_counter() - t0
+        runs = [(label, r, secs)]
+        if v.endswith("+route"):
+            t0 = time.perf_counter()
+            rr = D.replay_strategy(_RouteOnFitted(s, 4), p)
+            runs.append((label + ", route-then-cascade", rr, time.perf_counter() - t0))
+        for label, r, secs in runs:
+            _deployed(label, r, secs, p, w, ref, res)
+    out["agree"] = res
+
+
+def _deployed(label: str, r, secs: float, p, w, ref: str, res: dict) -> None:  # type: ignore[no-untyped-def]
+    from ponder.evaluation import _deploy as D
+
+    entries, _ = D.deployed_points(r, p.reference, w)
+    mc, mq = D._nanmean_rows(r.cal_cost), D._nanmean_rows(r.cal_quality)
+    top = int(np.nanargmax(mq))
+    print(f"best calibration point: {mq[top]:.4f} vs {ref} {p.reference.cal_quality:.4f} at "
+          f"{mc[top] / p.reference.cal_cost:.1%} of its cost (test: "
+          f"{D._mean(r.test_quality[top]):.4f} at "
+          f"{D._mean(r.test_cost[top]) / D._mean(p.reference.test_cost):.1%})")
+    print(f"\n== {label}: fit on {len(p.fit.query_ids)} train queries, chosen on "
+          f"{len(p.cal.query_ids)} calibration queries, {len(r.settings)} settings swept "
+          f"({secs:.0f}s); {ref}: test acc {D._mean(p.reference.test_quality):.4f}")
+    for e in entries:
+        if e["target"] not in ("best_quality", "budget:0.5", "budget:1.0"):
+            continue
+        if not e["met"]:
+            print(f"{e['target']:13s} not met on train: {e['note']}")
+            continue
+        t, ci = e["test"], e["test"].get("ci95", {})
+        print(f"{e['target']:13s} test acc {t['quality']:.4f} {_ci(ci.get('quality'))} "
+              f"({t['quality_vs_best']:+.4f} vs {ref} {_ci(ci.get('quality_vs_best'), '{:+.4f}')}) at "
+              f"{t['cost_ratio']:.1%} {_ci(ci.get('cost_ratio'), '{:.1%}')} of its cost | "
+              f"cal {e['train']['quality']:.4f} | {' > '.join(e['setting']['chain'])} "
+              f"{e['setting']['thresholds']} knob={e['setting'].get('knob', '-')}")
+    res[label] = {"seconds": secs, "deployed": entries,
+                  "best_cal": {"quality": float(mq[top]), "setting": r.settings[top]}}
+
+
+def _ci(ci, fmt: str = "{:.4f}") -> str:  # type: ignore[no-untyped-def]
+    if not ci or ci[0] is None:
+        return ""
+    return "[" + fmt.format(ci[0]) + ", " + fmt.format(ci[1]) + "]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--learner", default="logistic")
@@ -133,8 +263,17 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=0.02)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--n-cal", type=int, default=400)
+    ap.add_argument("--set-pool", type=int, default=6)
+    ap.add_argument("--n-budgets", type=int, default=32)
+    ap.add_argument("--n-pareto", type=int, default=40)
+    ap.add_argument("--set-text-method", default="tokens", choices=("tokens", "embed"))
+    ap.add_argument("--variants", default="models,sets,gain+route",
+                    help="agree: which cascades (models, sets, gain; +route adds route-then-cascade)")
     a = ap.parse_args()
     out: dict = {}
+    if a.only == "agree":
+        agree(data.routerbench(), "gpt-4-1106-preview", a.set_pool, a.n_budgets, a.n_pareto,
+              a.learner, a.variants.split(","), out, a.set_text_method)
     if a.only in (None, "routerbench"):
         run("routerbench", data.routerbench(), "gpt-4-1106-preview", {}, a.learner, out)
     if a.only in (None, "prime"):

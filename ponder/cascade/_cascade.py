@@ -3,13 +3,17 @@
 One pure function, :func:`decide`, looks at the attempts so far and says what to do next; the
 sync loop (:meth:`Cascade.run`), the async loop (:meth:`Cascade.arun`) and the offline replay on
 an outcome table (:meth:`Cascade.replay`) all call it, so live and offline behaviour cannot drift.
+A rung may be a set of models whose answers are compared (``Rung.agree``, see
+:mod:`ponder.cascade._agreement`); :func:`decide` then also says which members to call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -17,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import AllModelsFailed, ConfigError
+from .._exceptions import AllModelsFailed, ConfigError, ModelFileError
 from .._types import Answer, Attempt, ChatRequest, Completion
 from ..strategies import FallThrough, StreamEvent, answered, failed_attempt
+from ._agreement import AgreementSet, set_state
 from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
@@ -30,6 +35,7 @@ __all__ = ["Rung", "Cascade", "Step", "decide", "live_spec"]
 
 STRATEGY_FORMAT = "ponder-strategy"
 STRATEGY_VERSION = 1
+SET_STRATEGY_VERSION = 2  # files with set rungs (older ponder would read a set as one model)
 
 
 def live_spec(model: str, model_map: dict[str, str] | None = None) -> str:
@@ -47,6 +53,10 @@ class Rung:
     live ``provider:model`` to call. The last rung's threshold is ignored: it always answers.
     ``samples`` > 1 and ``logprobs`` ask the model for that many answers and for token
     log-probabilities, the scorer's verification signals (see :mod:`ponder.cascade._signals`).
+
+    With ``agree`` set, the rung is a set of models (:class:`AgreementSet`): ``model`` is only
+    its display name, ``scorer`` (optional) gives each member answer's reliability, and the
+    threshold applies to the set's acceptance probability.
     """
 
     model: str
@@ -57,18 +67,35 @@ class Rung:
     scorer_path: str | None = None
     samples: int = 1
     logprobs: bool = False
+    agree: AgreementSet | None = None
 
     @property
     def live(self) -> str:
         return self.spec or live_spec(self.model)
 
+    def live_of(self, member: int | None) -> str:
+        """The ``provider:model`` to call for this rung (or its ``member``)."""
+        if member is None or self.agree is None:
+            return self.live
+        return self.agree.spec(member)
+
+    def model_of(self, member: int | None) -> str:
+        """The outcome-table model name behind this rung (or its ``member``)."""
+        if member is None or self.agree is None:
+            return self.model
+        return self.agree.members[member]
+
 
 @dataclass(frozen=True)
 class Step:
-    """What :func:`decide` says: call rung ``call``, or stop and answer with attempt ``answer``."""
+    """What :func:`decide` says: call rung ``call``, or stop and answer with attempt ``answer``.
+
+    For a set rung, ``members`` names the members to call now (more than one: concurrently).
+    """
 
     call: int | None = None
     answer: int | None = None
+    members: tuple[int, ...] = ()
 
 
 @dataclass
@@ -78,6 +105,38 @@ class _Tried:
     score: float | None
     cost: float
     error: str | None = None
+    member: int | None = None  # set rungs: which member answered (score = its reliability)
+
+
+def _enter(rungs: Sequence[Rung], k: int) -> Step:
+    """Start rung ``k``: a single model, or a set's first members."""
+    agree = rungs[k].agree
+    if agree is None:
+        return Step(call=k)
+    return Step(call=k, members=set_state(agree, []).next)
+
+
+def _set_of(tried: Sequence[_Tried], k: int) -> tuple[list[int], list[tuple[int, str | None,
+                                                                             float | None]]]:
+    """Positions in ``tried`` of rung ``k``'s member attempts, and their (member, text, reliability)."""
+    pos = [i for i, t in enumerate(tried) if t.rung == k and t.member is not None]
+    return pos, [(tried[i].member or 0, tried[i].text if tried[i].error is None else None,
+                  tried[i].score) for i in pos]
+
+
+def _outcomes(rungs: Sequence[Rung], tried: Sequence[_Tried]) -> list[tuple[int, float | None]]:
+    """Each finished rung's answer so far: (its position in ``tried``, its acceptance score)."""
+    out: list[tuple[int, float | None]] = []
+    for k in sorted({t.rung for t in tried}):
+        agree = rungs[k].agree
+        if agree is None:
+            out += [(i, t.score) for i, t in enumerate(tried) if t.rung == k and t.error is None]
+            continue
+        pos, results = _set_of(tried, k)
+        st = set_state(agree, results)
+        if not st.next and st.answer is not None:
+            out.append((pos[st.answer], st.score))
+    return out
 
 
 def decide(rungs: Sequence[Rung], tried: Sequence[_Tried], budget_usd: float | None) -> Step:
@@ -85,28 +144,40 @@ def decide(rungs: Sequence[Rung], tried: Sequence[_Tried], budget_usd: float | N
 
     - Nothing tried yet: call rung 0.
     - The last attempt succeeded and scored ≥ its threshold, or it is the last rung: answer it.
+      A set rung first calls its members as :func:`set_state` says (two; the third only when
+      they disagree); its attempt is the majority answer and its score the acceptance probability.
     - Otherwise call the next rung, unless the per-query budget would be exceeded by its
       expected cost (or there is no next rung): then answer with the best-scored success so far.
     - A failed call falls through to the next rung. If every rung failed, ``answer`` is None.
     """
     if not tried:
-        return Step(call=0)
+        return _enter(rungs, 0)
     last = tried[-1]
-    final = last.rung == len(rungs) - 1
-    if last.error is None and (final or (last.score is not None
-                                         and last.score >= rungs[last.rung].threshold)):
+    k = last.rung
+    final = k == len(rungs) - 1
+    agree = rungs[k].agree
+    if agree is not None:
+        pos, results = _set_of(tried, k)
+        st = set_state(agree, results)
+        if st.next:
+            return Step(call=k, members=st.next)
+        if st.answer is not None and (final or (st.score is not None
+                                                and st.score >= rungs[k].threshold)):
+            return Step(answer=pos[st.answer])
+    elif last.error is None and (final or (last.score is not None
+                                           and last.score >= rungs[k].threshold)):
         return Step(answer=len(tried) - 1)
-    nxt = last.rung + 1
+    nxt = k + 1
     spent = sum(t.cost for t in tried)
     over = (budget_usd is not None and nxt < len(rungs)
             and spent + (rungs[nxt].expected_cost_usd or 0.0) > budget_usd)
     if nxt < len(rungs) and not over:
-        return Step(call=nxt)
-    ok = [i for i, t in enumerate(tried) if t.error is None]
+        return _enter(rungs, nxt)
+    ok = _outcomes(rungs, tried)
     if not ok:
         return Step()
-    return Step(answer=max(ok, key=lambda i: (tried[i].score if tried[i].score is not None
-                                              else np.inf, tried[i].rung)))
+    best = max(ok, key=lambda o: (o[1] if o[1] is not None else np.inf, tried[o[0]].rung))
+    return Step(answer=best[0])
 
 
 class Cascade:
@@ -125,7 +196,7 @@ class Cascade:
         if not rungs:
             raise ConfigError("a cascade needs at least one rung")
         for r in rungs[:-1]:
-            if r.scorer is None:
+            if r.scorer is None and r.agree is None:
                 raise ConfigError(f"rung {r.model!r} is not the last rung, so it needs a scorer")
         self.rungs = list(rungs)
         self.budget_usd = budget_usd
@@ -134,7 +205,10 @@ class Cascade:
 
     @property
     def models(self) -> list[str]:
-        return [r.live for r in self.rungs]
+        out: list[str] = []
+        for r in self.rungs:
+            out += [r.live] if r.agree is None else [r.live_of(j) for j in range(len(r.agree.members))]
+        return out
 
     def __repr__(self) -> str:
         chain = " → ".join(f"{r.model}@{r.threshold:.3f}" for r in self.rungs[:-1])
@@ -142,38 +216,58 @@ class Cascade:
         return f"Cascade({chain})"
 
     # ---- live ---------------------------------------------------------------------------------
-    def _score(self, i: int, query: str, result: Completion, tried: list[_Tried]) -> float | None:
+    def _score(self, i: int, query: str, text: str, tried: list[_Tried], member: int | None = None,
+               **signals: Any) -> float | None:
+        """The rung's scorer on one answer; ``signals`` are its verification signals (samples,
+        logprob statistics: what :meth:`AnswerScorer.score_one` reads)."""
         rung = self.rungs[i]
+        if rung.agree is not None:  # a member's reliability, judged alone (as on train)
+            if rung.scorer is None:
+                return None
+            return rung.scorer.score_one(query, text, rung.model_of(member), [])
         if i == len(self.rungs) - 1 or rung.scorer is None:
             return None
-        earlier = [(self.rungs[t.rung].model, t.text or "") for t in tried if t.error is None]
-        lp = result.logprobs
-        return rung.scorer.score_one(query, result.text, rung.model, earlier,
-                                     samples=result.samples or (result.text,),
-                                     logprob_mean=lp.mean if lp else None,
-                                     logprob_min=lp.min if lp else None)
+        earlier = [(self.rungs[t.rung].model_of(t.member), t.text or "") for t in tried
+                   if t.error is None]
+        return rung.scorer.score_one(query, text, rung.model, earlier, **signals)
 
     def _record(self, i: int, query: str, tried: list[_Tried], trace: list[Attempt],
                 completions: list[Completion | None], result: Completion | Exception,
-                started: float) -> None:
+                started: float, member: int | None = None) -> None:
         rung = self.rungs[i]
         if isinstance(result, Exception):
-            failed = failed_attempt(rung.live, result, time.perf_counter() - started)
-            tried.append(_Tried(i, None, None, 0.0, error=failed.error))
+            failed = failed_attempt(rung.live_of(member), result, time.perf_counter() - started)
+            tried.append(_Tried(i, None, None, 0.0, error=failed.error, member=member))
             trace.append(failed)
             completions.append(None)
             return
-        score = self._score(i, query, result, tried)
-        tried.append(_Tried(i, result.text, score, result.cost_usd))
-        trace.append(Attempt(model=rung.live, response=result.text, score=score,
+        lp = result.logprobs
+        score = self._score(i, query, result.text, tried, member,
+                            samples=result.samples or (result.text,),
+                            logprob_mean=lp.mean if lp else None, logprob_min=lp.min if lp else None)
+        tried.append(_Tried(i, result.text, score, result.cost_usd, member=member))
+        trace.append(Attempt(model=rung.live_of(member), response=result.text, score=score,
                              cost_usd=result.cost_usd, latency_s=result.latency_s,
                              cached=result.cached))
         completions.append(result)
 
-    def _finish(self, step: Step, trace: list[Attempt], completions: list[Completion | None],
-                errors: list[tuple[str, Exception]]) -> Answer:
+    def _finish_set_score(self, step: Step, tried: list[_Tried], trace: list[Attempt]) -> None:
+        """Put a finished set's acceptance score on its answer's trace entry."""
+        if step.answer is None:
+            return
+        t = tried[step.answer]
+        if t.member is None:
+            return
+        for pos, score in _outcomes(self.rungs, tried):
+            if pos == step.answer:
+                trace[pos] = trace[pos].model_copy(update={"score": score})
+
+    def _finish(self, step: Step, tried: list[_Tried], trace: list[Attempt],
+                completions: list[Completion | None], errors: list[tuple[str, Exception]]
+                ) -> Answer:
         if step.answer is None:  # every rung called failed: one error that names each of them
             raise AllModelsFailed(errors)
+        self._finish_set_score(step, tried, trace)
         trace = [a.model_copy(update={"accepted": j == step.answer}) for j, a in enumerate(trace)]
         comp = completions[step.answer]
         assert comp is not None
@@ -187,12 +281,23 @@ class Cascade:
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
         tries = FallThrough()  # a failed call falls through, as everywhere: decide() picks the next rung
+
+        def call(k: int, member: int | None) -> tuple[Completion | Exception, float]:
+            started, rung = time.perf_counter(), self.rungs[k]
+            if member is None:  # a single model, with the samples/logprobs its scorer reads
+                return tries.attempt(rung.live, partial(complete_rung, client, req, rung)), started
+            return tries.call(client, req, rung.live_of(member)), started
+
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
-            started = time.perf_counter()
-            rung = self.rungs[step.call]
-            result = tries.attempt(rung.live, partial(complete_rung, client, req, rung))
-            self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, tries.errors)
+            k, members = step.call, step.members or (None,)
+            if len(members) > 1:  # a set's members at once (concurrent=True)
+                with ThreadPoolExecutor(max_workers=len(members)) as pool:
+                    results = list(pool.map(call, [k] * len(members), members))
+            else:
+                results = [call(k, members[0])]
+            for j, (result, started) in zip(members, results, strict=True):
+                self._record(k, req.prompt_text, tried, trace, completions, result, started, j)
+        return self._finish(step, tried, trace, completions, tries.errors)
 
     async def arun(self, request: ChatRequest | str, client: Any) -> Answer:
         """Async twin of :meth:`run` (``await client.acomplete``); same decisions."""
@@ -201,12 +306,19 @@ class Cascade:
         trace: list[Attempt] = []
         completions: list[Completion | None] = []
         tries = FallThrough()
+
+        async def call(k: int, member: int | None) -> tuple[Completion | Exception, float]:
+            started, rung = time.perf_counter(), self.rungs[k]
+            if member is None:
+                return await tries.aattempt(rung.live, partial(acomplete_rung, client, req, rung)), started
+            return await tries.acall(client, req, rung.live_of(member)), started
+
         while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
-            started = time.perf_counter()
-            rung = self.rungs[step.call]
-            result = await tries.aattempt(rung.live, partial(acomplete_rung, client, req, rung))
-            self._record(step.call, req.prompt_text, tried, trace, completions, result, started)
-        return self._finish(step, trace, completions, tries.errors)
+            k, members = step.call, step.members or (None,)
+            results = await asyncio.gather(*(call(k, j) for j in members))
+            for j, (result, started) in zip(members, results, strict=True):
+                self._record(k, req.prompt_text, tried, trace, completions, result, started, j)
+        return self._finish(step, tried, trace, completions, tries.errors)
 
     async def astream(self, request: ChatRequest | str, client: Any) -> AsyncIterator[StreamEvent]:
         """The accepted answer, streamed once the cascade has decided (it needs whole answers)."""
@@ -214,55 +326,118 @@ class Cascade:
             yield event
 
     # ---- offline ------------------------------------------------------------------------------
+    def _columns(self, table: OutcomeTable) -> list[list[int]]:
+        """Table column of each rung's model (a set rung: of each member)."""
+        need = [r.model_of(j) for r in self.rungs
+                for j in ([None] if r.agree is None else range(len(r.agree.members)))]
+        missing = sorted({m for m in need if m not in table.models})
+        if missing:
+            raise ConfigError(f"the table has no rows for model(s) {', '.join(missing)}")
+        return [[table.models.index(r.model)] if r.agree is None
+                else [table.models.index(m) for m in r.agree.members] for r in self.rungs]
+
+    def _lazy(self) -> list[bool]:
+        """Single scored rungs after a set rung: their earlier answers vary per query, so replay
+        scores them per query exactly as the live loop does."""
+        seen_set, out = False, []
+        for k, r in enumerate(self.rungs):
+            out.append(seen_set and r.agree is None and k < len(self.rungs) - 1)
+            seen_set = seen_set or r.agree is not None
+        return out
+
     def rung_scores(self, table: OutcomeTable) -> np.ndarray:
         """(Q, L) scores of each rung on each query, with all earlier rungs' answers (and the
-        verification signals the table recorded) in view."""
+        verification signals the table recorded) in view.
+
+        Set rungs, and single rungs after one (see :meth:`replay`), get NaN here.
+        """
         from ..scorers import scorer_frame, signal_columns
 
-        idx = [table.models.index(r.model) for r in self.rungs]
+        cols = self._columns(table)
+        lazy = self._lazy()
         nq = len(table.query_ids)
         out = np.full((nq, len(self.rungs)), np.nan)
         resp = table.responses
         for k, rung in enumerate(self.rungs[:-1]):
+            if rung.agree is not None or lazy[k]:
+                continue
             assert rung.scorer is not None
-            earlier = [[(self.rungs[j].model, str(resp[q, idx[j]])) for j in range(k)
-                        if table.present[q, idx[j]]] for q in range(nq)]
-            X = scorer_frame(table.queries, [str(r) for r in resp[:, idx[k]]],
+            earlier = [[(self.rungs[j].model, str(resp[q, cols[j][0]])) for j in range(k)
+                        if table.present[q, cols[j][0]]] for q in range(nq)]
+            X = scorer_frame(table.queries, [str(r) for r in resp[:, cols[k][0]]],
                              [rung.model] * nq, earlier)
-            X = X.assign(**signal_columns(table, range(nq), [idx[k]] * nq))
+            X = X.assign(**signal_columns(table, range(nq), [cols[k][0]] * nq))
             out[:, k] = rung.scorer.predict_proba(X)[:, 1]
         return out
 
-    def replay(self, table: OutcomeTable, scores: np.ndarray | None = None
+    def member_scores(self, table: OutcomeTable) -> dict[int, np.ndarray]:
+        """Set rung index → (Q, members) reliability of each member's recorded answer (alone)."""
+        from ..scorers import scorer_frame
+
+        cols = self._columns(table)
+        nq = len(table.query_ids)
+        out: dict[int, np.ndarray] = {}
+        for k, rung in enumerate(self.rungs):
+            if rung.agree is None:
+                continue
+            R = np.full((nq, len(rung.agree.members)), np.nan)
+            if rung.scorer is not None:
+                for j, m in enumerate(rung.agree.members):
+                    X = scorer_frame(table.queries, [str(r) for r in table.responses[:, cols[k][j]]],
+                                     [m] * nq, [[] for _ in range(nq)])
+                    R[:, j] = rung.scorer.predict_proba(X)[:, 1]
+            out[k] = R
+        return out
+
+    def replay(self, table: OutcomeTable, scores: np.ndarray | None = None,
+               member_scores: dict[int, np.ndarray] | None = None,
+               calls: list[list[tuple[str, bool]]] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run :func:`decide` on every query of ``table`` using its recorded answers and costs.
 
         Returns per-query (cost, quality, answering rung). A model missing for a query counts
-        as a failed call. ``scores`` may be passed in (from :meth:`rung_scores`) to sweep
-        thresholds without rescoring.
+        as a failed call. ``scores`` (from :meth:`rung_scores`) and ``member_scores`` (from
+        :meth:`member_scores`) may be passed in to sweep thresholds without rescoring. A list
+        passed as ``calls`` receives, per query, the (model, answered) of every call made.
         """
-        missing = [r.model for r in self.rungs if r.model not in table.models]
-        if missing:
-            raise ConfigError(f"the table has no rows for model(s) {', '.join(missing)}")
-        idx = [table.models.index(r.model) for r in self.rungs]
+        from ..scorers import signal_columns
+
+        cols = self._columns(table)
         S = self.rung_scores(table) if scores is None else scores
-        Y, C, P = table.scores, table.costs, table.present
+        MS = self.member_scores(table) if member_scores is None else member_scores
+        lazy = self._lazy()
+        Y, C, P, R = table.scores, table.costs, table.present, table.responses
         nq = len(table.query_ids)
+        last = len(self.rungs) - 1
         cost, qual, who = np.zeros(nq), np.zeros(nq), np.full(nq, -1)
         for q in range(nq):
             tried: list[_Tried] = []
             while (step := decide(self.rungs, tried, self.budget_usd)).call is not None:
                 k = step.call
-                m = idx[k]
-                if not P[q, m]:
-                    tried.append(_Tried(k, None, None, 0.0, error="missing"))
-                    continue
-                sc = None if k == len(self.rungs) - 1 else float(S[q, k])
-                tried.append(_Tried(k, "", sc, float(C[q, m])))
+                for j in step.members or (None,):
+                    m = cols[k][0 if j is None else j]
+                    if not P[q, m]:
+                        tried.append(_Tried(k, None, None, 0.0, error="missing", member=j))
+                        continue
+                    text = str(R[q, m])
+                    if j is not None:
+                        rel = float(MS[k][q, j])
+                        sc: float | None = rel if np.isfinite(rel) else None
+                    elif k == last:
+                        sc = None
+                    elif lazy[k]:
+                        sig = {c: v[0] for c, v in signal_columns(table, [q], [m]).items()}
+                        sc = self._score(k, table.queries[q], text, tried, **sig)
+                    else:
+                        sc = float(S[q, k])
+                    tried.append(_Tried(k, text, sc, float(C[q, m]), member=j))
             cost[q] = sum(t.cost for t in tried)
+            if calls is not None:
+                calls.append([(self.rungs[t.rung].model_of(t.member), i == step.answer)
+                              for i, t in enumerate(tried)])
             if step.answer is not None:
-                k = tried[step.answer].rung
-                qual[q], who[q] = Y[q, idx[k]], k
+                t = tried[step.answer]
+                qual[q], who[q] = Y[q, cols[t.rung][0 if t.member is None else t.member]], t.rung
         return cost, qual, who
 
     # ---- persistence --------------------------------------------------------------------------
@@ -271,8 +446,11 @@ class Cascade:
         rungs = []
         for r in self.rungs:
             d: dict[str, Any] = {"model": r.model}
-            if r is not self.rungs[-1]:
-                d["threshold"] = float(r.threshold)
+            if r.agree is not None:
+                d["agree"] = r.agree.to_json()
+            if r is not self.rungs[-1] or (r.agree is not None and r.scorer_path is not None):
+                if r is not self.rungs[-1]:
+                    d["threshold"] = float(r.threshold)
                 path = r.scorer_path
                 if path is not None and base is not None:
                     try:
@@ -289,9 +467,14 @@ class Cascade:
             rungs.append(d)
         mm = dict(model_map or {})
         for r in self.rungs:
-            if r.spec and r.spec != live_spec(r.model):
+            if r.agree is not None:
+                for j, m in enumerate(r.agree.members):
+                    if r.live_of(j) != live_spec(m):
+                        mm.setdefault(m, r.live_of(j))
+            elif r.spec and r.spec != live_spec(r.model):
                 mm.setdefault(r.model, r.spec)
-        return {"format": STRATEGY_FORMAT, "version": STRATEGY_VERSION, "kind": self.kind,
+        version = SET_STRATEGY_VERSION if any(r.agree for r in self.rungs) else STRATEGY_VERSION
+        return {"format": STRATEGY_FORMAT, "version": version, "kind": self.kind,
                 "name": self.name, "rungs": rungs, "budget_usd": self.budget_usd,
                 "model_map": mm, **self.info}
 
@@ -305,7 +488,8 @@ class Cascade:
         saved: dict[int, str] = {}
         rungs = []
         for r in self.rungs:
-            if r.scorer is not None and r.scorer_path is None and r is not self.rungs[-1]:
+            if (r.scorer is not None and r.scorer_path is None
+                    and (r is not self.rungs[-1] or r.agree is not None)):
                 key = id(r.scorer)
                 if key not in saved:
                     target = p.parent / f"{p.stem}.scorer"
@@ -336,9 +520,10 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
         data = read_strategy_json(p)
     if data.get("format") != STRATEGY_FORMAT:
         raise ConfigError("not a ponder strategy file (format)", file=str(p), key="format")
-    if data.get("version") != STRATEGY_VERSION:
-        raise ConfigError(f"strategy version {data.get('version')!r} is not supported "
-                          f"(this ponder reads {STRATEGY_VERSION})", file=str(p), key="version")
+    if data.get("version") not in (STRATEGY_VERSION, SET_STRATEGY_VERSION):
+        raise ConfigError(f"strategy version {data.get('version')!r} is not supported (this "
+                          f"ponder reads {STRATEGY_VERSION} and {SET_STRATEGY_VERSION})",
+                          file=str(p), key="version")
     if data.get("kind") != "cascade":
         raise ConfigError(f"kind {data.get('kind')!r} is not a cascade", file=str(p), key="kind")
     raw = data.get("rungs")
@@ -352,10 +537,22 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
             raise ConfigError("each rung needs a 'model'", file=str(p), key=f"rungs[{i}]")
         scorer = None
         spath = r.get("scorer")
-        if i < len(raw) - 1:
-            if not spath:
-                raise ConfigError("every rung but the last needs a 'scorer' path", file=str(p),
-                                  key=f"rungs[{i}].scorer")
+        agree = None
+        if r.get("agree") is not None:
+            if data.get("version") != SET_STRATEGY_VERSION:
+                raise ConfigError(f"set rungs need strategy version {SET_STRATEGY_VERSION}",
+                                  file=str(p), key="version")
+            try:
+                agree = AgreementSet.from_json(r["agree"], where=f"rungs[{i}].agree")
+            except ConfigError as exc:
+                raise ConfigError(exc.reason, file=str(p), key=f"rungs[{i}].agree") from None
+            except ModelFileError as exc:
+                raise ModelFileError(str(exc), path=str(p)) from None
+            agree = replace(agree, specs=tuple(live_spec(m, model_map) for m in agree.members))
+        if i < len(raw) - 1 and agree is None and not spath:
+            raise ConfigError("every rung but the last needs a 'scorer' path", file=str(p),
+                              key=f"rungs[{i}].scorer")
+        if spath:
             full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
                                      allow_outside=allow_outside)
             if str(full) not in cache:
@@ -378,6 +575,7 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
             spec=live_spec(str(r["model"]), model_map),
             expected_cost_usd=r.get("expected_cost_usd"),
             scorer_path=str(spath) if spath else None, samples=samples, logprobs=logprobs,
+            agree=agree,
         ))
     info = {k: v for k, v in data.items()
             if k not in ("format", "version", "kind", "name", "rungs", "budget_usd", "model_map")}

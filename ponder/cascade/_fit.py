@@ -5,10 +5,16 @@ not see it, so the optimizer does not pick thresholds that only work on memorise
 scorer that ships is then refitted on all fitting queries. With ``epsilon`` set, a slice of the
 train queries (``calibration_fraction``) is held out from both and used only to certify the
 thresholds with Learn-then-Test (:mod:`ponder._risk`).
+
+With ``set_pool`` ≥ 2, sets of 2 or 3 among the ``set_pool`` cheapest models are candidate first
+rungs too (agreement rungs): each set's acceptor is fitted on the agreement pattern with the
+out-of-fold reliabilities, its own out-of-fold acceptance scores feed the frontier.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +25,7 @@ from .._exceptions import ConfigError, DataError
 from .._features import agreement_matrix
 from .._risk import ltt_select
 from ..scorers import table_signals
+from ._agreement import Acceptor, AgreementSet, set_outcomes
 from ._cascade import Cascade, Rung, live_spec
 from ._optimize import ChainChoice, Frontier, optimize_chains
 from ._signals import rung_signal_settings
@@ -175,6 +182,15 @@ class CascadeOptimizer:
     ``s1_``/``s2_`` and ``frontier_``; ``cascade(budget=…)`` / ``cascade(target=…)`` then picks a
     chain. With ``calibration_fraction`` > 0, that share of the train queries is set aside
     (``calibration_``) for :func:`certify`.
+
+    ``set_relative`` scores each set by its expected gain over the most accurate model (see
+    :class:`Acceptor`) instead of P(its answer is right).
+
+    ``set_pool`` ≥ 2 adds agreement rungs: every set of 2 or 3 (``max_set_size``) among the
+    ``set_pool`` cheapest models, each ordering of which member is called only on disagreement,
+    compared with ``set_compare`` (see :class:`AgreementSet`). They are learned in ``sets_``,
+    with ``set_cost_`` their mean cost per query on train; a choice's chain indexes
+    ``models_`` first, then ``sets_``.
     """
 
     def __init__(
@@ -187,6 +203,11 @@ class CascadeOptimizer:
         calibration_fraction: float = 0.0,
         models: list[str] | None = None,
         seed: int = 0,
+        set_pool: int = 0,
+        max_set_size: int = 3,
+        set_compare: str = "auto",
+        set_text_method: str = "tokens",
+        set_relative: bool = False,
     ) -> None:
         self.max_length = max_length
         self.n_thresholds = n_thresholds
@@ -195,6 +216,63 @@ class CascadeOptimizer:
         self.calibration_fraction = calibration_fraction
         self.models = models
         self.seed = seed
+        self.set_pool = set_pool
+        self.max_set_size = max_set_size
+        self.set_compare = set_compare
+        self.set_text_method = set_text_method
+        self.set_relative = set_relative
+
+    def _candidate_sets(self, mean_cost: np.ndarray) -> list[tuple[int, ...]]:
+        """Member columns of every candidate set, in call order (the last: only on disagreement)."""
+        pool = [int(m) for m in np.argsort(mean_cost, kind="stable")[: self.set_pool]]
+        out: list[tuple[int, ...]] = []
+        for size in range(2, min(self.max_set_size, len(pool)) + 1):
+            for combo in itertools.combinations(pool, size):
+                if size == 2:
+                    out.append(combo)
+                    continue
+                for third in combo:  # which member waits for a disagreement
+                    first = sorted((m for m in combo if m != third), key=lambda m: mean_cost[m])
+                    out.append((*first, third))
+        return out
+
+    def _fit_sets(self, table: OutcomeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Learn each candidate set's acceptor; out-of-fold (score, quality, cost) columns."""
+        nq = len(table.query_ids)
+        mean_cost = np.nanmean(table.costs, axis=0)
+        fold_of = np.random.default_rng(self.seed + 11).permutation(nq) % self.folds
+        # set_relative: score the gain over the most accurate model (where a rejection goes)
+        y_ref = table.scores[:, int(np.argmax(np.nanmean(table.scores, axis=0)))] \
+            if self.set_relative else None
+        self.sets_: list[AgreementSet] = []
+        cols_s, cols_y, cols_c, costs = [], [], [], []
+        for members in self._candidate_sets(mean_cost):
+            cols = list(members)
+            plain = AgreementSet(tuple(self.models_[m] for m in cols), compare=self.set_compare,
+                                 text_method=self.set_text_method)
+            out = set_outcomes(plain, table.responses[:, cols], table.present[:, cols],
+                               table.scores[:, cols], table.costs[:, cols], self.s1_[:, cols])
+            score = np.full(nq, -np.inf)  # no answer: never accepted
+            ok = out.answered
+            for k in range(self.folds):
+                tr, te = ok & (fold_of != k), ok & (fold_of == k)
+                if te.any() and tr.sum() >= 10:
+                    score[te] = Acceptor(random_state=self.seed).fit(
+                        out.features[tr], out.quality[tr],
+                        None if y_ref is None else y_ref[tr]).predict_proba(out.features[te])
+            acceptor = Acceptor(random_state=self.seed).fit(
+                out.features[ok], out.quality[ok], None if y_ref is None else y_ref[ok]) \
+                if ok.sum() >= 10 else None
+            self.sets_.append(replace(plain, acceptor=acceptor))
+            cols_s.append(score)
+            cols_y.append(np.where(ok, out.quality, np.nan))
+            cols_c.append(out.cost)
+            costs.append(float(out.cost.mean()))
+        self.set_cost_ = np.array(costs)
+        self.set_s1_ = np.column_stack(cols_s) if cols_s else np.zeros((nq, 0))  # out-of-fold
+        if not self.sets_:
+            return np.zeros((nq, 0)), np.zeros((nq, 0)), np.zeros((nq, 0))
+        return np.column_stack(cols_s), np.column_stack(cols_y), np.column_stack(cols_c)
 
     def fit(self, train: OutcomeTable) -> CascadeOptimizer:
         if self.models:
@@ -227,11 +305,41 @@ class CascadeOptimizer:
             self.s1_, self.s2_ = crossfit_scores(fit_table, self.scorer_params, folds=self.folds,
                                                  seed=self.seed, agree=agree)
             self.scorer_ = fit_scorer(fit_table, self.scorer_params, seed=self.seed)
+        self.sets_, self.set_cost_ = [], np.zeros(0)
+        self.set_s1_ = np.zeros((len(fit_table.query_ids), 0))
+        s1, Y, C = self.s1_, fit_table.scores, fit_table.costs
+        if self.set_pool >= 2 and len(self.models_) >= 2:
+            ss, sy, sc = self._fit_sets(fit_table)
+            s1, Y, C = np.hstack([s1, ss]), np.hstack([Y, sy]), np.hstack([C, sc])
         self.frontier_: Frontier = optimize_chains(
-            self.s1_, self.s2_, fit_table.scores, fit_table.costs,
-            max_length=min(self.max_length, len(self.models_)), n_thresholds=self.n_thresholds)
+            s1, self.s2_, Y, C, max_length=min(self.max_length, len(self.models_)),
+            n_thresholds=self.n_thresholds, n_first_only=len(self.sets_))
         self.mean_cost_ = np.nanmean(fit_table.costs, axis=0)
         return self
+
+    def describe(self, chain: Sequence[int]) -> list[str]:
+        """Readable names of a choice's rungs (a model, or ``{a + b + c}`` for a set)."""
+        n = len(self.models_)
+        return [self.models_[m] if m < n else self.sets_[m - n].name for m in chain]
+
+    def replay_scores(self, chain: Sequence[int], s1: np.ndarray, s2: np.ndarray
+                      ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """A chain's inputs for :meth:`Cascade.replay` from ``score_grid`` outputs ``s1`` (Q, M)
+        and ``s2`` (Q, M, M) in ``models_`` order: rung scores and set members' reliabilities."""
+        n = len(self.models_)
+        scores = np.full((s1.shape[0], len(chain)), np.nan)
+        members: dict[int, np.ndarray] = {}
+        for k, m in enumerate(chain):
+            if m >= n:
+                cols = [self.models_.index(x) for x in self.sets_[m - n].members]
+                members[k] = s1[:, cols]
+            elif k == len(chain) - 1:
+                continue
+            elif k == 0:
+                scores[:, k] = s1[:, m]
+            elif chain[k - 1] < n:
+                scores[:, k] = s2[:, m, chain[k - 1]]
+        return scores, members
 
     def choose(self, *, budget: float | None = None, target: float | None = None
                ) -> ChainChoice:
@@ -260,9 +368,18 @@ class CascadeOptimizer:
               model_map: dict[str, str] | None = None, budget_usd: float | None = None
               ) -> Cascade:
         rungs = []
+        n = len(self.models_)
         for k, m in enumerate(choice.chain):
-            model = self.models_[m]
             last = k == len(choice.chain) - 1
+            if m >= n:
+                agree = self.sets_[m - n]
+                agree = replace(agree, specs=tuple(live_spec(x, model_map) for x in agree.members))
+                rungs.append(Rung(
+                    model=agree.name, threshold=1.0 if last else float(choice.thresholds[k]),
+                    scorer=self.scorer_, expected_cost_usd=float(self.set_cost_[m - n]),
+                    agree=agree))
+                continue
+            model = self.models_[m]
             samples, logprobs = rung_signal_settings(self.train_, model,
                                                      None if last else self.scorer_)
             rungs.append(Rung(

@@ -12,6 +12,10 @@ and cost the same with costs: a few BLAS calls per (a, b) pair. Candidate thresh
 quantiles. All (chain, thresholds, cost, quality) points go into one :class:`Frontier` from
 which any budget (max quality s.t. cost ≤ B) or target (min cost s.t. quality ≥ q) is answered
 by a lookup. Scores must be out-of-fold (cross-fitted), or the thresholds fit scorer noise.
+
+Agreement rungs (sets of models, :mod:`ponder.cascade._agreement`) enter as extra columns: per
+query a set has a cost, the quality of its majority answer and an acceptance score, like a model.
+They may only start a chain (``[set]`` or ``[set, m]``), so the same products cover them.
 """
 
 from __future__ import annotations
@@ -97,12 +101,15 @@ def optimize_chains(
     max_length: int = 3,
     n_thresholds: int = 32,
     allowed_last: list[int] | None = None,
+    n_first_only: int = 0,
 ) -> Frontier:
     """Evaluate every chain of length ≤ ``max_length`` (1–3) at every candidate threshold.
 
     ``s1`` (Q, M): out-of-fold P(acceptable) of each model as first rung; ``s2`` (Q, M, M):
     ``s2[q, b, a]`` for model b with rung a before it; ``quality``/``cost`` (Q, M). Missing
-    entries (NaN) count as a failed call: quality 0, cost 0, never accepted.
+    entries (NaN) count as a failed call: quality 0, cost 0, never accepted. The last
+    ``n_first_only`` columns (agreement sets) may only be a chain's first rung, in chains of
+    length ≤ 2; ``s2`` may leave them out ((Q, M − n, M − n)).
     """
     if max_length not in (1, 2, 3):
         raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
@@ -111,17 +118,23 @@ def optimize_chains(
     # The products are small (G × Q × G·M); BLAS threads only add spin-waiting (15× slower on a
     # busy 2-core machine), so run them single-threaded.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last)
+        return _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
+                         n_first_only)
 
 
 def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-              max_length: int, n_thresholds: int, allowed_last: list[int] | None) -> Frontier:
+              max_length: int, n_thresholds: int, allowed_last: list[int] | None,
+              n_first_only: int = 0) -> Frontier:
     Y = np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=0.0)
     C = np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=0.0)
     nq, nm = Y.shape
     S1 = np.where(np.isnan(quality), -np.inf, np.nan_to_num(s1, nan=-np.inf))
     last_ok = np.zeros(nm, dtype=bool)
     last_ok[list(range(nm)) if allowed_last is None else allowed_last] = True
+    first_only = np.zeros(nm, dtype=bool)
+    if n_first_only:
+        first_only[nm - n_first_only:] = True
+    later_ok = last_ok & ~first_only  # a set never follows another rung
     mean_y, mean_c = Y.mean(axis=0), C.mean(axis=0)
 
     chains: list[np.ndarray] = []
@@ -150,7 +163,7 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
         # Length 2: (a, b) for every b.
         q2 = base_q[:, None] + R1.T @ Y / nq  # (G1, M)
         c2 = base_c[:, None] + R1.T @ C / nq
-        bs = np.array([b for b in range(nm) if b != a and last_ok[b]], dtype=int)
+        bs = np.array([b for b in range(nm) if b != a and later_ok[b]], dtype=int)
         if bs.size:
             g = t1.size
             add(np.column_stack([np.full(g * bs.size, a), np.tile(bs, g),
@@ -158,10 +171,10 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
                 np.column_stack([np.repeat(t1, bs.size), np.full(g * bs.size, np.nan)]),
                 c2[:, bs].ravel(), q2[:, bs].ravel())
             n_chains += bs.size
-        if max_length < 3:
+        if max_length < 3 or first_only[a]:
             continue
         for b in range(nm):
-            if b == a:
+            if b == a or first_only[b]:
                 continue
             sb = s2[:, b, a]
             sb = np.where(np.isnan(quality[:, b]), -np.inf, np.nan_to_num(sb, nan=-np.inf))
@@ -171,7 +184,7 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
             q_b = R1.T @ (A2 * Y[:, b][:, None]) / nq  # (G1, G2)
             c_b = np.broadcast_to((R1.T @ C[:, b] / nq)[:, None], q_b.shape)  # paid when reached
             # Rung c is reached when neither a nor b accepted: (1−A1)ᵀ [(1−A2) ∘ Y[:, c]].
-            cs = np.array([c for c in range(nm) if c not in (a, b) and last_ok[c]], dtype=int)
+            cs = np.array([c for c in range(nm) if c not in (a, b) and later_ok[c]], dtype=int)
             if cs.size == 0:
                 continue
             reach = (R2[:, :, None] * Y[:, None, cs]).reshape(nq, -1)  # (Q, G2*|cs|)

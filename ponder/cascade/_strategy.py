@@ -10,6 +10,7 @@ from .._features import agreement_matrix
 from ..evaluation import OperatingPoint, register_strategy
 from ..scorers import table_signals
 from ._fit import CascadeOptimizer
+from ._optimize import ChainChoice
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -23,17 +24,28 @@ class CascadeStrategy:
     kind = "cascade"
 
     def __init__(self, name: str = "cascade", *, n_budgets: int = 16, max_length: int = 3,
-                 folds: int = 3, scorer_params: dict[str, Any] | None = None, seed: int = 0) -> None:
+                 folds: int = 3, scorer_params: dict[str, Any] | None = None, seed: int = 0,
+                 set_pool: int = 0, set_compare: str = "auto",
+                 set_text_method: str = "tokens", set_relative: bool = False,
+                 n_pareto: int = 0) -> None:
         self.name = name
         self.n_budgets = n_budgets
         self.max_length = max_length
         self.folds = folds
         self.scorer_params = scorer_params
         self.seed = seed
+        self.set_pool = set_pool
+        self.set_compare = set_compare
+        self.set_text_method = set_text_method
+        self.set_relative = set_relative
+        self.n_pareto = n_pareto  # also sweep up to this many points of the train Pareto front
 
     def fit(self, train: OutcomeTable) -> CascadeStrategy:
         self.optimizer_ = CascadeOptimizer(max_length=self.max_length, folds=self.folds,
-                                           scorer_params=self.scorer_params, seed=self.seed)
+                                           scorer_params=self.scorer_params, seed=self.seed,
+                                           set_pool=self.set_pool, set_compare=self.set_compare,
+                                           set_text_method=self.set_text_method,
+                                           set_relative=self.set_relative)
         self.optimizer_.fit(train)
         return self
 
@@ -44,10 +56,25 @@ class CascadeStrategy:
         lo = max(lo, 1e-12)
         return np.geomspace(lo, max(hi, lo * 1.0001), self.n_budgets)
 
+    def choices(self) -> list[tuple[float, ChainChoice]]:
+        """(budget, chain) settings to sweep: the best chain for each of :meth:`budgets`, then up
+        to ``n_pareto`` points of the train Pareto front, evenly spaced in cost."""
+        f = self.optimizer_.frontier_
+        out = [(float(b), f.best_for_budget(float(b))) for b in self.budgets()]
+        if self.n_pareto > 0:
+            front = f.pareto()  # cheapest first
+            fc = np.array([c.cost for c in front])
+            grid = np.linspace(fc[0], fc[-1], self.n_pareto)
+            pick = np.unique(np.minimum(np.searchsorted(fc, grid), len(front) - 1))
+            out += [(front[i].cost, front[i]) for i in pick]
+        return [(b, c) for b, c in out if c is not None]
+
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
         opt = self.optimizer_
         test = test.select_models(opt.models_)
         order = [test.models.index(m) for m in opt.models_]
+        nq, nm = len(test.query_ids), len(order)
+        s1, s2 = np.zeros((nq, nm)), np.zeros((nq, nm, nm))
         if opt.scorer_ is not None:
             agree = agreement_matrix(test.responses)
             g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
@@ -55,21 +82,15 @@ class CascadeStrategy:
             s1 = g1[:, order]
             s2 = g2[:, order][:, :, order]
         points, seen = [], set()
-        for b in self.budgets():
-            choice = opt.frontier_.best_for_budget(float(b))
-            if choice is None:
-                continue
+        for b, choice in self.choices():
             key = (choice.chain, choice.thresholds)
             if key in seen:
                 continue
             seen.add(key)
             cascade = opt.build(choice, name=self.name)
-            scores = np.zeros((len(test.query_ids), len(choice.chain)))
-            for k, m in enumerate(choice.chain[:-1]):
-                scores[:, k] = s1[:, m] if k == 0 else s2[:, m, choice.chain[k - 1]]
-            cost, qual, _ = cascade.replay(test, scores)
+            cost, qual, _ = cascade.replay(test, *opt.replay_scores(choice.chain, s1, s2))
             points.append(OperatingPoint(
-                setting={"budget_usd": float(b), "chain": [opt.models_[m] for m in choice.chain],
+                setting={"budget_usd": float(b), "chain": opt.describe(choice.chain),
                          "thresholds": [round(t, 4) for t in choice.thresholds]},
                 cost=cost, quality=qual,
                 extra={"train_cost": choice.cost, "train_quality": choice.quality}))

@@ -1,0 +1,481 @@
+"""Agreement rungs: a rung that is a *set* of models whose answers are compared.
+
+Call two members; stop when they agree; call the third only when they disagree (or all members
+at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung's answer is the
+majority answer, and whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
+regression on the *agreement pattern* (how many members were called, the vote margin, which
+members agree, each member's reliability on this query as the answer scorer sees it).
+
+Everything here is pure: :func:`set_state` turns the member answers tried so far into "call
+these members next" or "done: this is the majority answer, its features and its acceptance
+probability". :func:`ponder.cascade.decide` calls it, so the live loops and the offline replay
+take the same decisions on the same inputs; the optimizer evaluates every candidate set with the
+same function (:func:`set_outcomes`).
+
+Answers are compared after normalisation by the graders' extractors (``choice``, ``number``,
+``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or
+MiniLM embedding cosine with ``text_method="embed"``, extra ``embed``). ``auto`` takes the
+structured answer :func:`ponder._features.extract_answer` finds (a letter, yes/no, "answer: X",
+a number) and falls back to text similarity for replies without one (code, prose).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import ConfigError, ModelFileError
+
+__all__ = ["Acceptor", "AgreementSet", "SetState", "answer_key", "set_outcomes", "set_state"]
+
+COMPARE = ("auto", "choice", "number", "exact", "text")
+TEXT_METHODS = ("tokens", "embed")
+DEFAULT_SAME_AT = {"tokens": 0.5, "embed": 0.85}
+_CLIP = 6.0  # reliabilities enter as log-odds clipped to ±6
+
+
+# ---- comparing answers ------------------------------------------------------------------------
+@lru_cache(maxsize=1 << 16)  # the optimizer compares the same recorded answers for every set
+def answer_key(text: str | None, compare: str) -> str | None:
+    """The normalised answer ``compare`` extracts from ``text``; None for free text / no answer."""
+    if text is None:
+        return None
+    if compare == "choice":
+        from ..grading import extract_choice
+
+        return extract_choice(text)
+    if compare == "number":
+        from ..grading import extract_number
+
+        v = extract_number(text)
+        return None if v is None else repr(round(v, 9))
+    if compare == "exact":
+        from ..grading import normalize_text
+
+        return normalize_text(text)
+    if compare == "auto":
+        from .._features import extract_answer
+
+        return extract_answer(text)
+    return None  # "text": always compared by similarity
+
+
+@lru_cache(maxsize=4096)
+def _embedding(text: str) -> np.ndarray:
+    return _embedder().transform([text])[0].astype(np.float64)
+
+
+@lru_cache(maxsize=1)
+def _embedder() -> Any:
+    from .._features import SentenceEmbedder
+
+    return SentenceEmbedder()
+
+
+def text_similarity(a: str, b: str, method: str) -> float:
+    """Similarity of two free-text answers in [0, 1] (token Jaccard or embedding cosine)."""
+    if not a.strip() or not b.strip():
+        return 0.0
+    if method == "embed":
+        return float(max(0.0, min(1.0, _embedding(a) @ _embedding(b))))
+    ta, tb = _token_set(a), _token_set(b)
+    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+
+
+@lru_cache(maxsize=1 << 14)
+def _token_set(text: str) -> frozenset[str]:
+    from .._features import _tokens
+
+    return _tokens(text)
+
+
+@dataclass(frozen=True)
+class AgreementSet:
+    """What makes a rung a set: its members (in call order) and how their answers are compared.
+
+    ``members`` are outcome-table model names; ``specs`` the live ``provider:model`` of each
+    (default: :func:`ponder.cascade.live_spec`). ``acceptor`` turns the agreement pattern into
+    P(the majority answer is acceptable); without one, the score is the majority's share of
+    the members (a fixed rule).
+    """
+
+    members: tuple[str, ...]
+    specs: tuple[str, ...] | None = None
+    compare: str = "auto"
+    text_method: str = "tokens"
+    same_at: float | None = None  # free text: same answer when similarity ≥ this
+    concurrent: bool = False
+    stop_early: bool = True
+    acceptor: Acceptor | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= len(self.members) <= 3:
+            raise ConfigError(f"an agreement set has 2 or 3 members, got {len(self.members)}")
+        if len(set(self.members)) != len(self.members):
+            raise ConfigError(f"an agreement set's members must differ: {self.members}")
+        if self.specs is not None and len(self.specs) != len(self.members):
+            raise ConfigError("an agreement set needs one spec per member")
+        if self.compare not in COMPARE:
+            raise ConfigError(f"compare must be one of {COMPARE}, got {self.compare!r}")
+        if self.text_method not in TEXT_METHODS:
+            raise ConfigError(f"text_method must be one of {TEXT_METHODS}, got {self.text_method!r}")
+        if self.acceptor is not None and hasattr(self.acceptor, "coef_") and (
+                self.acceptor.coef_.size != n_features(len(self.members))):
+            raise ConfigError(f"the acceptor takes {self.acceptor.coef_.size} features, but a set "
+                              f"of {len(self.members)} has {n_features(len(self.members))}")
+
+    @property
+    def name(self) -> str:
+        return "{" + " + ".join(self.members) + "}"
+
+    def spec(self, j: int) -> str:
+        from ._cascade import live_spec
+
+        return self.specs[j] if self.specs is not None else live_spec(self.members[j])
+
+    @property
+    def threshold_same(self) -> float:
+        return DEFAULT_SAME_AT[self.text_method] if self.same_at is None else float(self.same_at)
+
+    def same(self, a: str, b: str, key_a: str | None, key_b: str | None) -> tuple[bool, float]:
+        """(same answer?, similarity) of two successful member answers."""
+        if key_a is not None and key_b is not None:
+            return key_a == key_b, float(key_a == key_b)
+        if self.compare in ("choice", "number", "exact"):
+            return False, 0.0  # one has no answer the extractor recognises
+        s = text_similarity(a, b, self.text_method)
+        return s >= self.threshold_same, s
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"members": list(self.members), "compare": self.compare,
+                             "text_method": self.text_method, "same_at": self.same_at,
+                             "concurrent": self.concurrent, "stop_early": self.stop_early}
+        if self.acceptor is not None:
+            d["acceptor"] = self.acceptor.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any, *, specs: tuple[str, ...] | None = None,
+                  where: str = "agree") -> AgreementSet:
+        """Parse the JSON form (plain numbers and strings only; nothing is executed)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where} must be an object")
+        members = d.get("members")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigError(f"{where}.members must be a list of model names")
+        same_at = d.get("same_at")
+        if same_at is not None and not isinstance(same_at, (int, float)):
+            raise ConfigError(f"{where}.same_at must be a number")
+        acc = d.get("acceptor")
+        return cls(
+            members=tuple(members), specs=specs, compare=str(d.get("compare", "auto")),
+            text_method=str(d.get("text_method", "tokens")), same_at=same_at,
+            concurrent=bool(d.get("concurrent", False)), stop_early=bool(d.get("stop_early", True)),
+            acceptor=None if acc is None else Acceptor.from_json(acc, where=f"{where}.acceptor"),
+        )
+
+
+# ---- the pure set policy ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetState:
+    """Where a set rung stands: members still to call, or done with its majority answer."""
+
+    next: tuple[int, ...]  # member indices to call now (empty: done)
+    answer: int | None = None  # position (in the results given) of the answer to give
+    score: float | None = None  # P(acceptable) of that answer (acceptor, or majority share)
+    features: np.ndarray | None = None
+    majority: tuple[int, ...] = ()  # positions of the members in the majority cluster
+    similarity: float = 0.0  # mean pairwise similarity of the successful answers
+
+
+Result = tuple[int, str | None, float | None]  # (member index, text or None if failed, reliability)
+
+
+def _clusters(agree: AgreementSet, results: Sequence[Result]) -> tuple[list[list[int]], float]:
+    """Greedy clustering in call order: an answer joins the first cluster whose first answer it
+    matches. Returns clusters (positions into ``results``) and the mean pairwise similarity."""
+    ok = [i for i, r in enumerate(results) if r[1] is not None]
+    keys = {i: answer_key(results[i][1], agree.compare) for i in ok}
+    clusters: list[list[int]] = []
+    sims: list[float] = []
+    pair: dict[tuple[int, int], bool] = {}
+    for x, i in enumerate(ok):
+        for j in ok[:x]:
+            same, s = agree.same(str(results[i][1]), str(results[j][1]), keys[i], keys[j])
+            pair[(j, i)] = same
+            sims.append(s)
+        for c in clusters:
+            if pair[(c[0], i)]:
+                c.append(i)
+                break
+        else:
+            clusters.append([i])
+    return clusters, (float(np.mean(sims)) if sims else 0.0)
+
+
+def _logit(p: float | None) -> float:
+    if p is None or not math.isfinite(p):
+        return 0.0
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return max(-_CLIP, min(_CLIP, math.log(p / (1 - p))))
+
+
+def n_features(k: int) -> int:
+    return 7 + 3 * k
+
+
+def pattern_features(k: int, results: Sequence[Result], clusters: list[list[int]],
+                     similarity: float) -> np.ndarray:
+    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members."""
+    f = np.zeros(n_features(k))
+    ok = [i for i, r in enumerate(results) if r[1] is not None]
+    sizes = sorted((len(c) for c in clusters), reverse=True)
+    top = sizes[0] if sizes else 0
+    second = sizes[1] if len(sizes) > 1 else 0
+    major = max(clusters, key=lambda c: (len(c), _best_rel(results, c))) if clusters else []
+    f[0] = len(results) / k  # share of members called
+    f[1] = top / k  # majority votes over set size
+    f[2] = (top - second) / k  # vote margin
+    f[3] = float(len(ok) >= 2 and top == len(ok))  # every successful answer agrees
+    f[4] = float(top <= 1)  # no two answers agree
+    f[5] = similarity
+    rel_major = [_logit(results[i][2]) for i in major]
+    f[6] = max(rel_major) if rel_major else 0.0
+    for i, (member, text, rel) in enumerate(results):
+        if text is None:
+            continue
+        if i in major:
+            f[7 + member] = 1.0  # which members agree
+            f[7 + k + member] = _logit(rel)  # their reliability on this query
+        else:
+            f[7 + 2 * k + member] = _logit(rel)  # the dissenters' reliability
+    return f
+
+
+def _best_rel(results: Sequence[Result], members: list[int]) -> float:
+    rels = [results[i][2] for i in members]
+    return max((r for r in rels if r is not None and math.isfinite(r)), default=-1.0)
+
+
+def _pick(results: Sequence[Result], major: list[int]) -> int:
+    """The majority member whose answer is given: the most reliable, then the first called."""
+    return max(major, key=lambda i: (_best_rel(results, [i]), -i))
+
+
+def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
+    """Pure: members to call next, or the set's answer, features and acceptance probability.
+
+    ``results`` are the member attempts so far, in call order: (member index, text or None when
+    the call failed, the scorer's reliability of that answer or None).
+    """
+    k = len(agree.members)
+    called = {r[0] for r in results}
+    todo = tuple(j for j in range(k) if j not in called)
+    if not agree.stop_early:
+        if todo:
+            return SetState(next=todo if agree.concurrent or not results else todo[:1])
+    elif not results:
+        first = min(2, k)
+        return SetState(next=todo[:first] if agree.concurrent else todo[:1])
+    clusters, sim = _clusters(agree, results)
+    top = max((len(c) for c in clusters), default=0)
+    if todo and agree.stop_early and top <= k // 2:  # no strict majority of the set yet
+        if len(results) < 2 and agree.concurrent:
+            return SetState(next=todo[: 2 - len(results)])
+        return SetState(next=todo[:1])
+    if not clusters:
+        return SetState(next=(), answer=None, score=None)
+    major = max(clusters, key=lambda c: (len(c), _best_rel(results, c)))  # ties: most reliable
+    feats = pattern_features(k, results, clusters, sim)
+    if agree.acceptor is not None:
+        score = float(agree.acceptor.predict_proba(feats[None])[0])
+    else:
+        score = len(major) / k
+    return SetState(next=(), answer=_pick(results, major), score=score, features=feats,
+                    majority=tuple(major), similarity=sim)
+
+
+# ---- the learned acceptance -------------------------------------------------------------------
+Head = tuple[np.ndarray, float, "tuple[float, float] | None"]  # coef, intercept, Platt (a, b)
+
+
+def _fit_head(Z: np.ndarray, labels: np.ndarray, C: float, cv: int, seed: int) -> Head:
+    """Logistic regression, Platt-calibrated on its out-of-fold decisions (as the scorers are)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ..scorers._calibration import fit_calibrator
+
+    if labels.min() == labels.max():  # one class: a constant
+        return np.zeros(Z.shape[1]), _logit(float(labels[0])), None
+    cal = None
+    if cv >= 2 and len(labels) >= 4 * cv:
+        oof = np.zeros(len(labels))
+        folds = np.random.default_rng(seed).permutation(len(labels)) % cv
+        for f in range(cv):
+            tr, te = folds != f, folds == f
+            if labels[tr].min() == labels[tr].max():
+                continue
+            m = LogisticRegression(C=C, max_iter=500).fit(Z[tr], labels[tr])
+            oof[te] = m.decision_function(Z[te])
+        _, a, b = fit_calibrator("sigmoid", oof, labels)
+        cal = (float(a[0]), float(b[0]))
+    lr = LogisticRegression(C=C, max_iter=500).fit(Z, labels)
+    return np.asarray(lr.coef_[0], dtype=np.float64), float(lr.intercept_[0]), cal
+
+
+def _head_proba(head: Head, Z: np.ndarray) -> np.ndarray:
+    from ..scorers._calibration import sigmoid
+
+    coef, intercept, cal = head
+    d = Z @ coef + intercept
+    return sigmoid(d if cal is None else cal[0] * d + cal[1])
+
+
+class Acceptor:
+    """P(majority answer acceptable | agreement pattern): logistic regression + Platt calibration.
+
+    Fitted on out-of-fold reliabilities; the calibration on out-of-fold decisions (as the answer
+    scorers are). With ``y_ref`` (the correctness of the model a rejected query would go to), a
+    second head learns P(that model is right | pattern) and the score becomes the expected gain of
+    accepting, ``0.5 + (P(set right) − P(reference right)) / 2``: a set is then accepted where it
+    is likely right *and* the strong model is likely wrong (ranked for the optimizer's thresholds).
+    Stored as plain numbers (:meth:`to_json`), so a strategy file carries it inline.
+    """
+
+    def __init__(self, C: float = 1.0, cv: int = 3, random_state: int = 0) -> None:
+        self.C = C
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, y_ref: np.ndarray | None = None) -> Acceptor:
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        Z = (X - self.mean_) / self.scale_
+        labels = (np.asarray(y, dtype=np.float64) >= 0.5).astype(np.int64)
+        self.coef_, self.intercept_, self.calibration_ = _fit_head(
+            Z, labels, self.C, self.cv, self.random_state)
+        self.ref_: Head | None = None
+        if y_ref is not None:
+            ref = (np.nan_to_num(np.asarray(y_ref, dtype=np.float64), nan=0.0) >= 0.5)
+            self.ref_ = _fit_head(Z, ref.astype(np.int64), self.C, self.cv, self.random_state)
+        return self
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            from .._exceptions import NotFittedError
+
+            raise NotFittedError("this Acceptor is not fitted yet; call fit(X, y) first")
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[1] != self.coef_.size:
+            raise ConfigError(f"the acceptor expects {self.coef_.size} features, got {X.shape[1]}")
+        return (X - self.mean_) / self.scale_
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
+        Z = self._z(X)
+        p = _head_proba((self.coef_, self.intercept_, self.calibration_), Z)
+        if self.ref_ is not None:
+            p = 0.5 + 0.5 * (p - _head_proba(self.ref_, Z))
+        return p
+
+    def to_json(self) -> dict[str, Any]:
+        def head(h: Head) -> dict[str, Any]:
+            return {"coef": h[0].tolist(), "intercept": h[1],
+                    "calibration": None if h[2] is None else list(h[2])}
+
+        d = {"type": "logistic", "mean": self.mean_.tolist(), "scale": self.scale_.tolist(),
+             **head((self.coef_, self.intercept_, self.calibration_))}
+        if self.ref_ is not None:
+            d["reference"] = head(self.ref_)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any, *, where: str = "acceptor") -> Acceptor:
+        def vec(obj: dict[str, Any], key: str, at: str) -> np.ndarray:
+            v = obj.get(key)
+            if not isinstance(v, list) or not all(isinstance(x, (int, float)) for x in v):
+                raise ModelFileError(f"{at}.{key} must be a list of numbers")
+            return np.asarray(v, dtype=np.float64)
+
+        def head(obj: Any, at: str) -> Head:
+            if not isinstance(obj, dict):
+                raise ModelFileError(f"{at} must be an object")
+            coef = vec(obj, "coef", at)
+            ic = obj.get("intercept")
+            if not isinstance(ic, (int, float)):
+                raise ModelFileError(f"{at}.intercept must be a number")
+            cal = obj.get("calibration")
+            if cal is not None and not (isinstance(cal, list) and len(cal) == 2
+                                        and all(isinstance(x, (int, float)) for x in cal)):
+                raise ModelFileError(f"{at}.calibration must be [a, b] or null")
+            return coef, float(ic), None if cal is None else (float(cal[0]), float(cal[1]))
+
+        if not isinstance(d, dict) or d.get("type") != "logistic":
+            raise ModelFileError(f"{where} must be an object with type 'logistic'")
+        obj = cls()
+        obj.mean_, obj.scale_ = vec(d, "mean", where), vec(d, "scale", where)
+        obj.coef_, obj.intercept_, obj.calibration_ = head(d, where)
+        obj.ref_ = None if d.get("reference") is None else head(d["reference"], f"{where}.reference")
+        sizes = {obj.coef_.size, obj.mean_.size, obj.scale_.size}
+        if obj.ref_ is not None:
+            sizes.add(obj.ref_[0].size)
+        if len(sizes) != 1:
+            raise ModelFileError(f"{where}: coef, mean and scale differ in length")
+        if obj.coef_.size not in (n_features(2), n_features(3)):
+            raise ModelFileError(f"{where}: {obj.coef_.size} features fit no set size")
+        return obj
+
+
+# ---- a set over an outcome table (the optimizer's and the replay's view) ----------------------
+@dataclass
+class SetOutcomes:
+    """Per query: what the set's policy does on the recorded answers."""
+
+    cost: np.ndarray  # (Q,) sum of the called members' costs
+    quality: np.ndarray  # (Q,) score of the answer given (0 when every member failed)
+    answered: np.ndarray  # (Q,) bool: some member answered
+    features: np.ndarray  # (Q, F)
+    called: np.ndarray  # (Q, k) bool
+    answer_member: np.ndarray  # (Q,) member index of the answer (-1: none)
+
+
+def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray,
+                 scores: np.ndarray, costs: np.ndarray, reliability: np.ndarray) -> SetOutcomes:
+    """Run :func:`set_state` on every query's recorded member answers (columns = members).
+
+    All arrays are (Q, k) in member order; ``reliability`` is the scorer's P(acceptable) of each
+    member's answer (out-of-fold on train). A missing answer counts as a failed call.
+    """
+    nq, k = responses.shape
+    cost, qual = np.zeros(nq), np.zeros(nq)
+    answered = np.zeros(nq, dtype=bool)
+    feats = np.zeros((nq, n_features(k)))
+    called = np.zeros((nq, k), dtype=bool)
+    who = np.full(nq, -1)
+    plain = AgreementSet(agree.members, compare=agree.compare, text_method=agree.text_method,
+                         same_at=agree.same_at, concurrent=agree.concurrent,
+                         stop_early=agree.stop_early)  # features only: no acceptor needed
+    for q in range(nq):
+        results: list[Result] = []
+        while (st := set_state(plain, results)).next:
+            for j in st.next:
+                ok = bool(present[q, j])
+                rel = float(reliability[q, j]) if ok and np.isfinite(reliability[q, j]) else None
+                results.append((j, str(responses[q, j]) if ok else None, rel))
+                called[q, j] = True
+                if ok:
+                    cost[q] += float(costs[q, j])
+        if st.answer is not None:
+            j = results[st.answer][0]
+            answered[q], who[q] = True, j
+            qual[q] = float(np.nan_to_num(scores[q, j], nan=0.0))
+            assert st.features is not None
+            feats[q] = st.features
+    return SetOutcomes(cost, qual, answered, feats, called, who)
