@@ -75,6 +75,7 @@ def optimize(
     models: str | None = typer.Option(None, help="Comma-separated models to consider (default: all)."),
     model_map: list[str] = typer.Option([], "--model-map", help="NAME=provider:model for live use (repeatable)."),
     test_fraction: float | None = typer.Option(None, help="Hold out this share of queries (when the table has no split column)."),
+    set_pool: int = typer.Option(0, help="Also search agreement rungs: sets of 2-3 among the K cheapest models, answered when they agree (0: off; the fit takes longer)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Choose a cascade (chain of ≤ L models + thresholds) on the train rows and save it."""
@@ -93,6 +94,7 @@ def optimize(
         max_length=max_length, folds=folds, scorer_params={"learner": learner},
         calibration_fraction=calibration_fraction if epsilon is not None else 0.0,
         models=[m.strip() for m in models.split(",")] if models else None, seed=seed,
+        set_pool=set_pool,
     ).fit(train)
     if scorer is not None:
         opt.scorer_ = AnswerScorer.load(scorer)

@@ -349,7 +349,9 @@ def deploy_recipe(name: str, kind: str, entry: dict[str, Any], *, source: str,
         th = ", ".join(f"{t:g}" for t in setting.get("thresholds") or [])
         recipe.update(
             command=(f"ponder optimize {src} --budget {_up(float(setting['budget_usd']))} "
-                     f"--folds 3 --seed {seed}{args} -o {out}.json"),
+                     f"--folds 3 --seed {seed}{args}"
+                     + (f" --set-pool {int(setting['set_pool'])}" if setting.get("set_pool") else "")
+                     + f" -o {out}.json"),
             serve=serve(f"{out}.json"),
             note="; ".join(x for x in (
                 f"measured here: {chain} [{th}], chosen on the train frontier of the fit part; "

@@ -31,7 +31,7 @@ from .._exceptions import PonderError
 from . import _deploy as D
 from . import _metrics as M
 from ._baselines import Baselines, Curve, compute_baselines
-from ._strategy import Strategy, registered_strategies
+from ._strategy import Strategy, default_strategies, registered_strategies
 from ._table import OutcomeTable
 
 Progress = Callable[[str, int, int], None]
@@ -119,7 +119,7 @@ def _collect_strategies(
     skipped: list[dict[str, str]] = []
     registry = registered_strategies()
     if strategies is None:
-        wanted: list[Strategy | str] = list(registry)
+        wanted: list[Strategy | str] = list(default_strategies())
     else:
         wanted = list(strategies)
     out: list[Strategy] = []

@@ -49,15 +49,19 @@ class Strategy(Protocol):
 StrategyFactory = Callable[["OutcomeTable"], "Strategy | None"]
 
 _REGISTRY: dict[str, StrategyFactory] = {}
+_OPT_IN: set[str] = set()  # registered, but run only when named (``ponder eval -s NAME``)
 # Modules whose import registers strategies. Imported lazily by ``registered_strategies``.
 _PLUGIN_MODULES = ("ponder.routers", "ponder.cascade")
 
 
-def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
-    """Decorator: make a strategy factory appear in ``ponder eval``."""
+def register_strategy(name: str, *, default: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: make a strategy factory appear in ``ponder eval`` (with ``default=False`` only
+    when asked for by name: a slow fit that the plain command should not pay for)."""
 
     def deco(factory: StrategyFactory) -> StrategyFactory:
         _REGISTRY[name] = factory
+        if not default:
+            _OPT_IN.add(name)
         return factory
 
     return deco
@@ -87,10 +91,15 @@ def registered_strategies() -> dict[str, StrategyFactory]:
     return dict(_REGISTRY)
 
 
+def default_strategies() -> list[str]:
+    """The registered strategies ``ponder eval`` runs when none is named."""
+    return [name for name in registered_strategies() if name not in _OPT_IN]
+
+
 def build_strategies(train: OutcomeTable, names: Iterable[str] | None = None) -> list[Strategy]:
     out = []
     for name, factory in registered_strategies().items():
-        if names is not None and name not in names:
+        if (name not in names) if names is not None else (name in _OPT_IN):
             continue
         s = factory(train)
         if s is not None:

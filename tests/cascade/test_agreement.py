@@ -341,3 +341,37 @@ def test_route_then_cascade_skips_sets_where_they_rarely_agree(mc):
             moved = ~np.isclose(pt.cost, plain.cost)
             assert moved.any() and np.allclose(pt.cost[moved], d[moved])
     assert n == 4
+
+
+# ---- reachable from the command line and from `ponder eval` -------------------------------------
+def test_ponder_optimize_set_pool_writes_set_rungs(tmp_path, mc):
+    import subprocess
+    import sys
+
+    train, test = mc
+    src = tmp_path / "mc.parquet"
+    pd.concat([train.df, test.df]).to_parquet(src)
+    target = float(np.nanmean(train.scores[:, train.models.index("d")]))
+    out = tmp_path / "agree.json"
+    r = subprocess.run([sys.executable, "-m", "ponder", "optimize", str(src), "--target-quality",
+                        f"{target:.4f}", "--set-pool", "3", "--folds", "3", "-o", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["version"] == 2 and "agree" in doc["rungs"][0]
+    assert load_strategy_file(out).rungs[0].agree is not None
+
+
+def test_cascade_agree_is_opt_in_for_eval_and_its_recipe_searches_sets(mc):
+    from ponder.evaluation import evaluate
+    from ponder.evaluation._strategy import default_strategies
+
+    assert "cascade-agree" not in default_strategies() and "cascade" in default_strategies()
+    train, test = mc
+    table = read_outcomes(pd.concat([train.df, test.df]), name="mc")
+    res = evaluate(table, strategies=["cascade-agree"], n_bootstrap=50)
+    (s,) = [s for s in res.to_json()["strategies"] if s["name"] == "cascade-agree"]
+    chosen = [d for d in s["deployed"] if d["setting"]]
+    assert chosen and all(d["setting"].get("set_pool") == 3 for d in chosen)
+    recipes = [d["deploy"].get("command", "") for d in s["deployed"] if d.get("deploy")]
+    assert recipes and all("--set-pool 3" in c for c in recipes), recipes
