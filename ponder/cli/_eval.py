@@ -38,6 +38,9 @@ def eval_command(
     report: Path = typer.Option(Path("report.html"), help="Write the HTML report here."),
     markdown: Path = typer.Option(None, help="Also write a Markdown report."),
     json_out: Path = typer.Option(None, "--json", help="Also write the JSON result."),
+    drop_ungraded: bool = typer.Option(False, "--drop-ungraded",
+                                       help="Leave out rows whose score is empty (answers a grader "
+                                            "could not grade) instead of refusing the table."),
 ) -> None:
     """Replay every strategy and baseline on held-out queries and report cost vs quality."""
     from ..evaluation import DEFAULT_DATASET, evaluate, load_dataset
@@ -52,8 +55,11 @@ def eval_command(
             bar.update(tasks[stage], completed=i, total=max(n, 1))
 
         tick("loading", 0, 1)
-        table = load_dataset(source)
+        table, dropped = load_dataset(source, graded=not drop_ungraded).graded_only()
         tick("loading", 1, 1)
+        if dropped:
+            stderr.print(f"left out {dropped} ungraded row(s) (empty score) of "
+                         f"{len(table) + dropped}", highlight=False)
         result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
                           progress=tick, source=source)

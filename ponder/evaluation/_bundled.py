@@ -101,8 +101,9 @@ def load_bundled(name: str) -> OutcomeTable:
     return OutcomeTable.read(path, name=name)
 
 
-def load_dataset(name_or_path: str | Path) -> OutcomeTable:
-    """A bundled dataset by name, or any supported file/folder by path (format sniffed)."""
+def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTable:
+    """A bundled dataset by name, or any supported file/folder by path (format sniffed);
+    ``graded=False`` accepts an outcome table with empty scores (see ``OutcomeTable.graded_only``)."""
     from ._loaders import load_path
 
     key = str(name_or_path)
@@ -113,7 +114,7 @@ def load_dataset(name_or_path: str | Path) -> OutcomeTable:
         raise DataError(
             f"not a file and not a bundled dataset (bundled: {', '.join(_index()) or 'none'})",
             file=key)
-    return load_path(p)
+    return load_path(p, graded=graded)
 
 
 def export_dataset(name: str, out: str | Path) -> Path:

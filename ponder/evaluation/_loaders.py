@@ -474,8 +474,10 @@ def load_routerarena(paths: str | Path | Iterable[str | Path], *, name: str | No
 
 
 # ---- format sniffing ---------------------------------------------------------------------------
-def load_path(path: str | Path) -> OutcomeTable:
-    """Read any supported file: an outcome table, or one of the public formats above."""
+def load_path(path: str | Path, *, graded: bool = True) -> OutcomeTable:
+    """Read any supported file: an outcome table, or one of the public formats above.
+
+    ``graded=False`` lets an outcome table hold rows whose score is still empty."""
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", file=str(p))
@@ -490,7 +492,7 @@ def load_path(path: str | Path) -> OutcomeTable:
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"cannot read CSV: {exc}", file=str(p)) from None
         if all(c in cols for c in REQUIRED):
-            return OutcomeTable.read(p)
+            return OutcomeTable.read(p, graded=graded)
         if any(c.endswith("|total_cost") for c in cols):
             return load_routerbench(p)
         if "prompt" in cols and any(c.endswith("_response") for c in cols):
@@ -499,7 +501,7 @@ def load_path(path: str | Path) -> OutcomeTable:
             return load_routellm_mmlu(p)
         if "model" in cols and any(c in cols for c in _ALIASES["reference"]):
             return load_generation_cache(p)
-        return OutcomeTable.read(p)  # let the validator say which columns are missing
+        return OutcomeTable.read(p, graded=graded)  # let the validator say which columns are missing
     if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         with _open_text(p) as fh:
             first = next((line for line in fh if line.strip()), "")
@@ -511,4 +513,4 @@ def load_path(path: str | Path) -> OutcomeTable:
             return load_routerarena(p)
         if {"judgment", "score", "question_id"} <= keys:
             return load_routellm_mtbench(p)
-    return OutcomeTable.read(p)
+    return OutcomeTable.read(p, graded=graded)

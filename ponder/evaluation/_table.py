@@ -85,7 +85,8 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
             df[col] = num.to_numpy(dtype=float)
             continue
         if col == "score" and graded:
-            bad(df[col].isna(), col, f"is empty: {NOT_GRADED}")
+            bad(df[col].isna(), col, f"is empty: {NOT_GRADED} (or leave such rows out: "
+                                     "`ponder eval --drop-ungraded`)")
         unset = (df[col].isna() if col == "score" and not graded  # ungraded rows
                  else pd.Series(False, index=df.index)).to_numpy()
         bad(num.isna().to_numpy() & ~unset, col, "is not a number")
@@ -153,6 +154,17 @@ class OutcomeTable:
         if not path.exists():
             raise DataError("file not found", file=str(path))
         return cls(_validate(_read_frame(path), str(path), graded), name=name or path.name)
+
+    def graded_only(self) -> tuple[OutcomeTable, int]:
+        """The rows that have a score, and how many were left out (e.g. answers a judge could
+        not grade); a query keeps its other models' rows."""
+        keep = self.df["score"].notna().to_numpy()
+        if keep.all():
+            return self, 0
+        if not keep.any():
+            raise DataError(f"every score is empty: {NOT_GRADED}", file=self.name, column="score")
+        df = self.df[keep].reset_index(drop=True)
+        return OutcomeTable(_validate(df, self.name), name=self.name), int((~keep).sum())
 
     # ---- dense views --------------------------------------------------------------------
     @cached_property
