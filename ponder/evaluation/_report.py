@@ -286,21 +286,31 @@ def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["strategy", "kind", *targets], rows
 
 
-def _best_deployed(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _best_deployed(data: dict[str, Any], target: str, *, with_models: bool = False,
+                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The strategy that meets ``target`` best *on train* (cheapest for best_quality, highest
-    quality for a budget): choosing which strategy to show by test figures would be a test pick."""
+    quality for a budget): choosing which strategy to show by test figures would be a test pick.
+
+    ``with_models`` lets single models compete too (what to ship); a tie then goes to the single
+    model: the same figures with nothing to train."""
     cand = []
     for s in data["strategies"]:
-        if s["kind"] == "baseline":
+        if s["kind"] == "baseline" and not (with_models and s["name"].startswith("model:")):
             continue
         for d in s.get("deployed") or []:
             if d["target"] == target and d.get("met"):
                 cand.append((s, d))
     if not cand:
         return None
+
+    def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
+        return 0 if sd[0]["kind"] == "baseline" else 1
+
     if target == "best_quality":
-        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"]))
-    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"]))
+        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"],
+                                         simpler(sd)))
+    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"],
+                                     -simpler(sd)))
 
 
 def deployed_sentence(data: dict[str, Any], target: str = "best_quality") -> str | None:
@@ -340,26 +350,8 @@ def _setting_text(setting: dict[str, Any] | None) -> str:
 
 
 def _ship_choice(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """What to ship for ``target``: among strategies and single models, the one meeting it best
-    on train (cheapest for best_quality, highest quality within a budget). A tie goes to the single
-    model: the same figures with nothing to train."""
-    cand = []
-    for s in data["strategies"]:
-        if s["kind"] == "baseline" and not s["name"].startswith("model:"):
-            continue
-        for d in s.get("deployed") or []:
-            if d["target"] == target and d.get("met"):
-                cand.append((s, d))
-    if not cand:
-        return None
-    def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
-        return 0 if sd[0]["kind"] == "baseline" else 1
-
-    if target == "best_quality":
-        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"],
-                                         simpler(sd)))
-    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"],
-                                     -simpler(sd)))
+    """What to ship for ``target``: the best on train among strategies *and* single models."""
+    return _best_deployed(data, target, with_models=True)
 
 
 def _deploy_cell(d: dict[str, Any]) -> Any:

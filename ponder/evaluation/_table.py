@@ -164,7 +164,7 @@ class OutcomeTable:
         if not keep.any():
             raise DataError(f"every score is empty: {NOT_GRADED}", file=self.name, column="score")
         df = self.df[keep].reset_index(drop=True)
-        return OutcomeTable(_validate(df, self.name), name=self.name), int((~keep).sum())
+        return OutcomeTable(df, name=self.name), int((~keep).sum())  # rows already validated
 
     # ---- dense views --------------------------------------------------------------------
     @cached_property

@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 from ponder.local._engine import Engine, make_drafter  # noqa: E402
 from ponder.local._loading import load_model  # noqa: E402
 
+from ._hfref import hf_from_gguf  # noqa: E402
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
 
@@ -42,14 +44,7 @@ def gemma(gemma_gguf: Path):
 def reference(gemma_gguf: Path):
     """transformers' Gemma3ForCausalLM on the same GGUF, read by transformers' GGUF loader."""
     transformers = pytest.importorskip("transformers")
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = transformers.AutoConfig.from_pretrained(str(gemma_gguf.parent), gguf_file=gemma_gguf.name)
-    hf = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = load_gguf_checkpoint(str(gemma_gguf), return_tensors=True, model_to_load=hf)["tensors"]
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
-    hf.eval()
+    hf = hf_from_gguf(gemma_gguf)
     tok = transformers.AutoTokenizer.from_pretrained(str(gemma_gguf.parent), gguf_file=gemma_gguf.name)
     return hf, tok
 

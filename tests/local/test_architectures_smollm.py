@@ -14,20 +14,14 @@ torch = pytest.importorskip("torch")
 
 from ponder.local._engine import Engine  # noqa: E402
 
+from ._hfref import hf_from_gguf  # noqa: E402
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
 
 
 def test_smollm_greedy_tokens_match_transformers_reading_the_gguf(smollm, smollm_gguf: Path) -> None:
-    transformers = pytest.importorskip("transformers")
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = transformers.AutoConfig.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)
-    hf = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = load_gguf_checkpoint(str(smollm_gguf), return_tensors=True, model_to_load=hf)["tensors"]
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
-    hf.eval()
+    hf = hf_from_gguf(smollm_gguf)
     model, tok = smollm
     for text in PROMPTS:
         ids = tok.encode(text)
