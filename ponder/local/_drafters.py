@@ -54,8 +54,13 @@ class ModelDrafter:
         self.n_cached = valid if self.shares_cache else 0
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x, self.n_cached, n_layers=self.n_layers, last_only=True)[:, -1]
+        logits = self.logits_at(x, self.n_cached)
         self.n_cached += x.shape[1]
+        return logits
+
+    def logits_at(self, x: torch.Tensor, start_pos: int | torch.Tensor) -> torch.Tensor:
+        """(B,V) draft logits after ``x`` at ``start_pos`` (an int, or a device tensor)."""
+        logits = self.model(x, start_pos, n_layers=self.n_layers, last_only=True)[:, -1]
         V = self.vocab_size  # a draft vocabulary may be padded differently from the target's
         if logits.shape[-1] >= V:
             return logits[:, :V]
@@ -104,3 +109,16 @@ class NgramDrafter:
                 if draft.shape[1]:
                     return draft, F.one_hot(draft, self.vocab_size).float()
         return s[:0][None].expand(B, -1), torch.zeros(B, 0, self.vocab_size, device=seq.device)
+
+    def lookup(self, seq: torch.Tensor, L: torch.Tensor, k: int) -> torch.Tensor:
+        """:meth:`propose` with the length ``L`` (1,) on the device and a fixed shape (1,k): no host
+        sync. Without a match it proposes the last token repeated (verification rejects what the
+        target would not have produced, so any proposal is lossless)."""
+        s, N = seq[0], seq.shape[1]
+        start = L - 1  # no match: continue from the last token
+        for n in range(self.min_ngram, self.max_ngram + 1):  # longer n-grams override shorter ones
+            suffix = s.gather(0, (L - n + torch.arange(n, device=s.device)).clamp_min(0))
+            ends = torch.arange(n, N + 1, device=s.device)  # end (exclusive) of every window
+            hit = (s.unfold(0, n, 1) == suffix).all(1) & (ends < L) & (L > n)
+            start = torch.where(hit.any(), torch.where(hit, ends, -1).max(), start)
+        return s.gather(0, torch.minimum(start + torch.arange(k, device=s.device), L - 1))[None]

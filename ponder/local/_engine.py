@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .._exceptions import ConfigError, ContextTooLong
+from ._device_loop import DeviceLoop, k_choices
 from ._drafters import Drafter, ModelDrafter, NgramDrafter
 from ._loading import load_model
 from ._model import Transformer
@@ -93,7 +94,7 @@ class TokenStream:
 
 
 # What ``Transformer.setup_caches`` allocates; anything else it rebinds is picked up as well.
-_CACHE_ATTRS = ("caches", "max_seq_len", "rope_cos", "rope_sin", "ops")
+_CACHE_ATTRS = ("caches", "max_seq_len", "rope_cos", "rope_sin", "rope_cast", "ops")
 
 
 def _new_cache(model: Any, max_seq: int, backend: str) -> Any:
@@ -126,6 +127,7 @@ class _StreamCaches:
         self.models = models
         self.states = [_new_cache(m, max_seq, backend) for m in models]
         self.capacity = min(_capacity(s, max_seq) for s in self.states)
+        self.loop: DeviceLoop | None = None  # made on first use of the device loop; its graphs point here
 
     def install(self) -> None:
         for m, state in zip(self.models, self.states, strict=True):
@@ -178,6 +180,7 @@ def make_drafter(spec: str | None, target: Transformer, *, dtype: torch.dtype = 
 
 
 RUNTIMES = ("auto", "torch", "llama.cpp")
+LOOPS = ("auto", "host", "device")
 
 
 def placement(device: str | None = None, dtype: str | torch.dtype | None = None, *, key: str | None = None) -> tuple[str, torch.dtype]:
@@ -218,7 +221,13 @@ def choose_runtime(model_path: str | Path, draft: str | None, device: str, runti
 
 
 class Engine:
-    """A target model, its tokenizer and an optional drafter; ``k`` adapts unless ``adaptive=False``."""
+    """A target model, its tokenizer and an optional drafter; ``k`` adapts unless ``adaptive=False``.
+
+    ``loop``: "host" runs each step from Python and reads its result back (the CPU default);
+    "device" keeps positions, acceptance and stop detection on the device and reads back once
+    every ``read_every`` steps, each step a captured CUDA graph on a GPU (the CUDA default, with
+    the fused layer kernels); "auto" picks by device. See :mod:`._device_loop`.
+    """
 
     def __init__(
         self,
@@ -230,14 +239,29 @@ class Engine:
         adaptive: bool = True,
         k_max: int | None = None,
         backend: str = "auto",
+        loop: str = "auto",
+        read_every: int = 8,
     ) -> None:
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
+        if loop not in LOOPS:
+            raise ConfigError(f"unknown loop {loop!r}; use one of {', '.join(LOOPS)}")
+        if read_every < 1:
+            raise ConfigError(f"read_every must be >= 1, got {read_every}")
         self.model, self.tokenizer, self.drafter = model, tokenizer, drafter
         self.k, self.adaptive = k, adaptive
-        self.k_max = k_max or 2 * k
+        self.k_max = max(k_max or 2 * k, k)
         self.backend = backend
+        self.read_every = read_every
         self._caches = _CachePool()
+        on_gpu = isinstance(model, Transformer) and model.device.type == "cuda"
+        if loop == "device" and not isinstance(model, Transformer):
+            raise ConfigError("loop 'device' needs the torch runtime")
+        self._loop = "host" if not isinstance(model, Transformer) else loop if loop != "auto" else "device" if on_gpu else "host"
+        if self._loop == "device" and on_gpu:  # launches, not bytes, bound a small decode step
+            for m in (model, getattr(drafter, "model", None)):
+                if isinstance(m, Transformer):
+                    m.fused = True
 
     @classmethod
     def load(
@@ -257,6 +281,13 @@ class Engine:
     @property
     def runtime(self) -> str:
         return "torch" if isinstance(self.model, Transformer) else "llama.cpp"
+
+    @property
+    def loop(self) -> str:
+        """"host", "device" (no capture: the CPU) or "device+graphs" (CUDA graphs)."""
+        if self._loop == "host":
+            return "host"
+        return "device+graphs" if self.model.device.type == "cuda" else "device"
 
     def generate_ids(
         self,
@@ -304,6 +335,8 @@ class Engine:
         model, stats, P = self.model, stream.stats, len(prompt)
         drafter = copy.copy(self.drafter)  # per-stream position bookkeeping; weights are shared
         max_seq = P + max_tokens + self.k_max + 1
+        if self._loop == "device":  # a few sizes only, so cached caches (and their graphs) get reused
+            max_seq = min(max(512, 1 << (max_seq - 1).bit_length()), model.args.max_position + self.k_max + 1)
         caches = self._caches.take(model, drafter, max_seq, self.backend)
         try:
             caches.install()
@@ -315,46 +348,101 @@ class Engine:
             logits = model(seq[:, :P], 0, last_only=True)[:, -1]
             first = int(sample(model.ops, logits, params, noise)[0])
             stats.prefill_s = time.perf_counter() - t0
-            if drafter is not None:
-                drafter.reset(max_seq, P)
-            n_out, L, k = 1, P + 1, self.k
             seq[0, P] = first
             if first in stops:
                 stream.finish_reason = "stop"
                 return
             yield [first]
-            while n_out < max_tokens:
-                t0 = time.perf_counter()
-                caches.install()  # another stream may have run since our last step
-                room = max_tokens - n_out  # a step emits at most k + 1 tokens
-                if drafter is None or room == 1:
-                    logits = model(seq[:, L - 1 : L], L - 1, last_only=True)[:, -1]
-                    new = [int(sample(model.ops, logits, params, noise)[0])]
-                else:
-                    k_step = min(k, room - 1)
-                    out_t, n_t, drafted = speculative_step(model, drafter, seq, L, k_step, params, noise)
-                    n = int(n_t[0])  # the one host sync per step: how far the sequence advanced
-                    new = out_t[0, : n + 1].tolist()
-                    stats.drafted += drafted
-                    stats.accepted += n
-                    stats.k_history.append(k_step)
-                    drafter.commit(L + n)  # the target's cache now holds [0, L + n)
-                    if self.adaptive and drafted:  # grow k after a full accept, shrink after a miss
-                        k = min(k + 1, self.k_max) if n == drafted else max(1, k - 1)
-                stats.target_steps += 1
-                seq[0, L : L + len(new)] = torch.tensor(new, dtype=torch.long)
-                L += len(new)
-                hit = next((i for i, t in enumerate(new) if t in stops), None)
-                emit = new if hit is None else new[:hit]
-                n_out += len(new) if hit is None else hit + 1
-                stats.decode_s += time.perf_counter() - t0
-                if emit:
-                    yield emit
-                if hit is not None:
-                    stream.finish_reason = "stop"
-                    return
+            caches.install()  # another stream may have run while this one waited
+            if self._loop == "device":
+                steps = self._device_steps(stream, caches, seq, P, max_tokens, params, noise, stops)
+            else:
+                steps = self._host_steps(stream, caches, drafter, seq, P, max_tokens, params, noise, stops)
+            yield from steps
         finally:
             self._caches.give_back(caches)
+
+    def _host_steps(
+        self, stream: TokenStream, caches: _StreamCaches, drafter: Drafter | None, seq: torch.Tensor,
+        P: int, max_tokens: int, params: SamplingParams, noise: Noise, stops: set[int],
+    ) -> Iterator[list[int]]:
+        """One step at a time, its result read back to the host (one sync per step)."""
+        model, stats = self.model, stream.stats
+        if drafter is not None:
+            drafter.reset(seq.shape[1], P)
+        n_out, L, k = 1, P + 1, self.k
+        while n_out < max_tokens:
+            t0 = time.perf_counter()
+            caches.install()  # another stream may have run since our last step
+            room = max_tokens - n_out  # a step emits at most k + 1 tokens
+            if drafter is None or room == 1:
+                logits = model(seq[:, L - 1 : L], L - 1, last_only=True)[:, -1]
+                new = [int(sample(model.ops, logits, params, noise)[0])]
+            else:
+                k_step = min(k, room - 1)
+                out_t, n_t, drafted = speculative_step(model, drafter, seq, L, k_step, params, noise)
+                n = int(n_t[0])  # the one host sync per step: how far the sequence advanced
+                new = out_t[0, : n + 1].tolist()
+                stats.drafted += drafted
+                stats.accepted += n
+                stats.k_history.append(k_step)
+                drafter.commit(L + n)  # the target's cache now holds [0, L + n)
+                if self.adaptive and drafted:  # grow k after a full accept, shrink after a miss
+                    k = min(k + 1, self.k_max) if n == drafted else max(1, k - 1)
+            stats.target_steps += 1
+            seq[0, L : L + len(new)] = torch.tensor(new, dtype=torch.long)
+            L += len(new)
+            hit = next((i for i, t in enumerate(new) if t in stops), None)
+            emit = new if hit is None else new[:hit]
+            n_out += len(new) if hit is None else hit + 1
+            stats.decode_s += time.perf_counter() - t0
+            if emit:
+                yield emit
+            if hit is not None:
+                stream.finish_reason = "stop"
+                return
+
+    def _device_steps(
+        self, stream: TokenStream, caches: _StreamCaches, seq: torch.Tensor, P: int, max_tokens: int,
+        params: SamplingParams, noise: Noise, stops: set[int],
+    ) -> Iterator[list[int]]:
+        """Launch up to ``read_every`` steps, then read back once; k adapts between read-backs."""
+        stats, drafter = stream.stats, self.drafter
+        if caches.loop is None or caches.loop.drafter is not drafter:
+            caches.loop = DeviceLoop(self.model, drafter, caches.capacity, graphs=self.model.device.type == "cuda")
+        loop = caches.loop
+        end = P + max_tokens  # the sequence is complete at this length
+        ks = k_choices(self.k, self.k_max) if drafter is not None else (0,)
+        k = self.k if drafter is not None else 0
+        known = P + 1
+        loop.start(seq, known, params, stops)
+        while known < end:
+            t0 = time.perf_counter()
+            caches.install()  # another stream may have run since our last read-back
+            bound, launched, drafted = known, 0, 0
+            while launched < self.read_every and bound < end:  # each step adds 1..k+1 tokens
+                room = end - known - launched  # the fewest tokens still wanted
+                step_k = max(c for c in ks if c <= min(k, room - 1)) if k and room > 1 else 0
+                loop.step(step_k, params, noise)
+                bound, launched, drafted = bound + step_k + 1, launched + 1, drafted + step_k
+                if step_k:
+                    stats.k_history.append(step_k)
+            L, stop, accepted, tokens = loop.read(known, bound)
+            stop = stop if stop < end else -1  # a stop past the limit is not reached
+            new = tokens[: (stop if stop >= 0 else min(L, end)) - known]
+            stats.target_steps += launched
+            stats.drafted += drafted
+            just_accepted, stats.accepted = accepted - stats.accepted, accepted
+            stats.decode_s += time.perf_counter() - t0
+            if new:
+                yield new
+            if stop >= 0:
+                stream.finish_reason = "stop"
+                return
+            known = L
+            if self.adaptive and drafted:  # up a size after a full accept, down after a poor one
+                i = ks.index(k)
+                k = ks[min(i + 1, len(ks) - 1)] if just_accepted == drafted else ks[max(i - 1, 0)] if 2 * just_accepted < drafted else k
 
     def generate(
         self,

@@ -114,10 +114,14 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        T = k.shape[2]
-        self.k[:, :, start_pos : start_pos + T] = k
-        self.v[:, :, start_pos : start_pos + T] = v
+    def update(self, where: slice | torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write T keys/values at ``where``: a slice, or (T,) positions on the device."""
+        if isinstance(where, slice):
+            self.k[:, :, where] = k
+            self.v[:, :, where] = v
+        else:  # index_copy_ reads the positions on the device: no host sync, graph-safe
+            self.k.index_copy_(2, where, k)
+            self.v.index_copy_(2, where, v)
 
 
 class RMSNorm(nn.Module):
@@ -172,10 +176,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int, window: int, scale: float | None) -> torch.Tensor:
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: int | torch.Tensor, window: int, scale: float | None) -> torch.Tensor:
     """Causal attention where query position p sees cache positions (p - window, p] only."""
-    S = start_pos + q.shape[2]
-    q_pos = torch.arange(start_pos, S, device=q.device)[:, None]
+    T = q.shape[2]
+    if isinstance(start_pos, int):
+        S = start_pos + T
+        q_pos = torch.arange(start_pos, S, device=q.device)[:, None]
+    else:  # positions on the device: mask over the whole cache (static shapes)
+        S = k.shape[2]
+        q_pos = (start_pos.reshape(-1)[:1] + torch.arange(T, device=q.device))[:, None]
     k_pos = torch.arange(S, device=q.device)[None, :]
     mask = (k_pos <= q_pos) & (k_pos > q_pos - window)
     k, v = k[:, :, :S].to(q.dtype), v[:, :, :S].to(q.dtype)
@@ -194,7 +203,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(args.head_dim, args.norm_eps, args.gemma)
             self.k_norm = RMSNorm(args.head_dim, args.norm_eps, args.gemma)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, start_pos: int, ops: Ops) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, start_pos: int | torch.Tensor, ops: Ops, where: slice | torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -203,8 +212,8 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), cos, sin)
         k = apply_rope(k.transpose(1, 2), cos, sin)
-        cache.update(start_pos, k, v.view(B, T, Hkv, D).transpose(1, 2))
-        if self.window and start_pos + T > self.window:  # only then does the window cut anything
+        cache.update(where, k, v.view(B, T, Hkv, D).transpose(1, 2))
+        if self.window and (not isinstance(start_pos, int) or start_pos + T > self.window):  # it cuts
             y = window_attention(q, cache.k, cache.v, start_pos, self.window, self.scale)
         else:
             y = ops.attention(q, cache.k, cache.v, start_pos, scale=self.scale)
@@ -236,8 +245,8 @@ class Block(nn.Module):
             self.post_attention_norm = RMSNorm(args.dim, args.norm_eps, True)
             self.post_ffn_norm = RMSNorm(args.dim, args.norm_eps, True)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, start_pos: int, ops: Ops) -> torch.Tensor:
-        h = self.attention(self.attention_norm(x), cos, sin, cache, start_pos, ops)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, start_pos: int | torch.Tensor, ops: Ops, where: slice | torch.Tensor) -> torch.Tensor:
+        h = self.attention(self.attention_norm(x), cos, sin, cache, start_pos, ops, where)
         if hasattr(self, "post_attention_norm"):
             h = self.post_attention_norm(h)
         x = x + h
@@ -264,6 +273,7 @@ class Transformer(nn.Module):
         self.caches: list[KVCache] = []
         self.ops: Ops = get_ops("cpu", "torch")
         self.max_seq_len = 0
+        self.fused = False  # tensor-position forwards use the fused kernels where ``fusable``
 
     @property
     def device(self) -> torch.device:
@@ -285,25 +295,68 @@ class Transformer(nn.Module):
             for _ in range(a.n_layers)
         ]
         self.rope_cos, self.rope_sin = rope_tables(a, max_seq_len, self.device)
+        self.rope_cast = self.rope_cos.to(self.dtype).contiguous(), self.rope_sin.to(self.dtype).contiguous()
         if a.sliding_layers:
             self.rope_local_cos, self.rope_local_sin = rope_tables(a, max_seq_len, self.device, local=True)
 
-    def forward(self, tokens: torch.Tensor, start_pos: int, n_layers: int | None = None, last_only: bool = False) -> torch.Tensor:
-        """tokens (B,T) at positions start_pos.. -> float logits (B,T,V), or (B,1,V) if last_only."""
+    @property
+    def fusable(self) -> bool:
+        """Whether the fused Triton layer kernels compute this architecture (Llama, Qwen2, Mistral
+        without a window); Gemma's extra norms and Qwen3's q/k norms run in torch."""
+        a = self.args
+        return self.ops.name == "triton" and not (a.gemma or a.qk_norm or a.sliding_layers)
+
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor, n_layers: int | None = None, last_only: bool = False) -> torch.Tensor:
+        """tokens (B,T) at positions start_pos.. -> float logits (B,T,V), or (B,1,V) if last_only.
+
+        ``start_pos`` is an int, or a (1,) long tensor on the model's device: the form the device
+        loop uses, with no host sync (CUDA graphs), where the caller guarantees room in the cache.
+        """
         T = tokens.shape[1]
-        if start_pos + T > self.max_seq_len:
-            raise ValueError(f"sequence of {start_pos + T} tokens exceeds the KV cache ({self.max_seq_len})")
-        span = slice(start_pos, start_pos + T)
-        cos, sin = self.rope_cos[span].to(self.dtype), self.rope_sin[span].to(self.dtype)
+        where: slice | torch.Tensor
+        if isinstance(start_pos, int):
+            if start_pos + T > self.max_seq_len:
+                raise ValueError(f"sequence of {start_pos + T} tokens exceeds the KV cache ({self.max_seq_len})")
+            where = slice(start_pos, start_pos + T)
+        else:
+            if self.fused and self.fusable:
+                return self._forward_fused(tokens, start_pos, n_layers, last_only)
+            where = start_pos.reshape(-1)[:1] + torch.arange(T, device=tokens.device)
+        cos, sin = self.rope_cos[where].to(self.dtype), self.rope_sin[where].to(self.dtype)
         if self.args.sliding_layers:
-            local = self.rope_local_cos[span].to(self.dtype), self.rope_local_sin[span].to(self.dtype)
+            local = self.rope_local_cos[where].to(self.dtype), self.rope_local_sin[where].to(self.dtype)
         x = self.tok_embeddings(tokens)
         if self.args.gemma:
             x = x * torch.tensor(self.args.dim**0.5, dtype=x.dtype)
         n = self.args.n_layers if n_layers is None else n_layers
         for layer, cache in zip(self.layers[:n], self.caches[:n], strict=True):
             c, s = local if layer.sliding else (cos, sin)
-            x = layer(x, c, s, cache, start_pos, self.ops)
+            x = layer(x, c, s, cache, start_pos, self.ops, where)
         if last_only:
             x = x[:, -1:]
         return self.output(self.norm(x)).float()
+
+    def _forward_fused(self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None, last_only: bool) -> torch.Tensor:
+        """The same layer math in 4 matmuls + attention + 4 fused launches per layer (at batch 1
+        the ~35 small kernels of the torch layer code cost more than the weights take to read).
+        Rounds differently from :meth:`forward` (fused multiply-adds), so greedy tokens of the two
+        paths may part after a while; each is consistent with itself."""
+        from .kernels._triton_fused import add_rmsnorm, rope_kv_append, silu_mul
+
+        a = self.args
+        B, T = tokens.shape
+        n = a.n_layers if n_layers is None else n_layers
+        layers: list[Block] = list(self.layers[:n])  # type: ignore[arg-type]
+        cos, sin = self.rope_cast
+        x = self.tok_embeddings(tokens)
+        h, _ = add_rmsnorm(x, None, layers[0].attention_norm.weight, a.norm_eps)
+        for i, (layer, cache) in enumerate(zip(layers, self.caches[:n], strict=True)):
+            att, ff = layer.attention, layer.feed_forward
+            q = rope_kv_append(F.linear(h, att.wqkv.weight, att.wqkv.bias), cos, sin, pos, cache.k, cache.v, a.n_heads, a.n_kv_heads)
+            y = self.ops.attention(q, cache.k, cache.v, pos, scale=att.scale)
+            h, x = add_rmsnorm(att.wo(y.transpose(1, 2).reshape(B, T, a.n_heads * a.head_dim)), x, layer.ffn_norm.weight, a.norm_eps)
+            nxt = layers[i + 1].attention_norm.weight if i + 1 < n else self.norm.weight
+            h, x = add_rmsnorm(ff.w2(silu_mul(ff.w13(h))), x, nxt, a.norm_eps)
+        if last_only:
+            h = h[:, -1:]
+        return self.output(h).float()

@@ -65,8 +65,14 @@ class Noise:
         return 1.0 - self.uniform(*shape)
 
     def exponential(self, *shape: int) -> torch.Tensor:
-        e = torch.empty(shape, device=self.device).exponential_(generator=self.gen)
-        return e.clamp_min(torch.finfo(e.dtype).tiny)
+        return self.fill_exponential(torch.empty(shape, device=self.device))
+
+    def fill_exponential(self, out: torch.Tensor) -> torch.Tensor:
+        """Exp(1) noise written into ``out`` (a static buffer of the device loop)."""
+        return out.exponential_(generator=self.gen).clamp_min_(torch.finfo(out.dtype).tiny)
+
+    def fill_accept_uniform(self, out: torch.Tensor) -> torch.Tensor:
+        return out.uniform_(generator=self.gen).neg_().add_(1.0)  # (0, 1], as accept_uniform
 
 
 def sample(ops: Ops, logits: torch.Tensor, params: SamplingParams, noise: Noise) -> torch.Tensor:

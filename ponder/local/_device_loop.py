@@ -1,0 +1,192 @@
+"""The decode loop with its state on the device: one CUDA graph per step shape, no host sync per step.
+
+The host loop (``Engine(loop="host")``) reads every step's accepted count back to the host, which
+on a GPU costs a sync and a launch gap per step. Here the sequence, its length, the stop position
+and the counters live in device tensors. A step (one decode, or k drafts + one verify pass +
+acceptance + commit) is a function of those buffers only, so it is captured once per (mode, k) in
+a CUDA graph and replayed; k adapts within a small fixed set. The host launches a few steps, then
+reads back once (length, stop position, accepted count and the new tokens in one copy).
+
+Sampling stays exact: every token is drawn with an exponential race, argmax(p / e) with
+e ~ Exp(1) (a draw from p), or by ``ops.verify_chain`` (acceptance and residual resampling, the
+Triton kernel on CUDA). Its noise is drawn from the stream's seeded generator into static buffers
+before each replay. Any proposal is lossless, so the n-gram drafter proposes something even without
+a match, and a draft model re-reads its last two positions instead of tracking what it has seen.
+
+On the CPU the same loop runs without capture (``graphs=False``), which is how it is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ._drafters import Drafter, ModelDrafter, NgramDrafter
+from ._model import Transformer
+from ._sampling import Noise, SamplingParams
+from .kernels._reference import warp_probs
+
+__all__ = ["DeviceLoop", "k_choices"]
+
+_NONE = 2**62  # "no stop token yet"
+
+
+def k_choices(k: int, k_max: int) -> tuple[int, ...]:
+    """The draft lengths graphs are captured for: powers of two up to k_max, and k itself."""
+    return tuple(sorted({2**i for i in range(k_max.bit_length()) if 2**i <= k_max} | {k}))
+
+
+def _mode(params: SamplingParams) -> str:
+    if params.greedy:
+        return "greedy"
+    return "softmax" if params.top_k <= 0 and params.top_p >= 1.0 else "warp"
+
+
+class DeviceLoop:
+    """The buffers and captured steps of one stream's KV caches (graphs point at those caches)."""
+
+    def __init__(self, model: Transformer, drafter: Drafter | None, capacity: int, *, graphs: bool) -> None:
+        dev, V = model.device, model.args.vocab_size
+        self.model, self.drafter, self.graphs = model, drafter, graphs
+        self.capacity = capacity  # positions the KV caches hold
+        self.seq = torch.zeros(1, capacity + 1, dtype=torch.long, device=dev)  # +1: padding lands past L
+        self.L = torch.zeros(1, dtype=torch.long, device=dev)  # tokens so far; the last is pending
+        self.stop_at = torch.full((1,), _NONE, dtype=torch.long, device=dev)  # first stop position
+        self.accepted = torch.zeros(1, dtype=torch.long, device=dev)
+        self.stops = torch.full((16,), -1, dtype=torch.long, device=dev)
+        self.temp, self.top_k, self.top_p = SamplingParams().tensors(1, dev)
+        self.race = torch.ones(1, V, device=dev)  # the target's draw (bonus, resample or decode)
+        self.race_drafts: dict[int, torch.Tensor] = {}
+        self.u_accept: dict[int, torch.Tensor] = {}
+        self._steps: dict[tuple[str, int], Callable[[], None]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if graphs else None
+
+    # --- per request ----------------------------------------------------------------------
+    def start(self, seq: torch.Tensor, L: int, params: SamplingParams, stops: set[int]) -> None:
+        """Install a prefilled sequence (``seq[:, :L]``, the last token pending) and its settings."""
+        self.seq.zero_()
+        self.seq[:, :L] = seq[:, :L]
+        self.L.fill_(L)
+        self.stop_at.fill_(_NONE)
+        self.accepted.zero_()
+        if len(stops) > self.stops.numel():  # a bigger buffer: the captured steps point at the old one
+            self.stops, self._steps = torch.full((len(stops),), -1, dtype=torch.long, device=self.seq.device), {}
+        self.stops.fill_(-1)
+        if stops:
+            self.stops[: len(stops)] = torch.tensor(sorted(stops), dtype=torch.long)
+        for buf, value in zip((self.temp, self.top_k, self.top_p), params.tensors(1, self.seq.device), strict=True):
+            buf.copy_(value)
+        if isinstance(self.drafter, ModelDrafter) and not self.drafter.shares_cache and L > 2:
+            self.drafter.logits_at(self.seq[:, : L - 2], 0)  # its steps re-read positions L-2, L-1
+
+    def step(self, k: int, params: SamplingParams, noise: Noise) -> None:
+        """Launch one step (k = 0: plain decode); nothing is read back."""
+        mode = _mode(params)
+        if mode != "greedy":
+            noise.fill_exponential(self.race)
+            if k:
+                noise.fill_exponential(self._race_drafts(k))
+                noise.fill_accept_uniform(self._u_accept(k))
+        key = (mode, k)
+        if key not in self._steps:
+            self._steps[key] = self._capture(lambda: self._run(k, mode))
+        self._steps[key]()
+
+    def read(self, known: int, upto: int) -> tuple[int, int, int, list[int]]:
+        """One host sync: (length, first stop position or -1, accepted drafts, tokens known..upto)."""
+        vals = torch.cat([self.L, self.stop_at, self.accepted, self.seq[0, known:upto]]).tolist()
+        stop = vals[1] if vals[1] != _NONE else -1
+        return vals[0], stop, vals[2], vals[3:]
+
+    # --- the steps (captured) -------------------------------------------------------------
+    def _run(self, k: int, mode: str) -> None:
+        if k == 0:
+            pos = self.L - 1
+            logits = self.model(self.seq.gather(1, pos[:, None]), pos, last_only=True)[:, -1]
+            out = self._draw(logits, mode, self.race)[:, None]
+            self._commit(out, torch.zeros_like(self.L), 1)
+            return
+        pos = (self.L - 1) + torch.arange(k + 1, device=self.L.device)  # [pending, x_1..x_k]
+        block = self.seq.gather(1, pos[None])
+        q = self._draft(block, pos, k, mode)
+        logits = self.model(block, pos[:1])
+        p = self._probs(logits[0], mode)[None]
+        if mode == "greedy":  # one-hot p and q: any positive noise agrees
+            u, race = torch.ones(1, k, device=p.device), torch.ones_like(self.race)
+        else:
+            u, race = self._u_accept(k), self.race
+        out, n = self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
+        self._commit(out, n, k + 1)
+        self.accepted.add_(n)
+
+    def _draft(self, block: torch.Tensor, pos: torch.Tensor, k: int, mode: str) -> torch.Tensor:
+        """Fill ``block[:, 1:]`` with k proposals; returns their draft distributions (1,k,V)."""
+        V = self.race.shape[-1]
+        d = self.drafter
+        if isinstance(d, NgramDrafter):
+            block[:, 1:] = d.lookup(self.seq, self.L, k)
+            return F.one_hot(block[:, 1:], V).float()
+        assert isinstance(d, ModelDrafter)
+        qs = []
+        for i in range(k):
+            if i == 0 and not d.shares_cache:  # its own cache: redo the last two positions
+                logits = d.logits_at(self.seq.gather(1, (pos[:1] - 1) + torch.arange(2, device=pos.device)[None]), pos[:1] - 1)
+            else:
+                logits = d.logits_at(block[:, i : i + 1], pos[i : i + 1])
+            q = self._probs(logits, mode)
+            block[:, i + 1] = torch.argmax(q / self._race_drafts(k)[i : i + 1], dim=-1) if mode != "greedy" else torch.argmax(q, dim=-1)
+            qs.append(q)
+        return torch.stack(qs, dim=1)
+
+    def _probs(self, logits: torch.Tensor, mode: str) -> torch.Tensor:
+        logits = logits.float()
+        if mode == "greedy":
+            return F.one_hot(torch.argmax(logits, dim=-1), logits.shape[-1]).float()
+        if mode == "softmax":
+            return torch.softmax(logits / self.temp[:, None], dim=-1)
+        n = logits.shape[0]
+        return warp_probs(logits, self.temp.expand(n), self.top_k.expand(n), self.top_p.expand(n))
+
+    def _draw(self, logits: torch.Tensor, mode: str, race: torch.Tensor) -> torch.Tensor:
+        if mode == "greedy":
+            return torch.argmax(logits, dim=-1)
+        return torch.argmax(self._probs(logits, mode) / race, dim=-1)
+
+    def _commit(self, out: torch.Tensor, n: torch.Tensor, width: int) -> None:
+        """Write ``out`` (1,width: n accepted, then one drawn, then -1) at L.. and advance L by n+1."""
+        at = self.L + torch.arange(width, device=out.device)
+        self.seq.scatter_(1, at[None], out)  # the -1 padding lands past the new length
+        hit = torch.isin(out[0], self.stops) & (torch.arange(width, device=out.device) <= n)
+        self.stop_at.copy_(torch.minimum(self.stop_at, torch.where(hit, at, _NONE).min()))
+        self.L.add_(n + 1)
+
+    def _race_drafts(self, k: int) -> torch.Tensor:
+        if k not in self.race_drafts:
+            self.race_drafts[k] = torch.ones(k, self.race.shape[-1], device=self.race.device)
+        return self.race_drafts[k]
+
+    def _u_accept(self, k: int) -> torch.Tensor:
+        if k not in self.u_accept:
+            self.u_accept[k] = torch.ones(1, k, device=self.race.device)
+        return self.u_accept[k]
+
+    def _capture(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` as a CUDA-graph replay (warmed up first: Triton compiles on first call). The
+        warm-up advances the state; it is put back (slots past L it wrote are rewritten later)."""
+        if not self.graphs:
+            return fn
+        saved = [t.clone() for t in (self.L, self.stop_at, self.accepted)]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+                for t, s in zip((self.L, self.stop_at, self.accepted), saved, strict=True):
+                    t.copy_(s)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            fn()
+        return graph.replay

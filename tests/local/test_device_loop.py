@@ -1,0 +1,197 @@
+"""The device loop (``Engine(loop="device")``): positions, acceptance, commits and stop detection on
+the device, one read-back every few steps. On a GPU each step is a captured CUDA graph; here the
+same loop runs uncaptured, so its logic is checked against the host loop token for token, and its
+sampling against the exact target distribution."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+stats = pytest.importorskip("scipy.stats")
+
+from ponder._exceptions import ConfigError  # noqa: E402
+from ponder.local._device_loop import DeviceLoop, k_choices  # noqa: E402
+from ponder.local._drafters import ModelDrafter, NgramDrafter  # noqa: E402
+from ponder.local._engine import Engine, make_drafter  # noqa: E402
+from ponder.local._model import ModelArgs, Transformer  # noqa: E402
+from ponder.local._sampling import Noise, SamplingParams  # noqa: E402
+
+from . import test_local_distribution as dist  # noqa: E402
+from .conftest import tiny_model  # noqa: E402
+
+PROMPT = [5, 9, 12, 40, 7, 33, 5, 9, 12, 40, 21, 3, 17, 5, 9, 2, 50, 61, 5, 9, 12]
+
+
+def drafter_for(kind: str | None, target: Transformer):
+    if kind == "model":
+        return ModelDrafter(tiny_model(seed=99, dim=32, n_layers=2, n_heads=2, n_kv_heads=1), 64)
+    return make_drafter(kind, target)
+
+
+def gemma_like(seed: int = 5) -> Transformer:
+    """Gemma 3's switches (q/k norms, (1 + w) norms, sliding layers shorter than the sequence)."""
+    args = ModelArgs(
+        vocab_size=64, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, intermediate_size=128, head_dim=16,
+        qk_norm=True, gemma=True, tie_embeddings=True, max_position=1024, sliding_window=8,
+        sliding_layers=(True, True, False, True), rope_local_theta=10000.0, rope_theta=1e6,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    model = Transformer(args)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.15 * torch.randn(p.shape, generator=g))
+    return model.double().eval().requires_grad_(False)
+
+
+TARGETS = {
+    "llama-gqa": lambda: tiny_model(seed=0),
+    "qwen2-bias": lambda: tiny_model(seed=2, qkv_bias=True, n_kv_heads=1),
+    "gemma-window": gemma_like,
+}
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+def test_a_tensor_position_forward_equals_the_int_one(target_name: str) -> None:
+    model = TARGETS[target_name]()
+    tokens = torch.tensor([PROMPT + PROMPT[:9]])
+    model.setup_caches(1, 64)
+    want = model(tokens, 0)
+    model.setup_caches(1, 64)
+    model(tokens[:, :20], 0)
+    got = [model(tokens[:, 20:21], torch.tensor([20])), model(tokens[:, 21:30], torch.tensor([21]))]
+    assert torch.allclose(torch.cat(got, dim=1), want[:, 20:30], atol=1e-10)
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("draft", [None, "ngram", "layers:1", "model"])
+@pytest.mark.parametrize("k,adaptive,read_every", [(1, False, 1), (3, False, 8), (4, True, 3)])
+def test_greedy_device_loop_equals_the_host_loop(target_name: str, draft: str | None, k: int, adaptive: bool, read_every: int) -> None:
+    target = TARGETS[target_name]()
+    expected, _, _ = Engine(target, loop="host").generate_ids(PROMPT, 40, stop_ids=())
+    engine = Engine(target, drafter=drafter_for(draft, target), k=k, adaptive=adaptive, loop="device", read_every=read_every)
+    assert engine.loop == "device"
+    got, reason, st = engine.generate_ids(PROMPT, 40, stop_ids=())
+    assert got == expected and reason == "length" and st.new_tokens == 40
+    if draft is None:
+        assert st.target_steps == 39 and st.drafted == 0
+    else:
+        assert st.drafted > 0 and st.target_steps < 40
+        assert set(st.k_history) <= set(k_choices(k, 2 * k))
+
+
+def test_a_draft_equal_to_the_target_is_always_accepted() -> None:
+    target, twin = tiny_model(seed=3), tiny_model(seed=3)
+    expected, _, _ = Engine(target).generate_ids(PROMPT, 48, stop_ids=())
+    engine = Engine(target, drafter=ModelDrafter(twin, 64), k=4, adaptive=False, loop="device")
+    got, _, st = engine.generate_ids(PROMPT, 48, stop_ids=())
+    assert got == expected
+    assert st.acceptance_rate == 1.0 and st.target_steps == 10  # ceil(47 / 5)
+
+
+def test_adaptive_k_grows_within_its_set_when_every_draft_is_accepted() -> None:
+    target, twin = tiny_model(seed=3), tiny_model(seed=3)
+    engine = Engine(target, drafter=ModelDrafter(twin, 64), k=2, k_max=8, loop="device", read_every=2)
+    _, _, st = engine.generate_ids(PROMPT, 120, stop_ids=())
+    assert st.k_history[:2] == [2, 2] and 8 in st.k_history
+    assert set(st.k_history) <= {1, 2, 4, 8}
+
+
+@pytest.mark.parametrize("draft", [None, "ngram", "layers:2"])
+def test_stop_tokens_end_generation_where_the_host_loop_ends_it(draft: str | None) -> None:
+    target = tiny_model(seed=0)
+    free, _, _ = Engine(target).generate_ids(PROMPT, 40, stop_ids=())
+    stop = free[17]
+    want = free[: free.index(stop)]
+    for loop in ("host", "device"):
+        engine = Engine(target, drafter=drafter_for(draft, target), k=3, loop=loop, read_every=4)
+        got, reason, st = engine.generate_ids(PROMPT, 40, stop_ids=[stop, 63])
+        assert (got, reason) == (want, "stop"), loop
+        assert st.new_tokens == len(want)
+    # A stop token that would come only after the limit is not reached.
+    got, reason, _ = Engine(target, loop="device").generate_ids(PROMPT, free.index(stop), stop_ids=[stop])
+    assert (got, reason) == (want, "length")
+
+
+@pytest.mark.parametrize("draft", [None, "ngram", "layers:2", "model"])
+def test_streams_in_turn_on_the_device_loop_equal_each_alone(draft: str | None) -> None:
+    target = tiny_model(seed=4)
+    engine = Engine(target, drafter=drafter_for(draft, target), k=3, loop="device", read_every=2)
+    params = SamplingParams(temperature=0.9, top_p=0.95)
+    prompts = [PROMPT, [1, 2, 3, 4, 1, 2, 3], PROMPT[::-1]]
+    lengths = [30, 45, 12]
+    alone = [engine.generate_ids(p, n, params, seed=i, stop_ids=())[0] for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))]
+    streams = [engine.stream(p, n, params, seed=i, stop_ids=()) for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))]
+    got: list[list[int]] = [[] for _ in streams]
+    live = set(range(3))
+    while live:
+        for i in sorted(live):
+            try:
+                got[i] += next(streams[i])
+            except StopIteration:
+                live.discard(i)
+    assert got == alone and [len(g) for g in got] == lengths
+
+
+def test_seeded_sampling_on_the_device_loop_is_reproducible() -> None:
+    target = tiny_model(seed=6)
+    engine = Engine(target, drafter=NgramDrafter(64), k=3, loop="device")
+    params = SamplingParams(temperature=0.8, top_k=20)
+    a = engine.generate_ids(PROMPT, 30, params, seed=7, stop_ids=())[0]
+    b = engine.generate_ids(PROMPT, 30, params, seed=7, stop_ids=())[0]
+    c = engine.generate_ids(PROMPT, 30, params, seed=8, stop_ids=())[0]
+    assert a == b and a != c and len(a) == 30
+
+
+def test_ngram_lookup_on_the_device_proposes_what_the_host_lookup_proposes() -> None:
+    d = NgramDrafter(64)
+    seq = torch.tensor([PROMPT + [0] * 10])
+    noise = Noise(0, torch.device("cpu"))
+    for L in range(3, len(PROMPT) + 1):
+        host, _ = d.propose(seq[:, :L], 4, SamplingParams(), noise)
+        dev = d.lookup(seq, torch.tensor([L]), 4)
+        n = host.shape[1]
+        assert dev.shape == (1, 4) and dev[0, :n].tolist() == host[0].tolist(), L
+        if n == 0:  # no match: the last token, repeated (any proposal is lossless)
+            assert dev[0].tolist() == [PROMPT[L - 1]] * 4
+
+
+def _device_joint(target, drafter, params: SamplingParams, k: int, n: int, seed: int) -> torch.Tensor:
+    """(n, 2): the first two tokens after the prompt from one speculative step (and a decode step,
+    which supplies the second token when the first draft was rejected) of the device loop."""
+    L = len(dist.PROMPT)
+    target.setup_caches(1, 64)
+    loop = DeviceLoop(target, drafter, 64, graphs=False)
+    seq = torch.tensor([dist.PROMPT])
+    target(seq[:, : L - 1], 0)
+    noise = Noise(seed, torch.device("cpu"))
+    out = torch.empty(n, 2, dtype=torch.long)
+    for i in range(n):
+        loop.start(seq, L, params, set())
+        loop.step(k, params, noise)
+        loop.step(0, params, noise)
+        out[i] = torch.tensor(loop.read(L, L + 2)[3])
+    return out
+
+
+@pytest.mark.parametrize("drafter_kind,params_name,k", [("model", "t1", 2), ("layers:1", "t0.7-topk3", 3), ("ngram", "t1.3-topp0.8", 2)])
+def test_sampled_device_steps_have_the_target_distribution(drafter_kind: str, params_name: str, k: int) -> None:
+    params = dist.PARAMS[params_name]
+    target = dist.target_model()
+    joint = dist.exact_joint(target, params)
+    drafter = dist.make_drafter(drafter_kind, target)
+    if isinstance(drafter, ModelDrafter) and not drafter.shares_cache:
+        drafter.model.setup_caches(1, 64)
+    samples = _device_joint(target, drafter, params, k, 3000, seed=k)
+    assert dist.chi_square_pvalue(samples, joint) > 1e-4
+    assert dist.V == joint.shape[0]
+
+
+def test_loop_settings_are_checked() -> None:
+    target = tiny_model(seed=0)
+    with pytest.raises(ConfigError, match="unknown loop"):
+        Engine(target, loop="gpu")
+    with pytest.raises(ConfigError, match="read_every"):
+        Engine(target, loop="device", read_every=0)
+    assert Engine(target).loop == "host"  # the CPU default: one step at a time from Python
+    assert k_choices(4, 8) == (1, 2, 4, 8) and k_choices(3, 6) == (1, 2, 3, 4)
