@@ -1,6 +1,6 @@
 """One-call GPU benchmark of ponder's speculative engine and its Triton kernels.
 
-    PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT          # the full run (H100: ~8 min)
+    PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT          # the full run (H100: < 8 min)
     PYTHONPATH=. python benchmarks/gpu_bench.py --smoke             # imports + kernel checks only
     PYTHONPATH=. python benchmarks/gpu_bench.py --device cpu --tiny # the logic, on a laptop
 
@@ -9,9 +9,18 @@ Sections (each fails soft: a broken one prints "not run: <reason>" and the rest 
   2. kernel correctness on the device (exact vs the torch references, same noise);
   3. per-kernel times: Triton vs torch eager vs torch.compile, batch 1/8, vocab 49k/128k/152k;
   4. end to end, batch 1, bf16 random weights generated on the device, at the SmolLM2-135M,
-     SmolLM2-1.7B and Llama-3.1-8B shapes: target-only decode and greedy speculative decoding
-     (layer-cut draft sharing the target's cache), each step captured in one CUDA graph; achieved
-     GB/s; the Leviathan check (draft step and verify step timed alone); greedy identity;
+     SmolLM2-1.7B and Llama-3.1-8B shapes. Every tok/s number comes from the product's public
+     API, ``Engine.generate_ids`` (``loop="device"``: device-resident positions, each step a
+     captured CUDA graph on a GPU), timed on its second call (the first captures the graphs):
+     target-only greedy and sampled, speculative greedy and sampled (layer-cut draft
+     ``layers:N`` sharing the target's cache, k fixed), and the eager host loop
+     (``loop="host"``) for comparison. Decode tok/s = (new tokens - 1) / stats.decode_s (the
+     first token comes from prefill); wall tok/s = new tokens / wall clock of the call.
+     Also: achieved GB/s of target-only greedy (weights + KV bytes per token); the Leviathan
+     check (draft step and verify step each timed alone through the public
+     ``Transformer.forward`` with a device-tensor position, one CUDA graph each; predicted
+     tok/s = tokens per step / (k * draft + verify)); sampled vs greedy speculation per target
+     step; greedy identity (speculative greedy tokens == target-only greedy tokens);
   5. Hugging Face transformers on the same weights: generate (eager, static cache) and assisted
      generation with the same layer-cut draft, tokens/s and whether greedy tokens match.
 
@@ -33,7 +42,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 SHAPES: dict[str, dict[str, Any]] = {
     "SmolLM2-135M": dict(
@@ -324,141 +332,12 @@ def _kernel_row(op: str, shape: str, times: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# 4. end to end
+# 4. end to end, through the public Engine API
 # ------------------------------------------------------------------------------------------
-class Runner:
-    """CUDA-graph-friendly decode/verify over the engine's ``Transformer`` (its weights, caches,
-    RoPE tables and kernel ops): positions live in a device tensor, so one captured graph serves
-    every step and the whole speculative iteration runs with no host synchronisation."""
-
-    def __init__(self, model: Any, max_len: int, fused: bool = False) -> None:
-        self.m = model
-        self.fused = fused
-        self.cos_t = model.rope_cos.to(model.dtype).contiguous()
-        self.sin_t = model.rope_sin.to(model.dtype).contiguous()
-        self.dev = model.device
-        self.seq = torch.zeros(1, max_len, dtype=torch.long, device=self.dev)
-        self.L = torch.zeros(1, dtype=torch.long, device=self.dev)  # committed tokens
-        self._ar: dict[int, torch.Tensor] = {}
-        self._onehot: tuple[torch.Tensor, ...] | None = None
-        self._blk: torch.Tensor | None = None
-
-    def ar(self, n: int) -> torch.Tensor:
-        if n not in self._ar:
-            self._ar[n] = torch.arange(n, device=self.dev)
-        return self._ar[n]
-
-    def forward(
-        self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None = None
-    ) -> torch.Tensor:
-        from ponder.local._model import apply_rope
-
-        m = self.m
-        if self.fused:
-            return self.forward_fused(tokens, pos, n_layers)
-        B, T = tokens.shape
-        H, Hkv, D = m.args.n_heads, m.args.n_kv_heads, m.args.head_dim
-        positions = pos[:, None] + self.ar(T)[None, :]
-        cos = m.rope_cos[positions[0]].to(m.dtype)
-        sin = m.rope_sin[positions[0]].to(m.dtype)
-        x = m.tok_embeddings(tokens)
-        n = m.args.n_layers if n_layers is None else n_layers
-        for layer, cache in zip(m.layers[:n], m.caches[:n], strict=True):
-            att = layer.attention
-            qkv = att.wqkv(layer.attention_norm(x))
-            q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
-            q = apply_rope(q.view(B, T, H, D).transpose(1, 2), cos, sin)
-            k = apply_rope(k.view(B, T, Hkv, D).transpose(1, 2), cos, sin)
-            cache.k.index_copy_(2, positions[0], k)
-            cache.v.index_copy_(2, positions[0], v.view(B, T, Hkv, D).transpose(1, 2))
-            y = m.ops.attention(q, cache.k, cache.v, pos)
-            x = x + att.wo(y.transpose(1, 2).reshape(B, T, H * D))
-            x = x + layer.feed_forward(layer.ffn_norm(x))
-        return m.output(m.norm(x)).float()
-
-    def forward_fused(
-        self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None = None
-    ) -> torch.Tensor:
-        """The same layer math with the fused kernels: 4 matmuls + 5 launches per layer."""
-        from ponder.local.kernels._triton_fused import add_rmsnorm, rope_kv_append, silu_mul
-
-        m = self.m
-        B, T = tokens.shape
-        H, Hkv, D = m.args.n_heads, m.args.n_kv_heads, m.args.head_dim
-        eps = m.args.norm_eps
-        n = m.args.n_layers if n_layers is None else n_layers
-        layers = m.layers[:n]
-        x = m.tok_embeddings(tokens)
-        h, _ = add_rmsnorm(x, None, layers[0].attention_norm.weight, eps)
-        for i, (layer, cache) in enumerate(zip(layers, m.caches[:n], strict=True)):
-            att = layer.attention
-            qkv = F.linear(h, att.wqkv.weight, att.wqkv.bias)
-            q = rope_kv_append(qkv, self.cos_t, self.sin_t, pos, cache.k, cache.v, H, Hkv)
-            y = m.ops.attention(q, cache.k, cache.v, pos)
-            a = F.linear(y.transpose(1, 2).reshape(B, T, H * D), att.wo.weight)
-            h, x = add_rmsnorm(a, x, layer.ffn_norm.weight, eps)
-            f = F.linear(
-                silu_mul(F.linear(h, layer.feed_forward.w13.weight)), layer.feed_forward.w2.weight
-            )
-            nxt = layers[i + 1].attention_norm.weight if i + 1 < n else m.norm.weight
-            h, x = add_rmsnorm(f, x, nxt, eps)
-        return F.linear(h, m.output.weight).float()
-
-    def reset(self, prompt: torch.Tensor) -> None:
-        P = prompt.shape[1]
-        self.seq.zero_()
-        self.seq[:, :P] = prompt
-        self.L.fill_(P)
-        with torch.no_grad():
-            self.m(prompt[:, : P - 1], 0)  # the engine's own prefill; the last token is pending
-
-    def target_step(self, width: int = 1) -> None:
-        """Greedy decode of one token; ``width`` > 1 pads the block like a verification."""
-        pos = self.L - 1
-        tok = self.seq.gather(1, pos[:, None] + self.ar(width)[None, :])
-        nxt = self.forward(tok, pos)[:, 0].argmax(-1)
-        self.seq.scatter_(1, self.L[:, None], nxt[:, None])
-        self.L.add_(1)
-
-    def spec_iter(self, k: int, n_draft: int) -> None:
-        """k greedy draft steps through the first n_draft layers, one verify pass, fused accept.
-
-        Bookkeeping is kept to ~17 small kernels: the block [pending, x_1..x_k] lives in one
-        buffer that the draft argmaxes write into, and the commit scatters the padded output
-        as is (the -1 padding lands past the committed length, where nothing reads it).
-        """
-        pos = (self.L - 1) + self.ar(k + 1)  # positions of [pending, x_1..x_k]
-        if self._blk is None or self._blk.shape[1] != k + 1:
-            self._blk = torch.zeros(1, k + 1, dtype=torch.long, device=self.dev)
-        blk = self._blk
-        torch.gather(self.seq, 1, pos[None, :], out=blk)
-        for i in range(k):
-            lg = self.forward(blk[:, i : i + 1], pos[i : i + 1], n_draft)
-            torch.argmax(lg[:, 0], dim=-1, keepdim=True, out=blk[:, i + 1 : i + 2])
-        logits = self.forward(blk, pos[:1])
-        V = logits.shape[-1]
-        if (
-            self._onehot is None
-            or self._onehot[0].shape[-1] != V
-            or self._onehot[0].shape[1] != k + 1
-        ):
-            self._onehot = (
-                torch.zeros(1, k + 1, V, device=self.dev), torch.zeros(1, k, V, device=self.dev),
-                torch.ones(1, k, device=self.dev), torch.ones(1, V, device=self.dev),
-            )  # fmt: skip
-        p, q, u, race = self._onehot  # greedy: one-hot p and q, any positive noise
-        p.zero_().scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-        draft = blk[:, 1:]
-        q.zero_().scatter_(-1, draft[..., None], 1.0)
-        out, n_acc = self.m.ops.verify_chain(draft, q, p, u, race)
-        self.seq.scatter_(1, (pos + 1)[None, :], out)
-        self.L.add_(n_acc + 1)  # accepted drafts = tokens made - iterations (counted on the host)
-
-
 def build_model(
     cfg: dict[str, Any], dev: torch.device, n_draft: int, residual_scale: float, seed: int
 ):
-    from ponder.local._model import ModelArgs, Transformer
+    from ponder.local import ModelArgs, Transformer
 
     torch.manual_seed(seed)
     # Untied head: with random tied weights the argmax is the input token itself (e.e ~ dim), so
@@ -487,6 +366,91 @@ def weight_bytes(model: Any) -> int:
     return n
 
 
+def step_times(
+    model: Any, prompt: torch.Tensor, n_draft: int, k: int, new_tokens: int, dev: torch.device
+) -> dict[str, float]:
+    """The draft step (first ``n_draft`` layers + head, T=1), the verify step (T=k+1) and the
+    target step (T=1), each timed alone through the public ``Transformer.forward`` with the
+    position in a device tensor, each captured in one CUDA graph (median of 30 replays).
+
+    Runs on caches of its own (the engine allocates its own when it starts), sized as the engine
+    sizes them for this prompt and ``max_tokens`` (prompt + max_tokens + 2k + 1), at the middle
+    of the decoded span (the average context the e2e run attends over)."""
+    P = prompt.shape[1]
+    cap = P + new_tokens + 2 * k + 1
+    model.setup_caches(1, cap, backend="triton" if dev.type == "cuda" else "torch")
+    at = min(P + new_tokens // 2, cap - (k + 1))
+    pos = torch.tensor([at], dtype=torch.long, device=dev)
+    tok1 = prompt[:, -1:].clone()
+    blk = prompt[:, -(k + 1) :].clone()
+    fns: dict[str, Callable[[], Any]] = {
+        "draft": lambda: model(tok1, pos, n_layers=n_draft),
+        "verify": lambda: model(blk, pos),
+        "target": lambda: model(tok1, pos),
+    }
+    out: dict[str, float] = {"at_position": at, "cache_positions": cap}
+    with torch.inference_mode():
+        model(prompt, 0)  # a real prefilled context before the timed positions
+        for label, fn in fns.items():
+            fn()  # compiles the kernels for this shape
+            replay = graphed(fn, dev, dev.type == "cuda")
+            out[label] = bench(replay, dev, reps=30)
+            del replay
+    return out
+
+
+def generate_twice(
+    engine: Any, prompt_ids: list[int], n: int, params: Any, dev: torch.device
+) -> dict[str, Any]:
+    """Two identical ``Engine.generate_ids`` calls; the second is the timed one (the first
+    captures the engine's graphs, and sets up its caches and kernels)."""
+    sync(dev)
+    t = time.perf_counter()
+    first, _, _ = engine.generate_ids(prompt_ids, max_tokens=n, params=params, seed=0, stop_ids=())
+    sync(dev)
+    first_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ids, finish, stats = engine.generate_ids(
+        prompt_ids, max_tokens=n, params=params, seed=0, stop_ids=()
+    )
+    sync(dev)
+    wall = time.perf_counter() - t
+    if stats.new_tokens < 2 or stats.decode_s <= 0 or not stats.target_steps:
+        raise RuntimeError(f"no decode step to time: {stats.new_tokens} tokens, {finish!r}")
+    tok_s = (stats.new_tokens - 1) / stats.decode_s  # the first token comes from prefill
+    row = dict(
+        loop=engine.loop, ops=engine.model.ops.name, new_tokens=stats.new_tokens,
+        tok_s=round(tok_s, 1), wall_tok_s=round(stats.new_tokens / wall, 1),
+        ms_per_tok=round(1e3 / tok_s, 3), target_steps=stats.target_steps,
+        ms_per_step=round(1e3 * stats.decode_s / stats.target_steps, 3),
+        tokens_per_step=round(stats.tokens_per_step, 3),
+        accept_rate=round(stats.acceptance_rate, 3) if stats.drafted else "",
+        prefill_ms=round(stats.prefill_s * 1e3, 2), first_call_s=round(first_s, 2),
+        repeat_identical=ids == first,
+    )  # fmt: skip
+    return {"ids": ids, "stats": stats, "tok_s": tok_s, "row": row}
+
+
+def first_diff(x: list[int], y: list[int]) -> int:
+    """Index of the first differing token (the shorter length when one is a prefix)."""
+    return next(
+        (i for i, (a, b) in enumerate(zip(x, y, strict=False)) if a != b), min(len(x), len(y))
+    )
+
+
+def implied_alpha(tokens_per_step: float, k: int) -> float:
+    """The i.i.d. acceptance rate that Leviathan's E[tokens/step] = (1-a^(k+1))/(1-a) maps to
+    ``tokens_per_step`` (acceptances of real runs are correlated, so it differs from accepted/drafted)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (1 - mid ** (k + 1)) / (1 - mid) < tokens_per_step:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def section_e2e(
     name: str,
     cfg: dict[str, Any],
@@ -494,138 +458,167 @@ def section_e2e(
     state: dict[str, Any],
     opt: argparse.Namespace,
 ) -> None:
-    backend = "triton" if dev.type == "cuda" else "torch"
-    L_ = cfg["n_layers"]
-    n_draft = max(1, round(L_ * opt.draft_fraction))
-    k = opt.k
-    P, N = opt.prompt_len, opt.new_tokens
-    max_len = P + N + 4 * (k + 1) + 64
+    """Every tok/s here comes from ``Engine.generate_ids`` (the product's public API); the step
+    times of the Leviathan check come from the public ``Transformer.forward``."""
+    import gc
+
+    from ponder.local import Engine, SamplingParams, make_drafter
+
+    n_draft = max(1, round(cfg["n_layers"] * opt.draft_fraction))
+    k, P, N = opt.k, opt.prompt_len, opt.new_tokens
+    draft = f"layers:{n_draft}"
     model = build_model(cfg, dev, n_draft, opt.residual_scale, seed=0)
-    model.setup_caches(1, max_len, backend=backend)
-    assert model.ops.name == backend, model.ops.name
     g = torch.Generator(device="cpu").manual_seed(1)
-    prompt = torch.randint(0, cfg["vocab_size"], (1, P), generator=g).to(dev)
-    r = Runner(model, max_len + k + 2)
-    fused = dev.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
-    use_graph = dev.type == "cuda"
+    prompt = torch.randint(0, cfg["vocab_size"], (1, P), generator=g)
+    prompt_ids = prompt[0].tolist()
     wb = weight_bytes(model)
     a = model.args
-    kv_per_pos = 2 * a.n_layers * a.n_kv_heads * a.head_dim * (2 if dev.type == "cuda" else 4)
+    kv_per_pos = 2 * a.n_layers * a.n_kv_heads * a.head_dim * model.dtype.itemsize
+    greedy = SamplingParams()
+    sampled = SamplingParams(temperature=opt.temperature, top_p=opt.top_p)
+    sp = f"T={opt.temperature} top-p={opt.top_p}"
+    TG, SG = "target-only greedy", f"spec greedy {draft} k={k}"
+    TS, SS = f"target-only sampled {sp}", f"spec sampled {draft} k={k} {sp}"
+    runs: dict[str, dict[str, Any]] = {}
+    steps: dict[str, float] = {}
 
-    with torch.no_grad():
-        # sanity: the graph-friendly forward reproduces the engine's own forward
-        r.reset(prompt)
-        ref_logits = model(prompt[:, P - 1 : P], P - 1)
-        same_fwd = {}
-        for f in (False, True) if fused else (False,):
-            r.fused = f
-            r.reset(prompt)
-            mine = r.forward(prompt[:, P - 1 : P], r.L - 1)
-            same_fwd[f] = float((ref_logits - mine).abs().max())
+    def part(mode: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one broken row must not stop the others
+            traceback.print_exc()
+            record("e2e", model=name, mode=mode, status=f"not run: {type(exc).__name__}: {str(exc)[:300]}")  # fmt: skip
 
-        results: dict[str, Any] = {}
-        runs = [("target-only, torch layers", 1, False)] if fused else []
-        runs += [("target-only", 1, fused), (f"target-only padded T={k + 1}", k + 1, fused)]
-        for label, width, f in runs:
-            r.fused = f
-            r.reset(prompt)
-            r.target_step(width)  # compiles the kernels
-            step = graphed(lambda w=width: r.target_step(w), dev, use_graph)
-            r.reset(prompt)
-            sync(dev)
-            t = time.perf_counter()
-            for _ in range(N):
-                step()
-            sync(dev)
-            dt = time.perf_counter() - t
-            toks = r.seq[0, P : P + N].clone()
-            ctx = P + N / 2
-            bytes_tok = wb + kv_per_pos * ctx
-            gbs = bytes_tok * N / dt / 1e9
-            results[label] = toks
-            if width == 1:
-                state["_base_tok_s"] = N / dt
-            record(
-                "e2e", model=name, mode=label, tok_s=round(N / dt, 1), ms_per_tok=round(dt / N * 1e3, 3),
-                GBs=round(gbs, 1), pct_copy_bw=round(100 * gbs / state.get("copy_gbs", float("nan")), 1),
-                weights_GB=round(wb / 1e9, 3), logits_maxabs_vs_engine_forward=same_fwd[f],
-            )  # fmt: skip
-            del step
-        r.fused = fused
-        if fused:
-            a_, b_ = results["target-only, torch layers"], results["target-only"]
-            record("e2e", model=name, mode="fused vs torch layers: same greedy tokens",
-                   identical=bool(torch.equal(a_, b_)), first_divergence=int((a_ != b_).nonzero()[0, 0]) if not torch.equal(a_, b_) else len(a_))  # fmt: skip
+    def speedup(key: str, base: str) -> dict[str, Any]:
+        if base not in runs:
+            return {}
+        return {"speedup_vs_target_only": round(runs[key]["tok_s"] / runs[base]["tok_s"], 2)}
 
-        # Draft step and verify step timed on their own (each one graph), for Leviathan's formula.
-        r.reset(prompt)
-        pos = r.L - 1
-        tok1 = r.seq[:, P - 1 : P].clone()
-        blk = r.seq[:, P - 1 : P + k].clone()
-        draft_fn = graphed(lambda: r.forward(tok1, pos, n_draft), dev, use_graph)
-        verify_fn = graphed(lambda: r.forward(blk, pos), dev, use_graph)
-        t_draft = bench(draft_fn, dev, reps=30)
-        t_verify = bench(verify_fn, dev, reps=30)
-        t_target = bench(graphed(lambda: r.forward(tok1, pos), dev, use_graph), dev, reps=30)
-        del draft_fn, verify_fn
+    def identity(key: str, n: int | None = None) -> dict[str, Any]:
+        if TG not in runs:
+            return {"greedy_identical_to_target": "n/a (target-only greedy not run)"}
+        x, y = runs[key]["ids"], runs[TG]["ids"][: n or N]
+        return {"greedy_identical_to_target": x == y, "first_divergence": first_diff(x, y)}
 
-        r.reset(prompt)
-        r.spec_iter(k, n_draft)
-        it = graphed(lambda: r.spec_iter(k, n_draft), dev, use_graph)
-        r.reset(prompt)
-        sync(dev)
-        t = time.perf_counter()
-        iters = 0
-        while True:
-            for _ in range(8):
-                it()
-            iters += 8
-            if int(r.L) - P >= N:  # one host read per 8 iterations
-                break
-        sync(dev)
-        dt = time.perf_counter() - t
-        made = int(r.L) - P
-        acc = made - iters
-        spec = r.seq[0, P : P + N].clone()
-        tok_iter = made / iters
-        alpha = acc / (iters * k)
-        c = t_draft / t_target
-        predicted = tok_iter / (k * t_draft + t_verify)
-        leviathan_tok_iter = (1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1
-        # The i.i.d. acceptance rate that Leviathan's E[tokens/iter] = (1-a^(k+1))/(1-a) maps to
-        # the measured tokens/iter (acceptances here are correlated, so the two alphas differ).
-        lo_a, hi_a = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo_a + hi_a) / 2
-            if (1 - mid ** (k + 1)) / (1 - mid) < tok_iter:
-                lo_a = mid
-            else:
-                hi_a = mid
-        base = results["target-only"]
-        padded = results[f"target-only padded T={k + 1}"]
+    def run(key: str, engine: Any, params: Any, n: int = N) -> dict[str, Any]:
+        runs[key] = generate_twice(engine, prompt_ids, n, params, dev)
+        return runs[key]
 
-        def first_diff(x: torch.Tensor, y: torch.Tensor) -> int:
-            d = (x != y).nonzero()
-            return int(d[0, 0]) if len(d) else len(x)
+    part("step times", lambda: steps.update(step_times(model, prompt.to(dev), n_draft, k, N, dev)))
 
+    engines = {
+        "target": Engine(model, tokenizer=None, drafter=None, k=k, adaptive=False, loop="device"),
+        "spec": Engine(
+            model,
+            tokenizer=None,
+            drafter=make_drafter(draft, model),
+            k=k,
+            adaptive=False,
+            loop="device",
+        ),
+    }
+
+    def target_greedy() -> None:
+        r = run(TG, engines["target"], greedy)
+        gbs = (wb + kv_per_pos * (P + N / 2)) * r["tok_s"] / 1e9  # bytes read per token
         record(
-            "e2e", model=name, mode=f"speculative k={k} draft=layers:{n_draft}", tok_s=round(made / dt, 1),
-            ms_per_tok=round(dt / made * 1e3, 3), tokens_per_iter=round(tok_iter, 3),
-            alpha_accept_rate=round(alpha, 3), alpha_leviathan_implied=round(lo_a, 3), leviathan_tokens_per_iter=round(leviathan_tok_iter, 3),
-            draft_ms=round(t_draft * 1e3, 3), verify_ms=round(t_verify * 1e3, 3), target_ms=round(t_target * 1e3, 3),
-            c=round(c, 3), verify_over_target=round(t_verify / t_target, 3),
-            predicted_tok_s=round(predicted, 1), pct_of_predicted=round(100 * made / dt / predicted, 1),
-            speedup_vs_target_only=round((made / dt) / state["_base_tok_s"], 2),
-            greedy_identical_to_target=bool(torch.equal(spec, base)), first_divergence=first_diff(spec, base),
-            greedy_identical_to_padded_target=bool(torch.equal(spec, padded)),
-            first_divergence_padded=first_diff(spec, padded),
-            target_vs_padded_identical=bool(torch.equal(base, padded)),
+            "e2e", model=name, mode=TG, **r["row"], GBs=round(gbs, 1),
+            pct_copy_bw=round(100 * gbs / state.get("copy_gbs", float("nan")), 1),
+            weights_GB=round(wb / 1e9, 3),
         )  # fmt: skip
-        del it
-        state[name] = {"prompt": prompt.cpu(), "tokens": base.cpu(), "n_draft": n_draft}
-    if opt.hf:
+        state[name] = {"prompt": prompt, "tokens": torch.tensor(r["ids"]), "n_draft": n_draft}
+
+    def spec_greedy() -> None:
+        r = run(SG, engines["spec"], greedy)
+        record("e2e", model=name, mode=SG, **r["row"], **speedup(SG, TG), **identity(SG))
+
+    def target_sampled() -> None:
+        r = run(TS, engines["target"], sampled)
+        record("e2e", model=name, mode=TS, **r["row"])
+
+    def spec_sampled() -> None:
+        r = run(SS, engines["spec"], sampled)
+        record("e2e", model=name, mode=SS, **r["row"], **speedup(SS, TS))
+
+    part(TG, target_greedy)
+    part(SG, spec_greedy)
+    part(TS, target_sampled)
+    part(SS, spec_sampled)
+
+    def sampled_vs_greedy() -> None:
+        gs, ss = runs[SG]["stats"], runs[SS]["stats"]
+        g_step, s_step = gs.decode_s / gs.target_steps, ss.decode_s / ss.target_steps
+        row: dict[str, Any] = dict(
+            greedy_tok_s=round(runs[SG]["tok_s"], 1), sampled_tok_s=round(runs[SS]["tok_s"], 1),
+            tok_s_ratio=round(runs[SS]["tok_s"] / runs[SG]["tok_s"], 3),
+            greedy_accept=round(gs.acceptance_rate, 3), sampled_accept=round(ss.acceptance_rate, 3),
+            greedy_tokens_per_step=round(gs.tokens_per_step, 3),
+            sampled_tokens_per_step=round(ss.tokens_per_step, 3),
+            greedy_ms_per_step=round(g_step * 1e3, 3), sampled_ms_per_step=round(s_step * 1e3, 3),
+            # the acceptance-adjusted comparison: time per target step, and the sampled speed
+            # at greedy's tokens per step
+            step_time_ratio=round(s_step / g_step, 3),
+            sampled_tok_s_at_greedy_accept=round(gs.tokens_per_step / s_step, 1),
+            within_15pct=s_step / g_step <= 1.15,
+        )  # fmt: skip
+        if TG in runs and TS in runs:
+            row["target_only_sampled_over_greedy_ms_per_tok"] = round(runs[TG]["tok_s"] / runs[TS]["tok_s"], 3)  # fmt: skip
+        record("sampled vs greedy", model=name, **row)
+
+    if SG in runs and SS in runs:
+        part("sampled vs greedy", sampled_vs_greedy)
+
+    def leviathan(key: str) -> None:
+        st = runs[key]["stats"]
+        t_d, t_v, t_t = steps["draft"], steps["verify"], steps["target"]
+        predicted = st.tokens_per_step / (k * t_d + t_v)
+        alpha = st.acceptance_rate
+        record(
+            "leviathan", model=name, mode=key, at_position=steps["at_position"],
+            cache_positions=steps["cache_positions"], draft_ms=round(t_d * 1e3, 3),
+            verify_ms=round(t_v * 1e3, 3), target_ms=round(t_t * 1e3, 3), c=round(t_d / t_t, 3),
+            verify_over_target=round(t_v / t_t, 3), tokens_per_step=round(st.tokens_per_step, 3),
+            alpha_accept_rate=round(alpha, 3),
+            alpha_leviathan_implied=round(implied_alpha(st.tokens_per_step, k), 3),
+            leviathan_tokens_per_step=round((1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1, 3),
+            predicted_tok_s=round(predicted, 1), measured_tok_s=round(runs[key]["tok_s"], 1),
+            pct_of_predicted=round(100 * runs[key]["tok_s"] / predicted, 1),
+        )  # fmt: skip
+
+    for key in (SG, SS):
+        if key in runs and steps:
+            part(f"leviathan {key}", lambda key=key: leviathan(key))
+
+    # The eager host loop (no device-resident positions, no graphs), so the graph path's gain shows.
+    n_host = min(opt.host_tokens, N)
+    for key, eng_key, device_key in ((f"{TG}, loop=host", "target", TG), (f"{SG}, loop=host", "spec", SG)):  # fmt: skip
+        if not opt.host:
+            break
+        left = opt.deadline - time.perf_counter()
+        est = 2 * n_host * 5 / runs[device_key]["tok_s"] if device_key in runs else 30.0
+        if left < est + 10:
+            record("e2e", model=name, mode=key, status=f"not run: time budget ({left:.0f}s left, needs ~{est:.0f}s)")  # fmt: skip
+            continue
+
+        def host(key: str = key, eng_key: str = eng_key, device_key: str = device_key) -> None:
+            drafter = engines[eng_key].drafter
+            eng = Engine(model, tokenizer=None, drafter=drafter, k=k, adaptive=False, loop="host")
+            r = run(key, eng, greedy, n_host)
+            gain = {}
+            if device_key in runs:
+                gain = {"device_over_host": round(runs[device_key]["tok_s"] / r["tok_s"], 2)}
+            record("e2e", model=name, mode=key, **r["row"], **gain, **identity(key, n_host))
+
+        part(key, host)
+
+    engines.clear()
+    runs.clear()
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    if opt.hf and name in state:
         section_hf(name, model, cfg, dev, state, opt)
-    model = r = None  # free before the next shape
+    model = None  # free before the next shape
     if dev.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -794,6 +787,12 @@ def main() -> None:
     ap.add_argument("--residual-scale", type=float, default=0.2)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=0.7, help="of the sampled rows")
+    ap.add_argument("--top-p", type=float, default=0.9, help="of the sampled rows")
+    ap.add_argument(
+        "--host-tokens", type=int, default=128, help="new tokens of the loop=host rows (slow)"
+    )
+    ap.add_argument("--no-host", dest="host", action="store_false", help="skip the loop=host rows")
     ap.add_argument("--hf-tokens", type=int, default=64)
     ap.add_argument("--no-hf", dest="hf", action="store_false")
     ap.add_argument("--no-hf-static", dest="hf_static", action="store_false")
@@ -804,6 +803,8 @@ def main() -> None:
         "--budget-s", type=float, default=560.0, help="stop starting sections after this"
     )
     opt = ap.parse_args()
+    if opt.new_tokens < 2 or opt.host_tokens < 2:
+        ap.error("--new-tokens and --host-tokens must be >= 2 (the first token comes from prefill)")
     dev = torch.device(opt.device)
     deadline = T0 + opt.budget_s
     opt.deadline = deadline
@@ -827,6 +828,7 @@ def main() -> None:
         shapes = {"tiny": TINY} if opt.tiny else {n: SHAPES[n] for n in opt.models.split(",") if n}
         if opt.tiny:
             opt.new_tokens = min(opt.new_tokens, 32)
+            opt.host_tokens = min(opt.host_tokens, 32)
         # Most important first: the 8B targets, then the smaller shapes, then the kernel table.
         order = sorted(shapes, key=lambda n: n != "Llama-3.1-8B")
         for name in order:
