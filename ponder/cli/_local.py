@@ -42,7 +42,8 @@ def _describe(engine: Any) -> str:
     m = engine.model
     threads = getattr(m, "n_threads", None) or torch.get_num_threads()
     dtype = "gguf weights" if engine.runtime == "llama.cpp" else str(m.dtype).removeprefix("torch.")
-    return f"runtime {engine.runtime}, {m.device}, {dtype}, {threads} thread(s)"
+    where = f"{threads} thread(s)" if m.device.type == "cpu" else f"loop {engine.loop}"
+    return f"runtime {engine.runtime}, {m.device}, {dtype}, {where}"
 
 
 def _model_path(model: Path | None) -> Path:

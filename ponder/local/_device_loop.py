@@ -158,7 +158,8 @@ class DeviceLoop:
         """Write ``out`` (1,width: n accepted, then one drawn, then -1) at L.. and advance L by n+1."""
         at = self.L + torch.arange(width, device=out.device)
         self.seq.scatter_(1, at[None], out)  # the -1 padding lands past the new length
-        hit = torch.isin(out[0], self.stops) & (torch.arange(width, device=out.device) <= n)
+        is_stop = (out[0, :, None] == self.stops).any(-1)  # not torch.isin: it syncs to sort
+        hit = is_stop & (torch.arange(width, device=out.device) <= n)
         self.stop_at.copy_(torch.minimum(self.stop_at, torch.where(hit, at, _NONE).min()))
         self.L.add_(n + 1)
 

@@ -195,3 +195,63 @@ def test_loop_settings_are_checked() -> None:
         Engine(target, loop="device", read_every=0)
     assert Engine(target).loop == "host"  # the CPU default: one step at a time from Python
     assert k_choices(4, 8) == (1, 2, 4, 8) and k_choices(3, 6) == (1, 2, 3, 4)
+
+
+def test_the_fused_layer_kernels_compute_the_same_forward_and_keep_greedy_identity() -> None:
+    """What the GPU runs: the Triton ops and fused layer kernels (here under the interpreter)."""
+    pytest.importorskip("triton")
+    target = tiny_model(seed=0, dtype=torch.float32)
+    target.setup_caches(1, 64, backend="triton")
+    tokens = torch.tensor([PROMPT])
+    want = target(tokens, 0)
+    target.fused = True
+    assert target.fusable
+    target.setup_caches(1, 64, backend="triton")
+    target(tokens[:, :15], 0)
+    got = torch.cat([target(tokens[:, 15:16], torch.tensor([15])), target(tokens[:, 16:], torch.tensor([16]))], 1)
+    assert torch.allclose(got, want[:, 15:], atol=1e-4)
+    plain = Engine(target, loop="device", backend="triton").generate_ids(PROMPT, 12, stop_ids=())[0]
+    spec = Engine(target, drafter=make_drafter("layers:1", target), k=3, loop="device", backend="triton")
+    got_ids, _, st = spec.generate_ids(PROMPT, 12, stop_ids=())
+    assert got_ids == plain and st.drafted > 0
+
+
+# Operations whose result size or value the host must know: each one is a host sync on a GPU,
+# which stalls the loop and breaks CUDA-graph capture.
+_SYNCING = {"_local_scalar_dense", "nonzero", "_unique", "_unique2", "unique_consecutive", "unique_dim",
+            "masked_select", "isin", "equal", "is_nonzero", "bincount", "histc"}  # fmt: skip
+
+
+@pytest.mark.parametrize("draft", [None, "ngram", "layers:2", "model"])
+@pytest.mark.parametrize("params", [SamplingParams(), SamplingParams(temperature=0.8), SamplingParams(temperature=0.8, top_p=0.9)])
+def test_a_step_never_waits_for_the_host(draft: str | None, params: SamplingParams) -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.seen.add(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    target = tiny_model(seed=1)
+    engine = Engine(target, drafter=drafter_for(draft, target), k=3, loop="device")
+    engine.generate_ids(PROMPT, 20, params, seed=0, stop_ids=[7])  # builds the stream's loop
+    caches = engine._caches._free[0]
+    loop = caches.loop
+    assert loop is not None
+    with torch.inference_mode():
+        caches.install()
+        seq = torch.tensor([PROMPT])
+        target(seq[:, :-1], 0)
+        loop.start(seq, len(PROMPT), params, {7})
+        noise = Noise(0, torch.device("cpu"))
+        for k in (0, 3):
+            if k and draft is None:
+                continue
+            with Ops() as mode:
+                loop._run(k, "greedy" if params.greedy else "softmax" if params.top_p >= 1 else "warp")
+            assert mode.seen and not (mode.seen & _SYNCING), mode.seen & _SYNCING
+        loop.step(0, params, noise)  # and the step as launched (noise refill included) still runs
