@@ -198,7 +198,7 @@ def test_base_url_flag_is_checked(monkeypatch, capsys) -> None:
 
 # --- 4. Ctrl-C on ponder run -----------------------------------------------------------------------
 def test_ctrl_c_says_what_was_written_and_how_to_resume(tmp_path: Path, fake_server: FakeLLMServer) -> None:
-    n = 40
+    n = 200  # 10 s of work: a Ctrl-C sent late on a loaded machine still lands mid-run
     cfg = _upstream_config(tmp_path, fake_server.url)
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"question {i}"}) + "\n" for i in range(n)))
