@@ -95,7 +95,9 @@ def test_each_outage_and_each_recovery_warns_once(upstream: FakeLLMServer, caplo
                                                   use_async: bool) -> None:
     proc, url = start_redis()
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    backend = RedisBackend(url, retry_s=0.2)
+    # A generous socket timeout: this test is about outages (refused connections fail at once),
+    # and the 0.25 s default can expire on a loaded 2-core box while Redis is up (seen once).
+    backend = RedisBackend(url, retry_s=0.2, timeout_s=2.0)
     client = Client(make_config({"up": upstream.url}, cache={"enabled": True}), cache=backend)
     caplog.set_level(logging.WARNING, logger="ponder.cache")
 
