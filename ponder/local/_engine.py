@@ -312,9 +312,10 @@ class Engine:
         seed: int | None = None,
         stop_ids: Sequence[int] | None = None,
     ) -> TokenStream:
-        """The new token ids as they are produced: one list per target step (several tokens when
-        drafts are accepted). Streams on one engine may be advanced in turn, step by step: each
-        holds its own KV cache (and drafter state), installed before each of its steps."""
+        """The new token ids as they are produced: one list per target step on the host loop
+        (several tokens when drafts are accepted), one per read-back (up to ``read_every`` steps)
+        on the device loop. Streams on one engine may be advanced in turn: each holds its own KV
+        cache (and drafter state), installed before each of its chunks."""
         params = params or SamplingParams()
         stops = set(stop_ids) if stop_ids is not None else set(self.tokenizer.stop_ids) if self.tokenizer else set()
         P = len(prompt)

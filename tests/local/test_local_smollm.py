@@ -92,3 +92,16 @@ def test_transformers_greedy_and_assisted_generation_match_ponder(smollm_hf_dir,
             assisted = hf.generate(ids, assistant_model=assistant, **kw)[0, len(prompt):].tolist()
         assert greedy == want
         assert assisted == want
+
+
+@pytest.mark.parametrize("draft", [None, "ngram", "layers:24"])
+def test_smollm_on_the_device_loop_gives_the_host_loops_tokens(smollm, reference, draft: str | None) -> None:
+    """The loop a GPU runs (here uncaptured) on the real checkpoint: same greedy tokens, and the
+    chat's stop token is found on the device."""
+    model, tok = smollm
+    engine = Engine(model, tok, make_drafter(draft, model), k=3, loop="device")
+    prompts, expected = reference
+    for prompt, want in zip(prompts, expected, strict=True):
+        assert engine.generate_ids(prompt, N, stop_ids=())[0] == want
+    answer = engine.generate(QUESTION, 40)
+    assert "Paris" in answer.text and answer.finish_reason == "stop" and "<|im_end|>" not in answer.text
