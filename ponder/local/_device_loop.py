@@ -25,8 +25,7 @@ import torch.nn.functional as F
 
 from ._drafters import Drafter, ModelDrafter, NgramDrafter
 from ._model import Transformer
-from ._sampling import Noise, SamplingParams
-from .kernels._reference import warp_probs
+from ._sampling import Noise, SamplingParams, probs
 
 __all__ = ["DeviceLoop", "k_choices"]
 
@@ -58,8 +57,7 @@ class DeviceLoop:
         self.stops = torch.full((16,), -1, dtype=torch.long, device=dev)
         self.temp, self.top_k, self.top_p = SamplingParams().tensors(1, dev)
         self.race = torch.ones(1, V, device=dev)  # the target's draw (bonus, resample or decode)
-        self.race_drafts: dict[int, torch.Tensor] = {}
-        self.u_accept: dict[int, torch.Tensor] = {}
+        self._noise: dict[tuple[str, int], torch.Tensor] = {}  # per k: draft races, accept uniforms
         self._steps: dict[tuple[str, int], Callable[[], None]] = {}
         self._pool = torch.cuda.graph_pool_handle() if graphs else None
 
@@ -83,15 +81,14 @@ class DeviceLoop:
 
     def step(self, k: int, params: SamplingParams, noise: Noise) -> None:
         """Launch one step (k = 0: plain decode); nothing is read back."""
-        mode = _mode(params)
-        if mode != "greedy":
+        if not params.greedy:
             noise.fill_exponential(self.race)
             if k:
-                noise.fill_exponential(self._race_drafts(k))
-                noise.fill_accept_uniform(self._u_accept(k))
-        key = (mode, k)
+                noise.fill_exponential(self._scratch("race", k))
+                noise.fill_accept_uniform(self._scratch("accept", k))
+        key = (_mode(params), k)  # the branch a graph takes; values come from the buffers
         if key not in self._steps:
-            self._steps[key] = self._capture(lambda: self._run(k, mode))
+            self._steps[key] = self._capture(lambda: self._run(k, params))
         self._steps[key]()
 
     def read(self, known: int, upto: int) -> tuple[int, int, int, list[int]]:
@@ -101,27 +98,27 @@ class DeviceLoop:
         return vals[0], stop, vals[2], vals[3:]
 
     # --- the steps (captured) -------------------------------------------------------------
-    def _run(self, k: int, mode: str) -> None:
+    def _run(self, k: int, params: SamplingParams) -> None:
         if k == 0:
             pos = self.L - 1
             logits = self.model(self.seq.gather(1, pos[:, None]), pos, last_only=True)[:, -1]
-            out = self._draw(logits, mode, self.race)[:, None]
+            out = torch.argmax(logits if params.greedy else self._probs(logits, params) / self.race, dim=-1)[:, None]
             self._commit(out, torch.zeros_like(self.L), 1)
             return
         pos = (self.L - 1) + torch.arange(k + 1, device=self.L.device)  # [pending, x_1..x_k]
         block = self.seq.gather(1, pos[None])
-        q = self._draft(block, pos, k, mode)
+        q = self._draft(block, pos, k, params)
         logits = self.model(block, pos[:1])
-        p = self._probs(logits[0], mode)[None]
-        if mode == "greedy":  # one-hot p and q: any positive noise agrees
+        p = self._probs(logits[0], params)[None]
+        if params.greedy:  # one-hot p and q: any positive noise agrees
             u, race = torch.ones(1, k, device=p.device), torch.ones_like(self.race)
         else:
-            u, race = self._u_accept(k), self.race
+            u, race = self._scratch("accept", k), self.race
         out, n = self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
         self._commit(out, n, k + 1)
         self.accepted.add_(n)
 
-    def _draft(self, block: torch.Tensor, pos: torch.Tensor, k: int, mode: str) -> torch.Tensor:
+    def _draft(self, block: torch.Tensor, pos: torch.Tensor, k: int, params: SamplingParams) -> torch.Tensor:
         """Fill ``block[:, 1:]`` with k proposals; returns their draft distributions (1,k,V)."""
         V = self.race.shape[-1]
         d = self.drafter
@@ -135,24 +132,13 @@ class DeviceLoop:
                 logits = d.logits_at(self.seq.gather(1, (pos[:1] - 1) + torch.arange(2, device=pos.device)[None]), pos[:1] - 1)
             else:
                 logits = d.logits_at(block[:, i : i + 1], pos[i : i + 1])
-            q = self._probs(logits, mode)
-            block[:, i + 1] = torch.argmax(q / self._race_drafts(k)[i : i + 1], dim=-1) if mode != "greedy" else torch.argmax(q, dim=-1)
+            q = self._probs(logits, params)
+            block[:, i + 1] = torch.argmax(q if params.greedy else q / self._scratch("race", k)[i : i + 1], dim=-1)
             qs.append(q)
         return torch.stack(qs, dim=1)
 
-    def _probs(self, logits: torch.Tensor, mode: str) -> torch.Tensor:
-        logits = logits.float()
-        if mode == "greedy":
-            return F.one_hot(torch.argmax(logits, dim=-1), logits.shape[-1]).float()
-        if mode == "softmax":
-            return torch.softmax(logits / self.temp[:, None], dim=-1)
-        n = logits.shape[0]
-        return warp_probs(logits, self.temp.expand(n), self.top_k.expand(n), self.top_p.expand(n))
-
-    def _draw(self, logits: torch.Tensor, mode: str, race: torch.Tensor) -> torch.Tensor:
-        if mode == "greedy":
-            return torch.argmax(logits, dim=-1)
-        return torch.argmax(self._probs(logits, mode) / race, dim=-1)
+    def _probs(self, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+        return probs(logits, params, (self.temp, self.top_k, self.top_p))
 
     def _commit(self, out: torch.Tensor, n: torch.Tensor, width: int) -> None:
         """Write ``out`` (1,width: n accepted, then one drawn, then -1) at L.. and advance L by n+1."""
@@ -163,15 +149,12 @@ class DeviceLoop:
         self.stop_at.copy_(torch.minimum(self.stop_at, torch.where(hit, at, _NONE).min()))
         self.L.add_(n + 1)
 
-    def _race_drafts(self, k: int) -> torch.Tensor:
-        if k not in self.race_drafts:
-            self.race_drafts[k] = torch.ones(k, self.race.shape[-1], device=self.race.device)
-        return self.race_drafts[k]
-
-    def _u_accept(self, k: int) -> torch.Tensor:
-        if k not in self.u_accept:
-            self.u_accept[k] = torch.ones(1, k, device=self.race.device)
-        return self.u_accept[k]
+    def _scratch(self, name: str, k: int) -> torch.Tensor:
+        """A static noise buffer of k rows ("race": (k,V), "accept": (1,k)), refilled by ``step``."""
+        if (name, k) not in self._noise:
+            shape = (k, self.race.shape[-1]) if name == "race" else (1, k)
+            self._noise[name, k] = torch.ones(shape, device=self.race.device)
+        return self._noise[name, k]
 
     def _capture(self, fn: Callable[[], None]) -> Callable[[], None]:
         """``fn`` as a CUDA-graph replay (warmed up first: Triton compiles on first call). The

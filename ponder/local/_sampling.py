@@ -36,14 +36,21 @@ class SamplingParams:
         )
 
 
-def probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """(N,V) logits -> (N,V) float probabilities of the warped distribution (one-hot when greedy)."""
+def probs(logits: torch.Tensor, params: SamplingParams, values: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """(N,V) logits -> (N,V) float probabilities of the warped distribution (one-hot when greedy).
+
+    ``values``: (temperature, top_k, top_p) tensors of one row to read the settings from instead
+    of ``params`` (the device loop's buffers: one captured graph serves every setting); ``params``
+    still picks the branch.
+    """
     logits = logits.float()
     if params.greedy:
         return F.one_hot(torch.argmax(logits, dim=-1), logits.shape[-1]).float()
     if params.top_k <= 0 and params.top_p >= 1.0:
-        return torch.softmax(logits / params.temperature, dim=-1)
-    return warp_probs(logits, *params.tensors(logits.shape[0], logits.device))
+        return torch.softmax(logits / (params.temperature if values is None else values[0][:, None]), dim=-1)
+    n = logits.shape[0]
+    temp, top_k, top_p = values or params.tensors(n, logits.device)
+    return warp_probs(logits, temp.expand(n), top_k.expand(n), top_p.expand(n))
 
 
 class Noise:

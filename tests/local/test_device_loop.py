@@ -252,6 +252,6 @@ def test_a_step_never_waits_for_the_host(draft: str | None, params: SamplingPara
             if k and draft is None:
                 continue
             with Ops() as mode:
-                loop._run(k, "greedy" if params.greedy else "softmax" if params.top_p >= 1 else "warp")
+                loop._run(k, params)
             assert mode.seen and not (mode.seen & _SYNCING), mode.seen & _SYNCING
         loop.step(0, params, noise)  # and the step as launched (noise refill included) still runs
