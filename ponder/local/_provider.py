@@ -43,6 +43,13 @@ _DONE = _Done()
 Item = Any  # str | Completion | BaseException | _Done
 
 
+def _last(item: Item) -> bool:
+    """Whether ``item`` ends a job's items; the error a job ended with is raised here."""
+    if isinstance(item, BaseException):
+        raise item
+    return item is _DONE
+
+
 class _Job:
     """One request: an iterator made (and advanced) on the worker thread, its outputs handed over."""
 
@@ -312,10 +319,8 @@ class LocalProvider:
                     item = inbox.get(timeout=self._remaining(job))
                 except queue.Empty:
                     raise self._timeout_error(job) from None
-                if item is _DONE:
+                if _last(item):
                     return
-                if isinstance(item, BaseException):
-                    raise item
                 yield item
         finally:
             job.cancelled = True
@@ -331,10 +336,8 @@ class LocalProvider:
                     item = await asyncio.wait_for(inbox.get(), self._remaining(job))
                 except asyncio.TimeoutError:
                     raise self._timeout_error(job) from None
-                if item is _DONE:
+                if _last(item):
                     return
-                if isinstance(item, BaseException):
-                    raise item
                 yield item
         finally:
             job.cancelled = True

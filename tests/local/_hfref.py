@@ -22,3 +22,11 @@ def hf_from_gguf(gguf: Path) -> Any:
     hf.tie_weights()
     hf.eval()
     return hf
+
+
+def hf_greedy(hf: Any, ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of ``ids``: exactly ``n`` tokens (no stop token)."""
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                          max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(ids):].tolist()

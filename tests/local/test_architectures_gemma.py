@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from ponder.local._engine import Engine, make_drafter  # noqa: E402
 from ponder.local._loading import load_model  # noqa: E402
 
-from ._hfref import hf_from_gguf  # noqa: E402
+from ._hfref import hf_from_gguf, hf_greedy  # noqa: E402
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
@@ -78,10 +78,7 @@ def test_gemma_greedy_tokens_match_transformers_and_speculation(gemma, reference
     spec = Engine(model, tok, make_drafter("layers:9", model), k=3, adaptive=False)
     for text in PROMPTS:
         ids = tok.encode(text)
-        with torch.no_grad():
-            want = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                               eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        want = hf_greedy(hf, ids, N)
         got, _, _ = Engine(model, tok).generate_ids(ids, N, stop_ids=())
         assert got == want, (tok.decode(got), tok.decode(want))
         assert spec.generate_ids(ids, N, stop_ids=())[0] == want

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from ponder.local._engine import Engine  # noqa: E402
 
-from ._hfref import hf_from_gguf  # noqa: E402
+from ._hfref import hf_from_gguf, hf_greedy  # noqa: E402
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
@@ -25,9 +25,6 @@ def test_smollm_greedy_tokens_match_transformers_reading_the_gguf(smollm, smollm
     model, tok = smollm
     for text in PROMPTS:
         ids = tok.encode(text)
-        with torch.no_grad():
-            want = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                               max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                               eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        want = hf_greedy(hf, ids, N)
         got, _, _ = Engine(model, tok).generate_ids(ids, N, stop_ids=())
         assert got == want, (tok.decode(got), tok.decode(want))
