@@ -99,3 +99,20 @@ def start_redis(binary: str | None = None, port: int | None = None) -> tuple[sub
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("redis-server did not start")
+
+
+def tiny_table() -> Any:
+    """40 queries: the cheap model fails the hard half (proofs), the strong one answers all."""
+    import pandas as pd
+
+    from ponder.evaluation import read_outcomes
+
+    rows = []
+    for i in range(40):
+        hard = i % 2 == 0
+        q = f"prove the theorem about primes number {i}" if hard else f"say hello to friend number {i}"
+        rows.append({"query_id": f"q{i}", "query": q, "model": "cheap", "score": 0.0 if hard else 1.0,
+                     "cost_usd": 1e-6, "response": "i am not sure" if hard else f"hello friend {i}"})
+        rows.append({"query_id": f"q{i}", "query": q, "model": "strong", "score": 1.0, "cost_usd": 1e-4,
+                     "response": f"the proof goes like this {i}" if hard else f"hello friend {i}"})
+    return read_outcomes(pd.DataFrame(rows))

@@ -6,28 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import openai
-import pandas as pd
 import pytest
-from _serverkit import FakeLLMServer, LiveServer, make_config
+from _serverkit import FakeLLMServer, LiveServer, make_config, tiny_table
 
 import ponder.cascade as cascade  # noqa: E402  (core parts: an import failure must fail, not skip)
 import ponder.routers as routers  # noqa: E402
 from ponder import ChatRequest, Client
 from ponder.server import create_app
-
-
-def tiny_table() -> object:
-    from ponder.evaluation import read_outcomes
-
-    rows = []
-    for i in range(40):
-        hard = i % 2 == 0
-        q = f"prove the theorem about primes number {i}" if hard else f"say hello to friend number {i}"
-        rows.append({"query_id": f"q{i}", "query": q, "model": "cheap", "score": 0.0 if hard else 1.0,
-                     "cost_usd": 1e-6, "response": "i am not sure" if hard else f"hello friend {i}"})
-        rows.append({"query_id": f"q{i}", "query": q, "model": "strong", "score": 1.0, "cost_usd": 1e-4,
-                     "response": f"the proof goes like this {i}" if hard else f"hello friend {i}"})
-    return read_outcomes(pd.DataFrame(rows))
 
 
 @pytest.fixture

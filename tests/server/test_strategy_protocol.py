@@ -17,9 +17,8 @@ from typing import Any
 
 import httpx
 import openai
-import pandas as pd
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, make_config
+from _serverkit import Action, FakeLLMServer, LiveServer, make_config, tiny_table
 
 import ponder.cascade as cascade
 import ponder.routers as routers
@@ -37,20 +36,6 @@ from ponder import (
 from ponder.server import create_app
 from ponder.server._metrics import Metrics
 from ponder.strategies import Chosen, FallbackChain, FallThrough, LiveStrategy, answered
-
-
-def tiny_table() -> Any:
-    from ponder.evaluation import read_outcomes
-
-    rows = []
-    for i in range(40):
-        hard = i % 2 == 0
-        q = f"prove the theorem about primes number {i}" if hard else f"say hello to friend number {i}"
-        rows.append({"query_id": f"q{i}", "query": q, "model": "cheap", "score": 0.0 if hard else 1.0,
-                     "cost_usd": 1e-6, "response": "i am not sure" if hard else f"hello friend {i}"})
-        rows.append({"query_id": f"q{i}", "query": q, "model": "strong", "score": 1.0, "cost_usd": 1e-4,
-                     "response": f"the proof goes like this {i}" if hard else f"hello friend {i}"})
-    return read_outcomes(pd.DataFrame(rows))
 
 
 def builtin_strategies() -> dict[str, LiveStrategy]:
