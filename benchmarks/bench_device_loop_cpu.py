@@ -10,8 +10,7 @@ import argparse
 
 import torch
 
-from ponder.local import Engine, make_drafter
-from ponder.local._loading import default_model_path, load_model
+from ponder.local import Engine, default_model_path, load_model, make_drafter
 
 PROMPTS = [
     "What is the capital of France?",
