@@ -2,7 +2,7 @@
 # Every GPU check and timing of ponder.local in one call, within 8 minutes on an H100:
 #   1. the GPU tests: captured CUDA graphs vs the same steps run eagerly, bf16 greedy identity, a
 #      stop found on the GPU (tests/local/test_device_loop_gpu.py), and the Triton kernels exact
-#      against their references (tests/kernels/test_triton_gpu.py);
+#      against their references (tests/kernel_tests/test_triton_gpu.py);
 #   2. benchmarks/gpu_bench.py: bandwidth, kernel checks and times, and the engine end to end
 #      through Engine.generate_ids (the device loop) at the 8B, 1.7B and 135M shapes, with HF.
 #
@@ -26,7 +26,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-}
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv 2>/dev/null || echo "no nvidia-smi"
   echo "## GPU tests"
   timeout 170 python3 -m pytest -q -m gpu -p no:cacheprovider \
-    tests/local/test_device_loop_gpu.py tests/kernels/test_triton_gpu.py 2>&1 | tail -25
+    tests/local/test_device_loop_gpu.py tests/kernel_tests/test_triton_gpu.py 2>&1 | tail -25
   echo "## benchmark"
   timeout 290 python3 benchmarks/gpu_bench.py --budget-s 270 --out "$OUT" "$@" 2>&1 | tail -120
 } 2>&1 | tee "$OUT/gpu_check.txt"

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fakeserver.py
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +27,7 @@ def _no_registered_secrets() -> Iterator[None]:
 
 @pytest.fixture
 def fake_server():
-    from fakeserver import FakeLLMServer
+    from tests.fakeserver import FakeLLMServer
 
     with FakeLLMServer() as srv:
         yield srv

@@ -281,7 +281,7 @@ async def test_async_concurrent_set_rung_takes_the_same_decisions(fake_server, m
 
 
 def test_a_failing_member_gets_no_vote(fake_server, mc, opt, monkeypatch):
-    from fakeserver import Action
+    from tests.fakeserver import Action
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-agree")
     cascade = _set_cascade(opt, 0.0)

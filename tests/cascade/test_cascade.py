@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from fakeserver import Action
 
 import ponder
 from ponder._exceptions import ConfigError, ModelFileError, ProviderError
 from ponder.cascade import Cascade, Rung, decide, load_strategy_file
 from ponder.cascade._cascade import _Tried
+from tests.fakeserver import Action
 
 R3 = [Rung("a", 0.7, expected_cost_usd=1.0), Rung("b", 0.5, expected_cost_usd=2.0),
       Rung("c", expected_cost_usd=5.0)]

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-from fakeserver import Action
+
+from tests.fakeserver import Action
 
 
 def ponder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import json
 import math
 import random
 
-import fakeserver
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,6 +30,7 @@ from ponder.cascade import (
 from ponder.evaluation import OutcomeTable
 from ponder.scorers import SIGNAL_NAMES, AnswerScorer, scorer_frame, signal_columns, table_signals
 from ponder.scorers._signals import frame_signals, parse_samples, self_consistency
+from tests import fakeserver
 
 MINI, BIG = "openai:gpt-4o-mini", "openai:gpt-4o"
 

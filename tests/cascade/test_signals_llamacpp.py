@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))  # tests/core/_llamakit.py
-
-import _llamakit  # noqa: E402
-from _llamakit import smollm2_gguf  # noqa: E402
-
 from ponder import ChatRequest, Client  # noqa: E402
 from ponder._collect import collect  # noqa: E402
 from ponder.cascade import Cascade, Rung, fit_scorer  # noqa: E402
 from ponder.evaluation import OutcomeTable  # noqa: E402
+from tests.core import _llamakit  # noqa: E402
+from tests.core._llamakit import smollm2_gguf  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,

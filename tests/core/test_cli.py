@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fakeserver import Action
+from tests.fakeserver import Action
 
 
 def ponder(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakeserver import Action, FakeLLMServer
 
 import ponder
 from ponder import Client, Config, SingleModel, config_problems, load_config
 from ponder._batch import read_results, run_batch
 from ponder.cli import app
 from ponder.cli._common import run_main
+from tests.fakeserver import Action, FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PONDER = [sys.executable, "-c", "from ponder.cli import main; main()"]

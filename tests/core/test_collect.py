@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakeserver import Action
 
 import ponder
 from ponder import Client, DataError, PriceTable, Usage
 from ponder._config import Config, ProviderSettings
 from ponder.evaluation import OutcomeTable
+from tests.fakeserver import Action
 
 MINI, BIG = "openai:gpt-4o-mini", "openai:gpt-4o"
 PROMPTS = [

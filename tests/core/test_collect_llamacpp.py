@@ -16,10 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _llamakit
 import pandas as pd
 import pytest
-from _llamakit import smollm2_gguf
+
+from tests.core import _llamakit
+from tests.core._llamakit import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "ponder" / "data" / "collect-demo.jsonl"

@@ -13,7 +13,6 @@ import secrets
 import time
 
 import pytest
-from fakeserver import Action
 
 import ponder
 from ponder import ChatRequest, Client, Config, ProviderSettings
@@ -26,6 +25,7 @@ from ponder._secrets import (
     scrub,
 )
 from ponder.providers import build_provider
+from tests.fakeserver import Action
 
 MODEL = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 DEFAULT_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _llamakit
 import pytest
-from _llamakit import smollm2_gguf
+
+from tests.core import _llamakit
+from tests.core._llamakit import smollm2_gguf
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,

@@ -119,7 +119,7 @@ def test_interrupted_run_resumes_from_recorded_batch(fake_server, tmp_path, kind
 
 
 def test_interrupt_between_upload_and_create_reuses_the_file(fake_server, tmp_path):
-    from fakeserver import Action
+    from tests.fakeserver import Action
 
     state = tmp_path / "state.json"
     work = items("openai", "x y")
@@ -214,7 +214,7 @@ def test_duplicate_ids_and_corrupt_state_are_refused(fake_server, tmp_path):
 
 
 def test_batch_api_errors_are_translated(fake_server, tmp_path):
-    from fakeserver import Action
+    from tests.fakeserver import Action
 
     fake_server.queue(Action(kind="status", status=401, body={"error": {"message": "bad key"}}))
     with client_for(fake_server, "openai") as client, pytest.raises(ProviderError) as info:
@@ -223,7 +223,7 @@ def test_batch_api_errors_are_translated(fake_server, tmp_path):
 
 
 def test_transient_poll_errors_are_retried(fake_server, tmp_path):
-    from fakeserver import Action
+    from tests.fakeserver import Action
 
     fake_server.batch_polls = 2
     with client_for(fake_server, "anthropic") as client:

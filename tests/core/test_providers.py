@@ -9,12 +9,12 @@ import threading
 import time
 
 import pytest
-from fakeserver import Action
 
 import ponder
 from ponder import ChatRequest, ProviderSettings
 from ponder._pricing import PriceTable
 from ponder.providers import RetryPolicy, build_provider, retry_delay
+from tests.fakeserver import Action
 
 KEY = "sk-test-planted-key-0123456789"
 

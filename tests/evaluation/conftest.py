@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +7,6 @@ import pytest
 
 HERE = Path(__file__).parent
 FIXTURES = HERE.parent / "fixtures" / "evaluation"
-sys.path.insert(0, str(HERE))  # eval_strategies.py
 
 
 def hand_rows() -> list[dict]:

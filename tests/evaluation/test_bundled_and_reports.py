@@ -70,7 +70,7 @@ def test_export_round_trips(tmp_path, suffix):
 
 @pytest.fixture(scope="module")
 def prime_result():
-    from eval_strategies import TaskRouter
+    from tests.evaluation.eval_strategies import TaskRouter
 
     return evaluate("llmdrift-prime", strategies=[TaskRouter()], n_bootstrap=50)
 

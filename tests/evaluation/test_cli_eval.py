@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from conftest import hand_rows
 from typer.testing import CliRunner
 
 from ponder.cli import app
+from tests.evaluation.conftest import hand_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 

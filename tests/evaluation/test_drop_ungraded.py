@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import hand_rows
 
 from ponder._exceptions import DataError
 from ponder.evaluation import OutcomeTable
+from tests.evaluation.conftest import hand_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 

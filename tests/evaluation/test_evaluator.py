@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from eval_strategies import LengthThresholdRouter, TaskRouter
 
 from ponder.evaluation import OutcomeTable, evaluate, register_strategy
 from ponder.evaluation._strategy import _REGISTRY
+from tests.evaluation.eval_strategies import LengthThresholdRouter, TaskRouter
 
 
 def by_name(items, key="model"):

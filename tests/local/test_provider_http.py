@@ -5,9 +5,7 @@ the local queue."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +14,9 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
-from _serverkit import LiveServer  # noqa: E402
-
 from ponder import Client, Config  # noqa: E402
 from ponder.server import create_app  # noqa: E402
+from tests.server._serverkit import LiveServer  # noqa: E402
 
 STORY = "Write a long story about a cat who learns to sail."
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fakeserver import Action, FakeLLMServer, _Handler  # noqa: E402
+from tests.fakeserver import Action, FakeLLMServer, _Handler  # noqa: E402
 
 # Bursts of hundreds of concurrent requests must not overflow the listen backlog (a dropped SYN
 # is retried after 1 s, i.e. a spurious timeout), and headers + body written separately must not

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _serverkit import FakeLLMServer, start_redis  # noqa: E402
+from tests.server._serverkit import FakeLLMServer, start_redis  # noqa: E402
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _serverkit import Action, FakeLLMServer, make_config
 from typer.testing import CliRunner
 
 from ponder import Client, DataError, SingleModel
 from ponder._batch import read_results, run_batch
 from ponder.cli import app
+from tests.server._serverkit import Action, FakeLLMServer, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from _serverkit import Action, FakeLLMServer, free_port, make_config
 
 import ponder
 from ponder import Client, ConfigError
 from ponder.server import AllModelsFailed, FallbackChain
+from tests.server._serverkit import Action, FakeLLMServer, free_port, make_config
 
 
 def test_sync_and_async_twins_take_the_same_path(upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:

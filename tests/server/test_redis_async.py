@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _serverkit import FakeLLMServer, make_config, start_redis
 
 from ponder import Client
 from ponder._redis_cache import RedisBackend
+from tests.server._serverkit import FakeLLMServer, make_config, start_redis
 
 
 @pytest.fixture

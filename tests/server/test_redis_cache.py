@@ -14,11 +14,11 @@ from pathlib import Path
 
 import openai
 import pytest
-from _serverkit import FakeLLMServer, LiveServer, make_config, start_redis
 
 from ponder import Client
 from ponder._redis_cache import RedisBackend
 from ponder.server import create_app
+from tests.server._serverkit import FakeLLMServer, LiveServer, make_config, start_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 

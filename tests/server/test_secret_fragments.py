@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, make_config
 
 from ponder import Client
 from ponder._secrets import forget_secrets
 from ponder.server import FallbackChain, create_app
+from tests.server._serverkit import Action, FakeLLMServer, LiveServer, make_config
 
 
 @pytest.fixture(autouse=True)

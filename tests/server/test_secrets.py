@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 from ponder import Client, SingleModel
 from ponder._batch import run_batch
 from ponder._redis_cache import RedisBackend
 from ponder.server import FallbackChain, create_app
+from tests.server._serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 SECRET = "sk-ponder-planted-" + secrets.token_hex(16)
 SERVER_TOKEN = "srv-token-" + secrets.token_hex(16)

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from _serverkit import FakeLLMServer, free_port
+
+from tests.server._serverkit import FakeLLMServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

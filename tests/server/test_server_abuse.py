@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 from ponder import Client
 from ponder.server import FallbackChain, create_app
+from tests.server._serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"

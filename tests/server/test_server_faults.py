@@ -11,10 +11,10 @@ from typing import Any
 
 import openai
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 from ponder import Client
 from ponder.server import FallbackChain, create_app
+from tests.server._serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
 FAULTS = {
     "429": (Action(kind="status", status=429, headers={"retry-after": "0.05"}), "RateLimited"),

@@ -14,21 +14,22 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from _serverkit import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from tests.server._serverkit import free_port
+
 SERVE = """
 import sys
-sys.path[:0] = [sys.argv[1], sys.argv[2]]
-from _serverkit import FakeLLMServer, make_config
+sys.path[:0] = [sys.argv[1]]
+from tests.server._serverkit import FakeLLMServer, make_config
 from ponder import Client
 from ponder.server import FallbackChain, create_app, serve
 with FakeLLMServer() as upstream:
     client = Client(make_config({"up": upstream.url}), cache=False)
     app = create_app(client, {"chain": FallbackChain(["up:m"])}, models=["up:m"], max_body_bytes=256 * 1024)
-    serve(app, port=int(sys.argv[3]), log_level="warning")
+    serve(app, port=int(sys.argv[2]), log_level="warning")
 """
 
 
@@ -39,7 +40,7 @@ def api() -> Iterator[Any]:
     port = free_port()
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(here), str(here.parent), str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(here.parents[1]), str(port)], env=env,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

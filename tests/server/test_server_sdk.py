@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from _serverkit import FakeLLMServer, LiveServer, make_config
 
 from ponder import Client, SingleModel
 from ponder.server import FallbackChain, create_app
+from tests.server._serverkit import FakeLLMServer, LiveServer, make_config
 
 COST_IN, COST_OUT = 1.0, 2.0  # USD per 1M tokens for "up:m" (see make_config)
 
@@ -149,7 +149,7 @@ def test_invalid_body_is_a_400_naming_the_field(server: LiveServer) -> None:
 
 
 def test_upstream_rate_limit_becomes_429_with_retry_after(server: LiveServer, upstream: FakeLLMServer) -> None:
-    from _serverkit import Action
+    from tests.server._serverkit import Action
 
     upstream.queue(Action(kind="status", status=429, headers={"retry-after": "7"}))
     with pytest.raises(openai.RateLimitError) as err:
@@ -204,7 +204,7 @@ def test_metrics_count_requests_calls_cost_and_latency(server: LiveServer) -> No
 
 
 def test_in_flight_gauge_returns_to_zero_after_streams_and_disconnects(server: LiveServer, upstream: FakeLLMServer) -> None:
-    from _serverkit import Action
+    from tests.server._serverkit import Action
 
     client = sdk(server)
     for _ in range(2):

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from _serverkit import FakeLLMServer, LiveServer, make_config, tiny_table
 
 import ponder.cascade as cascade  # noqa: E402  (core parts: an import failure must fail, not skip)
 import ponder.routers as routers  # noqa: E402
 from ponder import ChatRequest, Client
 from ponder.server import create_app
+from tests.server._serverkit import FakeLLMServer, LiveServer, make_config, tiny_table
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_a_cascade_answers_first_then_streams_its_accepted_answer(served: tuple[
 
 def test_a_failing_cascade_rung_falls_through_and_all_failing_is_one_error(
         served: tuple[LiveServer, dict[str, object]], upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
-    from _serverkit import Action
+    from tests.server._serverkit import Action
 
     live, _ = served
     sdk = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)

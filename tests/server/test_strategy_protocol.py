@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from _serverkit import Action, FakeLLMServer, LiveServer, make_config, tiny_table
 
 import ponder.cascade as cascade
 import ponder.routers as routers
@@ -36,6 +35,7 @@ from ponder import (
 from ponder.server import create_app
 from ponder.server._metrics import Metrics
 from ponder.strategies import Chosen, FallbackChain, FallThrough, LiveStrategy, answered
+from tests.server._serverkit import Action, FakeLLMServer, LiveServer, make_config, tiny_table
 
 
 def builtin_strategies() -> dict[str, LiveStrategy]:

@@ -1,4 +1,4 @@
-"""GPU-only checks of the Triton kernels (run on the lent H100: ``pytest -m gpu tests/kernels``).
+"""GPU-only checks of the Triton kernels (run on the lent H100: ``pytest -m gpu tests/kernel_tests``).
 
 bf16 attention against the reference, bit-exact batch invariance of verification attention on the
 real compiler, exact sampling/verification at vocabulary sizes the interpreter is too slow for,
