@@ -69,6 +69,11 @@ OUT_DIR: list[str] = []  # where rows are written as they come
 T0 = time.perf_counter()
 
 
+def sig(x: float) -> float:
+    """``x`` to 4 significant figures: a slow machine's small numbers never round to 0."""
+    return float(f"{x:.4g}")
+
+
 def log(*a: Any) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s]", *a, flush=True)
 
@@ -167,7 +172,7 @@ def section_bandwidth(dev: torch.device, state: dict[str, Any]) -> None:
     tiny = torch.zeros(1, device=dev)
     t_launch = bench(lambda: tiny.add_(1), dev, reps=200)
     record(
-        "bandwidth", copy_gbs=round(gbs, 1), bytes=2 * n, tiny_kernel_us=round(t_launch * 1e6, 2)
+        "bandwidth", copy_gbs=sig(gbs), bytes=2 * n, tiny_kernel_us=sig(t_launch * 1e6)
     )
     src = dst = None  # free before the next section
 
@@ -322,12 +327,12 @@ def bench_graph(fn: Callable[[], Any], dev: torch.device, calls: int = 10) -> fl
 def _kernel_row(op: str, shape: str, times: dict[str, Any]) -> None:
     row: dict[str, Any] = {}
     for n, t in times.items():
-        row[f"{n}_us"] = round(t * 1e6, 1) if isinstance(t, float) else t
+        row[f"{n}_us"] = sig(t * 1e6) if isinstance(t, float) else t
     for base in ("torch", "compile"):
         for suffix in ("", "_graph"):
             a, b = times.get(base + suffix), times.get("triton" + suffix)
             if isinstance(a, float) and isinstance(b, float):
-                row[f"x_vs_{base}{suffix}"] = round(a / b, 2)
+                row[f"x_vs_{base}{suffix}"] = sig(a / b)
     record("kernel", op=op, shape=shape, **row)
 
 
@@ -420,12 +425,12 @@ def generate_twice(
     tok_s = (stats.new_tokens - 1) / stats.decode_s  # the first token comes from prefill
     row = dict(
         loop=engine.loop, ops=engine.model.ops.name, new_tokens=stats.new_tokens,
-        tok_s=round(tok_s, 1), wall_tok_s=round(stats.new_tokens / wall, 1),
-        ms_per_tok=round(1e3 / tok_s, 3), target_steps=stats.target_steps,
-        ms_per_step=round(1e3 * stats.decode_s / stats.target_steps, 3),
-        tokens_per_step=round(stats.tokens_per_step, 3),
-        accept_rate=round(stats.acceptance_rate, 3) if stats.drafted else "",
-        prefill_ms=round(stats.prefill_s * 1e3, 2), first_call_s=round(first_s, 2),
+        tok_s=sig(tok_s), wall_tok_s=sig(stats.new_tokens / wall),
+        ms_per_tok=sig(1e3 / tok_s), target_steps=stats.target_steps,
+        ms_per_step=sig(1e3 * stats.decode_s / stats.target_steps),
+        tokens_per_step=sig(stats.tokens_per_step),
+        accept_rate=sig(stats.acceptance_rate) if stats.drafted else "",
+        prefill_ms=sig(stats.prefill_s * 1e3), first_call_s=sig(first_s),
         repeat_identical=ids == first,
     )  # fmt: skip
     return {"ids": ids, "stats": stats, "tok_s": tok_s, "row": row}
@@ -492,7 +497,7 @@ def section_e2e(
     def speedup(key: str, base: str) -> dict[str, Any]:
         if base not in runs:
             return {}
-        return {"speedup_vs_target_only": round(runs[key]["tok_s"] / runs[base]["tok_s"], 2)}
+        return {"speedup_vs_target_only": sig(runs[key]["tok_s"] / runs[base]["tok_s"])}
 
     def identity(key: str, n: int | None = None) -> dict[str, Any]:
         if TG not in runs:
@@ -522,9 +527,9 @@ def section_e2e(
         r = run(TG, engines["target"], greedy)
         gbs = (wb + kv_per_pos * (P + N / 2)) * r["tok_s"] / 1e9  # bytes read per token
         record(
-            "e2e", model=name, mode=TG, **r["row"], GBs=round(gbs, 1),
-            pct_copy_bw=round(100 * gbs / state.get("copy_gbs", float("nan")), 1),
-            weights_GB=round(wb / 1e9, 3),
+            "e2e", model=name, mode=TG, **r["row"], GBs=sig(gbs),
+            pct_copy_bw=sig(100 * gbs / state.get("copy_gbs", float("nan"))),
+            weights_GB=sig(wb / 1e9),
         )  # fmt: skip
         state[name] = {"prompt": prompt, "tokens": torch.tensor(r["ids"]), "n_draft": n_draft}
 
@@ -549,20 +554,20 @@ def section_e2e(
         gs, ss = runs[SG]["stats"], runs[SS]["stats"]
         g_step, s_step = gs.decode_s / gs.target_steps, ss.decode_s / ss.target_steps
         row: dict[str, Any] = dict(
-            greedy_tok_s=round(runs[SG]["tok_s"], 1), sampled_tok_s=round(runs[SS]["tok_s"], 1),
-            tok_s_ratio=round(runs[SS]["tok_s"] / runs[SG]["tok_s"], 3),
-            greedy_accept=round(gs.acceptance_rate, 3), sampled_accept=round(ss.acceptance_rate, 3),
-            greedy_tokens_per_step=round(gs.tokens_per_step, 3),
-            sampled_tokens_per_step=round(ss.tokens_per_step, 3),
-            greedy_ms_per_step=round(g_step * 1e3, 3), sampled_ms_per_step=round(s_step * 1e3, 3),
+            greedy_tok_s=sig(runs[SG]["tok_s"]), sampled_tok_s=sig(runs[SS]["tok_s"]),
+            tok_s_ratio=sig(runs[SS]["tok_s"] / runs[SG]["tok_s"]),
+            greedy_accept=sig(gs.acceptance_rate), sampled_accept=sig(ss.acceptance_rate),
+            greedy_tokens_per_step=sig(gs.tokens_per_step),
+            sampled_tokens_per_step=sig(ss.tokens_per_step),
+            greedy_ms_per_step=sig(g_step * 1e3), sampled_ms_per_step=sig(s_step * 1e3),
             # the acceptance-adjusted comparison: time per target step, and the sampled speed
             # at greedy's tokens per step
-            step_time_ratio=round(s_step / g_step, 3),
-            sampled_tok_s_at_greedy_accept=round(gs.tokens_per_step / s_step, 1),
+            step_time_ratio=sig(s_step / g_step),
+            sampled_tok_s_at_greedy_accept=sig(gs.tokens_per_step / s_step),
             within_15pct=s_step / g_step <= 1.15,
         )  # fmt: skip
         if TG in runs and TS in runs:
-            row["target_only_sampled_over_greedy_ms_per_tok"] = round(runs[TG]["tok_s"] / runs[TS]["tok_s"], 3)  # fmt: skip
+            row["target_only_sampled_over_greedy_ms_per_tok"] = sig(runs[TG]["tok_s"] / runs[TS]["tok_s"])  # fmt: skip
         record("sampled vs greedy", model=name, **row)
 
     if SG in runs and SS in runs:
@@ -575,14 +580,14 @@ def section_e2e(
         alpha = st.acceptance_rate
         record(
             "leviathan", model=name, mode=key, at_position=steps["at_position"],
-            cache_positions=steps["cache_positions"], draft_ms=round(t_d * 1e3, 3),
-            verify_ms=round(t_v * 1e3, 3), target_ms=round(t_t * 1e3, 3), c=round(t_d / t_t, 3),
-            verify_over_target=round(t_v / t_t, 3), tokens_per_step=round(st.tokens_per_step, 3),
-            alpha_accept_rate=round(alpha, 3),
-            alpha_leviathan_implied=round(implied_alpha(st.tokens_per_step, k), 3),
-            leviathan_tokens_per_step=round((1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1, 3),
-            predicted_tok_s=round(predicted, 1), measured_tok_s=round(runs[key]["tok_s"], 1),
-            pct_of_predicted=round(100 * runs[key]["tok_s"] / predicted, 1),
+            cache_positions=steps["cache_positions"], draft_ms=sig(t_d * 1e3),
+            verify_ms=sig(t_v * 1e3), target_ms=sig(t_t * 1e3), c=sig(t_d / t_t),
+            verify_over_target=sig(t_v / t_t), tokens_per_step=sig(st.tokens_per_step),
+            alpha_accept_rate=sig(alpha),
+            alpha_leviathan_implied=sig(implied_alpha(st.tokens_per_step, k)),
+            leviathan_tokens_per_step=sig((1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1),
+            predicted_tok_s=sig(predicted), measured_tok_s=sig(runs[key]["tok_s"]),
+            pct_of_predicted=sig(100 * runs[key]["tok_s"] / predicted),
         )  # fmt: skip
 
     for key in (SG, SS):
@@ -606,7 +611,7 @@ def section_e2e(
             r = run(key, eng, greedy, n_host)
             gain = {}
             if device_key in runs:
-                gain = {"device_over_host": round(runs[device_key]["tok_s"] / r["tok_s"], 2)}
+                gain = {"device_over_host": sig(runs[device_key]["tok_s"] / r["tok_s"])}
             record("e2e", model=name, mode=key, **r["row"], **gain, **identity(key, n_host))
 
         part(key, host)
@@ -704,7 +709,7 @@ def section_hf(
                 "hf",
                 model=name,
                 mode=label,
-                tok_s=round(N / dt, 1),
+                tok_s=sig(N / dt),
                 greedy_matches_ponder_prefix=f"{n_same}/{N}",
             )
             return toks

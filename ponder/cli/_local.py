@@ -20,6 +20,9 @@ RUNTIME_HELP = ("auto, torch or llama.cpp. auto runs a GGUF on the CPU through l
 
 
 def _setup(threads: int | None) -> None:
+    from ..local import require_extra
+
+    require_extra()
     import torch
 
     if threads:

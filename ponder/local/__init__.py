@@ -15,7 +15,24 @@ lazily, so ``import ponder.local`` alone does not import torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
+
+from .._exceptions import PonderError
+
+_EXTRA_MODULES = ("torch", "safetensors", "gguf", "tokenizers", "jinja2")
+
+
+def require_extra() -> None:
+    """Name the extra to install, not a bare ``ModuleNotFoundError: torch``, when one is missing."""
+    missing = [m for m in _EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PonderError(
+            f"ponder's self-hosted engine needs the 'local' extra, which is not installed (missing: "
+            f"{', '.join(missing)}): pip install 'ponder[local]' (torch first, e.g. pip install "
+            f"torch==2.13.0 for a CPU build); add the 'llamacpp' extra for the faster CPU runtime of "
+            f"GGUF files"
+        )
 
 _EXPORTS = {
     "Engine": "_engine",
@@ -40,5 +57,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
+        require_extra()
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

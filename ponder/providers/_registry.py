@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._config import Config, ProviderSettings
-from .._exceptions import ConfigError, UnknownProvider
+from .._exceptions import ConfigError, PonderError, UnknownProvider
 from .._pricing import PriceTable
 from ._base import RetryPolicy
 
@@ -41,12 +41,14 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
                               key=f"providers.{name}.path")
         return ReplayProvider(settings.path, name=name)
     if kind == "local":
+        from ..local import require_extra
+
         try:
-            from ..local._provider import LocalProvider
-        except ImportError as exc:
-            raise UnknownProvider(
-                f"the local provider needs the 'local' extra (pip install 'ponder[local]'): {exc}"
-            ) from None
+            require_extra()
+        except PonderError as exc:
+            raise UnknownProvider(f"the local provider: {exc}") from None
+        from ..local._provider import LocalProvider
+
         # timeout_s and max_concurrency when set: unset, local generation has no time limit and
         # decodes 4 requests in turn (the remote APIs' defaults do not fit a local model).
         limits = {k: getattr(settings, k) for k in ("timeout_s", "max_concurrency") if k in settings.model_fields_set}
