@@ -201,23 +201,27 @@ def test_per_task_graders_mix_math_choice_and_code():
 
 
 # ---- judges over a real HTTP server ----------------------------------------------------------
-def _between(text: str, start: str, end: str) -> str:
-    return text.split(start, 1)[1].split(end, 1)[0].strip()
+def _enclosed(text: str, header: str) -> str:
+    """The value after ``header``, inside the judge prompt's data markers."""
+    m = re.search(re.escape(header) + r"\s*<<<BEGIN DATA (\w+)>>>\n(.*?)\n<<<END DATA \1>>>", text,
+                  re.S)
+    assert m, text
+    return m.group(2).strip()
 
 
 def _judge_reply(body: dict) -> str:
     prompt = body["messages"][-1]["content"]
-    if "[The Start of Reference Answer]" in prompt:
-        ref = _between(prompt, "[The Start of Reference Answer]", "[The End")
-        answer = _between(prompt, "[The Start of Assistant's Answer]", "[The End")
-        return "Checked. [[yes]]" if ref in answer else "Wrong. [[no]]"
+    if "[Reference Answer]" in prompt:
+        ref = _enclosed(prompt, "[Reference Answer]")
+        answer = _enclosed(prompt, "[Assistant's Answer]")
+        return "Checked.\nVerdict: [[yes]]" if ref in answer else "Wrong.\nVerdict: [[no]]"
     if "Assistant A's Answer" in prompt:
-        a = _between(prompt, "[The Start of Assistant A's Answer]", "[The End")
-        b = _between(prompt, "[The Start of Assistant B's Answer]", "[The End")
+        a = _enclosed(prompt, "[Assistant A's Answer]")
+        b = _enclosed(prompt, "[Assistant B's Answer]")
         if "good" in a and "good" not in b:
             return "[[A]]"
         return "[[B]]" if "good" in b and "good" not in a else "[[C]]"
-    answer = _between(prompt, "[The Start of Assistant's Answer]", "[The End")
+    answer = _enclosed(prompt, "[Assistant's Answer]")
     if "confusing" in answer:
         return "I cannot rate this."
     return "Rating: [[10]]" if "good" in answer else "Rating: [[4]]"
@@ -279,7 +283,7 @@ def test_judge_pairwise_asks_both_orders(fake_server):
         assert "no answer from the baseline" in result.df["grade_reason"][4]
         prompts = [r["body"]["messages"][-1]["content"] for r in fake_server.requests]
         assert len(prompts) == 4  # 2 rows x 2 orders; the baseline's own rows need no call
-        firsts = [_between(p, "[The Start of Assistant A's Answer]", "[The End") for p in prompts]
+        firsts = [_enclosed(p, "[Assistant A's Answer]") for p in prompts]
         assert sorted(firsts) == sorted(["a good answer", "plain answer"] * 2)
         # a judge that always picks the first answer: position bias cancels to a tie
         fake_server.replier = lambda body: "[[A]]"
@@ -297,7 +301,9 @@ def test_judge_template_override_and_bad_placeholder(fake_server, tmp_path):
                                  "correctness", tpl)})
         g = judge.grade("4", {"query": "2+2", "reference": "4"})
         assert g.score == 1.0 and g.calls == 1 and g.cost_usd > 0
-    assert fake_server.requests[-1]["body"]["messages"][-1]["content"].startswith("Q: 2+2\nA: 4")
+    # the template's placeholders receive their values already enclosed in the data markers
+    assert re.match(r"Q: <<<BEGIN DATA (\w+)>>>\n2\+2\n<<<END DATA \1>>>\nA: <<<BEGIN DATA \1>>>\n4\n",
+                    fake_server.requests[-1]["body"]["messages"][-1]["content"])
     tpl.write_text("{query} {answer}")
     with pytest.raises(ponder.ConfigError, match=r"\{answer\}"):
         ponder.grading.load_template("rubric", tpl)
