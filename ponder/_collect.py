@@ -15,7 +15,8 @@ it when the run ends. A rerun skips every triple found in the output table or th
 so nothing is written or paid twice; answers that were paid but not yet written come back free
 from the completion cache (sampled ones only with ``cache_sampled``). Failed calls are recorded
 with their error and retried by the next run. The progress file is removed once the output table
-holds every answer without errors.
+holds every answer without errors. A progress record that cannot be used (a torn line, missing
+fields) is dropped with a warning naming its line, and its answer is asked again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ._batch import _Writer, read_results
+from ._batch import _Writer
 from ._exceptions import DataError, PonderError
 from ._jsonl import iter_jsonl
 from ._pricing import estimate_tokens
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
     from ._client import Client
     from .evaluation import OutcomeTable
+
+log = logging.getLogger("ponder.collect")
 
 DEFAULT_OUTPUT_GUESS = 256  # tokens per answer assumed by estimates when nothing better is known
 _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separators), roughly
@@ -374,6 +378,51 @@ def progress_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".progress.jsonl")
 
 
+def _record_problem(rec: Any) -> str | None:
+    """Why a progress record cannot stand for an answered (or failed) sample, or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for name in ("query_id", "model"):
+        if not isinstance(rec.get(name), str) or not rec[name]:
+            return f"{name!r} is missing or not a string"
+    sample = rec.get("sample")
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+        return "'sample' is missing or not a non-negative integer"
+    if rec.get("error") is not None:
+        return None if isinstance(rec["error"], str) else "'error' is not a string"
+    if not isinstance(rec.get("response"), str):
+        return "it has neither a 'response' text nor an 'error'"
+    return None
+
+
+def read_progress(path: Path) -> list[dict[str, Any]]:
+    """The last usable record per (query, model, sample) of a progress file.
+
+    A line that is not a complete JSON record (a run killed mid-write), or a record without the
+    fields a sample needs, is dropped with a warning naming the file and line: its sample counts
+    as missing, so it is asked again, and the next run rewrites the file without it.
+    """
+    records: dict[Key, dict[str, Any]] = {}
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:  # bytes: a torn character must not stop the whole file
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                problem: str | None = "not a complete JSON record"
+            else:
+                problem = _record_problem(rec)
+            if problem is not None:
+                log.warning("%s, line %d: progress record dropped (%s); its answer will be asked again",
+                            path, line, problem)
+                continue
+            records[(rec["query_id"], rec["model"], rec["sample"])] = rec
+    return list(records.values())
+
+
 def batch_state_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".batches.json")
@@ -543,10 +592,10 @@ def _load(prompts: PromptsIn, models: Sequence[str], client: Client, output: str
                 if failed is None or not failed.iloc[i]:
                     for r in _from_output_row(rec):
                         pool[(r["query_id"], r["model"], int(r["sample"]))] = r
-        sidecar = list(read_results(progress_path(output)).values())
+        sidecar = read_progress(progress_path(output))
         for r in sidecar:
-            pool[(str(r["query_id"]), str(r["model"]), int(r["sample"]))] = r
-    touched = {(str(r["query_id"]), str(r["model"])) for r in sidecar}
+            pool[(r["query_id"], r["model"], r["sample"])] = r
+    touched = {(r["query_id"], r["model"]) for r in sidecar}
     return _State(items, specs, existing, pool, sidecar, touched)
 
 

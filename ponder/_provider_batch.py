@@ -9,6 +9,15 @@ answer fetched, so re-running the same items polls the recorded batches instead 
 Requests go through the provider's own SDK client (its key, base URL and timeout rules), its own
 body builder (``_params``) and answer reader (``_reply``), so a batch asks and reads exactly what a
 live call would. SDK errors become ponder errors in ``translate_sdk_error``, failed rows too.
+
+A create that was sent but whose answer never reached the state file (the process killed in
+between) must not be paid for twice: before each create the chunk records its intent (a time and
+a ponder tag), and a resume that finds an intent without a batch id lists the provider's batches
+and adopts the one that was created. OpenAI batches carry the tag and the input file id in their
+``metadata`` (and name their input file): an exact match. Anthropic batches carry no metadata and
+their listing shows no custom ids, so the match is a batch of exactly the chunk's size created
+around the recorded time that no other chunk of the state file holds; when several fit, the
+resume stops and asks which one instead of guessing.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +57,8 @@ SUPPORTED = ("openai", "anthropic")
 MAX_REQUESTS = {"openai": 50_000, "anthropic": 100_000}
 MAX_BYTES = {"openai": 190_000_000, "anthropic": 240_000_000}
 _OPENAI_DONE = ("completed", "failed", "expired", "cancelled")
+# How far a provider's clock may differ from ours when a batch is looked up by its creation time
+_CLOCK_SKEW_S = 600.0
 # Anthropic's error types, as the HTTP statuses the same errors have on a live call
 _ANTHROPIC_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                      "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
@@ -70,6 +82,14 @@ class _RowError(Exception):
     def __init__(self, status_code: int | None, message: str) -> None:
         super().__init__(message)
         self.status_code, self.body, self.response = status_code, {"error": {"message": message}}, None
+
+
+class _Refused(Exception):
+    """A create the provider answered with a refusal (HTTP 4xx): no batch was made."""
+
+    def __init__(self, error: PonderError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _row_error(status: int | None, message: str, *, provider: str, model: str) -> ProviderError:
@@ -160,17 +180,77 @@ class _Batches:
             file=("ponder-batch.jsonl", data, "application/jsonl"), purpose="batch"))
         return str(obj.id)
 
-    def create(self, model: str, rows: list[bytes], input_file_id: str | None) -> str:
-        """A new batch's id. Not retried: a create that timed out may still have been accepted."""
+    def create(self, model: str, rows: list[bytes], input_file_id: str | None, tag: str | None = None) -> str:
+        """A new batch's id. Not retried: a create that timed out may still have been accepted
+        (``find`` looks for it on resume). Raises ``_Refused`` when the provider refused it."""
         client = self.provider.client
         if self.kind == "openai":
-            obj = self.call(model, lambda: client.batches.create(
-                input_file_id=input_file_id, endpoint="/v1/chat/completions", completion_window="24h"),
-                retry=False)
+            metadata = {"ponder_input_file_id": str(input_file_id)}
+            if tag:
+                metadata["ponder_tag"] = tag
+
+            def make() -> Any:
+                return client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
+                                             completion_window="24h", metadata=metadata)
         else:
             requests = [json.loads(r) for r in rows]
-            obj = self.call(model, lambda: client.messages.batches.create(requests=requests), retry=False)
+
+            def make() -> Any:
+                return client.messages.batches.create(requests=requests)
+
+        refused = False
+
+        def send() -> Any:
+            nonlocal refused
+            try:
+                return make()
+            except Exception as exc:
+                status = getattr(exc, "status_code", None)  # 408 and 409 may come after a create
+                refused = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409)
+                raise
+
+        try:
+            obj = self.call(model, send, retry=False)
+        except PonderError as err:
+            if refused:
+                raise _Refused(err) from None
+            raise
         return str(obj.id)
+
+    def find(self, model: str, entry: dict[str, Any], taken: set[str]) -> list[str]:
+        """The ids of the batches an interrupted ``create`` may have made for ``entry`` (none when
+        it made none): the provider's batches, listed newest first back to the recorded intent,
+        less those in ``taken``."""
+        at = float(entry["create_intent_at"])
+        since = at - _CLOCK_SKEW_S
+        until = at + _CLOCK_SKEW_S + float(getattr(self.provider, "timeout_s", None) or 600.0)
+        client = self.provider.client
+
+        def scan() -> list[str]:
+            found: list[str] = []
+            if self.kind == "openai":
+                tag, fid = entry.get("tag"), entry.get("input_file_id")
+                for b in client.batches.list(limit=100):
+                    if b.created_at < since:
+                        break
+                    meta = b.metadata or {}
+                    if b.id not in taken and ((tag and meta.get("ponder_tag") == tag)
+                                              or (fid and b.input_file_id == fid)):
+                        found.append(b.id)
+                return found
+            size = len(entry["custom_ids"])
+            for b in client.messages.batches.list(limit=100):
+                created = b.created_at.timestamp()
+                if created < since:
+                    break
+                c = b.request_counts
+                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                if b.id not in taken and created <= until and total == size:
+                    found.append(b.id)
+            return found
+
+        found: list[str] = self.call(model, scan)
+        return found
 
     def poll(self, model: str, batch_id: str) -> Any | None:
         """The finished batch object, or None while it runs."""
@@ -348,15 +428,47 @@ class _Run:
         if api.kind == "openai" and not entry["input_file_id"]:
             entry["input_file_id"] = api.upload(model, wire)
             self.state.save()
-        entry["batch_id"] = api.create(model, wire, entry["input_file_id"])
+        # the intent, saved before the create: a run stopped before the batch id is saved finds
+        # the batch again (``adopt``) instead of paying for a second one
+        entry.setdefault("tag", uuid.uuid4().hex)
+        entry["create_intent_at"] = time.time()
+        self.state.save()
+        try:
+            entry["batch_id"] = api.create(model, wire, entry["input_file_id"], entry["tag"])
+        except _Refused as refused:  # no batch exists: nothing to look for on resume
+            entry["create_intent_at"] = None
+            self.state.save()
+            raise refused.error from None
         entry["submitted_at"] = time.time()
         self.state.save()
         self.progress()
+
+    def adopt(self, entry: dict[str, Any]) -> bool:
+        """Whether a batch created for ``entry`` by a run that stopped before saving its id was
+        found (and is now recorded). Only a chunk with a recorded intent can have one."""
+        if not entry.get("create_intent_at"):
+            return False
+        taken = {str(c["batch_id"]) for c in self.state.chunks if c.get("batch_id")}
+        found = self.apis[entry["provider"]].find(entry["model"], entry, taken)
+        if not found:
+            return False
+        if len(found) > 1:
+            raise ConfigError(
+                f"a run stopped while creating a batch of {len(entry['custom_ids'])} requests for "
+                f"{entry['provider']}:{entry['model']}, and several batches could be it "
+                f"({', '.join(found)}); write the right one as that chunk's batch_id in the state "
+                "file to go on", file=str(self.state.path))
+        entry["batch_id"] = found[0]
+        entry["submitted_at"] = entry["create_intent_at"]
+        self.state.save()
+        return True
 
     def wait(self) -> None:
         """Poll every open chunk until each is fetched."""
         for entry in self.open_chunks():
             if not entry["batch_id"] and entry["provider"] in self.apis:  # stopped before its create
+                if self.adopt(entry):  # ... or after it, before its id was saved
+                    continue
                 if any(cid not in self.items for cid in entry["custom_ids"]):
                     entry["fetched"] = True  # never submitted, and no longer asked for
                     self.state.save()

@@ -300,8 +300,10 @@ _Handler._send_json = _send_json_n  # type: ignore[method-assign]
 
 # --- Appended: provider batch APIs ------------------------------------------------------------
 # OpenAI Batch: POST /v1/files (multipart), GET /v1/files/{id}/content, POST /v1/batches,
-# GET /v1/batches/{id}. Anthropic Message Batches: POST /v1/messages/batches,
-# GET /v1/messages/batches/{id}, GET /v1/messages/batches/{id}/results (JSONL).
+# GET /v1/batches/{id}, GET /v1/batches (list: newest first, ``limit``/``after``; a batch keeps
+# the ``metadata`` it was created with). Anthropic Message Batches: POST /v1/messages/batches,
+# GET /v1/messages/batches/{id}, GET /v1/messages/batches/{id}/results (JSONL),
+# GET /v1/messages/batches (list: newest first, ``limit``/``after_id``/``before_id``).
 # * A batch is in progress for its first ``srv.batch_polls`` retrievals, then ends (completed).
 #   ``srv.batch_end_statuses`` lists how the next OpenAI batches end instead ("expired",
 #   "failed"), in order: such a batch answers no row.
@@ -320,8 +322,10 @@ _BATCH_ROUTES = [
     ("POST", _re.compile(r"^/v1/files$"), "/v1/files"),
     ("GET", _re.compile(r"^/v1/files/([^/]+)/content$"), "/v1/files/{id}/content"),
     ("POST", _re.compile(r"^/v1/batches$"), "/v1/batches"),
+    ("GET", _re.compile(r"^/v1/batches$"), "/v1/batches"),
     ("GET", _re.compile(r"^/v1/batches/([^/]+)$"), "/v1/batches/{id}"),
     ("POST", _re.compile(r"^/v1/messages/batches$"), "/v1/messages/batches"),
+    ("GET", _re.compile(r"^/v1/messages/batches$"), "/v1/messages/batches"),
     ("GET", _re.compile(r"^/v1/messages/batches/([^/]+)$"), "/v1/messages/batches/{id}"),
     ("GET", _re.compile(r"^/v1/messages/batches/([^/]+)/results$"), "/v1/messages/batches/{id}/results"),
 ]
@@ -420,6 +424,33 @@ def _openai_batch_view(b: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in b.items() if not k.startswith("_")}
 
 
+def _batch_list(self: _Handler, anthropic: bool) -> None:
+    """A page of the batches of one API, newest first, shaped like that API's list."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+    owner = self.server.owner
+    with owner._lock:
+        mine = [b for b in reversed(owner.batches.values())  # type: ignore[attr-defined]
+                if ("_rows" in b) == anthropic]
+    ids = [b["id"] for b in mine]
+    after = query.get("after_id" if anthropic else "after")
+    before = query.get("before_id") if anthropic else None
+    if after in ids:
+        mine = mine[ids.index(after) + 1:]
+    elif before in ids:
+        mine = mine[:ids.index(before)]
+    limit = int(query.get("limit") or 20)
+    page = mine[-limit:] if before in ids else mine[:limit]
+    data = [_openai_batch_view(b) for b in page]
+    body: dict[str, Any] = {"data": data, "has_more": len(mine) > len(page),
+                            "first_id": data[0]["id"] if data else None,
+                            "last_id": data[-1]["id"] if data else None}
+    if not anthropic:
+        body["object"] = "list"
+    self._send_json(200, body)
+
+
 def _serve_batch(self: _Handler, method: str) -> bool:
     """Answer a batch endpoint; False when the path is not one."""
     path = self.path.split("?")[0].rstrip("/")
@@ -465,6 +496,8 @@ def _serve_batch(self: _Handler, method: str) -> bool:
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+    elif route in ("/v1/batches", "/v1/messages/batches") and method == "GET":
+        _batch_list(self, anthropic=route == "/v1/messages/batches")
     elif route == "/v1/batches":
         body = json.loads(raw or b"{}")
         if body.get("input_file_id") not in files:
@@ -475,6 +508,7 @@ def _serve_batch(self: _Handler, method: str) -> bool:
         batches[bid] = {"id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
                         "input_file_id": body["input_file_id"],
                         "completion_window": body.get("completion_window"), "status": "validating",
+                        "metadata": body.get("metadata"),
                         "output_file_id": None, "error_file_id": None, "created_at": now,
                         "request_counts": {"total": len(out) + len(err), "completed": 0, "failed": 0},
                         "_polls": 0, "_out": out, "_err": err}
@@ -511,7 +545,8 @@ def _serve_batch(self: _Handler, method: str) -> bool:
         batches[bid] = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
                         "request_counts": {"processing": len(rows), "succeeded": 0, "errored": 0,
                                            "canceled": 0, "expired": 0},
-                        "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-02T00:00:00Z",
+                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 86400)),
                         "ended_at": None, "cancel_initiated_at": None, "archived_at": None,
                         "results_url": None, "_polls": 0, "_rows": rows,
                         "_requests": body.get("requests", [])}

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from .._client import Client
 from .._config import config_problems, load_config, url_problem
@@ -89,12 +88,15 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
     if as_json:
         print(json.dumps({"as_of": table.as_of, "models": [{"model": k, **p.model_dump()} for k, p in rows]}))
         return
-    t = Table(title=f"Prices, USD per 1M tokens (as of {table.as_of})")
-    for col in ("model", "input", "output", "cached input", "per request", "source"):
-        t.add_column(col, justify="right" if col not in ("model", "source") else "left")
-    for k, p in rows:
-        t.add_row(k, f"{p.input:g}", f"{p.output:g}", "" if p.cached_input is None else f"{p.cached_input:g}",
-                  f"{p.per_request:g}" if p.per_request else "", p.source)
+    from ._tables import NAME_MIN, fitted_table
+
+    # Model names and sources fold onto more lines at a narrow terminal, never cut short (…).
+    t = fitted_table(f"Prices, USD per 1M tokens (as of {table.as_of})",
+                     ["model", "input", "output", "cached\ninput", "per\nrequest", "source"],
+                     [([k, f"{p.input:g}", f"{p.output:g}",
+                        "" if p.cached_input is None else f"{p.cached_input:g}",
+                        f"{p.per_request:g}" if p.per_request else "", p.source], None)
+                      for k, p in rows], names={0: NAME_MIN, 5: 12}, edge=False)
     stdout.print(t)
     if cfg.models:
         stdout.print("aliases: " + ", ".join(f"{a} = {s}" for a, s in cfg.models.items()), markup=False)

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from ._common import stderr, stdout
+from ._tables import NAME_MIN, Rows, fitted_table, name_widths
 
 datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
                            no_args_is_help=True)
@@ -88,28 +88,21 @@ def _render(d: dict[str, Any]) -> None:
     if miss["n_incomplete_test_queries"]:
         stdout.print(f"{miss['n_incomplete_test_queries']} test queries lack some models "
                      f"({miss['n_missing_test_cells']} missing rows)", highlight=False)
-    t = Table(title="single models and oracle (test queries, * = best)", title_justify="left",
-              box=box.SIMPLE_HEAD)
-    for c in ("model", "quality", "cost/query", "queries"):
-        t.add_column(c, justify="left" if c == "model" else "right", overflow="fold")
+    rows: Rows = []
     for m in sorted(d["models"], key=lambda m: m["cost_usd"]):
         star = " *" if m["model"] == d["best_model"]["model"] else ""
-        t.add_row(m["model"] + star, f"{m['quality']:.4f}", f"{m['cost_usd']:.6g}",
-                  str(m["n_queries"]))
-    t.add_row("oracle", f"{d['oracle']['quality']:.4f}", f"{d['oracle']['cost_usd']:.6g}",
-              str(d["n_test_queries"]))
-    stdout.print(t)
+        rows.append(([m["model"] + star, f"{m['quality']:.4f}", f"{m['cost_usd']:.6g}",
+                      str(m["n_queries"])], None))
+    rows.append((["oracle", f"{d['oracle']['quality']:.4f}", f"{d['oracle']['cost_usd']:.6g}",
+                  str(d["n_test_queries"])], None))
+    stdout.print(fitted_table("single models and oracle (test queries, * = best)",
+                              ["model", "quality", "cost/query", "queries"], rows))
     _render_deployed(d)
     _render_ship(d)
-    s = Table(title="strategies swept on test: what the knob can reach on test (not a deployable "
-                    "number; dim: baselines). ratio = cost to reach the best model's quality / its "
-                    "cost", title_justify="left", box=box.SIMPLE_HEAD)
-    s.add_column("strategy", overflow="fold", min_width=12)
-    for c in ("ratio", "q@best$", "AUC", "oracle"):
-        s.add_column(c, justify="right", no_wrap=True)
+    head = ["strategy", "ratio", "q@best$", "AUC", "oracle"]
     if d.get("two_model"):
-        s.add_column("APGR", justify="right", no_wrap=True)
-        s.add_column("CPT50/80/95", justify="right", no_wrap=True)
+        head += ["APGR", "CPT50/80/95"]
+    rows = []
     for st in d["strategies"]:
         row = [st["name"], fmt_ratio(st["cost_ratio_at_best_quality"]),
                fmt_q(st["quality_at_best_cost"]), fmt_q(st["auc"]), fmt_pct(st["oracle_share"])]
@@ -117,8 +110,10 @@ def _render(d: dict[str, Any]) -> None:
             cpt = st.get("cpt") or {}
             row += [fmt_q(st.get("apgr")), "/".join(
                 "–" if cpt.get(k) is None else f"{cpt[k]:.0f}%" for k in ("50", "80", "95"))]
-        s.add_row(*row, style="dim" if st["kind"] == "baseline" else None)
-    stdout.print(s)
+        rows.append((row, "dim" if st["kind"] == "baseline" else None))
+    stdout.print(fitted_table(
+        "strategies swept on test: what the knob can reach on test (not a deployable number; dim: "
+        "baselines). ratio = cost to reach the best model's quality / its cost", head, rows))
     for sk in d.get("skipped") or []:
         stderr.print(f"skipped {sk['name']}: {sk['reason']}", markup=False, highlight=False)
 
@@ -127,28 +122,34 @@ def _render_deployed(d: dict[str, Any]) -> None:
     """Deployed points: settings chosen on train, figures on test (cost % of best · quality)."""
     dep = d.get("deployment") or {}
     targets = dep.get("targets") or []
-    rows = [st for st in d["strategies"] if st.get("deployed")]
-    if not rows:
+    chosen = [st for st in d["strategies"] if st.get("deployed")]
+    if not chosen:
         return
-    t = Table(title="deployed: knob chosen on train, measured on test. cell = cost as % of the "
-                    "best model's / quality (! = CI includes no saving)",
-              title_justify="left", box=box.SIMPLE_HEAD)
-    t.add_column("strategy", overflow="fold", min_width=14, ratio=1)
-    for target in targets:
-        t.add_column(target.replace("budget:", "≤"), justify="right", no_wrap=True)
-    for st in rows:
-        by = {x["target"]: x for x in st["deployed"]}
-        cells = []
-        for target in targets:
-            x = by.get(target)
-            ratio = x["test"].get("cost_ratio") if x and x.get("met") else None
-            if x is None or ratio is None:
-                cells.append("–")
-                continue
-            flag = "!" if x.get("saving_in_doubt") and target == "best_quality" else ""
-            cells.append(f"{100 * ratio:.0f}%/{x['test']['quality']:.3f}{flag}")
-        t.add_row(st["name"], *cells, style="dim" if st["kind"] == "baseline" else None)
-    stdout.print(t)
+
+    def layout(sep: str, head: list[str]) -> tuple[list[str], Rows]:
+        rows: Rows = []
+        for st in chosen:
+            by = {x["target"]: x for x in st["deployed"]}
+            cells = []
+            for target in targets:
+                x = by.get(target)
+                ratio = x["test"].get("cost_ratio") if x and x.get("met") else None
+                if x is None or ratio is None:
+                    cells.append("–")
+                    continue
+                flag = "!" if x.get("saving_in_doubt") and target == "best_quality" else ""
+                cells.append(f"{100 * ratio:.0f}%{sep}{x['test']['quality']:.3f}{flag}")
+            rows.append(([st["name"], *cells], "dim" if st["kind"] == "baseline" else None))
+        return ["strategy", *head], rows
+
+    short = [target.replace("budget:", "≤") for target in targets]
+    head, rows = layout("/", short)
+    if not name_widths(head, rows, {0: NAME_MIN}, stdout.width, True)[1]:
+        # a narrow terminal: each cell on two lines (cost over quality), so the names keep room
+        head, rows = layout("/\n", [x.replace("_", "_\n") for x in short])
+    stdout.print(fitted_table("deployed: knob chosen on train, measured on test. cell = cost as % "
+                              "of the best model's / quality (! = CI includes no saving)",
+                              head, rows))
 
 
 def _render_ship(d: dict[str, Any]) -> None:

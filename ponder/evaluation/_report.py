@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 from typing import Any
+
+from ._metrics import _RTOL
 
 METRIC_HELP = {
     "cost_ratio_at_best_quality": "cost of the cheapest operating point that reaches the best "
@@ -138,7 +141,8 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
         s = group[0]
         xs = [p["cost_usd"] for p in s["curve"]]
         ys = [p["quality"] for p in s["curve"]]
-        label = " = ".join(g["name"] for g in group) + (" (identical curves)" if len(group) > 1 else "")
+        label = _plot_text(" = ".join(g["name"] for g in group)
+                           + (" (identical curves)" if len(group) > 1 else ""))
         (line,) = ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4.5, lw=1.6,
                           linestyle=_DASHES[i % len(_DASHES)], color=_COLORS[i % len(_COLORS)],
                           label=label, zorder=3, markerfacecolor="none" if i % 2 else None)
@@ -163,6 +167,12 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
         fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE for inline use
+
+
+def _plot_text(name: str) -> str:
+    """A name from data as plot text: matplotlib reads ``$...$`` as math (a name like
+    ``a$\\x$`` would stop the report), so every ``$`` is escaped to print as itself."""
+    return name.replace("$", "\\$")
 
 
 def curve_groups(data: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -208,7 +218,7 @@ def _label_models(fig: Any, ax: Any, models: list[dict[str, Any]]) -> None:
             dy -= 11
         placed.append((px + 6, py + dy, w))
         right = ax.transAxes.inverted().transform((px + 6 + w, py))[0] > 1.0
-        ax.annotate(name, (x, y), textcoords="offset points", fontsize=8, color="#333", zorder=6,
+        ax.annotate(_plot_text(name), (x, y), textcoords="offset points", fontsize=8, color="#333", zorder=6,
                     xytext=((-6 if right else 6) * 72 / fig.dpi, dy * 72 / fig.dpi),
                     ha="right" if right else "left")
 
@@ -291,8 +301,9 @@ def _best_deployed(data: dict[str, Any], target: str, *, with_models: bool = Fal
     """The strategy that meets ``target`` best *on train* (cheapest for best_quality, highest
     quality for a budget): choosing which strategy to show by test figures would be a test pick.
 
-    ``with_models`` lets single models compete too (what to ship); a tie then goes to the single
-    model: the same figures with nothing to train."""
+    ``with_models`` lets single models compete too (what to ship); a tie (train cost and quality
+    equal up to a relative tolerance: floating-point rounding) then goes to the single model: the
+    same figures with nothing to train."""
     cand = []
     for s in data["strategies"]:
         if s["kind"] == "baseline" and not (with_models and s["name"].startswith("model:")):
@@ -306,11 +317,24 @@ def _best_deployed(data: dict[str, Any], target: str, *, with_models: bool = Fal
     def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
         return 0 if sd[0]["kind"] == "baseline" else 1
 
-    if target == "best_quality":
-        return min(cand, key=lambda sd: (sd[1]["train"]["cost_usd"], -sd[1]["train"]["quality"],
-                                         simpler(sd)))
-    return max(cand, key=lambda sd: (sd[1]["train"]["quality"], -sd[1]["train"]["cost_usd"],
-                                     -simpler(sd)))
+    def train(sd: tuple[dict[str, Any], dict[str, Any]]) -> tuple[float, float]:
+        return sd[1]["train"]["cost_usd"], sd[1]["train"]["quality"]
+
+    def rank(sd: tuple[dict[str, Any], dict[str, Any]]) -> tuple[float, float]:
+        cost, quality = train(sd)  # smaller is better
+        return (cost, -quality) if target == "best_quality" else (-quality, cost)
+
+    best = min(cand, key=rank)
+    # Figures that differ only by rounding (a route-cascade that sends every query to the best
+    # model sums the same costs in another order) are a tie: the simpler candidate wins it.
+    tied = [sd for sd in cand
+            if all(_same(a, b) for a, b in zip(train(sd), train(best), strict=True))]
+    return min(tied, key=lambda sd: (simpler(sd), rank(sd)))
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal up to floating-point rounding (relative tolerance, as the metrics compare)."""
+    return math.isclose(a, b, rel_tol=_RTOL, abs_tol=1e-12)
 
 
 def deployed_sentence(data: dict[str, Any], target: str = "best_quality") -> str | None:
@@ -481,29 +505,54 @@ def _split_text(data: dict[str, Any]) -> str:
 
 
 # ---- Markdown ----------------------------------------------------------------------------------
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_BACKTICKS = re.compile(r"`+")
+
+
+def md_escape(text: Any, *, cell: bool = False) -> str:
+    """Text (model, strategy, task, dataset names, reasons: anything from data) as Markdown that
+    renders as that very text: HTML specials become entities (a name ``<script>`` stays text),
+    backslash, backtick and ``|`` are backslash-escaped (``|`` would split a table cell), and a
+    line break becomes ``<br>`` in a table cell (where a newline would end the row), a space
+    elsewhere (where it would end the list item or heading)."""
+    s = html.escape(str(text), quote=False)
+    s = s.replace("\\", "\\\\").replace("`", "\\`").replace("|", "\\|")
+    return _NEWLINE.sub("<br>" if cell else " ", s)
+
+
+def _md_code(line: str) -> str:
+    """One line as a table cell's code span, shown verbatim (a command must copy as printed):
+    Markdown shows a code span's text literally, ``<`` included, so it is not HTML-escaped; the
+    fence is longer than any run of backticks inside, and ``|`` is escaped (GFM splits table
+    cells before it reads code spans, and unescapes ``\\|`` inside them)."""
+    fence = "`" * (max((len(m) for m in _BACKTICKS.findall(line)), default=0) + 1)
+    pad = " " if line.startswith("`") or line.endswith("`") else ""
+    body = line.replace("|", "\\|")
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
 def _md_text(c: Any) -> str:
+    """A table cell as Markdown; every text in it is escaped (:func:`md_escape`)."""
     if not isinstance(c, dict):
-        return str(c)
-    parts = [f"`{line}`" for x in c.get("code") or [] for line in x.splitlines()]
-    parts += [x for x in (c.get("text"), c.get("flag")) if x]
+        return md_escape(c, cell=True)
+    parts = [_md_code(line) for x in c.get("code") or [] for line in x.splitlines()]
+    parts += [md_escape(x, cell=True) for x in (c.get("text"), c.get("flag")) if x]
     if c.get("sub"):
-        parts.append(f"({c['sub']})")
+        parts.append(f"({md_escape(c['sub'], cell=True)})")
     return " ".join(parts)
 
 
 def _md_table(head: list[str], rows: list[list[Any]]) -> str:
-    def esc(c: Any) -> str:
-        return _md_text(c).replace("|", "\\|")
-
-    out = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    out = ["| " + " | ".join(_md_text(h) for h in head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_md_text(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    parts = [f"# ponder evaluation: {data['dataset']}", ""]
-    parts += [f"- {line}" for line in _summary_lines(data)]
-    parts += ["", f"{_split_text(data)}", ""]
+    esc = md_escape  # every line that carries data (names, reasons) goes through it
+    parts = [f"# ponder evaluation: {esc(data['dataset'])}", ""]
+    parts += [f"- {esc(line)}" for line in _summary_lines(data)]
+    parts += ["", esc(_split_text(data)), ""]
     sh, sr = _ship_rows(data)
     if any(isinstance(r[1], dict) for r in sr):
         parts += ["## What to ship", "", SHIP_HELP, "", _md_table(sh, sr), "", NO_SAVING_HELP, ""]
@@ -519,7 +568,7 @@ def render_markdown(data: dict[str, Any]) -> str:
               _md_table(*_strategy_rows(data)), "",
               "Brackets are bootstrap 95% intervals over test queries "
               f"({(data.get('bootstrap') or {}).get('n', 0)} resamples). {NO_SAVING_HELP}", "",
-              auc_note(data), "",
+              esc(auc_note(data)), "",
               "## Single models", "", _md_table(*_model_rows(data)), ""]
     tables = _task_tables(data)
     if tables:
@@ -529,12 +578,13 @@ def render_markdown(data: dict[str, Any]) -> str:
     parts += ["## Metrics", ""] + [f"- **{k}**: {v}" for k, v in METRIC_HELP.items()]
     if data.get("skipped"):
         parts += ["", "## Skipped strategies", ""]
-        parts += [f"- {s['name']}: {s['reason']}" for s in data["skipped"]]
+        parts += [f"- {esc(s['name'])}: {esc(s['reason'])}" for s in data["skipped"]]
     v = data["versions"]
     parts += ["", "## Data and versions", "",
-              f"- dataset: {data['dataset']} ({data['n_rows']} rows, {data['n_models']} models)",
-              f"- created: {data['created_at']}",
-              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
+              f"- dataset: {esc(data['dataset'])} ({data['n_rows']} rows, {data['n_models']} "
+              "models)",
+              f"- created: {esc(data['created_at'])}",
+              "- versions: " + esc(", ".join(f"{k} {val}" for k, val in v.items())), ""]
     return "\n".join(parts)
 
 

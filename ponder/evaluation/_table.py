@@ -52,6 +52,11 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 
 NOT_GRADED = "not graded: run `ponder grade` on it first"
 
+# The largest cost one row (one answer) may have. Far above any real price, so it only refuses data
+# errors; and low enough that no sum, mean or bootstrap over a table can overflow to ``inf``
+# (which would break every figure after it): a bound at load covers every later computation.
+MAX_COST_USD = 1e12
+
 
 def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFrame:
     """Check columns and values; name the file, the row (1-based data row) and the column.
@@ -77,7 +82,7 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
         bad(df[col].isna(), col, "is empty")
         df[col] = df[col].astype(str)
         bad(df[col].str.len() == 0, col, "is empty")
-    for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, np.inf)):
+    for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, MAX_COST_USD)):
         num = pd.to_numeric(df[col], errors="coerce")
         if col == "score" and df[col].isna().all() and len(df):
             if graded:
@@ -91,9 +96,9 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
                  else pd.Series(False, index=df.index)).to_numpy()
         bad(num.isna().to_numpy() & ~unset, col, "is not a number")
         vals = num.to_numpy(dtype=float)
-        bad(~np.isfinite(vals) & (hi != np.inf) & ~unset, col, "is not finite")
-        bad((vals < lo) | (vals > hi), col,
-            f"must be in [{lo:g}, {hi:g}]" if np.isfinite(hi) else f"must be >= {lo:g}")
+        bad(~np.isfinite(vals) & ~unset, col, "is not finite")
+        bad((vals < lo) | (vals > hi), col, f"must be in [{lo:g}, {hi:g}]"
+            + (" USD: a larger cost for one answer is a data error" if col == "cost_usd" else ""))
         df[col] = vals
     for col in ("input_tokens", "output_tokens", "latency_s", "logprob_mean", "logprob_min",
                 "logprob_tokens"):

@@ -94,3 +94,21 @@ def test_models_lists_prices():
     data = json.loads(r.stdout)
     names = {m["model"] for m in data["models"]}
     assert {"openai:gpt-4o-mini", "anthropic:claude-3-5-haiku"} <= names and data["as_of"]
+
+
+def test_models_table_keeps_every_name_whole_at_80_columns(tmp_path):
+    """At 80 columns no name is cut to ``openai:gpt-4…``: a long one folds over lines, and the
+    name column's fragments, joined, give every name in order; the table fits the terminal."""
+    cfg = tmp_path / "ponder.toml"
+    cfg.write_text('[prices."openrouter:meta-llama/llama-3.1-405b-instruct-turbo-preview-2025"]\n'
+                   "input = 3.5\noutput = 3.5\n", encoding="utf-8")
+    env = {"COLUMNS": "80", "PONDER_CONFIG": str(cfg)}
+    names = [m["model"] for m in json.loads(ponder("models", "--json", env=env).stdout)["models"]]
+    r = ponder("models", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and max(len(line.rstrip()) for line in r.stdout.splitlines()) <= 80
+    lines = r.stdout.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    fragments = [line.split()[0] for line in lines[top + 2:] if line[:1].strip()]
+    assert "".join(fragments) == "".join(names)
+    assert any(len(n) > 40 for n in names)  # that one had to fold

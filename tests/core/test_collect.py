@@ -173,6 +173,35 @@ def test_failed_calls_are_recorded_and_retried(fake_server, tmp_path):
     assert table.df["error"].isna().all() and not (tmp_path / "o.csv.progress.jsonl").exists()
 
 
+@pytest.mark.parametrize("bad", [
+    pytest.param({"id": 5}, id="no-fields"),
+    pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "response": "echo: one two three",
+                  "error": None}, id="no-sample"),
+    pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "sample": "zero", "response": "x",
+                  "error": None}, id="sample-not-int"),
+    pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "sample": 0, "response": None,
+                  "error": None}, id="neither-response-nor-error"),
+    pytest.param('{"id": "[\\"q2\\", \\"openai:gpt-4o-mi', id="torn-by-a-kill"),
+])
+def test_bad_progress_record_is_dropped_with_a_warning_and_asked_again(fake_server, tmp_path, caplog, bad):
+    out = tmp_path / "o.jsonl"
+    progress = tmp_path / "o.jsonl.progress.jsonl"
+    good = {"id": json.dumps(["q1", MINI, 0]), "query_id": "q1", "model": MINI, "sample": 0,
+            "response": "kept from the progress file", "cost_usd": 0.001, "input_tokens": 2,
+            "output_tokens": 3, "latency_s": 0.1, "error": None}
+    progress.write_text(json.dumps(good) + "\n" + (bad if isinstance(bad, str) else json.dumps(bad)) + "\n")
+    with caplog.at_level("WARNING", logger="ponder.collect"), \
+            Client(Config(), base_urls={"openai": fake_server.url}) as client:
+        table = ponder.collect(PROMPTS, [MINI], client=client, output=out)
+    assert fake_server.count == 1  # q2 again, q1 not
+    assert fake_server.requests[0]["body"]["messages"][-1]["content"] == "one two three"
+    df = table.df.set_index("query_id")
+    assert df.loc["q1", "response"] == "kept from the progress file"
+    assert df.loc["q2", "response"] == "echo: one two three" and df["error"].isna().all()
+    warned = [r.getMessage() for r in caplog.records if r.name == "ponder.collect"]
+    assert len(warned) == 1 and f"{progress}, line 2: progress record dropped" in warned[0]
+
+
 @pytest.mark.parametrize(("rows", "where"), [
     ([{"id": "a", "prompt": "x"}, {"id": "b"}], "row 2, column 'prompt': needs a 'prompt' or 'messages'"),
     ([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], "row 2, column 'id': duplicate id 'a'"),

@@ -25,6 +25,7 @@ KEY = "sk-test-planted-key-0123456789"
 MODEL = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 CREATE = {"openai": "POST /v1/batches", "anthropic": "POST /v1/messages/batches"}
 POLL = {"openai": "GET /v1/batches/{id}", "anthropic": "GET /v1/messages/batches/{id}"}
+LIST = {"openai": "GET /v1/batches", "anthropic": "GET /v1/messages/batches"}
 
 
 def client_for(srv, *kinds: str, **extra: ProviderSettings) -> Client:
@@ -134,6 +135,96 @@ def test_interrupt_between_upload_and_create_reuses_the_file(fake_server, tmp_pa
     assert out["q0"].text == "echo: x y"
     assert fake_server.endpoint_counts["POST /v1/files"] == 1
     assert fake_server.endpoint_counts["POST /v1/batches"] == 2  # the refused one, then the real one
+    assert fake_server.endpoint_counts["GET /v1/batches"] == 0  # refused: no batch to look for
+
+
+class Killed(BaseException):
+    """The process dies here (a SIGKILL): nothing after this point runs, no handler sees it."""
+
+
+def rows_paid(srv) -> int:
+    """Requests in every batch the fake server accepted, of both APIs."""
+    return sum(len(b["_requests"]) if "_rows" in b else b["request_counts"]["total"]
+               for b in srv.batches.values())
+
+
+def die_around_create(monkeypatch, when: str) -> None:
+    """Kill the run at its next batch create: before the request is sent, or right after the
+    provider accepted it (the batch exists and is paid for) but before its id is saved."""
+    from ponder._provider_batch import _Batches
+
+    real = _Batches.create
+
+    def create(self, *args, **kwargs):
+        if when == "after":
+            real(self, *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(_Batches, "create", create)
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_killed_around_create_resume_pays_once(fake_server, tmp_path, monkeypatch, kind, when):
+    state = tmp_path / "state.json"
+    work = items(kind, "alpha beta", "gamma")
+    die_around_create(monkeypatch, when)
+    with client_for(fake_server, kind) as client, pytest.raises(Killed):
+        run_provider_batch(client, work, state_path=state, poll_s=0.01)
+    monkeypatch.undo()
+    chunk = json.loads(state.read_text())["chunks"][0]
+    assert not chunk["batch_id"]  # never saved
+    assert fake_server.endpoint_counts[CREATE[kind]] == (1 if when == "after" else 0)
+
+    with client_for(fake_server, kind) as client:
+        out = run_provider_batch(client, work, state_path=state, poll_s=0.01)
+    assert [out[k].text for k in ("q0", "q1")] == ["echo: alpha beta", "echo: gamma"]
+    assert fake_server.endpoint_counts[CREATE[kind]] == 1  # exactly one batch, whenever it died
+    assert rows_paid(fake_server) == 2  # 2 answers, 2 rows paid
+    assert fake_server.endpoint_counts[LIST[kind]] == 1  # looked for the batch before creating one
+    assert chunk["create_intent_at"]  # the intent was saved before the create
+    assert fake_server.endpoint_counts["POST /v1/files"] == (1 if kind == "openai" else 0)
+    assert [c["batch_id"] for c in json.loads(state.read_text())["chunks"]] == list(fake_server.batches)
+    if kind == "openai":  # tagged with its input file and ponder's tag
+        (batch,) = fake_server.batches.values()
+        assert batch["metadata"] == {"ponder_input_file_id": chunk["input_file_id"], "ponder_tag": chunk["tag"]}
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_resume_after_create_skips_other_runs_batches(fake_server, tmp_path, monkeypatch, kind):
+    state = tmp_path / "state.json"
+    work = items(kind, "alpha beta", "gamma")
+    die_around_create(monkeypatch, "after")
+    with client_for(fake_server, kind) as client, pytest.raises(Killed):
+        run_provider_batch(client, work, state_path=state, poll_s=0.01)
+    monkeypatch.undo()
+    ours = next(iter(fake_server.batches))
+    # another run (its own state file) submits meanwhile: as many requests for OpenAI, whose
+    # batches say whose they are; a different number for Anthropic, whose batches do not
+    other = items(kind, "one", "two") if kind == "openai" else items(kind, "one", "two", "three")
+    with client_for(fake_server, kind) as client:
+        run_provider_batch(client, other, state_path=tmp_path / "other.json", poll_s=0.01)
+    assert fake_server.endpoint_counts[CREATE[kind]] == 2
+
+    with client_for(fake_server, kind) as client:
+        out = run_provider_batch(client, work, state_path=state, poll_s=0.01)
+    assert [out[k].text for k in ("q0", "q1")] == ["echo: alpha beta", "echo: gamma"]
+    assert fake_server.endpoint_counts[CREATE[kind]] == 2
+    assert json.loads(state.read_text())["chunks"][0]["batch_id"] == ours
+
+
+def test_anthropic_resume_refuses_to_guess_between_batches(fake_server, tmp_path, monkeypatch):
+    state = tmp_path / "state.json"
+    die_around_create(monkeypatch, "after")
+    with client_for(fake_server, "anthropic") as client, pytest.raises(Killed):
+        run_provider_batch(client, items("anthropic", "a", "b"), state_path=state, poll_s=0.01)
+    monkeypatch.undo()
+    with client_for(fake_server, "anthropic") as client:  # another run's batch of the same size
+        run_provider_batch(client, items("anthropic", "c", "d"), state_path=tmp_path / "o.json", poll_s=0.01)
+    with client_for(fake_server, "anthropic") as client, pytest.raises(PonderError) as info:
+        run_provider_batch(client, items("anthropic", "a", "b"), state_path=state, poll_s=0.01)
+    assert all(bid in str(info.value) for bid in fake_server.batches) and info.value.file == str(state)
+    assert fake_server.endpoint_counts[CREATE["anthropic"]] == 2  # nothing created to break the tie
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ponder._exceptions import DataError
@@ -192,3 +193,22 @@ def test_malformed_public_files_name_file_row_and_column(fixtures, tmp_path):
     with pytest.raises(DataError) as e:
         load_routerarena(bad)
     assert (e.value.row, e.value.column) == (2, "evaluation_result")
+
+
+@pytest.mark.parametrize("cost", [math.inf, -math.inf, math.nan, 1e13, 1e308])
+def test_outcome_tables_refuse_costs_no_answer_can_have(cost):
+    """A cost must be finite and at most MAX_COST_USD per row, so that no sum over a table (means,
+    bootstrap resamples) overflows to inf; the error names the row and the column."""
+    from ponder.evaluation import OutcomeTable
+
+    rows = [{"query_id": f"q{i}", "query": "x", "model": "m", "score": 1.0, "cost_usd": 1.0}
+            for i in range(3)]
+    rows[1]["cost_usd"] = cost
+    with pytest.raises(DataError) as e:
+        OutcomeTable.read(pd.DataFrame(rows), name="t")
+    assert (e.value.file, e.value.row, e.value.column) == ("t", 2, "cost_usd")
+    from ponder.evaluation._table import MAX_COST_USD
+
+    rows[1]["cost_usd"] = MAX_COST_USD  # the bound itself is allowed, and sums stay finite
+    t = OutcomeTable.read(pd.DataFrame(rows), name="t")
+    assert np.isfinite(t.costs.sum())

@@ -408,3 +408,62 @@ def test_a_tie_on_train_ships_the_single_model():
     assert _ship_choice(d, "best_quality")[0]["name"] == "model:m"  # same figures, nothing to train
     assert _ship_choice(d, "budget:0.5")[0]["name"] == "router-x"  # better quality wins; the mix
     assert _ship_choice(d, "budget:0.1") is None                    # is a reference, never shipped
+
+
+def test_a_tie_up_to_rounding_ships_the_single_model():
+    """A route-cascade that sends every query to the best model sums the same costs in another
+    order: 0.08216957746478872 against the model's 0.08216957746478873 is a tie, not a saving."""
+    from ponder.evaluation._report import _ship_choice
+
+    def point(target, cost, quality):
+        return {"target": target, "met": True, "train": {"cost_usd": cost, "quality": quality}}
+
+    def picks(strategy, model):
+        d = {"strategies": [
+            {"name": "route-cascade", "kind": "route-cascade", "deployed": [point(*strategy)]},
+            {"name": "model:m", "kind": "baseline", "deployed": [point(*model)]}]}
+        return _ship_choice(d, strategy[0])[0]["name"]
+
+    c, q = 0.08216957746478873, 0.8125
+    assert picks(("best_quality", 0.08216957746478872, q), ("best_quality", c, q)) == "model:m"
+    assert picks(("best_quality", c, q + 1e-15), ("best_quality", c, q)) == "model:m"
+    assert picks(("budget:0.5", c, q + 1e-15), ("budget:0.5", c, q)) == "model:m"
+    assert picks(("budget:0.5", c * (1 - 1e-12), q), ("budget:0.5", c, q)) == "model:m"
+    # a real difference still wins: 0.1% cheaper, or better quality at a budget
+    assert picks(("best_quality", c * 0.999, q), ("best_quality", c, q)) == "route-cascade"
+    assert picks(("budget:0.5", c, q + 1e-3), ("budget:0.5", c, q)) == "route-cascade"
+
+
+HOSTILE = {"a": "<script>alert(1)</script>", "b": "p|q&r $\\bad{$", "c": "x\ny`z"}
+
+
+def test_markdown_and_html_show_names_from_data_as_text():
+    """Model and task names are data: rendered (GFM tables), the Markdown report shows each as
+    text in its own cell, never as HTML (no <script> element), a '|' or a newline in a name
+    splits no cell and breaks no row; the commands keep the name verbatim in code. The HTML
+    report's plot labels the model as it is named (``$...$`` is no math to matplotlib there)."""
+    from markdown_it import MarkdownIt
+
+    from tests.evaluation.conftest import hand_rows
+
+    rows_ = hand_rows()
+    for r in rows_:
+        r["model"] = HOSTILE[r["model"]]
+        r["task"] = f"<b>{r['task']}</b>|t"
+    res = evaluate(pd.DataFrame(rows_), n_bootstrap=10, source="outcomes.csv")
+    svg_text = [t.text() for t in dom(res.to_html()).one("svg").all("text")]
+    assert HOSTILE["b"] in svg_text and HOSTILE["a"] in svg_text
+    for page in (MarkdownIt("commonmark").enable("table").render(res.to_markdown()),
+                 res.to_html()):
+        root = dom(page)
+        assert not root.all("script") and not root.all("b")
+        for table in root.all("table"):
+            head, body = rows(table)
+            assert all(len(tr) == len(head) for tr in body), head
+        singles = next(t for t in root.all("table") if rows(t)[0][0] == "model")
+        names = [tr[0].text().removesuffix(" ★").replace("\n", "") for tr in rows(singles)[1]]
+        assert names[:3] == [m.replace("\n", "") for m in HOSTILE.values()]  # <br> is no text
+        task_heads = [h for t in root.all("table") for h in rows(t)[0]]
+        assert "<b>odd</b>|t (2)" in task_heads
+        codes = [c.text() for c in root.all("code")]
+        assert any(f"PROVIDER:{shlex.quote(HOSTILE['a'])}" in c for c in codes)
