@@ -80,11 +80,35 @@ def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrat
     kind = str(data.get("kind", ""))
     module = next((m for k, m in _KIND_MODULES.items() if kind == k or kind.startswith(k + "-")
                    or kind.startswith(k + ":")), None)
+    strategy: LiveStrategy
     if kind == "single":
-        return SingleModel(str(data["model"]))
-    if module is None:
+        strategy = SingleModel(str(data["model"]))
+    elif module is None:
         raise ConfigError(f"unknown strategy kind {kind!r}", file=str(path), key="kind")
-    loader = importlib.import_module(module).load_strategy_file
-    if module in _REFERENCES_FILES:
-        return loader(path, data, allow_outside=allow_outside)
-    return loader(path, data)
+    elif module in _REFERENCES_FILES:
+        strategy = importlib.import_module(module).load_strategy_file(path, data, allow_outside=allow_outside)
+    else:
+        strategy = importlib.import_module(module).load_strategy_file(path, data)
+    if not allow_outside:
+        for model in strategy.models:
+            _check_local_model(path, model)
+    return strategy
+
+
+def _check_local_model(strategy_file: Path, model: str) -> None:
+    """A ``local:PATH`` model is a file the strategy names: the file the local provider would
+    open (PATH from the working directory, as the provider reads it) must lie in the strategy's
+    folder, the rule of every other reference. Built-in names (``local:smollm2``) are not files."""
+    from ..local._provider import _DEFAULT_NAMES
+
+    provider, _, name = model.partition(":")
+    if provider != "local" or not name:
+        return
+    opened = Path(name).expanduser()
+    if not opened.exists() and name.lower() in _DEFAULT_NAMES:
+        return
+    base = strategy_file.parent.resolve()
+    if not opened.resolve().is_relative_to(base):
+        raise ConfigError(f"the local model {model!r} opens {opened.resolve()}, outside the "
+                          f"strategy's folder; {_OUTSIDE_HINT}", file=str(strategy_file),
+                          key="models")

@@ -409,6 +409,37 @@ def test_cascade_and_route_cascade_references_stay_in_their_folder(saved_router,
     assert info.value.key == "cascade"
 
 
+def test_local_model_paths_stay_in_the_strategy_folder(tmp_path, monkeypatch):
+    """``local:PATH`` names a file the local provider opens: the same rule as every reference."""
+    s = tmp_path / "s"
+    s.mkdir()
+    (s / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "outside.gguf").write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path)
+
+    def fallback(name: str, *models: str) -> Path:
+        path = s / f"{name}.json"
+        path.write_text(json.dumps({"format": "ponder-strategy", "version": 1, "kind": "fallback",
+                                    "models": ["openai:gpt-4o-mini", *models]}))
+        return path
+
+    for name, model in {"absolute": "local:/etc/passwd", "relative": "local:outside.gguf",
+                        "dotdot": "local:s/../outside.gguf"}.items():
+        path = fallback(name, model)
+        with pytest.raises(ConfigError, match="outside the strategy's folder") as info:
+            ponder.load_strategy(path)
+        assert info.value.key == "models" and model in str(info.value)
+        assert ponder.load_strategy(path, allow_outside=True).models[-1] == model
+    single = s / "single.json"
+    single.write_text(json.dumps({"format": "ponder-strategy", "kind": "single",
+                                  "model": "local:/etc/passwd"}))
+    with pytest.raises(ConfigError, match="outside the strategy's folder"):
+        ponder.load_strategy(single)
+    # inside the folder (as the provider opens it, from the working directory), or a built-in name
+    assert ponder.load_strategy(fallback("inside", "local:s/m.gguf", "local:smollm2")).models[1:] \
+        == ["local:s/m.gguf", "local:smollm2"]
+
+
 def test_strategy_file_size_is_capped(tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps({"format": "ponder-strategy", "kind": "single", "model": "a:b",
