@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ _HELP = (
     "regex:PATTERN, json or json:SCHEMA.json, code (runs the response's Python against `tests`), "
     "and judge:PROVIDER:MODEL (an LLM: yes/no against the reference, else a 1-10 rubric; "
     "--pairwise BASELINE compares with the baseline model's answer, in both orders).\n\n"
-    "WARNING: the code grader EXECUTES UNTRUSTED CODE and needs --allow-code-execution. Its "
-    "limits (time, memory, a temporary folder, no network) are BEST EFFORT, not a sandbox: run "
-    "it in a container or VM for code you do not trust."
+    "WARNING: the code grader EXECUTES UNTRUSTED CODE and needs --allow-code-execution. Each "
+    "program runs in its own Linux namespaces (PID, mount, network), as an unprivileged user, "
+    "with time, memory and process limits; where they cannot be made it refuses unless "
+    "--allow-no-isolation. A kernel bug is still a way out: use a container or VM for code you "
+    "have reason to fear."
 )
 
 
@@ -37,11 +40,18 @@ def grade_command(
     tolerance: float = typer.Option(1e-6, min=0.0, help="number: relative tolerance (absolute "
                                                          "below 1)."),
     timeout: float = typer.Option(10.0, min=0.1, help="code: seconds each program may run."),
-    memory_mb: int = typer.Option(1024, min=64, help="code: address-space limit in MiB."),
+    memory_mb: int = typer.Option(1024, min=64, help="code: memory limit in MiB (each process's "
+                                                        "address space, and the whole program's "
+                                                        "memory where a cgroup can be made)."),
     allow_code_execution: bool = typer.Option(
         False, "--allow-code-execution",
-        help="Let the code grader run the responses' code. It is UNTRUSTED; isolation (time, "
-             "memory, temp folder, no network) is best effort only."),
+        help="Let the code grader run the responses' code. It is UNTRUSTED: each program runs "
+             "in a sandbox (namespaces, an unprivileged user, limits)."),
+    allow_no_isolation: bool = typer.Option(
+        False, "--allow-no-isolation",
+        help="code: where the sandbox cannot be made (no `unshare`, user namespaces off), run "
+             "the programs anyway with time and resource limits only. NO ISOLATION: they can "
+             "read your files and environment, use the network and signal your processes."),
     pairwise: str | None = typer.Option(None, "--pairwise", metavar="BASELINE_MODEL",
                                         help="judge: compare each answer with this model's answer "
                                              "to the same query (both orders)."),
@@ -62,9 +72,10 @@ def grade_command(
 ) -> None:
     from .._client import Client
     from .._config import load_config
-    from ..grading import grade_table, load_template, parse_grader, parse_graders
+    from ..grading import CodeGrader, grade_table, load_template, parse_grader, parse_graders
 
     cfg = load_config(config)
+    _register_keys(cfg)
     specs = {"default": grader} if grader else dict(cfg.graders)
     if not specs:
         fail("give --grader SPEC, or a [graders] table in the config")
@@ -73,9 +84,13 @@ def grade_command(
     client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
     options: dict[str, Any] = dict(client=client, tolerance=tolerance, timeout_s=timeout,
                                    memory_mb=memory_mb, allow_code_execution=allow_code_execution,
-                                   baseline=pairwise, templates=templates,
-                                   judge_max_tokens=judge_max_tokens)
+                                   allow_no_isolation=allow_no_isolation, baseline=pairwise,
+                                   templates=templates, judge_max_tokens=judge_max_tokens)
     graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
+    each = list(graders.values()) if isinstance(graders, dict) else [graders]
+    code = next((g for g in each if isinstance(g, CodeGrader)), None)
+    for note in code.limitations() if code is not None else []:  # said, never silently
+        stderr.print(f"code grader: {note}", highlight=False)
     try:
         with _progress() as bar:
             task = bar.add_task("grading", total=None)
@@ -90,6 +105,20 @@ def grade_command(
         print(json.dumps(summary, ensure_ascii=False))
     else:
         _render(summary)
+
+
+def _register_keys(cfg: Any) -> None:
+    """Register every key this run could leak (the config's, and the providers' usual variables)
+    for scrubbing: a graded program may print one, and every grade reason is scrubbed."""
+    from .._secrets import register_secret
+
+    for settings in cfg.providers.values():
+        if settings.api_key is not None:
+            register_secret(settings.api_key.get_secret_value())
+        if settings.api_key_env:
+            register_secret(os.environ.get(settings.api_key_env))
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        register_secret(os.environ.get(name))
 
 
 def _progress() -> Any:

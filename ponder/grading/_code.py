@@ -1,46 +1,38 @@
-"""The code grader: run a response's Python against the row's tests, in a sandbox of sorts.
+"""The code grader: run a response's Python against the row's tests, in a sandbox.
 
-THIS EXECUTES UNTRUSTED CODE. The limits are best effort, not a security boundary: a separate
-``python -I`` process in a throwaway temporary folder, a wall-clock time limit (the whole process
-group is killed), an address-space limit (RLIMIT_AS), a CPU-time limit, a file-size limit, no
-network where ``unshare -rn`` works (a private network namespace) and, always, ``socket``
-connections disabled inside Python. Run it in a container or VM when the code is not yours.
+THIS EXECUTES UNTRUSTED CODE. Each program runs in its own PID, mount, network, IPC and UTS
+namespaces, as an unprivileged user, in a root that shows only the system's and Python's folders
+(read-only) and private temporary folders, with its group's memory and processes limited where
+the machine allows (``_sandbox.py`` says how, and what is and is not a boundary). Where the
+namespaces cannot be made the grader refuses to run, unless ``allow_no_isolation`` says to run
+the programs with resource limits only.
+
+A program passes only when the harness's marker arrives, after every test has run; the exit code
+never decides. The marker cannot be forged by exiting early, crashing or printing, but a program
+written against this harness can reach it (they share one interpreter): see ``_sandbox.py``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
-import resource
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import PonderError
+from . import _sandbox
 from ._base import Grade, text
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MEMORY_MB = 1024
-_OUTPUT_LIMIT = 20_000
+DEFAULT_MAX_PROCESSES = 64
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[^\n]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-
-# Prepended to every program: no socket connections from Python (best effort; the network
-# namespace, when available, is the stronger fence).
-_PRELUDE = """\
-import socket as _s
-def _no_network(*a, **k):
-    raise OSError("network access is disabled while grading")
-_s.socket.connect = _s.socket.connect_ex = _no_network
-_s.create_connection = _s.getaddrinfo = _no_network
-del _s, _no_network
-"""
 
 
 def extract_code(response: str) -> str:
@@ -52,87 +44,78 @@ def extract_code(response: str) -> str:
     return str(blocks[0][1]) if blocks else response
 
 
-@functools.lru_cache(maxsize=1)
-def _unshare() -> list[str]:
-    """``unshare -rn`` when this machine lets an unprivileged user make a network namespace."""
-    exe = shutil.which("unshare")
-    if exe is None or not sys.platform.startswith("linux"):
-        return []
-    try:
-        ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return [exe, "-rn"] if ok else []
+@functools.lru_cache(maxsize=8)
+def _probe(isolate: bool, unshare: str | None, euid: int) -> tuple[_sandbox.Isolation | None, str]:
+    return _sandbox.probe(isolate, unshare)
 
 
-def _limits(memory_mb: int, cpu_s: int) -> None:  # runs in the child, before exec
-    mem = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024 * 1024, 64 * 1024 * 1024))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _last_line(output: str) -> str:
-    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""
+def isolation(isolate: bool = True) -> tuple[_sandbox.Isolation | None, str]:
+    """How this machine isolates graded programs (checked once, by running a trivial one):
+    (isolation, "") or (None, why not)."""
+    return _probe(isolate, shutil.which("unshare"), os.geteuid())
 
 
 @dataclass
 class CodeGrader:
-    """1 when the response's Python runs the row's ``tests`` (assertions) without error.
+    """1 when the response's Python runs the row's ``tests`` (assertions) to the end, else 0.
 
-    ``allow_code_execution`` must be True: this runs untrusted code (see the module notes for
-    what is limited, on a best-effort basis).
+    ``allow_code_execution`` must be True: this runs untrusted code. It runs each program in a
+    sandbox (see the module notes) and refuses to run where the sandbox cannot be made, unless
+    ``allow_no_isolation`` is True. ``memory_mb`` bounds each process's address space and, where
+    a memory cgroup can be made, the whole group's memory; ``max_processes`` bounds the group's
+    processes and threads.
     """
 
     timeout_s: float = DEFAULT_TIMEOUT_S
     memory_mb: int = DEFAULT_MEMORY_MB
     allow_code_execution: bool = False
+    allow_no_isolation: bool = False
+    max_processes: int = DEFAULT_MAX_PROCESSES
     name: str = "code"
     requires: tuple[str, ...] = ("tests",)
+    isolation: _sandbox.Isolation = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.allow_code_execution:
             raise PonderError("the code grader runs the responses' code, which is untrusted; "
                               "pass --allow-code-execution (allow_code_execution=True) to run it")
-        if self.timeout_s <= 0 or self.memory_mb < 64:
-            raise PonderError("the code grader needs timeout_s > 0 and memory_mb >= 64")
+        if self.timeout_s <= 0 or self.memory_mb < 64 or self.max_processes < 1:
+            raise PonderError("the code grader needs timeout_s > 0, memory_mb >= 64 and "
+                              "max_processes >= 1")
+        found, why = isolation(True)
+        if found is None:
+            if not self.allow_no_isolation:
+                raise PonderError(
+                    f"the code grader cannot isolate the programs on this machine ({why}); it "
+                    "needs Linux namespaces (util-linux `unshare`, and user namespaces unless "
+                    "run as root). Run it where they work, or pass --allow-no-isolation "
+                    "(allow_no_isolation=True) to run the untrusted code with resource limits "
+                    "only")
+            found, why = isolation(False)
+            assert found is not None
+        self.isolation = found
+
+    def limitations(self) -> list[str]:
+        """What this machine does not let the grader enforce, in words (empty: everything)."""
+        return self.isolation.limitations()
 
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
-        program = _PRELUDE + "\n" + extract_code(response) + "\n\n" + text(row.get("tests")) + "\n"
-        with tempfile.TemporaryDirectory(prefix="ponder-grade-") as tmp:
-            path = os.path.join(tmp, "solution.py")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(program)
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp,
-                   "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-                   "LANG": "C.UTF-8", "no_proxy": "*", "NO_PROXY": "*"}
-            cpu = int(self.timeout_s) + 1
-            proc = subprocess.Popen(
-                [*_unshare(), sys.executable, "-I", "-B", path], cwd=tmp, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True, preexec_fn=functools.partial(_limits, self.memory_mb, cpu))
-            try:
-                _, err = proc.communicate(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                return Grade(0.0, f"timed out after {self.timeout_s:g}s")
-            finally:
-                _kill_group(proc)  # whatever it started in the background goes too
-        stderr = err[-_OUTPUT_LIMIT:].decode("utf-8", "replace")
-        if proc.returncode == 0:
+        limits = _sandbox.Limits(self.timeout_s, self.memory_mb, self.max_processes)
+        out = _sandbox.run(extract_code(response), text(row.get("tests")), limits, self.isolation)
+        if out.passed:
             return Grade(1.0, "tests passed")
-        if proc.returncode < 0:
-            sig = signal.Signals(-proc.returncode).name
-            hint = " (CPU time limit)" if sig == "SIGXCPU" else ""
+        if out.timed_out:
+            return Grade(0.0, f"timed out after {self.timeout_s:g}s")
+        if out.memory_limit:
+            return Grade(0.0, f"killed: the group went over its memory limit ({self.memory_mb} MiB)")
+        if out.error:
+            return Grade(math.nan, f"sandbox failed: {out.error}")
+        last = _sandbox._last_line(out.stderr)
+        if out.signal is not None:
+            sig = signal.Signals(out.signal).name if out.signal in signal.valid_signals() \
+                else f"signal {out.signal}"
+            hint = " (CPU time limit)" if out.signal == signal.SIGXCPU else ""
             return Grade(0.0, f"killed by {sig}{hint}")
-        return Grade(0.0, _last_line(stderr) or f"exit code {proc.returncode}")
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+        if out.exit_code == 0:
+            return Grade(0.0, "exited before the tests finished (exit code 0)")
+        return Grade(0.0, last or f"exit code {out.exit_code}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DataError
+from .._secrets import scrub
 from ._agreement import Agreement, agreement
 from ._base import Grade, Grader, text
 
@@ -156,7 +157,7 @@ def _row_columns(row: Mapping[str, Any], grades: list[Grade]) -> dict[str, Any]:
     first = grades[0]
     samples = row.get("samples") or []
     out: dict[str, Any] = {
-        "score": first.score, "grade_reason": first.reason,
+        "score": first.score, "grade_reason": scrub(first.reason),  # a program may print a key
         "judge_cost_usd": sum(g.cost_usd for g in grades),
         "_calls": sum(g.calls for g in grades), "_cached": sum(g.cached for g in grades)}
     if samples:

@@ -24,6 +24,7 @@ def parse_grader(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
     allow_code_execution: bool = False,
+    allow_no_isolation: bool = False,
     baseline: str | None = None,
     templates: Mapping[str, str] | None = None,
     judge_max_tokens: int | None = 1024,
@@ -48,7 +49,8 @@ def parse_grader(
         return JsonGrader(Path(arg) if arg else None)
     if kind == "code":
         return CodeGrader(timeout_s=timeout_s, memory_mb=memory_mb,
-                          allow_code_execution=allow_code_execution)
+                          allow_code_execution=allow_code_execution,
+                          allow_no_isolation=allow_no_isolation)
     if kind == "judge":
         if ":" not in arg:
             raise ConfigError(f"the judge grader needs a model: judge:provider:model (got {spec!r})",

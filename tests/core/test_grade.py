@@ -105,7 +105,9 @@ def test_regex_and_json(tmp_path):
 
 # ---- code grader -----------------------------------------------------------------------------
 def _code(**kw):
-    return CodeGrader(allow_code_execution=True, **kw)
+    # where this machine cannot isolate, these still check the grading (the isolation itself is
+    # tested, or skipped with a reason, in test_code_grader_sandbox.py)
+    return CodeGrader(allow_code_execution=True, allow_no_isolation=True, **kw)
 
 
 def test_code_grader_refuses_without_the_flag():
@@ -122,7 +124,7 @@ def test_code_grader_pass_fail_and_isolation(tmp_path):
     bad = _code().grade("def add(a, b):\n    return a - b", {"tests": tests})
     assert bad.score == 0.0 and "AssertionError" in bad.reason
     # runs in a throwaway folder, not ours
-    probe = f"import os\nassert os.getcwd() != {os.getcwd()!r} and 'ponder-grade-' in os.getcwd()"
+    probe = f"import os\nassert os.getcwd() != {os.getcwd()!r} and 'solution.py' in os.listdir()"
     assert _code().grade(probe, {"tests": "pass"}).score == 1.0
     net = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)"
     blocked = _code().grade(net, {"tests": "pass"})
@@ -192,7 +194,7 @@ def test_per_task_graders_mix_math_choice_and_code():
     ])
     cfg = Config.model_validate({"graders": {"math": "number", "mc": "choice", "code": "code",
                                              "default": "exact"}})
-    graders = parse_graders(cfg.graders, allow_code_execution=True)
+    graders = parse_graders(cfg.graders, allow_code_execution=True, allow_no_isolation=True)
     result = grade_table(df, graders)
     assert list(result.df["score"]) == [1.0, 0.0, 1.0, 1.0]
     assert result.summary.graders == {"number": 1, "choice": 1, "code": 1, "exact": 1}
