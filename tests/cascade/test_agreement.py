@@ -165,6 +165,7 @@ def test_acceptor_is_calibrated_and_round_trips(mc):
 
 
 # ---- the optimizer --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_optimizer_searches_sets_and_replay_matches_the_set_policy(mc, opt):
     train, test = mc
     assert {s.members for s in opt.sets_} >= {("a", "b"), ("a", "b", "c"), ("b", "c", "a")}
@@ -245,6 +246,7 @@ def _client(url):  # type: ignore[no-untyped-def]
     return Client(cache=False, base_urls={"openai": url})
 
 
+@pytest.mark.slow
 def test_live_set_rung_takes_the_replay_decisions(fake_server, mc, opt, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-agree")
     test = mc[1]
@@ -317,6 +319,7 @@ def test_gain_acceptor_prefers_queries_the_strong_model_gets_wrong(mc):
         Acceptor.from_json(doc)
 
 
+@pytest.mark.slow
 def test_route_then_cascade_skips_sets_where_they_rarely_agree(mc):
     from ponder.routers._route_cascade import RouteCascadeStrategy
 
@@ -344,6 +347,7 @@ def test_route_then_cascade_skips_sets_where_they_rarely_agree(mc):
 
 
 # ---- reachable from the command line and from `ponder eval` -------------------------------------
+@pytest.mark.slow
 def test_ponder_optimize_set_pool_writes_set_rungs(tmp_path, mc):
     import subprocess
     import sys
@@ -362,6 +366,7 @@ def test_ponder_optimize_set_pool_writes_set_rungs(tmp_path, mc):
     assert load_strategy_file(out).rungs[0].agree is not None
 
 
+@pytest.mark.slow
 def test_cascade_agree_is_opt_in_for_eval_and_its_recipe_searches_sets(mc):
     from ponder.evaluation import evaluate
     from ponder.evaluation._strategy import default_strategies

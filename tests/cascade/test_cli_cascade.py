@@ -8,8 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.fakeserver import Action
+
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
 
 
 def ponder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

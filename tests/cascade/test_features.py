@@ -78,6 +78,7 @@ def test_response_stats():
         response_stats(["q"], [])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not embedder_available(), reason="extra 'embed' not installed")
 def test_minilm_embedder_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -118,6 +118,7 @@ def test_tampered_or_foreign_scorer_is_refused(tmp_path, scorer):
         AnswerScorer.load(d2)
 
 
+@pytest.mark.slow
 def test_minilm_query_features_round_trip(tmp_path, split):
     from ponder._features import embedder_available
 

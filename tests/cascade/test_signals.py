@@ -244,6 +244,7 @@ def _grade(df: pd.DataFrame) -> OutcomeTable:
     return OutcomeTable.read(df, name="fake")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("honour_n", [True, False], ids=["n-honoured", "n-ignored"])
 def test_live_cascade_asks_for_signals_and_decides_as_offline(fake_server, monkeypatch, request,
                                                              honour_n):

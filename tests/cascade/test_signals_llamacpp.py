@@ -23,6 +23,7 @@ from tests.core import _llamakit  # noqa: E402
 from tests.core._llamakit import smollm2_gguf  # noqa: E402
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python is not installed (.ci/run installs it)"),
     pytest.mark.skipif(smollm2_gguf() is None,

@@ -72,6 +72,7 @@ class EchoProvider:
 
 
 # --- 1. a corrupt or unusable cache does not stop ponder -----------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
 def test_ask_answers_over_a_corrupt_cache_with_one_warning(fake_server, tmp_path: Path, how: str) -> None:
     cache_dir = tmp_path / "cache"
@@ -87,6 +88,7 @@ def test_ask_answers_over_a_corrupt_cache_with_one_warning(fake_server, tmp_path
     assert "continuing without" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_corrupt_stats_file_is_named_too(fake_server, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     assert ask(fake_server, cache_dir, "fill").returncode == 0
@@ -97,6 +99,7 @@ def test_a_corrupt_stats_file_is_named_too(fake_server, tmp_path: Path) -> None:
     assert len(lines) == 1 and str(cache_dir / "stats" / "cache.db") in lines[0], r.stderr
 
 
+@pytest.mark.slow
 def test_run_answers_over_a_corrupt_cache_with_one_warning(fake_server, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     assert ask(fake_server, cache_dir, "fill").returncode == 0
@@ -134,6 +137,7 @@ def test_the_server_starts_and_answers_over_a_corrupt_cache(fake_server, tmp_pat
     assert len(warnings) == 1 and str(path / "cache.db") in warnings[0]
 
 
+@pytest.mark.slow
 def test_cache_clear_removes_a_corrupt_cache_and_ask_starts_afresh(fake_server, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     assert ask(fake_server, cache_dir, "fill").returncode == 0
@@ -150,6 +154,7 @@ def test_cache_clear_removes_a_corrupt_cache_and_ask_starts_afresh(fake_server, 
     assert cache_lines(first.stderr + second.stderr) == []
 
 
+@pytest.mark.slow
 def test_cache_stats_reports_a_corrupt_cache(fake_server, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     assert ask(fake_server, cache_dir, "fill").returncode == 0
@@ -162,6 +167,7 @@ def test_cache_stats_reports_a_corrupt_cache(fake_server, tmp_path: Path) -> Non
     assert "DatabaseError" not in lines[0]
 
 
+@pytest.mark.slow
 def test_a_cache_path_under_a_file_degrades_to_no_cache(fake_server, tmp_path: Path) -> None:
     """Fails for root too (unlike chmod): the cache folder cannot be created at all."""
     blocker = tmp_path / "a-file"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakeserver import Action
 
 
@@ -18,6 +20,7 @@ def ponder(*args: str, env: dict[str, str] | None = None, cwd: Path | None = Non
                           env=full_env, cwd=cwd, timeout=120)
 
 
+@pytest.mark.slow
 def test_ask_json_then_cache_hit_without_http(fake_server, tmp_path):
     env = {"PONDER_CACHE_DIR": str(tmp_path / "cache")}
     args = ["ask", "hello", "--model", "openai:gpt-4o-mini", "--base-url", fake_server.url, "--json"]
@@ -38,6 +41,7 @@ def test_ask_json_then_cache_hit_without_http(fake_server, tmp_path):
     assert cleared.returncode == 0 and "removed 1" in cleared.stdout
 
 
+@pytest.mark.slow
 def test_plain_output_shows_answer_and_cost(fake_server):
     r = ponder("ask", "hi there", "--model", "openai:gpt-4o", "--base-url", fake_server.url)
     assert r.returncode == 0
@@ -58,6 +62,7 @@ def test_unknown_provider():
     assert "unknown provider 'nosuch'" in line
 
 
+@pytest.mark.slow
 def test_wrong_key_is_one_line_without_the_key(fake_server):
     fake_server.queue(Action(kind="status", status=401, body={"error": {"message": "Incorrect API key provided: sk-wrong-123456789"}}))
     r = ponder("ask", "hi", "--model", "openai:gpt-4o-mini", "--base-url", fake_server.url,
@@ -66,6 +71,7 @@ def test_wrong_key_is_one_line_without_the_key(fake_server):
     assert "authentication failed" in line and "sk-wrong" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -197,6 +197,7 @@ def test_base_url_flag_is_checked(monkeypatch, capsys) -> None:
 
 
 # --- 4. Ctrl-C on ponder run -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_written_and_how_to_resume(tmp_path: Path, fake_server: FakeLLMServer) -> None:
     n = 40
     cfg = _upstream_config(tmp_path, fake_server.url)

@@ -150,6 +150,7 @@ def test_s1_exiting_before_the_tests_is_not_a_pass(escape):
 
 
 # ---- S2: other rows cannot be found and killed -------------------------------------------------
+@pytest.mark.slow
 @needs_namespaces
 def test_s2_a_row_cannot_kill_the_other_rows():
     name = "h" + uuid.uuid4().hex[:12]
@@ -231,6 +232,7 @@ def test_s4_a_background_writer_does_not_fail_the_run():
 
 
 # ---- S5: a key the program finds never reaches the table ---------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("isolated", [
     pytest.param(True, marks=needs_namespaces),
     False,  # no unshare on PATH, --allow-no-isolation: the file is readable; scrubbing must hold
@@ -409,6 +411,7 @@ def test_s10_the_process_count_is_limited_for_the_group():
     assert "Resource temporarily unavailable" in grade.reason or "BlockingIOError" in grade.reason
 
 
+@pytest.mark.slow
 @needs_namespaces
 @pytest.mark.skipif(not _memory_cgroup(), reason="no memory cgroup can be made here: the group's "
                     "memory is then bounded only per process (RLIMIT_AS), as documented")

@@ -52,6 +52,7 @@ def cost(model: str, usage: Usage) -> float:
     return price.cost(usage)
 
 
+@pytest.mark.slow
 def test_cli_collects_exact_costs_then_rerun_sends_nothing(fake_server, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl")
     out = tmp_path / "outcomes.parquet"
@@ -116,6 +117,7 @@ def test_samples_use_n_and_logprobs_are_summarised(fake_server, tmp_path):
     assert [len(json.loads(s)) for s in more.df["samples"]] == [4, 4]
 
 
+@pytest.mark.slow
 def test_providers_without_n_get_one_call_per_sample(fake_server, tmp_path):
     cfg = Config(providers={"anthropic": ProviderSettings(type="anthropic", base_url=fake_server.base,
                                                           api_key="sk-test-key-0123456789")})
@@ -128,6 +130,7 @@ def test_providers_without_n_get_one_call_per_sample(fake_server, tmp_path):
     assert row.input_tokens == 4  # each call paid its input
 
 
+@pytest.mark.slow
 def test_estimate_calls_nothing(fake_server, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl")
     base = ["collect", str(prompts), "--model", MINI, "--model", BIG, "--output", str(tmp_path / "o.csv"),
@@ -145,6 +148,7 @@ def test_estimate_calls_nothing(fake_server, tmp_path):
     assert est[0].cost_usd == pytest.approx(cost(MINI, Usage(input_tokens=est[0].input_tokens, output_tokens=80)))
 
 
+@pytest.mark.slow
 def test_max_cost_stops_then_resumes(fake_server, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl")
     out = tmp_path / "o.jsonl"
@@ -173,6 +177,7 @@ def test_failed_calls_are_recorded_and_retried(fake_server, tmp_path):
     assert table.df["error"].isna().all() and not (tmp_path / "o.csv.progress.jsonl").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [
     pytest.param({"id": 5}, id="no-fields"),
     pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "response": "echo: one two three",
@@ -202,6 +207,7 @@ def test_bad_progress_record_is_dropped_with_a_warning_and_asked_again(fake_serv
     assert len(warned) == 1 and f"{progress}, line 2: progress record dropped" in warned[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rows", "where"), [
     ([{"id": "a", "prompt": "x"}, {"id": "b"}], "row 2, column 'prompt': needs a 'prompt' or 'messages'"),
     ([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], "row 2, column 'id': duplicate id 'a'"),
@@ -224,6 +230,7 @@ def test_bad_csv_messages_cell_is_named(tmp_path):
         ponder.collect(path, [MINI], client=Client(Config(), cache=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("src", "dst"), [(".jsonl", ".csv"), (".csv", ".jsonl"), (".parquet", ".parquet")])
 def test_input_and_output_formats(fake_server, tmp_path, src, dst):
     prompts = write_prompts(tmp_path / f"p{src}")
@@ -248,6 +255,7 @@ def test_graded_rows_are_kept_when_models_are_added(fake_server, tmp_path):
     assert scores[("q1", MINI)] == 1.0 and scores[("q2", MINI)] == 0.0 and scores[("q1", BIG)] != scores[("q1", BIG)]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_rerequesting(fake_server, tmp_path):
     rows = [{"id": f"q{i}", "prompt": f"question number {i}"} for i in range(8)]
     prompts = write_prompts(tmp_path / "p.jsonl", rows)

@@ -40,6 +40,7 @@ def _gemma_ok() -> bool:
 
 
 pytestmark = [
+    pytest.mark.slow,  # a real llama.cpp server on real checkpoints
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python is not installed (.ci/run installs it)"),
     pytest.mark.skipif(smollm2_gguf() is None,

@@ -131,6 +131,7 @@ def test_code_grader_pass_fail_and_isolation(tmp_path):
     assert blocked.score == 0.0 and "network" in blocked.reason.lower()
 
 
+@pytest.mark.slow
 def test_code_grader_timeout_and_memory_bomb():
     slow = _code(timeout_s=1).grade("import time\ntime.sleep(30)", {"tests": "pass"})
     assert slow.score == 0.0 and "timed out" in slow.reason
@@ -328,6 +329,7 @@ def _ponder(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300, env={**os.environ, "PONDER_CONFIG": ""})
 
 
+@pytest.mark.slow
 def test_cli_grade_then_eval(tmp_path):
     rows = []
     for i in range(8):

@@ -14,6 +14,7 @@ HIDE_TORCH = "import sys; sys.modules['torch'] = None; sys.argv = ['ponder', *sy
              "from ponder.cli import main; main()"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["local", "generate", "-p", "hi"], ["local", "bench"],
                                   ["ask", "hi", "--model", "local:model.gguf"]])
 def test_local_without_torch_names_the_extra(args: list[str]) -> None:

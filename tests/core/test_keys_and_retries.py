@@ -54,6 +54,7 @@ def random_key(prefix: str = "sk-proj-") -> str:
 
 
 # --- 1. a key goes only where the user pointed it ------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_default_env_key_is_not_sent_to_a_custom_base_url(fake_server, monkeypatch, kind):
     vendor_key = random_key()
@@ -64,6 +65,7 @@ def test_default_env_key_is_not_sent_to_a_custom_base_url(fake_server, monkeypat
     assert vendor_key not in sent and "not-needed" in sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_explicit_api_key_env_goes_to_its_base_url(fake_server, monkeypatch, kind):
     vendor_key, own_key = random_key(), random_key("")
@@ -112,6 +114,7 @@ BOTH = pytest.mark.parametrize("kind,asynchronous", [(k, a) for k in ("openai", 
                                                      for a in (False, True)])
 
 
+@pytest.mark.slow
 @BOTH
 async def test_stream_429_before_first_token_is_retried_after_retry_after(fake_server, kind, asynchronous):
     p = build(kind, fake_server, api_key="k-" + secrets.token_hex(8))
@@ -124,6 +127,7 @@ async def test_stream_429_before_first_token_is_retried_after_retry_after(fake_s
     assert fake_server.count == 2
 
 
+@pytest.mark.slow
 @BOTH
 async def test_stream_5xx_drop_and_timeout_before_first_token_are_retried(fake_server, kind, asynchronous):
     p = build(kind, fake_server, api_key="k-" + secrets.token_hex(8), max_retries=3, timeout_s=0.5)
@@ -133,6 +137,7 @@ async def test_stream_5xx_drop_and_timeout_before_first_token_are_retried(fake_s
     assert fake_server.count == 4  # three failures, then the answer
 
 
+@pytest.mark.slow
 @BOTH
 async def test_stream_gives_up_after_max_retries(fake_server, kind, asynchronous):
     p = build(kind, fake_server, api_key="k-" + secrets.token_hex(8), max_retries=2)
@@ -142,6 +147,7 @@ async def test_stream_gives_up_after_max_retries(fake_server, kind, asynchronous
     assert fake_server.count == 3  # 1 + max_retries attempts
 
 
+@pytest.mark.slow
 @BOTH
 async def test_stream_failing_after_a_token_is_not_retried(fake_server, kind, asynchronous):
     p = build(kind, fake_server, api_key="k-" + secrets.token_hex(8), max_retries=3)
@@ -160,6 +166,7 @@ async def test_stream_failing_after_a_token_is_not_retried(fake_server, kind, as
 
 
 # --- 3. no fragment of a key in any error text ----------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 @pytest.mark.parametrize("prefix", ["sk-proj-", "gsk_", ""])
 def test_error_texts_hold_no_fragment_of_the_key(fake_server, kind, prefix):
@@ -247,6 +254,7 @@ def test_install_log_scrubbing_covers_uvicorn_handlers():
 
 
 # --- 4. one semaphore per live event loop, not per loop ever seen ---------------------------------
+@pytest.mark.slow
 def test_async_slots_do_not_grow_with_event_loops(fake_server):
     p = build("openai", fake_server, api_key="k-" + secrets.token_hex(8), max_concurrency=1)
 
@@ -266,6 +274,7 @@ def test_async_slots_do_not_grow_with_event_loops(fake_server):
 
 
 # --- 5. a huge body is sent whole, built without the SDK's per-message transform ----------------
+@pytest.mark.slow
 async def test_huge_request_is_sent_whole(fake_server):
     p = build("openai", fake_server, api_key="k-" + secrets.token_hex(8))
     msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(115_000)]

@@ -15,6 +15,7 @@ from tests.core import _llamakit
 from tests.core._llamakit import smollm2_gguf
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python is not installed (.ci/run installs it)"),
     pytest.mark.skipif(smollm2_gguf() is None,

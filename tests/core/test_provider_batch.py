@@ -39,6 +39,7 @@ def items(kind: str, *prompts: str) -> list[BatchItem]:
     return [BatchItem(f"q{i}", f"{kind}:{MODEL[kind]}", ChatRequest.of(p)) for i, p in enumerate(prompts)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_batch_answers_each_item_at_half_price(fake_server, tmp_path, kind):
     fake_server.batch_polls = 2
@@ -85,6 +86,7 @@ def test_price_completion_batch_flag():
     assert t.batch_rate("some-vllm") == 1.0  # no batch rate known: list price
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_interrupted_run_resumes_from_recorded_batch(fake_server, tmp_path, kind):
     fake_server.batch_polls = 3
@@ -163,6 +165,7 @@ def die_around_create(monkeypatch, when: str) -> None:
     monkeypatch.setattr(_Batches, "create", create)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["after", "before"])
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_killed_around_create_resume_pays_once(fake_server, tmp_path, monkeypatch, kind, when):
@@ -190,6 +193,7 @@ def test_killed_around_create_resume_pays_once(fake_server, tmp_path, monkeypatc
         assert batch["metadata"] == {"ponder_input_file_id": chunk["input_file_id"], "ponder_tag": chunk["tag"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_resume_after_create_skips_other_runs_batches(fake_server, tmp_path, monkeypatch, kind):
     state = tmp_path / "state.json"
@@ -227,6 +231,7 @@ def test_anthropic_resume_refuses_to_guess_between_batches(fake_server, tmp_path
     assert fake_server.endpoint_counts[CREATE["anthropic"]] == 2  # nothing created to break the tie
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_failed_rows_are_retried_once_then_reported(fake_server, tmp_path, kind):
     fake_server.batch_faults.update({"flaky": [500], "broken": [500, 500], "bad": [400], "late": ["expired"]})
@@ -243,6 +248,7 @@ def test_failed_rows_are_retried_once_then_reported(fake_server, tmp_path, kind)
     assert fake_server.batch_faults["broken"] == [] and fake_server.batch_faults["bad"] == []  # 400 not retried
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_without_retry_failures_are_returned_and_rerun_asks_them_again(fake_server, tmp_path, kind):
     fake_server.batch_faults.update({"flaky": [500], "late": ["expired"]})

@@ -29,6 +29,7 @@ def make(kind: str, srv, **kw):
 MODEL = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_completion_cost_and_usage(fake_server, kind):
     p = make(kind, fake_server)
@@ -45,6 +46,7 @@ def test_completion_cost_and_usage(fake_server, kind):
     p.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_streaming_yields_deltas_then_priced_completion(fake_server, kind):
     p = make(kind, fake_server)
@@ -55,6 +57,7 @@ def test_streaming_yields_deltas_then_priced_completion(fake_server, kind):
     assert final.usage.output_tokens == 4 and final.cost_usd > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_async_and_async_streaming(fake_server, kind):
     p = make(kind, fake_server)
@@ -65,6 +68,7 @@ async def test_async_and_async_streaming(fake_server, kind):
     await p.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_429_retry_after_is_honoured(fake_server, kind):
     p = make(kind, fake_server)
@@ -77,6 +81,7 @@ def test_429_retry_after_is_honoured(fake_server, kind):
     assert fake_server.count == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_5xx_retried_then_gives_up_with_clear_error(fake_server, kind):
     p = make(kind, fake_server, max_retries=2)
@@ -90,6 +95,7 @@ def test_5xx_retried_then_gives_up_with_clear_error(fake_server, kind):
     assert fake_server.count == 2 + 3  # 1 retry + success, then 1 try + 2 retries
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_auth_error_never_shows_the_key(fake_server, kind):
     p = make(kind, fake_server)
@@ -101,6 +107,7 @@ def test_auth_error_never_shows_the_key(fake_server, kind):
     assert fake_server.count == 1  # auth errors are not retried
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_context_too_long(fake_server, kind):
     p = make(kind, fake_server)
@@ -111,6 +118,7 @@ def test_context_too_long(fake_server, kind):
         p.complete(ChatRequest.of("x"), MODEL[kind])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_malformed_json_is_a_bad_response(fake_server, kind):
     p = make(kind, fake_server, max_retries=0)
@@ -119,6 +127,7 @@ def test_malformed_json_is_a_bad_response(fake_server, kind):
         p.complete(ChatRequest.of("x"), MODEL[kind])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_slow_answer_times_out(fake_server, kind):
     p = make(kind, fake_server, timeout_s=0.3, max_retries=0)
@@ -170,6 +179,7 @@ def test_concurrency_limit_per_provider(fake_server):
     assert peak[0] == 2 and fake_server.count == 6
 
 
+@pytest.mark.slow
 async def test_async_concurrency_limit(fake_server):
     p = make("openai", fake_server, max_concurrency=3)
     fake_server.default = Action(delay_s=0.3)

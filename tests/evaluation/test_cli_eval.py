@@ -25,6 +25,7 @@ def run_cli(*args: str, cwd: Path, columns: int = 160) -> subprocess.CompletedPr
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_eval_without_argument_writes_report_offline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["eval", "--bootstrap", "20"])
@@ -34,6 +35,7 @@ def test_eval_without_argument_writes_report_offline(tmp_path, monkeypatch):
     assert "gpt-4-0314" in res.output and "oracle" in res.output
 
 
+@pytest.mark.slow
 def test_eval_prints_hand_computed_figures(tmp_path):
     pd.DataFrame(hand_rows()).to_csv(tmp_path / "hand.csv", index=False)
     p = run_cli("eval", "hand.csv", "--json", "out.json", "--markdown", "out.md", "--report",
@@ -81,6 +83,7 @@ def name_column(out: str, header: str, width: int = 80) -> list[str]:
     return body[2:]  # past the header and its rule
 
 
+@pytest.mark.slow
 def test_names_stay_whole_at_80_columns(tmp_path):
     """At 80 columns every model and strategy name is printed whole (folded over lines where it
     must, never cut with "…"), and the tables fit the terminal."""
@@ -106,6 +109,7 @@ def test_names_stay_whole_at_80_columns(tmp_path):
     assert "".join(name_column(p.stdout, r"^\s*(strategy)\s+(?:best|quality)")) == "".join(deployed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cells", "row", "column", "message"), [
     ({4: ("cost_usd", "inf")}, 5, "cost_usd", "is not finite (got inf)"),
     ({4: ("cost_usd", "-inf")}, 5, "cost_usd", "is not finite (got -inf)"),

@@ -41,6 +41,7 @@ def test_eval_refuses_an_ungraded_row_and_names_it_and_the_way_out(tmp_path):
     assert "--drop-ungraded" in r.stderr
 
 
+@pytest.mark.slow
 def test_drop_ungraded_leaves_out_only_those_rows(tmp_path):
     path = _with_a_hole(tmp_path)
     r = _ponder("eval", path.name, "--bootstrap", "0", "--drop-ungraded", "--json", "out.json",

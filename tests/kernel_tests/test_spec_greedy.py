@@ -22,6 +22,8 @@ from ponder.local._engine import Engine  # noqa: E402
 from ponder.local._model import ModelArgs, Transformer  # noqa: E402
 from ponder.local._sampling import SamplingParams  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -30,6 +30,7 @@ def test_dispatch_returns_the_triton_kernels():
     assert ops.verify_chain is tri.verify_chain and ops.sample is tri.sample
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["random", "close", "equal", "zero_residual", "greedy"])
 @pytest.mark.parametrize(("B", "k", "V"), [(1, 4, 97), (3, 5, 3000), (2, 1, 33), (2, 7, 20000)])
 def test_verify_chain_matches_reference(B, k, V, mode):
@@ -60,6 +61,7 @@ def test_verify_chain_padding_and_workspace_reuse():
         assert bool(((out == -1) == (pos > n[:, None])).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("B", "V", "ties", "seeds"),
     [
@@ -126,14 +128,20 @@ def test_attention_matches_reference(case):
 
 @pytest.mark.parametrize("case", [c for c in ATTN_CASES if 1 < c[3] <= 16])
 def test_attention_is_batch_invariant(case):
-    """A position's output is bit-identical whether decoded alone or verified in a block."""
+    """A position's output is the same whether decoded alone or verified in a block.
+
+    Bit identity is a property of the compiled kernel (one tile shape, one summation order) and
+    is checked on the GPU (test_triton_gpu.py::test_attention_batch_invariant_on_gpu). Under the
+    interpreter numpy does the arithmetic, and on some CPUs (seen on an AVX-512 AMD EPYC, numpy
+    2.3 and 2.4) it rounds a row differently by its place in the tile: a few ulp, so here the
+    check is to 2 ulp of float32, far below any real difference (a wrong mask or position)."""
     B, T = case[0], case[3]
     q, kc, vc, sp = attention_inputs(*case, seed=2, device=DEVICE)
     block = tri.attention(q, kc, vc, sp)
     start = sp if isinstance(sp, torch.Tensor) else torch.full((B,), sp, device=DEVICE)
     for t in range(T):
         alone = tri.attention(q[:, :, t : t + 1].contiguous(), kc, vc, start + t)
-        assert torch.equal(alone[:, :, 0], block[:, :, t])
+        torch.testing.assert_close(alone[:, :, 0], block[:, :, t], rtol=0, atol=2.5e-7)
 
 
 def test_attention_scale_argument():

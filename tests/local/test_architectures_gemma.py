@@ -18,6 +18,8 @@ from ponder.local._loading import load_model  # noqa: E402
 
 from ._hfref import hf_from_gguf, hf_greedy  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real Gemma-3-270M checkpoint
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
 

@@ -16,6 +16,8 @@ from ponder.local._engine import Engine  # noqa: E402
 
 from ._hfref import hf_from_gguf, hf_greedy  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    "]
 N = 16
 

@@ -44,6 +44,7 @@ def test_placement_defaults_to_cuda_bf16_with_a_gpu_else_cpu_float32(monkeypatch
         placement("cpu", "int3")
 
 
+@pytest.mark.slow
 @needs_llama
 def test_auto_runtime_is_llama_cpp_for_a_gguf_on_the_cpu_only(smollm_gguf, smollm_hf_dir) -> None:
     assert choose_runtime(smollm_gguf, None, "cpu") == "llama.cpp"
@@ -59,6 +60,7 @@ def test_auto_runtime_is_llama_cpp_for_a_gguf_on_the_cpu_only(smollm_gguf, smoll
         Engine.load(smollm_hf_dir, runtime="llama.cpp")
 
 
+@pytest.mark.slow
 def test_ponder_on_llama_cpp_decodes_what_llama_cpp_decodes(cpp, smollm_gguf) -> None:
     import llama_cpp
     import llama_cpp.llama_cpp as C
@@ -86,6 +88,7 @@ def test_ponder_on_llama_cpp_decodes_what_llama_cpp_decodes(cpp, smollm_gguf) ->
     llm.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k,adaptive", [(2, False), (4, False), (4, True)])
 def test_ngram_drafting_on_llama_cpp_equals_target_only(cpp, k: int, adaptive: bool) -> None:
     drafted = 0
@@ -101,6 +104,7 @@ def test_ngram_drafting_on_llama_cpp_equals_target_only(cpp, k: int, adaptive: b
     assert drafted > 0
 
 
+@pytest.mark.slow
 def test_a_torch_draft_model_on_the_llama_cpp_target_is_lossless(cpp, smollm_hf_dir) -> None:
     ids = cpp.tokenizer.encode_chat([{"role": "user", "content": PROMPTS[2]}])
     expected = cpp.generate_ids(ids, 24, stop_ids=())[0]
@@ -115,6 +119,7 @@ def test_a_torch_draft_model_on_the_llama_cpp_target_is_lossless(cpp, smollm_hf_
         make_drafter("layers:20", cpp.model)
 
 
+@pytest.mark.slow
 @needs_llama
 def test_cli_generate_and_bench_say_where_they_run_and_bench_shows_progress(smollm_gguf) -> None:
     from ponder.cli import app

@@ -63,6 +63,7 @@ def test_a_tensor_position_forward_equals_the_int_one(target_name: str) -> None:
     assert torch.allclose(torch.cat(got, dim=1), want[:, 20:30], atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target_name", TARGETS)
 @pytest.mark.parametrize("draft", [None, "ngram", "layers:1", "model"])
 @pytest.mark.parametrize("k,adaptive,read_every", [(1, False, 1), (3, False, 8), (4, True, 3)])
@@ -174,6 +175,7 @@ def _device_joint(target, drafter, params: SamplingParams, k: int, n: int, seed:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drafter_kind,params_name,k", [("model", "t1", 2), ("layers:1", "t0.7-topk3", 3), ("ngram", "t1.3-topp0.8", 2)])
 def test_sampled_device_steps_have_the_target_distribution(drafter_kind: str, params_name: str, k: int) -> None:
     params = dist.PARAMS[params_name]
@@ -197,6 +199,7 @@ def test_loop_settings_are_checked() -> None:
     assert k_choices(4, 8) == (1, 2, 4, 8) and k_choices(3, 6) == (1, 2, 3, 4)
 
 
+@pytest.mark.slow
 def test_the_fused_layer_kernels_compute_the_same_forward_and_keep_greedy_identity() -> None:
     """What the GPU runs: the Triton ops and fused layer kernels (here under the interpreter)."""
     pytest.importorskip("triton")

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,6 +20,7 @@ def test_import_ponder_and_its_cli_do_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_generate_prints_text_on_stdout_and_stats_on_stderr(smollm_gguf) -> None:
     pytest.importorskip("torch")
     from ponder.cli import app
@@ -33,6 +34,7 @@ def test_generate_prints_text_on_stdout_and_stats_on_stderr(smollm_gguf) -> None
     assert "acceptance" in result.stderr and "tok/s" in result.stderr
 
 
+@pytest.mark.slow
 def test_bench_reports_speed_acceptance_and_token_equality(smollm_gguf) -> None:
     pytest.importorskip("torch")
     from ponder.cli import app

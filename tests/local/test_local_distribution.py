@@ -93,6 +93,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drafter_kind,params_name,k", CASES)
 def test_sampled_speculative_output_has_the_target_distribution(drafter_kind: str, params_name: str, k: int) -> None:
     params = PARAMS[params_name]

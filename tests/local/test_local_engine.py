@@ -28,6 +28,7 @@ def greedy(engine: Engine, max_tokens: int = 48) -> list[int]:
     return tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("draft", ["ngram", "layers:1", "layers:3", "model"])
 @pytest.mark.parametrize("k,adaptive", [(1, False), (3, False), (5, True)])

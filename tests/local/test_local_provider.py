@@ -26,6 +26,7 @@ def client(smollm_gguf):
         yield c
 
 
+@pytest.mark.slow
 def test_client_completes_with_the_local_model(client) -> None:
     comp = client.complete("What is the capital of France?", model="local:smollm2")
     assert "Paris" in comp.text
@@ -35,6 +36,7 @@ def test_client_completes_with_the_local_model(client) -> None:
     assert comp.finish_reason == "stop"
 
 
+@pytest.mark.slow
 async def test_async_honours_max_tokens_and_greedy_is_deterministic(client) -> None:
     req = ChatRequest.of("Write a long story about a dragon.", temperature=0.0, max_tokens=7)
     a = await client.acomplete(req, model="local:smollm2")
@@ -43,6 +45,7 @@ async def test_async_honours_max_tokens_and_greedy_is_deterministic(client) -> N
     assert a.text == b.text
 
 
+@pytest.mark.slow
 def test_sampling_parameters_and_stop_strings(client) -> None:
     req = ChatRequest.of("Count from 1 to 10, separated by commas.", temperature=0.8, top_p=0.9,
                          seed=5, max_tokens=30)

@@ -35,6 +35,7 @@ def test_smollm_answers_a_question_offline(smollm) -> None:
     assert "<|im_end|>" not in result.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draft,k", [("layers:24", 2), ("layers:29", 4), ("ngram", 8)])
 def test_smollm_speculative_greedy_equals_target_only(smollm, reference, draft: str, k: int) -> None:
     model, tok = smollm
@@ -48,6 +49,7 @@ def test_smollm_speculative_greedy_equals_target_only(smollm, reference, draft: 
     assert total_accepted > 0
 
 
+@pytest.mark.slow
 def test_smollm_sampling_is_seeded_and_sensible(smollm) -> None:
     model, tok = smollm
     engine = Engine(model, tok, make_drafter("layers:27", model), k=3)
@@ -58,6 +60,7 @@ def test_smollm_sampling_is_seeded_and_sensible(smollm) -> None:
     assert a.stats.drafted > 0
 
 
+@pytest.mark.slow
 def test_gguf_tokenizer_matches_transformers(smollm_gguf) -> None:
     transformers = pytest.importorskip("transformers")
     from ponder.local._loading import read_gguf
@@ -70,6 +73,7 @@ def test_gguf_tokenizer_matches_transformers(smollm_gguf) -> None:
     assert tok.render_chat(messages) == hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+@pytest.mark.slow
 def test_transformers_greedy_and_assisted_generation_match_ponder(smollm_hf_dir, reference) -> None:
     """HF loads the same dequantised weights; its greedy and assisted decoding give ponder's tokens."""
     transformers = pytest.importorskip("transformers")
@@ -94,6 +98,7 @@ def test_transformers_greedy_and_assisted_generation_match_ponder(smollm_hf_dir,
         assert assisted == want
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draft", [None, "ngram", "layers:24"])
 def test_smollm_on_the_device_loop_gives_the_host_loops_tokens(smollm, reference, draft: str | None) -> None:
     """The loop a GPU runs (here uncaptured) on the real checkpoint: same greedy tokens, and the

@@ -18,6 +18,8 @@ from ponder import Client, Config  # noqa: E402
 from ponder.server import create_app  # noqa: E402
 from tests.server._serverkit import LiveServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 STORY = "Write a long story about a cat who learns to sail."
 
 

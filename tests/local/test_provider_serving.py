@@ -62,6 +62,7 @@ def test_a_stop_string_is_never_streamed(provider) -> None:
     assert final.finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_timeout_stops_generation_with_provider_timeout(provider) -> None:
     provider.timeout_s = 0.6
     start = time.monotonic()
@@ -73,6 +74,7 @@ def test_timeout_stops_generation_with_provider_timeout(provider) -> None:
     assert provider.complete(ChatRequest.of("Say hi.", max_tokens=4), "smollm2").usage.output_tokens >= 1
 
 
+@pytest.mark.slow
 async def test_async_timeout_and_an_abandoned_stream_free_the_worker(provider) -> None:
     provider.timeout_s = 0.6
     with pytest.raises(ProviderTimeout):
@@ -85,6 +87,7 @@ async def test_async_timeout_and_an_abandoned_stream_free_the_worker(provider) -
     assert await asyncio.to_thread(wait_for, lambda: depth(provider)["ponder_local_requests_running"] == 0, 5.0)
 
 
+@pytest.mark.slow
 def test_one_slot_serves_requests_first_come_first_served(smollm_gguf) -> None:
     provider = LocalProvider(smollm_gguf, threads=1, timeout_s=300, max_concurrency=1)
     provider.complete(ChatRequest.of("Hi.", max_tokens=2), "smollm2")
@@ -110,6 +113,7 @@ def test_one_slot_serves_requests_first_come_first_served(smollm_gguf) -> None:
     provider.close()
 
 
+@pytest.mark.slow
 def test_four_slots_decode_in_turn_so_each_starts_before_any_finishes(provider) -> None:
     times: dict[int, dict[str, float]] = {}
     t0 = time.monotonic()

@@ -44,6 +44,7 @@ def test_stream_yields_each_step_and_joins_to_generate_ids(draft: str | None) ->
         assert stream.stats.drafted > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draft", [None, "ngram", "layers:2", "model"])
 @pytest.mark.parametrize("greedy", [True, False])
 def test_streams_advanced_in_turn_equal_each_stream_alone(draft: str | None, greedy: bool) -> None:

@@ -35,6 +35,7 @@ def _check_answer(out_model: str, text: str, cost: float, router, query: str, ta
     assert text == recorded["response"] and cost == pytest.approx(recorded["cost_usd"])
 
 
+@pytest.mark.slow
 def test_train_then_ask_as_a_user_does(fixture_path, table, tmp_path):
     """The real commands in a subprocess: train a router, then ``ponder ask --strategy``."""
     r = ponder_cli("train", "router", str(fixture_path), "--kind", "utility", "--output", str(tmp_path / "out"))
@@ -74,6 +75,7 @@ def test_every_kind_trains_from_the_cli_and_routes_live(kind, fixture_path, tabl
             _check_answer(ans.completion.spec, ans.completion.text, ans.cost_usd, router, query, table)
 
 
+@pytest.mark.slow
 def test_calibrated_training_and_model_map_over_real_http(fixture_path, tmp_path, fake_server):
     mm = {"small": "openai:tiny-model", "medium": "openai:mid-model", "large": "openai:big-model"}
     r = ponder_cli("train", "router", str(fixture_path), "--kind", "utility", "--output",
@@ -112,6 +114,7 @@ async def test_arun_matches_run(fixture_path, tmp_path, fake_server):
     assert a.completion.model == b.completion.model == "large"
 
 
+@pytest.mark.slow
 def test_model_the_router_never_saw(fixture_path, tmp_path):
     r = ponder_cli("train", "router", str(fixture_path), "--kind", "knn", "--output", str(tmp_path / "o"),
                    "--model-map", '{"gpt-5": "openai:gpt-5"}')
@@ -129,6 +132,7 @@ def test_model_the_router_never_saw(fixture_path, tmp_path):
     assert "claude-9" in line and "router.json" in line
 
 
+@pytest.mark.slow
 def test_bad_cli_input_is_one_line(fixture_path, tmp_path):
     r = ponder_cli("train", "router", str(fixture_path), "--kind", "utility", "--output",
                    str(tmp_path / "o"), "--model-map", "{not json")

@@ -151,6 +151,7 @@ def test_cli_run_reports_cost_and_exit_code(tmp_path: Path, upstream: FakeLLMSer
     assert len(lines_of(out)) == 9
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_duplicating_rows(tmp_path: Path, upstream: FakeLLMServer) -> None:
     cfg = _config_file(tmp_path, upstream)
     n = 40

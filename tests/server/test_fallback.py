@@ -14,6 +14,7 @@ from ponder.server import AllModelsFailed, FallbackChain
 from tests.server._serverkit import Action, FakeLLMServer, free_port, make_config
 
 
+@pytest.mark.slow
 def test_sync_and_async_twins_take_the_same_path(upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     client = Client(make_config({"a": upstream.url, "b": upstream2.url, "dead": dead}), cache=False)

@@ -30,6 +30,7 @@ class _NoSync:
         raise AssertionError(f"the sync redis client was used on the async path ({name})")
 
 
+@pytest.mark.slow
 def test_a_hung_redis_does_not_block_the_event_loop(silent_redis: str, upstream: FakeLLMServer) -> None:
     backend = RedisBackend(silent_redis, timeout_s=1.0, retry_s=60)
     client = Client(make_config({"up": upstream.url}, cache={"enabled": True}), cache=backend)
@@ -90,6 +91,7 @@ def _states(caplog: pytest.LogCaptureFixture) -> list[str]:
             else r.getMessage() for r in caplog.records if r.name == "ponder.cache"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_async", [False, True])
 def test_each_outage_and_each_recovery_warns_once(upstream: FakeLLMServer, caplog: pytest.LogCaptureFixture,
                                                   use_async: bool) -> None:

@@ -74,6 +74,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_in_several_processes(redis_url: str, backend: RedisBackend,
                                                  upstream: FakeLLMServer) -> None:
     n_proc = 4

@@ -14,6 +14,8 @@ from ponder._secrets import forget_secrets
 from ponder.server import FallbackChain, create_app
 from tests.server._serverkit import Action, FakeLLMServer, LiveServer, make_config
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_secrets() -> Iterator[None]:

@@ -19,6 +19,8 @@ from ponder._redis_cache import RedisBackend
 from ponder.server import FallbackChain, create_app
 from tests.server._serverkit import Action, FakeLLMServer, LiveServer, free_port, make_config
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 SECRET = "sk-ponder-planted-" + secrets.token_hex(16)
 SERVER_TOKEN = "srv-token-" + secrets.token_hex(16)
 NEEDLES = (SECRET, SECRET[-12:], SERVER_TOKEN, SERVER_TOKEN[-12:])

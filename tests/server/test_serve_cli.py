@@ -16,6 +16,8 @@ import pytest
 
 from tests.server._serverkit import FakeLLMServer, free_port
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

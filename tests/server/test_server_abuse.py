@@ -78,6 +78,7 @@ def test_too_many_messages_are_refused_before_any_work(served: tuple[LiveServer,
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: {x}"
 
 
+@pytest.mark.slow
 def test_healthz_answers_while_the_largest_requests_are_in_flight(
         served: tuple[LiveServer, FakeLLMServer]) -> None:
     live, upstream = served
@@ -126,6 +127,7 @@ def test_the_message_limit_is_configurable(upstream: FakeLLMServer) -> None:
 
 
 # --- 2. the schema and docs need the key when the models list does -----------------------------
+@pytest.mark.slow
 def test_schema_and_docs_need_the_key_when_the_server_has_one(upstream: FakeLLMServer) -> None:
     client = Client(make_config({"up": upstream.url}), cache=False)
     auth = {"authorization": f"Bearer {SERVER_TOKEN}"}
@@ -236,6 +238,7 @@ def test_no_key_fragment_in_error_bodies_or_logs(upstream: FakeLLMServer, monkey
     assert not leaked("\n".join(texts)), "key fragment in a response"
 
 
+@pytest.mark.slow
 def test_ponder_serve_scrubs_its_log(upstream: FakeLLMServer, tmp_path: Path) -> None:
     """The real command: uvicorn's access log and ponder's warnings go through the secret filter."""
     port = free_port()

@@ -90,6 +90,7 @@ def ask(server: LiveServer, model: str, prompt: str, stream: bool = False) -> tu
     return text, info, header
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_failing_rung_falls_through_to_the_next(chain_server: LiveServer, upstream: FakeLLMServer,
@@ -137,6 +138,7 @@ def test_every_rung_rate_limited_is_a_429(chain_server: LiveServer, upstream: Fa
     assert float(err.value.response.headers["retry-after"]) == 2.0
 
 
+@pytest.mark.slow
 def test_concurrent_faults_lose_and_duplicate_nothing(chain_server: LiveServer, upstream: FakeLLMServer,
                                                      upstream2: FakeLLMServer) -> None:
     n, n_fail = 80, 40

@@ -20,6 +20,8 @@ from schemathesis import GenerationMode
 
 from tests.server._serverkit import free_port
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 SERVE = """
 import sys
 sys.path[:0] = [sys.argv[1]]

@@ -93,6 +93,7 @@ def test_async_concurrent_requests_each_get_their_own_answer(server: LiveServer,
     assert sorted(r["body"]["messages"][-1]["content"] for r in upstream.requests) == sorted(f"q{i}" for i in range(30))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["up:m", "ponder/chain", "ponder/later"])
 def test_sync_streaming(server: LiveServer, model: str) -> None:
     stream = sdk(server).chat.completions.create(
@@ -203,6 +204,7 @@ def test_metrics_count_requests_calls_cost_and_latency(server: LiveServer) -> No
     assert lines['ponder_request_duration_seconds_bucket{le="+Inf"}'] == "4"
 
 
+@pytest.mark.slow
 def test_in_flight_gauge_returns_to_zero_after_streams_and_disconnects(server: LiveServer, upstream: FakeLLMServer) -> None:
     from tests.server._serverkit import Action
 

@@ -14,6 +14,8 @@ from ponder import ChatRequest, Client
 from ponder.server import create_app
 from tests.server._serverkit import FakeLLMServer, LiveServer, make_config, tiny_table
 
+pytestmark = pytest.mark.slow  # each test here takes a second or more on 2 cores (see the README: fast lane)
+
 
 @pytest.fixture
 def served(upstream: FakeLLMServer, upstream2: FakeLLMServer) -> Iterator[tuple[LiveServer, dict[str, object]]]:

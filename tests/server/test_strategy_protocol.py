@@ -62,6 +62,7 @@ async def collect(events: AsyncIterator[Any]) -> list[Any]:
     return [e async for e in events]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["single", "fallback", "cascade", "router", "route-cascade"])
 def test_every_builtin_strategy_streams_chosen_then_its_text_then_the_answer(
         name: str, upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
@@ -91,6 +92,7 @@ def test_every_builtin_strategy_streams_chosen_then_its_text_then_the_answer(
         assert [a.model for a in last.trace] == ["dead:m", "b:m"] and last.trace[0].error
 
 
+@pytest.mark.slow
 def test_a_fallback_stream_falls_through_before_the_first_byte_only(
         upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
     chain = FallbackChain(["a:m", "b:m"])
@@ -208,6 +210,7 @@ def sdk(live: LiveServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
 
 
+@pytest.mark.slow
 def test_the_server_streams_a_strategy_of_its_own_through_the_protocol(
         served: tuple[LiveServer, dict[str, Any]]) -> None:
     live, _ = served
@@ -259,6 +262,7 @@ def wait_for(check: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_the_in_flight_gauge_comes_back_to_zero_on_every_path(
         served: tuple[LiveServer, dict[str, Any]], upstream: FakeLLMServer, upstream2: FakeLLMServer) -> None:
     live, strategies = served
