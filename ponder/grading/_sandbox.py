@@ -522,6 +522,12 @@ def _build_root(libc: _Libc, spec: dict[str, Any], uid: int | None) -> None:
     root = os.path.join(spec["dir"], "root")
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     libc.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    # The private folders first, so that a Python installed under one of them (a virtualenv in
+    # /tmp) is bound on top of the private tmpfs instead of being hidden by it.
+    small = f"size={TMPFS_MB}m"
+    for path, mode in (("/tmp", "1777"), ("/dev/shm", "1777"), (HOME, "700")):
+        os.makedirs(root + path, exist_ok=True)
+        libc.mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"{small},mode={mode}")
     for path in spec["binds"]:
         target = root + path
         if os.path.islink(path) and os.path.dirname(path) == "/":  # /bin -> usr/bin
@@ -530,10 +536,6 @@ def _build_root(libc: _Libc, spec: dict[str, Any], uid: int | None) -> None:
         os.makedirs(target, exist_ok=True)
         libc.mount(path, target, None, MS_BIND | MS_REC)
         _remount(libc, target, MS_RDONLY | MS_NOSUID)
-    small = f"size={TMPFS_MB}m"
-    for path, mode in (("/tmp", "1777"), ("/dev/shm", "1777"), (HOME, "700")):
-        os.makedirs(root + path, exist_ok=True)
-        libc.mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"{small},mode={mode}")
     for name in DEVICES:
         open(f"{root}/dev/{name}", "w").close()
         libc.mount(f"/dev/{name}", f"{root}/dev/{name}", None, MS_BIND)

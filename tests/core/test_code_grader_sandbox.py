@@ -469,3 +469,24 @@ def test_s11_a_double_forked_daemon_dies_with_its_grading():
         assert not _procs_named(name), "the daemon outlived its grading"
     finally:
         _kill_named(name)
+
+
+@pytest.mark.slow
+@needs_namespaces
+def test_a_python_installed_under_tmp_still_runs_in_the_sandbox(tmp_path: Path) -> None:
+    """A virtualenv in the system temp folder (a CI job's, a fresh clone's) is bound over the
+    sandbox's private /tmp, not hidden by it (it once made the grader refuse to run)."""
+    venv = Path(tempfile.mkdtemp(prefix="ponder-venv-", dir="/tmp"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                       timeout=120)
+        root = Path(__file__).resolve().parents[2]
+        code = ("from ponder.grading import CodeGrader\n"
+                "g = CodeGrader(allow_code_execution=True)\n"
+                f"print(g.grade({GOOD!r}, {{'tests': {TESTS!r}}}).score)")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path[1:]])}
+        out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "1.0", out.stderr[-2000:]
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
