@@ -61,6 +61,7 @@ from ._schemas import (
     ChatMessageIn,
     ErrorBody,
     Health,
+    ModelCard,
     ModelList,
 )
 
@@ -645,10 +646,22 @@ def fastapi_app(chat: ChatEndpoint, *, docs: bool, close_client: bool) -> FastAP
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": len(routes)}
 
+    def card(r: Route) -> dict[str, Any]:
+        return {"id": r.id, "object": "model", "created": created, "owned_by": r.owned_by}
+
     @app.get("/v1/models", response_model=ModelList, responses=_COMMON)
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": r.id, "object": "model", "created": created,
-                                            "owned_by": r.owned_by} for r in routes.values()]}
+        return {"object": "list", "data": [card(r) for r in routes.values()]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard,
+             responses={**_COMMON, 404: {"model": ErrorBody}})
+    async def retrieve_model(model_id: str) -> Any:
+        """OpenAI's ``models.retrieve``: the model a chat request naming ``model_id`` would reach
+        (the names the chat route accepts), or its 404 ``model_not_found``."""
+        try:
+            return card(resolve_route(routes, model_id))
+        except UnknownModel as exc:
+            return error_body(404, str(exc), "invalid_request_error", "model_not_found", "model")
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_COMMON)
     async def prometheus() -> PlainTextResponse:

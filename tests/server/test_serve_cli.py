@@ -96,6 +96,24 @@ def test_serve_with_a_config_answers_the_openai_sdk(served: str) -> None:
     assert float(saved.split()[1]) > 0.0  # the hit saved what the first call cost
 
 
+def test_models_retrieve_answers_as_openai_does(served: str) -> None:
+    """``models.retrieve`` for every listed id (strategy ids hold a '/') and the names a chat
+    request accepts (a strategy without its prefix), and OpenAI's 404 otherwise."""
+    sdk = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0)
+    for listed in sdk.models.list():
+        got = sdk.models.retrieve(listed.id)
+        assert (got.id, got.object, got.owned_by, got.created) == \
+            (listed.id, "model", listed.owned_by, listed.created)
+    assert sdk.models.retrieve("default").id == "ponder/default"
+    for unknown in ("no-such-model", "m"):  # "m" is ambiguous (up:m, down:m), as in a chat request
+        with pytest.raises(openai.NotFoundError) as info:
+            sdk.models.retrieve(unknown)
+        body = info.value.body
+        assert isinstance(body, dict) and body["code"] == "model_not_found", body
+        assert body["param"] == "model" and body["type"] == "invalid_request_error"
+        assert repr(unknown) in body["message"]
+
+
 def test_serve_one_model_with_an_api_key(upstream: FakeLLMServer, tmp_path: Path) -> None:
     proc, url = launch(["--model", "openai:m", "--base-url", upstream.url, "--api-key-env", "PONDER_SERVER_KEY"],
                        {"PONDER_SERVER_KEY": "let-me-in", "PONDER_CACHE_DIR": str(tmp_path / "cache")})
