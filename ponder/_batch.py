@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
-from ._jsonl import iter_jsonl
+from ._jsonl import iter_jsonl, iter_log
 from ._types import Answer, ChatRequest
 
 _PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
@@ -107,18 +107,10 @@ def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
     last line, possibly cut inside a multi-byte character. Its row is answered again (the next
     run rewrites the file without it); every complete record is kept, so nothing is paid twice.
     """
-    path = Path(path)
     results: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return results
-    with path.open("rb") as handle:  # bytes: a torn character must not stop the whole file
-        for raw in handle:
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict) and "id" in rec:
-                results[str(rec["id"])] = rec
+    for _, rec in iter_log(path):
+        if isinstance(rec, dict) and "id" in rec:
+            results[str(rec["id"])] = rec
     return results
 
 

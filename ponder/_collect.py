@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from ._batch import _Writer
 from ._exceptions import DataError, PonderError
-from ._jsonl import iter_jsonl
+from ._jsonl import iter_jsonl, iter_log
 from ._pricing import estimate_tokens
 from ._types import ChatRequest, Completion, Usage
 from .providers._replay import query_key
@@ -403,23 +403,13 @@ def read_progress(path: Path) -> list[dict[str, Any]]:
     as missing, so it is asked again, and the next run rewrites the file without it.
     """
     records: dict[Key, dict[str, Any]] = {}
-    if not path.exists():
-        return []
-    with path.open("rb") as handle:  # bytes: a torn character must not stop the whole file
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                problem: str | None = "not a complete JSON record"
-            else:
-                problem = _record_problem(rec)
-            if problem is not None:
-                log.warning("%s, line %d: progress record dropped (%s); its answer will be asked again",
-                            path, line, problem)
-                continue
-            records[(rec["query_id"], rec["model"], rec["sample"])] = rec
+    for line, rec in iter_log(path):
+        problem = "not a complete JSON record" if rec is None else _record_problem(rec)
+        if problem is not None:
+            log.warning("%s, line %d: progress record dropped (%s); its answer will be asked again",
+                        path, line, problem)
+            continue
+        records[(rec["query_id"], rec["model"], rec["sample"])] = rec
     return list(records.values())
 
 

@@ -1,4 +1,5 @@
-"""One JSONL reader for every input ponder takes (outcome tables, public files, batch inputs)."""
+"""One JSONL reader for every input ponder takes (outcome tables, public files, batch inputs),
+and one for the append-only logs ponder writes itself (run outputs, collect progress)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise DataError("each line must be a JSON object", file=str(path), row=i)
             yield i, obj
+
+
+def iter_log(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based line number, record) for each non-blank line of a log ponder appends to;
+    the record is None where the line is not complete JSON. A run killed mid-write leaves a torn
+    last line, possibly cut inside a multi-byte character: the caller drops it (its answer is
+    asked again) and every complete record is kept. A missing file yields nothing."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb") as handle:  # bytes: a torn character must not stop the whole file
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield line, json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                yield line, None

@@ -110,7 +110,6 @@ class CodeGrader:
             return Grade(0.0, f"killed: the group went over its memory limit ({self.memory_mb} MiB)")
         if out.error:
             return Grade(math.nan, f"sandbox failed: {out.error}")
-        last = _sandbox._last_line(out.stderr)
         if out.signal is not None:
             sig = signal.Signals(out.signal).name if out.signal in signal.valid_signals() \
                 else f"signal {out.signal}"
@@ -118,4 +117,4 @@ class CodeGrader:
             return Grade(0.0, f"killed by {sig}{hint}")
         if out.exit_code == 0:
             return Grade(0.0, "exited before the tests finished (exit code 0)")
-        return Grade(0.0, last or f"exit code {out.exit_code}")
+        return Grade(0.0, _sandbox.last_line(out.stderr) or f"exit code {out.exit_code}")

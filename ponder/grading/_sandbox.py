@@ -174,7 +174,7 @@ def probe(isolate: bool, unshare: str | None = None) -> tuple[Isolation | None, 
         out = run("ok = True", "assert ok", Limits(30.0, 1024, 16), iso)
         if out.passed:
             return iso, ""
-        why = (out.error or _last_line(out.stderr) or f"exit code {out.exit_code}")[:300]
+        why = (out.error or last_line(out.stderr) or f"exit code {out.exit_code}")[:300]
     return None, why
 
 
@@ -297,7 +297,7 @@ def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: fl
     elif not status and proc.returncode != 0 and not out.passed:
         # the supervisor never reported: unshare (or the boot) failed, or was killed
         out.error = ("the sandbox ended without its supervisor's report: "
-                     f"{_last_line(out.stderr) or f'exit status {proc.returncode}'}")
+                     f"{last_line(out.stderr) or f'exit status {proc.returncode}'}")
     return out
 
 
@@ -321,7 +321,7 @@ def _quietly(fn: Any, *args: Any) -> None:
         pass
 
 
-def _last_line(data: bytes) -> str:
+def last_line(data: bytes) -> str:
     lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
     return lines[-1][:200] if lines else ""
 

@@ -57,6 +57,10 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        require_extra()
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        try:
+            module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        except ModuleNotFoundError:
+            require_extra()  # names the extra when one of its modules is what is missing
+            raise
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,6 +95,14 @@ def _procs_named(name: str) -> list[int]:
     return out
 
 
+def _gone(name: str, within_s: float = 5.0) -> bool:
+    """Whether no process named ``name`` is left after waiting up to ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while _procs_named(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _procs_named(name)
+
+
 def _kill_named(name: str) -> None:
     for pid in _procs_named(name):
         try:
@@ -223,10 +231,7 @@ def test_s4_a_background_writer_does_not_fail_the_run():
     try:
         result = grade_table(df, _grader(timeout_s=15))
         assert result.df["score"].tolist() == [1.0], result.df["grade_reason"].tolist()
-        deadline = time.monotonic() + 5
-        while _procs_named(name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _procs_named(name), "the writer outlived its grading"
+        assert _gone(name), "the writer outlived its grading"
     finally:
         _kill_named(name)
 
@@ -463,17 +468,14 @@ def test_s11_a_double_forked_daemon_dies_with_its_grading():
     try:
         grade = _grader(timeout_s=10).grade(daemon, {"tests": TESTS})
         assert grade.score == 1.0, grade
-        deadline = time.monotonic() + 5
-        while _procs_named(name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _procs_named(name), "the daemon outlived its grading"
+        assert _gone(name), "the daemon outlived its grading"
     finally:
         _kill_named(name)
 
 
 @pytest.mark.slow
 @needs_namespaces
-def test_a_python_installed_under_tmp_still_runs_in_the_sandbox(tmp_path: Path) -> None:
+def test_a_python_installed_under_tmp_still_runs_in_the_sandbox() -> None:
     """A virtualenv in the system temp folder (a CI job's, a fresh clone's) is bound over the
     sandbox's private /tmp, not hidden by it (it once made the grader refuse to run)."""
     venv = Path(tempfile.mkdtemp(prefix="ponder-venv-", dir="/tmp"))
