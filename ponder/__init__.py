@@ -27,6 +27,7 @@ from ._exceptions import (
     RateLimited,
     UnknownModel,
     UnknownProvider,
+    UnsupportedRequest,
 )
 from ._pricing import Price, PriceTable
 from ._strategies import SingleModel, load_strategy
@@ -34,6 +35,7 @@ from ._types import (
     Answer,
     Attempt,
     ChatRequest,
+    Choice,
     Completion,
     LogprobStats,
     Message,
@@ -67,6 +69,7 @@ __all__ = [
     "Attempt",
     "AuthError",
     "BadResponse",
+    "UnsupportedRequest",
     "BatchSummary",
     "BudgetExceeded",
     "CacheDisabled",
@@ -76,6 +79,7 @@ __all__ = [
     "CacheStats",
     "CachedProvider",
     "ChatRequest",
+    "Choice",
     "Client",
     "CollectEstimate",
     "CollectSummary",

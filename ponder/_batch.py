@@ -3,7 +3,7 @@
 Each result is appended to the output file as soon as it completes (one JSON line, flushed), so a
 run that is interrupted keeps everything it finished. Running the same command again skips the
 rows already answered and finds the ones that were answered but not yet written in the cache, so
-nothing is paid for twice. A row whose model call fails is written with its error and the run
+nothing is paid for twice (for rows the cache keeps: temperature 0, or ``cache_sampled``). A row whose model call fails is written with its error and the run
 goes on; the next run retries it.
 
 Input rows (one JSON object per line) look like any of::
@@ -30,7 +30,9 @@ from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
 from ._jsonl import iter_jsonl, iter_log
 from ._types import Answer, ChatRequest
 
-_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "stop")
+# A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
+# key of a row is the row's own (its id, metadata) and is not sent.
+_PARAMS = tuple(f for f in ChatRequest.model_fields if f != "messages")
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,6 @@ def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
     inner = obj.get("body")
     body: dict[str, Any] = inner if isinstance(inner, dict) else obj
     params = {k: body[k] for k in _PARAMS if body.get(k) is not None}
-    if isinstance(params.get("stop"), str):
-        params["stop"] = (params["stop"],)
-    if params.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
-        params["max_tokens"] = body["max_completion_tokens"]
     if "messages" in body:
         messages, column = body["messages"], "messages"
     elif "prompt" in body or "query" in body:
@@ -78,7 +76,8 @@ def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
     else:
         raise DataError("needs 'prompt', 'query' or 'messages'", file=str(path), row=line)
     try:
-        return ChatRequest.of(messages, **params) if isinstance(messages, str) else ChatRequest(messages=messages, **params)
+        return ChatRequest.of(messages, **params) if isinstance(messages, str) else ChatRequest.model_validate(
+            {"messages": messages, **params})
     except (ValidationError, TypeError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         loc = ".".join(str(p) for p in first["loc"]) or column

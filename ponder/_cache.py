@@ -30,7 +30,7 @@ from ._types import ChatRequest, Completion
 
 log = logging.getLogger("ponder.cache")
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the key covers the whole request (tools, response_format, content parts, ...)
 _NANO = 1_000_000_000  # saved cost is counted in nano-USD so counters stay integers
 _T = TypeVar("_T")
 
@@ -235,8 +235,7 @@ def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest)
         "provider": provider,
         "endpoint": endpoint,
         "model": model,
-        "messages": [[m.role, m.content] for m in request.messages],
-        "params": request.sampling(),
+        **request.key_fields(),
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "ponder:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -245,7 +244,7 @@ def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest)
 def _encode(c: Completion) -> bytes:
     return c.model_dump_json(include={"text", "model", "provider", "usage", "cost_usd",
                                       "cost_estimated", "finish_reason", "samples",
-                                      "logprobs"}).encode("utf-8")
+                                      "logprobs", "choices"}).encode("utf-8")
 
 
 def _decode(raw: bytes) -> Completion | None:
@@ -330,7 +329,9 @@ def _served(hit: Completion, start: float) -> Completion:
 class CachedProvider:
     """Wraps any provider; identical requests are answered from the cache for free.
 
-    Requests with temperature > 0 are cached only when ``cache_sampled`` is set. A backend that
+    A request is cached only when its answer is deterministic by contract (temperature sent as
+    0), or when ``cache_sampled`` is set. A request without a temperature gets the vendor's
+    default (1.0 at OpenAI), so it is not cached either. A backend that
     fails (a corrupt file, Redis going away) degrades to no cache with a warning, never to an error
     (see ``CacheGuard``; pass ``guard`` to share one among the providers of one backend).
     """
@@ -345,7 +346,7 @@ class CachedProvider:
         self.guard = guard if guard is not None and guard.backend is backend else CacheGuard(backend)
 
     def _key(self, request: ChatRequest, model: str) -> str | None:
-        if request.temperature > 0 and not self.cache_sampled:
+        if not request.deterministic and not self.cache_sampled:
             return None
         return cache_key(provider=self.name, endpoint=getattr(self.provider, "endpoint", ""),
                          model=model, request=request)

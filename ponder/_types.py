@@ -7,29 +7,113 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._exceptions import UnknownProvider
+from ._exceptions import UnknownProvider, UnsupportedRequest
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """One chat message as the Chat Completions API has it.
+
+    ``content`` is a string, a tuple of content parts (``{"type": "text" | "image_url" |
+    "input_audio" | "file", ...}``) or None (an assistant turn that only calls tools). Fields
+    ponder does not model (``refusal``, ``audio``, ...) are kept and sent on unchanged.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
     role: Role
-    content: str
+    content: str | tuple[dict[str, Any], ...] | None = None
+    name: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] | None = None  # assistant turns
+    tool_call_id: str | None = None  # tool turns
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _parts(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = tuple(v)
+        if isinstance(v, tuple):
+            for i, part in enumerate(v):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise ValueError(f"content part {i} must be an object with a string 'type'")
+        return v
+
+    @field_validator("tool_calls", mode="before")
+    @classmethod
+    def _calls(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+    @property
+    def text(self) -> str:
+        """The message's text: the string, or its text parts joined (what scorers and routers read)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+
+    @property
+    def part_types(self) -> tuple[str, ...]:
+        """The content part types this message carries (``("text", "image_url")``); ``()`` for a string."""
+        if isinstance(self.content, tuple):
+            return tuple(str(p["type"]) for p in self.content)
+        return ()
+
+    def wire(self) -> dict[str, Any]:
+        """The message as the client sent it (OpenAI's JSON): every field it set, nothing added."""
+        out = self.model_dump(exclude_unset=True)
+        out["role"] = self.role
+        return _plain(out)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples back to lists, recursively (what JSON and the SDKs expect)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# Fields of a request that cannot change its answer: left out of the cache key.
+NOT_IN_KEY = frozenset({"user", "metadata", "store", "service_tier", "stream", "stream_options"})
 
 
 class ChatRequest(BaseModel):
-    """Messages plus sampling parameters: everything that determines an answer (and its cache key)."""
+    """The whole Chat Completions request (everything but ``model``): the one request type of the
+    Client, the server, the cache, every provider and every strategy.
 
-    model_config = ConfigDict(frozen=True)
+    A field the caller did not set stays unset and is not sent upstream (no default temperature:
+    the vendor's own default applies). Fields ponder does not model are kept (``extra``) and sent
+    unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field refuses it
+    with an error that names it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
     messages: tuple[Message, ...]
-    temperature: float = 0.0
+    temperature: float | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
     seed: int | None = None
     n: int | None = Field(default=None, ge=1)  # answers per request, where the API has ``n`` (OpenAI)
     logprobs: bool | None = None  # ask for token log-probabilities, where the provider returns them
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    modalities: tuple[str, ...] | None = None
+    prediction: dict[str, Any] | None = None
+    service_tier: str | None = None
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -38,8 +122,18 @@ class ChatRequest(BaseModel):
             return (Message(role="user", content=v),)
         return tuple(v)
 
+    @field_validator("stop", mode="before")
     @classmethod
-    def of(cls, prompt: str | list[dict[str, str]] | list[Message], **params: Any) -> ChatRequest:
+    def _stop(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("tools", "modalities", mode="before")
+    @classmethod
+    def _tuple(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+    @classmethod
+    def of(cls, prompt: str | list[dict[str, Any]] | list[Message], **params: Any) -> ChatRequest:
         """Build a request from a prompt string or a list of chat messages."""
         if isinstance(prompt, str):
             stripped = prompt.strip()
@@ -50,20 +144,78 @@ class ChatRequest(BaseModel):
                         return cls.model_validate({"messages": msgs, **params})
                 except json.JSONDecodeError:
                     pass
-            return cls(messages=(Message(role="user", content=prompt),), **params)
+            return cls.model_validate({"messages": (Message(role="user", content=prompt),), **params})
         return cls.model_validate({"messages": prompt, **params})
 
     def sampling(self) -> dict[str, Any]:
-        """Sampling parameters that were set, for provider calls."""
-        return self.model_dump(exclude={"messages"}, exclude_none=True)
+        """Every parameter that was set (all but ``messages``), as JSON-ready values: what an
+        OpenAI-compatible upstream receives beside the messages."""
+        out = self.model_dump(exclude={"messages"}, exclude_none=True)
+        return _plain(out)  # type: ignore[no-any-return]
+
+    def wire_messages(self) -> list[dict[str, Any]]:
+        return [m.wire() for m in self.messages]
+
+    def key_fields(self) -> dict[str, Any]:
+        """What the cache key covers: every field that can change the answer, none that cannot."""
+        params = {k: v for k, v in self.sampling().items() if k not in NOT_IN_KEY}
+        return {"messages": self.wire_messages(), "params": params}
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the answer is deterministic by contract: temperature explicitly 0."""
+        return self.temperature is not None and self.temperature == 0
+
+    @property
+    def answer_tokens(self) -> int | None:
+        """The output-token limit, whichever name it was sent under."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     @property
     def prompt_text(self) -> str:
         """The last user message: what scorers and routers read as 'the query'."""
         for m in reversed(self.messages):
             if m.role == "user":
-                return m.content
-        return self.messages[-1].content if self.messages else ""
+                return m.text
+        return self.messages[-1].text if self.messages else ""
+
+    @property
+    def conversation_text(self) -> str:
+        """The whole conversation as one text: system prompt, history, tool names and content
+        types (what routers featurize, so that two requests with one last message but different
+        context are told apart)."""
+        lines = []
+        for m in self.messages:
+            extra = "".join(f" [{t}]" for t in m.part_types if t != "text")
+            calls = "".join(f" [call {c.get('function', {}).get('name', '')}]" for c in m.tool_calls or ())
+            lines.append(f"{m.role}: {m.text}{extra}{calls}")
+        if self.tools:
+            names = [str(t.get("function", {}).get("name", t.get("name", ""))) for t in self.tools]
+            lines.append("tools: " + ", ".join(names))
+        if self.response_format:
+            lines.append(f"response_format: {self.response_format.get('type', '')}")
+        return "\n".join(lines)
+
+
+def refuse_unsupported(request: ChatRequest, *, provider: str, model: str,
+                       accepts: frozenset[str] | None, parts: frozenset[str] | None) -> None:
+    """Raise :class:`UnsupportedRequest` naming the first field (or content part type) of
+    ``request`` that a provider does not honour: ``accepts`` lists the request fields it
+    honours, ``parts`` the content part types (None: all of them, as an OpenAI-compatible
+    upstream receives everything). One check for every provider, before anything is sent."""
+    if accepts is not None:
+        for field in request.sampling():
+            if field not in accepts:
+                raise UnsupportedRequest(
+                    f"'{field}' is not supported by this provider; remove it or route the request "
+                    "to a model that has it", param=field, provider=provider, model=model)
+    if parts is not None:
+        for i, m in enumerate(request.messages):
+            for kind in m.part_types:
+                if kind not in parts:
+                    raise UnsupportedRequest(
+                        f"content part type '{kind}' (messages[{i}]) is not supported by this "
+                        "provider", param=f"messages[{i}].content", provider=provider, model=model)
 
 
 class Usage(BaseModel):
@@ -71,6 +223,7 @@ class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens (OpenAI's completion_tokens_details)
 
 
 class LogprobStats(BaseModel):
@@ -80,6 +233,21 @@ class LogprobStats(BaseModel):
     mean: float
     min: float
     tokens: int
+
+
+class Choice(BaseModel):
+    """One of the ``n`` answers to a request, in the vendor's shape."""
+
+    model_config = ConfigDict(frozen=True)
+    content: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    refusal: str | None = None
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None  # the choice's ``logprobs`` object, as returned
+
+    @property
+    def text(self) -> str:
+        return self.content or ""
 
 
 class Completion(BaseModel):
@@ -102,6 +270,24 @@ class Completion(BaseModel):
     finish_reason: str | None = None
     samples: tuple[str, ...] = ()
     logprobs: LogprobStats | None = None
+    choices: tuple[Choice, ...] = ()  # every answer with its tool calls, refusal and logprobs
+
+    @property
+    def tool_calls(self) -> tuple[dict[str, Any], ...]:
+        """The first answer's tool calls (OpenAI's ``message.tool_calls``)."""
+        return self.choices[0].tool_calls if self.choices else ()
+
+    @property
+    def refusal(self) -> str | None:
+        return self.choices[0].refusal if self.choices else None
+
+    def answers(self) -> tuple[Choice, ...]:
+        """Every answer as a :class:`Choice` (built from ``text``/``samples`` when the provider
+        gave no structured choices)."""
+        if self.choices:
+            return self.choices
+        texts = self.samples or (self.text,)
+        return tuple(Choice(content=t, finish_reason=self.finish_reason) for t in texts)
 
     @property
     def spec(self) -> str:
@@ -142,6 +328,7 @@ class Attempt(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     error: str | None = None  # one-line error when the provider failed
+    check: str | None = None  # the verifier the answer failed (``json_schema: ...``), when one did
 
 
 class Answer(BaseModel):

@@ -29,7 +29,7 @@ from .._exceptions import (
 )
 from .._pricing import PriceTable, price_completion
 from .._secrets import register_secret
-from .._types import ChatRequest, Completion, LogprobStats, Usage
+from .._types import ChatRequest, Choice, Completion, LogprobStats, Usage, refuse_unsupported
 from ._errors import translate_sdk_error
 
 RETRYABLE = (RateLimited, ProviderTimeout, ProviderUnavailable)
@@ -83,6 +83,7 @@ class Reply:
     model: str | None = None
     samples: tuple[str, ...] = ()  # every choice's text when more than one was asked for (``n``)
     logprobs: LogprobStats | None = None
+    choices: tuple[Choice, ...] = ()  # every answer whole (tool calls, refusal, logprobs)
 
 
 NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (they require a string)
@@ -167,6 +168,8 @@ class BaseProvider(WholeTextStream):
     (and, for providers with a wire stream, ``_wire_stream``/``_awire_stream``)."""
 
     name = "base"
+    accepts: frozenset[str] | None = None  # request fields honoured; None: all (sent on unchanged)
+    parts: frozenset[str] | None = None  # content part types honoured; None: all
 
     def __init__(
         self, *, prices: PriceTable | None = None, retry: RetryPolicy | None = None,
@@ -198,11 +201,11 @@ class BaseProvider(WholeTextStream):
     # --- shared -------------------------------------------------------------------------
     def _price(self, request: ChatRequest, model: str, reply: Reply, latency: float) -> Completion:
         # the prompt text is only needed to estimate missing usage
-        prompt = "\n".join(m.content for m in request.messages) if reply.usage is None else ""
+        prompt = "\n".join(m.text for m in request.messages) if reply.usage is None else ""
         return price_completion(
             self.prices, provider=self.name, model=model, usage=reply.usage, prompt_text=prompt,
             text=reply.text, latency_s=latency, finish_reason=reply.finish_reason,
-            samples=reply.samples, logprobs=reply.logprobs,
+            samples=reply.samples, logprobs=reply.logprobs, choices=reply.choices,
         )
 
     def _slots(self) -> asyncio.Semaphore:
@@ -221,6 +224,7 @@ class BaseProvider(WholeTextStream):
         The one retry loop: a retryable error before the first delta backs off (``retry_delay``)
         and runs ``wire`` again, within ``1 + max_retries`` attempts; after a delta, it is raised.
         """
+        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, attempt, reply = time.perf_counter(), 0, None
         while True:
             attempt += 1
@@ -243,6 +247,7 @@ class BaseProvider(WholeTextStream):
 
     async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
         """``_attempts`` for asyncio (same decisions, awaited)."""
+        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, attempt, reply = time.perf_counter(), 0, None
         while True:
             attempt += 1

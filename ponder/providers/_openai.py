@@ -17,7 +17,7 @@ from typing import Any
 
 from .._exceptions import BadResponse
 from .._pricing import PriceTable
-from .._types import ChatRequest, LogprobStats, Usage
+from .._types import ChatRequest, Choice, LogprobStats, Usage
 from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
 
 OFFICIAL_URLS = ("https://api.openai.com/v1",)
@@ -33,8 +33,24 @@ def _usage(u: Any) -> Usage | None:
         return None
     details = u.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    out_details = u.get("completion_tokens_details") or {}
+    reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else 0
     return Usage(input_tokens=int(u.get("prompt_tokens") or 0),
-                 output_tokens=int(u.get("completion_tokens") or 0), cached_input_tokens=int(cached or 0))
+                 output_tokens=int(u.get("completion_tokens") or 0), cached_input_tokens=int(cached or 0),
+                 reasoning_tokens=int(reasoning or 0))
+
+
+def _choice(c: dict[str, Any]) -> Choice:
+    """One ``choices[i]`` of a chat.completion, whole (content, tool calls, refusal, logprobs)."""
+    msg = c["message"]
+    content, calls, refusal = msg.get("content"), msg.get("tool_calls") or (), msg.get("refusal")
+    if content is not None and not isinstance(content, str):
+        raise TypeError
+    if not isinstance(calls, (list, tuple)) or not all(isinstance(t, dict) for t in calls):
+        raise TypeError
+    lp = c.get("logprobs")
+    return Choice(content=content, tool_calls=tuple(calls), refusal=refusal if isinstance(refusal, str) else None,
+                  finish_reason=c.get("finish_reason"), logprobs=lp if isinstance(lp, dict) else None)
 
 
 def _logprob_stats(lp: Any) -> LogprobStats | None:
@@ -98,20 +114,10 @@ class OpenAIProvider(SDKProvider):
 
     # --- the request: plain dicts, serialized once ------------------------------------------
     def _params(self, request: ChatRequest, model: str, stream: bool = False) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        }
-        s = request.sampling()
-        for key in ("temperature", "top_p", "seed", "max_tokens"):
-            if key in s:
-                params[key] = s[key]
-        if "stop" in s:
-            params["stop"] = list(s["stop"])
-        if s.get("n", 1) > 1:
-            params["n"] = s["n"]
-        if s.get("logprobs"):
-            params["logprobs"] = True
+        """The request as the client sent it: every field it set (unmodelled ones too), nothing
+        added but what streaming needs (usage, to price the answer)."""
+        params: dict[str, Any] = {"model": model, "messages": request.wire_messages(), **request.sampling()}
+        if params.get("logprobs") and "top_logprobs" not in params:
             params["top_logprobs"] = 0  # llama.cpp's server returns logprobs only when this is set
         if stream:
             params["stream"] = True
@@ -123,7 +129,7 @@ class OpenAIProvider(SDKProvider):
 
     async def _abody(self, request: ChatRequest, model: str, stream: bool = False) -> bytes:
         msgs = request.messages
-        if len(msgs) > 4096 or sum(len(m.content) for m in msgs) > BIG_BODY_CHARS:
+        if len(msgs) > 4096 or sum(len(m.text) for m in msgs) > BIG_BODY_CHARS:
             return await asyncio.to_thread(self._body, request, model, stream)
         return self._body(request, model, stream)
 
@@ -131,16 +137,16 @@ class OpenAIProvider(SDKProvider):
     def _reply(self, raw: bytes, model: str) -> Reply:
         data = json.loads(raw)  # a ValueError becomes BadResponse in translate_sdk_error
         try:
-            choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
-            texts = tuple(c["message"].get("content") or "" for c in choices)
-            if not texts or not all(isinstance(t, str) for t in texts):
+            raw_choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
+            choices = tuple(_choice(c) for c in raw_choices)
+            if not choices:
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BadResponse("response has no choices", provider=self.name, model=model) from None
-        choice = choices[0]
-        return Reply(text=texts[0], usage=_usage(data.get("usage")), finish_reason=choice.get("finish_reason"),
+        texts = tuple(c.text for c in choices)
+        return Reply(text=texts[0], usage=_usage(data.get("usage")), finish_reason=choices[0].finish_reason,
                      model=data.get("model"), samples=texts if len(texts) > 1 else (),
-                     logprobs=_logprob_stats(choice.get("logprobs")))
+                     logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
         try:
@@ -159,33 +165,65 @@ class OpenAIProvider(SDKProvider):
 
     # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
+        """Folds a stream's chunks into whole answers: every choice's text, tool calls (by their
+        ``index``: id and name from the first fragment, arguments concatenated), refusal, logprobs
+        and finish reason. Only choice 0's text is passed on as deltas."""
+
         def __init__(self) -> None:
-            self.parts: list[str] = []
             self.usage: Usage | None = None
-            self.finish: str | None = None
+            self.seen = False
+            self.text: dict[int, list[str]] = {}
+            self.refusal: dict[int, list[str]] = {}
+            self.calls: dict[int, dict[int, dict[str, Any]]] = {}
+            self.logprobs: dict[int, list[Any]] = {}
+            self.finish: dict[int, str] = {}
 
         def add(self, chunk: Any) -> str:
+            self.seen = True
             if getattr(chunk, "usage", None):
-                u = chunk.usage
-                details = getattr(u, "prompt_tokens_details", None)
-                self.usage = Usage(input_tokens=int(u.prompt_tokens or 0),
-                                   output_tokens=int(u.completion_tokens or 0),
-                                   cached_input_tokens=int(getattr(details, "cached_tokens", None) or 0))
+                self.usage = _usage(chunk.usage.model_dump())
             text = ""
             for ch in chunk.choices or []:
-                if (getattr(ch, "index", 0) or 0) != 0:
-                    continue  # with n > 1 a stream interleaves choices; the first is the answer
-                if ch.delta and ch.delta.content:
-                    text += ch.delta.content
-                self.finish = ch.finish_reason or self.finish
-            if text:
-                self.parts.append(text)
+                i = getattr(ch, "index", 0) or 0
+                self.text.setdefault(i, [])
+                delta = ch.delta
+                if delta is not None:
+                    if delta.content:
+                        self.text[i].append(delta.content)
+                        if i == 0:
+                            text += delta.content
+                    if getattr(delta, "refusal", None):
+                        self.refusal.setdefault(i, []).append(delta.refusal)
+                    for tc in getattr(delta, "tool_calls", None) or []:
+                        call = self.calls.setdefault(i, {}).setdefault(
+                            tc.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                        if tc.id:
+                            call["id"] = tc.id
+                        if tc.type:
+                            call["type"] = tc.type
+                        if tc.function is not None:
+                            call["function"]["name"] += tc.function.name or ""
+                            call["function"]["arguments"] += tc.function.arguments or ""
+                lp = getattr(ch, "logprobs", None)
+                if lp is not None and getattr(lp, "content", None):
+                    self.logprobs.setdefault(i, []).extend(t.model_dump() for t in lp.content)
+                if ch.finish_reason:
+                    self.finish[i] = ch.finish_reason
             return text
 
         def reply(self, provider: str, model: str) -> Reply:
-            if not self.parts and self.usage is None and self.finish is None:  # e.g. JSON, not SSE
+            if not self.seen:  # e.g. JSON, not SSE
                 raise BadResponse("stream ended without any event", provider=provider, model=model)
-            return Reply("".join(self.parts), self.usage, self.finish)
+            choices = tuple(
+                Choice(content="".join(self.text.get(i, [])) or (None if self.calls.get(i) else ""),
+                       tool_calls=tuple(c for _, c in sorted(self.calls.get(i, {}).items())),
+                       refusal="".join(self.refusal[i]) if i in self.refusal else None,
+                       finish_reason=self.finish.get(i),
+                       logprobs={"content": self.logprobs[i]} if i in self.logprobs else None)
+                for i in sorted(set(self.text) | set(self.calls) | set(self.finish) or {0}))
+            texts = tuple(c.text for c in choices)
+            return Reply(texts[0], self.usage, choices[0].finish_reason, samples=texts if len(texts) > 1 else (),
+                         logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
 
     @staticmethod
     def _stream_kwargs(asynchronous: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def query_key(query: str | ChatRequest) -> str:
     """A canonical form of a query: the text of a lone user message, else the messages as JSON."""
     if isinstance(query, ChatRequest):
-        msgs = [{"role": m.role, "content": m.content} for m in query.messages]
+        msgs = [{"role": m.role, "content": m.wire().get("content")} for m in query.messages]
     else:
         text = query.strip()
         if not (text.startswith("[") and text.endswith("]")):

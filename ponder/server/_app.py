@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -50,9 +50,10 @@ from .._exceptions import (
     RateLimited,
     UnknownModel,
     UnknownProvider,
+    UnsupportedRequest,
 )
 from .._secrets import register_secret, scrub
-from .._types import Answer, ChatRequest, Completion, Message
+from .._types import Answer, ChatRequest, Choice, Completion
 from ..strategies import Chosen, LiveStrategy, SingleModel, StreamEvent, as_live, load_strategy
 from ._metrics import Metrics, Served
 from ._schemas import (
@@ -117,6 +118,8 @@ def count_items(raw: bytes, limit: int) -> tuple[str, int] | None:
 
 def error_status(exc: Exception) -> tuple[int, str, str]:
     """(HTTP status, OpenAI error type, code) for an error raised while answering."""
+    if _unsupported(exc) is not None:
+        return 400, "invalid_request_error", "unsupported_parameter"
     if isinstance(exc, AllModelsFailed):
         kind = exc.uniform
         if kind is not None and issubclass(kind, RateLimited):
@@ -141,8 +144,22 @@ def error_status(exc: Exception) -> tuple[int, str, str]:
     return 500, "server_error", "internal_error"
 
 
+def _unsupported(exc: Exception) -> UnsupportedRequest | None:
+    """The refusal behind ``exc`` when no model could serve the request as sent (a 400 that
+    names the field), else None."""
+    if isinstance(exc, UnsupportedRequest):
+        return exc
+    if isinstance(exc, AllModelsFailed) and exc.errors and all(
+            isinstance(e, UnsupportedRequest) for _, e in exc.errors):
+        return exc.errors[0][1]  # type: ignore[return-value]
+    return None
+
+
 def exception_response(exc: Exception) -> JSONResponse:
     status, type_, code = error_status(exc)
+    refused = _unsupported(exc)
+    if refused is not None:
+        return error_body(400, str(exc), type_, code, refused.param)
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if status == 429 and isinstance(exc, AllModelsFailed):
@@ -206,8 +223,9 @@ class Guard:
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, self.api_key):
-                await self._reject(send, 401, {"error": {
-                    "message": "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                await self._reject(send, 401, {"error": {  # OpenAI's words, so that clients classify it
+                    "message": "Incorrect API key provided. Send 'Authorization: Bearer <key>' with "
+                               "this ponder server's key (ponder serve --api-key).",
                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
                     [(b"www-authenticate", b"Bearer")])
                 return
@@ -332,46 +350,53 @@ def warm_providers(client: Client, routes: Mapping[str, Route]) -> None:
     Otherwise the first request to each provider imports its SDK (a second or more for
     ``openai``) on the event loop, and every request in flight waits. Building a provider also
     registers its key for scrubbing. A provider that cannot be built is left for the first
-    request to report.
+    request to report. A provider with ``preload`` (``local:``) loads each served model now, so
+    no request waits for (or times out on) a load.
     """
-    names: set[str] = set()
+    specs: set[tuple[str, str]] = set()
     for route in routes.values():
         for spec in route.strategy.models:
             try:
-                names.add(client.resolve(spec).provider)
+                resolved = client.resolve(spec)
             except Exception:  # noqa: BLE001 - reported by the request that uses it
                 continue
-    for name in sorted(names):
+            specs.add((resolved.provider, resolved.model))
+    for name in sorted({p for p, _ in specs}):
         try:
-            provider = client.provider(name)
-            getattr(getattr(provider, "provider", provider), "aclient", None)  # the SDK import
+            built = client.provider(name)
+            provider = getattr(built, "provider", built)  # under a CachedProvider
+            getattr(provider, "aclient", None)  # the SDK import
+            for model in sorted(m for p, m in specs if p == name and hasattr(provider, "preload")):
+                provider.preload(model)
         except Exception as exc:  # noqa: BLE001
             log.debug("provider %s not built at startup: %s", name, _one_line(exc))
 
 
+_NOT_FORWARDED = {"model", "stream", "stream_options"}  # the route, and how ponder answers
+
+
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
-    messages: list[Message] = []
-    for m in body.messages:
-        if m.content is None:
-            text = ""
-        elif isinstance(m.content, str):
-            text = m.content
-        else:
-            parts = [p.text for p in m.content]
-            text = "\n".join(parts)
-        messages.append(Message(role=m.role, content=text))
-    stop = (body.stop,) if isinstance(body.stop, str) else (tuple(body.stop) if body.stop else None)
-    return ChatRequest(messages=tuple(messages), temperature=body.temperature or 0.0,
-                       max_tokens=body.max_tokens or body.max_completion_tokens, top_p=body.top_p,
-                       stop=stop, seed=body.seed)
+    """The request exactly as the client sent it: every field it set, none it did not."""
+    return ChatRequest.model_validate(body.model_dump(exclude_unset=True, by_alias=True,
+                                                      exclude=_NOT_FORWARDED))
 
 
 # --- answers as OpenAI bodies: one JSON completion, or server-sent chunks ------------------------
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
-def _finish(c: Completion) -> str:
-    return _FINISH.get(c.finish_reason or "stop", c.finish_reason or "stop")
+def _finish(reason: str | None) -> str:
+    return _FINISH.get(reason or "stop", reason or "stop")
+
+
+def _message(ch: Choice) -> dict[str, Any]:
+    """One answer as OpenAI's ``message``: ``content`` null on a turn that only calls tools."""
+    msg: dict[str, Any] = {"role": "assistant",
+                           "content": None if ch.tool_calls and not ch.content else ch.text,
+                           "refusal": ch.refusal}
+    if ch.tool_calls:
+        msg["tool_calls"] = list(ch.tool_calls)
+    return msg
 
 
 def ponder_info(answer: Answer) -> dict[str, Any]:
@@ -381,10 +406,12 @@ def ponder_info(answer: Answer) -> dict[str, Any]:
             "trace": [a.model_dump(exclude={"response"}) for a in answer.trace]}
 
 
-def _usage(c: Completion) -> dict[str, int]:
+def _usage(c: Completion) -> dict[str, Any]:
     u = c.usage
     return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-            "total_tokens": u.input_tokens + u.output_tokens}
+            "total_tokens": u.input_tokens + u.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
 
 
 def _cost(x: float) -> str:
@@ -406,8 +433,9 @@ def completion_response(answer: Answer) -> Response:
     payload = {
         "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
         "model": c.spec,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                     "finish_reason": _finish(c)}],
+        "choices": [{"index": i, "message": _message(ch), "logprobs": ch.logprobs,
+                     "finish_reason": _finish(ch.finish_reason or c.finish_reason)}
+                    for i, ch in enumerate(c.answers())],
         "usage": _usage(c), "ponder": ponder_info(answer),
     }
     return Response(_json(payload), media_type="application/json", headers=_headers(answer))
@@ -421,10 +449,29 @@ class Chunks:
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0,
+              logprobs: dict[str, Any] | None = None, **extra: Any) -> str:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
         return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                          "model": self.model,
-                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+                          "model": self.model, "choices": [choice], **extra})
+
+    def rest(self, c: Completion) -> Iterator[str]:
+        """After choice 0's text has streamed: its tool calls (one delta each, with ``index``, id,
+        name and the whole arguments), every other choice whole, then each choice's finish."""
+        answers = c.answers()
+        for i, ch in enumerate(answers):
+            if i:
+                yield self.chunk({"role": "assistant", "content": ch.content if ch.content else
+                                  (None if ch.tool_calls else "")}, index=i)
+            if ch.tool_calls:
+                yield self.chunk({"tool_calls": [{"index": j, **call} for j, call in enumerate(ch.tool_calls)]},
+                                 index=i)
+            if ch.refusal is not None:
+                yield self.chunk({"refusal": ch.refusal}, index=i)
+        for i, ch in enumerate(answers[1:], start=1):
+            yield self.chunk({}, _finish(ch.finish_reason or c.finish_reason), index=i, logprobs=ch.logprobs)
 
     def usage(self, c: Completion) -> str:
         return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -539,7 +586,12 @@ class ChatEndpoint:
             if answer is None:
                 raise ProviderError("stream ended without a final answer", provider=model)
             self.metrics.answer(answer)
-            yield chunks.chunk({}, _finish(answer.completion), ponder=ponder_info(answer))
+            c = answer.completion
+            for line in chunks.rest(c):
+                yield line
+            first = c.answers()[0]
+            yield chunks.chunk({}, _finish(first.finish_reason or c.finish_reason), logprobs=first.logprobs,
+                               ponder=ponder_info(answer))
             if include_usage:
                 yield chunks.usage(answer.completion)
             yield "data: [DONE]\n\n"

@@ -38,7 +38,7 @@ def test_hit_is_free_and_records_saving(tmp_path: Path):
     backend = DiskCacheBackend(tmp_path / "c")
     inner = CountingProvider()
     p = CachedProvider(inner, backend)
-    req = ChatRequest.of("q")
+    req = ChatRequest.of("q", temperature=0)
     first = p.complete(req, "m")
     second = p.complete(req, "m")
     assert inner.calls == 1
@@ -52,8 +52,8 @@ def test_hit_is_free_and_records_saving(tmp_path: Path):
 async def test_async_path_shares_the_cache(tmp_path: Path):
     inner = CountingProvider()
     p = CachedProvider(inner, DiskCacheBackend(tmp_path / "c"))
-    a = await p.acomplete(ChatRequest.of("q"), "m")
-    b = p.complete(ChatRequest.of("q"), "m")
+    a = await p.acomplete(ChatRequest.of("q", temperature=0), "m")
+    b = p.complete(ChatRequest.of("q", temperature=0), "m")
     assert inner.calls == 1 and b.cached and b.text == a.text
 
 
@@ -69,22 +69,22 @@ def test_sampled_requests_are_cached_only_on_opt_in(tmp_path: Path):
 
 
 def test_key_depends_on_what_determines_the_answer_only():
-    base = dict(provider="openai", endpoint="https://x/v1", model="m", request=ChatRequest.of("q"))
+    base = dict(provider="openai", endpoint="https://x/v1", model="m", request=ChatRequest.of("q", temperature=0))
     k = cache_key(**base)
     assert k == cache_key(**base)
     assert k != cache_key(**{**base, "model": "m2"})
     assert k != cache_key(**{**base, "endpoint": "https://y/v1"})
     assert k != cache_key(**{**base, "request": ChatRequest.of("q", max_tokens=5)})
-    assert k != cache_key(**{**base, "request": ChatRequest.of("q2")})
+    assert k != cache_key(**{**base, "request": ChatRequest.of("q2", temperature=0)})
 
 
 def test_ttl_expires_entries(tmp_path: Path):
     inner = CountingProvider()
     p = CachedProvider(inner, DiskCacheBackend(tmp_path / "c"), ttl_s=0.3)
-    p.complete(ChatRequest.of("q"), "m")
-    assert p.complete(ChatRequest.of("q"), "m").cached
+    p.complete(ChatRequest.of("q", temperature=0), "m")
+    assert p.complete(ChatRequest.of("q", temperature=0), "m").cached
     time.sleep(0.5)
-    assert not p.complete(ChatRequest.of("q"), "m").cached
+    assert not p.complete(ChatRequest.of("q", temperature=0), "m").cached
 
 
 def test_broken_backend_degrades_to_no_cache(tmp_path: Path, caplog):
@@ -99,8 +99,8 @@ def test_broken_backend_degrades_to_no_cache(tmp_path: Path, caplog):
     inner = CountingProvider()
     p = CachedProvider(inner, Broken())
     with caplog.at_level("WARNING", logger="ponder.cache"):
-        assert p.complete(ChatRequest.of("q"), "m").text == "answer 1"
-        assert p.complete(ChatRequest.of("q"), "m").text == "answer 2"
+        assert p.complete(ChatRequest.of("q", temperature=0), "m").text == "answer 1"
+        assert p.complete(ChatRequest.of("q", temperature=0), "m").text == "answer 2"
     assert sum("without it" in r.message for r in caplog.records) == 1
 
 
@@ -108,8 +108,8 @@ def _writer(path: str, worker: int, n: int) -> None:
     backend = DiskCacheBackend(path)
     p = CachedProvider(CountingProvider(), backend)
     for i in range(n):
-        p.complete(ChatRequest.of(f"shared-{i % 20}"), "m")  # contended keys
-        p.complete(ChatRequest.of(f"w{worker}-{i}"), "m")  # private keys
+        p.complete(ChatRequest.of(f"shared-{i % 20}", temperature=0), "m")  # contended keys
+        p.complete(ChatRequest.of(f"w{worker}-{i}", temperature=0), "m")  # private keys
 
 
 def test_several_processes_write_at_once(tmp_path: Path):
@@ -125,7 +125,7 @@ def test_several_processes_write_at_once(tmp_path: Path):
     assert backend.entries() == 20 + 4 * 40
     for w in range(4):
         for i in range(40):
-            key = cache_key(provider="count", endpoint="mem://", model="m", request=ChatRequest.of(f"w{w}-{i}"))
+            key = cache_key(provider="count", endpoint="mem://", model="m", request=ChatRequest.of(f"w{w}-{i}", temperature=0))
             assert Completion.model_validate_json(backend.get(key)).cost_usd == 0.25
     s = cache_stats(backend)
     assert s.hits + s.misses == 4 * 40 * 2

@@ -129,7 +129,7 @@ def test_the_server_starts_and_answers_over_a_corrupt_cache(fake_server, tmp_pat
     caplog.set_level(logging.WARNING, logger="ponder.cache")
     with TestClient(create_app(cfg, {}, models=["up:m"])) as http:
         for i in range(3):
-            r = http.post("/v1/chat/completions", json={"model": "up:m", "messages": [
+            r = http.post("/v1/chat/completions", json={"model": "up:m", "temperature": 0, "messages": [
                 {"role": "user", "content": f"q{i}"}]})
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["message"]["content"] == f"echo: q{i}"
@@ -209,7 +209,7 @@ def test_a_read_only_database_is_named_with_its_fix(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(diskcache, "Cache", read_only)
     p = CachedProvider(EchoProvider(), DiskCacheBackend(tmp_path / "c"))
     caplog.set_level(logging.WARNING, logger="ponder.cache")
-    assert [p.complete(ChatRequest.of("q"), "m").text for _ in range(2)] == ["echo q"] * 2
+    assert [p.complete(ChatRequest.of("q", temperature=0), "m").text for _ in range(2)] == ["echo q"] * 2
     [warning] = [r.getMessage() for r in caplog.records]
     assert warning == (f"cache unavailable at {tmp_path / 'c' / 'cache.db'} (attempt to write a readonly database); "
                        f"continuing without it; make {tmp_path / 'c'} writable, or set [cache] path or "
@@ -234,11 +234,11 @@ def test_library_degrades_and_a_cleared_cache_recovers(tmp_path: Path, caplog: p
     backend = DiskCacheBackend(path, retry_s=0.0)
     p = CachedProvider(EchoProvider(), backend)
     caplog.set_level(logging.WARNING, logger="ponder.cache")
-    assert [p.complete(ChatRequest.of("q"), "m").cached for _ in range(3)] == [False] * 3
+    assert [p.complete(ChatRequest.of("q", temperature=0), "m").cached for _ in range(3)] == [False] * 3
     assert len(caplog.records) == 1 and str(path / "cache.db") in caplog.records[0].getMessage()
     removed = DiskCacheBackend(path).reset()
     assert path / "cache.db" in removed
-    assert [p.complete(ChatRequest.of("q"), "m").cached for _ in range(2)] == [False, True]
+    assert [p.complete(ChatRequest.of("q", temperature=0), "m").cached for _ in range(2)] == [False, True]
     assert [r.getMessage() for r in caplog.records][1:] == [f"cache at {path / 'cache.db'} recovered; using it again"]
 
 
@@ -267,9 +267,9 @@ def test_async_calls_never_touch_the_disk_cache_on_the_event_loop(tmp_path: Path
     p = CachedProvider(inner, backend)
 
     async def main() -> tuple[int, list[bool]]:
-        cached = [(await p.acomplete(ChatRequest.of("q"), "m")).cached for _ in range(2)]
+        cached = [(await p.acomplete(ChatRequest.of("q", temperature=0), "m")).cached for _ in range(2)]
         for _ in range(2):
-            last = [item async for item in p.astream(ChatRequest.of("s"), "m")][-1]
+            last = [item async for item in p.astream(ChatRequest.of("s", temperature=0), "m")][-1]
             assert isinstance(last, Completion)
             cached.append(last.cached)
         return threading.get_ident(), cached
@@ -302,7 +302,7 @@ def test_async_path_uses_a_backends_own_async_methods(tmp_path: Path) -> None:
     p = CachedProvider(EchoProvider(), AsyncOnly(tmp_path / "c"))
 
     async def main() -> list[bool]:
-        return [(await p.acomplete(ChatRequest.of("q"), "m")).cached for _ in range(2)]
+        return [(await p.acomplete(ChatRequest.of("q", temperature=0), "m")).cached for _ in range(2)]
 
     assert asyncio.run(main()) == [False, True]
 
@@ -361,9 +361,9 @@ def test_every_outage_and_every_recovery_is_reported_once(caplog: pytest.LogCapt
     def ask_n(n: int) -> list[bool]:
         if use_async:
             async def main() -> list[bool]:
-                return [(await p.acomplete(ChatRequest.of("q"), "m")).cached for _ in range(n)]
+                return [(await p.acomplete(ChatRequest.of("q", temperature=0), "m")).cached for _ in range(n)]
             return asyncio.run(main())
-        return [p.complete(ChatRequest.of("q"), "m").cached for _ in range(n)]
+        return [p.complete(ChatRequest.of("q", temperature=0), "m").cached for _ in range(n)]
 
     assert ask_n(2) == [False, True]
     for _ in range(2):
@@ -385,10 +385,10 @@ def test_providers_of_one_client_share_one_warning_per_transition(fake_server,
     with ponder.Client(cfg, cache=backend) as client:  # type: ignore[arg-type]
         backend.down = True
         for name in ("a", "b", "a", "b"):
-            assert client.complete("hi", model=f"{name}:m").text == "echo: hi"
+            assert client.complete("hi", model=f"{name}:m", temperature=0).text == "echo: hi"
         backend.down = False
         for name in ("a", "b"):
-            client.complete("hi", model=f"{name}:m")
+            client.complete("hi", model=f"{name}:m", temperature=0)
     assert _outages(caplog) == ["down", "up"]
 
 

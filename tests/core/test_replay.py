@@ -27,20 +27,20 @@ def table_path(tmp_path):
 
 def test_replay_answers_with_recorded_outcomes(table_path):
     p = build_provider("replay", ProviderSettings(path=str(table_path)), PriceTable.default())
-    c = p.complete(ChatRequest.of("capital of France?"), "big")
+    c = p.complete(ChatRequest.of("capital of France?", temperature=0), "big")
     assert (c.text, c.cost_usd, c.usage.output_tokens, c.provider) == ("Paris.", 0.02, 2, "replay")
     chat = ChatRequest.of([{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}])
     assert p.complete(chat, "small").text == "5"
     with pytest.raises(ponder.UnknownModel, match="has no model 'huge'"):
-        p.complete(ChatRequest.of("capital of France?"), "huge")
+        p.complete(ChatRequest.of("capital of France?", temperature=0), "huge")
     with pytest.raises(ponder.BadResponse, match="no recorded answer"):
-        p.complete(ChatRequest.of("unseen"), "small")
+        p.complete(ChatRequest.of("unseen", temperature=0), "small")
 
 
 def test_replay_through_client_and_cache(table_path, tmp_path):
     cfg = ponder.Config(providers={"replay": ProviderSettings(path=str(table_path))},
                         cache=ponder.CacheSettings(path=str(tmp_path / "c")))
     with ponder.Client(cfg) as client:
-        first = client.complete("capital of France?", model="replay:small")
-        again = client.complete("capital of France?", model="replay:small")
+        first = client.complete("capital of France?", model="replay:small", temperature=0)
+        again = client.complete("capital of France?", model="replay:small", temperature=0)
     assert first.cost_usd == 0.001 and again.cached and again.saved_usd == 0.001

@@ -30,7 +30,7 @@ def test_chat_request_from_prompt_and_messages():
     assert r.messages[0].role == "user" and r.prompt_text == "hi"
     r2 = ChatRequest.of('[{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]')
     assert [m.role for m in r2.messages] == ["system", "user"] and r2.prompt_text == "q"
-    assert r.sampling() == {"temperature": 0.0}
+    assert r.sampling() == {}  # nothing the caller did not set (no default temperature)
 
 
 def test_price_cost_counts_cached_input_at_its_rate():

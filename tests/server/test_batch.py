@@ -25,13 +25,14 @@ def write_input(path: Path, n: int) -> Path:
     lines = []
     for i in range(n):
         if i % 3 == 0:
-            lines.append({"id": f"r{i}", "prompt": f"question {i}"})
+            lines.append({"id": f"r{i}", "prompt": f"question {i}", "temperature": 0})
         elif i % 3 == 1:
             lines.append({"id": f"r{i}", "messages": [{"role": "system", "content": "be brief"},
-                                                      {"role": "user", "content": f"question {i}"}]})
+                                                      {"role": "user", "content": f"question {i}"}],
+                          "temperature": 0})
         else:
             lines.append({"custom_id": f"r{i}", "body": {"messages": [{"role": "user", "content": f"question {i}"}],
-                                                         "max_tokens": 32}})
+                                                         "max_tokens": 32, "temperature": 0}})
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
 
@@ -92,7 +93,7 @@ def test_one_client_serves_several_runs(tmp_path: Path, upstream: FakeLLMServer)
         s = run_batch(write_input(tmp_path / f"in{k}.jsonl", 5), tmp_path / f"out{k}.jsonl",
                       SingleModel("up:m"), client, concurrency=2)
         assert (s.done, s.failed) == (5, 0)
-    assert client.complete("after", model="up:m").text == "echo: after"
+    assert client.complete("after", model="up:m", temperature=0).text == "echo: after"
     assert upstream.count == 11
 
 

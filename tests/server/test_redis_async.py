@@ -49,7 +49,7 @@ def test_a_hung_redis_does_not_block_the_event_loop(silent_redis: str, upstream:
         hb = asyncio.create_task(heartbeat())
         await asyncio.sleep(0.05)
         start = time.perf_counter()
-        answer = await client.acomplete("hello", model="up:m")
+        answer = await client.acomplete("hello", model="up:m", temperature=0)
         took = time.perf_counter() - start
         await asyncio.sleep(0.05)
         hb.cancel()
@@ -72,8 +72,8 @@ def test_async_hits_across_event_loops_use_redis_asyncio(redis_url: str, upstrea
 
     async def ask() -> list[bool]:
         try:
-            answers = [await client.acomplete("shared", model="up:m") for _ in range(2)]
-            streamed = [item async for item in client.astream("streamed", model="up:m")]
+            answers = [await client.acomplete("shared", model="up:m", temperature=0) for _ in range(2)]
+            streamed = [item async for item in client.astream("streamed", model="up:m", temperature=0)]
             return [a.cached for a in answers] + [streamed[-1].cached]  # type: ignore[union-attr]
         finally:
             await client.aclose()
@@ -140,7 +140,7 @@ def test_the_password_of_a_redis_url_stays_out_of_warnings(silent_redis: str, up
                     cache=RedisBackend(url, timeout_s=0.1))
     caplog.set_level(logging.WARNING, logger="ponder.cache")
     try:
-        assert client.complete("q", model="up:m").text == "echo: q"
+        assert client.complete("q", model="up:m", temperature=0).text == "echo: q"
     finally:
         client.close()
     text = " ".join(r.getMessage() for r in caplog.records)

@@ -48,8 +48,8 @@ def test_roundtrip_ttl_counters_and_clear(backend: RedisBackend) -> None:
 def test_two_clients_share_one_cache(redis_url: str, backend: RedisBackend, upstream: FakeLLMServer) -> None:
     cfg = make_config({"up": upstream.url}, cache={"enabled": True, "backend": "redis", "url": redis_url})
     with Client(cfg) as first, Client(cfg) as second:
-        paid = first.complete("shared question", model="up:m")
-        free = second.complete("shared question", model="up:m")
+        paid = first.complete("shared question", model="up:m", temperature=0)
+        free = second.complete("shared question", model="up:m", temperature=0)
     assert not paid.cached and paid.cost_usd > 0
     assert free.cached and free.cost_usd == 0 and free.saved_usd == pytest.approx(paid.cost_usd)
     assert free.text == paid.text and upstream.count == 1
@@ -68,7 +68,7 @@ WRITER = textwrap.dedent("""
         backend.set("ponder:contended", json.dumps([proc, j]).encode())
         backend.incr("writes")
     with Client(cfg) as client:
-        texts = [client.complete(f"q{k}", model="up:m").text for k in range(20)]
+        texts = [client.complete(f"q{k}", model="up:m", temperature=0).text for k in range(20)]
     assert texts == [f"echo: q{k}" for k in range(20)], texts
     print("done", proc)
 """)
@@ -95,7 +95,7 @@ def test_concurrent_writers_in_several_processes(redis_url: str, backend: RedisB
     assert c["hits"] + c["misses"] == n_proc * 20  # one lookup per completion, none lost
     assert upstream.count == c["misses"] and c["misses"] >= 20  # each miss paid once, each hit free
     with Client(make_config({"up": upstream.url}, cache={"enabled": True, "backend": "redis", "url": redis_url})) as client:
-        again = [client.complete(f"q{k}", model="up:m") for k in range(20)]
+        again = [client.complete(f"q{k}", model="up:m", temperature=0) for k in range(20)]
     assert all(a.cached and a.cost_usd == 0 for a in again)
 
 
@@ -106,17 +106,17 @@ def test_redis_going_away_degrades_to_no_cache_with_one_warning(upstream: FakeLL
     cfg = make_config({"up": upstream.url}, cache={"enabled": True})
     client = Client(cfg, cache=backend)
     try:
-        assert not client.complete("before", model="up:m").cached
-        assert client.complete("before", model="up:m").cached
+        assert not client.complete("before", model="up:m", temperature=0).cached
+        assert client.complete("before", model="up:m", temperature=0).cached
         proc.kill()
         proc.wait(timeout=10)
         caplog.set_level(logging.WARNING, logger="ponder.cache")
         start = time.perf_counter()
-        answers = [client.complete(f"during {i}", model="up:m") for i in range(20)]
+        answers = [client.complete(f"during {i}", model="up:m", temperature=0) for i in range(20)]
         elapsed = time.perf_counter() - start
         assert [a.text for a in answers] == [f"echo: during {i}" for i in range(20)]
         assert not any(a.cached for a in answers)
-        again = client.complete("before", model="up:m")  # was cached; now answered live
+        again = client.complete("before", model="up:m", temperature=0)  # was cached; now answered live
         assert again.text == "echo: before" and not again.cached
         warnings = [r for r in caplog.records if r.name == "ponder.cache"]
         assert len(warnings) == 1 and "cache unavailable" in warnings[0].getMessage()
@@ -135,11 +135,11 @@ def test_a_restarted_redis_is_used_again(upstream: FakeLLMServer) -> None:
     try:
         proc.kill()
         proc.wait(timeout=10)
-        assert not client.complete("while down", model="up:m").cached  # degraded, answered live
+        assert not client.complete("while down", model="up:m", temperature=0).cached  # degraded, answered live
         proc, _ = start_redis(port=port)
         time.sleep(0.3)  # past the open-circuit window
-        client.complete("after restart", model="up:m")
-        again = client.complete("after restart", model="up:m")
+        client.complete("after restart", model="up:m", temperature=0)
+        again = client.complete("after restart", model="up:m", temperature=0)
         assert again.cached and upstream.count == 2
     finally:
         client.close()
@@ -153,7 +153,7 @@ def test_server_keeps_answering_when_redis_dies(upstream: FakeLLMServer) -> None
         with LiveServer(create_app(client, {}, models=["up:m"])) as live:
             sdk = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
             ask = lambda p: sdk.chat.completions.with_raw_response.create(  # noqa: E731
-                model="up:m", messages=[{"role": "user", "content": p}])
+                model="up:m", messages=[{"role": "user", "content": p}], temperature=0)
             ask("warm")
             assert ask("warm").headers["x-ponder-cached"] == "true"
             proc.kill()

@@ -145,8 +145,8 @@ def test_invalid_body_is_a_400_naming_the_field(server: LiveServer) -> None:
     r = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(server.url + "/v1/chat/completions", json={"model": "up:m", "messages": [{"role": "user", "content": "x"}],
-                                                               "tools": [{"type": "function", "function": {"name": "f"}}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+                                                               "tools": [{"type": "function"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools.0.function"
 
 
 def test_upstream_rate_limit_becomes_429_with_retry_after(server: LiveServer, upstream: FakeLLMServer) -> None:
