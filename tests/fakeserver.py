@@ -26,6 +26,10 @@ class Action:
     body: Any = None
     delay_s: float = 0.0
     text: str | None = None
+    # a whole assistant message to answer with (OpenAI shape: content, tool_calls, refusal); the
+    # Anthropic endpoint gets it as text and tool_use blocks. Streams send tool-call arguments in
+    # fragments, as OpenAI does.
+    message: dict[str, Any] | None = None
 
 
 def _tokens(text: str) -> int:
@@ -82,7 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
         out_tokens = _tokens(text)
         model = body.get("model", "fake")
-        if body.get("stream"):
+        if action.message is not None:
+            self._answer_message(anthropic, model, action.message, bool(body.get("stream")), prompt_tokens)
+        elif body.get("stream"):
             self._stream(anthropic, model, text, prompt_tokens, out_tokens)
         elif anthropic:
             self._send_json(200, {
@@ -98,6 +104,67 @@ class _Handler(BaseHTTPRequestHandler):
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": out_tokens,
                           "total_tokens": prompt_tokens + out_tokens}})
+
+    def _answer_message(self, anthropic: bool, model: str, msg: dict[str, Any], stream: bool, pt: int) -> None:
+        calls = msg.get("tool_calls") or []
+        text = msg.get("content") or ""
+        ot = _tokens(text + json.dumps(calls))
+        if anthropic:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+            blocks += [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
+                        "input": json.loads(c["function"]["arguments"])} for c in calls]
+            answer = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": blocks,
+                      "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
+                      "usage": {"input_tokens": pt, "output_tokens": ot}}
+            if not stream:
+                self._send_json(200, answer)
+                return
+            events: list[tuple[str | None, Any]] = [("message_start", {"type": "message_start", "message": dict(
+                answer, content=[], stop_reason=None, usage={"input_tokens": pt, "output_tokens": 0})})]
+            for i, b in enumerate(blocks):
+                start = dict(b, input={}) if b["type"] == "tool_use" else dict(b, text="")
+                events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+                delta = ({"type": "input_json_delta", "partial_json": json.dumps(b["input"])} if b["type"] == "tool_use"
+                         else {"type": "text_delta", "text": b["text"]})
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+                events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+            events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": answer["stop_reason"],
+                                                                                "stop_sequence": None},
+                                             "usage": {"output_tokens": ot}}))
+            events.append(("message_stop", {"type": "message_stop"}))
+        else:
+            finish = "tool_calls" if calls else "stop"
+            message = {"role": "assistant", "content": msg.get("content"), "refusal": msg.get("refusal"),
+                       **({"tool_calls": calls} if calls else {})}
+            if not stream:
+                self._send_json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                                      "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                                      "usage": {"prompt_tokens": pt, "completion_tokens": ot, "total_tokens": pt + ot}})
+                return
+            base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": text[:3] if text else None}]
+            if text[3:]:
+                deltas.append({"content": text[3:]})
+            for j, c in enumerate(calls):
+                args = c["function"]["arguments"]
+                deltas.append({"tool_calls": [{"index": j, "id": c["id"], "type": "function",
+                                               "function": {"name": c["function"]["name"], "arguments": ""}}]})
+                for k in range(0, len(args), 5):  # arguments in fragments
+                    deltas.append({"tool_calls": [{"index": j, "function": {"arguments": args[k:k + 5]}}]})
+            events = [(None, {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}) for d in deltas]
+            events.append((None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+            events.append((None, {**base, "choices": [], "usage": {"prompt_tokens": pt, "completion_tokens": ot,
+                                                                   "total_tokens": pt + ot}}))
+            events.append((None, "[DONE]"))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for event, data in events:
+            chunk = (f"event: {event}\n" if event else "") + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+            self.wfile.write(chunk.encode())
+        self.wfile.flush()
 
     def _stream(self, anthropic: bool, model: str, text: str, pt: int, ot: int) -> None:
         self.send_response(200)
@@ -128,10 +195,14 @@ class _Handler(BaseHTTPRequestHandler):
             emit("message_stop", {"type": "message_stop"})
         else:
             base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-            for i, p in enumerate(pieces):
-                delta = {"content": p} if i else {"role": "assistant", "content": p}
-                emit(None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-            emit(None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            n = int((getattr(_CURRENT, "body", None) or {}).get("n") or 1)  # choices interleaved, as OpenAI does
+            for c in range(n):
+                t = text if c == 0 else f"{text} #{c}"
+                for i, p in enumerate([t[j:j + 4] for j in range(0, len(t), 4)] or [""]):
+                    delta = {"content": p} if i else {"role": "assistant", "content": p}
+                    emit(None, {**base, "choices": [{"index": c, "delta": delta, "finish_reason": None}]})
+            for c in range(n):
+                emit(None, {**base, "choices": [{"index": c, "delta": {}, "finish_reason": "stop"}]})
             emit(None, {**base, "choices": [], "usage": {"prompt_tokens": pt, "completion_tokens": ot, "total_tokens": pt + ot}})
             emit(None, "[DONE]")
 
