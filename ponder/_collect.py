@@ -254,10 +254,10 @@ def plan_jobs(prompts: Sequence[CollectPrompt], models: Sequence[str], done: set
 
 
 def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
-                logprobs: bool) -> ChatRequest:
+                logprobs: bool, seeds: bool = True) -> ChatRequest:
     """The request for a job. Jobs whose first sample is not the first carry ``seed = index``
-    (unless the prompt sets one): their cache keys differ, and providers that honour seeds answer
-    differently and reproducibly."""
+    (unless the prompt sets one, or the provider has no seeds: ``seeds=False``): their cache keys
+    differ, and providers that honour seeds answer differently and reproducibly."""
     update: dict[str, Any] = {}
     if temperature is not None:
         update["temperature"] = temperature
@@ -267,7 +267,7 @@ def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
         update["logprobs"] = True
     if len(job.samples) > 1:
         update["n"] = len(job.samples)
-    if job.samples[0] > 0 and job.prompt.request.seed is None:
+    if seeds and job.samples[0] > 0 and job.prompt.request.seed is None:
         # also for a resumed n-job (samples 1..k): a server that ignores n answers it once, and
         # that answer must not be an unseeded draw that repeats sample 0
         update["seed"] = job.samples[0]
@@ -494,7 +494,7 @@ def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existin
 
 # --- estimates ---------------------------------------------------------------------------------
 def _prompt_tokens(request: ChatRequest) -> int:
-    return sum(estimate_tokens(m.content) + _MESSAGE_OVERHEAD for m in request.messages)
+    return sum(estimate_tokens(m.text) + _MESSAGE_OVERHEAD for m in request.messages)
 
 
 def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
@@ -589,7 +589,17 @@ def _load(prompts: PromptsIn, models: Sequence[str], client: Client, output: str
     return _State(items, specs, existing, pool, sidecar, touched)
 
 
-def _supports_n(client: Client, model: str) -> bool:
+def honours(client: Client, model: str, field: str) -> bool:
+    """Whether the model's provider honours request field ``field`` (see ``refuse_unsupported``)."""
+    try:
+        provider = client.provider(client.resolve(model).provider)
+    except PonderError:
+        return False
+    accepts = getattr(getattr(provider, "provider", provider), "accepts", None)
+    return accepts is None or field in accepts
+
+
+def supports_n(client: Client, model: str) -> bool:
     """Whether the model's provider answers ``n`` samples in one request (OpenAI-compatible)."""
     try:
         provider = client.provider(client.resolve(model).provider)
@@ -604,7 +614,7 @@ def _plan(prompts: PromptsIn, models: Sequence[str], client: Client,
     """The inputs and what is already collected, and the calls still missing."""
     state = _load(prompts, models, client, output)
     jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
-                     supports_n=lambda m: _supports_n(client, m))
+                     supports_n=lambda m: supports_n(client, m))
     return state, jobs
 
 
@@ -748,7 +758,8 @@ async def acollect(
             on_start(summary)
 
         def request_for(job: Job) -> ChatRequest:
-            return job_request(job, temperature=temperature, max_tokens=max_tokens, logprobs=logprobs)
+            return job_request(job, temperature=temperature, max_tokens=max_tokens, logprobs=logprobs,
+                               seeds=honours(client, job.model, "seed"))
 
         writer = _Writer(progress_path(output), state.sidecar) if output is not None and jobs else None
         run = _Run(state, summary, writer, request_for, on_result)

@@ -16,6 +16,7 @@
         ├── ProviderUnavailable           connection refused / 5xx after retries
         ├── ContextTooLong                the prompt does not fit the model
         ├── BadResponse                   the provider answered with something unusable
+        ├── UnsupportedRequest(param)     a field or content part this provider/model cannot honour
         └── AllModelsFailed(errors)       every rung of a cascade or fallback chain failed
 
 SDK exceptions are translated into this tree at the provider boundary, so callers never see an
@@ -49,6 +50,7 @@ __all__ = [
     "ProviderUnavailable",
     "ContextTooLong",
     "BadResponse",
+    "UnsupportedRequest",
     "AllModelsFailed",
 ]
 
@@ -198,8 +200,24 @@ class BadResponse(ProviderError):
     pass
 
 
-class AllModelsFailed(ProviderUnavailable):
-    """Every rung of a chain failed; ``errors`` holds (model, error) for each rung, in order."""
+class UnsupportedRequest(ProviderError):
+    """A request field, content part or value that this provider or model cannot honour.
+
+    Refused before anything is sent (never dropped silently); a strategy falls through to a rung
+    that can serve it, and a server answers 400 naming ``param`` when none can."""
+
+    def __init__(self, message: str, *, param: str | None = None, provider: str = "",
+                 model: str = "") -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.param = param
+
+
+class AllModelsFailed(ProviderError):
+    """Every rung of a chain failed; ``errors`` holds (model, error) for each rung, in order.
+
+    A sibling of :class:`ProviderUnavailable`, not a kind of it: every rung was already tried
+    (and retried by its provider), so nothing retries the whole chain; :attr:`uniform` tells a
+    server which one status to send."""
 
     def __init__(self, errors: Sequence[tuple[str, Exception]]) -> None:
         self.errors = list(errors)

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
 
 from ._exceptions import ModelFileError, NotFittedError
 
@@ -64,8 +65,12 @@ __all__ = [
 _TOKEN = r"(?u)\b\w+\b"
 
 
-class TextFeaturizer:
-    """TF-IDF over word n-grams that saves as arrays (vocabulary + idf), never as a pickle."""
+class TextFeaturizer(BaseEstimator):
+    """TF-IDF over word n-grams that saves as arrays (vocabulary + idf), never as a pickle.
+
+    A scikit-learn estimator: ``get_params``, ``set_params`` and ``clone`` read ``__init__``'s
+    parameters, so a router holding one clones with a fresh copy of it.
+    """
 
     def __init__(
         self,
@@ -85,8 +90,8 @@ class TextFeaturizer:
         self.n_hash = n_hash
         self.lowercase = lowercase
 
-    # -- sklearn plumbing ---------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
+        """The parameters as JSON (for :meth:`to_state`)."""
         return {
             "max_features": self.max_features,
             "ngram_range": list(self.ngram_range),
@@ -96,16 +101,6 @@ class TextFeaturizer:
             "n_hash": self.n_hash,
             "lowercase": self.lowercase,
         }
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        p = self._params()
-        p["ngram_range"] = tuple(p["ngram_range"])
-        return p
-
-    def set_params(self, **params: Any) -> TextFeaturizer:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def _hasher(self) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer

@@ -180,21 +180,34 @@ class ChatRequest(BaseModel):
         return self.messages[-1].text if self.messages else ""
 
     @property
-    def conversation_text(self) -> str:
-        """The whole conversation as one text: system prompt, history, tool names and content
-        types (what routers featurize, so that two requests with one last message but different
-        context are told apart)."""
-        lines = []
+    def query(self) -> str:
+        """The request as one text: what outcome tables record as a row's ``query`` and what
+        scorers and routers featurize, live as on train.
+
+        A lone user message is its text. Anything else is the whole conversation as JSON (system
+        prompt, history, tool calls by name, content parts by type, the tools offered and the
+        answer format asked for), so that two requests that end alike but differ before are
+        told apart.
+        """
+        plain = not (self.tools or self.response_format) and all(
+            isinstance(m.content, str) and not m.tool_calls and m.tool_call_id is None for m in self.messages)
+        if plain and len(self.messages) == 1 and self.messages[0].role == "user":
+            return self.messages[0].text
+        rows: list[dict[str, Any]] = []
         for m in self.messages:
-            extra = "".join(f" [{t}]" for t in m.part_types if t != "text")
-            calls = "".join(f" [call {c.get('function', {}).get('name', '')}]" for c in m.tool_calls or ())
-            lines.append(f"{m.role}: {m.text}{extra}{calls}")
+            row: dict[str, Any] = {"role": m.role, "content": m.content if isinstance(m.content, str) else m.text}
+            kinds = [t for t in m.part_types if t != "text"]
+            if kinds:
+                row["parts"] = kinds
+            if m.tool_calls:
+                row["calls"] = [str((c.get("function") or {}).get("name", "")) for c in m.tool_calls]
+            rows.append(row)
         if self.tools:
-            names = [str(t.get("function", {}).get("name", t.get("name", ""))) for t in self.tools]
-            lines.append("tools: " + ", ".join(names))
+            rows.append({"role": "tools", "content": ", ".join(
+                str((t.get("function") or {}).get("name", t.get("name", ""))) for t in self.tools)})
         if self.response_format:
-            lines.append(f"response_format: {self.response_format.get('type', '')}")
-        return "\n".join(lines)
+            rows.append({"role": "response_format", "content": str(self.response_format.get("type", ""))})
+        return json.dumps(rows, sort_keys=True, ensure_ascii=False)
 
 
 def refuse_unsupported(request: ChatRequest, *, provider: str, model: str,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, ModelFileError
+from ..strategies import live_spec
 
 __all__ = ["Acceptor", "AgreementSet", "SetState", "answer_key", "set_outcomes", "set_state"]
 
@@ -134,8 +135,6 @@ class AgreementSet:
         return "{" + " + ".join(self.members) + "}"
 
     def spec(self, j: int) -> str:
-        from ._cascade import live_spec
-
         return self.specs[j] if self.specs is not None else live_spec(self.members[j])
 
     @property

@@ -1,10 +1,10 @@
 """The cascade: try the cheapest rung first, stop at the first answer its scorer accepts.
 
-One pure function, :func:`decide`, looks at the attempts so far and says what to do next; the
-sync loop (:meth:`Cascade.run`), the async loop (:meth:`Cascade.arun`) and the offline replay on
-an outcome table (:meth:`Cascade.replay`) all call it, so live and offline behaviour cannot drift.
-A rung may be a set of models whose answers are compared (``Rung.agree``, see
-:mod:`ponder.cascade._agreement`); :func:`decide` then also says which members to call.
+The policy lives in :mod:`ponder.cascade._policy`: :func:`decide` looks at the attempts so far
+and says what to do next. Here are the loops around it: sync (:meth:`Cascade.run`), async
+(:meth:`Cascade.arun`) and the offline replay on an outcome table (:meth:`Cascade.replay`) all
+call it, so live and offline behaviour cannot drift; and the strategy file (:meth:`Cascade.save`,
+:func:`load_strategy_file`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,161 +23,28 @@ import numpy as np
 
 from .._exceptions import AllModelsFailed, ConfigError, ModelFileError
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ..strategies import FallThrough, StreamEvent, answered, failed_attempt
-from ._agreement import AgreementSet, set_state
+from .._verify import verify
+from ..strategies import (
+    STRATEGY_FORMAT,
+    FallThrough,
+    StreamEvent,
+    answered,
+    failed_attempt,
+    live_spec,
+    read_strategy_json,
+    resolve_reference,
+)
+from ._agreement import AgreementSet
+from ._policy import Rung, Step, _outcomes, _Tried, decide
 from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
-    from ..scorers import AnswerScorer
 
-__all__ = ["Rung", "Cascade", "Step", "decide", "live_spec"]
+__all__ = ["Cascade", "load_strategy_file"]
 
-STRATEGY_FORMAT = "ponder-strategy"
 STRATEGY_VERSION = 1
 SET_STRATEGY_VERSION = 2  # files with set rungs (older ponder would read a set as one model)
-
-
-def live_spec(model: str, model_map: dict[str, str] | None = None) -> str:
-    """Outcome-table model name → ``provider:model`` (map first, ``a:b`` as is, else replay)."""
-    if model_map and model in model_map:
-        return model_map[model]
-    return model if ":" in model else f"replay:{model}"
-
-
-@dataclass(frozen=True)
-class Rung:
-    """A model, the scorer that judges its answers and the threshold for accepting them.
-
-    ``model`` is the name the scorer knows (the outcome table's model name); ``spec`` is the
-    live ``provider:model`` to call. The last rung's threshold is ignored: it always answers.
-    ``samples`` > 1 and ``logprobs`` ask the model for that many answers and for token
-    log-probabilities, the scorer's verification signals (see :mod:`ponder.cascade._signals`).
-
-    With ``agree`` set, the rung is a set of models (:class:`AgreementSet`): ``model`` is only
-    its display name, ``scorer`` (optional) gives each member answer's reliability, and the
-    threshold applies to the set's acceptance probability.
-    """
-
-    model: str
-    threshold: float = 0.5
-    scorer: AnswerScorer | None = None
-    spec: str | None = None
-    expected_cost_usd: float | None = None  # mean cost per call on train (for the budget cap)
-    scorer_path: str | None = None
-    samples: int = 1
-    logprobs: bool = False
-    agree: AgreementSet | None = None
-
-    @property
-    def live(self) -> str:
-        return self.spec or live_spec(self.model)
-
-    def live_of(self, member: int | None) -> str:
-        """The ``provider:model`` to call for this rung (or its ``member``)."""
-        if member is None or self.agree is None:
-            return self.live
-        return self.agree.spec(member)
-
-    def model_of(self, member: int | None) -> str:
-        """The outcome-table model name behind this rung (or its ``member``)."""
-        if member is None or self.agree is None:
-            return self.model
-        return self.agree.members[member]
-
-
-@dataclass(frozen=True)
-class Step:
-    """What :func:`decide` says: call rung ``call``, or stop and answer with attempt ``answer``.
-
-    For a set rung, ``members`` names the members to call now (more than one: concurrently).
-    """
-
-    call: int | None = None
-    answer: int | None = None
-    members: tuple[int, ...] = ()
-
-
-@dataclass
-class _Tried:
-    rung: int
-    text: str | None
-    score: float | None
-    cost: float
-    error: str | None = None
-    member: int | None = None  # set rungs: which member answered (score = its reliability)
-
-
-def _enter(rungs: Sequence[Rung], k: int) -> Step:
-    """Start rung ``k``: a single model, or a set's first members."""
-    agree = rungs[k].agree
-    if agree is None:
-        return Step(call=k)
-    return Step(call=k, members=set_state(agree, []).next)
-
-
-def _set_of(tried: Sequence[_Tried], k: int) -> tuple[list[int], list[tuple[int, str | None,
-                                                                             float | None]]]:
-    """Positions in ``tried`` of rung ``k``'s member attempts, and their (member, text, reliability)."""
-    pos = [i for i, t in enumerate(tried) if t.rung == k and t.member is not None]
-    return pos, [(tried[i].member or 0, tried[i].text if tried[i].error is None else None,
-                  tried[i].score) for i in pos]
-
-
-def _outcomes(rungs: Sequence[Rung], tried: Sequence[_Tried]) -> list[tuple[int, float | None]]:
-    """Each finished rung's answer so far: (its position in ``tried``, its acceptance score)."""
-    out: list[tuple[int, float | None]] = []
-    for k in sorted({t.rung for t in tried}):
-        agree = rungs[k].agree
-        if agree is None:
-            out += [(i, t.score) for i, t in enumerate(tried) if t.rung == k and t.error is None]
-            continue
-        pos, results = _set_of(tried, k)
-        st = set_state(agree, results)
-        if not st.next and st.answer is not None:
-            out.append((pos[st.answer], st.score))
-    return out
-
-
-def decide(rungs: Sequence[Rung], tried: Sequence[_Tried], budget_usd: float | None) -> Step:
-    """The cascade's whole policy, free of I/O.
-
-    - Nothing tried yet: call rung 0.
-    - The last attempt succeeded and scored ≥ its threshold, or it is the last rung: answer it.
-      A set rung first calls its members as :func:`set_state` says (two; the third only when
-      they disagree); its attempt is the majority answer and its score the acceptance probability.
-    - Otherwise call the next rung, unless the per-query budget would be exceeded by its
-      expected cost (or there is no next rung): then answer with the best-scored success so far.
-    - A failed call falls through to the next rung. If every rung failed, ``answer`` is None.
-    """
-    if not tried:
-        return _enter(rungs, 0)
-    last = tried[-1]
-    k = last.rung
-    final = k == len(rungs) - 1
-    agree = rungs[k].agree
-    if agree is not None:
-        pos, results = _set_of(tried, k)
-        st = set_state(agree, results)
-        if st.next:
-            return Step(call=k, members=st.next)
-        if st.answer is not None and (final or (st.score is not None
-                                                and st.score >= rungs[k].threshold)):
-            return Step(answer=pos[st.answer])
-    elif last.error is None and (final or (last.score is not None
-                                           and last.score >= rungs[k].threshold)):
-        return Step(answer=len(tried) - 1)
-    nxt = k + 1
-    spent = sum(t.cost for t in tried)
-    over = (budget_usd is not None and nxt < len(rungs)
-            and spent + (rungs[nxt].expected_cost_usd or 0.0) > budget_usd)
-    if nxt < len(rungs) and not over:
-        return _enter(rungs, nxt)
-    ok = _outcomes(rungs, tried)
-    if not ok:
-        return Step()
-    best = max(ok, key=lambda o: (o[1] if o[1] is not None else np.inf, tried[o[0]].rung))
-    return Step(answer=best[0])
 
 
 class Cascade:
@@ -195,9 +62,6 @@ class Cascade:
     ) -> None:
         if not rungs:
             raise ConfigError("a cascade needs at least one rung")
-        for r in rungs[:-1]:
-            if r.scorer is None and r.agree is None:
-                raise ConfigError(f"rung {r.model!r} is not the last rung, so it needs a scorer")
         self.rungs = list(rungs)
         self.budget_usd = budget_usd
         self.name = name
@@ -231,7 +95,7 @@ class Cascade:
                    if t.error is None]
         return rung.scorer.score_one(query, text, rung.model, earlier, **signals)
 
-    def _record(self, i: int, query: str, tried: list[_Tried], trace: list[Attempt],
+    def _record(self, i: int, request: ChatRequest, tried: list[_Tried], trace: list[Attempt],
                 completions: list[Completion | None], result: Completion | Exception,
                 started: float, member: int | None = None) -> None:
         rung = self.rungs[i]
@@ -241,14 +105,18 @@ class Cascade:
             trace.append(failed)
             completions.append(None)
             return
+        # the hard checks first: an answer that fails one is not scored, and never accepted
+        # while a rung is left (a set's members are judged by their agreement instead)
+        check = None if member is not None else verify(request, result.answers()[0],
+                                                       final=i == len(self.rungs) - 1)
         lp = result.logprobs
-        score = self._score(i, query, result.text, tried, member,
-                            samples=result.samples or (result.text,),
-                            logprob_mean=lp.mean if lp else None, logprob_min=lp.min if lp else None)
-        tried.append(_Tried(i, result.text, score, result.cost_usd, member=member))
+        score = None if check is not None else self._score(
+            i, request.query, result.text, tried, member, samples=result.samples or (result.text,),
+            logprob_mean=lp.mean if lp else None, logprob_min=lp.min if lp else None)
+        tried.append(_Tried(i, result.text, score, result.cost_usd, member=member, check=check))
         trace.append(Attempt(model=rung.live_of(member), response=result.text, score=score,
                              cost_usd=result.cost_usd, latency_s=result.latency_s,
-                             cached=result.cached))
+                             cached=result.cached, check=check))
         completions.append(result)
 
     def _finish_set_score(self, step: Step, tried: list[_Tried], trace: list[Attempt]) -> None:
@@ -296,7 +164,7 @@ class Cascade:
             else:
                 results = [call(k, members[0])]
             for j, (result, started) in zip(members, results, strict=True):
-                self._record(k, req.prompt_text, tried, trace, completions, result, started, j)
+                self._record(k, req, tried, trace, completions, result, started, j)
         return self._finish(step, tried, trace, completions, tries.errors)
 
     async def arun(self, request: ChatRequest | str, client: Any) -> Answer:
@@ -317,7 +185,7 @@ class Cascade:
             k, members = step.call, step.members or (None,)
             results = await asyncio.gather(*(call(k, j) for j in members))
             for j, (result, started) in zip(members, results, strict=True):
-                self._record(k, req.prompt_text, tried, trace, completions, result, started, j)
+                self._record(k, req, tried, trace, completions, result, started, j)
         return self._finish(step, tried, trace, completions, tries.errors)
 
     async def astream(self, request: ChatRequest | str, client: Any) -> AsyncIterator[StreamEvent]:
@@ -359,9 +227,8 @@ class Cascade:
         out = np.full((nq, len(self.rungs)), np.nan)
         resp = table.responses
         for k, rung in enumerate(self.rungs[:-1]):
-            if rung.agree is not None or lazy[k]:
-                continue
-            assert rung.scorer is not None
+            if rung.agree is not None or lazy[k] or rung.scorer is None:
+                continue  # (a rung without a scorer accepts on its verifiers: NaN here)
             earlier = [[(self.rungs[j].model, str(resp[q, cols[j][0]])) for j in range(k)
                         if table.present[q, cols[j][0]]] for q in range(nq)]
             X = scorer_frame(table.queries, [str(r) for r in resp[:, cols[k][0]]],
@@ -423,8 +290,8 @@ class Cascade:
                     if j is not None:
                         rel = float(MS[k][q, j])
                         sc: float | None = rel if np.isfinite(rel) else None
-                    elif k == last:
-                        sc = None
+                    elif k == last or self.rungs[k].scorer is None:
+                        sc = None  # (a rung without a scorer accepts what its verifiers pass)
                     elif lazy[k]:
                         sig = {c: v[0] for c, v in signal_columns(table, [q], [m]).items()}
                         sc = self._score(k, table.queries[q], text, tried, **sig)
@@ -448,7 +315,8 @@ class Cascade:
             d: dict[str, Any] = {"model": r.model}
             if r.agree is not None:
                 d["agree"] = r.agree.to_json()
-            if r is not self.rungs[-1] or (r.agree is not None and r.scorer_path is not None):
+            if (r is not self.rungs[-1] and (r.scorer is not None or r.agree is not None)) or (
+                    r.agree is not None and r.scorer_path is not None):
                 if r is not self.rungs[-1]:
                     d["threshold"] = float(r.threshold)
                 path = r.scorer_path
@@ -512,7 +380,6 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
     Scorer folders must lie in the strategy file's folder unless ``allow_outside`` (see
     :func:`ponder._strategies.resolve_reference`).
     """
-    from .._strategies import read_strategy_json, resolve_reference
     from ..scorers import AnswerScorer
 
     p = Path(path)
@@ -549,9 +416,9 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
             except ModelFileError as exc:
                 raise ModelFileError(str(exc), path=str(p)) from None
             agree = replace(agree, specs=tuple(live_spec(m, model_map) for m in agree.members))
-        if i < len(raw) - 1 and agree is None and not spath:
-            raise ConfigError("every rung but the last needs a 'scorer' path", file=str(p),
-                              key=f"rungs[{i}].scorer")
+        if spath is not None and not isinstance(spath, str):
+            raise ConfigError("'scorer' must be a path (a rung without one accepts any answer its "
+                              "verifiers pass)", file=str(p), key=f"rungs[{i}].scorer")
         if spath:
             full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
                                      allow_outside=allow_outside)

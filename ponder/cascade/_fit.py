@@ -25,9 +25,11 @@ from .._exceptions import ConfigError, DataError
 from .._features import agreement_matrix
 from .._risk import ltt_select
 from ..scorers import table_signals
+from ..strategies import live_spec
 from ._agreement import Acceptor, AgreementSet, set_outcomes
-from ._cascade import Cascade, Rung, live_spec
+from ._cascade import Cascade
 from ._optimize import ChainChoice, Frontier, optimize_chains
+from ._policy import Rung
 from ._signals import rung_signal_settings
 
 if TYPE_CHECKING:

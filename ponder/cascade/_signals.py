@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._collect import CollectPrompt, Job, _supports_n, job_request, plan_jobs
+from .._collect import CollectPrompt, Job, honours, job_request, plan_jobs, supports_n
 from .._exceptions import ProviderError
 from .._types import ChatRequest, Completion, Usage
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
     from ..scorers import AnswerScorer
-    from ._cascade import Rung
+    from ._policy import Rung
 
 __all__ = ["acomplete_rung", "complete_rung", "rung_signal_settings"]
 
@@ -35,9 +35,9 @@ def _plain(rung: Rung) -> bool:
 
 
 def _jobs(client: Any, request: ChatRequest, rung: Rung) -> list[Job]:
-    prompt = CollectPrompt(id="live", request=request, query=request.prompt_text)
+    prompt = CollectPrompt(id="live", request=request, query=request.query)
     return plan_jobs([prompt], [rung.live], set(), samples=rung.samples,
-                     supports_n=lambda m: _supports_n(client, m))
+                     supports_n=lambda m: supports_n(client, m))
 
 
 def _owed(job: Job, result: Completion) -> list[Job]:
@@ -62,8 +62,9 @@ def _merge(parts: Sequence[Completion]) -> Completion:
         "latency_s": sum(c.latency_s for c in parts), "cached": all(c.cached for c in parts)})
 
 
-def _request(job: Job, rung: Rung) -> ChatRequest:
-    return job_request(job, temperature=None, max_tokens=None, logprobs=rung.logprobs)
+def _request(client: Any, job: Job, rung: Rung) -> ChatRequest:
+    return job_request(job, temperature=None, max_tokens=None, logprobs=rung.logprobs,
+                       seeds=honours(client, job.model, "seed"))
 
 
 def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
@@ -76,7 +77,7 @@ def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
     while queue:
         job = queue.pop(0)
         try:
-            result = client.complete(_request(job, rung), model=job.model)
+            result = client.complete(_request(client, job, rung), model=job.model)
         except ProviderError:
             if not parts:
                 raise
@@ -91,12 +92,12 @@ async def acomplete_rung(client: Any, request: ChatRequest, rung: Rung) -> Compl
     if _plain(rung):
         return await client.acomplete(request, model=rung.live)
     jobs = _jobs(client, request, rung)
-    first = await client.acomplete(_request(jobs[0], rung), model=jobs[0].model)
+    first = await client.acomplete(_request(client, jobs[0], rung), model=jobs[0].model)
     rest = _owed(jobs[0], first) + jobs[1:]
     parts = [first]
     while rest:
         results = await asyncio.gather(
-            *[client.acomplete(_request(j, rung), model=j.model) for j in rest],
+            *[client.acomplete(_request(client, j, rung), model=j.model) for j in rest],
             return_exceptions=True)
         owed: list[Job] = []
         for job, res in zip(rest, results, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -108,9 +109,9 @@ def optimize(
         cascade, cert = certify(cascade, opt.calibration_, epsilon=epsilon, delta=delta)
     if cap is not None:
         cascade.budget_usd = cap
-    if scorer is not None:
-        cascade.rungs = [r.__class__(r.model, r.threshold, r.scorer, r.spec, r.expected_cost_usd,
-                                     str(scorer.resolve()) if r.scorer is not None else None)
+    if scorer is not None:  # each rung keeps its samples, logprobs and set; only the path changes
+        shipped = str(scorer.resolve())
+        cascade.rungs = [replace(r, scorer_path=shipped if r.scorer is not None else None)
                          for r in cascade.rungs]
     path = cascade.save(output, model_map=mm)
     exp = cascade.info["expected"]

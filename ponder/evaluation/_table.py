@@ -6,6 +6,8 @@ the optimizer, the ``replay`` provider) reads it through :class:`OutcomeTable`.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -123,11 +125,31 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
     return df
 
 
+def parse_samples(value: Any) -> tuple[str, ...]:
+    """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
+    writes it) or nothing (``()``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return ()
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"samples must be a JSON list of strings, got {text[:40]!r}") from None
+        value = items
+    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
+    if callable(tolist):
+        value = tolist()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"samples must be a list of strings, got {type(value).__name__}")
+    return tuple("" if v is None else str(v) for v in value)
+
+
 def _check_samples(col: pd.Series, source: str) -> None:
     """Every ``samples`` cell must be a JSON list (as ``ponder collect`` writes it), a list or
     empty; the cells stay as they are (the table is written back as it was read)."""
-    from ..scorers._signals import parse_samples
-
     for i, v in enumerate(col.tolist()):
         try:
             parse_samples(v)
@@ -222,8 +244,6 @@ class OutcomeTable:
         out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
         out.fill(())
         if "samples" in self.df.columns:
-            from ..scorers._signals import parse_samples
-
             for i, j, v in zip(q, m, self.df["samples"].tolist(), strict=True):
                 out[i, j] = parse_samples(v)
         return out

@@ -16,23 +16,23 @@ if TYPE_CHECKING:
 
 
 def query_key(query: str | ChatRequest) -> str:
-    """A canonical form of a query: the text of a lone user message, else the messages as JSON."""
+    """A canonical form of a query (:attr:`ChatRequest.query`): the text of a lone user message,
+    else the conversation as JSON. A recorded query string in either form maps to itself."""
     if isinstance(query, ChatRequest):
-        msgs = [{"role": m.role, "content": m.wire().get("content")} for m in query.messages]
-    else:
-        text = query.strip()
-        if not (text.startswith("[") and text.endswith("]")):
-            return query
-        try:
-            msgs = json.loads(text)
-        except json.JSONDecodeError:
-            return query
-        if not (isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs)):
-            return query
-    if len(msgs) == 1 and msgs[0].get("role") == "user":
-        return str(msgs[0].get("content", ""))
-    return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in msgs],
-                      sort_keys=True, ensure_ascii=False)
+        return query.query
+    text = query.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return query
+    try:
+        msgs = json.loads(text)
+    except json.JSONDecodeError:
+        return query
+    if not (isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs)):
+        return query
+    if len(msgs) == 1 and msgs[0].get("role") == "user" and isinstance(msgs[0].get("content"), str):
+        return str(msgs[0]["content"])
+    return json.dumps([{k: m.get(k) for k in ("role", "content", "parts", "calls") if k in m or k in ("role", "content")}
+                       for m in msgs], sort_keys=True, ensure_ascii=False)
 
 
 class ReplayProvider(WholeTextStream):

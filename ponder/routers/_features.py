@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Any
 
@@ -98,7 +99,9 @@ class ConcatFeaturizer:
 
 
 def make_featurizer(spec: Any) -> Any:
-    """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm")."""
+    """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm"),
+    or a fresh copy of a featurizer object (``clone``; a deep copy when it has no ``get_params``):
+    routers given the same object never share, and refit, one featurizer."""
     from .._features import TextFeaturizer
 
     if spec is None or spec == "tfidf":
@@ -116,12 +119,15 @@ def make_featurizer(spec: Any) -> Any:
                           "or pass an object with fit/transform")
     if not (hasattr(spec, "fit") and hasattr(spec, "transform")):
         raise ConfigError(f"featurizer {spec!r} needs fit(texts) and transform(texts)")
+    if not hasattr(spec, "get_params"):  # not an sklearn estimator: a copy, never the object given
+        return copy.deepcopy(spec)
     from sklearn.base import clone
 
     try:
         return clone(spec)
-    except Exception:  # noqa: BLE001 - not an sklearn estimator: use it as given
-        return spec
+    except (RuntimeError, TypeError) as exc:  # a get_params that clone cannot use
+        raise ConfigError(f"featurizer {type(spec).__name__} cannot be cloned ({exc}); its "
+                          "get_params must return exactly what __init__ was given") from None
 
 
 def featurizer_spec(spec: Any) -> str:

@@ -21,22 +21,24 @@ import json
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, UnknownModel
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ..strategies import StreamEvent, answered, read_strategy_json, resolve_reference, stream_model
+from ..strategies import (
+    STRATEGY_FORMAT,
+    LiveStrategy,
+    StreamEvent,
+    answered,
+    live_spec,
+    read_strategy_json,
+    resolve_reference,
+    stream_model,
+)
 from ._base import BaseRouter, RouteDecision
 from ._io import load_router
 
-STRATEGY_FORMAT = "ponder-strategy"
 STRATEGY_VERSION = 1
-
-
-def live_spec(model: str, model_map: dict[str, str] | None) -> str:
-    if model_map and model in model_map:
-        return str(model_map[model])
-    return model if ":" in model else f"replay:{model}"
 
 
 def check_model_map(model_map: dict[str, str] | None, known: list[str], where: str) -> None:
@@ -66,7 +68,7 @@ class LiveRouter:
         self.models = [live_spec(m, self.model_map) for m in (candidates or router.models_)]
 
     def decide(self, request: ChatRequest) -> tuple[RouteDecision, str]:
-        d = self.router.route(request.prompt_text, knob=self.knob, models=self.candidates)
+        d = self.router.route(request.query, knob=self.knob, models=self.candidates)
         return d, live_spec(d.model, self.model_map)
 
     def _answer(self, d: RouteDecision, spec: str, completion: Completion) -> Answer:
@@ -118,7 +120,7 @@ class RouteThenCascade:
         self.models = list(cascade.models)
 
     def start_rung(self, request: ChatRequest) -> tuple[int, RouteDecision]:
-        d = self.router.route(request.prompt_text, knob=self.knob, models=self.rungs)
+        d = self.router.route(request.query, knob=self.knob, models=self.rungs)
         return self.rungs.index(d.model), d
 
     def _from(self, start: int) -> Any:
@@ -208,3 +210,12 @@ def write_strategy_file(path: str | Path, router_dir: str | Path, *, kind: str =
     doc.update(extra or {})
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+if TYPE_CHECKING:  # mypy checks that every built-in strategy implements the live protocol
+    from ..cascade import Cascade
+    from ..strategies import FallbackChain, SingleModel
+
+    def _builtins(single: SingleModel, chain: FallbackChain, cascade: Cascade, router: LiveRouter,
+                  route_cascade: RouteThenCascade) -> list[LiveStrategy]:
+        return [single, chain, cascade, router, route_cascade]

@@ -5,7 +5,7 @@ each type-checked, with ``params`` checked against ``AnswerScorer.__init__``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -15,10 +15,8 @@ from .._features import RESPONSE_STAT_NAMES, SentenceEmbedder, TextFeaturizer
 from ._combiners import LEARNERS
 from ._signals import SIGNAL_NAMES
 
-if TYPE_CHECKING:
-    from ._scorer import AnswerScorer
-
 KIND = "ponder-scorer"
+_Scorer = TypeVar("_Scorer")  # AnswerScorer, which imports this module (so not named here)
 
 # What a scorer file holds: exactly these fields and arrays (see _persist.check_fields).
 _META_FIELDS: dict[str, Any] = {
@@ -31,7 +29,8 @@ _ARRAYS = ("dense_mean", "dense_scale", "text_coef", "text_intercept", "coef", "
 _ARRAY_PREFIXES = ("qf__", "rf__", "tree__")
 
 
-def save_scorer(scorer: AnswerScorer, directory: str | Path) -> Path:
+def save_scorer(scorer: Any, directory: str | Path) -> Path:
+    """Write a fitted :class:`~ponder.scorers.AnswerScorer` (what :meth:`AnswerScorer.save` calls)."""
     meta: dict[str, Any] = {"params": scorer.get_params(deep=False),
                             "models": list(scorer.models_),
                             "stat_names": list(RESPONSE_STAT_NAMES),
@@ -63,12 +62,13 @@ def save_scorer(scorer: AnswerScorer, directory: str | Path) -> Path:
     return _persist.save(directory, meta, arrays, kind=KIND)
 
 
-def load_scorer(cls: type[AnswerScorer], directory: str | Path, *,
-                max_bytes: int | None = None) -> AnswerScorer:
+def load_scorer(cls: type[_Scorer], directory: str | Path, *,
+                max_bytes: int | None = None) -> _Scorer:
+    """A ``cls`` (:class:`~ponder.scorers.AnswerScorer`) read back from ``directory``."""
     meta, arrays = _persist.load(directory, kind=KIND, max_bytes=max_bytes)
     _check_file(cls, meta, arrays, str(directory))
     try:
-        obj = cls(**meta["params"])
+        obj: Any = cls(**meta["params"])
         obj.models_ = list(meta["models"])
         obj.n_features_in_ = int(meta["n_features_in"])
         obj.signals_ = tuple(meta.get("signals", ()))  # absent: a scorer from before signals

@@ -16,7 +16,6 @@ it as 0 plus a "missing" indicator, so rows with and without signals share one s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from itertools import combinations
@@ -27,6 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .._features import agreement
+from ..evaluation._table import parse_samples
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
@@ -34,28 +34,6 @@ if TYPE_CHECKING:
 SIGNAL_NAMES = ("sc_agree", "sc_pairwise", "logprob_mean", "logprob_min")
 #: the X / outcome-table columns the signals are computed from
 SIGNAL_COLUMNS = ("samples", "logprob_mean", "logprob_min")
-
-
-def parse_samples(value: Any) -> tuple[str, ...]:
-    """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
-    writes it) or nothing (``()``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return ()
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError(f"samples must be a JSON list of strings, got {text[:40]!r}") from None
-        value = items
-    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
-    if callable(tolist):
-        value = tolist()
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"samples must be a list of strings, got {type(value).__name__}")
-    return tuple("" if v is None else str(v) for v in value)
 
 
 def self_consistency(samples: Sequence[str]) -> tuple[float, float]:

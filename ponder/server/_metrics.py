@@ -8,30 +8,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from .._gauges import gauge_lines, prom_labels, prom_number
 from .._types import Answer
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(**kw: str) -> str:
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kw.items()) + "}"
-
-
-def _num(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf"
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
 
 
 @dataclass
@@ -45,42 +30,6 @@ class Served:
     route: str = "unknown"
     status: int = 499
     started: float = field(default_factory=time.perf_counter)
-
-class GaugeSource(Protocol):
-    """Something in the process that reports its own gauges (e.g. the local provider's queue)."""
-
-    def gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
-        """(metric name, help text, labels, value) rows."""
-        ...
-
-
-_gauge_sources: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
-
-
-def register_gauges(source: GaugeSource) -> None:
-    """Add ``source``'s gauges to every scrape while it lives (held weakly) or until unregistered."""
-    _gauge_sources.add(source)
-
-
-def unregister_gauges(source: GaugeSource) -> None:
-    _gauge_sources.discard(source)
-
-
-def _source_gauges() -> list[str]:
-    """Registered gauges; rows with the same name and labels (two sources) are summed."""
-    helps: dict[str, str] = {}
-    values: dict[str, dict[str, float]] = {}
-    for source in list(_gauge_sources):
-        for name, help_, labels, value in source.gauges():
-            helps.setdefault(name, help_)
-            series = values.setdefault(name, {})
-            key = _labels(**labels)
-            series[key] = series.get(key, 0.0) + value
-    out: list[str] = []
-    for name in sorted(values):
-        out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge"]
-        out += [f"{name}{key} {_num(v)}" for key, v in sorted(values[name].items())]
-    return out
 
 
 class Metrics:
@@ -146,27 +95,27 @@ class Metrics:
             out: list[str] = []
             out += ["# HELP ponder_requests_total Chat completion requests by served model and HTTP status.",
                     "# TYPE ponder_requests_total counter"]
-            out += [f"ponder_requests_total{_labels(model=m, status=s)} {n}"
+            out += [f"ponder_requests_total{prom_labels(model=m, status=s)} {n}"
                     for (m, s), n in sorted(self.requests.items())]
             out += ["# HELP ponder_model_calls_total Upstream model calls by outcome (ok, cached, error).",
                     "# TYPE ponder_model_calls_total counter"]
-            out += [f"ponder_model_calls_total{_labels(model=m, outcome=o)} {n}"
+            out += [f"ponder_model_calls_total{prom_labels(model=m, outcome=o)} {n}"
                     for (m, o), n in sorted(self.calls.items())]
             out += ["# HELP ponder_cost_usd_total Money spent upstream, by model.",
                     "# TYPE ponder_cost_usd_total counter"]
-            out += [f"ponder_cost_usd_total{_labels(model=m)} {_num(c)}" for m, c in sorted(self.cost.items())]
+            out += [f"ponder_cost_usd_total{prom_labels(model=m)} {prom_number(c)}" for m, c in sorted(self.cost.items())]
             out += ["# HELP ponder_cache_hits_total Answers served from the completion cache.",
                     "# TYPE ponder_cache_hits_total counter", f"ponder_cache_hits_total {self.cache_hits}",
                     "# HELP ponder_cache_saved_usd_total Money the cache hits saved.",
                     "# TYPE ponder_cache_saved_usd_total counter",
-                    f"ponder_cache_saved_usd_total {_num(self.saved)}",
+                    f"ponder_cache_saved_usd_total {prom_number(self.saved)}",
                     "# HELP ponder_requests_in_flight Requests being answered now.",
                     "# TYPE ponder_requests_in_flight gauge", f"ponder_requests_in_flight {self.in_flight}",
                     "# HELP ponder_request_duration_seconds Time to answer a request (to the last byte).",
                     "# TYPE ponder_request_duration_seconds histogram"]
-            out += [f"ponder_request_duration_seconds_bucket{_labels(le=_num(le))} {n}"
+            out += [f"ponder_request_duration_seconds_bucket{prom_labels(le=prom_number(le))} {n}"
                     for le, n in zip(BUCKETS, self.bucket_counts, strict=True)]
-            out += [f"ponder_request_duration_seconds_sum {_num(self.latency_sum)}",
+            out += [f"ponder_request_duration_seconds_sum {prom_number(self.latency_sum)}",
                     f"ponder_request_duration_seconds_count {self.latency_count}"]
-            out += _source_gauges()
+            out += gauge_lines()
             return "\n".join(out) + "\n"

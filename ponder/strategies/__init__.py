@@ -4,26 +4,20 @@
 :class:`SingleModel` and :class:`FallbackChain` here, and by ``ponder.cascade.Cascade``,
 ``ponder.routers`` live routers and route-then-cascade. The server serves any of them the same
 way. Falling through to the next model when one fails is :class:`FallThrough`, written once.
+(mypy checks that each of them implements the protocol at the end of ``ponder/routers/_live.py``,
+the one module above them all, so that this package imports none of them.)
 """
-
-from typing import TYPE_CHECKING
 
 from ._fallback import FallbackChain
 from ._fallthrough import FALLTHROUGH, FallThrough, failed_attempt
+from ._format import STRATEGY_FORMAT, live_spec
 from ._load import load_strategy, read_strategy_json, resolve_reference
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
 from ._single import SingleModel
 
-if TYPE_CHECKING:  # mypy checks that every built-in strategy implements the protocol
-    from ..cascade import Cascade
-    from ..routers._live import LiveRouter, RouteThenCascade
-
-    def _builtins(single: SingleModel, chain: FallbackChain, cascade: Cascade, router: LiveRouter,
-                  route_cascade: RouteThenCascade) -> list[LiveStrategy]:
-        return [single, chain, cascade, router, route_cascade]
-
 __all__ = [
     "FALLTHROUGH",
+    "STRATEGY_FORMAT",
     "Chosen",
     "FallThrough",
     "FallbackChain",
@@ -33,6 +27,7 @@ __all__ = [
     "answered",
     "as_live",
     "failed_attempt",
+    "live_spec",
     "load_strategy",
     "read_strategy_json",
     "resolve_reference",

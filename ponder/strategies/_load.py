@@ -15,6 +15,7 @@ from typing import Any
 
 from .._exceptions import ConfigError
 from .._persist import read_capped
+from ._format import STRATEGY_FORMAT
 from ._protocol import LiveStrategy
 from ._single import SingleModel
 
@@ -74,7 +75,7 @@ def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrat
     """
     path = Path(path)
     data = read_strategy_json(path)
-    if data.get("format") != "ponder-strategy":
+    if data.get("format") != STRATEGY_FORMAT:
         raise ConfigError("not a ponder strategy file (missing \"format\": \"ponder-strategy\")",
                           file=str(path))
     kind = str(data.get("kind", ""))

@@ -35,9 +35,10 @@ def test_decide_policy():
     assert decide(R3, tried, None).answer == 1
 
 
-def test_rungs_need_scorers():
-    with pytest.raises(ConfigError, match="needs a scorer"):
-        Cascade([Rung("a"), Rung("b")])
+def test_a_cascade_needs_rungs_but_not_scorers():
+    """A rung without a scorer accepts any answer its verifiers pass (the verifier-only cascade)."""
+    assert decide([Rung("a"), Rung("b")], [_Tried(0, "x", None, 1.0)], None).answer == 0
+    assert decide([Rung("a"), Rung("b")], [_Tried(0, "", None, 1.0, check="empty")], None).call == 1
     with pytest.raises(ConfigError):
         Cascade([])
 

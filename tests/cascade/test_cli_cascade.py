@@ -92,3 +92,43 @@ def test_optimize_bad_arguments(tmp_path, outcomes_path):
     r = ponder("optimize", str(outcomes_path), "--output", str(tmp_path / "s.json"),
                "--budget", "0.00000001", "--folds", "3")
     assert r.returncode == 1 and "no cascade costs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_optimize_with_a_trained_scorer_keeps_samples_logprobs_and_sets(tmp_path, outcomes_path,
+                                                                         scorer, monkeypatch):
+    """``--scorer`` swaps in a trained scorer's path; every rung keeps the rest of what it is."""
+    from typer.testing import CliRunner
+
+    import ponder.cascade
+    from ponder.cascade import AgreementSet, Cascade, Rung, load_strategy_file
+    from ponder.cli import app
+
+    shipped = scorer.save(tmp_path / "trained")
+    chosen = Cascade([Rung("small", 0.4, scorer, samples=3, logprobs=True, expected_cost_usd=0.001),
+                      Rung("{medium + large}", 0.6, scorer, agree=AgreementSet(("medium", "large"))),
+                      Rung("large")], info={"expected": {"quality": 0.9, "cost_usd": 0.002}})
+
+    class Picks:  # the optimizer's search is tested elsewhere: here it settles on `chosen`
+        scorer_ = calibration_ = None
+
+        def __init__(self, **params):
+            pass
+
+        def fit(self, table):
+            return self
+
+        def cascade(self, **choice):
+            return chosen
+
+    monkeypatch.setattr(ponder.cascade, "CascadeOptimizer", Picks)
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(app, ["optimize", str(outcomes_path), "-o", str(out), "--budget", "0.01",
+                                 "--scorer", str(shipped)])
+    assert r.exit_code == 0, r.output
+    rungs = json.loads(out.read_text())["rungs"]
+    assert rungs[0]["samples"] == 3 and rungs[0]["logprobs"] is True
+    assert rungs[1]["agree"]["members"] == ["medium", "large"]
+    assert [x.get("scorer") for x in rungs] == ["trained", "trained", None]
+    loaded = load_strategy_file(out)
+    assert [(x.samples, x.logprobs, x.agree is not None) for x in loaded.rungs] == [
+        (3, True, False), (1, False, True), (1, False, False)]

@@ -181,3 +181,40 @@ def test_saved_scorer_params_are_get_params(scorer_data, tmp_path):
     loaded = AnswerScorer.load(s.save(tmp_path / "s"))
     assert loaded.get_params() == s.get_params()
     np.testing.assert_allclose(loaded.predict_proba(X_test), s.predict_proba(X_test))
+
+
+def test_router_with_a_featurizer_object_clones_with_its_own_copy(split):
+    from ponder._features import TextFeaturizer
+
+    given = TextFeaturizer(min_df=1, ngram_range=(1, 1))
+    router = KNNRouter(featurizer=given, n_components=None)
+    copy = clone(router)
+    assert copy.featurizer is not given
+    assert copy.featurizer.get_params() == given.get_params() == clone(given).get_params()
+    a = router.fit(split[0])
+    b = KNNRouter(featurizer=given, n_neighbors=3, n_components=None).fit(split[0])
+    # each router fitted its own copy: the object given stays unfitted and is shared by none
+    assert a.featurizer_ is not given and b.featurizer_ is not given
+    assert a.featurizer_ is not b.featurizer_ and not hasattr(given, "idf_")
+
+
+def test_featurizer_objects_without_get_params_are_copied_not_shared(split):
+    from ponder._features import TextFeaturizer
+    from ponder.routers._features import make_featurizer
+
+    class Plain:  # fit/transform only: no get_params for clone to read
+        def __init__(self) -> None:
+            self.inner = TextFeaturizer(min_df=1)
+
+        def fit(self, texts, y=None):
+            self.inner.fit(texts)
+            return self
+
+        def transform(self, texts):
+            return self.inner.transform(texts)
+
+    given = Plain()
+    made = make_featurizer(given)
+    assert made is not given and made.inner is not given.inner
+    router = UtilityRouter(featurizer=given).fit(split[0])
+    assert router.featurizer_ is not given and not hasattr(given.inner, "idf_")
