@@ -8,6 +8,7 @@ ponder server (``ponder serve --model up:m``, uvicorn), and this client (the off
     python benchmarks/bench_server.py --baseline DIR  # also a second ponder from another tree, interleaved
     python benchmarks/bench_server.py --breakdown     # where the overhead goes (CPU per call)
     python benchmarks/bench_server.py --big-body 115000  # one huge request: event-loop stalls
+    python benchmarks/bench_server.py --rich 400   # only: what 20 tools + a json_schema add over a plain request
 
 Overhead: the same prompts are sent in turn straight to the upstream and through ponder (and
 through the baseline's ponder), one at a time over keep-alive connections, in an order that
@@ -92,6 +93,41 @@ def sequential(clients: dict[str, tuple[openai.OpenAI, str]], n: int) -> dict[st
         if name != "direct":
             out[f"{name}_overhead_p50_ms"] = statistics.median(xs) - direct
             out[f"{name}_overhead_p95_ms"] = pct(xs, 0.95) - pct(lat["direct"], 0.95)
+    return out
+
+
+RICH_TOOLS = [{"type": "function", "function": {
+    "name": f"tool_{k}", "description": f"Tool number {k}: looks something up.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"},
+                                                    "tags": {"type": "array", "items": {"type": "string"}}},
+                   "required": ["query"], "additionalProperties": False}, "strict": True}} for k in range(20)]
+RICH_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+    "type": "object", "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
+    "required": ["answer", "confidence"], "additionalProperties": False}}}
+
+
+def rich_overhead(clients: dict[str, tuple[openai.OpenAI, str]], n: int) -> dict[str, float]:
+    """Plain requests and requests with 20 tools and a json_schema, to the upstream directly and
+    through ponder, interleaved (the order rotates every request). What the rich request adds is
+    its overhead through ponder minus the plain request's overhead."""
+    kinds: dict[str, dict[str, Any]] = {"plain": {}, "rich": {"tools": RICH_TOOLS, "response_format": RICH_FORMAT}}
+    lat = {(k, t): [] for k in kinds for t in clients}  # type: dict[tuple[str, str], list[float]]
+    order = [(k, t) for k in kinds for t in clients]
+    for i in range(n + 20):
+        for j in range(len(order)):
+            kind, name = order[(i + j) % len(order)]
+            client, model = clients[name]
+            t0 = time.perf_counter()
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"rich {i}"}],
+                                           **kinds[kind])
+            if i >= 20:
+                lat[(kind, name)].append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, float] = {"n": n}
+    for kind in kinds:
+        for name in clients:
+            out[f"{kind}_{name}_p50_ms"] = statistics.median(lat[(kind, name)])
+        out[f"{kind}_overhead_p50_ms"] = out[f"{kind}_ponder_p50_ms"] - out[f"{kind}_direct_p50_ms"]
+    out["rich_adds_p50_ms"] = out["rich_overhead_p50_ms"] - out["plain_overhead_p50_ms"]
     return out
 
 
@@ -242,6 +278,8 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="only measure where the overhead goes")
     ap.add_argument("--big-body", type=int, default=0, metavar="N",
                     help="only time one request of N messages and the event-loop stalls it causes")
+    ap.add_argument("--rich", type=int, default=0, metavar="N",
+                    help="only compare N plain requests with N carrying 20 tools and a json_schema")
     ap.add_argument("--baseline", default=None,
                     help="a ponder source tree (e.g. `git archive BASE | tar -x -C DIR`) served side by side")
     args = ap.parse_args()
@@ -285,6 +323,10 @@ def main() -> None:
             wait_port(base_port)
             targets["baseline"] = (openai.OpenAI(base_url=f"http://127.0.0.1:{base_port}/v1", api_key="unused",
                                                  max_retries=0), "up:m")
+        if args.rich:
+            results["rich"] = rich_overhead({k: targets[k] for k in ("direct", "ponder")}, args.rich)
+            print(json.dumps(results, indent=2))
+            return
         results["sequential"] = sequential(targets, args.sequential)
         results["concurrent_direct"] = asyncio.run(concurrent(upstream_url, "m", args.concurrent, "direct"))
         results["concurrent_ponder"] = asyncio.run(concurrent(f"http://127.0.0.1:{port}/v1", "up:m",

@@ -15,6 +15,7 @@ from ._cache import (
     cache_stats,
     open_backend,
 )
+from ._catalog import Catalog
 from ._config import Config, load_config
 from ._exceptions import CacheDisabled
 from ._pricing import PriceTable
@@ -42,6 +43,7 @@ class Client:
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.prices = PriceTable.default().with_overrides(self.config.prices)
+        self.catalog = Catalog.default().with_overrides(self.config.capabilities)
         self.base_urls = dict(base_urls or {})
         if isinstance(cache, bool) or cache is None:
             enabled = self.config.cache.enabled if cache is None else cache
@@ -80,22 +82,28 @@ class Client:
         return ChatRequest.of(prompt, **params)  # type: ignore[arg-type]
 
     # --- calls --------------------------------------------------------------------------
+    def _admit(self, prompt: Prompt, model: str | ModelSpec, params: dict[str, Any]) -> tuple[ModelSpec, ChatRequest]:
+        """The model and the request, once the catalogue says the model can serve it."""
+        spec, request = self.resolve(model), self.request(prompt, **params)
+        self.catalog.refuse(spec.provider, spec.model, request)
+        return spec, request
+
     def complete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
-        spec = self.resolve(model)
-        return self.provider(spec.provider).complete(self.request(prompt, **params), spec.model)
+        spec, request = self._admit(prompt, model, params)
+        return self.provider(spec.provider).complete(request, spec.model)
 
     async def acomplete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
-        spec = self.resolve(model)
-        return await self.provider(spec.provider).acomplete(self.request(prompt, **params), spec.model)
+        spec, request = self._admit(prompt, model, params)
+        return await self.provider(spec.provider).acomplete(request, spec.model)
 
     def stream(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Iterator[str | Completion]:
         """Text deltas, then the priced Completion as the last item."""
-        spec = self.resolve(model)
-        return self.provider(spec.provider).stream(self.request(prompt, **params), spec.model)  # type: ignore[no-any-return]
+        spec, request = self._admit(prompt, model, params)
+        return self.provider(spec.provider).stream(request, spec.model)  # type: ignore[no-any-return]
 
     def astream(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> AsyncIterator[str | Completion]:
-        spec = self.resolve(model)
-        return self.provider(spec.provider).astream(self.request(prompt, **params), spec.model)  # type: ignore[no-any-return]
+        spec, request = self._admit(prompt, model, params)
+        return self.provider(spec.provider).astream(request, spec.model)  # type: ignore[no-any-return]
 
     # --- cache --------------------------------------------------------------------------
     def cache_stats(self) -> CacheStats:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from ._catalog import Capabilities
 from ._exceptions import ConfigError
 from ._pricing import Price
 
@@ -97,6 +98,7 @@ class StrategySettings(_Strict):
 class Config(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
+    capabilities: dict[str, Capabilities] = Field(default_factory=dict)  # over ponder/models.toml
     cache: CacheSettings = Field(default_factory=CacheSettings)
     models: dict[str, str] = Field(default_factory=dict)  # alias -> provider:model
     strategies: dict[str, StrategySettings] = Field(default_factory=dict)

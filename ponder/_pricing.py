@@ -88,17 +88,24 @@ class PriceTable:
         return price.cost(usage, rate=self.batch_rate(provider) if batch else 1.0)
 
     def lookup(self, provider: str, model: str) -> Price | None:
-        key = f"{provider}:{model}".lower()
-        if key in self.prices:
-            return self.prices[key]
-        best = None
-        for k in self.prices:
-            if key.startswith(k) and key[len(k)] in "-@:." and (best is None or len(k) > len(best)):
-                best = k
+        best = longest_prefix(self.prices, f"{provider}:{model}")
         return self.prices[best] if best else None
 
     def rows(self) -> list[tuple[str, Price]]:
         return sorted(self.prices.items())
+
+
+def longest_prefix(keys: Any, key: str) -> str | None:
+    """The entry of ``keys`` (lower-case ``provider:model``) that names ``key``: itself, else the
+    longest one it starts with at a version boundary (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``)."""
+    key = key.lower()
+    if key in keys:
+        return key
+    best = None
+    for k in keys:
+        if key.startswith(k) and key[len(k)] in "-@:." and (best is None or len(k) > len(best)):
+            best = k
+    return best
 
 
 def estimate_tokens(text: str) -> int:

@@ -22,17 +22,17 @@ class Message(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
     role: Role
-    content: str | tuple[dict[str, Any], ...] | None = None
+    content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: tuple[dict[str, Any], ...] | None = None  # assistant turns
+    tool_calls: list[dict[str, Any]] | None = None  # assistant turns
     tool_call_id: str | None = None  # tool turns
 
     @field_validator("content", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            v = tuple(v)
         if isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, list):
             for i, part in enumerate(v):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                     raise ValueError(f"content part {i} must be an object with a string 'type'")
@@ -41,7 +41,7 @@ class Message(BaseModel):
     @field_validator("tool_calls", mode="before")
     @classmethod
     def _calls(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+        return list(v) if isinstance(v, tuple) else v
 
     @property
     def text(self) -> str:
@@ -55,24 +55,17 @@ class Message(BaseModel):
     @property
     def part_types(self) -> tuple[str, ...]:
         """The content part types this message carries (``("text", "image_url")``); ``()`` for a string."""
-        if isinstance(self.content, tuple):
+        if isinstance(self.content, list):
             return tuple(str(p["type"]) for p in self.content)
         return ()
 
     def wire(self) -> dict[str, Any]:
         """The message as the client sent it (OpenAI's JSON): every field it set, nothing added."""
-        out = self.model_dump(exclude_unset=True)
+        out = {k: v for k in self.model_fields_set if (v := getattr(self, k)) is not None or k == "content"}
         out["role"] = self.role
-        return _plain(out)
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples back to lists, recursively (what JSON and the SDKs expect)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+        if self.__pydantic_extra__:
+            out.update(self.__pydantic_extra__)
+        return out
 
 
 # Fields of a request that cannot change its answer: left out of the cache key.
@@ -103,7 +96,7 @@ class ChatRequest(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    tools: tuple[dict[str, Any], ...] | None = None
+    tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
@@ -111,7 +104,7 @@ class ChatRequest(BaseModel):
     user: str | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None
-    modalities: tuple[str, ...] | None = None
+    modalities: list[str] | None = None
     prediction: dict[str, Any] | None = None
     service_tier: str | None = None
 
@@ -129,8 +122,8 @@ class ChatRequest(BaseModel):
 
     @field_validator("tools", "modalities", mode="before")
     @classmethod
-    def _tuple(cls, v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    def _list(cls, v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
 
     @classmethod
     def of(cls, prompt: str | list[dict[str, Any]] | list[Message], **params: Any) -> ChatRequest:
@@ -150,8 +143,12 @@ class ChatRequest(BaseModel):
     def sampling(self) -> dict[str, Any]:
         """Every parameter that was set (all but ``messages``), as JSON-ready values: what an
         OpenAI-compatible upstream receives beside the messages."""
-        out = self.model_dump(exclude={"messages"}, exclude_none=True)
-        return _plain(out)  # type: ignore[no-any-return]
+        out = {k: getattr(self, k) for k in self.model_fields_set if k != "messages"}
+        if self.__pydantic_extra__:
+            out.update(self.__pydantic_extra__)
+        if out.get("stop") is not None:
+            out["stop"] = list(out["stop"])
+        return {k: v for k, v in out.items() if v is not None}
 
     def wire_messages(self) -> list[dict[str, Any]]:
         return [m.wire() for m in self.messages]

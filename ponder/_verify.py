@@ -69,7 +69,7 @@ def _schema_error(value: Any, schema: dict[str, Any], strict: bool) -> str | Non
 def _json_object(text: str) -> tuple[Any, str | None]:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg} at char {exc.pos})"
     return value, None
 

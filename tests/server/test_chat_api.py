@@ -282,3 +282,41 @@ def test_the_server_answers_400_naming_a_field_no_model_can_serve(upstream: Fake
                 sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "q"}], logprobs=True)
             assert err.value.body["param"] == "logprobs"  # type: ignore[index]
     assert upstream.count == 0
+
+
+# --- capabilities: the model catalogue -------------------------------------------------------------
+IMAGE_Q = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+
+
+def test_a_strategy_skips_a_model_that_cannot_serve_the_request(upstream: FakeLLMServer,
+                                                                upstream2: FakeLLMServer) -> None:
+    cfg = make_config({"up": upstream.url, "up2": upstream2.url}, capabilities={"up:m": {"vision": False}})
+    with Client(cfg, cache=False) as client:
+        answer = FallbackChain(["up:m", "up2:m"]).run(ChatRequest.of(IMAGE_Q), client)
+        text_only = FallbackChain(["up:m", "up2:m"]).run(ChatRequest.of("plain"), client)
+    assert answer.completion.spec == "up2:m" and "no vision" in (answer.trace[0].error or "")
+    assert upstream.count == 1 and text_only.completion.spec == "up:m"  # only the text request reached up
+
+
+def test_the_catalogue_knows_public_models() -> None:
+    from ponder._catalog import Catalog
+
+    catalog = Catalog.default()
+    with pytest.raises(UnsupportedRequest) as err:
+        catalog.refuse("openai", "gpt-3.5-turbo-0125", ChatRequest.of(IMAGE_Q))
+    assert err.value.param == "messages[0].content" and "vision" in str(err.value)
+    with pytest.raises(UnsupportedRequest, match="logprobs"):
+        catalog.refuse("openai", "gpt-5-mini", ChatRequest.of("q", logprobs=True))
+    catalog.refuse("openai", "gpt-4o-mini-2024-07-18", ChatRequest.of(IMAGE_Q, tools=[WEATHER], logprobs=True))
+
+
+def test_no_model_with_the_capability_is_a_400_naming_it(upstream: FakeLLMServer) -> None:
+    cfg = make_config({"up": upstream.url}, capabilities={"up:m": {"tools": False}})
+    with LiveServer(create_app(Client(cfg, cache=False), {"chain": FallbackChain(["up:m"])})) as live:
+        sdk = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as err:
+            sdk.chat.completions.create(model="ponder/chain", messages=[{"role": "user", "content": "q"}],
+                                        tools=[WEATHER])
+    assert err.value.body["param"] == "tools" and "no tools" in err.value.body["message"]  # type: ignore[index]
+    assert upstream.count == 0
