@@ -42,6 +42,7 @@ from ._types import (
     ModelSpec,
     Usage,
 )
+from ._verify import verify
 from .grading import (
     Agreement,
     ChoiceGrader,
@@ -70,6 +71,7 @@ __all__ = [
     "AuthError",
     "BadResponse",
     "UnsupportedRequest",
+    "verify",
     "BatchSummary",
     "BudgetExceeded",
     "CacheDisabled",
