@@ -30,7 +30,6 @@ from ._exceptions import (
     UnsupportedRequest,
 )
 from ._pricing import Price, PriceTable
-from ._strategies import SingleModel, load_strategy
 from ._types import (
     Answer,
     Attempt,
@@ -61,6 +60,7 @@ from .grading import (
     parse_grader,
 )
 from .providers import Provider
+from .strategies import SingleModel, load_strategy
 
 __version__ = "0.1.0"
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
 from ._jsonl import iter_jsonl, iter_log
 from ._types import Answer, ChatRequest
+from .strategies import as_live
 
 # A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
 # key of a row is the row's own (its id, metadata) and is not sent.
@@ -163,9 +164,13 @@ async def arun_batch(
     on_start: Callable[[BatchSummary], None] | None = None,
     on_result: Callable[[dict[str, Any], BatchSummary], None] | None = None,
 ) -> BatchSummary:
-    """Answer every row not yet answered in ``output_path``; returns what this run did."""
+    """Answer every row not yet answered in ``output_path``; returns what this run did.
+
+    ``strategy``: a live strategy, or anything :func:`ponder.strategies.as_live` completes (an
+    object with only ``run`` works as in the server)."""
     if concurrency < 1:
         raise PonderError("concurrency must be at least 1")
+    live = as_live(strategy)
     rows = read_rows(input_path)
     previous = read_results(output_path)
     ids = {r.id for r in rows}
@@ -191,7 +196,7 @@ async def arun_batch(
             except asyncio.QueueEmpty:
                 return
             try:
-                answer = await strategy.arun(row.request, client)
+                answer = await live.arun(row.request, client)
             except (ProviderError, UnknownModel, PonderError) as exc:
                 rec = error_record(row, exc)
                 summary.failed += 1

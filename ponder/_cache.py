@@ -23,8 +23,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
+from ._cache_backend import CacheBackend
 from ._exceptions import CacheUnavailable
 from ._types import ChatRequest, Completion
 
@@ -33,41 +34,6 @@ log = logging.getLogger("ponder.cache")
 KEY_VERSION = 2  # 2: the key covers the whole request (tools, response_format, content parts, ...)
 _NANO = 1_000_000_000  # saved cost is counted in nano-USD so counters stay integers
 _T = TypeVar("_T")
-
-
-@runtime_checkable
-class CacheBackend(Protocol):
-    """Bytes in, bytes out. Implementations must be safe for several processes at once.
-
-    Failures raise (``CacheUnavailable`` at best); ``CachedProvider`` turns them into "no cache".
-    The async methods default to the sync ones in a worker thread, so a backend that subclasses
-    this Protocol never blocks an event loop; Redis overrides them with native async calls.
-    """
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
-
-    def incr(self, counter: str, amount: int = 1) -> None: ...
-
-    def counters(self) -> dict[str, int]: ...
-
-    def clear(self) -> int: ...
-
-    def close(self) -> None: ...
-
-    async def aget(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self.get, key)
-
-    async def aset(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        await asyncio.to_thread(self.set, key, value, ttl_s)
-
-    async def aincr(self, counter: str, amount: int = 1) -> None:
-        await asyncio.to_thread(self.incr, counter, amount)
-
-    async def aclose(self) -> None:
-        """Release what belongs to the running event loop (the backend stays usable)."""
-        return None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from ._exceptions import DataError, PonderError
 from ._jsonl import iter_jsonl, iter_log
 from ._pricing import estimate_tokens
 from ._types import ChatRequest, Completion, Usage
+from .evaluation._table import check_tool_calls, parse_sample_tool_calls, parse_tool_calls
 from .providers._replay import query_key
 
 if TYPE_CHECKING:
@@ -52,9 +53,9 @@ log = logging.getLogger("ponder.collect")
 
 DEFAULT_OUTPUT_GUESS = 256  # tokens per answer assumed by estimates when nothing better is known
 _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separators), roughly
-COLUMNS = ("query_id", "query", "model", "response", "score", "cost_usd", "input_tokens",
-           "output_tokens", "latency_s", "task", "reference", "tests", "samples",
-           "logprob_mean", "logprob_min", "logprob_tokens", "error")
+COLUMNS = ("query_id", "query", "model", "response", "tool_calls", "score", "cost_usd", "input_tokens",
+           "output_tokens", "latency_s", "task", "reference", "tests", "response_format", "samples",
+           "sample_tool_calls", "logprob_mean", "logprob_min", "logprob_tokens", "error")
 
 Key = tuple[str, str, int]  # (query_id, model, sample)
 
@@ -144,10 +145,102 @@ def _listish(v: Any) -> list[Any] | None:
     return tolist() if callable(tolist) and not isinstance(v, str) else None
 
 
+def _native(v: Any) -> Any:
+    """A cell's value with numpy arrays (Parquet's lists) turned into lists, all the way down."""
+    if isinstance(v, dict):
+        return {k: _native(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0:
+        return [_native(x) for x in v]
+    return v
+
+
+def _json_value(obj: dict[str, Any], column: str, path: Path, row: int, *, words: bool = False) -> Any:
+    """A cell that holds JSON (a value in JSONL and Parquet, JSON text in a CSV), or None when
+    blank. With ``words``, a string that is not a JSON object is a word (``tool_choice: auto``)."""
+    v = obj.get(column)
+    if _blank(v):
+        return None
+    if isinstance(v, str):
+        if words and not v.strip().startswith("{"):
+            return v.strip()
+        try:
+            return _native(json.loads(v))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not JSON: {exc.msg}", file=str(path), row=row, column=column) from None
+    return _native(v)
+
+
+def _schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema, or None."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        return "must be a JSON Schema object"
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"is not a valid JSON Schema: {exc.message}"
+    return None
+
+
+_TOOL_CHOICES = ("auto", "none", "required")
+_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _request_fields(obj: dict[str, Any], path: Path, row: int) -> dict[str, Any]:
+    """The row's ``tools``, ``tool_choice`` and ``response_format``, checked as OpenAI checks them
+    (a bad one fails the row before anything is paid, not every call to every model)."""
+    def bad(column: str, reason: str) -> DataError:
+        return DataError(reason, file=str(path), row=row, column=column)
+
+    out: dict[str, Any] = {}
+    tools = _json_value(obj, "tools", path, row)
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            raise bad("tools", "must be a non-empty list of {type: function, function: {name, parameters}}")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or tool.get("type", "function") != "function":
+                raise bad("tools", f"tools[{i}] must be {{type: function, function: {{name, parameters}}}}")
+            if not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise bad("tools", f"tools[{i}].function.name must be a non-empty string")
+            if "parameters" in fn and (problem := _schema_problem(fn["parameters"])):
+                raise bad("tools", f"tools[{i}].function.parameters {problem}")
+        out["tools"] = tools
+    choice = _json_value(obj, "tool_choice", path, row, words=True)
+    if choice is not None:
+        names = [t["function"]["name"] for t in tools or []]
+        if isinstance(choice, dict):
+            wanted = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+            if wanted is None:
+                raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+            if wanted not in names:
+                raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
+        elif choice not in _TOOL_CHOICES:
+            raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+        if not names:
+            raise bad("tool_choice", "needs the row's tools")
+        out["tool_choice"] = choice
+    fmt = _json_value(obj, "response_format", path, row)
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") not in _FORMATS:
+            raise bad("response_format", "must be {type: text}, {type: json_object} or {type: json_schema, "
+                                         "json_schema: {name, schema}}")
+        if fmt["type"] == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise bad("response_format", "json_schema needs {name, schema}")
+            if "schema" in spec and (problem := _schema_problem(spec["schema"])):
+                raise bad("response_format", f"json_schema.schema {problem}")
+        out["response_format"] = fmt
+    return out
+
+
 def _prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
     rid = _text(obj.get("id"), path, row, "id")
     if rid is None:
         raise DataError("is missing or empty", file=str(path), row=row, column="id")
+    fields = _request_fields(obj, path, row)
     if not _blank(obj.get("messages")):
         column, value = "messages", obj["messages"]
         if isinstance(value, str):
@@ -160,29 +253,36 @@ def _prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
         if not msgs:
             raise DataError("must be a non-empty list of {role, content} messages", file=str(path),
                             row=row, column=column)
-        try:
-            request = ChatRequest(messages=msgs)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise DataError(f"{first['msg']} (at {loc})", file=str(path), row=row, column=column) from None
+        source: str | list[Any] = _native(msgs)
     elif not _blank(obj.get("prompt")):
-        value = obj["prompt"]
+        column, value = "prompt", obj["prompt"]
         if not isinstance(value, str):
             raise DataError(f"must be a string (got {type(value).__name__})", file=str(path), row=row,
                             column="prompt")
-        request = ChatRequest.of(value)
+        source = value
     else:
         raise DataError("needs a 'prompt' or 'messages' value", file=str(path), row=row,
                         column="prompt")
+    try:
+        request = ChatRequest.of(source, **fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        where = str(first["loc"][0]) if first["loc"] else ""
+        raise DataError(f"{first['msg']} (at {loc})", file=str(path), row=row,
+                        column=where if where in fields else column) from None
     tests = obj.get("tests")
     if (items := _listish(tests)) is not None:
         if not all(isinstance(t, str) for t in items):
             raise DataError("must be a string or a list of strings", file=str(path), row=row, column="tests")
         tests = "\n".join(items)
+    reference = _native(obj.get("reference"))
+    if isinstance(reference, (dict, list)):
+        # a structured reference (the tool calls expected, a JSON answer) is kept as JSON text
+        reference = json.dumps(reference, ensure_ascii=False)
     return CollectPrompt(
         id=rid, request=request, query=query_key(request),
-        reference=_text(obj.get("reference"), path, row, "reference"),
+        reference=_text(reference, path, row, "reference"),
         task=_text(obj.get("task"), path, row, "task"),
         tests=_text(tests, path, row, "tests"), row=row,
     )
@@ -213,8 +313,12 @@ def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_prompts(path: str | Path) -> list[CollectPrompt]:
     """Every row of a JSONL, CSV or Parquet prompt file, validated before anything is paid.
 
-    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (a list of ``{role, content}``, or
-    that list as JSON in a CSV cell); ``reference``, ``task`` and ``tests`` are optional.
+    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (a list of Chat Completions
+    messages: content parts, assistant ``tool_calls``, ``tool`` results; in a CSV cell, that list
+    as JSON); ``reference`` (text, or JSON such as the tool calls expected), ``task`` and
+    ``tests`` are optional, and so are ``tools``, ``tool_choice`` and ``response_format``, which
+    go into the request as OpenAI's API has them (JSON text in a CSV cell; ``tool_choice`` may be
+    a bare ``auto``, ``none`` or ``required``).
     """
     path = Path(path)
     prompts: list[CollectPrompt] = []
@@ -271,7 +375,8 @@ def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
         # also for a resumed n-job (samples 1..k): a server that ignores n answers it once, and
         # that answer must not be an unseeded draw that repeats sample 0
         update["seed"] = job.samples[0]
-    return ChatRequest.model_validate({**job.prompt.request.model_dump(), **update})
+    # only what the row set: a field dumped as None would be sent upstream as null
+    return ChatRequest.model_validate({**job.prompt.request.model_dump(exclude_unset=True), **update})
 
 
 # --- records: one per (query, model, sample) ---------------------------------------------------
@@ -282,14 +387,14 @@ def _key_id(key: Key) -> str:
 def _answer_records(job: Job, c: Completion) -> list[dict[str, Any]]:
     """One record per sample the completion answered; the first carries the call's cost and
     tokens (so sums over a row's samples are what the call was billed), the others zeros."""
-    texts = c.samples or (c.text,)
     recs = []
-    for pos, (index, text) in enumerate(zip(job.samples, texts, strict=False)):
+    for pos, (index, choice) in enumerate(zip(job.samples, c.answers(), strict=False)):
         first = pos == 0
         lp = c.logprobs if first else None
         recs.append({
             "id": _key_id((job.prompt.id, job.model, index)), "query_id": job.prompt.id,
-            "model": job.model, "sample": index, "response": text,
+            "model": job.model, "sample": index, "response": choice.text,
+            "tool_calls": [dict(call) for call in choice.tool_calls] or None,
             # the answer's cost, also when the cache served it for free this time
             "cost_usd": (c.saved_usd if c.cached else c.cost_usd) if first else 0.0,
             "paid_usd": c.cost_usd if first else 0.0, "cost_estimated": c.cost_estimated,
@@ -330,15 +435,25 @@ def _row_samples(rec: dict[str, Any]) -> list[str]:
     return ["" if _blank(resp) else str(resp)]
 
 
+def _row_tool_calls(rec: dict[str, Any], n: int) -> list[list[dict[str, Any]] | None]:
+    """Each of ``n`` samples' tool calls from an output row's ``tool_calls`` and
+    ``sample_tool_calls`` (checked when the table was read)."""
+    each = parse_sample_tool_calls(rec.get("sample_tool_calls"))
+    calls = [list(c) for c in each] if each is not None else [list(parse_tool_calls(rec.get("tool_calls")))]
+    return [(calls[i] or None) if i < len(calls) else None for i in range(n)]
+
+
 def _from_output_row(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """An error-free output row as sample records (so a rerun with more samples can extend it)."""
     qid, model = str(rec["query_id"]), str(rec["model"])
+    texts = _row_samples(rec)
+    calls = _row_tool_calls(rec, len(texts))
     out = []
-    for i, text in enumerate(_row_samples(rec)):
+    for i, text in enumerate(texts):
         first = i == 0
         out.append({
             "id": _key_id((qid, model, i)), "query_id": qid, "model": model, "sample": i,
-            "response": text, "cost_usd": _num(rec.get("cost_usd")) if first else 0.0, "paid_usd": 0.0,
+            "response": text, "tool_calls": calls[i], "cost_usd": _num(rec.get("cost_usd")) if first else 0.0, "paid_usd": 0.0,
             "input_tokens": int(_num(rec.get("input_tokens"))) if first else 0,
             "output_tokens": int(_num(rec.get("output_tokens"))) if first else 0,
             "latency_s": _num(rec.get("latency_s")),
@@ -356,7 +471,8 @@ def table_row(prompt: CollectPrompt, model: str, recs: Sequence[dict[str, Any]])
     ok = [r for r in recs if r.get("error") is None]
     head = ok[0] if ok else None
     err = next((r["error"] for r in recs if r.get("error") is not None), None)
-    return {
+    calls = [r.get("tool_calls") or [] for r in ok]
+    out: dict[str, Any] = {
         "query_id": prompt.id, "query": prompt.query, "model": model,
         "response": head["response"] if head else "", "score": math.nan,
         "cost_usd": sum(_num(r.get("cost_usd")) for r in ok),
@@ -370,6 +486,13 @@ def table_row(prompt: CollectPrompt, model: str, recs: Sequence[dict[str, Any]])
         "logprob_tokens": head.get("logprob_tokens") if head else None,
         "error": err,
     }
+    if prompt.request.tools or any(calls):  # the answers' tool calls, as JSON, beside their text
+        out["tool_calls"] = json.dumps(calls[0], ensure_ascii=False) if head else None
+        if len(ok) > 1:
+            out["sample_tool_calls"] = json.dumps(calls, ensure_ascii=False)
+    if prompt.request.response_format:  # what `ponder grade --grader json` checks the answer against
+        out["response_format"] = json.dumps(prompt.request.response_format, ensure_ascii=False)
+    return out
 
 
 # --- the output table --------------------------------------------------------------------------
@@ -392,6 +515,9 @@ def _record_problem(rec: Any) -> str | None:
         return None if isinstance(rec["error"], str) else "'error' is not a string"
     if not isinstance(rec.get("response"), str):
         return "it has neither a 'response' text nor an 'error'"
+    calls = rec.get("tool_calls")
+    if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+        return "'tool_calls' is not a list of objects"
     return None
 
 
@@ -437,6 +563,7 @@ def _read_output(path: Path) -> pd.DataFrame | None:
     if missing:
         raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
                         "--output", file=str(path))
+    check_tool_calls(df, str(path))  # the calls kept come back as sample records
     df["query_id"] = df["query_id"].astype(str)
     df["model"] = df["model"].astype(str)
     return df
@@ -494,7 +621,11 @@ def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existin
 
 # --- estimates ---------------------------------------------------------------------------------
 def _prompt_tokens(request: ChatRequest) -> int:
-    return sum(estimate_tokens(m.text) + _MESSAGE_OVERHEAD for m in request.messages)
+    tokens = sum(estimate_tokens(m.text) + _MESSAGE_OVERHEAD for m in request.messages)
+    for extra in (request.tools, request.response_format):  # tool and schema definitions are input too
+        if extra:
+            tokens += estimate_tokens(json.dumps(extra, ensure_ascii=False))
+    return tokens
 
 
 def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
@@ -738,7 +869,11 @@ async def acollect(
     A row's ``cost_usd``, ``input_tokens`` and ``output_tokens`` are what its answers were billed,
     all samples together (with ``n``, the input once); a cache hit keeps the answer's cost.
     ``response`` is the first sample, ``samples`` all of them (a JSON list), and the logprob
-    columns describe ``response``. A failed call leaves its message in ``error``."""
+    columns describe ``response``. Where the prompt offers tools (or an answer calls one),
+    ``tool_calls`` holds the first answer's calls as a JSON list in OpenAI's shape, and with
+    several samples ``sample_tool_calls`` each sample's; a prompt's ``response_format`` is kept
+    as JSON in ``response_format`` (what ``ponder grade --grader json`` checks against). A failed
+    call leaves its message in ``error``."""
     from ._client import Client
     from .evaluation import OutcomeTable
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._cache import CacheBackend
+from ._cache_backend import CacheBackend
 from ._exceptions import CacheUnavailable
 
 _STATS = "ponder:stats"

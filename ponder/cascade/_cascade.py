@@ -378,7 +378,7 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
     """Build a :class:`Cascade` from a strategy JSON (``kind: "cascade"``); scorers load safely.
 
     Scorer folders must lie in the strategy file's folder unless ``allow_outside`` (see
-    :func:`ponder._strategies.resolve_reference`).
+    :func:`ponder.strategies.resolve_reference`).
     """
     from ..scorers import AnswerScorer
 

@@ -15,7 +15,8 @@ def collect(
     ctx: typer.Context,
     prompts: Path = typer.Argument(..., metavar="PROMPTS",
                                    help="JSONL, CSV or Parquet rows: id, prompt or messages; optional "
-                                        "reference, task, tests."),
+                                        "reference, task, tests, and tools, tool_choice, "
+                                        "response_format as in OpenAI's API (JSON in a CSV cell)."),
     model: list[str] = typer.Option(..., "--model", "-m", help="provider:model to ask (repeatable)."),
     output: Path = typer.Option(..., "--output", "-o",
                                 help="The outcome table (.parquet, .csv or .jsonl); rerun to resume."),

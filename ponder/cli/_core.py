@@ -11,8 +11,8 @@ from .._client import Client
 from .._config import config_problems, load_config, url_problem
 from .._exceptions import ConfigError
 from .._pricing import PriceTable
-from .._strategies import load_strategy
 from .._types import Answer, ChatRequest, ModelSpec
+from ..strategies import resolve
 from ._common import AllowOutsideOpt, ConfigOpt, fail, stderr, stdout
 
 cache_app = typer.Typer(help="Inspect or clear the completion cache.", no_args_is_help=True)
@@ -47,12 +47,8 @@ def ask(
     if base_url:
         base_urls = {ModelSpec.parse(model).provider if model else "openai": base_url}
     with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
-        if strategy is not None:
-            answer: Answer = load_strategy(strategy, allow_outside=allow_outside).run(request, client)
-        else:
-            from .._strategies import SingleModel
-
-            answer = SingleModel(str(client.resolve(model or ""))).run(request, client)
+        live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
+        answer: Answer = live.run(request, client)
     render_answer(answer, as_json)
 
 

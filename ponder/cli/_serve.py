@@ -77,7 +77,7 @@ def run(
     from .._client import Client
     from .._config import url_problem
     from .._exceptions import BudgetExceeded
-    from .._strategies import SingleModel, load_strategy
+    from ..strategies import resolve
 
     if (model is None) == (strategy is None):
         fail("give exactly one of --model provider:model or --strategy FILE|NAME")
@@ -87,14 +87,7 @@ def run(
     started: list[BatchSummary] = []  # the live summary, for the Ctrl-C message
     base_urls = _base_urls([model] if model else [], base_url) if base_url else {}
     with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
-        if strategy is not None:
-            path = Path(strategy)
-            if not path.exists() and strategy in cfg.strategies:
-                base = Path(cfg.source).parent if cfg.source else Path(".")
-                path = base / cfg.strategies[strategy].path
-            live: Any = load_strategy(path, allow_outside=allow_outside)
-        else:
-            live = SingleModel(str(client.resolve(model or "")))
+        live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
         bar, task = cost_progress("ponder run", enabled=progress)
 
         def on_start(s: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,7 @@ from .._jsonl import iter_jsonl
 
 REQUIRED = ("query_id", "query", "model", "score", "cost_usd")
 OPTIONAL = ("response", "input_tokens", "output_tokens", "latency_s", "split", "task", "samples",
-            "logprob_mean", "logprob_min", "logprob_tokens")
+            "logprob_mean", "logprob_min", "logprob_tokens", "tool_calls", "sample_tool_calls")
 
 
 def shown(value: Any) -> str:
@@ -113,6 +114,7 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
             bad(df[col].to_numpy(dtype=float) > 1e-6, col, "is a log-probability, so must be <= 0")
     if "samples" in df.columns:
         _check_samples(df["samples"], source)
+    check_tool_calls(df, source)
     if "split" in df.columns:
         df["split"] = df["split"].astype(str).str.strip().str.lower()
         bad(~df["split"].isin(["train", "test"]), "split", "must be 'train' or 'test'")
@@ -150,11 +152,65 @@ def parse_samples(value: Any) -> tuple[str, ...]:
 def _check_samples(col: pd.Series, source: str) -> None:
     """Every ``samples`` cell must be a JSON list (as ``ponder collect`` writes it), a list or
     empty; the cells stay as they are (the table is written back as it was read)."""
+    _check_cells(col, source, "samples", parse_samples)
+
+
+def check_tool_calls(df: pd.DataFrame, source: str) -> None:
+    """Every ``tool_calls`` and ``sample_tool_calls`` cell must parse (see
+    :func:`parse_tool_calls`); the cells stay as they are."""
+    for col, parse in (("tool_calls", parse_tool_calls), ("sample_tool_calls", parse_sample_tool_calls)):
+        if col in df.columns:
+            _check_cells(df[col], source, col, parse)
+
+
+def _check_cells(col: pd.Series, source: str, column: str, parse: Callable[[Any], object]) -> None:
     for i, v in enumerate(col.tolist()):
         try:
-            parse_samples(v)
+            parse(v)
         except ValueError as exc:
-            raise DataError(str(exc), file=source, row=i + 1, column="samples") from None
+            raise DataError(str(exc), file=source, row=i + 1, column=column) from None
+
+
+def _json_cell(value: Any, what: str) -> Any:
+    """A cell that holds JSON: None for an empty one, else the parsed value (a JSON string, or
+    the value itself as JSONL and Parquet hold it; numpy arrays become lists)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{what} must be JSON ({exc.msg})") from None
+    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
+    return tolist() if callable(tolist) else value
+
+
+def _calls(value: Any, what: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise ValueError(f"{what} must be a JSON list of tool-call objects, got {str(value)[:40]!r}")
+    return tuple(value)
+
+
+def parse_tool_calls(value: Any) -> tuple[dict[str, Any], ...]:
+    """A ``tool_calls`` cell as the answer's tool calls (OpenAI's ``message.tool_calls``: ``{"id",
+    "type", "function": {"name", "arguments"}}``): a JSON list as ``ponder collect`` writes it, a
+    list, or nothing (``()``: the answer called no tool, or the table predates the column)."""
+    items = _json_cell(value, "tool_calls")
+    return () if items is None else _calls(items, "tool_calls")
+
+
+def parse_sample_tool_calls(value: Any) -> tuple[tuple[dict[str, Any], ...], ...] | None:
+    """A ``sample_tool_calls`` cell: each sample's tool calls (a JSON list of lists, in the order
+    of ``samples``), or None where the table has none."""
+    items = _json_cell(value, "sample_tool_calls")
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise ValueError(f"sample_tool_calls must be a JSON list (one list per sample), got {str(items)[:40]!r}")
+    return tuple(_calls(c.tolist() if hasattr(c, "tolist") else c, "each sample_tool_calls entry")
+                 for c in items)
 
 
 @dataclass(frozen=True)
@@ -246,6 +302,18 @@ class OutcomeTable:
         if "samples" in self.df.columns:
             for i, j, v in zip(q, m, self.df["samples"].tolist(), strict=True):
                 out[i, j] = parse_samples(v)
+        return out
+
+    @cached_property
+    def tool_calls(self) -> np.ndarray:
+        """(Q, M) object array: each response's tool calls as a tuple of OpenAI tool-call objects
+        (``()`` where it called none, or the table has no ``tool_calls`` column)."""
+        q, m = self._index
+        out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
+        out.fill(())
+        if "tool_calls" in self.df.columns:
+            for i, j, v in zip(q, m, self.df["tool_calls"].tolist(), strict=True):
+                out[i, j] = parse_tool_calls(v)
         return out
 
     @cached_property

@@ -3,7 +3,8 @@
 A grader is a small object with one method, ``grade(response, row) -> Grade``; LLM judges add
 ``agrade``. Rule-based graders check a row's ``reference`` (:class:`ExactMatch`,
 :class:`ChoiceGrader`, :class:`NumberGrader`, :class:`RegexGrader`), its output format
-(:class:`JsonGrader`) or run its ``tests`` (:class:`CodeGrader`, untrusted code: opt-in);
+(:class:`JsonGrader`, against a schema file or the row's own), the tool calls the answer made
+(:class:`ToolCallGrader`) or run its ``tests`` (:class:`CodeGrader`, untrusted code: opt-in);
 :class:`JudgeGrader` asks an LLM. :func:`grade_table` grades a whole table, one grader per task,
 and :func:`agreement` says how far a grader agrees with scores you already trust.
 """
@@ -24,6 +25,7 @@ from ._reference import (
 )
 from ._run import GradeResult, GradeSummary, agrade_table, grade_table, read_table, write_table
 from ._spec import GRADER_SPECS, parse_grader, parse_graders
+from ._tools import ToolCallGrader
 
 __all__ = [
     "Agreement",
@@ -42,6 +44,7 @@ __all__ = [
     "NumberGrader",
     "PLACEHOLDERS",
     "RegexGrader",
+    "ToolCallGrader",
     "agrade_table",
     "agreement",
     "extract_choice",

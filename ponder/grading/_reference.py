@@ -12,6 +12,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,79 @@ class RegexGrader:
 _FENCE_JSON = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
+@lru_cache(maxsize=256)
+def _compiled(schema_json: str) -> tuple[Any, str | None]:
+    """A validator for a row's schema (JSON text, keys sorted), or why there is none."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    if not isinstance(schema, dict):
+        return None, "is not a JSON Schema object"
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return None, f"is not a valid JSON Schema: {exc.message}"[:200]
+    return cls(schema), None
+
+
+def _row_format(row: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
+    """What a row asks of its answer's JSON: (``"json_object"``, ``"schema"`` or None, the
+    validator for the schema, or why the row's own schema or format cannot be used).
+
+    A ``schema`` cell (a JSON Schema) comes first; else ``response_format`` (OpenAI's object, as
+    ``ponder collect`` records it): ``json_schema`` gives its schema (``strict``: no keys the
+    schema does not list), ``json_object`` asks for an object."""
+    from .._verify import _strict  # what OpenAI's strict mode guarantees, as the verifiers read it
+
+    def cell(column: str) -> tuple[Any, str | None]:
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+            return None, None
+        if isinstance(value, str):
+            try:
+                return json.loads(value), None
+            except json.JSONDecodeError as exc:
+                return None, f"the row's {column} is not JSON ({exc.msg})"
+        return value, None
+
+    schema, bad = cell("schema")
+    if bad is not None:
+        return None, None, bad
+    if schema is None:
+        fmt, bad = cell("response_format")
+        if bad is not None:
+            return None, None, bad
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "json_object":
+            return "json_object", None, None
+        spec = fmt.get("json_schema") if kind == "json_schema" and isinstance(fmt, dict) else None
+        if not isinstance(spec, dict) or spec.get("schema") is None:
+            return None, None, None
+        schema = _strict(spec["schema"]) if spec.get("strict") else spec["schema"]
+    validator, problem = _compiled(json.dumps(schema, sort_keys=True))
+    if problem is not None:
+        return None, None, f"the row's schema {problem}"
+    return "schema", validator, None
+
+
+def _schema_failure(validator: Any, value: Any) -> str | None:
+    error = next(iter(validator.iter_errors(value)), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "top level"
+    return f"schema: {where}: {error.message}"[:200]
+
+
 @dataclass
 class JsonGrader:
-    """1 when the response (or its fenced ```json block) is valid JSON, and, given a JSON Schema
-    file, valid against it (needs the ``jsonschema`` package)."""
+    """1 when the response (or its fenced ```json block) is valid JSON and, with a JSON Schema,
+    valid against it (needs the ``jsonschema`` package).
+
+    The schema is the file given, else the row's own: its ``schema`` cell, or the
+    ``response_format`` the prompt asked for (``json_schema``, honouring ``strict``;
+    ``json_object`` asks for an object). A row schema that is not valid leaves the row
+    ungraded (NaN), with the reason."""
 
     schema: str | Path | None = None
     name: str = "json"
@@ -222,8 +292,15 @@ class JsonGrader:
         except json.JSONDecodeError as exc:
             return Grade(0.0, f"invalid JSON: {exc.msg}")
         if self._validator is not None:
-            error = next(iter(self._validator.iter_errors(value)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "top level"
-                return Grade(0.0, f"schema: {where}: {error.message}"[:200])
-        return Grade(1.0, "valid JSON" + (" matching the schema" if self._validator else ""))
+            failure = _schema_failure(self._validator, value)
+            return Grade(0.0, failure) if failure else Grade(1.0, "valid JSON matching the schema")
+        kind, validator, problem = _row_format(row)
+        if problem is not None:
+            return Grade(math.nan, problem)
+        if kind == "json_object":
+            ok = isinstance(value, dict)
+            return correct(ok, "a valid JSON object" if ok else "valid JSON, but not an object")
+        if validator is not None:
+            failure = _schema_failure(validator, value)
+            return Grade(0.0, failure) if failure else Grade(1.0, "valid JSON matching the row's schema")
+        return Grade(1.0, "valid JSON")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DataError
 from .._secrets import scrub
+from ..evaluation._table import check_tool_calls, parse_sample_tool_calls, parse_tool_calls
 from ._agreement import Agreement, agreement
 from ._base import Grade, Grader, text
 
@@ -97,12 +98,15 @@ def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
         df["score"] = num.astype(float)
     if "samples" in df.columns:
         df["samples"] = [_samples(v, name, i + 1) for i, v in enumerate(df["samples"])]
+    check_tool_calls(df, name)  # a bad cell is named before anything is graded
     return df, name
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 54.0 -> "54"
+    if isinstance(value, (dict, list)):  # a JSON reference in a JSONL table (expected tool calls)
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
@@ -145,12 +149,19 @@ def _pick(graders: Grader | Mapping[str, Grader], task: str) -> Grader | None:
     return graders.get(task) or graders.get(DEFAULT)
 
 
-def _responses(row: Mapping[str, Any]) -> list[str]:
-    """What to grade for a row: the response, then its samples (the first sample is the response
-    itself when it equals it, and is not graded twice)."""
+def _responses(row: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """What to grade for a row, each answer with the row as its grader sees it: the response,
+    then its samples (the first sample is the response itself when it equals it, and is not
+    graded twice). A sample's row carries that sample's ``tool_calls``."""
     samples = row.get("samples") or []
-    return [row["response"], *samples[1:]] if samples and samples[0] == row["response"] \
-        else [row["response"], *samples]
+    each = parse_sample_tool_calls(row.get("sample_tool_calls"))
+    out: list[tuple[str, Mapping[str, Any]]] = [(row["response"], row)]
+    for k, sample in enumerate(samples):
+        if k == 0 and sample == row["response"]:
+            continue
+        calls = each[k] if each is not None and k < len(each) else None
+        out.append((sample, row if calls is None else {**row, "tool_calls": list(calls)}))
+    return out
 
 
 def _row_columns(row: Mapping[str, Any], grades: list[Grade]) -> dict[str, Any]:
@@ -205,6 +216,10 @@ async def agrade_table(
         if grader is None:
             raise DataError(f"no grader for task {task!r} (add it, or a 'default', to [graders])",
                             file=name, row=i + 1, column="task")
+        for col in getattr(grader, "columns", ()):
+            if col not in df.columns:
+                raise DataError(f"has no {col!r} column; the {grader.name!r} grader needs it (`ponder "
+                                "collect` records it)", file=name, column=col)
         for col in getattr(grader, "requires", ()):
             if not text(row.get(col)).strip():
                 raise DataError(f"is empty; the {grader.name!r} grader needs it", file=name,
@@ -220,7 +235,7 @@ async def agrade_table(
     async def one(i: int) -> None:
         nonlocal done
         async with limit:
-            grades = [await _agrade(picked[i], r, rows[i]) for r in _responses(rows[i])]
+            grades = [await _agrade(picked[i], r, view) for r, view in _responses(rows[i])]
         results[i] = _row_columns(rows[i], grades)
         done += 1
         if progress is not None:
@@ -260,6 +275,10 @@ def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     if "samples" in out.columns:  # one on-disk form for every format: a JSON list
         out["samples"] = [None if s is None else json.dumps(s, ensure_ascii=False)
                           for s in out["samples"]]
+    for col, parse in (("tool_calls", parse_tool_calls), ("sample_tool_calls", parse_sample_tool_calls)):
+        if col in out.columns:  # the same: JSON text, also where the input held JSON values
+            out[col] = [v if isinstance(v, str) or text(v) == "" else
+                        json.dumps(parse(v), ensure_ascii=False) for v in out[col]]
     return out
 
 

@@ -11,9 +11,10 @@ from ._base import Grader
 from ._code import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, CodeGrader
 from ._judge import JudgeGrader
 from ._reference import ChoiceGrader, ExactMatch, JsonGrader, NumberGrader, RegexGrader
+from ._tools import ToolCallGrader
 
-GRADER_SPECS = ("exact", "choice", "number", "regex:PATTERN", "json", "json:SCHEMA.json", "code",
-                "judge:PROVIDER:MODEL")
+GRADER_SPECS = ("exact", "choice", "number", "regex:PATTERN", "json", "json:SCHEMA.json", "tool_call",
+                "code", "judge:PROVIDER:MODEL")
 
 
 def parse_grader(
@@ -33,7 +34,7 @@ def parse_grader(
     graders that use them. Raises ConfigError for an unknown spec."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
-    if kind in ("exact", "choice", "number", "code") and arg:
+    if kind in ("exact", "choice", "number", "code", "tool_call") and arg:
         raise ConfigError(f"grader {kind!r} takes no argument (got {spec!r})", key="grader")
     if kind == "exact":
         return ExactMatch()
@@ -47,6 +48,8 @@ def parse_grader(
         return RegexGrader(arg)
     if kind == "json":
         return JsonGrader(Path(arg) if arg else None)
+    if kind == "tool_call":
+        return ToolCallGrader()
     if kind == "code":
         return CodeGrader(timeout_s=timeout_s, memory_mb=memory_mb,
                           allow_code_execution=allow_code_execution,

@@ -97,7 +97,7 @@ def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str |
     so a rung the router never saw fails here."""
     import os
 
-    from .._strategies import load_strategy
+    from ..strategies import load_strategy
 
     path, cascade = Path(path), Path(cascade)
     rel = os.path.relpath(cascade.resolve(), path.parent.resolve())

@@ -11,7 +11,7 @@ the one module above them all, so that this package imports none of them.)
 from ._fallback import FallbackChain
 from ._fallthrough import FALLTHROUGH, FallThrough, failed_attempt
 from ._format import STRATEGY_FORMAT, live_spec
-from ._load import load_strategy, read_strategy_json, resolve_reference
+from ._load import load_strategy, read_strategy_json, resolve, resolve_reference
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
 from ._single import SingleModel
 
@@ -30,6 +30,7 @@ __all__ = [
     "live_spec",
     "load_strategy",
     "read_strategy_json",
+    "resolve",
     "resolve_reference",
     "stream_model",
 ]

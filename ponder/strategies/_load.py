@@ -15,8 +15,9 @@ from typing import Any
 
 from .._exceptions import ConfigError
 from .._persist import read_capped
+from .._types import ModelSpec
 from ._format import STRATEGY_FORMAT
-from ._protocol import LiveStrategy
+from ._protocol import LiveStrategy, as_live
 from ._single import SingleModel
 
 _KIND_MODULES = {"cascade": "ponder.cascade", "router": "ponder.routers",
@@ -94,6 +95,28 @@ def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrat
         for model in strategy.models:
             _check_local_model(path, model)
     return strategy
+
+
+def resolve(strategy: Any, config: Any = None, *, allow_outside: bool = False) -> LiveStrategy:
+    """Whatever names a strategy, as a live strategy: the one resolution ``ponder ask``, ``run``,
+    ``serve`` and the server use.
+
+    ``strategy`` is a live object (anything with ``run`` or ``arun``, completed by
+    :func:`as_live`), a strategy file's path, the name of a ``[strategies.NAME]`` entry of
+    ``config`` (its path relative to the config file), a ``[models]`` alias, or a
+    ``provider:model`` spec (one model).
+    """
+    if not isinstance(strategy, (str, Path)):
+        return as_live(strategy)
+    path = Path(strategy)
+    entries = getattr(config, "strategies", {}) or {}
+    if not path.exists() and str(strategy) in entries:
+        base = Path(config.source).parent if config.source else Path(".")
+        path = base / entries[str(strategy)].path
+    if path.exists() or isinstance(strategy, Path) or str(strategy).endswith(".json"):
+        return load_strategy(path, allow_outside=allow_outside)
+    aliases = getattr(config, "models", {}) or {}
+    return SingleModel(str(ModelSpec.parse(aliases.get(str(strategy), str(strategy)))))
 
 
 def _check_local_model(strategy_file: Path, model: str) -> None:

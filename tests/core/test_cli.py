@@ -29,7 +29,8 @@ def test_ask_json_then_cache_hit_without_http(fake_server, tmp_path):
     out = json.loads(first.stdout)
     assert out["text"] == "echo: hello" and out["model"] == "openai:gpt-4o-mini"
     assert out["cached"] is False and out["cost_usd"] > 0
-    assert out["usage"] == {"input_tokens": 1, "output_tokens": 2, "cached_input_tokens": 0}
+    assert out["usage"] == {"input_tokens": 1, "output_tokens": 2, "cached_input_tokens": 0,
+                            "reasoning_tokens": 0}
     assert fake_server.count == 1
     second = json.loads(ponder(*args, env=env).stdout)
     assert second["cached"] is True and second["cost_usd"] == 0 and second["saved_usd"] == out["cost_usd"]

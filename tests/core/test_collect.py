@@ -186,6 +186,8 @@ def test_failed_calls_are_recorded_and_retried(fake_server, tmp_path):
                   "error": None}, id="sample-not-int"),
     pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "sample": 0, "response": None,
                   "error": None}, id="neither-response-nor-error"),
+    pytest.param({"id": "q2-0", "query_id": "q2", "model": MINI, "sample": 0, "response": "",
+                  "tool_calls": "get_weather", "error": None}, id="tool-calls-not-a-list"),
     pytest.param('{"id": "[\\"q2\\", \\"openai:gpt-4o-mi', id="torn-by-a-kill"),
 ])
 def test_bad_progress_record_is_dropped_with_a_warning_and_asked_again(fake_server, tmp_path, caplog, bad):
