@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import BadResponse, UnknownModel
-from .._types import ChatRequest, Completion, Usage
+from .._types import ChatRequest, Choice, Completion, Usage
 from ._base import WholeTextStream
 
 if TYPE_CHECKING:
@@ -65,10 +65,20 @@ class ReplayProvider(WholeTextStream):
             v = rec.get(key)
             return 0.0 if v is None or v != v else float(v)
 
+        from ..evaluation._table import parse_tool_calls
+
+        text = str(rec.get("response") or "")
+        try:
+            calls = parse_tool_calls(rec.get("tool_calls"))
+        except ValueError as exc:
+            raise BadResponse(f"the recorded tool_calls cannot be read: {exc}", provider=self.name,
+                              model=model) from None
+        finish = "tool_calls" if calls else "stop"
         return Completion(
-            text=str(rec.get("response") or ""), model=model, provider=self.name,
+            text=text, model=model, provider=self.name,
             usage=Usage(input_tokens=int(num("input_tokens")), output_tokens=int(num("output_tokens"))),
-            cost_usd=float(rec["cost_usd"]), latency_s=num("latency_s"), finish_reason="stop",
+            cost_usd=float(rec["cost_usd"]), latency_s=num("latency_s"), finish_reason=finish,
+            choices=(Choice(content=text or (None if calls else ""), tool_calls=calls, finish_reason=finish),),
         )
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:

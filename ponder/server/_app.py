@@ -54,7 +54,7 @@ from .._exceptions import (
 )
 from .._secrets import register_secret, scrub
 from .._types import Answer, ChatRequest, Choice, Completion
-from ..strategies import Chosen, LiveStrategy, SingleModel, StreamEvent, as_live, load_strategy
+from ..strategies import Chosen, LiveStrategy, SingleModel, StreamEvent, as_live, resolve
 from ._metrics import Metrics, Served
 from ._schemas import (
     ChatCompletionRequest,
@@ -661,8 +661,7 @@ def create_app(
     if strategies is None:
         base = Path(client.config.source).parent if client.config.source else Path(".")
         strategies = {name: base / st.path for name, st in client.config.strategies.items()}
-    loaded = {name: load_strategy(s, allow_outside=allow_outside) if isinstance(s, (str, Path)) else s
-              for name, s in strategies.items()}
+    loaded = {name: resolve(s, client.config, allow_outside=allow_outside) for name, s in strategies.items()}
     routes = build_routes(client.config, loaded, models)
     chat = ChatEndpoint(client, routes, Metrics(), max_messages)
     app = fastapi_app(chat, docs=not api_key, close_client=owned)

@@ -44,3 +44,17 @@ def test_replay_through_client_and_cache(table_path, tmp_path):
         first = client.complete("capital of France?", model="replay:small", temperature=0)
         again = client.complete("capital of France?", model="replay:small", temperature=0)
     assert first.cost_usd == 0.001 and again.cached and again.saved_usd == 0.001
+
+
+def test_replay_answers_recorded_tool_calls(tmp_path):
+    """A table collected with tools replays the calls, so a verifier cascade runs offline as live."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    request = ChatRequest.of("weather in Paris?", tools=tools)
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    pd.DataFrame([{"query_id": "q1", "query": request.query, "model": "small", "score": 1.0, "cost_usd": 0.001,
+                   "response": "", "tool_calls": json.dumps([call])}]).to_csv(tmp_path / "t.csv", index=False)
+    p = build_provider("replay", ProviderSettings(path=str(tmp_path / "t.csv")), PriceTable.default())
+    c = p.complete(request, "small")
+    assert c.tool_calls == (call,) and c.finish_reason == "tool_calls"
+    assert ponder.verify(request, c.choices[0]) is None
