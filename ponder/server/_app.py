@@ -10,22 +10,19 @@ the event loop that every other request (``/healthz`` included) shares. Every er
 line goes through ``scrub``, so no fragment of a registered key (the server's own token, a
 provider's key) leaves the server.
 
-Reading order: the error bodies; :class:`Guard` (auth, size, and the hot path); the routing
-table (model name → :class:`Route` → a live strategy); the answer as OpenAI JSON or chunks;
-:class:`ChatEndpoint`, the one request path; :func:`create_app`, which wires them together.
+Modules: :mod:`._guard` (auth, size, and the hot path), :mod:`._routes` (model name →
+:class:`Route` → a live strategy; the request as sent), :mod:`._answers` (OpenAI JSON and
+chunks), :mod:`._errors` (error bodies and statuses); here :class:`ChatEndpoint`, the one request
+path, and :func:`create_app`, which wires them together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,33 +30,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import Field, ValidationError, create_model
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as ASGIMessage
+from starlette.types import Receive, Scope, Send
 
 from .._client import Client
 from .._config import Config
 from .._exceptions import (
     AllModelsFailed,
-    AuthError,
-    BudgetExceeded,
-    ContextTooLong,
     ProviderError,
-    ProviderTimeout,
-    RateLimited,
     UnknownModel,
-    UnknownProvider,
-    UnsupportedRequest,
 )
 from .._secrets import register_secret, scrub
-from .._types import Answer, ChatRequest, Choice, Completion
-from ..strategies import Chosen, LiveStrategy, SingleModel, StreamEvent, as_live, resolve
+from .._types import Answer
+from ..strategies import Chosen, StreamEvent, resolve
+from ._answers import Chunks, _finish, _headers, completion_response, ponder_info
+from ._errors import (
+    _is_json,
+    _one_line,
+    count_items,
+    error_body,
+    error_status,
+    exception_response,
+    invalid_body,
+    too_many,
+)
+from ._guard import CHAT_PATH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGES, Guard
 from ._metrics import Metrics, Served
+from ._routes import (
+    Route,
+    accepted_names,
+    build_routes,
+    request_model,
+    resolve_route,
+    to_chat_request,
+    warm_providers,
+)
 from ._schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChatMessageIn,
     ErrorBody,
     Health,
     ModelCard,
@@ -67,419 +76,6 @@ from ._schemas import (
 )
 
 log = logging.getLogger("ponder.server")
-
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_MESSAGES = 2048  # OpenAI's own limit on the messages array
-CHAT_PATH = "/v1/chat/completions"
-STRATEGY_PREFIX = "ponder/"
-HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
-
-
-# --- errors ------------------------------------------------------------------------------------
-def error_body(status: int, message: str, type_: str, code: str | None = None,
-               param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """An OpenAI-style error. Every error the app builds passes here, so every one is scrubbed."""
-    return JSONResponse({"error": {"message": scrub(message), "type": type_,
-                                   "param": scrub(param) if param else param, "code": code}},
-                        status_code=status, headers=headers)
-
-
-def too_many(what: str, count: int, limit: int) -> JSONResponse:
-    """OpenAI's answer to an over-long ``messages`` array (400 ``array_above_max_length``)."""
-    return error_body(400, f"Invalid 'messages': {count} {what}, but this server accepts at most {limit} "
-                      "per request (ponder serve --max-messages)",
-                      "invalid_request_error", "array_above_max_length", "messages")
-
-
-def count_items(raw: bytes, limit: int) -> tuple[str, int] | None:
-    """``(what, count)`` when a chat body holds more than ``limit`` messages or content parts in
-    all, else None (also when it is not JSON: validation says why).
-
-    Cheap on the common path: every message and content part is a JSON object, so a body with at
-    most ``limit + 1`` ``{`` (one is the body itself) is within the limit without parsing it.
-    Otherwise one plain ``json.loads`` (C, no models) counts exactly, so an over-long body is
-    refused before validation builds a model for each item.
-    """
-    if raw.count(b"{") <= limit + 1:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list):
-        return None
-    if len(messages) > limit:
-        return "messages", len(messages)
-    parts = sum(len(m["content"]) for m in messages
-                if isinstance(m, dict) and isinstance(m.get("content"), list))
-    return ("content parts", parts) if parts > limit else None
-
-
-def error_status(exc: Exception) -> tuple[int, str, str]:
-    """(HTTP status, OpenAI error type, code) for an error raised while answering."""
-    if _unsupported(exc) is not None:
-        return 400, "invalid_request_error", "unsupported_parameter"
-    if isinstance(exc, AllModelsFailed):
-        kind = exc.uniform
-        if kind is not None and issubclass(kind, RateLimited):
-            return 429, "rate_limit_error", "all_models_failed"
-        if kind is not None and issubclass(kind, ProviderTimeout):
-            return 504, "upstream_error", "all_models_failed"
-        return 502, "upstream_error", "all_models_failed"
-    if isinstance(exc, RateLimited):
-        return 429, "rate_limit_error", "rate_limit_exceeded"
-    if isinstance(exc, ProviderTimeout):
-        return 504, "upstream_error", "upstream_timeout"
-    if isinstance(exc, ContextTooLong):
-        return 400, "invalid_request_error", "context_length_exceeded"
-    if isinstance(exc, AuthError):
-        return 502, "upstream_error", "upstream_auth_failed"
-    if isinstance(exc, ProviderError):
-        return 502, "upstream_error", "upstream_failed"
-    if isinstance(exc, (UnknownModel, UnknownProvider)):
-        return 404, "invalid_request_error", "model_not_found"
-    if isinstance(exc, BudgetExceeded):
-        return 402, "budget_error", "budget_exceeded"
-    return 500, "server_error", "internal_error"
-
-
-def _unsupported(exc: Exception) -> UnsupportedRequest | None:
-    """The refusal behind ``exc`` when no model could serve the request as sent (a 400 that
-    names the field), else None."""
-    if isinstance(exc, UnsupportedRequest):
-        return exc
-    if isinstance(exc, AllModelsFailed) and exc.errors and all(
-            isinstance(e, UnsupportedRequest) for _, e in exc.errors):
-        return exc.errors[0][1]  # type: ignore[return-value]
-    return None
-
-
-def exception_response(exc: Exception) -> JSONResponse:
-    status, type_, code = error_status(exc)
-    refused = _unsupported(exc)
-    if refused is not None:
-        return error_body(400, str(exc), type_, code, refused.param)
-    headers = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if status == 429 and isinstance(exc, AllModelsFailed):
-        waits = [getattr(e, "retry_after", None) for _, e in exc.errors]
-        retry_after = min((w for w in waits if w is not None), default=None)
-    if status == 429 and retry_after is not None:
-        headers["retry-after"] = f"{max(0.0, float(retry_after)):.3g}"
-    message = str(exc) if status != 500 else "internal server error"
-    return error_body(status, message, type_, code, getattr(exc, "param", None), headers)
-
-
-def invalid_body(errors: Sequence[Any]) -> JSONResponse:
-    """A 400 naming the first offending field (``messages.0.role``), never echoing the input."""
-    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    ctx: dict[str, Any] = first.get("ctx") or {}
-    if first.get("type") == "too_long" and loc == ["messages"] and "max_length" in ctx:
-        return too_many("messages", int(ctx.get("actual_length", 0)), int(ctx["max_length"]))
-    param = ".".join(loc) or None
-    msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-    return error_body(400, msg, "invalid_request_error", "invalid_request", param)
-
-
-def _is_json(content_type: bytes) -> bool:
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
-
-
-# --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
-class Guard:
-    """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
-    path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's
-    routing stack (FastAPI's route for that path stays for the OpenAPI schema, and serves the
-    same way).
-
-    With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
-    model, as ``/v1/models`` does.
-    """
-
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
-                 chat: Callable[[bytes, bytes, Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
-        self.app = app
-        self.api_key = api_key.encode() if api_key else None
-        self.max_body_bytes = max_body_bytes
-        self.chat = chat  # the hot path, served without the framework's routing stack
-
-    async def _reject(self, send: Send, status: int, body: dict[str, Any],
-                      extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-        raw = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(raw)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": raw})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        if self.api_key is not None and scope["path"] != HEALTH_PATH:
-            auth = headers.get(b"authorization", b"")
-            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
-            if not hmac.compare_digest(token, self.api_key):
-                await self._reject(send, 401, {"error": {  # OpenAI's words, so that clients classify it
-                    "message": "Incorrect API key provided. Send 'Authorization: Bearer <key>' with "
-                               "this ponder server's key (ponder serve --api-key).",
-                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
-                    [(b"www-authenticate", b"Bearer")])
-                return
-        too_large = {"error": {"message": f"request body larger than {self.max_body_bytes} bytes",
-                               "type": "invalid_request_error", "param": None,
-                               "code": "request_too_large"}}
-        try:
-            declared = int(headers.get(b"content-length", b"0"))
-        except ValueError:
-            declared = 0
-        if declared > self.max_body_bytes:
-            await self._reject(send, 413, too_large)
-            return
-        if self.chat is not None and scope["path"] == CHAT_PATH and scope["method"] == "POST":
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    await self._reject(send, 413, too_large)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            await self.chat(b"".join(chunks), headers.get(b"content-type", b""), scope, receive, send)
-            return
-        seen = 0
-        over = False
-
-        async def limited_receive() -> ASGIMessage:
-            nonlocal seen, over
-            if over:  # stop feeding the app; it answers with some error, replaced below
-                return {"type": "http.request", "body": b"", "more_body": False}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    over = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            return message
-
-        async def guarded_send(message: ASGIMessage) -> None:
-            if not over:
-                await send(message)
-            elif message["type"] == "http.response.start":
-                await self._reject(send, 413, too_large)
-
-        await self.app(scope, limited_receive, guarded_send)
-
-
-# --- routing table -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Route:
-    """A served model id and the live strategy that answers it."""
-
-    id: str
-    strategy: LiveStrategy
-    owned_by: str
-
-
-def build_routes(config: Config, strategies: Mapping[str, Any], models: Sequence[str]) -> dict[str, Route]:
-    """``ponder/<name>`` for each strategy; every model a strategy may call, each config alias
-    and each of ``models`` as a single-model route of its own."""
-    routes: dict[str, Route] = {}
-    for name, strategy in strategies.items():
-        rid = name if name.startswith(STRATEGY_PREFIX) else STRATEGY_PREFIX + name
-        routes[rid] = Route(rid, as_live(strategy), "ponder")
-    plain: list[str] = list(models)
-    for route in list(routes.values()):
-        plain += [str(m) for m in route.strategy.models]
-    for alias, spec in config.models.items():
-        routes.setdefault(alias, Route(alias, SingleModel(spec), spec.partition(":")[0]))
-    for spec in plain:
-        routes.setdefault(spec, Route(spec, SingleModel(spec), spec.partition(":")[0]))
-    return routes
-
-
-def resolve_route(routes: Mapping[str, Route], model: str) -> Route:
-    route = routes.get(model) or routes.get(STRATEGY_PREFIX + model)
-    if route is None:  # a bare model name that matches exactly one served provider:model
-        matches = [r for r in routes.values() if ":" in r.id and r.id.partition(":")[2] == model]
-        if len(matches) == 1:
-            route = matches[0]
-    if route is None:
-        shown = ", ".join(sorted(routes)[:20])
-        raise UnknownModel(f"model {model[:100]!r} is not served here; available: {shown}")
-    return route
-
-
-def accepted_names(routes: Mapping[str, Route]) -> list[str]:
-    """Every ``model`` value the server resolves (ids, strategy names, unique bare model names)."""
-    names = set(routes)
-    names |= {r[len(STRATEGY_PREFIX):] for r in routes if r.startswith(STRATEGY_PREFIX)}
-    bare = [r.partition(":")[2] for r in routes if ":" in r]
-    names |= {b for b in bare if bare.count(b) == 1}
-    return sorted(n for n in names if _resolves(routes, n))
-
-
-def _resolves(routes: Mapping[str, Route], name: str) -> bool:
-    try:
-        resolve_route(routes, name)
-    except UnknownModel:
-        return False
-    return True
-
-
-def request_model(max_messages: int) -> type[ChatCompletionRequest]:
-    """The request schema with this server's message limit (so /openapi.json states it too)."""
-    model: type[ChatCompletionRequest] = create_model(
-        "ChatCompletionRequest", __base__=ChatCompletionRequest, __module__=__name__,
-        messages=(list[ChatMessageIn], Field(min_length=1, max_length=max_messages)))
-    return model
-
-
-def warm_providers(client: Client, routes: Mapping[str, Route]) -> None:
-    """Build every served provider and its SDK client now (in a worker thread, at startup).
-
-    Otherwise the first request to each provider imports its SDK (a second or more for
-    ``openai``) on the event loop, and every request in flight waits. Building a provider also
-    registers its key for scrubbing. A provider that cannot be built is left for the first
-    request to report. A provider with ``preload`` (``local:``) loads each served model now, so
-    no request waits for (or times out on) a load.
-    """
-    specs: set[tuple[str, str]] = set()
-    for route in routes.values():
-        for spec in route.strategy.models:
-            try:
-                resolved = client.resolve(spec)
-            except Exception:  # noqa: BLE001 - reported by the request that uses it
-                continue
-            specs.add((resolved.provider, resolved.model))
-    for name in sorted({p for p, _ in specs}):
-        try:
-            built = client.provider(name)
-            provider = getattr(built, "provider", built)  # under a CachedProvider
-            getattr(provider, "aclient", None)  # the SDK import
-            for model in sorted(m for p, m in specs if p == name and hasattr(provider, "preload")):
-                provider.preload(model)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("provider %s not built at startup: %s", name, _one_line(exc))
-
-
-_NOT_FORWARDED = {"model", "stream", "stream_options"}  # the route, and how ponder answers
-
-
-def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
-    """The request exactly as the client sent it: every field it set, none it did not."""
-    return ChatRequest.model_validate(body.model_dump(exclude_unset=True, by_alias=True,
-                                                      exclude=_NOT_FORWARDED))
-
-
-# --- answers as OpenAI bodies: one JSON completion, or server-sent chunks ------------------------
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-
-
-def _finish(reason: str | None) -> str:
-    return _FINISH.get(reason or "stop", reason or "stop")
-
-
-def _message(ch: Choice) -> dict[str, Any]:
-    """One answer as OpenAI's ``message``: ``content`` null on a turn that only calls tools."""
-    msg: dict[str, Any] = {"role": "assistant",
-                           "content": None if ch.tool_calls and not ch.content else ch.text,
-                           "refusal": ch.refusal}
-    if ch.tool_calls:
-        msg["tool_calls"] = list(ch.tool_calls)
-    return msg
-
-
-def ponder_info(answer: Answer) -> dict[str, Any]:
-    c = answer.completion
-    return {"model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached, "saved_usd": c.saved_usd,
-            "strategy": answer.strategy,
-            "trace": [a.model_dump(exclude={"response"}) for a in answer.trace]}
-
-
-def _usage(c: Completion) -> dict[str, Any]:
-    u = c.usage
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-            "total_tokens": u.input_tokens + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
-
-
-def _cost(x: float) -> str:
-    return format(x, ".10g")
-
-
-def _headers(answer: Answer) -> dict[str, str]:
-    return {"x-ponder-model": answer.completion.spec, "x-ponder-cost-usd": _cost(answer.cost_usd),
-            "x-ponder-cached": "true" if answer.completion.cached else "false"}
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def completion_response(answer: Answer) -> Response:
-    """A ``chat.completion`` body, with the ``x-ponder-*`` headers."""
-    c = answer.completion
-    payload = {
-        "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-        "model": c.spec,
-        "choices": [{"index": i, "message": _message(ch), "logprobs": ch.logprobs,
-                     "finish_reason": _finish(ch.finish_reason or c.finish_reason)}
-                    for i, ch in enumerate(c.answers())],
-        "usage": _usage(c), "ponder": ponder_info(answer),
-    }
-    return Response(_json(payload), media_type="application/json", headers=_headers(answer))
-
-
-class Chunks:
-    """The ``data:`` lines of one streamed answer (``chat.completion.chunk`` objects)."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.id = "chatcmpl-" + uuid.uuid4().hex
-        self.created = int(time.time())
-
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0,
-              logprobs: dict[str, Any] | None = None, **extra: Any) -> str:
-        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
-        if logprobs is not None:
-            choice["logprobs"] = logprobs
-        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                          "model": self.model, "choices": [choice], **extra})
-
-    def rest(self, c: Completion) -> Iterator[str]:
-        """After choice 0's text has streamed: its tool calls (one delta each, with ``index``, id,
-        name and the whole arguments), every other choice whole, then each choice's finish."""
-        answers = c.answers()
-        for i, ch in enumerate(answers):
-            if i:
-                yield self.chunk({"role": "assistant", "content": ch.content if ch.content else
-                                  (None if ch.tool_calls else "")}, index=i)
-            if ch.tool_calls:
-                yield self.chunk({"tool_calls": [{"index": j, **call} for j, call in enumerate(ch.tool_calls)]},
-                                 index=i)
-            if ch.refusal is not None:
-                yield self.chunk({"refusal": ch.refusal}, index=i)
-        for i, ch in enumerate(answers[1:], start=1):
-            yield self.chunk({}, _finish(ch.finish_reason or c.finish_reason), index=i, logprobs=ch.logprobs)
-
-    def usage(self, c: Completion) -> str:
-        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                          "model": self.model, "choices": [], "usage": _usage(c)})
-
-    @staticmethod
-    def data(obj: Any) -> str:
-        return "data: " + _json(obj) + "\n\n"
 
 
 # --- the request path --------------------------------------------------------------------------
@@ -773,8 +369,3 @@ async def _aclose(stream: Any) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
-
-
-def _one_line(exc: BaseException) -> str:
-    """An error for a log line: one line, scrubbed (a foreign exception's text may quote a key)."""
-    return scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]
