@@ -4,23 +4,27 @@
     PYTHONPATH=. python benchmarks/gpu_bench.py --smoke             # imports + kernel checks only
     PYTHONPATH=. python benchmarks/gpu_bench.py --device cpu --tiny # the logic, on a laptop
 
-Sections (each fails soft: a broken one prints "not run: <reason>" and the rest still runs):
+Sections (each fails soft: a broken one prints "not run: <reason>" and the rest still runs; every
+row prints as a Markdown table row as soon as it is measured, every target as a PASS/FAIL row of
+"checks"):
   1. copy bandwidth (large device-to-device copy, bytes read + written) and launch overhead;
   2. kernel correctness on the device (exact vs the torch references, same noise);
   3. per-kernel times: Triton vs torch eager vs torch.compile, batch 1/8, vocab 49k/128k/152k;
   4. end to end, batch 1, bf16 random weights generated on the device, at the SmolLM2-135M,
      SmolLM2-1.7B and Llama-3.1-8B shapes. Every tok/s number comes from the product's public
      API, ``Engine.generate_ids`` (``loop="device"``: device-resident positions, each step a
-     captured CUDA graph on a GPU), timed on its second call (the first captures the graphs):
+     CUDA graph captured when the engine is built, its time in ``engine_capture_s``), timed on
+     its second call (the first compiles what prefill needs; no graph is captured in either):
      target-only greedy and sampled, speculative greedy and sampled (layer-cut draft
      ``layers:N`` sharing the target's cache, k fixed), and the eager host loop
      (``loop="host"``) for comparison. Decode tok/s = (new tokens - 1) / stats.decode_s (the
      first token comes from prefill); wall tok/s = new tokens / wall clock of the call.
      Also: achieved GB/s of target-only greedy (weights + KV bytes per token); the Leviathan
-     check (draft step and verify step each timed alone through the public
-     ``Transformer.forward`` with a device-tensor position, one CUDA graph each; predicted
-     tok/s = tokens per step / (k * draft + verify)); sampled vs greedy speculation per target
-     step; greedy identity (speculative greedy tokens == target-only greedy tokens);
+     check (the k drafts and the verify pass of the speculative engine's own device loop, each
+     timed alone in a CUDA graph: the same forward, fused kernels, caches and sampling mode as
+     the timed run; predicted tok/s = tokens per step / (k drafts + verify)); sampled vs greedy
+     speculation per target step; greedy identity (speculative greedy tokens == target-only
+     greedy tokens); at the 8B shape a 16k-token prompt's prefill memory;
   5. Hugging Face transformers on the same weights: generate (eager, static cache) and assisted
      generation with the same layer-cut draft, tokens/s and whether greedy tokens match.
 
@@ -54,7 +58,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     ),
     "Llama-3.1-8B": dict(
         vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, intermediate_size=14336,
-        rope_theta=500000.0, norm_eps=1e-5,
+        rope_theta=500000.0, norm_eps=1e-5, max_position=131072,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
     ),
@@ -78,12 +82,26 @@ def log(*a: Any) -> None:
     print(f"[{time.perf_counter() - T0:6.1f}s]", *a, flush=True)
 
 
+_HEADER: list[Any] = [None]  # the (section, columns) of the table printed last
+
+
 def record(section: str, **row: Any) -> None:
+    """Keep a measured row, write it out, and print it at once as a Markdown table row (a new
+    header when the section or its columns change): a run cut short still shows what it measured."""
     row = {"section": section, **row}
     ROWS.append(row)
     if OUT_DIR:
         dump(OUT_DIR[0])
-    log(section, {k: v for k, v in row.items() if k != "section"})
+    keys = [k for k in row if k != "section"]
+    if _HEADER[0] != (section, keys):
+        _HEADER[0] = (section, keys)
+        print(f"\n[{time.perf_counter() - T0:6.1f}s] ## {section}\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    print("| " + " | ".join(str(row[k]) for k in keys) + " |", flush=True)
+
+
+def check(what: str, ok: bool, detail: Any = "") -> None:
+    """A pass/fail line for a target only a GPU can show (also a row of the "checks" table)."""
+    record("checks", check=what, result="PASS" if ok else "FAIL", detail=detail)
 
 
 def soft(section: str, budget_s: float, deadline: float) -> Callable:
@@ -259,6 +277,32 @@ def section_kernel_checks(dev: torch.device, state: dict[str, Any]) -> None:
                 alone = tri.attention(q[:, :, t : t + 1].contiguous(), kc, vc, st + t)
                 inv_ok &= bool(torch.equal(alone[:, :, 0], tri.attention(q, kc, vc, st)[:, :, t]))
     record("check", op="attention bf16 vs fp32 ref", rel_err=f"{worst:.2e}", batch_invariant=inv_ok)
+    # Gemma 3's head_dim 256: float32 tiles must fit the block's shared memory (it once needed 283-344 KB)
+    for dtype in (torch.float32, torch.bfloat16):
+        g = torch.Generator(device=dev).manual_seed(7)
+        q = torch.randn(1, 8, 5, 256, device=dev, generator=g).to(dtype)
+        kc = torch.randn(1, 4, 2048, 256, device=dev, generator=g).to(dtype)
+        vc = torch.randn(1, 4, 2048, 256, device=dev, generator=g).to(dtype)
+        try:
+            got = tri.attention(q, kc, vc, 1500).float()
+            want = ref.attention(q.float(), kc.float(), vc.float(), 1500)
+            err = float((got - want).norm() / want.norm())
+            check(f"attention head_dim 256 {dtype} launches and matches", err < (1e-4 if dtype == torch.float32 else 1e-2), f"rel err {err:.1e}")
+        except Exception as exc:  # noqa: BLE001 - the check is whether it launches
+            check(f"attention head_dim 256 {dtype} launches and matches", False, f"{type(exc).__name__}: {str(exc)[:200]}")
+    # top-k / top-p distributions without a sort: the same kept tokens as the sorted reference
+    bad = total = 0
+    for V in (49152, 128256):
+        for mode in ("topk+topp", "plain"):
+            for seed in range(2):
+                logits, temp, top_k, top_p, _ = _sampling_inputs(5, V, dev, seed, mode)
+                top_k[::2] = 0  # top-p alone on some rows
+                got = tri.warp_probs(logits, temp, top_k, top_p)
+                want = ref.warp_probs(logits, temp, top_k, top_p)
+                total += 5
+                bad += int(((got > 0) != (want > 0)).any(-1).sum() + (~torch.isclose(got, want, atol=1e-6, rtol=1e-4)).any(-1).sum())
+    record("check", op="warp_probs (no sort) vs sorted reference", rows=total, mismatches=bad)
+    check("warp_probs without a sort == the sorted reference", bad == 0, f"{bad}/{total} rows differ")
 
 
 def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: bool) -> None:
@@ -272,6 +316,7 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
         "verify_chain": {"triton": tri.verify_chain, "torch": ref.verify_chain},
         "sample": {"triton": tri.sample, "torch": ref.sample},
         "attention": {"triton": tri.attention, "torch": ref.attention},
+        "warp_probs": {"triton": tri.warp_probs, "torch": ref.warp_probs},
     }
     if compile_:
         import torch._dynamo
@@ -299,6 +344,8 @@ def section_kernel_times(dev: torch.device, state: dict[str, Any], compile_: boo
             run("verify_chain", f"B={B} V={V} k={k}", _chain(B, k, V, dev, 0))
             for mode in ("plain", "topk+topp"):
                 run("sample", f"B={B} V={V} {mode}", _sampling_inputs(B, V, dev, 0, mode))
+        for B in (1, 5):  # a draft step's row, a verify pass's k + 1 rows: sort vs thresholds
+            run("warp_probs", f"B={B} V={V} topk+topp", tuple(_sampling_inputs(B, V, dev, 0, "topk+topp")[:4]))
     for B, T, S, ctx in [
         (1, 1, 4096, 1024),
         (1, 5, 4096, 1024),
@@ -371,44 +418,28 @@ def weight_bytes(model: Any) -> int:
     return n
 
 
-def step_times(
-    model: Any, prompt: torch.Tensor, n_draft: int, k: int, new_tokens: int, dev: torch.device
-) -> dict[str, float]:
-    """The draft step (first ``n_draft`` layers + head, T=1), the verify step (T=k+1) and the
-    target step (T=1), each timed alone through the public ``Transformer.forward`` with the
-    position in a device tensor, each captured in one CUDA graph (median of 30 replays).
+def step_times(engine: Any, prompt_ids: list[int], k: int, params: Any, at: int, reps: int = 30) -> dict[str, float]:
+    """The pieces of a step of ``engine``'s own device loop at position ``at``: "target" (a
+    target-only decode), "draft" (k proposals) and "verify" (target pass over k+1 + acceptance),
+    each one CUDA graph captured the way the loop captures its steps, median of ``reps`` replays
+    (``ponder.local._bench.step_times``): the very forward, kernels and cache the timed
+    ``generate_ids`` runs. Leviathan's predicted step = draft + verify."""
+    from ponder.local._bench import step_times as engine_step_times
 
-    Runs on caches of its own (the engine allocates its own when it starts), sized as the engine
-    sizes them for this prompt and ``max_tokens`` (prompt + max_tokens + 2k + 1), at the middle
-    of the decoded span (the average context the e2e run attends over)."""
-    P = prompt.shape[1]
-    cap = P + new_tokens + 2 * k + 1
-    model.setup_caches(1, cap, backend="triton" if dev.type == "cuda" else "torch")
-    at = min(P + new_tokens // 2, cap - (k + 1))
-    pos = torch.tensor([at], dtype=torch.long, device=dev)
-    tok1 = prompt[:, -1:].clone()
-    blk = prompt[:, -(k + 1) :].clone()
-    fns: dict[str, Callable[[], Any]] = {
-        "draft": lambda: model(tok1, pos, n_layers=n_draft),
-        "verify": lambda: model(blk, pos),
-        "target": lambda: model(tok1, pos),
-    }
-    out: dict[str, float] = {"at_position": at, "cache_positions": cap}
-    with torch.inference_mode():
-        model(prompt, 0)  # a real prefilled context before the timed positions
-        for label, fn in fns.items():
-            fn()  # compiles the kernels for this shape
-            replay = graphed(fn, dev, dev.type == "cuda")
-            out[label] = bench(replay, dev, reps=30)
-            del replay
-    return out
+    return engine_step_times(engine, prompt_ids, k, params, at=at, reps=reps)
+
+
+def forward_kind(engine: Any) -> str:
+    """Which forward the engine's device loop runs: the fused layer kernels or the torch layers."""
+    m = engine.model
+    return f"{'fused' if m.fused and m.fusable else 'torch layers'}, {m.ops.name} ops, cache {engine.context + engine.k_max + 1}"
 
 
 def generate_twice(
     engine: Any, prompt_ids: list[int], n: int, params: Any, dev: torch.device
 ) -> dict[str, Any]:
-    """Two identical ``Engine.generate_ids`` calls; the second is the timed one (the first
-    captures the engine's graphs, and sets up its caches and kernels)."""
+    """Two identical ``Engine.generate_ids`` calls; the second is the timed one (the engine
+    captured its graphs when it was built; the first call compiles what prefill needs)."""
     sync(dev)
     t = time.perf_counter()
     first, _, _ = engine.generate_ids(prompt_ids, max_tokens=n, params=params, seed=0, stop_ids=())
@@ -427,6 +458,8 @@ def generate_twice(
         loop=engine.loop, ops=engine.model.ops.name, new_tokens=stats.new_tokens,
         tok_s=sig(tok_s), wall_tok_s=sig(stats.new_tokens / wall),
         ms_per_tok=sig(1e3 / tok_s), target_steps=stats.target_steps,
+        forward=forward_kind(engine) if engine.loop != "host" else "torch layers (host loop)",
+        engine_capture_s=sig(engine.capture_s), capture_in_timed_run=stats.capture_s > 0,
         ms_per_step=sig(1e3 * stats.decode_s / stats.target_steps),
         tokens_per_step=sig(stats.tokens_per_step),
         accept_rate=sig(stats.acceptance_rate) if stats.drafted else "",
@@ -485,7 +518,7 @@ def section_e2e(
     TG, SG = "target-only greedy", f"spec greedy {draft} k={k}"
     TS, SS = f"target-only sampled {sp}", f"spec sampled {draft} k={k} {sp}"
     runs: dict[str, dict[str, Any]] = {}
-    steps: dict[str, float] = {}
+    steps: dict[str, dict[str, float]] = {}
 
     def part(mode: str, fn: Callable[[], None]) -> None:
         try:
@@ -507,21 +540,23 @@ def section_e2e(
 
     def run(key: str, engine: Any, params: Any, n: int = N) -> dict[str, Any]:
         runs[key] = generate_twice(engine, prompt_ids, n, params, dev)
+        row = runs[key]["row"]
+        check(f"{name}: {key}: no graph captured inside the timed run", not row["capture_in_timed_run"],
+              f"engine built (caches + graphs) in {row['engine_capture_s']}s")  # fmt: skip
         return runs[key]
 
-    part("step times", lambda: steps.update(step_times(model, prompt.to(dev), n_draft, k, N, dev)))
-
+    # Every engine on these weights is built (caches allocated, graphs captured) before any timing.
+    ctx = dict(context=P + N, backend=opt.backend, loop="device")
     engines = {
-        "target": Engine(model, tokenizer=None, drafter=None, k=k, adaptive=False, loop="device"),
-        "spec": Engine(
-            model,
-            tokenizer=None,
-            drafter=make_drafter(draft, model),
-            k=k,
-            adaptive=False,
-            loop="device",
-        ),
+        "target": Engine(model, tokenizer=None, drafter=None, k=k, adaptive=False, **ctx),
+        "spec": Engine(model, tokenizer=None, drafter=make_drafter(draft, model), k=k, adaptive=False, **ctx),
     }
+    at = P + N // 2  # the middle of the decoded span: the average context the e2e runs attend over
+    for label, params in (("greedy", greedy), ("sampled", sampled)):
+        part(f"step times {label}", lambda label=label, params=params: steps.update(
+            {label: step_times(engines["spec"], prompt_ids, k, params, at, opt.step_reps)}
+            | {f"{label} target": step_times(engines["target"], prompt_ids, k, params, at, opt.step_reps)}
+        ))  # fmt: skip
 
     def target_greedy() -> None:
         r = run(TG, engines["target"], greedy)
@@ -532,10 +567,16 @@ def section_e2e(
             weights_GB=sig(wb / 1e9),
         )  # fmt: skip
         state[name] = {"prompt": prompt, "tokens": torch.tensor(r["ids"]), "n_draft": n_draft}
+        if "8B" in name:
+            pct = 100 * gbs / state.get("copy_gbs", float("nan"))
+            check(f"{name}: target-only greedy >= 80% of copy bandwidth", pct >= 80, f"{pct:.1f}%")
 
     def spec_greedy() -> None:
         r = run(SG, engines["spec"], greedy)
-        record("e2e", model=name, mode=SG, **r["row"], **speedup(SG, TG), **identity(SG))
+        same = identity(SG)
+        record("e2e", model=name, mode=SG, **r["row"], **speedup(SG, TG), **same)
+        ok = same.get("greedy_identical_to_target") is True
+        check(f"{name}: {model.dtype} speculative greedy == target-only greedy", ok, f"first divergence {same.get('first_divergence')}")  # fmt: skip
 
     def target_sampled() -> None:
         r = run(TS, engines["target"], sampled)
@@ -569,30 +610,34 @@ def section_e2e(
         if TG in runs and TS in runs:
             row["target_only_sampled_over_greedy_ms_per_tok"] = sig(runs[TG]["tok_s"] / runs[TS]["tok_s"])  # fmt: skip
         record("sampled vs greedy", model=name, **row)
+        check(f"{name}: sampled speculative step within 15% of greedy", row["within_15pct"], f"x{row['step_time_ratio']}")
 
     if SG in runs and SS in runs:
         part("sampled vs greedy", sampled_vs_greedy)
 
-    def leviathan(key: str) -> None:
+    def leviathan(key: str, label: str) -> None:
         st = runs[key]["stats"]
-        t_d, t_v, t_t = steps["draft"], steps["verify"], steps["target"]
-        predicted = st.tokens_per_step / (k * t_d + t_v)
+        parts, tparts = steps[label], steps[f"{label} target"]
+        t_d, t_v, t_t = parts["draft"] / k, parts["verify"], tparts["target"]
+        predicted = st.tokens_per_step / (parts["draft"] + t_v)
         alpha = st.acceptance_rate
+        pct = 100 * runs[key]["tok_s"] / predicted
         record(
-            "leviathan", model=name, mode=key, at_position=steps["at_position"],
-            cache_positions=steps["cache_positions"], draft_ms=sig(t_d * 1e3),
-            verify_ms=sig(t_v * 1e3), target_ms=sig(t_t * 1e3), c=sig(t_d / t_t),
+            "leviathan", model=name, mode=key, at_position=at, forward=forward_kind(engines["spec"]),
+            same_forward_as_run=forward_kind(engines["spec"]) == runs[key]["row"]["forward"],
+            draft_ms=sig(t_d * 1e3), verify_ms=sig(t_v * 1e3), target_ms=sig(t_t * 1e3), c=sig(t_d / t_t),
             verify_over_target=sig(t_v / t_t), tokens_per_step=sig(st.tokens_per_step),
             alpha_accept_rate=sig(alpha),
             alpha_leviathan_implied=sig(implied_alpha(st.tokens_per_step, k)),
             leviathan_tokens_per_step=sig((1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1),
             predicted_tok_s=sig(predicted), measured_tok_s=sig(runs[key]["tok_s"]),
-            pct_of_predicted=sig(100 * runs[key]["tok_s"] / predicted),
+            pct_of_predicted=sig(pct),
         )  # fmt: skip
+        check(f"{name}: {key} >= 90% of the Leviathan prediction", pct >= 90, f"{pct:.1f}%")
 
-    for key in (SG, SS):
-        if key in runs and steps:
-            part(f"leviathan {key}", lambda key=key: leviathan(key))
+    for key, label in ((SG, "greedy"), (SS, "sampled")):
+        if key in runs and label in steps:
+            part(f"leviathan {key}", lambda key=key, label=label: leviathan(key, label))
 
     # The eager host loop (no device-resident positions, no graphs), so the graph path's gain shows.
     n_host = min(opt.host_tokens, N)
@@ -607,7 +652,7 @@ def section_e2e(
 
         def host(key: str = key, eng_key: str = eng_key, device_key: str = device_key) -> None:
             drafter = engines[eng_key].drafter
-            eng = Engine(model, tokenizer=None, drafter=drafter, k=k, adaptive=False, loop="host")
+            eng = Engine(model, tokenizer=None, drafter=drafter, k=k, adaptive=False, loop="host", backend=opt.backend)
             r = run(key, eng, greedy, n_host)
             gain = {}
             if device_key in runs:
@@ -616,9 +661,32 @@ def section_e2e(
 
         part(key, host)
 
+    def long_prompt() -> None:
+        """A long prompt through the engine: prefill memory beyond the weights and the cache."""
+        n = opt.long_prompt
+        eng = Engine(model, tokenizer=None, k=k, adaptive=False, context=n + 8, backend=opt.backend, loop="device")
+        ids = torch.randint(0, cfg["vocab_size"], (n,), generator=g).tolist()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t = time.perf_counter()
+        _, _, st = eng.generate_ids(ids, max_tokens=4, params=greedy, seed=0, stop_ids=())
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+        scratch = torch.cuda.max_memory_allocated() - base
+        record("long prompt", model=name, prompt_tokens=n, prefill_s=sig(st.prefill_s), wall_s=sig(wall),
+               prefill_tok_s=sig(n / st.prefill_s), scratch_GiB=sig(scratch / 2**30),
+               cache_GiB=sig(kv_per_pos * (n + 8 + 2 * k + 1) / 2**30), engine_capture_s=sig(eng.capture_s))  # fmt: skip
+        check(f"{name}: a {n}-token prompt prefills in < 2 GiB of scratch", scratch < 2 * 2**30, f"{scratch / 2**30:.2f} GiB")
+
     engines.clear()
     runs.clear()
     gc.collect()
+    if opt.long_prompt and dev.type == "cuda" and "8B" in name:
+        if opt.deadline - time.perf_counter() > 60:
+            part("long prompt", long_prompt)
+        else:
+            record("long prompt", model=name, status="not run: time budget")
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     if opt.hf and name in state:
@@ -804,6 +872,9 @@ def main() -> None:
     ap.add_argument("--hf-static-models", default="SmolLM2-1.7B,tiny")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-kernel-times", dest="kernel_times", action="store_false")
+    ap.add_argument("--backend", default="auto", help="kernel backend of the engines: auto, torch or triton")
+    ap.add_argument("--step-reps", type=int, default=30, help="replays per step piece (Leviathan)")
+    ap.add_argument("--long-prompt", type=int, default=16000, help="tokens of the 8B long-prompt check (0: skip)")
     ap.add_argument(
         "--budget-s", type=float, default=560.0, help="stop starting sections after this"
     )

@@ -14,22 +14,33 @@ before each replay. Any proposal is lossless, so the n-gram drafter proposes som
 a match, and a draft model re-reads its last two positions instead of tracking what it has seen.
 
 On the CPU the same loop runs without capture (``graphs=False``), which is how it is tested.
+``Engine`` captures every graph a loop can replay (:meth:`DeviceLoop.prepare`) when it is built,
+not inside a request; :meth:`DeviceLoop.parts` hands out the pieces of a step (draft, verify,
+decode) as the loop runs them, for the benchmark's Leviathan prediction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ._drafters import Drafter, ModelDrafter, NgramDrafter
 from ._model import Transformer
-from ._sampling import Noise, SamplingParams, probs
+from ._sampling import Noise, SamplingParams, one_hot, probs
 
-__all__ = ["DeviceLoop", "k_choices"]
+__all__ = ["DeviceLoop", "MODES", "k_choices", "mode_of"]
 
 _NONE = 2**62  # "no stop token yet"
+
+# The branches a step graph can take, each with settings that take it (values come from buffers).
+MODES = {
+    "greedy": SamplingParams(),
+    "softmax": SamplingParams(temperature=1.0),
+    "warp": SamplingParams(temperature=1.0, top_p=0.5),
+}
 
 
 def k_choices(k: int, k_max: int) -> tuple[int, ...]:
@@ -37,7 +48,8 @@ def k_choices(k: int, k_max: int) -> tuple[int, ...]:
     return tuple(sorted({2**i for i in range(k_max.bit_length()) if 2**i <= k_max} | {k}))
 
 
-def _mode(params: SamplingParams) -> str:
+def mode_of(params: SamplingParams) -> str:
+    """Which of :data:`MODES` a step with ``params`` runs."""
     if params.greedy:
         return "greedy"
     return "softmax" if params.top_k <= 0 and params.top_p >= 1.0 else "warp"
@@ -46,7 +58,10 @@ def _mode(params: SamplingParams) -> str:
 class DeviceLoop:
     """The buffers and captured steps of one stream's KV caches (graphs point at those caches)."""
 
-    def __init__(self, model: Transformer, drafter: Drafter | None, capacity: int, *, graphs: bool) -> None:
+    def __init__(
+        self, model: Transformer, drafter: Drafter | None, capacity: int, *, graphs: bool,
+        pool: Any = None, max_stops: int = 16,
+    ) -> None:
         dev, V = model.device, model.args.vocab_size
         self.model, self.drafter, self.graphs = model, drafter, graphs
         self.capacity = capacity  # positions the KV caches hold
@@ -54,12 +69,25 @@ class DeviceLoop:
         self.L = torch.zeros(1, dtype=torch.long, device=dev)  # tokens so far; the last is pending
         self.stop_at = torch.full((1,), _NONE, dtype=torch.long, device=dev)  # first stop position
         self.accepted = torch.zeros(1, dtype=torch.long, device=dev)
-        self.stops = torch.full((16,), -1, dtype=torch.long, device=dev)
+        self.stops = torch.full((max_stops,), -1, dtype=torch.long, device=dev)
         self.temp, self.top_k, self.top_p = SamplingParams().tensors(1, dev)
         self.race = torch.ones(1, V, device=dev)  # the target's draw (bonus, resample or decode)
         self._noise: dict[tuple[str, int], torch.Tensor] = {}  # per k: draft races, accept uniforms
         self._steps: dict[tuple[str, int], Callable[[], None]] = {}
-        self._pool = torch.cuda.graph_pool_handle() if graphs else None
+        self._pool = pool if pool is not None or not graphs else torch.cuda.graph_pool_handle()
+        self.captures = 0  # graphs captured (on the CPU: steps prepared) so far
+
+    def has(self, mode: str, k: int) -> bool:
+        return (mode, k) in self._steps
+
+    def prepare(self, keys: dict[tuple[str, int], SamplingParams]) -> None:
+        """Capture the steps ``keys`` (mode, k) -> settings of that mode, on a scratch state (the
+        caches must be installed; what the warm-ups write is overwritten by the next request)."""
+        first = next(iter(keys.values()), SamplingParams())
+        self.start(torch.zeros(1, 2, dtype=torch.long, device=self.seq.device), 2, first, set())
+        for (mode, k), params in keys.items():
+            assert mode_of(params) == mode, (mode, params)
+            self._steps[mode, k] = self._capture(partial(self._run, k, params))
 
     # --- per request ----------------------------------------------------------------------
     def start(self, seq: torch.Tensor, L: int, params: SamplingParams, stops: set[int]) -> None:
@@ -71,6 +99,7 @@ class DeviceLoop:
         self.accepted.zero_()
         if len(stops) > self.stops.numel():  # a bigger buffer: the captured steps point at the old one
             self.stops, self._steps = torch.full((len(stops),), -1, dtype=torch.long, device=self.seq.device), {}
+            # (Engine makes a loop with room for them before a request starts: nothing is captured here.)
         self.stops.fill_(-1)
         if stops:
             self.stops[: len(stops)] = torch.tensor(sorted(stops), dtype=torch.long)
@@ -86,7 +115,7 @@ class DeviceLoop:
             if k:
                 noise.fill_exponential(self._scratch("race", k))
                 noise.fill_accept_uniform(self._scratch("accept", k))
-        key = (_mode(params), k)  # the branch a graph takes; values come from the buffers
+        key = (mode_of(params), k)  # the branch a graph takes; values come from the buffers
         if key not in self._steps:
             self._steps[key] = self._capture(lambda: self._run(k, params))
         self._steps[key]()
@@ -100,23 +129,59 @@ class DeviceLoop:
     # --- the steps (captured) -------------------------------------------------------------
     def _run(self, k: int, params: SamplingParams) -> None:
         if k == 0:
-            pos = self.L - 1
-            logits = self.model(self.seq.gather(1, pos[:, None]), pos, last_only=True)[:, -1]
-            out = torch.argmax(logits if params.greedy else self._probs(logits, params) / self.race, dim=-1)[:, None]
-            self._commit(out, torch.zeros_like(self.L), 1)
+            self._commit(self._decode(params), torch.zeros_like(self.L), 1)
             return
-        pos = (self.L - 1) + torch.arange(k + 1, device=self.L.device)  # [pending, x_1..x_k]
-        block = self.seq.gather(1, pos[None])
+        block, pos = self._block(k)
         q = self._draft(block, pos, k, params)
+        out, n = self._verify(block, pos, q, k, params)
+        self._commit(out, n, k + 1)
+        self.accepted.add_(n)
+
+    def parts(self, k: int, params: SamplingParams) -> dict[str, Callable[[], None]]:
+        """The pieces of a step, as :meth:`_run` runs them, without its commit (so that each may be
+        replayed over and over at the same position): "target" (a target-only decode: forward at
+        T=1 and the draw) and, for k > 0, "draft" (the k proposals) and "verify" (the target's
+        pass over k+1 positions, the distributions and the acceptance). Leviathan's prediction
+        for a speculative step is draft + verify."""
+        def target() -> None:
+            self._decode(params)
+
+        out: dict[str, Callable[[], None]] = {"target": target}
+        if k and self.drafter is not None:
+            V = self.race.shape[-1]
+            q = torch.full((1, k, V), 1.0 / V, device=self.seq.device)  # stands in for the drafts' q
+
+            def draft() -> None:
+                block, pos = self._block(k)
+                self._draft(block, pos, k, params)
+
+            def verify() -> None:
+                block, pos = self._block(k)
+                self._verify(block, pos, q, k, params)
+
+            out.update(draft=draft, verify=verify)
+        return out
+
+    def _decode(self, params: SamplingParams) -> torch.Tensor:
+        """The next token (1,1) after the pending one, from the target alone."""
+        pos = self.L - 1
+        logits = self.model(self.seq.gather(1, pos[:, None]), pos, last_only=True)[:, -1]
+        return torch.argmax(logits if params.greedy else self._probs(logits, params) / self.race, dim=-1)[:, None]
+
+    def _block(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k+1 positions [pending, x_1..x_k] and their tokens (the drafts are filled in)."""
+        pos = (self.L - 1) + torch.arange(k + 1, device=self.L.device)
+        return self.seq.gather(1, pos[None]), pos
+
+    def _verify(self, block: torch.Tensor, pos: torch.Tensor, q: torch.Tensor, k: int, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """One target pass over ``block``: the accepted drafts and the next token, and how many."""
         logits = self.model(block, pos[:1])
         p = self._probs(logits[0], params)[None]
         if params.greedy:  # one-hot p and q: any positive noise agrees
             u, race = torch.ones(1, k, device=p.device), torch.ones_like(self.race)
         else:
             u, race = self._scratch("accept", k), self.race
-        out, n = self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
-        self._commit(out, n, k + 1)
-        self.accepted.add_(n)
+        return self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
 
     def _draft(self, block: torch.Tensor, pos: torch.Tensor, k: int, params: SamplingParams) -> torch.Tensor:
         """Fill ``block[:, 1:]`` with k proposals; returns their draft distributions (1,k,V)."""
@@ -124,7 +189,7 @@ class DeviceLoop:
         d = self.drafter
         if isinstance(d, NgramDrafter):
             block[:, 1:] = d.lookup(self.seq, self.L, k)
-            return F.one_hot(block[:, 1:], V).float()
+            return one_hot(block[:, 1:], V)
         assert isinstance(d, ModelDrafter)
         qs = []
         for i in range(k):
@@ -138,7 +203,7 @@ class DeviceLoop:
         return torch.stack(qs, dim=1)
 
     def _probs(self, logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-        return probs(logits, params, (self.temp, self.top_k, self.top_p))
+        return probs(logits, params, (self.temp, self.top_k, self.top_p), self.model.ops)
 
     def _commit(self, out: torch.Tensor, n: torch.Tensor, width: int) -> None:
         """Write ``out`` (1,width: n accepted, then one drawn, then -1) at L.. and advance L by n+1."""
@@ -159,6 +224,7 @@ class DeviceLoop:
     def _capture(self, fn: Callable[[], None]) -> Callable[[], None]:
         """``fn`` as a CUDA-graph replay (warmed up first: Triton compiles on first call). The
         warm-up advances the state; it is put back (slots past L it wrote are rewritten later)."""
+        self.captures += 1
         if not self.graphs:
             return fn
         saved = [t.clone() for t in (self.L, self.stop_at, self.accepted)]

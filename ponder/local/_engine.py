@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,15 +15,18 @@ from typing import Any
 import torch
 
 from .._exceptions import ConfigError, ContextTooLong
-from ._device_loop import DeviceLoop, k_choices
+from ._device_loop import MODES, DeviceLoop, k_choices, mode_of
 from ._drafters import Drafter, ModelDrafter, NgramDrafter
 from ._loading import load_model
 from ._model import Transformer
 from ._sampling import Noise, SamplingParams, sample
 from ._speculative import speculative_step
 from ._tokenizer import Tokenizer
+from .kernels import get_ops
 
-__all__ = ["Engine", "Generation", "GenerationStats", "TokenStream", "make_drafter"]
+__all__ = ["Engine", "Generation", "GenerationStats", "TokenStream", "make_drafter", "device_guard"]
+
+DEFAULT_CONTEXT = 8192  # positions per stream on the device loop unless ``context`` says otherwise
 
 
 @dataclass
@@ -33,6 +38,7 @@ class GenerationStats:
     accepted: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0  # time in decode steps, not time a stream waited between them
+    capture_s: float = 0.0  # graphs this request had to capture first (none once the engine is prepared)
     k_history: list[int] = field(default_factory=list)
 
     @property
@@ -59,6 +65,8 @@ class GenerationStats:
         s = f"{self.new_tokens} tokens in {self.prefill_s + self.decode_s:.2f}s ({self.tokens_per_s:.1f} tok/s, prefill {self.prompt_tokens} tokens {self.prefill_s:.2f}s)"
         if self.drafted:
             s += f"; acceptance {self.acceptance_rate:.1%}, mean accepted {self.mean_accepted:.2f}, {self.tokens_per_step:.2f} tokens/step"
+        if self.capture_s:
+            s += f"; graph capture {self.capture_s:.2f}s (not in the times above)"
         return s
 
 
@@ -72,18 +80,25 @@ class Generation:
 
 class TokenStream:
     """New token ids as the engine produces them, one list per target step; once exhausted,
-    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early."""
+    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early.
 
-    def __init__(self, prompt_tokens: int) -> None:
+    Each chunk runs inside ``turn()`` (the engine's device made current, and no other engine's
+    graph capture under way); the stream's KV caches go back to the engine when it ends, is closed
+    or is dropped unstarted."""
+
+    def __init__(self, prompt_tokens: int, turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
         self.finish_reason = "length"
         self._gen: Iterator[list[int]] = iter(())
+        self._turn = turn
+        self._release: Callable[[], None] | None = None
 
     def __iter__(self) -> TokenStream:
         return self
 
     def __next__(self) -> list[int]:
-        chunk = next(self._gen)
+        with self._turn():
+            chunk = next(self._gen)
         self.stats.new_tokens += len(chunk)
         return chunk
 
@@ -91,10 +106,112 @@ class TokenStream:
         close = getattr(self._gen, "close", None)
         if close is not None:
             close()
+        self._give_back()
+
+    def _give_back(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __del__(self) -> None:
+        self._give_back()
 
 
 # What ``Transformer.setup_caches`` allocates; anything else it rebinds is picked up as well.
 _CACHE_ATTRS = ("caches", "max_seq_len", "rope_cos", "rope_sin", "rope_cast", "ops")
+
+
+def device_guard(device: torch.device) -> AbstractContextManager[Any]:
+    """Make ``device`` the current CUDA device: streams, graph capture and Triton launches use the
+    current device, not the tensors' (work for cuda:1 would otherwise go to cuda:0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+
+class _Turns:
+    """Decoding on any number of threads, or one graph capture alone. A CUDA graph records every
+    launch and allocation on the device while it captures, so another model's worker must not
+    allocate or launch then; steps of different engines may interleave freely otherwise."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared: dict[int, int] = {}  # thread id -> depth
+        self._owner: int | None = None  # the thread capturing
+        self._waiting = 0  # captures waiting: they go before new decoding
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            while self._owner not in (None, me) or (self._waiting and self._owner != me and me not in self._shared):
+                self._cond.wait()
+            self._shared[me] = self._shared.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared[me] -= 1
+                if not self._shared[me]:
+                    del self._shared[me]
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if me in self._shared and self._owner != me:
+                raise RuntimeError("a graph capture was asked for inside a decoding step")
+            self._waiting += 1
+            try:
+                while self._owner not in (None, me) or any(t != me for t in self._shared):
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            outer, self._owner = self._owner, me
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._owner = outer
+                self._cond.notify_all()
+
+
+_TURNS = _Turns()  # one per process: every engine, every device
+
+
+@contextmanager
+def _on_device(device: torch.device, *, exclusive: bool) -> Iterator[None]:
+    """``device`` current, and either a turn among decoders or the device alone (a capture)."""
+    with device_guard(device), (_TURNS.exclusive() if exclusive else _TURNS.shared()):
+        yield
+
+
+def _cache_bytes(model: Any, positions: int) -> int | None:
+    """Bytes of one stream's KV cache of ``positions`` (keys, values and RoPE tables); None when
+    the model does not say (llama.cpp sizes its own contexts)."""
+    if not isinstance(model, Transformer):
+        return None
+    a = model.args
+    kv = 2 * a.n_layers * a.n_kv_heads * a.head_dim * model.dtype.itemsize
+    rope = 2 * a.head_dim * (4 + model.dtype.itemsize) * (2 if a.sliding_layers else 1)
+    return positions * (kv + rope)
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Memory a new cache may take on ``device``: free device memory plus what torch's allocator
+    holds unused; on the CPU, Linux's MemAvailable. None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu" and os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 def _new_cache(model: Any, max_seq: int, backend: str) -> Any:
@@ -121,13 +238,14 @@ def _install(model: Any, state: Any) -> None:
 
 
 class _StreamCaches:
-    """The KV caches one stream uses: the target's and, for a draft model, the drafter's."""
+    """The KV caches one stream uses: the target's and, for a draft model, the drafter's.
+    ``pinned``: made when the engine was built (with its captured graphs), kept for good."""
 
-    def __init__(self, models: list[Any], max_seq: int, backend: str) -> None:
-        self.models = models
+    def __init__(self, models: list[Any], max_seq: int, backend: str, *, pinned: bool = False) -> None:
+        self.models, self.pinned = models, pinned
         self.states = [_new_cache(m, max_seq, backend) for m in models]
         self.capacity = min(_capacity(s, max_seq) for s in self.states)
-        self.loop: DeviceLoop | None = None  # made on first use of the device loop; its graphs point here
+        self.loop: DeviceLoop | None = None  # the device loop's buffers and graphs point here
 
     def install(self) -> None:
         for m, state in zip(self.models, self.states, strict=True):
@@ -135,24 +253,27 @@ class _StreamCaches:
 
 
 class _CachePool:
-    """Caches of finished streams, reused by the next ones (allocation is not free)."""
+    """Caches of finished streams, reused by the next ones (allocation and capture are not free):
+    the pinned ones always, others up to ``keep`` sets in all."""
 
-    def __init__(self, keep: int = 2) -> None:
+    def __init__(self, keep: int = 1) -> None:
         self.keep, self._free, self._lock = keep, list[_StreamCaches](), threading.Lock()
 
-    def take(self, model: Any, drafter: Drafter | None, max_seq: int, backend: str) -> _StreamCaches:
-        models = [model]
-        if isinstance(drafter, ModelDrafter) and not drafter.shares_cache:
-            models.append(drafter.model)
+    def take(self, models: list[Any], max_seq: int) -> _StreamCaches | None:
+        """A free set of these models' caches holding ``max_seq`` positions, or None."""
         with self._lock:
             for i, c in enumerate(self._free):
-                if c.capacity >= max_seq and all(a is b for a, b in zip(c.models, models, strict=False)) and len(c.models) == len(models):
+                if c.capacity >= max_seq and len(c.models) == len(models) and all(a is b for a, b in zip(c.models, models, strict=True)):
                     return self._free.pop(i)
-        return _StreamCaches(models, max_seq, backend)
+        return None
 
     def give_back(self, caches: _StreamCaches) -> None:
         with self._lock:
-            self._free = [caches, *self._free][: self.keep]
+            self._free.insert(0, caches)
+            extra = len(self._free) - self.keep
+            if extra > 0:  # drop the oldest unpinned sets
+                drop = {id(c) for c in [c for c in self._free if not c.pinned][-extra:]}
+                self._free = [c for c in self._free if id(c) not in drop]
 
 
 def make_drafter(spec: str | None, target: Transformer, *, dtype: torch.dtype = torch.float32) -> Drafter | None:
@@ -226,7 +347,16 @@ class Engine:
     ``loop``: "host" runs each step from Python and reads its result back (the CPU default);
     "device" keeps positions, acceptance and stop detection on the device and reads back once
     every ``read_every`` steps, each step a captured CUDA graph on a GPU (the CUDA default, with
-    the fused layer kernels); "auto" picks by device. See :mod:`._device_loop`.
+    the fused layer kernels when the kernels are Triton's); "auto" picks by device. See
+    :mod:`._device_loop`.
+
+    ``streams``: how many streams hold KV caches at once without allocating (the ``local:``
+    provider's ``max_concurrency``). ``context``: the most positions (prompt + new tokens) one
+    stream may use: the model's limit by default on the host loop, whose caches are sized per
+    request; at most ``DEFAULT_CONTEXT`` by default on the device loop, whose ``streams`` cache
+    sets of ``context`` positions are allocated, and all their step graphs captured, here, when
+    the engine is built (``capture_s`` says how long that took), never inside a request. A request
+    that does not fit the context or the free memory is refused before anything is allocated.
     """
 
     def __init__(
@@ -241,6 +371,8 @@ class Engine:
         backend: str = "auto",
         loop: str = "auto",
         read_every: int = 8,
+        streams: int = 1,
+        context: int | None = None,
     ) -> None:
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
@@ -248,20 +380,92 @@ class Engine:
             raise ConfigError(f"unknown loop {loop!r}; use one of {', '.join(LOOPS)}")
         if read_every < 1:
             raise ConfigError(f"read_every must be >= 1, got {read_every}")
+        if streams < 1:
+            raise ConfigError(f"streams must be >= 1, got {streams}")
         self.model, self.tokenizer, self.drafter = model, tokenizer, drafter
         self.k, self.adaptive = k, adaptive
         self.k_max = max(k_max or 2 * k, k)
         self.backend = backend
         self.read_every = read_every
-        self._caches = _CachePool()
+        self.streams = streams
+        self._caches = _CachePool(keep=streams)
         on_gpu = isinstance(model, Transformer) and model.device.type == "cuda"
         if loop == "device" and not isinstance(model, Transformer):
             raise ConfigError("loop 'device' needs the torch runtime")
         self._loop = "host" if not isinstance(model, Transformer) else loop if loop != "auto" else "device" if on_gpu else "host"
-        if self._loop == "device" and on_gpu:  # launches, not bytes, bound a small decode step
-            for m in (model, getattr(drafter, "model", None)):
+        limit = model.args.max_position
+        if context is None:
+            context = limit if self._loop == "host" else min(limit, DEFAULT_CONTEXT)
+        if not 1 <= context <= limit:
+            raise ConfigError(f"context must be between 1 and the model's {limit} positions, got {context}")
+        self.context = context
+        self.capture_s = 0.0  # seconds spent building the device loop's caches and graphs at load
+        self._graph_pool: Any = None
+        if self._loop == "device" and get_ops(model.device, backend).name == "triton":
+            for m in (model, getattr(drafter, "model", None)):  # launches, not bytes, bound a small step
                 if isinstance(m, Transformer):
                     m.fused = True
+        if self._loop == "device":
+            self._prepare()
+
+    def _turn(self) -> AbstractContextManager[Any]:
+        """Where a chunk of decoding runs: on the model's device, never during a capture."""
+        return _on_device(self.model.device, exclusive=False)
+
+    def _prepare(self) -> None:
+        """The device loop's ``streams`` cache sets, each with every step graph it can replay
+        (each sampling mode at each draft length), made now so that no request pays for them."""
+        capacity = self.context + self.k_max + 1
+        short = self._memory_short(capacity, self.streams, "streams")
+        if short:
+            raise ConfigError(short)
+        t0 = time.perf_counter()
+        with _on_device(self.model.device, exclusive=True), torch.inference_mode():
+            if self.model.device.type == "cuda":
+                self._graph_pool = torch.cuda.graph_pool_handle()  # one pool: streams replay in turn
+            for _ in range(self.streams):
+                caches = _StreamCaches(self._cache_models(self.drafter), capacity, self.backend, pinned=True)
+                self._ready_loop(caches, list(MODES.values()))
+                self._caches.give_back(caches)
+        self.capture_s = time.perf_counter() - t0
+
+    def _cache_models(self, drafter: Drafter | None) -> list[Any]:
+        if isinstance(drafter, ModelDrafter) and not drafter.shares_cache:
+            return [self.model, drafter.model]
+        return [self.model]
+
+    def _graph_keys(self, params: SamplingParams) -> list[tuple[str, int]]:
+        ks = k_choices(self.k, self.k_max) if self.drafter is not None else ()
+        return [(mode_of(params), k) for k in (0, *ks)]
+
+    def _ready_loop(self, caches: _StreamCaches, params: Sequence[SamplingParams], stops: int = 0) -> None:
+        """Give ``caches`` a device loop for the engine's drafter with the graphs of ``params``."""
+        loop = caches.loop
+        if loop is None or loop.drafter is not self.drafter or stops > loop.stops.numel():
+            caches.install()
+            caches.loop = loop = DeviceLoop(
+                self.model, self.drafter, caches.capacity, graphs=self.model.device.type == "cuda",
+                pool=self._graph_pool, max_stops=max(16, stops),
+            )
+        missing = {key: p for p in params for key in self._graph_keys(p) if not loop.has(*key)}
+        if missing:
+            caches.install()
+            loop.prepare(missing)
+
+    def _memory_short(self, positions: int, sets: int, what: str) -> str | None:
+        """Why ``sets`` caches of ``positions`` would not fit in free memory (None if they fit or
+        nobody can tell): checked before anything is allocated."""
+        per = [_cache_bytes(m, positions) for m in self._cache_models(self.drafter)]
+        free = _free_bytes(self.model.device)
+        if free is None or any(b is None for b in per):
+            return None
+        need = sets * sum(b for b in per if b is not None)
+        if need <= free:
+            return None
+        return (
+            f"{sets} KV cache set(s) of {positions} positions need {_gib(need)}; {_gib(free)} is free "
+            f"on {self.model.device} (lower the context or {what})"
+        )
 
     @classmethod
     def load(
@@ -315,30 +519,68 @@ class Engine:
         """The new token ids as they are produced: one list per target step on the host loop
         (several tokens when drafts are accepted), one per read-back (up to ``read_every`` steps)
         on the device loop. Streams on one engine may be advanced in turn: each holds its own KV
-        cache (and drafter state), installed before each of its chunks."""
+        cache (and drafter state), installed before each of its chunks.
+
+        A request longer than ``context``, or whose cache the free memory cannot hold, is refused
+        here with :class:`ContextTooLong`, before anything is allocated."""
         params = params or SamplingParams()
         stops = set(stop_ids) if stop_ids is not None else set(self.tokenizer.stop_ids) if self.tokenizer else set()
         P = len(prompt)
         if P == 0:
             raise ConfigError("the prompt is empty")
-        limit = self.model.args.max_position
+        limit = self.context
         if P + max_tokens > limit:
-            raise ContextTooLong(f"{P} prompt + {max_tokens} new tokens exceed the context of {limit}", provider="local")
-        stream = TokenStream(P)
-        stream._gen = self._steps(stream, list(prompt), max_tokens, params, seed, stops)
+            where = "context" if limit == self.model.args.max_position else "engine's context (Engine(context=...))"
+            raise ContextTooLong(f"{P} prompt + {max_tokens} new tokens exceed the {where} of {limit}", provider="local")
+        stream = TokenStream(P, self._turn)
+        caches = self._take_caches(P + max_tokens + self.k_max + 1, params, len(stops), stream.stats)
+        stream._gen = self._steps(stream, caches, list(prompt), max_tokens, params, seed, stops)
+        stream._release = lambda: self._caches.give_back(caches)
         return stream
+
+    def _take_caches(self, max_seq: int, params: SamplingParams, n_stops: int, stats: GenerationStats) -> _StreamCaches:
+        """A free cache set for ``max_seq`` positions, or a new one; on the device loop, with the
+        graphs this request replays (captured at load: any capture here is timed in ``stats``)."""
+        models = self._cache_models(self.drafter)
+        caches = self._caches.take(models, max_seq)
+        device = self._loop == "device"
+        if caches is not None and (not device or self._loop_ready(caches, params, n_stops)):
+            return caches
+        t0 = time.perf_counter()
+        try:
+            if caches is None:
+                capacity = self.context + self.k_max + 1 if device else max_seq
+                short = self._memory_short(capacity, 1, "the request's max_tokens")
+                if short:
+                    raise ContextTooLong(short, provider="local")
+            with _on_device(self.model.device, exclusive=device), torch.inference_mode():
+                if caches is None:
+                    caches = _StreamCaches(models, capacity, self.backend)
+                if device:
+                    self._ready_loop(caches, [params], n_stops)
+        except BaseException:
+            if caches is not None:
+                self._caches.give_back(caches)
+            raise
+        if device:
+            stats.capture_s += time.perf_counter() - t0
+        return caches
+
+    def _loop_ready(self, caches: _StreamCaches, params: SamplingParams, n_stops: int) -> bool:
+        loop = caches.loop
+        return (
+            loop is not None and loop.drafter is self.drafter and n_stops <= loop.stops.numel()
+            and all(loop.has(*key) for key in self._graph_keys(params))
+        )
 
     @torch.inference_mode()
     def _steps(
-        self, stream: TokenStream, prompt: list[int], max_tokens: int, params: SamplingParams,
-        seed: int | None, stops: set[int],
+        self, stream: TokenStream, caches: _StreamCaches, prompt: list[int], max_tokens: int,
+        params: SamplingParams, seed: int | None, stops: set[int],
     ) -> Iterator[list[int]]:
         model, stats, P = self.model, stream.stats, len(prompt)
         drafter = copy.copy(self.drafter)  # per-stream position bookkeeping; weights are shared
         max_seq = P + max_tokens + self.k_max + 1
-        if self._loop == "device":  # a few sizes only, so cached caches (and their graphs) get reused
-            max_seq = min(max(512, 1 << (max_seq - 1).bit_length()), model.args.max_position + self.k_max + 1)
-        caches = self._caches.take(model, drafter, max_seq, self.backend)
         try:
             caches.install()
             noise = Noise(seed, model.device)
@@ -361,7 +603,7 @@ class Engine:
                 steps = self._host_steps(stream, caches, drafter, seq, P, max_tokens, params, noise, stops)
             yield from steps
         finally:
-            self._caches.give_back(caches)
+            stream._give_back()
 
     def _host_steps(
         self, stream: TokenStream, caches: _StreamCaches, drafter: Drafter | None, seq: torch.Tensor,
@@ -408,10 +650,9 @@ class Engine:
         params: SamplingParams, noise: Noise, stops: set[int],
     ) -> Iterator[list[int]]:
         """Launch up to ``read_every`` steps, then read back once; k adapts between read-backs."""
-        stats, drafter = stream.stats, self.drafter
-        if caches.loop is None or caches.loop.drafter is not drafter:
-            caches.loop = DeviceLoop(self.model, drafter, caches.capacity, graphs=self.model.device.type == "cuda")
-        loop = caches.loop
+        stats, loop = stream.stats, caches.loop
+        assert loop is not None  # made ready by stream()
+        drafter = loop.drafter
         end = P + max_tokens  # the sequence is complete at this length
         ks = k_choices(self.k, self.k_max) if drafter is not None else (0,)
         k = self.k if drafter is not None else 0

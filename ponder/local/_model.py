@@ -274,6 +274,7 @@ class Transformer(nn.Module):
         self.ops: Ops = get_ops("cpu", "torch")
         self.max_seq_len = 0
         self.fused = False  # tensor-position forwards use the fused kernels where ``fusable``
+        self.prefill_chunk = 2048  # a longer prompt is prefilled in pieces of this many tokens
 
     @property
     def device(self) -> torch.device:
@@ -311,8 +312,14 @@ class Transformer(nn.Module):
 
         ``start_pos`` is an int, or a (1,) long tensor on the model's device: the form the device
         loop uses, with no host sync (CUDA graphs), where the caller guarantees room in the cache.
+        A prefill (int position, ``last_only``) longer than ``prefill_chunk`` runs in chunks, so
+        its activations and attention scratch are bounded by the chunk, not the prompt.
         """
         T = tokens.shape[1]
+        if isinstance(start_pos, int) and last_only and T > self.prefill_chunk:
+            for at in range(0, T, self.prefill_chunk):
+                logits = self.forward(tokens[:, at : at + self.prefill_chunk], start_pos + at, n_layers, last_only=True)
+            return logits
         where: slice | torch.Tensor
         if isinstance(start_pos, int):
             if start_pos + T > self.max_seq_len:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .kernels import Ops
 from .kernels._reference import warp_probs
@@ -36,21 +35,30 @@ class SamplingParams:
         )
 
 
-def probs(logits: torch.Tensor, params: SamplingParams, values: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """float one-hot rows of ``index`` (F.one_hot checks its range on the host: a sync)."""
+    return torch.zeros(*index.shape, n, device=index.device).scatter_(-1, index[..., None], 1.0)
+
+
+def probs(
+    logits: torch.Tensor, params: SamplingParams, values: tuple[torch.Tensor, ...] | None = None, ops: Ops | None = None,
+) -> torch.Tensor:
     """(N,V) logits -> (N,V) float probabilities of the warped distribution (one-hot when greedy).
 
     ``values``: (temperature, top_k, top_p) tensors of one row to read the settings from instead
     of ``params`` (the device loop's buffers: one captured graph serves every setting); ``params``
-    still picks the branch.
+    still picks the branch. ``ops``: whose ``warp_probs`` cuts top-k / top-p (the Triton one finds
+    thresholds without sorting the vocabulary); the torch reference without.
     """
     logits = logits.float()
     if params.greedy:
-        return F.one_hot(torch.argmax(logits, dim=-1), logits.shape[-1]).float()
+        return one_hot(torch.argmax(logits, dim=-1), logits.shape[-1])
     if params.top_k <= 0 and params.top_p >= 1.0:
         return torch.softmax(logits / (params.temperature if values is None else values[0][:, None]), dim=-1)
     n = logits.shape[0]
     temp, top_k, top_p = values or params.tensors(n, logits.device)
-    return warp_probs(logits, temp.expand(n), top_k.expand(n), top_p.expand(n))
+    warp = warp_probs if ops is None else ops.warp_probs
+    return warp(logits, temp.expand(n), top_k.expand(n), top_p.expand(n))
 
 
 class Noise:

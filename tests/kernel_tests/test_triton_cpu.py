@@ -195,3 +195,110 @@ def test_fused_layer_kernels_match_the_engine_modules():
     gu = torch.randn(B, T, 2 * 40, generator=g).to(DEVICE)
     gate, up = gu.split(40, dim=-1)
     torch.testing.assert_close(fused.silu_mul(gu), F.silu(gate) * up, atol=1e-6, rtol=1e-6)
+
+
+class _Launches:
+    """Records the grid and meta-parameters of every launch of a jitted kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def run(*args, **kwargs):
+            self.calls.append((grid, kwargs))
+            return launch(*args, **kwargs)
+
+        return run
+
+
+def _smem_estimate(bm: int, bn: int, d: int, elem: int) -> int:
+    """Shared memory of the attention kernel's tiles as Triton compiles them for sm_90: q, K and V
+    double-buffered, and the probabilities (283 KB / 344 KB at D=256 fp32, BLOCK_N=64)."""
+    return elem * (bm * d + 4 * bn * d + bm * bn)
+
+
+@pytest.mark.parametrize(("T", "start"), [(1, 30), (5, 20), (24, 0)])
+def test_attention_at_head_dim_256_in_float32_fits_an_h100(T, start, monkeypatch):
+    """Gemma 3's heads (D=256) in float32: tiles chosen within an H100's 227 KB per block."""
+    spy = _Launches(tri._attn_kernel)
+    monkeypatch.setattr(tri, "_attn_kernel", spy)
+    q, kc, vc, sp = attention_inputs(1, 2, 1, T, 256, 48, start, seed=4, device=DEVICE)
+    torch.testing.assert_close(tri.attention(q, kc, vc, sp), ref.attention(q, kc, vc, sp), atol=1e-5, rtol=1e-5)
+    ((_, meta),) = spy.calls
+    assert meta["D"] == 256
+    assert _smem_estimate(meta["BLOCK_M"], meta["BLOCK_N"], 256, 4) <= 227 * 1024, meta
+
+
+def test_attention_tiles_fit_every_head_and_dtype_and_refuse_what_cannot():
+    for D in (64, 128, 256):
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            for T in (1, 5, 16, 17, 2048):
+                bm, bn = tri.attention_blocks(D, dtype, T)
+                assert _smem_estimate(bm, bn, D, dtype.itemsize) <= 227 * 1024
+                if T <= 16:
+                    assert (bm, bn) == tri.attention_blocks(D, dtype, 1)  # decode == verify tiles
+    assert tri.attention_blocks(128, torch.bfloat16, 1) == (16, 64)  # the common case keeps its tile
+    with pytest.raises(ValueError, match="bfloat16"):
+        tri.attention_blocks(2048, torch.float32, 1)
+
+
+def test_prefill_scratch_does_not_grow_with_the_cache(monkeypatch):
+    """A long prompt over a long cache: no split-KV accumulator (B, Hq, T, nsplit, D), only the
+    output, whatever T and the capacity; and the keys past a block's last query are skipped."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sizes = []
+
+    class Allocations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func._overloadpacket.__name__.startswith("empty"):
+                sizes.append(out.numel())
+            return out
+
+    spy = _Launches(tri._attn_kernel)
+    monkeypatch.setattr(tri, "_attn_kernel", spy)
+    q, kc, vc, _ = attention_inputs(1, 4, 2, 40, 16, 1600, 0, seed=5, device=DEVICE)
+    with Allocations():
+        got = tri.attention(q, kc, vc, 0)
+    torch.testing.assert_close(got, ref.attention(q, kc, vc, 0), atol=1e-5, rtol=1e-5)
+    assert max(sizes) <= q.numel(), sizes  # the output, nothing of size T x capacity
+    ((grid, _),) = spy.calls
+    assert grid[2] == 1  # one program per (head group, row block): no split over the 1600 keys
+
+
+def _aten_ops(fn):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = set()
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Ops():
+        out = fn()
+    return out, seen
+
+
+@pytest.mark.parametrize(
+    ("V", "ties", "seed"),
+    [
+        (257, True, 0),
+        pytest.param(257, False, 1, marks=pytest.mark.slow),
+        pytest.param(3000, True, 0, marks=pytest.mark.slow),  # two slices per row: tie ranks across programs
+        pytest.param(5000, False, 2, marks=pytest.mark.slow),
+    ],
+)
+def test_warp_probs_find_the_sorted_references_cut_without_a_sort(V, ties, seed):
+    """Greedy, plain, top-k, top-p and both (k = 1 and k = V among them), with and without ties:
+    the same tokens kept as the reference's stable sort keeps, with the same probabilities."""
+    logits, temp, top_k, top_p, _ = sample_inputs(8, V, seed=seed, ties=ties, device=DEVICE)
+    got, seen = _aten_ops(lambda: tri.warp_probs(logits, temp, top_k, top_p))
+    want = ref.warp_probs(logits, temp, top_k, top_p)
+    assert not seen & {"sort", "topk", "argsort", "kthvalue", "msort"}, seen
+    assert torch.equal(got > 0, want > 0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

@@ -85,3 +85,36 @@ def test_attention_batch_invariant_on_gpu(dtype, S):
     for t in range(T):
         alone = tri.attention(q[:, :, t : t + 1].contiguous(), kc, vc, start + t)
         assert torch.equal(alone[:, :, 0], block[:, :, t])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("T", "start"), [(1, 1000), (5, 3000), (64, 0)])
+def test_attention_at_head_dim_256_launches_on_this_gpu(dtype, T, start):
+    """Gemma 3's heads: float32 at D=256 once needed 283-344 KB of shared memory (227 KB on an H100)."""
+    q, kc, vc, sp = attention_inputs(1, 8, 4, T, 256, 4096, start, seed=0, dtype=dtype, device=DEV)
+    got = tri.attention(q, kc, vc, sp).float()
+    want = ref.attention(q.float(), kc.float(), vc.float(), sp)
+    err = (got - want).norm() / want.norm()
+    assert err < (1e-4 if dtype == torch.float32 else 1e-2), err
+
+
+def test_a_long_prefill_needs_no_scratch_beyond_its_output():
+    """16k queries over a 32k cache (the 8B head layout): the split-KV accumulator of old would
+    have been (1, 32, 16384, 64, 128) float32, 17 GB."""
+    B, Hq, Hkv, T, D, S = 1, 32, 8, 16384, 128, 32768
+    g = torch.Generator(device=DEV).manual_seed(0)
+    q = torch.randn(B, Hq, T, D, device=DEV, generator=g, dtype=torch.bfloat16)
+    kc = torch.randn(B, Hkv, S, D, device=DEV, generator=g, dtype=torch.bfloat16)
+    vc = torch.randn(B, Hkv, S, D, device=DEV, generator=g, dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = tri.attention(q, kc, vc, 0)
+    torch.cuda.synchronize()
+    scratch = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+    assert scratch < 16 << 20, f"{scratch / 2**20:.1f} MiB of scratch"
+    kf, vf = kc.float(), vc.float()
+    for t in (0, 1, 777, 8191, T - 1):  # rows against the reference (query t sees keys [0, t])
+        want = ref.attention(q[:, :, t : t + 1].float(), kf, vf, torch.tensor([t], device=DEV))
+        err = (out[:, :, t : t + 1].float() - want).norm() / want.norm()
+        assert err < 1e-2, (t, err)

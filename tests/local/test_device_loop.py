@@ -220,41 +220,140 @@ def test_the_fused_layer_kernels_compute_the_same_forward_and_keep_greedy_identi
 
 
 # Operations whose result size or value the host must know: each one is a host sync on a GPU,
-# which stalls the loop and breaks CUDA-graph capture.
+# which stalls the loop and breaks CUDA-graph capture. Seen at two levels: the Python API (a value
+# read back: item, tolist, bool(...)) and aten, run without inference_mode so that composite ops
+# show the ops they are made of (torch.where(mask) is nonzero; F.one_hot checks its range with
+# .item() on the CPU), and boolean-mask indexing, which aten calls plain ``index``.
 _SYNCING = {"_local_scalar_dense", "nonzero", "_unique", "_unique2", "unique_consecutive", "unique_dim",
-            "masked_select", "isin", "equal", "is_nonzero", "bincount", "histc"}  # fmt: skip
+            "masked_select", "isin", "equal", "is_nonzero", "bincount", "histc", "argwhere", "allclose"}  # fmt: skip
+_READS = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "__len__"}
+
+
+def host_syncs(fn) -> list[str]:  # type: ignore[no-untyped-def]
+    """What in ``fn()`` makes the host wait for the device (run under no_grad, not inference_mode)."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found: list[str] = []
+
+    class Reads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = getattr(func, "__name__", "")
+            if name in _READS and args and isinstance(args[0], torch.Tensor):
+                found.append(f"Tensor.{name}")
+            return func(*args, **(kwargs or {}))
+
+    class Aten(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = func._overloadpacket.__name__
+            if name in _SYNCING:
+                found.append(name)
+            elif name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+                masks = [i for i in args[1] if isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)]
+                if masks:
+                    found.append(f"{name} with a boolean mask")
+            elif name == "repeat_interleave" and isinstance(args[0], torch.Tensor) and "output_size" not in (kwargs or {}):
+                if len(args) == 1 or isinstance(args[1], torch.Tensor):
+                    found.append("repeat_interleave with tensor repeats")
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Reads(), Aten():
+        fn()
+    return found
+
+
+def test_the_sync_check_sees_composite_ops_and_boolean_masks() -> None:
+    import torch.nn.functional as F
+
+    x, m, i = torch.randn(10), torch.randn(10) > 0, torch.tensor([1, 2])
+    syncing = {
+        "mask index": lambda: x[m],
+        "mask assignment": lambda: x.clone().__setitem__(m, 0.0),
+        "where(mask)": lambda: torch.where(m),
+        "argwhere": lambda: torch.argwhere(m),
+        "one_hot": lambda: F.one_hot(i, 5),
+        "item": lambda: x.sum().item(),
+        "tolist": lambda: x.tolist(),
+        "bool": lambda: bool(x.sum() > 0),
+        "int": lambda: int(i[0]),
+        "unique": lambda: torch.unique(i),
+        "repeat_interleave": lambda: torch.repeat_interleave(i, i),
+        "isin": lambda: torch.isin(i, i),
+    }
+    for name, fn in syncing.items():
+        assert host_syncs(fn), name
+    free = {
+        "where(mask, a, b)": lambda: torch.where(m, x, 0.0),
+        "index with positions": lambda: x[i],
+        "gather/scatter": lambda: torch.zeros(10).scatter_(0, i, x.gather(0, i)),
+        "repeat_interleave by an int": lambda: x.repeat_interleave(2),
+        "argmax": lambda: torch.argmax(x),
+    }
+    for name, fn in free.items():
+        assert not host_syncs(fn), name
 
 
 @pytest.mark.parametrize("draft", [None, "ngram", "layers:2", "model"])
-@pytest.mark.parametrize("params", [SamplingParams(), SamplingParams(temperature=0.8), SamplingParams(temperature=0.8, top_p=0.9)])
+@pytest.mark.parametrize("params", [SamplingParams(), SamplingParams(temperature=0.8), SamplingParams(temperature=0.8, top_p=0.9), SamplingParams(temperature=0.8, top_k=5)])
 def test_a_step_never_waits_for_the_host(draft: str | None, params: SamplingParams) -> None:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen: set[str] = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.seen.add(func._overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     target = tiny_model(seed=1)
-    engine = Engine(target, drafter=drafter_for(draft, target), k=3, loop="device")
-    engine.generate_ids(PROMPT, 20, params, seed=0, stop_ids=[7])  # builds the stream's loop
-    caches = engine._caches._free[0]
-    loop = caches.loop
-    assert loop is not None
-    with torch.inference_mode():
-        caches.install()
+    drafter = drafter_for(draft, target)
+    with torch.no_grad():  # not inference_mode: composite ops must show their parts
+        target.setup_caches(1, 64)
+        if isinstance(drafter, ModelDrafter) and not drafter.shares_cache:
+            drafter.model.setup_caches(1, 64)
+        loop = DeviceLoop(target, drafter, 64, graphs=False)
         seq = torch.tensor([PROMPT])
         target(seq[:, :-1], 0)
         loop.start(seq, len(PROMPT), params, {7})
-        noise = Noise(0, torch.device("cpu"))
-        for k in (0, 3):
-            if k and draft is None:
-                continue
-            with Ops() as mode:
-                loop._run(k, params)
-            assert mode.seen and not (mode.seen & _SYNCING), mode.seen & _SYNCING
-        loop.step(0, params, noise)  # and the step as launched (noise refill included) still runs
+    for k in (0, 3):
+        if k and draft is None:
+            continue
+        assert not host_syncs(lambda k=k: loop._run(k, params)), (k, params)
+    with torch.no_grad():
+        loop.step(0, params, Noise(0, torch.device("cpu")))  # and the step as launched (noise refill included) still runs
+
+
+def test_a_planted_sync_in_a_step_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: a commit that finds stops with a boolean mask is a host sync."""
+    target = tiny_model(seed=1)
+    real = DeviceLoop._commit
+
+    def commit_with_mask(self: DeviceLoop, out: torch.Tensor, n: torch.Tensor, width: int) -> None:
+        _ = out[0][out[0] >= 0]  # the emitted tokens, by mask: its size is data-dependent
+        real(self, out, n, width)
+
+    monkeypatch.setattr(DeviceLoop, "_commit", commit_with_mask)
+    with torch.no_grad():
+        target.setup_caches(1, 64)
+        loop = DeviceLoop(target, NgramDrafter(64), 64, graphs=False)
+        loop.start(torch.tensor([PROMPT]), len(PROMPT), SamplingParams(), set())
+    assert host_syncs(lambda: loop._run(2, SamplingParams())) == ["index with a boolean mask"]
+
+
+@pytest.mark.slow
+def test_a_sampled_step_on_the_triton_kernels_sorts_nothing() -> None:
+    """Top-k/top-p at every draft and verify row: thresholds, not a sort of the vocabulary (what
+    a GPU runs; here under the interpreter), and still no host sync."""
+    pytest.importorskip("triton")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    target = tiny_model(seed=1, dtype=torch.float32)
+    params = SamplingParams(temperature=0.8, top_k=20, top_p=0.9)
+    with torch.no_grad():
+        target.setup_caches(1, 64, backend="triton")
+        loop = DeviceLoop(target, make_drafter("layers:2", target), 64, graphs=False)
+        seq = torch.tensor([PROMPT])
+        target(seq[:, :-1], 0)
+        loop.start(seq, len(PROMPT), params, set())
+    seen: set[str] = set()
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            seen.add(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Ops():
+        loop._run(2, params)
+    assert seen and not seen & {"sort", "topk", "argsort", "msort"}, seen
+    assert not host_syncs(lambda: loop._run(2, params))

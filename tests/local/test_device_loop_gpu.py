@@ -50,3 +50,47 @@ def test_a_stop_token_found_on_the_gpu_ends_the_answer() -> None:
     stop = free[20]
     got, reason, _ = engine.generate_ids(PROMPT, 40, stop_ids=[stop])
     assert (got, reason) == (free[: free.index(stop)], "stop")
+
+
+def test_graphs_are_captured_when_the_engine_is_built_and_never_in_a_burst() -> None:
+    target = cuda_model()
+    engine = Engine(target, drafter=make_drafter("layers:2", target), k=3, streams=2, context=256)
+    sets = list(engine._caches._free)
+    assert len(sets) == 2 and engine.capture_s > 0
+    before = [c.loop.captures for c in sets]
+    for _ in range(2):  # two bursts, each of two interleaved streams (greedy and sampled)
+        streams = [engine.stream(PROMPT, 40, p, seed=i, stop_ids=()) for i, p in enumerate((SamplingParams(), SamplingParams(temperature=0.8, top_p=0.9)))]
+        live = list(streams)
+        while live:
+            for s in list(live):
+                try:
+                    next(s)
+                except StopIteration:
+                    live.remove(s)
+        assert all(s.stats.capture_s == 0 for s in streams)
+    assert [c.loop.captures for c in sets] == before
+
+
+def test_gemma_heads_of_256_in_float32_run() -> None:
+    """Gemma 3's head dimension in float32 (the attention kernel's tiles must fit shared memory)."""
+    from ponder.local._model import ModelArgs, Transformer
+
+    args = ModelArgs(
+        vocab_size=64, dim=128, n_layers=2, n_heads=2, n_kv_heads=1, intermediate_size=256, head_dim=256,
+        qk_norm=True, gemma=True, tie_embeddings=True, max_position=1024, sliding_window=8,
+        sliding_layers=(True, False), rope_theta=1e6,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(args).float().cuda().eval().requires_grad_(False)
+    host = Engine(model, loop="host", backend="triton").generate_ids(PROMPT, 16, stop_ids=())[0]
+    device = Engine(model, k=3, drafter=make_drafter("layers:1", model)).generate_ids(PROMPT, 16, stop_ids=())[0]
+    assert len(host) == 16 and len(device) == 16
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_model_on_the_second_gpu_decodes_there() -> None:
+    base = tiny_model(seed=0, dtype=torch.bfloat16)
+    want = Engine(base.cuda(0), k=3).generate_ids(PROMPT, 24, stop_ids=())[0]
+    torch.cuda.set_device(0)
+    got = Engine(tiny_model(seed=0, dtype=torch.bfloat16).to("cuda:1"), k=3).generate_ids(PROMPT, 24, stop_ids=())[0]
+    assert got == want

@@ -1,4 +1,4 @@
-"""Kernel dispatch: the three hot ops of the engine behind one small object.
+"""Kernel dispatch: the hot ops of the engine behind one small object.
 
 ``get_ops(device, backend)`` returns an :class:`Ops` with
 
@@ -15,6 +15,10 @@
 3. ``attention(q (B,Hq,T,D), k_cache (B,Hkv,S,D), v_cache (B,Hkv,S,D), start_pos int | (B,),
    scale=None) -> (B,Hq,T,D)``: query t at position start_pos+t attends to cache [0, start_pos+t];
    head h reads kv head h // (Hq // Hkv). The new keys/values are already in the cache.
+4. ``warp_probs(logits (N,V), temperature (N,), top_k (N,), top_p (N,)) -> (N,V) float``: the
+   distribution ``sample`` draws from (softmax(logits/T) cut to the top-k, renormalised, cut to
+   the top-p nucleus, renormalised; one-hot argmax at T <= 0), whole, for speculative
+   verification. The reference sorts the vocabulary; the Triton kernel finds thresholds instead.
 
 ``backend="torch"`` is the reference (``_reference.py``); ``"triton"`` the kernels in
 ``_triton.py`` (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``"auto"`` picks triton on CUDA when it
@@ -35,17 +39,18 @@ BACKENDS = ("auto", "torch", "triton")
 
 @dataclass(frozen=True)
 class Ops:
-    """The three ops of one backend; held by the engine, never rebound as globals."""
+    """The ops of one backend; held by the engine, never rebound as globals."""
 
     name: str
     sample: Callable[..., Any]
     verify_chain: Callable[..., Any]
     attention: Callable[..., Any]
+    warp_probs: Callable[..., Any]
 
 
 def _load(module: str, name: str) -> Ops:
     mod = importlib.import_module(f"{__name__}.{module}")
-    return Ops(name=name, sample=mod.sample, verify_chain=mod.verify_chain, attention=mod.attention)
+    return Ops(name=name, sample=mod.sample, verify_chain=mod.verify_chain, attention=mod.attention, warp_probs=mod.warp_probs)
 
 
 def _device_type(device: Any) -> str:

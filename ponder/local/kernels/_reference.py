@@ -42,7 +42,7 @@ def warp_probs(
     sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
     warped = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     warped = warped / warped.sum(-1, keepdim=True)
-    onehot = F.one_hot(torch.argmax(logits, dim=-1), V).to(warped.dtype)
+    onehot = torch.zeros_like(warped).scatter_(-1, torch.argmax(logits, dim=-1)[:, None], 1.0)
     return torch.where(greedy[:, None], onehot, warped)
 
 

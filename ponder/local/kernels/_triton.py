@@ -1,4 +1,5 @@
-"""Triton kernels for the three hot ops (the contract in ``kernels/__init__.py``).
+"""Triton kernels for the hot ops (the contract in ``kernels/__init__.py``; ``warp_probs`` is in
+``_triton_warp.py``).
 
 They compute the same function as ``_reference.py`` given the same noise, so tests compare them
 exactly (CPU: ``TRITON_INTERPRET=1``, fp32). None of them synchronises with the host, so a whole
@@ -20,10 +21,14 @@ speculative step can be captured in a CUDA graph.
   measured on the H100 it is slower than torch's sort for top-k/top-p (see
   benchmarks/results/gpu.md); splitting rows over SMs is the open fix.
 * ``attention``: one program per (batch, kv head, block of query rows): all G = Hq/Hkv query heads
-  and T positions of a group share each K/V tile (GQA). Long caches use a split-KV
-  (flash-decoding) path plus a combine launch. Which path runs and where the splits fall depend
-  only on the cache capacity, never on T, so a position's output is the same whether it is decoded
-  alone or verified with others.
+  and T positions of a group share each K/V tile (GQA), and a program stops at the last key its
+  rows may see (causal block skipping: masked tiles would add exact zeros). Decode and verify
+  (T <= 16) over long caches use a split-KV (flash-decoding) path plus a combine launch; which
+  path runs and where the splits fall depend only on the cache capacity, never on T, so a
+  position's output is the same whether it is decoded alone or verified with others. Prefill
+  (T > 16) never splits, so its scratch is the output alone, whatever T and the capacity. Tile
+  sizes come from the head dimension and dtype (:func:`attention_blocks`), within the GPU's
+  shared memory.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["sample", "verify_chain", "attention"]
+from ._triton_warp import warp_probs
+
+__all__ = ["sample", "verify_chain", "attention", "warp_probs"]
 
 # Key of padding lanes: below every int32 key (globals used in kernels must be constexpr).
 _KEY_PAD = tl.constexpr(-(2**31) - 1)
@@ -404,7 +411,7 @@ def _attn_kernel(
         mask=valid[:, None],
         other=0.0,
     )
-    kv_end = start + T
+    kv_end = start + tl.max(tl.where(valid, t, 0), axis=0) + 1  # past the last key these rows see
     n_lo = sp * SPLIT_LEN
     n_hi = tl.minimum(n_lo + SPLIT_LEN, kv_end)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
@@ -456,8 +463,40 @@ def _attn_combine_kernel(
     tl.store(o_ptr + r * D + d, (num / den).to(o_ptr.dtype.element_ty))
 
 
-# Keys per split in the flash-decoding path; caches longer than 2 splits use it.
+# Keys per split in the flash-decoding path; decode and verify over caches longer than 2 splits use it.
 _SPLIT_LEN = 512
+_SMEM_BYTES = 227 * 1024  # shared memory one block may use on an H100 (sm_90); the default limit
+
+
+def attention_blocks(D: int, dtype: torch.dtype, T: int, limit: int = _SMEM_BYTES) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of the attention kernel for T queries of head dimension D in ``dtype``.
+
+    Shared memory is estimated as BLOCK_M*D + 4*BLOCK_N*D + BLOCK_M*BLOCK_N elements (the q tile,
+    K and V tiles double-buffered by the pipeliner, the probabilities): 283 KB and 344 KB at
+    D=256 in float32 with BLOCK_N=64 and BLOCK_M 16 / 64, what Triton compiles for sm_90, over the
+    227 KB an H100 block may use. Decode and verify (T <= 16) take BLOCK_M=16 and the widest
+    BLOCK_N that fits, the same for both (one summation order); prefill the widest BLOCK_M that
+    fits. A head too wide for any tile is refused."""
+    es = torch.empty((), dtype=dtype).element_size()
+    for bm in (16,) if T <= 16 else (64, 32, 16):
+        for bn in (64, 32, 16):
+            if es * (bm * D + 4 * bn * D + bm * bn) <= limit:
+                return bm, bn
+    raise ValueError(
+        f"the Triton attention kernel cannot fit a head of dimension {D} in {dtype} into the "
+        f"{limit // 1024} KB of shared memory a block may use: run the model in bfloat16"
+    )
+
+
+def _smem_limit(device: torch.device) -> int:
+    """Shared memory per block on ``device`` (Triton's driver), the H100's where it cannot say."""
+    if device.type == "cuda":
+        try:
+            props = triton.runtime.driver.active.utils.get_device_properties(device.index or 0)
+            return int(props["max_shared_mem"])
+        except Exception:  # noqa: BLE001 - an older Triton: assume the H100 this was sized for
+            pass
+    return _SMEM_BYTES
 
 
 def attention(
@@ -484,14 +523,16 @@ def attention(
         v_cache = v_cache.contiguous()
     # Decode (T=1) and verify (T=k+1) use the same tile shape, so the same instructions and
     # summation order; only long prefills take the wider tile.
-    BLOCK_M = 16 if T <= 16 else 64
-    BLOCK_N = 64
+    widest = max(q.dtype, k_cache.dtype, key=lambda d: d.itemsize)
+    BLOCK_M, BLOCK_N = attention_blocks(D, widest, T, _smem_limit(q.device))
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
     out = torch.empty(B, Hq, T, D, dtype=q.dtype, device=q.device)
     grid_m = triton.cdiv(G * T, BLOCK_M)
-    # The split decision uses only the cache capacity S (never T or the positions), which keeps
-    # the summation order of a position identical between decode (T=1) and verify (T=k+1).
-    nsplit = triton.cdiv(S, _SPLIT_LEN) if S > 2 * _SPLIT_LEN else 1
+    # The split decision uses only the cache capacity S (never the positions, nor T among decode
+    # and verify), which keeps the summation order of a position identical between decode (T=1)
+    # and verify (T=k+1). A prefill never splits: its (B, Hq, T, nsplit, D) float32 scratch would
+    # grow with T times the capacity (17 GB for a 16k prompt at the 8B shape).
+    nsplit = triton.cdiv(S, _SPLIT_LEN) if S > 2 * _SPLIT_LEN and T <= 16 else 1
     kv_strides = (
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
