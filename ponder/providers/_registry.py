@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._config import Config, ProviderSettings
@@ -9,7 +10,65 @@ from .._exceptions import ConfigError, PonderError, UnknownProvider
 from .._pricing import PriceTable
 from ._base import RetryPolicy
 
-BUILTIN = ("openai", "anthropic", "replay", "local")
+Builder = Callable[[str, ProviderSettings, PriceTable, dict[str, Any]], Any]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(kind: str) -> Callable[[Builder], Builder]:
+    """Register how to build providers of ``type = kind``: ``builder(name, settings, prices,
+    common)``, where ``common`` holds the arguments every remote provider takes (base URL,
+    timeout, retry policy, concurrency, prices, name, key). The one list of provider types."""
+
+    def add(builder: Builder) -> Builder:
+        _BUILDERS[kind] = builder
+        return builder
+
+    return add
+
+
+@register("openai")
+def _openai(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+    from ._openai import OpenAIProvider
+
+    return OpenAIProvider(**common, api_key_env=settings.api_key_env)
+
+
+@register("anthropic")
+def _anthropic(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+    from ._anthropic import AnthropicProvider
+
+    return AnthropicProvider(**common, api_key_env=settings.api_key_env)
+
+
+@register("replay")
+def _replay(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+    from ._replay import ReplayProvider
+
+    if not settings.path:
+        raise ConfigError("a replay provider needs path = <outcome table>", key=f"providers.{name}.path")
+    return ReplayProvider(settings.path, name=name)
+
+
+@register("local")
+def _local(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+    from ..local import require_extra
+
+    try:
+        require_extra()
+    except PonderError as exc:
+        raise UnknownProvider(f"the local provider: {exc}") from None
+    from ..local._provider import LocalProvider
+
+    # timeout_s and max_concurrency when set: unset, local generation has no time limit and
+    # decodes 4 requests in turn (the remote APIs' defaults do not fit a local model).
+    limits = {k: getattr(settings, k) for k in ("timeout_s", "max_concurrency") if k in settings.model_fields_set}
+    return LocalProvider(settings.path, draft=settings.draft, name=name, prices=prices,
+                         **limits, **settings.options)
+
+
+def provider_kinds() -> tuple[str, ...]:
+    """Every registered provider type (the built-in ones first)."""
+    return tuple(_BUILDERS)
 
 
 def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) -> Any:
@@ -18,6 +77,11 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
     ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
     to the vendor's endpoint alone (see ``resolve_key``)."""
     kind = settings.type or name
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        raise UnknownProvider(
+            f"unknown provider {name!r}; use one of {', '.join(_BUILDERS)} or define [providers.{name}] "
+            "with a type in the config")
     retry = RetryPolicy(max_retries=settings.max_retries, initial_s=settings.backoff_initial_s,
                         max_s=settings.backoff_max_s)
     common: dict[str, Any] = dict(
@@ -25,40 +89,8 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
         max_concurrency=settings.max_concurrency, prices=prices, name=name,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
     )
-    if kind == "openai":
-        from ._openai import OpenAIProvider
-
-        return OpenAIProvider(**common, api_key_env=settings.api_key_env)
-    if kind == "anthropic":
-        from ._anthropic import AnthropicProvider
-
-        return AnthropicProvider(**common, api_key_env=settings.api_key_env)
-    if kind == "replay":
-        from ._replay import ReplayProvider
-
-        if not settings.path:
-            raise ConfigError("a replay provider needs path = <outcome table>",
-                              key=f"providers.{name}.path")
-        return ReplayProvider(settings.path, name=name)
-    if kind == "local":
-        from ..local import require_extra
-
-        try:
-            require_extra()
-        except PonderError as exc:
-            raise UnknownProvider(f"the local provider: {exc}") from None
-        from ..local._provider import LocalProvider
-
-        # timeout_s and max_concurrency when set: unset, local generation has no time limit and
-        # decodes 4 requests in turn (the remote APIs' defaults do not fit a local model).
-        limits = {k: getattr(settings, k) for k in ("timeout_s", "max_concurrency") if k in settings.model_fields_set}
-        return LocalProvider(settings.path, draft=settings.draft, name=name, prices=prices,
-                             **limits, **settings.options)
-    raise UnknownProvider(
-        f"unknown provider {name!r}; use one of {', '.join(BUILTIN)} or define [providers.{name}] "
-        "with a type in the config"
-    )
+    return builder(name, settings, prices, common)
 
 
 def provider_names(config: Config) -> list[str]:
-    return sorted(set(BUILTIN) | set(config.providers))
+    return sorted(set(_BUILDERS) | set(config.providers))
