@@ -7,7 +7,6 @@ imports torch, triton or transformers (the self-hosted engine is ``ponder.local`
 from ._batch import BatchSummary, arun_batch, run_batch
 from ._cache import CacheBackend, CachedProvider, CacheStats, DiskCacheBackend, cache_key
 from ._client import Client
-from ._collect import CollectEstimate, CollectSummary, acollect, collect, estimate_collect
 from ._config import CacheSettings, Config, ProviderSettings, config_problems, load_config
 from ._exceptions import (
     AllModelsFailed,
@@ -42,6 +41,7 @@ from ._types import (
     Usage,
 )
 from ._verify import verify
+from .collect import CollectEstimate, CollectSummary, acollect, collect, estimate_collect
 from .grading import (
     Agreement,
     ChoiceGrader,

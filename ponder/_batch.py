@@ -19,10 +19,10 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -152,6 +152,38 @@ class _Writer:
         self.handle.close()
 
 
+class _Budgeted(Protocol):
+    cost_usd: float
+    stopped: str | None
+
+
+T = TypeVar("T")
+
+
+async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]], summary: _Budgeted, *,
+                concurrency: int, max_cost: float | None) -> None:
+    """The job runner of ``ponder run`` and ``ponder collect``: ``step`` on every item,
+    ``concurrency`` at a time, the items ``step`` hands back queued after the others. No item is
+    started once ``summary.cost_usd`` reaches ``max_cost`` (``summary.stopped`` says why)."""
+    queue: asyncio.Queue[T] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while True:
+            if max_cost is not None and summary.cost_usd >= max_cost:
+                summary.stopped = f"budget of ${max_cost:g} reached"
+                return
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            for more in await step(item):
+                queue.put_nowait(more)
+
+    await asyncio.gather(*[worker() for _ in range(min(concurrency, max(1, len(items))))])
+
+
 async def arun_batch(
     input_path: str | Path,
     output_path: str | Path,
@@ -181,39 +213,29 @@ async def arun_batch(
     if on_start is not None:
         on_start(summary)
     writer = _Writer(Path(output_path), keep)
-    queue: asyncio.Queue[BatchRow] = asyncio.Queue()
-    for r in todo:
-        queue.put_nowait(r)
     start = time.perf_counter()
 
-    async def worker() -> None:
-        while True:
-            if max_cost_usd is not None and summary.cost_usd >= max_cost_usd:
-                summary.stopped = f"budget of ${max_cost_usd:g} reached"
-                return
-            try:
-                row = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                answer = await live.arun(row.request, client)
-            except (ProviderError, UnknownModel, PonderError) as exc:
-                rec = error_record(row, exc)
-                summary.failed += 1
-                summary.errors[type(exc).__name__] = summary.errors.get(type(exc).__name__, 0) + 1
-            else:
-                rec = answer_record(row, answer)
-                summary.done += 1
-                summary.cost_usd += answer.cost_usd
-                summary.saved_usd += answer.completion.saved_usd
-                summary.cached += int(answer.completion.cached)
-            writer.write(rec)
-            summary.elapsed_s = time.perf_counter() - start
-            if on_result is not None:
-                on_result(rec, summary)
+    async def one(row: BatchRow) -> list[BatchRow]:
+        try:
+            answer = await live.arun(row.request, client)
+        except (ProviderError, UnknownModel, PonderError) as exc:
+            rec = error_record(row, exc)
+            summary.failed += 1
+            summary.errors[type(exc).__name__] = summary.errors.get(type(exc).__name__, 0) + 1
+        else:
+            rec = answer_record(row, answer)
+            summary.done += 1
+            summary.cost_usd += answer.cost_usd
+            summary.saved_usd += answer.completion.saved_usd
+            summary.cached += int(answer.completion.cached)
+        writer.write(rec)
+        summary.elapsed_s = time.perf_counter() - start
+        if on_result is not None:
+            on_result(rec, summary)
+        return []
 
     try:
-        await asyncio.gather(*[worker() for _ in range(min(concurrency, max(1, len(todo))))])
+        await drain(todo, one, summary, concurrency=concurrency, max_cost=max_cost_usd)
     finally:
         writer.close()
         summary.elapsed_s = time.perf_counter() - start

@@ -28,7 +28,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("ponder._cache", "ponder._redis_cache"),
     ("ponder._client",),
     ("ponder._batch", "ponder._provider_batch"),
-    ("ponder._collect",),
+    ("ponder.collect",),
     ("ponder.grading",),
     ("ponder.scorers",),
     ("ponder.cascade",),

@@ -1,7 +1,7 @@
 """Live verification signals for a rung: ``samples = n`` answers and token log-probabilities.
 
 A rung with ``samples > 1`` or ``logprobs`` asks its model the way ``ponder collect`` does, through
-the same two steps (:func:`ponder._collect.plan_jobs` and :func:`ponder._collect.job_request`):
+the same two steps (:func:`ponder.collect.plan_jobs` and :func:`ponder.collect.job_request`):
 one request with ``n`` where the provider answers ``n`` samples at once (the input is paid once),
 else one request per sample (``seed = index`` after the first); a provider that answers fewer
 samples than asked (llama.cpp's server ignores ``n``) is asked again for the missing ones, one at
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._collect import CollectPrompt, Job, honours, job_request, plan_jobs, supports_n
 from .._exceptions import ProviderError
 from .._types import ChatRequest, Completion, Usage
+from ..collect import CollectPrompt, Job, honours, job_request, plan_jobs, supports_n
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable

@@ -40,10 +40,10 @@ def collect(
 ) -> None:
     """Ask every model every prompt into an outcome table (score empty until `ponder grade`)."""
     from .._client import Client
-    from .._collect import CollectSummary, estimate_collect
-    from .._collect import collect as run_collect
     from .._config import url_problem
     from .._exceptions import BudgetExceeded
+    from ..collect import CollectSummary, estimate_collect
+    from ..collect import collect as run_collect
     from ._serve import _base_urls
 
     if base_url and (reason := url_problem(base_url, ("http", "https"))):

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from ponder import ChatRequest, Client, ConfigError, DataError, ModelFileError
-from ponder._collect import collect
 from ponder.cascade import (
     Cascade,
     CascadeOptimizer,
@@ -27,6 +26,7 @@ from ponder.cascade import (
     fit_scorer,
     load_strategy_file,
 )
+from ponder.collect import collect
 from ponder.evaluation import OutcomeTable
 from ponder.scorers import SIGNAL_NAMES, AnswerScorer, scorer_frame, signal_columns, table_signals
 from ponder.scorers._signals import frame_signals, parse_samples, self_consistency
@@ -79,7 +79,7 @@ def test_a_resumed_n_job_is_seeded():
     """A job for samples 1..k (resuming a row that has sample 0) carries seed = 1: a server that
     ignores n answers it once, and an unseeded draw could repeat sample 0 (llama.cpp's server
     derives unseeded draws from a chain that restarts with the server)."""
-    from ponder._collect import CollectPrompt, Job, job_request
+    from ponder.collect import CollectPrompt, Job, job_request
 
     p = CollectPrompt(id="a", request=ChatRequest.of("hi"), query="hi")
     kw = {"temperature": 0.7, "max_tokens": None, "logprobs": True}
@@ -302,7 +302,7 @@ async def test_async_run_decides_as_sync(fake_server, monkeypatch, ignore_n):
 
 
 async def _acollect_graded(client) -> OutcomeTable:
-    from ponder._collect import acollect
+    from ponder.collect import acollect
 
     small = await acollect(PROMPTS, [MINI], client=client, samples=3, logprobs=True, concurrency=4)
     big = await acollect(PROMPTS, [BIG], client=client, concurrency=4)

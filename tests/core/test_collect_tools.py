@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 import ponder
 from ponder import Client, DataError
-from ponder._collect import read_prompts
 from ponder._config import Config
 from ponder.cli import app
+from ponder.collect import read_prompts
 from ponder.evaluation import OutcomeTable
 from ponder.grading import JsonGrader, ToolCallGrader, grade_table, parse_grader
 from tests.fakeserver import Action

@@ -1,0 +1,260 @@
+"""The prompt file: every row read and validated before anything is paid (:func:`read_prompts`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._exceptions import DataError
+from .._jsonl import iter_jsonl
+from .._types import ChatRequest
+from ..providers._replay import query_key
+
+
+@dataclass(frozen=True)
+class CollectPrompt:
+    """One validated input row."""
+
+    id: str
+    request: ChatRequest
+    query: str
+    reference: str | None = None
+    task: str | None = None
+    tests: str | None = None
+    row: int = 0
+
+
+def blank(v: Any) -> bool:
+    """Whether a cell is empty: None, NaN (a gap in a table) or whitespace."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _text(v: Any, path: Path, row: int, column: str) -> str | None:
+    if blank(v):
+        return None
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise DataError(f"must be a string (got {type(v).__name__})", file=str(path), row=row, column=column)
+
+
+def _listish(v: Any) -> list[Any] | None:
+    if isinstance(v, list):
+        return v
+    tolist = getattr(v, "tolist", None)  # numpy arrays from Parquet
+    return tolist() if callable(tolist) and not isinstance(v, str) else None
+
+
+def _native(v: Any) -> Any:
+    """A cell's value with numpy arrays (Parquet's lists) turned into lists, all the way down."""
+    if isinstance(v, dict):
+        return {k: _native(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0:
+        return [_native(x) for x in v]
+    return v
+
+
+def _json_value(obj: dict[str, Any], column: str, path: Path, row: int, *, words: bool = False) -> Any:
+    """A cell that holds JSON (a value in JSONL and Parquet, JSON text in a CSV), or None when
+    blank. With ``words``, a string that is not a JSON object is a word (``tool_choice: auto``)."""
+    v = obj.get(column)
+    if blank(v):
+        return None
+    if isinstance(v, str):
+        if words and not v.strip().startswith("{"):
+            return v.strip()
+        try:
+            return _native(json.loads(v))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not JSON: {exc.msg}", file=str(path), row=row, column=column) from None
+    return _native(v)
+
+
+def _schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema, or None."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        return "must be a JSON Schema object"
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"is not a valid JSON Schema: {exc.message}"
+    return None
+
+
+_TOOL_CHOICES = ("auto", "none", "required")
+_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _request_fields(obj: dict[str, Any], path: Path, row: int) -> dict[str, Any]:
+    """The row's ``tools``, ``tool_choice`` and ``response_format``, checked as OpenAI checks them
+    (a bad one fails the row before anything is paid, not every call to every model)."""
+    def bad(column: str, reason: str) -> DataError:
+        return DataError(reason, file=str(path), row=row, column=column)
+
+    out: dict[str, Any] = {}
+    tools = _json_value(obj, "tools", path, row)
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            raise bad("tools", "must be a non-empty list of {type: function, function: {name, parameters}}")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or tool.get("type", "function") != "function":
+                raise bad("tools", f"tools[{i}] must be {{type: function, function: {{name, parameters}}}}")
+            if not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise bad("tools", f"tools[{i}].function.name must be a non-empty string")
+            if "parameters" in fn and (problem := _schema_problem(fn["parameters"])):
+                raise bad("tools", f"tools[{i}].function.parameters {problem}")
+        out["tools"] = tools
+    choice = _json_value(obj, "tool_choice", path, row, words=True)
+    if choice is not None:
+        names = [t["function"]["name"] for t in tools or []]
+        if isinstance(choice, dict):
+            wanted = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+            if wanted is None:
+                raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+            if wanted not in names:
+                raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
+        elif choice not in _TOOL_CHOICES:
+            raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+        if not names:
+            raise bad("tool_choice", "needs the row's tools")
+        out["tool_choice"] = choice
+    fmt = _json_value(obj, "response_format", path, row)
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") not in _FORMATS:
+            raise bad("response_format", "must be {type: text}, {type: json_object} or {type: json_schema, "
+                                         "json_schema: {name, schema}}")
+        if fmt["type"] == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise bad("response_format", "json_schema needs {name, schema}")
+            if "schema" in spec and (problem := _schema_problem(spec["schema"])):
+                raise bad("response_format", f"json_schema.schema {problem}")
+        out["response_format"] = fmt
+    return out
+
+
+def _parse_prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
+    rid = _text(obj.get("id"), path, row, "id")
+    if rid is None:
+        raise DataError("is missing or empty", file=str(path), row=row, column="id")
+    fields = _request_fields(obj, path, row)
+    if not blank(obj.get("messages")):
+        column, value = "messages", obj["messages"]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not a JSON list of messages: {exc.msg}", file=str(path), row=row,
+                                column=column) from None
+        msgs = _listish(value)
+        if not msgs:
+            raise DataError("must be a non-empty list of {role, content} messages", file=str(path),
+                            row=row, column=column)
+        source: str | list[Any] = _native(msgs)
+    elif not blank(obj.get("prompt")):
+        column, value = "prompt", obj["prompt"]
+        if not isinstance(value, str):
+            raise DataError(f"must be a string (got {type(value).__name__})", file=str(path), row=row,
+                            column="prompt")
+        source = value
+    else:
+        raise DataError("needs a 'prompt' or 'messages' value", file=str(path), row=row,
+                        column="prompt")
+    try:
+        request = ChatRequest.of(source, **fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        where = str(first["loc"][0]) if first["loc"] else ""
+        raise DataError(f"{first['msg']} (at {loc})", file=str(path), row=row,
+                        column=where if where in fields else column) from None
+    tests = obj.get("tests")
+    if (items := _listish(tests)) is not None:
+        if not all(isinstance(t, str) for t in items):
+            raise DataError("must be a string or a list of strings", file=str(path), row=row, column="tests")
+        tests = "\n".join(items)
+    reference = _native(obj.get("reference"))
+    if isinstance(reference, (dict, list)):
+        # a structured reference (the tool calls expected, a JSON answer) is kept as JSON text
+        reference = json.dumps(reference, ensure_ascii=False)
+    return CollectPrompt(
+        id=rid, request=request, query=query_key(request),
+        reference=_text(reference, path, row, "reference"),
+        task=_text(obj.get("task"), path, row, "task"),
+        tests=_text(tests, path, row, "tests"), row=row,
+    )
+
+
+def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    suffixes = "".join(path.suffixes).lower()
+    if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        yield from iter_jsonl(path)
+        return
+    if not suffixes.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        raise DataError("unknown format; use .jsonl, .csv or .parquet", file=str(path))
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    import pandas as pd
+
+    try:
+        if ".csv" in suffixes:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        else:
+            df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types; the file is what matters
+        raise DataError(f"cannot read: {exc}", file=str(path)) from None
+    for i, rec in enumerate(df.to_dict("records"), start=1):  # 1-based data rows
+        yield i, {str(k): v for k, v in rec.items()}
+
+
+def read_prompts(path: str | Path) -> list[CollectPrompt]:
+    """Every row of a JSONL, CSV or Parquet prompt file, validated before anything is paid.
+
+    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (a list of Chat Completions
+    messages: content parts, assistant ``tool_calls``, ``tool`` results; in a CSV cell, that list
+    as JSON); ``reference`` (text, or JSON such as the tool calls expected), ``task`` and
+    ``tests`` are optional, and so are ``tools``, ``tool_choice`` and ``response_format``, which
+    go into the request as OpenAI's API has them (JSON text in a CSV cell; ``tool_choice`` may be
+    a bare ``auto``, ``none`` or ``required``).
+    """
+    path = Path(path)
+    prompts: list[CollectPrompt] = []
+    seen: dict[str, int] = {}
+    for row, obj in _input_rows(path):
+        p = _parse_prompt(obj, path, row)
+        if p.id in seen:
+            raise DataError(f"duplicate id {p.id!r} (first in row {seen[p.id]})", file=str(path),
+                            row=row, column="id")
+        seen[p.id] = row
+        prompts.append(p)
+    if not prompts:
+        raise DataError("no prompts", file=str(path))
+    return prompts
+
+
+PromptsIn = str | Path | Sequence[CollectPrompt | dict[str, Any]]
+
+
+def as_prompts(prompts: PromptsIn) -> list[CollectPrompt]:
+    """A prompt file, or rows (dicts or :class:`CollectPrompt`) given in Python, validated."""
+    if isinstance(prompts, (str, Path)):
+        return read_prompts(prompts)
+    out: list[CollectPrompt] = []
+    seen: set[str] = set()
+    for i, p in enumerate(prompts, start=1):
+        cp = p if isinstance(p, CollectPrompt) else _parse_prompt(dict(p), Path("<prompts>"), i)
+        if cp.id in seen:
+            raise DataError(f"duplicate id {cp.id!r}", file="<prompts>", row=i, column="id")
+        seen.add(cp.id)
+        out.append(cp)
+    if not out:
+        raise DataError("no prompts", file="<prompts>")
+    return out

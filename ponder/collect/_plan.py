@@ -1,0 +1,104 @@
+"""The plan, pure: which calls are still missing (:func:`plan_jobs`) and the request for each
+(:func:`job_request`). Cascades ask for ``samples`` and log-probabilities through these same two
+steps, so a live rung and ``ponder collect`` send the same requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import PonderError
+from .._types import ChatRequest
+from ._input import CollectPrompt
+
+if TYPE_CHECKING:
+    from .._client import Client
+
+
+Key = tuple[str, str, int]  # (query_id, model, sample)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call to make: ``model`` answers ``prompt`` for these sample indices (``n`` at once
+    when there are several)."""
+
+    prompt: CollectPrompt
+    model: str
+    samples: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        """A stable id within what batch APIs accept (Anthropic: ``[a-zA-Z0-9_-]{1,64}``)."""
+        key = json.dumps([self.prompt.id, self.model, list(self.samples)], ensure_ascii=False)
+        return "collect-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+def plan_jobs(prompts: Sequence[CollectPrompt], models: Sequence[str], done: set[Key], *,
+              samples: int = 1, supports_n: Callable[[str], bool] = lambda m: False) -> list[Job]:
+    """The calls still to make: for every prompt and model, the sample indices not in ``done``.
+
+    A model whose provider answers ``n`` samples in one request gets one job for all of them (the
+    input is paid once); any other gets one job per sample.
+    """
+    jobs: list[Job] = []
+    for model in models:
+        batched = samples > 1 and supports_n(model)
+        for p in prompts:
+            missing = tuple(i for i in range(samples) if (p.id, model, i) not in done)
+            if not missing:
+                continue
+            if batched:
+                jobs.append(Job(p, model, missing))
+            else:
+                jobs.extend(Job(p, model, (i,)) for i in missing)
+    return jobs
+
+
+def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
+                logprobs: bool, seeds: bool = True) -> ChatRequest:
+    """The request for a job. Jobs whose first sample is not the first carry ``seed = index``
+    (unless the prompt sets one, or the provider has no seeds: ``seeds=False``): their cache keys
+    differ, and providers that honour seeds answer differently and reproducibly."""
+    update: dict[str, Any] = {}
+    if temperature is not None:
+        update["temperature"] = temperature
+    if max_tokens is not None:
+        update["max_tokens"] = max_tokens
+    if logprobs:
+        update["logprobs"] = True
+    if len(job.samples) > 1:
+        update["n"] = len(job.samples)
+    if seeds and job.samples[0] > 0 and job.prompt.request.seed is None:
+        # also for a resumed n-job (samples 1..k): a server that ignores n answers it once, and
+        # that answer must not be an unseeded draw that repeats sample 0
+        update["seed"] = job.samples[0]
+    # only what the row set: a field dumped as None would be sent upstream as null
+    return ChatRequest.model_validate({**job.prompt.request.model_dump(exclude_unset=True), **update})
+
+
+
+def _provider(client: Client, model: str) -> Any:
+    """The provider that answers ``model`` (under the CachedProvider wrapper), or None."""
+    try:
+        provider = client.provider(client.resolve(model).provider)
+    except PonderError:
+        return None
+    return getattr(provider, "provider", provider)
+
+
+def honours(client: Client, model: str, field: str) -> bool:
+    """Whether the model's provider honours request field ``field`` (see ``refuse_unsupported``)."""
+    provider = _provider(client, model)
+    if provider is None:
+        return False
+    accepts = getattr(provider, "accepts", None)
+    return accepts is None or field in accepts
+
+
+def supports_n(client: Client, model: str) -> bool:
+    """Whether the model's provider answers ``n`` samples in one request (OpenAI-compatible)."""
+    return bool(getattr(_provider(client, model), "supports_n", False))

@@ -1,0 +1,336 @@
+"""The run: what is missing and what it would cost (:func:`estimate_collect`), and the thin loops
+that make the calls (:func:`acollect`, and :func:`collect` around it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._batch import _Writer, drain
+from .._exceptions import PonderError
+from .._pricing import estimate_tokens
+from .._types import ChatRequest, Completion, Usage
+from ._input import CollectPrompt, PromptsIn, as_prompts
+from ._plan import Job, Key, honours, job_request, plan_jobs, supports_n
+from ._records import (
+    answer_records,
+    batch_state_path,
+    build_table,
+    error_records,
+    num,
+    progress_path,
+    read_collected,
+    write_output,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .._client import Client
+    from ..evaluation import OutcomeTable
+
+DEFAULT_OUTPUT_GUESS = 256  # tokens per answer assumed by estimates when nothing better is known
+_MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separators), roughly
+
+
+@dataclass
+class CollectSummary:
+    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid."""
+
+    total: int = 0  # calls planned
+    answers: int = 0  # answers (samples) planned
+    skipped: int = 0  # answers already in the output or progress file
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    elapsed_s: float = 0.0
+    stopped: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    output: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done - self.failed
+
+
+@dataclass(frozen=True)
+class CollectEstimate:
+    """The expected cost of one model's missing answers; output length is a guess."""
+
+    model: str
+    calls: int
+    answers: int
+    input_tokens: int
+    output_tokens: int
+    output_guess: int  # tokens per answer assumed
+    guess_source: str  # "--max-tokens", "measured mean of N answers", "default"
+    cost_usd: float | None  # None when the price table has no price for the model
+
+
+# --- estimates ---------------------------------------------------------------------------------
+def _prompt_tokens(request: ChatRequest) -> int:
+    tokens = sum(estimate_tokens(m.text) + _MESSAGE_OVERHEAD for m in request.messages)
+    for extra in (request.tools, request.response_format):  # tool and schema definitions are input too
+        if extra:
+            tokens += estimate_tokens(json.dumps(extra, ensure_ascii=False))
+    return tokens
+
+
+def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
+                  max_tokens: int | None = None, pool: dict[Key, dict[str, Any]] | None = None,
+                  provider_batch: bool = False) -> list[CollectEstimate]:
+    """Expected cost per model of ``jobs`` from the prompts' token counts (~4 characters per
+    token) and the price table. Output length is a guess: ``max_tokens`` when given, else the
+    mean output of this model's answers so far, else ``DEFAULT_OUTPUT_GUESS``. With
+    ``provider_batch``, at the provider's batch rate."""
+    out = []
+    for model in models:
+        mine = [j for j in jobs if j.model == model]
+        # sample records: the first of a call carries all its output tokens, so sum / count is
+        # the mean per answer
+        answered = [r for (_, m, _), r in (pool or {}).items() if m == model and r.get("error") is None]
+        if max_tokens is not None:
+            guess, source = max_tokens, "--max-tokens"
+        elif answered:
+            n_out = sum(int(num(r.get("output_tokens"))) for r in answered)
+            guess, source = max(1, round(n_out / len(answered))), f"measured mean of {len(answered)} answers"
+        else:
+            guess, source = DEFAULT_OUTPUT_GUESS, "default"
+        spec = client.resolve(model)
+        price = client.prices.lookup(spec.provider, spec.model)
+        tin = sum(_prompt_tokens(j.prompt.request) for j in mine)
+        answers = sum(len(j.samples) for j in mine)
+        tout = guess * answers
+        cost = None
+        if price is not None:
+            rate = client.prices.batch_rate(spec.provider) if provider_batch else 1.0
+            cost = 0.0 if not mine else (price.cost(Usage(input_tokens=tin, output_tokens=tout), rate=rate)
+                                         + price.per_request * (len(mine) - 1))
+        out.append(CollectEstimate(model=model, calls=len(mine), answers=answers, input_tokens=tin,
+                                   output_tokens=tout, output_guess=guess, guess_source=source,
+                                   cost_usd=cost))
+    return out
+
+
+# --- state, and the thin loops around the plan -------------------------------------------------
+@dataclass
+class _State:
+    prompts: list[CollectPrompt]
+    models: list[str]
+    existing: pd.DataFrame | None
+    pool: dict[Key, dict[str, Any]]  # sample records: from the output table, then the progress file
+    sidecar: list[dict[str, Any]]  # the progress file's records, kept when it is rewritten
+    touched: set[tuple[str, str]]  # (query, model) pairs with records in the progress file
+
+    @property
+    def done(self) -> set[Key]:
+        return {k for k, r in self.pool.items() if r.get("error") is None}
+
+
+def _load(prompts: PromptsIn, models: Sequence[str], client: Client, output: str | Path | None) -> _State:
+    if not models:
+        raise PonderError("give at least one model (provider:model)")
+    items = as_prompts(prompts)
+    specs = list(dict.fromkeys(str(client.resolve(m)) for m in models))
+    existing, pool, sidecar = read_collected(Path(output)) if output is not None else (None, {}, [])
+    touched = {(r["query_id"], r["model"]) for r in sidecar}
+    return _State(items, specs, existing, pool, sidecar, touched)
+
+
+def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
+              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
+    """The inputs and what is already collected, and the calls still missing."""
+    state = _load(prompts, models, client, output)
+    jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
+                     supports_n=lambda m: supports_n(client, m))
+    return state, jobs
+
+
+def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
+                     output: str | Path | None = None, samples: int = 1,
+                     max_tokens: int | None = None, provider_batch: bool = False) -> list[CollectEstimate]:
+    """What :func:`collect` would spend on the answers still missing, per model; calls nothing."""
+    from .._client import Client
+
+    own = client is None
+    client = client or Client()
+    try:
+        state, jobs = _plan_run(prompts, models, client, output, samples)
+        return estimate_jobs(client, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
+                             provider_batch=provider_batch)
+    finally:
+        if own:
+            client.close()
+
+
+class _Run:
+    """One collect run: records go to the pool and the progress file as they arrive."""
+
+    def __init__(self, state: _State, summary: CollectSummary, writer: _Writer | None,
+                 request_for: Callable[[Job], ChatRequest],
+                 on_result: Callable[[CollectSummary], None] | None) -> None:
+        self.state, self.summary, self.writer = state, summary, writer
+        self.request_for, self.on_result = request_for, on_result
+        self.start = time.perf_counter()
+
+    def record(self, job: Job, result: Completion | BaseException) -> list[Job]:
+        """Store a job's outcome; returns the single-sample jobs still owed when a provider
+        answered fewer samples than ``n`` asked for."""
+        s = self.summary
+        if isinstance(result, Completion):
+            recs = answer_records(job, result)
+            s.done += 1
+            s.cost_usd += result.cost_usd
+            s.saved_usd += result.saved_usd
+            s.cached += int(result.cached)
+            owed = [Job(job.prompt, job.model, (i,)) for i in job.samples[len(recs):]]
+        else:
+            recs = error_records(job, job.samples, result)
+            s.failed += 1
+            s.errors[type(result).__name__] = s.errors.get(type(result).__name__, 0) + 1
+            owed = []
+        for r in recs:
+            self.state.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
+            if self.writer is not None:
+                self.writer.write(r)
+        self.state.touched.add((job.prompt.id, job.model))
+        s.total += len(owed)
+        s.elapsed_s = time.perf_counter() - self.start
+        if self.on_result is not None:
+            self.on_result(s)
+        return owed
+
+    async def calls(self, client: Client, jobs: list[Job], concurrency: int, max_cost: float | None) -> None:
+        async def call(job: Job) -> list[Job]:
+            try:
+                result: Completion | BaseException = await client.acomplete(
+                    self.request_for(job), model=job.model)
+            except PonderError as exc:
+                result = exc
+            return self.record(job, result)  # the samples still owed are queued again
+
+        await drain(jobs, call, self.summary, concurrency=concurrency, max_cost=max_cost)
+
+    async def provider_batch(self, client: Client, jobs: list[Job], state_path: Path, poll_s: float) -> None:
+        from .._provider_batch import BatchItem, run_provider_batch
+
+        items = [BatchItem(custom_id=j.id, model=j.model, request=self.request_for(j)) for j in jobs]
+
+        def progress(done: int, total: int) -> None:
+            if self.on_result is not None:
+                self.on_result(self.summary)
+
+        results = await asyncio.to_thread(run_provider_batch, client, items, state_path=state_path,
+                                          poll_s=poll_s, on_progress=progress)
+        for job in jobs:
+            got = results.get(job.id)
+            self.record(job, got if got is not None else
+                        PonderError(f"the provider batch returned no result for {job.id}"))
+
+
+async def acollect(
+    prompts: PromptsIn,
+    models: Sequence[str],
+    *,
+    client: Client | None = None,
+    output: str | Path | None = None,
+    concurrency: int = 8,
+    samples: int = 1,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    logprobs: bool = False,
+    max_cost: float | None = None,
+    provider_batch: bool = False,
+    batch_poll_s: float = 5.0,
+    on_start: Callable[[CollectSummary], None] | None = None,
+    on_result: Callable[[CollectSummary], None] | None = None,
+) -> OutcomeTable:
+    """Answer every prompt with every model (``samples`` answers each) into an ungraded outcome
+    table; with ``output``, resumably (see :mod:`ponder.collect`). ``max_cost`` stops starting
+    calls once this run has paid that many USD; ``provider_batch`` sends the calls through the
+    providers' batch APIs (priced at the batch rate) instead.
+
+    A row's ``cost_usd``, ``input_tokens`` and ``output_tokens`` are what its answers were billed,
+    all samples together (with ``n``, the input once); a cache hit keeps the answer's cost.
+    ``response`` is the first sample, ``samples`` all of them (a JSON list), and the logprob
+    columns describe ``response``. Where the prompt offers tools (or an answer calls one),
+    ``tool_calls`` holds the first answer's calls as a JSON list in OpenAI's shape, and with
+    several samples ``sample_tool_calls`` each sample's; a prompt's ``response_format`` is kept
+    as JSON in ``response_format`` (what ``ponder grade --grader json`` checks against). A failed
+    call leaves its message in ``error``."""
+    from .._client import Client
+    from ..evaluation import OutcomeTable
+
+    if concurrency < 1:
+        raise PonderError("concurrency must be at least 1")
+    if samples < 1:
+        raise PonderError("samples must be at least 1")
+    own = client is None
+    client = client or Client()
+    try:
+        state, jobs = _plan_run(prompts, models, client, output, samples)
+        planned = len(state.prompts) * len(state.models) * samples
+        summary = CollectSummary(total=len(jobs), answers=sum(len(j.samples) for j in jobs),
+                                 output=None if output is None else str(output))
+        summary.skipped = planned - summary.answers
+        if on_start is not None:
+            on_start(summary)
+
+        def request_for(job: Job) -> ChatRequest:
+            return job_request(job, temperature=temperature, max_tokens=max_tokens, logprobs=logprobs,
+                               seeds=honours(client, job.model, "seed"))
+
+        writer = _Writer(progress_path(output), state.sidecar) if output is not None and jobs else None
+        run = _Run(state, summary, writer, request_for, on_result)
+        try:
+            if provider_batch and jobs:
+                est = sum(e.cost_usd or 0.0 for e in estimate_jobs(
+                    client, jobs, state.models, max_tokens=max_tokens, pool=state.pool, provider_batch=True))
+                if max_cost is not None and est > max_cost:
+                    summary.stopped = (f"the estimated cost ${est:.4f} exceeds the budget of ${max_cost:g}; "
+                                       "nothing was submitted")
+                else:
+                    where = batch_state_path(output) if output is not None else Path(".ponder-collect.batches.json")
+                    await run.provider_batch(client, jobs, where, batch_poll_s)
+            elif jobs:
+                await run.calls(client, jobs, concurrency, max_cost)
+        finally:
+            if writer is not None:
+                writer.close()
+            df = build_table(state.prompts, state.models, state.existing, state.pool, state.touched)
+            summary.elapsed_s = time.perf_counter() - run.start
+            if output is not None:
+                write_output(df, Path(output))
+                wanted = {(p.id, m) for p in state.prompts for m in state.models}
+                if df["error"].isna().all() and state.touched <= wanted and not summary.stopped:
+                    progress_path(output).unlink(missing_ok=True)  # the table holds every answer
+        return OutcomeTable.read(df, name=Path(output).name if output is not None else "collected",
+                                 graded=False)
+    finally:
+        if own:
+            await client.aclose()
+            client.close()
+
+
+def collect(prompts: PromptsIn, models: Sequence[str], **kw: Any) -> OutcomeTable:
+    """The synchronous twin of :func:`acollect` (runs its own event loop).
+
+    Async connections opened on that loop are released before it closes, so a ``client`` passed
+    in works again afterwards.
+    """
+    async def main() -> OutcomeTable:
+        client = kw.get("client")
+        try:
+            return await acollect(prompts, models, **kw)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    return asyncio.run(main())
