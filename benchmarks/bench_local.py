@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from ponder.local._engine import Engine, make_drafter
-from ponder.local._loading import default_model_path, export_hf_folder, load_model
+from ponder.local._loading import export_hf_folder, load_model
+from ponder.local._runtime import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

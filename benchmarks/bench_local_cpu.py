@@ -8,8 +8,10 @@ hits all of them alike. ponder is timed through its public engine API (``Engine.
 
 - ``llama.cpp (llama-cpp-python)``: the reference: the same GGUF, llama.cpp's own context (flash
   attention on, as ponder's runtime), a decode loop of ``Llama.eval`` + argmax (no ponder code);
-- ``ponder llama.cpp``: ponder's engine on the llama.cpp runtime (the CPU default), target-only
-  and with prompt lookup (``ngram``, k=4 adaptive);
+- ``ponder llama.cpp``: ponder's torch engine on the llama.cpp runtime, target-only and with
+  prompt lookup (``ngram``, k=4 adaptive);
+- ``ponder llama.cpp numpy loop``: ``LlamaCppEngine``, the CPU default since issue 23 (the same
+  llama.cpp model, sampled and verified in numpy, no torch), target-only and with prompt lookup;
 - ``ponder torch float32``: the GGUF dequantised to float32, target-only and with prompt lookup;
 - ``ponder torch int8``: the same with every linear layer replaced by weight-only int8
   (``torch._weight_int8pack_mm``, per-row scales): the other route the issue names, measured;
@@ -36,7 +38,9 @@ import numpy as np
 import torch
 
 from ponder.local._engine import Engine, make_drafter
-from ponder.local._loading import default_model_path, export_hf_folder
+from ponder.local._llamacpp_engine import LlamaCppEngine, make_lookup
+from ponder.local._loading import export_hf_folder
+from ponder.local._runtime import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +105,7 @@ def main() -> None:
                            verbose=False)  # flash attention as ponder's llama.cpp runtime runs it
 
     cpp = Engine.load(gguf, runtime="llama.cpp", threads=args.threads, k=4)
+    lite = LlamaCppEngine.load(gguf, threads=args.threads, k=4)
     fp32 = Engine.load(gguf, runtime="torch", k=4)
     tok = cpp.tokenizer
     assert tok is not None
@@ -138,6 +143,11 @@ def main() -> None:
         out, _, st = engine.generate_ids(p, N, stop_ids=())
         return out, st.prefill_s, st.decode_s
 
+    def lite_run(draft: str | None, p: list[int]) -> tuple[list[int], float, float]:
+        lite.drafter = make_lookup(draft)
+        out, _, st = lite.generate_ids(p, N, stop_ids=())
+        return out, st.prefill_s, st.decode_s
+
     def hf_run(p: list[int]) -> tuple[list[int], float, float]:
         assert hf is not None
         x = torch.tensor([p])
@@ -153,6 +163,8 @@ def main() -> None:
         "llama.cpp (llama-cpp-python)": llama_ref,
         "ponder llama.cpp target-only": lambda p: engine_run(cpp, None, p),
         "ponder llama.cpp + ngram k=4 adaptive": lambda p: engine_run(cpp, "ngram", p),
+        "ponder llama.cpp numpy loop target-only": lambda p: lite_run(None, p),
+        "ponder llama.cpp numpy loop + ngram k=4 adaptive": lambda p: lite_run("ngram", p),
         "ponder torch float32 target-only": lambda p: engine_run(fp32, None, p),
         "ponder torch float32 + ngram k=4 adaptive": lambda p: engine_run(fp32, "ngram", p),
     }

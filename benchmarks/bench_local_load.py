@@ -56,7 +56,7 @@ def run(engine: str, path: Path, dtype: str) -> dict:
 
 
 def models(tmp: Path) -> dict[str, Path]:
-    from ponder.local._loading import default_model_path
+    from ponder.local._runtime import default_model_path
 
     found = {"SmolLM2-135M-Instruct Q4_1": default_model_path()}
     try:

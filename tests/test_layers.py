@@ -161,3 +161,14 @@ def test_the_checks_see_an_upward_import_and_a_circle():
     graph["ponder.server._app"].add("ponder._exceptions")
     assert ("ponder._exceptions", "ponder.server") in upward_imports(graph)
     assert any({"ponder._exceptions", "ponder.server._app"} <= c for c in cycles(graph))
+
+
+def test_import_ponder_loads_no_heavy_library() -> None:
+    """``import ponder`` (every CLI command, the llama.cpp CPU runtime) loads neither pandas nor
+    torch: they cost 70+ MB and half a second before any work starts."""
+    import subprocess
+    import sys
+
+    code = "import sys, ponder; print(sorted(m for m in ('pandas', 'torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

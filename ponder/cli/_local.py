@@ -19,38 +19,31 @@ RUNTIME_HELP = ("auto, torch or llama.cpp. auto runs a GGUF on the CPU through l
                 "as stored) when llama-cpp-python is installed, everything else through torch.")
 
 
-def _setup(threads: int | None) -> None:
-    from ..local import require_extra
-
-    require_extra()
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def _engine(model: Path | None, draft: str | None, device: str | None, dtype: str | None, runtime: str,
-            threads: int | None, runtime_draft: str | None = None, **kwargs: Any) -> Any:
-    from ..local._engine import Engine, choose_runtime, placement
+            threads: int | None, **kwargs: Any) -> Any:
+    """The engine ``load_engine`` picks: llama.cpp in numpy for a GGUF on the CPU (torch is never
+    imported there), else the torch engine with ``threads`` set."""
+    from ..local._runtime import load_engine
 
-    path = _model_path(model)
-    dev, dt = placement(device, dtype)
-    chosen = choose_runtime(path, runtime_draft or draft, dev, runtime)
-    return Engine.load(path, draft, dtype=dt, device=dev, runtime=chosen, threads=threads, **kwargs)
+    return load_engine(_model_path(model), draft, device=device, dtype=dtype, runtime=runtime, threads=threads,
+                       **kwargs)
 
 
 def _describe(engine: Any) -> str:
+    m = engine.model
+    if engine.runtime == "llama.cpp":  # the model is llama.cpp's, under either engine
+        return f"runtime llama.cpp, cpu, gguf weights, {m.n_threads} thread(s)"
     import torch
 
-    m = engine.model
-    threads = getattr(m, "n_threads", None) or torch.get_num_threads()
-    dtype = "gguf weights" if engine.runtime == "llama.cpp" else str(m.dtype).removeprefix("torch.")
-    where = f"{threads} thread(s)" if m.device.type == "cpu" else f"loop {engine.loop}"
+    dtype = str(m.dtype).removeprefix("torch.")
+    where = f"{torch.get_num_threads()} thread(s)" if m.device.type == "cpu" else f"loop {engine.loop}"
+    if engine.capture_s:  # caches and graphs made at load: never inside a timed generation
+        where += f", built at load in {engine.capture_s:.2f}s"
     return f"runtime {engine.runtime}, {m.device}, {dtype}, {where}"
 
 
 def _model_path(model: Path | None) -> Path:
-    from ..local._loading import default_model_path
+    from ..local._runtime import default_model_path
 
     return model if model is not None else default_model_path()
 
@@ -74,11 +67,10 @@ def generate(
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
 ) -> None:
     """Generate text: the answer on stdout, statistics on stderr."""
-    _setup(threads)
-    from ..local._sampling import SamplingParams
+    from ..local._runtime import sampling_params
 
     engine = _engine(model, draft, device, dtype, runtime, threads, k=k, adaptive=not fixed_k)
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    params = sampling_params(engine, temperature=temperature, top_k=top_k, top_p=top_p)
     result = engine.generate(prompt, max_tokens, params, chat=not raw, seed=seed)
     stdout.print(result.text, markup=False, highlight=False)
     who = f"draft {engine.drafter.name}, k={k}{'' if fixed_k else ' adaptive'}" if engine.drafter else "target only"
@@ -103,14 +95,14 @@ def bench(
 
     Configurations are interleaved (each decodes each prompt in turn, the order rotating), so they
     share the machine's load; each runs exactly what ``ponder local generate`` runs for the same
-    --draft/--k/--fixed-k, timed the same way."""
-    _setup(threads)
+    --draft/--k/--fixed-k, timed the same way (in the torch engine's loop: on the llama.cpp
+    runtime it decodes the tokens the numpy loop of ``generate`` decodes)."""
     from rich.table import Table
 
     from ..local._bench import DEFAULT_PROMPTS, run_bench
 
     layers = next((d for d in draft if d.startswith("layers:")), None)
-    engine = _engine(model, None, device, dtype, runtime, threads, runtime_draft=layers)
+    engine = _engine(model, None, device, dtype, runtime, threads, runtime_draft=layers, lite=False)
     stderr.print(f"[{_describe(engine)}] warming up, then {rounds} interleaved round(s)", markup=False, highlight=False)
 
     def progress(done: int, total: int, what: str) -> None:
@@ -119,8 +111,10 @@ def bench(
     rows = run_bench(engine, prompt or DEFAULT_PROMPTS, draft, k, max_tokens, adaptive=not fixed_k,
                      rounds=rounds, progress=progress)
     base = rows[0].tokens_per_s
+    built = sum(r.capture_s for r in rows)  # caches and graphs, made before any timed run
     table = Table("draft", "k", "tokens", "tok/s", "speed-up", "acceptance", "mean accepted", "same tokens",
-                  title=f"{_describe(engine)}; k {'fixed' if fixed_k else 'adaptive from the start value'}")
+                  title=f"{_describe(engine)}; k {'fixed' if fixed_k else 'adaptive from the start value'}; "
+                        f"engines built in {built:.2f}s, untimed")
     for r in rows:
         table.add_row(
             r.draft, "-" if r.k is None else str(r.k), str(r.tokens), f"{r.tokens_per_s:.1f}",

@@ -14,12 +14,6 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import DataError
 from .._jsonl import iter_log
 from .._types import Completion
-from ..evaluation._table import (
-    _read_frame,
-    check_tool_calls,
-    parse_sample_tool_calls,
-    parse_tool_calls,
-)
 from ._input import CollectPrompt, blank
 from ._plan import Job, Key
 
@@ -91,6 +85,7 @@ def _row_samples(rec: dict[str, Any]) -> list[str]:
 def _row_tool_calls(rec: dict[str, Any], n: int) -> list[list[dict[str, Any]] | None]:
     """Each of ``n`` samples' tool calls from an output row's ``tool_calls`` and
     ``sample_tool_calls`` (checked when the table was read)."""
+    from ..evaluation._table import parse_sample_tool_calls, parse_tool_calls  # pandas: when read
     each = parse_sample_tool_calls(rec.get("sample_tool_calls"))
     calls = [list(c) for c in each] if each is not None else [list(parse_tool_calls(rec.get("tool_calls")))]
     return [(calls[i] or None) if i < len(calls) else None for i in range(n)]
@@ -208,6 +203,7 @@ def _format(path: Path) -> str:
 
 def _read_output(path: Path) -> pd.DataFrame | None:
     """The output table of an earlier run (None when there is none yet)."""
+    from ..evaluation._table import _read_frame, check_tool_calls  # pandas: when a table is read
     if not path.exists():
         return None
     df = _read_frame(path)

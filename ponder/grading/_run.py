@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DataError
 from .._secrets import scrub
-from ..evaluation._table import check_tool_calls, parse_sample_tool_calls, parse_tool_calls
 from ._agreement import Agreement, agreement
 from ._base import Grade, Grader, text
 
@@ -65,7 +64,10 @@ def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The table as a DataFrame (score may be empty), and its name for error messages."""
     import pandas as pd
 
-    from ..evaluation._table import _read_frame  # one reader for every table format
+    from ..evaluation._table import (  # pandas: only when used
+        _read_frame,  # one reader for every table format
+        check_tool_calls,
+    )
 
     if isinstance(source, pd.DataFrame):
         df, name = source, "table"
@@ -153,6 +155,9 @@ def _responses(row: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """What to grade for a row, each answer with the row as its grader sees it: the response,
     then its samples (the first sample is the response itself when it equals it, and is not
     graded twice). A sample's row carries that sample's ``tool_calls``."""
+    from ..evaluation._table import (  # pandas: only when used
+        parse_sample_tool_calls,
+    )
     samples = row.get("samples") or []
     each = parse_sample_tool_calls(row.get("sample_tool_calls"))
     out: list[tuple[str, Mapping[str, Any]]] = [(row["response"], row)]
@@ -264,6 +269,11 @@ def _attach_baselines(rows: list[dict[str, Any]], picked: list[Grader], name: st
 
 def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
+
+    from ..evaluation._table import (  # pandas: only when used
+        parse_sample_tool_calls,
+        parse_tool_calls,
+    )
 
     out = df.copy()
     if "score" in out.columns and out["score"].notna().any():

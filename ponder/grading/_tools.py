@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ..evaluation._table import parse_tool_calls
 from ._base import Grade, correct
 
 Call = tuple[str, Any]  # (function name, arguments in canonical form)
@@ -109,6 +108,7 @@ class ToolCallGrader:
     columns: tuple[str, ...] = ("tool_calls",)  # the table must have these (they may be empty)
 
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
+        from ..evaluation._table import parse_tool_calls  # pandas: only when used
         try:
             want = expected_calls(row.get("reference"))
         except ValueError as exc:

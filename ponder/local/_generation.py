@@ -1,0 +1,98 @@
+"""What a generation returns, with no torch: statistics, the token stream, the finished
+generation, and the sampling settings of the torch-free engine.
+
+``LlamaCppEngine`` (llama.cpp and numpy) hands these back; ``Engine`` (torch) returns classes of
+the same shape, so the CLI, the ``local:`` provider and the benchmarks read one shape whichever
+engine ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["Generation", "GenerationStats", "Sampling", "TokenStream"]
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    target_steps: int = 0  # target forward passes after prefill (decode or verification)
+    drafted: int = 0
+    accepted: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0  # time in decode steps, not time a stream waited between them
+    k_history: list[int] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / drafted tokens."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Draft tokens accepted per target step (gpt-fast's "mean accepted")."""
+        return self.accepted / self.target_steps if self.target_steps else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        return (self.new_tokens - 1) / self.target_steps if self.target_steps else 1.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second of engine time (prefill + decode steps)."""
+        total = self.prefill_s + self.decode_s
+        return self.new_tokens / total if total > 0 else 0.0
+
+    def summary(self) -> str:
+        s = f"{self.new_tokens} tokens in {self.prefill_s + self.decode_s:.2f}s ({self.tokens_per_s:.1f} tok/s, prefill {self.prompt_tokens} tokens {self.prefill_s:.2f}s)"
+        if self.drafted:
+            s += f"; acceptance {self.acceptance_rate:.1%}, mean accepted {self.mean_accepted:.2f}, {self.tokens_per_step:.2f} tokens/step"
+        return s
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    text: str
+    finish_reason: str  # "stop" or "length"
+    stats: GenerationStats
+
+
+class TokenStream:
+    """New token ids as the engine produces them, one list per target step; once exhausted,
+    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.stats = GenerationStats(prompt_tokens=prompt_tokens)
+        self.finish_reason = "length"
+        self._gen: Iterator[list[int]] = iter(())
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> list[int]:
+        chunk = next(self._gen)
+        self.stats.new_tokens += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        close = getattr(self._gen, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings as ``LlamaCppEngine`` reads them (``_sampling.SamplingParams`` is the
+    torch engine's, with the same fields; either one works here). temperature 0 is greedy;
+    top_k 0 and top_p 1.0 are off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
