@@ -8,8 +8,10 @@ engine ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Generation", "GenerationStats", "Sampling", "TokenStream"]
 
@@ -23,6 +25,7 @@ class GenerationStats:
     accepted: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0  # time in decode steps, not time a stream waited between them
+    capture_s: float = 0.0  # graphs this request had to capture first (none once the engine is prepared)
     k_history: list[int] = field(default_factory=list)
 
     @property
@@ -49,6 +52,8 @@ class GenerationStats:
         s = f"{self.new_tokens} tokens in {self.prefill_s + self.decode_s:.2f}s ({self.tokens_per_s:.1f} tok/s, prefill {self.prompt_tokens} tokens {self.prefill_s:.2f}s)"
         if self.drafted:
             s += f"; acceptance {self.acceptance_rate:.1%}, mean accepted {self.mean_accepted:.2f}, {self.tokens_per_step:.2f} tokens/step"
+        if self.capture_s:
+            s += f"; graph capture {self.capture_s:.2f}s (not in the times above)"
         return s
 
 
@@ -62,18 +67,25 @@ class Generation:
 
 class TokenStream:
     """New token ids as the engine produces them, one list per target step; once exhausted,
-    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early."""
+    ``finish_reason`` ("stop" or "length") and ``stats`` are final. ``close()`` stops early.
 
-    def __init__(self, prompt_tokens: int) -> None:
+    Each chunk runs inside ``turn()`` (the engine's device made current, and no other engine's
+    graph capture under way); the stream's KV caches go back to the engine when it ends, is closed
+    or is dropped unstarted."""
+
+    def __init__(self, prompt_tokens: int, turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.stats = GenerationStats(prompt_tokens=prompt_tokens)
         self.finish_reason = "length"
         self._gen: Iterator[list[int]] = iter(())
+        self._turn = turn
+        self._release: Callable[[], None] | None = None
 
     def __iter__(self) -> TokenStream:
         return self
 
     def __next__(self) -> list[int]:
-        chunk = next(self._gen)
+        with self._turn():
+            chunk = next(self._gen)
         self.stats.new_tokens += len(chunk)
         return chunk
 
@@ -81,6 +93,15 @@ class TokenStream:
         close = getattr(self._gen, "close", None)
         if close is not None:
             close()
+        self._give_back()
+
+    def _give_back(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __del__(self) -> None:
+        self._give_back()
 
 
 @dataclass(frozen=True)
