@@ -191,6 +191,9 @@ def _turns(request: ChatRequest, provider: str, model: str) -> tuple[str, list[d
     msgs: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):
         where = f"messages[{i}]"
+        if m.name is not None:
+            raise _bad("a message 'name' has no Anthropic counterpart; leave it out", f"{where}.name",
+                       provider, model)
         if m.role in ("system", "developer"):
             system.append(m.text)
         elif m.role == "tool":

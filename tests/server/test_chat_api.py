@@ -26,7 +26,7 @@ WEATHER = {"type": "function", "function": {
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
 HISTORY: list[dict[str, Any]] = [
     {"role": "developer", "content": "Use tools."},
-    {"role": "user", "content": [{"type": "text", "text": "weather in Paris?"},
+    {"role": "user", "name": "ada", "content": [{"type": "text", "text": "weather in Paris?"},
                                  {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
     {"role": "assistant", "content": None, "tool_calls": [CALL]},
     {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"},
@@ -231,8 +231,12 @@ def anthropic_client(upstream: FakeLLMServer) -> Client:
 
 def test_anthropic_gets_tools_tool_results_and_images_translated(upstream: FakeLLMServer) -> None:
     upstream.queue(Action(message={"role": "assistant", "content": "Let me check.", "tool_calls": [CALL]}))
+    unnamed = [{k: v for k, v in m.items() if k != "name"} for m in HISTORY]
     with anthropic_client(upstream) as client:
-        c = client.complete(HISTORY + [{"role": "tool", "tool_call_id": "call_2", "content": "more"}],
+        with pytest.raises(UnsupportedRequest) as named:
+            client.complete(HISTORY, model="an:claude")
+        assert named.value.param == "messages[1].name"
+        c = client.complete(unnamed + [{"role": "tool", "tool_call_id": "call_2", "content": "more"}],
                             model="an:claude", tools=[WEATHER], tool_choice="required", parallel_tool_calls=False,
                             stop=["END"], max_completion_tokens=50)
     body = last_body(upstream)

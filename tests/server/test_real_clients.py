@@ -1,7 +1,7 @@
 """The clients people put in front of an OpenAI-compatible router, unchanged, against ``ponder
 serve``: LangChain's ``ChatOpenAI`` (tools, structured output in both modes, streaming), the
 litellm client (plain, tools, a wrong key) and instructor (TOOLS and JSON modes), each through a
-plain model, a fallback chain and a verifier-only cascade. The upstream is the fake server, which
+plain model, a fallback chain, a verifier-only cascade, a trained cascade and a router. The upstream is the fake server, which
 records every body it receives."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from ponder import Client
 from ponder.cascade import Cascade, Rung
 from ponder.server import FallbackChain, create_app
 from tests.fakeserver import Action
-from tests.server._serverkit import FakeLLMServer, LiveServer, make_config
+from tests.server._serverkit import FakeLLMServer, LiveServer, make_config, tiny_table
 
 langchain_openai = pytest.importorskip("langchain_openai", reason="langchain-openai is not installed (dev extra)")
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "Weather", "arguments": '{"city": "Paris"}'}}
-MODELS = ["up:m", "ponder/chain", "ponder/verify"]
+MODELS = ["up:m", "ponder/chain", "ponder/verify", "ponder/trained", "ponder/router"]
 
 
 class Weather(pydantic.BaseModel):
@@ -38,9 +38,17 @@ class Person(pydantic.BaseModel):
 
 @pytest.fixture
 def live(upstream: FakeLLMServer) -> Iterator[LiveServer]:
+    import ponder.routers as routers
+    from ponder.cascade import fit_scorer
+
     client = Client(make_config({"up": upstream.url}), cache=False)
+    both = {"cheap": "up:m", "strong": "up:m"}  # trained on tiny_table; both names reach the fake
     strategies = {"chain": FallbackChain(["up:m"]),
-                  "verify": Cascade([Rung("up:m", spec="up:m"), Rung("up:m", spec="up:m")], name="verify")}
+                  "verify": Cascade([Rung("up:m", spec="up:m"), Rung("up:m", spec="up:m")], name="verify"),
+                  "trained": Cascade([Rung("cheap", threshold=0.5, scorer=fit_scorer(tiny_table()), spec="up:m"),
+                                      Rung("strong", spec="up:m")], name="trained"),
+                  "router": routers._live.LiveRouter(routers.KNNRouter(n_neighbors=3).fit(tiny_table()),
+                                                     model_map=both, knob=2000.0)}
     with LiveServer(create_app(client, strategies, models=["up:m"], api_key="ponder-key")) as server:
         yield server
 
