@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._exceptions import AllModelsFailed, ConfigError, ModelFileError
-from .._types import Answer, Attempt, ChatRequest, Completion
+from .._types import Answer, Attempt, ChatRequest, Choice, Completion, Message
 from .._verify import verify
 from ..strategies import (
     STRATEGY_FORMAT,
@@ -45,6 +45,34 @@ __all__ = ["Cascade", "load_strategy_file"]
 
 STRATEGY_VERSION = 1
 SET_STRATEGY_VERSION = 2  # files with set rungs (older ponder would read a set as one model)
+
+
+def recorded_checks(table: OutcomeTable) -> Callable[[int, int, bool], str | None] | None:
+    """The verifiers on a table's recorded answers, as the live loop runs them: ``check(q, m,
+    final)`` is the failed check of query ``q``'s answer from model ``m``, or None. Only for tables
+    that record what the checks read (``ponder collect`` with ``response_format`` or tools writes
+    ``response_format`` and ``tool_calls`` columns); None for any other table, whose replay is as
+    before. The tools a row offered are not recorded, so tool names and argument schemas go
+    unchecked offline (arguments must still parse)."""
+    df = table.df
+    if "response_format" not in df.columns and "tool_calls" not in df.columns:
+        return None
+    formats: dict[str, Any] = {}
+    if "response_format" in df.columns:
+        for qid, fmt in zip(df["query_id"].astype(str), df["response_format"], strict=True):
+            if isinstance(fmt, str) and fmt.strip():
+                formats.setdefault(qid, json.loads(fmt))
+            elif isinstance(fmt, dict):
+                formats.setdefault(qid, fmt)
+    asked = (Message(role="user", content=""),)  # the checks read the format, not the messages
+    requests = [ChatRequest(messages=asked, response_format=formats.get(str(qid))) for qid in table.query_ids]
+    responses, calls = table.responses, table.tool_calls
+
+    def check(q: int, m: int, final: bool) -> str | None:
+        answer = Choice(content=str(responses[q, m]), tool_calls=tuple(calls[q, m]))
+        return verify(requests[q], answer, final=final)
+
+    return check
 
 
 class Cascade:
@@ -274,6 +302,7 @@ class Cascade:
         MS = self.member_scores(table) if member_scores is None else member_scores
         lazy = self._lazy()
         Y, C, P, R = table.scores, table.costs, table.present, table.responses
+        checks = recorded_checks(table)
         nq = len(table.query_ids)
         last = len(self.rungs) - 1
         cost, qual, who = np.zeros(nq), np.zeros(nq), np.full(nq, -1)
@@ -297,7 +326,8 @@ class Cascade:
                         sc = self._score(k, table.queries[q], text, tried, **sig)
                     else:
                         sc = float(S[q, k])
-                    tried.append(_Tried(k, text, sc, float(C[q, m]), member=j))
+                    check = checks(q, m, k == last) if checks is not None and j is None else None
+                    tried.append(_Tried(k, text, None if check else sc, float(C[q, m]), member=j, check=check))
             cost[q] = sum(t.cost for t in tried)
             if calls is not None:
                 calls.append([(self.rungs[t.rung].model_of(t.member), i == step.answer)

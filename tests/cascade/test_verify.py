@@ -128,3 +128,20 @@ def test_when_no_rung_passes_the_last_answer_is_returned_with_its_check(
         answer = load_strategy(verifier).run(ChatRequest.of("q", response_format={"type": "json_object"}), client)
     assert answer.completion.text == "still not json"
     assert [a.check.split(":")[0] for a in answer.trace if a.check] == ["json", "json"]
+
+
+def test_replay_runs_the_verifiers_on_recorded_answers(verifier: Path) -> None:
+    """Offline replay decides as the live loop does: a recorded answer that breaks the row's
+    response_format escalates (a table from ``ponder collect`` records the format)."""
+    import pandas as pd
+
+    from ponder.evaluation import read_outcomes
+
+    fmt = json.dumps({"type": "json_object"})
+    rows = [("q1", "cheap:m", "not json", 0.0, 0.001), ("q1", "dear:m", '{"a": 1}', 1.0, 0.01),
+            ("q2", "cheap:m", '{"b": 2}', 1.0, 0.001), ("q2", "dear:m", '{"b": 2}', 1.0, 0.01)]
+    df = pd.DataFrame([{"query_id": q, "query": q, "model": m, "response": r, "score": s, "cost_usd": c,
+                        "response_format": fmt} for q, m, r, s, c in rows])
+    cost, quality, rung = load_strategy(verifier).replay(read_outcomes(df))
+    assert list(rung) == [1, 0] and list(quality) == [1.0, 1.0]
+    assert cost.tolist() == pytest.approx([0.011, 0.001])
