@@ -7,10 +7,11 @@ Also checks the (ε, δ) guarantee empirically over many resampled calibration s
 
 ``--only agree``: agreement rungs on RouterBench under ``ponder eval``'s deployment protocol
 (:mod:`ponder.evaluation._deploy`): the cascade (with sets of ≤ 3 among the ``--set-pool``
-cheapest models) is fitted on 70% of train, each target's setting is chosen on the other 30%
-(calibration rows), and only then replayed on test, with 95% bootstrap intervals over test
-queries. Also the fixed rule "accept when three cheap models agree, else gpt-4" (its three
-models chosen on train) for scale.
+cheapest models) is calibrated by K-fold cross-fitting on train, each target's setting is chosen
+on the pooled held-out folds with its upper confidence bound, and only then replayed on test
+(the cascade fitted on every train row), with 95% bootstrap intervals over test queries. Also
+the fixed rule "accept when three cheap models agree, else gpt-4" (its three models chosen on
+train) for scale.
 """
 
 from __future__ import annotations
@@ -158,42 +159,16 @@ def fixed_rule(table, ref: str, pool: int) -> dict:  # type: ignore[no-untyped-d
     return out
 
 
-class _RouteOnFitted:
-    """Route-then-cascade over an already fitted cascade strategy (the router is fitted here)."""
-
-    def __init__(self, cascade, n_knobs: int) -> None:  # type: ignore[no-untyped-def]
-        from ponder.routers._route_cascade import RouteCascadeStrategy
-
-        self.inner = RouteCascadeStrategy(n_knobs=n_knobs)
-        self.cascade = cascade
-        self.name = "route-cascade"
-
-    def fit(self, train):  # type: ignore[no-untyped-def]
-        from ponder.routers import UtilityRouter
-
-        self.inner.cascade_ = self.cascade
-        self.inner.router_ = UtilityRouter(models=self.cascade.optimizer_.models_).fit(train)
-        self.inner.skips_ = {}
-        return self
-
-    def sweep(self, test):  # type: ignore[no-untyped-def]
-        return self.inner.sweep(test)
-
-
 def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner: str,  # type: ignore[no-untyped-def]
           variants: list[str], out: dict, text_method: str = "tokens") -> None:
-    """Agreement rungs on RouterBench, train-chosen operating points reported on test."""
+    """Agreement rungs on RouterBench, certified operating points (``ponder eval``'s) on test."""
     from ponder.cascade import CascadeStrategy
-    from ponder.evaluation import _deploy as D
-    from ponder.evaluation._evaluator import _boot_weights
+    from ponder.evaluation import evaluate
+    from ponder.routers._route_cascade import RouteCascadeStrategy
 
-    train, test = table.split()
     res: dict = {"set_pool": set_pool, "n_budgets": n_budgets, "n_pareto": n_pareto,
                  "learner": learner}
     res["fixed_rule"] = fixed_rule(table, ref, set_pool)
-    p = D.plan(train, test, seed=0)
-    assert p is not None and p.reference.model == ref, p and p.reference.model
-    w = _boot_weights(len(test.query_ids), 1000, 0)
     configs = {"models": ("cascade (models only)", {"set_pool": 0}),
                "sets": ("cascade + agreement sets", {"set_pool": set_pool}),
                "gain": ("cascade + agreement sets scored by gain over gpt-4",
@@ -204,48 +179,44 @@ def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner
     res["text_method"] = text_method
     for v in variants:
         label, kw = configs[v.removesuffix("+route")]
-        t0 = time.perf_counter()
-        s = CascadeStrategy(n_budgets=n_budgets, n_pareto=n_pareto, folds=5,
-                            scorer_params={"learner": learner}, **kw)
-        r = D.replay_strategy(s, p)
-        secs = time.perf_counter() - t0
-        runs = [(label, r, secs)]
+        strategies = [CascadeStrategy(label, n_budgets=n_budgets, n_pareto=n_pareto, folds=5,
+                                      scorer_params={"learner": learner}, **kw)]
         if v.endswith("+route"):
-            t0 = time.perf_counter()
-            rr = D.replay_strategy(_RouteOnFitted(s, 4), p)
-            runs.append((label + ", route-then-cascade", rr, time.perf_counter() - t0))
-        for label, r, secs in runs:
-            _deployed(label, r, secs, p, w, ref, res)
+            rkw = {k: kw[k] for k in ("set_pool",)}
+            strategies.append(RouteCascadeStrategy(label + ", route-then-cascade",
+                                                   n_budgets=n_budgets, n_knobs=4,
+                                                   n_pareto=n_pareto, folds=5,
+                                                   scorer_params={"learner": learner}, **rkw))
+        t0 = time.perf_counter()
+        d = evaluate(table, strategies=strategies, n_bootstrap=1000).to_json()
+        secs = time.perf_counter() - t0
+        assert d["deployment"]["best_model"]["model"] == ref, d["deployment"]["best_model"]
+        for s in strategies:
+            _deployed(s.name, d, secs, ref, res)
     out["agree"] = res
 
 
-def _deployed(label: str, r, secs: float, p, w, ref: str, res: dict) -> None:  # type: ignore[no-untyped-def]
-    from ponder.evaluation import _deploy as D
-
-    entries, _ = D.deployed_points(r, p.reference, w)
-    mc, mq = D._nanmean_rows(r.cal_cost), D._nanmean_rows(r.cal_quality)
-    top = int(np.nanargmax(mq))
-    print(f"best calibration point: {mq[top]:.4f} vs {ref} {p.reference.cal_quality:.4f} at "
-          f"{mc[top] / p.reference.cal_cost:.1%} of its cost (test: "
-          f"{D._mean(r.test_quality[top]):.4f} at "
-          f"{D._mean(r.test_cost[top]) / D._mean(p.reference.test_cost):.1%})")
-    print(f"\n== {label}: fit on {len(p.fit.query_ids)} train queries, chosen on "
-          f"{len(p.cal.query_ids)} calibration queries, {len(r.settings)} settings swept "
-          f"({secs:.0f}s); {ref}: test acc {D._mean(p.reference.test_quality):.4f}")
-    for e in entries:
+def _deployed(label: str, d: dict, secs: float, ref: str, res: dict) -> None:
+    s = next(x for x in d["strategies"] if x["name"] == label)
+    dep = d["deployment"]
+    print(f"\n== {label}: {dep['folds']}-fold calibration on {dep['n_calibration_queries']} "
+          f"train queries, {len(s['curve'])} settings swept ({secs:.0f}s for the run); {ref}: "
+          f"test acc {dep['best_model']['test']['quality']:.4f}")
+    for e in s["deployed"]:
         if e["target"] not in ("best_quality", "budget:0.5", "budget:1.0"):
             continue
         if not e["met"]:
             print(f"{e['target']:13s} not met on train: {e['note']}")
             continue
         t, ci = e["test"], e["test"].get("ci95", {})
-        print(f"{e['target']:13s} test acc {t['quality']:.4f} {_ci(ci.get('quality'))} "
+        print(f"{e['target']:13s} {'certified' if e['certified'] else 'uncertified'} "
+              f"(bound {e['bound']:.4f}) test acc {t['quality']:.4f} {_ci(ci.get('quality'))} "
               f"({t['quality_vs_best']:+.4f} vs {ref} {_ci(ci.get('quality_vs_best'), '{:+.4f}')}) at "
               f"{t['cost_ratio']:.1%} {_ci(ci.get('cost_ratio'), '{:.1%}')} of its cost | "
-              f"cal {e['train']['quality']:.4f} | {' > '.join(e['setting']['chain'])} "
+              f"cal {e['calibration']['quality']:.4f} | {' > '.join(e['setting']['chain'])} "
               f"{e['setting']['thresholds']} knob={e['setting'].get('knob', '-')}")
-    res[label] = {"seconds": secs, "deployed": entries,
-                  "best_cal": {"quality": float(mq[top]), "setting": r.settings[top]}}
+    res[label] = {"seconds": secs, "deployed": s["deployed"],
+                  "ship": [e for e in d["ship"] if e["strategy"] == label]}
 
 
 def _ci(ci, fmt: str = "{:.4f}") -> str:  # type: ignore[no-untyped-def]

@@ -33,11 +33,16 @@ import numpy as np
 
 __all__ = [
     "RiskSelection",
-    "hb_pvalue",
     "binomial_pvalue",
-    "wsr_pvalue",
+    "hb_pvalue",
     "ltt_select",
+    "ratio_units",
+    "ratio_upper_bound",
+    "samples_needed",
     "to_unit",
+    "upper_bound",
+    "wsr_pvalue",
+    "wsr_upper_bound",
 ]
 
 
@@ -70,6 +75,39 @@ def binomial_pvalue(risk_hat: float, n: int, eps: float) -> float:
     return float(min(1.0, binom.cdf(round(n * risk_hat), n, eps)))
 
 
+def _wsr_bets(x: np.ndarray, ok: np.ndarray, delta: float) -> np.ndarray:
+    """(n, K) predictable bet sizes ν of the Waudby-Smith–Ramdas bettor, column by column.
+
+    ``x`` (n, K) holds losses in [0, 1] already in visiting order, ``ok`` marks the rows each
+    column has (a missing row neither bets nor updates the running mean and variance).
+    """
+    n_k = ok.sum(axis=0)
+    cnt = np.cumsum(ok, axis=0)
+    xs = np.where(ok, x, 0.0)
+    mu = (0.5 + np.cumsum(xs, axis=0)) / (cnt + 1)
+    var = (0.25 + np.cumsum(np.where(ok, (xs - mu) ** 2, 0.0), axis=0)) / (cnt + 1)
+    var_prev = np.vstack([np.full((1, x.shape[1]), 0.25), var[:-1]])  # uses rows before i only
+    nu = np.sqrt(2 * math.log(1 / delta) / (np.maximum(n_k, 1) * var_prev))
+    # Bet on "loss < ε": the factor 1 + ν(ε − x) must stay > 0 for x = 1, i.e. ν < 1/(1 − ε).
+    return np.where(ok, np.minimum(nu, 1.0), 0.0)
+
+
+def _wsr_log_wealth(x: np.ndarray, nu: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """(K,) the largest log-wealth reached betting ``nu`` on "mean < eps" (0 bets: no change)."""
+    with np.errstate(divide="ignore"):  # log1p(−1) = −inf: the bettor went broke
+        steps = np.log1p(nu * (eps[None, :] - np.nan_to_num(x, nan=0.0)))
+    steps = np.where(nu > 0, steps, 0.0)
+    if not len(steps):
+        return np.zeros(x.shape[1])
+    return np.cumsum(steps, axis=0).max(axis=0)
+
+
+def _visit_order(x: np.ndarray, seed: int) -> np.ndarray:
+    """Rows of ``x`` in a seeded random order (losses are exchangeable; one order for all columns,
+    so paired columns stay paired)."""
+    return x[np.random.default_rng(seed).permutation(x.shape[0])]
+
+
 def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int = 0) -> float:
     """Waudby-Smith–Ramdas betting p-value for H0: mean loss ≥ eps, losses in [0, 1].
 
@@ -78,19 +116,152 @@ def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int 
     Losses are visited in a seeded random order (they are exchangeable).
     """
     x = np.asarray(losses, dtype=np.float64).ravel()
-    n = x.size
-    if n == 0:
+    if x.size == 0:
         return 1.0
-    x = x[np.random.default_rng(seed).permutation(n)]
-    idx = np.arange(1, n + 1)
-    mu = (0.5 + np.cumsum(x)) / (idx + 1)
-    var = (0.25 + np.cumsum((x - mu) ** 2)) / (idx + 1)
-    var_prev = np.concatenate([[0.25], var[:-1]])  # predictable: uses losses before i only
-    nu = np.sqrt(2 * math.log(1 / delta) / (n * var_prev))
-    # Bet on "loss < ε": the factor 1 + ν(ε − x) must stay > 0 for x = 1, i.e. ν < 1/(1 − ε).
-    nu = np.minimum(nu, 1.0)
-    log_wealth = np.cumsum(np.log1p(nu * (eps - x)))
-    return float(min(1.0, math.exp(-max(0.0, float(log_wealth.max())))))
+    x = _visit_order(x[:, None], seed)
+    nu = _wsr_bets(x, np.ones(x.shape, dtype=bool), delta)
+    log_wealth = float(_wsr_log_wealth(x, nu, np.array([eps]))[0])
+    return float(min(1.0, math.exp(-max(0.0, log_wealth))))
+
+
+# Columns are bounded in chunks so that an (n, K) work array stays near this many cells.
+_CHUNK_CELLS = 4_000_000
+
+
+def _chunks(n: int, k: int) -> list[slice]:
+    step = max(1, _CHUNK_CELLS // max(n, 1))
+    return [slice(i, min(k, i + step)) for i in range(0, k, step)]
+
+
+def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
+                    ) -> np.ndarray:
+    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1].
+
+    The inverted WSR test: the smallest ε for which H0 "mean ≥ ε" is rejected at level δ (the
+    bettor's wealth grows with ε, so bisection finds it). NaN marks a row a column does not have.
+    A column that cannot reject even ε = 1 gets the bound 1.
+    """
+    X = np.asarray(x, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    n, k = X.shape
+    out = np.ones(k)
+    if n == 0 or k == 0:
+        return out
+    X = _visit_order(X, seed)
+    thr = math.log(1 / delta)
+    for sl in _chunks(n, k):
+        xs = X[:, sl]
+        nu = _wsr_bets(xs, np.isfinite(xs), delta)
+        lo, hi = np.zeros(xs.shape[1]), np.ones(xs.shape[1])
+        never = _wsr_log_wealth(xs, nu, hi) < thr
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            rej = _wsr_log_wealth(xs, nu, mid) >= thr
+            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        out[sl] = np.where(never, 1.0, hi)
+    return out
+
+
+def upper_bound(losses: np.ndarray, delta: float, *, signed: bool = False, seed: int = 0
+                ) -> np.ndarray:
+    """(1 − δ) upper confidence bound on each column's mean loss (WSR betting, see above).
+
+    ``losses`` (n, K) lie in [0, 1], or in [−1, 1] with ``signed=True`` (e.g. a quality drop that
+    is negative where a candidate beats the reference); NaN marks a missing row.
+    """
+    L = np.asarray(losses, dtype=np.float64)
+    if signed:
+        return 2.0 * wsr_upper_bound((L + 1.0) / 2.0, delta, seed=seed) - 1.0
+    return wsr_upper_bound(L, delta, seed=seed)
+
+
+def ratio_units(num: np.ndarray, den: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """(num − r·den), scaled per column into [−1, 1] by its largest size seen, mapped to
+    [0, 1]: a mean below ½ says E[num] < r·E[den]."""
+    diff = num - r[None, :] * den[:, None]
+    scale = np.nanmax(np.abs(diff), axis=0, initial=0.0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return (diff / scale[None, :] + 1.0) / 2.0
+
+
+def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
+                      iters: int = 40, r_max: float = 1e6) -> np.ndarray:
+    """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
+
+    Paired rows (e.g. a candidate's spend and the reference model's on the same queries), both
+    ≥ 0: the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference
+    scaled by its largest size seen: an assumption that future queries stay in that range).
+    ``inf`` where not even ``r_max`` is rejected. NaN in ``num`` marks a missing row.
+    """
+    N = np.asarray(num, dtype=np.float64)
+    if N.ndim == 1:
+        N = N[:, None]
+    D = np.asarray(den, dtype=np.float64).ravel()
+    n, k = N.shape
+    out = np.full(k, np.inf)
+    if n == 0 or k == 0:
+        return out
+    order = np.random.default_rng(seed).permutation(n)
+    N, D = N[order], D[order]
+    ok = np.isfinite(N) & np.isfinite(D)[:, None]
+    thr = math.log(1 / delta)
+    half = np.full(k, 0.5)
+
+    def rejects(r: np.ndarray, sl: slice) -> np.ndarray:
+        x = ratio_units(N[:, sl], D, r)
+        good = ok[:, sl]
+        return _wsr_log_wealth(np.where(good, x, np.nan), _wsr_bets(x, good, delta),
+                               half[sl]) >= thr
+
+    for sl in _chunks(n, k):
+        m = sl.stop - sl.start
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.nansum(np.where(ok[:, sl], N[:, sl], 0.0), axis=0) / np.maximum(
+                (np.where(ok[:, sl], D[:, None], 0.0)).sum(axis=0), 1e-300)
+        hi = np.maximum(2.0 * ratio, 1e-12)
+        done = rejects(hi, sl)
+        while not done.all() and hi[~done].min() < r_max:
+            hi = np.where(done, hi, hi * 4)
+            done = rejects(hi, sl)
+        lo = np.zeros(m)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            rej = rejects(mid, sl)
+            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        out[sl] = np.where(done, hi, np.inf)
+    return out
+
+
+def samples_needed(x: np.ndarray, eps: float, delta: float, *, seed: int = 0,
+                   cap: int = 1_000_000, orders: int = 5) -> int | None:
+    """How many queries like these would reject H0 "mean ≥ eps" at level δ with the WSR test: a
+    power calculation for "how much more labelled data". The sample is repeated to each size and
+    visited in ``orders`` seeded orders; a size certifies when most orders do (the test's result
+    depends on the order, so one order would make the answer jump). ``x`` in [0, 1]; None when
+    the sample's mean is not below ``eps`` or more than ``cap`` would be needed."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0 or float(x.mean()) >= eps:
+        return None
+    gap, var = eps - float(x.mean()), max(float(x.var()), 1e-4)
+    if 2 * var * math.log(1 / delta) / gap**2 > 8 * cap:  # far beyond reach (normal theory)
+        return None
+
+    def certifies(size: int) -> bool:
+        xs = np.resize(x, size)
+        wins = sum(wsr_pvalue(xs, eps, delta, seed=seed + k) <= delta for k in range(orders))
+        return 2 * wins > orders
+
+    lo, hi = 0, x.size
+    while not certifies(hi):
+        if hi >= cap:
+            return None
+        lo, hi = hi, min(cap, hi * 2)
+    while hi - lo > max(1, hi // 50):  # two significant digits are plenty
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if certifies(mid) else (mid, hi)
+    return hi
 
 
 def to_unit(signed_losses: np.ndarray, eps: float) -> tuple[np.ndarray, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,6 +71,28 @@ class CascadeStrategy:
         return [(b, c) for b, c in out if c is not None]
 
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
+        return self._points(test, self.choices(), dedupe=True)
+
+    def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]:
+        """Settings taken from another fit of this strategy, on ``test``: each budget's best
+        chain on *this* fit's frontier (its cheapest chain where none fits the budget)."""
+        return self._points(test, [(float(s["budget_usd"]), self._chain_for(float(s["budget_usd"])))
+                                   for s in settings], dedupe=False)
+
+    def _chain_for(self, budget: float) -> ChainChoice:
+        f = self.optimizer_.frontier_
+        return f.best_for_budget(budget) or f.pareto()[0]
+
+    def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
+             model_map: dict[str, str] | None = None) -> Path:
+        """Write the cascade measured at ``setting`` (this fit's chain, thresholds and scorer)
+        into ``directory``; returns the strategy file."""
+        cascade = self.optimizer_.build(self._chain_for(float(setting["budget_usd"])), name=name,
+                                        model_map=model_map)
+        return cascade.save(Path(directory) / "strategy.json", model_map=model_map)
+
+    def _points(self, test: OutcomeTable, choices: list[tuple[float, ChainChoice]], *,
+                dedupe: bool) -> list[OperatingPoint]:
         opt = self.optimizer_
         test = test.select_models(opt.models_)
         order = [test.models.index(m) for m in opt.models_]
@@ -82,9 +105,9 @@ class CascadeStrategy:
             s1 = g1[:, order]
             s2 = g2[:, order][:, :, order]
         points, seen = [], set()
-        for b, choice in self.choices():
+        for b, choice in choices:
             key = (choice.chain, choice.thresholds)
-            if key in seen:
+            if dedupe and key in seen:
                 continue
             seen.add(key)
             cascade = opt.build(choice, name=self.name)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import stderr, stdout
+from ._common import fail, stderr, stdout
 from ._tables import NAME_MIN, Rows, fitted_table, name_widths
 
 datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
@@ -41,11 +41,28 @@ def eval_command(
     drop_ungraded: bool = typer.Option(False, "--drop-ungraded",
                                        help="Leave out rows whose score is empty (answers a grader "
                                             "could not grade) instead of refusing the table."),
+    epsilon: float = typer.Option(0.01, "--epsilon", min=0.0, max=0.99,
+                                  help="Quality (score units) a best_quality pick may lose against "
+                                       "the best single model: 0.01 = 1 point."),
+    delta: float = typer.Option(0.1, "--delta", min=0.001, max=0.5,
+                                help="Chance that a certified pick's guarantee fails (confidence "
+                                     "1 − delta)."),
+    folds: int = typer.Option(None, "--folds", min=2,
+                              help="K of the K-fold calibration on the train rows (default: 5 "
+                                   "below 500 train queries, else 3)."),
+    ship: Path = typer.Option(None, "--ship", metavar="DIR",
+                              help="Write each ship pick's strategy files (exactly what was "
+                                   "measured) into DIR, and DIR/ponder.toml with their "
+                                   "[strategies] entries (overwritten)."),
+    model_map: list[str] = typer.Option([], "--model-map", metavar="NAME=PROVIDER:MODEL",
+                                        help="Live model for a table's model name in the files "
+                                             "--ship writes (repeatable)."),
 ) -> None:
     """Replay every strategy and baseline on held-out queries and report cost vs quality."""
     from ..evaluation import DEFAULT_DATASET, evaluate, load_dataset
 
     source = data or DEFAULT_DATASET
+    mm = _model_map(model_map)
     with _progress() as bar:
         tasks: dict[str, Any] = {}
 
@@ -62,7 +79,10 @@ def eval_command(
                          f"{len(table) + dropped}", highlight=False)
         result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
-                          progress=tick, source=source)
+                          progress=tick, source=source, epsilon=epsilon, delta=delta,
+                          folds=folds, ship_dir=ship, model_map=mm,
+                          command=_rerun(source, split_column, test_fraction, seed, strategy,
+                                         epsilon, delta, folds, drop_ungraded))
     _render(result.to_json())
     written = []
     if report:
@@ -76,6 +96,42 @@ def eval_command(
         written.append(str(json_out))
     if written:
         stdout.print(f"wrote {', '.join(written)}", highlight=False)
+
+
+def _model_map(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        name, sep, spec = p.partition("=")
+        if not sep or not name or ":" not in spec:
+            fail(f"--model-map takes NAME=provider:model, got {p!r}")
+        out[name] = spec
+    return out
+
+
+def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
+           strategies: list[str] | None, epsilon: float, delta: float, folds: int | None,
+           drop_ungraded: bool) -> str:
+    """The ``ponder eval`` command line that reproduces this run (the report adds ``--ship``)."""
+    import shlex
+
+    args = ["ponder", "eval", source]
+    if split_column != "split":
+        args += ["--split-column", split_column]
+    if test_fraction != 0.5:
+        args += ["--test-fraction", f"{test_fraction:g}"]
+    if seed:
+        args += ["--seed", str(seed)]
+    for name in strategies or []:
+        args += ["-s", name]
+    if epsilon != 0.01:
+        args += ["--epsilon", f"{epsilon:g}"]
+    if delta != 0.1:
+        args += ["--delta", f"{delta:g}"]
+    if folds:
+        args += ["--folds", str(folds)]
+    if drop_ungraded:
+        args.append("--drop-ungraded")
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def _render(d: dict[str, Any]) -> None:
@@ -104,8 +160,9 @@ def _render(d: dict[str, Any]) -> None:
         head += ["APGR", "CPT50/80/95"]
     rows = []
     for st in d["strategies"]:
+        auc = "n/a" if st["name"].startswith("model:") else fmt_q(st["auc"])  # one point: no curve
         row = [st["name"], fmt_ratio(st["cost_ratio_at_best_quality"]),
-               fmt_q(st["quality_at_best_cost"]), fmt_q(st["auc"]), fmt_pct(st["oracle_share"])]
+               fmt_q(st["quality_at_best_cost"]), auc, fmt_pct(st["oracle_share"])]
         if d.get("two_model"):
             cpt = st.get("cpt") or {}
             row += [fmt_q(st.get("apgr")), "/".join(
@@ -119,7 +176,8 @@ def _render(d: dict[str, Any]) -> None:
 
 
 def _render_deployed(d: dict[str, Any]) -> None:
-    """Deployed points: settings chosen on train, figures on test (cost % of best · quality)."""
+    """Every strategy's point per target: chosen on train, figures on test (cost % of best ·
+    quality; ✓ certified, ! no saving within the interval, ⚠ over budget on test)."""
     dep = d.get("deployment") or {}
     targets = dep.get("targets") or []
     chosen = [st for st in d["strategies"] if st.get("deployed")]
@@ -137,43 +195,83 @@ def _render_deployed(d: dict[str, Any]) -> None:
                 if x is None or ratio is None:
                     cells.append("–")
                     continue
-                flag = "!" if x.get("saving_in_doubt") and target == "best_quality" else ""
-                cells.append(f"{100 * ratio:.0f}%{sep}{x['test']['quality']:.3f}{flag}")
+                mark = "✓" if x.get("certified") else ""
+                flag = ("!" if x.get("saving_in_doubt") and target == "best_quality" else "") + \
+                       ("⚠" if x.get("over_budget") else "")
+                cells.append(f"{mark}{100 * ratio:.0f}%{sep}{x['test']['quality']:.3f}{flag}")
             rows.append(([st["name"], *cells], "dim" if st["kind"] == "baseline" else None))
         return ["strategy", *head], rows
 
-    short = [target.replace("budget:", "≤") for target in targets]
+    short = ["best q" if t == "best_quality" else f"≤{100 * float(t.split(':')[1]):g}%"
+             for t in targets]
     head, rows = layout("/", short)
     if not name_widths(head, rows, {0: NAME_MIN}, stdout.width, True)[1]:
         # a narrow terminal: each cell on two lines (cost over quality), so the names keep room
-        head, rows = layout("/\n", [x.replace("_", "_\n") for x in short])
-    stdout.print(fitted_table("deployed: knob chosen on train, measured on test. cell = cost as % "
-                              "of the best model's / quality (! = CI includes no saving)",
+        head, rows = layout("/\n", short)
+    stdout.print(fitted_table("every strategy's point per target, chosen on train rows, measured "
+                              "on test. cell = cost as % of the best model's / quality (✓ = "
+                              "certified, ! = CI includes no saving, ⚠ = over budget on test)",
                               head, rows))
 
 
 def _render_ship(d: dict[str, Any]) -> None:
-    """Per target, the point to ship (chosen on train) and the command that deploys it."""
-    from ..evaluation._report import _ship_choice, fmt_pct, fmt_q
+    """Per target, what ships: the certified pick and its guarantee, or the best model and the
+    labelled queries it would take; the files (--ship) or the command that writes them."""
+    from ..evaluation._deploy import ship_folder
+    from ..evaluation._report import (
+        NEEDED_HOW,
+        _confidence,
+        fmt_pct,
+        fmt_q,
+        guarantee_text,
+        needed_notes,
+        ship_command,
+        ship_groups,
+        target_label,
+    )
 
+    groups = ship_groups(d)
+    if not groups:
+        return
     lines = []
-    for target in (d.get("deployment") or {}).get("targets") or []:
-        got = _ship_choice(d, target)
-        if got is None:
-            continue
-        s, x = got
-        t = x["test"]
-        flag = " (! no saving within the 95% interval)" if x.get("saving_in_doubt") else ""
-        lines.append(f"  {target}: {s['name']} · test quality {fmt_q(t['quality'])} at "
-                     f"{fmt_pct(t.get('cost_ratio'))} of the best model's cost{flag}")
-        recipe = x.get("deploy") or {}
-        lines.append(f"    $ {recipe['command']}" if recipe.get("command")
-                     else f"    {recipe.get('note', '')}")
-    if lines:
-        stdout.print("what to ship, chosen on train (serve config and notes: the HTML report):",
-                     highlight=False)
-        for line in lines:
-            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    needed, commands = needed_notes(d)
+    for group in groups:
+        e = group[0]
+        t = e["test"]
+        targets = " / ".join(target_label(d, x["target"]) for x in group)
+        if e.get("fallback"):
+            lines.append(f"  {targets}: keep the best single model, "
+                         f"{e['strategy'].removeprefix('model:')}: {guarantee_text(d, e)}")
+        else:
+            lines.append(f"  {targets}: {e['strategy']} · {guarantee_text(d, e)} · test quality "
+                         f"{fmt_q(t['quality'])} at {fmt_pct(t.get('cost_ratio'))} of the best "
+                         "model's cost"
+                         + "".join(f" ⚠ over budget on test at {x['target']} "
+                                   f"({x['test_budget_ratio']:.2f}×)"
+                                   for x in group if x.get("over_budget"))
+                         + (" (! no saving within the 95% interval)"
+                            if e.get("saving_in_doubt") else ""))
+        for x in group:
+            if x["target"] in needed:
+                lines.append(f"    {needed[x['target']][1]}")
+        files = e.get("files") or {}
+        if files.get("strategy_file"):
+            lines.append(f"    files: {files['strategy_file']}")
+        elif files.get("error"):
+            lines.append(f"    files: not written ({files['error']})")
+    if commands:
+        lines += [f"  {NEEDED_HOW}", *(f"    $ {c}" for c in commands)]
+    stdout.print(f"what to ship, chosen on train rows only ({_confidence(d)} guarantees; test "
+                 "figures beside):", highlight=False)
+    for line in lines:
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    if d.get("ship_dir"):
+        stdout.print(f"  wrote the picks' strategy files and {d['ship_dir']}/ponder.toml "
+                     "(their [strategies] entries)", markup=False, highlight=False)
+    else:
+        stdout.print(f"  to write the picks' files (exactly what was measured, e.g. "
+                     f"ship/{ship_folder(groups[0][0])}/): {ship_command(d)}",
+                     markup=False, highlight=False, soft_wrap=True)
 
 
 @datasets_app.command("list")

@@ -2,12 +2,13 @@
 
     table ──split──▶ train ──fit──▶ strategies ──sweep(test)──▶ curves ─┐
                      test ──────────▶ baselines (models, mixes, oracle) ─┴▶ metrics + bootstrap CIs
-                     train ─▶ fit + calibration parts ─▶ deployed points ─┘  ▶ EvalResult
+                     train ─▶ K-fold calibration ─▶ bounds ─▶ certified picks ─┘  ▶ EvalResult
 
 The curves and their metrics (``cost_ratio_at_best_quality``, ``auc``, …) show what a knob can
-reach on test; choosing a point off them uses test labels. The ``deployed`` points are chosen on
-train rows for named targets and then measured on test (see ``_deploy``): those are the numbers a
-user can deploy, and the reports lead with them.
+reach on test; choosing a point off them uses test labels. The ``deployed`` points and the
+``ship`` picks are chosen on train rows only, each with an upper confidence bound, and then
+measured on test (see ``_deploy``): those are what a user can ship, and the reports lead with
+them. ``ship_dir`` writes the picks' strategy files, exactly what was measured.
 
 Everything the reports show lives in one JSON-able dict inside :class:`EvalResult`, so the three
 renderings cannot disagree.
@@ -223,15 +224,35 @@ def evaluate(
     n_bootstrap: int = 200,
     progress: Progress | None = None,
     source: str | None = None,
+    epsilon: float = D.EPSILON,
+    delta: float = D.DELTA,
+    folds: int | None = None,
+    ship_dir: str | Path | None = None,
+    model_map: dict[str, str] | None = None,
+    command: str | None = None,
 ) -> EvalResult:
     """Fit strategies on train queries, replay them and all baselines on test queries, measure.
 
     ``strategies``: None for every registered strategy, or names from ``registered_strategies()``
     and/or strategy objects. The ``split`` column is used when present, else a seeded fraction of
     queries is held out. Bootstrap 95% intervals resample test queries ``n_bootstrap`` times.
-    ``source`` names the table in the deploy commands of the report (default: the path or name
-    given as ``table``, else the table's name).
+    ``source`` names the table in the report (default: the path or name given as ``table``, else
+    the table's name).
+
+    What to ship is chosen on train rows with a guarantee (see ``_deploy``): ``folds``-fold
+    calibration (default: 5 below 500 train queries, else 3), and for each target the cheapest or
+    best candidate whose upper confidence bound at 1 − ``delta`` meets it (a quality drop of at
+    most ``epsilon`` against the best single model, or the budget). ``ship_dir`` writes the
+    picks' strategy files there, ``model_map`` naming live ``provider:model`` specs for the
+    table's model names; ``command`` is the command line that reproduces this run (shown with
+    ``--ship`` in the report).
     """
+    if not 0.0 < delta < 1.0:
+        raise PonderError(f"delta must be in (0, 1), got {delta}")
+    if not 0.0 <= epsilon < 1.0:
+        raise PonderError(f"epsilon must be in [0, 1) (score units), got {epsilon}")
+    if folds is not None and folds < 2:
+        raise PonderError(f"folds must be at least 2, got {folds}")
     tick: Progress = progress or (lambda stage, i, n: None)
     tbl = _resolve_table(table)
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
@@ -242,27 +263,33 @@ def evaluate(
 
     found, skipped = _collect_strategies(strategies, train)
     curves: list[Curve] = list(base.curves)
-    deploy = D.plan(train, test, seed=seed)
+    deploy = D.plan(train, test, seed=seed, folds=folds)
     replays: dict[str, D.Replay | str] = {r.name: r for r in deploy.baselines} if deploy else {}
+    fitted: dict[str, Strategy] = {}
+    steps = 1 + (deploy.folds if deploy else 0)
     for i, s in enumerate(found):
-        tick("strategies", i, len(found))
+        tick("strategies", i * steps, len(found) * steps)
         spare = D.fresh_copy(s)
         try:
-            curves.append(_run_strategy(s, train, test))
+            curve = _run_strategy(s, train, test)
         except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies
             warnings.warn(f"strategy {getattr(s, 'name', s)!r} skipped: {exc}", stacklevel=2)
             skipped.append({"name": str(getattr(s, "name", s)), "reason": f"{type(exc).__name__}: {exc}"})
             continue
+        curves.append(curve)
+        fitted[curve.name] = s
         if deploy is None:
             continue
         if spare is None:
-            replays[curves[-1].name] = "the strategy object cannot be copied for a calibration fit"
+            replays[curve.name] = "the strategy object cannot be copied for the fold fits"
             continue
         try:
-            replays[curves[-1].name] = D.replay_strategy(spare, deploy)
+            replays[curve.name] = D.calibrate(
+                spare, curve.name, curve.kind, curve.settings, curve.cost, curve.quality, deploy,
+                tick=lambda k, i=i: tick("strategies", i * steps + k, len(found) * steps))
         except Exception as exc:  # noqa: BLE001 - the test curve still stands
-            replays[curves[-1].name] = f"fit on the fit part failed: {type(exc).__name__}: {exc}"
-    tick("strategies", len(found), len(found))
+            replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
+    tick("strategies", len(found) * steps, len(found) * steps)
 
     two = len(base.models) == 2
     strong = base.best
@@ -279,7 +306,13 @@ def evaluate(
                             "seed": None if uses_column else seed})
     w = _boot_weights(len(test.query_ids), n_bootstrap, seed) if n_bootstrap > 0 else None
     data["source"] = source or (str(table) if isinstance(table, (str, Path)) else tbl.name)
-    _attach_deployed(data, deploy, replays, test, w, seed=seed)
+    data["command"] = command
+    tick("certifying", 0, 1)
+    _attach_deployed(data, deploy, replays, test, w, epsilon=epsilon, delta=delta, seed=seed)
+    tick("certifying", 1, 1)
+    if ship_dir is not None and data["ship"]:
+        D.write_ship(data["ship"], fitted, ship_dir, model_map=model_map)
+        data["ship_dir"] = str(ship_dir)
     if w is not None:
         _bootstrap(data, test, base, curves, w, weak, tick)
     return EvalResult(_jsonable(data))
@@ -287,45 +320,57 @@ def evaluate(
 
 def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                      replays: dict[str, D.Replay | str], test: OutcomeTable,
-                     w: np.ndarray | None, *, seed: int = 0) -> None:
-    """Each strategy's ``deployed`` list, the ``deployment`` summary, and per-task figures at the
-    deployed headline setting (best_quality, else budget:1.0)."""
+                     w: np.ndarray | None, *, epsilon: float, delta: float, seed: int = 0) -> None:
+    """Each strategy's ``deployed`` list, the ``deployment`` summary, the ``ship`` picks, and
+    per-task figures at the deployed headline setting (best_quality, else budget:1.0)."""
+    data["ship"] = []
     if deploy is None:
-        data["deployment"] = {"method": "none", "targets": list(D.TARGETS),
+        data["deployment"] = {"method": "none", "targets": list(D.TARGETS), "epsilon": epsilon,
+                              "delta": delta,
                               "note": "train has under two queries: nothing to choose settings on"}
     else:
         ref = deploy.reference
+        usable = [r for r in replays.values() if isinstance(r, D.Replay)]
+        bounds = D.bound_all(usable, ref, epsilon=epsilon, delta=delta, seed=seed)
+        data["ship"] = D.ship_picks(usable, bounds, deploy, w, seed=seed)
         data["deployment"] = {
-            "method": "calibration", "calibration_fraction": D.CALIBRATION_FRACTION,
-            "n_fit_queries": len(deploy.fit.query_ids),
-            "n_calibration_queries": len(deploy.cal.query_ids), "targets": list(D.TARGETS),
+            "method": "k-fold calibration", "folds": deploy.folds,
+            "n_calibration_queries": len(deploy.train.query_ids), "targets": list(D.TARGETS),
+            "epsilon": epsilon, "delta": delta, "confidence": 1 - delta,
+            "n_candidates": bounds.m,
+            "correction": f"union bound over the {bounds.m} candidates tried (every strategy × "
+                          "setting and every single model but the best)",
+            "bound_method": "Waudby-Smith–Ramdas betting confidence bounds on paired per-query "
+                            "differences (quality drop; spend against the best model's)",
             "best_model": {"model": ref.model,
-                           "train": {"cost_usd": ref.cal_cost, "quality": ref.cal_quality},
+                           "calibration": {"cost_usd": ref.cal_mean_cost,
+                                           "quality": ref.cal_mean_quality},
                            "test": {"cost_usd": D._mean(ref.test_cost),
                                     "quality": D._mean(ref.test_quality)}},
-            "note": "settings are chosen on calibration rows held out of train fitting (the "
-                    "strategy is refitted on the other train rows) and replayed on test; 'train' "
-                    "figures are on the calibration rows, targets are relative to the best single "
-                    "model chosen on train"}
+            "note": f"settings are calibrated by {deploy.folds}-fold cross-fitting on the train "
+                    "rows (each fold's copy fitted on the other folds) and the strategy that "
+                    "ships is the one fitted on every train row; 'calibration' figures are on "
+                    "the pooled held-out folds, targets are relative to the best single model "
+                    "chosen on train"}
     tasks = np.asarray(test.tasks, dtype=object)
     by_task = {t["task"]: t for t in data.get("tasks") or []}
+    usable_names = [r.name for r in replays.values() if isinstance(r, D.Replay)]
     for s in data["strategies"]:
         s["deployed"], s["deployed_target"], s["deployed_note"] = [], None, None
         r = replays.get(s["name"])
+        chosen: dict[str, int] = {}
         if s["name"] == "oracle":
             s["deployed_note"] = D.ORACLE_NOTE
         elif deploy is None:
             s["deployed_note"] = data["deployment"]["note"]
         elif isinstance(r, str) or r is None:
-            s["deployed_note"] = r or "not replayed on calibration rows"
+            s["deployed_note"] = r or "not calibrated"
         else:
-            s["deployed"], chosen = D.deployed_points(r, deploy.reference, w)
+            k = usable_names.index(s["name"])
+            s["deployed"], chosen = D.deployed_points(r, k, bounds, deploy.reference, w)
             s["deployed_target"] = D.headline_target(chosen)
-            for x in s["deployed"]:
-                if x["met"]:
-                    x["deploy"] = D.deploy_recipe(
-                        s["name"], s["kind"], x, source=data["source"], split=data["split"],
-                        seed=seed, reference_quality=deploy.reference.cal_quality)
+            if s["name"] == "random-mix":
+                s["deployed_note"] = D.MIX_NOTE
         if s["kind"] == "baseline":
             continue
         head = s["deployed_target"]

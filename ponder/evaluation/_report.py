@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import re
 from typing import Any
 
-from ._metrics import _RTOL
+from ._deploy import DELTA, EPSILON, NEEDED_CAP, budget_of, target_text
 
 METRIC_HELP = {
     "cost_ratio_at_best_quality": "cost of the cheapest operating point that reaches the best "
@@ -28,41 +27,49 @@ METRIC_HELP = {
 }
 
 DEPLOYED_HELP = (
-    "Deployed points: each strategy's setting is chosen on train rows for a target (fitted on "
-    "part of train, chosen on the held-out calibration part), then replayed on test. "
-    "best_quality: the cheapest setting matching the best single model's train quality; "
-    "budget:f: the best setting costing at most f × that model's train cost. These are the "
-    "numbers a deployment can expect.")
+    "Each strategy's point per target, chosen on train rows only (K-fold calibration: each "
+    "fold's copy fitted on the other folds, every train row a calibration row once), then "
+    "replayed on test by the strategy fitted on every train row. ✓: certified, its upper "
+    "confidence bound meets the target (the cheapest such setting for the best model's quality, "
+    "the best one within a budget); without ✓, the setting its point estimates pick, with no "
+    "guarantee.")
 TEST_SWEEP_LABEL = "what the knob can reach on test (not a deployable number)"
 NO_SAVING = "⚠ no saving within the 95% interval"
 NO_SAVING_HELP = ("⚠: the bootstrap 95% interval of the cost ratio reaches 100% of the best "
                   "model's cost, so the saving may be none at all.")
 AUC_MARK = " †"
 TASK_HELP = ("Quality per task on test queries (queries per task in brackets). Strategies at their "
-             "deployed point (best_quality target, else budget:1.0), with their cost per query and "
-             "that target under the quality.")
+             "deployed point for the best model's quality (else the full budget), with their cost "
+             "per query and that target under the quality.")
 TASKS_PER_TABLE = 6
-SHIP_HELP = ("For each target, the strategy or single model that meets it best on train (cheapest "
-             "for best_quality, highest quality within a budget), how that very setting did on "
-             "test, and the command that builds it plus the [strategies] entry that serves it "
-             "(ponder serve --config ponder.toml, or ponder run/ask --strategy FILE). Model names "
-             "are the table's: add --model-map to call live providers.")
+SHIP_HELP = ("What to ship for each target, chosen on train rows only: the cheapest candidate (a "
+             "strategy's setting or a single model) whose upper confidence bound meets the target "
+             "(for the best model's quality: it loses at most ε; for a budget: it spends at most "
+             "that share), or the best certified one within a budget. The bounds come from K-fold "
+             "calibration on the train rows and hold for whichever of the candidates tried is "
+             "picked (a union bound). When nothing is certified, the best single model ships. "
+             "Test figures are beside, and never change a pick. Targets that ship the same "
+             "setting share a row. Model names are the table's: add --model-map to call live "
+             "providers.")
 
 
 def auc_note(data: dict[str, Any]) -> str:
-    """Why a single model's AUC (AIQ) is what it is, the best model's 0.000 in particular."""
+    """Why single models show no AUC (AIQ): the best model's would read 0.000, a price, not a
+    judgement."""
     models = sorted(data["models"], key=lambda m: m["cost_usd"])
     dear = models[-1]["model"] if models else "?"
     cr = data.get("cost_range") or {}
     best = data["best_model"]["model"]
-    return (f"{AUC_MARK.strip()} A single model is one point, not a curve. AUC (AIQ) "
-            f"averages a curve's hull over the single models' cost range "
+    return (f"{AUC_MARK.strip()} n/a for single models: a single model is one point, not a "
+            f"curve. AUC (AIQ) averages a curve's hull over the single models' cost range "
             f"[{fmt_usd(cr.get('min'))}, {fmt_usd(cr.get('max'))}] and counts 0 below the "
-            f"curve's cheapest point, so a model scores its quality × the share of that range "
-            f"above its cost: the dearest model ({dear}"
+            f"curve's cheapest point, so a model alone would score its quality × the share of "
+            f"that range above its cost: the dearest model ({dear}"
             + (", here also the best" if dear == best else f"; the best is {best}")
-            + ") scores 0 by construction, not for being bad. Compare single models by their "
-            "quality and cost; AIQ is for strategies that sweep a knob.")
+            + ") would score 0 by construction, which says where its price lies, not how good it "
+            "is. Compare single models by their quality and cost (the JSON keeps the number); "
+            "AIQ is for strategies that sweep a knob.")
+
 
 # Each drawn curve gets its own colour, marker and dash, so two curves that overlap stay
 # distinguishable even where their colours repeat; identical curves are merged (curve_groups).
@@ -112,9 +119,14 @@ def _with_ci(s: dict[str, Any], key: str, f: Any) -> tuple[str, str]:
 
 # ---- plot --------------------------------------------------------------------------------------
 def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float = 6.0) -> str:
-    """The cost-quality plane: single models, mixes, oracle, strategies and the Pareto frontier."""
+    """The cost-quality plane: single models, mixes, oracle, strategies and the Pareto frontier.
+
+    The axes take the figure's whole width; the legend lies below them. Single models are
+    numbered dots (1 = cheapest), named in the legend: a name written beside its dot would lie on
+    other dots and lines wherever models crowd."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(width, height), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
@@ -123,10 +135,18 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
     log = bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 20
     if log:
         ax.set_xscale("log")
-    models = [s for s in strategies if s["name"].startswith("model:")]
-    for s in models:
+    models = sorted((s for s in strategies if s["name"].startswith("model:")),
+                    key=lambda s: s["curve"][0]["cost_usd"])
+    handles: list[Any] = []
+    for k, s in enumerate(models, start=1):
         p = s["curve"][0]
-        ax.scatter([p["cost_usd"]], [p["quality"]], s=46, color="#444", zorder=4, marker="o")
+        ax.scatter([p["cost_usd"]], [p["quality"]], s=120, color="white", edgecolor="#333",
+                   linewidth=1.2, zorder=5, marker="o")
+        ax.annotate(str(k), (p["cost_usd"], p["quality"]), ha="center", va="center",
+                    fontsize=7, color="#111", zorder=6, fontweight="bold")
+        best = " (best)" if s["name"][6:] == data["best_model"]["model"] else ""
+        handles.append(Line2D([], [], linestyle="none", marker=f"${k}$", color="#111", ms=7,
+                              label=_plot_text(f"{s['name'][6:]}{best}")))
     for s in strategies:
         xs = [p["cost_usd"] for p in s["curve"]]
         ys = [p["quality"] for p in s["curve"]]
@@ -159,12 +179,15 @@ def cost_quality_svg(data: dict[str, Any], *, width: float = 11.0, height: float
     ax.set_xlabel("mean cost per query (USD" + (", log scale)" if log else ")"))
     ax.set_ylabel("mean quality on test queries")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    lines, labels = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + lines, labels=[h.get_label() for h in handles] + labels,
+              loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8.5,
+              frameon=False, title="single models (numbered dots, cheapest first) and curves",
+              title_fontsize=8.5)
     fig.tight_layout()
-    _label_models(fig, ax, models)
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # labels stay text: searchable, smaller
-        fig.savefig(buf, format="svg")
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE for inline use
 
@@ -202,27 +225,6 @@ def merged_note(data: dict[str, Any]) -> str:
             "Every other strategy has its own colour, marker and dash.")
 
 
-def _label_models(fig: Any, ax: Any, models: list[dict[str, Any]]) -> None:
-    """Name each single-model dot, nudging labels down until they stop overlapping (in pixels)."""
-    placed: list[tuple[float, float, float]] = []  # x, y, width of placed labels in pixels
-    pts = sorted(((s["curve"][0]["cost_usd"], s["curve"][0]["quality"], s["name"][6:])
-                  for s in models), key=lambda t: -t[1])
-    for x, y, name in pts:
-        px, py = ax.transData.transform((x, y))
-        w = 6.2 * len(name)
-        dy = -12.0
-        for _ in range(12):
-            ly = py + dy
-            if all(abs(ly - oy) >= 11 or px + 6 + w < ox or ox + ow < px + 6 for ox, oy, ow in placed):
-                break
-            dy -= 11
-        placed.append((px + 6, py + dy, w))
-        right = ax.transAxes.inverted().transform((px + 6 + w, py))[0] > 1.0
-        ax.annotate(_plot_text(name), (x, y), textcoords="offset points", fontsize=8, color="#333", zorder=6,
-                    xytext=((-6 if right else 6) * 72 / fig.dpi, dy * 72 / fig.dpi),
-                    ha="right" if right else "left")
-
-
 # ---- shared table builders ---------------------------------------------------------------------
 def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     two = data.get("two_model") is not None
@@ -241,8 +243,7 @@ def _strategy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                        ("auc", fmt_q), ("oracle_share", fmt_pct)):
             v, ci = _with_ci(s, key, f)
             if key == "auc" and s["name"].startswith("model:"):
-                v += AUC_MARK + (" (dearest model: 0 by construction)"
-                                 if (s.get("auc") or 0.0) == 0.0 else "")
+                v, ci = "n/a" + AUC_MARK, ""  # one point, no curve: see auc_note
             text = f"{v} {ci}".strip()
             if key == "cost_ratio_at_best_quality" and s["kind"] != "baseline" and _no_saving(s):
                 cells.append({"text": text, "cls": "no-saving", "flag": NO_SAVING})
@@ -268,24 +269,73 @@ def _no_saving(s: dict[str, Any]) -> bool:
                 or (ci and ci[1] is None))
 
 
+def _deployment(data: dict[str, Any]) -> dict[str, Any]:
+    return data.get("deployment") or {}
+
+
+def _epsilon(data: dict[str, Any]) -> float:
+    return float(_deployment(data).get("epsilon") or EPSILON)
+
+
+def _confidence(data: dict[str, Any]) -> str:
+    return f"{100 * (1 - float(_deployment(data).get('delta') or DELTA)):g}%"
+
+
+def target_label(data: dict[str, Any], target: str) -> str:
+    """A target in words ("the best model's quality (within 1 pt)"), never its identifier."""
+    return target_text(target, _epsilon(data))
+
+
+def bound_text(target: str, bound: float | None) -> str:
+    """What a bound says: the quality floor it proves, or the spend ceiling."""
+    if bound is None:
+        return "–"
+    if budget_of(target) is None:
+        return f"quality ≥ the best model's {-100 * bound:+.1f} pt"
+    return f"spend ≤ {bound:.2f}× the best model's"
+
+
+def _flags(d: dict[str, Any], *, fallback: bool = False) -> list[str]:
+    """⚠ marks for a point: a test saving whose interval includes none, a budget overspent."""
+    if fallback:  # it is the best model: saving nothing is no news
+        return []
+    out = []
+    if d.get("saving_in_doubt"):
+        out.append(NO_SAVING)
+    if d.get("over_budget"):
+        out.append(f"⚠ over budget on test ({d['test_budget_ratio']:.2f}×)")
+    return out
+
+
+def _flagged(text: str, flags: list[str], sub: str = "") -> Any:
+    if not flags and not sub:
+        return text
+    cell: dict[str, Any] = {"text": text}
+    if flags:
+        cell.update(cls="no-saving", flag=" · ".join(flags))
+    if sub:
+        cell["sub"] = sub
+    return cell
+
+
 def _deployed_cell(d: dict[str, Any]) -> Any:
-    """One deployed point: test cost as a share of the best model's, test quality, interval;
-    flagged when the bootstrap interval of its cost ratio includes no saving."""
+    """One strategy's point for one target: ✓ when its bound meets the target, test cost as a
+    share of the best model's, test quality with its interval, the bound beneath; flagged when
+    the saving's interval includes none or the budget is overspent on test."""
     if not d.get("met"):
         return "not met on train"
     t = d["test"]
     ci = t.get("ci95") or {}
-    value = f"{fmt_pct(t.get('cost_ratio'))} cost · q {fmt_q(t['quality'])}"
+    value = f"{'✓ ' if d.get('certified') else ''}{fmt_pct(t.get('cost_ratio'))} cost · q " \
+            f"{fmt_q(t['quality'])}"
     if d.get("test_budget_ratio") is not None:
         value += f" · {d['test_budget_ratio']:.2f}× budget"
     text = f"{value} {_ci(ci.get('quality'), fmt_q)}".strip()
-    if d.get("saving_in_doubt"):
-        return {"text": text, "cls": "no-saving", "flag": NO_SAVING}
-    return text
+    return _flagged(text, _flags(d), f"bound: {bound_text(d['target'], d.get('bound'))}")
 
 
-def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    targets = (data.get("deployment") or {}).get("targets") or []
+def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    targets = _deployment(data).get("targets") or []
     rows = []
     for s in sorted(data["strategies"], key=lambda s: s["kind"] == "baseline"):
         if not s.get("deployed"):
@@ -293,70 +343,7 @@ def _deployed_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         by = {d["target"]: d for d in s["deployed"]}
         rows.append([s["name"], s["kind"]] + [_deployed_cell(by[t]) if t in by else "–"
                                               for t in targets])
-    return ["strategy", "kind", *targets], rows
-
-
-def _best_deployed(data: dict[str, Any], target: str, *, with_models: bool = False,
-                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The strategy that meets ``target`` best *on train* (cheapest for best_quality, highest
-    quality for a budget): choosing which strategy to show by test figures would be a test pick.
-
-    ``with_models`` lets single models compete too (what to ship); a tie (train cost and quality
-    equal up to a relative tolerance: floating-point rounding) then goes to the single model: the
-    same figures with nothing to train."""
-    cand = []
-    for s in data["strategies"]:
-        if s["kind"] == "baseline" and not (with_models and s["name"].startswith("model:")):
-            continue
-        for d in s.get("deployed") or []:
-            if d["target"] == target and d.get("met"):
-                cand.append((s, d))
-    if not cand:
-        return None
-
-    def simpler(sd: tuple[dict[str, Any], dict[str, Any]]) -> int:
-        return 0 if sd[0]["kind"] == "baseline" else 1
-
-    def train(sd: tuple[dict[str, Any], dict[str, Any]]) -> tuple[float, float]:
-        return sd[1]["train"]["cost_usd"], sd[1]["train"]["quality"]
-
-    def rank(sd: tuple[dict[str, Any], dict[str, Any]]) -> tuple[float, float]:
-        cost, quality = train(sd)  # smaller is better
-        return (cost, -quality) if target == "best_quality" else (-quality, cost)
-
-    best = min(cand, key=rank)
-    # Figures that differ only by rounding (a route-cascade that sends every query to the best
-    # model sums the same costs in another order) are a tie: the simpler candidate wins it.
-    tied = [sd for sd in cand
-            if all(_same(a, b) for a, b in zip(train(sd), train(best), strict=True))]
-    return min(tied, key=lambda sd: (simpler(sd), rank(sd)))
-
-
-def _same(a: float, b: float) -> bool:
-    """Equal up to floating-point rounding (relative tolerance, as the metrics compare)."""
-    return math.isclose(a, b, rel_tol=_RTOL, abs_tol=1e-12)
-
-
-def deployed_sentence(data: dict[str, Any], target: str = "best_quality") -> str | None:
-    """E.g. "At the best_quality target, chosen on train: cascade at 17.2% of the best model's
-    cost, quality 0.878 on test [0.85, 0.90] (best model 0.842)."."""
-    got = _best_deployed(data, target)
-    if got is None:
-        return None
-    s, d = got
-    t = d["test"]
-    ci = t.get("ci95") or {}
-    q_ci = _ci(ci.get("quality"), fmt_q)
-    c_ci = _ci(ci.get("cost_ratio"), fmt_pct)
-    best_q = ((data.get("deployment") or {}).get("best_model") or {}).get("test", {}).get("quality")
-    line = (f"At the {target} target, chosen on train: {s['name']} at {fmt_pct(t.get('cost_ratio'))} "
-            f"of the best model's cost{' ' + c_ci if c_ci else ''}, quality {fmt_q(t['quality'])} "
-            f"on test{' ' + q_ci if q_ci else ''} (best model {fmt_q(best_q)})")
-    if d.get("test_budget_ratio") is not None:
-        line += f", spending {d['test_budget_ratio']:.2f}× the budget"
-    if d.get("saving_in_doubt"):
-        line += "; the interval includes no saving"
-    return line + "."
+    return ["strategy", "kind", *[target_label(data, t) for t in targets]], rows
 
 
 def _setting_text(setting: dict[str, Any] | None) -> str:
@@ -373,44 +360,170 @@ def _setting_text(setting: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def _ship_choice(data: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """What to ship for ``target``: the best on train among strategies *and* single models."""
-    return _best_deployed(data, target, with_models=True)
+def ship_groups(data: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The ship picks, targets that ship the very same setting merged (in target order)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for e in data.get("ship") or []:
+        groups.setdefault(e.get("same_as") or e["target"], []).append(e)
+    return list(groups.values())
 
 
-def _deploy_cell(d: dict[str, Any]) -> Any:
-    r = d.get("deploy") or {}
-    code = [c for c in (r.get("command"), r.get("serve")) if c]
-    return {"text": r.get("note") or "", "code": code, "cls": "deploy"}
+def guarantee_text(data: dict[str, Any], e: dict[str, Any]) -> str:
+    """What the train rows prove about a ship pick, in words."""
+    n = _deployment(data).get("n_calibration_queries")
+    target = e["target"]
+    if e.get("fallback"):
+        if budget_of(target) is None:
+            return f"nothing cheaper is certified on {n} labelled train queries"
+        return (f"nothing is certified within this budget on {n} labelled train queries (the "
+                "best model spends 1×)")
+    return f"✓ certified ({_confidence(data)}): {bound_text(target, e.get('bound'))}"
+
+
+def _stability_text(e: dict[str, Any]) -> str:
+    """Which strategy each held-out fold alone would pick (by its point estimates)."""
+    st = e.get("stability") or {}
+    if not st:
+        return ""
+    counts: dict[str, int] = {}
+    for name in st["picks"]:
+        counts[name] = counts.get(name, 0) + 1
+    alone = ", ".join(f"{name} ({k} of {st['folds']})" for name, k in
+                      sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"each fold alone would pick: {alone}"
+
+
+def ship_command(data: dict[str, Any], folder: str = "ship") -> str:
+    """The command that writes the ship picks' files (this run again, with ``--ship``)."""
+    import shlex
+
+    base = data.get("command") or f"ponder eval {shlex.quote(str(data.get('source') or ''))}"
+    return f"{base} --ship {folder}"
+
+
+def _files_cell(data: dict[str, Any], e: dict[str, Any]) -> Any:
+    from ._deploy import ship_folder
+
+    files = e.get("files") or {}
+    if files.get("error"):
+        return {"text": f"not written: {files['error']}", "cls": "deploy"}
+    if files.get("config"):
+        return {"text": f"{files['folder']}/", "code": [files["config"]], "cls": "deploy"}
+    return {"text": f"ship/{ship_folder(e)}/", "cls": "deploy"}
+
+
+def files_note(data: dict[str, Any]) -> tuple[str, str | None]:
+    """Where the picks' files are, or the one command that writes them."""
+    if data.get("ship_dir"):
+        return (f"Each pick's strategy files, exactly what was measured, are in its folder; "
+                f"{data['ship_dir']}/ponder.toml holds their [strategies] entries (ponder serve "
+                f"--config {data['ship_dir']}/ponder.toml, or ponder run --strategy "
+                "FOLDER/strategy.json).", None)
+    return ("This command writes each pick's strategy files, exactly what was measured, into its "
+            "folder, and ship/ponder.toml with their [strategies] entries:", ship_command(data))
 
 
 def _ship_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """One row per target: the point to ship (chosen on train), how it did on test, how to deploy."""
-    targets = (data.get("deployment") or {}).get("targets") or []
+    """One row per distinct pick: the targets it serves, the pick, what train proves, how it did
+    on test, and where its files are."""
     rows: list[list[Any]] = []
-    for target in targets:
-        got = _ship_choice(data, target)
-        if got is None:
-            rows.append([target, "nothing meets it on train", "–", "–"])
-            continue
-        s, d = got
-        rows.append([target, {"text": s["name"], "sub": _setting_text(d.get("setting"))},
-                     _deployed_cell(d), _deploy_cell(d)])
-    return ["target", "ship (chosen on train)", "on test", "deploy it"], rows
+    for group in ship_groups(data):
+        e = group[0]
+        guarantees = "; ".join(f"{target_label(data, x['target'])}: {guarantee_text(data, x)}"
+                               if len(group) > 1 else guarantee_text(data, x) for x in group)
+        t = e["test"]
+        test = f"{fmt_pct(t.get('cost_ratio'))} cost · q {fmt_q(t['quality'])}"
+        test = f"{test} {_ci((t.get('ci95') or {}).get('quality'), fmt_q)}".strip()
+        flags = [f for x in group for f in _flags(x, fallback=bool(x.get("fallback")))]
+        rows.append([
+            {"text": "; ".join(target_label(data, x["target"]) for x in group),
+             "sub": ", ".join(x["target"] for x in group)},
+            {"text": e["strategy"], "sub": _setting_text(e.get("setting"))},
+            {"text": guarantees, "sub": _stability_text(e)},
+            _flagged(test, list(dict.fromkeys(flags))),
+            _files_cell(data, e)])
+    return ["target", "ship", "guarantee (train rows only)", "on test", "files"], rows
 
 
-def _all_deploy_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Every strategy × met target with its setting and deploy recipe (single models have no knob:
-    ``ponder serve --model``, shown in "What to ship" when one is the pick)."""
-    rows: list[list[Any]] = []
-    for s in data["strategies"]:
-        if s["kind"] == "baseline":
+def _pt(v: float) -> str:
+    """A quality difference in points, signed, never "-0.0"."""
+    return f"{100 * v + 0.0:+.1f} pt".replace("-0.0 ", "+0.0 ")
+
+
+def needed_notes(data: dict[str, Any]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """For each target nothing certifies (by target): a headline ("not enough data ...") and
+    what it would take (how many labelled queries would certify the best candidate); and the
+    commands that collect and grade them (once, for every such target)."""
+    import shlex
+
+    out = {}
+    models = [m["model"] for m in data.get("models") or []]
+    n = _deployment(data).get("n_calibration_queries")
+    reachable = False
+    for e in data.get("ship") or []:
+        if not e.get("fallback"):
             continue
-        for d in s.get("deployed") or []:
-            if d.get("met") and d.get("deploy"):
-                rows.append([s["name"], d["target"], _setting_text(d.get("setting")),
-                             _deploy_cell(d)])
-    return ["strategy", "target", "setting", "deploy it"], rows
+        head = (f"Not enough data for {target_label(data, e['target'])}: no candidate is "
+                f"certified at {_confidence(data)} confidence on {n} labelled train queries, so "
+                f"ship the best single model, {e['strategy'].removeprefix('model:')}.")
+        parts = []
+        for x in e.get("needed") or []:
+            cal = x["calibration"]
+            what = (f"{x['strategy']} ({fmt_pct(cal['cost_ratio'])} of its cost, quality "
+                    f"{_pt(cal['quality_vs_best'])} on the calibration rows)")
+            who = "The best candidate" if x["why"] == "best" else "The closest to certification"
+            if x["n_needed"] is not None:
+                reachable = True
+                parts.append(f"{who}, {what}, would be certified with about "
+                             f"{x['n_needed']:,} labelled queries like these: {x['n_more']:,} "
+                             "more.")
+            elif x.get("at_limit"):
+                parts.append(f"{who}, {what}, sits at the target itself, so no amount of data "
+                             "would certify it.")
+            else:
+                parts.append(f"{who}, {what}, would need more than {NEEDED_CAP:,} labelled "
+                             "queries like these.")
+        if not e.get("needed"):
+            parts.append("No candidate reaches the target even by its point estimate, so more "
+                         "data would not certify one.")
+        out[e["target"]] = (head, " ".join(parts))
+    if not reachable:
+        return out, []
+    return out, [
+        "ponder collect more-prompts.jsonl "
+        + " ".join(f"--model {shlex.quote('PROVIDER:' + m)}" for m in models)
+        + " --output more.parquet",
+        "ponder grade more.parquet --grader SPEC --output more-graded.parquet"]
+
+
+NEEDED_HOW = ("To get more labelled queries: collect every model's answers to new prompts, grade "
+              "them, and add the graded rows to your table as train rows (a 'split' column set "
+              "to train; give the table one if it has none, so the test rows stay as they are).")
+
+
+def ship_sentence(data: dict[str, Any], target: str) -> str | None:
+    """E.g. "For the best model's quality (within 1 pt), ship cascade: certified (90%) quality ≥
+    the best model's −0.4 pt; on test 17.2% of its cost, quality 0.878 [0.85, 0.90]."."""
+    e = next((x for x in data.get("ship") or [] if x["target"] == target), None)
+    if e is None:
+        return None
+    t = e["test"]
+    ci = t.get("ci95") or {}
+    q_ci = _ci(ci.get("quality"), fmt_q)
+    test = (f"on test {fmt_pct(t.get('cost_ratio'))} of the best model's cost, quality "
+            f"{fmt_q(t['quality'])}{' ' + q_ci if q_ci else ''}")
+    if e.get("fallback"):
+        n = _deployment(data).get("n_calibration_queries")
+        return (f"For {target_label(data, target)}, keep the best single model, "
+                f"{e['strategy'].removeprefix('model:')}: nothing else is certified on {n} "
+                "labelled train queries.")
+    line = f"For {target_label(data, target)}, ship {e['strategy']}: {guarantee_text(data, e)}; " \
+           f"{test}"
+    if e.get("over_budget"):
+        line += f", spending {e['test_budget_ratio']:.2f}× the budget (⚠ over budget on test)"
+    elif e.get("saving_in_doubt"):
+        line += " (⚠ the interval includes no saving)"
+    return line + "."
 
 
 def _model_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -467,10 +580,10 @@ def _summary_lines(data: dict[str, Any]) -> list[str]:
     ]
     real = [s for s in data["strategies"] if s["kind"] != "baseline"]
     reach = [s for s in real if s["cost_ratio_at_best_quality"] is not None]
-    if real:
-        for target in ("best_quality", "budget:0.2"):
-            line = deployed_sentence(data, target)
-            lines.append(line or f"No strategy meets the {target} target on train.")
+    for target in ("best_quality", "budget:0.2"):
+        line = ship_sentence(data, target)
+        if line:
+            lines.append(line)
     if reach:
         s = min(reach, key=lambda s: s["cost_ratio_at_best_quality"])
         r = s["cost_ratio_at_best_quality"]
@@ -554,16 +667,23 @@ def render_markdown(data: dict[str, Any]) -> str:
     parts += [f"- {esc(line)}" for line in _summary_lines(data)]
     parts += ["", esc(_split_text(data)), ""]
     sh, sr = _ship_rows(data)
-    if any(isinstance(r[1], dict) for r in sr):
-        parts += ["## What to ship", "", SHIP_HELP, "", _md_table(sh, sr), "", NO_SAVING_HELP, ""]
+    if sr:
+        parts += ["## What to ship", "", esc(SHIP_HELP), "", _md_table(sh, sr), ""]
+        note, command = files_note(data)
+        parts += [esc(note) + (f" {_md_code(command)}" if command else ""), ""]
+        notes, commands = needed_notes(data)
+        for head, line in notes.values():
+            parts += [f"**{esc(head)}** {esc(line)}", ""]
+        if commands:
+            parts += [NEEDED_HOW, ""] + [f"- {_md_code(_NEWLINE.sub(' ', c))}"
+                                         for c in commands] + [""]
+        parts += ["", NO_SAVING_HELP, ""]
     dh, dr = _deployed_rows(data)
     if dr:
-        parts += ["## Deployed operating points (chosen on train, measured on test)", "",
-                  DEPLOYED_HELP, "", _md_table(dh, dr), "",
+        parts += ["## Every strategy's point per target (chosen on train, measured on test)", "",
+                  esc(DEPLOYED_HELP), "", _md_table(dh, dr), "",
                   "Cells: test cost as a share of the best model's, test quality [its bootstrap "
                   f"95% interval]; for budgets, test spend over the budget. {NO_SAVING_HELP}", ""]
-        ah, ar = _all_deploy_rows(data)
-        parts += ["### Deploying every point", "", _md_table(ah, ar), ""]
     parts += [f"## Strategies: {TEST_SWEEP_LABEL}", "",
               _md_table(*_strategy_rows(data)), "",
               "Brackets are bootstrap 95% intervals over test queries "
@@ -617,9 +737,14 @@ font-weight:600}td.deploy{text-align:left;font-size:12.5px;color:#394150}
 td.deploy code{display:block;white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f5f8;
 border:1px solid #e3e6ea;border-radius:4px;padding:3px 6px;margin:0 0 4px;color:#1d2430;
 font-size:12px}details{margin:10px 0}summary{cursor:pointer;font-weight:600}
-#ship th:nth-child(1){width:11%}#ship th:nth-child(2){width:21%}#ship th:nth-child(3){width:20%}
-#deploy-all th:nth-child(1){width:15%}#deploy-all th:nth-child(2){width:10%}
-#deploy-all th:nth-child(3){width:22%}.task-table th:first-child{width:24%}
+#ship th:nth-child(1){width:17%}#ship th:nth-child(2){width:20%}#ship th:nth-child(3){width:22%}
+#ship th:nth-child(4){width:15%}.task-table th:first-child{width:24%}
+.files{font-size:14px}.files code{display:block;background:#f3f5f8;border:1px solid #e3e6ea;
+border-radius:4px;padding:3px 6px;margin:4px 0;font-size:12px;overflow-wrap:anywhere}
+.needed{background:#fff8e6;border:1px solid #f0d9a8;border-radius:6px;padding:4px 12px 10px;
+margin:10px 0;font-size:14px}.needed code{display:block;white-space:pre-wrap;
+overflow-wrap:anywhere;background:#f3f5f8;border:1px solid #e3e6ea;border-radius:4px;
+padding:3px 6px;margin:4px 0;font-size:12px}
 """
 
 
@@ -666,27 +791,37 @@ def _cards(data: dict[str, Any]) -> str:
              ("oracle (upper bound)", fmt_q(o["quality"]),
               f"{fmt_usd(o['cost_usd'])}/query · CI {_ci((o.get('ci95') or {}).get('quality'), fmt_q)}")]
     real = [s for s in data["strategies"] if s["kind"] != "baseline"]
-    got = _best_deployed(data, "best_quality")
-    if got is not None:
-        s, d = got
-        t = d["test"]
+    ship = {e["target"]: e for e in data.get("ship") or []}
+    e = ship.get("best_quality")
+    if e is not None:
+        t = e["test"]
         ci = t.get("ci95") or {}
-        doubt = " · interval includes no saving" if d.get("saving_in_doubt") else ""
-        cards.append(("best_quality target, chosen on train", fmt_pct(t.get("cost_ratio")),
-                      f"of the best model's cost on test {_ci(ci.get('cost_ratio'), fmt_pct)} · "
-                      f"{s['name']} · quality {fmt_q(t['quality'])} on test "
-                      f"{_ci(ci.get('quality'), fmt_q)}{doubt}"))
-    elif real:
-        cards.append(("best_quality target", "not met", "no strategy matches the best model on "
-                      "train"))
-    got = _best_deployed(data, "budget:0.2")
-    if got is not None:
-        s, d = got
-        t = d["test"]
-        tbr = d.get("test_budget_ratio")
-        cards.append(("20% budget, chosen on train", fmt_q(t["quality"]),
-                      f"quality on test {_ci((t.get('ci95') or {}).get('quality'), fmt_q)} · "
-                      f"{s['name']} · spends {'–' if tbr is None else f'{tbr:.2f}'}× the budget"))
+        key = "ship for the best model's quality"
+        if e.get("fallback"):
+            cards.append((key, "keep the best model",
+                          f"{e['strategy'].removeprefix('model:')}: nothing cheaper is certified "
+                          f"to stay within {100 * _epsilon(data):g} pt of it (see What to ship)"))
+        else:
+            flags = " · ".join(_flags(e))
+            cards.append((key, fmt_pct(t.get("cost_ratio")),
+                          f"of the best model's cost on test {_ci(ci.get('cost_ratio'), fmt_pct)}"
+                          f" · {e['strategy']} · {guarantee_text(data, e)} · quality "
+                          f"{fmt_q(t['quality'])} on test {_ci(ci.get('quality'), fmt_q)}"
+                          + (f" · {flags}" if flags else "")))
+    e = ship.get("budget:0.2")
+    if e is not None:
+        t = e["test"]
+        tbr = e.get("test_budget_ratio")
+        key = "ship within 20% of its cost"
+        if e.get("fallback"):
+            cards.append((key, "nothing certified", "keep the best model, or see What to ship"))
+        else:
+            flags = " · ".join(_flags(e))
+            cards.append((key, fmt_q(t["quality"]),
+                          f"quality on test {_ci((t.get('ci95') or {}).get('quality'), fmt_q)} · "
+                          f"{e['strategy']} · {guarantee_text(data, e)} · spends "
+                          f"{'–' if tbr is None else f'{tbr:.2f}'}× the budget on test"
+                          + (f" · {flags}" if flags else "")))
     if real:
         s = max(real, key=lambda s: s["auc"] or 0)
         cards.append(("best AUC (AIQ) of a test sweep", fmt_q(s["auc"]),
@@ -706,18 +841,26 @@ def render_html(data: dict[str, Any]) -> str:
                  + "".join(f'<div class="task-table">{_html_table(th, tr, cls="fit")}</div>'
                            for th, tr in tables) if tables else "")
     dh, dr = _deployed_rows(data)
-    ah, ar = _all_deploy_rows(data)
-    deployed_html = (f"<h2>Deployed operating points (chosen on train, measured on test)</h2>"
-                     f"<p class='muted'>{esc(DEPLOYED_HELP)}</p>{_html_table(dh, dr, cls='fit')}"
+    deployed_html = ("<h2>Every strategy's point per target (chosen on train, measured on test)"
+                     f"</h2><p class='muted'>{esc(DEPLOYED_HELP)}</p>"
+                     f"{_html_table(dh, dr, cls='fit')}"
                      f"<p class='muted'>Cells: test cost as a share of the best model's, test "
                      f"quality with its bootstrap 95% interval; for budgets, test spend over the "
-                     f"budget. {esc(NO_SAVING_HELP)}</p>"
-                     f'<details id="deploy-all"><summary>How to deploy every point</summary>'
-                     f'{_html_table(ah, ar, cls="fit")}</details>' if dr else "")
+                     f"budget; beneath, the upper confidence bound from the train rows. "
+                     f"{esc(NO_SAVING_HELP)}</p>" if dr else "")
     sh, sr = _ship_rows(data)
+    notes, commands = needed_notes(data)
+    needed = "".join(f'<p><strong>{esc(head)}</strong> {esc(line)}</p>' for head, line in notes.values())
+    if commands:
+        needed += f"<p>{esc(NEEDED_HOW)}</p>" + "".join(f"<code>{esc(c)}</code>"
+                                                        for c in commands)
+    needed = f'<div class="needed" id="not-enough-data">{needed}</div>' if notes else ""
+    note, command = files_note(data)
+    files = (f'<p class="files" id="ship-files">{esc(note)}'
+             + (f"<code>{esc(command)}</code>" if command else "") + "</p>")
     ship_html = (f'<section id="ship"><h2>What to ship</h2><p class="muted">{esc(SHIP_HELP)}</p>'
-                 f'{_html_table(sh, sr, cls="fit")}<p class="muted">{esc(NO_SAVING_HELP)}</p>'
-                 f"</section>" if any(isinstance(r[1], dict) for r in sr) else "")
+                 f'{_html_table(sh, sr, cls="fit")}{files}{needed}'
+                 f'<p class="muted">{esc(NO_SAVING_HELP)}</p></section>' if sr else "")
     merged = merged_note(data)
     skipped = ""
     if data.get("skipped"):

@@ -4,6 +4,15 @@ A strategy turns each query into a choice of model(s). Offline it is fitted on t
 outcome table and replayed on test rows. For each setting of its knob it yields one
 :class:`OperatingPoint` holding per-query realised cost and quality, in ``test.query_ids`` order;
 the evaluator turns those into curves, metrics and bootstrap intervals.
+
+Two optional methods make a strategy's operating points certifiable and shippable:
+
+- ``replay(table, settings)``: the points of *these* settings (taken from another fit of the same
+  strategy) on ``table``. K-fold calibration fits a copy on K−1 folds and replays the deployed
+  fit's settings on the held fold; without it, a fold's own sweep is matched on equal settings.
+- ``save(setting, directory, *, name, model_map=None)``: write the live strategy file of one
+  setting of this fitted strategy (and the model files it names) into ``directory`` and return
+  the file's path: what ``ponder eval --ship`` writes, exactly what was measured.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ._table import OutcomeTable
 
 
@@ -42,6 +53,17 @@ class Strategy(Protocol):
     def fit(self, train: OutcomeTable) -> Strategy: ...
 
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]: ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]: ...
+
+
+@runtime_checkable
+class Shippable(Protocol):
+    def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
+             model_map: dict[str, str] | None = None) -> Path: ...
 
 
 # A factory gets the train table and returns a (not yet fitted) strategy, or None when the

@@ -15,6 +15,7 @@ below the knob goes straight to the next rung (the strong model) without paying 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,6 +95,100 @@ class RouteCascadeStrategy:
         return self.skips_[j]
 
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
+        """Every chain of the cascade's sweep × a grid of router knobs (λ = ∞: the plain
+        cascade); each setting names its cascade budget, so another fit can replay it."""
+        opt = self.cascade_.optimizer_
+        router = self.router_
+        items: list[tuple[float, Any, float]] = []
+        qhat = chat = np.zeros((0, 0))  # predicted once, when a chain of models needs them
+        seen: set[tuple[Any, Any]] = set()
+        for b, choice in self.cascade_.choices():
+            if (choice.chain, choice.thresholds) in seen:
+                continue
+            seen.add((choice.chain, choice.thresholds))
+            chain = list(choice.chain)
+            if chain[0] >= len(opt.models_):  # an agreement set first: skip it where it rarely agrees
+                pred = self._skip(chain[0] - len(opt.models_)).predict(test.queries)
+                grid = np.unique(np.quantile(pred, np.linspace(0.05, 0.5, self.n_knobs)))
+                knobs = [*grid, np.inf] if len(chain) > 1 else [np.inf]
+            else:
+                if not qhat.size:
+                    qhat, chat = router.predict_quality(test.queries), router.predict_cost(test.queries)
+                cols = router._model_indices(opt.describe(chain))
+                knobs = [*router.knob_grid(qhat[:, cols], chat[:, cols], n=self.n_knobs), np.inf]
+            items += [(float(b), choice, float(k)) for k in knobs]
+        return self._points(test, items)
+
+    def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]:
+        """Settings taken from another fit of this strategy, on ``test``: the chain this fit's
+        cascade picks for the setting's budget, each query started where this fit's router puts
+        it. The same λ can mean another start for another fit, so a routed setting is matched
+        by what it does: the knob whose *predicted* cost of the start rungs on these queries (no
+        labels) is nearest the setting's; where no knob comes within 10%, the setting has no
+        counterpart in this fit and its point is NaN (it cannot be calibrated)."""
+        opt = self.cascade_.optimizer_
+        router = self.router_
+        chat = router.predict_cost(test.queries) if len(test.query_ids) else np.zeros((0, 0))
+        qhat = router.predict_quality(test.queries) if len(test.query_ids) else chat
+        items, missing = [], []
+        for s in settings:
+            b = float(s["budget_usd"])
+            choice = self.cascade_._chain_for(b)
+            knob = np.inf if s.get("knob") is None else float(s["knob"])
+            want = s.get("predicted_start_cost_usd")
+            gone = False
+            if np.isfinite(knob) and want is not None and choice.chain[0] < len(opt.models_) \
+                    and len(test.query_ids):
+                names = opt.describe(list(choice.chain))
+                cols = router._model_indices(names)
+                grid = np.asarray(router.knob_grid(qhat[:, cols], chat[:, cols],
+                                                   n=4 * max(self.n_knobs, 10)), dtype=float)
+                spend = np.array([self._start_cost(test.queries, names, float(k), chat)
+                                  for k in grid])
+                i = int(np.argmin(np.abs(spend - float(want))))
+                knob = float(grid[i])
+                gone = bool(abs(spend[i] - float(want)) > 0.1 * abs(float(want)) + 1e-12)
+            items.append((b, choice, knob))
+            missing.append(gone)
+        points = self._points(test, items)
+        nan = np.full(len(test.query_ids), np.nan)
+        return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
+                for p, gone in zip(points, missing, strict=True)]
+
+    def _start_cost(self, queries: list[str], names: list[str], knob: float,
+                    chat: np.ndarray) -> float:
+        """Mean predicted cost of the model each query starts at (the router's cost model)."""
+        start = start_rungs(self.router_, queries, names, knob)
+        cols = self.router_._model_indices(names)
+        return float(np.mean(chat[np.arange(len(queries)), cols[start]]))
+
+    def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
+             model_map: dict[str, str] | None = None) -> Path:
+        """Write what was measured at ``setting`` into ``directory``: the cascade (and, with a
+        finite knob, this fitted router and a route-cascade file pinning the knob); returns the
+        strategy file to load."""
+        from ._io import save_router
+        from ._live import write_strategy_file
+
+        directory = Path(directory)
+        opt = self.cascade_.optimizer_
+        choice = self.cascade_._chain_for(float(setting["budget_usd"]))
+        knob = setting.get("knob")
+        if knob is not None and choice.chain[0] >= len(opt.models_):
+            raise NotImplementedError("a route-cascade that skips an agreement set has no live "
+                                      "strategy file yet")
+        cascade = opt.build(choice, name=name, model_map=model_map)
+        if knob is None:  # λ = ∞: every query starts at the bottom, i.e. the plain cascade
+            return cascade.save(directory / "strategy.json", model_map=model_map)
+        cascade.save(directory / "cascade.json", model_map=model_map)
+        save_router(self.router_, directory / "router")
+        return write_strategy_file(directory / "strategy.json", directory / "router",
+                                   kind="route-cascade", name=name, knob=float(knob),
+                                   model_map=model_map, extra={"cascade": "cascade.json"})
+
+    def _points(self, test: OutcomeTable, items: list[tuple[float, Any, float]]
+                ) -> list[OperatingPoint]:
+        """One point per (budget, chain, knob): where each query starts, then the cascade."""
         from .._features import agreement_matrix
         from ..cascade import Cascade
 
@@ -111,42 +206,36 @@ class RouteCascadeStrategy:
             s1, s2 = g1[:, order], g2[:, order][:, :, order]
         ids = np.array(test.query_ids, dtype=object)
         router = self.router_
-        qhat, chat = router.predict_quality(test.queries), router.predict_cost(test.queries)
-        points, seen = [], set()
-        for _, choice in self.cascade_.choices():
-            if (choice.chain, choice.thresholds) in seen:
-                continue
-            seen.add((choice.chain, choice.thresholds))
+        chat = router.predict_cost(test.queries) if nq else np.zeros((0, nm))
+        points = []
+        for b, choice, knob in items:
             cascade = opt.build(choice, name=self.name)
             chain = list(choice.chain)
             names = opt.describe(chain)
-            if chain[0] >= nm:  # an agreement set first: skip it where it rarely agrees
-                pred = self._skip(chain[0] - nm).predict(test.queries)
-                grid = np.unique(np.quantile(pred, np.linspace(0.05, 0.5, self.n_knobs)))
-                knobs = [*grid, np.inf] if len(chain) > 1 else [np.inf]
+            if np.isinf(knob):
+                start = np.zeros(nq, dtype=int)
+            elif chain[0] >= nm:
+                start = (self._skip(chain[0] - nm).predict(test.queries) < knob).astype(int)
             else:
-                cols = router._model_indices(names)
-                knobs = [*router.knob_grid(qhat[:, cols], chat[:, cols], n=self.n_knobs), np.inf]
-            for knob in knobs:  # ∞: always start at the bottom (the plain cascade)
-                if np.isinf(knob):
-                    start = np.zeros(nq, dtype=int)
-                elif chain[0] >= nm:
-                    start = (pred < knob).astype(int)
-                else:
-                    start = start_rungs(router, test.queries, names, float(knob))
-                cost, qual = np.zeros(nq), np.zeros(nq)
-                for s in np.unique(start):
-                    rows = np.flatnonzero(start == s)
-                    sub = Cascade(cascade.rungs[s:], budget_usd=cascade.budget_usd, name=self.name)
-                    sc, members = opt.replay_scores(chain[s:], s1[rows], s2[rows])
-                    c, q, _ = sub.replay(test.subset(list(ids[rows])), sc, members)
-                    cost[rows], qual[rows] = c, q
-                points.append(OperatingPoint(
-                    setting={"chain": names, "thresholds": [round(t, 4) for t in choice.thresholds],
-                             "knob": None if np.isinf(knob) else round(float(knob), 8)},
-                    cost=cost, quality=qual,
-                    extra={"start_share": [float(np.mean(start == s)) for s in range(len(chain))]}))
+                start = start_rungs(router, test.queries, names, float(knob))
+            cost, qual = np.zeros(nq), np.zeros(nq)
+            for s in np.unique(start):
+                rows = np.flatnonzero(start == s)
+                sub = Cascade(cascade.rungs[s:], budget_usd=cascade.budget_usd, name=self.name)
+                sc, members = opt.replay_scores(chain[s:], s1[rows], s2[rows])
+                c, q, _ = sub.replay(test.subset(list(ids[rows])), sc, members)
+                cost[rows], qual[rows] = c, q
+            routed = np.isfinite(knob) and chain[0] < nm and nq > 0
+            start_cost = (float(np.mean(chat[np.arange(nq), router._model_indices(names)[start]]))
+                          if routed else None)
+            points.append(OperatingPoint(
+                setting={"chain": names, "thresholds": [round(t, 4) for t in choice.thresholds],
+                         "knob": None if np.isinf(knob) else float(knob), "budget_usd": b,
+                         "predicted_start_cost_usd": start_cost},
+                cost=cost, quality=qual,
+                extra={"start_share": [float(np.mean(start == s)) for s in range(len(chain))]}))
         return points
+
 
 @register_strategy("route-cascade")
 def _factory(train: OutcomeTable) -> RouteCascadeStrategy | None:

@@ -8,7 +8,8 @@ operating point with the realised per-query cost and quality.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,13 +42,63 @@ class RouterStrategy:
         r = self.router_
         qhat = r.predict_quality(test.queries)
         chat = r.predict_cost(test.queries)
-        knobs = r.knob_grid(qhat, chat, n=self.n_points)
+        return self._points(test, r.knob_grid(qhat, chat, n=self.n_points), chat)
+
+    def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]:
+        """These settings (taken from another fit of this strategy) on ``test``.
+
+        The same λ can mean another spend for another fit (its predicted qualities differ), so a
+        setting is matched by what it does: this fit's knob whose *predicted* spend on these
+        queries (the router's cost model; no labels) is nearest the setting's predicted spend on
+        the queries it was swept on. Where this fit cannot come within 10% of that spend (a fit
+        that routes every query alike), the setting has no counterpart here: its point is NaN,
+        so it cannot be calibrated. A setting without a predicted spend replays its λ as is."""
+        r = self.router_
+        qhat, chat = r.predict_quality(test.queries), r.predict_cost(test.queries)
+        grid = np.asarray(r.knob_grid(qhat, chat, n=max(4 * self.n_points, 240)), dtype=float)
+        rows = np.arange(len(test.queries))
+        spend = np.array([float(np.mean(chat[rows, r.choose(qhat, chat, float(k))]))
+                          for k in grid]) if len(rows) else np.zeros(len(grid))
+        knobs, missing = [], []
+        for s in settings:
+            want = s.get("predicted_cost_usd")
+            if want is None or not len(grid):
+                knobs.append(float(s["knob"]))
+                missing.append(False)
+                continue
+            i = int(np.argmin(np.abs(spend - float(want))))
+            knobs.append(float(grid[i]))
+            missing.append(abs(spend[i] - float(want)) > 0.1 * abs(float(want)) + 1e-12)
+        points = self._points(test, knobs, chat)
+        nan = np.full(len(rows), np.nan)
+        return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
+                for p, gone in zip(points, missing, strict=True)]
+
+    def _points(self, test: OutcomeTable, knobs: Any, chat: np.ndarray) -> list[OperatingPoint]:
+        r = self.router_
+        rows = np.arange(len(test.queries))
         points = []
         for knob, cost, quality, choice in r.replay(test, knobs):
             extra = {"strong_share": float(np.mean(choice == r.strong_))}
-            points.append(OperatingPoint({"knob": round(knob, 10), "router": r.kind}, cost,
-                                         quality, extra))
+            # the exact λ measured: a shipped file must make the very decisions replayed here
+            setting = {"knob": float(knob), "router": r.kind,
+                       "predicted_cost_usd": float(np.mean(chat[rows, choice])) if len(rows)
+                       else None}
+            points.append(OperatingPoint(setting, cost, quality, extra))
         return points
+
+    def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
+             model_map: dict[str, str] | None = None) -> Path:
+        """Write this fitted router and a strategy file pinning ``setting``'s λ into
+        ``directory``; returns the strategy file."""
+        from ._io import save_router
+        from ._live import write_strategy_file
+
+        directory = Path(directory)
+        save_router(self.router_, directory / "router")
+        return write_strategy_file(directory / "strategy.json", directory / "router",
+                                   kind="router", name=name, knob=float(setting["knob"]),
+                                   model_map=model_map)
 
 
 def _pairwise_applies(train: OutcomeTable) -> bool:

@@ -89,6 +89,7 @@ def test_task_router_beats_random_mix_and_metrics_follow_curve(hand_df):
     assert s["auc"] > by_name(res["strategies"], "name")["random-mix"]["auc"]
 
 
+@pytest.mark.slow  # every default strategy, K-fold calibrated: over a second on 2 cores
 def test_registered_strategies_appear_and_broken_ones_are_skipped(hand_df):
     register_strategy("test-length")(lambda train: LengthThresholdRouter(name="test-length"))
 

@@ -1,0 +1,91 @@
+"""The bounds behind certified picks (``ponder._risk``): they cover the truth at 1 − δ, widen with
+the number of candidates tried, and the power calculation says how many queries would certify."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ponder import _risk as R
+from ponder.evaluation import _deploy as D
+
+DELTA = 0.1
+
+
+def _drops(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Paired quality drops of a router against the best model: mostly 0, sometimes ±1."""
+    return rng.choice([-1.0, 0.0, 1.0], p=[0.05, 0.88, 0.07], size=shape)
+
+
+def test_the_quality_drop_bound_covers_the_true_drop():
+    rng = np.random.default_rng(0)
+    true = 0.07 - 0.05
+    x = _drops(rng, (150, 400))  # 400 calibration sets of 150 queries
+    bound = R.upper_bound(x, DELTA, signed=True)
+    assert (bound >= x.mean(axis=0) - 1e-12).all()
+    assert np.mean(bound < true) <= DELTA + 0.03  # 400 trials: 2 standard errors of slack
+    assert np.median(bound - x.mean(axis=0)) < 0.07  # and it is not vacuous
+
+
+def test_the_spend_ratio_bound_covers_the_true_ratio():
+    rng = np.random.default_rng(1)
+    n, trials = 300, 300
+    length = rng.lognormal(0.0, 1.2, (n, trials))  # heavy-tailed, and shared by both models
+    ref = 0.01 * length * rng.uniform(0.8, 1.2, (n, trials))
+    routed = rng.random((n, trials)) < 0.2
+    cost = np.where(routed, ref, 0.0005 * length) + 0.0004 * length
+    true = 0.2 + (0.8 * 0.0005 + 0.0004) / 0.01  # E[cost] / E[ref]; E[length] cancels
+    bound = np.array([R.ratio_upper_bound(cost[:, [t]], ref[:, t], DELTA, seed=t)[0]
+                      for t in range(trials)])
+    point = cost.mean(axis=0) / ref.mean(axis=0)
+    assert (bound >= point - 1e-12).all()
+    assert np.mean(bound < true) <= DELTA + 0.035
+
+
+def test_missing_rows_are_left_out_of_a_column():
+    rng = np.random.default_rng(2)
+    x = _drops(rng, (200, 2))
+    x[::3, 1] = np.nan
+    b = R.upper_bound(x, DELTA, signed=True)
+    assert np.isfinite(b).all() and b[1] >= np.nanmean(x[:, 1])
+    num = rng.random((200, 2))
+    num[::4, 0] = np.nan
+    r = R.ratio_upper_bound(num, np.ones(200), DELTA)
+    assert np.isfinite(r).all() and r[0] >= np.nanmean(num[:, 0])
+
+
+def test_the_bound_widens_with_the_number_of_candidates_tried():
+    """The union bound: the same candidate's bound at δ / m grows with m."""
+    rng = np.random.default_rng(3)
+    n = 400
+    ref = D.Reference("best", np.full(n, 10.0), np.ones(n), np.full(n, 10.0), np.ones(n))
+
+    def replay(name: str, k: int) -> D.Replay:
+        q = 1.0 - (rng.random((k, n)) < 0.02)
+        c = np.where(rng.random((k, n)) < 0.3, 10.0, 1.0)
+        return D.Replay(name, "router", [{"k": i} for i in range(k)], c, q, c, q)
+
+    one = replay("x", 1)
+    best = D.Replay("model:best", "baseline", [{"model": "best"}], ref.cal_cost[None],
+                    ref.cal_quality[None], ref.test_cost[None], ref.test_quality[None])
+    few = D.bound_all([one, best], ref, epsilon=0.01, delta=DELTA)
+    many = D.bound_all([one, best, replay("y", 99)], ref, epsilon=0.01, delta=DELTA)
+    assert (few.m, many.m) == (1, 100)
+    assert many.drop_bound[0] > few.drop_bound[0] and many.ratio_bound[0] > few.ratio_bound[0]
+    assert few.drop_bound[1] == 0.0 and few.ratio_bound[1] == 1.0  # the reference: exact
+
+
+def test_the_power_calculation_names_a_size_that_certifies():
+    rng = np.random.default_rng(4)
+    drops = rng.permutation(np.repeat([-1.0, 0.0, 1.0], [30, 246, 24]))  # a 2 point gain
+    x, eps = (drops + 1) / 2, (0.01 + 1) / 2  # ε = 1 point, on the [0, 1] scale
+    level = DELTA / 30
+    assert R.wsr_pvalue(x, eps, level) > level  # 300 queries do not certify it
+    n = R.samples_needed(x, eps, level)
+    assert n is not None and n > 300
+
+    def certifies(size: int) -> int:
+        return sum(R.wsr_pvalue(np.resize(x, size), eps, level, seed=k) <= level for k in range(5))
+
+    assert certifies(n) >= 3 and certifies(n // 2) < 3
+    assert R.samples_needed((np.ones(50) + 1) / 2, eps, level) is None  # it loses: never
+    assert R.samples_needed(np.full(50, eps), eps, level) is None  # at the target: never
