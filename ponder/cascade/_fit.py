@@ -14,6 +14,7 @@ out-of-fold reliabilities, its own out-of-fold acceptance scores feed the fronti
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,14 @@ def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int =
     """Scorer training rows: each (query, model) alone, plus ``earlier_samples`` copies that see
     one other model's answer as an earlier rung (so the scorer learns what agreement means).
     Each row carries its answer's verification signals where the table recorded them."""
+    if earlier_samples == 1:
+        return _training_frame_one(table, seed=seed)
+    return _training_frame_loop(table, earlier_samples=earlier_samples, seed=seed)
+
+
+def _training_frame_loop(table: OutcomeTable, *, earlier_samples: int = 1, seed: int = 0
+                         ) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`training_frame`, answer by answer (any ``earlier_samples``)."""
     from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
@@ -76,6 +85,46 @@ def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int =
                 at_m.append(m)
     X = scorer_frame(qs, rs, ms, es, gs).assign(**signal_columns(table, at_q, at_m))
     return X, np.asarray(ys)
+
+
+def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`training_frame` with one earlier answer per row, without a per-answer Python loop:
+    the same rows in the same order, and the same draws. ``rng.choice(others, 1, replace=False)``
+    takes one bounded integer in ``[0, len(others))`` (none when there is one other), exactly as
+    ``rng.integers(0, len(others))`` does; a test checks the two forms agree."""
+    from ..scorers import scorer_frame, signal_columns
+
+    rng = np.random.default_rng(seed)
+    Y, P, R = table.scores, table.present, table.responses
+    queries, qids, models = table.queries, table.query_ids, table.models
+    cq, cm = np.nonzero(P)  # every answer, query-major, models in table order (as the loop)
+    n_avail = P.sum(axis=1)
+    start = np.concatenate([[0], np.cumsum(n_avail)[:-1]]).astype(np.int64)
+    pos = np.arange(len(cq)) - start[cq]  # the answer's place among its query's answers
+    n_other = n_avail[cq] - 1
+    draws = n_other > 0
+    r = np.zeros(len(cq), dtype=np.int64)
+    if draws.any():
+        r[draws] = rng.integers(0, n_other[draws])
+    other = cm[start[cq] + r + (r >= pos)]  # the r-th of the query's other answers
+    n_var = 1 + draws.astype(np.int64)
+    cell = np.repeat(np.arange(len(cq)), n_var)
+    first = np.concatenate([[0], np.cumsum(n_var)[:-1]]).astype(np.int64)
+    earlier = np.zeros(len(cell), dtype=bool)
+    earlier[first[draws] + 1] = True
+    at_q, at_m = cq[cell], cm[cell]
+    qarr = np.empty(len(queries), dtype=object)
+    qarr[:] = queries
+    marr = np.asarray(models, dtype=object)
+    rs = [str(x) for x in R[at_q, at_m]]
+    es: list[list[tuple[str, str]]] = [[] for _ in range(len(cell))]
+    for i, a, q in zip(np.flatnonzero(earlier).tolist(), other[cell[earlier]].tolist(),
+                       at_q[earlier].tolist(), strict=True):
+        es[i] = [(models[a], str(R[q, a]))]
+    X = scorer_frame(qarr[at_q].tolist(), rs, marr[at_m].tolist(), es,
+                     np.asarray(qids, dtype=object)[at_q].tolist()
+                     ).assign(**signal_columns(table, at_q, at_m))
+    return X, Y[at_q, at_m].astype(float)
 
 
 def _scorer_params(table: OutcomeTable, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -118,6 +167,53 @@ def crossfit_scores(
                                    table.models, A[te], S[te])
         s1[te], s2[te] = g1, g2
     return s1, s2
+
+
+# ---- the scorer work, shared between fits on equal tables ---------------------------------
+# ``ponder eval`` fits the "cascade" and "route-cascade" strategies on the same train rows and on
+# the same K-fold subsets, each with the same default scorer: the same deterministic
+# cross-fitting twice, the largest part of the run. The fits are kept here by the tables'
+# contents, and a later fit on equal contents and parameters gets copies of the same outputs.
+_SCORER_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()
+SCORER_CACHE_SIZE = 6  # the full train fit and up to five folds; 0 turns the sharing off
+
+
+def clear_scorer_cache() -> None:
+    _SCORER_CACHE.clear()
+
+
+def _table_key(table: OutcomeTable) -> tuple[Any, ...]:
+    """Everything of ``table`` that the scorer fits read (see :func:`training_frame`)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    for arr in (table.scores, table.costs, table.present, table.logprob_mean, table.logprob_min):
+        a = np.ascontiguousarray(arr)
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return (h.hexdigest(), tuple(table.query_ids), tuple(table.models), tuple(table.queries),
+            tuple(str(r) for r in table.responses.ravel()), tuple(table.samples.ravel().tolist()))
+
+
+def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: int, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray, AnswerScorer]:
+    """``crossfit_scores`` and ``fit_scorer`` of ``table``, shared between equal fits."""
+    import copy
+
+    key = (_table_key(table), repr(sorted((params or {}).items())), folds, seed) \
+        if SCORER_CACHE_SIZE > 0 else None
+    if key is not None and key in _SCORER_CACHE:
+        _SCORER_CACHE.move_to_end(key)
+        s1, s2, scorer = _SCORER_CACHE[key]
+        return s1.copy(), s2.copy(), copy.deepcopy(scorer)
+    agree = agreement_matrix(table.responses)
+    s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed, agree=agree)
+    scorer = fit_scorer(table, params, seed=seed)
+    if key is not None:
+        _SCORER_CACHE[key] = (s1.copy(), s2.copy(), copy.deepcopy(scorer))
+        while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
+            _SCORER_CACHE.popitem(last=False)
+    return s1, s2, scorer
 
 
 @dataclass
@@ -303,10 +399,8 @@ class CascadeOptimizer:
             self.s1_, self.s2_ = np.zeros((nq, 1)), np.full((nq, 1, 1), np.nan)
             self.scorer_ = None
         else:
-            agree = agreement_matrix(fit_table.responses)
-            self.s1_, self.s2_ = crossfit_scores(fit_table, self.scorer_params, folds=self.folds,
-                                                 seed=self.seed, agree=agree)
-            self.scorer_ = fit_scorer(fit_table, self.scorer_params, seed=self.seed)
+            self.s1_, self.s2_, self.scorer_ = _scorer_work(fit_table, self.scorer_params,
+                                                            folds=self.folds, seed=self.seed)
         self.sets_, self.set_cost_ = [], np.zeros(0)
         self.set_s1_ = np.zeros((len(fit_table.query_ids), 0))
         s1, Y, C = self.s1_, fit_table.scores, fit_table.costs

@@ -125,6 +125,7 @@ class BaseRouter(BaseEstimator):
         if not isinstance(table, OutcomeTable):
             raise DataError(f"{type(self).__name__}.fit expects an OutcomeTable (ponder.evaluation."
                             f"read_outcomes), got {type(table).__name__}")
+        self.__dict__.pop("_pred_cache", None)  # predictions of the previous fit
         models = self._select_models(table)
         if len(models) < 2:
             raise DataError(f"a router needs at least two models; table {table.name!r} has "
@@ -207,13 +208,41 @@ class BaseRouter(BaseEstimator):
         if isinstance(queries, str):
             queries = [queries]
         idx = self._model_indices(models)
-        return self._predict_core(self.transform(queries))[:, idx]
+        return self._predictions(queries)[:, idx]
+
+    def _predictions(self, queries: list[str]) -> np.ndarray:
+        """``_predict_core(transform(queries))``, remembered for the last list of queries.
+
+        An offline sweep asks for the same test queries' predictions once per knob (a
+        route-cascade replay: hundreds of times); the features are a per-query Python loop, so
+        recomputing them dominated ``ponder eval``. The key is the queries themselves (a tuple:
+        equal lists hit, a mutated list misses), the fitted featurizer and the parameters, and
+        a refit clears it. Callers get a copy."""
+        key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
+        hit = self.__dict__.get("_pred_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        pred = np.asarray(self._predict_core(self.transform(queries)))
+        pred.flags.writeable = False  # shared between calls: never modified in place
+        self._pred_cache = (key, pred)
+        return pred
+
+    def _kchars(self, queries: list[str]) -> np.ndarray:
+        """Thousands of characters per query, remembered for the last list (as predictions)."""
+        key = tuple(queries)
+        hit = self.__dict__.get("_kchars_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        out = np.array([len(q) for q in key], dtype=float) / 1000.0
+        out.flags.writeable = False
+        self._kchars_cache = (key, out)
+        return out
 
     def predict_cost(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
         if isinstance(queries, str):
             queries = [queries]
         idx = self._model_indices(models)
-        n_chars = np.array([len(q) for q in queries], dtype=float)[:, None] / 1000.0
+        n_chars = self._kchars(queries)[:, None]
         return (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
 
     # ---- deciding --------------------------------------------------------------------------

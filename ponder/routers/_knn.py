@@ -90,7 +90,20 @@ class KNNRouter(BaseRouter):
         sims = _l2_normalize(X) @ self.train_X_
         return sims.toarray() if sp.issparse(sims) else np.asarray(sims)
 
+    # query rows per block of the (queries × train) similarity matrix: ~64 MB per block instead
+    # of the whole matrix (50,000 × 50,000 would be 20 GB); every row is computed alone, so the
+    # blocks change no number
+    _block_cells = 1 << 23
+
     def _predict_core(self, X: Any) -> np.ndarray:
+        n, N = X.shape[0], self.train_X_.shape[1]
+        step = max(1, self._block_cells // max(N, 1))
+        if n <= step:
+            return self._predict_block(X)
+        X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+        return np.concatenate([self._predict_block(X[i:i + step]) for i in range(0, n, step)])
+
+    def _predict_block(self, X: Any) -> np.ndarray:
         sims = self._similarities(X)
         n, N = sims.shape
         k = min(self._k(N), N)

@@ -67,13 +67,18 @@ def agree_columns(X: pd.DataFrame, known: Sequence[str]) -> np.ndarray:
     if "earlier" not in X.columns:
         return out
     index = {name: j for j, name in enumerate(known)}
+    seen: dict[tuple[str, str], float] = {}  # a pair of answers is compared once
     for i, (resp, earlier) in enumerate(zip(X["response"], X["earlier"], strict=True)):
         if not isinstance(earlier, (list, tuple)):
             continue
         for item in earlier:
             j = index.get(str(item[0]))
             if j is not None:
-                out[i, j] = agreement(str(resp), str(item[1]))
+                pair = (str(resp), str(item[1]))
+                v = seen.get(pair)
+                if v is None:
+                    v = seen[pair] = agreement(*pair)
+                out[i, j] = v
     return out
 
 
