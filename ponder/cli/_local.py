@@ -99,6 +99,9 @@ def bench(
     runtime it decodes the tokens the numpy loop of ``generate`` decodes)."""
     from rich.table import Table
 
+    from ..local import require_extra
+
+    require_extra()  # the bench runs the torch loop: name the extra, not a bare ModuleNotFoundError
     from ..local._bench import DEFAULT_PROMPTS, run_bench
 
     layers = next((d for d in draft if d.startswith("layers:")), None)

@@ -105,7 +105,8 @@ def test_run_answers_over_a_corrupt_cache_with_one_warning(fake_server, tmp_path
     assert ask(fake_server, cache_dir, "fill").returncode == 0
     corrupt(cache_dir / "cache.db", "truncated")
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"p{i}"}) + "\n" for i in range(5)))
+    inp.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"p{i}", "temperature": 0}) + "\n"
+                           for i in range(5)))
     r = ponder_cli("run", str(inp), "--output", str(out), "--model", "openai:gpt-4o-mini", "--base-url",
                    fake_server.url, "--no-progress", env={"PONDER_CACHE_DIR": str(cache_dir)})
     assert r.returncode == 0, r.stderr

@@ -107,11 +107,12 @@ def test_each_outage_and_each_recovery_warns_once(upstream: FakeLLMServer, caplo
         if use_async:
             async def main() -> list[bool]:
                 try:
-                    return [(await client.acomplete(prompt, model="up:m")).cached for _ in range(n)]
+                    return [(await client.acomplete(prompt, model="up:m", temperature=0)).cached
+                            for _ in range(n)]
                 finally:
                     await client.aclose()
             return asyncio.run(main())
-        return [client.complete(prompt, model="up:m").cached for _ in range(n)]
+        return [client.complete(prompt, model="up:m", temperature=0).cached for _ in range(n)]
 
     try:
         assert ask("a") == [False, True, True]

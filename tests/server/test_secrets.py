@@ -74,7 +74,7 @@ def test_planted_key_never_leaks(backend: str, tmp_path: Path, upstream: FakeLLM
         for model in ("up:m", "ponder/chain"):
             for _ in range(2):  # a miss, then a cache hit
                 raw = sdk.chat.completions.with_raw_response.create(
-                    model=model, messages=[{"role": "user", "content": f"hello {model}"}])
+                    model=model, messages=[{"role": "user", "content": f"hello {model}"}], temperature=0)
                 bodies.append(raw.text + json.dumps(dict(raw.headers)))
             with sdk.chat.completions.with_streaming_response.create(
                     model=model, messages=[{"role": "user", "content": "stream"}], stream=True) as raw:
@@ -104,7 +104,7 @@ def test_planted_key_never_leaks(backend: str, tmp_path: Path, upstream: FakeLLM
 
     # batch report: successes with traces and failures with error messages
     inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps({"id": i, "prompt": f"batch {i}"}) + "\n" for i in range(4)))
+    inp.write_text("".join(json.dumps({"id": i, "prompt": f"batch {i}", "temperature": 0}) + "\n" for i in range(4)))
     upstream.queue(Action(kind="status", status=400, body={"error": {"message": f"bad key {SECRET}"}}))
     out = tmp_path / "out.jsonl"
     summary = run_batch(inp, out, SingleModel("up:m"), Client(cfg, cache=cache_backend), concurrency=1)  # type: ignore[arg-type]

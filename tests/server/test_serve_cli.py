@@ -79,13 +79,13 @@ def test_serve_with_a_config_answers_the_openai_sdk(served: str) -> None:
     sdk = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0)
     assert {m.id for m in sdk.models.list()} >= {"ponder/default", "fast", "up:m", "down:m"}
     raw = sdk.chat.completions.with_raw_response.create(
-        model="ponder/default", messages=[{"role": "user", "content": "from the config"}])
+        model="ponder/default", messages=[{"role": "user", "content": "from the config"}], temperature=0)
     assert raw.parse().choices[0].message.content == "echo: from the config"
     assert raw.headers["x-ponder-model"] == "up:m"  # the first rung is down; the chain fell through
     stream = sdk.chat.completions.create(model="fast", messages=[{"role": "user", "content": "stream it"}], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: stream it"
     again = sdk.chat.completions.with_raw_response.create(
-        model="ponder/default", messages=[{"role": "user", "content": "from the config"}])
+        model="ponder/default", messages=[{"role": "user", "content": "from the config"}], temperature=0)
     assert again.headers["x-ponder-cached"] == "true" and float(again.headers["x-ponder-cost-usd"]) == 0.0
     metrics = httpx.get(served + "/metrics").text
     assert "ponder_cache_hits_total 1\n" in metrics
