@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, stdout
+from ._common import fail, model_map_option, stdout
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
@@ -23,16 +23,6 @@ def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type
         train, _ = table.split(test_fraction=test_fraction or 0.5, seed=seed)
         return train
     return table
-
-
-def _model_map(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        name, sep, spec = p.partition("=")
-        if not sep or not name or ":" not in spec:
-            fail(f"--model-map takes NAME=provider:model, got {p!r}")
-        out[name] = spec
-    return out
 
 
 def train_scorer(
@@ -89,7 +79,7 @@ def optimize(
         fail("give --budget USD, --target-quality Q, or --epsilon (certified drop)")
     if epsilon is not None and not 0 < delta < 1:
         fail("--delta must be in (0, 1)")
-    mm = _model_map(model_map)
+    mm = model_map_option(model_map)
     train = _train_rows(outcomes, test_fraction, seed)
     opt = CascadeOptimizer(
         max_length=max_length, folds=folds, scorer_params={"learner": learner},

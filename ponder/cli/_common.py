@@ -90,6 +90,17 @@ def fail(message: str, code: int = 1) -> Any:
     raise typer.Exit(code)
 
 
+def model_map_option(pairs: list[str]) -> dict[str, str]:
+    """``--model-map NAME=provider:model`` (repeatable) as a dict; a malformed pair fails the command."""
+    out = {}
+    for p in pairs:
+        name, sep, spec = p.partition("=")
+        if not sep or not name or ":" not in spec:
+            fail(f"--model-map takes NAME=provider:model, got {p!r}")
+        out[name] = spec
+    return out
+
+
 def command_line(ctx: typer.Context) -> str:
     """The command being run, rebuilt from its parsed parameters: ``ponder run in.jsonl --output …``.
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import fail, stderr, stdout
+from ._common import model_map_option, stderr, stdout
 from ._tables import NAME_MIN, Rows, fitted_table, name_widths
 
 datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
@@ -62,7 +62,7 @@ def eval_command(
     from ..evaluation import DEFAULT_DATASET, evaluate, load_dataset
 
     source = data or DEFAULT_DATASET
-    mm = _model_map(model_map)
+    mm = model_map_option(model_map)
     with _progress() as bar:
         tasks: dict[str, Any] = {}
 
@@ -96,16 +96,6 @@ def eval_command(
         written.append(str(json_out))
     if written:
         stdout.print(f"wrote {', '.join(written)}", highlight=False)
-
-
-def _model_map(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        name, sep, spec = p.partition("=")
-        if not sep or not name or ":" not in spec:
-            fail(f"--model-map takes NAME=provider:model, got {p!r}")
-        out[name] = spec
-    return out
 
 
 def _rerun(source: str, split_column: str, test_fraction: float, seed: int,

@@ -16,7 +16,7 @@ import torch
 from .._exceptions import ConfigError, ContextTooLong
 from ._device_loop import MODES, DeviceLoop, k_choices, mode_of
 from ._drafters import Drafter, ModelDrafter, NgramDrafter
-from ._generation import Generation, GenerationStats, TokenStream
+from ._generation import Generation, GenerationStats, TokenStream, prompt_ids
 from ._loading import load_model
 from ._model import Transformer
 from ._sampling import Noise, SamplingParams, sample
@@ -610,9 +610,6 @@ class Engine:
         """Text (or chat messages) in, text out. ``chat=True`` applies the model's chat template."""
         if self.tokenizer is None:
             raise ConfigError("this engine has no tokenizer; use generate_ids")
-        if isinstance(prompt, str):
-            ids = self.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else self.tokenizer.encode(prompt)
-        else:
-            ids = self.tokenizer.encode_chat(list(prompt))
+        ids = prompt_ids(self.tokenizer, prompt, chat)
         tokens, reason, stats = self.generate_ids(ids, max_tokens, params, seed=seed)
         return Generation(tokens, self.tokenizer.decode(tokens), reason, stats)

@@ -8,7 +8,7 @@ engine ran.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +102,14 @@ class TokenStream:
 
     def __del__(self) -> None:
         self._give_back()
+
+
+def prompt_ids(tokenizer: Any, prompt: str | Sequence[dict[str, str]], chat: bool) -> list[int]:
+    """A prompt's token ids, as both engines' ``generate`` read it: a string as one user turn
+    through the chat template (``chat=True``) or as plain text, a message list through the template."""
+    if isinstance(prompt, str):
+        return list(tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else tokenizer.encode(prompt))
+    return list(tokenizer.encode_chat(list(prompt)))
 
 
 @dataclass(frozen=True)

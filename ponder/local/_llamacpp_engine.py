@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, ContextTooLong
-from ._generation import Generation, Sampling, TokenStream
+from ._generation import Generation, Sampling, TokenStream, prompt_ids
 from ._llamacpp import LlamaCppModel, _Context
 from ._tokenizer import Tokenizer
 
@@ -251,9 +251,6 @@ class LlamaCppEngine:
         """Text (or chat messages) in, text out. ``chat=True`` applies the model's chat template."""
         if self.tokenizer is None:
             raise ConfigError("this engine has no tokenizer; use generate_ids")
-        if isinstance(prompt, str):
-            ids = self.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else self.tokenizer.encode(prompt)
-        else:
-            ids = self.tokenizer.encode_chat(list(prompt))
+        ids = prompt_ids(self.tokenizer, prompt, chat)
         tokens, reason, stats = self.generate_ids(ids, max_tokens, params, seed=seed)
         return Generation(tokens, self.tokenizer.decode(tokens), reason, stats)
