@@ -95,7 +95,7 @@ def main() -> None:
 
     default_params = C.llama_model_default_params
 
-    def no_extra_bufts() -> object:  # some VMs report AMX but trap it (see tests/core/_llamakit.py)
+    def no_extra_bufts() -> object:  # some VMs report AMX but trap it (see tests/_llamakit.py)
         p = default_params()
         p.use_extra_bufts = False
         return p

@@ -48,7 +48,7 @@ import llama_cpp.llama_cpp as C
 
 path, text, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 default = C.llama_model_default_params
-def params():  # as ponder's runtime and tests/core/_llamakit.py: no AMX repacking
+def params():  # as ponder's runtime and tests/_llamakit.py: no AMX repacking
     p = default()
     p.use_extra_bufts = False
     return p

@@ -71,7 +71,7 @@ import llama_cpp.llama_chat_format as F
 _d = C.llama_model_default_params
 def _p():
     p = _d(); p.use_extra_bufts = False; return p
-C.llama_model_default_params = _p   # prebuilt llama.cpp + VMs that trap AMX (see tests/core/_llamakit)
+C.llama_model_default_params = _p   # prebuilt llama.cpp + VMs that trap AMX (see tests/_llamakit)
 
 _CALL = re.compile(r"functions\.([^\s:]+)\s*:")
 _DROP = ("tools", "tool_choice", "functions", "function_call", "response_format", "grammar")

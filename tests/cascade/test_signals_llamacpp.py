@@ -19,8 +19,8 @@ from ponder import ChatRequest, Client  # noqa: E402
 from ponder.cascade import Cascade, Rung, fit_scorer  # noqa: E402
 from ponder.collect import collect  # noqa: E402
 from ponder.evaluation import OutcomeTable  # noqa: E402
-from tests.core import _llamakit  # noqa: E402
-from tests.core._llamakit import smollm2_gguf  # noqa: E402
+from tests import _llamakit  # noqa: E402
+from tests._llamakit import smollm2_gguf  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

@@ -68,7 +68,7 @@ def test_ponder_on_llama_cpp_decodes_what_llama_cpp_decodes(cpp, smollm_gguf) ->
 
     default = C.llama_model_default_params
 
-    def params():  # as tests/core/_llamakit.py: no AMX repacking
+    def params():  # as tests/_llamakit.py: no AMX repacking
         p = default()
         p.use_extra_bufts = False
         return p

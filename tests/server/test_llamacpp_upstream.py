@@ -16,8 +16,8 @@ import pytest
 from ponder import Client, Config
 from ponder.cascade import Cascade, Rung
 from ponder.server import create_app
-from tests.core import _llamakit
-from tests.core._llamakit import smollm2_gguf
+from tests import _llamakit
+from tests._llamakit import smollm2_gguf
 from tests.server._serverkit import LiveServer
 
 pytestmark = [

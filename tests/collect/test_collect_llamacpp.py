@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.core import _llamakit
-from tests.core._llamakit import smollm2_gguf
+from tests import _llamakit
+from tests._llamakit import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ROOT / "ponder" / "data" / "collect-demo.jsonl"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.core import _llamakit
-from tests.core._llamakit import smollm2_gguf
+from tests import _llamakit
+from tests._llamakit import smollm2_gguf
 
 pytestmark = [
     pytest.mark.slow,
