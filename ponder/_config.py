@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,14 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from ._catalog import Capabilities
 from ._exceptions import ConfigError
-from ._pricing import Price
+from ._pricing import Price, PriceTable
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PROVIDER_TYPES = ("openai", "anthropic", "replay", "local")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -44,9 +44,10 @@ class _Strict(BaseModel):
 
 
 class ProviderSettings(_Strict):
-    """How to build one provider. ``type`` defaults to the section name (``[providers.openai]``)."""
+    """How to build one provider. ``type`` defaults to the section name (``[providers.openai]``)
+    and must be one of ``PROVIDER_TYPES``."""
 
-    type: Literal["openai", "anthropic", "replay", "local"] | None = None
+    type: str | None = None
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     base_url: str | None = None
@@ -59,6 +60,13 @@ class ProviderSettings(_Strict):
     draft: str | None = None  # local: drafter spec (PATH, layers:N, ngram)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROVIDER_TYPES:
+            raise ValueError(f"unknown provider type {value!r}; use one of {', '.join(PROVIDER_TYPES)}")
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -66,6 +74,13 @@ class ProviderSettings(_Strict):
         if reason:
             raise ValueError(reason)
         return value
+
+
+# Provider type -> how to build one: ``builder(name, settings, prices, common)``. The one list of
+# provider types, filled by ``@ponder.providers.register`` (importing ``ponder`` registers the
+# built-in ones); it lives here, below the providers, so that the config can check ``type``.
+Builder = Callable[[str, ProviderSettings, PriceTable, dict[str, Any]], Any]
+PROVIDER_TYPES: dict[str, Builder] = {}
 
 
 class CacheSettings(_Strict):

@@ -66,3 +66,24 @@ def test_api_key_in_config_is_secret(tmp_path: Path):
     cfg = load_config(p)
     assert "sk-planted-secret-123456" not in repr(cfg)
     assert "sk-planted-secret-123456" not in cfg.model_dump_json()
+
+
+def test_a_registered_provider_type_is_valid_in_the_config(tmp_path: Path, monkeypatch):
+    """``@providers.register`` is the one list of provider types: the config checks against it."""
+    from ponder._config import PROVIDER_TYPES
+    from ponder.providers import build_provider, provider_kinds, register
+
+    p = tmp_path / "p.toml"
+    p.write_text('[providers.mine]\ntype = "echo"\n[providers.echo]\n[models]\nfast = "echo:m"\n')
+    problems = {pr.key: pr for pr in config_problems(p)}
+    assert set(problems) == {"providers.mine.type", "providers.echo.type"}
+    typo = str(problems["providers.mine.type"])
+    assert "unknown provider type 'echo'" in typo and str(p) in typo
+    assert all(kind in typo for kind in provider_kinds())
+
+    monkeypatch.setitem(PROVIDER_TYPES, "echo", None)  # removed again after the test
+    built = object()
+    register("echo")(lambda name, settings, prices, common: built)
+    assert config_problems(p) == [] and "echo" in provider_kinds()
+    cfg = load_config(p)
+    assert build_provider("mine", cfg.providers["mine"], ponder.PriceTable.default()) is built

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from ..grading._spec import grader_help
 from ._common import ConfigOpt, fail, stderr, stdout
 
 _HELP = (
@@ -19,13 +20,7 @@ _HELP = (
     "The output adds grade_reason, judge_cost_usd and, with samples, sample_scores; scores the "
     "input already had are kept in trusted_score.\n\n"
     "Graders (--grader, or one per task from the config's \\[graders] table, with a `default`): "
-    "exact, choice (letter A-J), number (last number or \\boxed{}; --tolerance), "
-    "regex:PATTERN, json or json:SCHEMA.json (without a file: the row's `schema` or "
-    "`response_format` when it has one), tool_call (the answer's `tool_calls` against the "
-    "reference's calls: same functions, JSON-equal arguments, any order), code (runs the "
-    "response's Python against `tests`), "
-    "and judge:PROVIDER:MODEL (an LLM: yes/no against the reference, else a 1-10 rubric; "
-    "--pairwise BASELINE compares with the baseline model's answer, in both orders).\n\n"
+    f"{grader_help()}.\n\n"
     "WARNING: the code grader EXECUTES UNTRUSTED CODE and needs --allow-code-execution. Each "
     "program runs in its own Linux namespaces (PID, mount, network), as an unprivileged user, "
     "with time, memory and process limits; where they cannot be made it refuses unless "

@@ -11,11 +11,14 @@ import typer
 from ._common import fail, stdout
 
 
-class RouterKind(str, Enum):
-    pairwise = "pairwise"
-    utility = "utility"
-    knn = "knn"
-    mf = "mf"
+def _router_kind(value: str) -> str:
+    """``--kind``: a kind of ``routers.ROUTER_KINDS``, the one list, read when the option is parsed
+    (importing the routers at start-up would cost every command a second)."""
+    from ..routers._io import ROUTER_KINDS
+
+    if value not in ROUTER_KINDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, ROUTER_KINDS))}.")
+    return value
 
 
 class Variant(str, Enum):
@@ -39,13 +42,15 @@ def _model_map(value: str | None) -> dict[str, str] | None:
         fail(f"--model-map: invalid JSON ({exc.msg} at line {exc.lineno})")
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         fail("--model-map must be a JSON object mapping model names to 'provider:model'")
-    return data
+    return dict(data)
 
 
 def train_router_command(
     outcomes: str = typer.Argument(..., metavar="OUTCOMES",
                                    help="Outcome table (CSV/JSONL/Parquet) or bundled dataset name."),
-    kind: RouterKind = typer.Option(..., "--kind", help="Router family."),
+    kind: str = typer.Option(..., "--kind", metavar="KIND", parser=_router_kind,
+                             help="Router family: a kind of ponder.routers.ROUTER_KINDS "
+                                  "(a wrong one lists them)."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for router/ and router.json."),
     model_map: str = typer.Option(None, "--model-map",
                                   help="JSON object (or file) mapping table model names to "
@@ -70,7 +75,7 @@ def train_router_command(
     from ..routers._train import train_router
 
     table = load_dataset(outcomes)
-    res = train_router(table, kind.value, output, model_map=_model_map(model_map),
+    res = train_router(table, kind, output, model_map=_model_map(model_map),
                        strong_share=strong_share, budget=budget, quality_floor=quality_floor,
                        delta=delta, calibration_fraction=calibration_fraction, seed=seed,
                        featurizer=featurizer, variant=variant.value, weak=weak, strong=strong,

@@ -9,6 +9,7 @@ A grader is a small object with one method, ``grade(response, row) -> Grade``; L
 and :func:`agreement` says how far a grader agrees with scores you already trust.
 """
 
+from .._answers import extract_choice, extract_number
 from ._agreement import Agreement, agreement
 from ._base import AsyncGrader, Grade, Grader
 from ._code import CodeGrader, extract_code
@@ -19,12 +20,10 @@ from ._reference import (
     JsonGrader,
     NumberGrader,
     RegexGrader,
-    extract_choice,
-    extract_number,
     normalize_text,
 )
 from ._run import GradeResult, GradeSummary, agrade_table, grade_table, read_table, write_table
-from ._spec import GRADER_SPECS, parse_grader, parse_graders
+from ._spec import GRADERS, grader_specs, parse_grader, parse_graders, register_grader
 from ._tools import ToolCallGrader
 
 __all__ = [
@@ -34,7 +33,7 @@ __all__ = [
     "CodeGrader",
     "DEFAULT_TEMPLATES",
     "ExactMatch",
-    "GRADER_SPECS",
+    "GRADERS",
     "Grade",
     "GradeResult",
     "GradeSummary",
@@ -51,10 +50,12 @@ __all__ = [
     "extract_code",
     "extract_number",
     "grade_table",
+    "grader_specs",
     "load_template",
     "normalize_text",
     "parse_grader",
     "parse_graders",
     "read_table",
+    "register_grader",
     "write_table",
 ]

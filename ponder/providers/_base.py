@@ -1,9 +1,10 @@
 """The Provider protocol, and the retry/backoff/concurrency machinery every real provider shares.
 
 Retries live here, not in the SDKs (their own retries are switched off), so that every provider
-honours ``Retry-After`` and the same backoff, and so that one pure function decides. Plain and
-streamed calls go through the same loop (``_attempts``/``_aattempts``): a stream is retried like a
-plain request until its first text arrives, and never after, since the caller already has it.
+honours ``Retry-After`` and the same backoff, and so that one pure function decides
+(``retry_delay``). Plain and streamed calls, and the batch APIs' calls, go through the same loop
+(``_retried``, and ``_aretried`` for asyncio): a stream is retried like a plain request until its
+first text arrives, and never after, since the caller already has it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextlib import aclosing, closing
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .._exceptions import (
     AuthError,
@@ -33,6 +34,7 @@ from .._types import ChatRequest, Choice, Completion, LogprobStats, Usage, refus
 from ._errors import translate_sdk_error
 
 RETRYABLE = (RateLimited, ProviderTimeout, ProviderUnavailable)
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -65,8 +67,8 @@ def retry_delay(
     """
     if not isinstance(error, RETRYABLE) or attempt > policy.max_retries:
         return None
-    u = (rng or random).random()
-    delay = min(policy.max_s, policy.initial_s * (2 ** (attempt - 1)))
+    u = rng.random() if rng is not None else random.random()
+    delay = min(policy.max_s, policy.initial_s * 2.0 ** (attempt - 1))
     delay *= 1.0 + policy.jitter * (2.0 * u - 1.0)
     if isinstance(error, RateLimited) and error.retry_after is not None:
         delay = max(delay, min(error.retry_after, policy.max_s))
@@ -218,54 +220,71 @@ class BaseProvider(WholeTextStream):
                 sem = self._async_slots.setdefault(loop, asyncio.Semaphore(self.max_concurrency))
         return sem
 
-    def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        """Yield ``wire()``'s text deltas, then the priced Completion of its final Reply.
+    def _retried(self, wire: Callable[[], Generator[T, None, None]],
+                 policy: RetryPolicy | None = None) -> Generator[T, None, None]:
+        """Yield ``wire()``'s items: the one retry loop (live calls, streams, batch API calls).
 
-        The one retry loop: a retryable error before the first delta backs off (``retry_delay``)
-        and runs ``wire`` again, within ``1 + max_retries`` attempts; after a delta, it is raised.
+        A retryable error before the first text delta (a ``str``) backs off (``retry_delay``) and
+        runs ``wire`` again, within ``1 + max_retries`` attempts of ``policy`` (default: the
+        provider's); after a delta it is raised, since the caller already has the text.
         """
-        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
-        start, attempt, reply = time.perf_counter(), 0, None
+        attempt = 0
         while True:
             attempt += 1
             started = False
             try:
                 with self._sync_slots, closing(wire()) as items:
                     for item in items:
-                        if isinstance(item, Reply):
-                            reply = item
-                        else:
-                            started = True
-                            yield item
-                break
+                        started = started or isinstance(item, str)
+                        yield item
+                return
             except ProviderError as exc:
-                delay = None if started else retry_delay(self.retry, attempt, exc, self._rng)
+                delay = None if started else retry_delay(policy or self.retry, attempt, exc, self._rng)
                 if delay is None:
                     raise
             time.sleep(delay)
-        yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
-    async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        """``_attempts`` for asyncio (same decisions, awaited)."""
-        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
-        start, attempt, reply = time.perf_counter(), 0, None
+    async def _aretried(self, wire: AsyncWire) -> AsyncGenerator[str | Reply, None]:
+        """``_retried`` for asyncio (same decisions, awaited)."""
+        attempt = 0
         while True:
             attempt += 1
             started = False
             try:
                 async with self._slots(), aclosing(wire()) as items:
                     async for item in items:
-                        if isinstance(item, Reply):
-                            reply = item
-                        else:
-                            started = True
-                            yield item
-                break
+                        started = started or isinstance(item, str)
+                        yield item
+                return
             except ProviderError as exc:
                 delay = None if started else retry_delay(self.retry, attempt, exc, self._rng)
                 if delay is None:
                     raise
             await asyncio.sleep(delay)
+
+    def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
+        """Yield ``wire()``'s text deltas (retried by ``_retried``), then the priced Completion of
+        its final Reply."""
+        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
+        start, reply = time.perf_counter(), None
+        with closing(self._retried(wire)) as items:  # an abandoned stream frees its slot now
+            for item in items:
+                if isinstance(item, Reply):
+                    reply = item
+                else:
+                    yield item
+        yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
+
+    async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+        """``_attempts`` for asyncio."""
+        refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
+        start, reply = time.perf_counter(), None
+        async with aclosing(self._aretried(wire)) as items:
+            async for item in items:
+                if isinstance(item, Reply):
+                    reply = item
+                else:
+                    yield item
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
     def _sent(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:

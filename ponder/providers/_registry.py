@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._config import Config, ProviderSettings
+from .._config import PROVIDER_TYPES, Builder, ProviderSettings
 from .._exceptions import ConfigError, PonderError, UnknownProvider
 from .._pricing import PriceTable
 from ._base import RetryPolicy
-
-Builder = Callable[[str, ProviderSettings, PriceTable, dict[str, Any]], Any]
-_BUILDERS: dict[str, Builder] = {}
 
 
 def register(kind: str) -> Callable[[Builder], Builder]:
     """Register how to build providers of ``type = kind``: ``builder(name, settings, prices,
     common)``, where ``common`` holds the arguments every remote provider takes (base URL,
-    timeout, retry policy, concurrency, prices, name, key). The one list of provider types."""
+    timeout, retry policy, concurrency, prices, name, key). This is the one list of provider
+    types (``PROVIDER_TYPES``): the config accepts ``type = kind`` once it is registered."""
 
     def add(builder: Builder) -> Builder:
-        _BUILDERS[kind] = builder
+        PROVIDER_TYPES[kind] = builder
         return builder
 
     return add
@@ -68,7 +66,7 @@ def _local(name: str, settings: ProviderSettings, prices: PriceTable, common: di
 
 def provider_kinds() -> tuple[str, ...]:
     """Every registered provider type (the built-in ones first)."""
-    return tuple(_BUILDERS)
+    return tuple(PROVIDER_TYPES)
 
 
 def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) -> Any:
@@ -77,10 +75,10 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
     ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
     to the vendor's endpoint alone (see ``resolve_key``)."""
     kind = settings.type or name
-    builder = _BUILDERS.get(kind)
+    builder = PROVIDER_TYPES.get(kind)
     if builder is None:
         raise UnknownProvider(
-            f"unknown provider {name!r}; use one of {', '.join(_BUILDERS)} or define [providers.{name}] "
+            f"unknown provider {name!r}; use one of {', '.join(PROVIDER_TYPES)} or define [providers.{name}] "
             "with a type in the config")
     retry = RetryPolicy(max_retries=settings.max_retries, initial_s=settings.backoff_initial_s,
                         max_s=settings.backoff_max_s)
@@ -90,7 +88,3 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
     )
     return builder(name, settings, prices, common)
-
-
-def provider_names(config: Config) -> list[str]:
-    return sorted(set(_BUILDERS) | set(config.providers))

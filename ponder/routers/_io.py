@@ -19,6 +19,8 @@ from ._mf import MFRouter
 from ._pairwise import PairwiseRouter
 from ._utility import UtilityRouter
 
+# The one list of router kinds: `ponder train router --kind`, loading and the router-KIND
+# `ponder eval` strategies (``_strategies.py``) all read it.
 ROUTER_KINDS: dict[str, type[BaseRouter]] = {
     "pairwise": PairwiseRouter,
     "utility": UtilityRouter,
@@ -109,11 +111,11 @@ def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseR
         router.calibration_ = Calibration(**cal) if cal else None
         extra = meta.get("extra", {})
         if "relaxation_" in extra:
-            router.relaxation_ = float(extra["relaxation_"])  # type: ignore[attr-defined]
+            router.relaxation_ = float(extra["relaxation_"])
         if "label_mean_" in extra:
-            router.label_mean_ = float(extra["label_mean_"])  # type: ignore[attr-defined]
+            router.label_mean_ = float(extra["label_mean_"])
         if "n_iter_" in extra:
-            router.n_iter_ = int(extra["n_iter_"])  # type: ignore[attr-defined]
+            router.n_iter_ = int(extra["n_iter_"])
         router.cost_intercept_ = np.asarray(arrays["cost_intercept"], dtype=float)
         router.cost_slope_ = np.asarray(arrays["cost_slope"], dtype=float)
         router.train_quality_ = np.asarray(arrays["train_quality"], dtype=float)

@@ -8,6 +8,7 @@ operating point with the realised per-query cost and quality.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,8 @@ import numpy as np
 
 from ..evaluation._strategy import OperatingPoint, register_strategy
 from ._base import BaseRouter
-from ._knn import KNNRouter
-from ._mf import MFRouter
-from ._pairwise import PairwiseRouter
-from ._utility import UtilityRouter
+from ._io import ROUTER_KINDS
+from ._pairwise import VARIANTS
 
 if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
@@ -116,9 +115,11 @@ def _factory(name: str, make: Callable[[], BaseRouter], pairwise: bool = False) 
         return RouterStrategy(name, make)
 
 
-_factory("router-pairwise-det", lambda: PairwiseRouter(variant="deterministic"), pairwise=True)
-_factory("router-pairwise-prob", lambda: PairwiseRouter(variant="probabilistic"), pairwise=True)
-_factory("router-pairwise-trans", lambda: PairwiseRouter(variant="transformed"), pairwise=True)
-_factory("router-utility", lambda: UtilityRouter())
-_factory("router-knn", lambda: KNNRouter())
-_factory("router-mf", lambda: MFRouter())
+# Every kind of ROUTER_KINDS is a strategy, router-KIND; the pairwise one once per label variant.
+_SHORT = {"deterministic": "det", "probabilistic": "prob", "transformed": "trans"}
+for _kind, _cls in ROUTER_KINDS.items():
+    if _kind == "pairwise":
+        for _v in VARIANTS:
+            _factory(f"router-pairwise-{_SHORT.get(_v, _v)}", partial(_cls, variant=_v), pairwise=True)
+    else:
+        _factory(f"router-{_kind}", _cls)

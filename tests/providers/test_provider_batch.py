@@ -153,16 +153,16 @@ def rows_paid(srv) -> int:
 def die_around_create(monkeypatch, when: str) -> None:
     """Kill the run at its next batch create: before the request is sent, or right after the
     provider accepted it (the batch exists and is paid for) but before its id is saved."""
-    from ponder._provider_batch import _Batches
+    from ponder.providers._batch_api import BatchAPI
 
-    real = _Batches.create
+    real = BatchAPI.create
 
     def create(self, *args, **kwargs):
         if when == "after":
             real(self, *args, **kwargs)
         raise Killed
 
-    monkeypatch.setattr(_Batches, "create", create)
+    monkeypatch.setattr(BatchAPI, "create", create)
 
 
 @pytest.mark.slow

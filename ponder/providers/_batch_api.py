@@ -1,0 +1,256 @@
+"""One provider's batch API: OpenAI Batch (``/v1/files`` + ``/v1/batches``) and Anthropic Message
+Batches, driven through the provider's own SDK client (its key, base URL and timeout rules).
+
+Rows are built by the provider's own body builder (``_params``), so a batch asks exactly what a live
+call would; SDK errors, failed rows too, become ponder errors in ``translate_sdk_error``, and every
+call but a create is retried by the provider's one retry loop (``BaseProvider._retried``). The run
+that submits, resumes and prices (``ponder._provider_batch``) sits above.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
+from typing import Any
+
+from .._exceptions import PonderError, ProviderError, ProviderTimeout
+from .._types import ChatRequest
+from ._base import RetryPolicy, SDKProvider
+from ._errors import translate_sdk_error
+
+BATCH_KINDS = ("openai", "anthropic")
+# Per batch: OpenAI takes 50,000 requests in a file of at most 200 MB; Anthropic 100,000 requests
+# in at most 256 MB. Leave room for the JSON around the rows.
+MAX_REQUESTS = {"openai": 50_000, "anthropic": 100_000}
+MAX_BYTES = {"openai": 190_000_000, "anthropic": 240_000_000}
+_OPENAI_DONE = ("completed", "failed", "expired", "cancelled")
+# How far a provider's clock may differ from ours when a batch is looked up by its creation time
+_CLOCK_SKEW_S = 600.0
+# Anthropic's error types, as the HTTP statuses the same errors have on a live call
+_ANTHROPIC_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+                     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                     "rate_limit_error": 429, "api_error": 500, "timeout_error": 504,
+                     "overloaded_error": 529}
+_ONCE = RetryPolicy(max_retries=0)
+
+
+class _RowError(Exception):
+    """A failed row, shaped like an SDK status error so ``translate_sdk_error`` maps it."""
+
+    def __init__(self, status_code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status_code, self.body, self.response = status_code, {"error": {"message": message}}, None
+
+
+class Refused(Exception):
+    """A create the provider answered with a refusal (HTTP 4xx): no batch was made."""
+
+    def __init__(self, error: PonderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _row_error(status: int | None, message: str, *, provider: str, model: str) -> ProviderError:
+    return translate_sdk_error(_RowError(status, message or f"HTTP {status}"), provider=provider, model=model)
+
+
+class BatchAPI:
+    """Submit, poll and fetch through one provider's SDK client. ``ids`` are the chunk's wire
+    ids (``r0``, ``r1``, …: valid custom ids for both APIs whatever the caller's ids are)."""
+
+    def __init__(self, provider: SDKProvider, kind: str) -> None:
+        self.provider, self.kind = provider, kind
+
+    def call(self, model: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
+        """``fn()`` with SDK errors translated, retried like a live call when ``retry``."""
+
+        def wire() -> Generator[Any, None, None]:
+            try:
+                value = fn()
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                raise self.provider._err(exc, model) from None
+            yield value
+
+        (value,) = self.provider._retried(wire, None if retry else _ONCE)
+        return value
+
+    def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:
+        params = self.provider._params(request, model)  # type: ignore[attr-defined]
+        if self.kind == "openai":
+            row = {"custom_id": wire_id, "method": "POST", "url": "/v1/chat/completions", "body": params}
+        else:
+            params.update(params.pop("extra_body", None) or {})  # the raw JSON the SDK would send
+            row = {"custom_id": wire_id, "params": params}
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def upload(self, model: str, rows: list[bytes]) -> str:
+        client = self.provider.client
+        data = b"\n".join(rows) + b"\n"
+        # a timed-out upload is only re-sent: an unused file costs nothing
+        obj = self.call(model, lambda: client.files.create(
+            file=("ponder-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        return str(obj.id)
+
+    def create(self, model: str, rows: list[bytes], input_file_id: str | None, tag: str | None = None) -> str:
+        """A new batch's id. Not retried: a create that timed out may still have been accepted
+        (``find`` looks for it on resume). Raises ``Refused`` when the provider refused it."""
+        client = self.provider.client
+        if self.kind == "openai":
+            metadata = {"ponder_input_file_id": str(input_file_id)}
+            if tag:
+                metadata["ponder_tag"] = tag
+
+            def make() -> Any:
+                return client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
+                                             completion_window="24h", metadata=metadata)
+        else:
+            requests = [json.loads(r) for r in rows]
+
+            def make() -> Any:
+                return client.messages.batches.create(requests=requests)
+
+        refused = False
+
+        def send() -> Any:
+            nonlocal refused
+            try:
+                return make()
+            except Exception as exc:
+                status = getattr(exc, "status_code", None)  # 408 and 409 may come after a create
+                refused = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409)
+                raise
+
+        try:
+            obj = self.call(model, send, retry=False)
+        except PonderError as err:
+            if refused:
+                raise Refused(err) from None
+            raise
+        return str(obj.id)
+
+    def find(self, model: str, entry: dict[str, Any], taken: set[str]) -> list[str]:
+        """The ids of the batches an interrupted ``create`` may have made for ``entry`` (none when
+        it made none): the provider's batches, listed newest first back to the recorded intent,
+        less those in ``taken``."""
+        at = float(entry["create_intent_at"])
+        since = at - _CLOCK_SKEW_S
+        until = at + _CLOCK_SKEW_S + float(getattr(self.provider, "timeout_s", None) or 600.0)
+        client = self.provider.client
+
+        def scan() -> list[str]:
+            found: list[str] = []
+            if self.kind == "openai":
+                tag, fid = entry.get("tag"), entry.get("input_file_id")
+                for b in client.batches.list(limit=100):
+                    if b.created_at < since:
+                        break
+                    meta = b.metadata or {}
+                    if b.id not in taken and ((tag and meta.get("ponder_tag") == tag)
+                                              or (fid and b.input_file_id == fid)):
+                        found.append(b.id)
+                return found
+            size = len(entry["custom_ids"])
+            for b in client.messages.batches.list(limit=100):
+                created = b.created_at.timestamp()
+                if created < since:
+                    break
+                c = b.request_counts
+                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                if b.id not in taken and created <= until and total == size:
+                    found.append(b.id)
+            return found
+
+        found: list[str] = self.call(model, scan)
+        return found
+
+    def poll(self, model: str, batch_id: str) -> Any | None:
+        """The finished batch object, or None while it runs."""
+        if self.kind == "openai":
+            b = self.call(model, lambda: self.provider.client.batches.retrieve(batch_id))
+            return b if b.status in _OPENAI_DONE else None
+        b = self.call(model, lambda: self.provider.client.messages.batches.retrieve(batch_id))
+        return b if b.processing_status == "ended" else None
+
+    def results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
+        """(wire id, answer, None) or (wire id, None, error) for every row the batch reports."""
+        yield from (self._openai_results if self.kind == "openai" else self._anthropic_results)(model, batch)
+
+    def _openai_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
+        client = self.provider.client
+
+        def content(file_id: str) -> bytes:
+            return bytes(client.files.content(file_id).content)
+
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            raw = self.call(model, partial(content, file_id))
+            for line in raw.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    wire_id = str(row["custom_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a row that names no request answers none
+                resp, err = row.get("response") or {}, row.get("error") or {}
+                status, body = resp.get("status_code"), resp.get("body")
+                if status == 200 and isinstance(body, dict):
+                    yield wire_id, body, None
+                    continue
+                message = ""
+                if isinstance(body, dict) and isinstance(body.get("error"), dict):
+                    message = str(body["error"].get("message") or "")
+                message = message or str(err.get("message") or err.get("code") or "")
+                if status is None and err.get("code") == "batch_expired":
+                    yield wire_id, None, ProviderTimeout(
+                        f"the batch expired before this request ran: {message}",
+                        provider=self.provider.name, model=model)
+                    continue
+                yield wire_id, None, _row_error(status, message, provider=self.provider.name, model=model)
+
+    def _anthropic_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
+        rows = self.call(model, lambda: list(self.provider.client.messages.batches.results(batch.id)))
+        name = self.provider.name
+        for row in rows:
+            result = row.result
+            if result.type == "succeeded":
+                yield row.custom_id, result.message, None
+            elif result.type == "errored":
+                inner = getattr(result.error, "error", None)
+                kind = str(getattr(inner, "type", "") or "")
+                message = f"{kind}: {getattr(inner, 'message', '') or ''}".strip(": ")
+                yield row.custom_id, None, _row_error(_ANTHROPIC_STATUS.get(kind, 500), message,
+                                                      provider=name, model=model)
+            elif result.type == "expired":
+                yield row.custom_id, None, ProviderTimeout(
+                    "the batch expired before this request ran", provider=name, model=model)
+            else:
+                yield row.custom_id, None, ProviderError(
+                    f"the batch request was {result.type}", provider=name, model=model)
+
+    def missing(self, model: str, batch: Any) -> ProviderError:
+        """The error for a row the finished batch did not answer."""
+        name = self.provider.name
+        status = getattr(batch, "status", None) or getattr(batch, "processing_status", "")
+        if status == "expired":
+            return ProviderTimeout("the batch expired before this request ran", provider=name, model=model)
+        errors = getattr(getattr(batch, "errors", None), "data", None) or []
+        detail = "; ".join(str(getattr(e, "message", "") or getattr(e, "code", "")) for e in errors)
+        return ProviderError(f"the batch ended ({status}) without answering this request"
+                             + (f": {detail}" if detail else ""), provider=name, model=model)
+
+
+def chunks(kind: str, rows: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    """``rows`` (id, JSON line) cut into batches within the ``kind`` API's limits."""
+    chunk: list[tuple[str, bytes]] = []
+    size = 0
+    for cid, row in rows:
+        if chunk and (len(chunk) >= MAX_REQUESTS[kind] or size + len(row) > MAX_BYTES[kind]):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((cid, row))
+        size += len(row) + 1
+    if chunk:
+        yield chunk
