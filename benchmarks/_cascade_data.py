@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from ponder.evaluation import OutcomeTable, read_outcomes
+from ponder.evaluation._loaders import score_prime  # the bundled table's rule
 
 DATA = Path(os.environ.get("PONDER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RB_MODELS = (
@@ -47,14 +47,6 @@ def routerbench() -> OutcomeTable:
     return read_outcomes(pd.concat(out, ignore_index=True), name="routerbench-subset")
 
 
-_YN = re.compile(r"\[\s*(yes|no)\s*\]", re.IGNORECASE)
-
-
-def _prime_score(answer: str, ref: str) -> float:
-    found = _YN.findall(str(answer))
-    return float(bool(found) and found[-1].lower() == str(ref).strip().lower())
-
-
 def prime() -> OutcomeTable:
     """LLMDrift PRIME: 1,000 queries × 4 OpenAI snapshots, scored by the last [Yes]/[No]."""
     df = pd.read_csv(DATA / "llmdrift" / "PRIME_FULL_EVAL.csv")
@@ -62,7 +54,7 @@ def prime() -> OutcomeTable:
         "query_id": df["id"].astype(str) if "id" in df.columns else df["query"],
         "query": df["query"].astype(str),
         "model": df["model"].str.replace("openaichat/", "", regex=False),
-        "score": [_prime_score(a, r) for a, r in zip(df["answer"], df["ref_answer"], strict=True)],
+        "score": [score_prime(str(a), r) for a, r in zip(df["answer"], df["ref_answer"], strict=True)],
         "cost_usd": df["cost"].astype(float),
         "response": df["answer"].astype(str),
     })

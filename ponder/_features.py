@@ -45,6 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from ._answers import extract_answer  # one set of answer rules (grading, loaders)
 from ._exceptions import ModelFileError, NotFittedError
 
 __all__ = [
@@ -288,13 +289,6 @@ _HEDGE = re.compile(
     r"i believe|hard to say|could be)\b",
     re.IGNORECASE,
 )
-_YESNO = re.compile(r"\[\s*(yes|no)\s*\]", re.IGNORECASE)
-_ANSWER_IS = re.compile(
-    r"(?:answer|choice|option)\s*(?:is|:)?\s*[:\-]?\s*\(?([A-Ha-h]|yes|no|true|false|-?\d[\d,]*(?:\.\d+)?)\)?(?![\w])",
-    re.IGNORECASE,
-)
-_LETTER_ONLY = re.compile(r"^\s*[\(\[]?([A-Ha-h])(?:[\)\]\.:]|\s*$|\s)")
-_BARE_NUMBER = re.compile(r"^\s*\$?(-?\d[\d,]*(?:\.\d+)?)\s*\.?\s*$")
 _CODE = re.compile(r"```|^\s*(def |class |import |return )", re.MULTILINE)
 _WORD = re.compile(r"\w+")
 
@@ -308,35 +302,6 @@ RESPONSE_STAT_NAMES = (
     "code_block",
     "query_log_chars",
 )
-
-
-def extract_answer(text: str) -> str | None:
-    """The structured answer in a response, normalised (lowercase); None if there is none.
-
-    Order: the last ``[Yes]``/``[No]``; a leading choice letter (``"B"``, ``"(C)"``, ``"A) ..."``);
-    ``Answer: X``; a response that is just a number. Free text and code
-    return None, and :func:`agreement` falls back to token overlap for those.
-    """
-    if not text:
-        return None
-    t = text.strip()
-    if t.startswith("[") and t.endswith("]") and "'" in t[:3]:  # stringified list from RouterBench
-        t = t.strip("[]").strip().strip("'\"").replace("\\n", "\n").strip()
-    m = list(_YESNO.finditer(t))
-    if m:
-        return m[-1].group(1).lower()
-    m1 = _LETTER_ONLY.match(t)
-    if m1 and len(t) <= 80:
-        return m1.group(1).lower()
-    m2 = list(_ANSWER_IS.finditer(t))
-    if m2:
-        return m2[-1].group(1).lower().replace(",", "")
-    bare = _BARE_NUMBER.match(t)
-    if bare:
-        return bare.group(1).replace(",", "")
-    if m1 and len(t) <= 40:
-        return m1.group(1).lower()
-    return None
 
 
 def _tokens(text: str) -> frozenset[str]:

@@ -194,24 +194,13 @@ def _parse_prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
 
 
 def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    suffixes = "".join(path.suffixes).lower()
-    if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+    """(row, cells) of a prompt file: a JSONL row is its line, a table's its 1-based data row."""
+    from ..evaluation._table import read_frame, table_format  # one table reader; pandas: when used
+
+    if table_format(path) == "jsonl":
         yield from iter_jsonl(path)
         return
-    if not suffixes.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
-        raise DataError("unknown format; use .jsonl, .csv or .parquet", file=str(path))
-    if not path.exists():
-        raise DataError("file not found", file=str(path))
-    import pandas as pd
-
-    try:
-        if ".csv" in suffixes:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            df = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types; the file is what matters
-        raise DataError(f"cannot read: {exc}", file=str(path)) from None
-    for i, rec in enumerate(df.to_dict("records"), start=1):  # 1-based data rows
+    for i, rec in enumerate(read_frame(path, text=True).to_dict("records"), start=1):
         yield i, {str(k): v for k, v in rec.items()}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,21 +191,14 @@ def batch_state_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".batches.json")
 
 
-def _format(path: Path) -> str:
-    name = path.name.lower()
-    for ext, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"), (".csv.gz", "csv"),
-                     (".jsonl", "jsonl"), (".ndjson", "jsonl")):
-        if name.endswith(ext):
-            return fmt
-    raise DataError("unknown output format; name it .parquet, .csv or .jsonl", file=str(path))
-
-
 def _read_output(path: Path) -> pd.DataFrame | None:
     """The output table of an earlier run (None when there is none yet)."""
-    from ..evaluation._table import _read_frame, check_tool_calls  # pandas: when a table is read
+    from ..evaluation._table import check_tool_calls, read_frame, table_format  # pandas: when used
+
+    table_format(path)  # an unknown extension fails before anything is paid
     if not path.exists():
         return None
-    df = _read_frame(path)
+    df = read_frame(path)
     missing = [c for c in ("query_id", "model") if c not in df.columns]
     if missing:
         raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
@@ -221,7 +213,6 @@ def read_collected(output: Path) -> tuple[pd.DataFrame | None, dict[Key, dict[st
                                           list[dict[str, Any]]]:
     """What earlier runs left: the output table (None when there is none yet), the sample records
     of its error-free rows overlaid with the progress file's, and the progress file's records."""
-    _format(output)  # an unknown extension fails before anything is paid
     existing = _read_output(output)
     pool: dict[Key, dict[str, Any]] = {}
     if existing is not None:
@@ -234,23 +225,6 @@ def read_collected(output: Path) -> tuple[pd.DataFrame | None, dict[Key, dict[st
     for r in sidecar:
         pool[(r["query_id"], r["model"], r["sample"])] = r
     return existing, pool, sidecar
-
-
-def write_output(df: pd.DataFrame, path: Path) -> None:
-    """Write the table in the format its name says, atomically."""
-    fmt = _format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        df.to_parquet(tmp, index=False)
-    elif fmt == "csv":
-        df.to_csv(tmp, index=False, compression="gzip" if path.name.lower().endswith(".gz") else None)
-    else:
-        with tmp.open("w", encoding="utf-8") as f:
-            for rec in df.to_dict("records"):
-                clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
-                f.write(json.dumps(clean, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: the old table or the new one, never half of each
 
 
 def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existing: pd.DataFrame | None,

@@ -25,7 +25,6 @@ from ._records import (
     num,
     progress_path,
     read_collected,
-    write_output,
 )
 
 if TYPE_CHECKING:
@@ -266,7 +265,7 @@ async def acollect(
     as JSON in ``response_format`` (what ``ponder grade --grader json`` checks against). A failed
     call leaves its message in ``error``."""
     from .._client import Client
-    from ..evaluation import OutcomeTable
+    from ..evaluation._table import OutcomeTable, write_table
 
     if concurrency < 1:
         raise PonderError("concurrency must be at least 1")
@@ -307,7 +306,7 @@ async def acollect(
             df = build_table(state.prompts, state.models, state.existing, state.pool, state.touched)
             summary.elapsed_s = time.perf_counter() - run.start
             if output is not None:
-                write_output(df, Path(output))
+                write_table(df, output)
                 wanted = {(p.id, m) for p in state.prompts for m in state.models}
                 if df["error"].isna().all() and state.touched <= wanted and not summary.stopped:
                     progress_path(output).unlink(missing_ok=True)  # the table holds every answer

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import DataError
-from ._table import OutcomeTable
+from ._table import OutcomeTable, table_format, write_table
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 INDEX = DATA_DIR / "datasets.json"
@@ -119,20 +119,8 @@ def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTab
 
 def export_dataset(name: str, out: str | Path) -> Path:
     """Write a dataset as an outcome table; the format follows the suffix (.csv/.jsonl/.parquet)."""
-    table = load_dataset(name)
-    out = Path(out)
-    suffixes = "".join(out.suffixes).lower()
-    df = table.df
-    if suffixes.endswith((".csv", ".csv.gz")):
-        df.to_csv(out, index=False)
-    elif suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        df.to_json(out, orient="records", lines=True, force_ascii=False)
-    elif suffixes.endswith((".parquet", ".pq")):
-        df.to_parquet(out, index=False, compression="zstd")
-    else:
-        raise DataError("unknown output format; use .csv, .jsonl or .parquet (optionally .gz)",
-                        file=str(out))
-    return out
+    table_format(Path(out))  # an unknown format fails before the dataset is read
+    return write_table(load_dataset(name).df, out)
 
 
 def build(shared: str | Path, out_dir: Path = DATA_DIR) -> list[dict[str, Any]]:

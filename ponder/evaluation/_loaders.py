@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._answers import last_boxed, last_yes_no
 from .._exceptions import DataError
 from .._jsonl import iter_jsonl
 from ._table import REQUIRED, OutcomeTable, shown
@@ -75,7 +76,7 @@ def _bool_scores(col: pd.Series, path: Path, column: str, *, row_offset: int = 2
     if bad.size:
         raise DataError(f"expected True/False, got {shown(col.iloc[bad[0]])}", file=str(path),
                         row=int(bad[0]) + row_offset, column=column)
-    return vals.to_numpy(dtype=float)
+    return np.asarray(vals, dtype=float)
 
 
 def _contaminated(path: Path, explicit: str | Path | None, stem: str) -> set[str]:
@@ -109,7 +110,7 @@ def _routerbench_prompt(raw: Any) -> str:
             return text
         if isinstance(turns, list) and all(isinstance(t, str) for t in turns):
             if len(turns) == 1:
-                return turns[0]
+                return str(turns[0])
             return json.dumps([{"role": "user", "content": t} for t in turns])
     return text
 
@@ -300,33 +301,9 @@ def load_routellm_mtbench(judgements: str | Path, *, questions: str | Path | Non
 
 
 # ---- FrugalGPT / LLMDrift generation caches ----------------------------------------------------
-_YESNO = re.compile(r"\[(yes|no)\]", re.IGNORECASE)
-
-
 def score_prime(answer: str, reference: str) -> float:
     """PRIME: the last ``[Yes]``/``[No]`` in the answer must match the reference (yes/no)."""
-    found = _YESNO.findall(answer or "")
-    return float(bool(found) and found[-1].lower() == str(reference).strip().lower())
-
-
-def last_boxed(text: str) -> str | None:
-    r"""Contents of the last ``\boxed{...}``, braces balanced (``\boxed{\frac{1}{2}}`` works)."""
-    start = (text or "").rfind("\\boxed")
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth, j = 0, i
-    while j < len(text):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-        j += 1
-    return None
+    return float(last_yes_no(answer) == str(reference).strip().lower())
 
 
 def _norm(s: str) -> str:
@@ -487,10 +464,7 @@ def load_path(path: str | Path, *, graded: bool = True) -> OutcomeTable:
         raise DataError("a folder must hold RouterArena cached_results *.jsonl files", file=str(p))
     suffixes = "".join(p.suffixes).lower()
     if suffixes.endswith((".csv", ".csv.gz")):
-        try:
-            cols = list(pd.read_csv(p, nrows=0).columns)
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"cannot read CSV: {exc}", file=str(p)) from None
+        cols = list(_read_csv(p, nrows=0).columns)
         if all(c in cols for c in REQUIRED):
             return OutcomeTable.read(p, graded=graded)
         if any(c.endswith("|total_cost") for c in cols):

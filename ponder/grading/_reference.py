@@ -11,11 +11,11 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .._answers import extract_choice, extract_number  # one set of answer rules for ponder
 from .._exceptions import ConfigError, PonderError
 from ._base import Grade, correct, text
 
@@ -43,33 +43,6 @@ class ExactMatch:
 
 
 # ---- choice --------------------------------------------------------------------------------
-_L = "A-J"
-_CHOICE_PATTERNS = (
-    # "The answer is (B)", "Answer: **B**", "final answer: option C"
-    re.compile(rf"(?i:answer)\s*(?:is|:)?\s*(?i:option|choice)?\s*[:\-]?\s*[*_]*\(?([{_L}])\)?[*_]*(?!\w)"),
-    # a lower-case letter only where it ends the reply: "the answer is (b)." ("is a bit" is no answer)
-    re.compile(r"(?i:answer)\s*(?:is|:)\s*[*_]*\(?([a-j])\)?[*_]*\s*\.?\s*$"),
-    re.compile(rf"\\boxed\{{\s*(?:\\text\{{)?\(?([{_L}])\)?"),
-    # the whole reply is a letter: "B", "B.", "(B)", "**B**", "B)"
-    re.compile(rf"^\W*([{_L}])\W*$"),
-    # a reply that starts with the letter: "B. Paris", "(C) 42", "D: none"
-    re.compile(rf"^\W*\(?([{_L}])(?:[.):]|\s*-)\s"),
-    # the last "(B)" anywhere
-    re.compile(rf"\(([{_L}])\)"),
-)
-_LAST = (0, 1, 2, 5)  # patterns whose last match counts (the others match once)
-
-
-def extract_choice(answer: str) -> str | None:
-    """The multiple-choice letter (A–J) an answer picks, upper case, else None."""
-    s = str(answer).strip()
-    for i, pattern in enumerate(_CHOICE_PATTERNS):
-        found = pattern.findall(s)
-        if found:
-            return str(found[-1] if i in _LAST else found[0]).upper()
-    return None
-
-
 @dataclass
 class ChoiceGrader:
     """1 when the response picks the reference's letter (A–J)."""
@@ -88,50 +61,6 @@ class ChoiceGrader:
 
 
 # ---- number --------------------------------------------------------------------------------
-_NUMBER = re.compile(
-    r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?\s?%?"
-    r"|(?<![\w.])-?\.\d+%?")
-_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
-
-
-def _to_float(token: str) -> float | None:
-    s = token.replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
-    s = s.rstrip("%")  # "50%" answers "50" (a reference rarely writes 0.5 for a percentage)
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            if float(den) == 0:
-                return None
-            value = float(Fraction(num) / Fraction(den))
-        else:
-            value = float(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value
-
-
-def extract_number(answer: str) -> float | None:
-    r"""The answer's number: the last ``\boxed{}`` value if there is one, else its last number.
-
-    Handles thousands separators (``1,234``), ``$``, ``%``, fractions (``3/4``,
-    ``\frac{3}{4}``) and negatives; ``%`` is dropped (``50%`` is 50). In ``26 + 28 = 54`` the number is 54.
-    """
-    from ..evaluation._loaders import last_boxed  # one \boxed{} parser for all of ponder
-
-    s = str(answer).replace("−", "-").replace("\\!", "").replace("{,}", ",")
-    boxed = last_boxed(s)
-    if boxed is not None:
-        s = boxed
-    s = _FRAC.sub(r"(\1)/(\2)", s).replace("\\%", "%").replace("\\$", "$")
-    s = re.sub(r"\((-?\d+(?:\.\d+)?)\)/\((\d+(?:\.\d+)?)\)", r"\1/\2", s)
-    found = _NUMBER.findall(s)
-    for token in reversed(found):
-        value = _to_float(token)
-        if value is not None:
-            return value
-    return None
-
-
 @dataclass
 class NumberGrader:
     """1 when the response's number (see :func:`extract_number`) equals the reference's.

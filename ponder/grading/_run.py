@@ -64,18 +64,12 @@ def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The table as a DataFrame (score may be empty), and its name for error messages."""
     import pandas as pd
 
-    from ..evaluation._table import (  # pandas: only when used
-        _read_frame,  # one reader for every table format
-        check_tool_calls,
-    )
+    from ..evaluation._table import check_tool_calls, read_frame  # pandas: only when used
 
     if isinstance(source, pd.DataFrame):
         df, name = source, "table"
     else:
-        path = Path(source)
-        if not path.exists():
-            raise DataError("file not found", file=str(path))
-        df, name = _read_frame(path), str(path)
+        df, name = read_frame(Path(source)), str(Path(source))
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(f"missing required column(s): {', '.join(missing)}", file=name,
@@ -130,18 +124,9 @@ def _samples(value: Any, file: str, row: int) -> list[str] | None:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     """Write in the format the suffix names: .csv, .jsonl or .parquet (optionally .gz)."""
-    path = Path(path)
-    suffixes = "".join(path.suffixes).lower()
-    if suffixes.endswith((".csv", ".csv.gz")):
-        df.to_csv(path, index=False)
-    elif suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        df.to_json(path, orient="records", lines=True, force_ascii=False)
-    elif suffixes.endswith((".parquet", ".pq")):
-        df.to_parquet(path, index=False)
-    else:
-        raise DataError("unknown output format; use .csv, .jsonl or .parquet (optionally .gz)",
-                        file=str(path))
-    return path
+    from ..evaluation._table import write_table  # one writer for every outcome table
+
+    return write_table(df, path)
 
 
 # ---- the per-row core ------------------------------------------------------------------------
@@ -213,6 +198,10 @@ async def agrade_table(
     if concurrency < 1:
         raise DataError("concurrency must be at least 1")
     df, name = read_table(source)
+    if output is not None:
+        from ..evaluation._table import table_format
+
+        table_format(Path(output))  # an unknown output format fails before a judge is paid
     rows: list[dict[str, Any]] = df.to_dict("records")
     picked: list[Grader] = []
     for i, row in enumerate(rows):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ponder._answers import last_boxed
 from ponder._exceptions import DataError
 from ponder.evaluation import (
     load_dataset,
@@ -20,12 +21,7 @@ from ponder.evaluation import (
     load_routerarena,
     load_routerbench,
 )
-from ponder.evaluation._loaders import (
-    ROUTELLM_PRICES_PER_MTOK,
-    last_boxed,
-    score_boxed,
-    score_prime,
-)
+from ponder.evaluation._loaders import ROUTELLM_PRICES_PER_MTOK, score_boxed, score_prime
 
 
 def cell(t, qid, model, what="scores"):
