@@ -15,7 +15,7 @@ same function (:func:`set_outcomes`).
 Answers are compared after normalisation by the graders' extractors (``choice``, ``number``,
 ``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or
 MiniLM embedding cosine with ``text_method="embed"``, extra ``embed``). ``auto`` takes the
-structured answer :func:`ponder._features.extract_answer` finds (a letter, yes/no, "answer: X",
+structured answer :func:`ponder._answers.extract_answer` finds (a letter, yes/no, "answer: X",
 a number) and falls back to text similarity for replies without one (code, prose).
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .._answers import extract_answer, extract_choice, extract_number
 from .._exceptions import ConfigError, ModelFileError
 from ..strategies import live_spec
 
@@ -47,12 +48,8 @@ def answer_key(text: str | None, compare: str) -> str | None:
     if text is None:
         return None
     if compare == "choice":
-        from ..grading import extract_choice
-
         return extract_choice(text)
     if compare == "number":
-        from ..grading import extract_number
-
         v = extract_number(text)
         return None if v is None else repr(round(v, 9))
     if compare == "exact":
@@ -60,15 +57,13 @@ def answer_key(text: str | None, compare: str) -> str | None:
 
         return normalize_text(text)
     if compare == "auto":
-        from .._features import extract_answer
-
         return extract_answer(text)
     return None  # "text": always compared by similarity
 
 
 @lru_cache(maxsize=4096)
 def _embedding(text: str) -> np.ndarray:
-    return _embedder().transform([text])[0].astype(np.float64)
+    return np.asarray(_embedder().transform([text])[0], dtype=np.float64)
 
 
 @lru_cache(maxsize=1)
@@ -374,7 +369,7 @@ class Acceptor:
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.coef_.size:
             raise ConfigError(f"the acceptor expects {self.coef_.size} features, got {X.shape[1]}")
-        return (X - self.mean_) / self.scale_
+        return np.asarray((X - self.mean_) / self.scale_)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""

@@ -35,7 +35,7 @@ from ..strategies import (
     resolve_reference,
 )
 from ._agreement import AgreementSet
-from ._policy import Rung, Step, _outcomes, _Tried, decide
+from ._policy import Rung, Step, _outcomes, _Tried, decide, decide_many
 from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
@@ -294,11 +294,18 @@ class Cascade:
         as a failed call. ``scores`` (from :meth:`rung_scores`) and ``member_scores`` (from
         :meth:`member_scores`) may be passed in to sweep thresholds without rescoring. A list
         passed as ``calls`` receives, per query, the (model, answered) of every call made.
+
+        A chain of single models (no set rung) is replayed by :func:`decide_many`, all queries
+        at once (the same decisions; a test pins the two together); set rungs, and a rung score
+        that is NaN where its model answered, take the loop over :func:`decide`.
         """
         from ..scorers import signal_columns
 
         cols = self._columns(table)
         S = self.rung_scores(table) if scores is None else scores
+        fast = self._replay_many(table, cols, S, np.arange(len(table.query_ids)), calls)
+        if fast is not None:
+            return fast
         MS = self.member_scores(table) if member_scores is None else member_scores
         lazy = self._lazy()
         Y, C, P, R = table.scores, table.costs, table.present, table.responses
@@ -335,6 +342,54 @@ class Cascade:
             if step.answer is not None:
                 t = tried[step.answer]
                 qual[q], who[q] = Y[q, cols[t.rung][0 if t.member is None else t.member]], t.rung
+        return cost, qual, who
+
+    def replay_rows(self, table: OutcomeTable, rows: np.ndarray, scores: np.ndarray,
+                    member_scores: dict[int, np.ndarray] | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`replay` on the queries at positions ``rows`` (increasing) of ``table``, with
+        ``scores`` (and ``member_scores``) for those rows: what ``replay(table.subset(...))``
+        returns, without building the subset where :func:`decide_many` applies."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size > 1 and np.any(np.diff(rows) <= 0):
+            raise ValueError("rows must be increasing positions")
+        if all(r.agree is None for r in self.rungs):
+            fast = self._replay_many(table, self._columns(table), scores, rows, None)
+            if fast is not None:
+                return fast
+        ids = np.asarray(table.query_ids, dtype=object)[rows]
+        return self.replay(table.subset(list(ids)), scores, member_scores)
+
+    def _replay_many(self, table: OutcomeTable, cols: list[list[int]], S: np.ndarray,
+                     rows: np.ndarray, calls: list[list[tuple[str, bool]]] | None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`replay` of queries ``rows`` through :func:`decide_many` (``S``: their rung
+        scores); None where it does not apply (set rungs, or a NaN rung score on an answer)."""
+        if any(r.agree is not None for r in self.rungs):
+            return None
+        m = [c[0] for c in cols]
+        last = len(self.rungs) - 1
+        P = table.present[rows][:, m]
+        V = np.full(P.shape, np.nan)
+        for k, rung in enumerate(self.rungs[:-1]):
+            if rung.scorer is not None:  # (a rung without a scorer accepts what its verifiers pass)
+                V[:, k] = S[:, k]
+                if np.isnan(V[:, k][P[:, k]]).any():
+                    return None  # decide() reads a NaN score otherwise than no score
+        checks = recorded_checks(table)
+
+        def failed(k: int, at: np.ndarray) -> np.ndarray:  # the live loop's verifiers, as recorded
+            assert checks is not None
+            return np.array([checks(int(q), m[k], k == last) is not None for q in rows[at]],
+                            dtype=bool)
+
+        who, cost, n_called = decide_many(self.rungs, P, V, table.costs[rows][:, m],
+                                          self.budget_usd, None if checks is None else failed)
+        Y = table.scores[rows][:, m]
+        qual = np.where(who >= 0, Y[np.arange(len(rows)), np.maximum(who, 0)], 0.0)
+        if calls is not None:
+            for a, n in zip(who.tolist(), n_called.tolist(), strict=True):
+                calls.append([(self.rungs[k].model, k == a) for k in range(n)])
         return cost, qual, who
 
     # ---- persistence --------------------------------------------------------------------------

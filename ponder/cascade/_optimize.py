@@ -20,7 +20,7 @@ They may only start a chain (``[set]`` or ``[set, m]``), so the same products co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class Frontier:
     cost: np.ndarray  # (P,)
     quality: np.ndarray  # (P,)
     n_chains: int
+    _pareto: list[ChainChoice] | None = field(default=None, init=False, repr=False, compare=False)
 
     def _choice(self, i: int) -> ChainChoice:
         chain = tuple(int(m) for m in self.chains[i] if m >= 0)
@@ -73,10 +74,21 @@ class Frontier:
         return self._choice(int(ok[np.argmin(self.cost[ok])]))
 
     def pareto(self) -> list[ChainChoice]:
-        """The cost–quality frontier: points no other point beats on both (cheapest first)."""
+        """The cost–quality frontier: points no other point beats on both (cheapest first).
+
+        Computed once (a frontier's arrays are not changed after it is built)."""
+        if self._pareto is None:
+            self._pareto = self._pareto_points()
+        return list(self._pareto)
+
+    def _pareto_points(self) -> list[ChainChoice]:
         order = np.lexsort((-self.quality, self.cost))
+        q = self.quality[order]
+        # A point that joins beats every point before it (each is ≤ the best so far + 1e-12), so
+        # only the strict running records need the loop, which the 1e-12 tolerance makes serial.
+        before = np.fmax.accumulate(np.concatenate([[-np.inf], q[:-1]]))
         out, best = [], -np.inf
-        for i in order:
+        for i in order[q > before]:
             if self.quality[i] > best + 1e-12:
                 out.append(self._choice(int(i)))
                 best = self.quality[i]

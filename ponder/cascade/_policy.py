@@ -2,13 +2,14 @@
 
 :func:`decide` looks at the attempts so far and says what to do next: call a rung (for a set
 rung, which members), or answer with one attempt. The loops around it (live and offline) are in
-:mod:`ponder.cascade._cascade`. A rung may be a set of models whose answers are compared
+:mod:`ponder.cascade._cascade`. :func:`decide_many` restates it for a table of queries at once
+(single-model rungs only), for the offline replay. A rung may be a set of models whose answers are compared
 (``Rung.agree``, see :mod:`ponder.cascade._agreement`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ..scorers import AnswerScorer
     from ._agreement import AgreementSet
 
-__all__ = ["Rung", "Step", "decide"]
+__all__ = ["Rung", "Step", "decide", "decide_many"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,62 @@ def decide(rungs: Sequence[Rung], tried: Sequence[_Tried], budget_usd: float | N
         return Step(answer=answered[-1]) if answered else Step()
     best = max(ok, key=lambda o: (o[1] if o[1] is not None else np.inf, tried[o[0]].rung))
     return Step(answer=best[0])
+
+
+def decide_many(rungs: Sequence[Rung], present: np.ndarray, scores: np.ndarray,
+                costs: np.ndarray, budget_usd: float | None,
+                failed: Callable[[int, np.ndarray], np.ndarray] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decide`, restated for arrays: the whole climb of Q queries at once, one rung at a
+    time, with the same rules in the same order (accept, budget, best-scored success, last
+    answer). It is pinned to :func:`decide` by a test that replays random cascades both ways
+    (``tests/cascade/test_scale_paths.py``); a change to one must be made to the other.
+
+    Only for single-model rungs (no ``agree``), each called once in order. Per query ``q`` and
+    rung ``k``: ``present[q, k]`` whether the call answered (else it failed and falls through,
+    costing nothing), ``scores[q, k]`` its score (NaN: none, as ``score=None`` in :func:`decide`;
+    a scorer's NaN must not be passed), ``costs[q, k]`` its cost (read where present).
+    ``failed(k, rows)`` says which of the answers ``rows`` (query positions) got at rung ``k``
+    fail a verifier; it is asked only about queries that called rung ``k`` and got an answer.
+
+    Returns per query the answering rung (-1: every call failed), the cost spent (summed in call
+    order, as :func:`decide` sums it) and the number of rungs called.
+    """
+    nq, n = present.shape
+    answer = np.full(nq, -1, dtype=np.int64)
+    spent = np.zeros(nq)
+    called = np.zeros(nq, dtype=np.int64)
+    climbing = np.ones(nq, dtype=bool)
+    best = np.full(nq, -1, dtype=np.int64)  # best-scored success so far (passed its verifiers)
+    best_key = np.full(nq, -np.inf)
+    answered = np.full(nq, -1, dtype=np.int64)  # the last rung that answered at all
+    for k in range(n):
+        if not climbing.any():
+            break
+        final = k == n - 1
+        called[climbing] = k + 1
+        got = climbing & present[:, k]
+        spent = np.where(got, spent + costs[:, k], spent)
+        answered[got] = k
+        ok = got.copy()
+        if failed is not None:
+            rows = np.flatnonzero(got)
+            if rows.size:
+                ok[rows[np.asarray(failed(k, rows), dtype=bool)]] = False
+        s = scores[:, k]
+        none = np.isnan(s)
+        accept = ok & (final | none | (s >= rungs[k].threshold))
+        answer[accept] = k
+        climbing &= ~accept
+        # decide's max over (score, None = ∞; then the later rung): a later rung wins ties
+        key = np.where(none, np.inf, s)
+        better = ok & climbing & (key >= best_key)
+        best[better], best_key[better] = k, key[better]
+        stop = climbing.copy()
+        if not final and budget_usd is not None:
+            stop &= spent + (rungs[k + 1].expected_cost_usd or 0.0) > budget_usd
+        elif not final:
+            stop[:] = False
+        answer[stop] = np.where(best >= 0, best, answered)[stop]
+        climbing &= ~stop
+    return answer, spent, called

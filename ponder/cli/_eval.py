@@ -54,6 +54,10 @@ def eval_command(
                               help="Write each ship pick's strategy files (exactly what was "
                                    "measured) into DIR, and DIR/ponder.toml with their "
                                    "[strategies] entries (overwritten)."),
+    max_fit_queries: int = typer.Option(10_000, "--max-fit-queries", min=0,  # _deploy.MAX_FIT_QUERIES
+                                        help="Fit strategies on a seeded sample of at most this "
+                                             "many train queries (0: all); calibration and test "
+                                             "use every query."),
     model_map: list[str] = typer.Option([], "--model-map", metavar="NAME=PROVIDER:MODEL",
                                         help="Live model for a table's model name in the files "
                                              "--ship writes (repeatable)."),
@@ -81,8 +85,9 @@ def eval_command(
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
                           progress=tick, source=source, epsilon=epsilon, delta=delta,
                           folds=folds, ship_dir=ship, model_map=mm,
+                          max_fit_queries=max_fit_queries or None,
                           command=_rerun(source, split_column, test_fraction, seed, strategy,
-                                         epsilon, delta, folds, drop_ungraded))
+                                         epsilon, delta, folds, drop_ungraded, max_fit_queries))
     _render(result.to_json())
     written = []
     if report:
@@ -100,7 +105,7 @@ def eval_command(
 
 def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
            strategies: list[str] | None, epsilon: float, delta: float, folds: int | None,
-           drop_ungraded: bool) -> str:
+           drop_ungraded: bool, max_fit_queries: int = 10_000) -> str:
     """The ``ponder eval`` command line that reproduces this run (the report adds ``--ship``)."""
     import shlex
 
@@ -121,11 +126,13 @@ def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
         args += ["--folds", str(folds)]
     if drop_ungraded:
         args.append("--drop-ungraded")
+    if max_fit_queries != 10_000:
+        args += ["--max-fit-queries", str(max_fit_queries)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def _render(d: dict[str, Any]) -> None:
-    from ..evaluation._report import fmt_pct, fmt_q, fmt_ratio
+    from ..evaluation._report_text import fmt_pct, fmt_q, fmt_ratio
 
     stdout.print(Text.assemble((str(d["dataset"]), "bold"),
                                f": {d['n_models']} models, {d['n_train_queries']} train / "
@@ -208,7 +215,7 @@ def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships: the certified pick and its guarantee, or the best model and the
     labelled queries it would take; the files (--ship) or the command that writes them."""
     from ..evaluation._deploy import ship_folder
-    from ..evaluation._report import (
+    from ..evaluation._report_text import (
         NEEDED_HOW,
         _confidence,
         fmt_pct,

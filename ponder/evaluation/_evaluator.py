@@ -230,6 +230,7 @@ def evaluate(
     ship_dir: str | Path | None = None,
     model_map: dict[str, str] | None = None,
     command: str | None = None,
+    max_fit_queries: int | None = D.MAX_FIT_QUERIES,
 ) -> EvalResult:
     """Fit strategies on train queries, replay them and all baselines on test queries, measure.
 
@@ -245,7 +246,8 @@ def evaluate(
     most ``epsilon`` against the best single model, or the budget). ``ship_dir`` writes the
     picks' strategy files there, ``model_map`` naming live ``provider:model`` specs for the
     table's model names; ``command`` is the command line that reproduces this run (shown with
-    ``--ship`` in the report).
+    ``--ship`` in the report). Strategies are fitted on at most ``max_fit_queries`` train
+    queries (a seeded sample; None: all), in the full fit and in each fold's.
     """
     if not 0.0 < delta < 1.0:
         raise PonderError(f"delta must be in (0, 1), got {delta}")
@@ -253,6 +255,8 @@ def evaluate(
         raise PonderError(f"epsilon must be in [0, 1) (score units), got {epsilon}")
     if folds is not None and folds < 2:
         raise PonderError(f"folds must be at least 2, got {folds}")
+    if max_fit_queries is not None and max_fit_queries < 2:
+        raise PonderError(f"max_fit_queries must be at least 2, got {max_fit_queries}")
     tick: Progress = progress or (lambda stage, i, n: None)
     tbl = _resolve_table(table)
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
@@ -263,33 +267,35 @@ def evaluate(
 
     found, skipped = _collect_strategies(strategies, train)
     curves: list[Curve] = list(base.curves)
-    deploy = D.plan(train, test, seed=seed, folds=folds)
+    deploy = D.plan(train, test, seed=seed, folds=folds, max_fit_queries=max_fit_queries)
+    fit_on = D.fit_rows(train, max_fit_queries, seed)
     replays: dict[str, D.Replay | str] = {r.name: r for r in deploy.baselines} if deploy else {}
     fitted: dict[str, Strategy] = {}
     steps = 1 + (deploy.folds if deploy else 0)
     for i, s in enumerate(found):
-        tick("strategies", i * steps, len(found) * steps)
+        stage = f"strategy {getattr(s, 'name', i)}"
+        tick(stage, 0, steps)
         spare = D.fresh_copy(s)
         try:
-            curve = _run_strategy(s, train, test)
+            curve = _run_strategy(s, fit_on, test)
         except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies
             warnings.warn(f"strategy {getattr(s, 'name', s)!r} skipped: {exc}", stacklevel=2)
             skipped.append({"name": str(getattr(s, "name", s)), "reason": f"{type(exc).__name__}: {exc}"})
+            tick(stage, steps, steps)
             continue
+        tick(stage, 1, steps)
         curves.append(curve)
         fitted[curve.name] = s
-        if deploy is None:
-            continue
-        if spare is None:
+        if deploy is not None and spare is None:
             replays[curve.name] = "the strategy object cannot be copied for the fold fits"
-            continue
-        try:
-            replays[curve.name] = D.calibrate(
-                spare, curve.name, curve.kind, curve.settings, curve.cost, curve.quality, deploy,
-                tick=lambda k, i=i: tick("strategies", i * steps + k, len(found) * steps))
-        except Exception as exc:  # noqa: BLE001 - the test curve still stands
-            replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
-    tick("strategies", len(found) * steps, len(found) * steps)
+        elif deploy is not None and spare is not None:
+            try:
+                replays[curve.name] = D.calibrate(
+                    spare, curve.name, curve.kind, curve.settings, curve.cost, curve.quality,
+                    deploy, tick=lambda k, stage=stage: tick(stage, 1 + k, steps))
+            except Exception as exc:  # noqa: BLE001 - the test curve still stands
+                replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
+        tick(stage, steps, steps)
 
     two = len(base.models) == 2
     strong = base.best
@@ -307,6 +313,7 @@ def evaluate(
     w = _boot_weights(len(test.query_ids), n_bootstrap, seed) if n_bootstrap > 0 else None
     data["source"] = source or (str(table) if isinstance(table, (str, Path)) else tbl.name)
     data["command"] = command
+    data["fit_sample"] = {"max_fit_queries": max_fit_queries, "n_fit_queries": len(fit_on.query_ids)}
     tick("certifying", 0, 1)
     _attach_deployed(data, deploy, replays, test, w, epsilon=epsilon, delta=delta, seed=seed)
     tick("certifying", 1, 1)

@@ -6,8 +6,10 @@ the optimizer, the ``replay`` provider) reads it through :class:`OutcomeTable`.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,25 +34,65 @@ def shown(value: Any) -> str:
     return repr(value)
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    suffixes = "".join(path.suffixes).lower()
+# ---- files: one reader and one writer for every table ponder reads and writes ------------------
+_FORMATS = ((".csv", "csv"), (".csv.gz", "csv"), (".jsonl", "jsonl"), (".jsonl.gz", "jsonl"),
+            (".ndjson", "jsonl"), (".parquet", "parquet"), (".pq", "parquet"))
+
+
+def table_format(path: Path) -> str:
+    """``csv``, ``jsonl`` or ``parquet``, as the file's name says; any other name is a DataError."""
+    fmt = next((f for ext, f in _FORMATS if path.name.lower().endswith(ext)), None)
+    if fmt is None:
+        raise DataError("unknown format; use .csv, .jsonl or .parquet (optionally .gz)", file=str(path))
+    return fmt
+
+
+def read_frame(path: Path, *, text: bool = False) -> pd.DataFrame:
+    """A CSV, JSONL or Parquet file as it is. In a CSV an empty cell is missing (NaN), and every
+    other cell is text where ``text`` (a prompt file), else ``query_id`` and ``model`` are."""
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    fmt = table_format(path)
     try:
-        if suffixes.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype={"query_id": str, "model": str}, keep_default_na=False,
-                               na_values=[""])
-        if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-            return _read_jsonl(path)
-        if suffixes.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+        if fmt == "csv":
+            return pd.read_csv(path, dtype=str if text else {"query_id": str, "model": str},
+                               keep_default_na=False, na_values=[""])
+        if fmt == "jsonl":
+            return pd.DataFrame([obj for _, obj in iter_jsonl(path)])
+        return pd.read_parquet(path)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the file is what matters
         raise DataError(f"cannot read: {exc}", file=str(path)) from None
-    raise DataError("unknown format; use .csv, .jsonl or .parquet (optionally .gz)", file=str(path))
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    return pd.DataFrame([obj for _, obj in iter_jsonl(path)])
+def _plain(value: Any) -> Any:
+    """What ``json`` cannot write: numpy arrays and numbers (Parquet's lists), pandas' gaps."""
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` in the format its name says (:func:`table_format`), atomically: the old file
+    or the new one, never half of each. JSONL is one JSON object a row (NaN as null, numbers
+    exact), Parquet zstd-compressed; a ``.gz`` name is gzipped."""
+    path = Path(path)
+    fmt = table_format(path)
+    gz = path.name.lower().endswith(".gz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        df.to_parquet(tmp, index=False, compression="zstd")
+    elif fmt == "csv":
+        df.to_csv(tmp, index=False, compression="gzip" if gz else None)
+    else:
+        with gzip.open(tmp, "wt", encoding="utf-8") if gz else tmp.open("w", encoding="utf-8") as f:
+            for rec in df.to_dict("records"):
+                clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in rec.items()}
+                f.write(json.dumps(clean, ensure_ascii=False, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 NOT_GRADED = "not graded: run `ponder grade` on it first"
@@ -234,9 +276,7 @@ class OutcomeTable:
             label = name or "outcomes"
             return cls(_validate(source, label, graded), name=label)
         path = Path(source)
-        if not path.exists():
-            raise DataError("file not found", file=str(path))
-        return cls(_validate(_read_frame(path), str(path), graded), name=name or path.name)
+        return cls(_validate(read_frame(path), str(path), graded), name=name or path.name)
 
     def graded_only(self) -> tuple[OutcomeTable, int]:
         """The rows that have a score, and how many were left out (e.g. answers a judge could
@@ -283,7 +323,7 @@ class OutcomeTable:
 
     @cached_property
     def present(self) -> np.ndarray:
-        return ~np.isnan(self.scores)
+        return np.asarray(~np.isnan(self.scores))
 
     @cached_property
     def responses(self) -> np.ndarray:
@@ -350,7 +390,10 @@ class OutcomeTable:
 
     # ---- selection ----------------------------------------------------------------------
     def subset(self, query_ids: list[str] | np.ndarray, *, name: str | None = None) -> OutcomeTable:
-        keep = self.df["query_id"].isin(set(query_ids))
+        pos = pd.Index(self.query_ids).get_indexer(pd.Index(query_ids, dtype=object))
+        wanted = np.zeros(len(self.query_ids), dtype=bool)
+        wanted[pos[pos >= 0]] = True  # ids this table lacks select nothing
+        keep = wanted[self._index[0]]  # by query position: no string matching per row
         return OutcomeTable(self.df[keep].reset_index(drop=True), name=name or self.name)
 
     def select_models(self, models: list[str]) -> OutcomeTable:

@@ -27,15 +27,19 @@ if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
 
 
-def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: float) -> np.ndarray:
-    """Rung index (into ``chain_models``) where each query starts."""
+def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: float,
+                predicted: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Rung index (into ``chain_models``) where each query starts. ``predicted``: the router's
+    (quality, cost) predictions for ``queries``, when the caller has them already."""
     idx = router._model_indices(chain_models)
-    qhat, chat = router.predict_quality(queries), router.predict_cost(queries)
+    qhat, chat = predicted or (router.predict_quality(queries), router.predict_cost(queries))
     allowed = np.zeros(qhat.shape, dtype=bool)
     allowed[:, idx] = True
-    j = router.choose(qhat, chat, knob, allowed=allowed)
-    pos = {int(m): k for k, m in enumerate(idx)}
-    return np.array([pos[int(x)] for x in j], dtype=int)
+    j: np.ndarray = np.asarray(router.choose(qhat, chat, knob, allowed=allowed), dtype=int)
+    rung = np.full(qhat.shape[1], -1, dtype=int)  # model column → its rung
+    rung[idx] = np.arange(len(idx))
+    out: np.ndarray = rung[j]
+    return out
 
 
 class AgreementSkip:
@@ -143,7 +147,7 @@ class RouteCascadeStrategy:
                 cols = router._model_indices(names)
                 grid = np.asarray(router.knob_grid(qhat[:, cols], chat[:, cols],
                                                    n=4 * max(self.n_knobs, 10)), dtype=float)
-                spend = np.array([self._start_cost(test.queries, names, float(k), chat)
+                spend = np.array([self._start_cost(test.queries, names, float(k), chat, qhat)
                                   for k in grid])
                 i = int(np.argmin(np.abs(spend - float(want))))
                 knob = float(grid[i])
@@ -156,9 +160,10 @@ class RouteCascadeStrategy:
                 for p, gone in zip(points, missing, strict=True)]
 
     def _start_cost(self, queries: list[str], names: list[str], knob: float,
-                    chat: np.ndarray) -> float:
-        """Mean predicted cost of the model each query starts at (the router's cost model)."""
-        start = start_rungs(self.router_, queries, names, knob)
+                    chat: np.ndarray, qhat: np.ndarray) -> float:
+        """Mean predicted cost of the model each query starts at (the router's cost model;
+        ``qhat``, ``chat``: its predictions for ``queries``)."""
+        start = start_rungs(self.router_, queries, names, knob, (qhat, chat))
         cols = self.router_._model_indices(names)
         return float(np.mean(chat[np.arange(len(queries)), cols[start]]))
 
@@ -204,9 +209,9 @@ class RouteCascadeStrategy:
             g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
                                             table_signals(test))
             s1, s2 = g1[:, order], g2[:, order][:, :, order]
-        ids = np.array(test.query_ids, dtype=object)
         router = self.router_
         chat = router.predict_cost(test.queries) if nq else np.zeros((0, nm))
+        qhat = router.predict_quality(test.queries) if nq else chat
         points = []
         for b, choice, knob in items:
             cascade = opt.build(choice, name=self.name)
@@ -217,13 +222,13 @@ class RouteCascadeStrategy:
             elif chain[0] >= nm:
                 start = (self._skip(chain[0] - nm).predict(test.queries) < knob).astype(int)
             else:
-                start = start_rungs(router, test.queries, names, float(knob))
+                start = start_rungs(router, test.queries, names, float(knob), (qhat, chat))
             cost, qual = np.zeros(nq), np.zeros(nq)
             for s in np.unique(start):
                 rows = np.flatnonzero(start == s)
                 sub = Cascade(cascade.rungs[s:], budget_usd=cascade.budget_usd, name=self.name)
                 sc, members = opt.replay_scores(chain[s:], s1[rows], s2[rows])
-                c, q, _ = sub.replay(test.subset(list(ids[rows])), sc, members)
+                c, q, _ = sub.replay_rows(test, rows, sc, members)
                 cost[rows], qual[rows] = c, q
             routed = np.isfinite(knob) and chain[0] < nm and nq > 0
             start_cost = (float(np.mean(chat[np.arange(nq), router._model_indices(names)[start]]))

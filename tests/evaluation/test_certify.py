@@ -4,6 +4,7 @@ the number of candidates tried, and the power calculation says how many queries 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ponder import _risk as R
 from ponder.evaluation import _deploy as D
@@ -89,3 +90,87 @@ def test_the_power_calculation_names_a_size_that_certifies():
     assert certifies(n) >= 3 and certifies(n // 2) < 3
     assert R.samples_needed((np.ones(50) + 1) / 2, eps, level) is None  # it loses: never
     assert R.samples_needed(np.full(50, eps), eps, level) is None  # at the target: never
+
+
+# ---- the fast bounds give the simple versions' numbers ----------------------------------------
+def _cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, drops or spends (n, K), the reference's spend (n,)): ties, gaps, edges."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for n, k in [(1, 1), (2, 3), (5, 4), (40, 1), (120, 30), (300, 12)]:
+        drops = _drops(rng, (n, k))
+        ref = rng.lognormal(0.0, 1.0, n)
+        spend = np.where(rng.random((n, k)) < 0.3, ref[:, None], 0.05 * ref[:, None])
+        spend *= rng.uniform(0.5, 1.5, (1, k))
+        cases.append((f"{n}x{k}", drops, ref, spend))
+    n, k = 150, 40  # many candidates, and everything odd at once
+    drops, ref = _drops(rng, (n, k)), rng.lognormal(0.0, 1.0, n)
+    spend = ref[:, None] * rng.uniform(0.0, 2.0, (n, k)) ** 3
+    drops[:, 1] = drops[:, 0]  # identical candidates
+    spend[:, 1] = spend[:, 0]
+    spend[:, 30] = spend[:, 0]  # identical, in another chunk
+    drops[:, 2] = 0.0  # all ties
+    spend[:, 2] = 0.0  # spends nothing
+    spend[:, 3] = ref  # the reference itself
+    spend[:, 4] = 3e5 * ref  # a ratio near r_max
+    drops[::3, 5] = np.nan  # missing rows
+    spend[::3, 5] = np.nan
+    drops[:, 6] = np.nan  # no rows at all
+    spend[:, 6] = np.nan
+    spend[:-3, 7] = np.nan  # too few rows to ever reject
+    spend[:, 8] = 1e5 * ref * rng.uniform(0.0, 3.0, n)  # widens past r_max with its chunk
+    drops[:, 9] = 1.0  # always worse
+    drops[:, 10] = -1.0  # always better
+    cases.append(("odd", drops, ref, spend))
+    ref_gaps = ref.copy()
+    ref_gaps[::7] = np.nan  # the reference misses rows
+    cases.append(("ref-gaps", drops, ref_gaps, spend))
+    cases.append(("zeros", np.zeros((50, 3)), np.zeros(50), np.zeros((50, 3))))
+    return cases
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of a few columns and blocks of a few cells, so the small cases cross their edges."""
+    monkeypatch.setattr(R, "_CHUNK_CELLS", 1_000)
+    monkeypatch.setattr(R, "_BLOCK_CELLS", 400)
+
+
+@pytest.mark.parametrize("delta", [DELTA, 1e-4])
+def test_the_fast_mean_bound_is_the_simple_one(small_chunks, delta):
+    for name, drops, _, _ in _cases():
+        x = (drops + 1.0) / 2.0
+        for seed, iters in [(0, 40), (1, 40), (0, 7), (0, 0)]:
+            fast = R.wsr_upper_bound(x, delta, seed=seed, iters=iters)
+            simple = R._wsr_upper_bound_simple(x, delta, seed=seed, iters=iters)
+            assert np.array_equal(fast, simple), (name, seed, iters)
+    assert np.array_equal(R.upper_bound(drops, delta, signed=True),
+                          2.0 * R._wsr_upper_bound_simple(x, delta) - 1.0)
+
+
+@pytest.mark.parametrize("delta", [DELTA, 1e-4])
+def test_the_fast_ratio_bound_is_the_simple_one(small_chunks, delta):
+    """Exactly with rtol=0; by default never below, and above by at most rtol (relative)."""
+    for name, _, ref, spend in _cases():
+        for seed, r_max in [(0, 1e6), (3, 1e6), (0, 50.0)]:
+            simple = R._ratio_upper_bound_simple(spend, ref, delta, seed=seed, r_max=r_max)
+            exact = R.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max, rtol=0.0)
+            assert np.array_equal(exact, simple), (name, seed, r_max)
+            fast = R.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max)
+            finite = np.isfinite(simple)
+            assert np.array_equal(np.isfinite(fast), finite), (name, seed, r_max)
+            assert (fast[finite] >= simple[finite]).all(), (name, seed, r_max)
+            assert (fast[finite] <= simple[finite] * (1 + 1e-7)).all(), (name, seed, r_max)
+
+
+def test_the_fast_bounds_hand_odd_inputs_to_the_simple_versions():
+    """Infinite entries, δ ≥ 1 or iters past float precision: the simple versions answer."""
+    rng = np.random.default_rng(6)
+    spend, ref = rng.random((60, 3)), rng.random(60) + 0.5
+    spend[4, 1] = np.inf
+    assert np.array_equal(R.ratio_upper_bound(spend, ref, DELTA, rtol=0.0),
+                          R._ratio_upper_bound_simple(spend, ref, DELTA))
+    x = (_drops(rng, (60, 3)) + 1) / 2
+    assert np.array_equal(R.wsr_upper_bound(x, DELTA, iters=60),
+                          R._wsr_upper_bound_simple(x, DELTA, iters=60))
+    assert np.array_equal(R.wsr_upper_bound(x, 1.0), R._wsr_upper_bound_simple(x, 1.0))

@@ -78,6 +78,38 @@ def test_strategies_fit_on_train_and_are_measured_on_test(hand_df):
     assert (cheapest["cost_usd"], cheapest["quality"]) == (0.25, 0.375)
 
 
+class FitSizeRecorder(LengthThresholdRouter):
+    """Records the train queries of every fit, copies (the K-fold fits) included."""
+
+    fits: list[set[str]] = []
+
+    def fit(self, train: OutcomeTable) -> FitSizeRecorder:
+        FitSizeRecorder.fits.append(set(train.query_ids))
+        return super().fit(train)
+
+
+def test_fits_use_a_seeded_sample_when_train_is_over_the_cap():
+    rng = np.random.default_rng(3)
+    rows = [{"query_id": f"q{i}", "query": "x" * int(rng.integers(1, 50)), "model": m,
+             "score": float(rng.random() < p), "cost_usd": c}
+            for i in range(120) for m, p, c in (("a", 0.4, 1.0), ("b", 0.8, 3.0))]
+    df = pd.DataFrame(rows)
+    FitSizeRecorder.fits = []
+    res = evaluate(df, strategies=[FitSizeRecorder(name="rec")], n_bootstrap=0, folds=3,
+                   max_fit_queries=25).to_json()
+    train = set(OutcomeTable.read(df).split(seed=0)[0].query_ids)
+    assert len(FitSizeRecorder.fits) == 4  # the full fit and three fold fits
+    assert all(len(f) == 25 and f <= train for f in FitSizeRecorder.fits)
+    assert res["fit_sample"] == {"max_fit_queries": 25, "n_fit_queries": 25}
+    # calibration still covers every train query: the replays span all of them
+    assert res["n_train_queries"] == len(train) == 60
+    FitSizeRecorder.fits = []
+    again = evaluate(df, strategies=[FitSizeRecorder(name="rec")], n_bootstrap=0, folds=3,
+                     max_fit_queries=None).to_json()
+    assert [len(f) for f in FitSizeRecorder.fits] == [60, 40, 40, 40]
+    assert again["fit_sample"]["n_fit_queries"] == 60
+
+
 def test_task_router_beats_random_mix_and_metrics_follow_curve(hand_df):
     res = evaluate(hand_df, strategies=[TaskRouter()], n_bootstrap=0).to_json()
     s = by_name(res["strategies"], "name")["task-router"]
