@@ -14,7 +14,8 @@ Importing this module registers the ``cascade`` strategy for ``ponder eval``.
 
 from ..strategies import live_spec
 from ._agreement import Acceptor, AgreementSet, set_state
-from ._cascade import Cascade, load_strategy_file
+from ._cascade import Cascade
+from ._cascade_file import load_strategy_file
 from ._fit import CascadeOptimizer, certify, crossfit_scores, fit_scorer, training_frame
 from ._optimize import ChainChoice, Frontier, optimize_chains
 from ._policy import Rung, Step, decide

@@ -3,8 +3,8 @@
 The policy lives in :mod:`ponder.cascade._policy`: :func:`decide` looks at the attempts so far
 and says what to do next. Here are the loops around it: sync (:meth:`Cascade.run`), async
 (:meth:`Cascade.arun`) and the offline replay on an outcome table (:meth:`Cascade.replay`) all
-call it, so live and offline behaviour cannot drift; and the strategy file (:meth:`Cascade.save`,
-:func:`load_strategy_file`).
+call it, so live and offline behaviour cannot drift; and the strategy file (:meth:`Cascade.save`;
+:func:`load_strategy_file` reads it back, in :mod:`ponder.cascade._cascade_file`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import AllModelsFailed, ConfigError, ModelFileError
+from .._exceptions import AllModelsFailed, ConfigError
 from .._types import Answer, Attempt, ChatRequest, Choice, Completion, Message
 from .._verify import verify
 from ..strategies import (
@@ -31,17 +31,14 @@ from ..strategies import (
     answered,
     failed_attempt,
     live_spec,
-    read_strategy_json,
-    resolve_reference,
 )
-from ._agreement import AgreementSet
 from ._policy import Rung, Step, _outcomes, _Tried, decide, decide_many
 from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
 
-__all__ = ["Cascade", "load_strategy_file"]
+__all__ = ["Cascade"]
 
 STRATEGY_VERSION = 1
 SET_STRATEGY_VERSION = 2  # files with set rungs (older ponder would read a set as one model)
@@ -456,80 +453,3 @@ class Cascade:
         doc = self.to_json(base=p.parent, model_map=model_map)
         p.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return p
-
-
-def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
-                       allow_outside: bool = False) -> Cascade:
-    """Build a :class:`Cascade` from a strategy JSON (``kind: "cascade"``); scorers load safely.
-
-    Scorer folders must lie in the strategy file's folder unless ``allow_outside`` (see
-    :func:`ponder.strategies.resolve_reference`).
-    """
-    from ..scorers import AnswerScorer
-
-    p = Path(path)
-    if data is None:
-        data = read_strategy_json(p)
-    if data.get("format") != STRATEGY_FORMAT:
-        raise ConfigError("not a ponder strategy file (format)", file=str(p), key="format")
-    if data.get("version") not in (STRATEGY_VERSION, SET_STRATEGY_VERSION):
-        raise ConfigError(f"strategy version {data.get('version')!r} is not supported (this "
-                          f"ponder reads {STRATEGY_VERSION} and {SET_STRATEGY_VERSION})",
-                          file=str(p), key="version")
-    if data.get("kind") != "cascade":
-        raise ConfigError(f"kind {data.get('kind')!r} is not a cascade", file=str(p), key="kind")
-    raw = data.get("rungs")
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError("'rungs' must be a non-empty list", file=str(p), key="rungs")
-    model_map = data.get("model_map") or {}
-    cache: dict[str, AnswerScorer] = {}
-    rungs = []
-    for i, r in enumerate(raw):
-        if not isinstance(r, dict) or "model" not in r:
-            raise ConfigError("each rung needs a 'model'", file=str(p), key=f"rungs[{i}]")
-        scorer = None
-        spath = r.get("scorer")
-        agree = None
-        if r.get("agree") is not None:
-            if data.get("version") != SET_STRATEGY_VERSION:
-                raise ConfigError(f"set rungs need strategy version {SET_STRATEGY_VERSION}",
-                                  file=str(p), key="version")
-            try:
-                agree = AgreementSet.from_json(r["agree"], where=f"rungs[{i}].agree")
-            except ConfigError as exc:
-                raise ConfigError(exc.reason, file=str(p), key=f"rungs[{i}].agree") from None
-            except ModelFileError as exc:
-                raise ModelFileError(str(exc), path=str(p)) from None
-            agree = replace(agree, specs=tuple(live_spec(m, model_map) for m in agree.members))
-        if spath is not None and not isinstance(spath, str):
-            raise ConfigError("'scorer' must be a path (a rung without one accepts any answer its "
-                              "verifiers pass)", file=str(p), key=f"rungs[{i}].scorer")
-        if spath:
-            full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
-                                     allow_outside=allow_outside)
-            if str(full) not in cache:
-                cache[str(full)] = AnswerScorer.load(full)
-            scorer = cache[str(full)]
-        try:
-            threshold = float(r.get("threshold", 0.5))
-        except (TypeError, ValueError):
-            raise ConfigError("threshold must be a number", file=str(p),
-                              key=f"rungs[{i}].threshold") from None
-        samples, logprobs = r.get("samples", 1), r.get("logprobs", False)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError("samples must be a whole number >= 1", file=str(p),
-                              key=f"rungs[{i}].samples")
-        if not isinstance(logprobs, bool):
-            raise ConfigError("logprobs must be true or false", file=str(p),
-                              key=f"rungs[{i}].logprobs")
-        rungs.append(Rung(
-            model=str(r["model"]), threshold=threshold, scorer=scorer,
-            spec=live_spec(str(r["model"]), model_map),
-            expected_cost_usd=r.get("expected_cost_usd"),
-            scorer_path=str(spath) if spath else None, samples=samples, logprobs=logprobs,
-            agree=agree,
-        ))
-    info = {k: v for k, v in data.items()
-            if k not in ("format", "version", "kind", "name", "rungs", "budget_usd", "model_map")}
-    return Cascade(rungs, budget_usd=data.get("budget_usd"), name=str(data.get("name", p.stem)),
-                   info=info)

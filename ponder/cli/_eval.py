@@ -214,7 +214,6 @@ def _render_deployed(d: dict[str, Any]) -> None:
 def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships: the certified pick and its guarantee, or the best model and the
     labelled queries it would take; the files (--ship) or the command that writes them."""
-    from ..evaluation._deploy import ship_folder
     from ..evaluation._report_text import (
         NEEDED_HOW,
         _confidence,
@@ -226,6 +225,7 @@ def _render_ship(d: dict[str, Any]) -> None:
         ship_groups,
         target_label,
     )
+    from ..evaluation._write_ship import ship_folder
 
     groups = ship_groups(d)
     if not groups:

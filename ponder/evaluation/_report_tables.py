@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._deploy import ship_folder
 from ._report_text import (
     AUC_MARK,
     NO_SAVING,
@@ -27,6 +26,7 @@ from ._report_text import (
     ship_groups,
     target_label,
 )
+from ._write_ship import ship_folder
 
 TASKS_PER_TABLE = 6
 

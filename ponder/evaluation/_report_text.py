@@ -315,4 +315,15 @@ def _split_text(data: dict[str, Any]) -> str:
         how = f"a random {sp['test_fraction']:g} of queries held out (seed {sp['seed']})"
     return (f"{data['n_train_queries']} train / {data['n_test_queries']} test queries, split by "
             f"{how}; strategies are fitted on train queries, deployed settings are chosen on train "
-            f"queries, and every figure shown is on test queries.")
+            f"queries, and every figure shown is on test queries.{_fit_sample_text(data)}")
+
+
+def _fit_sample_text(data: dict[str, Any]) -> str:
+    """Said only when train was over ``--max-fit-queries``: the fits saw a sample of it."""
+    fs = data.get("fit_sample") or {}
+    n, total = fs.get("n_fit_queries"), data["n_train_queries"]
+    if n is None or n >= total:
+        return ""
+    return (f" Strategies were fitted on a seeded sample of {n:,} of the {total:,} train queries "
+            f"(--max-fit-queries {fs['max_fit_queries']:,}); settings are still chosen and "
+            f"checked on all of them.")

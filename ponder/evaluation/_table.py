@@ -374,14 +374,14 @@ class OutcomeTable:
     @cached_property
     def queries(self) -> list[str]:
         first = self.df.drop_duplicates("query_id").set_index("query_id")["query"]
-        return [str(first[q]) for q in self.query_ids]
+        return [str(v) for v in first.reindex(pd.Index(self.query_ids, dtype=object)).tolist()]
 
     @cached_property
     def tasks(self) -> list[str]:
         if "task" not in self.df.columns:
             return [""] * len(self.query_ids)
         first = self.df.drop_duplicates("query_id").set_index("query_id")["task"]
-        return [str(first[q]) for q in self.query_ids]
+        return [str(v) for v in first.reindex(pd.Index(self.query_ids, dtype=object)).tolist()]
 
     @property
     def n_incomplete_queries(self) -> int:

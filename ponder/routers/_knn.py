@@ -110,11 +110,15 @@ class KNNRouter(BaseRouter):
         # the k-th largest similarity per query; every train query at least that similar counts,
         # so ties (e.g. queries whose features are identical) average over all of them instead
         # of whichever k come first
-        kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]
-        w = np.where(sims >= kth - 1e-12, np.clip(sims, 0.0, None) + 1e-6, 0.0)  # (n, N)
+        # (the k-th largest is the (N−k)-th smallest: one partial sort of one copy)
+        kth = np.partition(sims, N - k, axis=1)[:, N - k:N - k + 1]
+        out = sims < kth - 1e-12
+        w = np.clip(sims, 0.0, None, out=sims)  # the weights, in place of the similarities
+        w += 1e-6
+        w[out] = 0.0  # (n, N)
         num = w @ (self.train_scores_ * self.train_present_)
         den = w @ self.train_present_
-        k_eff = (w > 0).sum(axis=1, keepdims=True)
+        k_eff = (N - out.sum(axis=1))[:, None]
         a = float(self.shrinkage) * (w.sum(axis=1, keepdims=True) / k_eff)
         return (num + a * self.prior_[None, :]) / (den + a)
 

@@ -68,7 +68,7 @@ def agree_columns(X: pd.DataFrame, known: Sequence[str]) -> np.ndarray:
         return out
     index = {name: j for j, name in enumerate(known)}
     seen: dict[tuple[str, str], float] = {}  # a pair of answers is compared once
-    for i, (resp, earlier) in enumerate(zip(X["response"], X["earlier"], strict=True)):
+    for i, (resp, earlier) in enumerate(zip(X["response"].tolist(), X["earlier"].tolist(), strict=True)):
         if not isinstance(earlier, (list, tuple)):
             continue
         for item in earlier:

@@ -145,9 +145,12 @@ class AnswerScorer(BaseEstimator):
         self.models_ = sorted(set(models))
         model_idx = model_index(self.models_, models)
 
+        # Groups as integers in the strings' sorted order: GroupKFold then splits exactly as on
+        # the strings, without sorting strings at every split.
+        gcodes = pd.factorize(groups, sort=True)[0]
         # Stage 1 trains on one row per (query, model): the earlier-rung copies add nothing there.
-        key = pd.Series([f"{g}\x00{m}" for g, m in zip(groups, models, strict=True)])
-        first = np.flatnonzero(~key.duplicated().to_numpy())
+        pair = pd.factorize(gcodes.astype(np.int64) * (len(self.models_) + 1) + model_idx)[0]
+        first = np.flatnonzero(~pd.Series(pair).duplicated().to_numpy())  # pair i first at first[i]
         uq = list(dict.fromkeys(queries[i] for i in first))
         if self.text == "tfidf":
             self.query_features_: Any = TextFeaturizer(max_features=self.max_features).fit(uq)
@@ -166,10 +169,9 @@ class AnswerScorer(BaseEstimator):
         T = text_matrix([queries[i] for i in first], [responses[i] for i in first],
                         self._query_features(), self._response_features())
         self.text_coef_, self.text_intercept_, oof_first = fit_text_heads(
-            T, model_idx[first], labels[first], groups[first], n_models=len(self.models_),
+            T, model_idx[first], labels[first], gcodes[first], n_models=len(self.models_),
             C=self.text_C, cv=self.cv, random_state=self.random_state)
-        oof_map = dict(zip(key.iloc[first], oof_first, strict=True))
-        text_logits = np.array([oof_map[k] for k in key])
+        text_logits = oof_first[pair]
 
         agree = agree_columns(X, self.models_)
         sig = frame_signals(X)
@@ -186,7 +188,8 @@ class AnswerScorer(BaseEstimator):
             from sklearn.model_selection import GroupKFold
 
             oof = np.zeros(len(X))
-            for tr, te in GroupKFold(n_splits=min(self.cv, len(set(groups)))).split(Z, labels, groups):
+            n_groups = int(gcodes.max()) + 1
+            for tr, te in GroupKFold(n_splits=min(self.cv, n_groups)).split(Z, labels, gcodes):
                 if labels[tr].min() == labels[tr].max():
                     continue
                 oof[te] = combiner_decision(self._fit_combiner(Z[tr], labels[tr]), Z[te])

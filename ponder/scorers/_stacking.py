@@ -37,7 +37,7 @@ def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np
             oof[rows] = icpt[j]
             continue
         g = groups[rows]
-        k = min(cv, len(set(g)))
+        k = min(cv, len(np.unique(g)))
         if k >= 2:
             for tr, te in GroupKFold(n_splits=k).split(rows, y, g):
                 if y[tr].min() == y[tr].max():

@@ -1,4 +1,4 @@
-"""The bounds behind certified picks (``ponder._risk``): they cover the truth at 1 − δ, widen with
+"""The bounds behind certified picks (``ponder._bounds``): they cover the truth at 1 − δ, widen with
 the number of candidates tried, and the power calculation says how many queries would certify."""
 
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ponder import _bounds as B
 from ponder import _risk as R
+from ponder.evaluation import _certify as C
 from ponder.evaluation import _deploy as D
 
 DELTA = 0.1
@@ -21,7 +23,7 @@ def test_the_quality_drop_bound_covers_the_true_drop():
     rng = np.random.default_rng(0)
     true = 0.07 - 0.05
     x = _drops(rng, (150, 400))  # 400 calibration sets of 150 queries
-    bound = R.upper_bound(x, DELTA, signed=True)
+    bound = B.upper_bound(x, DELTA, signed=True)
     assert (bound >= x.mean(axis=0) - 1e-12).all()
     assert np.mean(bound < true) <= DELTA + 0.03  # 400 trials: 2 standard errors of slack
     assert np.median(bound - x.mean(axis=0)) < 0.07  # and it is not vacuous
@@ -35,7 +37,7 @@ def test_the_spend_ratio_bound_covers_the_true_ratio():
     routed = rng.random((n, trials)) < 0.2
     cost = np.where(routed, ref, 0.0005 * length) + 0.0004 * length
     true = 0.2 + (0.8 * 0.0005 + 0.0004) / 0.01  # E[cost] / E[ref]; E[length] cancels
-    bound = np.array([R.ratio_upper_bound(cost[:, [t]], ref[:, t], DELTA, seed=t)[0]
+    bound = np.array([B.ratio_upper_bound(cost[:, [t]], ref[:, t], DELTA, seed=t)[0]
                       for t in range(trials)])
     point = cost.mean(axis=0) / ref.mean(axis=0)
     assert (bound >= point - 1e-12).all()
@@ -46,11 +48,11 @@ def test_missing_rows_are_left_out_of_a_column():
     rng = np.random.default_rng(2)
     x = _drops(rng, (200, 2))
     x[::3, 1] = np.nan
-    b = R.upper_bound(x, DELTA, signed=True)
+    b = B.upper_bound(x, DELTA, signed=True)
     assert np.isfinite(b).all() and b[1] >= np.nanmean(x[:, 1])
     num = rng.random((200, 2))
     num[::4, 0] = np.nan
-    r = R.ratio_upper_bound(num, np.ones(200), DELTA)
+    r = B.ratio_upper_bound(num, np.ones(200), DELTA)
     assert np.isfinite(r).all() and r[0] >= np.nanmean(num[:, 0])
 
 
@@ -68,8 +70,8 @@ def test_the_bound_widens_with_the_number_of_candidates_tried():
     one = replay("x", 1)
     best = D.Replay("model:best", "baseline", [{"model": "best"}], ref.cal_cost[None],
                     ref.cal_quality[None], ref.test_cost[None], ref.test_quality[None])
-    few = D.bound_all([one, best], ref, epsilon=0.01, delta=DELTA)
-    many = D.bound_all([one, best, replay("y", 99)], ref, epsilon=0.01, delta=DELTA)
+    few = C.bound_all([one, best], ref, epsilon=0.01, delta=DELTA)
+    many = C.bound_all([one, best, replay("y", 99)], ref, epsilon=0.01, delta=DELTA)
     assert (few.m, many.m) == (1, 100)
     assert many.drop_bound[0] > few.drop_bound[0] and many.ratio_bound[0] > few.ratio_bound[0]
     assert few.drop_bound[1] == 0.0 and few.ratio_bound[1] == 1.0  # the reference: exact
@@ -132,8 +134,8 @@ def _cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of a few columns and blocks of a few cells, so the small cases cross their edges."""
-    monkeypatch.setattr(R, "_CHUNK_CELLS", 1_000)
-    monkeypatch.setattr(R, "_BLOCK_CELLS", 400)
+    monkeypatch.setattr(B, "_CHUNK_CELLS", 1_000)
+    monkeypatch.setattr(B, "_BLOCK_CELLS", 400)
 
 
 @pytest.mark.parametrize("delta", [DELTA, 1e-4])
@@ -141,11 +143,11 @@ def test_the_fast_mean_bound_is_the_simple_one(small_chunks, delta):
     for name, drops, _, _ in _cases():
         x = (drops + 1.0) / 2.0
         for seed, iters in [(0, 40), (1, 40), (0, 7), (0, 0)]:
-            fast = R.wsr_upper_bound(x, delta, seed=seed, iters=iters)
-            simple = R._wsr_upper_bound_simple(x, delta, seed=seed, iters=iters)
+            fast = B.wsr_upper_bound(x, delta, seed=seed, iters=iters)
+            simple = B._wsr_upper_bound_simple(x, delta, seed=seed, iters=iters)
             assert np.array_equal(fast, simple), (name, seed, iters)
-    assert np.array_equal(R.upper_bound(drops, delta, signed=True),
-                          2.0 * R._wsr_upper_bound_simple(x, delta) - 1.0)
+    assert np.array_equal(B.upper_bound(drops, delta, signed=True),
+                          2.0 * B._wsr_upper_bound_simple(x, delta) - 1.0)
 
 
 @pytest.mark.parametrize("delta", [DELTA, 1e-4])
@@ -153,10 +155,10 @@ def test_the_fast_ratio_bound_is_the_simple_one(small_chunks, delta):
     """Exactly with rtol=0; by default never below, and above by at most rtol (relative)."""
     for name, _, ref, spend in _cases():
         for seed, r_max in [(0, 1e6), (3, 1e6), (0, 50.0)]:
-            simple = R._ratio_upper_bound_simple(spend, ref, delta, seed=seed, r_max=r_max)
-            exact = R.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max, rtol=0.0)
+            simple = B._ratio_upper_bound_simple(spend, ref, delta, seed=seed, r_max=r_max)
+            exact = B.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max, rtol=0.0)
             assert np.array_equal(exact, simple), (name, seed, r_max)
-            fast = R.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max)
+            fast = B.ratio_upper_bound(spend, ref, delta, seed=seed, r_max=r_max)
             finite = np.isfinite(simple)
             assert np.array_equal(np.isfinite(fast), finite), (name, seed, r_max)
             assert (fast[finite] >= simple[finite]).all(), (name, seed, r_max)
@@ -168,9 +170,9 @@ def test_the_fast_bounds_hand_odd_inputs_to_the_simple_versions():
     rng = np.random.default_rng(6)
     spend, ref = rng.random((60, 3)), rng.random(60) + 0.5
     spend[4, 1] = np.inf
-    assert np.array_equal(R.ratio_upper_bound(spend, ref, DELTA, rtol=0.0),
-                          R._ratio_upper_bound_simple(spend, ref, DELTA))
+    assert np.array_equal(B.ratio_upper_bound(spend, ref, DELTA, rtol=0.0),
+                          B._ratio_upper_bound_simple(spend, ref, DELTA))
     x = (_drops(rng, (60, 3)) + 1) / 2
-    assert np.array_equal(R.wsr_upper_bound(x, DELTA, iters=60),
-                          R._wsr_upper_bound_simple(x, DELTA, iters=60))
-    assert np.array_equal(R.wsr_upper_bound(x, 1.0), R._wsr_upper_bound_simple(x, 1.0))
+    assert np.array_equal(B.wsr_upper_bound(x, DELTA, iters=60),
+                          B._wsr_upper_bound_simple(x, DELTA, iters=60))
+    assert np.array_equal(B.wsr_upper_bound(x, 1.0), B._wsr_upper_bound_simple(x, 1.0))

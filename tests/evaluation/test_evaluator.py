@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ponder.evaluation import OutcomeTable, evaluate, register_strategy
+from ponder.evaluation._report import render_markdown
 from ponder.evaluation._strategy import _REGISTRY
 from tests.evaluation.eval_strategies import LengthThresholdRouter, TaskRouter
 
@@ -103,11 +104,14 @@ def test_fits_use_a_seeded_sample_when_train_is_over_the_cap():
     assert res["fit_sample"] == {"max_fit_queries": 25, "n_fit_queries": 25}
     # calibration still covers every train query: the replays span all of them
     assert res["n_train_queries"] == len(train) == 60
+    said = "fitted on a seeded sample of 25 of the 60 train queries (--max-fit-queries 25)"
+    assert said in render_markdown(res)
     FitSizeRecorder.fits = []
     again = evaluate(df, strategies=[FitSizeRecorder(name="rec")], n_bootstrap=0, folds=3,
                      max_fit_queries=None).to_json()
     assert [len(f) for f in FitSizeRecorder.fits] == [60, 40, 40, 40]
     assert again["fit_sample"]["n_fit_queries"] == 60
+    assert "seeded sample" not in render_markdown(again)
 
 
 def test_task_router_beats_random_mix_and_metrics_follow_curve(hand_df):

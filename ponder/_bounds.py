@@ -1,0 +1,455 @@
+"""Confidence bounds: the WSR test of :mod:`ponder._risk` inverted, so a candidate's mean loss, or
+its spend against a reference, gets a (1 − δ) upper bound (how certified picks are checked).
+
+Moved here from ``ponder._risk``; the betting steps they share (``_wsr_bets``, ``_wsr_log_wealth``,
+``_visit_order``) stay there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from ._risk import _visit_order, _wsr_bets, _wsr_log_wealth
+
+__all__ = [
+    "ratio_units",
+    "ratio_upper_bound",
+    "upper_bound",
+    "wsr_upper_bound",
+]
+
+# ---- confidence bounds -------------------------------------------------------------------------
+# A bound inverts the WSR test: per column, the smallest value the test rejects, found by a search.
+# The simple versions (``_*_simple``, kept as the reference) recompute every column's (n, K) work
+# arrays at every step of the search. The versions used give the same numbers faster:
+# - columns identical bit for bit (a sweep's settings often route alike) are bounded once;
+# - the work runs on contiguous (b, m) blocks of a few columns that stay in cache, each column
+#   without its missing rows (a missing row neither bets nor moves the running mean, variance or
+#   wealth, so dropping it changes no number), and only on the columns whose answer is open;
+# - each formula keeps the simple version's floating-point operations in the same order, so
+#   every test decision is the simple version's, bit for bit;
+# - the mean's bound finds the simple bisection's answer with fewer tests (regula falsi: the
+#   wealth is monotone in ε); the ratio's bisection, whose test need not be monotone in r, stops
+#   a column early once its bracket is within ``rtol`` of its value (the bound can only rise, by
+#   at most that).
+# tests/evaluation/test_certify.py compares both against the simple versions.
+
+# The simple versions bound columns in chunks so that an (n, K) work array stays near this many
+# cells (the ratio's widening runs chunk by chunk, so the chunks shape its answers).
+_CHUNK_CELLS = 4_000_000
+# A block's (b, m) work arrays: a few of this many cells fit a core's cache.
+_BLOCK_CELLS = 1 << 15
+# The blocked versions run where no number can overflow (inputs and ranges up to this size).
+_TAME = 1e50
+
+
+def _chunks(n: int, k: int) -> list[slice]:
+    step = max(1, _CHUNK_CELLS // max(n, 1))
+    return [slice(i, min(k, i + step)) for i in range(0, k, step)]
+
+
+def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
+                            ) -> np.ndarray:
+    """:func:`wsr_upper_bound` written plainly: the reference for the fast version."""
+    X = np.asarray(x, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    n, k = X.shape
+    out = np.ones(k)
+    if n == 0 or k == 0:
+        return out
+    X = _visit_order(X, seed)
+    thr = math.log(1 / delta)
+    for sl in _chunks(n, k):
+        xs = X[:, sl]
+        nu = _wsr_bets(xs, np.isfinite(xs), delta)
+        lo, hi = np.zeros(xs.shape[1]), np.ones(xs.shape[1])
+        never = _wsr_log_wealth(xs, nu, hi) < thr
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            rej = _wsr_log_wealth(xs, nu, mid) >= thr
+            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        out[sl] = np.where(never, 1.0, hi)
+    return out
+
+
+def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
+                              iters: int = 40, r_max: float = 1e6) -> np.ndarray:
+    """:func:`ratio_upper_bound` written plainly (``rtol`` 0): the reference for the fast
+    version."""
+    N = np.asarray(num, dtype=np.float64)
+    if N.ndim == 1:
+        N = N[:, None]
+    D = np.asarray(den, dtype=np.float64).ravel()
+    n, k = N.shape
+    out = np.full(k, np.inf)
+    if n == 0 or k == 0:
+        return out
+    order = np.random.default_rng(seed).permutation(n)
+    N, D = N[order], D[order]
+    ok = np.isfinite(N) & np.isfinite(D)[:, None]
+    thr = math.log(1 / delta)
+    half = np.full(k, 0.5)
+
+    def rejects(r: np.ndarray, sl: slice) -> np.ndarray:
+        x = ratio_units(N[:, sl], D, r)
+        good = ok[:, sl]
+        return _wsr_log_wealth(np.where(good, x, np.nan), _wsr_bets(x, good, delta),
+                               half[sl]) >= thr
+
+    for sl in _chunks(n, k):
+        m = sl.stop - sl.start
+        hi = np.maximum(2.0 * _pooled_ratio(N[:, sl], D, ok[:, sl]), 1e-12)
+        done = rejects(hi, sl)
+        while not done.all() and hi[~done].min() < r_max:
+            hi = np.where(done, hi, hi * 4)
+            done = rejects(hi, sl)
+        lo = np.zeros(m)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            rej = rejects(mid, sl)
+            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        out[sl] = np.where(done, hi, np.inf)
+    return out
+
+
+def _pooled_ratio(N: np.ndarray, D: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Σ num / Σ den over each column's rows (the ratio search starts at twice it)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio: np.ndarray = np.nansum(np.where(ok, N, 0.0), axis=0) / np.maximum(
+            (np.where(ok, D[:, None], 0.0)).sum(axis=0), 1e-300)
+    return ratio
+
+
+def _column_ids(X: np.ndarray) -> np.ndarray:
+    """(K,) an id per column of ``X`` (n, K), shared by columns identical bit for bit."""
+    ids = np.empty(X.shape[1], dtype=np.int64)
+    seen: dict[bytes, list[int]] = {}
+    for j in range(X.shape[1]):
+        col = np.ascontiguousarray(X[:, j])
+        alike = seen.setdefault(hashlib.blake2b(col.data).digest(), [])
+        same = next((i for i in alike if np.array_equal(col.view(np.int64),
+                                                        X[:, i].view(np.int64))), None)
+        if same is None:
+            alike.append(j)
+        ids[j] = j if same is None else ids[same]
+    return ids
+
+
+def _alike(cols: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns ``cols`` grouped by their ``keys`` (arrays over every column, compared bit
+    for bit): (one column of each group, each column's group)."""
+    if not cols.size:
+        return cols, cols
+    bits = np.stack([np.ascontiguousarray(key[cols]).view(np.int64) for key in keys], axis=1)
+    _, first, group = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    return cols[first], group.reshape(-1)
+
+
+def _blocks(X: np.ndarray, ok: np.ndarray, common: np.ndarray, cols: np.ndarray
+            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Columns ``cols`` of ``X`` (n, K) as (columns, rows, block): ``block`` is the contiguous
+    (b, m) transpose of those columns on the m rows they have (``ok``). Columns that have
+    exactly the ``common`` rows come b at a time (b·m near _BLOCK_CELLS), any other column alone;
+    a column with no row is left out."""
+    same = (ok[:, cols] == common[:, None]).all(axis=0)
+    rows = np.flatnonzero(common)
+    group = cols[same]
+    if rows.size:
+        step = max(1, _BLOCK_CELLS // rows.size)
+        for i in range(0, group.size, step):
+            cb = group[i:i + step]
+            yield cb, rows, np.ascontiguousarray(X[np.ix_(rows, cb)].T)
+    for j in cols[~same]:
+        r = np.flatnonzero(ok[:, j])
+        if r.size:
+            yield np.array([j]), r, np.ascontiguousarray(X[r, j][None, :])
+
+
+def _bets(x: np.ndarray, c: float, s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`_wsr_bets` of a block (b, m) with every row present, into ``out``; ``c`` is
+    2·log(1/δ), ``s`` a work array."""
+    m = x.shape[1]
+    cnt = np.arange(2.0, m + 2.0)  # rows so far, plus one
+    np.cumsum(x, axis=1, out=s)
+    s += 0.5
+    s /= cnt  # running mean
+    np.subtract(x, s, out=s)
+    np.square(s, out=s)
+    np.cumsum(s, axis=1, out=s)
+    s += 0.25
+    s /= cnt  # running variance
+    out[:, 0] = m * 0.25  # a bet uses the variance of the rows before it (¼ before any)
+    np.multiply(s[:, :-1], m, out=out[:, 1:])
+    np.divide(c, out, out=out)
+    np.sqrt(out, out=out)
+    nu: np.ndarray = np.minimum(out, 1.0, out=out)
+    return nu
+
+
+def _max_log_wealth(x: np.ndarray, nu: np.ndarray, eps: np.ndarray, work: np.ndarray
+                    ) -> np.ndarray:
+    """:func:`_wsr_log_wealth` of a block (b, m) with every row present (so every ν > 0)."""
+    np.subtract(eps[:, None], x, out=work)
+    work *= nu
+    np.log1p(work, out=work)
+    np.cumsum(work, axis=1, out=work)
+    best: np.ndarray = work.max(axis=1)
+    return best
+
+
+# ``f(act, value)``: something about the columns ``act`` (positions in a block) at ``value``.
+_PerColumn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _subsets(block: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``rows(act)``: the block's rows ``act``, copied once per set (a search only drops
+    columns, so a set is known by its size)."""
+    last: dict[int, np.ndarray] = {block.shape[0]: block}
+
+    def rows(act: np.ndarray) -> np.ndarray:
+        if act.size not in last:
+            last.clear()
+            last[act.size] = block[act]
+        return last[act.size]
+    return rows
+
+
+def _wsr_excess(x: np.ndarray, delta: float) -> _PerColumn:
+    """``excess(act, eps)``: how far the largest log-wealth of the columns ``act`` of the block
+    ``x`` (b, m), betting on "mean < eps", passes log(1/δ) (≥ 0: H0 "mean ≥ eps" is rejected).
+    The bets do not depend on eps: computed once."""
+    work = np.empty_like(x)
+    nu = _bets(x, 2 * math.log(1 / delta), work, np.empty_like(x))
+    xs, nus = _subsets(x), _subsets(nu)
+    thr = math.log(1 / delta)
+
+    def excess(act: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        return _max_log_wealth(xs(act), nus(act), eps, work[:act.size]) - thr
+    return excess
+
+
+def _ratio_test(num: np.ndarray, den: np.ndarray, thr: float, c: float) -> _PerColumn:
+    """``test(act, r)``: which columns ``act`` of the block ``num`` (b, m), paired with ``den``
+    (m,), reject H0 "E[num − r·den] ≥ 0": :func:`ratio_units`, then the WSR test at ½."""
+    work = np.empty((4, *num.shape))
+    nums = _subsets(num)
+
+    def test(act: np.ndarray, r: np.ndarray) -> np.ndarray:
+        d, x, s, nu = work[:, :act.size]
+        np.multiply(r[:, None], den, out=d)
+        np.subtract(nums(act), d, out=d)
+        scale = np.maximum(d.max(axis=1), -d.min(axis=1))  # = max |d|
+        scale = np.where(scale > 0, scale, 1.0)
+        np.divide(d, scale[:, None], out=x)
+        x += 1.0
+        x /= 2.0
+        _bets(x, c, s, nu)
+        return _max_log_wealth(x, nu, np.full(act.size, 0.5), d) >= thr
+    return test
+
+
+def _bisect(test: _PerColumn, hi: np.ndarray, act: np.ndarray, iters: int, rtol: float
+            ) -> np.ndarray:
+    """Bisection on [0, hi] toward the smallest value ``test`` rejects, for the columns ``act``,
+    step for step the simple versions' (hi moves to the midpoint on a rejection, lo otherwise).
+    A column stops early once hi − lo ≤ rtol·lo: its final hi lies in (lo, hi], so it comes out
+    larger than after all ``iters`` steps by at most rtol of that value."""
+    lo, hi = np.zeros(hi.size), hi.copy()
+    for _ in range(iters):
+        if rtol > 0:
+            act = act[hi[act] - lo[act] > rtol * lo[act]]
+        if not act.size:
+            break
+        mid = (lo[act] + hi[act]) / 2
+        rej = test(act, mid)
+        hi[act], lo[act] = np.where(rej, mid, hi[act]), np.where(rej, lo[act], mid)
+    return hi
+
+
+def _first_rejected(excess: _PerColumn, top: np.ndarray, probes: list[np.ndarray],
+                    act: np.ndarray, steps: int) -> np.ndarray:
+    """For the columns ``act``: the smallest multiple of 2^-steps in (0, 1] at which
+    ``excess(act, eps)`` (log-wealth − threshold, nondecreasing in eps) is ≥ 0, given ``top``,
+    its value at 1 (≥ 0). That is where ``steps`` bisection steps on [0, 1] end. Regula falsi
+    (Illinois) on the grid of multiples, after ``probes`` (first guesses); a step that does not
+    halve the bracket within two steps falls back to bisection."""
+    size = float(2**steps)
+    lo, hi = np.zeros(top.size), np.full(top.size, size)  # grid units; excess(lo) < 0 unless 0
+    f_lo, f_hi = np.full(top.size, np.nan), top.astype(np.float64)  # nan: not evaluated
+    moved = np.zeros(top.size, dtype=np.int8)  # the end the last step moved: +1 hi, −1 lo
+    width = np.full((2, top.size), np.inf)  # the bracket one and two steps back
+    guess = [np.clip(np.round(np.ldexp(p, steps)), 1, size - 1) for p in probes]
+    at = guess.pop(0) if guess else np.floor(hi / 2)
+    act = act[hi[act] - lo[act] > 1]
+    while act.size:
+        f = excess(act, np.ldexp(at[act], -steps))
+        up, down = act[f >= 0], act[f < 0]
+        hi[up], f_hi[up] = at[up], f[f >= 0]
+        f_lo[up[moved[up] == 1]] /= 2  # Illinois: the end kept twice counts half
+        lo[down], f_lo[down] = at[down], f[f < 0]
+        f_hi[down[moved[down] == -1]] /= 2
+        moved[up], moved[down] = 1, -1
+        act = act[hi[act] - lo[act] > 1]
+        a, b = lo[act], hi[act]
+        if guess:
+            nxt = guess.pop(0)[act]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                nxt = np.round(a + (b - a) * f_lo[act] / (f_lo[act] - f_hi[act]))
+            slow = ~np.isfinite(nxt) | (b - a > width[1, act] / 2)
+            nxt = np.where(slow, np.floor((a + b) / 2), nxt)
+            width[1, act], width[0, act] = width[0, act], b - a
+        at[act] = np.clip(nxt, a + 1, b - 1)
+    bound: np.ndarray = np.ldexp(hi, -steps)
+    return bound
+
+
+def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
+                    ) -> np.ndarray:
+    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1].
+
+    The inverted WSR test: the smallest ε for which H0 "mean ≥ ε" is rejected at level δ (the
+    bettor's wealth grows with ε, so the search is the first rejection on the grid that
+    ``iters`` bisection steps of [0, 1] reach). NaN marks a row a column does not have. A column
+    that cannot reject even ε = 1 gets the bound 1.
+    """
+    X = np.asarray(x, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    n, k = X.shape
+    out = np.ones(k)
+    if n == 0 or k == 0:
+        return out
+    thr = math.log(1 / delta)
+    ok = np.isfinite(X)
+    if thr <= 0 or iters > 52 or np.abs(X, where=ok, out=np.zeros_like(X)).max() > _TAME:
+        return _wsr_upper_bound_simple(X, delta, seed=seed, iters=iters)
+    order = np.random.default_rng(seed).permutation(n)  # as _visit_order
+    X, ok = X[order], ok[order]
+    reps, group = _alike(np.arange(k), _column_ids(X))
+    for cols, _, block in _blocks(X, ok, np.ones(n, dtype=bool), reps):
+        excess = _wsr_excess(block, delta)
+        every = np.arange(cols.size)
+        top = excess(every, np.ones(cols.size))  # < 0: cannot reject, the bound is 1
+        mean = block.mean(axis=1)
+        spread = block.std(axis=1) * math.sqrt(2 * thr / block.shape[1])  # normal theory
+        probes = [mean + 0.95 * spread, mean + 1.02 * spread]
+        out[cols] = np.where(top >= 0, _first_rejected(excess, top, probes, every[top >= 0],
+                                                       iters), 1.0)
+    every_column: np.ndarray = out[reps][group]
+    return every_column
+
+
+def upper_bound(losses: np.ndarray, delta: float, *, signed: bool = False, seed: int = 0
+                ) -> np.ndarray:
+    """(1 − δ) upper confidence bound on each column's mean loss (WSR betting, see above).
+
+    ``losses`` (n, K) lie in [0, 1], or in [−1, 1] with ``signed=True`` (e.g. a quality drop that
+    is negative where a candidate beats the reference); NaN marks a missing row.
+    """
+    L = np.asarray(losses, dtype=np.float64)
+    if signed:
+        return 2.0 * wsr_upper_bound((L + 1.0) / 2.0, delta, seed=seed) - 1.0
+    return wsr_upper_bound(L, delta, seed=seed)
+
+
+def ratio_units(num: np.ndarray, den: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """(num − r·den), scaled per column into [−1, 1] by its largest size seen, mapped to
+    [0, 1]: a mean below ½ says E[num] < r·E[den]."""
+    diff = num - r[None, :] * den[:, None]
+    scale = np.nanmax(np.abs(diff), axis=0, initial=0.0)
+    scale = np.where(scale > 0, scale, 1.0)
+    units: np.ndarray = (diff / scale[None, :] + 1.0) / 2.0
+    return units
+
+
+def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
+                      iters: int = 40, r_max: float = 1e6, rtol: float = 1e-7) -> np.ndarray:
+    """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
+
+    Paired rows (e.g. a candidate's spend and the reference model's on the same queries), both
+    ≥ 0: the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference
+    scaled by its largest size seen: an assumption that future queries stay in that range).
+    ``inf`` where not even ``r_max`` is rejected. NaN in ``num`` marks a missing row.
+
+    The search widens r from twice the pooled ratio (×4 at a time) until the test rejects, then
+    bisects ``iters`` times; a column's bisection stops once its bracket is within ``rtol`` of
+    its lower end, so a bound is at most ``rtol`` (relative) above the full search's (0: all
+    ``iters`` steps, exactly the full search).
+    """
+    N = np.asarray(num, dtype=np.float64)
+    if N.ndim == 1:
+        N = N[:, None]
+    D = np.asarray(den, dtype=np.float64).ravel()
+    n, k = N.shape
+    out = np.full(k, np.inf)
+    if n == 0 or k == 0:
+        return out
+    thr = math.log(1 / delta)
+    if thr <= 0 or np.isinf(N).any() or np.isinf(D).any():
+        return _ratio_upper_bound_simple(N, D, delta, seed=seed, iters=iters, r_max=r_max)
+    order = np.random.default_rng(seed).permutation(n)
+    N, D = N[order], D[order]
+    ok = np.isfinite(N) & np.isfinite(D)[:, None]
+    common = np.isfinite(D)
+    hi = np.empty(k)
+    for sl in _chunks(n, k):  # the simple version's first guesses, chunk by chunk
+        hi[sl] = np.maximum(2.0 * _pooled_ratio(N[:, sl], D, ok[:, sl]), 1e-12)
+    if max(np.abs(N, where=ok, out=np.zeros_like(N)).max(), r_max, hi.max(),
+           np.abs(D, where=common, out=np.zeros_like(D)).max()) > _TAME:
+        return _ratio_upper_bound_simple(num, den, delta, seed=seed, iters=iters, r_max=r_max)
+    c = 2 * math.log(1 / delta)
+    ids = _column_ids(N)
+    done = np.zeros(k, dtype=bool)
+    widened = np.zeros(k, dtype=np.int64)
+
+    # 1. Each column alone: widen until it rejects, or r reaches r_max.
+    live = np.flatnonzero(ok.any(axis=0))
+    reps, group = _alike(live, ids, hi)
+    for cols, rows, block in _blocks(N, ok, common, reps):
+        test = _ratio_test(block, D[rows], thr, c)
+        h, t = hi[cols], widened[cols]
+        d = test(np.arange(cols.size), h)
+        act = np.flatnonzero(~d & (h < r_max))
+        while act.size:
+            h[act] *= 4
+            t[act] += 1
+            d[act] = test(act, h[act])
+            act = act[~d[act] & (h[act] < r_max)]
+        hi[cols], done[cols], widened[cols] = h, d, t
+    hi[live], done[live], widened[live] = hi[reps][group], done[reps][group], widened[reps][group]
+    for j in np.flatnonzero(~ok.any(axis=0)):  # no row: never rejects
+        while hi[j] < r_max:
+            hi[j] *= 4
+            widened[j] += 1
+
+    # 2. The simple version widens a chunk's columns together while any of them may still
+    # reject below r_max, so a column that stopped at r_max widens further with its chunk.
+    rounds = np.concatenate([np.full(sl.stop - sl.start, widened[sl].max())
+                             for sl in _chunks(n, k)])
+    late = np.flatnonzero(~done & (widened < rounds) & ok.any(axis=0))
+    reps, group = _alike(late, ids, hi, rounds)
+    for cols, rows, block in _blocks(N, ok, common, reps):
+        test = _ratio_test(block, D[rows], thr, c)
+        h, t, d, last = hi[cols], widened[cols], done[cols], rounds[cols]
+        act = np.arange(cols.size)
+        while act.size:
+            h[act] *= 4
+            t[act] += 1
+            d[act] = test(act, h[act])
+            act = act[~d[act] & (t[act] < last[act])]
+        hi[cols], done[cols] = h, d
+    hi[late], done[late] = hi[reps][group], done[reps][group]
+
+    # 3. Bisection on [0, hi] for the columns that rejected.
+    reps, group = _alike(np.flatnonzero(done), ids, hi)
+    for cols, rows, block in _blocks(N, ok, common, reps):
+        test = _ratio_test(block, D[rows], thr, c)
+        out[cols] = _bisect(test, hi[cols], np.arange(cols.size), iters, rtol)
+    out[done] = out[reps][group]
+    return out

@@ -1,0 +1,337 @@
+"""Certifying operating points: upper bounds for every candidate on the pooled calibration rows,
+the pick per target, and what ships (with a power calculation when nothing certifies).
+
+The steps after :mod:`._deploy`'s K-fold calibration (moved here from it; its docstring tells
+the whole procedure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _bounds, _risk
+from . import _metrics as M
+from ._baselines import _nanmean_rows
+from ._deploy import NEEDED_CAP, TARGETS, Plan, Reference, Replay, _mean, budget_of
+
+
+# ---- bounds ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bounds:
+    """Every candidate (strategy × setting), flattened: point estimates and upper bounds on the
+    pooled calibration rows. ``owner``/``index`` say whose setting a candidate is."""
+
+    owner: np.ndarray
+    index: np.ndarray
+    cost: np.ndarray  # mean cost per query
+    quality: np.ndarray
+    drop: np.ndarray  # mean paired quality drop against the reference (negative: better)
+    ratio: np.ndarray  # paired spend ratio against the reference
+    drop_bound: np.ndarray
+    ratio_bound: np.ndarray
+    exact: np.ndarray  # the reference itself: figures exact, no bound needed
+    m: int
+    epsilon: float
+    delta: float
+
+    def certified(self, target: str) -> np.ndarray:
+        f = budget_of(target)
+        if f is None:
+            return self.drop_bound <= self.epsilon * (1 + M._RTOL)
+        return self.ratio_bound <= f * (1 + M._RTOL)
+
+    def met(self, target: str) -> np.ndarray:
+        """Meets the target by its point estimate on the calibration rows, with no guarantee and
+        no slack: the best model's quality reached, or the budget kept."""
+        f = budget_of(target)
+        if f is None:
+            return M._reaches(-np.nan_to_num(self.drop, nan=np.inf), 0.0)
+        return self.ratio <= f * (1 + M._RTOL)
+
+    def bound(self, target: str) -> np.ndarray:
+        return self.drop_bound if budget_of(target) is None else self.ratio_bound
+
+
+def _paired(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(C, Q) → NaN where the candidate or the reference lacks a query."""
+    return np.where(np.isfinite(x) & np.isfinite(ref)[None, :], x, np.nan)
+
+
+def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: float,
+              seed: int = 0) -> Bounds:
+    """Upper bounds for every candidate at 1 − δ/m (m: every candidate but the reference)."""
+    owner = np.concatenate([np.full(len(r.settings), k) for k, r in enumerate(replays)])
+    index = np.concatenate([np.arange(len(r.settings)) for r in replays])
+    q = np.vstack([r.cal_quality for r in replays])
+    c = np.vstack([r.cal_cost for r in replays])
+    exact = np.array([replays[o].name == f"model:{ref.model}" for o in owner])
+    m = max(1, int((~exact).sum()))
+    qp, cp = _paired(q, ref.cal_quality), _paired(c, ref.cal_cost)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drops = ref.cal_quality[None, :] - qp
+        drop = _nanmean_rows(drops)
+        ref_c = np.where(np.isfinite(cp), ref.cal_cost[None, :], np.nan)
+        ratio = np.nansum(cp, axis=1) / np.nansum(ref_c, axis=1)
+    level = delta / m
+    drop_bound = _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True, seed=seed)
+    ratio_bound = _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed)
+    drop_bound = np.where(exact, 0.0, drop_bound)
+    ratio_bound = np.where(exact, 1.0, ratio_bound)
+    return Bounds(owner, index, _nanmean_rows(c), _nanmean_rows(q), drop, ratio, drop_bound,
+                  ratio_bound, exact, m, epsilon, delta)
+
+
+def _rank(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``idx`` ordered best first: cheapest (then better) for best_quality, better (then
+    cheaper) for a budget."""
+    if budget_of(target) is None:
+        return idx[np.lexsort((-quality[idx], cost[idx]))]
+    return idx[np.lexsort((cost[idx], -quality[idx]))]
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal up to floating-point rounding (a route-cascade that sends every query to the best
+    model sums the same costs in another order)."""
+    return math.isclose(a, b, rel_tol=M._RTOL, abs_tol=1e-12)
+
+
+def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
+         simple: np.ndarray | None = None) -> int | None:
+    """The best of ``idx`` for ``target``; among candidates tied up to rounding, a simple one
+    (``simple``: a single model, the same figures with nothing to train)."""
+    if idx.size == 0:
+        return None
+    order = _rank(target, cost, quality, idx)
+    top = int(order[0])
+    if simple is None:
+        return top
+    tied = [int(i) for i in order if _same(cost[i], cost[top]) and _same(quality[i], quality[top])]
+    return next((i for i in tied if simple[i]), top)
+
+
+def _saves(b: Bounds, ref_cost: float) -> np.ndarray:
+    return b.cost < ref_cost * (1 - M._RTOL)
+
+
+# ---- entries -----------------------------------------------------------------------------------
+def _wmeans(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(B, Q) resampling counts × (Q,) per-query values → (B,) NaN-aware means."""
+    ok = np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(float))
+def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
+             w: np.ndarray | None) -> dict[str, Any]:
+    """Calibration figures, bound and test figures of candidate ``i`` for ``target``."""
+    f = budget_of(target)
+    k = int(b.index[i])
+    tc, tq = r.test_cost[k], r.test_quality[k]
+    ref_c, ref_q = _mean(ref.test_cost), _mean(ref.test_quality)
+    c, q = _mean(tc), _mean(tq)
+    out: dict[str, Any] = {
+        "setting": r.settings[k],
+        "certified": bool(b.certified(target)[i]),
+        "bound": float(b.bound(target)[i]),
+        "calibration": {"cost_usd": float(b.cost[i]), "quality": float(b.quality[i]),
+                        "cost_ratio": float(b.ratio[i]), "quality_vs_best": float(-b.drop[i])},
+    }
+    test: dict[str, Any] = {"cost_usd": c, "quality": q,
+                            "cost_ratio": c / ref_c if ref_c > 0 else None,
+                            "quality_vs_best": q - ref_q}
+    out["test"] = test
+    if f is not None:
+        out["budget_usd"] = f * ref.cal_mean_cost
+        out["test_budget_ratio"] = c / (f * ref_c) if ref_c > 0 else None
+        out["over_budget"] = bool(out["test_budget_ratio"] is not None
+                                  and out["test_budget_ratio"] > 1 + M._RTOL)
+    if w is not None:
+        bc, bq = _wmeans(w, tc), _wmeans(w, tq)
+        rc, rq = _wmeans(w, ref.test_cost), _wmeans(w, ref.test_quality)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = bc / rc
+        test["ci95"] = {"cost_usd": M.percentile_ci(bc), "quality": M.percentile_ci(bq),
+                        "cost_ratio": M.percentile_ci(ratio),
+                        "quality_vs_best": M.percentile_ci(bq - rq)}
+        hi = (test["ci95"]["cost_ratio"] or (None, None))[1]
+        out["saving_in_doubt"] = bool(hi is not None and hi >= 1.0)
+        if f is not None:
+            out["test_budget_ratio_ci95"] = M.percentile_ci(ratio / f)
+    return out
+
+
+def deployed_points(r: Replay, k: int, b: Bounds, ref: Reference, w: np.ndarray | None
+                    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One entry per target for strategy ``k`` (= ``r``): its certified pick, else the pick its
+    point estimates make (``certified: false``), else none; and the chosen setting per target."""
+    out: list[dict[str, Any]] = []
+    chosen: dict[str, int] = {}
+    mine = np.flatnonzero(b.owner == k)
+    for target in TARGETS:
+        f = budget_of(target)
+        entry: dict[str, Any] = {"target": target}
+        cert = mine[b.certified(target)[mine]]
+        met = mine[b.met(target)[mine] & np.isfinite(b.cost[mine])]
+        i = pick(target, b.cost, b.quality, cert if cert.size else met)
+        if i is None:
+            entry.update(met=False, certified=False, setting=None, calibration=None, test=None,
+                         bound=None, note="no setting reaches the best model's quality on the "
+                                          "calibration rows" if f is None else
+                         "every setting costs more than the budget on the calibration rows")
+            out.append(entry)
+            continue
+        chosen[target] = int(b.index[i])
+        entry.update(met=True, **_figures(b, i, target, r, ref, w))
+        out.append(entry)
+    return out, chosen
+
+
+def headline_target(chosen: dict[str, int]) -> str | None:
+    """The target a strategy's one-number summaries use: best_quality, else the full budget."""
+    for t in ("best_quality", "budget:1.0"):
+        if t in chosen:
+            return t
+    return None
+
+
+# ---- what to ship ------------------------------------------------------------------------------
+def _shippable(replays: list[Replay], b: Bounds) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates that may ship (single models and strategies; not the random mix) and which of
+    them are single models."""
+    names = [r.name for r in replays]
+    ship = np.array([names[o] != "random-mix" for o in b.owner])
+    simple = np.array([names[o].startswith("model:") for o in b.owner])
+    return ship, simple
+
+
+def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, certified: bool
+              ) -> np.ndarray:
+    """Candidates that may be the ship pick: certified (or meeting the target by the point
+    estimate), never the reference itself; for best_quality only those that save."""
+    ok = ship & (b.certified(target) if certified else b.met(target)) & np.isfinite(b.cost)
+    f = budget_of(target)
+    if f is None:
+        ok &= _saves(b, ref_cost) & ~b.exact
+    elif f < 1.0 - M._RTOL:  # the best model itself keeps only a budget of its own cost
+        ok &= ~b.exact
+    return np.flatnonzero(ok)
+
+
+def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship: np.ndarray,
+            simple: np.ndarray, seed: int) -> list[dict[str, Any]]:
+    """Power calculation for a target nothing certifies: how many labelled queries like these
+    would certify the best candidate by its point estimate, and, where that is out of reach, the
+    candidate closest to certification."""
+    f = budget_of(target)
+    ref_cost = ref.cal_mean_cost
+    idx = _eligible(target, b, ship, ref_cost, certified=False)
+    idx = idx[~b.certified(target)[idx]]
+    if idx.size == 0:
+        return []
+    level = b.delta / b.m
+
+    def units(i: int) -> tuple[np.ndarray, float]:
+        r = replays[int(b.owner[i])]
+        k = int(b.index[i])
+        if f is None:
+            d = ref.cal_quality - r.cal_quality[k]
+            return (np.clip(d, -1, 1) + 1) / 2, (b.epsilon + 1) / 2
+        c = _paired(r.cal_cost[k][None], ref.cal_cost)[0]
+        x = _bounds.ratio_units(c[:, None], ref.cal_cost, np.array([f]))[:, 0]
+        return x, 0.5
+
+    def approx(i: int) -> float:  # normal theory, to rank candidates cheaply
+        x, eps = units(i)
+        x = x[np.isfinite(x)]
+        gap = eps - float(x.mean())
+        return np.inf if gap <= 0 else 2 * max(float(x.var()), 1e-4) * math.log(1 / level) / gap**2
+
+    def entry(i: int, why: str) -> dict[str, Any]:
+        x, eps = units(i)
+        n_have = int(np.isfinite(x).sum())
+        n = _risk.samples_needed(x, eps, level, seed=seed, cap=NEEDED_CAP)
+        at_limit = bool(np.nanmean(x) >= eps)  # no amount of data like these would certify it
+        r = replays[int(b.owner[i])]
+        return {"why": why, "strategy": r.name, "setting": r.settings[int(b.index[i])],
+                "calibration": {"cost_usd": float(b.cost[i]), "quality": float(b.quality[i]),
+                                "cost_ratio": float(b.ratio[i]),
+                                "quality_vs_best": float(-b.drop[i])},
+                "n_labelled": n_have, "n_needed": n, "at_limit": at_limit,
+                "n_more": None if n is None else max(0, n - n_have)}
+
+    best = pick(target, b.cost, b.quality, idx, simple)
+    assert best is not None
+    out = [entry(best, "best")]
+    if out[0]["n_needed"] is None:
+        near = min(idx, key=lambda i: (approx(int(i)), b.cost[i]))
+        if int(near) != best and np.isfinite(approx(int(near))):
+            out.append(entry(int(near), "closest"))
+    return out
+
+
+def _stability(target: str, b: Bounds, replays: list[Replay], p: Plan, ship: np.ndarray,
+               simple: np.ndarray, shipped: tuple[str, int]) -> dict[str, Any]:
+    """What each fold alone would pick by its point estimates (no bound: a fold is too small to
+    certify much), against the ship pick."""
+    picks = []
+    q = np.vstack([r.cal_quality for r in replays])
+    c = np.vstack([r.cal_cost for r in replays])
+    for k in range(p.folds):
+        cols = p.fold_of == k
+        ref_q, ref_c = p.reference.cal_quality[cols], p.reference.cal_cost[cols]
+        qk, ck = _paired(q[:, cols], ref_q), _paired(c[:, cols], ref_c)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cost, quality = _nanmean_rows(ck), _nanmean_rows(qk)
+            drop = _nanmean_rows(ref_q[None, :] - qk)
+            ratio = np.nansum(ck, axis=1) / np.nansum(np.where(np.isfinite(ck), ref_c, np.nan),
+                                                       axis=1)
+        fold = Bounds(b.owner, b.index, cost, quality, drop, ratio, drop, ratio, b.exact, b.m,
+                      b.epsilon, b.delta)
+        i = pick(target, cost, quality,
+                 _eligible(target, fold, ship, _mean(ref_c), certified=False), simple)
+        if i is None:
+            picks.append({"strategy": f"model:{p.reference.model}", "index": 0})
+        else:
+            picks.append({"strategy": replays[int(b.owner[i])].name, "index": int(b.index[i])})
+    name, index = shipped
+    return {"folds": p.folds,
+            "same_strategy": sum(x["strategy"] == name for x in picks),
+            "same_setting": sum(x["strategy"] == name and x["index"] == index for x in picks),
+            "picks": [x["strategy"] for x in picks]}
+
+
+def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, *,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """Per target, what to ship: the cheapest certified candidate that saves (best_quality) or
+    the best certified one within the budget; else the best single model, with the number of
+    labelled queries that would certify the best candidate."""
+    ref = p.reference
+    ship, simple = _shippable(replays, b)
+    ref_i = int(np.flatnonzero(b.exact)[0])
+    out: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int], str] = {}
+    for target in TARGETS:
+        idx = _eligible(target, b, ship, ref.cal_mean_cost, certified=True)
+        i = pick(target, b.cost, b.quality, idx, simple)
+        fallback = i is None
+        if i is None:
+            i = ref_i
+        r = replays[int(b.owner[i])]
+        entry: dict[str, Any] = {"target": target, "strategy": r.name, "kind": r.kind,
+                                 **_figures(b, i, target, r, ref, w)}
+        entry["bound_of"] = ("quality drop vs the best model" if budget_of(target) is None
+                             else "spend / the best model's spend")
+        entry["fallback"] = fallback
+        entry["needed"] = None
+        if fallback:
+            entry["certified"] = False
+            entry["needed"] = _needed(target, b, replays, ref, ship, simple, seed)
+        key = (r.name, int(b.index[i]))
+        entry["same_as"] = seen.get(key)
+        seen.setdefault(key, target)
+        entry["stability"] = _stability(target, b, replays, p, ship, simple, key)
+        out.append(entry)
+    return out
+
