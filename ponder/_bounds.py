@@ -52,6 +52,12 @@ def _chunks(n: int, k: int) -> list[slice]:
     return [slice(i, min(k, i + step)) for i in range(0, k, step)]
 
 
+def column_chunks(n: int, k: int) -> list[slice]:
+    """Slices of k columns of n rows that the bounds take one at a time: bounding each slice
+    alone gives the same numbers as bounding all k columns at once, in (n × slice) memory."""
+    return _chunks(n, k)
+
+
 def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                             ) -> np.ndarray:
     """:func:`wsr_upper_bound` written plainly: the reference for the fast version."""

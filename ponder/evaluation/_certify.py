@@ -63,26 +63,35 @@ def _paired(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: float,
               seed: int = 0) -> Bounds:
-    """Upper bounds for every candidate at 1 − δ/m (m: every candidate but the reference)."""
+    """Upper bounds for every candidate at 1 − δ/m (m: every candidate but the reference).
+
+    Candidates are bounded a slice at a time (:func:`ponder._bounds.column_chunks`): the same
+    numbers as all at once, in memory for one slice's (calibration rows × candidates)."""
     owner = np.concatenate([np.full(len(r.settings), k) for k, r in enumerate(replays)])
     index = np.concatenate([np.arange(len(r.settings)) for r in replays])
-    q = np.vstack([r.cal_quality for r in replays])
-    c = np.vstack([r.cal_cost for r in replays])
     exact = np.array([replays[o].name == f"model:{ref.model}" for o in owner])
     m = max(1, int((~exact).sum()))
-    qp, cp = _paired(q, ref.cal_quality), _paired(c, ref.cal_cost)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        drops = ref.cal_quality[None, :] - qp
-        drop = _nanmean_rows(drops)
-        ref_c = np.where(np.isfinite(cp), ref.cal_cost[None, :], np.nan)
-        ratio = np.nansum(cp, axis=1) / np.nansum(ref_c, axis=1)
     level = delta / m
-    drop_bound = _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True, seed=seed)
-    ratio_bound = _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed)
+    k, n = len(owner), len(ref.cal_quality)
+    cost, quality, drop, ratio, drop_bound, ratio_bound = (np.empty(k) for _ in range(6))
+    for sl in _bounds.column_chunks(n, k):
+        rows = list(zip(owner[sl].tolist(), index[sl].tolist(), strict=True))
+        q = np.stack([replays[o].cal_quality[i] for o, i in rows])
+        c = np.stack([replays[o].cal_cost[i] for o, i in rows])
+        qp, cp = _paired(q, ref.cal_quality), _paired(c, ref.cal_cost)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drops = ref.cal_quality[None, :] - qp
+            drop[sl] = _nanmean_rows(drops)
+            ref_c = np.where(np.isfinite(cp), ref.cal_cost[None, :], np.nan)
+            ratio[sl] = np.nansum(cp, axis=1) / np.nansum(ref_c, axis=1)
+        drop_bound[sl] = _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True,
+                                             seed=seed)
+        ratio_bound[sl] = _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed)
+        cost[sl], quality[sl] = _nanmean_rows(c), _nanmean_rows(q)
     drop_bound = np.where(exact, 0.0, drop_bound)
     ratio_bound = np.where(exact, 1.0, ratio_bound)
-    return Bounds(owner, index, _nanmean_rows(c), _nanmean_rows(q), drop, ratio, drop_bound,
-                  ratio_bound, exact, m, epsilon, delta)
+    return Bounds(owner, index, cost, quality, drop, ratio, drop_bound, ratio_bound, exact, m,
+                  epsilon, delta)
 
 
 def _rank(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -271,25 +280,35 @@ def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship:
     return out
 
 
-def _stability(target: str, b: Bounds, replays: list[Replay], p: Plan, ship: np.ndarray,
-               simple: np.ndarray, shipped: tuple[str, int]) -> dict[str, Any]:
-    """What each fold alone would pick by its point estimates (no bound: a fold is too small to
-    certify much), against the ship pick."""
-    picks = []
-    q = np.vstack([r.cal_quality for r in replays])
-    c = np.vstack([r.cal_cost for r in replays])
+def _fold_bounds(b: Bounds, replays: list[Replay], p: Plan) -> list[Bounds]:
+    """Each fold's point estimates for every candidate (figures only: the ``*_bound`` fields
+    repeat them), from each replay's rows in turn, not one (candidates × queries) copy."""
+    out = []
     for k in range(p.folds):
         cols = p.fold_of == k
         ref_q, ref_c = p.reference.cal_quality[cols], p.reference.cal_cost[cols]
-        qk, ck = _paired(q[:, cols], ref_q), _paired(c[:, cols], ref_c)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cost, quality = _nanmean_rows(ck), _nanmean_rows(qk)
-            drop = _nanmean_rows(ref_q[None, :] - qk)
-            ratio = np.nansum(ck, axis=1) / np.nansum(np.where(np.isfinite(ck), ref_c, np.nan),
-                                                       axis=1)
-        fold = Bounds(b.owner, b.index, cost, quality, drop, ratio, drop, ratio, b.exact, b.m,
-                      b.epsilon, b.delta)
-        i = pick(target, cost, quality,
+        parts = []
+        for r in replays:
+            qk, ck = _paired(r.cal_quality[:, cols], ref_q), _paired(r.cal_cost[:, cols], ref_c)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append((_nanmean_rows(ck), _nanmean_rows(qk),
+                              _nanmean_rows(ref_q[None, :] - qk),
+                              np.nansum(ck, axis=1) / np.nansum(
+                                  np.where(np.isfinite(ck), ref_c, np.nan), axis=1)))
+        cost, quality, drop, ratio = (np.concatenate(x) for x in zip(*parts, strict=True))
+        out.append(Bounds(b.owner, b.index, cost, quality, drop, ratio, drop, ratio, b.exact,
+                          b.m, b.epsilon, b.delta))
+    return out
+
+
+def _stability(target: str, b: Bounds, replays: list[Replay], p: Plan, folds: list[Bounds],
+               ship: np.ndarray, simple: np.ndarray, shipped: tuple[str, int]) -> dict[str, Any]:
+    """What each fold alone would pick by its point estimates (``folds``, :func:`_fold_bounds`;
+    no bound: a fold is too small to certify much), against the ship pick."""
+    picks = []
+    for k, fold in enumerate(folds):
+        ref_c = p.reference.cal_cost[p.fold_of == k]
+        i = pick(target, fold.cost, fold.quality,
                  _eligible(target, fold, ship, _mean(ref_c), certified=False), simple)
         if i is None:
             picks.append({"strategy": f"model:{p.reference.model}", "index": 0})
@@ -312,6 +331,7 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
     ref_i = int(np.flatnonzero(b.exact)[0])
     out: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], str] = {}
+    folds = _fold_bounds(b, replays, p)
     for target in TARGETS:
         idx = _eligible(target, b, ship, ref.cal_mean_cost, certified=True)
         i = pick(target, b.cost, b.quality, idx, simple)
@@ -331,7 +351,7 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
         key = (r.name, int(b.index[i]))
         entry["same_as"] = seen.get(key)
         seen.setdefault(key, target)
-        entry["stability"] = _stability(target, b, replays, p, ship, simple, key)
+        entry["stability"] = _stability(target, b, replays, p, folds, ship, simple, key)
         out.append(entry)
     return out
 

@@ -176,3 +176,33 @@ def test_the_fast_bounds_hand_odd_inputs_to_the_simple_versions():
     assert np.array_equal(B.wsr_upper_bound(x, DELTA, iters=60),
                           B._wsr_upper_bound_simple(x, DELTA, iters=60))
     assert np.array_equal(B.wsr_upper_bound(x, 1.0), B._wsr_upper_bound_simple(x, 1.0))
+
+
+def test_candidates_bounded_a_slice_at_a_time_match_all_at_once(small_chunks):
+    """bound_all bounds a slice of candidates at a time (memory); the numbers are those of the
+    bounds taken over every candidate at once, the chunk-shaped ratio widening included."""
+    rng = np.random.default_rng(11)
+    n = 300
+    ref = D.Reference("best", rng.uniform(1, 2, n), (rng.random(n) < 0.8).astype(float),
+                      rng.uniform(1, 2, n), (rng.random(n) < 0.8).astype(float))
+    replays = []
+    for r in range(4):
+        k = int(rng.integers(3, 9))
+        c = ref.cal_cost[None, :] * rng.uniform(0.05, 1.5, (k, 1)) * rng.uniform(0.5, 1.5, (k, n))
+        c[:, rng.random(n) < 0.1] = np.nan  # some queries a candidate lacks
+        q = (rng.random((k, n)) < rng.uniform(0.5, 0.95, (k, 1))).astype(float)
+        c[0] = 1e7 * ref.cal_cost  # a ratio past r_max
+        replays.append(D.Replay(f"s{r}", "router", [{"k": i} for i in range(k)], c, q, c, q))
+    replays.append(D.Replay("model:best", "baseline", [{"model": "best"}], ref.cal_cost[None],
+                            ref.cal_quality[None], ref.test_cost[None], ref.test_quality[None]))
+    b = C.bound_all(replays, ref, epsilon=0.01, delta=DELTA)
+    assert len(B.column_chunks(n, len(b.owner))) > 3  # the small chunks cut the candidates
+    q = np.vstack([r.cal_quality for r in replays])
+    c = np.vstack([r.cal_cost for r in replays])
+    drops = ref.cal_quality[None, :] - q
+    level = DELTA / b.m
+    assert np.array_equal(b.drop_bound[:-1], B.upper_bound(np.clip(drops.T, -1, 1), level,
+                                                           signed=True)[:-1])
+    assert np.array_equal(b.ratio_bound[:-1], B.ratio_upper_bound(c.T, ref.cal_cost, level)[:-1],
+                          equal_nan=True)
+    assert b.ratio_bound[0] > 1e6 and b.exact[-1] and b.drop_bound[-1] == 0.0
