@@ -47,7 +47,7 @@ def _table(name: str):  # type: ignore[no-untyped-def]
 
 
 def run(name: str, splits: int, strategies: list[str] | None, epsilon: float,
-        delta: float) -> dict:
+        delta: float, picks_file: str | None = None) -> dict:
     from ponder.evaluation import evaluate
 
     table = _table(name)
@@ -69,6 +69,10 @@ def run(name: str, splits: int, strategies: list[str] | None, epsilon: float,
                     t["quality_vs_best"] < -epsilon - 1e-12 if e["target"] == "best_quality"
                     else bool(e.get("over_budget"))),
                 "n_needed": ((e.get("needed") or [{}])[0]).get("n_needed")})
+        if picks_file:  # every split's picks as they come, so a cut-off run still counts
+            with open(picks_file, "a") as f:
+                f.writelines(json.dumps({"dataset": name, **p}) + "\n"
+                             for p in picks if p["split"] == seed)
         print(f"{name} split {seed}: " + ", ".join(
             f"{e['target']} {e['strategy']}{'' if e['certified'] else ' (not certified)'}"
             for e in d["ship"]), flush=True)
@@ -98,12 +102,13 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--picks", default=None, help="append each split's picks here (JSON lines)")
     a = ap.parse_args()
     res: dict = {"python": platform.python_version(), "epsilon": a.epsilon, "delta": a.delta,
                  "strategies": a.strategies, "datasets": {}}
     for name in a.datasets.split(","):
         res["datasets"][name] = run(name, a.splits, ROUTERS if a.strategies == "routers" else None,
-                                    a.epsilon, a.delta)
+                                    a.epsilon, a.delta, a.picks)
         print(json.dumps(res["datasets"][name]["targets"], indent=1), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -40,7 +40,7 @@ __all__ = [
 
 # The simple versions bound columns in chunks so that an (n, K) work array stays near this many
 # cells (the ratio's widening runs chunk by chunk, so the chunks shape its answers).
-_CHUNK_CELLS = 4_000_000
+_CHUNK_CELLS = 1_000_000
 # A block's (b, m) work arrays: a few of this many cells fit a core's cache.
 _BLOCK_CELLS = 1 << 15
 # The blocked versions run where no number can overflow (inputs and ranges up to this size).
