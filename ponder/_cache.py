@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._cache_backend import CacheBackend
+from ._cache_backend import CacheBackend as CacheBackend  # re-exported: ponder.CacheBackend
 from ._exceptions import CacheUnavailable
 from ._types import ChatRequest, Completion
 
@@ -351,7 +351,7 @@ class CachedProvider:
         hit = self._lookup(key, start)
         if hit is not None:
             return hit
-        completion = self.provider.complete(request, model)
+        completion: Completion = self.provider.complete(request, model)
         self._store(key, completion)
         return completion
 
@@ -361,7 +361,7 @@ class CachedProvider:
         hit = await self._alookup(key, start)
         if hit is not None:
             return hit
-        completion = await self.provider.acomplete(request, model)
+        completion: Completion = await self.provider.acomplete(request, model)
         await self._astore(key, completion)
         return completion
 

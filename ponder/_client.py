@@ -79,7 +79,7 @@ class Client:
     def request(prompt: Prompt, **params: Any) -> ChatRequest:
         if isinstance(prompt, ChatRequest):
             return prompt.model_copy(update=params) if params else prompt
-        return ChatRequest.of(prompt, **params)  # type: ignore[arg-type]
+        return ChatRequest.of(prompt, **params)
 
     # --- calls --------------------------------------------------------------------------
     def _admit(self, prompt: Prompt, model: str | ModelSpec, params: dict[str, Any]) -> tuple[ModelSpec, ChatRequest]:
@@ -90,11 +90,13 @@ class Client:
 
     def complete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
         spec, request = self._admit(prompt, model, params)
-        return self.provider(spec.provider).complete(request, spec.model)
+        completion: Completion = self.provider(spec.provider).complete(request, spec.model)
+        return completion
 
     async def acomplete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
         spec, request = self._admit(prompt, model, params)
-        return await self.provider(spec.provider).acomplete(request, spec.model)
+        completion: Completion = await self.provider(spec.provider).acomplete(request, spec.model)
+        return completion
 
     def stream(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Iterator[str | Completion]:
         """Text deltas, then the priced Completion as the last item."""

@@ -101,7 +101,7 @@ class ModelFileError(PonderError):
 if TYPE_CHECKING:
     from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-    class NotFittedError(PonderError, _SklearnNotFittedError):
+    class NotFittedError(PonderError, _SklearnNotFittedError):  # type: ignore[misc]  # sklearn is untyped
         """Raised when an estimator is used before ``fit``."""
 
 else:
@@ -117,7 +117,7 @@ else:
 def _define_not_fitted_error() -> type[PonderError]:
     from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-    class NotFittedError(PonderError, _SklearnNotFittedError):
+    class NotFittedError(PonderError, _SklearnNotFittedError):  # type: ignore[misc]  # sklearn is untyped
         """Raised when an estimator is used before ``fit``.
 
         It is scikit-learn's ``NotFittedError`` too (so ``except sklearn.exceptions.NotFittedError``

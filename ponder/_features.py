@@ -66,7 +66,7 @@ __all__ = [
 _TOKEN = r"(?u)\b\w+\b"
 
 
-class TextFeaturizer(BaseEstimator):
+class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """TF-IDF over word n-grams that saves as arrays (vocabulary + idf), never as a pickle.
 
     A scikit-learn estimator: ``get_params``, ``set_params`` and ``clone`` read ``__init__``'s
@@ -246,8 +246,8 @@ class SentenceEmbedder:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                               dtype=torch.qint8)
+                model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                    model, {torch.nn.Linear}, dtype=torch.qint8)
         self._model = model
         return self._model
 

@@ -71,7 +71,8 @@ def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
     """Ask ``rung``'s model for its answer and, where the rung wants them, its samples and
     logprobs. A failure of the first call raises; a later sample's failure leaves it out."""
     if _plain(rung):
-        return client.complete(request, model=rung.live)
+        completion: Completion = client.complete(request, model=rung.live)
+        return completion
     queue = _jobs(client, request, rung)
     parts: list[Completion] = []
     while queue:
@@ -90,7 +91,8 @@ def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
 async def acomplete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
     """Async twin of :func:`complete_rung`: the first call, then the other samples concurrently."""
     if _plain(rung):
-        return await client.acomplete(request, model=rung.live)
+        completion: Completion = await client.acomplete(request, model=rung.live)
+        return completion
     jobs = _jobs(client, request, rung)
     first = await client.acomplete(_request(client, jobs[0], rung), model=jobs[0].model)
     rest = _owed(jobs[0], first) + jobs[1:]

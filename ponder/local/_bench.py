@@ -180,10 +180,11 @@ def _median_s(fn: Callable[[], Any], dev: torch.device, reps: int, warmup: int =
     """Median seconds of one call (CUDA events around each on a GPU, the wall clock elsewhere)."""
     for _ in range(min(warmup, reps)):
         fn()
-    times = []
+    times: list[float] = []
     for _ in range(reps):
         if dev.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            b = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             a.record()
             fn()
             b.record()

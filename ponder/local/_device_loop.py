@@ -181,7 +181,8 @@ class DeviceLoop:
             u, race = torch.ones(1, k, device=p.device), torch.ones_like(self.race)
         else:
             u, race = self._scratch("accept", k), self.race
-        return self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
+        verdict: tuple[torch.Tensor, torch.Tensor] = self.model.ops.verify_chain(block[:, 1:], q, p, u, race)
+        return verdict
 
     def _draft(self, block: torch.Tensor, pos: torch.Tensor, k: int, params: SamplingParams) -> torch.Tensor:
         """Fill ``block[:, 1:]`` with k proposals; returns their draft distributions (1,k,V)."""
@@ -228,7 +229,7 @@ class DeviceLoop:
         if not self.graphs:
             return fn
         saved = [t.clone() for t in (self.L, self.stop_at, self.accepted)]
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):

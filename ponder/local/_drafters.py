@@ -60,7 +60,7 @@ class ModelDrafter:
 
     def logits_at(self, x: torch.Tensor, start_pos: int | torch.Tensor) -> torch.Tensor:
         """(B,V) draft logits after ``x`` at ``start_pos`` (an int, or a device tensor)."""
-        logits = self.model(x, start_pos, n_layers=self.n_layers, last_only=True)[:, -1]
+        logits: torch.Tensor = self.model(x, start_pos, n_layers=self.n_layers, last_only=True)[:, -1]
         V = self.vocab_size  # a draft vocabulary may be padded differently from the target's
         if logits.shape[-1] >= V:
             return logits[:, :V]

@@ -43,7 +43,7 @@ def warp_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: fl
         out[int(np.argmax(x))] = 1.0
         return out
     x = (x - x.max()) / temperature
-    p = np.exp(x)
+    p: np.ndarray = np.exp(x)
     p /= p.sum()
     if (top_k <= 0 or top_k >= len(p)) and top_p >= 1.0:
         return p
@@ -112,7 +112,7 @@ class PromptLookup:
             hits = np.flatnonzero((windows == s[L - n :]).all(axis=1))
             if hits.size:
                 start = int(hits[-1]) + n
-                draft = s[start : start + k].tolist()
+                draft: list[int] = s[start : start + k].tolist()
                 if draft:
                     return draft
         return []

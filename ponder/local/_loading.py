@@ -136,7 +136,8 @@ _GGUF_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma
 def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's Q/K row permutation (interleaved -> rotate-half RoPE layout)."""
     rows = w.shape[0]
-    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    out: np.ndarray = w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return out
 
 
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -376,11 +377,12 @@ def _safetensors_tensors(folder: Path) -> Source:
 
     def stream() -> Source:
         for st in opened:
-            for name in st.keys():  # noqa: SIM118 - safe_open is not a mapping
-                sl = st.get_slice(name)
+            for name in st.keys():  # type: ignore[no-untyped-call]  # noqa: SIM118 - safe_open is not a mapping
+                sl = st.get_slice(name)  # type: ignore[no-untyped-call]  # safetensors leaves it unannotated
 
                 def read(first: int, end: int, sl: Any = sl) -> torch.Tensor:
-                    return sl[first:end]
+                    part: torch.Tensor = sl[first:end]
+                    return part
 
                 yield name, tuple(sl.get_shape()), read
 

@@ -217,7 +217,8 @@ class Attention(nn.Module):
             y = window_attention(q, cache.k, cache.v, start_pos, self.window, self.scale)
         else:
             y = ops.attention(q, cache.k, cache.v, start_pos, scale=self.scale)
-        return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+        out: torch.Tensor = self.wo(y.transpose(1, 2).reshape(B, T, H * D))
+        return out
 
 
 class FeedForward(nn.Module):
@@ -230,7 +231,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w13(x).split(self.hidden, dim=-1)
-        return self.w2(self.act(gate) * up)
+        out: torch.Tensor = self.w2(self.act(gate) * up)
+        return out
 
 
 class Block(nn.Module):
@@ -253,7 +255,8 @@ class Block(nn.Module):
         h = self.feed_forward(self.ffn_norm(x))
         if hasattr(self, "post_ffn_norm"):
             h = self.post_ffn_norm(h)
-        return x + h
+        out: torch.Tensor = x + h
+        return out
 
 
 class Transformer(nn.Module):
@@ -341,7 +344,8 @@ class Transformer(nn.Module):
             x = layer(x, c, s, cache, start_pos, self.ops, where)
         if last_only:
             x = x[:, -1:]
-        return self.output(self.norm(x)).float()
+        out: torch.Tensor = self.output(self.norm(x)).float()
+        return out
 
     def _forward_fused(self, tokens: torch.Tensor, pos: torch.Tensor, n_layers: int | None, last_only: bool) -> torch.Tensor:
         """The same layer math in 4 matmuls + attention + 4 fused launches per layer (at batch 1
@@ -366,4 +370,5 @@ class Transformer(nn.Module):
             h, x = add_rmsnorm(ff.w2(silu_mul(ff.w13(h))), x, nxt, a.norm_eps)
         if last_only:
             h = h[:, -1:]
-        return self.output(h).float()
+        logits: torch.Tensor = self.output(h).float()
+        return logits

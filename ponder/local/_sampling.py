@@ -95,4 +95,5 @@ def sample(ops: Ops, logits: torch.Tensor, params: SamplingParams, noise: Noise)
     B = logits.shape[0]
     if params.greedy:  # no noise drawn, so greedy runs never touch the generator
         return torch.argmax(logits, dim=-1)
-    return ops.sample(logits, *params.tensors(B, logits.device), noise.uniform(B))
+    tokens: torch.Tensor = ops.sample(logits, *params.tensors(B, logits.device), noise.uniform(B))
+    return tokens

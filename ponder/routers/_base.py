@@ -82,7 +82,7 @@ def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np
     return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
 
 
-class BaseRouter(BaseEstimator):
+class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """Shared estimator plumbing. Subclasses implement ``_fit_core``, ``_predict_core``,
     ``_decide`` and ``_knob_grid``; everything else (features, cost model, routing,
     calibration, saving) lives here once."""
@@ -221,7 +221,8 @@ class BaseRouter(BaseEstimator):
         key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
         hit = self.__dict__.get("_pred_cache")
         if hit is not None and hit[0] == key:
-            return hit[1]
+            cached: np.ndarray = hit[1]
+            return cached
         pred = np.asarray(self._predict_core(self.transform(queries)))
         pred.flags.writeable = False  # shared between calls: never modified in place
         self._pred_cache = (key, pred)
@@ -232,7 +233,8 @@ class BaseRouter(BaseEstimator):
         key = tuple(queries)
         hit = self.__dict__.get("_kchars_cache")
         if hit is not None and hit[0] == key:
-            return hit[1]
+            cached: np.ndarray = hit[1]
+            return cached
         out = np.array([len(q) for q in key], dtype=float) / 1000.0
         out.flags.writeable = False
         self._kchars_cache = (key, out)
@@ -243,7 +245,8 @@ class BaseRouter(BaseEstimator):
             queries = [queries]
         idx = self._model_indices(models)
         n_chars = self._kchars(queries)[:, None]
-        return (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
+        cost: np.ndarray = (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
+        return cost
 
     # ---- deciding --------------------------------------------------------------------------
     def choose(
@@ -386,7 +389,8 @@ class BaseRouter(BaseEstimator):
         cheaper model (columns are cheapest-first)."""
         util = qhat - knob * chat
         util = np.where(allowed, util, -np.inf)
-        return np.argmax(util, axis=1)
+        choice: np.ndarray = np.argmax(util, axis=1)
+        return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
         """λ breakpoints where some query's choice changes between two models."""

@@ -42,7 +42,7 @@ class RandomRouter(BaseRouter):
     def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
                 allowed: np.ndarray) -> np.ndarray:
         rng = self.__dict__.setdefault("_rng", np.random.default_rng(self.random_state))
-        choice = (rng.random(len(qhat)) < knob).astype(int)
+        choice: np.ndarray = (rng.random(len(qhat)) < knob).astype(int)
         choice[allowed[:, 0] & ~allowed[:, 1]] = 0
         choice[allowed[:, 1] & ~allowed[:, 0]] = 1
         return choice
@@ -85,7 +85,8 @@ class OracleRouter(BaseRouter):
                 allowed: np.ndarray) -> np.ndarray:
         s = np.where(allowed, qhat, -np.inf)
         top = s.max(axis=1, keepdims=True)
-        return np.argmin(np.where(s == top, chat, np.inf), axis=1)
+        choice: np.ndarray = np.argmin(np.where(s == top, chat, np.inf), axis=1)
+        return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
         return np.array([0.0])

@@ -141,7 +141,8 @@ def featurizer_state(featurizer: Any) -> tuple[dict[str, Any], dict[str, np.ndar
     if not hasattr(featurizer, "to_state"):
         raise ConfigError(f"featurizer {type(featurizer).__name__} cannot be saved "
                           "(it has no to_state); use 'tfidf' or 'minilm'")
-    return featurizer.to_state()
+    state: tuple[dict[str, Any], dict[str, np.ndarray]] = featurizer.to_state()
+    return state
 
 
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:

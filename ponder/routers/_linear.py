@@ -52,4 +52,5 @@ def linear_scores(X: Any, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = X @ W
     if sp.issparse(out):
         out = out.toarray()
-    return np.asarray(out) + b[None, :]
+    scores: np.ndarray = np.asarray(out) + b[None, :]
+    return scores

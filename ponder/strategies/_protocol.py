@@ -123,7 +123,7 @@ class _Completed:
     async def arun(self, request: ChatRequest, client: Any) -> Answer:
         if callable(getattr(self.inner, "arun", None)):
             return await self.inner.arun(request, client)  # type: ignore[no-any-return]
-        return await asyncio.to_thread(self.inner.run, request, client)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(self.inner.run, request, client)
 
     async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
         for event in answered(await self.arun(request, client)):

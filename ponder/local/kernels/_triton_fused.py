@@ -24,8 +24,8 @@ import triton.language as tl
 __all__ = ["add_rmsnorm", "rope_kv_append", "silu_mul"]
 
 
-@triton.jit
-def _add_rmsnorm_kernel(
+@triton.jit  # type: ignore[untyped-decorator]  # triton is untyped
+def _add_rmsnorm_kernel(  # type: ignore[no-untyped-def]
     x_ptr, r_ptr, w_ptr, out_ptr, h_ptr, N, eps,
     HAS_RES: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -59,8 +59,8 @@ def add_rmsnorm(
     return out, h
 
 
-@triton.jit
-def _rope_kv_kernel(
+@triton.jit  # type: ignore[untyped-decorator]  # triton is untyped
+def _rope_kv_kernel(  # type: ignore[no-untyped-def]
     qkv_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, k_ptr, v_ptr,
     T, H, HKV,
     s_qkv_b, s_qkv_t, s_q_b, s_q_h, s_q_t, s_k_b, s_k_h, s_k_s, s_v_b, s_v_h, s_v_s,
@@ -122,8 +122,8 @@ def rope_kv_append(
     return q
 
 
-@triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, I, BLOCK: tl.constexpr):  # noqa: E741
+@triton.jit  # type: ignore[untyped-decorator]  # triton is untyped
+def _silu_mul_kernel(gu_ptr, out_ptr, I, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: E741
     row = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     cm = c < I
