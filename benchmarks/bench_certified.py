@@ -47,13 +47,13 @@ def _table(name: str):  # type: ignore[no-untyped-def]
 
 
 def run(name: str, splits: int, strategies: list[str] | None, epsilon: float,
-        delta: float, picks_file: str | None = None) -> dict:
+        delta: float, picks_file: str | None = None, first: int = 0) -> dict:
     from ponder.evaluation import evaluate
 
     table = _table(name)
     picks: list[dict] = []
     t0 = time.perf_counter()
-    for seed in range(splits):
+    for seed in range(first, first + splits):
         d = evaluate(table, strategies=strategies, split_column=None, test_fraction=0.5,
                      seed=seed, n_bootstrap=0, epsilon=epsilon, delta=delta).to_json()
         best = d["deployment"]["best_model"]["model"]
@@ -103,12 +103,13 @@ def main() -> None:
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--picks", default=None, help="append each split's picks here (JSON lines)")
+    ap.add_argument("--first-split", type=int, default=0, help="seed of the first split")
     a = ap.parse_args()
     res: dict = {"python": platform.python_version(), "epsilon": a.epsilon, "delta": a.delta,
                  "strategies": a.strategies, "datasets": {}}
     for name in a.datasets.split(","):
         res["datasets"][name] = run(name, a.splits, ROUTERS if a.strategies == "routers" else None,
-                                    a.epsilon, a.delta, a.picks)
+                                    a.epsilon, a.delta, a.picks, a.first_split)
         print(json.dumps(res["datasets"][name]["targets"], indent=1), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

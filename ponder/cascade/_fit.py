@@ -14,6 +14,7 @@ out-of-fold reliabilities, its own out-of-fold acceptance scores feed the fronti
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -175,6 +176,7 @@ def crossfit_scores(
 # cross-fitting twice, the largest part of the run. The fits are kept here by the tables'
 # contents, and a later fit on equal contents and parameters gets copies of the same outputs.
 _SCORER_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()
+_SCORER_LOCK = threading.Lock()
 SCORER_CACHE_SIZE = 6  # the full train fit and up to five folds; 0 turns the sharing off
 
 
@@ -202,17 +204,22 @@ def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: i
 
     key = (_table_key(table), repr(sorted((params or {}).items())), folds, seed) \
         if SCORER_CACHE_SIZE > 0 else None
-    if key is not None and key in _SCORER_CACHE:
-        _SCORER_CACHE.move_to_end(key)
-        s1, s2, scorer = _SCORER_CACHE[key]
+    with _SCORER_LOCK:  # ``ponder eval`` fits fold copies on threads
+        hit = _SCORER_CACHE.get(key) if key is not None else None
+        if key is not None and hit is not None:
+            _SCORER_CACHE.move_to_end(key)
+    if hit is not None:
+        s1, s2, scorer = hit
         return s1.copy(), s2.copy(), copy.deepcopy(scorer)
     agree = agreement_matrix(table.responses)
     s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed, agree=agree)
     scorer = fit_scorer(table, params, seed=seed)
     if key is not None:
-        _SCORER_CACHE[key] = (s1.copy(), s2.copy(), copy.deepcopy(scorer))
-        while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
-            _SCORER_CACHE.popitem(last=False)
+        kept = (s1.copy(), s2.copy(), copy.deepcopy(scorer))
+        with _SCORER_LOCK:
+            _SCORER_CACHE[key] = kept
+            while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
+                _SCORER_CACHE.popitem(last=False)
     return s1, s2, scorer
 
 

@@ -58,6 +58,9 @@ def eval_command(
                                         help="Fit strategies on a seeded sample of at most this "
                                              "many train queries (0: all); calibration and test "
                                              "use every query."),
+    jobs: int = typer.Option(None, "--jobs", min=1,
+                             help="Threads that fit a strategy's full fit and fold copies at "
+                                  "once (default: the CPUs, at most 4; the same numbers)."),
     model_map: list[str] = typer.Option([], "--model-map", metavar="NAME=PROVIDER:MODEL",
                                         help="Live model for a table's model name in the files "
                                              "--ship writes (repeatable)."),
@@ -85,7 +88,7 @@ def eval_command(
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
                           progress=tick, source=source, epsilon=epsilon, delta=delta,
                           folds=folds, ship_dir=ship, model_map=mm,
-                          max_fit_queries=max_fit_queries or None,
+                          max_fit_queries=max_fit_queries or None, jobs=jobs,
                           command=_rerun(source, split_column, test_fraction, seed, strategy,
                                          epsilon, delta, folds, drop_ungraded, max_fit_queries))
     _render(result.to_json())

@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -226,20 +228,58 @@ def _replay_on(s: Strategy, table: OutcomeTable, settings: list[dict[str, Any]]
     return cost, quality
 
 
-def calibrate(spare: Strategy, name: str, kind: str, settings: list[dict[str, Any]],
+class Later:
+    """A job run where its result is first asked for (``jobs=1``: the order of a plain loop);
+    ``concurrent.futures.Future`` has the same ``result()``."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn: Callable[[], Any] | None = fn
+        self._value: Any = None
+
+    def result(self) -> Any:
+        if self._fn is not None:
+            self._value, self._fn = self._fn(), None
+        return self._value
+
+
+def later(fn: Callable[[], Any]) -> Later:
+    return Later(fn)
+
+
+# How a job is started: ``later`` (in order, on this thread) or a thread pool's ``submit``.
+Run = Callable[[Callable[[], Any]], Any]
+
+
+def fold_fits(spare: Strategy, p: Plan, run: Run = later) -> list[Any]:
+    """Start fitting a copy of ``spare`` (unfitted) on each fold's fit rows: jobs whose
+    ``result()`` is the fitted copy. The copies are made here, on the caller's thread."""
+
+    def fit(model: Strategy, rows: OutcomeTable) -> Strategy:
+        model.fit(rows)
+        return model
+
+    return [run(partial(fit, copy.deepcopy(spare), part)) for part, _, _ in p.parts]
+
+
+def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, Any]],
               test_cost: np.ndarray, test_quality: np.ndarray, p: Plan,
-              tick: Any = None) -> Replay:
-    """Fit a copy of ``spare`` (unfitted) on each K−1 folds and replay ``settings`` (the deployed
-    fit's) on the held fold; the pooled rows are every train query once."""
+              tick: Any = None, run: Run = later) -> Replay:
+    """Replay ``settings`` (the deployed fit's) on each held fold with the copy fitted on the
+    other folds (``fits``, from :func:`fold_fits`); the pooled rows are every train query once."""
     n = len(p.train.query_ids)
     cost = np.full((len(settings), n), np.nan)
     quality = np.full((len(settings), n), np.nan)
     found = np.ones(len(settings), dtype=bool)
-    for k, (fit, held, rows) in enumerate(p.parts):
-        model = copy.deepcopy(spare)
-        model.fit(fit)
-        c, q = _replay_on(model, held, settings)
+
+    def replay(k: int) -> tuple[np.ndarray, np.ndarray]:
+        return _replay_on(fits[k].result(), p.parts[k][1], settings)
+
+    jobs = [run(partial(replay, k)) for k in range(len(p.parts))]
+    for k, job in enumerate(jobs):
+        c, q = job.result()
+        fits[k] = None  # the fold's copy is done with: free it before the next one
         found &= ~np.isnan(c).all(axis=1) | (c.shape[1] == 0)
+        rows = p.parts[k][2]
         cost[:, rows], quality[:, rows] = c, q
         if tick is not None:
             tick(k + 1)

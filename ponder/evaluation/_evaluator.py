@@ -18,9 +18,13 @@ renderings cannot disagree.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +169,7 @@ def evaluate(
     model_map: dict[str, str] | None = None,
     command: str | None = None,
     max_fit_queries: int | None = D.MAX_FIT_QUERIES,
+    jobs: int | None = None,
 ) -> EvalResult:
     """Fit strategies on train queries, replay them and all baselines on test queries, measure.
 
@@ -181,7 +186,9 @@ def evaluate(
     picks' strategy files there, ``model_map`` naming live ``provider:model`` specs for the
     table's model names; ``command`` is the command line that reproduces this run (shown with
     ``--ship`` in the report). Strategies are fitted on at most ``max_fit_queries`` train
-    queries (a seeded sample; None: all), in the full fit and in each fold's.
+    queries (a seeded sample; None: all), in the full fit and in each fold's. ``jobs`` threads
+    (default: the CPUs, at most 4) fit and replay a strategy's full fit and fold copies at once;
+    the numbers are those of ``jobs=1``.
     """
     if not 0.0 < delta < 1.0:
         raise PonderError(f"delta must be in (0, 1), got {delta}")
@@ -189,6 +196,8 @@ def evaluate(
         raise PonderError(f"epsilon must be in [0, 1) (score units), got {epsilon}")
     if folds is not None and folds < 2:
         raise PonderError(f"folds must be at least 2, got {folds}")
+    if jobs is not None and jobs < 1:
+        raise PonderError(f"jobs must be at least 1, got {jobs}")
     if max_fit_queries is not None and max_fit_queries < 2:
         raise PonderError(f"max_fit_queries must be at least 2, got {max_fit_queries}")
     tick: Progress = progress or (lambda stage, i, n: None)
@@ -206,30 +215,39 @@ def evaluate(
     replays: dict[str, D.Replay | str] = {r.name: r for r in deploy.baselines} if deploy else {}
     fitted: dict[str, Strategy] = {}
     steps = 1 + (deploy.folds if deploy else 0)
-    for i, s in enumerate(found):
-        stage = f"strategy {getattr(s, 'name', i)}"
-        tick(stage, 0, steps)
-        spare = D.fresh_copy(s)
-        try:
-            curve = _run_strategy(s, fit_on, test)
-        except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies
-            warnings.warn(f"strategy {getattr(s, 'name', s)!r} skipped: {exc}", stacklevel=2)
-            skipped.append({"name": str(getattr(s, "name", s)), "reason": f"{type(exc).__name__}: {exc}"})
-            tick(stage, steps, steps)
-            continue
-        tick(stage, 1, steps)
-        curves.append(curve)
-        fitted[curve.name] = s
-        if deploy is not None and spare is None:
-            replays[curve.name] = "the strategy object cannot be copied for the fold fits"
-        elif deploy is not None and spare is not None:
+    with _workers(jobs) as run:
+        for i, s in enumerate(found):
+            stage = f"strategy {getattr(s, 'name', i)}"
+            tick(stage, 0, steps)
+            spare = D.fresh_copy(s)
+            # the fold copies fit while the full fit does (jobs > 1); each fold's replay waits
+            # only for its own fit and the full fit's settings
+            full = run(partial(_run_strategy, s, fit_on, test))
+            fits = D.fold_fits(spare, deploy, run) if deploy is not None and spare else None
             try:
-                replays[curve.name] = D.calibrate(
-                    spare, curve.name, curve.kind, curve.settings, curve.cost, curve.quality,
-                    deploy, tick=lambda k, stage=stage: tick(stage, 1 + k, steps))
-            except Exception as exc:  # noqa: BLE001 - the test curve still stands
-                replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
-        tick(stage, steps, steps)
+                curve = full.result()
+            except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies
+                warnings.warn(f"strategy {getattr(s, 'name', s)!r} skipped: {exc}", stacklevel=2)
+                skipped.append({"name": str(getattr(s, "name", s)),
+                                "reason": f"{type(exc).__name__}: {exc}"})
+                for job in fits or ():
+                    if hasattr(job, "cancel"):
+                        job.cancel()
+                tick(stage, steps, steps)
+                continue
+            tick(stage, 1, steps)
+            curves.append(curve)
+            fitted[curve.name] = s
+            if deploy is not None and fits is None:
+                replays[curve.name] = "the strategy object cannot be copied for the fold fits"
+            elif deploy is not None and fits is not None:
+                try:
+                    replays[curve.name] = D.calibrate(
+                        fits, curve.name, curve.kind, curve.settings, curve.cost, curve.quality,
+                        deploy, tick=lambda k, stage=stage: tick(stage, 1 + k, steps), run=run)
+                except Exception as exc:  # noqa: BLE001 - the test curve still stands
+                    replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
+            tick(stage, steps, steps)
 
     two = len(base.models) == 2
     strong = base.best
@@ -257,6 +275,19 @@ def evaluate(
     if w is not None:
         _bootstrap(data, test, base, curves, w, weak, tick)
     return EvalResult(_jsonable(data))
+
+
+@contextmanager
+def _workers(jobs: int | None) -> Iterator[D.Run]:
+    """How the strategy loop starts a job: in order on this thread (one job), or on a pool of
+    ``jobs`` threads. Fits and replays spend their time in numpy, BLAS and liblinear, which
+    release the GIL; BLAS runs one thread per job then, so the jobs share the cores."""
+    n = min(4, os.cpu_count() or 1) if jobs is None else jobs
+    if n <= 1:
+        yield D.later
+        return
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="ponder-eval") as pool:
+        yield pool.submit
 
 
 def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,

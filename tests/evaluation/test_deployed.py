@@ -87,7 +87,7 @@ def test_setting_is_chosen_on_train_not_on_test():
 
 def test_the_pooled_calibration_rows_are_every_train_row_once():
     KnobRouter.log = []
-    d = evaluate(table(), strategies=[KnobRouter()], n_bootstrap=0).to_json()
+    d = evaluate(table(), strategies=[KnobRouter()], n_bootstrap=0, jobs=1).to_json()
     train, test = {f"tr{i}" for i in range(N)}, {f"te{i}" for i in range(N)}
     dep = d["deployment"]
     k = dep["folds"]
@@ -108,6 +108,19 @@ def test_the_pooled_calibration_rows_are_every_train_row_once():
     xs = (np.arange(N) + 0.5) / N
     want_cost = np.where(xs >= t, 10.0, 1.0).mean()
     assert x["calibration"]["cost_usd"] == pytest.approx(want_cost)
+
+
+def test_fold_fits_on_threads_give_the_numbers_of_one_thread():
+    """``jobs=3``: the full fit and the fold copies run at once, in any order; every figure,
+    bound and pick is that of ``jobs=1``."""
+    one = evaluate(table(), strategies=[KnobRouter()], n_bootstrap=20, jobs=1).to_json()
+    KnobRouter.log = []
+    three = evaluate(table(), strategies=[KnobRouter()], n_bootstrap=20, jobs=3).to_json()
+    for d in (one, three):
+        d.pop("created_at", None)
+        d.pop("versions", None)
+    assert three == one
+    assert sorted(k for k, _ in KnobRouter.log) == ["fit"] * 6 + ["sweep"] * 6
 
 
 def test_changing_only_test_labels_changes_no_pick_or_bound():
