@@ -131,7 +131,8 @@ def _wmeans(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(B, Q) resampling counts × (Q,) per-query values → (B,) NaN-aware means."""
     ok = np.isfinite(x)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(float))
+        m: np.ndarray = (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(float))
+        return m
 def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
              w: np.ndarray | None) -> dict[str, Any]:
     """Calibration figures, bound and test figures of candidate ``i`` for ``target``."""

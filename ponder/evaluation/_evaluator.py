@@ -62,10 +62,11 @@ class EvalResult:
 
     @property
     def strategies(self) -> list[dict[str, Any]]:
-        return self.data["strategies"]
+        strategies: list[dict[str, Any]] = self.data["strategies"]
+        return strategies
 
     def strategy(self, name: str) -> dict[str, Any]:
-        for s in self.data["strategies"]:
+        for s in self.strategies:
             if s["name"] == name:
                 return s
         raise KeyError(name)

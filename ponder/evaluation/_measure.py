@@ -45,7 +45,8 @@ def _infer_strong_share(curve: Curve, test: OutcomeTable, strong: int) -> np.nda
     sc = test.costs[:, strong]
     ok = np.isfinite(sc) & (sc > 0)
     hit = (curve.cost >= sc[None, :] * (1 - 1e-9)) & ok[None, :]
-    return hit.sum(axis=1) / max(int(ok.sum()), 1)
+    share: np.ndarray = hit.sum(axis=1) / max(int(ok.sum()), 1)
+    return share
 
 
 def _metrics_for(costs: np.ndarray, quals: np.ndarray, share: np.ndarray | None, *,
@@ -204,7 +205,8 @@ def _bootstrap(data: dict[str, Any], test: OutcomeTable, base: Baselines, curves
     def means(x: np.ndarray) -> np.ndarray:  # (P, Q) -> (B, P), NaN-aware
         ok = np.isfinite(x)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (w @ np.where(ok, x, 0.0).T) / (w @ ok.T.astype(float))
+            m: np.ndarray = (w @ np.where(ok, x, 0.0).T) / (w @ ok.T.astype(float))
+            return m
 
     m_q = means(np.where(test.present, test.scores, np.nan).T)
     m_c = means(np.where(test.present, test.costs, np.nan).T)

@@ -120,7 +120,8 @@ class KNNRouter(BaseRouter):
         den = w @ self.train_present_
         k_eff = (N - out.sum(axis=1))[:, None]
         a = float(self.shrinkage) * (w.sum(axis=1, keepdims=True) / k_eff)
-        return (num + a * self.prior_[None, :]) / (den + a)
+        quality: np.ndarray = (num + a * self.prior_[None, :]) / (den + a)
+        return quality
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         out = {"train_scores": self.train_scores_, "train_present": self.train_present_,

@@ -12,7 +12,8 @@ CALIBRATIONS = ("sigmoid", "isotonic", None)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    return p
 
 
 def fit_calibrator(kind: str, d: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -34,4 +35,5 @@ def calibrate(calibrator: Calibrator | None, d: np.ndarray) -> np.ndarray:
     kind, a, b = calibrator
     if kind == "sigmoid":
         return sigmoid(a[0] * d + b[0])
-    return np.interp(d, a, b)
+    p: np.ndarray = np.interp(d, a, b)
+    return p

@@ -41,7 +41,8 @@ def fit_combiner(Z: Any, y: np.ndarray, *, learner: str, C: float, max_iter: int
 def combiner_decision(params: tuple[Any, ...], Z: Any) -> np.ndarray:
     """Log-odds of a combiner returned by :func:`fit_combiner`."""
     if params[0] == "logistic":
-        return np.asarray(Z @ params[1]).ravel() + params[2]
+        logit: np.ndarray = np.asarray(Z @ params[1]).ravel() + params[2]
+        return logit
     return tree_decision(params[1], Z)
 
 

@@ -96,7 +96,8 @@ def load_scorer(cls: type[_Scorer], directory: str | Path, *,
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"scorer file is incomplete or inconsistent ({exc})",
                              path=str(directory)) from None
-    return obj
+    scorer: _Scorer = obj
+    return scorer
 
 
 def _check_file(cls: type, meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> None:

@@ -41,7 +41,7 @@ from ._stacking import fit_text_heads, text_logit
 __all__ = ["AnswerScorer", "scorer_frame"]
 
 
-class AnswerScorer(BaseEstimator):
+class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     """Calibrated P(acceptable) for an answer, in two stacked stages.
 
     1. *Text head*, one per model: a logistic regression on the TF-IDF of the query and the
@@ -206,7 +206,8 @@ class AnswerScorer(BaseEstimator):
     def _decision_dense(self, dense: np.ndarray, model_idx: np.ndarray) -> np.ndarray:
         Z = self._combiner_input(dense, model_idx)
         if hasattr(self, "coef_"):
-            return np.asarray(Z @ self.coef_).ravel() + self.intercept_
+            logit: np.ndarray = np.asarray(Z @ self.coef_).ravel() + self.intercept_
+            return logit
         return tree_decision(self.trees_, Z)
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
