@@ -1,7 +1,7 @@
 """Time ``ponder eval`` on a synthetic outcome table, stage by stage (issue 21: 100,000 queries ×
 8 models with the default strategies in ≤ 60 s and ≤ 2 GB peak RSS on 2 cores).
 
-    python benchmarks/bench_eval.py [--queries 100000] [--models 8] [--strategies default]
+    python benchmarks/bench_eval.py [--queries 100000] [--models 8] [--strategies default] [--jobs N]
                                     [--format parquet] [--bootstrap 200] [--json out.json]
     python benchmarks/bench_eval.py --rows 100000 --models 10 --strategies none  # baselines only
 
@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--json", default=None, help="also write the stage times here")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="evaluate(jobs=N) (default: evaluate's own default; older trees lack it)")
     a = ap.parse_args()
     if a.rows is not None:
         a.queries = a.rows // a.models
@@ -149,7 +151,8 @@ def main() -> None:
             order.append(stage)
 
     t = time.perf_counter()
-    res = evaluate(table, strategies=wanted, n_bootstrap=a.bootstrap, progress=tick)
+    extra = {} if a.jobs is None else {"jobs": a.jobs}
+    res = evaluate(table, strategies=wanted, n_bootstrap=a.bootstrap, progress=tick, **extra)
     stages["evaluate"] = time.perf_counter() - t
     for st in order:
         if st != "strategies":
@@ -174,7 +177,7 @@ def main() -> None:
                                 for s in d["strategies"] if s["kind"] != "baseline"))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"queries": a.queries, "models": a.models, "stages": stages,
+            json.dump({"queries": a.queries, "models": a.models, "jobs": a.jobs, "stages": stages,
                        "peak_rss_mb": rss, "strategies": a.strategies,
                        "auc": {s["name"]: s.get("auc") for s in d["strategies"]}}, f, indent=1)
 
