@@ -6,21 +6,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .._features import agreement_matrix
 from ..evaluation import OperatingPoint, register_strategy
 from ..scorers import table_signals
+from ..strategies import live_model_map
 from ._fit import CascadeOptimizer
 from ._optimize import ChainChoice
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
+    from ._cascade import Cascade
 
 __all__ = ["CascadeStrategy"]
 
 
-class CascadeStrategy:
-    """Fit scorers (cross-fitted) and the chain frontier on train; replay budgets on test."""
+class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
+    """Fit scorers (cross-fitted) and the chain frontier on train; replay budgets on test.
+
+    A scikit-learn estimator: ``__init__`` stores its parameters, ``fit`` learns ``optimizer_``
+    (the fitted :class:`CascadeOptimizer`)."""
 
     kind = "cascade"
 
@@ -83,12 +89,21 @@ class CascadeStrategy:
         f = self.optimizer_.frontier_
         return f.best_for_budget(budget) or f.pareto()[0]
 
+    def live(self, setting: dict[str, Any], *, name: str | None = None,
+             model_map: dict[str, str] | None = None, config: Any = None) -> Cascade:
+        """The live cascade measured at ``setting``: this fit's chain for its budget, with its
+        thresholds and fitted scorer, as the file :meth:`save` writes for it loads (``config``:
+        its ``[models]`` aliases name live specs for the models ``model_map`` leaves out)."""
+        return self.optimizer_.build(self._chain_for(float(setting["budget_usd"])),
+                                     name=name or self.name,
+                                     model_map=live_model_map(self.optimizer_.models_, model_map,
+                                                              config))
+
     def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
              model_map: dict[str, str] | None = None) -> Path:
         """Write the cascade measured at ``setting`` (this fit's chain, thresholds and scorer)
         into ``directory``; returns the strategy file."""
-        cascade = self.optimizer_.build(self._chain_for(float(setting["budget_usd"])), name=name,
-                                        model_map=model_map)
+        cascade = self.live(setting, name=name, model_map=model_map)
         return cascade.save(Path(directory) / "strategy.json", model_map=model_map)
 
     def _points(self, test: OutcomeTable, choices: list[tuple[float, ChainChoice]], *,

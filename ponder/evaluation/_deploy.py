@@ -258,7 +258,7 @@ def fold_fits(spare: Strategy, p: Plan, run: Run = later) -> list[Any]:
         model.fit(rows)
         return model
 
-    return [run(partial(fit, copy.deepcopy(spare), part)) for part, _, _ in p.parts]
+    return [run(partial(fit, _unfitted(spare), part)) for part, _, _ in p.parts]
 
 
 def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, Any]],
@@ -292,9 +292,25 @@ def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, An
                   np.asarray(test_cost, dtype=float), np.asarray(test_quality, dtype=float))
 
 
+def _unfitted(s: Strategy) -> Strategy:
+    """A copy of ``s`` to fit: ``sklearn.base.clone`` (its parameters, none of its fit) for a
+    scikit-learn estimator, as the built-in strategies are; ``copy.deepcopy`` for another
+    strategy, or an estimator that ``clone`` cannot rebuild from its parameters."""
+    from sklearn.base import BaseEstimator, clone
+
+    if isinstance(s, BaseEstimator):
+        try:
+            out: Strategy = clone(s)
+            return out
+        except Exception:  # noqa: BLE001 - not rebuildable from get_params: copy it whole
+            pass
+    return copy.deepcopy(s)
+
+
 def fresh_copy(s: Strategy) -> Strategy | None:
-    """An unfitted copy for the fold fits, so the caller's object keeps its full-train fit."""
+    """An unfitted copy for the fold fits, so the caller's object keeps its full-train fit: see
+    :func:`_unfitted`; None when ``s`` cannot be copied."""
     try:
-        return copy.deepcopy(s)
+        return _unfitted(s)
     except Exception:  # noqa: BLE001 - an uncopyable strategy only loses its certified points
         return None

@@ -5,14 +5,21 @@ outcome table and replayed on test rows. For each setting of its knob it yields 
 :class:`OperatingPoint` holding per-query realised cost and quality, in ``test.query_ids`` order;
 the evaluator turns those into curves, metrics and bootstrap intervals.
 
-Two optional methods make a strategy's operating points certifiable and shippable:
+Optional methods make a strategy's operating points certifiable, live and shippable:
 
 - ``replay(table, settings)``: the points of *these* settings (taken from another fit of the same
   strategy) on ``table``. K-fold calibration fits a copy on K−1 folds and replays the deployed
   fit's settings on the held fold; without it, a fold's own sweep is matched on equal settings.
+- ``live(setting, *, model_map=None, config=None)``: the live strategy
+  (:class:`~ponder.strategies.LiveStrategy`) of one setting of this fitted strategy, built in
+  code from the fitted objects: it answers as the file ``save`` writes for that setting does.
 - ``save(setting, directory, *, name, model_map=None)``: write the live strategy file of one
   setting of this fitted strategy (and the model files it names) into ``directory`` and return
   the file's path: what ``ponder eval --ship`` writes, exactly what was measured.
+
+The built-in strategies are scikit-learn estimators: ``__init__`` stores its parameters, ``fit``
+learns the attributes ending in ``_``, so ``sklearn.base.clone`` makes the unfitted copies the
+fold fits need (a strategy of your own that is no estimator is copied with ``copy.deepcopy``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ..strategies import LiveStrategy
     from ._table import OutcomeTable
 
 
@@ -58,6 +66,12 @@ class Strategy(Protocol):
 @runtime_checkable
 class Replayable(Protocol):
     def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]: ...
+
+
+@runtime_checkable
+class Liveable(Protocol):
+    def live(self, setting: dict[str, Any], *, model_map: dict[str, str] | None = None,
+             config: Any = None) -> LiveStrategy: ...
 
 
 @runtime_checkable

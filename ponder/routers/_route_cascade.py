@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..evaluation._strategy import OperatingPoint, register_strategy
+from ..strategies import live_model_map
 from ._utility import UtilityRouter
 
 if TYPE_CHECKING:
+    from ..cascade import Cascade
     from ..evaluation._table import OutcomeTable
+    from ._live import RouteThenCascade
 
 
 def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: float,
@@ -64,8 +68,11 @@ class AgreementSkip:
         return np.asarray(self.model_.predict(self.text_.transform(queries)), dtype=float)
 
 
-class RouteCascadeStrategy:
-    """Offline strategy: every (cascade chain on the train frontier) × (router knob) point."""
+class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
+    """Offline strategy: every (cascade chain on the train frontier) × (router knob) point.
+
+    A scikit-learn estimator: ``__init__`` stores its parameters, ``fit`` learns ``cascade_``
+    (a fitted :class:`~ponder.cascade.CascadeStrategy`), ``router_`` and ``skips_``."""
 
     kind = "route-cascade"
 
@@ -167,28 +174,44 @@ class RouteCascadeStrategy:
         cols = self.router_._model_indices(names)
         return float(np.mean(chat[np.arange(len(queries)), cols[start]]))
 
+    def live(self, setting: dict[str, Any], *, name: str | None = None,
+             model_map: dict[str, str] | None = None, config: Any = None
+             ) -> Cascade | RouteThenCascade:
+        """The live strategy measured at ``setting``, as the file :meth:`save` writes for it
+        loads: the cascade this fit picks for its budget, started where this fitted router puts
+        each query at its knob (no knob, λ = ∞: the plain cascade). ``config``: its ``[models]``
+        aliases name live specs for the models ``model_map`` leaves out."""
+        from ._live import RouteThenCascade
+
+        name = name or self.name
+        opt = self.cascade_.optimizer_
+        choice = self.cascade_._chain_for(float(setting["budget_usd"]))
+        knob = setting.get("knob")
+        if knob is not None and choice.chain[0] >= len(opt.models_):
+            raise NotImplementedError("a route-cascade that skips an agreement set has no live "
+                                      "strategy yet")
+        cascade = opt.build(choice, name=name,
+                            model_map=live_model_map(opt.models_, model_map, config))
+        if knob is None:  # λ = ∞: every query starts at the bottom, i.e. the plain cascade
+            return cascade
+        return RouteThenCascade(self.router_, cascade, name=name, knob=float(knob))
+
     def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
              model_map: dict[str, str] | None = None) -> Path:
         """Write what was measured at ``setting`` into ``directory``: the cascade (and, with a
         finite knob, this fitted router and a route-cascade file pinning the knob); returns the
         strategy file to load."""
         from ._io import save_router
-        from ._live import write_strategy_file
+        from ._live import RouteThenCascade, write_strategy_file
 
         directory = Path(directory)
-        opt = self.cascade_.optimizer_
-        choice = self.cascade_._chain_for(float(setting["budget_usd"]))
-        knob = setting.get("knob")
-        if knob is not None and choice.chain[0] >= len(opt.models_):
-            raise NotImplementedError("a route-cascade that skips an agreement set has no live "
-                                      "strategy file yet")
-        cascade = opt.build(choice, name=name, model_map=model_map)
-        if knob is None:  # λ = ∞: every query starts at the bottom, i.e. the plain cascade
-            return cascade.save(directory / "strategy.json", model_map=model_map)
-        cascade.save(directory / "cascade.json", model_map=model_map)
+        live = self.live(setting, name=name, model_map=model_map)
+        if not isinstance(live, RouteThenCascade):  # λ = ∞: the plain cascade
+            return live.save(directory / "strategy.json", model_map=model_map)
+        live.cascade.save(directory / "cascade.json", model_map=model_map)
         save_router(self.router_, directory / "router")
         return write_strategy_file(directory / "strategy.json", directory / "router",
-                                   kind="route-cascade", name=name, knob=float(knob),
+                                   kind="route-cascade", name=name, knob=live.knob,
                                    model_map=model_map, extra={"cascade": "cascade.json"})
 
     def _points(self, test: OutcomeTable, items: list[tuple[float, Any, float]]

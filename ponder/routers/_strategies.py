@@ -13,18 +13,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..evaluation._strategy import OperatingPoint, register_strategy
+from ..strategies import live_model_map
 from ._base import BaseRouter
 from ._io import ROUTER_KINDS
 from ._pairwise import VARIANTS
 
 if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
+    from ._live import LiveRouter
 
 
-class RouterStrategy:
-    """Adapter from a router to the evaluator's Strategy protocol."""
+class RouterStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
+    """Adapter from a router to the evaluator's Strategy protocol.
+
+    A scikit-learn estimator: its parameters are ``name``, ``make`` (a callable returning an
+    unfitted router) and ``n_points``; ``fit`` learns ``router_``."""
 
     kind = "router"
 
@@ -36,6 +42,17 @@ class RouterStrategy:
     def fit(self, train: OutcomeTable) -> RouterStrategy:
         self.router_ = self.make().fit(train)
         return self
+
+    def live(self, setting: dict[str, Any], *, name: str | None = None,
+             model_map: dict[str, str] | None = None, config: Any = None) -> LiveRouter:
+        """The live router of ``setting``: this fitted router at the setting's λ, as the file
+        :meth:`save` writes for it loads (``config``: its ``[models]`` aliases name live specs
+        for the router's models that ``model_map`` leaves out; see
+        :func:`ponder.strategies.live_model_map`)."""
+        from ._live import LiveRouter
+
+        return LiveRouter(self.router_, name=name or self.name, knob=float(setting["knob"]),
+                          model_map=live_model_map(self.router_.models_, model_map, config))
 
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
         r = self.router_

@@ -10,7 +10,7 @@ the one module above them all, so that this package imports none of them.)
 
 from ._fallback import FallbackChain
 from ._fallthrough import FALLTHROUGH, FallThrough, failed_attempt
-from ._format import STRATEGY_FORMAT, live_spec
+from ._format import STRATEGY_FORMAT, live_model_map, live_spec
 from ._load import load_strategy, read_strategy_json, resolve, resolve_reference
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
 from ._single import SingleModel
@@ -27,6 +27,7 @@ __all__ = [
     "answered",
     "as_live",
     "failed_attempt",
+    "live_model_map",
     "live_spec",
     "load_strategy",
     "read_strategy_json",
