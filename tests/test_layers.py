@@ -173,3 +173,11 @@ def test_import_ponder_loads_no_heavy_library() -> None:
     code = "import sys, ponder; print(sorted(m for m in ('pandas', 'torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_module_outside_local_is_over_500_lines():
+    """One job per module (issue 22): a module that grows past 500 lines is split by job."""
+    sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text("utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py") if "local" not in p.relative_to(PACKAGE).parts}
+    assert len(sizes) > 100 and max(sizes.values()) > 300  # the walk sees the package
+    assert {m: n for m, n in sizes.items() if n > 500} == {}

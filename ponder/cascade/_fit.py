@@ -209,8 +209,7 @@ def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: i
         if key is not None and hit is not None:
             _SCORER_CACHE.move_to_end(key)
     if hit is not None:
-        s1, s2, scorer = hit
-        return s1.copy(), s2.copy(), copy.deepcopy(scorer)
+        return hit[0].copy(), hit[1].copy(), copy.deepcopy(hit[2])
     agree = agreement_matrix(table.responses)
     s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed, agree=agree)
     scorer = fit_scorer(table, params, seed=seed)
