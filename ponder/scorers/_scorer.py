@@ -260,6 +260,21 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         own = model_index(self.models_, models)
         s1 = np.zeros((nq, nm))
         s2 = np.full((nq, nm, nm), np.nan)
+        # A block of queries at a time: every row is scored alone, so the blocks change no
+        # number, and the combiner's input stays near (block · M) rows instead of (Q · M).
+        for lo in range(0, nq, self._grid_block):
+            at = slice(lo, min(nq, lo + self._grid_block))
+            self._score_block(queries[at], responses[at], own, agree[at],
+                              None if signals is None else signals[at], s1[at], s2[at])
+        return s1, s2
+
+    _grid_block = 4096
+
+    def _score_block(self, queries: list[str], responses: np.ndarray, own: np.ndarray,
+                     agree: np.ndarray, signals: np.ndarray | None, s1: np.ndarray,
+                     s2: np.ndarray) -> None:
+        """:meth:`score_grid` of some queries, into the views ``s1`` and ``s2``."""
+        nq, nm = responses.shape
         qtext = None
         if self.text == "tfidf":
             qtext = self.query_features_.transform(queries)
@@ -292,7 +307,6 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
             s1[:, b] = p[0]
             for j, (prev, _) in enumerate(variants[1:], start=1):
                 s2[:, b, prev] = p[j]
-        return s1, s2
 
     # ---- persistence (the format lives in _io) ------------------------------------------------
     def save(self, directory: str | Path) -> Path:

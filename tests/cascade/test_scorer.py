@@ -72,6 +72,18 @@ def test_score_grid_matches_predict_proba(split, scorer):
     assert np.isnan(s2[:, m, m]).all()
 
 
+def test_score_grid_in_blocks_of_queries_is_the_whole_grid(split, scorer, monkeypatch):
+    """score_grid scores a block of queries at a time (memory); every number is the same."""
+    _, test = split
+    A = agreement_matrix(test.responses)
+    whole = scorer.score_grid(test.queries, test.responses, test.models, A)
+    monkeypatch.setattr(type(scorer), "_grid_block", 7)
+    assert len(test.queries) > 3 * 7  # several blocks, the last one short
+    blocks = scorer.score_grid(test.queries, test.responses, test.models, A)
+    for w, b in zip(whole, blocks, strict=True):
+        np.testing.assert_array_equal(w, b)
+
+
 @pytest.mark.parametrize("params", [{"learner": "logistic", "calibration": "isotonic"},
                                     {"learner": "hgb", "max_iter": 60}])
 def test_save_load_identical_predictions(tmp_path, split, params):
