@@ -58,12 +58,16 @@ def column_chunks(n: int, k: int) -> list[slice]:
     return _chunks(n, k)
 
 
+def _columns(x: np.ndarray) -> np.ndarray:
+    """``x`` as float64 columns (n, K): a 1-d ``x`` is one column."""
+    X = np.asarray(x, dtype=np.float64)
+    return X[:, None] if X.ndim == 1 else X
+
+
 def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                             ) -> np.ndarray:
     """:func:`wsr_upper_bound` written plainly: the reference for the fast version."""
-    X = np.asarray(x, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
+    X = _columns(x)
     n, k = X.shape
     out = np.ones(k)
     if n == 0 or k == 0:
@@ -87,9 +91,7 @@ def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *,
                               iters: int = 40, r_max: float = 1e6) -> np.ndarray:
     """:func:`ratio_upper_bound` written plainly (``rtol`` 0): the reference for the fast
     version."""
-    N = np.asarray(num, dtype=np.float64)
-    if N.ndim == 1:
-        N = N[:, None]
+    N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()
     n, k = N.shape
     out = np.full(k, np.inf)
@@ -324,9 +326,7 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
     ``iters`` bisection steps of [0, 1] reach). NaN marks a row a column does not have. A column
     that cannot reject even ε = 1 gets the bound 1.
     """
-    X = np.asarray(x, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
+    X = _columns(x)
     n, k = X.shape
     out = np.ones(k)
     if n == 0 or k == 0:
@@ -388,9 +388,7 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
     its lower end, so a bound is at most ``rtol`` (relative) above the full search's (0: all
     ``iters`` steps, exactly the full search).
     """
-    N = np.asarray(num, dtype=np.float64)
-    if N.ndim == 1:
-        N = N[:, None]
+    N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()
     n, k = N.shape
     out = np.full(k, np.inf)

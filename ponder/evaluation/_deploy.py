@@ -241,16 +241,16 @@ class Later:
             self._value, self._fn = self._fn(), None
         return self._value
 
+    def cancel(self) -> bool:
+        self._fn = None  # never run
+        return True
 
-def later(fn: Callable[[], Any]) -> Later:
-    return Later(fn)
 
-
-# How a job is started: ``later`` (in order, on this thread) or a thread pool's ``submit``.
+# How a job is started: ``Later`` (in order, on this thread) or a thread pool's ``submit``.
 Run = Callable[[Callable[[], Any]], Any]
 
 
-def fold_fits(spare: Strategy, p: Plan, run: Run = later) -> list[Any]:
+def fold_fits(spare: Strategy, p: Plan, run: Run = Later) -> list[Any]:
     """Start fitting a copy of ``spare`` (unfitted) on each fold's fit rows: jobs whose
     ``result()`` is the fitted copy. The copies are made here, on the caller's thread."""
 
@@ -263,7 +263,7 @@ def fold_fits(spare: Strategy, p: Plan, run: Run = later) -> list[Any]:
 
 def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, Any]],
               test_cost: np.ndarray, test_quality: np.ndarray, p: Plan,
-              tick: Any = None, run: Run = later) -> Replay:
+              tick: Any = None, run: Run = Later) -> Replay:
     """Replay ``settings`` (the deployed fit's) on each held fold with the copy fitted on the
     other folds (``fits``, from :func:`fold_fits`); the pooled rows are every train query once."""
     n = len(p.train.query_ids)

@@ -233,8 +233,7 @@ def evaluate(
                 skipped.append({"name": str(getattr(s, "name", s)),
                                 "reason": f"{type(exc).__name__}: {exc}"})
                 for job in fits or ():
-                    if hasattr(job, "cancel"):
-                        job.cancel()
+                    job.cancel()
                 tick(stage, steps, steps)
                 continue
             tick(stage, 1, steps)
@@ -287,7 +286,7 @@ def _workers(jobs: int | None) -> Iterator[D.Run]:
     release the GIL; BLAS runs one thread per job then, so the jobs share the cores."""
     n = min(4, os.cpu_count() or 1) if jobs is None else jobs
     if n <= 1:
-        yield D.later
+        yield D.Later
         return
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="ponder-eval") as pool:
         yield pool.submit
