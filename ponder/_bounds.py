@@ -375,7 +375,7 @@ def ratio_units(num: np.ndarray, den: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
-                      iters: int = 40, r_max: float = 1e6, rtol: float = 1e-7) -> np.ndarray:
+                      iters: int = 40, r_max: float = 1e6, rtol: float = 1e-4) -> np.ndarray:
     """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
 
     Paired rows (e.g. a candidate's spend and the reference model's on the same queries), both

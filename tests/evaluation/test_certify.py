@@ -162,7 +162,7 @@ def test_the_fast_ratio_bound_is_the_simple_one(small_chunks, delta):
             finite = np.isfinite(simple)
             assert np.array_equal(np.isfinite(fast), finite), (name, seed, r_max)
             assert (fast[finite] >= simple[finite]).all(), (name, seed, r_max)
-            assert (fast[finite] <= simple[finite] * (1 + 1e-7)).all(), (name, seed, r_max)
+            assert (fast[finite] <= simple[finite] * (1 + 1e-4)).all(), (name, seed, r_max)
 
 
 def test_the_fast_bounds_hand_odd_inputs_to_the_simple_versions():

@@ -193,3 +193,31 @@ def test_best_model_tie_goes_to_the_cheaper(hand_df):
     d = evaluate(df, strategies=[], n_bootstrap=0).to_json()
     assert by_name(d["models"])["b"]["quality"] == by_name(d["models"])["c"]["quality"]
     assert d["best_model"]["model"] == "b"
+
+
+class FreezeRecorder(LengthThresholdRouter):
+    """Records how many objects the garbage collector had frozen while it fitted."""
+
+    frozen: list[int] = []
+
+    def fit(self, train: OutcomeTable) -> FreezeRecorder:
+        import gc
+
+        FreezeRecorder.frozen.append(gc.get_freeze_count())
+        return super().fit(train)
+
+
+def test_fits_run_with_the_tables_out_of_the_collectors_passes_and_it_is_undone(hand_df):
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    FreezeRecorder.frozen = []
+    evaluate(hand_df, strategies=[FreezeRecorder(name="f")], n_bootstrap=0, jobs=1)
+    assert FreezeRecorder.frozen and min(FreezeRecorder.frozen) > 0
+    assert gc.get_freeze_count() == 0  # thawed after the run
+    gc.freeze()  # a caller that froze objects itself keeps them frozen
+    try:
+        evaluate(hand_df, strategies=[FreezeRecorder(name="f")], n_bootstrap=0, jobs=1)
+        assert gc.get_freeze_count() > 0  # (gc.unfreeze would leave none)
+    finally:
+        gc.unfreeze()
