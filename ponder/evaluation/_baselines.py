@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._rows import Rows
 from ._table import OutcomeTable
 
 
@@ -23,8 +24,8 @@ class Curve:
     name: str
     kind: str
     settings: list[dict[str, Any]]
-    cost: np.ndarray
-    quality: np.ndarray
+    cost: Rows
+    quality: Rows
     strong_share: np.ndarray | None = None  # (P,) share of queries that called the strong model
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -37,7 +38,8 @@ class Curve:
         return _nanmean_rows(self.quality)
 
 
-def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+def _nanmean_rows(rows: Any) -> np.ndarray:
+    a = np.asarray(rows)
     ok = np.isfinite(a)
     n = ok.sum(axis=1)
     s = np.where(ok, a, 0.0).sum(axis=1)

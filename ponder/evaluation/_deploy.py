@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from ._baselines import _nanmean_rows, compute_baselines
+from ._rows import Rows, compact
 from ._strategy import Replayable, Strategy
 from ._table import OutcomeTable
 
@@ -92,10 +93,10 @@ class Replay:
     name: str
     kind: str
     settings: list[dict[str, Any]]
-    cal_cost: np.ndarray
-    cal_quality: np.ndarray
-    test_cost: np.ndarray
-    test_quality: np.ndarray
+    cal_cost: Rows
+    cal_quality: Rows
+    test_cost: Rows
+    test_quality: Rows
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, An
                          "(its settings depend on the fit: give the strategy a "
                          "replay(table, settings) method)")
     cost[~found], quality[~found] = np.nan, np.nan  # a setting some fold lacks: no candidate
-    return Replay(name, kind, [dict(s) for s in settings], cost, quality,
-                  np.asarray(test_cost, dtype=float), np.asarray(test_quality, dtype=float))
+    return Replay(name, kind, [dict(s) for s in settings], compact(p.train.costs, cost),
+                  compact(p.train.scores, quality), test_cost, test_quality)
 
 
 def _unfitted(s: Strategy) -> Strategy:

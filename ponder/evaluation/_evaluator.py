@@ -38,6 +38,7 @@ from . import _deploy as D
 from ._baselines import Curve, compute_baselines
 from ._certify import bound_all, deployed_points, headline_target, ship_picks
 from ._measure import Progress, _assemble, _boot_weights, _bootstrap, _infer_strong_share
+from ._rows import OutcomeRows, compact
 from ._strategy import Strategy, default_strategies, registered_strategies
 from ._table import OutcomeTable
 from ._write_ship import write_ship
@@ -138,20 +139,18 @@ def _run_strategy(s: Strategy, train: OutcomeTable, test: OutcomeTable) -> Curve
     q = len(test.query_ids)
     if not points:
         raise PonderError("sweep returned no operating points")
-    cost = np.empty((len(points), q))
-    quality = np.empty((len(points), q))
-    shares = []
     for i, p in enumerate(points):
-        c, v = np.asarray(p.cost, dtype=float), np.asarray(p.quality, dtype=float)
-        if c.shape != (q,) or v.shape != (q,):
-            raise PonderError(f"operating point {i} has shape {c.shape}/{v.shape}, expected ({q},)")
-        cost[i], quality[i] = c, v
-        shares.append(p.extra.get("strong_share"))
+        c, v = np.shape(p.cost), np.shape(p.quality)
+        if c != (q,) or v != (q,):
+            raise PonderError(f"operating point {i} has shape {c}/{v}, expected ({q},)")
+    shares = [p.extra.get("strong_share") for p in points]
     share = None
     if all(x is not None for x in shares):
         share = np.asarray(shares, dtype=float)
+    # held compactly (OutcomeRows): one byte a query where a row is the table's own values
     return Curve(str(s.name), str(getattr(s, "kind", "strategy")), [dict(p.setting) for p in points],
-                 cost, quality, share)
+                 OutcomeRows(test.costs, (p.cost for p in points)),
+                 OutcomeRows(test.scores, (p.quality for p in points)), share)
 
 
 # ---- the evaluator -----------------------------------------------------------------------------
@@ -209,6 +208,8 @@ def evaluate(
     uses_column = bool(split_column and split_column in tbl.df.columns)
     tick("baselines", 0, 1)
     base = compute_baselines(test)
+    for c in base.curves:
+        c.cost, c.quality = compact(test.costs, c.cost), compact(test.scores, c.quality)
     tick("baselines", 1, 1)
 
     found, skipped = _collect_strategies(strategies, train)

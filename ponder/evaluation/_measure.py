@@ -44,7 +44,7 @@ def _infer_strong_share(curve: Curve, test: OutcomeTable, strong: int) -> np.nda
     """
     sc = test.costs[:, strong]
     ok = np.isfinite(sc) & (sc > 0)
-    hit = (curve.cost >= sc[None, :] * (1 - 1e-9)) & ok[None, :]
+    hit = (np.asarray(curve.cost) >= sc[None, :] * (1 - 1e-9)) & ok[None, :]
     share: np.ndarray = hit.sum(axis=1) / max(int(ok.sum()), 1)
     return share
 
@@ -202,7 +202,8 @@ def _bootstrap(data: dict[str, Any], test: OutcomeTable, base: Baselines, curves
     """Percentile 95% intervals over resampled test queries, for the test-curve figures."""
     n_boot = w.shape[0]
 
-    def means(x: np.ndarray) -> np.ndarray:  # (P, Q) -> (B, P), NaN-aware
+    def means(rows: Any) -> np.ndarray:  # (P, Q) -> (B, P), NaN-aware
+        x = np.asarray(rows)
         ok = np.isfinite(x)
         with np.errstate(invalid="ignore", divide="ignore"):
             m: np.ndarray = (w @ np.where(ok, x, 0.0).T) / (w @ ok.T.astype(float))

@@ -36,7 +36,7 @@ from ._features import (
 )
 from ._io import load_scorer, save_scorer
 from ._signals import SIGNAL_NAMES, frame_signals, signal_dense, signals_in
-from ._stacking import fit_text_heads, text_logit
+from ._stacking import fit_text_heads, group_folds, text_logit
 
 __all__ = ["AnswerScorer", "scorer_frame"]
 
@@ -185,11 +185,9 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
 
         self.calibrator_: Calibrator | None = None
         if self.calibration is not None and self.cv >= 2:
-            from sklearn.model_selection import GroupKFold
-
             oof = np.zeros(len(X))
             n_groups = int(gcodes.max()) + 1
-            for tr, te in GroupKFold(n_splits=min(self.cv, n_groups)).split(Z, labels, gcodes):
+            for tr, te in group_folds(gcodes, min(self.cv, n_groups)):
                 if labels[tr].min() == labels[tr].max():
                     continue
                 oof[te] = combiner_decision(self._fit_combiner(Z[tr], labels[tr]), Z[te])

@@ -17,7 +17,6 @@ def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-model text LR: coefficients (M, D), intercepts (M,) and out-of-fold log-odds."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
 
     d = T.shape[1]
     coef, icpt = np.zeros((n_models, d)), np.zeros(n_models)
@@ -39,7 +38,7 @@ def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np
         g = groups[rows]
         k = min(cv, len(np.unique(g)))
         if k >= 2:
-            for tr, te in GroupKFold(n_splits=k).split(rows, y, g):
+            for tr, te in group_folds(g, k):
                 if y[tr].min() == y[tr].max():
                     oof[rows[te]] = 0.0
                     continue
@@ -50,6 +49,21 @@ def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np
         if k < 2:
             oof[rows] = full.decision_function(T[rows])
     return coef, icpt, oof
+
+
+def group_folds(groups: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``GroupKFold(n_splits=k).split(X, y, groups)``, the same folds, fast where every group has
+    as many rows (one row per query, as a text head's are): GroupKFold then deals the groups out
+    in turn, last group first; its per-group Python loop cost half a second per cascade fit."""
+    from sklearn.model_selection import GroupKFold
+
+    _, idx, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if counts.size < k or counts.min() != counts.max():
+        return list(GroupKFold(n_splits=k).split(groups, groups, groups))
+    fold_of_group = np.empty(counts.size, dtype=np.int64)
+    fold_of_group[::-1] = np.arange(counts.size) % k  # the stable size order, reversed
+    fold = fold_of_group[idx]
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
 
 def text_logit(T: Any, model_idx: np.ndarray, coef: np.ndarray, intercept: np.ndarray,

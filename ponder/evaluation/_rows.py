@@ -1,0 +1,84 @@
+"""Per-query outcomes of many settings, held compactly and without loss.
+
+At 10^6 queries, the (settings × queries) cost and quality arrays of the strategies are most of
+what ``ponder eval`` holds: 8 MB per setting and array. But a router's setting sends each query
+to one model, so its row is, query by query, that model's value in the table; the oracle's rows
+and a cascade's quality rows are too. Such a row is kept as the model's index (one byte a query)
+and read back bit for bit; any other row stays float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeAlias
+
+import numpy as np
+
+
+class OutcomeRows:
+    """A read-only (P, Q) float64 array of P settings' per-query values, stored row by row as
+    indices into ``values`` (Q, M), the table's per-model values, where that is exact.
+
+    Indexing with a row (``a[i]``, ``a[i, cols]``) decodes that row only; ``np.asarray(a)`` and
+    any other index decode the whole array."""
+
+    __array_priority__ = 20  # numpy defers binary operators here, to decode first
+
+    def __init__(self, values: np.ndarray, rows: Iterable[np.ndarray]) -> None:
+        q, m = values.shape
+        # two more columns for values a row may hold that no model does: NaN and 0
+        self._values = np.column_stack([values, np.full(q, np.nan), np.zeros(q)]).astype(
+            np.float64, copy=False)
+        self._at = np.arange(q)
+        code_type = np.int8 if m + 2 <= 127 else np.int32
+        self._rows: list[np.ndarray] = [self._encode(np.asarray(r, dtype=np.float64), code_type)
+                                        for r in rows]
+        self.shape = (len(self._rows), q)
+
+    def _encode(self, row: np.ndarray, code_type: type) -> np.ndarray:
+        if row.shape != (self._at.size,):
+            raise ValueError(f"a row has shape {row.shape}, expected ({self._at.size},)")
+        eq = self._values == row[:, None]
+        eq[:, -2] = np.isnan(row)
+        code = eq.argmax(axis=1)
+        kept: np.ndarray = row.copy() if not eq[self._at, code].all() else code.astype(code_type)
+        return kept  # (a float64 row: not the table's values, kept as it is)
+
+    def _decode(self, i: int) -> np.ndarray:
+        r = self._rows[i]
+        out: np.ndarray = r if r.dtype == np.float64 else self._values[self._at, r]
+        return out
+
+    ndim = 2
+    dtype = np.dtype(np.float64)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.empty(self.shape)
+        for i in range(self.shape[0]):
+            out[i] = self._decode(i)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)):
+            return self._decode(int(key)).copy()
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], (int, np.integer)):
+            return self._decode(int(key[0]))[key[1]]
+        return np.asarray(self)[key]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._rows)
+
+
+def compact(values: np.ndarray, rows: np.ndarray | OutcomeRows) -> np.ndarray | OutcomeRows:
+    """``rows`` (P, Q) as :class:`OutcomeRows` against the table's ``values`` (Q, M)."""
+    if isinstance(rows, OutcomeRows) or rows.ndim != 2 or rows.shape[1] != values.shape[0]:
+        return rows
+    return OutcomeRows(values, rows)
+
+
+# what a curve or a replay holds per setting and query: a plain (P, Q) array or OutcomeRows
+Rows: TypeAlias = "np.ndarray | OutcomeRows"
