@@ -35,9 +35,11 @@ Response statistics
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -64,6 +66,46 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 _TOKEN = r"(?u)\b\w+\b"
+
+
+class _Kept:
+    """The last few results, kept by key within a byte budget (thread-safe).
+
+    ``ponder eval`` fits every router strategy, and each of its fold copies, on the same sample
+    of train queries, and featurizes the same test and held-out queries again for each: TF-IDF
+    fits and transforms of equal texts by equal featurizers, a per-text Python loop that was a
+    tenth of a 100,000-query run. Keys hold the texts themselves (equal lists hit)."""
+
+    def __init__(self, max_bytes: int, max_items: int = 16) -> None:
+        self.max_bytes, self.max_items = max_bytes, max_items
+        self._items: dict[Any, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.pop(key, None)
+            if hit is None:
+                return None
+            self._items[key] = hit  # most recent last
+            return hit[0]
+
+    def put(self, key: Any, value: Any, nbytes: int) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            if nbytes > self.max_bytes:
+                return
+            self._items[key] = (value, nbytes)
+            while (len(self._items) > self.max_items
+                   or sum(n for _, n in self._items.values()) > self.max_bytes):
+                del self._items[next(iter(self._items))]
+
+
+def _csr_bytes(m: sp.csr_matrix) -> int:
+    return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+
+
+_FITS = _Kept(max_bytes=64 << 20)
+TRANSFORMS = _Kept(max_bytes=256 << 20)
 
 
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
@@ -114,12 +156,40 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
     # -- fit / transform ----------------------------------------------------------------------
     def fit(self, texts: Iterable[str], y: Any = None) -> TextFeaturizer:
         texts = [str(t) for t in texts]
+        key = (repr(sorted(self._params().items())), tuple(texts))
+        kept = _FITS.get(key)
+        if kept is not None:  # the same texts, the same parameters: the same fit
+            vocab, idf, self.n_features_ = kept
+            self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
+            self.idf_ = idf.copy()
+            return self
+        self._fit(texts)
+        nbytes = self.idf_.nbytes + 100 * len(self.vocabulary_ or ())
+        _FITS.put(key, (None if self.vocabulary_ is None else dict(self.vocabulary_),
+                        self.idf_.copy(), self.n_features_), nbytes)
+        return self
+
+    def memo_key(self) -> tuple[Any, ...]:
+        """What a transform depends on: the parameters, the vocabulary and the idf."""
+        ids = (id(self.vocabulary_), id(self.idf_))
+        kept = self.__dict__.get("_memo_key")
+        if kept is None or kept[0] != ids:
+            h = hashlib.blake2b(digest_size=20)
+            h.update(repr(sorted(self._params().items())).encode())
+            h.update("\n".join(sorted(self.vocabulary_ or ())).encode())
+            h.update(np.asarray([(self.vocabulary_ or {})[k] for k in sorted(self.vocabulary_ or ())],
+                                dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(self.idf_).tobytes())
+            kept = self._memo_key = (ids, h.hexdigest())
+        return ("text-featurizer", kept[1])
+
+    def _fit(self, texts: list[str]) -> None:
         if self.hashed:
             counts = self._hasher().transform(texts).tocsc()
             df = np.diff(counts.indptr).astype(np.float64)
             n = len(texts)
             self.idf_ = np.log((1.0 + n) / (1.0 + df)) + 1.0
-            self.vocabulary_: dict[str, int] | None = None
+            self.vocabulary_ = None
             self.n_features_ = self.n_hash
         else:
             from sklearn.feature_extraction.text import TfidfVectorizer
@@ -133,7 +203,6 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
             self.vocabulary_ = {k: int(v) for k, v in vec.vocabulary_.items()}
             self.idf_ = np.asarray(vec.idf_, dtype=np.float64)
             self.n_features_ = len(self.vocabulary_)
-        return self
 
     def _check(self) -> None:
         if not hasattr(self, "idf_"):
@@ -142,6 +211,14 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         self._check()
         texts = [str(t) for t in texts]
+        key = (self.memo_key(), tuple(texts))
+        kept = TRANSFORMS.get(key)
+        if kept is None:
+            kept = self._transform(texts)
+            TRANSFORMS.put(key, kept, _csr_bytes(kept))
+        return kept.copy()
+
+    def _transform(self, texts: list[str]) -> sp.csr_matrix:
         if self.hashed:
             counts = self._hasher().transform(texts).tocsr().astype(np.float64)
         else:
@@ -325,19 +402,20 @@ def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndar
     """(Q, M, M) pairwise agreement of each query's responses (diagonal 1, symmetric)."""
     resp = np.asarray(responses, dtype=object)
     q, m = resp.shape
-    answers = [[extract_answer(str(resp[i, j])) if resp[i, j] else None for j in range(m)]
-               for i in range(q)]
     out = np.zeros((q, m, m), dtype=np.float32)
-    for i in range(q):
+    out[:, np.arange(m), np.arange(m)] = 1.0
+    # a pair with an empty answer agrees 0: only queries with two answers or more need a look
+    filled = np.frompyfunc(bool, 1, 1)(resp).astype(bool) if resp.size else np.zeros((q, m), bool)
+    for i in np.flatnonzero(filled.sum(axis=1) >= 2).tolist():
+        answers = [extract_answer(str(resp[i, j])) if resp[i, j] else None for j in range(m)]
         toks: list[frozenset[str] | None] = [None] * m
         for j in range(m):
-            out[i, j, j] = 1.0
             for k in range(j + 1, m):
                 a, b = resp[i, j], resp[i, k]
                 if not a or not b:
                     v = 0.0
-                elif answers[i][j] is not None and answers[i][k] is not None:
-                    v = 1.0 if answers[i][j] == answers[i][k] else 0.0
+                elif answers[j] is not None and answers[k] is not None:
+                    v = 1.0 if answers[j] == answers[k] else 0.0
                 else:
                     if toks[j] is None:
                         toks[j] = _tokens(str(a))

@@ -20,6 +20,10 @@ They may only start a chain (``[set]`` or ``[set, m]``), so the same products co
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,11 +131,40 @@ def optimize_chains(
         raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
     from threadpoolctl import threadpool_limits
 
+    key = _key(s1, s2, quality, cost, max_length, n_thresholds, allowed_last, n_first_only)
+    with _LOCK:
+        kept = _KEPT.get(key)
+    if kept is not None:
+        return copy.deepcopy(kept)
     # The products are small (G × Q × G·M); BLAS threads only add spin-waiting (15× slower on a
     # busy 2-core machine), so run them single-threaded.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
-                         n_first_only)
+        out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
+                        n_first_only)
+    with _LOCK:
+        _KEPT[key] = copy.deepcopy(out)
+        while len(_KEPT) > _KEEP:
+            _KEPT.popitem(last=False)
+    return out
+
+
+# ``ponder eval``'s "cascade" and "route-cascade" strategies optimize the same cross-fitted
+# scores (the full fit's and each fold's): the last few frontiers are kept by their inputs.
+_KEPT: OrderedDict[str, Frontier] = OrderedDict()
+_KEEP = 6
+_LOCK = threading.Lock()
+
+
+def _key(*parts: object) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()
 
 
 def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndarray,

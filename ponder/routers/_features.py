@@ -173,6 +173,19 @@ class FastTransform:
         f = self.featurizer
         if type(f).__name__ != "TextFeaturizer" or getattr(f, "hashed", True):
             return f.transform(texts)
+        if len(texts) < 64:  # a live query: the loop is quicker than a key
+            return self._transform(texts)
+        from .._features import TRANSFORMS, _csr_bytes
+
+        key = ("fast", f.memo_key(), tuple(texts))
+        kept = TRANSFORMS.get(key)
+        if kept is None:
+            kept = self._transform(texts)
+            TRANSFORMS.put(key, kept, _csr_bytes(kept))
+        return kept.copy()
+
+    def _transform(self, texts: list[str]) -> Any:
+        f = self.featurizer
         import scipy.sparse as sp
 
         if self._vec is None:

@@ -142,6 +142,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         chat = router.predict_cost(test.queries) if len(test.query_ids) else np.zeros((0, 0))
         qhat = router.predict_quality(test.queries) if len(test.query_ids) else chat
         items, missing = [], []
+        spends: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # chain → (knobs, spend)
         for s in settings:
             b = float(s["budget_usd"])
             choice = self.cascade_._chain_for(b)
@@ -151,11 +152,13 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
             if np.isfinite(knob) and want is not None and choice.chain[0] < len(opt.models_) \
                     and len(test.query_ids):
                 names = opt.describe(list(choice.chain))
-                cols = router._model_indices(names)
-                grid = np.asarray(router.knob_grid(qhat[:, cols], chat[:, cols],
-                                                   n=4 * max(self.n_knobs, 10)), dtype=float)
-                spend = np.array([self._start_cost(test.queries, names, float(k), chat, qhat)
-                                  for k in grid])
+                if tuple(names) not in spends:  # settings of one chain share its knob grid
+                    cols = router._model_indices(names)
+                    grid = np.asarray(router.knob_grid(qhat[:, cols], chat[:, cols],
+                                                       n=4 * max(self.n_knobs, 10)), dtype=float)
+                    spends[tuple(names)] = grid, np.array(
+                        [self._start_cost(test.queries, names, float(k), chat, qhat) for k in grid])
+                grid, spend = spends[tuple(names)]
                 i = int(np.argmin(np.abs(spend - float(want))))
                 knob = float(grid[i])
                 gone = bool(abs(spend[i] - float(want)) > 0.1 * abs(float(want)) + 1e-12)

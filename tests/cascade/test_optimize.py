@@ -73,3 +73,26 @@ def test_max_length_and_missing_models(problem):
     assert np.isfinite(F.quality).all()
     with pytest.raises(ValueError):
         optimize_chains(s1, s2, Y, C, max_length=4)
+
+
+def test_a_frontier_is_kept_by_its_inputs_and_handed_out_as_a_copy(monkeypatch):
+    """The cascade and route-cascade strategies optimize the same scores: the second gets the
+    first's frontier (equal, not the same object); other inputs get their own."""
+    from ponder.cascade import _optimize as O
+
+    rng = np.random.default_rng(11)
+    s1, s2 = rng.random((400, 4)), rng.random((400, 4, 4))
+    y, c = (rng.random((400, 4)) < 0.6).astype(float), rng.random((400, 4))
+    calls = []
+    real = O._optimize
+    monkeypatch.setattr(O, "_optimize", lambda *a: calls.append(1) or real(*a))
+    first = optimize_chains(s1, s2, y, c)
+    want = {f: getattr(first, f).copy() for f in ("chains", "thresholds", "cost", "quality")}
+    first.cost[:] = -1.0  # what a caller does to its copy stays there
+    again = optimize_chains(s1, s2, y, c)
+    assert len(calls) == 1  # found, not computed again
+    for f, v in want.items():
+        assert np.array_equal(getattr(again, f), v, equal_nan=True)
+    s1[0, 0] += 1e-12
+    other = optimize_chains(s1, s2, y, c, n_thresholds=8)
+    assert len(calls) == 2 and other.cost.size != again.cost.size
