@@ -453,19 +453,3 @@ def response_stats(queries: Sequence[str], responses: Sequence[str]) -> np.ndarr
     out[:, 7] = np.log1p(np.fromiter((len(str(q or "")) for q in queries), dtype=np.float64,
                                      count=len(responses)))
     return out
-
-
-def _response_stats_reference(queries: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """The row-by-row form :func:`response_stats` must equal (kept for its tests)."""
-    out = np.zeros((len(responses), len(RESPONSE_STAT_NAMES)), dtype=np.float64)
-    for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
-        r = str(r or "")
-        out[i, 0] = math.log1p(len(r))
-        out[i, 1] = math.log1p(len(_WORD.findall(r)))
-        out[i, 2] = 1.0 if _REFUSAL.search(r) else 0.0
-        out[i, 3] = 1.0 if _HEDGE.search(r) else 0.0
-        out[i, 4] = 1.0 if not r.strip() or r.strip() in ("['']", "[]") else 0.0
-        out[i, 5] = 1.0 if extract_answer(r) is not None else 0.0
-        out[i, 6] = 1.0 if _CODE.search(r.replace("\\n", "\n")) else 0.0
-        out[i, 7] = math.log1p(len(str(q or "")))
-    return out

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from ponder._features import _response_stats_reference, response_stats
+from ponder._features import (
+    _CODE,
+    _HEDGE,
+    _REFUSAL,
+    _WORD,
+    RESPONSE_STAT_NAMES,
+    extract_answer,
+    response_stats,
+)
 from ponder.cascade import _fit as F
 from ponder.evaluation import OutcomeTable
+
+
+def _response_stats_reference(queries: list[str], responses: list[str]) -> np.ndarray:
+    """The row-by-row form :func:`response_stats` must equal."""
+    out = np.zeros((len(responses), len(RESPONSE_STAT_NAMES)), dtype=np.float64)
+    for i, (q, r) in enumerate(zip(queries, responses, strict=True)):
+        r = str(r or "")
+        out[i, 0] = math.log1p(len(r))
+        out[i, 1] = math.log1p(len(_WORD.findall(r)))
+        out[i, 2] = 1.0 if _REFUSAL.search(r) else 0.0
+        out[i, 3] = 1.0 if _HEDGE.search(r) else 0.0
+        out[i, 4] = 1.0 if not r.strip() or r.strip() in ("['']", "[]") else 0.0
+        out[i, 5] = 1.0 if extract_answer(r) is not None else 0.0
+        out[i, 6] = 1.0 if _CODE.search(r.replace("\\n", "\n")) else 0.0
+        out[i, 7] = math.log1p(len(str(q or "")))
+    return out
 
 
 def _ragged(seed: int) -> OutcomeTable:
