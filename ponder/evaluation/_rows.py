@@ -22,8 +22,6 @@ class OutcomeRows:
     Indexing with a row (``a[i]``, ``a[i, cols]``) decodes that row only; ``np.asarray(a)`` and
     any other index decode the whole array."""
 
-    __array_priority__ = 20  # numpy defers binary operators here, to decode first
-
     def __init__(self, values: np.ndarray, rows: Iterable[np.ndarray]) -> None:
         q, m = values.shape
         # two more columns for values a row may hold that no model does: NaN and 0
@@ -63,7 +61,8 @@ class OutcomeRows:
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, (int, np.integer)):
-            return self._decode(int(key)).copy()
+            row = self._decode(int(key))
+            return row.copy() if row is self._rows[int(key)] else row  # (a held row: a copy)
         if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], (int, np.integer)):
             return self._decode(int(key[0]))[key[1]]
         return np.asarray(self)[key]

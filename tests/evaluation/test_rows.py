@@ -47,3 +47,12 @@ def test_a_row_of_the_wrong_length_is_refused_and_other_shapes_pass_through():
     assert compact(values, one) is one  # not (P, Q): left as it is
     held = compact(values, values[:, :2].T.copy())
     assert isinstance(held, OutcomeRows) and compact(values, held) is held
+
+
+def test_numpy_operators_read_the_rows_whole():
+    values = _table(np.random.default_rng(2))
+    rows = values[:, [0, 2]].T.copy()
+    held = OutcomeRows(values, rows)
+    assert np.array_equal(held >= rows[:, :1], rows >= rows[:, :1])
+    assert np.array_equal(rows[:, :1] <= held, rows[:, :1] <= rows)
+    assert np.isfinite(held).sum() == np.isfinite(rows).sum()
