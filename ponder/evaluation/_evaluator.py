@@ -220,14 +220,25 @@ def evaluate(
     fitted: dict[str, Strategy] = {}
     steps = 1 + (deploy.folds if deploy else 0)
     with _frozen_heap(), _workers(jobs) as run:
+
+        def start(s: Strategy) -> tuple[Any, list[Any] | None]:
+            """Submit the full fit (and sweep) and the fold copies' fits of ``s``."""
+            spare = D.fresh_copy(s)
+            full = run(partial(_run_strategy, s, fit_on, test))
+            return full, (D.fold_fits(spare, deploy, run) if deploy is not None and spare
+                          else None)
+
+        # the fold copies fit while the full fit does (jobs > 1), and the next strategy's fits
+        # are queued before this one's replays, so no core waits at a strategy's end; each
+        # fold's replay waits only for its own fit and the full fit's settings (jobs = 1: each
+        # job runs when its result is asked for, in the order of a plain loop)
+        upcoming = start(found[0]) if found else None
         for i, s in enumerate(found):
             stage = f"strategy {getattr(s, 'name', i)}"
             tick(stage, 0, steps)
-            spare = D.fresh_copy(s)
-            # the fold copies fit while the full fit does (jobs > 1); each fold's replay waits
-            # only for its own fit and the full fit's settings
-            full = run(partial(_run_strategy, s, fit_on, test))
-            fits = D.fold_fits(spare, deploy, run) if deploy is not None and spare else None
+            assert upcoming is not None
+            full, fits = upcoming
+            upcoming = start(found[i + 1]) if i + 1 < len(found) else None
             try:
                 curve = full.result()
             except Exception as exc:  # noqa: BLE001 - report it, keep the other strategies

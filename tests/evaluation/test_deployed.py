@@ -123,6 +123,34 @@ def test_fold_fits_on_threads_give_the_numbers_of_one_thread():
     assert sorted(k for k, _ in KnobRouter.log) == ["fit"] * 6 + ["sweep"] * 6
 
 
+
+class BrokenRouter(KnobRouter):
+    def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
+        raise RuntimeError("no points today")
+
+
+def test_strategies_queued_behind_each_other_on_threads_give_the_numbers_of_one_thread():
+    """``jobs=2``: the next strategy's fits are queued before this one's replays; a strategy
+    that fails in between is skipped as it is with ``jobs=1``."""
+    def run(jobs: int) -> dict:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d = evaluate(table(), strategies=[KnobRouter("k1"), BrokenRouter("broken"),
+                                              KnobRouter("k2")], n_bootstrap=20, jobs=jobs).to_json()
+        d.pop("created_at", None)
+        d.pop("versions", None)
+        return d
+
+    one = run(1)
+    KnobRouter.log = []
+    two = run(2)
+    assert two == one
+    assert [s["name"] for s in one["skipped"]] == ["broken"]
+    assert {s["name"] for s in one["strategies"]} >= {"k1", "k2"}
+
+
 def test_changing_only_test_labels_changes_no_pick_or_bound():
     a = evaluate(table(test_cut=0.8), strategies=[KnobRouter()], n_bootstrap=0).to_json()
     b = evaluate(table(test_cut=0.2), strategies=[KnobRouter()], n_bootstrap=0).to_json()
