@@ -35,11 +35,9 @@ Response statistics
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,6 +47,7 @@ from sklearn.base import BaseEstimator
 
 from ._answers import extract_answer  # one set of answer rules (grading, loaders)
 from ._exceptions import ModelFileError, NotFittedError
+from ._memo import Kept, digest
 
 __all__ = [
     "RESPONSE_STAT_NAMES",
@@ -68,44 +67,15 @@ __all__ = [
 _TOKEN = r"(?u)\b\w+\b"
 
 
-class _Kept:
-    """The last few results, kept by key within a byte budget (thread-safe).
-
-    ``ponder eval`` fits every router strategy, and each of its fold copies, on the same sample
-    of train queries, and featurizes the same test and held-out queries again for each: TF-IDF
-    fits and transforms of equal texts by equal featurizers, a per-text Python loop that was a
-    tenth of a 100,000-query run. Keys hold the texts themselves (equal lists hit)."""
-
-    def __init__(self, max_bytes: int, max_items: int = 16) -> None:
-        self.max_bytes, self.max_items = max_bytes, max_items
-        self._items: dict[Any, tuple[Any, int]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            hit = self._items.pop(key, None)
-            if hit is None:
-                return None
-            self._items[key] = hit  # most recent last
-            return hit[0]
-
-    def put(self, key: Any, value: Any, nbytes: int) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-            if nbytes > self.max_bytes:
-                return
-            self._items[key] = (value, nbytes)
-            while (len(self._items) > self.max_items
-                   or sum(n for _, n in self._items.values()) > self.max_bytes):
-                del self._items[next(iter(self._items))]
-
-
 def _csr_bytes(m: sp.csr_matrix) -> int:
     return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
 
 
-_FITS = _Kept(max_bytes=64 << 20)
-TRANSFORMS = _Kept(max_bytes=256 << 20)
+# ``ponder eval`` fits every router strategy, and each fold copy, on the same sample of train
+# queries and featurizes the same test and held-out queries for each: equal fits and transforms
+# are made once (keys hold the texts themselves: equal lists hit).
+_FITS = Kept(max_bytes=64 << 20)
+TRANSFORMS = Kept(max_bytes=256 << 20)
 
 
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
@@ -174,13 +144,8 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         ids = (id(self.vocabulary_), id(self.idf_))
         kept = self.__dict__.get("_memo_key")
         if kept is None or kept[0] != ids:
-            h = hashlib.blake2b(digest_size=20)
-            h.update(repr(sorted(self._params().items())).encode())
-            h.update("\n".join(sorted(self.vocabulary_ or ())).encode())
-            h.update(np.asarray([(self.vocabulary_ or {})[k] for k in sorted(self.vocabulary_ or ())],
-                                dtype=np.int64).tobytes())
-            h.update(np.ascontiguousarray(self.idf_).tobytes())
-            kept = self._memo_key = (ids, h.hexdigest())
+            vocab = sorted((self.vocabulary_ or {}).items())
+            kept = self._memo_key = (ids, digest(sorted(self._params().items()), vocab, self.idf_))
         return ("text-featurizer", kept[1])
 
     def _fit(self, texts: list[str]) -> None:

@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("ponder._secrets",),                                           # scrubbing keys from text
     ("ponder._exceptions",),                                        # the error tree
     ("ponder._types", "ponder._jsonl", "ponder._persist", "ponder._answers", "ponder._features",
-     "ponder._risk", "ponder._bounds"),
+     "ponder._risk", "ponder._bounds", "ponder._memo"),
     ("ponder._pricing", "ponder._gauges", "ponder._verify", "ponder._cache_backend"),  # prices, gauges, checks
     ("ponder._catalog", "ponder._config"),                         # the model catalogue, the config file
     ("ponder.local",),                                              # the engine and its provider

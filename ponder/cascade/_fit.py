@@ -25,6 +25,7 @@ import pandas as pd
 
 from .._exceptions import ConfigError, DataError
 from .._features import agreement_matrix
+from .._memo import digest
 from .._risk import ltt_select
 from ..scorers import table_signals
 from ..strategies import live_spec
@@ -186,14 +187,8 @@ def clear_scorer_cache() -> None:
 
 def _table_key(table: OutcomeTable) -> tuple[Any, ...]:
     """Everything of ``table`` that the scorer fits read (see :func:`training_frame`)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=20)
-    for arr in (table.scores, table.costs, table.present, table.logprob_mean, table.logprob_min):
-        a = np.ascontiguousarray(arr)
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(a.tobytes())
-    return (h.hexdigest(), tuple(table.query_ids), tuple(table.models), tuple(table.queries),
+    return (digest(table.scores, table.costs, table.present, table.logprob_mean,
+                   table.logprob_min), tuple(table.query_ids), tuple(table.models), tuple(table.queries),
             tuple(str(r) for r in table.responses.ravel()), tuple(table.samples.ravel().tolist()))
 
 

@@ -21,12 +21,11 @@ They may only start a chain (``[set]`` or ``[set, m]``), so the same products co
 from __future__ import annotations
 
 import copy
-import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .._memo import Kept, digest
 
 __all__ = ["ChainChoice", "Frontier", "optimize_chains"]
 
@@ -131,9 +130,8 @@ def optimize_chains(
         raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
     from threadpoolctl import threadpool_limits
 
-    key = _key(s1, s2, quality, cost, max_length, n_thresholds, allowed_last, n_first_only)
-    with _LOCK:
-        kept = _KEPT.get(key)
+    key = digest(s1, s2, quality, cost, max_length, n_thresholds, allowed_last, n_first_only)
+    kept: Frontier | None = _FRONTIERS.get(key)
     if kept is not None:
         return copy.deepcopy(kept)
     # The products are small (G × Q × G·M); BLAS threads only add spin-waiting (15× slower on a
@@ -141,30 +139,14 @@ def optimize_chains(
     with threadpool_limits(limits=1, user_api="blas"):
         out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
                         n_first_only)
-    with _LOCK:
-        _KEPT[key] = copy.deepcopy(out)
-        while len(_KEPT) > _KEEP:
-            _KEPT.popitem(last=False)
+    _FRONTIERS.put(key, copy.deepcopy(out), sum(a.nbytes for a in (out.chains, out.thresholds,
+                                                                    out.cost, out.quality)))
     return out
 
 
 # ``ponder eval``'s "cascade" and "route-cascade" strategies optimize the same cross-fitted
 # scores (the full fit's and each fold's): the last few frontiers are kept by their inputs.
-_KEPT: OrderedDict[str, Frontier] = OrderedDict()
-_KEEP = 6
-_LOCK = threading.Lock()
-
-
-def _key(*parts: object) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            a = np.ascontiguousarray(p)
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(a.tobytes())
-        else:
-            h.update(repr(p).encode())
-    return h.hexdigest()
+_FRONTIERS = Kept(max_bytes=256 << 20, max_items=6)
 
 
 def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndarray,
