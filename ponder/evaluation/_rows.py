@@ -23,28 +23,34 @@ class OutcomeRows:
     any other index decode the whole array."""
 
     def __init__(self, values: np.ndarray, rows: Iterable[np.ndarray]) -> None:
-        q, m = values.shape
-        # two more columns for values a row may hold that no model does: NaN and 0
-        self._values = np.column_stack([values, np.full(q, np.nan), np.zeros(q)]).astype(
-            np.float64, copy=False)
-        self._at = np.arange(q)
+        self._values = np.asarray(values, dtype=np.float64)  # the table's own array, not a copy
+        q, m = self._values.shape
+        # two codes past the models for values a row may hold that no model does: NaN and 0
+        self._nan, self._zero = m, m + 1
         code_type = np.int8 if m + 2 <= 127 else np.int32
         self._rows: list[np.ndarray] = [self._encode(np.asarray(r, dtype=np.float64), code_type)
                                         for r in rows]
         self.shape = (len(self._rows), q)
 
     def _encode(self, row: np.ndarray, code_type: type) -> np.ndarray:
-        if row.shape != (self._at.size,):
-            raise ValueError(f"a row has shape {row.shape}, expected ({self._at.size},)")
+        if row.shape != (self._values.shape[0],):
+            raise ValueError(f"a row has shape {row.shape}, expected ({self._values.shape[0]},)")
         eq = self._values == row[:, None]
-        eq[:, -2] = np.isnan(row)
-        code = eq.argmax(axis=1)
-        kept: np.ndarray = row.copy() if not eq[self._at, code].all() else code.astype(code_type)
-        return kept  # (a float64 row: not the table's values, kept as it is)
+        found, nan = eq.any(axis=1), np.isnan(row)
+        if not (found | nan | (row == 0.0)).all():
+            kept: np.ndarray = row.copy()  # not the table's values: kept as it is
+            return kept
+        code: np.ndarray = np.where(found, eq.argmax(axis=1), np.where(nan, self._nan, self._zero))
+        return code.astype(code_type)
 
     def _decode(self, i: int) -> np.ndarray:
         r = self._rows[i]
-        out: np.ndarray = r if r.dtype == np.float64 else self._values[self._at, r]
+        if r.dtype == np.float64:
+            return r
+        out: np.ndarray = np.take_along_axis(
+            self._values, np.minimum(r, self._nan - 1).astype(np.intp)[:, None], axis=1)[:, 0]
+        if r.size and r.max() >= self._nan:
+            out[r == self._nan], out[r == self._zero] = np.nan, 0.0
         return out
 
     ndim = 2
