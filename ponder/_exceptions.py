@@ -33,25 +33,10 @@ from typing import TYPE_CHECKING
 from ._secrets import scrub
 
 __all__ = [
-    "PonderError",
-    "ConfigError",
-    "DataError",
-    "ModelFileError",
-    "NotFittedError",
-    "BudgetExceeded",
-    "CacheUnavailable",
-    "CacheDisabled",
-    "UnknownProvider",
-    "UnknownModel",
-    "ProviderError",
-    "AuthError",
-    "RateLimited",
-    "ProviderTimeout",
-    "ProviderUnavailable",
-    "ContextTooLong",
-    "BadResponse",
-    "UnsupportedRequest",
-    "AllModelsFailed",
+    "PonderError", "ConfigError", "DataError", "ModelFileError", "NotFittedError",
+    "BudgetExceeded", "CacheUnavailable", "CacheDisabled", "UnknownProvider", "UnknownModel",
+    "ProviderError", "AuthError", "RateLimited", "ProviderTimeout", "ProviderUnavailable",
+    "ContextTooLong", "BadResponse", "UnsupportedRequest", "AllModelsFailed",
 ]
 
 
@@ -65,37 +50,30 @@ class PonderError(Exception):
             self.reason = scrub(reason)
 
 
+def _at(where: str | None, message: str) -> str:
+    """``message`` prefixed by where it happened, when that is known."""
+    return f"{where}: {message}" if where else message
+
+
 class ConfigError(PonderError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
         self.file, self.key, self.reason = file, key, message
-        where = ": ".join(p for p in (file, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(_at(": ".join(p for p in (file, key) if p), message))
 
 
 class DataError(PonderError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
+                 column: str | None = None) -> None:
         self.file, self.row, self.column, self.reason = file, row, column, message
-        parts = []
-        if file:
-            parts.append(str(file))
-        if row is not None:
-            parts.append(f"row {row}")
-        if column:
-            parts.append(f"column {column!r}")
-        super().__init__(f"{', '.join(parts)}: {message}" if parts else message)
+        parts = [str(file) if file else "", "" if row is None else f"row {row}",
+                 f"column {column!r}" if column else ""]
+        super().__init__(_at(", ".join(p for p in parts if p), message))
 
 
 class ModelFileError(PonderError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        super().__init__(_at(path, message))
 
 
 if TYPE_CHECKING:
@@ -109,26 +87,21 @@ else:
     def __getattr__(name: str) -> object:
         # NotFittedError subclasses scikit-learn's, and importing scikit-learn costs ~1.5 s (it
         # loads scipy.stats), so the class is built on first use rather than at ``import ponder``.
-        if name == "NotFittedError":
-            return _define_not_fitted_error()
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        if name != "NotFittedError":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
+        class NotFittedError(PonderError, _SklearnNotFittedError):
+            """Raised when an estimator is used before ``fit``.
 
-def _define_not_fitted_error() -> type[PonderError]:
-    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+            It is scikit-learn's ``NotFittedError`` too (``except sklearn.exceptions.
+            NotFittedError`` catches it), and through it a ``ValueError`` and an ``AttributeError``.
+            """
 
-    class NotFittedError(PonderError, _SklearnNotFittedError):  # type: ignore[misc]  # sklearn is untyped
-        """Raised when an estimator is used before ``fit``.
-
-        It is scikit-learn's ``NotFittedError`` too (so ``except sklearn.exceptions.NotFittedError``
-        catches it), and through it a ``ValueError`` and an ``AttributeError``.
-        """
-
-    NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
-    # Stored as a module global, so later look-ups (and pickle) skip __getattr__; setdefault
-    # keeps one class should two threads get here at once.
-    cls: type[PonderError] = globals().setdefault("NotFittedError", NotFittedError)
-    return cls
+        NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
+        # Stored as a module global, so later look-ups (and pickle) skip __getattr__; setdefault
+        # keeps one class should two threads get here at once.
+        return globals().setdefault("NotFittedError", NotFittedError)
 
 
 class BudgetExceeded(PonderError):
@@ -168,8 +141,8 @@ class ProviderError(PonderError):
 
     def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
         self.provider, self.model, self.reason = provider, model, message
-        who = f"{provider}:{model}" if provider and model else (provider or model)
-        super().__init__(f"{who}: {message}" if who else message)
+        super().__init__(_at(f"{provider}:{model}" if provider and model else (provider or model),
+                             message))
 
 
 class AuthError(ProviderError):
@@ -229,11 +202,8 @@ class AllModelsFailed(ProviderError):
         """The error class shared by every rung when it is a rate limit or a timeout, else None
         (so a server can pick one HTTP status)."""
         kinds = {type(e) for _, e in self.errors}
-        if len(kinds) == 1:
-            kind = kinds.pop()
-            if issubclass(kind, (RateLimited, ProviderTimeout)):
-                return kind
-        return None
+        kind = kinds.pop() if len(kinds) == 1 else None
+        return kind if kind and issubclass(kind, (RateLimited, ProviderTimeout)) else None
 
 
 def _reason(exc: Exception) -> str:
