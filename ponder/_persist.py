@@ -45,17 +45,8 @@ import numpy as np
 
 from ._exceptions import ConfigError, ModelFileError
 
-__all__ = [
-    "FORMAT_VERSION",
-    "DEFAULT_MAX_BYTES",
-    "MAX_META_BYTES",
-    "load",
-    "save",
-    "content_hash",
-    "read_capped",
-    "check_fields",
-    "init_fields",
-]
+__all__ = ["FORMAT_VERSION", "DEFAULT_MAX_BYTES", "MAX_META_BYTES", "load", "save", "content_hash",
+           "read_capped", "check_fields", "init_fields"]
 
 FORMAT = "ponder-model"
 FORMAT_VERSION = 2
@@ -108,10 +99,8 @@ def _file_hash(kind: Any, manifest: dict[str, Any], meta: dict[str, Any], npz: I
 def max_bytes_default() -> int:
     """The array-size cap: ``$PONDER_MAX_MODEL_BYTES`` when set, else :data:`DEFAULT_MAX_BYTES`."""
     raw = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_BYTES
     try:
-        value = int(raw)
+        value = int(raw or DEFAULT_MAX_BYTES)
     except ValueError:
         value = 0
     if value <= 0:
@@ -354,11 +343,12 @@ def _read_npz(fh: IO[bytes], specs: dict[str, _Spec] | None, limit: int,
                                                    if n.endswith(".npy")}
             else:
                 wanted = dict(specs)
-                extra = sorted(set(names) - {n + ".npy" for n in specs})
+                listed = {n + ".npy" for n in specs}
+                extra = sorted(set(names) - listed)
                 if extra:
                     raise ModelFileError(f"arrays.npz holds {extra[0]!r}, which meta.json does not "
                                          "list; refusing the file", path=where)
-                missing = sorted({n + ".npy" for n in specs} - set(names))
+                missing = sorted(listed - set(names))
                 if missing:
                     raise ModelFileError(f"arrays.npz lacks {missing[0]!r}, which meta.json lists",
                                          path=where)
@@ -388,12 +378,11 @@ def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int
         raise refuse(f"is {_mib(info.file_size)} uncompressed, {over}")
     with zf.open(info) as f:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, _NPY_HEADER_MAX)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, _NPY_HEADER_MAX)
-        else:
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
             raise refuse(f"is in .npy format {version}, which ponder does not read")
+        shape, fortran, dtype = read_header(f, _NPY_HEADER_MAX)
         if dtype.hasobject:
             raise refuse("holds Python objects; loading it would need pickle, which ponder "
                          "never does")
