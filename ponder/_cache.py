@@ -236,36 +236,34 @@ class CacheGuard:
     def where(self) -> str:
         return str(getattr(self.backend, "location", None) or type(self.backend).__name__)
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception) -> tuple[bool, Any]:
         with self._lock:
-            if self.failing:
-                return
-            self.failing = True
+            was_failing, self.failing = self.failing, True
+        if was_failing:
+            return False, None
         if isinstance(exc, CacheUnavailable):
             where, reason, fix = exc.where, exc.reason, exc.fix
         else:  # a foreign exception's text may hold a URL with a password: name its type only
             where, reason, fix = self.where, type(exc).__name__, ""
         log.warning("cache unavailable at %s (%s); continuing without it%s", where, reason,
                     f"; {fix}" if fix else "")
+        return False, None
 
-    def _worked(self) -> None:
-        if not self.failing:
-            return
-        with self._lock:
-            if not self.failing:
-                return
-            self.failing = False
-        log.warning("cache at %s recovered; using it again", self.where)
+    def _worked(self, value: Any) -> tuple[bool, Any]:
+        if self.failing:
+            with self._lock:
+                was_failing, self.failing = self.failing, False
+            if was_failing:
+                log.warning("cache at %s recovered; using it again", self.where)
+        return True, value
 
     def call(self, method: str, *args: Any) -> tuple[bool, Any]:
         """``(True, result)``, or ``(False, None)`` when the backend failed."""
         try:
             value = getattr(self.backend, method)(*args)
         except Exception as exc:  # noqa: BLE001 - any backend failure means "no cache"
-            self._failed(exc)
-            return False, None
-        self._worked()
-        return True, value
+            return self._failed(exc)
+        return self._worked(value)
 
     async def acall(self, method: str, *args: Any) -> tuple[bool, Any]:
         """``call`` without blocking the loop: the backend's ``a<method>``, else the sync one in a thread."""
@@ -276,10 +274,8 @@ class CacheGuard:
             else:  # a structural backend without async methods: CacheBackend's default, inlined
                 value = await asyncio.to_thread(getattr(self.backend, method), *args)
         except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
-            return False, None
-        self._worked()
-        return True, value
+            return self._failed(exc)
+        return self._worked(value)
 
 
 def _counts(hit: Completion | None) -> list[tuple[str, int]]:

@@ -37,6 +37,11 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}[redacted]@{netloc}"))
 
 
+def _millis(ttl_s: float | None) -> int | None:
+    """A TTL as Redis's ``px``: at least 1 ms, None for no expiry."""
+    return None if ttl_s is None else max(1, int(ttl_s * 1000))
+
+
 class RedisBackend(CacheBackend):
     """Bytes in, bytes out, over redis-py. Counters live in one hash (``ponder:stats``)."""
 
@@ -50,16 +55,14 @@ class RedisBackend(CacheBackend):
         self.location = _redact(url)
         self.timeout_s = timeout_s
         self.retry_s = retry_s
-        self._redis: Any = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options())
+        # no retries inside redis-py: the open circuit below is the retry policy
+        self._options: dict[str, Any] = {"socket_timeout": timeout_s, "health_check_interval": 0,
+                                         "socket_connect_timeout": timeout_s}
+        self._redis: Any = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
         self._aredis: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}  # id(loop) -> (loop, client)
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._last_failure = ""
-
-    def _options(self) -> dict[str, Any]:
-        # no retries inside redis-py: the open circuit below is the retry policy
-        return {"socket_timeout": self.timeout_s, "socket_connect_timeout": self.timeout_s,
-                "health_check_interval": 0}
 
     def _unavailable(self, reason: str) -> RedisUnavailable:
         return RedisUnavailable(self.location, reason,
@@ -95,7 +98,7 @@ class RedisBackend(CacheBackend):
                 from redis.asyncio.retry import Retry
                 from redis.backoff import NoBackoff
 
-                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **self._options())
+                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **self._options)
                 entry = self._aredis[id(loop)] = (loop, client)
             return entry[1]
 
@@ -115,17 +118,11 @@ class RedisBackend(CacheBackend):
         value = await self._acall("get", key)
         return bytes(value) if value is not None else None
 
-    @staticmethod
-    def _set_args(key: str, value: bytes, ttl_s: float | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (key, value), ({"px": max(1, int(ttl_s * 1000))} if ttl_s is not None else {})
-
     def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        args, kw = self._set_args(key, value, ttl_s)
-        self._call("set", *args, **kw)
+        self._call("set", key, value, px=_millis(ttl_s))
 
     async def aset(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        args, kw = self._set_args(key, value, ttl_s)
-        await self._acall("set", *args, **kw)
+        await self._acall("set", key, value, px=_millis(ttl_s))
 
     def incr(self, counter: str, amount: int = 1) -> None:
         self._call("hincrby", _STATS, counter, amount)
