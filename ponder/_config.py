@@ -124,10 +124,6 @@ class Config(_Strict):
         return self.providers.get(name, ProviderSettings())
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -205,7 +201,8 @@ def config_problems(path: str | Path) -> list[ConfigError]:
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
             reason = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(ConfigError(reason, file=str(path), key=_format_loc(err["loc"])))
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(ConfigError(reason, file=str(path), key=key))
     for key, reason in _semantic_problems(raw, path.parent):
         problems.append(ConfigError(reason, file=str(path), key=key))
     return problems
@@ -231,5 +228,4 @@ def load_config(path: str | Path | None = None) -> Config:
         first = problems[0]
         raise ConfigError(first.reason + extra, file=first.file, key=first.key)
     raw = tomllib.loads(Path(path).read_text("utf-8"))
-    cfg = Config.model_validate(raw)
-    return cfg.model_copy(update={"source": str(path)})
+    return Config.model_validate(raw).model_copy(update={"source": str(path)})

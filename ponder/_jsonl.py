@@ -24,31 +24,26 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError("file not found", file=str(path)) from None
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    with fh:
-        i = 0
-        while True:
-            try:
-                raw = fh.readline()
-            except OSError as exc:  # a corrupt .gz, a read error
-                raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path),
-                                row=i + 1) from None
-            if not raw:
-                return
-            i += 1
-            try:
-                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line)",
-                                file=str(path), row=i) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=str(path), row=i)
-            yield i, obj
+    i = 0
+    try:
+        with fh:
+            for i, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line)",
+                                    file=str(path), row=i) from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=i) from None
+                if not isinstance(obj, dict):
+                    raise DataError("each line must be a JSON object", file=str(path), row=i)
+                yield i, obj
+    except OSError as exc:  # a corrupt .gz, a read error
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path), row=i + 1) from None
 
 
 def iter_log(path: str | Path) -> Iterator[tuple[int, Any]]:
