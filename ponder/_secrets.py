@@ -96,22 +96,13 @@ def _scrub_piece(text: str, pattern: re.Pattern[str] | None) -> str:
     text = _MASKED.sub(REDACTED, text)
     if pattern is None:
         return text
-    runs: list[list[int]] = []  # maximal [start, end) runs covered by secret 4-grams
-    for m in pattern.finditer(_lower(text)):
-        i = m.start()
-        if runs and i <= runs[-1][1]:
-            runs[-1][1] = i + MIN_FRAGMENT
-        else:
-            runs.append([i, i + MIN_FRAGMENT])
-    if not runs:
-        return text
     out: list[str] = []
-    kept = 0
-    for start, end in runs:
-        out += (text[kept:start], REDACTED)
-        kept = end
-    out.append(text[kept:])
-    return "".join(out)
+    end = 0  # where the current run of secret 4-grams ends
+    for m in pattern.finditer(_lower(text)):
+        if not out or m.start() > end:  # a new run: keep the text since the last one
+            out += (text[end:m.start()], REDACTED)
+        end = m.start() + MIN_FRAGMENT
+    return "".join(out) + text[end:]
 
 
 def scrub(text: str) -> str:
