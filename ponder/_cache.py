@@ -1,14 +1,9 @@
-"""The completion cache: a get/set backend Protocol, a diskcache backend, and a caching wrapper.
+"""The completion cache: a diskcache backend and a caching wrapper over any provider.
 
-A hit costs 0 and records the cost it saved. Keys hash what determines the answer (provider,
-endpoint, model, messages, sampling parameters) and never a credential; values hold the answer,
-its usage and its original cost, never a credential.
-
-A cache that cannot be used (a corrupt or read-only ``cache.db``, Redis gone) never stops an answer:
-``CacheGuard`` runs every lookup and store, turns a failure into "no cache", and logs one warning
-each time the cache starts failing and one when it works again. The async path never blocks the
-event loop: it awaits a backend's ``aget``/``aset``/``aincr`` (Redis: ``redis.asyncio``; diskcache:
-the sync call in a worker thread, the Protocol's default).
+A hit costs 0 and records the cost it saved. Keys hash what determines the answer and values hold
+the answer, its usage and its cost: neither ever holds a credential. A cache that cannot be used
+(a corrupt or read-only ``cache.db``, Redis gone) never stops an answer (``CacheGuard``), and the
+async path never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -68,10 +63,9 @@ def _disk_failure(exc: BaseException, db: Path, folder: Path) -> CacheUnavailabl
 class DiskCacheBackend(CacheBackend):
     """diskcache (SQLite + files): atomic writes, safe with many processes, survives kill -9.
 
-    Opened on first use. A file that cannot be opened, read or written (corrupt, read-only, a
-    folder that cannot be created) raises ``CacheUnavailable`` naming the file and the fix; the
-    backend then stays closed for ``retry_s`` seconds before it tries to open the files again, so a
-    cache repaired meanwhile (``ponder cache clear``) is picked up without a restart.
+    Opened on first use. A file that cannot be used raises ``CacheUnavailable`` naming it and the
+    fix; the backend then stays closed for ``retry_s`` seconds and tries again, so a cache repaired
+    meanwhile (``ponder cache clear``) is picked up without a restart.
     """
 
     def __init__(self, path: str | Path, *, size_limit_mb: int = 1024, retry_s: float = 5.0) -> None:
@@ -154,11 +148,8 @@ class DiskCacheBackend(CacheBackend):
         return self._run(0, lambda c: int(c.volume()))
 
     def reset(self) -> list[Path]:
-        """Delete diskcache's own files here (databases and value files), whatever state they are in.
-
-        For a cache too damaged to ``clear``. Files that are not diskcache's are left alone. Returns
-        the files removed; raises ``CacheUnavailable`` if they cannot be removed.
-        """
+        """Delete diskcache's own files here, whatever state they are in (for a cache too damaged
+        to ``clear``); other files are left alone. Returns the files removed."""
         with self._lock:
             dbs, self._dbs, self._down = self._dbs, None, None
             _close_all(dbs)
@@ -223,8 +214,8 @@ def _decode(raw: bytes) -> Completion | None:
 class CacheGuard:
     """Runs the cache operations of the request path: a failing backend means "no cache", not an error.
 
-    Logs one warning each time the backend starts failing and one when it works again, however many
-    requests (or providers of one ``Client``) meet the outage. Share one guard per backend.
+    Logs one warning when the backend starts failing and one when it works again, however many
+    requests meet the outage: share one guard per backend.
     """
 
     def __init__(self, backend: CacheBackend) -> None:
@@ -291,11 +282,9 @@ def _served(hit: Completion, start: float) -> Completion:
 class CachedProvider:
     """Wraps any provider; identical requests are answered from the cache for free.
 
-    A request is cached only when its answer is deterministic by contract (temperature sent as
-    0), or when ``cache_sampled`` is set. A request without a temperature gets the vendor's
-    default (1.0 at OpenAI), so it is not cached either. A backend that
-    fails (a corrupt file, Redis going away) degrades to no cache with a warning, never to an error
-    (see ``CacheGuard``; pass ``guard`` to share one among the providers of one backend).
+    Only deterministic requests (temperature sent as 0; none means the vendor's default, 1.0 at
+    OpenAI) are cached, unless ``cache_sampled`` is set. A failing backend means no cache, with a
+    warning (pass ``guard`` to share one ``CacheGuard`` among the providers of one backend).
     """
 
     def __init__(self, provider: Any, backend: CacheBackend, *, ttl_s: float | None = None,

@@ -1,11 +1,9 @@
 """A Redis cache backend, so several servers (or batch workers) share one completion cache.
 
-Timeouts are short, redis-py's own retries are off, and failures raise ``RedisUnavailable``:
-``CachedProvider`` turns any backend error into "no cache" with one warning per outage. After a
-failure the backend stays open-circuit for a few seconds (raising at once instead of waiting on a
-dead socket), then tries Redis again, so a restarted Redis is picked up without restarting the
-server. The async methods use ``redis.asyncio`` (one client per event loop), so a slow or dead
-Redis never blocks the loop.
+Timeouts are short and redis-py's own retries are off. After a failure the backend stays
+open-circuit for a few seconds (raising at once instead of waiting on a dead socket), then tries
+again, so a restarted Redis is picked up without a restart. The async methods use
+``redis.asyncio`` (one client per event loop), so a slow or dead Redis never blocks the loop.
 """
 
 from __future__ import annotations
