@@ -105,19 +105,13 @@ else:
 
 
 class BudgetExceeded(PonderError):
-    """A spending limit stopped the work before it was done (``ponder run --max-cost``: rows left).
-
-    ``run_batch`` itself returns its summary with ``stopped`` set; the CLI raises this after
-    printing what was written.
-    """
+    """A spending limit stopped the work before it was done (``ponder run --max-cost``: rows left;
+    ``run_batch`` itself returns its summary with ``stopped`` set)."""
 
 
 class CacheUnavailable(PonderError):
-    """The cache could not be opened, read or written.
-
-    ``where`` names it (a file, or a URL without its password), ``reason`` says what failed and
-    ``fix`` what to do about it.
-    """
+    """The cache could not be opened, read or written: ``where`` (a file, or a URL without its
+    password), ``reason`` (what failed) and ``fix`` (what to do about it)."""
 
     def __init__(self, where: str, reason: str, fix: str = "") -> None:
         self.where, self.reason, self.fix = where, reason, fix

@@ -113,8 +113,6 @@ def scrub(text: str) -> str:
     if not text:
         return text
     pattern = _fragments
-    if REDACTED not in text:
-        return _scrub_piece(text, pattern)
     return REDACTED.join(_scrub_piece(part, pattern) for part in text.split(REDACTED))
 
 
