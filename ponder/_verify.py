@@ -61,9 +61,7 @@ def _schema_error(value: Any, schema: dict[str, Any], strict: bool) -> str | Non
     if validator is None:
         return None
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
-    if error is None:
-        return None
-    return f"{error.json_path}: {error.message}"[:200]
+    return None if error is None else f"{error.json_path}: {error.message}"[:200]
 
 
 def _json_object(text: str) -> tuple[Any, str | None]:
@@ -126,10 +124,8 @@ def verify(request: ChatRequest, answer: Choice, *, final: bool = False) -> str 
     ``final``: the answer comes from a cascade's last rung, where a refusal is the answer."""
     if answer.refusal and not final:
         return "refusal: the model refused"
-    if answer.tool_calls or request.tools:
-        problem = _tool_calls(request, answer.tool_calls)
-        if problem:
-            return problem
+    if (answer.tool_calls or request.tools) and (problem := _tool_calls(request, answer.tool_calls)):
+        return problem
     if answer.tool_calls:
         return None
     if not answer.text.strip():
