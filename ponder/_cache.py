@@ -9,6 +9,7 @@ async path never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -165,10 +166,8 @@ class DiskCacheBackend(CacheBackend):
                     except OSError as exc:
                         raise _disk_failure(exc, f, folder) from None
                 for sub in sorted({v.parent for v in values} | {v.parent.parent for v in values}, reverse=True):
-                    try:
+                    with contextlib.suppress(OSError):  # not empty: holds something else
                         sub.rmdir()
-                    except OSError:
-                        pass  # not empty: holds something else
             return removed
 
     def close(self) -> None:
@@ -179,21 +178,14 @@ class DiskCacheBackend(CacheBackend):
 
 def _close_all(dbs: Any) -> None:
     for d in dbs or ():
-        try:
+        with contextlib.suppress(Exception):  # a broken handle may not close cleanly
             d.close()
-        except Exception:  # noqa: BLE001 - a broken handle may not close cleanly
-            pass
 
 
 def cache_key(*, provider: str, endpoint: str, model: str, request: ChatRequest) -> str:
     """A stable hash of everything that determines the answer, and nothing secret."""
-    payload = {
-        "v": KEY_VERSION,
-        "provider": provider,
-        "endpoint": endpoint,
-        "model": model,
-        **request.key_fields(),
-    }
+    payload = {"v": KEY_VERSION, "provider": provider, "endpoint": endpoint, "model": model,
+               **request.key_fields()}
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "ponder:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

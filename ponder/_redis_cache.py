@@ -9,6 +9,7 @@ again, so a restarted Redis is picked up without a restart. The async methods us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -152,15 +153,11 @@ class RedisBackend(CacheBackend):
         with self._lock:
             entry = self._aredis.pop(id(loop), None)
         if entry is not None and entry[0] is loop:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead connection is not an error
                 await (getattr(entry[1], "aclose", None) or entry[1].close)()  # aclose: redis >= 5.0.1
-            except Exception:  # noqa: BLE001 - closing a dead connection is not an error
-                pass
 
     def close(self) -> None:
         with self._lock:
             self._aredis.clear()  # clients of loops still running are closed by ``aclose`` there
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection is not an error
             self._redis.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection is not an error
-            pass
