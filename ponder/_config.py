@@ -215,12 +215,9 @@ def load_config(path: str | Path | None = None) -> Config:
     first problem (``ponder config check`` lists them all).
     """
     if path is None:
-        env = os.environ.get("PONDER_CONFIG")
-        if env:
-            path = env
-        elif Path("ponder.toml").exists():
-            path = "ponder.toml"
-        else:
+        local = "ponder.toml" if Path("ponder.toml").exists() else None
+        path = os.environ.get("PONDER_CONFIG") or local
+        if path is None:
             return Config()
     problems = config_problems(path)
     if problems:

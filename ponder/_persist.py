@@ -21,8 +21,6 @@ Loading never executes code, and its memory is bounded by what the files declare
 The hash is a checksum: it detects accidental corruption and truncation. It is not a signature:
 anyone who can write the files can recompute it, so load model files only from sources you trust.
 Version-1 files (hash over the decoded arrays) still load, under the same size bounds.
-
-API: ``save(dir, meta, arrays, kind=...) -> Path`` and ``load(dir, kind=None) -> (meta, arrays)``;
 :func:`read_capped` reads any small file (a strategy JSON) with the same rules as ``meta.json``.
 """
 
