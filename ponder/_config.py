@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from ._catalog import Capabilities
 from ._exceptions import ConfigError
+from ._persist import _matches
 from ._pricing import Price, PriceTable
 
 if sys.version_info >= (3, 11):
@@ -124,10 +125,6 @@ class Config(_Strict):
         return self.providers.get(name, ProviderSettings())
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     value = raw.get(name)
     return value if isinstance(value, dict) else {}
@@ -156,7 +153,7 @@ def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
             out.append((f"providers.{name}.path", "a replay provider needs path = <outcome table>"))
         lo = sp.get("backoff_initial_s", defaults.backoff_initial_s)
         hi = sp.get("backoff_max_s", defaults.backoff_max_s)
-        if _is_number(lo) and _is_number(hi) and lo > hi:
+        if _matches(lo, float) and _matches(hi, float) and lo > hi:  # else the schema says why
             key = "backoff_initial_s" if "backoff_initial_s" in sp else "backoff_max_s"
             out.append((f"providers.{name}.{key}", f"backoff_initial_s ({lo:g}) is larger than "
                                                    f"backoff_max_s ({hi:g})"))
