@@ -294,25 +294,26 @@ class CachedProvider:
         return cache_key(provider=self.name, endpoint=getattr(self.provider, "endpoint", ""),
                          model=model, request=request)
 
-    def _lookup(self, key: str | None, start: float) -> Completion | None:
-        if key is None:
-            return None
-        ok, raw = self.guard.call("get", key)
+    def _lookup(self, request: ChatRequest, model: str) -> tuple[str | None, Completion | None]:
+        """The request's key (None: not cached) and the cached answer, if there is one."""
+        start = time.perf_counter()
+        key = self._key(request, model)
+        ok, raw = self.guard.call("get", key) if key is not None else (False, None)
         hit = _decode(raw) if ok and raw is not None else None
         for counter, amount in _counts(hit) if ok else ():
             if not self.guard.call("incr", counter, amount)[0]:
                 break
-        return _served(hit, start) if hit is not None else None
+        return key, _served(hit, start) if hit is not None else None
 
-    async def _alookup(self, key: str | None, start: float) -> Completion | None:
-        if key is None:
-            return None
-        ok, raw = await self.guard.acall("get", key)
+    async def _alookup(self, request: ChatRequest, model: str) -> tuple[str | None, Completion | None]:
+        start = time.perf_counter()
+        key = self._key(request, model)
+        ok, raw = await self.guard.acall("get", key) if key is not None else (False, None)
         hit = _decode(raw) if ok and raw is not None else None
         for counter, amount in _counts(hit) if ok else ():
             if not (await self.guard.acall("incr", counter, amount))[0]:
                 break
-        return _served(hit, start) if hit is not None else None
+        return key, _served(hit, start) if hit is not None else None
 
     def _store(self, key: str | None, completion: Completion) -> None:
         if key is not None:
@@ -323,9 +324,7 @@ class CachedProvider:
             await self.guard.acall("set", key, _encode(completion), self.ttl_s)
 
     def complete(self, request: ChatRequest, model: str) -> Completion:
-        start = time.perf_counter()
-        key = self._key(request, model)
-        hit = self._lookup(key, start)
+        key, hit = self._lookup(request, model)
         if hit is not None:
             return hit
         completion: Completion = self.provider.complete(request, model)
@@ -333,9 +332,7 @@ class CachedProvider:
         return completion
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
-        start = time.perf_counter()
-        key = self._key(request, model)
-        hit = await self._alookup(key, start)
+        key, hit = await self._alookup(request, model)
         if hit is not None:
             return hit
         completion: Completion = await self.provider.acomplete(request, model)
@@ -343,9 +340,7 @@ class CachedProvider:
         return completion
 
     def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        start = time.perf_counter()
-        key = self._key(request, model)
-        hit = self._lookup(key, start)
+        key, hit = self._lookup(request, model)
         if hit is not None:
             yield hit.text
             yield hit
@@ -356,9 +351,7 @@ class CachedProvider:
             yield item
 
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        start = time.perf_counter()
-        key = self._key(request, model)
-        hit = await self._alookup(key, start)
+        key, hit = await self._alookup(request, model)
         if hit is not None:
             yield hit.text
             yield hit
