@@ -87,8 +87,7 @@ class DiskCacheBackend(CacheBackend):
             if self._dbs is not None:
                 return self._dbs
             if self._down is not None and time.monotonic() < self._down_until:
-                d = self._down
-                raise CacheUnavailable(d.where, d.reason, d.fix)
+                raise CacheUnavailable(self._down.where, self._down.reason, self._down.fix)
             import diskcache
 
             cache = stats = None
