@@ -214,12 +214,9 @@ def load(
         raise ModelFileError("not a ponder model file (format field missing or wrong)", path=where)
     version = doc.get("format_version")
     if version not in (FORMAT_VERSION, _LEGACY_VERSION):
-        raise ModelFileError(
-            f"file format version {version!r} is not supported by this ponder "
-            f"(reads versions {_LEGACY_VERSION} and {FORMAT_VERSION}); re-train or re-save it "
-            "with this version",
-            path=where,
-        )
+        raise ModelFileError(f"file format version {version!r} is not supported by this ponder "
+                             f"(reads versions {_LEGACY_VERSION} and {FORMAT_VERSION}); re-train "
+                             "or re-save it with this version", path=where)
     if kind is not None and doc.get("kind") != kind:
         raise ModelFileError(f"holds a {doc.get('kind')!r}, expected a {kind!r}", path=where)
     meta = doc.get("meta")
