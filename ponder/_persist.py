@@ -386,8 +386,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int
         if spec is not None and (dtype != spec[0] or tuple(shape) != spec[1]):
             raise refuse(f"is {dtype.str} {tuple(shape)} in its header, but meta.json lists "
                          f"{spec[0].str} {spec[1]}")
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > budget:
             raise refuse(f"declares shape {tuple(shape)} {dtype} ({_mib(nbytes)}), {over}")
         if info.file_size != f.tell() + nbytes:
@@ -402,7 +401,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int
                 raise refuse("is truncated")
             view[pos:pos + len(chunk)] = chunk
             pos += len(chunk)
-    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    arr = np.frombuffer(buf, dtype=dtype)
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
