@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -56,13 +57,11 @@ def gauge_lines() -> list[str]:
     """Registered gauges as exposition lines; rows with the same name and labels (two sources)
     are summed."""
     helps: dict[str, str] = {}
-    values: dict[str, dict[str, float]] = {}
+    values: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     for source in list(_gauge_sources):
         for name, help_, labels, value in source.gauges():
             helps.setdefault(name, help_)
-            series = values.setdefault(name, {})
-            key = prom_labels(**labels)
-            series[key] = series.get(key, 0.0) + value
+            values[name][prom_labels(**labels)] += value
     out: list[str] = []
     for name in sorted(values):
         out += [f"# HELP {name} {helps[name]}", f"# TYPE {name} gauge"]
