@@ -420,13 +420,9 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(hint) or (Any,)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (bool, str, dict, list):
-        return isinstance(value, hint)
-    return False
+    if hint in (int, float):  # a float field takes an int too; neither takes a bool
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return hint in (bool, str, dict, list) and isinstance(value, hint)
 
 
 def _describe(hint: Any) -> str:
