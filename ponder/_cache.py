@@ -304,7 +304,8 @@ class CachedProvider:
                 break
         return key, _served(hit, start) if hit is not None else None
 
-    async def _alookup(self, request: ChatRequest, model: str) -> tuple[str | None, Completion | None]:
+    async def _alookup(self, request: ChatRequest,
+                       model: str) -> tuple[str | None, Completion | None]:
         start = time.perf_counter()
         key = self._key(request, model)
         ok, raw = await self.guard.acall("get", key) if key is not None else (False, None)

@@ -97,7 +97,8 @@ class RedisBackend(CacheBackend):
                 from redis.asyncio.retry import Retry
                 from redis.backoff import NoBackoff
 
-                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **self._options)
+                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0),
+                                                      **self._options)
                 entry = self._aredis[id(loop)] = (loop, client)
             return entry[1]
 

@@ -124,8 +124,10 @@ def verify(request: ChatRequest, answer: Choice, *, final: bool = False) -> str 
     ``final``: the answer comes from a cascade's last rung, where a refusal is the answer."""
     if answer.refusal and not final:
         return "refusal: the model refused"
-    if (answer.tool_calls or request.tools) and (problem := _tool_calls(request, answer.tool_calls)):
-        return problem
+    if answer.tool_calls or request.tools:
+        problem = _tool_calls(request, answer.tool_calls)
+        if problem:
+            return problem
     if answer.tool_calls:
         return None
     if not answer.text.strip():
