@@ -144,9 +144,8 @@ class AuthError(ProviderError):
 
 
 class RateLimited(ProviderError):
-    def __init__(
-        self, message: str, *, provider: str = "", model: str = "", retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, provider: str = "", model: str = "",
+                 retry_after: float | None = None) -> None:
         super().__init__(message, provider=provider, model=model)
         self.retry_after = retry_after
 
