@@ -280,8 +280,8 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise p._err(exc, model) from None
         request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
-        c: Completion = p._price(request, model, reply, latency)
-        return c.model_copy(update={"cost_usd": p.prices.cost(p.name, model, c.usage, batch=True)})
+        c: Completion = p._price(request, model, reply, latency, batch=True)
+        return c
 
     def result(self, cid: str) -> Completion | PonderError:
         if cid in self.state.done:

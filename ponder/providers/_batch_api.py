@@ -10,13 +10,13 @@ that submits, resumes and prices (``ponder._provider_batch``) sits above.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 from .._exceptions import PonderError, ProviderError, ProviderTimeout
 from .._types import ChatRequest
-from ._base import RetryPolicy, SDKProvider
+from ._base import RetryPolicy, SDKProvider, once
 from ._errors import translate_sdk_error
 
 BATCH_KINDS = ("openai", "anthropic")
@@ -64,15 +64,7 @@ class BatchAPI:
 
     def call(self, model: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
         """``fn()`` with SDK errors translated, retried like a live call when ``retry``."""
-
-        def wire() -> Generator[Any, None, None]:
-            try:
-                value = fn()
-            except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                raise self.provider._err(exc, model) from None
-            yield value
-
-        (value,) = self.provider._retried(wire, None if retry else _ONCE)
+        (value,) = self.provider._retried(partial(once, fn), model, None if retry else _ONCE)
         return value
 
     def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:

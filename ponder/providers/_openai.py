@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from .._exceptions import BadResponse
-from .._pricing import PriceTable
 from .._types import ChatRequest, Choice, LogprobStats, Usage
-from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
+from ._base import Reply, SDKProvider
 
-OFFICIAL_URLS = ("https://api.openai.com/v1",)
 BIG_BODY_CHARS = 256 * 1024  # message text (or 4,096 messages) above which the body is built in a thread
 # What chat.completions.create sends: the bearer key only (never an admin key from the env).
 _OPTIONS: Any = {"security": {"bearer_auth": True}}
@@ -83,34 +80,8 @@ def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
 
 class OpenAIProvider(SDKProvider):
     name = "openai"
+    sdk, env, official_urls = "openai.OpenAI", "OPENAI", ("https://api.openai.com/v1",)
     supports_n = True  # one request answers ``n`` samples; the input is paid once
-
-    def __init__(
-        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
-        name: str = "openai", api_key_env: str | None = None,
-    ) -> None:
-        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
-        self.name = name
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._key = resolve_key(
-            provider=name, api_key=api_key, api_key_env=api_key_env, base_url=self.base_url,
-            default_env="OPENAI_API_KEY", default_urls=OFFICIAL_URLS, base_url_env="OPENAI_BASE_URL",
-        ) or NO_KEY  # self-hosted OpenAI-compatible servers usually ignore it
-        self.timeout_s = timeout_s
-
-    @property
-    def endpoint(self) -> str:
-        return self.base_url or OFFICIAL_URLS[0]
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {"api_key": self._key, "base_url": self.base_url, "timeout": self.timeout_s,
-                "max_retries": 0}
-
-    def _sdk_client(self, asynchronous: bool) -> Any:
-        import openai
-
-        return (openai.AsyncOpenAI if asynchronous else openai.OpenAI)(**self._kwargs())
 
     # --- the request: plain dicts, serialized once ------------------------------------------
     def _params(self, request: ChatRequest, model: str, stream: bool = False) -> dict[str, Any]:
@@ -149,19 +120,13 @@ class OpenAIProvider(SDKProvider):
                      logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
-            return self._reply(raw, model)
-        except Exception as exc:  # noqa: BLE001 - translated at the boundary
-            raise self._err(exc, model) from None
+        raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
+        return self._reply(raw, model)
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            body = await self._abody(request, model)
-            raw = await self.aclient.post(_PATH, body=body, cast_to=bytes, options=_OPTIONS)
-            return self._reply(raw, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        body = await self._abody(request, model)
+        raw = await self.aclient.post(_PATH, body=body, cast_to=bytes, options=_OPTIONS)
+        return self._reply(raw, model)
 
     # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
@@ -237,26 +202,20 @@ class OpenAIProvider(SDKProvider):
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
         fold = self._Fold()
-        try:
-            with self.client.post(_PATH, body=self._body(request, model, stream=True),
-                                  **self._stream_kwargs(asynchronous=False)) as chunks:
-                for chunk in chunks:
-                    if text := fold.add(chunk):
-                        yield text
-            yield fold.reply(self.name, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        with self.client.post(_PATH, body=self._body(request, model, stream=True),
+                              **self._stream_kwargs(asynchronous=False)) as chunks:
+            for chunk in chunks:
+                if text := fold.add(chunk):
+                    yield text
+        yield fold.reply(self.name, model)
 
     async def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
         fold = self._Fold()
-        try:
-            body = await self._abody(request, model, stream=True)
-            async with await self.aclient.post(_PATH, body=body,
-                                               **self._stream_kwargs(asynchronous=True)) as chunks:
-                async for chunk in chunks:
-                    if text := fold.add(chunk):
-                        yield text
-            yield fold.reply(self.name, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        body = await self._abody(request, model, stream=True)
+        kwargs = self._stream_kwargs(asynchronous=True)
+        async with await self.aclient.post(_PATH, body=body, **kwargs) as chunks:
+            async for chunk in chunks:
+                if text := fold.add(chunk):
+                    yield text
+        yield fold.reply(self.name, model)
 

@@ -73,7 +73,7 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
     """Build one provider. Keys are read here, from the config or the environment, never at import.
 
     ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
-    to the vendor's endpoint alone (see ``resolve_key``)."""
+    to the vendor's endpoint alone (see ``SDKProvider._resolve_key``)."""
     kind = settings.type or name
     builder = PROVIDER_TYPES.get(kind)
     if builder is None:
