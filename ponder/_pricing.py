@@ -65,7 +65,7 @@ class PriceTable:
 
     @classmethod
     def default(cls) -> PriceTable:
-        raw = tomllib.loads(resources.files("ponder").joinpath("prices.toml").read_text("utf-8"))
+        raw = packaged_toml("prices.toml")
         prices = {k: Price(**v) for k, v in raw["prices"].items()}
         batch = {k: BatchRate(**v) for k, v in raw.get("batch", {}).items()}
         return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")), batch=batch)
@@ -93,6 +93,12 @@ class PriceTable:
 
     def rows(self) -> list[tuple[str, Price]]:
         return sorted(self.prices.items())
+
+
+def packaged_toml(name: str) -> dict[str, Any]:
+    """A TOML file shipped inside the package (``prices.toml``, ``models.toml``)."""
+    raw: dict[str, Any] = tomllib.loads(resources.files("ponder").joinpath(name).read_text("utf-8"))
+    return raw
 
 
 def longest_prefix(keys: Any, key: str) -> str | None:

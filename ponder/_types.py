@@ -12,6 +12,18 @@ from ._exceptions import UnknownProvider, UnsupportedRequest
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
+def json_messages(text: str) -> list[dict[str, Any]] | None:
+    """The messages of a prompt string that is a JSON list of message objects, else None."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        msgs = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return msgs if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs) else None
+
+
 class Message(BaseModel):
     """One chat message as the Chat Completions API has it.
 
@@ -30,18 +42,10 @@ class Message(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        if isinstance(v, tuple):
-            v = list(v)
-        if isinstance(v, list):
-            for i, part in enumerate(v):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise ValueError(f"content part {i} must be an object with a string 'type'")
+        for i, part in enumerate(v if isinstance(v, (list, tuple)) else ()):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise ValueError(f"content part {i} must be an object with a string 'type'")
         return v
-
-    @field_validator("tool_calls", mode="before")
-    @classmethod
-    def _calls(cls, v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
 
     @property
     def text(self) -> str:
@@ -111,33 +115,20 @@ class ChatRequest(BaseModel):
     @field_validator("messages", mode="before")
     @classmethod
     def _coerce(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return (Message(role="user", content=v),)
-        return tuple(v)
+        return (Message(role="user", content=v),) if isinstance(v, str) else v
 
     @field_validator("stop", mode="before")
     @classmethod
     def _stop(cls, v: Any) -> Any:
         return (v,) if isinstance(v, str) else v
 
-    @field_validator("tools", "modalities", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
-
     @classmethod
     def of(cls, prompt: str | list[dict[str, Any]] | list[Message], **params: Any) -> ChatRequest:
-        """Build a request from a prompt string or a list of chat messages."""
+        """Build a request from a prompt string (a JSON list of messages is read as one) or a list
+        of chat messages."""
         if isinstance(prompt, str):
-            stripped = prompt.strip()
-            if stripped.startswith("[") and stripped.endswith("]"):
-                try:
-                    msgs = json.loads(stripped)
-                    if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
-                        return cls.model_validate({"messages": msgs, **params})
-                except json.JSONDecodeError:
-                    pass
-            return cls.model_validate({"messages": (Message(role="user", content=prompt),), **params})
+            msgs = json_messages(prompt)
+            prompt = [Message(role="user", content=prompt)] if msgs is None else msgs
         return cls.model_validate({"messages": prompt, **params})
 
     def sampling(self) -> dict[str, Any]:

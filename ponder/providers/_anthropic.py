@@ -57,7 +57,8 @@ class AnthropicProvider(SDKProvider):
                                          for _ in range(request.n or 1)))
         return _merge([self._reply(r, model, forced) for r in replies])
 
-    def _split(self, request: ChatRequest, model: str, stream: bool = False) -> tuple[dict[str, Any], str | None]:
+    def _split(self, request: ChatRequest, model: str,
+               stream: bool = False) -> tuple[dict[str, Any], str | None]:
         """The Messages API parameters, and the name of the tool forced to carry a JSON answer."""
         if stream and (request.n or 1) > 1:
             raise UnsupportedRequest("'n' > 1 cannot be streamed from Anthropic (it is answered by n "

@@ -249,7 +249,8 @@ class BaseProvider(WholeTextStream):
         return completion  # type: ignore[return-value]
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
-        async for item in self._aattempts(partial(_aonce, self._asend, request, model), request, model):
+        wire = partial(_aonce, self._asend, request, model)
+        async for item in self._aattempts(wire, request, model):
             completion = item
         return completion  # type: ignore[return-value]
 
