@@ -51,10 +51,6 @@ class Refused(Exception):
         self.error = error
 
 
-def _row_error(status: int | None, message: str, *, provider: str, model: str) -> ProviderError:
-    return translate_sdk_error(_RowError(status, message or f"HTTP {status}"), provider=provider, model=model)
-
-
 class BatchAPI:
     """Submit, poll and fetch through one provider's SDK client. ``ids`` are the chunk's wire
     ids (``r0``, ``r1``, …: valid custom ids for both APIs whatever the caller's ids are)."""
@@ -92,16 +88,10 @@ class BatchAPI:
             metadata = {"ponder_input_file_id": str(input_file_id)}
             if tag:
                 metadata["ponder_tag"] = tag
-
-            def make() -> Any:
-                return client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
-                                             completion_window="24h", metadata=metadata)
+            make = partial(client.batches.create, input_file_id=input_file_id, metadata=metadata,
+                           endpoint="/v1/chat/completions", completion_window="24h")
         else:
-            requests = [json.loads(r) for r in rows]
-
-            def make() -> Any:
-                return client.messages.batches.create(requests=requests)
-
+            make = partial(client.messages.batches.create, requests=[json.loads(r) for r in rows])
         refused = False
 
         def send() -> Any:
@@ -169,15 +159,11 @@ class BatchAPI:
         yield from (self._openai_results if self.kind == "openai" else self._anthropic_results)(model, batch)
 
     def _openai_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
-        client = self.provider.client
-
-        def content(file_id: str) -> bytes:
-            return bytes(client.files.content(file_id).content)
-
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            raw = self.call(model, partial(content, file_id))
+            got = self.call(model, partial(self.provider.client.files.content, file_id))
+            raw = bytes(got.content)
             for line in raw.splitlines():
                 if not line.strip():
                     continue
@@ -196,15 +182,12 @@ class BatchAPI:
                     message = str(body["error"].get("message") or "")
                 message = message or str(err.get("message") or err.get("code") or "")
                 if status is None and err.get("code") == "batch_expired":
-                    yield wire_id, None, ProviderTimeout(
-                        f"the batch expired before this request ran: {message}",
-                        provider=self.provider.name, model=model)
-                    continue
-                yield wire_id, None, _row_error(status, message, provider=self.provider.name, model=model)
+                    yield wire_id, None, self._expired(model, message)
+                else:
+                    yield wire_id, None, self._failed(model, status, message)
 
     def _anthropic_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
         rows = self.call(model, lambda: list(self.provider.client.messages.batches.results(batch.id)))
-        name = self.provider.name
         for row in rows:
             result = row.result
             if result.type == "succeeded":
@@ -213,25 +196,33 @@ class BatchAPI:
                 inner = getattr(result.error, "error", None)
                 kind = str(getattr(inner, "type", "") or "")
                 message = f"{kind}: {getattr(inner, 'message', '') or ''}".strip(": ")
-                yield row.custom_id, None, _row_error(_ANTHROPIC_STATUS.get(kind, 500), message,
-                                                      provider=name, model=model)
+                status = _ANTHROPIC_STATUS.get(kind, 500)
+                yield row.custom_id, None, self._failed(model, status, message)
             elif result.type == "expired":
-                yield row.custom_id, None, ProviderTimeout(
-                    "the batch expired before this request ran", provider=name, model=model)
+                yield row.custom_id, None, self._expired(model)
             else:
-                yield row.custom_id, None, ProviderError(
-                    f"the batch request was {result.type}", provider=name, model=model)
+                yield row.custom_id, None, ProviderError(f"the batch request was {result.type}",
+                                                         provider=self.provider.name, model=model)
+
+    def _failed(self, model: str, status: int | None, message: str) -> ProviderError:
+        """A failed row's error, as a live call with that status would have raised it."""
+        return translate_sdk_error(_RowError(status, message or f"HTTP {status}"),
+                                   provider=self.provider.name, model=model)
+
+    def _expired(self, model: str, detail: str = "") -> ProviderError:
+        message = "the batch expired before this request ran" + (f": {detail}" if detail else "")
+        return ProviderTimeout(message, provider=self.provider.name, model=model)
 
     def missing(self, model: str, batch: Any) -> ProviderError:
         """The error for a row the finished batch did not answer."""
-        name = self.provider.name
         status = getattr(batch, "status", None) or getattr(batch, "processing_status", "")
         if status == "expired":
-            return ProviderTimeout("the batch expired before this request ran", provider=name, model=model)
+            return self._expired(model)
         errors = getattr(getattr(batch, "errors", None), "data", None) or []
         detail = "; ".join(str(getattr(e, "message", "") or getattr(e, "code", "")) for e in errors)
         return ProviderError(f"the batch ended ({status}) without answering this request"
-                             + (f": {detail}" if detail else ""), provider=name, model=model)
+                             + (f": {detail}" if detail else ""), provider=self.provider.name,
+                             model=model)
 
 
 def chunks(kind: str, rows: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
