@@ -134,12 +134,10 @@ class ChatRequest(BaseModel):
     def sampling(self) -> dict[str, Any]:
         """Every parameter that was set (all but ``messages``), as JSON-ready values: what an
         OpenAI-compatible upstream receives beside the messages."""
-        out = {k: getattr(self, k) for k in self.model_fields_set if k != "messages"}
-        if self.__pydantic_extra__:
-            out.update(self.__pydantic_extra__)
-        if out.get("stop") is not None:
+        out = self.model_dump(exclude={"messages"}, exclude_unset=True, exclude_none=True)
+        if "stop" in out:
             out["stop"] = list(out["stop"])
-        return {k: v for k, v in out.items() if v is not None}
+        return out
 
     def wire_messages(self) -> list[dict[str, Any]]:
         return [m.wire() for m in self.messages]

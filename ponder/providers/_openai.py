@@ -62,6 +62,12 @@ def _logprob_stats(lp: Any) -> LogprobStats | None:
     return LogprobStats(mean=sum(values) / len(values), min=min(values), tokens=len(values))
 
 
+def _replied(choices: tuple[Choice, ...], usage: Usage | None, model: str | None = None) -> Reply:
+    texts = tuple(c.text for c in choices)
+    return Reply(texts[0], usage, choices[0].finish_reason, model=model, choices=choices,
+                 samples=texts if len(texts) > 1 else (), logprobs=_logprob_stats(choices[0].logprobs))
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
@@ -114,10 +120,7 @@ class OpenAIProvider(SDKProvider):
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BadResponse("response has no choices", provider=self.name, model=model) from None
-        texts = tuple(c.text for c in choices)
-        return Reply(text=texts[0], usage=_usage(data.get("usage")), finish_reason=choices[0].finish_reason,
-                     model=data.get("model"), samples=texts if len(texts) > 1 else (),
-                     logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
+        return _replied(choices, _usage(data.get("usage")), model=data.get("model"))
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
         raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
@@ -186,9 +189,7 @@ class OpenAIProvider(SDKProvider):
                        finish_reason=self.finish.get(i),
                        logprobs={"content": self.logprobs[i]} if i in self.logprobs else None)
                 for i in sorted(set(self.text) | set(self.calls) | set(self.finish) or {0}))
-            texts = tuple(c.text for c in choices)
-            return Reply(texts[0], self.usage, choices[0].finish_reason, samples=texts if len(texts) > 1 else (),
-                         logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
+            return _replied(choices, self.usage)
 
     @staticmethod
     def _stream_kwargs(asynchronous: bool) -> dict[str, Any]:
