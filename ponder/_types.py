@@ -25,12 +25,9 @@ def json_messages(text: str) -> list[dict[str, Any]] | None:
 
 
 class Message(BaseModel):
-    """One chat message as the Chat Completions API has it.
-
-    ``content`` is a string, a tuple of content parts (``{"type": "text" | "image_url" |
-    "input_audio" | "file", ...}``) or None (an assistant turn that only calls tools). Fields
-    ponder does not model (``refusal``, ``audio``, ...) are kept and sent on unchanged.
-    """
+    """One chat message as the Chat Completions API has it: ``content`` a string, content parts
+    (``{"type": "text" | "image_url" | ...}``) or None (a turn that only calls tools). Fields ponder
+    does not model (``refusal``, ``audio``) are kept and sent on unchanged."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     role: Role
@@ -77,13 +74,11 @@ NOT_IN_KEY = frozenset({"user", "metadata", "store", "service_tier", "stream", "
 
 
 class ChatRequest(BaseModel):
-    """The whole Chat Completions request (everything but ``model``): the one request type of the
-    Client, the server, the cache, every provider and every strategy.
+    """The whole Chat Completions request but ``model``: the one request type of every part.
 
-    A field the caller did not set stays unset and is not sent upstream (no default temperature:
-    the vendor's own default applies). Fields ponder does not model are kept (``extra``) and sent
-    unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field refuses it
-    with an error that names it.
+    A field left unset is not sent upstream (the vendor's default applies). Unmodelled fields are
+    kept and sent unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field
+    refuses it by name.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -167,13 +162,9 @@ class ChatRequest(BaseModel):
 
     @property
     def query(self) -> str:
-        """The request as one text: what outcome tables record as a row's ``query`` and what
-        scorers and routers featurize, live as on train.
-
-        A lone user message is its text. Anything else is the whole conversation as JSON (system
-        prompt, history, tool calls by name, content parts by type, the tools offered and the
-        answer format asked for), so that two requests that end alike but differ before are
-        told apart.
+        """The request as one text (an outcome row's ``query``; what scorers and routers read,
+        live as on train): a lone user message's text, else the conversation as JSON (tool calls
+        by name, parts by type, tools and answer format), so requests that end alike are told apart.
         """
         plain = not (self.tools or self.response_format) and all(
             isinstance(m.content, str) and not m.tool_calls and m.tool_call_id is None for m in self.messages)
@@ -198,10 +189,8 @@ class ChatRequest(BaseModel):
 
 def refuse_unsupported(request: ChatRequest, *, provider: str, model: str,
                        accepts: frozenset[str] | None, parts: frozenset[str] | None) -> None:
-    """Raise :class:`UnsupportedRequest` naming the first field (or content part type) of
-    ``request`` that a provider does not honour: ``accepts`` lists the request fields it
-    honours, ``parts`` the content part types (None: all of them, as an OpenAI-compatible
-    upstream receives everything). One check for every provider, before anything is sent."""
+    """Raise :class:`UnsupportedRequest` naming the first field (of ``accepts``) or content part
+    type (of ``parts``; None: all) a provider does not honour, before anything is sent."""
     if accepts is not None:
         for field in request.sampling():
             if field not in accepts:

@@ -296,37 +296,30 @@ class SDKProvider(BaseProvider):
         self.timeout_s = timeout_s
 
     def _resolve_key(self, api_key: str | None, api_key_env: str | None) -> str | None:
-        """The key this provider may send to ``base_url``, or None when it must send none.
+        """The key this provider may send to ``base_url`` (registered for scrubbing), or None.
 
-        A key goes only where the user pointed it: ``api_key`` or ``api_key_env`` configured for
-        this provider wherever it points (``api_key_env`` naming an empty variable is an
-        AuthError); otherwise ``<env>_API_KEY`` only to the vendor's URL or the ``<env>_BASE_URL``
-        set beside it; any other ``base_url`` (a vLLM server) gets no key. Keys used are
-        registered for scrubbing.
-        """
-        if api_key:
-            register_secret(api_key)
-            return api_key
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
+        A key goes only where the user pointed it: a configured ``api_key``/``api_key_env``
+        anywhere; ``<env>_API_KEY`` only to the vendor's URL or the ``<env>_BASE_URL`` set beside
+        it; any other ``base_url`` (a vLLM server) gets none."""
+        if api_key_env and not api_key:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
                 raise AuthError(f"providers.{self.name}.api_key_env names {api_key_env}, which is "
                                 "empty or not set", provider=self.name)
-            register_secret(key)
-            return key
-        official = {u.rstrip("/") for u in self.official_urls}
-        paired = (os.environ.get(f"{self.env}_BASE_URL") or "").rstrip("/")
-        target = self.base_url.rstrip("/") if self.base_url else None
-        if target is not None and target not in official and target != paired:
-            return None  # a server the user named: the vendor's key is not for it
-        key = os.environ.get(f"{self.env}_API_KEY")
-        if key:
-            register_secret(key)
-            return key
-        if target is None or target in official:
-            raise AuthError(f"no API key: set {self.env}_API_KEY or providers.{self.name}.api_key",
-                            provider=self.name)
-        return None  # $..._BASE_URL set without a key: a keyless self-hosted server
+        elif not api_key:
+            official = {u.rstrip("/") for u in self.official_urls}
+            paired = (os.environ.get(f"{self.env}_BASE_URL") or "").rstrip("/")
+            target = self.base_url.rstrip("/") if self.base_url else None
+            if target is not None and target not in official and target != paired:
+                return None  # a server the user named: the vendor's key is not for it
+            api_key = os.environ.get(f"{self.env}_API_KEY")
+            if not api_key and (target is None or target in official):
+                raise AuthError(f"no API key: set {self.env}_API_KEY or providers.{self.name}.api_key",
+                                provider=self.name)
+            if not api_key:
+                return None  # $..._BASE_URL set without a key: a keyless self-hosted server
+        register_secret(api_key)
+        return api_key
 
     @property
     def endpoint(self) -> str:

@@ -1,10 +1,8 @@
-"""One provider's batch API: OpenAI Batch (``/v1/files`` + ``/v1/batches``) and Anthropic Message
-Batches, driven through the provider's own SDK client (its key, base URL and timeout rules).
+"""One provider's batch API (OpenAI Batch, Anthropic Message Batches) through its own SDK client.
 
-Rows are built by the provider's own body builder (``_params``), so a batch asks exactly what a live
-call would; SDK errors, failed rows too, become ponder errors in ``translate_sdk_error``, and every
-call but a create is retried by the provider's one retry loop (``BaseProvider._retried``). The run
-that submits, resumes and prices (``ponder._provider_batch``) sits above.
+Rows come from the provider's own ``_params``, so a batch asks exactly what a live call would;
+errors (failed rows too) go through ``translate_sdk_error`` and every call but a create through
+the provider's one retry loop. ``ponder._provider_batch`` submits, resumes and prices above it.
 """
 
 from __future__ import annotations

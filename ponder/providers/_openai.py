@@ -1,10 +1,9 @@
 """OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``.
 
-Requests go through the official SDK's client, so its auth, headers, timeouts and exception
-classes are kept, but as plain JSON: the body is built from plain dicts and serialized once (in a
-thread when it is large), and answers are read from the JSON. The SDK's per-message parameter
-transform and its response models cost more CPU than the HTTP exchange itself, and on a 100,000
-message body they held the event loop for seconds.
+Requests go through the SDK's client (its auth, headers, timeouts, exceptions) as plain JSON,
+serialized once (in a thread when large), and answers are read from the JSON: the SDK's
+per-message transform and response models cost more CPU than the HTTP exchange, and held the
+event loop for seconds on a 100,000 message body.
 """
 
 from __future__ import annotations
