@@ -71,8 +71,7 @@ class PriceTable:
         return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")), batch=batch)
 
     def with_overrides(self, overrides: dict[str, Price]) -> PriceTable:
-        merged = dict(self.prices)
-        merged.update({k.lower(): v for k, v in overrides.items()})
+        merged = {**self.prices, **{k.lower(): v for k, v in overrides.items()}}
         return PriceTable(merged, as_of=self.as_of, batch=self.batch)
 
     def batch_rate(self, provider: str) -> float:
@@ -107,11 +106,8 @@ def longest_prefix(keys: Any, key: str) -> str | None:
     key = key.lower()
     if key in keys:
         return key
-    best = None
-    for k in keys:
-        if key.startswith(k) and key[len(k)] in "-@:." and (best is None or len(k) > len(best)):
-            best = k
-    return best
+    found = (k for k in keys if key.startswith(k) and key[len(k)] in "-@:.")
+    return max(found, key=len, default=None)
 
 
 def estimate_tokens(text: str) -> int:

@@ -139,11 +139,7 @@ class OpenAIProvider(SDKProvider):
         def __init__(self) -> None:
             self.usage: Usage | None = None
             self.seen = False
-            self.text: dict[int, list[str]] = {}
-            self.refusal: dict[int, list[str]] = {}
-            self.calls: dict[int, dict[int, dict[str, Any]]] = {}
-            self.logprobs: dict[int, list[Any]] = {}
-            self.finish: dict[int, str] = {}
+            self.choices: dict[int, dict[str, Any]] = {}  # index -> its text, refusal, calls, ...
 
         def add(self, chunk: Any) -> str:
             self.seen = True
@@ -152,17 +148,18 @@ class OpenAIProvider(SDKProvider):
             text = ""
             for ch in chunk.choices or []:
                 i = getattr(ch, "index", 0) or 0
-                self.text.setdefault(i, [])
+                c = self.choices.setdefault(
+                    i, {"text": [], "refusal": [], "calls": {}, "logprobs": [], "finish": None})
                 delta = ch.delta
                 if delta is not None:
                     if delta.content:
-                        self.text[i].append(delta.content)
+                        c["text"].append(delta.content)
                         if i == 0:
                             text += delta.content
                     if getattr(delta, "refusal", None):
-                        self.refusal.setdefault(i, []).append(delta.refusal)
+                        c["refusal"].append(delta.refusal)
                     for tc in getattr(delta, "tool_calls", None) or []:
-                        call = self.calls.setdefault(i, {}).setdefault(
+                        call = c["calls"].setdefault(
                             tc.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                         if tc.id:
                             call["id"] = tc.id
@@ -173,21 +170,21 @@ class OpenAIProvider(SDKProvider):
                             call["function"]["arguments"] += tc.function.arguments or ""
                 lp = getattr(ch, "logprobs", None)
                 if lp is not None and getattr(lp, "content", None):
-                    self.logprobs.setdefault(i, []).extend(t.model_dump() for t in lp.content)
+                    c["logprobs"].extend(t.model_dump() for t in lp.content)
                 if ch.finish_reason:
-                    self.finish[i] = ch.finish_reason
+                    c["finish"] = ch.finish_reason
             return text
 
         def reply(self, provider: str, model: str) -> Reply:
             if not self.seen:  # e.g. JSON, not SSE
                 raise BadResponse("stream ended without any event", provider=provider, model=model)
             choices = tuple(
-                Choice(content="".join(self.text.get(i, [])) or (None if self.calls.get(i) else ""),
-                       tool_calls=tuple(c for _, c in sorted(self.calls.get(i, {}).items())),
-                       refusal="".join(self.refusal[i]) if i in self.refusal else None,
-                       finish_reason=self.finish.get(i),
-                       logprobs={"content": self.logprobs[i]} if i in self.logprobs else None)
-                for i in sorted(set(self.text) | set(self.calls) | set(self.finish) or {0}))
+                Choice(content="".join(c["text"]) or (None if c["calls"] else ""),
+                       tool_calls=tuple(call for _, call in sorted(c["calls"].items())),
+                       refusal="".join(c["refusal"]) if c["refusal"] else None,
+                       finish_reason=c["finish"],
+                       logprobs={"content": c["logprobs"]} if c["logprobs"] else None)
+                for _, c in sorted(self.choices.items())) or (Choice(content=""),)
             return _replied(choices, self.usage)
 
     @staticmethod

@@ -37,10 +37,9 @@ class ReplayProvider(WholeTextStream):
 
         self.table = table if isinstance(table, OutcomeTable) else read_outcomes(table)
         self.name = name
-        df = self.table.df
-        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for rec in df.to_dict("records"):
-            self._rows[(query_key(str(rec["query"])), str(rec["model"]))] = rec
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {
+            (query_key(str(rec["query"])), str(rec["model"])): rec
+            for rec in self.table.df.to_dict("records")}
         self._models = set(self.table.models)
 
     @property
