@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from .._exceptions import PonderError, ProviderError, ProviderTimeout
+from .._exceptions import ProviderError, ProviderTimeout
 from .._types import ChatRequest
 from ._base import RetryPolicy, SDKProvider, once
 from ._errors import translate_sdk_error
@@ -41,11 +41,12 @@ class _RowError(Exception):
         self.status_code, self.body, self.response = status_code, {"error": {"message": message}}, None
 
 
-class Refused(Exception):
-    """A create the provider answered with a refusal (HTTP 4xx): no batch was made."""
+class Refused(ProviderError):
+    """A create the provider answered with a refusal (HTTP 4xx): no batch was made. A
+    ProviderError, so the retry loop raises it as it is."""
 
-    def __init__(self, error: PonderError) -> None:
-        super().__init__(str(error))
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.reason, provider=error.provider, model=error.model)
         self.error = error
 
 
@@ -90,24 +91,17 @@ class BatchAPI:
                            endpoint="/v1/chat/completions", completion_window="24h")
         else:
             make = partial(client.messages.batches.create, requests=[json.loads(r) for r in rows])
-        refused = False
 
         def send() -> Any:
-            nonlocal refused
             try:
                 return make()
             except Exception as exc:
                 status = getattr(exc, "status_code", None)  # 408 and 409 may come after a create
-                refused = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409)
+                if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409):
+                    raise Refused(self.provider._err(exc, model)) from None
                 raise
 
-        try:
-            obj = self.call(model, send, retry=False)
-        except PonderError as err:
-            if refused:
-                raise Refused(err) from None
-            raise
-        return str(obj.id)
+        return str(self.call(model, send, retry=False).id)
 
     def find(self, model: str, entry: dict[str, Any], taken: set[str]) -> list[str]:
         """The ids of the batches an interrupted ``create`` may have made for ``entry`` (none when
