@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing, closing
 from dataclasses import dataclass
 from functools import partial
+from itertools import count
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .._exceptions import (
@@ -184,15 +185,9 @@ class BaseProvider(WholeTextStream):
 
     def _retried(self, wire: Callable[[], Generator[T, None, None]], model: str,
                  policy: RetryPolicy | None = None) -> Generator[T, None, None]:
-        """Yield ``wire()``'s items: the one retry loop (live calls, streams, batch API calls).
-
-        A retryable error before the first text delta (a ``str``) backs off (``retry_delay``) and
-        runs ``wire`` again, within ``1 + max_retries`` attempts of ``policy`` (default: the
-        provider's); after a delta it is raised, since the caller already has the text.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
+        """Yield ``wire()``'s items (live calls, streams, batch API calls), running it again after
+        a retryable error (``policy``, default the provider's) until its first text delta."""
+        for attempt in count(1):
             started = False
             try:
                 with self._sync_slots, closing(wire()) as items:
@@ -223,9 +218,8 @@ class BaseProvider(WholeTextStream):
     async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
         """``_attempts`` and its ``_retried`` for asyncio (same decisions, awaited)."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
-        start, reply, attempt = time.perf_counter(), None, 0
-        while True:
-            attempt += 1
+        start, reply = time.perf_counter(), None
+        for attempt in count(1):
             started = False
             try:
                 async with self._slots(), aclosing(wire()) as items:
