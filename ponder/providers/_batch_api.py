@@ -72,11 +72,10 @@ class BatchAPI:
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
 
     def upload(self, model: str, rows: list[bytes]) -> str:
-        client = self.provider.client
         data = b"\n".join(rows) + b"\n"
         # a timed-out upload is only re-sent: an unused file costs nothing
-        obj = self.call(model, lambda: client.files.create(
-            file=("ponder-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        obj = self.call(model, partial(self.provider.client.files.create, purpose="batch",
+                                       file=("ponder-batch.jsonl", data, "application/jsonl")))
         return str(obj.id)
 
     def create(self, model: str, rows: list[bytes], input_file_id: str | None, tag: str | None = None) -> str:
