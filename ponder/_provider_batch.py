@@ -208,13 +208,13 @@ class _Run:
     def wait(self) -> None:
         """Poll every open chunk until each is fetched."""
         for entry in self.open_chunks():
-            if not entry["batch_id"] and entry["provider"] in self.apis:  # stopped before its create
-                if self.adopt(entry):  # ... or after it, before its id was saved
-                    continue
-                if any(cid not in self.items for cid in entry["custom_ids"]):
-                    entry["fetched"] = True  # never submitted, and no longer asked for
-                    self.state.save()
-                    continue
+            # a chunk stopped before its create, or after it before its id was saved (``adopt``)
+            if entry["batch_id"] or entry["provider"] not in self.apis or self.adopt(entry):
+                continue
+            if any(cid not in self.items for cid in entry["custom_ids"]):
+                entry["fetched"] = True  # never submitted, and no longer asked for
+                self.state.save()
+            else:
                 self.start(entry)
         while pending := self.open_chunks():
             for entry in pending:
@@ -225,10 +225,9 @@ class _Run:
                 if batch is not None:
                     self.fetch(api, entry, batch)
             self.progress()
-            if any(e["provider"] in self.apis for e in self.open_chunks()):
-                time.sleep(self.poll_s)
-            else:
+            if not any(e["provider"] in self.apis for e in self.open_chunks()):
                 break
+            time.sleep(self.poll_s)
 
     def fetch(self, api: BatchAPI, entry: dict[str, Any], batch: Any) -> None:
         ids: list[str] = entry["custom_ids"]
