@@ -29,7 +29,9 @@ class AnthropicProvider(SDKProvider):
     through a forced tool, ``n`` by n calls); fields it has no counterpart for are refused."""
 
     name = "anthropic"
-    sdk, env, official_urls = "anthropic.Anthropic", "ANTHROPIC", ("https://api.anthropic.com",)
+    sdk = "anthropic.Anthropic"
+    env = "ANTHROPIC"
+    official_urls = ("https://api.anthropic.com",)
     accepts = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
                          "tools", "tool_choice", "parallel_tool_calls", "response_format", "user"})
     parts = frozenset({"text", "image_url"})

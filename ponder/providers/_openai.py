@@ -85,7 +85,9 @@ def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
 
 class OpenAIProvider(SDKProvider):
     name = "openai"
-    sdk, env, official_urls = "openai.OpenAI", "OPENAI", ("https://api.openai.com/v1",)
+    sdk = "openai.OpenAI"
+    env = "OPENAI"
+    official_urls = ("https://api.openai.com/v1",)
     supports_n = True  # one request answers ``n`` samples; the input is paid once
 
     # --- the request: plain dicts, serialized once ------------------------------------------
