@@ -1,12 +1,5 @@
-r"""Reading the answer out of a reply: one set of rules for all of ponder.
-
-- :func:`extract_choice`: the multiple-choice letter (A–J) a reply picks (the ``choice`` grader,
-  agreement rungs).
-- :func:`extract_number`: a reply's number, its last ``\boxed{}`` first (the ``number`` grader).
-- :func:`last_yes_no`: the last ``[Yes]``/``[No]`` (LLMDrift's PRIME scoring).
-- :func:`last_boxed`: the contents of the last ``\boxed{...}``.
-- :func:`extract_answer`: any structured answer (yes/no, a letter, ``Answer: X``, a bare number),
-  normalised, for the agreement features of :mod:`ponder._features`.
+r"""Reading the answer out of a reply (a choice letter, a number, yes/no, ``\boxed{}``): one set
+of rules for the graders, agreement rungs and features of all of ponder.
 
 A letter counts in upper case anywhere it is marked as the answer; in lower case only where it
 cannot be a word: the whole reply (``b``), or the end of "the answer is (b).". A reply that starts

@@ -5,19 +5,11 @@ rung (its trace says why) and a server answers 400 when no model can serve it.""
 
 from __future__ import annotations
 
-import sys
-from importlib import resources
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import UnsupportedRequest
-from ._pricing import estimate_tokens, longest_prefix
+from ._pricing import estimate_tokens, longest_prefix, packaged_toml
 from ._types import ChatRequest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["Capabilities", "Catalog"]
 
@@ -63,8 +55,8 @@ class Catalog:
 
     @classmethod
     def default(cls) -> Catalog:
-        raw = tomllib.loads(resources.files("ponder").joinpath("models.toml").read_text("utf-8"))
-        return cls({k: Capabilities(**v) for k, v in raw.get("capabilities", {}).items()})
+        raw = packaged_toml("models.toml").get("capabilities", {})
+        return cls({k: Capabilities(**v) for k, v in raw.items()})
 
     def with_overrides(self, overrides: dict[str, Capabilities]) -> Catalog:
         return Catalog({**self.entries, **{k.lower(): v for k, v in overrides.items()}})

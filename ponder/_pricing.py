@@ -65,14 +65,13 @@ class PriceTable:
 
     @classmethod
     def default(cls) -> PriceTable:
-        raw = tomllib.loads(resources.files("ponder").joinpath("prices.toml").read_text("utf-8"))
+        raw = packaged_toml("prices.toml")
         prices = {k: Price(**v) for k, v in raw["prices"].items()}
         batch = {k: BatchRate(**v) for k, v in raw.get("batch", {}).items()}
         return cls(prices, as_of=str(raw.get("table", {}).get("as_of", "")), batch=batch)
 
     def with_overrides(self, overrides: dict[str, Price]) -> PriceTable:
-        merged = dict(self.prices)
-        merged.update({k.lower(): v for k, v in overrides.items()})
+        merged = {**self.prices, **{k.lower(): v for k, v in overrides.items()}}
         return PriceTable(merged, as_of=self.as_of, batch=self.batch)
 
     def batch_rate(self, provider: str) -> float:
@@ -95,17 +94,20 @@ class PriceTable:
         return sorted(self.prices.items())
 
 
+def packaged_toml(name: str) -> dict[str, Any]:
+    """A TOML file shipped inside the package (``prices.toml``, ``models.toml``)."""
+    raw: dict[str, Any] = tomllib.loads(resources.files("ponder").joinpath(name).read_text("utf-8"))
+    return raw
+
+
 def longest_prefix(keys: Any, key: str) -> str | None:
     """The entry of ``keys`` (lower-case ``provider:model``) that names ``key``: itself, else the
     longest one it starts with at a version boundary (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``)."""
     key = key.lower()
     if key in keys:
         return key
-    best = None
-    for k in keys:
-        if key.startswith(k) and key[len(k)] in "-@:." and (best is None or len(k) > len(best)):
-            best = k
-    return best
+    found = (k for k in keys if key.startswith(k) and key[len(k)] in "-@:.")
+    return max(found, key=len, default=None)
 
 
 def estimate_tokens(text: str) -> int:

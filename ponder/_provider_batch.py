@@ -1,23 +1,12 @@
-"""Provider batch runs: many chat requests through OpenAI's and Anthropic's batch APIs.
+"""Provider batch runs: many chat requests through OpenAI's and Anthropic's batch APIs, at about
+half the list price.
 
-``run_provider_batch`` sends many chat requests as a few provider batches, which bill about half
-the list price, and waits for them. It is resumable: a JSON state file records every submitted
-chunk (provider, model, uploaded file id, batch id, custom ids) the moment it exists, and every
-answer fetched, so re-running the same items polls the recorded batches instead of submitting
-(and paying for) them again, and returns fetched answers from the file.
-
-Each provider's batch API is driven through its own SDK client (``providers._batch_api``); answers
-are read by the provider's own reader (``_reply``) and priced as a live call would be, at the batch
-rate.
-
-A create that was sent but whose answer never reached the state file (the process killed in
-between) must not be paid for twice: before each create the chunk records its intent (a time and
-a ponder tag), and a resume that finds an intent without a batch id lists the provider's batches
-and adopts the one that was created. OpenAI batches carry the tag and the input file id in their
-``metadata`` (and name their input file): an exact match. Anthropic batches carry no metadata and
-their listing shows no custom ids, so the match is a batch of exactly the chunk's size created
-around the recorded time that no other chunk of the state file holds; when several fit, the
-resume stops and asks which one instead of guessing.
+Resumable: a JSON state file records every chunk submitted (provider, model, file id, batch id,
+custom ids) the moment it exists, and every answer fetched, so a re-run polls the recorded batches
+instead of paying for them again. Before each create a chunk records its intent (a time and a
+tag), so a resume after a kill between create and save adopts the batch that was made: OpenAI's by
+the tag and input file in its ``metadata``; Anthropic's (no metadata, no custom ids in listings)
+by its size and creation time, asking which one when several fit instead of guessing.
 """
 
 from __future__ import annotations
@@ -71,12 +60,10 @@ class _State:
         self.requests: dict[str, str] = {}  # custom_id -> fingerprint of what was asked
         self.chunks: list[dict[str, Any]] = []
         self.done: dict[str, dict[str, Any]] = {}  # custom_id -> Completion (JSON)
-        if path.exists():
-            self._load()
-
-    def _load(self) -> None:
+        if not path.exists():
+            return
         try:
-            raw = json.loads(self.path.read_text("utf-8"))
+            raw = json.loads(path.read_text("utf-8"))
             if raw.get("version") != STATE_VERSION:
                 raise ValueError(f"unknown version {raw.get('version')!r}")
             self.requests = dict(raw["requests"])
@@ -221,13 +208,13 @@ class _Run:
     def wait(self) -> None:
         """Poll every open chunk until each is fetched."""
         for entry in self.open_chunks():
-            if not entry["batch_id"] and entry["provider"] in self.apis:  # stopped before its create
-                if self.adopt(entry):  # ... or after it, before its id was saved
-                    continue
-                if any(cid not in self.items for cid in entry["custom_ids"]):
-                    entry["fetched"] = True  # never submitted, and no longer asked for
-                    self.state.save()
-                    continue
+            # a chunk stopped before its create, or after it before its id was saved (``adopt``)
+            if entry["batch_id"] or entry["provider"] not in self.apis or self.adopt(entry):
+                continue
+            if any(cid not in self.items for cid in entry["custom_ids"]):
+                entry["fetched"] = True  # never submitted, and no longer asked for
+                self.state.save()
+            else:
                 self.start(entry)
         while pending := self.open_chunks():
             for entry in pending:
@@ -238,10 +225,9 @@ class _Run:
                 if batch is not None:
                     self.fetch(api, entry, batch)
             self.progress()
-            if any(e["provider"] in self.apis for e in self.open_chunks()):
-                time.sleep(self.poll_s)
-            else:
+            if not any(e["provider"] in self.apis for e in self.open_chunks()):
                 break
+            time.sleep(self.poll_s)
 
     def fetch(self, api: BatchAPI, entry: dict[str, Any], batch: Any) -> None:
         ids: list[str] = entry["custom_ids"]
@@ -280,8 +266,8 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise p._err(exc, model) from None
         request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
-        c: Completion = p._price(request, model, reply, latency)
-        return c.model_copy(update={"cost_usd": p.prices.cost(p.name, model, c.usage, batch=True)})
+        c: Completion = p._price(request, model, reply, latency, batch=True)
+        return c
 
     def result(self, cid: str) -> Completion | PonderError:
         if cid in self.state.done:
@@ -295,16 +281,11 @@ def run_provider_batch(
     client: Client, items: Sequence[BatchItem], *, state_path: Path, poll_s: float = 5.0,
     on_progress: Callable[[int, int], None] | None = None, retry_failed: bool = True,
 ) -> dict[str, Completion | PonderError]:
-    """Answer ``items`` through their providers' batch APIs, at the batch rate.
+    """Every custom id's priced Completion (at the batch rate), or the ponder error its request
+    failed with; errors of the batch API itself (auth, no batch endpoint) are raised.
 
-    Returns every custom id's priced Completion, or the ponder error its request failed with
-    (an error row, an expired or cancelled batch). With ``retry_failed``, requests that failed in
-    a way a live call would retry (rate limit, server error, expiry) are sent once more, in a new
-    batch. Errors of the batch API itself (auth, an endpoint without batches) are raised.
-
-    ``state_path`` makes the run resumable: run it again with the same items after an interrupt
-    and it polls the batches it recorded instead of paying for them again; answers already fetched
-    come from the file. A failed request has no answer there, so a re-run asks it again.
+    ``retry_failed`` sends requests that failed as a live call would retry once more, in a new
+    batch. ``state_path`` makes the run resumable (failed requests are asked again);
     ``on_progress(finished, total)`` is called after each submission and each round of polls.
     """
     state = _State(Path(state_path))

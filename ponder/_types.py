@@ -12,13 +12,22 @@ from ._exceptions import UnknownProvider, UnsupportedRequest
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
-class Message(BaseModel):
-    """One chat message as the Chat Completions API has it.
+def json_messages(text: str) -> list[dict[str, Any]] | None:
+    """The messages of a prompt string that is a JSON list of message objects, else None."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        msgs = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return msgs if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs) else None
 
-    ``content`` is a string, a tuple of content parts (``{"type": "text" | "image_url" |
-    "input_audio" | "file", ...}``) or None (an assistant turn that only calls tools). Fields
-    ponder does not model (``refusal``, ``audio``, ...) are kept and sent on unchanged.
-    """
+
+class Message(BaseModel):
+    """One chat message as the Chat Completions API has it: ``content`` a string, content parts
+    (``{"type": "text" | "image_url" | ...}``) or None (a turn that only calls tools). Fields ponder
+    does not model (``refusal``, ``audio``) are kept and sent on unchanged."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     role: Role
@@ -30,18 +39,10 @@ class Message(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        if isinstance(v, tuple):
-            v = list(v)
-        if isinstance(v, list):
-            for i, part in enumerate(v):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise ValueError(f"content part {i} must be an object with a string 'type'")
+        for i, part in enumerate(v if isinstance(v, (list, tuple)) else ()):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise ValueError(f"content part {i} must be an object with a string 'type'")
         return v
-
-    @field_validator("tool_calls", mode="before")
-    @classmethod
-    def _calls(cls, v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
 
     @property
     def text(self) -> str:
@@ -73,13 +74,11 @@ NOT_IN_KEY = frozenset({"user", "metadata", "store", "service_tier", "stream", "
 
 
 class ChatRequest(BaseModel):
-    """The whole Chat Completions request (everything but ``model``): the one request type of the
-    Client, the server, the cache, every provider and every strategy.
+    """The whole Chat Completions request but ``model``: the one request type of every part.
 
-    A field the caller did not set stays unset and is not sent upstream (no default temperature:
-    the vendor's own default applies). Fields ponder does not model are kept (``extra``) and sent
-    unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field refuses it
-    with an error that names it.
+    A field left unset is not sent upstream (the vendor's default applies). Unmodelled fields are
+    kept and sent unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field
+    refuses it by name.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -111,44 +110,29 @@ class ChatRequest(BaseModel):
     @field_validator("messages", mode="before")
     @classmethod
     def _coerce(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return (Message(role="user", content=v),)
-        return tuple(v)
+        return (Message(role="user", content=v),) if isinstance(v, str) else v
 
     @field_validator("stop", mode="before")
     @classmethod
     def _stop(cls, v: Any) -> Any:
         return (v,) if isinstance(v, str) else v
 
-    @field_validator("tools", "modalities", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
-
     @classmethod
     def of(cls, prompt: str | list[dict[str, Any]] | list[Message], **params: Any) -> ChatRequest:
-        """Build a request from a prompt string or a list of chat messages."""
+        """Build a request from a prompt string (a JSON list of messages is read as one) or a list
+        of chat messages."""
         if isinstance(prompt, str):
-            stripped = prompt.strip()
-            if stripped.startswith("[") and stripped.endswith("]"):
-                try:
-                    msgs = json.loads(stripped)
-                    if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
-                        return cls.model_validate({"messages": msgs, **params})
-                except json.JSONDecodeError:
-                    pass
-            return cls.model_validate({"messages": (Message(role="user", content=prompt),), **params})
+            msgs = json_messages(prompt)
+            prompt = [Message(role="user", content=prompt)] if msgs is None else msgs
         return cls.model_validate({"messages": prompt, **params})
 
     def sampling(self) -> dict[str, Any]:
         """Every parameter that was set (all but ``messages``), as JSON-ready values: what an
         OpenAI-compatible upstream receives beside the messages."""
-        out = {k: getattr(self, k) for k in self.model_fields_set if k != "messages"}
-        if self.__pydantic_extra__:
-            out.update(self.__pydantic_extra__)
-        if out.get("stop") is not None:
+        out = self.model_dump(exclude={"messages"}, exclude_unset=True, exclude_none=True)
+        if "stop" in out:
             out["stop"] = list(out["stop"])
-        return {k: v for k, v in out.items() if v is not None}
+        return out
 
     def wire_messages(self) -> list[dict[str, Any]]:
         return [m.wire() for m in self.messages]
@@ -178,13 +162,9 @@ class ChatRequest(BaseModel):
 
     @property
     def query(self) -> str:
-        """The request as one text: what outcome tables record as a row's ``query`` and what
-        scorers and routers featurize, live as on train.
-
-        A lone user message is its text. Anything else is the whole conversation as JSON (system
-        prompt, history, tool calls by name, content parts by type, the tools offered and the
-        answer format asked for), so that two requests that end alike but differ before are
-        told apart.
+        """The request as one text (an outcome row's ``query``; what scorers and routers read,
+        live as on train): a lone user message's text, else the conversation as JSON (tool calls
+        by name, parts by type, tools and answer format), so requests that end alike are told apart.
         """
         plain = not (self.tools or self.response_format) and all(
             isinstance(m.content, str) and not m.tool_calls and m.tool_call_id is None for m in self.messages)
@@ -209,10 +189,8 @@ class ChatRequest(BaseModel):
 
 def refuse_unsupported(request: ChatRequest, *, provider: str, model: str,
                        accepts: frozenset[str] | None, parts: frozenset[str] | None) -> None:
-    """Raise :class:`UnsupportedRequest` naming the first field (or content part type) of
-    ``request`` that a provider does not honour: ``accepts`` lists the request fields it
-    honours, ``parts`` the content part types (None: all of them, as an OpenAI-compatible
-    upstream receives everything). One check for every provider, before anything is sent."""
+    """Raise :class:`UnsupportedRequest` naming the first field (of ``accepts``) or content part
+    type (of ``parts``; None: all) a provider does not honour, before anything is sent."""
     if accepts is not None:
         for field in request.sampling():
             if field not in accepts:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from .._exceptions import BadResponse, UnsupportedRequest
-from .._pricing import PriceTable
 from .._types import ChatRequest, Choice, Usage
-from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
+from ._base import Reply, SDKProvider
 
 DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
-OFFICIAL_URLS = ("https://api.anthropic.com",)
 
 
 def _usage(u: Any) -> Usage | None:
@@ -32,39 +29,12 @@ class AnthropicProvider(SDKProvider):
     through a forced tool, ``n`` by n calls); fields it has no counterpart for are refused."""
 
     name = "anthropic"
+    sdk = "anthropic.Anthropic"
+    env = "ANTHROPIC"
+    official_urls = ("https://api.anthropic.com",)
     accepts = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
                          "tools", "tool_choice", "parallel_tool_calls", "response_format", "user"})
     parts = frozenset({"text", "image_url"})
-
-    def __init__(
-        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
-        name: str = "anthropic", api_key_env: str | None = None,
-    ) -> None:
-        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
-        self.name = name
-        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
-        self._key = resolve_key(
-            provider=name, api_key=api_key, api_key_env=api_key_env, base_url=self.base_url,
-            default_env="ANTHROPIC_API_KEY", default_urls=OFFICIAL_URLS, base_url_env="ANTHROPIC_BASE_URL",
-        ) or NO_KEY
-        self.timeout_s = timeout_s
-
-    @property
-    def endpoint(self) -> str:
-        return self.base_url or OFFICIAL_URLS[0]
-
-    def _kwargs(self) -> dict[str, Any]:
-        # an explicit api_key also stops the SDK from reading ANTHROPIC_AUTH_TOKEN or a profile
-        kw: dict[str, Any] = {"api_key": self._key, "timeout": self.timeout_s, "max_retries": 0}
-        if self.base_url:
-            kw["base_url"] = self.base_url
-        return kw
-
-    def _sdk_client(self, asynchronous: bool) -> Any:
-        import anthropic
-
-        return (anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic)(**self._kwargs())
 
     def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
         """The Messages API request for a Chat Completions request (see :func:`to_messages_api`)."""
@@ -79,53 +49,41 @@ class AnthropicProvider(SDKProvider):
                      finish_reason=getattr(resp, "stop_reason", None), choices=(choice,))
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            params = self._params(request, model)
-            forced = params.pop(_FORCED, None)
-            return _merge([self._reply(self.client.messages.create(**params), model, forced)
-                           for _ in range(request.n or 1)])
-        except Exception as exc:  # noqa: BLE001 - translated at the boundary
-            raise self._err(exc, model) from None
+        params, forced = self._split(request, model)
+        return _merge([self._reply(self.client.messages.create(**params), model, forced)
+                       for _ in range(request.n or 1)])
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            params = self._params(request, model)
-            forced = params.pop(_FORCED, None)
-            replies = await asyncio.gather(*(self.aclient.messages.create(**params)
-                                             for _ in range(request.n or 1)))
-            return _merge([self._reply(r, model, forced) for r in replies])
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        params, forced = self._split(request, model)
+        replies = await asyncio.gather(*(self.aclient.messages.create(**params)
+                                         for _ in range(request.n or 1)))
+        return _merge([self._reply(r, model, forced) for r in replies])
 
-    def _stream_params(self, request: ChatRequest, model: str) -> tuple[dict[str, Any], str | None]:
-        if (request.n or 1) > 1:
+    def _split(self, request: ChatRequest, model: str,
+               stream: bool = False) -> tuple[dict[str, Any], str | None]:
+        """The Messages API parameters, and the name of the tool forced to carry a JSON answer."""
+        if stream and (request.n or 1) > 1:
             raise UnsupportedRequest("'n' > 1 cannot be streamed from Anthropic (it is answered by n "
                                      "calls); send stream: false", param="n", provider=self.name, model=model)
         params = self._params(request, model)
         return params, params.pop(_FORCED, None)
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
-        try:
-            params, forced = self._stream_params(request, model)
-            with self.client.messages.stream(**params) as s:
-                if forced is None:
-                    yield from s.text_stream
-                final = s.get_final_message()
-            yield self._reply(final, model, forced)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        params, forced = self._split(request, model, stream=True)
+        with self.client.messages.stream(**params) as s:
+            if forced is None:
+                yield from s.text_stream
+            final = s.get_final_message()
+        yield self._reply(final, model, forced)
 
     async def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
-        try:
-            params, forced = self._stream_params(request, model)
-            async with self.aclient.messages.stream(**params) as s:
-                if forced is None:
-                    async for text in s.text_stream:
-                        yield text
-                final = await s.get_final_message()
-            yield self._reply(final, model, forced)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        params, forced = self._split(request, model, stream=True)
+        async with self.aclient.messages.stream(**params) as s:
+            if forced is None:
+                async for text in s.text_stream:
+                    yield text
+            final = await s.get_final_message()
+        yield self._reply(final, model, forced)
 
 
 # --- Chat Completions → Messages API ---------------------------------------------------------------

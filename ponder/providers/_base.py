@@ -1,23 +1,26 @@
 """The Provider protocol, and the retry/backoff/concurrency machinery every real provider shares.
 
 Retries live here, not in the SDKs (their own retries are switched off), so that every provider
-honours ``Retry-After`` and the same backoff, and so that one pure function decides
-(``retry_delay``). Plain and streamed calls, and the batch APIs' calls, go through the same loop
-(``_retried``, and ``_aretried`` for asyncio): a stream is retried like a plain request until its
-first text arrives, and never after, since the caller already has it.
+honours ``Retry-After`` and the same backoff, decided by one pure function (``retry_delay``).
+Plain and streamed calls, and the batch APIs' calls, go through the same loop (``_retried``; its
+asyncio twin is in ``_aattempts``): a stream is retried like a plain request until its first text
+arrives, and never after, since the caller already has it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import aclosing, closing
 from dataclasses import dataclass
+from functools import partial
+from itertools import count
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .._exceptions import (
@@ -88,54 +91,9 @@ class Reply:
     choices: tuple[Choice, ...] = ()  # every answer whole (tool calls, refusal, logprobs)
 
 
-NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (they require a string)
-
-
-def resolve_key(
-    *, provider: str, api_key: str | None, api_key_env: str | None, base_url: str | None,
-    default_env: str, default_urls: tuple[str, ...], base_url_env: str,
-) -> str | None:
-    """The key a provider may send to ``base_url``, or None when it must send none.
-
-    A key goes only where the user pointed it:
-
-    * ``api_key`` or ``api_key_env`` configured for this provider: that key, wherever it points
-      (an ``api_key_env`` naming an empty variable is an AuthError, not a silent keyless call);
-    * otherwise the default variable (``OPENAI_API_KEY``) only for the default endpoint: the
-      vendor's own URL, or the ``OPENAI_BASE_URL`` the user set beside the key in the same
-      environment;
-    * any other ``base_url`` (a vLLM server, ``--base-url``) gets no key.
-
-    Keys that are used are registered for scrubbing.
-    """
-    if api_key:
-        register_secret(api_key)
-        return api_key
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise AuthError(f"providers.{provider}.api_key_env names {api_key_env}, which is empty "
-                            "or not set", provider=provider)
-        register_secret(key)
-        return key
-    official = {u.rstrip("/") for u in default_urls}
-    paired = (os.environ.get(base_url_env) or "").rstrip("/")  # set beside the key, by the same user
-    target = base_url.rstrip("/") if base_url else None
-    if target is not None and target not in official and target != paired:
-        return None  # a server the user named: the vendor's key is not for it
-    key = os.environ.get(default_env)
-    if key:
-        register_secret(key)
-        return key
-    if target is None or target in official:
-        raise AuthError(f"no API key: set {default_env} or providers.{provider}.api_key", provider=provider)
-    return None  # $..._BASE_URL set without a key: a keyless self-hosted server
-
-
 class WholeTextStream:
     """Streaming for providers that answer in one piece: the whole text as one delta, then the
-    Completion (the shape every provider's ``stream``/``astream`` yields). Providers with a real
-    wire stream override both."""
+    Completion (the shape every ``stream``/``astream`` yields)."""
 
     def complete(self, request: ChatRequest, model: str) -> Completion:
         raise NotImplementedError
@@ -154,10 +112,13 @@ class WholeTextStream:
         yield comp
 
 
-def _final(reply: Reply | None, provider: str, model: str) -> Reply:
-    if reply is None:
-        raise BadResponse("the answer ended without a final reply", provider=provider, model=model)
-    return reply
+def once(fn: Callable[..., T], *args: Any) -> Generator[T, None, None]:
+    """``fn(*args)`` as a one-item wire (what ``_retried`` runs)."""
+    yield fn(*args)
+
+
+async def _aonce(fn: Callable[..., Awaitable[T]], *args: Any) -> AsyncGenerator[T, None]:
+    yield await fn(*args)
 
 
 # One attempt on the wire: text deltas as they arrive, then one final Reply (usage, finish reason).
@@ -166,8 +127,7 @@ AsyncWire = Callable[[], AsyncGenerator["str | Reply", None]]
 
 
 class BaseProvider(WholeTextStream):
-    """Retries, timeouts, a per-provider concurrency limit and pricing around ``_send``/``_asend``
-    (and, for providers with a wire stream, ``_wire_stream``/``_awire_stream``)."""
+    """Retries, a per-provider concurrency limit and pricing around ``_send``/``_asend``."""
 
     name = "base"
     accepts: frozenset[str] | None = None  # request fields honoured; None: all (sent on unchanged)
@@ -188,25 +148,28 @@ class BaseProvider(WholeTextStream):
         self._slots_lock = threading.Lock()
         self._rng = random.Random()
 
-    # --- to implement -------------------------------------------------------------------
     def _send(self, request: ChatRequest, model: str) -> Reply:
         raise NotImplementedError
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
         raise NotImplementedError
 
+    def _err(self, exc: Exception, model: str) -> Exception:
+        """The error to raise (or retry) for what a wire call raised."""
+        return exc
+
     @property
     def endpoint(self) -> str:
         """Where answers come from (part of the cache key; never a credential)."""
         return ""
 
-    # --- shared -------------------------------------------------------------------------
-    def _price(self, request: ChatRequest, model: str, reply: Reply, latency: float) -> Completion:
+    def _price(self, request: ChatRequest, model: str, reply: Reply, latency: float,
+               batch: bool = False) -> Completion:
         # the prompt text is only needed to estimate missing usage
         prompt = "\n".join(m.text for m in request.messages) if reply.usage is None else ""
         return price_completion(
             self.prices, provider=self.name, model=model, usage=reply.usage, prompt_text=prompt,
-            text=reply.text, latency_s=latency, finish_reason=reply.finish_reason,
+            text=reply.text, latency_s=latency, finish_reason=reply.finish_reason, batch=batch,
             samples=reply.samples, logprobs=reply.logprobs, choices=reply.choices,
         )
 
@@ -220,17 +183,11 @@ class BaseProvider(WholeTextStream):
                 sem = self._async_slots.setdefault(loop, asyncio.Semaphore(self.max_concurrency))
         return sem
 
-    def _retried(self, wire: Callable[[], Generator[T, None, None]],
+    def _retried(self, wire: Callable[[], Generator[T, None, None]], model: str,
                  policy: RetryPolicy | None = None) -> Generator[T, None, None]:
-        """Yield ``wire()``'s items: the one retry loop (live calls, streams, batch API calls).
-
-        A retryable error before the first text delta (a ``str``) backs off (``retry_delay``) and
-        runs ``wire`` again, within ``1 + max_retries`` attempts of ``policy`` (default: the
-        provider's); after a delta it is raised, since the caller already has the text.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
+        """Yield ``wire()``'s items (live calls, streams, batch API calls), running it again after
+        a retryable error (``policy``, default the provider's) until its first text delta."""
+        for attempt in count(1):
             started = False
             try:
                 with self._sync_slots, closing(wire()) as items:
@@ -238,36 +195,19 @@ class BaseProvider(WholeTextStream):
                         started = started or isinstance(item, str)
                         yield item
                 return
-            except ProviderError as exc:
-                delay = None if started else retry_delay(policy or self.retry, attempt, exc, self._rng)
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                err = self._err(exc, model)
+                delay = None if started else retry_delay(policy or self.retry, attempt, err, self._rng)
                 if delay is None:
-                    raise
+                    raise err from None
             time.sleep(delay)
-
-    async def _aretried(self, wire: AsyncWire) -> AsyncGenerator[str | Reply, None]:
-        """``_retried`` for asyncio (same decisions, awaited)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            started = False
-            try:
-                async with self._slots(), aclosing(wire()) as items:
-                    async for item in items:
-                        started = started or isinstance(item, str)
-                        yield item
-                return
-            except ProviderError as exc:
-                delay = None if started else retry_delay(self.retry, attempt, exc, self._rng)
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay)
 
     def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
         """Yield ``wire()``'s text deltas (retried by ``_retried``), then the priced Completion of
         its final Reply."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
-        with closing(self._retried(wire)) as items:  # an abandoned stream frees its slot now
+        with closing(self._retried(wire, model)) as items:  # an abandoned stream frees its slot now
             for item in items:
                 if isinstance(item, Reply):
                     reply = item
@@ -276,29 +216,35 @@ class BaseProvider(WholeTextStream):
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
     async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
-        """``_attempts`` for asyncio."""
+        """``_attempts`` and its ``_retried`` for asyncio (same decisions, awaited)."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
-        async with aclosing(self._aretried(wire)) as items:
-            async for item in items:
-                if isinstance(item, Reply):
-                    reply = item
-                else:
-                    yield item
+        for attempt in count(1):
+            started = False
+            try:
+                async with self._slots(), aclosing(wire()) as items:
+                    async for item in items:
+                        if isinstance(item, Reply):
+                            reply = item
+                        else:
+                            started = True
+                            yield item
+                break
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                err = self._err(exc, model)
+                delay = None if started else retry_delay(self.retry, attempt, err, self._rng)
+                if delay is None:
+                    raise err from None
+            await asyncio.sleep(delay)
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
-    def _sent(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
-        yield self._send(request, model)
-
-    async def _asent(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
-        yield await self._asend(request, model)
-
     def complete(self, request: ChatRequest, model: str) -> Completion:
-        *_, completion = self._attempts(lambda: self._sent(request, model), request, model)
+        *_, completion = self._attempts(partial(once, self._send, request, model), request, model)
         return completion  # type: ignore[return-value]
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
-        async for item in self._aattempts(lambda: self._asent(request, model), request, model):
+        wire = partial(_aonce, self._asend, request, model)
+        async for item in self._aattempts(wire, request, model):
             completion = item
         return completion  # type: ignore[return-value]
 
@@ -309,16 +255,69 @@ class BaseProvider(WholeTextStream):
         self.close()
 
 
-class SDKProvider(BaseProvider):
-    """A provider over an official SDK: its sync and async clients are built on first use (never
-    at import) and closed together. Its wire streams (text deltas, then the final Reply) are
-    retried by the same loop as plain requests."""
+def _final(reply: Reply | None, provider: str, model: str) -> Reply:
+    if reply is None:
+        raise BadResponse("the answer ended without a final reply", provider=provider, model=model)
+    return reply
 
+
+NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (they require a string)
+
+
+class SDKProvider(BaseProvider):
+    """A provider over an official SDK: its client class ``sdk`` (``"openai.OpenAI"``) and the
+    ``Async`` twin, built on first use (never at import) and closed together, keyed by the
+    ``<env>_API_KEY`` and ``<env>_BASE_URL`` variables. Its wire streams (text deltas, then the
+    final Reply) are retried by the same loop as plain requests; what the SDK raises becomes a
+    ponder error."""
+
+    sdk = ""
+    env = ""
+    official_urls: tuple[str, ...] = ()
     _client: Any = None
     _aclient: Any = None
 
-    def _sdk_client(self, asynchronous: bool) -> Any:
-        raise NotImplementedError
+    def __init__(
+        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
+        name: str | None = None, api_key_env: str | None = None,
+    ) -> None:
+        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
+        self.name = name or self.name
+        self.base_url = base_url or os.environ.get(f"{self.env}_BASE_URL") or None
+        # self-hosted OpenAI-compatible servers usually ignore the key
+        self._key = self._resolve_key(api_key, api_key_env) or NO_KEY
+        self.timeout_s = timeout_s
+
+    def _resolve_key(self, api_key: str | None, api_key_env: str | None) -> str | None:
+        """The key this provider may send to ``base_url`` (registered for scrubbing), or None.
+
+        A key goes only where the user pointed it: a configured ``api_key``/``api_key_env``
+        anywhere; ``<env>_API_KEY`` only to the vendor's URL or the ``<env>_BASE_URL`` set beside
+        it; any other ``base_url`` (a vLLM server) gets none."""
+        if api_key_env and not api_key:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise AuthError(f"providers.{self.name}.api_key_env names {api_key_env}, which is "
+                                "empty or not set", provider=self.name)
+        elif not api_key:
+            official = {u.rstrip("/") for u in self.official_urls}
+            paired = (os.environ.get(f"{self.env}_BASE_URL") or "").rstrip("/")
+            target = self.base_url.rstrip("/") if self.base_url else None
+            if target is not None and target not in official and target != paired:
+                return None  # a server the user named: the vendor's key is not for it
+            api_key = os.environ.get(f"{self.env}_API_KEY")
+            if not api_key and (target is None or target in official):
+                raise AuthError(f"no API key: set {self.env}_API_KEY or providers.{self.name}.api_key",
+                                provider=self.name)
+            if not api_key:
+                return None  # $..._BASE_URL set without a key: a keyless self-hosted server
+        register_secret(api_key)
+        return api_key
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or self.official_urls[0]
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
         raise NotImplementedError
@@ -327,7 +326,6 @@ class SDKProvider(BaseProvider):
         raise NotImplementedError
 
     def _err(self, exc: Exception, model: str) -> ProviderError:
-        """The ponder error for whatever the SDK or transport raised (ours pass through)."""
         if isinstance(exc, ProviderError):
             return exc
         return translate_sdk_error(exc, provider=self.name, model=model)
@@ -337,6 +335,12 @@ class SDKProvider(BaseProvider):
 
     def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
         return self._aattempts(lambda: self._awire_stream(request, model), request, model)
+
+    def _sdk_client(self, asynchronous: bool) -> Any:
+        module, _, name = self.sdk.rpartition(".")
+        cls = getattr(importlib.import_module(module), ("Async" if asynchronous else "") + name)
+        # an explicit api_key also stops an SDK reading other credentials (a token, a profile)
+        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
 
     @property
     def client(self) -> Any:

@@ -1,22 +1,20 @@
-"""One provider's batch API: OpenAI Batch (``/v1/files`` + ``/v1/batches``) and Anthropic Message
-Batches, driven through the provider's own SDK client (its key, base URL and timeout rules).
+"""One provider's batch API (OpenAI Batch, Anthropic Message Batches) through its own SDK client.
 
-Rows are built by the provider's own body builder (``_params``), so a batch asks exactly what a live
-call would; SDK errors, failed rows too, become ponder errors in ``translate_sdk_error``, and every
-call but a create is retried by the provider's one retry loop (``BaseProvider._retried``). The run
-that submits, resumes and prices (``ponder._provider_batch``) sits above.
+Rows come from the provider's own ``_params``, so a batch asks exactly what a live call would;
+errors (failed rows too) go through ``translate_sdk_error`` and every call but a create through
+the provider's one retry loop. ``ponder._provider_batch`` submits, resumes and prices above it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from .._exceptions import PonderError, ProviderError, ProviderTimeout
+from .._exceptions import ProviderError, ProviderTimeout
 from .._types import ChatRequest
-from ._base import RetryPolicy, SDKProvider
+from ._base import RetryPolicy, SDKProvider, once
 from ._errors import translate_sdk_error
 
 BATCH_KINDS = ("openai", "anthropic")
@@ -43,16 +41,13 @@ class _RowError(Exception):
         self.status_code, self.body, self.response = status_code, {"error": {"message": message}}, None
 
 
-class Refused(Exception):
-    """A create the provider answered with a refusal (HTTP 4xx): no batch was made."""
+class Refused(ProviderError):
+    """A create the provider answered with a refusal (HTTP 4xx): no batch was made. A
+    ProviderError, so the retry loop raises it as it is."""
 
-    def __init__(self, error: PonderError) -> None:
-        super().__init__(str(error))
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.reason, provider=error.provider, model=error.model)
         self.error = error
-
-
-def _row_error(status: int | None, message: str, *, provider: str, model: str) -> ProviderError:
-    return translate_sdk_error(_RowError(status, message or f"HTTP {status}"), provider=provider, model=model)
 
 
 class BatchAPI:
@@ -64,15 +59,7 @@ class BatchAPI:
 
     def call(self, model: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
         """``fn()`` with SDK errors translated, retried like a live call when ``retry``."""
-
-        def wire() -> Generator[Any, None, None]:
-            try:
-                value = fn()
-            except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                raise self.provider._err(exc, model) from None
-            yield value
-
-        (value,) = self.provider._retried(wire, None if retry else _ONCE)
+        (value,) = self.provider._retried(partial(once, fn), model, None if retry else _ONCE)
         return value
 
     def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:
@@ -85,11 +72,10 @@ class BatchAPI:
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
 
     def upload(self, model: str, rows: list[bytes]) -> str:
-        client = self.provider.client
         data = b"\n".join(rows) + b"\n"
         # a timed-out upload is only re-sent: an unused file costs nothing
-        obj = self.call(model, lambda: client.files.create(
-            file=("ponder-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+        obj = self.call(model, partial(self.provider.client.files.create, purpose="batch",
+                                       file=("ponder-batch.jsonl", data, "application/jsonl")))
         return str(obj.id)
 
     def create(self, model: str, rows: list[bytes], input_file_id: str | None, tag: str | None = None) -> str:
@@ -100,34 +86,21 @@ class BatchAPI:
             metadata = {"ponder_input_file_id": str(input_file_id)}
             if tag:
                 metadata["ponder_tag"] = tag
-
-            def make() -> Any:
-                return client.batches.create(input_file_id=input_file_id, endpoint="/v1/chat/completions",
-                                             completion_window="24h", metadata=metadata)
+            make = partial(client.batches.create, input_file_id=input_file_id, metadata=metadata,
+                           endpoint="/v1/chat/completions", completion_window="24h")
         else:
-            requests = [json.loads(r) for r in rows]
-
-            def make() -> Any:
-                return client.messages.batches.create(requests=requests)
-
-        refused = False
+            make = partial(client.messages.batches.create, requests=[json.loads(r) for r in rows])
 
         def send() -> Any:
-            nonlocal refused
             try:
                 return make()
             except Exception as exc:
                 status = getattr(exc, "status_code", None)  # 408 and 409 may come after a create
-                refused = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409)
+                if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409):
+                    raise Refused(self.provider._err(exc, model)) from None
                 raise
 
-        try:
-            obj = self.call(model, send, retry=False)
-        except PonderError as err:
-            if refused:
-                raise Refused(err) from None
-            raise
-        return str(obj.id)
+        return str(self.call(model, send, retry=False).id)
 
     def find(self, model: str, entry: dict[str, Any], taken: set[str]) -> list[str]:
         """The ids of the batches an interrupted ``create`` may have made for ``entry`` (none when
@@ -177,15 +150,11 @@ class BatchAPI:
         yield from (self._openai_results if self.kind == "openai" else self._anthropic_results)(model, batch)
 
     def _openai_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
-        client = self.provider.client
-
-        def content(file_id: str) -> bytes:
-            return bytes(client.files.content(file_id).content)
-
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            raw = self.call(model, partial(content, file_id))
+            got = self.call(model, partial(self.provider.client.files.content, file_id))
+            raw = bytes(got.content)
             for line in raw.splitlines():
                 if not line.strip():
                     continue
@@ -204,15 +173,12 @@ class BatchAPI:
                     message = str(body["error"].get("message") or "")
                 message = message or str(err.get("message") or err.get("code") or "")
                 if status is None and err.get("code") == "batch_expired":
-                    yield wire_id, None, ProviderTimeout(
-                        f"the batch expired before this request ran: {message}",
-                        provider=self.provider.name, model=model)
-                    continue
-                yield wire_id, None, _row_error(status, message, provider=self.provider.name, model=model)
+                    yield wire_id, None, self._expired(model, message)
+                else:
+                    yield wire_id, None, self._failed(model, status, message)
 
     def _anthropic_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
         rows = self.call(model, lambda: list(self.provider.client.messages.batches.results(batch.id)))
-        name = self.provider.name
         for row in rows:
             result = row.result
             if result.type == "succeeded":
@@ -221,25 +187,33 @@ class BatchAPI:
                 inner = getattr(result.error, "error", None)
                 kind = str(getattr(inner, "type", "") or "")
                 message = f"{kind}: {getattr(inner, 'message', '') or ''}".strip(": ")
-                yield row.custom_id, None, _row_error(_ANTHROPIC_STATUS.get(kind, 500), message,
-                                                      provider=name, model=model)
+                status = _ANTHROPIC_STATUS.get(kind, 500)
+                yield row.custom_id, None, self._failed(model, status, message)
             elif result.type == "expired":
-                yield row.custom_id, None, ProviderTimeout(
-                    "the batch expired before this request ran", provider=name, model=model)
+                yield row.custom_id, None, self._expired(model)
             else:
-                yield row.custom_id, None, ProviderError(
-                    f"the batch request was {result.type}", provider=name, model=model)
+                yield row.custom_id, None, ProviderError(f"the batch request was {result.type}",
+                                                         provider=self.provider.name, model=model)
+
+    def _failed(self, model: str, status: int | None, message: str) -> ProviderError:
+        """A failed row's error, as a live call with that status would have raised it."""
+        return translate_sdk_error(_RowError(status, message or f"HTTP {status}"),
+                                   provider=self.provider.name, model=model)
+
+    def _expired(self, model: str, detail: str = "") -> ProviderError:
+        message = "the batch expired before this request ran" + (f": {detail}" if detail else "")
+        return ProviderTimeout(message, provider=self.provider.name, model=model)
 
     def missing(self, model: str, batch: Any) -> ProviderError:
         """The error for a row the finished batch did not answer."""
-        name = self.provider.name
         status = getattr(batch, "status", None) or getattr(batch, "processing_status", "")
         if status == "expired":
-            return ProviderTimeout("the batch expired before this request ran", provider=name, model=model)
+            return self._expired(model)
         errors = getattr(getattr(batch, "errors", None), "data", None) or []
         detail = "; ".join(str(getattr(e, "message", "") or getattr(e, "code", "")) for e in errors)
         return ProviderError(f"the batch ended ({status}) without answering this request"
-                             + (f": {detail}" if detail else ""), provider=name, model=model)
+                             + (f": {detail}" if detail else ""), provider=self.provider.name,
+                             model=model)
 
 
 def chunks(kind: str, rows: list[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:

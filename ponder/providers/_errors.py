@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .._exceptions import (
@@ -29,11 +31,7 @@ def _retry_after(response: Any) -> float | None:
         try:
             seconds = float(value)
         except ValueError:
-            from email.utils import parsedate_to_datetime
-
             try:
-                import datetime as dt
-
                 when = parsedate_to_datetime(value)
                 seconds = (when - dt.datetime.now(when.tzinfo)).total_seconds()
             except (TypeError, ValueError):

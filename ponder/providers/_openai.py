@@ -1,26 +1,22 @@
 """OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``.
 
-Requests go through the official SDK's client, so its auth, headers, timeouts and exception
-classes are kept, but as plain JSON: the body is built from plain dicts and serialized once (in a
-thread when it is large), and answers are read from the JSON. The SDK's per-message parameter
-transform and its response models cost more CPU than the HTTP exchange itself, and on a 100,000
-message body they held the event loop for seconds.
+Requests go through the SDK's client (its auth, headers, timeouts, exceptions) as plain JSON,
+serialized once (in a thread when large), and answers are read from the JSON: the SDK's
+per-message transform and response models cost more CPU than the HTTP exchange, and held the
+event loop for seconds on a 100,000 message body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from .._exceptions import BadResponse
-from .._pricing import PriceTable
 from .._types import ChatRequest, Choice, LogprobStats, Usage
-from ._base import NO_KEY, Reply, RetryPolicy, SDKProvider, resolve_key
+from ._base import Reply, SDKProvider
 
-OFFICIAL_URLS = ("https://api.openai.com/v1",)
 BIG_BODY_CHARS = 256 * 1024  # message text (or 4,096 messages) above which the body is built in a thread
 # What chat.completions.create sends: the bearer key only (never an admin key from the env).
 _OPTIONS: Any = {"security": {"bearer_auth": True}}
@@ -65,6 +61,12 @@ def _logprob_stats(lp: Any) -> LogprobStats | None:
     return LogprobStats(mean=sum(values) / len(values), min=min(values), tokens=len(values))
 
 
+def _replied(choices: tuple[Choice, ...], usage: Usage | None, model: str | None = None) -> Reply:
+    texts = tuple(c.text for c in choices)
+    return Reply(texts[0], usage, choices[0].finish_reason, model=model, choices=choices,
+                 samples=texts if len(texts) > 1 else (), logprobs=_logprob_stats(choices[0].logprobs))
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
@@ -83,34 +85,10 @@ def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
 
 class OpenAIProvider(SDKProvider):
     name = "openai"
+    sdk = "openai.OpenAI"
+    env = "OPENAI"
+    official_urls = ("https://api.openai.com/v1",)
     supports_n = True  # one request answers ``n`` samples; the input is paid once
-
-    def __init__(
-        self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None, max_concurrency: int = 16, prices: PriceTable | None = None,
-        name: str = "openai", api_key_env: str | None = None,
-    ) -> None:
-        super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
-        self.name = name
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._key = resolve_key(
-            provider=name, api_key=api_key, api_key_env=api_key_env, base_url=self.base_url,
-            default_env="OPENAI_API_KEY", default_urls=OFFICIAL_URLS, base_url_env="OPENAI_BASE_URL",
-        ) or NO_KEY  # self-hosted OpenAI-compatible servers usually ignore it
-        self.timeout_s = timeout_s
-
-    @property
-    def endpoint(self) -> str:
-        return self.base_url or OFFICIAL_URLS[0]
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {"api_key": self._key, "base_url": self.base_url, "timeout": self.timeout_s,
-                "max_retries": 0}
-
-    def _sdk_client(self, asynchronous: bool) -> Any:
-        import openai
-
-        return (openai.AsyncOpenAI if asynchronous else openai.OpenAI)(**self._kwargs())
 
     # --- the request: plain dicts, serialized once ------------------------------------------
     def _params(self, request: ChatRequest, model: str, stream: bool = False) -> dict[str, Any]:
@@ -143,25 +121,16 @@ class OpenAIProvider(SDKProvider):
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BadResponse("response has no choices", provider=self.name, model=model) from None
-        texts = tuple(c.text for c in choices)
-        return Reply(text=texts[0], usage=_usage(data.get("usage")), finish_reason=choices[0].finish_reason,
-                     model=data.get("model"), samples=texts if len(texts) > 1 else (),
-                     logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
+        return _replied(choices, _usage(data.get("usage")), model=data.get("model"))
 
     def _send(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
-            return self._reply(raw, model)
-        except Exception as exc:  # noqa: BLE001 - translated at the boundary
-            raise self._err(exc, model) from None
+        raw = self.client.post(_PATH, body=self._body(request, model), cast_to=bytes, options=_OPTIONS)
+        return self._reply(raw, model)
 
     async def _asend(self, request: ChatRequest, model: str) -> Reply:
-        try:
-            body = await self._abody(request, model)
-            raw = await self.aclient.post(_PATH, body=body, cast_to=bytes, options=_OPTIONS)
-            return self._reply(raw, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        body = await self._abody(request, model)
+        raw = await self.aclient.post(_PATH, body=body, cast_to=bytes, options=_OPTIONS)
+        return self._reply(raw, model)
 
     # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
@@ -172,11 +141,7 @@ class OpenAIProvider(SDKProvider):
         def __init__(self) -> None:
             self.usage: Usage | None = None
             self.seen = False
-            self.text: dict[int, list[str]] = {}
-            self.refusal: dict[int, list[str]] = {}
-            self.calls: dict[int, dict[int, dict[str, Any]]] = {}
-            self.logprobs: dict[int, list[Any]] = {}
-            self.finish: dict[int, str] = {}
+            self.choices: dict[int, dict[str, Any]] = {}  # index -> its text, refusal, calls, ...
 
         def add(self, chunk: Any) -> str:
             self.seen = True
@@ -185,17 +150,18 @@ class OpenAIProvider(SDKProvider):
             text = ""
             for ch in chunk.choices or []:
                 i = getattr(ch, "index", 0) or 0
-                self.text.setdefault(i, [])
+                c = self.choices.setdefault(
+                    i, {"text": [], "refusal": [], "calls": {}, "logprobs": [], "finish": None})
                 delta = ch.delta
                 if delta is not None:
                     if delta.content:
-                        self.text[i].append(delta.content)
+                        c["text"].append(delta.content)
                         if i == 0:
                             text += delta.content
                     if getattr(delta, "refusal", None):
-                        self.refusal.setdefault(i, []).append(delta.refusal)
+                        c["refusal"].append(delta.refusal)
                     for tc in getattr(delta, "tool_calls", None) or []:
-                        call = self.calls.setdefault(i, {}).setdefault(
+                        call = c["calls"].setdefault(
                             tc.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
                         if tc.id:
                             call["id"] = tc.id
@@ -206,24 +172,22 @@ class OpenAIProvider(SDKProvider):
                             call["function"]["arguments"] += tc.function.arguments or ""
                 lp = getattr(ch, "logprobs", None)
                 if lp is not None and getattr(lp, "content", None):
-                    self.logprobs.setdefault(i, []).extend(t.model_dump() for t in lp.content)
+                    c["logprobs"].extend(t.model_dump() for t in lp.content)
                 if ch.finish_reason:
-                    self.finish[i] = ch.finish_reason
+                    c["finish"] = ch.finish_reason
             return text
 
         def reply(self, provider: str, model: str) -> Reply:
             if not self.seen:  # e.g. JSON, not SSE
                 raise BadResponse("stream ended without any event", provider=provider, model=model)
             choices = tuple(
-                Choice(content="".join(self.text.get(i, [])) or (None if self.calls.get(i) else ""),
-                       tool_calls=tuple(c for _, c in sorted(self.calls.get(i, {}).items())),
-                       refusal="".join(self.refusal[i]) if i in self.refusal else None,
-                       finish_reason=self.finish.get(i),
-                       logprobs={"content": self.logprobs[i]} if i in self.logprobs else None)
-                for i in sorted(set(self.text) | set(self.calls) | set(self.finish) or {0}))
-            texts = tuple(c.text for c in choices)
-            return Reply(texts[0], self.usage, choices[0].finish_reason, samples=texts if len(texts) > 1 else (),
-                         logprobs=_logprob_stats(choices[0].logprobs), choices=choices)
+                Choice(content="".join(c["text"]) or (None if c["calls"] else ""),
+                       tool_calls=tuple(call for _, call in sorted(c["calls"].items())),
+                       refusal="".join(c["refusal"]) if c["refusal"] else None,
+                       finish_reason=c["finish"],
+                       logprobs={"content": c["logprobs"]} if c["logprobs"] else None)
+                for _, c in sorted(self.choices.items())) or (Choice(content=""),)
+            return _replied(choices, self.usage)
 
     @staticmethod
     def _stream_kwargs(asynchronous: bool) -> dict[str, Any]:
@@ -237,26 +201,20 @@ class OpenAIProvider(SDKProvider):
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
         fold = self._Fold()
-        try:
-            with self.client.post(_PATH, body=self._body(request, model, stream=True),
-                                  **self._stream_kwargs(asynchronous=False)) as chunks:
-                for chunk in chunks:
-                    if text := fold.add(chunk):
-                        yield text
-            yield fold.reply(self.name, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        with self.client.post(_PATH, body=self._body(request, model, stream=True),
+                              **self._stream_kwargs(asynchronous=False)) as chunks:
+            for chunk in chunks:
+                if text := fold.add(chunk):
+                    yield text
+        yield fold.reply(self.name, model)
 
     async def _awire_stream(self, request: ChatRequest, model: str) -> AsyncGenerator[str | Reply, None]:
         fold = self._Fold()
-        try:
-            body = await self._abody(request, model, stream=True)
-            async with await self.aclient.post(_PATH, body=body,
-                                               **self._stream_kwargs(asynchronous=True)) as chunks:
-                async for chunk in chunks:
-                    if text := fold.add(chunk):
-                        yield text
-            yield fold.reply(self.name, model)
-        except Exception as exc:  # noqa: BLE001
-            raise self._err(exc, model) from None
+        body = await self._abody(request, model, stream=True)
+        kwargs = self._stream_kwargs(asynchronous=True)
+        async with await self.aclient.post(_PATH, body=body, **kwargs) as chunks:
+            async for chunk in chunks:
+                if text := fold.add(chunk):
+                    yield text
+        yield fold.reply(self.name, model)
 

@@ -8,7 +8,9 @@ from typing import Any
 from .._config import PROVIDER_TYPES, Builder, ProviderSettings
 from .._exceptions import ConfigError, PonderError, UnknownProvider
 from .._pricing import PriceTable
-from ._base import RetryPolicy
+from ._anthropic import AnthropicProvider
+from ._base import RetryPolicy, SDKProvider
+from ._openai import OpenAIProvider
 
 
 def register(kind: str) -> Callable[[Builder], Builder]:
@@ -24,18 +26,15 @@ def register(kind: str) -> Callable[[Builder], Builder]:
     return add
 
 
-@register("openai")
-def _openai(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
-    from ._openai import OpenAIProvider
+def _sdk_builder(cls: type[SDKProvider]) -> Builder:
+    def build(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+        return cls(**common, api_key_env=settings.api_key_env)
 
-    return OpenAIProvider(**common, api_key_env=settings.api_key_env)
+    return build
 
 
-@register("anthropic")
-def _anthropic(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
-    from ._anthropic import AnthropicProvider
-
-    return AnthropicProvider(**common, api_key_env=settings.api_key_env)
+register("openai")(_sdk_builder(OpenAIProvider))
+register("anthropic")(_sdk_builder(AnthropicProvider))
 
 
 @register("replay")
@@ -73,7 +72,7 @@ def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) ->
     """Build one provider. Keys are read here, from the config or the environment, never at import.
 
     ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
-    to the vendor's endpoint alone (see ``resolve_key``)."""
+    to the vendor's endpoint alone (see ``SDKProvider._resolve_key``)."""
     kind = settings.type or name
     builder = PROVIDER_TYPES.get(kind)
     if builder is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import BadResponse, UnknownModel
-from .._types import ChatRequest, Choice, Completion, Usage
+from .._types import ChatRequest, Choice, Completion, Usage, json_messages
 from ._base import WholeTextStream
 
 if TYPE_CHECKING:
@@ -20,14 +20,8 @@ def query_key(query: str | ChatRequest) -> str:
     else the conversation as JSON. A recorded query string in either form maps to itself."""
     if isinstance(query, ChatRequest):
         return query.query
-    text = query.strip()
-    if not (text.startswith("[") and text.endswith("]")):
-        return query
-    try:
-        msgs = json.loads(text)
-    except json.JSONDecodeError:
-        return query
-    if not (isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs)):
+    msgs = json_messages(query)
+    if msgs is None:
         return query
     if len(msgs) == 1 and msgs[0].get("role") == "user" and isinstance(msgs[0].get("content"), str):
         return str(msgs[0]["content"])
@@ -43,10 +37,9 @@ class ReplayProvider(WholeTextStream):
 
         self.table = table if isinstance(table, OutcomeTable) else read_outcomes(table)
         self.name = name
-        df = self.table.df
-        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for rec in df.to_dict("records"):
-            self._rows[(query_key(str(rec["query"])), str(rec["model"]))] = rec
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {
+            (query_key(str(rec["query"])), str(rec["model"])): rec
+            for rec in self.table.df.to_dict("records")}
         self._models = set(self.table.models)
 
     @property
