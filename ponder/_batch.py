@@ -19,16 +19,16 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
 from ._jsonl import iter_jsonl, iter_log
-from ._types import Answer, ChatRequest
+from ._types import Answer, ChatRequest, Completion
 from .strategies import as_live
 
 # A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
@@ -61,6 +61,18 @@ class BatchSummary:
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
+
+    def count(self, result: Completion | BaseException, cost_usd: float | None = None) -> None:
+        """Count one finished call: its completion (``cost_usd``: what it cost, if not the
+        completion's own), or the error it failed with."""
+        if isinstance(result, BaseException):
+            self.failed += 1
+            self.errors[type(result).__name__] = self.errors.get(type(result).__name__, 0) + 1
+            return
+        self.done += 1
+        self.cost_usd += result.cost_usd if cost_usd is None else cost_usd
+        self.saved_usd += result.saved_usd
+        self.cached += int(result.cached)
 
 
 def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
@@ -125,11 +137,15 @@ def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
     }
 
 
+def error_text(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:1000]
+
+
 def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
     provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
     spec = f"{provider}:{model}" if provider and model else (model or None)
     return {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0,
-            "cached": False, "error": " ".join(str(exc).split())[:1000], "error_type": type(exc).__name__}
+            "cached": False, "error": error_text(exc), "error_type": type(exc).__name__}
 
 
 class _Writer:
@@ -152,15 +168,10 @@ class _Writer:
         self.handle.close()
 
 
-class _Budgeted(Protocol):
-    cost_usd: float
-    stopped: str | None
-
-
 T = TypeVar("T")
 
 
-async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]], summary: _Budgeted, *,
+async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]], summary: BatchSummary, *,
                 concurrency: int, max_cost: float | None) -> None:
     """The job runner of ``ponder run`` and ``ponder collect``: ``step`` on every item,
     ``concurrency`` at a time, the items ``step`` hands back queued after the others. No item is
@@ -220,14 +231,10 @@ async def arun_batch(
             answer = await live.arun(row.request, client)
         except (ProviderError, UnknownModel, PonderError) as exc:
             rec = error_record(row, exc)
-            summary.failed += 1
-            summary.errors[type(exc).__name__] = summary.errors.get(type(exc).__name__, 0) + 1
+            summary.count(exc)
         else:
             rec = answer_record(row, answer)
-            summary.done += 1
-            summary.cost_usd += answer.cost_usd
-            summary.saved_usd += answer.completion.saved_usd
-            summary.cached += int(answer.completion.cached)
+            summary.count(answer.completion, answer.cost_usd)
         writer.write(rec)
         summary.elapsed_s = time.perf_counter() - start
         if on_result is not None:
@@ -242,19 +249,23 @@ async def arun_batch(
     return summary
 
 
+def run_sync(main: Coroutine[Any, Any, T], clients: Callable[[], Iterable[Any]]) -> T:
+    """``asyncio.run(main)`` (the synchronous twins of ``arun_batch``, ``acollect`` and
+    ``agrade_table``). The async connections ``clients()`` opened on that loop are released
+    before it closes, so the same clients work again afterwards."""
+    async def run() -> T:
+        try:
+            return await main
+        finally:
+            for client in {id(c): c for c in clients() if c is not None}.values():
+                release = getattr(client, "aclose", None)
+                if release is not None:
+                    await release()
+
+    return asyncio.run(run())
+
+
 def run_batch(input_path: str | Path, output_path: str | Path, strategy: Any, client: Any,
               **kw: Any) -> BatchSummary:
-    """The synchronous twin of :func:`arun_batch` (runs its own event loop).
-
-    Async connections opened on that loop are released before it closes, so the same client
-    works again afterwards (in another ``run_batch`` or synchronously).
-    """
-    async def main() -> BatchSummary:
-        try:
-            return await arun_batch(input_path, output_path, strategy, client, **kw)
-        finally:
-            release = getattr(client, "aclose", None)
-            if release is not None:
-                await release()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`arun_batch` (see :func:`run_sync`)."""
+    return run_sync(arun_batch(input_path, output_path, strategy, client, **kw), lambda: [client])

@@ -7,11 +7,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._batch import _Writer, drain
+from .._batch import BatchSummary, _Writer, drain, run_sync
 from .._exceptions import PonderError
 from .._pricing import estimate_tokens
 from .._types import ChatRequest, Completion, Usage
@@ -38,20 +38,12 @@ _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separ
 
 
 @dataclass
-class CollectSummary:
-    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid."""
+class CollectSummary(BatchSummary):
+    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid; ``total`` counts the
+    calls planned, ``answers`` the answers (samples) planned, ``skipped`` the answers already in
+    the output or progress file."""
 
-    total: int = 0  # calls planned
-    answers: int = 0  # answers (samples) planned
-    skipped: int = 0  # answers already in the output or progress file
-    done: int = 0
-    failed: int = 0
-    cached: int = 0
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
-    elapsed_s: float = 0.0
-    stopped: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
+    answers: int = 0
     output: str | None = None
 
     @property
@@ -128,27 +120,18 @@ class _State:
     sidecar: list[dict[str, Any]]  # the progress file's records, kept when it is rewritten
     touched: set[tuple[str, str]]  # (query, model) pairs with records in the progress file
 
-    @property
-    def done(self) -> set[Key]:
-        return {k for k, r in self.pool.items() if r.get("error") is None}
 
-
-def _load(prompts: PromptsIn, models: Sequence[str], client: Client, output: str | Path | None) -> _State:
+def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
+              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
+    """The inputs and what is already collected, and the calls still missing."""
     if not models:
         raise PonderError("give at least one model (provider:model)")
     items = as_prompts(prompts)
     specs = list(dict.fromkeys(str(client.resolve(m)) for m in models))
     existing, pool, sidecar = read_collected(Path(output)) if output is not None else (None, {}, [])
-    touched = {(r["query_id"], r["model"]) for r in sidecar}
-    return _State(items, specs, existing, pool, sidecar, touched)
-
-
-def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
-              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
-    """The inputs and what is already collected, and the calls still missing."""
-    state = _load(prompts, models, client, output)
-    jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
-                     supports_n=lambda m: supports_n(client, m))
+    state = _State(items, specs, existing, pool, sidecar, {(r["query_id"], r["model"]) for r in sidecar})
+    done = {k for k, r in pool.items() if r.get("error") is None}
+    jobs = plan_jobs(items, specs, done, samples=samples, supports_n=lambda m: supports_n(client, m))
     return state, jobs
 
 
@@ -183,17 +166,12 @@ class _Run:
         """Store a job's outcome; returns the single-sample jobs still owed when a provider
         answered fewer samples than ``n`` asked for."""
         s = self.summary
+        s.count(result)
         if isinstance(result, Completion):
             recs = answer_records(job, result)
-            s.done += 1
-            s.cost_usd += result.cost_usd
-            s.saved_usd += result.saved_usd
-            s.cached += int(result.cached)
             owed = [Job(job.prompt, job.model, (i,)) for i in job.samples[len(recs):]]
         else:
             recs = error_records(job, job.samples, result)
-            s.failed += 1
-            s.errors[type(result).__name__] = s.errors.get(type(result).__name__, 0) + 1
             owed = []
         for r in recs:
             self.state.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
@@ -319,17 +297,5 @@ async def acollect(
 
 
 def collect(prompts: PromptsIn, models: Sequence[str], **kw: Any) -> OutcomeTable:
-    """The synchronous twin of :func:`acollect` (runs its own event loop).
-
-    Async connections opened on that loop are released before it closes, so a ``client`` passed
-    in works again afterwards.
-    """
-    async def main() -> OutcomeTable:
-        client = kw.get("client")
-        try:
-            return await acollect(prompts, models, **kw)
-        finally:
-            if client is not None:
-                await client.aclose()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`acollect` (see :func:`ponder._batch.run_sync`)."""
+    return run_sync(acollect(prompts, models, **kw), lambda: [kw.get("client")])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._batch import run_sync
 from .._exceptions import DataError
 from .._secrets import scrub
 from ._agreement import Agreement, agreement
@@ -307,20 +308,8 @@ def _summarise(out: pd.DataFrame, results: list[dict[str, Any] | None], picked: 
 
 def grade_table(source: str | Path | pd.DataFrame, graders: Grader | Mapping[str, Grader],
                 **kw: Any) -> GradeResult:
-    """The synchronous twin of :func:`agrade_table` (runs its own event loop).
-
-    Judges' async connections are released before the loop closes, so their clients keep
-    working afterwards.
-    """
-    async def main() -> GradeResult:
-        try:
-            return await agrade_table(source, graders, **kw)
-        finally:
-            each = graders.values() if isinstance(graders, Mapping) else [graders]
-            judges = {id(c): c for g in each if (c := getattr(g, "client", None)) is not None}
-            for client in judges.values():
-                release = getattr(client, "aclose", None)
-                if release is not None:
-                    await release()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`agrade_table` (see :func:`ponder._batch.run_sync`): the
+    judges' clients keep working afterwards."""
+    each = graders.values() if isinstance(graders, Mapping) else [graders]
+    return run_sync(agrade_table(source, graders, **kw),
+                    lambda: [getattr(g, "client", None) for g in each])
