@@ -1,12 +1,9 @@
 """Batch runs: answer every row of a JSONL file with a strategy, N at a time, resumably.
 
-Each result is appended to the output file as soon as it completes (one JSON line, flushed), so a
-run that is interrupted keeps everything it finished. Running the same command again skips the
-rows already answered and finds the ones that were answered but not yet written in the cache, so
-nothing is paid for twice (for rows the cache keeps: temperature 0, or ``cache_sampled``). A row whose model call fails is written with its error and the run
-goes on; the next run retries it.
-
-Input rows (one JSON object per line) look like any of::
+Each result is appended to the output as one flushed JSON line as soon as it completes, so an
+interrupted run keeps what it finished; rerunning skips the rows answered, and the cache serves
+those answered but not yet written (temperature 0, or ``cache_sampled``), so nothing is paid
+twice. A row whose call fails is written with its error and retried by the next run. Rows::
 
     {"id": "q1", "prompt": "What is 2+2?"}
     {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}

@@ -214,19 +214,7 @@ def read_prompts(path: str | Path) -> list[CollectPrompt]:
     go into the request as OpenAI's API has them (JSON text in a CSV cell; ``tool_choice`` may be
     a bare ``auto``, ``none`` or ``required``).
     """
-    path = Path(path)
-    prompts: list[CollectPrompt] = []
-    seen: dict[str, int] = {}
-    for row, obj in _input_rows(path):
-        p = _parse_prompt(obj, path, row)
-        if p.id in seen:
-            raise DataError(f"duplicate id {p.id!r} (first in row {seen[p.id]})", file=str(path),
-                            row=row, column="id")
-        seen[p.id] = row
-        prompts.append(p)
-    if not prompts:
-        raise DataError("no prompts", file=str(path))
-    return prompts
+    return as_prompts(Path(path))
 
 
 PromptsIn = str | Path | Sequence[CollectPrompt | dict[str, Any]]
@@ -234,16 +222,17 @@ PromptsIn = str | Path | Sequence[CollectPrompt | dict[str, Any]]
 
 def as_prompts(prompts: PromptsIn) -> list[CollectPrompt]:
     """A prompt file, or rows (dicts or :class:`CollectPrompt`) given in Python, validated."""
-    if isinstance(prompts, (str, Path)):
-        return read_prompts(prompts)
+    path = Path(prompts) if isinstance(prompts, (str, Path)) else Path("<prompts>")
+    rows = _input_rows(path) if isinstance(prompts, (str, Path)) else enumerate(prompts, start=1)
     out: list[CollectPrompt] = []
-    seen: set[str] = set()
-    for i, p in enumerate(prompts, start=1):
-        cp = p if isinstance(p, CollectPrompt) else _parse_prompt(dict(p), Path("<prompts>"), i)
+    seen: dict[str, int] = {}
+    for row, p in rows:
+        cp = p if isinstance(p, CollectPrompt) else _parse_prompt(dict(p), path, row)
         if cp.id in seen:
-            raise DataError(f"duplicate id {cp.id!r}", file="<prompts>", row=i, column="id")
-        seen.add(cp.id)
+            raise DataError(f"duplicate id {cp.id!r} (first in row {seen[cp.id]})", file=str(path),
+                            row=row, column="id")
+        seen[cp.id] = row
         out.append(cp)
     if not out:
-        raise DataError("no prompts", file="<prompts>")
+        raise DataError("no prompts", file=str(path))
     return out

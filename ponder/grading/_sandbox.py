@@ -1,11 +1,8 @@
 """Run one untrusted Python program in a throwaway Linux sandbox: the code grader's mechanism.
 
-This module is the grader's side: :func:`run` starts a program and collects what it did,
-:func:`probe` says whether (and how) this machine can isolate it. Inside the sandbox runs
-``_sandbox_boot.py`` (as a script, under ``unshare``): the sandbox's first process, which builds
-what is described below and starts the program; :class:`Cgroup` makes each program's cgroup.
-
-The process tree of one program, isolated::
+:func:`run` starts a program and collects what it did, :func:`probe` says whether (and how) this
+machine can isolate it, :class:`Cgroup` makes each program's cgroup. Inside runs
+``_sandbox_boot.py`` (a script, under ``unshare``), the sandbox's first process::
 
     ponder (the grader thread)
       unshare --pid --fork --kill-child --mount --net --ipc --uts [--user --map-root-user]
@@ -13,35 +10,31 @@ The process tree of one program, isolated::
                      then waits; when it exits the kernel kills everything left in the namespace
           python -I -B -c HARNESS      the program, as an unprivileged user, under rlimits
 
-What the boot builds before the program starts:
+Before the program starts the boot builds:
 
-* a new root (``pivot_root``): a tmpfs holding read-only, nosuid binds of the system folders
-  (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and of Python's installation (its prefixes),
-  a fresh ``/proc`` of the new PID namespace, ``/dev/{null,zero,full,random,urandom}``, and
-  private size-limited tmpfs folders ``/tmp``, ``/dev/shm`` and ``/sandbox`` (the program's home
-  and working folder). Nothing else of the machine is there: not the home folders, not ``/run``
-  or ``/var`` (and their unix sockets), not the grader's folder, config or temporary files. The
-  old root is unmounted.
-* an empty network namespace (no interface but a loopback that is down; abstract unix sockets
-  are per network namespace), and private IPC and UTS namespaces.
-* an unprivileged identity: run as root, the namespaces are made without a user namespace and the
-  program runs as a fresh uid (one per program, above 2,000,000,000) with no capabilities; run
-  as another user, the namespaces live in a user namespace and the program enters a second,
-  nested one, which leaves it no capability over the mounts (it keeps the user's uid for file
-  permissions, on the read-only folders it can see). ``no_new_privs`` is set either way.
-* limits: one cgroup per program with ``memory`` (the whole group, swap included) and ``pids``
-  controllers where the machine lets ponder make one (cgroup v1, or a delegated v2 subtree);
-  always RLIMIT_AS (per process), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_CORE=0 and RLIMIT_NPROC (in
-  the sandbox's fresh uid or nested user namespace, so it counts this program's processes).
+* a new root (``pivot_root``): a tmpfs with read-only, nosuid binds of the system folders
+  (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and Python's prefixes, a fresh ``/proc``,
+  ``/dev/{null,zero,full,random,urandom}`` and private size-limited tmpfs ``/tmp``, ``/dev/shm``
+  and ``/sandbox`` (the program's home). Nothing else of the machine: no home folders, ``/run``,
+  ``/var`` (or their unix sockets), nor the grader's files. The old root is unmounted.
+* an empty network namespace (loopback down; abstract unix sockets are per namespace), private
+  IPC and UTS namespaces.
+* an unprivileged identity: as root, no user namespace and a fresh uid per program (above
+  2,000,000,000) without capabilities; as another user, a user namespace, and the program enters
+  a nested one that leaves it no capability over the mounts (it keeps the user's uid, on the
+  read-only folders it sees). ``no_new_privs`` either way.
+* limits: a cgroup per program with ``memory`` (swap included) and ``pids`` where the machine
+  allows (cgroup v1, or a delegated v2 subtree); always RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE,
+  RLIMIT_CORE=0 and RLIMIT_NPROC (which, in the fresh uid or nested namespace, counts this
+  program's processes).
 
-The pass signal is a marker, not the exit code: the grader puts a random token in a pipe; the
-harness reads it and closes that pipe before the program runs, and writes the token to a second
-pipe only when the program and its tests have returned. ``sys.exit(0)``, ``os._exit(0)``, a
-crash or a timeout therefore cannot pass. What this is not: the harness and the program share
-one interpreter, so a program written to attack this harness can find the token (in the
-harness's frame, ``sys._getframe(1)``) and write it, just as it can pass ``assert f(x) == 5``
-with an object equal to everything. The marker and the sandbox protect the grader, the machine
-and the other rows; they do not make a score trustworthy against code written to fake it.
+The pass signal is a marker, not the exit code: the harness reads a random token from a pipe and
+closes it before the program runs, and writes the token to a second pipe only once the program
+and its tests have returned, so ``sys.exit(0)``, ``os._exit(0)``, a crash or a timeout cannot
+pass. Not a boundary: harness and program share one interpreter, so a program written against
+this harness can find the token (``sys._getframe(1)``), as it can pass ``assert f(x) == 5`` with
+an object equal to everything. The sandbox protects the grader, the machine and the other rows;
+it does not make a score trustworthy against code written to fake it.
 """
 
 from __future__ import annotations
