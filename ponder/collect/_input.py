@@ -115,14 +115,12 @@ def _request_fields(obj: dict[str, Any], path: Path, row: int) -> dict[str, Any]
     choice = _json_value(obj, "tool_choice", path, row, words=True)
     if choice is not None:
         names = [t["function"]["name"] for t in tools or []]
-        if isinstance(choice, dict):
-            wanted = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
-            if wanted is None:
-                raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
-            if wanted not in names:
-                raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
-        elif choice not in _TOOL_CHOICES:
+        named = isinstance(choice, dict) and choice.get("type") == "function"
+        wanted = (choice.get("function") or {}).get("name") if named else None
+        if wanted is None and choice not in _TOOL_CHOICES:
             raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+        if wanted is not None and wanted not in names:
+            raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
         if not names:
             raise bad("tool_choice", "needs the row's tools")
         out["tool_choice"] = choice

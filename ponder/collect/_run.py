@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,6 @@ from ._input import CollectPrompt, PromptsIn, as_prompts
 from ._plan import Job, Key, honours, job_request, plan_jobs, supports_n
 from ._records import (
     answer_records,
-    batch_state_path,
     build_table,
     error_records,
     num,
@@ -152,15 +151,16 @@ def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Clien
             client.close()
 
 
+@dataclass
 class _Run:
     """One collect run: records go to the pool and the progress file as they arrive."""
 
-    def __init__(self, state: _State, summary: CollectSummary, writer: _Writer | None,
-                 request_for: Callable[[Job], ChatRequest],
-                 on_result: Callable[[CollectSummary], None] | None) -> None:
-        self.state, self.summary, self.writer = state, summary, writer
-        self.request_for, self.on_result = request_for, on_result
-        self.start = time.perf_counter()
+    state: _State
+    summary: CollectSummary
+    writer: _Writer | None
+    request_for: Callable[[Job], ChatRequest]
+    on_result: Callable[[CollectSummary], None] | None
+    start: float = field(default_factory=time.perf_counter)
 
     def record(self, job: Job, result: Completion | BaseException) -> list[Job]:
         """Store a job's outcome; returns the single-sample jobs still owed when a provider
@@ -171,8 +171,7 @@ class _Run:
             recs = answer_records(job, result)
             owed = [Job(job.prompt, job.model, (i,)) for i in job.samples[len(recs):]]
         else:
-            recs = error_records(job, job.samples, result)
-            owed = []
+            recs, owed = error_records(job, job.samples, result), []
         for r in recs:
             self.state.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
             if self.writer is not None:
@@ -274,7 +273,7 @@ async def acollect(
                     summary.stopped = (f"the estimated cost ${est:.4f} exceeds the budget of ${max_cost:g}; "
                                        "nothing was submitted")
                 else:
-                    where = batch_state_path(output) if output is not None else Path(".ponder-collect.batches.json")
+                    where = Path(f"{output if output is not None else '.ponder-collect'}.batches.json")
                     await run.provider_batch(client, jobs, where, batch_poll_s)
             elif jobs:
                 await run.calls(client, jobs, concurrency, max_cost)

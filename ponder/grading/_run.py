@@ -141,9 +141,8 @@ def _responses(row: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """What to grade for a row, each answer with the row as its grader sees it: the response,
     then its samples (the first sample is the response itself when it equals it, and is not
     graded twice). A sample's row carries that sample's ``tool_calls``."""
-    from ..evaluation._table import (  # pandas: only when used
-        parse_sample_tool_calls,
-    )
+    from ..evaluation._table import parse_sample_tool_calls  # pandas: only when used
+
     samples = row.get("samples") or []
     each = parse_sample_tool_calls(row.get("sample_tool_calls"))
     out: list[tuple[str, Mapping[str, Any]]] = [(row["response"], row)]
@@ -260,10 +259,7 @@ def _attach_baselines(rows: list[dict[str, Any]], picked: list[Grader], name: st
 def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
-    from ..evaluation._table import (  # pandas: only when used
-        parse_sample_tool_calls,
-        parse_tool_calls,
-    )
+    from ..evaluation._table import parse_sample_tool_calls, parse_tool_calls
 
     out = df.copy()
     if "score" in out.columns and out["score"].notna().any():
