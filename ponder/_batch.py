@@ -86,8 +86,7 @@ def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
     else:
         raise DataError("needs 'prompt', 'query' or 'messages'", file=str(path), row=line)
     try:
-        return ChatRequest.of(messages, **params) if isinstance(messages, str) else ChatRequest.model_validate(
-            {"messages": messages, **params})
+        return ChatRequest.of(messages, **params)
     except (ValidationError, TypeError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         loc = ".".join(str(p) for p in first["loc"]) or column

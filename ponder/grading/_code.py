@@ -45,14 +45,10 @@ def extract_code(response: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _probe(isolate: bool, unshare: str | None, euid: int) -> tuple[_sandbox.Isolation | None, str]:
+def _isolation(isolate: bool, unshare: str | None, euid: int) -> tuple[_sandbox.Isolation | None, str]:
+    """How this machine isolates graded programs (checked once per ``unshare`` and user, by
+    running a trivial one): (isolation, "") or (None, why not)."""
     return _sandbox.probe(isolate, unshare)
-
-
-def isolation(isolate: bool = True) -> tuple[_sandbox.Isolation | None, str]:
-    """How this machine isolates graded programs (checked once, by running a trivial one):
-    (isolation, "") or (None, why not)."""
-    return _probe(isolate, shutil.which("unshare"), os.geteuid())
 
 
 @dataclass
@@ -82,7 +78,8 @@ class CodeGrader:
         if self.timeout_s <= 0 or self.memory_mb < 64 or self.max_processes < 1:
             raise PonderError("the code grader needs timeout_s > 0, memory_mb >= 64 and "
                               "max_processes >= 1")
-        found, why = isolation(True)
+        unshare, euid = shutil.which("unshare"), os.geteuid()
+        found, why = _isolation(True, unshare, euid)
         if found is None:
             if not self.allow_no_isolation:
                 raise PonderError(
@@ -91,7 +88,7 @@ class CodeGrader:
                     "run as root). Run it where they work, or pass --allow-no-isolation "
                     "(allow_no_isolation=True) to run the untrusted code with resource limits "
                     "only")
-            found, why = isolation(False)
+            found, why = _isolation(False, unshare, euid)
             assert found is not None
         self.isolation = found
 
