@@ -37,7 +37,6 @@ _PARAMS = tuple(f for f in ChatRequest.model_fields if f != "messages")
 class BatchRow:
     id: str
     request: ChatRequest
-    line: int
 
 
 @dataclass
@@ -104,17 +103,13 @@ def read_rows(path: str | Path) -> list[BatchRow]:
             raise DataError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=str(path),
                             row=line, column="id")
         seen[rid] = line
-        rows.append(BatchRow(rid, _row_request(obj, path, line), line))
+        rows.append(BatchRow(rid, _row_request(obj, path, line)))
     return rows
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The last record per id in an output file.
-
-    A line that is not a complete JSON record is ignored: a run killed mid-write leaves a torn
-    last line, possibly cut inside a multi-byte character. Its row is answered again (the next
-    run rewrites the file without it); every complete record is kept, so nothing is paid twice.
-    """
+    """The last record per id in an output file; a torn line (see :func:`iter_log`) is dropped,
+    so its row is answered again and the next run rewrites the file without it."""
     results: dict[str, dict[str, Any]] = {}
     for _, rec in iter_log(path):
         if isinstance(rec, dict) and "id" in rec:
@@ -167,8 +162,8 @@ class _Writer:
 T = TypeVar("T")
 
 
-async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]], summary: BatchSummary, *,
-                concurrency: int, max_cost: float | None) -> None:
+async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]],
+                summary: BatchSummary, *, concurrency: int, max_cost: float | None) -> None:
     """The job runner of ``ponder run`` and ``ponder collect``: ``step`` on every item,
     ``concurrency`` at a time, the items ``step`` hands back queued after the others. No item is
     started once ``summary.cost_usd`` reaches ``max_cost`` (``summary.stopped`` says why)."""

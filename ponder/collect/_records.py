@@ -100,8 +100,9 @@ def _from_output_row(rec: dict[str, Any]) -> list[dict[str, Any]]:
     lp = {k: None if blank(rec.get(k)) else num(rec.get(k)) for k in _LOGPROBS}
     if lp["logprob_tokens"] is not None:
         lp["logprob_tokens"] = int(lp["logprob_tokens"])
-    first = {"cost_usd": num(rec.get("cost_usd")), "input_tokens": int(num(rec.get("input_tokens"))),
-             "output_tokens": int(num(rec.get("output_tokens"))), **lp}
+    first = {"cost_usd": num(rec.get("cost_usd")), **lp,
+             "input_tokens": int(num(rec.get("input_tokens"))),
+             "output_tokens": int(num(rec.get("output_tokens")))}
     rest = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, **dict.fromkeys(_LOGPROBS)}
     return [_sample(qid, model, i, response=text, tool_calls=calls[i], paid_usd=0.0,
                     latency_s=num(rec.get("latency_s")), **(rest if i else first), error=None)

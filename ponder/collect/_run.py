@@ -128,10 +128,11 @@ def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
     items = as_prompts(prompts)
     specs = list(dict.fromkeys(str(client.resolve(m)) for m in models))
     existing, pool, sidecar = read_collected(Path(output)) if output is not None else (None, {}, [])
-    state = _State(items, specs, existing, pool, sidecar, {(r["query_id"], r["model"]) for r in sidecar})
+    touched = {(r["query_id"], r["model"]) for r in sidecar}
     done = {k for k, r in pool.items() if r.get("error") is None}
-    jobs = plan_jobs(items, specs, done, samples=samples, supports_n=lambda m: supports_n(client, m))
-    return state, jobs
+    jobs = plan_jobs(items, specs, done, samples=samples,
+                     supports_n=lambda m: supports_n(client, m))
+    return _State(items, specs, existing, pool, sidecar, touched), jobs
 
 
 def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
@@ -273,7 +274,8 @@ async def acollect(
                     summary.stopped = (f"the estimated cost ${est:.4f} exceeds the budget of ${max_cost:g}; "
                                        "nothing was submitted")
                 else:
-                    where = Path(f"{output if output is not None else '.ponder-collect'}.batches.json")
+                    stem = output if output is not None else ".ponder-collect"
+                    where = Path(f"{stem}.batches.json")
                     await run.provider_batch(client, jobs, where, batch_poll_s)
             elif jobs:
                 await run.calls(client, jobs, concurrency, max_cost)

@@ -45,7 +45,8 @@ def extract_code(response: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _isolation(isolate: bool, unshare: str | None, euid: int) -> tuple[_sandbox.Isolation | None, str]:
+def _isolation(isolate: bool, unshare: str | None,
+               euid: int) -> tuple[_sandbox.Isolation | None, str]:
     """How this machine isolates graded programs (checked once per ``unshare`` and user, by
     running a trivial one): (isolation, "") or (None, why not)."""
     return _sandbox.probe(isolate, unshare)

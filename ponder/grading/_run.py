@@ -222,21 +222,20 @@ async def agrade_table(
     _attach_baselines(rows, picked, name)
 
     start = time.perf_counter()
-    results: list[dict[str, Any] | None] = [None] * len(rows)
     limit = asyncio.Semaphore(concurrency)
     done = 0
 
-    async def one(i: int) -> None:
+    async def one(i: int) -> dict[str, Any]:
         nonlocal done
         async with limit:
             grades = [await _agrade(picked[i], r, view) for r, view in _responses(rows[i])]
-        results[i] = _row_columns(rows[i], grades)
         done += 1
         if progress is not None:
             progress(done, len(rows))
+        return _row_columns(rows[i], grades)
 
-    await asyncio.gather(*[one(i) for i in range(len(rows))])
-    out = _assemble(df, [r for r in results if r is not None])
+    results = list(await asyncio.gather(*[one(i) for i in range(len(rows))]))
+    out = _assemble(df, results)
     summary = _summarise(out, results, picked, compare)
     summary.elapsed_s = time.perf_counter() - start
     if output is not None:
@@ -278,14 +277,14 @@ def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     return out
 
 
-def _summarise(out: pd.DataFrame, results: list[dict[str, Any] | None], picked: list[Grader],
+def _summarise(out: pd.DataFrame, results: list[dict[str, Any]], picked: list[Grader],
                compare: bool) -> GradeSummary:
     scores = out["score"].to_numpy(dtype=float)
     ok = ~(scores != scores)  # not NaN
     s = GradeSummary(n_rows=len(out), n_graded=int(ok.sum()), n_ungraded=int((~ok).sum()),
                      judge_cost_usd=float(out["judge_cost_usd"].sum()) if len(out) else 0.0,
-                     judge_calls=sum(r["_calls"] for r in results if r),
-                     judge_cached_calls=sum(r["_cached"] for r in results if r))
+                     judge_calls=sum(r["_calls"] for r in results),
+                     judge_cached_calls=sum(r["_cached"] for r in results))
     if ok.any():
         s.mean_score = float(scores[ok].mean())
     if "samples" in out.columns:
