@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,14 +18,7 @@ from .._pricing import estimate_tokens
 from .._types import ChatRequest, Completion, Usage
 from ._input import CollectPrompt, PromptsIn, as_prompts
 from ._plan import Job, Key, honours, job_request, plan_jobs, supports_n
-from ._records import (
-    answer_records,
-    build_table,
-    error_records,
-    num,
-    progress_path,
-    read_collected,
-)
+from ._records import answer_records, build_table, error_records, num, progress_path, read_collected
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,15 +135,10 @@ def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Clien
     """What :func:`collect` would spend on the answers still missing, per model; calls nothing."""
     from .._client import Client
 
-    own = client is None
-    client = client or Client()
-    try:
-        state, jobs = _plan_run(prompts, models, client, output, samples)
-        return estimate_jobs(client, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
+    with nullcontext(client) if client is not None else Client() as used:  # ours: closed after
+        state, jobs = _plan_run(prompts, models, used, output, samples)
+        return estimate_jobs(used, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
                              provider_batch=provider_batch)
-    finally:
-        if own:
-            client.close()
 
 
 @dataclass

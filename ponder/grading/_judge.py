@@ -240,15 +240,14 @@ class JudgeGrader:
 
     def verdict(self, row: Mapping[str, Any], replies: Sequence[Completion]) -> Grade:
         """What the judge's replies mean, with their cost (pure: no calls)."""
-        cost = sum(c.cost_usd for c in replies)
-        cached = sum(int(c.cached) for c in replies)
         mode = self.mode(row)
         if mode == "pairwise" and not replies:
             if text(row.get("model")) == self.baseline:
                 return Grade(0.5, "is the baseline (a tie with itself)")
             return Grade(math.nan, f"no answer from the baseline {self.baseline} for this query")
         score, reason = self._score(mode, [c.text for c in replies])
-        return Grade(score, reason, cost_usd=cost, calls=len(replies), cached=cached)
+        return Grade(score, reason, cost_usd=sum(c.cost_usd for c in replies), calls=len(replies),
+                     cached=sum(int(c.cached) for c in replies))
 
     @staticmethod
     def _read(mode: str, reply: str) -> tuple[str | None, str]:
