@@ -225,23 +225,17 @@ def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existin
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (qid, model, _), rec in pool.items():
         by_pair.setdefault((qid, model), []).append(rec)
-    old: dict[tuple[str, str], dict[str, Any]] = {}
-    if existing is not None:
-        for rec in existing.to_dict("records"):
-            old[(str(rec["query_id"]), str(rec["model"]))] = rec
+    old = {(str(rec["query_id"]), str(rec["model"])): rec
+           for rec in ([] if existing is None else existing.to_dict("records"))}
     rows: list[dict[str, Any]] = []
-    placed: set[tuple[str, str]] = set()
     for p in prompts:
         for m in models:
-            pair = (p.id, m)
-            if pair in touched and pair in by_pair:
-                rows.append(table_row(p, m, by_pair[pair]))
-            elif pair in old:
-                rows.append(old[pair])
-            else:
-                continue
-            placed.add(pair)
-    rows.extend(rec for pair, rec in old.items() if pair not in placed)
+            if (p.id, m) in touched and (p.id, m) in by_pair:
+                rows.append(table_row(p, m, by_pair[(p.id, m)]))
+            elif (p.id, m) in old:
+                rows.append(old[(p.id, m)])
+    wanted = {(p.id, m) for p in prompts for m in models}
+    rows.extend(rec for pair, rec in old.items() if pair not in wanted)
     df = pd.DataFrame(rows)
     cols = [c for c in COLUMNS if c in df.columns or c in ("score", "samples", "error")]
     extra = [c for c in df.columns if c not in cols]
