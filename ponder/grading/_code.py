@@ -1,15 +1,9 @@
 """The code grader: run a response's Python against the row's tests, in a sandbox.
 
-THIS EXECUTES UNTRUSTED CODE. Each program runs in its own PID, mount, network, IPC and UTS
-namespaces, as an unprivileged user, in a root that shows only the system's and Python's folders
-(read-only) and private temporary folders, with its group's memory and processes limited where
-the machine allows (``_sandbox.py`` says how, and what is and is not a boundary). Where the
-namespaces cannot be made the grader refuses to run, unless ``allow_no_isolation`` says to run
-the programs with resource limits only.
-
-A program passes only when the harness's marker arrives, after every test has run; the exit code
-never decides. The marker cannot be forged by exiting early, crashing or printing, but a program
-written against this harness can reach it (they share one interpreter): see ``_sandbox.py``.
+THIS EXECUTES UNTRUSTED CODE: each program runs isolated as ``_sandbox.py`` describes (what is
+and is not a boundary there too). Where the sandbox cannot be made the grader refuses to run,
+unless ``allow_no_isolation`` says to run the programs with resource limits only. A program
+passes only when the harness's marker arrives after every test has run, never by exit code.
 """
 
 from __future__ import annotations
