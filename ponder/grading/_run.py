@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,12 +290,9 @@ def _summarise(out: pd.DataFrame, results: list[dict[str, Any]], picked: list[Gr
         s.mean_score = float(scores[ok].mean())
     if "samples" in out.columns:
         s.n_samples = int(sum(len(json.loads(x)) for x in out["samples"] if x))
-    for g in picked:
-        s.graders[g.name] = s.graders.get(g.name, 0) + 1
-    for reason, good in zip(out["grade_reason"], ok, strict=True):
-        if not good:
-            key = str(reason).split(":")[0][:60]
-            s.ungraded_reasons[key] = s.ungraded_reasons.get(key, 0) + 1
+    s.graders = dict(Counter(g.name for g in picked))
+    s.ungraded_reasons = dict(Counter(str(reason).split(":")[0][:60] for reason, good
+                                      in zip(out["grade_reason"], ok, strict=True) if not good))
     if compare:
         trusted = out["trusted_score"] if "trusted_score" in out.columns else [math.nan] * len(out)
         s.agreement = agreement(trusted, scores)

@@ -110,12 +110,10 @@ class ToolCallGrader:
             calls = parse_tool_calls(row.get("tool_calls"))
         except ValueError as exc:
             return Grade(math.nan, str(exc))
-        got: list[tuple[str, Any]] = []
-        for call in calls:
-            try:
-                got.append(_one(call))
-            except ValueError as exc:
-                return Grade(0.0, f"a call is malformed: {exc}")
+        try:
+            got = [_one(call) for call in calls]
+        except ValueError as exc:
+            return Grade(0.0, f"a call is malformed: {exc}")
         expected = Counter((n, _canon(a)) for n, a in want)
         made = Counter((n, _canon(a)) for n, a in got)
         if expected == made:
