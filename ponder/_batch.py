@@ -129,6 +129,7 @@ def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
 
 
 def error_text(exc: BaseException) -> str:
+    """An error on one line of at most 1,000 characters, as records keep it."""
     return " ".join(str(exc).split())[:1000]
 
 
