@@ -1,12 +1,9 @@
 """Batch runs: answer every row of a JSONL file with a strategy, N at a time, resumably.
 
-Each result is appended to the output file as soon as it completes (one JSON line, flushed), so a
-run that is interrupted keeps everything it finished. Running the same command again skips the
-rows already answered and finds the ones that were answered but not yet written in the cache, so
-nothing is paid for twice (for rows the cache keeps: temperature 0, or ``cache_sampled``). A row whose model call fails is written with its error and the run
-goes on; the next run retries it.
-
-Input rows (one JSON object per line) look like any of::
+Each result is appended to the output as one flushed JSON line as soon as it completes, so an
+interrupted run keeps what it finished; rerunning skips the rows answered, and the cache serves
+those answered but not yet written (temperature 0, or ``cache_sampled``), so nothing is paid
+twice. A row whose call fails is written with its error and retried by the next run. Rows::
 
     {"id": "q1", "prompt": "What is 2+2?"}
     {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
@@ -19,16 +16,16 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
 from ._jsonl import iter_jsonl, iter_log
-from ._types import Answer, ChatRequest
+from ._types import Answer, ChatRequest, Completion
 from .strategies import as_live
 
 # A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
@@ -40,7 +37,6 @@ _PARAMS = tuple(f for f in ChatRequest.model_fields if f != "messages")
 class BatchRow:
     id: str
     request: ChatRequest
-    line: int
 
 
 @dataclass
@@ -62,6 +58,18 @@ class BatchSummary:
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
 
+    def count(self, result: Completion | BaseException, cost_usd: float | None = None) -> None:
+        """Count one finished call: its completion (``cost_usd``: what it cost, if not the
+        completion's own), or the error it failed with."""
+        if isinstance(result, BaseException):
+            self.failed += 1
+            self.errors[type(result).__name__] = self.errors.get(type(result).__name__, 0) + 1
+            return
+        self.done += 1
+        self.cost_usd += result.cost_usd if cost_usd is None else cost_usd
+        self.saved_usd += result.saved_usd
+        self.cached += int(result.cached)
+
 
 def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
     inner = obj.get("body")
@@ -77,8 +85,7 @@ def _row_request(obj: dict[str, Any], path: Path, line: int) -> ChatRequest:
     else:
         raise DataError("needs 'prompt', 'query' or 'messages'", file=str(path), row=line)
     try:
-        return ChatRequest.of(messages, **params) if isinstance(messages, str) else ChatRequest.model_validate(
-            {"messages": messages, **params})
+        return ChatRequest.of(messages, **params)
     except (ValidationError, TypeError, ValueError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         loc = ".".join(str(p) for p in first["loc"]) or column
@@ -96,17 +103,13 @@ def read_rows(path: str | Path) -> list[BatchRow]:
             raise DataError(f"duplicate id {rid!r} (first on line {seen[rid]})", file=str(path),
                             row=line, column="id")
         seen[rid] = line
-        rows.append(BatchRow(rid, _row_request(obj, path, line), line))
+        rows.append(BatchRow(rid, _row_request(obj, path, line)))
     return rows
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The last record per id in an output file.
-
-    A line that is not a complete JSON record is ignored: a run killed mid-write leaves a torn
-    last line, possibly cut inside a multi-byte character. Its row is answered again (the next
-    run rewrites the file without it); every complete record is kept, so nothing is paid twice.
-    """
+    """The last record per id in an output file; a torn line (see :func:`iter_log`) is dropped,
+    so its row is answered again and the next run rewrites the file without it."""
     results: dict[str, dict[str, Any]] = {}
     for _, rec in iter_log(path):
         if isinstance(rec, dict) and "id" in rec:
@@ -125,11 +128,16 @@ def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
     }
 
 
+def error_text(exc: BaseException) -> str:
+    """An error on one line of at most 1,000 characters, as records keep it."""
+    return " ".join(str(exc).split())[:1000]
+
+
 def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
     provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
     spec = f"{provider}:{model}" if provider and model else (model or None)
     return {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0,
-            "cached": False, "error": " ".join(str(exc).split())[:1000], "error_type": type(exc).__name__}
+            "cached": False, "error": error_text(exc), "error_type": type(exc).__name__}
 
 
 class _Writer:
@@ -152,16 +160,11 @@ class _Writer:
         self.handle.close()
 
 
-class _Budgeted(Protocol):
-    cost_usd: float
-    stopped: str | None
-
-
 T = TypeVar("T")
 
 
-async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]], summary: _Budgeted, *,
-                concurrency: int, max_cost: float | None) -> None:
+async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]],
+                summary: BatchSummary, *, concurrency: int, max_cost: float | None) -> None:
     """The job runner of ``ponder run`` and ``ponder collect``: ``step`` on every item,
     ``concurrency`` at a time, the items ``step`` hands back queued after the others. No item is
     started once ``summary.cost_usd`` reaches ``max_cost`` (``summary.stopped`` says why)."""
@@ -220,14 +223,10 @@ async def arun_batch(
             answer = await live.arun(row.request, client)
         except (ProviderError, UnknownModel, PonderError) as exc:
             rec = error_record(row, exc)
-            summary.failed += 1
-            summary.errors[type(exc).__name__] = summary.errors.get(type(exc).__name__, 0) + 1
+            summary.count(exc)
         else:
             rec = answer_record(row, answer)
-            summary.done += 1
-            summary.cost_usd += answer.cost_usd
-            summary.saved_usd += answer.completion.saved_usd
-            summary.cached += int(answer.completion.cached)
+            summary.count(answer.completion, answer.cost_usd)
         writer.write(rec)
         summary.elapsed_s = time.perf_counter() - start
         if on_result is not None:
@@ -242,19 +241,23 @@ async def arun_batch(
     return summary
 
 
+def run_sync(main: Coroutine[Any, Any, T], clients: Callable[[], Iterable[Any]]) -> T:
+    """``asyncio.run(main)`` (the synchronous twins of ``arun_batch``, ``acollect`` and
+    ``agrade_table``). The async connections ``clients()`` opened on that loop are released
+    before it closes, so the same clients work again afterwards."""
+    async def run() -> T:
+        try:
+            return await main
+        finally:
+            for client in {id(c): c for c in clients() if c is not None}.values():
+                release = getattr(client, "aclose", None)
+                if release is not None:
+                    await release()
+
+    return asyncio.run(run())
+
+
 def run_batch(input_path: str | Path, output_path: str | Path, strategy: Any, client: Any,
               **kw: Any) -> BatchSummary:
-    """The synchronous twin of :func:`arun_batch` (runs its own event loop).
-
-    Async connections opened on that loop are released before it closes, so the same client
-    works again afterwards (in another ``run_batch`` or synchronously).
-    """
-    async def main() -> BatchSummary:
-        try:
-            return await arun_batch(input_path, output_path, strategy, client, **kw)
-        finally:
-            release = getattr(client, "aclose", None)
-            if release is not None:
-                await release()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`arun_batch` (see :func:`run_sync`)."""
+    return run_sync(arun_batch(input_path, output_path, strategy, client, **kw), lambda: [client])

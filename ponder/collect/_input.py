@@ -115,14 +115,12 @@ def _request_fields(obj: dict[str, Any], path: Path, row: int) -> dict[str, Any]
     choice = _json_value(obj, "tool_choice", path, row, words=True)
     if choice is not None:
         names = [t["function"]["name"] for t in tools or []]
-        if isinstance(choice, dict):
-            wanted = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
-            if wanted is None:
-                raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
-            if wanted not in names:
-                raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
-        elif choice not in _TOOL_CHOICES:
+        named = isinstance(choice, dict) and choice.get("type") == "function"
+        wanted = (choice.get("function") or {}).get("name") if named else None
+        if wanted is None and choice not in _TOOL_CHOICES:
             raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+        if wanted is not None and wanted not in names:
+            raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
         if not names:
             raise bad("tool_choice", "needs the row's tools")
         out["tool_choice"] = choice
@@ -214,19 +212,7 @@ def read_prompts(path: str | Path) -> list[CollectPrompt]:
     go into the request as OpenAI's API has them (JSON text in a CSV cell; ``tool_choice`` may be
     a bare ``auto``, ``none`` or ``required``).
     """
-    path = Path(path)
-    prompts: list[CollectPrompt] = []
-    seen: dict[str, int] = {}
-    for row, obj in _input_rows(path):
-        p = _parse_prompt(obj, path, row)
-        if p.id in seen:
-            raise DataError(f"duplicate id {p.id!r} (first in row {seen[p.id]})", file=str(path),
-                            row=row, column="id")
-        seen[p.id] = row
-        prompts.append(p)
-    if not prompts:
-        raise DataError("no prompts", file=str(path))
-    return prompts
+    return as_prompts(Path(path))
 
 
 PromptsIn = str | Path | Sequence[CollectPrompt | dict[str, Any]]
@@ -234,16 +220,17 @@ PromptsIn = str | Path | Sequence[CollectPrompt | dict[str, Any]]
 
 def as_prompts(prompts: PromptsIn) -> list[CollectPrompt]:
     """A prompt file, or rows (dicts or :class:`CollectPrompt`) given in Python, validated."""
-    if isinstance(prompts, (str, Path)):
-        return read_prompts(prompts)
+    path = Path(prompts) if isinstance(prompts, (str, Path)) else Path("<prompts>")
+    rows = _input_rows(path) if isinstance(prompts, (str, Path)) else enumerate(prompts, start=1)
     out: list[CollectPrompt] = []
-    seen: set[str] = set()
-    for i, p in enumerate(prompts, start=1):
-        cp = p if isinstance(p, CollectPrompt) else _parse_prompt(dict(p), Path("<prompts>"), i)
+    seen: dict[str, int] = {}
+    for row, p in rows:
+        cp = p if isinstance(p, CollectPrompt) else _parse_prompt(dict(p), path, row)
         if cp.id in seen:
-            raise DataError(f"duplicate id {cp.id!r}", file="<prompts>", row=i, column="id")
-        seen.add(cp.id)
+            raise DataError(f"duplicate id {cp.id!r} (first in row {seen[cp.id]})", file=str(path),
+                            row=row, column="id")
+        seen[cp.id] = row
         out.append(cp)
     if not out:
-        raise DataError("no prompts", file="<prompts>")
+        raise DataError("no prompts", file=str(path))
     return out

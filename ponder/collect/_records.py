@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._batch import error_text
 from .._exceptions import DataError
 from .._jsonl import iter_log
 from .._types import Completion
@@ -26,8 +27,13 @@ COLUMNS = ("query_id", "query", "model", "response", "tool_calls", "score", "cos
            "sample_tool_calls", "logprob_mean", "logprob_min", "logprob_tokens", "error")
 
 
-def _key_id(key: Key) -> str:
-    return json.dumps(list(key))
+_LOGPROBS = ("logprob_mean", "logprob_min", "logprob_tokens")
+
+
+def _sample(qid: str, model: str, index: int, **fields: Any) -> dict[str, Any]:
+    """A sample record: its key, then ``fields``."""
+    return {"id": json.dumps([qid, model, index]), "query_id": qid, "model": model, "sample": index,
+            **fields}
 
 
 def answer_records(job: Job, c: Completion) -> list[dict[str, Any]]:
@@ -37,27 +43,23 @@ def answer_records(job: Job, c: Completion) -> list[dict[str, Any]]:
     for pos, (index, choice) in enumerate(zip(job.samples, c.answers(), strict=False)):
         first = pos == 0
         lp = c.logprobs if first else None
-        recs.append({
-            "id": _key_id((job.prompt.id, job.model, index)), "query_id": job.prompt.id,
-            "model": job.model, "sample": index, "response": choice.text,
-            "tool_calls": [dict(call) for call in choice.tool_calls] or None,
+        recs.append(_sample(
+            job.prompt.id, job.model, index, response=choice.text,
+            tool_calls=[dict(call) for call in choice.tool_calls] or None,
             # the answer's cost, also when the cache served it for free this time
-            "cost_usd": (c.saved_usd if c.cached else c.cost_usd) if first else 0.0,
-            "paid_usd": c.cost_usd if first else 0.0, "cost_estimated": c.cost_estimated,
-            "input_tokens": c.usage.input_tokens if first else 0,
-            "output_tokens": c.usage.output_tokens if first else 0,
-            "latency_s": round(c.latency_s, 6), "cached": c.cached,
-            "logprob_mean": lp.mean if lp else None, "logprob_min": lp.min if lp else None,
-            "logprob_tokens": lp.tokens if lp else None, "error": None,
-        })
+            cost_usd=(c.saved_usd if c.cached else c.cost_usd) if first else 0.0,
+            paid_usd=c.cost_usd if first else 0.0, cost_estimated=c.cost_estimated,
+            input_tokens=c.usage.input_tokens if first else 0,
+            output_tokens=c.usage.output_tokens if first else 0,
+            latency_s=round(c.latency_s, 6), cached=c.cached,
+            logprob_mean=lp.mean if lp else None, logprob_min=lp.min if lp else None,
+            logprob_tokens=lp.tokens if lp else None, error=None))
     return recs
 
 
 def error_records(job: Job, indices: Iterable[int], exc: BaseException) -> list[dict[str, Any]]:
-    msg = " ".join(str(exc).split())[:1000]
-    return [{"id": _key_id((job.prompt.id, job.model, i)), "query_id": job.prompt.id,
-             "model": job.model, "sample": i, "response": None, "cost_usd": 0.0, "paid_usd": 0.0,
-             "error": msg, "error_type": type(exc).__name__} for i in indices]
+    return [_sample(job.prompt.id, job.model, i, response=None, cost_usd=0.0, paid_usd=0.0,
+                    error=error_text(exc), error_type=type(exc).__name__) for i in indices]
 
 
 def num(v: Any, default: float = 0.0) -> float:
@@ -95,21 +97,16 @@ def _from_output_row(rec: dict[str, Any]) -> list[dict[str, Any]]:
     qid, model = str(rec["query_id"]), str(rec["model"])
     texts = _row_samples(rec)
     calls = _row_tool_calls(rec, len(texts))
-    out = []
-    for i, text in enumerate(texts):
-        first = i == 0
-        out.append({
-            "id": _key_id((qid, model, i)), "query_id": qid, "model": model, "sample": i,
-            "response": text, "tool_calls": calls[i], "cost_usd": num(rec.get("cost_usd")) if first else 0.0, "paid_usd": 0.0,
-            "input_tokens": int(num(rec.get("input_tokens"))) if first else 0,
-            "output_tokens": int(num(rec.get("output_tokens"))) if first else 0,
-            "latency_s": num(rec.get("latency_s")),
-            "logprob_mean": None if not first or blank(rec.get("logprob_mean")) else num(rec.get("logprob_mean")),
-            "logprob_min": None if not first or blank(rec.get("logprob_min")) else num(rec.get("logprob_min")),
-            "logprob_tokens": None if not first or blank(rec.get("logprob_tokens")) else int(num(rec.get("logprob_tokens"))),
-            "error": None,
-        })
-    return out
+    lp = {k: None if blank(rec.get(k)) else num(rec.get(k)) for k in _LOGPROBS}
+    if lp["logprob_tokens"] is not None:
+        lp["logprob_tokens"] = int(lp["logprob_tokens"])
+    first = {"cost_usd": num(rec.get("cost_usd")), **lp,
+             "input_tokens": int(num(rec.get("input_tokens"))),
+             "output_tokens": int(num(rec.get("output_tokens")))}
+    rest = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, **dict.fromkeys(_LOGPROBS)}
+    return [_sample(qid, model, i, response=text, tool_calls=calls[i], paid_usd=0.0,
+                    latency_s=num(rec.get("latency_s")), **(rest if i else first), error=None)
+            for i, text in enumerate(texts)]
 
 
 def table_row(prompt: CollectPrompt, model: str, recs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -128,10 +125,7 @@ def table_row(prompt: CollectPrompt, model: str, recs: Sequence[dict[str, Any]])
         "latency_s": num(head.get("latency_s")) if head else math.nan,
         "task": prompt.task, "reference": prompt.reference, "tests": prompt.tests,
         "samples": json.dumps([r["response"] for r in ok], ensure_ascii=False),
-        "logprob_mean": head.get("logprob_mean") if head else None,
-        "logprob_min": head.get("logprob_min") if head else None,
-        "logprob_tokens": head.get("logprob_tokens") if head else None,
-        "error": err,
+        **{k: head.get(k) if head else None for k in _LOGPROBS}, "error": err,
     }
     if prompt.request.tools or any(calls):  # the answers' tool calls, as JSON, beside their text
         out["tool_calls"] = json.dumps(calls[0], ensure_ascii=False) if head else None
@@ -186,11 +180,6 @@ def read_progress(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def batch_state_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".batches.json")
-
-
 def _read_output(path: Path) -> pd.DataFrame | None:
     """The output table of an earlier run (None when there is none yet)."""
     from ..evaluation._table import check_tool_calls, read_frame, table_format  # pandas: when used
@@ -236,23 +225,17 @@ def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existin
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (qid, model, _), rec in pool.items():
         by_pair.setdefault((qid, model), []).append(rec)
-    old: dict[tuple[str, str], dict[str, Any]] = {}
-    if existing is not None:
-        for rec in existing.to_dict("records"):
-            old[(str(rec["query_id"]), str(rec["model"]))] = rec
+    old = {(str(rec["query_id"]), str(rec["model"])): rec
+           for rec in ([] if existing is None else existing.to_dict("records"))}
     rows: list[dict[str, Any]] = []
-    placed: set[tuple[str, str]] = set()
     for p in prompts:
         for m in models:
-            pair = (p.id, m)
-            if pair in touched and pair in by_pair:
-                rows.append(table_row(p, m, by_pair[pair]))
-            elif pair in old:
-                rows.append(old[pair])
-            else:
-                continue
-            placed.add(pair)
-    rows.extend(rec for pair, rec in old.items() if pair not in placed)
+            if (p.id, m) in touched and (p.id, m) in by_pair:
+                rows.append(table_row(p, m, by_pair[(p.id, m)]))
+            elif (p.id, m) in old:
+                rows.append(old[(p.id, m)])
+    wanted = {(p.id, m) for p in prompts for m in models}
+    rows.extend(rec for pair, rec in old.items() if pair not in wanted)
     df = pd.DataFrame(rows)
     cols = [c for c in COLUMNS if c in df.columns or c in ("score", "samples", "error")]
     extra = [c for c in df.columns if c not in cols]

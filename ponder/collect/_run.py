@@ -7,25 +7,18 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._batch import _Writer, drain
+from .._batch import BatchSummary, _Writer, drain, run_sync
 from .._exceptions import PonderError
 from .._pricing import estimate_tokens
 from .._types import ChatRequest, Completion, Usage
 from ._input import CollectPrompt, PromptsIn, as_prompts
 from ._plan import Job, Key, honours, job_request, plan_jobs, supports_n
-from ._records import (
-    answer_records,
-    batch_state_path,
-    build_table,
-    error_records,
-    num,
-    progress_path,
-    read_collected,
-)
+from ._records import answer_records, build_table, error_records, num, progress_path, read_collected
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,20 +31,12 @@ _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separ
 
 
 @dataclass
-class CollectSummary:
-    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid."""
+class CollectSummary(BatchSummary):
+    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid; ``total`` counts the
+    calls planned, ``answers`` the answers (samples) planned, ``skipped`` the answers already in
+    the output or progress file."""
 
-    total: int = 0  # calls planned
-    answers: int = 0  # answers (samples) planned
-    skipped: int = 0  # answers already in the output or progress file
-    done: int = 0
-    failed: int = 0
-    cached: int = 0
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
-    elapsed_s: float = 0.0
-    stopped: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
+    answers: int = 0
     output: str | None = None
 
     @property
@@ -128,28 +113,20 @@ class _State:
     sidecar: list[dict[str, Any]]  # the progress file's records, kept when it is rewritten
     touched: set[tuple[str, str]]  # (query, model) pairs with records in the progress file
 
-    @property
-    def done(self) -> set[Key]:
-        return {k for k, r in self.pool.items() if r.get("error") is None}
 
-
-def _load(prompts: PromptsIn, models: Sequence[str], client: Client, output: str | Path | None) -> _State:
+def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
+              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
+    """The inputs and what is already collected, and the calls still missing."""
     if not models:
         raise PonderError("give at least one model (provider:model)")
     items = as_prompts(prompts)
     specs = list(dict.fromkeys(str(client.resolve(m)) for m in models))
     existing, pool, sidecar = read_collected(Path(output)) if output is not None else (None, {}, [])
     touched = {(r["query_id"], r["model"]) for r in sidecar}
-    return _State(items, specs, existing, pool, sidecar, touched)
-
-
-def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
-              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
-    """The inputs and what is already collected, and the calls still missing."""
-    state = _load(prompts, models, client, output)
-    jobs = plan_jobs(state.prompts, state.models, state.done, samples=samples,
+    done = {k for k, r in pool.items() if r.get("error") is None}
+    jobs = plan_jobs(items, specs, done, samples=samples,
                      supports_n=lambda m: supports_n(client, m))
-    return state, jobs
+    return _State(items, specs, existing, pool, sidecar, touched), jobs
 
 
 def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
@@ -158,43 +135,33 @@ def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Clien
     """What :func:`collect` would spend on the answers still missing, per model; calls nothing."""
     from .._client import Client
 
-    own = client is None
-    client = client or Client()
-    try:
-        state, jobs = _plan_run(prompts, models, client, output, samples)
-        return estimate_jobs(client, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
+    with nullcontext(client) if client is not None else Client() as used:  # ours: closed after
+        state, jobs = _plan_run(prompts, models, used, output, samples)
+        return estimate_jobs(used, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
                              provider_batch=provider_batch)
-    finally:
-        if own:
-            client.close()
 
 
+@dataclass
 class _Run:
     """One collect run: records go to the pool and the progress file as they arrive."""
 
-    def __init__(self, state: _State, summary: CollectSummary, writer: _Writer | None,
-                 request_for: Callable[[Job], ChatRequest],
-                 on_result: Callable[[CollectSummary], None] | None) -> None:
-        self.state, self.summary, self.writer = state, summary, writer
-        self.request_for, self.on_result = request_for, on_result
-        self.start = time.perf_counter()
+    state: _State
+    summary: CollectSummary
+    writer: _Writer | None
+    request_for: Callable[[Job], ChatRequest]
+    on_result: Callable[[CollectSummary], None] | None
+    start: float = field(default_factory=time.perf_counter)
 
     def record(self, job: Job, result: Completion | BaseException) -> list[Job]:
         """Store a job's outcome; returns the single-sample jobs still owed when a provider
         answered fewer samples than ``n`` asked for."""
         s = self.summary
+        s.count(result)
         if isinstance(result, Completion):
             recs = answer_records(job, result)
-            s.done += 1
-            s.cost_usd += result.cost_usd
-            s.saved_usd += result.saved_usd
-            s.cached += int(result.cached)
             owed = [Job(job.prompt, job.model, (i,)) for i in job.samples[len(recs):]]
         else:
-            recs = error_records(job, job.samples, result)
-            s.failed += 1
-            s.errors[type(result).__name__] = s.errors.get(type(result).__name__, 0) + 1
-            owed = []
+            recs, owed = error_records(job, job.samples, result), []
         for r in recs:
             self.state.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
             if self.writer is not None:
@@ -296,7 +263,8 @@ async def acollect(
                     summary.stopped = (f"the estimated cost ${est:.4f} exceeds the budget of ${max_cost:g}; "
                                        "nothing was submitted")
                 else:
-                    where = batch_state_path(output) if output is not None else Path(".ponder-collect.batches.json")
+                    stem = output if output is not None else ".ponder-collect"
+                    where = Path(f"{stem}.batches.json")
                     await run.provider_batch(client, jobs, where, batch_poll_s)
             elif jobs:
                 await run.calls(client, jobs, concurrency, max_cost)
@@ -319,17 +287,5 @@ async def acollect(
 
 
 def collect(prompts: PromptsIn, models: Sequence[str], **kw: Any) -> OutcomeTable:
-    """The synchronous twin of :func:`acollect` (runs its own event loop).
-
-    Async connections opened on that loop are released before it closes, so a ``client`` passed
-    in works again afterwards.
-    """
-    async def main() -> OutcomeTable:
-        client = kw.get("client")
-        try:
-            return await acollect(prompts, models, **kw)
-        finally:
-            if client is not None:
-                await client.aclose()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`acollect` (see :func:`ponder._batch.run_sync`)."""
+    return run_sync(acollect(prompts, models, **kw), lambda: [kw.get("client")])

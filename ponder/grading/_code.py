@@ -1,15 +1,9 @@
 """The code grader: run a response's Python against the row's tests, in a sandbox.
 
-THIS EXECUTES UNTRUSTED CODE. Each program runs in its own PID, mount, network, IPC and UTS
-namespaces, as an unprivileged user, in a root that shows only the system's and Python's folders
-(read-only) and private temporary folders, with its group's memory and processes limited where
-the machine allows (``_sandbox.py`` says how, and what is and is not a boundary). Where the
-namespaces cannot be made the grader refuses to run, unless ``allow_no_isolation`` says to run
-the programs with resource limits only.
-
-A program passes only when the harness's marker arrives, after every test has run; the exit code
-never decides. The marker cannot be forged by exiting early, crashing or printing, but a program
-written against this harness can reach it (they share one interpreter): see ``_sandbox.py``.
+THIS EXECUTES UNTRUSTED CODE: each program runs isolated as ``_sandbox.py`` describes (what is
+and is not a boundary there too). Where the sandbox cannot be made the grader refuses to run,
+unless ``allow_no_isolation`` says to run the programs with resource limits only. A program
+passes only when the harness's marker arrives after every test has run, never by exit code.
 """
 
 from __future__ import annotations
@@ -45,14 +39,11 @@ def extract_code(response: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _probe(isolate: bool, unshare: str | None, euid: int) -> tuple[_sandbox.Isolation | None, str]:
+def _isolation(isolate: bool, unshare: str | None,
+               euid: int) -> tuple[_sandbox.Isolation | None, str]:
+    """How this machine isolates graded programs (checked once per ``unshare`` and user, by
+    running a trivial one): (isolation, "") or (None, why not)."""
     return _sandbox.probe(isolate, unshare)
-
-
-def isolation(isolate: bool = True) -> tuple[_sandbox.Isolation | None, str]:
-    """How this machine isolates graded programs (checked once, by running a trivial one):
-    (isolation, "") or (None, why not)."""
-    return _probe(isolate, shutil.which("unshare"), os.geteuid())
 
 
 @dataclass
@@ -82,7 +73,8 @@ class CodeGrader:
         if self.timeout_s <= 0 or self.memory_mb < 64 or self.max_processes < 1:
             raise PonderError("the code grader needs timeout_s > 0, memory_mb >= 64 and "
                               "max_processes >= 1")
-        found, why = isolation(True)
+        unshare, euid = shutil.which("unshare"), os.geteuid()
+        found, why = _isolation(True, unshare, euid)
         if found is None:
             if not self.allow_no_isolation:
                 raise PonderError(
@@ -91,7 +83,7 @@ class CodeGrader:
                     "run as root). Run it where they work, or pass --allow-no-isolation "
                     "(allow_no_isolation=True) to run the untrusted code with resource limits "
                     "only")
-            found, why = isolation(False)
+            found, why = _isolation(False, unshare, euid)
             assert found is not None
         self.isolation = found
 

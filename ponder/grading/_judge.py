@@ -1,47 +1,32 @@
-"""An LLM as the grader, through any provider via :class:`ponder.Client` (so through its cache).
+"""An LLM as the grader, through :class:`ponder.Client` (so through its cache).
 
-One pure plan per row (:meth:`JudgeGrader.requests`: which prompts to send) and one pure verdict
-(:meth:`JudgeGrader.verdict`: what the replies mean); ``grade`` and ``agrade`` are thin loops
-around them, so sync and async grading cannot drift.
+One pure plan per row (:meth:`JudgeGrader.requests`) and one pure verdict
+(:meth:`JudgeGrader.verdict`); ``grade`` and ``agrade`` are thin loops around them, so sync and
+async grading cannot drift. Three modes, each a replaceable ``str.format`` template:
 
-Three modes, each a prompt template a user can replace (``str.format`` placeholders):
+* ``correctness`` (the row has a ``reference``): ``{query}``, ``{response}``, ``{reference}``;
+  the last line is ``Verdict: [[yes]]`` or ``[[no]]``.
+* ``rubric`` (no reference): an MT-Bench-style rating, ``Rating: [[N]]`` (1-10), scored
+  (N - 1) / 9. ``{query}``, ``{response}``.
+* ``pairwise`` (``baseline`` set): against the baseline model's answer, asked in both orders so
+  position bias cancels; win 1 / tie 0.5 / loss 0, averaged. ``{query}``, ``{answer_a}``,
+  ``{answer_b}``; the last line is ``Verdict: [[A]]``, ``[[B]]`` or ``[[C]]`` (tie).
 
-* ``correctness`` (the row has a ``reference``): is the response correct? ``{query}``,
-  ``{response}``, ``{reference}``; the judge's last line is ``Verdict: [[yes]]`` or ``[[no]]``.
-* ``rubric`` (no reference): an MT-Bench-style rating 1-10, normalised to [0, 1] as
-  (rating - 1) / 9. ``{query}``, ``{response}``; the last line is ``Rating: [[N]]``.
-* ``pairwise`` (``baseline`` set): the response against the baseline model's answer to the same
-  query, asked in both orders so position bias cancels; score = mean of win 1 / tie 0.5 /
-  loss 0. ``{query}``, ``{answer_a}``, ``{answer_b}``; the last line is ``Verdict: [[A]]``,
-  ``[[B]]`` or ``[[C]]`` (tie).
+**The graded text is data, never instructions.** Every placeholder value (any of them may be
+written by someone who wants a good grade) arrives enclosed between ``<<<BEGIN DATA n>>>`` and
+``<<<END DATA n>>>``, and the system message says only markers with code ``n`` delimit data and
+nothing enclosed may instruct the judge; custom templates get the same protection. ``n`` occurs
+in no enclosed text (after NFKC, case folding and dropping invisible characters), so an answer
+cannot close its own block. It is not random, since the completion cache keys on the prompt and
+a random code would make every re-grade pay again: it is the first 96 bits of a SHA-256 of what
+is enclosed (with a counter, in the rare case it occurs in the text). Stable across runs, and
+unknown to an answer's author, who would have to write a SHA-256 of the answer itself.
 
-**The graded text is data, never instructions.** Every value put into a template (the query,
-the reference, the response, the baseline's answer: all of them may be written by someone who
-wants a good grade) arrives already enclosed between ``<<<BEGIN DATA n>>>`` and
-``<<<END DATA n>>>``, and the system message tells the judge that only markers with this code
-``n`` delimit data and that nothing enclosed may instruct it. Custom templates get the same
-protection, since the enclosing is done on the placeholder values and the notice is in the
-system message. The code ``n`` is never found in any enclosed text (compared after NFKC
-normalisation and case folding, with invisible format characters removed), so an answer cannot
-close its own block, however it is written.
-
-How ``n`` is chosen: not at random. Judge calls go through ponder's completion cache, which keys
-on the prompt, so a random code per call (or a per-process HMAC key) would make every re-grade of
-the same table pay for every judge call again (or on every new run). Instead ``n`` is the first
-96 bits of a SHA-256 of everything that will be enclosed, re-derived with a counter in the rare
-case the result occurs in the text. It is therefore stable across runs (re-grading is served
-from the cache) and still unknown to the author of an answer when they write it: to write the
-code down the answer would have to contain a SHA-256 of itself. And even a guessed code could not
-be used, since a code present in the text is never chosen.
-
-**The verdict is read strictly.** The templates ask for the verdict alone on the last line;
-:meth:`JudgeGrader.verdict` reads only the last non-empty line, which must be the verdict (an
-optional ``Verdict:``/``Rating:`` label and light Markdown are allowed), so a token the judge
-quotes from an answer cannot take its place. A reply whose last line is not a verdict, or whose
-verdict tokens (``[[...]]`` anywhere in it, after NFKC normalisation) disagree, as in
-"[[no]] (it asked me for [[yes]])", is ungraded: a NaN score with the reason. The same verdict
-mentioned earlier in the reply is tolerated. Judge calls run at temperature 0 and their cost is
-reported apart from the graded model's.
+**The verdict is read strictly**: only the last non-empty line counts and it must be the verdict
+(an optional label and light Markdown allowed), so a token the judge quotes cannot take its
+place. A reply whose last line is no verdict, or whose ``[[...]]`` tokens disagree ("[[no]] (it
+asked me for [[yes]])"), is ungraded (NaN, with the reason). Judge calls run at temperature 0,
+their cost reported apart from the graded model's.
 """
 
 from __future__ import annotations
@@ -255,15 +240,14 @@ class JudgeGrader:
 
     def verdict(self, row: Mapping[str, Any], replies: Sequence[Completion]) -> Grade:
         """What the judge's replies mean, with their cost (pure: no calls)."""
-        cost = sum(c.cost_usd for c in replies)
-        cached = sum(int(c.cached) for c in replies)
         mode = self.mode(row)
         if mode == "pairwise" and not replies:
             if text(row.get("model")) == self.baseline:
                 return Grade(0.5, "is the baseline (a tie with itself)")
             return Grade(math.nan, f"no answer from the baseline {self.baseline} for this query")
         score, reason = self._score(mode, [c.text for c in replies])
-        return Grade(score, reason, cost_usd=cost, calls=len(replies), cached=cached)
+        return Grade(score, reason, cost_usd=sum(c.cost_usd for c in replies), calls=len(replies),
+                     cached=sum(int(c.cached) for c in replies))
 
     @staticmethod
     def _read(mode: str, reply: str) -> tuple[str | None, str]:

@@ -168,14 +168,6 @@ def _row_format(row: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
     return "schema", validator, None
 
 
-def _schema_failure(validator: Any, value: Any) -> str | None:
-    error = next(iter(validator.iter_errors(value)), None)
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "top level"
-    return f"schema: {where}: {error.message}"[:200]
-
-
 @dataclass
 class JsonGrader:
     """1 when the response (or its fenced ```json block) is valid JSON and, with a JSON Schema,
@@ -220,16 +212,17 @@ class JsonGrader:
             value = json.loads(body)
         except json.JSONDecodeError as exc:
             return Grade(0.0, f"invalid JSON: {exc.msg}")
-        if self._validator is not None:
-            failure = _schema_failure(self._validator, value)
-            return Grade(0.0, failure) if failure else Grade(1.0, "valid JSON matching the schema")
-        kind, validator, problem = _row_format(row)
+        own = self._validator is not None
+        kind, validator, problem = ("schema", self._validator, None) if own else _row_format(row)
         if problem is not None:
             return Grade(math.nan, problem)
         if kind == "json_object":
             ok = isinstance(value, dict)
             return correct(ok, "a valid JSON object" if ok else "valid JSON, but not an object")
-        if validator is not None:
-            failure = _schema_failure(validator, value)
-            return Grade(0.0, failure) if failure else Grade(1.0, "valid JSON matching the row's schema")
-        return Grade(1.0, "valid JSON")
+        if validator is None:
+            return Grade(1.0, "valid JSON")
+        error = next(iter(validator.iter_errors(value)), None)
+        if error is None:
+            return Grade(1.0, "valid JSON matching the " + ("schema" if own else "row's schema"))
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        return Grade(0.0, f"schema: {where}: {error.message}"[:200])

@@ -11,11 +11,13 @@ import asyncio
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._batch import run_sync
 from .._exceptions import DataError
 from .._secrets import scrub
 from ._agreement import Agreement, agreement
@@ -140,9 +142,8 @@ def _responses(row: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """What to grade for a row, each answer with the row as its grader sees it: the response,
     then its samples (the first sample is the response itself when it equals it, and is not
     graded twice). A sample's row carries that sample's ``tool_calls``."""
-    from ..evaluation._table import (  # pandas: only when used
-        parse_sample_tool_calls,
-    )
+    from ..evaluation._table import parse_sample_tool_calls  # pandas: only when used
+
     samples = row.get("samples") or []
     each = parse_sample_tool_calls(row.get("sample_tool_calls"))
     out: list[tuple[str, Mapping[str, Any]]] = [(row["response"], row)]
@@ -222,21 +223,20 @@ async def agrade_table(
     _attach_baselines(rows, picked, name)
 
     start = time.perf_counter()
-    results: list[dict[str, Any] | None] = [None] * len(rows)
     limit = asyncio.Semaphore(concurrency)
     done = 0
 
-    async def one(i: int) -> None:
+    async def one(i: int) -> dict[str, Any]:
         nonlocal done
         async with limit:
             grades = [await _agrade(picked[i], r, view) for r, view in _responses(rows[i])]
-        results[i] = _row_columns(rows[i], grades)
         done += 1
         if progress is not None:
             progress(done, len(rows))
+        return _row_columns(rows[i], grades)
 
-    await asyncio.gather(*[one(i) for i in range(len(rows))])
-    out = _assemble(df, [r for r in results if r is not None])
+    results = list(await asyncio.gather(*[one(i) for i in range(len(rows))]))
+    out = _assemble(df, results)
     summary = _summarise(out, results, picked, compare)
     summary.elapsed_s = time.perf_counter() - start
     if output is not None:
@@ -259,10 +259,7 @@ def _attach_baselines(rows: list[dict[str, Any]], picked: list[Grader], name: st
 def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
-    from ..evaluation._table import (  # pandas: only when used
-        parse_sample_tool_calls,
-        parse_tool_calls,
-    )
+    from ..evaluation._table import parse_sample_tool_calls, parse_tool_calls
 
     out = df.copy()
     if "score" in out.columns and out["score"].notna().any():
@@ -281,24 +278,21 @@ def _assemble(df: pd.DataFrame, results: list[dict[str, Any]]) -> pd.DataFrame:
     return out
 
 
-def _summarise(out: pd.DataFrame, results: list[dict[str, Any] | None], picked: list[Grader],
+def _summarise(out: pd.DataFrame, results: list[dict[str, Any]], picked: list[Grader],
                compare: bool) -> GradeSummary:
     scores = out["score"].to_numpy(dtype=float)
     ok = ~(scores != scores)  # not NaN
     s = GradeSummary(n_rows=len(out), n_graded=int(ok.sum()), n_ungraded=int((~ok).sum()),
                      judge_cost_usd=float(out["judge_cost_usd"].sum()) if len(out) else 0.0,
-                     judge_calls=sum(r["_calls"] for r in results if r),
-                     judge_cached_calls=sum(r["_cached"] for r in results if r))
+                     judge_calls=sum(r["_calls"] for r in results),
+                     judge_cached_calls=sum(r["_cached"] for r in results))
     if ok.any():
         s.mean_score = float(scores[ok].mean())
     if "samples" in out.columns:
         s.n_samples = int(sum(len(json.loads(x)) for x in out["samples"] if x))
-    for g in picked:
-        s.graders[g.name] = s.graders.get(g.name, 0) + 1
-    for reason, good in zip(out["grade_reason"], ok, strict=True):
-        if not good:
-            key = str(reason).split(":")[0][:60]
-            s.ungraded_reasons[key] = s.ungraded_reasons.get(key, 0) + 1
+    s.graders = dict(Counter(g.name for g in picked))
+    s.ungraded_reasons = dict(Counter(str(reason).split(":")[0][:60] for reason, good
+                                      in zip(out["grade_reason"], ok, strict=True) if not good))
     if compare:
         trusted = out["trusted_score"] if "trusted_score" in out.columns else [math.nan] * len(out)
         s.agreement = agreement(trusted, scores)
@@ -307,20 +301,8 @@ def _summarise(out: pd.DataFrame, results: list[dict[str, Any] | None], picked: 
 
 def grade_table(source: str | Path | pd.DataFrame, graders: Grader | Mapping[str, Grader],
                 **kw: Any) -> GradeResult:
-    """The synchronous twin of :func:`agrade_table` (runs its own event loop).
-
-    Judges' async connections are released before the loop closes, so their clients keep
-    working afterwards.
-    """
-    async def main() -> GradeResult:
-        try:
-            return await agrade_table(source, graders, **kw)
-        finally:
-            each = graders.values() if isinstance(graders, Mapping) else [graders]
-            judges = {id(c): c for g in each if (c := getattr(g, "client", None)) is not None}
-            for client in judges.values():
-                release = getattr(client, "aclose", None)
-                if release is not None:
-                    await release()
-
-    return asyncio.run(main())
+    """The synchronous twin of :func:`agrade_table` (see :func:`ponder._batch.run_sync`): the
+    judges' clients keep working afterwards."""
+    each = graders.values() if isinstance(graders, Mapping) else [graders]
+    return run_sync(agrade_table(source, graders, **kw),
+                    lambda: [getattr(g, "client", None) for g in each])

@@ -1,11 +1,8 @@
 """Run one untrusted Python program in a throwaway Linux sandbox: the code grader's mechanism.
 
-This module is the grader's side: :func:`run` starts a program and collects what it did,
-:func:`probe` says whether (and how) this machine can isolate it. Inside the sandbox runs
-``_sandbox_boot.py`` (as a script, under ``unshare``): the sandbox's first process, which builds
-what is described below and starts the program; ``_sandbox_cgroup`` makes each program's cgroup.
-
-The process tree of one program, isolated::
+:func:`run` starts a program and collects what it did, :func:`probe` says whether (and how) this
+machine can isolate it, :class:`Cgroup` makes each program's cgroup. Inside runs
+``_sandbox_boot.py`` (a script, under ``unshare``), the sandbox's first process::
 
     ponder (the grader thread)
       unshare --pid --fork --kill-child --mount --net --ipc --uts [--user --map-root-user]
@@ -13,35 +10,31 @@ The process tree of one program, isolated::
                      then waits; when it exits the kernel kills everything left in the namespace
           python -I -B -c HARNESS      the program, as an unprivileged user, under rlimits
 
-What the boot builds before the program starts:
+Before the program starts the boot builds:
 
-* a new root (``pivot_root``): a tmpfs holding read-only, nosuid binds of the system folders
-  (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and of Python's installation (its prefixes),
-  a fresh ``/proc`` of the new PID namespace, ``/dev/{null,zero,full,random,urandom}``, and
-  private size-limited tmpfs folders ``/tmp``, ``/dev/shm`` and ``/sandbox`` (the program's home
-  and working folder). Nothing else of the machine is there: not the home folders, not ``/run``
-  or ``/var`` (and their unix sockets), not the grader's folder, config or temporary files. The
-  old root is unmounted.
-* an empty network namespace (no interface but a loopback that is down; abstract unix sockets
-  are per network namespace), and private IPC and UTS namespaces.
-* an unprivileged identity: run as root, the namespaces are made without a user namespace and the
-  program runs as a fresh uid (one per program, above 2,000,000,000) with no capabilities; run
-  as another user, the namespaces live in a user namespace and the program enters a second,
-  nested one, which leaves it no capability over the mounts (it keeps the user's uid for file
-  permissions, on the read-only folders it can see). ``no_new_privs`` is set either way.
-* limits: one cgroup per program with ``memory`` (the whole group, swap included) and ``pids``
-  controllers where the machine lets ponder make one (cgroup v1, or a delegated v2 subtree);
-  always RLIMIT_AS (per process), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_CORE=0 and RLIMIT_NPROC (in
-  the sandbox's fresh uid or nested user namespace, so it counts this program's processes).
+* a new root (``pivot_root``): a tmpfs with read-only, nosuid binds of the system folders
+  (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and Python's prefixes, a fresh ``/proc``,
+  ``/dev/{null,zero,full,random,urandom}`` and private size-limited tmpfs ``/tmp``, ``/dev/shm``
+  and ``/sandbox`` (the program's home). Nothing else of the machine: no home folders, ``/run``,
+  ``/var`` (or their unix sockets), nor the grader's files. The old root is unmounted.
+* an empty network namespace (loopback down; abstract unix sockets are per namespace), private
+  IPC and UTS namespaces.
+* an unprivileged identity: as root, no user namespace and a fresh uid per program (above
+  2,000,000,000) without capabilities; as another user, a user namespace, and the program enters
+  a nested one that leaves it no capability over the mounts (it keeps the user's uid, on the
+  read-only folders it sees). ``no_new_privs`` either way.
+* limits: a cgroup per program with ``memory`` (swap included) and ``pids`` where the machine
+  allows (cgroup v1, or a delegated v2 subtree); always RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE,
+  RLIMIT_CORE=0 and RLIMIT_NPROC (which, in the fresh uid or nested namespace, counts this
+  program's processes).
 
-The pass signal is a marker, not the exit code: the grader puts a random token in a pipe; the
-harness reads it and closes that pipe before the program runs, and writes the token to a second
-pipe only when the program and its tests have returned. ``sys.exit(0)``, ``os._exit(0)``, a
-crash or a timeout therefore cannot pass. What this is not: the harness and the program share
-one interpreter, so a program written to attack this harness can find the token (in the
-harness's frame, ``sys._getframe(1)``) and write it, just as it can pass ``assert f(x) == 5``
-with an object equal to everything. The marker and the sandbox protect the grader, the machine
-and the other rows; they do not make a score trustworthy against code written to fake it.
+The pass signal is a marker, not the exit code: the harness reads a random token from a pipe and
+closes it before the program runs, and writes the token to a second pipe only once the program
+and its tests have returned, so ``sys.exit(0)``, ``os._exit(0)``, a crash or a timeout cannot
+pass. Not a boundary: harness and program share one interpreter, so a program written against
+this harness can find the token (``sys._getframe(1)``), as it can pass ``assert f(x) == 5`` with
+an object equal to everything. The sandbox protects the grader, the machine and the other rows;
+it does not make a score trustworthy against code written to fake it.
 """
 
 from __future__ import annotations
@@ -56,12 +49,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from . import _sandbox_boot
-from ._sandbox_boot import _within
-from ._sandbox_cgroup import Cgroup
+from ._sandbox_boot import _unescape, _within, _write
 
 OUTPUT_LIMIT = 1 << 20  # bytes kept of each of stdout and stderr (the last ones); the rest dropped
 FIRST_UID = 2_000_000_000  # the program's uid when ponder runs as root: FIRST_UID + random
@@ -299,3 +292,125 @@ def _binds() -> list[str]:
         if os.path.isdir(p) and not any(_within(p, d) for d in found):
             found.append(p)
     return found
+
+
+class Cgroup:
+    """One cgroup per program (per controller folder), where the machine lets ponder make one."""
+
+    def __init__(self, dirs: dict[str, str]) -> None:
+        self.dirs = dirs  # controller -> folder (v2: the same folder for both)
+
+    @staticmethod
+    def _parents() -> dict[str, tuple[str, int]]:
+        """{controller: (this process's cgroup folder, cgroup version)} for memory and pids."""
+        try:
+            with open("/proc/self/cgroup", encoding="utf-8") as f:
+                own = {}
+                for line in f:
+                    _, ctrls, path = line.rstrip("\n").split(":", 2)
+                    for c in ctrls.split(",") if ctrls else [""]:
+                        own[c] = path
+            with open("/proc/self/mountinfo", encoding="utf-8") as f:
+                mounts = [line.split() for line in f]
+        except OSError:
+            return {}
+        out: dict[str, tuple[str, int]] = {}
+        for fields in mounts:
+            sep = fields.index("-")
+            fstype, opts = fields[sep + 1], fields[sep + 3].split(",")
+            root, point = _unescape(fields[3]), _unescape(fields[4])
+            for c in ("memory", "pids"):
+                if fstype == "cgroup" and c in opts and c in own and c not in out:
+                    out[c] = (_under_mount(point, root, own[c]), 1)
+                elif fstype == "cgroup2" and "" in own and c not in out:
+                    folder = _under_mount(point, root, own[""])
+                    if c in _read(os.path.join(folder, "cgroup.controllers")).split():
+                        out[c] = (folder, 2)
+        return out
+
+    @classmethod
+    def controllers(cls) -> tuple[str, ...]:
+        """The controllers a program's group gets here (checked by making one)."""
+        group = cls.create(64, 8, ("memory", "pids"))
+        if group is None:
+            return ()
+        group.remove()
+        return tuple(sorted(group.dirs))
+
+    @classmethod
+    def create(cls, memory_mb: int, max_processes: int, wanted: tuple[str, ...]) -> Cgroup | None:
+        name = f"ponder-{os.getpid()}-{secrets.token_hex(4)}"
+        memory = str(memory_mb * 1024 * 1024)
+        dirs: dict[str, str] = {}
+        for c, (parent, version) in cls._parents().items():
+            if c not in wanted:
+                continue
+            folder = os.path.join(parent, name)
+            try:
+                if not os.path.isdir(folder):
+                    os.mkdir(folder)
+                if version == 2 and c not in _read(os.path.join(folder, "cgroup.controllers")).split():
+                    _write(os.path.join(parent, "cgroup.subtree_control"), f"+{c}")
+                if c == "memory":
+                    for knob in (("memory.max", "memory.swap.max") if version == 2 else
+                                 ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")):
+                        value = "0" if knob == "memory.swap.max" else memory
+                        if os.path.exists(os.path.join(folder, knob)):
+                            _write(os.path.join(folder, knob), value)
+                else:
+                    _write(os.path.join(folder, "pids.max"), str(max_processes + 1))
+                dirs[c] = folder
+            except OSError:
+                with suppress(OSError):
+                    os.rmdir(folder)
+        return cls(dirs) if dirs else None
+
+    def procs(self) -> list[str]:
+        return sorted({os.path.join(d, "cgroup.procs") for d in self.dirs.values()})
+
+    def oom_killed(self) -> bool:
+        folder = self.dirs.get("memory")
+        if folder is None:
+            return False
+        for knob in ("memory.events", "memory.oom_control"):
+            for line in _read(os.path.join(folder, knob)).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                    return True
+        return False
+
+    def kill_all(self) -> None:
+        for folder in set(self.dirs.values()):
+            if os.path.exists(os.path.join(folder, "cgroup.kill")):
+                with suppress(OSError):
+                    _write(os.path.join(folder, "cgroup.kill"), "1")
+            for pid in _read(os.path.join(folder, "cgroup.procs")).split():
+                with suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def remove(self) -> None:
+        """Remove the group's folders (a few tries while the killed processes go); never raises."""
+        for folder in set(self.dirs.values()):
+            for _ in range(50):
+                try:
+                    os.rmdir(folder)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    self.kill_all()
+                    time.sleep(0.02)
+
+
+def _under_mount(point: str, root: str, path: str) -> str:
+    if root != "/" and _within(path, root):
+        path = path[len(root):]
+    return point + path if path != "/" else point
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -34,24 +34,10 @@ def _canon(value: Any) -> Any:
     return ("other", repr(value))
 
 
-def _arguments(value: Any) -> tuple[Any, str | None]:
-    """A call's arguments as an object: OpenAI sends them as JSON text, a reference may write
-    the object itself. Missing or empty arguments are ``{}``."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return {}, None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            return None, f"arguments are not JSON ({exc.msg})"
-    if not isinstance(value, dict):
-        return None, "arguments are not a JSON object"
-    return value, None
-
-
 def _one(call: Any) -> tuple[str, Any]:
     """``{"type": "function", "function": {"name", "arguments"}}`` or ``{"name", "arguments"}``
-    as (name, arguments object); raises ValueError for anything else."""
+    as (name, arguments object); raises ValueError for anything else. OpenAI sends the arguments
+    as JSON text, a reference may write the object itself; missing or empty ones are ``{}``."""
     if not isinstance(call, dict):
         raise ValueError(f"a tool call must be an object, got {json.dumps(call)[:40]}")
     inner = call.get("function")
@@ -59,9 +45,16 @@ def _one(call: Any) -> tuple[str, Any]:
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("a tool call needs a function name")
-    args, bad = _arguments(fn.get("arguments"))
-    if bad is not None:
-        raise ValueError(f"{name}: {bad}")
+    args = fn.get("arguments")
+    if args is None or (isinstance(args, str) and not args.strip()):
+        return name, {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name}: arguments are not JSON ({exc.msg})") from None
+    if not isinstance(args, dict):
+        raise ValueError(f"{name}: arguments are not a JSON object")
     return name, args
 
 
@@ -117,12 +110,10 @@ class ToolCallGrader:
             calls = parse_tool_calls(row.get("tool_calls"))
         except ValueError as exc:
             return Grade(math.nan, str(exc))
-        got: list[tuple[str, Any]] = []
-        for call in calls:
-            try:
-                got.append(_one(call))
-            except ValueError as exc:
-                return Grade(0.0, f"a call is malformed: {exc}")
+        try:
+            got = [_one(call) for call in calls]
+        except ValueError as exc:
+            return Grade(0.0, f"a call is malformed: {exc}")
         expected = Counter((n, _canon(a)) for n, a in want)
         made = Counter((n, _canon(a)) for n, a in got)
         if expected == made:
