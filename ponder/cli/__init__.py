@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ._common import run_main, stdout
+from ._common import run_main, say
 
 app = typer.Typer(
     name="ponder",
@@ -38,7 +38,7 @@ def version() -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        stdout.print(f"ponder {version()}", highlight=False)
+        say(f"ponder {version()}")
         raise typer.Exit()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, model_map_option, stdout
+from ._common import fail, model_map_option, say
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
@@ -46,8 +46,8 @@ def train_scorer(
               "text": text}
     scorer = fit_scorer(train, params, seed=seed)
     scorer.save(output)
-    stdout.print(f"scorer for {len(scorer.models_)} model(s), trained on "
-                 f"{len(train.query_ids)} queries → {output}", markup=False, highlight=False)
+    say(f"scorer for {len(scorer.models_)} model(s), trained on "
+        f"{len(train.query_ids)} queries → {output}")
 
 
 def optimize(
@@ -105,20 +105,18 @@ def optimize(
                          for r in cascade.rungs]
     path = cascade.save(output, model_map=mm)
     exp = cascade.info["expected"]
-    stdout.print(f"cascade: {cascade!r}", markup=False, highlight=False)
-    stdout.print(f"expected on train (out-of-fold): quality {exp['quality']:.4f}, "
-                 f"cost ${exp['cost_usd']:.4g}/query", markup=False, highlight=False)
+    say(f"cascade: {cascade!r}")
+    say(f"expected on train (out-of-fold): quality {exp['quality']:.4f}, "
+        f"cost ${exp['cost_usd']:.4g}/query")
     g = cascade.info.get("guarantee")
     if g:
         if g["certified"]:
-            stdout.print(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
-                         f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
-                         f"threshold path scale {g['path_scale']:.2f})", markup=False,
-                         highlight=False)
+            say(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
+                f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
+                f"threshold path scale {g['path_scale']:.2f})")
         else:
-            stdout.print("not certifiable at this ε/δ: every query climbs to the last rung",
-                         markup=False, highlight=False)
-    stdout.print(f"wrote {path}", markup=False, highlight=False)
+            say("not certifiable at this ε/δ: every query climbs to the last rung")
+    say(f"wrote {path}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from ..grading._spec import grader_help
-from ._common import ConfigOpt, fail, stderr, stdout
+from ._common import ConfigOpt, fail, say, say_err, stage_progress
 
 _HELP = (
     "Grade every response of an outcome table and write it with `score` filled.\n\n"
@@ -88,9 +88,9 @@ def grade_command(
     each = list(graders.values()) if isinstance(graders, dict) else [graders]
     code = next((g for g in each if isinstance(g, CodeGrader)), None)
     for note in code.limitations() if code is not None else []:  # said, never silently
-        stderr.print(f"code grader: {note}", highlight=False)
+        say_err(f"code grader: {note}")
     try:
-        with _progress() as bar:
+        with stage_progress() as bar:
             task = bar.add_task("grading", total=None)
             result = grade_table(table, graders, output=output, concurrency=concurrency,
                                  compare=compare,
@@ -119,12 +119,6 @@ def _register_keys(cfg: Any) -> None:
         register_secret(os.environ.get(name))
 
 
-def _progress() -> Any:
-    from ._eval import _progress as progress  # one progress bar style for every command
-
-    return progress()
-
-
 def _templates(values: list[str], pairwise: bool, load: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
@@ -141,29 +135,27 @@ def _templates(values: list[str], pairwise: bool, load: Any) -> dict[str, str]:
 def _render(s: dict[str, Any]) -> None:
     graders = ", ".join(f"{name} ({n})" for name, n in s["graders"].items())
     mean = "–" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
-    stdout.print(f"graded {s['n_graded']} of {s['n_rows']} rows with {graders}: mean score {mean}"
-                 + (f", {s['n_samples']} samples" if s["n_samples"] else ""), highlight=False)
+    say(f"graded {s['n_graded']} of {s['n_rows']} rows with {graders}: mean score {mean}"
+        + (f", {s['n_samples']} samples" if s["n_samples"] else ""))
     if s["n_ungraded"]:
         why = "; ".join(f"{r} ({n})" for r, n in s["ungraded_reasons"].items())
-        stderr.print(f"{s['n_ungraded']} rows left ungraded (score NaN): {why}", highlight=False)
+        say_err(f"{s['n_ungraded']} rows left ungraded (score NaN): {why}")
     if s["judge_calls"]:
-        stdout.print(f"judge cost ${s['judge_cost_usd']:.6f} for {s['judge_calls']} calls "
-                     f"({s['judge_cached_calls']} cached); not included in cost_usd",
-                     highlight=False)
+        say(f"judge cost ${s['judge_cost_usd']:.6f} for {s['judge_calls']} calls "
+            f"({s['judge_cached_calls']} cached); not included in cost_usd")
     a = s.get("agreement")
     if a is not None:
         if not a["n"]:
-            stdout.print("agreement: no row has an existing score to compare with",
-                         highlight=False)
+            say("agreement: no row has an existing score to compare with")
         else:
             kappa = "undefined (one class only)" if a["kappa"] is None or math.isnan(a["kappa"]) \
                 else f"{a['kappa']:.3f}"
-            stdout.print(f"agreement with existing scores (n={a['n']}, pass at >= "
-                         f"{a['threshold']:g}): accuracy {a['accuracy']:.3f}, Cohen's kappa "
-                         f"{kappa}; both pass {a['both_positive']}, both fail "
-                         f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
-                         f"only grader passes {a['grader_only']}", highlight=False)
-    stdout.print(f"wrote {s['output']}", highlight=False)
+            say(f"agreement with existing scores (n={a['n']}, pass at >= "
+                f"{a['threshold']:g}): accuracy {a['accuracy']:.3f}, Cohen's kappa "
+                f"{kappa}; both pass {a['both_positive']}, both fail "
+                f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
+                f"only grader passes {a['grader_only']}")
+    say(f"wrote {s['output']}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, stdout
+from ._common import fail, say
 
 
 def _router_kind(value: str) -> str:
@@ -81,8 +81,7 @@ def train_router_command(
                        featurizer=featurizer, variant=variant.value, weak=weak, strong=strong,
                        cascade=cascade, knob=knob)
     r = res.router
-    stdout.print(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}",
-                 markup=False, highlight=False)
+    say(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}")
     cal = r.calibration_
     if cal is not None:
         msg = (f"calibrated on {res.n_calibration} held-out queries for {cal.target}={cal.value:g}: "
@@ -90,17 +89,16 @@ def train_router_command(
                f"${cal.reached_cost:.3g}/query, strong share {cal.reached_strong_share:.1%}")
         if cal.guaranteed is False:
             msg += " (no setting passed the (ε, δ) test: using the most expensive one)"
-        stdout.print(msg, markup=False, highlight=False)
+        say(msg)
     elif knob is not None:
-        stdout.print(f"knob={knob:g} pinned in the strategy file", markup=False, highlight=False)
+        say(f"knob={knob:g} pinned in the strategy file")
     else:
-        stdout.print(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
-                     "calibrate)", markup=False, highlight=False)
-    stdout.print(f"wrote {res.router_dir} and {res.strategy_file}", markup=False, highlight=False)
+        say(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
+            "calibrate)")
+    say(f"wrote {res.router_dir} and {res.strategy_file}")
     if res.route_cascade_file is not None:
-        stdout.print(f"wrote {res.route_cascade_file}", markup=False, highlight=False)
-    stdout.print(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"",
-                 markup=False, highlight=False)
+        say(f"wrote {res.route_cascade_file}")
+    say(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
