@@ -12,16 +12,11 @@ from pydantic import Field, create_model
 
 from .._client import Client
 from .._config import Config
-from .._exceptions import (
-    UnknownModel,
-)
+from .._exceptions import UnknownModel
 from .._types import ChatRequest
 from ..strategies import LiveStrategy, SingleModel, as_live
 from ._errors import _one_line
-from ._schemas import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-)
+from ._schemas import ChatCompletionRequest, ChatMessageIn
 
 log = logging.getLogger("ponder.server")
 

@@ -74,9 +74,6 @@ class ResponseFormat(_Open):
     json_schema: JSONSchemaFormat | None = None
 
 
-_Int = Annotated[int, _Integral]
-
-
 class ChatCompletionRequest(_Open):
     """The whole Chat Completions request. Every field a client sends reaches the upstream as
     sent (unknown ones too); a field the serving provider cannot honour is a 400 naming it."""
