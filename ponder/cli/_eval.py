@@ -169,7 +169,7 @@ def _render_deployed(d: dict[str, Any]) -> None:
     if not chosen:
         return
 
-    def layout(sep: str, head: list[str]) -> tuple[list[str], Rows]:
+    def layout(sep: str) -> Rows:
         rows: Rows = []
         for st in chosen:
             by = {x["target"]: x for x in st["deployed"]}
@@ -185,14 +185,14 @@ def _render_deployed(d: dict[str, Any]) -> None:
                        ("⚠" if x.get("over_budget") else "")
                 cells.append(f"{mark}{100 * ratio:.0f}%{sep}{x['test']['quality']:.3f}{flag}")
             rows.append(([st["name"], *cells], "dim" if st["kind"] == "baseline" else None))
-        return ["strategy", *head], rows
+        return rows
 
-    short = ["best q" if t == "best_quality" else f"≤{100 * float(t.split(':')[1]):g}%"
-             for t in targets]
-    head, rows = layout("/", short)
+    head = ["strategy", *("best q" if t == "best_quality" else f"≤{100 * float(t.split(':')[1]):g}%"
+                          for t in targets)]
+    rows = layout("/")
     if not name_widths(head, rows, {0: NAME_MIN}, stdout.width, True)[1]:
         # a narrow terminal: each cell on two lines (cost over quality), so the names keep room
-        head, rows = layout("/\n", short)
+        rows = layout("/\n")
     stdout.print(fitted_table("every strategy's point per target, chosen on train rows, measured "
                               "on test. cell = cost as % of the best model's / quality (✓ = "
                               "certified, ! = CI includes no saving, ⚠ = over budget on test)",
@@ -202,60 +202,47 @@ def _render_deployed(d: dict[str, Any]) -> None:
 def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships: the certified pick and its guarantee, or the best model and the
     labelled queries it would take; the files (--ship) or the command that writes them."""
-    from ..evaluation._report_text import (
-        NEEDED_HOW,
-        _confidence,
-        fmt_pct,
-        fmt_q,
-        guarantee_text,
-        needed_notes,
-        ship_command,
-        ship_groups,
-        target_label,
-    )
+    from ..evaluation import _report_text as rt
     from ..evaluation._write_ship import ship_folder
 
-    groups = ship_groups(d)
+    groups = rt.ship_groups(d)
     if not groups:
         return
-    lines = []
-    needed, commands = needed_notes(d)
+    needed, commands = rt.needed_notes(d)
+    say(f"what to ship, chosen on train rows only ({rt._confidence(d)} guarantees; test "
+        "figures beside):")
     for group in groups:
         e = group[0]
         t = e["test"]
-        targets = " / ".join(target_label(d, x["target"]) for x in group)
+        targets = " / ".join(rt.target_label(d, x["target"]) for x in group)
         if e.get("fallback"):
-            lines.append(f"  {targets}: keep the best single model, "
-                         f"{e['strategy'].removeprefix('model:')}: {guarantee_text(d, e)}")
+            say(f"  {targets}: keep the best single model, "
+                f"{e['strategy'].removeprefix('model:')}: {rt.guarantee_text(d, e)}")
         else:
-            lines.append(f"  {targets}: {e['strategy']} · {guarantee_text(d, e)} · test quality "
-                         f"{fmt_q(t['quality'])} at {fmt_pct(t.get('cost_ratio'))} of the best "
-                         "model's cost"
-                         + "".join(f" ⚠ over budget on test at {x['target']} "
-                                   f"({x['test_budget_ratio']:.2f}×)"
-                                   for x in group if x.get("over_budget"))
-                         + (" (! no saving within the 95% interval)"
-                            if e.get("saving_in_doubt") else ""))
+            say(f"  {targets}: {e['strategy']} · {rt.guarantee_text(d, e)} · test quality "
+                f"{rt.fmt_q(t['quality'])} at {rt.fmt_pct(t.get('cost_ratio'))} of the best "
+                "model's cost"
+                + "".join(f" ⚠ over budget on test at {x['target']} ({x['test_budget_ratio']:.2f}×)"
+                          for x in group if x.get("over_budget"))
+                + (" (! no saving within the 95% interval)" if e.get("saving_in_doubt") else ""))
         for x in group:
             if x["target"] in needed:
-                lines.append(f"    {needed[x['target']][1]}")
+                say(f"    {needed[x['target']][1]}")
         files = e.get("files") or {}
         if files.get("strategy_file"):
-            lines.append(f"    files: {files['strategy_file']}")
+            say(f"    files: {files['strategy_file']}")
         elif files.get("error"):
-            lines.append(f"    files: not written ({files['error']})")
+            say(f"    files: not written ({files['error']})")
     if commands:
-        lines += [f"  {NEEDED_HOW}", *(f"    $ {c}" for c in commands)]
-    say(f"what to ship, chosen on train rows only ({_confidence(d)} guarantees; test "
-        "figures beside):")
-    for line in lines:
-        say(line)
+        say(f"  {rt.NEEDED_HOW}")
+        for c in commands:
+            say(f"    $ {c}")
     if d.get("ship_dir"):
         say(f"  wrote the picks' strategy files and {d['ship_dir']}/ponder.toml "
             "(their [strategies] entries)")
     else:
         say(f"  to write the picks' files (exactly what was measured, e.g. "
-            f"ship/{ship_folder(groups[0][0])}/): {ship_command(d)}")
+            f"ship/{ship_folder(groups[0][0])}/): {rt.ship_command(d)}")
 
 
 @datasets_app.command("list")

@@ -13,7 +13,6 @@ from fastapi.responses import Response
 
 from .._types import Answer, Choice, Completion
 
-# --- answers as OpenAI bodies: one JSON completion, or server-sent chunks ------------------------
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
@@ -46,12 +45,9 @@ def _usage(c: Completion) -> dict[str, Any]:
             "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
 
 
-def _cost(x: float) -> str:
-    return format(x, ".10g")
-
-
 def _headers(answer: Answer) -> dict[str, str]:
-    return {"x-ponder-model": answer.completion.spec, "x-ponder-cost-usd": _cost(answer.cost_usd),
+    return {"x-ponder-model": answer.completion.spec,
+            "x-ponder-cost-usd": format(answer.cost_usd, ".10g"),
             "x-ponder-cached": "true" if answer.completion.cached else "false"}
 
 

@@ -25,7 +25,6 @@ from .._secrets import scrub
 from ._schemas import ChatCompletionRequest
 
 
-# --- errors ------------------------------------------------------------------------------------
 def error_body(status: int, message: str, type_: str, code: str | None = None,
                param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     """An OpenAI-style error. Every error the app builds passes here, so every one is scrubbed."""

@@ -18,7 +18,6 @@ CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
 
 
-# --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
     """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
     path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's

@@ -23,7 +23,6 @@ log = logging.getLogger("ponder.server")
 STRATEGY_PREFIX = "ponder/"
 
 
-# --- routing table -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Route:
     """A served model id and the live strategy that answers it."""
