@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -79,25 +80,22 @@ def grade_command(
         fail("give --grader SPEC, or a [graders] table in the config")
     templates = _templates(judge_template or [], pairwise is not None, load_template)
     uses_judge = any(s.strip().lower().startswith("judge:") for s in specs.values())
-    client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
-    options: dict[str, Any] = dict(client=client, tolerance=tolerance, timeout_s=timeout,
-                                   memory_mb=memory_mb, allow_code_execution=allow_code_execution,
-                                   allow_no_isolation=allow_no_isolation, baseline=pairwise,
-                                   templates=templates, judge_max_tokens=judge_max_tokens)
-    graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
-    each = list(graders.values()) if isinstance(graders, dict) else [graders]
-    code = next((g for g in each if isinstance(g, CodeGrader)), None)
-    for note in code.limitations() if code is not None else []:  # said, never silently
-        say_err(f"code grader: {note}")
-    try:
+    judge_client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
+    with judge_client or nullcontext() as client:
+        options: dict[str, Any] = dict(
+            client=client, tolerance=tolerance, timeout_s=timeout, memory_mb=memory_mb,
+            allow_code_execution=allow_code_execution, allow_no_isolation=allow_no_isolation,
+            baseline=pairwise, templates=templates, judge_max_tokens=judge_max_tokens)
+        graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
+        each = list(graders.values()) if isinstance(graders, dict) else [graders]
+        code = next((g for g in each if isinstance(g, CodeGrader)), None)
+        for note in code.limitations() if code is not None else []:  # said, never silently
+            say_err(f"code grader: {note}")
         with stage_progress() as bar:
             task = bar.add_task("grading", total=None)
             result = grade_table(table, graders, output=output, concurrency=concurrency,
                                  compare=compare,
                                  progress=lambda i, n: bar.update(task, completed=i, total=n))
-    finally:
-        if client is not None:
-            client.close()
     summary = result.summary.to_dict()
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))

@@ -31,11 +31,10 @@ def _model_map(value: str | None) -> dict[str, str] | None:
     if not value:
         return None
     text = value
-    p = Path(value)
     if not value.lstrip().startswith("{"):
-        if not p.exists():
+        if not Path(value).exists():
             fail(f"--model-map: {value} is neither a JSON object nor an existing file")
-        text = p.read_text("utf-8")
+        text = Path(value).read_text("utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
