@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, model_map_option, say
+from ._common import app, fail, model_map_option, say, train_app
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
@@ -25,6 +25,7 @@ def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type
     return table
 
 
+@train_app.command("scorer")
 def train_scorer(
     outcomes: Path = typer.Argument(..., help="Outcome table (.csv/.jsonl/.parquet) with responses, a public format (RouterBench CSV, ...) or a bundled dataset name."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the scorer to."),
@@ -50,6 +51,7 @@ def train_scorer(
         f"{len(train.query_ids)} queries → {output}")
 
 
+@app.command("optimize")
 def optimize(
     outcomes: Path = typer.Argument(..., help="Outcome table with responses, costs and scores (or a public format / bundled name)."),
     output: Path = typer.Option(..., "--output", "-o", help="Strategy JSON to write."),
@@ -117,9 +119,3 @@ def optimize(
         else:
             say("not certifiable at this ε/δ: every query climbs to the last rung")
     say(f"wrote {path}")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder optimize`` and ``ponder train scorer``."""
-    train_app.command("scorer")(train_scorer)
-    app.command("optimize")(optimize)

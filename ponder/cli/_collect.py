@@ -10,16 +10,17 @@ import typer
 from .._config import load_config
 from ._common import (
     ConfigOpt,
+    app,
     base_urls,
-    cost_progress,
+    paid_run,
     report_run,
-    resumable,
     say,
     say_err,
     stdout,
 )
 
 
+@app.command("collect")
 def collect(
     ctx: typer.Context,
     prompts: Path = typer.Argument(..., metavar="PROMPTS",
@@ -64,8 +65,6 @@ def collect(
             _render_estimate(rows, provider_batch)
             return
         started: list[CollectSummary] = []
-        bar, task = cost_progress("ponder collect", enabled=progress)
-
         def on_start(s: CollectSummary) -> None:
             started.append(s)
             bar.update(task, total=s.total)
@@ -78,7 +77,7 @@ def collect(
             return (f"interrupted: {done}every answer received is kept in {output} and its "
                     "progress file")
 
-        with resumable(ctx, interrupted), bar:
+        with paid_run(ctx, progress, interrupted) as (bar, task):
             run_collect(prompts, model, client=client, output=output, concurrency=concurrency,
                         samples=samples, temperature=temperature, max_tokens=max_tokens,
                         logprobs=logprobs, max_cost=max_cost, provider_batch=provider_batch,
@@ -110,8 +109,3 @@ def _render_estimate(rows: list[Any], provider_batch: bool) -> None:
         say(f"  {r.model}: {r.output_guess} tokens per answer ({what})")
     if any(r.cost_usd is None for r in rows):
         say("models without a price cost 0 here; add them under [prices] in the config")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder collect`` to the ``ponder`` app."""
-    app.command("collect")(collect)

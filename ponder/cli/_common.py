@@ -22,6 +22,16 @@ from rich.console import Console
 
 from .._exceptions import PonderError
 
+app = typer.Typer(
+    name="ponder",
+    help="Spend expensive LLM compute only where a query needs it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train scorers and routers on outcome tables.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
 stdout = Console(soft_wrap=True, emoji=False, markup=False)
 stderr = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
 
@@ -108,10 +118,25 @@ def base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
 
 
 @contextmanager
-def resumable(ctx: typer.Context, interrupted: Callable[[], str]) -> Iterator[None]:
-    """On Ctrl-C: say what was kept (``interrupted()``) and the command that resumes; exit 130."""
+def paid_run(ctx: typer.Context, progress: bool, interrupted: Callable[[], str]
+             ) -> Iterator[tuple[Any, Any]]:
+    """A long paid run that resumes (``run``, ``collect``): its progress bar and task (update it
+    with ``completed=``, ``total=``, ``cost=`` and ``failed=``); on Ctrl-C, what was kept
+    (``interrupted()``) and the command that resumes, exit 130."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
+                   TimeRemainingColumn(), console=stderr, disable=not progress, transient=False)
     try:
-        yield
+        with bar:
+            yield bar, bar.add_task(f"ponder {ctx.info_name}", total=None, cost=0.0, failed=0)
     except KeyboardInterrupt:
         say_err(interrupted())
         say_err(f"resume with: {command_line(ctx)}")
@@ -188,23 +213,6 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default
 AllowOutsideOpt = typer.Option(
     False, "--allow-outside",
     help="Let strategy files name model files outside their own folder (only for files you trust).")
-
-
-def cost_progress(description: str, *, enabled: bool) -> tuple[Any, Any]:
-    """The progress bar of long paid runs (``run``, ``collect``): done/total, running cost, failures.
-    Update it with ``completed=``, ``total=``, ``cost=`` and ``failed=``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
-                   TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False)
-    return bar, bar.add_task(description, total=None, cost=0.0, failed=0)
 
 
 def stage_progress() -> Any:

@@ -12,12 +12,13 @@ from .._config import config_problems, load_config
 from .._pricing import PriceTable
 from .._types import Answer, ChatRequest
 from ..strategies import resolve
-from ._common import AllowOutsideOpt, ConfigOpt, base_urls, fail, say, say_err, stdout
+from ._common import AllowOutsideOpt, ConfigOpt, app, base_urls, fail, say, say_err, stdout
 
 cache_app = typer.Typer(help="Inspect or clear the completion cache.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 
 
+@app.command("ask")
 def ask(
     prompt: str = typer.Argument(..., help="The prompt, or a JSON list of chat messages."),
     model: str | None = typer.Option(None, "--model", "-m", help="provider:model, e.g. openai:gpt-4o-mini"),
@@ -69,6 +70,7 @@ def render_answer(answer: Answer, as_json: bool) -> None:
     say_err(f"[{c.spec}] cost ${answer.cost_usd:.6f}{est} ({note}), {c.latency_s:.2f}s")
 
 
+@app.command("models")
 def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Known models and their prices (USD per 1M tokens)."""
     cfg = load_config(config)
@@ -89,6 +91,10 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
     stdout.print(t)
     if cfg.models:
         stdout.print("aliases: " + ", ".join(f"{a} = {s}" for a, s in cfg.models.items()))
+
+
+app.add_typer(cache_app, name="cache")
+app.add_typer(config_app, name="config")
 
 
 @cache_app.command("stats")
@@ -146,10 +152,3 @@ def config_check(path: Path = typer.Argument(Path("ponder.toml"), help="The conf
     for p in problems:
         say_err(f"error: {p}", style="red")
     raise typer.Exit(1)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    app.command("ask")(ask)
-    app.command("models")(models)
-    app.add_typer(cache_app, name="cache")
-    app.add_typer(config_app, name="config")

@@ -10,13 +10,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import model_map_option, say, say_err, stage_progress, stdout
+from ._common import app, model_map_option, say, say_err, stage_progress, stdout
 from ._tables import NAME_MIN, Rows, fitted_table, name_widths
 
 datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
                            no_args_is_help=True)
 
 
+@app.command("eval")
 def eval_command(
     data: str = typer.Argument(None, metavar="[OUTCOMES_FILE | BUNDLED_NAME]",
                                help="An outcome table (CSV/JSONL/Parquet), a public format ponder "
@@ -245,6 +246,9 @@ def _render_ship(d: dict[str, Any]) -> None:
             f"ship/{ship_folder(groups[0][0])}/): {rt.ship_command(d)}")
 
 
+app.add_typer(datasets_app, name="datasets")
+
+
 @datasets_app.command("list")
 def datasets_list() -> None:
     """Show the bundled datasets."""
@@ -269,9 +273,3 @@ def datasets_export(
 
     path = export_dataset(name, out)
     say(f"wrote {path}")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``eval`` and the ``datasets`` group to the ``ponder`` app."""
-    app.command("eval")(eval_command)
-    app.add_typer(datasets_app, name="datasets")

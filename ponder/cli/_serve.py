@@ -14,15 +14,16 @@ from .._types import ModelSpec
 from ._common import (
     AllowOutsideOpt,
     ConfigOpt,
+    app,
     base_urls,
-    cost_progress,
     fail,
+    paid_run,
     report_run,
-    resumable,
     say_err,
 )
 
 
+@app.command("serve")
 def serve(
     config: Path | None = ConfigOpt,
     model: list[str] | None = typer.Option(None, "--model", "-m", help="Serve this provider:model (repeatable)."),
@@ -59,6 +60,7 @@ def serve(
     run_server(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
+@app.command("run")
 def run(
     ctx: typer.Context,
     input_path: Path = typer.Argument(..., metavar="INPUT.jsonl", help="One JSON object per line: id + prompt or messages."),
@@ -86,7 +88,6 @@ def run(
     started: list[BatchSummary] = []  # the live summary, for the Ctrl-C message
     with Client(cfg, cache=False if no_cache else None, base_urls=urls) as client:
         live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
-        bar, task = cost_progress("ponder run", enabled=progress)
 
         def on_start(s: Any) -> None:
             started.append(s)
@@ -103,15 +104,9 @@ def run(
                     f"{output} ({s.done} answered, {s.failed} failed in this run; rows in flight "
                     "were not written)")
 
-        with resumable(ctx, interrupted), bar:
+        with paid_run(ctx, progress, interrupted) as (bar, task):
             s = run_batch(input_path, output, live, client, concurrency=concurrency,
                           retry_failed=retry_failed, max_cost_usd=max_cost,
                           on_start=on_start, on_result=on_result)
     report_run(output, s, [f"{s.done} answered", f"{s.failed} failed", f"{s.skipped} already done",
                            f"cost ${s.cost_usd:.6f}"], "rows")
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the ``ponder`` app (and its ``train`` group)."""
-    app.command("serve")(serve)
-    app.command("run")(run)
