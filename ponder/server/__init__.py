@@ -26,12 +26,9 @@ def __getattr__(name: str) -> Any:
 
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
           access_log: bool = False) -> None:
-    """Serve ``app`` under uvicorn until interrupted. Access logs are off by default (one line per
-    request is noise).
+    """Serve ``app`` under uvicorn until interrupted (access logs off by default: noise).
 
-    ponder's own loggers go to uvicorn's stderr handler, so the server's warnings look like
-    uvicorn's; every handler scrubs registered secrets (``install_log_scrubbing``), installed
-    once uvicorn has configured logging and before the first request.
+    ponder's loggers use uvicorn's stderr handler, and every handler scrubs registered secrets.
     """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG

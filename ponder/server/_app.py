@@ -35,7 +35,7 @@ from .._secrets import register_secret, scrub
 from .._types import Answer
 from ..strategies import Chosen, StreamEvent, resolve
 from ..strategies._protocol import aclose
-from ._answers import Chunks, _finish, _headers, completion_response, ponder_info
+from ._answers import Chunks, _headers, completion_response
 from ._errors import (
     _one_line,
     error_body,
@@ -158,15 +158,8 @@ class ChatEndpoint:
             if answer is None:
                 raise ProviderError("stream ended without a final answer", provider=model)
             self.metrics.answer(answer)
-            c = answer.completion
-            for line in chunks.rest(c):
+            for line in chunks.rest(answer, include_usage):
                 yield line
-            first = c.answers()[0]
-            yield chunks.chunk({}, _finish(first.finish_reason or c.finish_reason), logprobs=first.logprobs,
-                               ponder=ponder_info(answer))
-            if include_usage:
-                yield chunks.usage(answer.completion)
-            yield "data: [DONE]\n\n"
         except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
             status, type_, code = error_status(exc)
             served.status = status

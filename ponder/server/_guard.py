@@ -19,10 +19,8 @@ HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
 
 
 class Guard:
-    """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
-    path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's
-    routing stack (FastAPI's route for that path stays for the OpenAPI schema, and serves the
-    same way).
+    """Bearer-token auth and a request-size limit in front of the app, and the chat path handed
+    straight to :class:`ChatEndpoint` (FastAPI's route for it stays, for the OpenAPI schema).
 
     With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
     model, as ``/v1/models`` does.

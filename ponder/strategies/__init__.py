@@ -20,23 +20,7 @@ from ._load import (
 )
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
 
-__all__ = [
-    "FALLTHROUGH",
-    "STRATEGY_FORMAT",
-    "Chosen",
-    "FallThrough",
-    "FallbackChain",
-    "LiveStrategy",
-    "SingleModel",
-    "StreamEvent",
-    "answered",
-    "as_live",
-    "failed_attempt",
-    "live_model_map",
-    "live_spec",
-    "load_strategy",
-    "read_strategy_json",
-    "resolve",
-    "resolve_reference",
-    "stream_model",
-]
+__all__ = ["FALLTHROUGH", "STRATEGY_FORMAT", "Chosen", "FallThrough", "FallbackChain",
+           "LiveStrategy", "SingleModel", "StreamEvent", "answered", "as_live", "failed_attempt",
+           "live_model_map", "live_spec", "load_strategy", "read_strategy_json", "resolve",
+           "resolve_reference", "stream_model"]
