@@ -1,6 +1,6 @@
 """The ``ponder`` command. Each command parses, calls the library and renders; errors go to stderr.
 
-Command groups live in their own modules, each exposing ``register(app, train_app)``.
+Command groups live in their own modules, each adding its commands to ``app`` as it is imported.
 """
 
 from __future__ import annotations
@@ -10,17 +10,8 @@ import sys
 
 import typer
 
-from ._common import run_main, stdout
-
-app = typer.Typer(
-    name="ponder",
-    help="Spend expensive LLM compute only where a query needs it.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-train_app = typer.Typer(help="Train scorers and routers on outcome tables.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
+from ._common import app, run_main, say
+from ._common import train_app as train_app  # ponder.cli.train_app, as before
 
 
 def version() -> str:
@@ -38,7 +29,7 @@ def version() -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        stdout.print(f"ponder {version()}", highlight=False)
+        say(f"ponder {version()}")
         raise typer.Exit()
 
 
@@ -61,8 +52,8 @@ _COMMAND_MODULES = (
     "_collect",  # collect                              (your own data)
 )
 
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}").register(app, train_app)
+for _name in _COMMAND_MODULES:  # in this order, the order of `ponder --help`
+    importlib.import_module(f"{__name__}.{_name}")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, model_map_option, stdout
+from ._common import app, fail, model_map_option, say, train_app
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
@@ -25,6 +25,7 @@ def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type
     return table
 
 
+@train_app.command("scorer")
 def train_scorer(
     outcomes: Path = typer.Argument(..., help="Outcome table (.csv/.jsonl/.parquet) with responses, a public format (RouterBench CSV, ...) or a bundled dataset name."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the scorer to."),
@@ -46,10 +47,11 @@ def train_scorer(
               "text": text}
     scorer = fit_scorer(train, params, seed=seed)
     scorer.save(output)
-    stdout.print(f"scorer for {len(scorer.models_)} model(s), trained on "
-                 f"{len(train.query_ids)} queries → {output}", markup=False, highlight=False)
+    say(f"scorer for {len(scorer.models_)} model(s), trained on "
+        f"{len(train.query_ids)} queries → {output}")
 
 
+@app.command("optimize")
 def optimize(
     outcomes: Path = typer.Argument(..., help="Outcome table with responses, costs and scores (or a public format / bundled name)."),
     output: Path = typer.Option(..., "--output", "-o", help="Strategy JSON to write."),
@@ -105,23 +107,15 @@ def optimize(
                          for r in cascade.rungs]
     path = cascade.save(output, model_map=mm)
     exp = cascade.info["expected"]
-    stdout.print(f"cascade: {cascade!r}", markup=False, highlight=False)
-    stdout.print(f"expected on train (out-of-fold): quality {exp['quality']:.4f}, "
-                 f"cost ${exp['cost_usd']:.4g}/query", markup=False, highlight=False)
+    say(f"cascade: {cascade!r}")
+    say(f"expected on train (out-of-fold): quality {exp['quality']:.4f}, "
+        f"cost ${exp['cost_usd']:.4g}/query")
     g = cascade.info.get("guarantee")
     if g:
         if g["certified"]:
-            stdout.print(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
-                         f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
-                         f"threshold path scale {g['path_scale']:.2f})", markup=False,
-                         highlight=False)
+            say(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
+                f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
+                f"threshold path scale {g['path_scale']:.2f})")
         else:
-            stdout.print("not certifiable at this ε/δ: every query climbs to the last rung",
-                         markup=False, highlight=False)
-    stdout.print(f"wrote {path}", markup=False, highlight=False)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder optimize`` and ``ponder train scorer``."""
-    train_app.command("scorer")(train_scorer)
-    app.command("optimize")(optimize)
+            say("not certifiable at this ε/δ: every query climbs to the last rung")
+    say(f"wrote {path}")

@@ -8,9 +8,19 @@ from typing import Any
 import typer
 
 from .._config import load_config
-from ._common import ConfigOpt, command_line, cost_progress, fail, stderr, stdout
+from ._common import (
+    ConfigOpt,
+    app,
+    base_urls,
+    paid_run,
+    report_run,
+    say,
+    say_err,
+    stdout,
+)
 
 
+@app.command("collect")
 def collect(
     ctx: typer.Context,
     prompts: Path = typer.Argument(..., metavar="PROMPTS",
@@ -40,27 +50,21 @@ def collect(
 ) -> None:
     """Ask every model every prompt into an outcome table (score empty until `ponder grade`)."""
     from .._client import Client
-    from .._config import url_problem
-    from .._exceptions import BudgetExceeded
     from ..collect import CollectSummary, estimate_collect
     from ..collect import collect as run_collect
-    from ._serve import _base_urls
 
-    if base_url and (reason := url_problem(base_url, ("http", "https"))):
-        fail(f"--base-url {reason}")
+    urls = base_urls(model, base_url)
     if samples > 1 and not temperature:
-        stderr.print(f"warning: --samples {samples} at temperature 0 gives near-identical answers; "
-                     "set --temperature", style="yellow", highlight=False)
+        say_err(f"warning: --samples {samples} at temperature 0 gives near-identical answers; "
+                "set --temperature", style="yellow")
     cfg = load_config(config)
-    with Client(cfg, cache=False if no_cache else None, base_urls=_base_urls(model, base_url)) as client:
+    with Client(cfg, cache=False if no_cache else None, base_urls=urls) as client:
         if estimate:
             rows = estimate_collect(prompts, model, client=client, output=output, samples=samples,
                                     max_tokens=max_tokens, provider_batch=provider_batch)
             _render_estimate(rows, provider_batch)
             return
         started: list[CollectSummary] = []
-        bar, task = cost_progress("ponder collect", enabled=progress)
-
         def on_start(s: CollectSummary) -> None:
             started.append(s)
             bar.update(task, total=s.total)
@@ -68,34 +72,21 @@ def collect(
         def on_result(s: CollectSummary) -> None:
             bar.update(task, total=s.total, completed=s.done + s.failed, cost=s.cost_usd, failed=s.failed)
 
-        try:
-            with bar:
-                run_collect(prompts, model, client=client, output=output, concurrency=concurrency,
-                            samples=samples, temperature=temperature, max_tokens=max_tokens,
-                            logprobs=logprobs, max_cost=max_cost, provider_batch=provider_batch,
-                            on_start=on_start, on_result=on_result)
-        except KeyboardInterrupt:
+        def interrupted() -> str:
             done = f"{started[0].done} calls answered in this run; " if started else ""
-            stderr.print(f"interrupted: {done}every answer received is kept in {output} and its "
-                         "progress file", highlight=False)
-            stderr.print(f"resume with: {command_line(ctx)}", highlight=False)
-            raise typer.Exit(130) from None
+            return (f"interrupted: {done}every answer received is kept in {output} and its "
+                    "progress file")
+
+        with paid_run(ctx, progress, interrupted) as (bar, task):
+            run_collect(prompts, model, client=client, output=output, concurrency=concurrency,
+                        samples=samples, temperature=temperature, max_tokens=max_tokens,
+                        logprobs=logprobs, max_cost=max_cost, provider_batch=provider_batch,
+                        on_start=on_start, on_result=on_result)
     s = started[0]
-    parts = [f"{s.done} calls answered", f"{s.failed} failed", f"{s.skipped} answers already collected",
-             f"cost ${s.cost_usd:.6f}"]
-    if s.cached:
-        parts.append(f"{s.cached} from cache (saved ${s.saved_usd:.6f})")
-    stderr.print(f"{output}: " + ", ".join(parts) + f", {s.elapsed_s:.1f}s; grade it with "
-                 "`ponder grade`", markup=False, highlight=False)
-    if s.failed:
-        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(s.errors.items()))
-        stderr.print(f"{s.failed} calls failed ({kinds}); their rows carry the error; run the same "
-                     "command again to retry them", style="yellow", markup=False, highlight=False)
-    if s.stopped:
-        raise BudgetExceeded(f"{s.stopped} with {s.remaining} calls left; run the same command with a "
-                             "higher --max-cost to go on")
-    if s.failed:
-        raise typer.Exit(2)
+    report_run(output, s, [f"{s.done} calls answered", f"{s.failed} failed",
+                           f"{s.skipped} answers already collected", f"cost ${s.cost_usd:.6f}"],
+               "calls", then="; grade it with `ponder grade`",
+               failed_rows="their rows carry the error; ")
 
 
 def _render_estimate(rows: list[Any], provider_batch: bool) -> None:
@@ -111,16 +102,10 @@ def _render_estimate(rows: list[Any], provider_batch: bool) -> None:
         t.add_row(r.model, str(r.calls), str(r.answers), str(r.input_tokens), str(r.output_tokens),
                   "no price" if r.cost_usd is None else f"{r.cost_usd:.6f}")
     stdout.print(t)
-    stdout.print(f"total ${total:.6f}. Input tokens are counted from the prompts (~4 characters per "
-                 "token); output length is a guess:", markup=False, highlight=False)
+    say(f"total ${total:.6f}. Input tokens are counted from the prompts (~4 characters per "
+        "token); output length is a guess:")
     for r in rows:
-        what = {"--max-tokens": "--max-tokens", "default": "a fixed default"}.get(r.guess_source, r.guess_source)
-        stdout.print(f"  {r.model}: {r.output_guess} tokens per answer ({what})", markup=False, highlight=False)
+        what = "a fixed default" if r.guess_source == "default" else r.guess_source
+        say(f"  {r.model}: {r.output_guess} tokens per answer ({what})")
     if any(r.cost_usd is None for r in rows):
-        stdout.print("models without a price cost 0 here; add them under [prices] in the config",
-                     markup=False, highlight=False)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder collect`` to the ``ponder`` app."""
-    app.command("collect")(collect)
+        say("models without a price cost 0 here; add them under [prices] in the config")

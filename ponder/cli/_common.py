@@ -11,13 +11,26 @@ import importlib
 import os
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from .._exceptions import PonderError
+
+app = typer.Typer(
+    name="ponder",
+    help="Spend expensive LLM compute only where a query needs it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train scorers and routers on outcome tables.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 stdout = Console(soft_wrap=True, emoji=False, markup=False)
 stderr = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
@@ -39,10 +52,6 @@ def _classes(name: str) -> tuple[type[BaseException], ...]:
 _EXIT, _ABORT, _USAGE = _classes("Exit"), _classes("Abort"), _classes("ClickException")
 
 
-def debug_enabled() -> bool:
-    return os.environ.get("PONDER_DEBUG", "") not in ("", "0", "false") or "--debug" in sys.argv
-
-
 def run_main(app: typer.Typer) -> int:
     """Run the Typer app; turn any error into one stderr line and a non-zero exit code."""
     debug = "--debug" in sys.argv
@@ -58,13 +67,11 @@ def run_main(app: typer.Typer) -> int:
     except _EXIT as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except _USAGE as exc:  # usage errors: click's own "Usage: … Error: …" text, exit 2
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            # a bare `ponder` (or group): typer's rich help is already printed; plain click
-            # carries the help text in the message
-            if exc.format_message().strip():  # type: ignore[attr-defined]
-                exc.show()  # type: ignore[attr-defined]
-        else:
-            exc.show()  # type: ignore[attr-defined]
+        click_exc: Any = exc
+        # a bare `ponder` (or group): typer's rich help is printed already; plain click carries
+        # the help text in the message
+        if type(exc).__name__ != "NoArgsIsHelpError" or click_exc.format_message().strip():
+            click_exc.show()
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         stderr.print("interrupted")
@@ -72,22 +79,88 @@ def run_main(app: typer.Typer) -> int:
     except PonderError as exc:
         if debug:
             raise
-        stderr.print(f"error: {exc}", style="red", highlight=False)
+        say_err(f"error: {exc}", style="red")
         return 1
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             raise
-        stderr.print(
-            f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            style="red", highlight=False,
-        )
+        say_err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                style="red")
         return 1
+
+
+def say(text: Any, style: str | None = None) -> None:
+    """Print ``text`` on stdout as it is (no highlighting of numbers or paths)."""
+    stdout.print(text, style=style, highlight=False)
+
+
+def say_err(text: Any, style: str | None = None) -> None:
+    """Print ``text`` on stderr as it is."""
+    stderr.print(text, style=style, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> Any:
     """Print one error line and exit: for problems found while parsing arguments."""
-    stderr.print(f"error: {message}", style="red", highlight=False)
+    say_err(f"error: {message}", style="red")
     raise typer.Exit(code)
+
+
+def base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
+    """``--base-url`` for the providers of ``models`` (``openai`` when none); a bad URL fails."""
+    from .._config import url_problem
+    from .._types import ModelSpec
+
+    if not base_url:
+        return {}
+    if reason := url_problem(base_url, ("http", "https")):
+        fail(f"--base-url {reason}")
+    return {p: base_url for p in {ModelSpec.parse(m).provider for m in models} or {"openai"}}
+
+
+@contextmanager
+def paid_run(ctx: typer.Context, progress: bool, interrupted: Callable[[], str]
+             ) -> Iterator[tuple[Any, Any]]:
+    """A long paid run that resumes (``run``, ``collect``): its progress bar and task (update it
+    with ``completed=``, ``total=``, ``cost=`` and ``failed=``); on Ctrl-C, what was kept
+    (``interrupted()``) and the command that resumes, exit 130."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
+                   TimeRemainingColumn(), console=stderr, disable=not progress, transient=False)
+    try:
+        with bar:
+            yield bar, bar.add_task(f"ponder {ctx.info_name}", total=None, cost=0.0, failed=0)
+    except KeyboardInterrupt:
+        say_err(interrupted())
+        say_err(f"resume with: {command_line(ctx)}")
+        raise typer.Exit(130) from None
+
+
+def report_run(output: Path, s: Any, parts: list[str], units: str, then: str = "",
+               failed_rows: str = "") -> None:
+    """The last lines of a resumable paid run (``run``, ``collect``): its summary ``s`` on stderr;
+    a budget stop raises BudgetExceeded, failures exit 2."""
+    from .._exceptions import BudgetExceeded
+
+    if s.cached:
+        parts.append(f"{s.cached} from cache (saved ${s.saved_usd:.6f})")
+    say_err(f"{output}: " + ", ".join(parts) + f", {s.elapsed_s:.1f}s{then}")
+    if s.failed:
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(s.errors.items()))
+        say_err(f"{s.failed} {units} failed ({kinds}); {failed_rows}run the same command again "
+                "to retry them", style="yellow")
+    if s.stopped:
+        raise BudgetExceeded(f"{s.stopped} with {s.remaining} {units} left; run the same command "
+                             "with a higher --max-cost to go on")
+    if s.failed:
+        raise typer.Exit(2)
 
 
 def model_map_option(pairs: list[str]) -> dict[str, str]:
@@ -142,18 +215,10 @@ AllowOutsideOpt = typer.Option(
     help="Let strategy files name model files outside their own folder (only for files you trust).")
 
 
-def cost_progress(description: str, *, enabled: bool) -> tuple[Any, Any]:
-    """The progress bar of long paid runs (``run``, ``collect``): done/total, running cost, failures.
-    Update it with ``completed=``, ``total=``, ``cost=`` and ``failed=``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+def stage_progress() -> Any:
+    """The progress bar of offline work in stages (``eval``, ``grade``), gone when done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
-                   TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False)
-    return bar, bar.add_task(description, total=None, cost=0.0, failed=0)
+    return Progress(TextColumn("{task.description:<11}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=stderr, transient=True)

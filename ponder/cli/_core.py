@@ -8,17 +8,17 @@ from pathlib import Path
 import typer
 
 from .._client import Client
-from .._config import config_problems, load_config, url_problem
-from .._exceptions import ConfigError
+from .._config import config_problems, load_config
 from .._pricing import PriceTable
-from .._types import Answer, ChatRequest, ModelSpec
+from .._types import Answer, ChatRequest
 from ..strategies import resolve
-from ._common import AllowOutsideOpt, ConfigOpt, fail, stderr, stdout
+from ._common import AllowOutsideOpt, ConfigOpt, app, base_urls, fail, say, say_err, stdout
 
 cache_app = typer.Typer(help="Inspect or clear the completion cache.", no_args_is_help=True)
 config_app = typer.Typer(help="Validate configuration.", no_args_is_help=True)
 
 
+@app.command("ask")
 def ask(
     prompt: str = typer.Argument(..., help="The prompt, or a JSON list of chat messages."),
     model: str | None = typer.Option(None, "--model", "-m", help="provider:model, e.g. openai:gpt-4o-mini"),
@@ -35,18 +35,13 @@ def ask(
     """Answer a prompt with one model or a saved strategy; print the answer and its exact cost."""
     if (model is None) == (strategy is None):
         fail("give exactly one of --model provider:model or --strategy FILE")
-    if base_url and (reason := url_problem(base_url, ("http", "https"))):
-        fail(f"--base-url {reason}")
+    urls = base_urls([model] if model else [], base_url)
     cfg = load_config(config)
     request = ChatRequest.of(prompt, temperature=temperature, max_tokens=max_tokens)
     if system:
-        request = request.model_copy(update={"messages": (
+        request = ChatRequest.model_validate({**request.model_dump(), "messages": (
             {"role": "system", "content": system}, *request.messages)})
-        request = ChatRequest.model_validate(request.model_dump())
-    base_urls: dict[str, str] = {}
-    if base_url:
-        base_urls = {ModelSpec.parse(model).provider if model else "openai": base_url}
-    with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
+    with Client(cfg, cache=False if no_cache else None, base_urls=urls) as client:
         live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
         answer: Answer = live.run(request, client)
     render_answer(answer, as_json)
@@ -64,18 +59,18 @@ def render_answer(answer: Answer, as_json: bool) -> None:
         }
         print(json.dumps(out, ensure_ascii=False))
         return
-    stdout.print(c.text, markup=False, highlight=False)
+    say(c.text)
     if len(answer.trace) > 1:
         for a in answer.trace:
             mark = "accepted" if a.accepted else (f"error: {a.error}" if a.error else "rejected")
             score = f" score={a.score:.3f}" if a.score is not None else ""
-            stderr.print(f"  {a.model}{score} ${a.cost_usd:.6f} {mark}", markup=False, highlight=False)
+            say_err(f"  {a.model}{score} ${a.cost_usd:.6f} {mark}")
     note = f"cached, saved ${c.saved_usd:.6f}" if c.cached else f"{c.usage.input_tokens} in / {c.usage.output_tokens} out"
     est = " (estimated)" if c.cost_estimated else ""
-    stderr.print(f"[{c.spec}] cost ${answer.cost_usd:.6f}{est} ({note}), {c.latency_s:.2f}s",
-                 markup=False, highlight=False)
+    say_err(f"[{c.spec}] cost ${answer.cost_usd:.6f}{est} ({note}), {c.latency_s:.2f}s")
 
 
+@app.command("models")
 def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Known models and their prices (USD per 1M tokens)."""
     cfg = load_config(config)
@@ -95,7 +90,11 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
                       for k, p in rows], names={0: NAME_MIN, 5: 12}, edge=False)
     stdout.print(t)
     if cfg.models:
-        stdout.print("aliases: " + ", ".join(f"{a} = {s}" for a, s in cfg.models.items()), markup=False)
+        stdout.print("aliases: " + ", ".join(f"{a} = {s}" for a, s in cfg.models.items()))
+
+
+app.add_typer(cache_app, name="cache")
+app.add_typer(config_app, name="config")
 
 
 @cache_app.command("stats")
@@ -111,8 +110,7 @@ def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Optio
         if as_json:
             print(json.dumps({"enabled": False}))
         else:
-            stdout.print(f"the cache is disabled ([cache] enabled = false in {cfg.source or 'the config'})",
-                         markup=False, highlight=False)
+            say(f"the cache is disabled ([cache] enabled = false in {cfg.source or 'the config'})")
         return
     data = {"hits": s.hits, "misses": s.misses, "hit_rate": s.hit_rate, "saved_usd": s.saved_usd,
             "entries": s.entries, "size_bytes": s.size_bytes}
@@ -120,7 +118,7 @@ def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Optio
         print(json.dumps({"enabled": True, **data}))
         return
     for k, v in data.items():
-        stdout.print(f"{k:>10}: {v:.6f}" if isinstance(v, float) else f"{k:>10}: {v}", markup=False)
+        stdout.print(f"{k:>10}: {v:.6f}" if isinstance(v, float) else f"{k:>10}: {v}")
 
 
 @cache_app.command("clear")
@@ -138,10 +136,10 @@ def cache_clear_cmd(config: Path | None = ConfigOpt) -> None:
             removed = reset() if reset is not None else []
             if not removed:  # nothing to remove: the cause lies elsewhere (Redis down, not a folder)
                 raise
-            stdout.print(f"the cache at {exc.where} was unreadable ({exc.reason}); removed {len(removed)} "
-                         f"files: {', '.join(map(str, removed))}", markup=False, highlight=False)
+            say(f"the cache at {exc.where} was unreadable ({exc.reason}); removed {len(removed)} "
+                f"files: {', '.join(map(str, removed))}")
             return
-    stdout.print(f"removed {n} entries", markup=False)
+    stdout.print(f"removed {n} entries")
 
 
 @config_app.command("check")
@@ -149,18 +147,8 @@ def config_check(path: Path = typer.Argument(Path("ponder.toml"), help="The conf
     """Report every problem in a config file with its file, key and reason."""
     problems = config_problems(path)
     if not problems:
-        stdout.print(f"{path}: ok", markup=False)
+        stdout.print(f"{path}: ok")
         return
     for p in problems:
-        stderr.print(f"error: {p}", style="red", markup=False, highlight=False)
+        say_err(f"error: {p}", style="red")
     raise typer.Exit(1)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    app.command("ask")(ask)
-    app.command("models")(models)
-    app.add_typer(cache_app, name="cache")
-    app.add_typer(config_app, name="config")
-
-
-__all__ = ["register", "render_answer", "ConfigError"]

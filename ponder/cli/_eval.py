@@ -10,20 +10,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ._common import model_map_option, stderr, stdout
+from ._common import app, model_map_option, say, say_err, stage_progress, stdout
 from ._tables import NAME_MIN, Rows, fitted_table, name_widths
 
 datasets_app = typer.Typer(help="Bundled outcome tables (Apache-2.0 public benchmark data).",
                            no_args_is_help=True)
 
 
-def _progress() -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description:<11}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=stderr, transient=True)
-
-
+@app.command("eval")
 def eval_command(
     data: str = typer.Argument(None, metavar="[OUTCOMES_FILE | BUNDLED_NAME]",
                                help="An outcome table (CSV/JSONL/Parquet), a public format ponder "
@@ -70,7 +64,7 @@ def eval_command(
 
     source = data or DEFAULT_DATASET
     mm = model_map_option(model_map)
-    with _progress() as bar:
+    with stage_progress() as bar:
         tasks: dict[str, Any] = {}
 
         def tick(stage: str, i: int, n: int) -> None:
@@ -82,8 +76,7 @@ def eval_command(
         table, dropped = load_dataset(source, graded=not drop_ungraded).graded_only()
         tick("loading", 1, 1)
         if dropped:
-            stderr.print(f"left out {dropped} ungraded row(s) (empty score) of "
-                         f"{len(table) + dropped}", highlight=False)
+            say_err(f"left out {dropped} ungraded row(s) (empty score) of {len(table) + dropped}")
         result = evaluate(table, strategies=strategy or None, test_fraction=test_fraction,
                           seed=seed, split_column=split_column, n_bootstrap=bootstrap,
                           progress=tick, source=source, epsilon=epsilon, delta=delta,
@@ -103,47 +96,40 @@ def eval_command(
         json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
         written.append(str(json_out))
     if written:
-        stdout.print(f"wrote {', '.join(written)}", highlight=False)
+        say(f"wrote {', '.join(written)}")
 
 
 def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
            strategies: list[str] | None, epsilon: float, delta: float, folds: int | None,
-           drop_ungraded: bool, max_fit_queries: int = 10_000) -> str:
-    """The ``ponder eval`` command line that reproduces this run (the report adds ``--ship``)."""
+           drop_ungraded: bool, max_fit_queries: int) -> str:
+    """The ``ponder eval`` command line that reproduces this run (the report adds ``--ship``):
+    the options given, less those at their defaults."""
     import shlex
 
     args = ["ponder", "eval", source]
-    if split_column != "split":
-        args += ["--split-column", split_column]
-    if test_fraction != 0.5:
-        args += ["--test-fraction", f"{test_fraction:g}"]
-    if seed:
-        args += ["--seed", str(seed)]
-    for name in strategies or []:
-        args += ["-s", name]
-    if epsilon != 0.01:
-        args += ["--epsilon", f"{epsilon:g}"]
-    if delta != 0.1:
-        args += ["--delta", f"{delta:g}"]
-    if folds:
-        args += ["--folds", str(folds)]
-    if drop_ungraded:
-        args.append("--drop-ungraded")
-    if max_fit_queries != 10_000:
-        args += ["--max-fit-queries", str(max_fit_queries)]
+    for flag, value, default in (
+            ("--split-column", split_column, "split"), ("--test-fraction", test_fraction, 0.5),
+            ("--seed", seed, 0), *(("-s", name, None) for name in strategies or []),
+            ("--epsilon", epsilon, 0.01), ("--delta", delta, 0.1), ("--folds", folds or None, None),
+            ("--drop-ungraded", drop_ungraded, False),
+            ("--max-fit-queries", max_fit_queries, 10_000)):
+        if value is True:
+            args.append(flag)
+        elif value != default:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def _render(d: dict[str, Any]) -> None:
     from ..evaluation._report_text import fmt_pct, fmt_q, fmt_ratio
 
-    stdout.print(Text.assemble((str(d["dataset"]), "bold"),
-                               f": {d['n_models']} models, {d['n_train_queries']} train / "
-                               f"{d['n_test_queries']} test queries"), highlight=False)
+    say(Text.assemble((str(d["dataset"]), "bold"),
+                      f": {d['n_models']} models, {d['n_train_queries']} train / "
+                      f"{d['n_test_queries']} test queries"))
     miss = d["missing"]
     if miss["n_incomplete_test_queries"]:
-        stdout.print(f"{miss['n_incomplete_test_queries']} test queries lack some models "
-                     f"({miss['n_missing_test_cells']} missing rows)", highlight=False)
+        say(f"{miss['n_incomplete_test_queries']} test queries lack some models "
+            f"({miss['n_missing_test_cells']} missing rows)")
     rows: Rows = []
     for m in sorted(d["models"], key=lambda m: m["cost_usd"]):
         star = " *" if m["model"] == d["best_model"]["model"] else ""
@@ -172,7 +158,7 @@ def _render(d: dict[str, Any]) -> None:
         "strategies swept on test: what the knob can reach on test (not a deployable number; dim: "
         "baselines). ratio = cost to reach the best model's quality / its cost", head, rows))
     for sk in d.get("skipped") or []:
-        stderr.print(f"skipped {sk['name']}: {sk['reason']}", markup=False, highlight=False)
+        say_err(f"skipped {sk['name']}: {sk['reason']}")
 
 
 def _render_deployed(d: dict[str, Any]) -> None:
@@ -184,7 +170,7 @@ def _render_deployed(d: dict[str, Any]) -> None:
     if not chosen:
         return
 
-    def layout(sep: str, head: list[str]) -> tuple[list[str], Rows]:
+    def layout(sep: str) -> Rows:
         rows: Rows = []
         for st in chosen:
             by = {x["target"]: x for x in st["deployed"]}
@@ -200,14 +186,14 @@ def _render_deployed(d: dict[str, Any]) -> None:
                        ("⚠" if x.get("over_budget") else "")
                 cells.append(f"{mark}{100 * ratio:.0f}%{sep}{x['test']['quality']:.3f}{flag}")
             rows.append(([st["name"], *cells], "dim" if st["kind"] == "baseline" else None))
-        return ["strategy", *head], rows
+        return rows
 
-    short = ["best q" if t == "best_quality" else f"≤{100 * float(t.split(':')[1]):g}%"
-             for t in targets]
-    head, rows = layout("/", short)
+    head = ["strategy", *("best q" if t == "best_quality" else f"≤{100 * float(t.split(':')[1]):g}%"
+                          for t in targets)]
+    rows = layout("/")
     if not name_widths(head, rows, {0: NAME_MIN}, stdout.width, True)[1]:
         # a narrow terminal: each cell on two lines (cost over quality), so the names keep room
-        head, rows = layout("/\n", short)
+        rows = layout("/\n")
     stdout.print(fitted_table("every strategy's point per target, chosen on train rows, measured "
                               "on test. cell = cost as % of the best model's / quality (✓ = "
                               "certified, ! = CI includes no saving, ⚠ = over budget on test)",
@@ -217,61 +203,50 @@ def _render_deployed(d: dict[str, Any]) -> None:
 def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships: the certified pick and its guarantee, or the best model and the
     labelled queries it would take; the files (--ship) or the command that writes them."""
-    from ..evaluation._report_text import (
-        NEEDED_HOW,
-        _confidence,
-        fmt_pct,
-        fmt_q,
-        guarantee_text,
-        needed_notes,
-        ship_command,
-        ship_groups,
-        target_label,
-    )
+    from ..evaluation import _report_text as rt
     from ..evaluation._write_ship import ship_folder
 
-    groups = ship_groups(d)
+    groups = rt.ship_groups(d)
     if not groups:
         return
-    lines = []
-    needed, commands = needed_notes(d)
+    needed, commands = rt.needed_notes(d)
+    say(f"what to ship, chosen on train rows only ({rt._confidence(d)} guarantees; test "
+        "figures beside):")
     for group in groups:
         e = group[0]
         t = e["test"]
-        targets = " / ".join(target_label(d, x["target"]) for x in group)
+        targets = " / ".join(rt.target_label(d, x["target"]) for x in group)
         if e.get("fallback"):
-            lines.append(f"  {targets}: keep the best single model, "
-                         f"{e['strategy'].removeprefix('model:')}: {guarantee_text(d, e)}")
+            say(f"  {targets}: keep the best single model, "
+                f"{e['strategy'].removeprefix('model:')}: {rt.guarantee_text(d, e)}")
         else:
-            lines.append(f"  {targets}: {e['strategy']} · {guarantee_text(d, e)} · test quality "
-                         f"{fmt_q(t['quality'])} at {fmt_pct(t.get('cost_ratio'))} of the best "
-                         "model's cost"
-                         + "".join(f" ⚠ over budget on test at {x['target']} "
-                                   f"({x['test_budget_ratio']:.2f}×)"
-                                   for x in group if x.get("over_budget"))
-                         + (" (! no saving within the 95% interval)"
-                            if e.get("saving_in_doubt") else ""))
+            say(f"  {targets}: {e['strategy']} · {rt.guarantee_text(d, e)} · test quality "
+                f"{rt.fmt_q(t['quality'])} at {rt.fmt_pct(t.get('cost_ratio'))} of the best "
+                "model's cost"
+                + "".join(f" ⚠ over budget on test at {x['target']} ({x['test_budget_ratio']:.2f}×)"
+                          for x in group if x.get("over_budget"))
+                + (" (! no saving within the 95% interval)" if e.get("saving_in_doubt") else ""))
         for x in group:
             if x["target"] in needed:
-                lines.append(f"    {needed[x['target']][1]}")
+                say(f"    {needed[x['target']][1]}")
         files = e.get("files") or {}
         if files.get("strategy_file"):
-            lines.append(f"    files: {files['strategy_file']}")
+            say(f"    files: {files['strategy_file']}")
         elif files.get("error"):
-            lines.append(f"    files: not written ({files['error']})")
+            say(f"    files: not written ({files['error']})")
     if commands:
-        lines += [f"  {NEEDED_HOW}", *(f"    $ {c}" for c in commands)]
-    stdout.print(f"what to ship, chosen on train rows only ({_confidence(d)} guarantees; test "
-                 "figures beside):", highlight=False)
-    for line in lines:
-        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+        say(f"  {rt.NEEDED_HOW}")
+        for c in commands:
+            say(f"    $ {c}")
     if d.get("ship_dir"):
-        stdout.print(f"  wrote the picks' strategy files and {d['ship_dir']}/ponder.toml "
-                     "(their [strategies] entries)", markup=False, highlight=False)
+        say(f"  wrote the picks' strategy files and {d['ship_dir']}/ponder.toml "
+            "(their [strategies] entries)")
     else:
-        stdout.print(f"  to write the picks' files (exactly what was measured, e.g. "
-                     f"ship/{ship_folder(groups[0][0])}/): {ship_command(d)}",
-                     markup=False, highlight=False, soft_wrap=True)
+        say(f"  to write the picks' files (exactly what was measured, e.g. "
+            f"ship/{ship_folder(groups[0][0])}/): {rt.ship_command(d)}")
+
+
+app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("list")
@@ -297,10 +272,4 @@ def datasets_export(
     from ..evaluation import export_dataset
 
     path = export_dataset(name, out)
-    stdout.print(f"wrote {path}", highlight=False)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``eval`` and the ``datasets`` group to the ``ponder`` app."""
-    app.command("eval")(eval_command)
-    app.add_typer(datasets_app, name="datasets")
+    say(f"wrote {path}")

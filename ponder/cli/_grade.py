@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ..grading._spec import grader_help
-from ._common import ConfigOpt, fail, stderr, stdout
+from ._common import ConfigOpt, app, fail, say, say_err, stage_progress
 
 _HELP = (
     "Grade every response of an outcome table and write it with `score` filled.\n\n"
@@ -29,6 +30,7 @@ _HELP = (
 )
 
 
+@app.command("grade", help=_HELP)
 def grade_command(
     table: Path = typer.Argument(..., metavar="TABLE", help="Outcome table: .parquet, .csv or .jsonl."),
     output: Path = typer.Option(..., "--output", "-o",
@@ -79,25 +81,22 @@ def grade_command(
         fail("give --grader SPEC, or a [graders] table in the config")
     templates = _templates(judge_template or [], pairwise is not None, load_template)
     uses_judge = any(s.strip().lower().startswith("judge:") for s in specs.values())
-    client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
-    options: dict[str, Any] = dict(client=client, tolerance=tolerance, timeout_s=timeout,
-                                   memory_mb=memory_mb, allow_code_execution=allow_code_execution,
-                                   allow_no_isolation=allow_no_isolation, baseline=pairwise,
-                                   templates=templates, judge_max_tokens=judge_max_tokens)
-    graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
-    each = list(graders.values()) if isinstance(graders, dict) else [graders]
-    code = next((g for g in each if isinstance(g, CodeGrader)), None)
-    for note in code.limitations() if code is not None else []:  # said, never silently
-        stderr.print(f"code grader: {note}", highlight=False)
-    try:
-        with _progress() as bar:
+    judge_client = Client(cfg, cache=False if no_cache else None) if uses_judge else None
+    with judge_client or nullcontext() as client:
+        options: dict[str, Any] = dict(
+            client=client, tolerance=tolerance, timeout_s=timeout, memory_mb=memory_mb,
+            allow_code_execution=allow_code_execution, allow_no_isolation=allow_no_isolation,
+            baseline=pairwise, templates=templates, judge_max_tokens=judge_max_tokens)
+        graders = parse_grader(grader, **options) if grader else parse_graders(specs, **options)
+        each = list(graders.values()) if isinstance(graders, dict) else [graders]
+        code = next((g for g in each if isinstance(g, CodeGrader)), None)
+        for note in code.limitations() if code is not None else []:  # said, never silently
+            say_err(f"code grader: {note}")
+        with stage_progress() as bar:
             task = bar.add_task("grading", total=None)
             result = grade_table(table, graders, output=output, concurrency=concurrency,
                                  compare=compare,
                                  progress=lambda i, n: bar.update(task, completed=i, total=n))
-    finally:
-        if client is not None:
-            client.close()
     summary = result.summary.to_dict()
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -119,12 +118,6 @@ def _register_keys(cfg: Any) -> None:
         register_secret(os.environ.get(name))
 
 
-def _progress() -> Any:
-    from ._eval import _progress as progress  # one progress bar style for every command
-
-    return progress()
-
-
 def _templates(values: list[str], pairwise: bool, load: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
@@ -141,31 +134,24 @@ def _templates(values: list[str], pairwise: bool, load: Any) -> dict[str, str]:
 def _render(s: dict[str, Any]) -> None:
     graders = ", ".join(f"{name} ({n})" for name, n in s["graders"].items())
     mean = "–" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
-    stdout.print(f"graded {s['n_graded']} of {s['n_rows']} rows with {graders}: mean score {mean}"
-                 + (f", {s['n_samples']} samples" if s["n_samples"] else ""), highlight=False)
+    say(f"graded {s['n_graded']} of {s['n_rows']} rows with {graders}: mean score {mean}"
+        + (f", {s['n_samples']} samples" if s["n_samples"] else ""))
     if s["n_ungraded"]:
         why = "; ".join(f"{r} ({n})" for r, n in s["ungraded_reasons"].items())
-        stderr.print(f"{s['n_ungraded']} rows left ungraded (score NaN): {why}", highlight=False)
+        say_err(f"{s['n_ungraded']} rows left ungraded (score NaN): {why}")
     if s["judge_calls"]:
-        stdout.print(f"judge cost ${s['judge_cost_usd']:.6f} for {s['judge_calls']} calls "
-                     f"({s['judge_cached_calls']} cached); not included in cost_usd",
-                     highlight=False)
+        say(f"judge cost ${s['judge_cost_usd']:.6f} for {s['judge_calls']} calls "
+            f"({s['judge_cached_calls']} cached); not included in cost_usd")
     a = s.get("agreement")
     if a is not None:
         if not a["n"]:
-            stdout.print("agreement: no row has an existing score to compare with",
-                         highlight=False)
+            say("agreement: no row has an existing score to compare with")
         else:
             kappa = "undefined (one class only)" if a["kappa"] is None or math.isnan(a["kappa"]) \
                 else f"{a['kappa']:.3f}"
-            stdout.print(f"agreement with existing scores (n={a['n']}, pass at >= "
-                         f"{a['threshold']:g}): accuracy {a['accuracy']:.3f}, Cohen's kappa "
-                         f"{kappa}; both pass {a['both_positive']}, both fail "
-                         f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
-                         f"only grader passes {a['grader_only']}", highlight=False)
-    stdout.print(f"wrote {s['output']}", highlight=False)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``grade`` to the ``ponder`` app."""
-    app.command("grade", help=_HELP)(grade_command)
+            say(f"agreement with existing scores (n={a['n']}, pass at >= "
+                f"{a['threshold']:g}): accuracy {a['accuracy']:.3f}, Cohen's kappa "
+                f"{kappa}; both pass {a['both_positive']}, both fail "
+                f"{a['both_negative']}, only trusted passes {a['trusted_only']}, "
+                f"only grader passes {a['grader_only']}")
+    say(f"wrote {s['output']}")

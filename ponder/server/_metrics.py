@@ -57,18 +57,15 @@ class Metrics:
         try:
             yield served
         finally:
-            self.request_done(served.route, served.status, time.perf_counter() - served.started)
+            seconds = time.perf_counter() - served.started
             with self._lock:
                 self.in_flight -= 1
-
-    def request_done(self, model: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(model, str(status))] += 1
-            self.latency_sum += seconds
-            self.latency_count += 1
-            for i, le in enumerate(BUCKETS):
-                if seconds <= le:
-                    self.bucket_counts[i] += 1
+                self.requests[(served.route, str(served.status))] += 1
+                self.latency_sum += seconds
+                self.latency_count += 1
+                for i, le in enumerate(BUCKETS):
+                    if seconds <= le:
+                        self.bucket_counts[i] += 1
 
     def answer(self, answer: Answer) -> None:
         with self._lock:

@@ -12,23 +12,17 @@ from pydantic import Field, create_model
 
 from .._client import Client
 from .._config import Config
-from .._exceptions import (
-    UnknownModel,
-)
+from .._exceptions import UnknownModel
 from .._types import ChatRequest
 from ..strategies import LiveStrategy, SingleModel, as_live
 from ._errors import _one_line
-from ._schemas import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-)
+from ._schemas import ChatCompletionRequest, ChatMessageIn
 
 log = logging.getLogger("ponder.server")
 
 STRATEGY_PREFIX = "ponder/"
 
 
-# --- routing table -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Route:
     """A served model id and the live strategy that answers it."""
@@ -45,13 +39,9 @@ def build_routes(config: Config, strategies: Mapping[str, Any], models: Sequence
     for name, strategy in strategies.items():
         rid = name if name.startswith(STRATEGY_PREFIX) else STRATEGY_PREFIX + name
         routes[rid] = Route(rid, as_live(strategy), "ponder")
-    plain: list[str] = list(models)
-    for route in list(routes.values()):
-        plain += [str(m) for m in route.strategy.models]
-    for alias, spec in config.models.items():
-        routes.setdefault(alias, Route(alias, SingleModel(spec), spec.partition(":")[0]))
-    for spec in plain:
-        routes.setdefault(spec, Route(spec, SingleModel(spec), spec.partition(":")[0]))
+    plain = [*models, *(str(m) for route in routes.values() for m in route.strategy.models)]
+    for name, spec in [*config.models.items(), *((spec, spec) for spec in plain)]:
+        routes.setdefault(name, Route(name, SingleModel(spec), spec.partition(":")[0]))
     return routes
 
 

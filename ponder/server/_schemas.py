@@ -9,9 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 def _integral(v: Any) -> Any:
     """JSON has one number type: accept 64.0 where an integer is due (as JSON Schema does)."""
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 _Integral = BeforeValidator(_integral)
@@ -72,9 +70,6 @@ class JSONSchemaFormat(_Open):
 class ResponseFormat(_Open):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
-
-
-_Int = Annotated[int, _Integral]
 
 
 class ChatCompletionRequest(_Open):

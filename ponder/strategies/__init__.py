@@ -8,30 +8,19 @@ way. Falling through to the next model when one fails is :class:`FallThrough`, w
 the one module above them all, so that this package imports none of them.)
 """
 
-from ._fallback import FallbackChain
-from ._fallthrough import FALLTHROUGH, FallThrough, failed_attempt
-from ._format import STRATEGY_FORMAT, live_model_map, live_spec
-from ._load import load_strategy, read_strategy_json, resolve, resolve_reference
+from ._fallthrough import FALLTHROUGH, FallbackChain, FallThrough, SingleModel, failed_attempt
+from ._load import (
+    STRATEGY_FORMAT,
+    live_model_map,
+    live_spec,
+    load_strategy,
+    read_strategy_json,
+    resolve,
+    resolve_reference,
+)
 from ._protocol import Chosen, LiveStrategy, StreamEvent, answered, as_live, stream_model
-from ._single import SingleModel
 
-__all__ = [
-    "FALLTHROUGH",
-    "STRATEGY_FORMAT",
-    "Chosen",
-    "FallThrough",
-    "FallbackChain",
-    "LiveStrategy",
-    "SingleModel",
-    "StreamEvent",
-    "answered",
-    "as_live",
-    "failed_attempt",
-    "live_model_map",
-    "live_spec",
-    "load_strategy",
-    "read_strategy_json",
-    "resolve",
-    "resolve_reference",
-    "stream_model",
-]
+__all__ = ["FALLTHROUGH", "STRATEGY_FORMAT", "Chosen", "FallThrough", "FallbackChain",
+           "LiveStrategy", "SingleModel", "StreamEvent", "answered", "as_live", "failed_attempt",
+           "live_model_map", "live_spec", "load_strategy", "read_strategy_json", "resolve",
+           "resolve_reference", "stream_model"]

@@ -1,4 +1,4 @@
-"""Falling through to the next model, written once.
+"""Falling through to the next model, written once; and the two simplest strategies.
 
 A request that goes down a list of models (a fallback chain, a cascade's rungs, a fallback chain
 streaming) keeps one :class:`FallThrough`. It is the one place that says which failures pass the
@@ -6,17 +6,29 @@ request on (:data:`FALLTHROUGH`: any provider failure, or a model the provider d
 how a failed model is recorded in the trace, and what the caller gets when every model failed
 (one :class:`~ponder.AllModelsFailed` naming each model and why). Which model comes next is the
 strategy's own business (a fallback chain: the next in its list; a cascade: ``decide()``).
+
+:class:`FallbackChain` tries its models in order (no scorer): a rung that fails (down, 429, 5xx,
+timeout, malformed reply) hands the request to the next, up to a stream's first byte. Strategy
+file::
+
+    {"format": "ponder-strategy", "version": 1, "kind": "fallback",
+     "models": ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"]}
+
+:class:`SingleModel` is always the same model.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from .._exceptions import AllModelsFailed, ProviderError, UnknownModel
+from .._exceptions import AllModelsFailed, ConfigError, ProviderError, UnknownModel
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ._protocol import Chosen, StreamEvent
+from ._protocol import Chosen, StreamEvent, stream_model
 
 FALLTHROUGH = (ProviderError, UnknownModel)
 
@@ -31,11 +43,6 @@ def failed_attempt(model: str, exc: Exception, latency_s: float = 0.0) -> Attemp
     """How a model that failed appears in a trace, for every strategy."""
     return Attempt(model=model, accepted=False, error=f"{type(exc).__name__}: {_reason(exc)}",
                    latency_s=latency_s)
-
-
-def success_attempt(model: str, completion: Completion) -> Attempt:
-    return Attempt(model=model, response=completion.text, accepted=True, cost_usd=completion.cost_usd,
-                   latency_s=completion.latency_s, cached=completion.cached)
 
 
 class FallThrough:
@@ -90,8 +97,81 @@ class FallThrough:
 
     def answer(self, model: str, completion: Completion, strategy: str) -> Answer:
         """The answer of the model that answered, after the failures before it."""
-        return Answer(completion=completion, trace=(*self.failures, success_attempt(model, completion)),
+        answered = Attempt(model=model, response=completion.text, accepted=True,
+                           cost_usd=completion.cost_usd, latency_s=completion.latency_s,
+                           cached=completion.cached)
+        return Answer(completion=completion, trace=(*self.failures, answered),
                       cost_usd=completion.cost_usd, strategy=strategy)
 
     def all_failed(self) -> AllModelsFailed:
         return AllModelsFailed(self.errors)
+
+
+class FallbackChain:
+    """Try ``models`` in order; the first one that answers wins. Failed rungs cost nothing."""
+
+    kind = "fallback"
+
+    def __init__(self, models: Sequence[str], name: str | None = None) -> None:
+        self.models = list(models)
+        self.name = name or "fallback"
+
+    def run(self, request: ChatRequest, client: Any) -> Answer:
+        tries = FallThrough()
+        for model in self.models:
+            if isinstance(result := tries.call(client, request, model), Completion):
+                return tries.answer(model, result, self.name)
+        raise tries.all_failed()
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer:
+        tries = FallThrough()
+        for model in self.models:
+            if isinstance(result := await tries.acall(client, request, model), Completion):
+                return tries.answer(model, result, self.name)
+        raise tries.all_failed()
+
+    async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        """Stream the first model that starts; a model that fails before its first byte passes on."""
+        tries = FallThrough()
+        for model in self.models:
+            events = stream_model(client, request, model, partial(tries.answer, model, strategy=self.name))
+            if isinstance(chosen := await tries.astart(events, model), Chosen):
+                yield chosen
+                async with aclosing(events):
+                    async for event in events:
+                        yield event
+                return
+        raise tries.all_failed()
+
+
+def load_strategy_file(path: str | Path, data: dict[str, Any], *,
+                       allow_outside: bool = False) -> FallbackChain:
+    """Build a chain from a parsed ``kind: "fallback"`` strategy file (it names no files)."""
+    models = data.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and ":" in m for m in models):
+        raise ConfigError("a fallback strategy needs \"models\": a non-empty list of 'provider:model'",
+                          file=str(path), key="models")
+    return FallbackChain(models, name=str(data.get("name") or Path(path).stem))
+
+
+class SingleModel:
+    """Always ``model``. Its failures are the caller's (no fall-through: there is nowhere to go)."""
+
+    kind = "single"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.name = model
+        self.models = [model]
+
+    def _answer(self, completion: Completion) -> Answer:
+        return FallThrough().answer(self.model, completion, self.name)
+
+    def run(self, request: ChatRequest, client: Any) -> Answer:
+        return self._answer(client.complete(request, model=self.model))
+
+    async def arun(self, request: ChatRequest, client: Any) -> Answer:
+        return self._answer(await client.acomplete(request, model=self.model))
+
+    def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
+        return stream_model(client, request, self.model, self._answer)

@@ -1,4 +1,9 @@
-"""Load a saved strategy file as a live strategy.
+"""Strategy files: their ``format`` tag, how a table's model names go live, and loading one as a
+live strategy.
+
+Outcome tables name models bare (``gpt-4o-mini``); a strategy file's ``model_map`` maps them to
+the ``provider:model`` to call. Without an entry, a name containing ``:`` is used as is and a bare
+name ``m`` becomes ``replay:m`` (answered from the table itself).
 
 A strategy file is small JSON (at most :data:`MAX_STRATEGY_BYTES`, a regular file). The files it
 names (a router folder, a cascade JSON, scorer folders) are resolved relative to its own folder
@@ -10,23 +15,41 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError
 from .._persist import read_capped
 from .._types import ModelSpec
-from ._format import STRATEGY_FORMAT
+from ._fallthrough import SingleModel
 from ._protocol import LiveStrategy, as_live
-from ._single import SingleModel
 
 _KIND_MODULES = {"cascade": "ponder.cascade", "router": "ponder.routers",
-                 "route-cascade": "ponder.routers", "fallback": "ponder.strategies._fallback"}
-_REFERENCES_FILES = {"ponder.cascade", "ponder.routers"}  # their loaders take allow_outside
+                 "route-cascade": "ponder.routers", "fallback": "ponder.strategies._fallthrough"}
 
+STRATEGY_FORMAT = "ponder-strategy"
 MAX_STRATEGY_BYTES = 1 << 20
 _OUTSIDE_HINT = ("a strategy file may only name files in its own folder; move the file there, "
                  "or, if you trust this strategy file, pass --allow-outside (allow_outside=True in Python)")
+
+
+def live_spec(model: str, model_map: dict[str, str] | None = None) -> str:
+    """Outcome-table model name → ``provider:model`` (map first, ``a:b`` as is, else replay)."""
+    if model_map and model in model_map:
+        return str(model_map[model])
+    return model if ":" in model else f"replay:{model}"
+
+
+def live_model_map(models: Iterable[str], model_map: dict[str, str] | None = None,
+                   config: Any = None) -> dict[str, str] | None:
+    """The ``model_map`` a strategy over ``models`` goes live with: ``model_map``'s entries, and
+    for a model it does not name, ``config``'s ``[models]`` alias of that very name (a config's
+    ``gpt4 = "openai:gpt-4o"`` sends the table's model ``gpt4`` there). None when both are empty."""
+    aliases = getattr(config, "models", None) or {}
+    out = {m: str(aliases[m]) for m in models if m in aliases}
+    out.update(model_map or {})
+    return out or None
 
 
 def read_strategy_json(path: str | Path) -> dict[str, Any]:
@@ -87,10 +110,9 @@ def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrat
         strategy = SingleModel(str(data["model"]))
     elif module is None:
         raise ConfigError(f"unknown strategy kind {kind!r}", file=str(path), key="kind")
-    elif module in _REFERENCES_FILES:
-        strategy = importlib.import_module(module).load_strategy_file(path, data, allow_outside=allow_outside)
     else:
-        strategy = importlib.import_module(module).load_strategy_file(path, data)
+        strategy = importlib.import_module(module).load_strategy_file(path, data,
+                                                                      allow_outside=allow_outside)
     if not allow_outside:
         for model in strategy.models:
             _check_local_model(path, model)

@@ -85,12 +85,17 @@ async def stream_model(client: Any, request: ChatRequest, model: str,
             except StopAsyncIteration:
                 break
     finally:
-        close = getattr(items, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose(items)
     if completion is None:
         raise ProviderError("stream ended without a final answer", provider=model)
     yield to_answer(completion)
+
+
+async def aclose(stream: Any) -> None:
+    """Close an async iterator that can be closed (a generator, an SDK stream)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def as_live(strategy: Any) -> LiveStrategy:
