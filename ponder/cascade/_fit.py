@@ -438,6 +438,18 @@ class CascadeOptimizer:
                 scores[:, k] = s2[:, m, chain[k - 1]]
         return scores, members
 
+    def score_table(self, test: OutcomeTable) -> tuple[OutcomeTable, np.ndarray, np.ndarray]:
+        """``test`` on ``models_`` and its ``score_grid`` (s1, s2) in ``models_`` order, for
+        :meth:`replay_scores` (zeros when every frontier chain is a single model: no scorer)."""
+        test = test.select_models(self.models_)
+        order = [test.models.index(m) for m in self.models_]
+        nq, nm = len(test.query_ids), len(order)
+        if self.scorer_ is None:
+            return test, np.zeros((nq, nm)), np.zeros((nq, nm, nm))
+        g1, g2 = self.scorer_.score_grid(test.queries, test.responses, test.models,
+                                         agreement_matrix(test.responses), table_signals(test))
+        return test, g1[:, order], g2[:, order][:, :, order]
+
     def choose(self, *, budget: float | None = None, target: float | None = None
                ) -> ChainChoice:
         if not hasattr(self, "frontier_"):
