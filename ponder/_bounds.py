@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ._risk import _visit_order, _wsr_bets, _wsr_log_wealth
+from ._risk import _wsr_bets, _wsr_log_wealth
 
 __all__ = [
     "ratio_units",
@@ -58,7 +58,7 @@ def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters
     out = np.ones(k)
     if n == 0 or k == 0:
         return out
-    X = _visit_order(X, seed)
+    X = X[np.random.default_rng(seed).permutation(n)]
     thr = math.log(1 / delta)
     for sl in column_chunks(n, k):
         xs = X[:, sl]
@@ -314,7 +314,7 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
     ok = np.isfinite(X)
     if thr <= 0 or iters > 52 or np.abs(X, where=ok, out=np.zeros_like(X)).max() > _TAME:
         return _wsr_upper_bound_simple(X, delta, seed=seed, iters=iters)
-    order = np.random.default_rng(seed).permutation(n)  # as _visit_order
+    order = np.random.default_rng(seed).permutation(n)  # as the simple version
     X, ok = X[order], ok[order]
     reps, group = _alike(np.arange(k), _column_ids(X))
     for cols, _, block in _blocks(X, ok, np.ones(n, dtype=bool), reps):
