@@ -1,29 +1,26 @@
 """Agreement rungs: a rung that is a *set* of models whose answers are compared.
 
 Call two members; stop when they agree; call the third only when they disagree (or all members
-at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung's answer is the
-majority answer, and whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
-regression on the *agreement pattern* (how many members were called, the vote margin, which
-members agree, each member's reliability on this query as the answer scorer sees it).
+at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung answers with the
+majority answer; whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
+regression on the *agreement pattern* (members called, vote margin, which members agree, each
+member's reliability on this query as the answer scorer sees it).
 
-Everything here is pure: :func:`set_state` turns the member answers tried so far into "call
-these members next" or "done: this is the majority answer, its features and its acceptance
-probability". :func:`ponder.cascade.decide` calls it, so the live loops and the offline replay
-take the same decisions on the same inputs; the optimizer evaluates every candidate set with the
-same function (:func:`set_outcomes`).
+:func:`set_state` is the whole policy, pure: the member answers so far → "call these members
+next" or "done: this answer, its features and its acceptance probability". The live loops, the
+offline replay and the optimizer (:func:`set_outcomes`) all call it, so they cannot drift.
 
 Answers are compared after normalisation by the graders' extractors (``choice``, ``number``,
-``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or
-MiniLM embedding cosine with ``text_method="embed"``, extra ``embed``). ``auto`` takes the
-structured answer :func:`ponder._answers.extract_answer` finds (a letter, yes/no, "answer: X",
-a number) and falls back to text similarity for replies without one (code, prose).
+``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or MiniLM
+embedding cosine with ``text_method="embed"``). ``auto`` takes the structured answer
+:func:`ponder._answers.extract_answer` finds and falls back to text similarity without one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -256,11 +253,6 @@ def _best_rel(results: Sequence[Result], members: list[int]) -> float:
     return max((r for r in rels if r is not None and math.isfinite(r)), default=-1.0)
 
 
-def _pick(results: Sequence[Result], major: list[int]) -> int:
-    """The majority member whose answer is given: the most reliable, then the first called."""
-    return max(major, key=lambda i: (_best_rel(results, [i]), -i))
-
-
 def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     """Pure: members to call next, or the set's answer, features and acceptance probability.
 
@@ -290,8 +282,10 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
         score = float(agree.acceptor.predict_proba(feats[None])[0])
     else:
         score = len(major) / k
-    return SetState(next=(), answer=_pick(results, major), score=score, features=feats,
-                    majority=tuple(major), similarity=sim)
+    # the answer given: the most reliable majority member, then the first called
+    answer = max(major, key=lambda i: (_best_rel(results, [i]), -i))
+    return SetState(next=(), answer=answer, score=score, features=feats, majority=tuple(major),
+                    similarity=sim)
 
 
 # ---- the learned acceptance -------------------------------------------------------------------
@@ -361,7 +355,8 @@ class Acceptor:
             self.ref_ = _fit_head(Z, ref.astype(np.int64), self.C, self.cv, self.random_state)
         return self
 
-    def _z(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
         if not hasattr(self, "coef_"):
             from .._exceptions import NotFittedError
 
@@ -369,11 +364,7 @@ class Acceptor:
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.coef_.size:
             raise ConfigError(f"the acceptor expects {self.coef_.size} features, got {X.shape[1]}")
-        return np.asarray((X - self.mean_) / self.scale_)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
-        Z = self._z(X)
+        Z = np.asarray((X - self.mean_) / self.scale_)
         p = _head_proba((self.coef_, self.intercept_, self.calibration_), Z)
         if self.ref_ is not None:
             p = 0.5 + 0.5 * (p - _head_proba(self.ref_, Z))
@@ -436,8 +427,6 @@ class SetOutcomes:
     quality: np.ndarray  # (Q,) score of the answer given (0 when every member failed)
     answered: np.ndarray  # (Q,) bool: some member answered
     features: np.ndarray  # (Q, F)
-    called: np.ndarray  # (Q, k) bool
-    answer_member: np.ndarray  # (Q,) member index of the answer (-1: none)
 
 
 def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray,
@@ -451,11 +440,7 @@ def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray
     cost, qual = np.zeros(nq), np.zeros(nq)
     answered = np.zeros(nq, dtype=bool)
     feats = np.zeros((nq, n_features(k)))
-    called = np.zeros((nq, k), dtype=bool)
-    who = np.full(nq, -1)
-    plain = AgreementSet(agree.members, compare=agree.compare, text_method=agree.text_method,
-                         same_at=agree.same_at, concurrent=agree.concurrent,
-                         stop_early=agree.stop_early)  # features only: no acceptor needed
+    plain = replace(agree, acceptor=None)  # features only: no acceptor needed
     for q in range(nq):
         results: list[Result] = []
         while (st := set_state(plain, results)).next:
@@ -463,13 +448,12 @@ def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray
                 ok = bool(present[q, j])
                 rel = float(reliability[q, j]) if ok and np.isfinite(reliability[q, j]) else None
                 results.append((j, str(responses[q, j]) if ok else None, rel))
-                called[q, j] = True
                 if ok:
                     cost[q] += float(costs[q, j])
         if st.answer is not None:
             j = results[st.answer][0]
-            answered[q], who[q] = True, j
+            answered[q] = True
             qual[q] = float(np.nan_to_num(scores[q, j], nan=0.0))
             assert st.features is not None
             feats[q] = st.features
-    return SetOutcomes(cost, qual, answered, feats, called, who)
+    return SetOutcomes(cost, qual, answered, feats)

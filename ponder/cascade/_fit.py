@@ -129,29 +129,24 @@ def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataF
     return X, Y[at_q, at_m].astype(float)
 
 
-def _scorer_params(table: OutcomeTable, params: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(params or {})
-    if not any(str(r) for r in table.responses.ravel()[:5000]):
-        out.setdefault("response_text", False)  # no responses recorded: judge by query only
-    return out
-
-
 def fit_scorer(table: OutcomeTable, params: dict[str, Any] | None = None, *, seed: int = 0
                ) -> AnswerScorer:
     """One scorer for every model of ``table``."""
     from ..scorers import AnswerScorer
 
     X, y = training_frame(table, seed=seed)
+    params = dict(params or {})
+    if not any(str(r) for r in table.responses.ravel()[:5000]):
+        params.setdefault("response_text", False)  # no responses recorded: judge by query only
     try:
-        return AnswerScorer(**_scorer_params(table, params)).fit(X, y)
+        return AnswerScorer(**params).fit(X, y)
     except ValueError as exc:
         raise DataError(f"cannot train a scorer: {exc}", file=table.name) from None
 
 
-def crossfit_scores(
-    table: OutcomeTable, params: dict[str, Any] | None = None, *, folds: int = 5, seed: int = 0,
-    agree: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def crossfit_scores(table: OutcomeTable, params: dict[str, Any] | None = None, *, folds: int = 5,
+                    seed: int = 0, agree: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ``(s1, s2)`` (see :meth:`AnswerScorer.score_grid`) for every train query."""
     nq, nm = table.scores.shape
     if folds < 2 or nq < folds:
@@ -185,36 +180,31 @@ def clear_scorer_cache() -> None:
     _SCORER_CACHE.clear()
 
 
-def _table_key(table: OutcomeTable) -> tuple[Any, ...]:
-    """Everything of ``table`` that the scorer fits read (see :func:`training_frame`)."""
-    return (digest(table.scores, table.costs, table.present, table.logprob_mean,
-                   table.logprob_min), tuple(table.query_ids), tuple(table.models), tuple(table.queries),
-            tuple(str(r) for r in table.responses.ravel()), tuple(table.samples.ravel().tolist()))
-
-
 def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: int, seed: int
                  ) -> tuple[np.ndarray, np.ndarray, AnswerScorer]:
     """``crossfit_scores`` and ``fit_scorer`` of ``table``, shared between equal fits."""
     import copy
 
-    key = (_table_key(table), repr(sorted((params or {}).items())), folds, seed) \
-        if SCORER_CACHE_SIZE > 0 else None
+    key = None
+    if SCORER_CACHE_SIZE > 0:  # everything of ``table`` the fits read (see training_frame)
+        key = (digest(table.scores, table.costs, table.present, table.logprob_mean,
+                      table.logprob_min), tuple(table.query_ids), tuple(table.models),
+               tuple(table.queries), tuple(str(r) for r in table.responses.ravel()),
+               tuple(table.samples.ravel().tolist()), repr(sorted((params or {}).items())),
+               folds, seed)
     with _SCORER_LOCK:  # ``ponder eval`` fits fold copies on threads
         hit = _SCORER_CACHE.get(key) if key is not None else None
         if key is not None and hit is not None:
             _SCORER_CACHE.move_to_end(key)
-    if hit is not None:
-        return hit[0].copy(), hit[1].copy(), copy.deepcopy(hit[2])
-    agree = agreement_matrix(table.responses)
-    s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed, agree=agree)
-    scorer = fit_scorer(table, params, seed=seed)
-    if key is not None:
-        kept = (s1.copy(), s2.copy(), copy.deepcopy(scorer))
-        with _SCORER_LOCK:
-            _SCORER_CACHE[key] = kept
-            while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
-                _SCORER_CACHE.popitem(last=False)
-    return s1, s2, scorer
+    if hit is None:
+        s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed)
+        hit = (s1, s2, fit_scorer(table, params, seed=seed))
+        if key is not None:
+            with _SCORER_LOCK:
+                _SCORER_CACHE[key] = hit
+                while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
+                    _SCORER_CACHE.popitem(last=False)
+    return hit[0].copy(), hit[1].copy(), copy.deepcopy(hit[2])
 
 
 @dataclass
@@ -227,17 +217,9 @@ class Certificate:
     drop_on_calibration: float | None
 
 
-def _path_thresholds(base: tuple[float, ...], s: float) -> tuple[float, ...]:
-    """s = 0: never accept (always climb to the last rung); s = 1: the optimizer's thresholds."""
-    if s <= 0:
-        return tuple(2.0 for _ in base)  # above any probability
-    return tuple(float(1.0 - s * (1.0 - min(t, 1.0))) for t in base)
-
-
-def certify(
-    cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delta: float,
-    method: str = "wsr", max_scale: float = 2.0, steps: int = 41,
-) -> tuple[Cascade, Certificate]:
+def certify(cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delta: float,
+            method: str = "wsr", max_scale: float = 2.0, steps: int = 41
+            ) -> tuple[Cascade, Certificate]:
     """Move the thresholds along a path from 'always escalate' towards and past the optimizer's
     choice, and keep the most aggressive point whose quality drop against always answering with
     the last rung is certified ≤ ε with probability ≥ 1−δ (Learn-then-Test, fixed sequence)."""
@@ -249,22 +231,19 @@ def certify(
     losses = np.zeros((len(calibration.query_ids), steps))
     variants = []
     for j, s in enumerate(scales):
-        th = _path_thresholds(base, float(s))
-        rungs = [replace(r, threshold=th[i] if i < len(th) else r.threshold)
-                 for i, r in enumerate(cascade.rungs)]
-        variant = Cascade(rungs, budget_usd=cascade.budget_usd, name=cascade.name,
-                          info=dict(cascade.info))
+        # s = 0: never accept (a threshold above any probability); s = 1: the optimizer's
+        th = [2.0 if s <= 0 else float(1.0 - s * (1.0 - min(t, 1.0))) for t in base]
+        rungs = [replace(r, threshold=t) for r, t in zip(cascade.rungs[:-1], th, strict=True)]
+        variant = Cascade([*rungs, cascade.rungs[-1]], budget_usd=cascade.budget_usd,
+                          name=cascade.name, info=dict(cascade.info))
         _, qual, _ = variant.replay(calibration, scores)
         losses[:, j] = y_last - qual
         variants.append(variant)
     sel = ltt_select(np.clip(losses, -1, 1), epsilon, delta, method=method, signed=True)
-    if sel.index is None:
-        chosen = variants[0]
-        cert = Certificate(epsilon, delta, method, sel.n, None, None)
-    else:
-        chosen = variants[sel.index]
-        cert = Certificate(epsilon, delta, method, sel.n, float(scales[sel.index]),
-                           float(sel.risks[sel.index]))
+    i = sel.index
+    chosen = variants[0 if i is None else i]
+    cert = Certificate(epsilon, delta, method, sel.n, None if i is None else float(scales[i]),
+                       None if i is None else float(sel.risks[i]))
     chosen.info["guarantee"] = {
         "epsilon": epsilon, "delta": delta, "method": method, "n_calibration": cert.n_calibration,
         "certified": cert.scale is not None, "path_scale": cert.scale,
@@ -292,22 +271,11 @@ class CascadeOptimizer:
     ``models_`` first, then ``sets_``.
     """
 
-    def __init__(
-        self,
-        *,
-        max_length: int = 3,
-        n_thresholds: int = 32,
-        folds: int = 5,
-        scorer_params: dict[str, Any] | None = None,
-        calibration_fraction: float = 0.0,
-        models: list[str] | None = None,
-        seed: int = 0,
-        set_pool: int = 0,
-        max_set_size: int = 3,
-        set_compare: str = "auto",
-        set_text_method: str = "tokens",
-        set_relative: bool = False,
-    ) -> None:
+    def __init__(self, *, max_length: int = 3, n_thresholds: int = 32, folds: int = 5,
+                 scorer_params: dict[str, Any] | None = None, calibration_fraction: float = 0.0,
+                 models: list[str] | None = None, seed: int = 0, set_pool: int = 0,
+                 max_set_size: int = 3, set_compare: str = "auto",
+                 set_text_method: str = "tokens", set_relative: bool = False) -> None:
         self.max_length = max_length
         self.n_thresholds = n_thresholds
         self.folds = folds
