@@ -53,6 +53,11 @@ class Rung:
     def live(self) -> str:
         return self.spec or live_spec(self.model)
 
+    @property
+    def slots(self) -> list[int | None]:
+        """The calls the rung makes: None (its model), or each member of its set."""
+        return [None] if self.agree is None else list(range(len(self.agree.members)))
+
     def live_of(self, member: int | None) -> str:
         """The ``provider:model`` to call for this rung (or its ``member``)."""
         if member is None or self.agree is None:
