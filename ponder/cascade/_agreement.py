@@ -129,10 +129,6 @@ class AgreementSet:
     def spec(self, j: int) -> str:
         return self.specs[j] if self.specs is not None else live_spec(self.members[j])
 
-    @property
-    def threshold_same(self) -> float:
-        return DEFAULT_SAME_AT[self.text_method] if self.same_at is None else float(self.same_at)
-
     def same(self, a: str, b: str, key_a: str | None, key_b: str | None) -> tuple[bool, float]:
         """(same answer?, similarity) of two successful member answers."""
         if key_a is not None and key_b is not None:
@@ -140,7 +136,8 @@ class AgreementSet:
         if self.compare in ("choice", "number", "exact"):
             return False, 0.0  # one has no answer the extractor recognises
         s = text_similarity(a, b, self.text_method)
-        return s >= self.threshold_same, s
+        at = DEFAULT_SAME_AT[self.text_method] if self.same_at is None else float(self.same_at)
+        return s >= at, s
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"members": list(self.members), "compare": self.compare,
@@ -181,7 +178,6 @@ class SetState:
     score: float | None = None  # P(acceptable) of that answer (acceptor, or majority share)
     features: np.ndarray | None = None
     majority: tuple[int, ...] = ()  # positions of the members in the majority cluster
-    similarity: float = 0.0  # mean pairwise similarity of the successful answers
 
 
 Result = tuple[int, str | None, float | None]  # (member index, text or None if failed, reliability)
@@ -221,14 +217,14 @@ def n_features(k: int) -> int:
 
 
 def pattern_features(k: int, results: Sequence[Result], clusters: list[list[int]],
-                     similarity: float) -> np.ndarray:
-    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members."""
+                     major: list[int], similarity: float) -> np.ndarray:
+    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members
+    (``major``: the majority cluster)."""
     f = np.zeros(n_features(k))
     ok = [i for i, r in enumerate(results) if r[1] is not None]
     sizes = sorted((len(c) for c in clusters), reverse=True)
     top = sizes[0] if sizes else 0
     second = sizes[1] if len(sizes) > 1 else 0
-    major = max(clusters, key=lambda c: (len(c), _best_rel(results, c))) if clusters else []
     f[0] = len(results) / k  # share of members called
     f[1] = top / k  # majority votes over set size
     f[2] = (top - second) / k  # vote margin
@@ -277,15 +273,14 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     if not clusters:
         return SetState(next=(), answer=None, score=None)
     major = max(clusters, key=lambda c: (len(c), _best_rel(results, c)))  # ties: most reliable
-    feats = pattern_features(k, results, clusters, sim)
+    feats = pattern_features(k, results, clusters, major, sim)
     if agree.acceptor is not None:
         score = float(agree.acceptor.predict_proba(feats[None])[0])
     else:
         score = len(major) / k
     # the answer given: the most reliable majority member, then the first called
     answer = max(major, key=lambda i: (_best_rel(results, [i]), -i))
-    return SetState(next=(), answer=answer, score=score, features=feats, majority=tuple(major),
-                    similarity=sim)
+    return SetState(next=(), answer=answer, score=score, features=feats, majority=tuple(major))
 
 
 # ---- the learned acceptance -------------------------------------------------------------------

@@ -336,10 +336,9 @@ class CascadeOptimizer:
             cols_c.append(out.cost)
             costs.append(float(out.cost.mean()))
         self.set_cost_ = np.array(costs)
-        self.set_s1_ = np.column_stack(cols_s) if cols_s else np.zeros((nq, 0))  # out-of-fold
-        if not self.sets_:
-            return np.zeros((nq, 0)), np.zeros((nq, 0)), np.zeros((nq, 0))
-        return np.column_stack(cols_s), np.column_stack(cols_y), np.column_stack(cols_c)
+        s, y, c = (np.column_stack(v) if v else np.zeros((nq, 0)) for v in (cols_s, cols_y, cols_c))
+        self.set_s1_ = s  # out-of-fold
+        return s, y, c
 
     def fit(self, train: OutcomeTable) -> CascadeOptimizer:
         if self.models:
@@ -448,22 +447,21 @@ class CascadeOptimizer:
         n = len(self.models_)
         for k, m in enumerate(choice.chain):
             last = k == len(choice.chain) - 1
+            threshold = 1.0 if last else float(choice.thresholds[k])
             if m >= n:
                 agree = self.sets_[m - n]
                 agree = replace(agree, specs=tuple(live_spec(x, model_map) for x in agree.members))
-                rungs.append(Rung(
-                    model=agree.name, threshold=1.0 if last else float(choice.thresholds[k]),
-                    scorer=self.scorer_, expected_cost_usd=float(self.set_cost_[m - n]),
-                    agree=agree))
+                rungs.append(Rung(model=agree.name, threshold=threshold, scorer=self.scorer_,
+                                  expected_cost_usd=float(self.set_cost_[m - n]), agree=agree))
                 continue
             model = self.models_[m]
             samples, logprobs = rung_signal_settings(self.train_, model,
                                                      None if last else self.scorer_)
-            rungs.append(Rung(
-                model=model, threshold=1.0 if last else float(choice.thresholds[k]),
-                scorer=None if last else self.scorer_, spec=live_spec(model, model_map),
-                expected_cost_usd=float(self.mean_cost_[m]), samples=samples, logprobs=logprobs,
-            ))
+            rungs.append(Rung(model=model, threshold=threshold,
+                              scorer=None if last else self.scorer_,
+                              spec=live_spec(model, model_map),
+                              expected_cost_usd=float(self.mean_cost_[m]), samples=samples,
+                              logprobs=logprobs))
         info = {"expected": {"cost_usd": choice.cost, "quality": choice.quality,
                              "on": "train (out-of-fold scores)",
                              "n_queries": len(self.train_.query_ids)}}
