@@ -1,16 +1,11 @@
 """Route then cascade, evaluated as its own strategy: the router picks the rung where the cascade
-starts; the cascade climbs from there as usual.
+starts; the cascade climbs from there as usual, so a hard query skips the cheap rungs' cost and
+latency. The cascade is fitted by its own optimizer; a :class:`~ponder.routers.UtilityRouter`
+picks among the chain's models by argmax(predicted quality − λ·cost). Starting at rung s scores
+it with no earlier answer in view, as the live cascade does when the lower rungs are skipped.
 
-A query the router believes needs a strong model skips the cheap rungs (their cost and their
-latency); an easy one starts at the bottom. The cascade is :class:`ponder.cascade.Cascade`
-fitted by its own optimizer; the router is a :class:`~ponder.routers.UtilityRouter` choosing
-among the chain's models by argmax(predicted quality − λ·cost). Starting at rung s scores rung s
-with no earlier answer in view, exactly as the live cascade does when the lower rungs are skipped.
-
-A chain that starts with an agreement set (``set_pool`` > 0, see :mod:`ponder.cascade`) is routed
-by :class:`AgreementSkip` instead: it predicts, from the query alone, how confidently the set's
-cheap models will agree (the set's out-of-fold acceptance score on train), and a query predicted
-below the knob goes straight to the next rung (the strong model) without paying for the set.
+A chain that starts with an agreement set is routed by :class:`AgreementSkip` instead: a query
+it predicts the set's cheap models will rarely agree on goes straight to the next rung.
 """
 
 from __future__ import annotations
