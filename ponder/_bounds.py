@@ -140,9 +140,8 @@ def _alike(cols: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _blocks(X: np.ndarray, ok: np.ndarray, common: np.ndarray, cols: np.ndarray
             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Columns ``cols`` of ``X`` (n, K) as (columns, rows, block): ``block`` is the contiguous
-    (b, m) transpose of those columns on the m rows they have (``ok``). Columns that have
-    exactly the ``common`` rows come b at a time (b·m near _BLOCK_CELLS), any other column alone;
-    a column with no row is left out."""
+    (b, m) transpose of those columns on the m rows they have (``ok``); b > 1 only for columns
+    with exactly the ``common`` rows. A column with no row is left out."""
     same = (ok[:, cols] == common[:, None]).all(axis=0)
     rows = np.flatnonzero(common)
     group = cols[same]
@@ -298,13 +297,9 @@ def _first_rejected(excess: _PerColumn, top: np.ndarray, probes: list[np.ndarray
 
 def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                     ) -> np.ndarray:
-    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1].
-
-    The inverted WSR test: the smallest ε for which H0 "mean ≥ ε" is rejected at level δ (the
-    bettor's wealth grows with ε, so the search is the first rejection on the grid that
-    ``iters`` bisection steps of [0, 1] reach). NaN marks a row a column does not have. A column
-    that cannot reject even ε = 1 gets the bound 1.
-    """
+    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1]: the
+    smallest ε on the grid ``iters`` bisection steps of [0, 1] reach for which H0 "mean ≥ ε" is
+    rejected at level δ (1 where not even ε = 1 is). NaN marks a row a column does not have."""
     X = _columns(x)
     n, k = X.shape
     out = np.ones(k)
@@ -357,15 +352,12 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
                       iters: int = 40, r_max: float = 1e6, rtol: float = 1e-4) -> np.ndarray:
     """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
 
-    Paired rows (e.g. a candidate's spend and the reference model's on the same queries), both
-    ≥ 0: the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference
-    scaled by its largest size seen: an assumption that future queries stay in that range).
-    ``inf`` where not even ``r_max`` is rejected. NaN in ``num`` marks a missing row.
-
-    The search widens r from twice the pooled ratio (×4 at a time) until the test rejects, then
-    bisects ``iters`` times; a column's bisection stops once its bracket is within ``rtol`` of
-    its lower end, so a bound is at most ``rtol`` (relative) above the full search's (0: all
-    ``iters`` steps, exactly the full search).
+    Paired rows ≥ 0 (e.g. a candidate's spend and the reference model's on the same queries):
+    the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference scaled
+    by its largest size seen, assuming future queries stay in that range); ``inf`` where not
+    even ``r_max`` is. NaN in ``num`` marks a missing row. r widens from twice the pooled ratio
+    (×4 at a time) until the test rejects, then bisects ``iters`` times, each column until its
+    bracket is within ``rtol`` of its lower end (0: every step, exactly the simple version).
     """
     N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()

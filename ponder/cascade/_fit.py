@@ -64,29 +64,26 @@ def _training_frame_loop(table: OutcomeTable, *, earlier_samples: int = 1, seed:
     from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
-    Y, P, R = table.scores, table.present, table.responses
-    qs, rs, ms, es, gs, ys = [], [], [], [], [], []
-    at_q, at_m = [], []
-    queries, qids, models = table.queries, table.query_ids, table.models
-    for q in range(len(qids)):
-        avail = np.flatnonzero(P[q])
+    R, models = table.responses, table.models
+    es: list[list[tuple[str, str]]] = []
+    at_q: list[int] = []
+    at_m: list[int] = []
+    for q in range(len(table.query_ids)):
+        avail = np.flatnonzero(table.present[q])
         for m in avail:
             others = avail[avail != m]
             variants: list[list[tuple[str, str]]] = [[]]
             if others.size:
-                for a in rng.choice(others, size=min(earlier_samples, others.size), replace=False):
-                    variants.append([(models[a], str(R[q, a]))])
-            for e in variants:
-                qs.append(queries[q])
-                rs.append(str(R[q, m]))
-                ms.append(models[m])
-                es.append(e)
-                gs.append(qids[q])
-                ys.append(float(Y[q, m]))
-                at_q.append(q)
-                at_m.append(m)
-    X = scorer_frame(qs, rs, ms, es, gs).assign(**signal_columns(table, at_q, at_m))
-    return X, np.asarray(ys)
+                variants += [[(models[a], str(R[q, a]))] for a in
+                             rng.choice(others, size=min(earlier_samples, others.size),
+                                        replace=False)]
+            es += variants
+            at_q += [q] * len(variants)
+            at_m += [int(m)] * len(variants)
+    X = scorer_frame([table.queries[q] for q in at_q],
+                     [str(R[q, m]) for q, m in zip(at_q, at_m, strict=True)],
+                     [models[m] for m in at_m], es, [table.query_ids[q] for q in at_q])
+    return X.assign(**signal_columns(table, at_q, at_m)), table.scores[at_q, at_m].astype(float)
 
 
 def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
