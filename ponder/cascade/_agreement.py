@@ -261,9 +261,8 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     if not agree.stop_early:
         if todo:
             return SetState(next=todo if agree.concurrent or not results else todo[:1])
-    elif not results:
-        first = min(2, k)
-        return SetState(next=todo[:first] if agree.concurrent else todo[:1])
+    elif not results:  # (a set has 2 or 3 members)
+        return SetState(next=todo[:2] if agree.concurrent else todo[:1])
     clusters, sim = _clusters(agree, results)
     top = max((len(c) for c in clusters), default=0)
     if todo and agree.stop_early and top <= k // 2:  # no strict majority of the set yet

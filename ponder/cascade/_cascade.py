@@ -107,12 +107,10 @@ class Cascade:
         """The rung's scorer on one answer; ``signals`` are its verification signals (samples,
         logprob statistics: what :meth:`AnswerScorer.score_one` reads)."""
         rung = self.rungs[i]
-        if rung.agree is not None:  # a member's reliability, judged alone (as on train)
-            if rung.scorer is None:
-                return None
-            return rung.scorer.score_one(query, text, rung.model_of(member), [])
-        if i == len(self.rungs) - 1 or rung.scorer is None:
+        if rung.scorer is None or (rung.agree is None and i == len(self.rungs) - 1):
             return None
+        if rung.agree is not None:  # a member's reliability, judged alone (as on train)
+            return rung.scorer.score_one(query, text, rung.model_of(member), [])
         earlier = [(self.rungs[t.rung].model_of(t.member), t.text or "") for t in tried
                    if t.error is None]
         return rung.scorer.score_one(query, text, rung.model, earlier, **signals)

@@ -255,17 +255,12 @@ class CascadeOptimizer:
 
     ``fit(train)`` learns ``scorer_`` (refitted on all fitting queries), the out-of-fold
     ``s1_``/``s2_`` and ``frontier_``; ``cascade(budget=…)`` / ``cascade(target=…)`` then picks a
-    chain. With ``calibration_fraction`` > 0, that share of the train queries is set aside
-    (``calibration_``) for :func:`certify`.
-
-    ``set_relative`` scores each set by its expected gain over the most accurate model (see
-    :class:`Acceptor`) instead of P(its answer is right).
-
-    ``set_pool`` ≥ 2 adds agreement rungs: every set of 2 or 3 (``max_set_size``) among the
-    ``set_pool`` cheapest models, each ordering of which member is called only on disagreement,
-    compared with ``set_compare`` (see :class:`AgreementSet`). They are learned in ``sets_``,
-    with ``set_cost_`` their mean cost per query on train; a choice's chain indexes
-    ``models_`` first, then ``sets_``.
+    chain. ``calibration_fraction`` > 0 sets that share of the train queries aside
+    (``calibration_``) for :func:`certify`. ``set_pool`` ≥ 2 adds agreement rungs (``sets_``,
+    mean cost ``set_cost_``): every set of 2 to ``max_set_size`` among the ``set_pool`` cheapest
+    models, in each order of who waits for a disagreement, compared with ``set_compare`` and
+    scored by P(right), or with ``set_relative`` by the gain over the most accurate model (see
+    :class:`Acceptor`). A choice's chain indexes ``models_`` first, then ``sets_``.
     """
 
     def __init__(self, *, max_length: int = 3, n_thresholds: int = 32, folds: int = 5,

@@ -56,9 +56,8 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
 
     def budgets(self) -> np.ndarray:
         """Budgets spanning the train frontier, log-spaced from its cheapest to its dearest point."""
-        f = self.optimizer_.frontier_
-        lo, hi = float(f.cost.min()), float(np.nanmax(self.optimizer_.mean_cost_))
-        lo = max(lo, 1e-12)
+        lo = max(float(self.optimizer_.frontier_.cost.min()), 1e-12)
+        hi = float(np.nanmax(self.optimizer_.mean_cost_))
         return np.geomspace(lo, max(hi, lo * 1.0001), self.n_budgets)
 
     def choices(self, *, unique: bool = False) -> list[tuple[float, ChainChoice]]:
