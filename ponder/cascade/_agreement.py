@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._answers import extract_answer, extract_choice, extract_number
-from .._exceptions import ConfigError, ModelFileError
+from .._exceptions import ConfigError, ModelFileError, NotFittedError
 from ..strategies import live_spec
 
 __all__ = ["Acceptor", "AgreementSet", "SetState", "answer_key", "set_outcomes", "set_state"]
@@ -352,8 +352,6 @@ class Acceptor:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
         if not hasattr(self, "coef_"):
-            from .._exceptions import NotFittedError
-
             raise NotFittedError("this Acceptor is not fitted yet; call fit(X, y) first")
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.coef_.size:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._exceptions import ConfigError, DataError
+from .._exceptions import ConfigError, DataError, NotFittedError
 from .._features import agreement_matrix
 from .._memo import digest
 from .._risk import ltt_select
@@ -412,8 +412,6 @@ class CascadeOptimizer:
     def choose(self, *, budget: float | None = None, target: float | None = None
                ) -> ChainChoice:
         if not hasattr(self, "frontier_"):
-            from .._exceptions import NotFittedError
-
             raise NotFittedError("CascadeOptimizer is not fitted yet; call fit(train) first")
         if (budget is None) == (target is None):
             raise ConfigError("give exactly one of budget (USD per query) or target quality")
