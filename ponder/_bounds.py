@@ -1,19 +1,15 @@
 """Confidence bounds: the WSR test of :mod:`ponder._risk` inverted, so a candidate's mean loss, or
 its spend against a reference, gets a (1 − δ) upper bound (how certified picks are checked).
-
-Moved here from ``ponder._risk``; the betting steps they share (``_wsr_bets``, ``_wsr_log_wealth``,
-``_visit_order``) stay there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ._risk import _visit_order, _wsr_bets, _wsr_log_wealth
+from ._risk import _wsr_bets, _wsr_log_wealth
 
 __all__ = [
     "ratio_units",
@@ -22,24 +18,18 @@ __all__ = [
     "wsr_upper_bound",
 ]
 
-# ---- confidence bounds -------------------------------------------------------------------------
 # A bound inverts the WSR test: per column, the smallest value the test rejects, found by a search.
-# The simple versions (``_*_simple``, kept as the reference) recompute every column's (n, K) work
-# arrays at every step of the search. The versions used give the same numbers faster:
-# - columns identical bit for bit (a sweep's settings often route alike) are bounded once;
-# - the work runs on contiguous (b, m) blocks of a few columns that stay in cache, each column
-#   without its missing rows (a missing row neither bets nor moves the running mean, variance or
-#   wealth, so dropping it changes no number), and only on the columns whose answer is open;
-# - each formula keeps the simple version's floating-point operations in the same order, so
-#   every test decision is the simple version's, bit for bit;
-# - the mean's bound finds the simple bisection's answer with fewer tests (regula falsi: the
-#   wealth is monotone in ε); the ratio's bisection, whose test need not be monotone in r, stops
-#   a column early once its bracket is within ``rtol`` of its value (the bound can only rise, by
-#   at most that).
+# The ``_*_simple`` versions (the reference, and the answer for odd inputs) redo every column's
+# (n, K) work at every step. The versions used give the same numbers faster: columns identical
+# bit for bit are bounded once; the work runs on contiguous (b, m) blocks of a few columns,
+# without their missing rows (which neither bet nor move the running statistics), only on columns
+# still open, with the simple version's floating-point operations in the same order. The mean's
+# search is regula falsi (the wealth is monotone in ε); the ratio's bisection, whose test need
+# not be monotone in r, stops a column once its bracket is within ``rtol`` of its value.
 # tests/evaluation/test_certify.py compares both against the simple versions.
 
-# The simple versions bound columns in chunks so that an (n, K) work array stays near this many
-# cells (the ratio's widening runs chunk by chunk, so the chunks shape its answers).
+# The simple versions bound columns in chunks of about this many (n, K) cells (the ratio's
+# widening runs chunk by chunk, so the chunks shape its answers).
 _CHUNK_CELLS = 1_000_000
 # A block's (b, m) work arrays: a few of this many cells fit a core's cache.
 _BLOCK_CELLS = 1 << 15
@@ -47,15 +37,11 @@ _BLOCK_CELLS = 1 << 15
 _TAME = 1e50
 
 
-def _chunks(n: int, k: int) -> list[slice]:
-    step = max(1, _CHUNK_CELLS // max(n, 1))
-    return [slice(i, min(k, i + step)) for i in range(0, k, step)]
-
-
 def column_chunks(n: int, k: int) -> list[slice]:
     """Slices of k columns of n rows that the bounds take one at a time: bounding each slice
     alone gives the same numbers as bounding all k columns at once, in (n × slice) memory."""
-    return _chunks(n, k)
+    step = max(1, _CHUNK_CELLS // max(n, 1))
+    return [slice(i, min(k, i + step)) for i in range(0, k, step)]
 
 
 def _columns(x: np.ndarray) -> np.ndarray:
@@ -72,9 +58,9 @@ def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters
     out = np.ones(k)
     if n == 0 or k == 0:
         return out
-    X = _visit_order(X, seed)
+    X = X[np.random.default_rng(seed).permutation(n)]
     thr = math.log(1 / delta)
-    for sl in _chunks(n, k):
+    for sl in column_chunks(n, k):
         xs = X[:, sl]
         nu = _wsr_bets(xs, np.isfinite(xs), delta)
         lo, hi = np.zeros(xs.shape[1]), np.ones(xs.shape[1])
@@ -109,7 +95,7 @@ def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *,
         return _wsr_log_wealth(np.where(good, x, np.nan), _wsr_bets(x, good, delta),
                                half[sl]) >= thr
 
-    for sl in _chunks(n, k):
+    for sl in column_chunks(n, k):
         m = sl.stop - sl.start
         hi = np.maximum(2.0 * _pooled_ratio(N[:, sl], D, ok[:, sl]), 1e-12)
         done = rejects(hi, sl)
@@ -134,17 +120,10 @@ def _pooled_ratio(N: np.ndarray, D: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _column_ids(X: np.ndarray) -> np.ndarray:
-    """(K,) an id per column of ``X`` (n, K), shared by columns identical bit for bit."""
-    ids = np.empty(X.shape[1], dtype=np.int64)
-    seen: dict[bytes, list[int]] = {}
-    for j in range(X.shape[1]):
-        col = np.ascontiguousarray(X[:, j])
-        alike = seen.setdefault(hashlib.blake2b(col.data).digest(), [])
-        same = next((i for i in alike if np.array_equal(col.view(np.int64),
-                                                        X[:, i].view(np.int64))), None)
-        if same is None:
-            alike.append(j)
-        ids[j] = j if same is None else ids[same]
+    """(K,) for each column of ``X`` (n, K), the first column identical to it bit for bit."""
+    bits = np.ascontiguousarray(X.T).view(np.int64)
+    _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    ids: np.ndarray = first[inverse.reshape(-1)]
     return ids
 
 
@@ -161,9 +140,8 @@ def _alike(cols: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _blocks(X: np.ndarray, ok: np.ndarray, common: np.ndarray, cols: np.ndarray
             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Columns ``cols`` of ``X`` (n, K) as (columns, rows, block): ``block`` is the contiguous
-    (b, m) transpose of those columns on the m rows they have (``ok``). Columns that have
-    exactly the ``common`` rows come b at a time (b·m near _BLOCK_CELLS), any other column alone;
-    a column with no row is left out."""
+    (b, m) transpose of those columns on the m rows they have (``ok``); b > 1 only for columns
+    with exactly the ``common`` rows. A column with no row is left out."""
     same = (ok[:, cols] == common[:, None]).all(axis=0)
     rows = np.flatnonzero(common)
     group = cols[same]
@@ -319,13 +297,9 @@ def _first_rejected(excess: _PerColumn, top: np.ndarray, probes: list[np.ndarray
 
 def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                     ) -> np.ndarray:
-    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1].
-
-    The inverted WSR test: the smallest ε for which H0 "mean ≥ ε" is rejected at level δ (the
-    bettor's wealth grows with ε, so the search is the first rejection on the grid that
-    ``iters`` bisection steps of [0, 1] reach). NaN marks a row a column does not have. A column
-    that cannot reject even ε = 1 gets the bound 1.
-    """
+    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1]: the
+    smallest ε on the grid ``iters`` bisection steps of [0, 1] reach for which H0 "mean ≥ ε" is
+    rejected at level δ (1 where not even ε = 1 is). NaN marks a row a column does not have."""
     X = _columns(x)
     n, k = X.shape
     out = np.ones(k)
@@ -335,7 +309,7 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
     ok = np.isfinite(X)
     if thr <= 0 or iters > 52 or np.abs(X, where=ok, out=np.zeros_like(X)).max() > _TAME:
         return _wsr_upper_bound_simple(X, delta, seed=seed, iters=iters)
-    order = np.random.default_rng(seed).permutation(n)  # as _visit_order
+    order = np.random.default_rng(seed).permutation(n)  # as the simple version
     X, ok = X[order], ok[order]
     reps, group = _alike(np.arange(k), _column_ids(X))
     for cols, _, block in _blocks(X, ok, np.ones(n, dtype=bool), reps):
@@ -378,15 +352,12 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
                       iters: int = 40, r_max: float = 1e6, rtol: float = 1e-4) -> np.ndarray:
     """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
 
-    Paired rows (e.g. a candidate's spend and the reference model's on the same queries), both
-    ≥ 0: the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference
-    scaled by its largest size seen: an assumption that future queries stay in that range).
-    ``inf`` where not even ``r_max`` is rejected. NaN in ``num`` marks a missing row.
-
-    The search widens r from twice the pooled ratio (×4 at a time) until the test rejects, then
-    bisects ``iters`` times; a column's bisection stops once its bracket is within ``rtol`` of
-    its lower end, so a bound is at most ``rtol`` (relative) above the full search's (0: all
-    ``iters`` steps, exactly the full search).
+    Paired rows ≥ 0 (e.g. a candidate's spend and the reference model's on the same queries):
+    the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference scaled
+    by its largest size seen, assuming future queries stay in that range); ``inf`` where not
+    even ``r_max`` is. NaN in ``num`` marks a missing row. r widens from twice the pooled ratio
+    (×4 at a time) until the test rejects, then bisects ``iters`` times, each column until its
+    bracket is within ``rtol`` of its lower end (0: every step, exactly the simple version).
     """
     N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()
@@ -395,37 +366,44 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
     if n == 0 or k == 0:
         return out
     thr = math.log(1 / delta)
-    if thr <= 0 or np.isinf(N).any() or np.isinf(D).any():
-        return _ratio_upper_bound_simple(N, D, delta, seed=seed, iters=iters, r_max=r_max)
     order = np.random.default_rng(seed).permutation(n)
     N, D = N[order], D[order]
     ok = np.isfinite(N) & np.isfinite(D)[:, None]
     common = np.isfinite(D)
     hi = np.empty(k)
-    for sl in _chunks(n, k):  # the simple version's first guesses, chunk by chunk
+    for sl in column_chunks(n, k):  # the simple version's first guesses, chunk by chunk
         hi[sl] = np.maximum(2.0 * _pooled_ratio(N[:, sl], D, ok[:, sl]), 1e-12)
-    if max(np.abs(N, where=ok, out=np.zeros_like(N)).max(), r_max, hi.max(),
-           np.abs(D, where=common, out=np.zeros_like(D)).max()) > _TAME:
+    if thr <= 0 or np.isinf(N).any() or np.isinf(D).any() or max(
+            np.abs(N, where=ok, out=np.zeros_like(N)).max(), r_max, hi.max(),
+            np.abs(D, where=common, out=np.zeros_like(D)).max()) > _TAME:
         return _ratio_upper_bound_simple(num, den, delta, seed=seed, iters=iters, r_max=r_max)
     c = 2 * math.log(1 / delta)
     ids = _column_ids(N)
     done = np.zeros(k, dtype=bool)
     widened = np.zeros(k, dtype=np.int64)
 
-    # 1. Each column alone: widen until it rejects, or r reaches r_max.
-    live = np.flatnonzero(ok.any(axis=0))
-    reps, group = _alike(live, ids, hi)
-    for cols, rows, block in _blocks(N, ok, common, reps):
-        test = _ratio_test(block, D[rows], thr, c)
+    def tests(cols: np.ndarray) -> Iterator[tuple[np.ndarray, _PerColumn]]:
+        for cb, rows, block in _blocks(N, ok, common, cols):
+            yield cb, _ratio_test(block, D[rows], thr, c)
+
+    def widen(cols: np.ndarray, test: _PerColumn, last: np.ndarray, first: bool) -> None:
+        """r ×4 for the columns ``cols`` until they reject, unless r has reached r_max and they
+        have widened ``last`` times (``first``: test them at their r before)."""
         h, t = hi[cols], widened[cols]
-        d = test(np.arange(cols.size), h)
-        act = np.flatnonzero(~d & (h < r_max))
+        d = test(np.arange(cols.size), h) if first else done[cols]
+        act = np.flatnonzero(~d & ((h < r_max) | (t < last)))
         while act.size:
             h[act] *= 4
             t[act] += 1
             d[act] = test(act, h[act])
-            act = act[~d[act] & (h[act] < r_max)]
+            act = act[~d[act] & ((h[act] < r_max) | (t[act] < last[act]))]
         hi[cols], done[cols], widened[cols] = h, d, t
+
+    # 1. Each column alone: widen until it rejects, or r reaches r_max.
+    live = np.flatnonzero(ok.any(axis=0))
+    reps, group = _alike(live, ids, hi)
+    for cols, test in tests(reps):
+        widen(cols, test, np.zeros(cols.size), first=True)
     hi[live], done[live], widened[live] = hi[reps][group], done[reps][group], widened[reps][group]
     for j in np.flatnonzero(~ok.any(axis=0)):  # no row: never rejects
         while hi[j] < r_max:
@@ -435,25 +413,16 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
     # 2. The simple version widens a chunk's columns together while any of them may still
     # reject below r_max, so a column that stopped at r_max widens further with its chunk.
     rounds = np.concatenate([np.full(sl.stop - sl.start, widened[sl].max())
-                             for sl in _chunks(n, k)])
+                             for sl in column_chunks(n, k)])
     late = np.flatnonzero(~done & (widened < rounds) & ok.any(axis=0))
     reps, group = _alike(late, ids, hi, rounds)
-    for cols, rows, block in _blocks(N, ok, common, reps):
-        test = _ratio_test(block, D[rows], thr, c)
-        h, t, d, last = hi[cols], widened[cols], done[cols], rounds[cols]
-        act = np.arange(cols.size)
-        while act.size:
-            h[act] *= 4
-            t[act] += 1
-            d[act] = test(act, h[act])
-            act = act[~d[act] & (t[act] < last[act])]
-        hi[cols], done[cols] = h, d
+    for cols, test in tests(reps):
+        widen(cols, test, rounds[cols], first=False)
     hi[late], done[late] = hi[reps][group], done[reps][group]
 
     # 3. Bisection on [0, hi] for the columns that rejected.
     reps, group = _alike(np.flatnonzero(done), ids, hi)
-    for cols, rows, block in _blocks(N, ok, common, reps):
-        test = _ratio_test(block, D[rows], thr, c)
+    for cols, test in tests(reps):
         out[cols] = _bisect(test, hi[cols], np.arange(cols.size), iters, rtol)
     out[done] = out[reps][group]
     return out

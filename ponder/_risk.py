@@ -1,30 +1,19 @@
 """Thresholds with a guarantee: Learn-then-Test (Angelopoulos et al., 2021) with fixed-sequence testing.
 
-The problem: pick the cheapest setting λ from a list whose *risk* R(λ) = E[loss(λ)] stays ≤ ε,
-with probability ≥ 1−δ over the calibration sample. For a cascade the loss of a query is the
-quality drop against always answering with the last rung; for a router it is the drop against a
-reference model. Both are per-query numbers, so this module only sees a loss matrix.
+Pick the cheapest setting λ from a list whose risk R(λ) = E[loss(λ)] stays ≤ ε with probability
+≥ 1−δ over the calibration sample (the loss: a query's quality drop against the last rung, or
+against a reference model). Each λ_k gets a valid p-value for H0: R(λ_k) > ε; fixed-sequence
+testing walks the candidates from safest to most aggressive and rejects while p_k ≤ δ. Every
+rejected λ is then safe with probability ≥ 1−δ (no multiplicity correction: the order is fixed
+before looking at the data); the last one rejected is the cheapest certified setting.
 
-How: for each candidate λ_k, test H0: R(λ_k) > ε with a valid p-value computed on the
-calibration losses. Candidates come ordered from safest (λ_0, e.g. "always escalate": loss 0) to
-most aggressive; fixed-sequence testing walks that order and rejects while p_k ≤ δ. Every
-rejected λ is then simultaneously safe with probability ≥ 1−δ (family-wise error control, no
-multiplicity correction needed because the order is fixed before looking at the data), and we
-return the last one rejected: the cheapest certified setting.
+p-values, for losses in [0, 1] (``to_unit`` maps signed losses there): ``"hb"`` Hoeffding–Bentkus
+(any losses); ``"binomial"`` exact, for {0, 1} losses; ``"wsr"`` Waudby-Smith–Ramdas betting
+(anytime-valid, adapts to variance: tightest when the losses are mostly equal).
 
-p-values (losses must lie in [0, 1]; signed losses are mapped there by ``to_unit``):
-- ``"hb"``: Hoeffding–Bentkus, min(exp(−n·h(R̂, ε)), e·P(Bin(n, ε) ≤ ⌈nR̂⌉)), valid for any
-  [0, 1] losses;
-- ``"binomial"``: exact P(Bin(n, ε) ≤ nR̂), valid only for {0, 1} losses;
-- ``"wsr"``: Waudby-Smith–Ramdas betting (anytime-valid, adapts to variance), tightest when the
-  losses are mostly equal (e.g. signed drops that are usually 0).
-
-The guarantee holds when the calibration queries are exchangeable with future queries and were
-not used to train the scorers or pick the chain. Verified empirically in
-``tests/cascade/test_risk.py`` and ``benchmarks/bench_cascade_targets.py``.
-
-The confidence bounds that invert the WSR test (``upper_bound``, ``ratio_upper_bound``) live in
-:mod:`ponder._bounds`.
+The guarantee needs calibration queries exchangeable with future ones and unused for training
+the scorers or picking the chain (checked in ``tests/cascade/test_risk.py``). The bounds that
+invert the WSR test live in :mod:`ponder._bounds`.
 """
 
 from __future__ import annotations
@@ -45,22 +34,15 @@ __all__ = [
 ]
 
 
-def _h1(r: float, eps: float) -> float:
-    """KL divergence kl(r || eps) for Bernoulli, the exponent of the Hoeffding–Bentkus bound."""
-    r = min(max(r, 1e-12), 1 - 1e-12)
-    eps = min(max(eps, 1e-12), 1 - 1e-12)
-    return r * math.log(r / eps) + (1 - r) * math.log((1 - r) / (1 - eps))
-
-
 def hb_pvalue(risk_hat: float, n: int, eps: float) -> float:
     """Hoeffding–Bentkus p-value for H0: mean loss > eps, losses in [0, 1]."""
     from scipy.stats import binom
 
-    if n <= 0:
+    if n <= 0 or risk_hat >= eps:
         return 1.0
-    if risk_hat >= eps:
-        return 1.0
-    hoeff = math.exp(-n * _h1(risk_hat, eps))
+    r, e = min(max(risk_hat, 1e-12), 1 - 1e-12), min(max(eps, 1e-12), 1 - 1e-12)
+    kl = r * math.log(r / e) + (1 - r) * math.log((1 - r) / (1 - e))  # Bernoulli kl(r || ε)
+    hoeff = math.exp(-n * kl)
     bentkus = math.e * float(binom.cdf(math.ceil(n * risk_hat), n, eps))
     return min(1.0, hoeff, bentkus)
 
@@ -102,12 +84,6 @@ def _wsr_log_wealth(x: np.ndarray, nu: np.ndarray, eps: np.ndarray) -> np.ndarra
     return best
 
 
-def _visit_order(x: np.ndarray, seed: int) -> np.ndarray:
-    """Rows of ``x`` in a seeded random order (losses are exchangeable; one order for all columns,
-    so paired columns stay paired)."""
-    return x[np.random.default_rng(seed).permutation(x.shape[0])]
-
-
 def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int = 0) -> float:
     """Waudby-Smith–Ramdas betting p-value for H0: mean loss ≥ eps, losses in [0, 1].
 
@@ -118,7 +94,7 @@ def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int 
     x = np.asarray(losses, dtype=np.float64).ravel()
     if x.size == 0:
         return 1.0
-    x = _visit_order(x[:, None], seed)
+    x = x[np.random.default_rng(seed).permutation(x.size), None]
     nu = _wsr_bets(x, np.ones(x.shape, dtype=bool), delta)
     log_wealth = float(_wsr_log_wealth(x, nu, np.array([eps]))[0])
     return float(min(1.0, math.exp(-max(0.0, log_wealth))))

@@ -1,36 +1,33 @@
 """Agreement rungs: a rung that is a *set* of models whose answers are compared.
 
 Call two members; stop when they agree; call the third only when they disagree (or all members
-at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung's answer is the
-majority answer, and whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
-regression on the *agreement pattern* (how many members were called, the vote margin, which
-members agree, each member's reliability on this query as the answer scorer sees it).
+at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung answers with the
+majority answer; whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
+regression on the *agreement pattern* (members called, vote margin, which members agree, each
+member's reliability on this query as the answer scorer sees it).
 
-Everything here is pure: :func:`set_state` turns the member answers tried so far into "call
-these members next" or "done: this is the majority answer, its features and its acceptance
-probability". :func:`ponder.cascade.decide` calls it, so the live loops and the offline replay
-take the same decisions on the same inputs; the optimizer evaluates every candidate set with the
-same function (:func:`set_outcomes`).
+:func:`set_state` is the whole policy, pure: the member answers so far → "call these members
+next" or "done: this answer, its features and its acceptance probability". The live loops, the
+offline replay and the optimizer (:func:`set_outcomes`) all call it, so they cannot drift.
 
 Answers are compared after normalisation by the graders' extractors (``choice``, ``number``,
-``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or
-MiniLM embedding cosine with ``text_method="embed"``, extra ``embed``). ``auto`` takes the
-structured answer :func:`ponder._answers.extract_answer` finds (a letter, yes/no, "answer: X",
-a number) and falls back to text similarity for replies without one (code, prose).
+``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or MiniLM
+embedding cosine with ``text_method="embed"``). ``auto`` takes the structured answer
+:func:`ponder._answers.extract_answer` finds and falls back to text similarity without one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from .._answers import extract_answer, extract_choice, extract_number
-from .._exceptions import ConfigError, ModelFileError
+from .._exceptions import ConfigError, ModelFileError, NotFittedError
 from ..strategies import live_spec
 
 __all__ = ["Acceptor", "AgreementSet", "SetState", "answer_key", "set_outcomes", "set_state"]
@@ -132,10 +129,6 @@ class AgreementSet:
     def spec(self, j: int) -> str:
         return self.specs[j] if self.specs is not None else live_spec(self.members[j])
 
-    @property
-    def threshold_same(self) -> float:
-        return DEFAULT_SAME_AT[self.text_method] if self.same_at is None else float(self.same_at)
-
     def same(self, a: str, b: str, key_a: str | None, key_b: str | None) -> tuple[bool, float]:
         """(same answer?, similarity) of two successful member answers."""
         if key_a is not None and key_b is not None:
@@ -143,7 +136,8 @@ class AgreementSet:
         if self.compare in ("choice", "number", "exact"):
             return False, 0.0  # one has no answer the extractor recognises
         s = text_similarity(a, b, self.text_method)
-        return s >= self.threshold_same, s
+        at = DEFAULT_SAME_AT[self.text_method] if self.same_at is None else float(self.same_at)
+        return s >= at, s
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"members": list(self.members), "compare": self.compare,
@@ -184,7 +178,6 @@ class SetState:
     score: float | None = None  # P(acceptable) of that answer (acceptor, or majority share)
     features: np.ndarray | None = None
     majority: tuple[int, ...] = ()  # positions of the members in the majority cluster
-    similarity: float = 0.0  # mean pairwise similarity of the successful answers
 
 
 Result = tuple[int, str | None, float | None]  # (member index, text or None if failed, reliability)
@@ -224,14 +217,14 @@ def n_features(k: int) -> int:
 
 
 def pattern_features(k: int, results: Sequence[Result], clusters: list[list[int]],
-                     similarity: float) -> np.ndarray:
-    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members."""
+                     major: list[int], similarity: float) -> np.ndarray:
+    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members
+    (``major``: the majority cluster)."""
     f = np.zeros(n_features(k))
     ok = [i for i, r in enumerate(results) if r[1] is not None]
     sizes = sorted((len(c) for c in clusters), reverse=True)
     top = sizes[0] if sizes else 0
     second = sizes[1] if len(sizes) > 1 else 0
-    major = max(clusters, key=lambda c: (len(c), _best_rel(results, c))) if clusters else []
     f[0] = len(results) / k  # share of members called
     f[1] = top / k  # majority votes over set size
     f[2] = (top - second) / k  # vote margin
@@ -256,11 +249,6 @@ def _best_rel(results: Sequence[Result], members: list[int]) -> float:
     return max((r for r in rels if r is not None and math.isfinite(r)), default=-1.0)
 
 
-def _pick(results: Sequence[Result], major: list[int]) -> int:
-    """The majority member whose answer is given: the most reliable, then the first called."""
-    return max(major, key=lambda i: (_best_rel(results, [i]), -i))
-
-
 def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     """Pure: members to call next, or the set's answer, features and acceptance probability.
 
@@ -273,9 +261,8 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     if not agree.stop_early:
         if todo:
             return SetState(next=todo if agree.concurrent or not results else todo[:1])
-    elif not results:
-        first = min(2, k)
-        return SetState(next=todo[:first] if agree.concurrent else todo[:1])
+    elif not results:  # (a set has 2 or 3 members)
+        return SetState(next=todo[:2] if agree.concurrent else todo[:1])
     clusters, sim = _clusters(agree, results)
     top = max((len(c) for c in clusters), default=0)
     if todo and agree.stop_early and top <= k // 2:  # no strict majority of the set yet
@@ -285,13 +272,14 @@ def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
     if not clusters:
         return SetState(next=(), answer=None, score=None)
     major = max(clusters, key=lambda c: (len(c), _best_rel(results, c)))  # ties: most reliable
-    feats = pattern_features(k, results, clusters, sim)
+    feats = pattern_features(k, results, clusters, major, sim)
     if agree.acceptor is not None:
         score = float(agree.acceptor.predict_proba(feats[None])[0])
     else:
         score = len(major) / k
-    return SetState(next=(), answer=_pick(results, major), score=score, features=feats,
-                    majority=tuple(major), similarity=sim)
+    # the answer given: the most reliable majority member, then the first called
+    answer = max(major, key=lambda i: (_best_rel(results, [i]), -i))
+    return SetState(next=(), answer=answer, score=score, features=feats, majority=tuple(major))
 
 
 # ---- the learned acceptance -------------------------------------------------------------------
@@ -361,19 +349,14 @@ class Acceptor:
             self.ref_ = _fit_head(Z, ref.astype(np.int64), self.C, self.cv, self.random_state)
         return self
 
-    def _z(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
         if not hasattr(self, "coef_"):
-            from .._exceptions import NotFittedError
-
             raise NotFittedError("this Acceptor is not fitted yet; call fit(X, y) first")
         X = np.asarray(X, dtype=np.float64)
         if X.shape[1] != self.coef_.size:
             raise ConfigError(f"the acceptor expects {self.coef_.size} features, got {X.shape[1]}")
-        return np.asarray((X - self.mean_) / self.scale_)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
-        Z = self._z(X)
+        Z = np.asarray((X - self.mean_) / self.scale_)
         p = _head_proba((self.coef_, self.intercept_, self.calibration_), Z)
         if self.ref_ is not None:
             p = 0.5 + 0.5 * (p - _head_proba(self.ref_, Z))
@@ -436,8 +419,6 @@ class SetOutcomes:
     quality: np.ndarray  # (Q,) score of the answer given (0 when every member failed)
     answered: np.ndarray  # (Q,) bool: some member answered
     features: np.ndarray  # (Q, F)
-    called: np.ndarray  # (Q, k) bool
-    answer_member: np.ndarray  # (Q,) member index of the answer (-1: none)
 
 
 def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray,
@@ -451,11 +432,7 @@ def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray
     cost, qual = np.zeros(nq), np.zeros(nq)
     answered = np.zeros(nq, dtype=bool)
     feats = np.zeros((nq, n_features(k)))
-    called = np.zeros((nq, k), dtype=bool)
-    who = np.full(nq, -1)
-    plain = AgreementSet(agree.members, compare=agree.compare, text_method=agree.text_method,
-                         same_at=agree.same_at, concurrent=agree.concurrent,
-                         stop_early=agree.stop_early)  # features only: no acceptor needed
+    plain = replace(agree, acceptor=None)  # features only: no acceptor needed
     for q in range(nq):
         results: list[Result] = []
         while (st := set_state(plain, results)).next:
@@ -463,13 +440,12 @@ def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray
                 ok = bool(present[q, j])
                 rel = float(reliability[q, j]) if ok and np.isfinite(reliability[q, j]) else None
                 results.append((j, str(responses[q, j]) if ok else None, rel))
-                called[q, j] = True
                 if ok:
                     cost[q] += float(costs[q, j])
         if st.answer is not None:
             j = results[st.answer][0]
-            answered[q], who[q] = True, j
+            answered[q] = True
             qual[q] = float(np.nan_to_num(scores[q, j], nan=0.0))
             assert st.features is not None
             feats[q] = st.features
-    return SetOutcomes(cost, qual, answered, feats, called, who)
+    return SetOutcomes(cost, qual, answered, feats)

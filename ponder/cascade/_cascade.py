@@ -94,10 +94,7 @@ class Cascade:
 
     @property
     def models(self) -> list[str]:
-        out: list[str] = []
-        for r in self.rungs:
-            out += [r.live] if r.agree is None else [r.live_of(j) for j in range(len(r.agree.members))]
-        return out
+        return [r.live_of(j) for r in self.rungs for j in r.slots]
 
     def __repr__(self) -> str:
         chain = " → ".join(f"{r.model}@{r.threshold:.3f}" for r in self.rungs[:-1])
@@ -110,12 +107,10 @@ class Cascade:
         """The rung's scorer on one answer; ``signals`` are its verification signals (samples,
         logprob statistics: what :meth:`AnswerScorer.score_one` reads)."""
         rung = self.rungs[i]
-        if rung.agree is not None:  # a member's reliability, judged alone (as on train)
-            if rung.scorer is None:
-                return None
-            return rung.scorer.score_one(query, text, rung.model_of(member), [])
-        if i == len(self.rungs) - 1 or rung.scorer is None:
+        if rung.scorer is None or (rung.agree is None and i == len(self.rungs) - 1):
             return None
+        if rung.agree is not None:  # a member's reliability, judged alone (as on train)
+            return rung.scorer.score_one(query, text, rung.model_of(member), [])
         earlier = [(self.rungs[t.rung].model_of(t.member), t.text or "") for t in tried
                    if t.error is None]
         return rung.scorer.score_one(query, text, rung.model, earlier, **signals)
@@ -144,23 +139,15 @@ class Cascade:
                              cached=result.cached, check=check))
         completions.append(result)
 
-    def _finish_set_score(self, step: Step, tried: list[_Tried], trace: list[Attempt]) -> None:
-        """Put a finished set's acceptance score on its answer's trace entry."""
-        if step.answer is None:
-            return
-        t = tried[step.answer]
-        if t.member is None:
-            return
-        for pos, score in _outcomes(self.rungs, tried):
-            if pos == step.answer:
-                trace[pos] = trace[pos].model_copy(update={"score": score})
-
     def _finish(self, step: Step, tried: list[_Tried], trace: list[Attempt],
                 completions: list[Completion | None], errors: list[tuple[str, Exception]]
                 ) -> Answer:
         if step.answer is None:  # every rung called failed: one error that names each of them
             raise AllModelsFailed(errors)
-        self._finish_set_score(step, tried, trace)
+        if tried[step.answer].member is not None:  # a set's answer: its acceptance score
+            for pos, score in _outcomes(self.rungs, tried):
+                if pos == step.answer:
+                    trace[pos] = trace[pos].model_copy(update={"score": score})
         trace = [a.model_copy(update={"accepted": j == step.answer}) for j, a in enumerate(trace)]
         comp = completions[step.answer]
         assert comp is not None
@@ -221,13 +208,11 @@ class Cascade:
     # ---- offline ------------------------------------------------------------------------------
     def _columns(self, table: OutcomeTable) -> list[list[int]]:
         """Table column of each rung's model (a set rung: of each member)."""
-        need = [r.model_of(j) for r in self.rungs
-                for j in ([None] if r.agree is None else range(len(r.agree.members)))]
-        missing = sorted({m for m in need if m not in table.models})
+        names = [[r.model_of(j) for j in r.slots] for r in self.rungs]
+        missing = sorted({m for ns in names for m in ns if m not in table.models})
         if missing:
             raise ConfigError(f"the table has no rows for model(s) {', '.join(missing)}")
-        return [[table.models.index(r.model)] if r.agree is None
-                else [table.models.index(m) for m in r.agree.members] for r in self.rungs]
+        return [[table.models.index(m) for m in ns] for ns in names]
 
     def _lazy(self) -> list[bool]:
         """Single scored rungs after a set rung: their earlier answers vary per query, so replay
@@ -417,12 +402,9 @@ class Cascade:
             rungs.append(d)
         mm = dict(model_map or {})
         for r in self.rungs:
-            if r.agree is not None:
-                for j, m in enumerate(r.agree.members):
-                    if r.live_of(j) != live_spec(m):
-                        mm.setdefault(m, r.live_of(j))
-            elif r.spec and r.spec != live_spec(r.model):
-                mm.setdefault(r.model, r.spec)
+            for j in r.slots:
+                if r.live_of(j) != live_spec(r.model_of(j)):
+                    mm.setdefault(r.model_of(j), r.live_of(j))
         version = SET_STRATEGY_VERSION if any(r.agree for r in self.rungs) else STRATEGY_VERSION
         return {"format": STRATEGY_FORMAT, "version": version, "kind": self.kind,
                 "name": self.name, "rungs": rungs, "budget_usd": self.budget_usd,
@@ -442,9 +424,7 @@ class Cascade:
                     and (r is not self.rungs[-1] or r.agree is not None)):
                 key = id(r.scorer)
                 if key not in saved:
-                    target = p.parent / f"{p.stem}.scorer"
-                    if len(saved):
-                        target = p.parent / f"{p.stem}.scorer{len(saved)}"
+                    target = p.parent / f"{p.stem}.scorer{len(saved) or ''}"
                     r.scorer.save(target)
                     saved[key] = str(target)
                 r = replace(r, scorer_path=saved[key])

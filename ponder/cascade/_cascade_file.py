@@ -30,40 +30,42 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
     p = Path(path)
     if data is None:
         data = read_strategy_json(p)
+
+    def bad(reason: str, key: str) -> ConfigError:
+        return ConfigError(reason, file=str(p), key=key)
+
     if data.get("format") != STRATEGY_FORMAT:
-        raise ConfigError("not a ponder strategy file (format)", file=str(p), key="format")
+        raise bad("not a ponder strategy file (format)", "format")
     if data.get("version") not in (STRATEGY_VERSION, SET_STRATEGY_VERSION):
-        raise ConfigError(f"strategy version {data.get('version')!r} is not supported (this "
-                          f"ponder reads {STRATEGY_VERSION} and {SET_STRATEGY_VERSION})",
-                          file=str(p), key="version")
+        raise bad(f"strategy version {data.get('version')!r} is not supported (this ponder reads "
+                  f"{STRATEGY_VERSION} and {SET_STRATEGY_VERSION})", "version")
     if data.get("kind") != "cascade":
-        raise ConfigError(f"kind {data.get('kind')!r} is not a cascade", file=str(p), key="kind")
+        raise bad(f"kind {data.get('kind')!r} is not a cascade", "kind")
     raw = data.get("rungs")
     if not isinstance(raw, list) or not raw:
-        raise ConfigError("'rungs' must be a non-empty list", file=str(p), key="rungs")
+        raise bad("'rungs' must be a non-empty list", "rungs")
     model_map = data.get("model_map") or {}
     cache: dict[str, AnswerScorer] = {}
     rungs = []
     for i, r in enumerate(raw):
         if not isinstance(r, dict) or "model" not in r:
-            raise ConfigError("each rung needs a 'model'", file=str(p), key=f"rungs[{i}]")
+            raise bad("each rung needs a 'model'", f"rungs[{i}]")
         scorer = None
         spath = r.get("scorer")
         agree = None
         if r.get("agree") is not None:
             if data.get("version") != SET_STRATEGY_VERSION:
-                raise ConfigError(f"set rungs need strategy version {SET_STRATEGY_VERSION}",
-                                  file=str(p), key="version")
+                raise bad(f"set rungs need strategy version {SET_STRATEGY_VERSION}", "version")
             try:
                 agree = AgreementSet.from_json(r["agree"], where=f"rungs[{i}].agree")
             except ConfigError as exc:
-                raise ConfigError(exc.reason, file=str(p), key=f"rungs[{i}].agree") from None
+                raise bad(exc.reason, f"rungs[{i}].agree") from None
             except ModelFileError as exc:
                 raise ModelFileError(str(exc), path=str(p)) from None
             agree = replace(agree, specs=tuple(live_spec(m, model_map) for m in agree.members))
         if spath is not None and not isinstance(spath, str):
-            raise ConfigError("'scorer' must be a path (a rung without one accepts any answer its "
-                              "verifiers pass)", file=str(p), key=f"rungs[{i}].scorer")
+            raise bad("'scorer' must be a path (a rung without one accepts any answer its "
+                      "verifiers pass)", f"rungs[{i}].scorer")
         if spath:
             full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
                                      allow_outside=allow_outside)
@@ -73,15 +75,12 @@ def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
         try:
             threshold = float(r.get("threshold", 0.5))
         except (TypeError, ValueError):
-            raise ConfigError("threshold must be a number", file=str(p),
-                              key=f"rungs[{i}].threshold") from None
+            raise bad("threshold must be a number", f"rungs[{i}].threshold") from None
         samples, logprobs = r.get("samples", 1), r.get("logprobs", False)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError("samples must be a whole number >= 1", file=str(p),
-                              key=f"rungs[{i}].samples")
+            raise bad("samples must be a whole number >= 1", f"rungs[{i}].samples")
         if not isinstance(logprobs, bool):
-            raise ConfigError("logprobs must be true or false", file=str(p),
-                              key=f"rungs[{i}].logprobs")
+            raise bad("logprobs must be true or false", f"rungs[{i}].logprobs")
         rungs.append(Rung(
             model=str(r["model"]), threshold=threshold, scorer=scorer,
             spec=live_spec(str(r["model"]), model_map),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._exceptions import ConfigError, DataError
+from .._exceptions import ConfigError, DataError, NotFittedError
 from .._features import agreement_matrix
 from .._memo import digest
 from .._risk import ltt_select
@@ -64,29 +64,26 @@ def _training_frame_loop(table: OutcomeTable, *, earlier_samples: int = 1, seed:
     from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
-    Y, P, R = table.scores, table.present, table.responses
-    qs, rs, ms, es, gs, ys = [], [], [], [], [], []
-    at_q, at_m = [], []
-    queries, qids, models = table.queries, table.query_ids, table.models
-    for q in range(len(qids)):
-        avail = np.flatnonzero(P[q])
+    R, models = table.responses, table.models
+    es: list[list[tuple[str, str]]] = []
+    at_q: list[int] = []
+    at_m: list[int] = []
+    for q in range(len(table.query_ids)):
+        avail = np.flatnonzero(table.present[q])
         for m in avail:
             others = avail[avail != m]
             variants: list[list[tuple[str, str]]] = [[]]
             if others.size:
-                for a in rng.choice(others, size=min(earlier_samples, others.size), replace=False):
-                    variants.append([(models[a], str(R[q, a]))])
-            for e in variants:
-                qs.append(queries[q])
-                rs.append(str(R[q, m]))
-                ms.append(models[m])
-                es.append(e)
-                gs.append(qids[q])
-                ys.append(float(Y[q, m]))
-                at_q.append(q)
-                at_m.append(m)
-    X = scorer_frame(qs, rs, ms, es, gs).assign(**signal_columns(table, at_q, at_m))
-    return X, np.asarray(ys)
+                variants += [[(models[a], str(R[q, a]))] for a in
+                             rng.choice(others, size=min(earlier_samples, others.size),
+                                        replace=False)]
+            es += variants
+            at_q += [q] * len(variants)
+            at_m += [int(m)] * len(variants)
+    X = scorer_frame([table.queries[q] for q in at_q],
+                     [str(R[q, m]) for q, m in zip(at_q, at_m, strict=True)],
+                     [models[m] for m in at_m], es, [table.query_ids[q] for q in at_q])
+    return X.assign(**signal_columns(table, at_q, at_m)), table.scores[at_q, at_m].astype(float)
 
 
 def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -129,29 +126,24 @@ def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataF
     return X, Y[at_q, at_m].astype(float)
 
 
-def _scorer_params(table: OutcomeTable, params: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(params or {})
-    if not any(str(r) for r in table.responses.ravel()[:5000]):
-        out.setdefault("response_text", False)  # no responses recorded: judge by query only
-    return out
-
-
 def fit_scorer(table: OutcomeTable, params: dict[str, Any] | None = None, *, seed: int = 0
                ) -> AnswerScorer:
     """One scorer for every model of ``table``."""
     from ..scorers import AnswerScorer
 
     X, y = training_frame(table, seed=seed)
+    params = dict(params or {})
+    if not any(str(r) for r in table.responses.ravel()[:5000]):
+        params.setdefault("response_text", False)  # no responses recorded: judge by query only
     try:
-        return AnswerScorer(**_scorer_params(table, params)).fit(X, y)
+        return AnswerScorer(**params).fit(X, y)
     except ValueError as exc:
         raise DataError(f"cannot train a scorer: {exc}", file=table.name) from None
 
 
-def crossfit_scores(
-    table: OutcomeTable, params: dict[str, Any] | None = None, *, folds: int = 5, seed: int = 0,
-    agree: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def crossfit_scores(table: OutcomeTable, params: dict[str, Any] | None = None, *, folds: int = 5,
+                    seed: int = 0, agree: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ``(s1, s2)`` (see :meth:`AnswerScorer.score_grid`) for every train query."""
     nq, nm = table.scores.shape
     if folds < 2 or nq < folds:
@@ -185,36 +177,31 @@ def clear_scorer_cache() -> None:
     _SCORER_CACHE.clear()
 
 
-def _table_key(table: OutcomeTable) -> tuple[Any, ...]:
-    """Everything of ``table`` that the scorer fits read (see :func:`training_frame`)."""
-    return (digest(table.scores, table.costs, table.present, table.logprob_mean,
-                   table.logprob_min), tuple(table.query_ids), tuple(table.models), tuple(table.queries),
-            tuple(str(r) for r in table.responses.ravel()), tuple(table.samples.ravel().tolist()))
-
-
 def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: int, seed: int
                  ) -> tuple[np.ndarray, np.ndarray, AnswerScorer]:
     """``crossfit_scores`` and ``fit_scorer`` of ``table``, shared between equal fits."""
     import copy
 
-    key = (_table_key(table), repr(sorted((params or {}).items())), folds, seed) \
-        if SCORER_CACHE_SIZE > 0 else None
+    key = None
+    if SCORER_CACHE_SIZE > 0:  # everything of ``table`` the fits read (see training_frame)
+        key = (digest(table.scores, table.costs, table.present, table.logprob_mean,
+                      table.logprob_min), tuple(table.query_ids), tuple(table.models),
+               tuple(table.queries), tuple(str(r) for r in table.responses.ravel()),
+               tuple(table.samples.ravel().tolist()), repr(sorted((params or {}).items())),
+               folds, seed)
     with _SCORER_LOCK:  # ``ponder eval`` fits fold copies on threads
         hit = _SCORER_CACHE.get(key) if key is not None else None
         if key is not None and hit is not None:
             _SCORER_CACHE.move_to_end(key)
-    if hit is not None:
-        return hit[0].copy(), hit[1].copy(), copy.deepcopy(hit[2])
-    agree = agreement_matrix(table.responses)
-    s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed, agree=agree)
-    scorer = fit_scorer(table, params, seed=seed)
-    if key is not None:
-        kept = (s1.copy(), s2.copy(), copy.deepcopy(scorer))
-        with _SCORER_LOCK:
-            _SCORER_CACHE[key] = kept
-            while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
-                _SCORER_CACHE.popitem(last=False)
-    return s1, s2, scorer
+    if hit is None:
+        s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed)
+        hit = (s1, s2, fit_scorer(table, params, seed=seed))
+        if key is not None:
+            with _SCORER_LOCK:
+                _SCORER_CACHE[key] = hit
+                while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
+                    _SCORER_CACHE.popitem(last=False)
+    return hit[0].copy(), hit[1].copy(), copy.deepcopy(hit[2])
 
 
 @dataclass
@@ -227,17 +214,9 @@ class Certificate:
     drop_on_calibration: float | None
 
 
-def _path_thresholds(base: tuple[float, ...], s: float) -> tuple[float, ...]:
-    """s = 0: never accept (always climb to the last rung); s = 1: the optimizer's thresholds."""
-    if s <= 0:
-        return tuple(2.0 for _ in base)  # above any probability
-    return tuple(float(1.0 - s * (1.0 - min(t, 1.0))) for t in base)
-
-
-def certify(
-    cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delta: float,
-    method: str = "wsr", max_scale: float = 2.0, steps: int = 41,
-) -> tuple[Cascade, Certificate]:
+def certify(cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delta: float,
+            method: str = "wsr", max_scale: float = 2.0, steps: int = 41
+            ) -> tuple[Cascade, Certificate]:
     """Move the thresholds along a path from 'always escalate' towards and past the optimizer's
     choice, and keep the most aggressive point whose quality drop against always answering with
     the last rung is certified ≤ ε with probability ≥ 1−δ (Learn-then-Test, fixed sequence)."""
@@ -249,22 +228,19 @@ def certify(
     losses = np.zeros((len(calibration.query_ids), steps))
     variants = []
     for j, s in enumerate(scales):
-        th = _path_thresholds(base, float(s))
-        rungs = [replace(r, threshold=th[i] if i < len(th) else r.threshold)
-                 for i, r in enumerate(cascade.rungs)]
-        variant = Cascade(rungs, budget_usd=cascade.budget_usd, name=cascade.name,
-                          info=dict(cascade.info))
+        # s = 0: never accept (a threshold above any probability); s = 1: the optimizer's
+        th = [2.0 if s <= 0 else float(1.0 - s * (1.0 - min(t, 1.0))) for t in base]
+        rungs = [replace(r, threshold=t) for r, t in zip(cascade.rungs[:-1], th, strict=True)]
+        variant = Cascade([*rungs, cascade.rungs[-1]], budget_usd=cascade.budget_usd,
+                          name=cascade.name, info=dict(cascade.info))
         _, qual, _ = variant.replay(calibration, scores)
         losses[:, j] = y_last - qual
         variants.append(variant)
     sel = ltt_select(np.clip(losses, -1, 1), epsilon, delta, method=method, signed=True)
-    if sel.index is None:
-        chosen = variants[0]
-        cert = Certificate(epsilon, delta, method, sel.n, None, None)
-    else:
-        chosen = variants[sel.index]
-        cert = Certificate(epsilon, delta, method, sel.n, float(scales[sel.index]),
-                           float(sel.risks[sel.index]))
+    i = sel.index
+    chosen = variants[0 if i is None else i]
+    cert = Certificate(epsilon, delta, method, sel.n, None if i is None else float(scales[i]),
+                       None if i is None else float(sel.risks[i]))
     chosen.info["guarantee"] = {
         "epsilon": epsilon, "delta": delta, "method": method, "n_calibration": cert.n_calibration,
         "certified": cert.scale is not None, "path_scale": cert.scale,
@@ -279,35 +255,19 @@ class CascadeOptimizer:
 
     ``fit(train)`` learns ``scorer_`` (refitted on all fitting queries), the out-of-fold
     ``s1_``/``s2_`` and ``frontier_``; ``cascade(budget=…)`` / ``cascade(target=…)`` then picks a
-    chain. With ``calibration_fraction`` > 0, that share of the train queries is set aside
-    (``calibration_``) for :func:`certify`.
-
-    ``set_relative`` scores each set by its expected gain over the most accurate model (see
-    :class:`Acceptor`) instead of P(its answer is right).
-
-    ``set_pool`` ≥ 2 adds agreement rungs: every set of 2 or 3 (``max_set_size``) among the
-    ``set_pool`` cheapest models, each ordering of which member is called only on disagreement,
-    compared with ``set_compare`` (see :class:`AgreementSet`). They are learned in ``sets_``,
-    with ``set_cost_`` their mean cost per query on train; a choice's chain indexes
-    ``models_`` first, then ``sets_``.
+    chain. ``calibration_fraction`` > 0 sets that share of the train queries aside
+    (``calibration_``) for :func:`certify`. ``set_pool`` ≥ 2 adds agreement rungs (``sets_``,
+    mean cost ``set_cost_``): every set of 2 to ``max_set_size`` among the ``set_pool`` cheapest
+    models, in each order of who waits for a disagreement, compared with ``set_compare`` and
+    scored by P(right), or with ``set_relative`` by the gain over the most accurate model (see
+    :class:`Acceptor`). A choice's chain indexes ``models_`` first, then ``sets_``.
     """
 
-    def __init__(
-        self,
-        *,
-        max_length: int = 3,
-        n_thresholds: int = 32,
-        folds: int = 5,
-        scorer_params: dict[str, Any] | None = None,
-        calibration_fraction: float = 0.0,
-        models: list[str] | None = None,
-        seed: int = 0,
-        set_pool: int = 0,
-        max_set_size: int = 3,
-        set_compare: str = "auto",
-        set_text_method: str = "tokens",
-        set_relative: bool = False,
-    ) -> None:
+    def __init__(self, *, max_length: int = 3, n_thresholds: int = 32, folds: int = 5,
+                 scorer_params: dict[str, Any] | None = None, calibration_fraction: float = 0.0,
+                 models: list[str] | None = None, seed: int = 0, set_pool: int = 0,
+                 max_set_size: int = 3, set_compare: str = "auto",
+                 set_text_method: str = "tokens", set_relative: bool = False) -> None:
         self.max_length = max_length
         self.n_thresholds = n_thresholds
         self.folds = folds
@@ -368,10 +328,9 @@ class CascadeOptimizer:
             cols_c.append(out.cost)
             costs.append(float(out.cost.mean()))
         self.set_cost_ = np.array(costs)
-        self.set_s1_ = np.column_stack(cols_s) if cols_s else np.zeros((nq, 0))  # out-of-fold
-        if not self.sets_:
-            return np.zeros((nq, 0)), np.zeros((nq, 0)), np.zeros((nq, 0))
-        return np.column_stack(cols_s), np.column_stack(cols_y), np.column_stack(cols_c)
+        s, y, c = (np.column_stack(v) if v else np.zeros((nq, 0)) for v in (cols_s, cols_y, cols_c))
+        self.set_s1_ = s  # out-of-fold
+        return s, y, c
 
     def fit(self, train: OutcomeTable) -> CascadeOptimizer:
         if self.models:
@@ -438,11 +397,21 @@ class CascadeOptimizer:
                 scores[:, k] = s2[:, m, chain[k - 1]]
         return scores, members
 
+    def score_table(self, test: OutcomeTable) -> tuple[OutcomeTable, np.ndarray, np.ndarray]:
+        """``test`` on ``models_`` and its ``score_grid`` (s1, s2) in ``models_`` order, for
+        :meth:`replay_scores` (zeros when every frontier chain is a single model: no scorer)."""
+        test = test.select_models(self.models_)
+        order = [test.models.index(m) for m in self.models_]
+        nq, nm = len(test.query_ids), len(order)
+        if self.scorer_ is None:
+            return test, np.zeros((nq, nm)), np.zeros((nq, nm, nm))
+        g1, g2 = self.scorer_.score_grid(test.queries, test.responses, test.models,
+                                         agreement_matrix(test.responses), table_signals(test))
+        return test, g1[:, order], g2[:, order][:, :, order]
+
     def choose(self, *, budget: float | None = None, target: float | None = None
                ) -> ChainChoice:
         if not hasattr(self, "frontier_"):
-            from .._exceptions import NotFittedError
-
             raise NotFittedError("CascadeOptimizer is not fitted yet; call fit(train) first")
         if (budget is None) == (target is None):
             raise ConfigError("give exactly one of budget (USD per query) or target quality")
@@ -468,22 +437,21 @@ class CascadeOptimizer:
         n = len(self.models_)
         for k, m in enumerate(choice.chain):
             last = k == len(choice.chain) - 1
+            threshold = 1.0 if last else float(choice.thresholds[k])
             if m >= n:
                 agree = self.sets_[m - n]
                 agree = replace(agree, specs=tuple(live_spec(x, model_map) for x in agree.members))
-                rungs.append(Rung(
-                    model=agree.name, threshold=1.0 if last else float(choice.thresholds[k]),
-                    scorer=self.scorer_, expected_cost_usd=float(self.set_cost_[m - n]),
-                    agree=agree))
+                rungs.append(Rung(model=agree.name, threshold=threshold, scorer=self.scorer_,
+                                  expected_cost_usd=float(self.set_cost_[m - n]), agree=agree))
                 continue
             model = self.models_[m]
             samples, logprobs = rung_signal_settings(self.train_, model,
                                                      None if last else self.scorer_)
-            rungs.append(Rung(
-                model=model, threshold=1.0 if last else float(choice.thresholds[k]),
-                scorer=None if last else self.scorer_, spec=live_spec(model, model_map),
-                expected_cost_usd=float(self.mean_cost_[m]), samples=samples, logprobs=logprobs,
-            ))
+            rungs.append(Rung(model=model, threshold=threshold,
+                              scorer=None if last else self.scorer_,
+                              spec=live_spec(model, model_map),
+                              expected_cost_usd=float(self.mean_cost_[m]), samples=samples,
+                              logprobs=logprobs))
         info = {"expected": {"cost_usd": choice.cost, "quality": choice.quality,
                              "on": "train (out-of-fold scores)",
                              "n_queries": len(self.train_.query_ids)}}

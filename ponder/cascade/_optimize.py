@@ -81,30 +81,29 @@ class Frontier:
 
         Computed once (a frontier's arrays are not changed after it is built)."""
         if self._pareto is None:
-            self._pareto = self._pareto_points()
+            order = np.lexsort((-self.quality, self.cost))
+            q = self.quality[order]
+            # A point that joins beats every point before it (each is ≤ the best so far + 1e-12),
+            # so only the strict running records need the loop, which the 1e-12 tolerance makes
+            # serial.
+            before = np.fmax.accumulate(np.concatenate([[-np.inf], q[:-1]]))
+            self._pareto, best = [], -np.inf
+            for i in order[q > before]:
+                if self.quality[i] > best + 1e-12:
+                    self._pareto.append(self._choice(int(i)))
+                    best = self.quality[i]
         return list(self._pareto)
 
-    def _pareto_points(self) -> list[ChainChoice]:
-        order = np.lexsort((-self.quality, self.cost))
-        q = self.quality[order]
-        # A point that joins beats every point before it (each is ≤ the best so far + 1e-12), so
-        # only the strict running records need the loop, which the 1e-12 tolerance makes serial.
-        before = np.fmax.accumulate(np.concatenate([[-np.inf], q[:-1]]))
-        out, best = [], -np.inf
-        for i in order[q > before]:
-            if self.quality[i] > best + 1e-12:
-                out.append(self._choice(int(i)))
-                best = self.quality[i]
-        return out
 
-
-def _candidate_thresholds(scores: np.ndarray, n: int) -> np.ndarray:
-    """``n`` score quantiles plus 'accept nothing' (ties collapse)."""
-    finite = scores[np.isfinite(scores)]
-    if finite.size == 0:
-        return np.array([NEVER])
-    qs = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n)))
-    return np.concatenate([qs, [NEVER]])
+def _accepts(scores: np.ndarray, quality: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A rung's candidate thresholds, ``n`` score quantiles plus 'accept nothing' (ties
+    collapse), and the (Q, G) mask of the queries each accepts (a missing answer: none)."""
+    s = np.where(np.isnan(quality), -np.inf, np.nan_to_num(scores, nan=-np.inf))
+    finite = s[np.isfinite(s)]
+    t = np.array([NEVER])
+    if finite.size:
+        t = np.concatenate([np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n))), t])
+    return t, (s[:, None] >= t[None, :]).astype(np.float64)
 
 
 def optimize_chains(
@@ -155,7 +154,6 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
     Y = np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=0.0)
     C = np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=0.0)
     nq, nm = Y.shape
-    S1 = np.where(np.isnan(quality), -np.inf, np.nan_to_num(s1, nan=-np.inf))
     last_ok = np.zeros(nm, dtype=bool)
     last_ok[list(range(nm)) if allowed_last is None else allowed_last] = True
     first_only = np.zeros(nm, dtype=bool)
@@ -164,26 +162,13 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
     later_ok = last_ok & ~first_only  # a set never follows another rung
     mean_y, mean_c = Y.mean(axis=0), C.mean(axis=0)
 
-    chains: list[np.ndarray] = []
-    ths: list[np.ndarray] = []
-    costs: list[np.ndarray] = []
-    quals: list[np.ndarray] = []
-
-    def add(ch: np.ndarray, th: np.ndarray, c: np.ndarray, q: np.ndarray) -> None:
-        chains.append(ch)
-        ths.append(th)
-        costs.append(c)
-        quals.append(q)
-
     singles = np.flatnonzero(last_ok)
-    add(np.column_stack([singles, -np.ones((singles.size, 2), int)]),
-        np.full((singles.size, 2), np.nan), mean_c[singles], mean_y[singles])
+    # (chains, thresholds, cost, quality) of each block of points
+    parts = [(np.column_stack([singles, -np.ones((singles.size, 2), int)]),
+              np.full((singles.size, 2), np.nan), mean_c[singles], mean_y[singles])]
     n_chains = singles.size
-    for a in range(nm):
-        if max_length < 2:
-            break
-        t1 = _candidate_thresholds(S1[:, a], n_thresholds)
-        A1 = (S1[:, a][:, None] >= t1[None, :]).astype(np.float64)  # (Q, G1)
+    for a in range(nm if max_length >= 2 else 0):
+        t1, A1 = _accepts(s1[:, a], quality[:, a], n_thresholds)  # A1: (Q, G1)
         R1 = 1.0 - A1
         base_q = A1.T @ Y[:, a] / nq  # (G1,)
         base_c = np.full(t1.size, mean_c[a])
@@ -193,20 +178,17 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
         bs = np.array([b for b in range(nm) if b != a and later_ok[b]], dtype=int)
         if bs.size:
             g = t1.size
-            add(np.column_stack([np.full(g * bs.size, a), np.tile(bs, g),
-                                 -np.ones(g * bs.size, int)]),
-                np.column_stack([np.repeat(t1, bs.size), np.full(g * bs.size, np.nan)]),
-                c2[:, bs].ravel(), q2[:, bs].ravel())
+            parts.append((np.column_stack([np.full(g * bs.size, a), np.tile(bs, g),
+                                           -np.ones(g * bs.size, int)]),
+                          np.column_stack([np.repeat(t1, bs.size), np.full(g * bs.size, np.nan)]),
+                          c2[:, bs].ravel(), q2[:, bs].ravel()))
             n_chains += bs.size
         if max_length < 3 or first_only[a]:
             continue
         for b in range(nm):
             if b == a or first_only[b]:
                 continue
-            sb = s2[:, b, a]
-            sb = np.where(np.isnan(quality[:, b]), -np.inf, np.nan_to_num(sb, nan=-np.inf))
-            t2 = _candidate_thresholds(sb, n_thresholds)
-            A2 = (sb[:, None] >= t2[None, :]).astype(np.float64)  # (Q, G2)
+            t2, A2 = _accepts(s2[:, b, a], quality[:, b], n_thresholds)  # A2: (Q, G2)
             R2 = 1.0 - A2
             q_b = R1.T @ (A2 * Y[:, b][:, None]) / nq  # (G1, G2)
             c_b = np.broadcast_to((R1.T @ C[:, b] / nq)[:, None], q_b.shape)  # paid when reached
@@ -223,10 +205,11 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
             g1, g2, gc = np.meshgrid(np.arange(t1.size), np.arange(t2.size), np.arange(cs.size),
                                      indexing="ij")
             n = qual.size
-            add(np.column_stack([np.full(n, a), np.full(n, b), cs[gc.ravel()]]),
-                np.column_stack([t1[g1.ravel()], t2[g2.ravel()]]), cst.ravel(), qual.ravel())
+            parts.append((np.column_stack([np.full(n, a), np.full(n, b), cs[gc.ravel()]]),
+                          np.column_stack([t1[g1.ravel()], t2[g2.ravel()]]), cst.ravel(),
+                          qual.ravel()))
             n_chains += cs.size
-    return Frontier(
-        chains=np.vstack(chains).astype(np.int64), thresholds=np.vstack(ths),
-        cost=np.concatenate(costs), quality=np.concatenate(quals), n_chains=int(n_chains),
-    )
+    chains, ths, costs, quals = zip(*parts, strict=True)
+    return Frontier(chains=np.vstack(chains).astype(np.int64), thresholds=np.vstack(ths),
+                    cost=np.concatenate(costs), quality=np.concatenate(quals),
+                    n_chains=int(n_chains))

@@ -1,10 +1,9 @@
 """The cascade's policy, free of I/O: its rungs and :func:`decide`, what to do next.
 
-:func:`decide` looks at the attempts so far and says what to do next: call a rung (for a set
-rung, which members), or answer with one attempt. The loops around it (live and offline) are in
-:mod:`ponder.cascade._cascade`. :func:`decide_many` restates it for a table of queries at once
-(single-model rungs only), for the offline replay. A rung may be a set of models whose answers are compared
-(``Rung.agree``, see :mod:`ponder.cascade._agreement`).
+:func:`decide` looks at the attempts so far and says: call a rung (for a set rung, which
+members), or answer with one attempt. The live and offline loops around it are in
+:mod:`ponder.cascade._cascade`; :func:`decide_many` restates it for a table of queries at once
+(single-model rungs only).
 """
 
 from __future__ import annotations
@@ -53,6 +52,11 @@ class Rung:
     def live(self) -> str:
         return self.spec or live_spec(self.model)
 
+    @property
+    def slots(self) -> list[int | None]:
+        """The calls the rung makes: None (its model), or each member of its set."""
+        return [None] if self.agree is None else list(range(len(self.agree.members)))
+
     def live_of(self, member: int | None) -> str:
         """The ``provider:model`` to call for this rung (or its ``member``)."""
         if member is None or self.agree is None:
@@ -92,9 +96,7 @@ class _Tried:
 def _enter(rungs: Sequence[Rung], k: int) -> Step:
     """Start rung ``k``: a single model, or a set's first members."""
     agree = rungs[k].agree
-    if agree is None:
-        return Step(call=k)
-    return Step(call=k, members=set_state(agree, []).next)
+    return Step(call=k, members=() if agree is None else set_state(agree, []).next)
 
 
 def _set_of(tried: Sequence[_Tried], k: int) -> tuple[list[int], list[tuple[int, str | None,
@@ -170,20 +172,14 @@ def decide_many(rungs: Sequence[Rung], present: np.ndarray, scores: np.ndarray,
                 costs: np.ndarray, budget_usd: float | None,
                 failed: Callable[[int, np.ndarray], np.ndarray] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`decide`, restated for arrays: the whole climb of Q queries at once, one rung at a
-    time, with the same rules in the same order (accept, budget, best-scored success, last
-    answer). It is pinned to :func:`decide` by a test that replays random cascades both ways
-    (``tests/cascade/test_scale_paths.py``); a change to one must be made to the other.
+    """:func:`decide` for Q queries at once, one rung at a time, with the same rules in the same
+    order; a test pins the two together (``tests/cascade/test_scale_paths.py``): change both.
 
-    Only for single-model rungs (no ``agree``), each called once in order. Per query ``q`` and
-    rung ``k``: ``present[q, k]`` whether the call answered (else it failed and falls through,
-    costing nothing), ``scores[q, k]`` its score (NaN: none, as ``score=None`` in :func:`decide`;
-    a scorer's NaN must not be passed), ``costs[q, k]`` its cost (read where present).
-    ``failed(k, rows)`` says which of the answers ``rows`` (query positions) got at rung ``k``
-    fail a verifier; it is asked only about queries that called rung ``k`` and got an answer.
-
-    Returns per query the answering rung (-1: every call failed), the cost spent (summed in call
-    order, as :func:`decide` sums it) and the number of rungs called.
+    Single-model rungs only. ``present[q, k]``: the call answered (else it falls through, free);
+    ``scores[q, k]``: its score (NaN: none, as ``score=None``; never a scorer's NaN);
+    ``costs[q, k]``: its cost; ``failed(k, rows)``: which answers at rung ``k`` of the queries
+    ``rows`` fail a verifier. Returns per query the answering rung (-1: every call failed), the
+    cost spent (summed in call order) and the number of rungs called.
     """
     nq, n = present.shape
     answer = np.full(nq, -1, dtype=np.int64)

@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["acomplete_rung", "complete_rung", "rung_signal_settings"]
 
 
-def _plain(rung: Rung) -> bool:
-    return rung.samples <= 1 and not rung.logprobs
-
-
 def _jobs(client: Any, request: ChatRequest, rung: Rung) -> list[Job]:
     prompt = CollectPrompt(id="live", request=request, query=request.query)
     return plan_jobs([prompt], [rung.live], set(), samples=rung.samples,
@@ -70,7 +66,7 @@ def _request(client: Any, job: Job, rung: Rung) -> ChatRequest:
 def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
     """Ask ``rung``'s model for its answer and, where the rung wants them, its samples and
     logprobs. A failure of the first call raises; a later sample's failure leaves it out."""
-    if _plain(rung):
+    if rung.samples <= 1 and not rung.logprobs:
         completion: Completion = client.complete(request, model=rung.live)
         return completion
     queue = _jobs(client, request, rung)
@@ -90,7 +86,7 @@ def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
 
 async def acomplete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
     """Async twin of :func:`complete_rung`: the first call, then the other samples concurrently."""
-    if _plain(rung):
+    if rung.samples <= 1 and not rung.logprobs:
         completion: Completion = await client.acomplete(request, model=rung.live)
         return completion
     jobs = _jobs(client, request, rung)

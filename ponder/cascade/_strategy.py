@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._features import agreement_matrix
 from ..evaluation import OperatingPoint, register_strategy
-from ..scorers import table_signals
 from ..strategies import live_model_map
 from ._fit import CascadeOptimizer
 from ._optimize import ChainChoice
@@ -58,14 +56,14 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
 
     def budgets(self) -> np.ndarray:
         """Budgets spanning the train frontier, log-spaced from its cheapest to its dearest point."""
-        f = self.optimizer_.frontier_
-        lo, hi = float(f.cost.min()), float(np.nanmax(self.optimizer_.mean_cost_))
-        lo = max(lo, 1e-12)
+        lo = max(float(self.optimizer_.frontier_.cost.min()), 1e-12)
+        hi = float(np.nanmax(self.optimizer_.mean_cost_))
         return np.geomspace(lo, max(hi, lo * 1.0001), self.n_budgets)
 
-    def choices(self) -> list[tuple[float, ChainChoice]]:
+    def choices(self, *, unique: bool = False) -> list[tuple[float, ChainChoice]]:
         """(budget, chain) settings to sweep: the best chain for each of :meth:`budgets`, then up
-        to ``n_pareto`` points of the train Pareto front, evenly spaced in cost."""
+        to ``n_pareto`` points of the train Pareto front, evenly spaced in cost (``unique``: each
+        chain and thresholds once, at its first budget)."""
         f = self.optimizer_.frontier_
         out = [(float(b), f.best_for_budget(float(b))) for b in self.budgets()]
         if self.n_pareto > 0:
@@ -74,16 +72,22 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
             grid = np.linspace(fc[0], fc[-1], self.n_pareto)
             pick = np.unique(np.minimum(np.searchsorted(fc, grid), len(front) - 1))
             out += [(front[i].cost, front[i]) for i in pick]
-        return [(b, c) for b, c in out if c is not None]
+        seen: set[tuple[Any, Any]] = set()
+        keep = []
+        for b, c in out:
+            if c is not None and not (unique and (c.chain, c.thresholds) in seen):
+                seen.add((c.chain, c.thresholds))
+                keep.append((b, c))
+        return keep
 
     def sweep(self, test: OutcomeTable) -> list[OperatingPoint]:
-        return self._points(test, self.choices(), dedupe=True)
+        return self._points(test, self.choices(unique=True))
 
     def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]:
         """Settings taken from another fit of this strategy, on ``test``: each budget's best
         chain on *this* fit's frontier (its cheapest chain where none fits the budget)."""
         return self._points(test, [(float(s["budget_usd"]), self._chain_for(float(s["budget_usd"])))
-                                   for s in settings], dedupe=False)
+                                   for s in settings])
 
     def _chain_for(self, budget: float) -> ChainChoice:
         f = self.optimizer_.frontier_
@@ -106,25 +110,12 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
         cascade = self.live(setting, name=name, model_map=model_map)
         return cascade.save(Path(directory) / "strategy.json", model_map=model_map)
 
-    def _points(self, test: OutcomeTable, choices: list[tuple[float, ChainChoice]], *,
-                dedupe: bool) -> list[OperatingPoint]:
+    def _points(self, test: OutcomeTable, choices: list[tuple[float, ChainChoice]]
+                ) -> list[OperatingPoint]:
         opt = self.optimizer_
-        test = test.select_models(opt.models_)
-        order = [test.models.index(m) for m in opt.models_]
-        nq, nm = len(test.query_ids), len(order)
-        s1, s2 = np.zeros((nq, nm)), np.zeros((nq, nm, nm))
-        if opt.scorer_ is not None:
-            agree = agreement_matrix(test.responses)
-            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
-                                            table_signals(test))
-            s1 = g1[:, order]
-            s2 = g2[:, order][:, :, order]
-        points, seen = [], set()
+        test, s1, s2 = opt.score_table(test)
+        points = []
         for b, choice in choices:
-            key = (choice.chain, choice.thresholds)
-            if dedupe and key in seen:
-                continue
-            seen.add(key)
             cascade = opt.build(choice, name=self.name)
             cost, qual, _ = cascade.replay(test, *opt.replay_scores(choice.chain, s1, s2))
             points.append(OperatingPoint(

@@ -1,16 +1,11 @@
 """Route then cascade, evaluated as its own strategy: the router picks the rung where the cascade
-starts; the cascade climbs from there as usual.
+starts; the cascade climbs from there as usual, so a hard query skips the cheap rungs' cost and
+latency. The cascade is fitted by its own optimizer; a :class:`~ponder.routers.UtilityRouter`
+picks among the chain's models by argmax(predicted quality − λ·cost). Starting at rung s scores
+it with no earlier answer in view, as the live cascade does when the lower rungs are skipped.
 
-A query the router believes needs a strong model skips the cheap rungs (their cost and their
-latency); an easy one starts at the bottom. The cascade is :class:`ponder.cascade.Cascade`
-fitted by its own optimizer; the router is a :class:`~ponder.routers.UtilityRouter` choosing
-among the chain's models by argmax(predicted quality − λ·cost). Starting at rung s scores rung s
-with no earlier answer in view, exactly as the live cascade does when the lower rungs are skipped.
-
-A chain that starts with an agreement set (``set_pool`` > 0, see :mod:`ponder.cascade`) is routed
-by :class:`AgreementSkip` instead: it predicts, from the query alone, how confidently the set's
-cheap models will agree (the set's out-of-fold acceptance score on train), and a query predicted
-below the knob goes straight to the next rung (the strong model) without paying for the set.
+A chain that starts with an agreement set is routed by :class:`AgreementSkip` instead: a query
+it predicts the set's cheap models will rarely agree on goes straight to the next rung.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..evaluation._strategy import OperatingPoint, register_strategy
-from ..strategies import live_model_map
 from ._utility import UtilityRouter
 
 if TYPE_CHECKING:
@@ -44,6 +38,21 @@ def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: 
     rung[idx] = np.arange(len(idx))
     out: np.ndarray = rung[j]
     return out
+
+
+def nearest_knob(grid: np.ndarray, spend: np.ndarray, want: float) -> tuple[float, bool]:
+    """The knob of ``grid`` whose predicted ``spend`` is nearest ``want``, and whether even it
+    misses ``want`` by more than 10% (the setting then has no counterpart in this fit)."""
+    i = int(np.argmin(np.abs(spend - want)))
+    return float(grid[i]), bool(abs(spend[i] - want) > 0.1 * abs(want) + 1e-12)
+
+
+def blank_missing(points: list[OperatingPoint], missing: list[bool], n: int
+                  ) -> list[OperatingPoint]:
+    """``points``, NaN (over ``n`` queries) where ``missing``: they cannot be calibrated."""
+    nan = np.full(n, np.nan)
+    return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
+            for p, gone in zip(points, missing, strict=True)]
 
 
 class AgreementSkip:
@@ -112,11 +121,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         router = self.router_
         items: list[tuple[float, Any, float]] = []
         qhat = chat = np.zeros((0, 0))  # predicted once, when a chain of models needs them
-        seen: set[tuple[Any, Any]] = set()
-        for b, choice in self.cascade_.choices():
-            if (choice.chain, choice.thresholds) in seen:
-                continue
-            seen.add((choice.chain, choice.thresholds))
+        for b, choice in self.cascade_.choices(unique=True):
             chain = list(choice.chain)
             if chain[0] >= len(opt.models_):  # an agreement set first: skip it where it rarely agrees
                 pred = self._skip(chain[0] - len(opt.models_)).predict(test.queries)
@@ -156,26 +161,19 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
                     cols = router._model_indices(names)
                     grid = np.asarray(router.knob_grid(qhat[:, cols], chat[:, cols],
                                                        n=4 * max(self.n_knobs, 10)), dtype=float)
-                    spends[tuple(names)] = grid, np.array(
-                        [self._start_cost(test.queries, names, float(k), chat, qhat) for k in grid])
-                grid, spend = spends[tuple(names)]
-                i = int(np.argmin(np.abs(spend - float(want))))
-                knob = float(grid[i])
-                gone = bool(abs(spend[i] - float(want)) > 0.1 * abs(float(want)) + 1e-12)
+                    starts = [start_rungs(router, test.queries, names, float(k), (qhat, chat))
+                              for k in grid]
+                    spends[tuple(names)] = grid, np.array([self._start_cost(names, st, chat)
+                                                           for st in starts])
+                knob, gone = nearest_knob(*spends[tuple(names)], float(want))
             items.append((b, choice, knob))
             missing.append(gone)
-        points = self._points(test, items)
-        nan = np.full(len(test.query_ids), np.nan)
-        return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
-                for p, gone in zip(points, missing, strict=True)]
+        return blank_missing(self._points(test, items), missing, len(test.query_ids))
 
-    def _start_cost(self, queries: list[str], names: list[str], knob: float,
-                    chat: np.ndarray, qhat: np.ndarray) -> float:
-        """Mean predicted cost of the model each query starts at (the router's cost model;
-        ``qhat``, ``chat``: its predictions for ``queries``)."""
-        start = start_rungs(self.router_, queries, names, knob, (qhat, chat))
+    def _start_cost(self, names: list[str], start: np.ndarray, chat: np.ndarray) -> float:
+        """Mean predicted cost (``chat``: the router's cost model) of the rung each query starts."""
         cols = self.router_._model_indices(names)
-        return float(np.mean(chat[np.arange(len(queries)), cols[start]]))
+        return float(np.mean(chat[np.arange(len(start)), cols[start]]))
 
     def live(self, setting: dict[str, Any], *, name: str | None = None,
              model_map: dict[str, str] | None = None, config: Any = None
@@ -187,14 +185,12 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         from ._live import RouteThenCascade
 
         name = name or self.name
-        opt = self.cascade_.optimizer_
-        choice = self.cascade_._chain_for(float(setting["budget_usd"]))
         knob = setting.get("knob")
-        if knob is not None and choice.chain[0] >= len(opt.models_):
+        chain = self.cascade_._chain_for(float(setting["budget_usd"])).chain
+        if knob is not None and chain[0] >= len(self.cascade_.optimizer_.models_):
             raise NotImplementedError("a route-cascade that skips an agreement set has no live "
                                       "strategy yet")
-        cascade = opt.build(choice, name=name,
-                            model_map=live_model_map(opt.models_, model_map, config))
+        cascade = self.cascade_.live(setting, name=name, model_map=model_map, config=config)
         if knob is None:  # λ = ∞: every query starts at the bottom, i.e. the plain cascade
             return cascade
         return RouteThenCascade(self.router_, cascade, name=name, knob=float(knob))
@@ -220,21 +216,11 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
     def _points(self, test: OutcomeTable, items: list[tuple[float, Any, float]]
                 ) -> list[OperatingPoint]:
         """One point per (budget, chain, knob): where each query starts, then the cascade."""
-        from .._features import agreement_matrix
         from ..cascade import Cascade
 
         opt = self.cascade_.optimizer_
-        test = test.select_models(opt.models_)
-        order = [test.models.index(m) for m in opt.models_]
-        nq, nm = len(test.query_ids), len(order)
-        s1, s2 = np.zeros((nq, nm)), np.zeros((nq, nm, nm))
-        if opt.scorer_ is not None:  # None when every frontier chain is a single model
-            agree = agreement_matrix(test.responses)
-            from ..scorers import table_signals
-
-            g1, g2 = opt.scorer_.score_grid(test.queries, test.responses, test.models, agree,
-                                            table_signals(test))
-            s1, s2 = g1[:, order], g2[:, order][:, :, order]
+        test, s1, s2 = opt.score_table(test)
+        nq, nm = s1.shape
         router = self.router_
         chat = router.predict_cost(test.queries) if nq else np.zeros((0, nm))
         qhat = router.predict_quality(test.queries) if nq else chat
@@ -257,8 +243,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
                 c, q, _ = sub.replay_rows(test, rows, sc, members)
                 cost[rows], qual[rows] = c, q
             routed = np.isfinite(knob) and chain[0] < nm and nq > 0
-            start_cost = (float(np.mean(chat[np.arange(nq), router._model_indices(names)[start]]))
-                          if routed else None)
+            start_cost = self._start_cost(names, start, chat) if routed else None
             points.append(OperatingPoint(
                 setting={"chain": names, "thresholds": [round(t, 4) for t in choice.thresholds],
                          "knob": None if np.isinf(knob) else float(knob), "budget_usd": b,

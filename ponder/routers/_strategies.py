@@ -20,6 +20,7 @@ from ..strategies import live_model_map
 from ._base import BaseRouter
 from ._io import ROUTER_KINDS
 from ._pairwise import VARIANTS
+from ._route_cascade import blank_missing, nearest_knob
 
 if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
@@ -79,16 +80,12 @@ class RouterStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         for s in settings:
             want = s.get("predicted_cost_usd")
             if want is None or not len(grid):
-                knobs.append(float(s["knob"]))
-                missing.append(False)
-                continue
-            i = int(np.argmin(np.abs(spend - float(want))))
-            knobs.append(float(grid[i]))
-            missing.append(abs(spend[i] - float(want)) > 0.1 * abs(float(want)) + 1e-12)
-        points = self._points(test, knobs, chat)
-        nan = np.full(len(rows), np.nan)
-        return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
-                for p, gone in zip(points, missing, strict=True)]
+                knob, gone = float(s["knob"]), False
+            else:
+                knob, gone = nearest_knob(grid, spend, float(want))
+            knobs.append(knob)
+            missing.append(gone)
+        return blank_missing(self._points(test, knobs, chat), missing, len(rows))
 
     def _points(self, test: OutcomeTable, knobs: Any, chat: np.ndarray) -> list[OperatingPoint]:
         r = self.router_
