@@ -75,19 +75,24 @@ def write_ship(ship: list[dict[str, Any]], fitted: dict[str, Strategy], director
         "# Written by `ponder eval --ship`: the strategies it measured, one per pick (paths are "
         "relative to this file).\n# Serve one: ponder serve --config THIS_FILE, or ponder run "
         "--strategy FOLDER/strategy.json\n\n" + "\n".join(entries), encoding="utf-8")
-    (root / "ship.json").write_text(json.dumps(_plain(ship), indent=1) + "\n", encoding="utf-8")
+    (root / "ship.json").write_text(json.dumps(jsonable(ship), indent=1) + "\n", encoding="utf-8")
 
 
-def _plain(x: Any) -> Any:
-    """JSON-able copy (numpy scalars → Python, non-finite → None)."""
+def jsonable(x: Any) -> Any:
+    """A JSON-able copy: numpy values as Python ones, non-finite numbers as None."""
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    return x
+        v = float(x)
+        return v if np.isfinite(v) else None
+    if x is None or isinstance(x, (str, int)):
+        return x
+    return str(x)
