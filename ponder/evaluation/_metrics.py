@@ -110,12 +110,6 @@ def quality_at_best_cost(costs: np.ndarray, qualities: np.ndarray, best_cost: fl
     return float(np.asarray(qualities, dtype=float)[ok].max())
 
 
-def routellm_auc(strong_pct: np.ndarray, quality: np.ndarray) -> float:
-    """RouteLLM's AUC: trapezoid of quality over strong-call share (x in percent / 100)."""
-    order = np.argsort(strong_pct, kind="stable")
-    return _trapezoid(np.asarray(quality, float)[order], np.asarray(strong_pct, float)[order] / 100)
-
-
 def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
          strong_quality: float) -> float | None:
     """RouteLLM's average performance gap recovered.
@@ -129,7 +123,9 @@ def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
     weak_auc, strong_auc = weak_quality * span, strong_quality * span
     if strong_auc == weak_auc:
         return None
-    return float((routellm_auc(strong_pct, quality) - weak_auc) / (strong_auc - weak_auc))
+    order = np.argsort(strong_pct, kind="stable")  # RouteLLM's AUC: over strong-call share
+    area = _trapezoid(np.asarray(quality, float)[order], np.asarray(strong_pct, float)[order] / 100)
+    return float((area - weak_auc) / (strong_auc - weak_auc))
 
 
 def cpt(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float, strong_quality: float,
