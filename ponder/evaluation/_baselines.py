@@ -1,9 +1,6 @@
 """Baselines every evaluation shows: each single model, random mixes of the cheapest and the best
-model, and the oracle. All vectorised over the dense (query × model) views, so a 100k-row table
-takes milliseconds.
-
-Missing cells (a query without some model) are NaN in the per-query arrays: a single model is then
-measured on the queries it has, and mixes and the oracle use whatever the query has.
+model, and the oracle, vectorised over the dense (query × model) views. A missing cell is NaN: a
+single model is measured on the queries it has, mixes and the oracle use what the query has.
 """
 
 from __future__ import annotations

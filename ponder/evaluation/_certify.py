@@ -103,14 +103,6 @@ def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: f
                   epsilon, delta)
 
 
-def _rank(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``idx`` ordered best first: cheapest (then better) for best_quality, better (then
-    cheaper) for a budget."""
-    if budget_of(target) is None:
-        return idx[np.lexsort((-quality[idx], cost[idx]))]
-    return idx[np.lexsort((cost[idx], -quality[idx]))]
-
-
 def _same(a: float, b: float) -> bool:
     """Equal up to floating-point rounding (a route-cascade that sends every query to the best
     model sums the same costs in another order)."""
@@ -123,7 +115,9 @@ def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
     (``simple``: a single model, the same figures with nothing to train)."""
     if idx.size == 0:
         return None
-    order = _rank(target, cost, quality, idx)
+    # best first: cheapest (then better) for best_quality, better (then cheaper) for a budget
+    keys = (-quality[idx], cost[idx])
+    order = idx[np.lexsort(keys if budget_of(target) is None else keys[::-1])]
     top = int(order[0])
     if simple is None:
         return top
@@ -202,15 +196,6 @@ def headline_target(chosen: dict[str, int]) -> str | None:
 
 
 # ---- what to ship ------------------------------------------------------------------------------
-def _shippable(replays: list[Replay], b: Bounds) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates that may ship (single models and strategies; not the random mix) and which of
-    them are single models."""
-    names = [r.name for r in replays]
-    ship = np.array([names[o] != "random-mix" for o in b.owner])
-    simple = np.array([names[o].startswith("model:") for o in b.owner])
-    return ship, simple
-
-
 def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, certified: bool
               ) -> np.ndarray:
     """Candidates that may be the ship pick: certified (or meeting the target by the point
@@ -318,7 +303,9 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
     the best certified one within the budget; else the best single model, with the number of
     labelled queries that would certify the best candidate."""
     ref = p.reference
-    ship, simple = _shippable(replays, b)
+    names = [replays[o].name for o in b.owner]
+    ship = np.array([n != "random-mix" for n in names])  # single models and strategies may ship
+    simple = np.array([n.startswith("model:") for n in names])
     ref_i = int(np.flatnonzero(b.exact)[0])
     out: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], str] = {}

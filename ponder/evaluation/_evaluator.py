@@ -31,6 +31,7 @@ import pandas as pd
 from .._exceptions import PonderError
 from . import _deploy as D
 from ._baselines import Curve, compute_baselines
+from ._bundled import load_dataset
 from ._certify import bound_all, deployed_points, headline_target, ship_picks
 from ._measure import (
     Progress,
@@ -78,16 +79,6 @@ class EvalResult:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _resolve_table(table: OutcomeTable | str | Path | pd.DataFrame) -> OutcomeTable:
-    if isinstance(table, OutcomeTable):
-        return table
-    if isinstance(table, pd.DataFrame):
-        return OutcomeTable.read(table)
-    from ._bundled import load_dataset
-
-    return load_dataset(table)
-
-
 def _collect_strategies(
     strategies: Iterable[Strategy | str] | None, train: OutcomeTable
 ) -> tuple[list[Strategy], list[dict[str, str]]]:
@@ -175,14 +166,15 @@ def evaluate(
         raise PonderError(f"delta must be in (0, 1), got {delta}")
     if not 0.0 <= epsilon < 1.0:
         raise PonderError(f"epsilon must be in [0, 1) (score units), got {epsilon}")
-    if folds is not None and folds < 2:
-        raise PonderError(f"folds must be at least 2, got {folds}")
-    if jobs is not None and jobs < 1:
-        raise PonderError(f"jobs must be at least 1, got {jobs}")
-    if max_fit_queries is not None and max_fit_queries < 2:
-        raise PonderError(f"max_fit_queries must be at least 2, got {max_fit_queries}")
+    for what, value, least in (("folds", folds, 2), ("jobs", jobs, 1),
+                               ("max_fit_queries", max_fit_queries, 2)):
+        if value is not None and value < least:
+            raise PonderError(f"{what} must be at least {least}, got {value}")
     tick: Progress = progress or (lambda stage, i, n: None)
-    tbl = _resolve_table(table)
+    if isinstance(table, (str, Path)):
+        tbl = load_dataset(table)
+    else:
+        tbl = table if isinstance(table, OutcomeTable) else OutcomeTable.read(table)
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
     uses_column = bool(split_column and split_column in tbl.df.columns)
     tick("baselines", 0, 1)

@@ -1,19 +1,13 @@
-"""Loaders: public per-query outcome formats → :class:`OutcomeTable`.
+"""Loaders: public per-query outcome formats (RouterBench's wide CSV, RouteLLM's evaluations,
+FrugalGPT / LLMDrift generation caches, RouterArena's cached results) → :class:`OutcomeTable`.
 
-Each loader keeps the source's own notion of correctness where it has one, and documents where a
-figure is derived (scoring rules for raw generations, token-count cost estimates for RouteLLM,
-which publishes no per-query costs). Errors name the source file, row and column.
-
-- RouterBench wide CSV (one row per prompt, ``<model>`` / ``<model>|total_cost`` columns).
-- RouteLLM evaluations: MMLU and GSM8K correctness CSVs, MT-Bench single-grade judgments (score/10).
-- FrugalGPT / LLMDrift generation caches (model, query, ref_answer, answer, cost) + a scoring rule.
-- RouterArena cached results (one JSONL per model).
+Each keeps the source's own notion of correctness where it has one and documents where a figure
+is derived (scoring rules, RouteLLM's token-count cost estimates); errors name file, row, column.
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 import math
 import re
@@ -42,11 +36,6 @@ CHARS_PER_TOKEN = 4.0
 
 def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
-
-
-def _open_text(path: Path) -> Any:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(
-        path, encoding="utf-8")
 
 
 def _read_csv(path: Path, **kw: Any) -> pd.DataFrame:
@@ -475,12 +464,7 @@ def load_path(path: str | Path, *, graded: bool = True) -> OutcomeTable:
             return load_generation_cache(p)
         return OutcomeTable.read(p, graded=graded)  # let the validator say which columns are missing
     if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        with _open_text(p) as fh:
-            first = next((line for line in fh if line.strip()), "")
-        try:
-            keys = set(json.loads(first)) if first else set()
-        except json.JSONDecodeError:
-            keys = set()
+        keys = set(next(iter_jsonl(p), (0, {}))[1])  # the first record's
         if {"global_index", "evaluation_result"} <= keys:
             return load_routerarena(p)
         if {"judgment", "score", "question_id"} <= keys:

@@ -121,11 +121,6 @@ def default_strategies() -> list[str]:
 
 
 def build_strategies(train: OutcomeTable, names: Iterable[str] | None = None) -> list[Strategy]:
-    out = []
-    for name, factory in registered_strategies().items():
-        if (name not in names) if names is not None else (name in _OPT_IN):
-            continue
-        s = factory(train)
-        if s is not None:
-            out.append(s)
-    return out
+    registry = registered_strategies()
+    wanted = [n for n in registry if (n in names if names is not None else n not in _OPT_IN)]
+    return [s for s in (registry[n](train) for n in wanted) if s is not None]

@@ -172,23 +172,16 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
 def parse_samples(value: Any) -> tuple[str, ...]:
     """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
     writes it) or nothing (``()``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    try:
+        items = _json_cell(value, "samples")
+    except ValueError:
+        raise ValueError(f"samples must be a JSON list of strings, got {value.strip()[:40]!r}"
+                         ) from None
+    if items is None:
         return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return ()
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError(f"samples must be a JSON list of strings, got {text[:40]!r}") from None
-        value = items
-    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
-    if callable(tolist):
-        value = tolist()
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"samples must be a list of strings, got {type(value).__name__}")
-    return tuple("" if v is None else str(v) for v in value)
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"samples must be a list of strings, got {type(items).__name__}")
+    return tuple("" if v is None else str(v) for v in items)
 
 
 def check_tool_calls(df: pd.DataFrame, source: str) -> None:

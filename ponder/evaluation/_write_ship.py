@@ -15,18 +15,14 @@ from ._strategy import Shippable, Strategy
 
 
 # ---- writing what ships ------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    out = "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
-    return out or "strategy"
-
-
 def ship_folder(entry: dict[str, Any]) -> str:
     """The folder (under the --ship directory) of a ship pick, named after the pick and its first
     target (``route-cascade-budget-20pct``); also its ``[strategies]`` name, so no dots."""
     first = entry.get("same_as") or entry["target"]
     f = budget_of(first)
     target = "best-quality" if f is None else f"budget-{100 * f:g}pct".replace(".", "_")
-    return _slug(f"{entry['strategy'].removeprefix('model:')}-{target}")
+    text = f"{entry['strategy'].removeprefix('model:')}-{target}"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "strategy"
 
 
 def _live_name(model: str, model_map: dict[str, str] | None) -> str:
