@@ -142,14 +142,11 @@ def plan(train: OutcomeTable, test: OutcomeTable, *, seed: int, folds: int | Non
         return None
     k = max(2, min(len(ids), folds or default_folds(len(ids))))
     fold_of = np.random.default_rng(seed + 104729).permutation(len(ids)) % k
-    pos = {q: i for i, q in enumerate(ids)}
     arr = np.array(ids, dtype=object)
     parts = []
-    for j in range(k):
-        held = train.subset(list(arr[fold_of == j]))
-        rows = np.array([pos[q] for q in held.query_ids], dtype=int)
+    for j in range(k):  # a subset keeps train's query order: the held rows are fold j's
         parts.append((fit_rows(train.subset(list(arr[fold_of != j])), max_fit_queries, seed + j),
-                      held, rows))
+                      train.subset(list(arr[fold_of == j])), np.flatnonzero(fold_of == j)))
 
     base = compute_baselines(train)  # identities chosen on train rows
     best, cheap = base.models[base.best], base.models[base.cheapest]

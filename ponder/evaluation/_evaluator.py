@@ -360,9 +360,8 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
             continue
         head = s["deployed_target"]
         for t, row in by_task.items():  # the test-chosen headline point is not deployable
-            sel = tasks == t
-            if head is None or not isinstance(r, D.Replay):
-                row["strategies"][s["name"]] = {"quality": None, "cost_usd": None, "at": None}
-                continue
-            row["strategies"][s["name"]] = {
-                **task_point(r.test_cost, r.test_quality, chosen[head], sel), "at": head}
+            row["strategies"][s["name"]] = (
+                {"quality": None, "cost_usd": None, "at": None}
+                if head is None or not isinstance(r, D.Replay)
+                else {**task_point(r.test_cost, r.test_quality, chosen[head], tasks == t),
+                      "at": head})

@@ -133,8 +133,7 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
     if not models:
         raise DataError("no '<model>|total_cost' columns: not a RouterBench wide CSV",
                         file=str(path))
-    for m in models:
-        _need(df, (m,), path)
+    _need(df, models, path)
     scores = df[models].apply(pd.to_numeric, errors="coerce")
     for m in models:
         raw_bad = scores[m].isna() & df[m].notna()

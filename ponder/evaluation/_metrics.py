@@ -37,13 +37,9 @@ def pareto_front(costs: np.ndarray, qualities: np.ndarray) -> np.ndarray:
     costs = np.asarray(costs, dtype=float)
     qualities = np.asarray(qualities, dtype=float)
     order = np.lexsort((-qualities, costs))  # by cost, then best quality first
-    keep = []
-    best = -np.inf
-    for i in order:
-        if qualities[i] > best:
-            keep.append(i)
-            best = qualities[i]
-    return np.asarray(keep, dtype=int)
+    q = qualities[order]
+    best_before = np.fmax.accumulate(np.concatenate([[-np.inf], q]))[:-1]  # NaN never counts
+    return order[q > best_before]
 
 
 def nondecreasing_hull(costs: np.ndarray, qualities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
