@@ -125,12 +125,9 @@ def mix_curve(table: OutcomeTable, cheap: str, best: str, steps: int = 11,
 
 def _oracle_curve(scores: np.ndarray, costs: np.ndarray, present: np.ndarray, choice: np.ndarray,
                   strong: int | None, steps: int) -> Curve:
-    """The oracle under a budget: start every query on its cheapest model, then switch queries to
-    the oracle's pick in order of quality gained per extra dollar (free switches first).
-
-    The last point is the oracle itself; the curve is RouteLLM's "optimal" line generalised to
-    any number of models, so the oracle has an area under the curve comparable to strategies'.
-    """
+    """The oracle under a budget: every query starts on its cheapest model and switches to the
+    oracle's pick in order of quality gained per extra dollar (free switches first), up to the
+    oracle itself. RouteLLM's "optimal" line for any number of models: an AUC like strategies'."""
     rows = np.arange(len(choice))
     start = np.argmin(np.where(present, costs, np.inf), axis=1)
     gain = scores[rows, choice] - scores[rows, start]

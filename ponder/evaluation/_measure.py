@@ -37,12 +37,9 @@ def _versions() -> dict[str, str]:
 
 
 def _infer_strong_share(curve: Curve, test: OutcomeTable, strong: int) -> np.ndarray:
-    """Share of queries whose realised cost includes the strong model's call.
-
-    A router pays exactly the strong model's cost when it picks it, a cascade pays it on top of the
-    cheaper calls, so ``cost >= strong cost`` marks a strong call. Strategies can state the share
-    exactly with ``OperatingPoint.extra["strong_share"]``.
-    """
+    """Share of queries whose realised cost includes the strong model's call (``cost >= strong
+    cost``: a router pays exactly it, a cascade on top of cheaper calls); a strategy can state it
+    exactly in ``OperatingPoint.extra["strong_share"]``."""
     sc = test.costs[:, strong]
     ok = np.isfinite(sc) & (sc > 0)
     hit = (np.asarray(curve.cost) >= sc[None, :] * (1 - 1e-9)) & ok[None, :]

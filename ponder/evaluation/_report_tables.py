@@ -69,8 +69,7 @@ def _no_saving(s: dict[str, Any]) -> bool:
     ci = (s.get("ci95") or {}).get("cost_ratio_at_best_quality")
     if r is None:
         return False  # "never" already says it
-    return bool(r >= 1.0 or (ci and ci[1] is not None and ci[1] >= 1.0)
-                or (ci and ci[1] is None))
+    return bool(r >= 1.0 or (ci and (ci[1] is None or ci[1] >= 1.0)))
 
 
 def _flagged(text: str, flags: list[str], sub: str = "") -> Any:

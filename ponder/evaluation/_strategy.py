@@ -92,12 +92,9 @@ def register_strategy(name: str, *, default: bool = True) -> Callable[[StrategyF
 
 
 def registered_strategies() -> dict[str, StrategyFactory]:
-    """Every registered strategy factory, after importing the modules that register them.
-
-    The strategy modules are part of ponder: if one fails to import, that is a bug or a broken
-    install, and it raises rather than silently removing its strategies from ``ponder eval``.
-    Only a missing optional extra (torch, sentence-transformers, …) is skipped, with a warning.
-    """
+    """Every registered strategy factory, after importing the modules that register them: one
+    that fails to import raises (a bug or a broken install, not strategies silently gone), unless
+    only an optional extra (torch, sentence-transformers, …) is missing, which warns."""
     import importlib
     import warnings
 
