@@ -1,14 +1,11 @@
 """Baselines every evaluation shows: each single model, random mixes of the cheapest and the best
-model, and the oracle. All vectorised over the dense (query × model) views, so a 100k-row table
-takes milliseconds.
-
-Missing cells (a query without some model) are NaN in the per-query arrays: a single model is then
-measured on the queries it has, and mixes and the oracle use whatever the query has.
+model, and the oracle, vectorised over the dense (query × model) views. A missing cell is NaN: a
+single model is measured on the queries it has, mixes and the oracle use what the query has.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +24,6 @@ class Curve:
     cost: Rows
     quality: Rows
     strong_share: np.ndarray | None = None  # (P,) share of queries that called the strong model
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_cost(self) -> np.ndarray:
@@ -45,6 +41,14 @@ def _nanmean_rows(rows: Any) -> np.ndarray:
     s = np.where(ok, a, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def wmeans(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(B, Q) resampling counts × (Q, ...) per-query values → (B, ...) NaN-aware means."""
+    ok = np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m: np.ndarray = (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(float))
+        return m
 
 
 @dataclass(frozen=True)
@@ -86,39 +90,44 @@ def compute_baselines(test: OutcomeTable, *, mix_steps: int = 11,
     rows = np.arange(len(choice))
     o_quality, o_cost = scores[rows, choice], costs[rows, choice]
 
-    two = len(models) == 2
-    strong = best
-    curves = []
-    for m, name in enumerate(models):
-        share = None
-        if two:
-            share = np.array([1.0 if m == strong else 0.0])
-        curves.append(Curve(f"model:{name}", "baseline", [{"model": name}], costs[None, :, m],
-                            scores[None, :, m], share))
+    two = len(models) == 2  # the best model is the strong one
+    curves = [Curve(f"model:{name}", "baseline", [{"model": name}], costs[None, :, m],
+                    scores[None, :, m], np.array([1.0 if m == best else 0.0]) if two else None)
+              for m, name in enumerate(models)]
     if cheapest != best:
-        p = np.linspace(0.0, 1.0, mix_steps)[:, None]
-        qc, qb = scores[:, cheapest], scores[:, best]
-        cc, cb = costs[:, cheapest], costs[:, best]
-        # A query lacking one of the two goes to the other: expected value of random routing.
-        qc2, qb2 = np.where(np.isnan(qc), qb, qc), np.where(np.isnan(qb), qc, qb)
-        cc2, cb2 = np.where(np.isnan(cc), cb, cc), np.where(np.isnan(cb), cc, cb)
-        settings = [{"p_best": round(float(v), 6), "cheap": models[cheapest], "best": models[best]}
-                    for v in p[:, 0]]
-        curves.append(Curve("random-mix", "baseline", settings, (1 - p) * cc2 + p * cb2,
-                            (1 - p) * qc2 + p * qb2, p[:, 0].copy() if two else None))
-    curves.append(_oracle_curve(scores, costs, present, choice, strong if two else None,
+        curves.append(mix_curve(test, models[cheapest], models[best], mix_steps, two))
+    curves.append(_oracle_curve(scores, costs, present, choice, best if two else None,
                                 oracle_steps))
     return Baselines(models, quality, cost, n, best, cheapest, choice, o_quality, o_cost, curves)
 
 
+def model_column(table: OutcomeTable, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """(cost, quality) per query of ``model`` on ``table``: NaN where the table lacks it."""
+    if model not in table.models:
+        return np.full(len(table.query_ids), np.nan), np.full(len(table.query_ids), np.nan)
+    j = table.models.index(model)
+    return table.costs[:, j], table.scores[:, j]
+
+
+def mix_curve(table: OutcomeTable, cheap: str, best: str, steps: int = 11,
+              two: bool = False) -> Curve:
+    """Random routing between two models (expected values); a query lacking one of the two goes
+    to the other. ``two``: the share of calls to ``best`` is the strong share."""
+    p = np.linspace(0.0, 1.0, steps)[:, None]
+    cc, qc = model_column(table, cheap)
+    cb, qb = model_column(table, best)
+    qc2, qb2 = np.where(np.isnan(qc), qb, qc), np.where(np.isnan(qb), qc, qb)
+    cc2, cb2 = np.where(np.isnan(cc), cb, cc), np.where(np.isnan(cb), cc, cb)
+    settings = [{"p_best": round(float(v), 6), "cheap": cheap, "best": best} for v in p[:, 0]]
+    return Curve("random-mix", "baseline", settings, (1 - p) * cc2 + p * cb2,
+                 (1 - p) * qc2 + p * qb2, p[:, 0].copy() if two else None)
+
+
 def _oracle_curve(scores: np.ndarray, costs: np.ndarray, present: np.ndarray, choice: np.ndarray,
                   strong: int | None, steps: int) -> Curve:
-    """The oracle under a budget: start every query on its cheapest model, then switch queries to
-    the oracle's pick in order of quality gained per extra dollar (free switches first).
-
-    The last point is the oracle itself; the curve is RouteLLM's "optimal" line generalised to
-    any number of models, so the oracle has an area under the curve comparable to strategies'.
-    """
+    """The oracle under a budget: every query starts on its cheapest model and switches to the
+    oracle's pick in order of quality gained per extra dollar (free switches first), up to the
+    oracle itself. RouteLLM's "optimal" line for any number of models: an AUC like strategies'."""
     rows = np.arange(len(choice))
     start = np.argmin(np.where(present, costs, np.inf), axis=1)
     gain = scores[rows, choice] - scores[rows, start]

@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import DataError
+from . import _loaders as L
 from ._table import OutcomeTable, table_format, write_table
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -34,6 +36,9 @@ class _Recipe:
     source: str
     license: str
     build: str  # loader call, for the record
+    load: Callable[..., OutcomeTable]  # the loader that builds it from the raw file ``raw``
+    raw: str  # under the shared data folder
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 RECIPES = (
@@ -41,28 +46,33 @@ RECIPES = (
             "Is N prime? 1,000 queries × 4 OpenAI snapshots (GPT-3.5/GPT-4, March and June 2023); "
             "real per-call USD cost; scored by the last [Yes]/[No] against the reference.",
             "github.com/lchen001/LLMDrift @ 4938eb7, generation/PRIME_FULL_EVAL.csv",
-            "Apache-2.0", "load_generation_cache(PRIME_FULL_EVAL.csv, scoring='prime')"),
+            "Apache-2.0", "load_generation_cache(PRIME_FULL_EVAL.csv, scoring='prime')",
+            L.load_generation_cache, "llmdrift/PRIME_FULL_EVAL.csv", {"scoring": "prime"}),
     _Recipe("routellm-gsm8k",
             "GSM8K test: GPT-4-1106 vs Mixtral-8x7B with responses and RouteLLM's grading; "
             "decontaminated as RouteLLM does; cost estimated from text length at the paper's "
             "$24.7 / $0.24 per 1M tokens.",
             "github.com/lm-sys/RouteLLM @ 0b64fda, routellm/evals/gsm8k/",
-            "Apache-2.0", "load_routellm_gsm8k(gsm8k_responses.csv)"),
+            "Apache-2.0", "load_routellm_gsm8k(gsm8k_responses.csv)",
+            L.load_routellm_gsm8k, "routellm-evals/gsm8k_responses.csv"),
     _Recipe("routellm-mmlu",
             "MMLU (57 subjects, 14k questions): GPT-4-1106 vs Mixtral-8x7B correctness; "
             "decontaminated; cost estimated from prompt length at the paper's prices.",
             "github.com/lm-sys/RouteLLM @ 0b64fda, routellm/evals/mmlu/responses/",
-            "Apache-2.0", "load_routellm_mmlu(mmlu_responses.csv)"),
+            "Apache-2.0", "load_routellm_mmlu(mmlu_responses.csv)",
+            L.load_routellm_mmlu, "routellm-evals/mmlu_responses.csv"),
     _Recipe("routellm-mt-bench",
             "MT-Bench: GPT-4-1106 vs Mixtral-8x7B, GPT-4 single-grade judgments (score/10, mean "
             "of both turns); decontaminated; cost estimated at the paper's prices.",
             "github.com/lm-sys/RouteLLM @ 0b64fda, routellm/evals/mt_bench/",
-            "Apache-2.0", "load_routellm_mtbench(mt_bench_judgements.jsonl)"),
+            "Apache-2.0", "load_routellm_mtbench(mt_bench_judgements.jsonl)",
+            L.load_routellm_mtbench, "routellm-evals/mt_bench_judgements.jsonl"),
     _Recipe("routerarena",
             "RouterArena sub_10 split (809 queries over ~36 benchmarks): Gemini-2.0-Flash vs "
             "Claude-3-Haiku with answers, RouterArena's per-benchmark scores and USD cost.",
             "github.com/RouteWorks/RouterArena @ 4714a9a, cached_results/",
-            "Apache-2.0", "load_routerarena(cached_results/)"),
+            "Apache-2.0", "load_routerarena(cached_results/)",
+            L.load_routerarena, "routerarena/cached_results"),
 )
 
 
@@ -104,8 +114,6 @@ def load_bundled(name: str) -> OutcomeTable:
 def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTable:
     """A bundled dataset by name, or any supported file/folder by path (format sniffed);
     ``graded=False`` accepts an outcome table with empty scores (see ``OutcomeTable.graded_only``)."""
-    from ._loaders import load_path
-
     key = str(name_or_path)
     if not isinstance(name_or_path, Path) and key in _index():
         return load_bundled(key)
@@ -114,7 +122,7 @@ def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTab
         raise DataError(
             f"not a file and not a bundled dataset (bundled: {', '.join(_index()) or 'none'})",
             file=key)
-    return load_path(p, graded=graded)
+    return L.load_path(p, graded=graded)
 
 
 def export_dataset(name: str, out: str | Path) -> Path:
@@ -125,22 +133,10 @@ def export_dataset(name: str, out: str | Path) -> Path:
 
 def build(shared: str | Path, out_dir: Path = DATA_DIR) -> list[dict[str, Any]]:
     """Convert the raw public files into the bundled Parquet tables and write the index."""
-    from . import _loaders as L
-
-    s = Path(shared)
-    tables = {
-        "llmdrift-prime": lambda: L.load_generation_cache(s / "llmdrift/PRIME_FULL_EVAL.csv",
-                                                          scoring="prime"),
-        "routellm-gsm8k": lambda: L.load_routellm_gsm8k(s / "routellm-evals/gsm8k_responses.csv"),
-        "routellm-mmlu": lambda: L.load_routellm_mmlu(s / "routellm-evals/mmlu_responses.csv"),
-        "routellm-mt-bench": lambda: L.load_routellm_mtbench(
-            s / "routellm-evals/mt_bench_judgements.jsonl"),
-        "routerarena": lambda: L.load_routerarena(s / "routerarena/cached_results"),
-    }
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for r in RECIPES:
-        t = tables[r.name]()
+        t = r.load(Path(shared) / r.raw, **r.options)
         file = f"{r.name}.parquet"
         # Rows of one query side by side: the repeated prompt then compresses to almost nothing.
         order = t.df["query_id"].map({q: i for i, q in enumerate(t.query_ids)})

@@ -1,8 +1,6 @@
-"""Certifying operating points: upper bounds for every candidate on the pooled calibration rows,
-the pick per target, and what ships (with a power calculation when nothing certifies).
-
-The steps after :mod:`._deploy`'s K-fold calibration (moved here from it; its docstring tells
-the whole procedure).
+"""Certifying operating points (after :mod:`._deploy`'s K-fold calibration; its docstring tells
+the whole procedure): upper bounds for every candidate on the pooled calibration rows, the pick
+per target, and what ships (with a power calculation when nothing certifies).
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import numpy as np
 
 from .. import _bounds, _risk
 from . import _metrics as M
-from ._baselines import _nanmean_rows
+from ._baselines import _nanmean_rows, wmeans
 from ._deploy import NEEDED_CAP, TARGETS, Plan, Reference, Replay, _mean, budget_of
 
 
@@ -55,10 +53,25 @@ class Bounds:
     def bound(self, target: str) -> np.ndarray:
         return self.drop_bound if budget_of(target) is None else self.ratio_bound
 
+    def calibration(self, i: int) -> dict[str, float]:
+        """Candidate ``i``'s figures on the calibration rows."""
+        return {"cost_usd": float(self.cost[i]), "quality": float(self.quality[i]),
+                "cost_ratio": float(self.ratio[i]), "quality_vs_best": float(-self.drop[i])}
+
 
 def _paired(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(C, Q) → NaN where the candidate or the reference lacks a query."""
     return np.where(np.isfinite(x) & np.isfinite(ref)[None, :], x, np.nan)
+
+
+def _against(q: np.ndarray, c: np.ndarray, ref_q: np.ndarray, ref_c: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates' (C, Q) quality and cost paired with the reference's: the paired quality and
+    cost, the per-query quality drops, and each candidate's spend ratio."""
+    qp, cp = _paired(q, ref_q), _paired(c, ref_c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.nansum(cp, axis=1) / np.nansum(np.where(np.isfinite(cp), ref_c, np.nan), axis=1)
+        return qp, cp, ref_q[None, :] - qp, ratio
 
 
 def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: float,
@@ -78,12 +91,8 @@ def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: f
         rows = list(zip(owner[sl].tolist(), index[sl].tolist(), strict=True))
         q = np.stack([replays[o].cal_quality[i] for o, i in rows])
         c = np.stack([replays[o].cal_cost[i] for o, i in rows])
-        qp, cp = _paired(q, ref.cal_quality), _paired(c, ref.cal_cost)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            drops = ref.cal_quality[None, :] - qp
-            drop[sl] = _nanmean_rows(drops)
-            ref_c = np.where(np.isfinite(cp), ref.cal_cost[None, :], np.nan)
-            ratio[sl] = np.nansum(cp, axis=1) / np.nansum(ref_c, axis=1)
+        _, cp, drops, ratio[sl] = _against(q, c, ref.cal_quality, ref.cal_cost)
+        drop[sl] = _nanmean_rows(drops)
         drop_bound[sl] = _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True,
                                              seed=seed)
         ratio_bound[sl] = _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed)
@@ -92,14 +101,6 @@ def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: f
     ratio_bound = np.where(exact, 1.0, ratio_bound)
     return Bounds(owner, index, cost, quality, drop, ratio, drop_bound, ratio_bound, exact, m,
                   epsilon, delta)
-
-
-def _rank(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``idx`` ordered best first: cheapest (then better) for best_quality, better (then
-    cheaper) for a budget."""
-    if budget_of(target) is None:
-        return idx[np.lexsort((-quality[idx], cost[idx]))]
-    return idx[np.lexsort((cost[idx], -quality[idx]))]
 
 
 def _same(a: float, b: float) -> bool:
@@ -114,7 +115,9 @@ def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
     (``simple``: a single model, the same figures with nothing to train)."""
     if idx.size == 0:
         return None
-    order = _rank(target, cost, quality, idx)
+    # best first: cheapest (then better) for best_quality, better (then cheaper) for a budget
+    keys = (-quality[idx], cost[idx])
+    order = idx[np.lexsort(keys if budget_of(target) is None else keys[::-1])]
     top = int(order[0])
     if simple is None:
         return top
@@ -122,17 +125,7 @@ def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
     return next((i for i in tied if simple[i]), top)
 
 
-def _saves(b: Bounds, ref_cost: float) -> np.ndarray:
-    return b.cost < ref_cost * (1 - M._RTOL)
-
-
 # ---- entries -----------------------------------------------------------------------------------
-def _wmeans(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(B, Q) resampling counts × (Q,) per-query values → (B,) NaN-aware means."""
-    ok = np.isfinite(x)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m: np.ndarray = (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(float))
-        return m
 def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
              w: np.ndarray | None) -> dict[str, Any]:
     """Calibration figures, bound and test figures of candidate ``i`` for ``target``."""
@@ -145,8 +138,7 @@ def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
         "setting": r.settings[k],
         "certified": bool(b.certified(target)[i]),
         "bound": float(b.bound(target)[i]),
-        "calibration": {"cost_usd": float(b.cost[i]), "quality": float(b.quality[i]),
-                        "cost_ratio": float(b.ratio[i]), "quality_vs_best": float(-b.drop[i])},
+        "calibration": b.calibration(i),
     }
     test: dict[str, Any] = {"cost_usd": c, "quality": q,
                             "cost_ratio": c / ref_c if ref_c > 0 else None,
@@ -158,8 +150,8 @@ def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
         out["over_budget"] = bool(out["test_budget_ratio"] is not None
                                   and out["test_budget_ratio"] > 1 + M._RTOL)
     if w is not None:
-        bc, bq = _wmeans(w, tc), _wmeans(w, tq)
-        rc, rq = _wmeans(w, ref.test_cost), _wmeans(w, ref.test_quality)
+        bc, bq = wmeans(w, tc), wmeans(w, tq)
+        rc, rq = wmeans(w, ref.test_cost), wmeans(w, ref.test_quality)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = bc / rc
         test["ci95"] = {"cost_usd": M.percentile_ci(bc), "quality": M.percentile_ci(bq),
@@ -200,22 +192,10 @@ def deployed_points(r: Replay, k: int, b: Bounds, ref: Reference, w: np.ndarray 
 
 def headline_target(chosen: dict[str, int]) -> str | None:
     """The target a strategy's one-number summaries use: best_quality, else the full budget."""
-    for t in ("best_quality", "budget:1.0"):
-        if t in chosen:
-            return t
-    return None
+    return next((t for t in ("best_quality", "budget:1.0") if t in chosen), None)
 
 
 # ---- what to ship ------------------------------------------------------------------------------
-def _shippable(replays: list[Replay], b: Bounds) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates that may ship (single models and strategies; not the random mix) and which of
-    them are single models."""
-    names = [r.name for r in replays]
-    ship = np.array([names[o] != "random-mix" for o in b.owner])
-    simple = np.array([names[o].startswith("model:") for o in b.owner])
-    return ship, simple
-
-
 def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, certified: bool
               ) -> np.ndarray:
     """Candidates that may be the ship pick: certified (or meeting the target by the point
@@ -223,7 +203,7 @@ def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, cert
     ok = ship & (b.certified(target) if certified else b.met(target)) & np.isfinite(b.cost)
     f = budget_of(target)
     if f is None:
-        ok &= _saves(b, ref_cost) & ~b.exact
+        ok &= (b.cost < ref_cost * (1 - M._RTOL)) & ~b.exact
     elif f < 1.0 - M._RTOL:  # the best model itself keeps only a budget of its own cost
         ok &= ~b.exact
     return np.flatnonzero(ok)
@@ -265,9 +245,7 @@ def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship:
         at_limit = bool(np.nanmean(x) >= eps)  # no amount of data like these would certify it
         r = replays[int(b.owner[i])]
         return {"why": why, "strategy": r.name, "setting": r.settings[int(b.index[i])],
-                "calibration": {"cost_usd": float(b.cost[i]), "quality": float(b.quality[i]),
-                                "cost_ratio": float(b.ratio[i]),
-                                "quality_vs_best": float(-b.drop[i])},
+                "calibration": b.calibration(i),
                 "n_labelled": n_have, "n_needed": n, "at_limit": at_limit,
                 "n_more": None if n is None else max(0, n - n_have)}
 
@@ -290,12 +268,9 @@ def _fold_bounds(b: Bounds, replays: list[Replay], p: Plan) -> list[Bounds]:
         ref_q, ref_c = p.reference.cal_quality[cols], p.reference.cal_cost[cols]
         parts = []
         for r in replays:
-            qk, ck = _paired(r.cal_quality[:, cols], ref_q), _paired(r.cal_cost[:, cols], ref_c)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                parts.append((_nanmean_rows(ck), _nanmean_rows(qk),
-                              _nanmean_rows(ref_q[None, :] - qk),
-                              np.nansum(ck, axis=1) / np.nansum(
-                                  np.where(np.isfinite(ck), ref_c, np.nan), axis=1)))
+            qk, ck, drops, ratio = _against(r.cal_quality[:, cols], r.cal_cost[:, cols], ref_q,
+                                            ref_c)
+            parts.append((_nanmean_rows(ck), _nanmean_rows(qk), _nanmean_rows(drops), ratio))
         cost, quality, drop, ratio = (np.concatenate(x) for x in zip(*parts, strict=True))
         out.append(Bounds(b.owner, b.index, cost, quality, drop, ratio, drop, ratio, b.exact,
                           b.m, b.epsilon, b.delta))
@@ -328,7 +303,9 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
     the best certified one within the budget; else the best single model, with the number of
     labelled queries that would certify the best candidate."""
     ref = p.reference
-    ship, simple = _shippable(replays, b)
+    names = [replays[o].name for o in b.owner]
+    ship = np.array([n != "random-mix" for n in names])  # single models and strategies may ship
+    simple = np.array([n.startswith("model:") for n in names])
     ref_i = int(np.flatnonzero(b.exact)[0])
     out: list[dict[str, Any]] = []
     seen: dict[tuple[str, int], str] = {}
@@ -342,13 +319,12 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
         r = replays[int(b.owner[i])]
         entry: dict[str, Any] = {"target": target, "strategy": r.name, "kind": r.kind,
                                  **_figures(b, i, target, r, ref, w)}
-        entry["bound_of"] = ("quality drop vs the best model" if budget_of(target) is None
-                             else "spend / the best model's spend")
-        entry["fallback"] = fallback
-        entry["needed"] = None
+        entry.update(bound_of="quality drop vs the best model" if budget_of(target) is None
+                     else "spend / the best model's spend", fallback=fallback,
+                     needed=_needed(target, b, replays, ref, ship, simple, seed) if fallback
+                     else None)
         if fallback:
             entry["certified"] = False
-            entry["needed"] = _needed(target, b, replays, ref, ship, simple, seed)
         key = (r.name, int(b.index[i]))
         entry["same_as"] = seen.get(key)
         seen.setdefault(key, target)

@@ -1,11 +1,6 @@
 """Certified operating points: a knob setting chosen on train rows *with a guarantee*, then
-measured on test.
-
-A point picked off a test-swept curve was picked with the test labels; a point picked on a small
-calibration set by its point estimate is optimistic (the best of many noisy candidates looks
-better than it is). Here every candidate (each strategy × each of its settings, and each single
-model) carries an upper confidence bound computed on train rows only, and a target ships the
-cheapest (or best) candidate whose bound meets it::
+measured on test (a point picked off a test-swept curve used the test labels; one picked by its
+point estimate on a small calibration set is optimistic)::
 
     train ──K folds──▶ fit on K−1 folds ──replay the settings──▶ outcomes on the held fold ──┐
     train ──────────── fit on every row ─▶ the deployed strategy ─sweep(test)─▶ its settings ┤
@@ -13,29 +8,18 @@ cheapest (or best) candidate whose bound meets it::
     per candidate: upper bounds on the quality drop and the spend ratio (1 − δ, union bound)
     per target: the cheapest / best certified candidate ──▶ that very setting's test rows
 
-- **K-fold calibration.** The deployed strategy is the one fitted on every train row (the test
-  curve's fit): its sweep of the test *queries* (never their labels) fixes the settings. Each
-  fold's copy, fitted on the other K−1 folds, replays those settings on its held fold
-  (``replay(table, settings)``; a strategy without it is matched on equal settings), so every
-  train row is a calibration row once. A router's λ or a cascade's budget keeps its meaning
-  across fits, so the pooled rows estimate what the deployed setting does on new queries.
-- **Bounds.** ``best_quality``: the paired quality drop against the best single model (chosen on
-  train) on the same queries, an upper confidence bound at 1 − δ/m; ``budget:f``: the spend
-  ratio E[cost] / E[best model's cost], paired too. m counts every candidate tried (a union
-  bound), so the bound holds for whichever candidate is picked. Both are Waudby-Smith–Ramdas
-  betting bounds (:mod:`ponder._bounds`, inverting the test the cascade's Learn-then-Test uses),
-  tight when most per-query differences are 0, as they are between similar strategies.
-- **Certified** means the bound meets the target: drop ≤ ε, or spend ratio ≤ f. The ship pick is
-  the cheapest certified candidate that saves (``best_quality``) or the best certified one
-  within the budget; when none is certified it is the best single model, said plainly, with a
-  power calculation: how many labelled queries like these would certify the best candidate.
+The deployed strategy is the one fitted on every train row; its sweep of the test *queries*
+fixes the settings, which each fold's copy replays on its held fold (``replay(table,
+settings)``, else matched on equal settings). A router's λ or a cascade's budget keeps its
+meaning across fits, so the pooled rows estimate what the deployed setting does on new queries.
+Bounds (:mod:`._certify`) are Waudby-Smith–Ramdas betting bounds at 1 − δ/m over every
+candidate tried, on the paired quality drop against the best single model (``best_quality``) or
+the paired spend ratio (``budget:f``); when nothing certifies, the best single model ships. The
+guarantee assumes train rows and future queries are exchangeable; test figures never influence
+a choice.
 
-The guarantee assumes the train rows and future queries are exchangeable; pooling K fold-fits
-estimates the *procedure* (fit on train, then this setting), which is what ships. Test figures
-are reported next to each bound and never influence a choice.
-
-This module holds the targets, the data the steps pass along and the K-fold calibration; the
-bounds and picks live in :mod:`._certify`, writing the picks in :mod:`._write_ship`.
+Here: the targets, the data the steps pass along and the K-fold calibration; the bounds and
+picks are in :mod:`._certify`, writing them in :mod:`._write_ship`.
 """
 
 from __future__ import annotations
@@ -49,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._baselines import _nanmean_rows, compute_baselines
+from ._baselines import Curve, _nanmean_rows, compute_baselines, mix_curve, model_column
 from ._rows import Rows, compact
 from ._strategy import Replayable, Strategy
 from ._table import OutcomeTable
@@ -138,23 +122,6 @@ def _mean(x: np.ndarray) -> float:
     return float(_nanmean_rows(np.asarray(x, dtype=float)[None])[0])
 
 
-def _column(table: OutcomeTable, model: str) -> tuple[np.ndarray, np.ndarray]:
-    q = len(table.query_ids)
-    if model not in table.models:
-        return np.full(q, np.nan), np.full(q, np.nan)
-    j = table.models.index(model)
-    return table.costs[:, j], table.scores[:, j]
-
-
-def _mix(table: OutcomeTable, cheap: str, best: str, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Random routing between two models, as in :func:`compute_baselines` (expected values)."""
-    cc, qc = _column(table, cheap)
-    cb, qb = _column(table, best)
-    qc2, qb2 = np.where(np.isnan(qc), qb, qc), np.where(np.isnan(qb), qc, qb)
-    cc2, cb2 = np.where(np.isnan(cc), cb, cc), np.where(np.isnan(cb), cc, cb)
-    return (1 - p) * cc2 + p * cb2, (1 - p) * qc2 + p * qb2
-
-
 def fit_rows(table: OutcomeTable, cap: int | None, seed: int) -> OutcomeTable:
     """The rows a strategy is fitted on: all of ``table`` up to ``cap`` queries, else a seeded
     sample of ``cap`` of them. Fitting past ~10^4 queries buys little and costs time linear in
@@ -175,29 +142,23 @@ def plan(train: OutcomeTable, test: OutcomeTable, *, seed: int, folds: int | Non
         return None
     k = max(2, min(len(ids), folds or default_folds(len(ids))))
     fold_of = np.random.default_rng(seed + 104729).permutation(len(ids)) % k
-    pos = {q: i for i, q in enumerate(ids)}
     arr = np.array(ids, dtype=object)
     parts = []
-    for j in range(k):
-        held = train.subset(list(arr[fold_of == j]))
-        rows = np.array([pos[q] for q in held.query_ids], dtype=int)
+    for j in range(k):  # a subset keeps train's query order: the held rows are fold j's
         parts.append((fit_rows(train.subset(list(arr[fold_of != j])), max_fit_queries, seed + j),
-                      held, rows))
+                      train.subset(list(arr[fold_of == j])), np.flatnonzero(fold_of == j)))
 
     base = compute_baselines(train)  # identities chosen on train rows
     best, cheap = base.models[base.best], base.models[base.cheapest]
-    ref = Reference(best, *_column(train, best), *_column(test, best))
+    ref = Reference(best, *model_column(train, best), *model_column(test, best))
     replays = []
-    for m in base.models:
-        c1, q1 = _column(train, m)
-        c2, q2 = _column(test, m)
-        replays.append(Replay(f"model:{m}", "baseline", [{"model": m}], c1[None], q1[None],
-                              c2[None], q2[None]))
-    if cheap != best:
-        p = np.linspace(0.0, 1.0, 11)[:, None]
-        settings = [{"p_best": round(float(v), 6), "cheap": cheap, "best": best} for v in p[:, 0]]
-        replays.append(Replay("random-mix", "baseline", settings, *_mix(train, cheap, best, p),
-                              *_mix(test, cheap, best, p)))
+    for c in base.curves[:-1]:  # the single models and the random mix, not the oracle
+        if c.name == "random-mix":
+            t = mix_curve(test, cheap, best)
+            tc, tq = t.cost, t.quality
+        else:
+            tc, tq = (x[None] for x in model_column(test, c.settings[0]["model"]))
+        replays.append(Replay(c.name, c.kind, c.settings, c.cost, c.quality, tc, tq))
     return Plan(train, test, fold_of, ref, replays, parts)
 
 
@@ -262,11 +223,12 @@ def fold_fits(spare: Strategy, p: Plan, run: Run = Later) -> list[Any]:
     return [run(partial(fit, _unfitted(spare), part)) for part, _, _ in p.parts]
 
 
-def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, Any]],
-              test_cost: np.ndarray, test_quality: np.ndarray, p: Plan,
-              tick: Any = None, run: Run = Later) -> Replay:
-    """Replay ``settings`` (the deployed fit's) on each held fold with the copy fitted on the
-    other folds (``fits``, from :func:`fold_fits`); the pooled rows are every train query once."""
+def calibrate(fits: list[Any], curve: Curve, p: Plan, tick: Any = None,
+              run: Run = Later) -> Replay:
+    """Replay the test ``curve``'s settings (the deployed fit's) on each held fold with the copy
+    fitted on the other folds (``fits``, from :func:`fold_fits`); the pooled rows are every train
+    query once."""
+    settings = curve.settings
     n = len(p.train.query_ids)
     cost = np.full((len(settings), n), np.nan)
     quality = np.full((len(settings), n), np.nan)
@@ -289,8 +251,9 @@ def calibrate(fits: list[Any], name: str, kind: str, settings: list[dict[str, An
                          "(its settings depend on the fit: give the strategy a "
                          "replay(table, settings) method)")
     cost[~found], quality[~found] = np.nan, np.nan  # a setting some fold lacks: no candidate
-    return Replay(name, kind, [dict(s) for s in settings], compact(p.train.costs, cost),
-                  compact(p.train.scores, quality), test_cost, test_quality)
+    return Replay(curve.name, curve.kind, [dict(s) for s in settings],
+                  compact(p.train.costs, cost), compact(p.train.scores, quality), curve.cost,
+                  curve.quality)
 
 
 def _unfitted(s: Strategy) -> Strategy:

@@ -4,14 +4,9 @@
                      test ──────────▶ baselines (models, mixes, oracle) ─┴▶ metrics + bootstrap CIs
                      train ─▶ K-fold calibration ─▶ bounds ─▶ certified picks ─┘  ▶ EvalResult
 
-The curves and their metrics (``cost_ratio_at_best_quality``, ``auc``, …) show what a knob can
-reach on test; choosing a point off them uses test labels. The ``deployed`` points and the
-``ship`` picks are chosen on train rows only, each with an upper confidence bound, and then
-measured on test (see ``_deploy``): those are what a user can ship, and the reports lead with
-them. ``ship_dir`` writes the picks' strategy files, exactly what was measured. The metrics,
-the report's dict and the bootstrap live in :mod:`._measure`.
-
-Everything the reports show lives in one JSON-able dict inside :class:`EvalResult`, so the three
+The curves show what a knob can reach on test (choosing off them uses test labels); the
+``deployed`` points and ``ship`` picks are chosen on train rows with a bound (``_deploy``), and
+the reports lead with them. Everything the reports show is one JSON-able dict, so the three
 renderings cannot disagree.
 """
 
@@ -36,12 +31,20 @@ import pandas as pd
 from .._exceptions import PonderError
 from . import _deploy as D
 from ._baselines import Curve, compute_baselines
+from ._bundled import load_dataset
 from ._certify import bound_all, deployed_points, headline_target, ship_picks
-from ._measure import Progress, _assemble, _boot_weights, _bootstrap, _infer_strong_share
+from ._measure import (
+    Progress,
+    _assemble,
+    _boot_weights,
+    _bootstrap,
+    _infer_strong_share,
+    task_point,
+)
 from ._rows import OutcomeRows, compact
 from ._strategy import Strategy, default_strategies, registered_strategies
 from ._table import OutcomeTable
-from ._write_ship import write_ship
+from ._write_ship import jsonable, write_ship
 
 
 @dataclass(frozen=True)
@@ -76,47 +79,14 @@ class EvalResult:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if np.isfinite(v) else None
-    if x is None or isinstance(x, (str, int)):
-        return x
-    return str(x)
-
-
-def _resolve_table(table: OutcomeTable | str | Path | pd.DataFrame) -> OutcomeTable:
-    if isinstance(table, OutcomeTable):
-        return table
-    if isinstance(table, pd.DataFrame):
-        return OutcomeTable.read(table)
-    from ._bundled import load_dataset
-
-    return load_dataset(table)
-
-
 def _collect_strategies(
     strategies: Iterable[Strategy | str] | None, train: OutcomeTable
 ) -> tuple[list[Strategy], list[dict[str, str]]]:
     """Registered ones (all, or those named) plus any strategy objects passed in."""
     skipped: list[dict[str, str]] = []
     registry = registered_strategies()
-    if strategies is None:
-        wanted: list[Strategy | str] = list(default_strategies())
-    else:
-        wanted = list(strategies)
     out: list[Strategy] = []
-    for item in wanted:
+    for item in default_strategies() if strategies is None else strategies:
         if isinstance(item, str):
             if item not in registry:
                 raise PonderError(
@@ -196,14 +166,15 @@ def evaluate(
         raise PonderError(f"delta must be in (0, 1), got {delta}")
     if not 0.0 <= epsilon < 1.0:
         raise PonderError(f"epsilon must be in [0, 1) (score units), got {epsilon}")
-    if folds is not None and folds < 2:
-        raise PonderError(f"folds must be at least 2, got {folds}")
-    if jobs is not None and jobs < 1:
-        raise PonderError(f"jobs must be at least 1, got {jobs}")
-    if max_fit_queries is not None and max_fit_queries < 2:
-        raise PonderError(f"max_fit_queries must be at least 2, got {max_fit_queries}")
+    for what, value, least in (("folds", folds, 2), ("jobs", jobs, 1),
+                               ("max_fit_queries", max_fit_queries, 2)):
+        if value is not None and value < least:
+            raise PonderError(f"{what} must be at least {least}, got {value}")
     tick: Progress = progress or (lambda stage, i, n: None)
-    tbl = _resolve_table(table)
+    if isinstance(table, (str, Path)):
+        tbl = load_dataset(table)
+    else:
+        tbl = table if isinstance(table, OutcomeTable) else OutcomeTable.read(table)
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
     uses_column = bool(split_column and split_column in tbl.df.columns)
     tick("baselines", 0, 1)
@@ -257,8 +228,8 @@ def evaluate(
             elif deploy is not None and fits is not None:
                 try:
                     replays[curve.name] = D.calibrate(
-                        fits, curve.name, curve.kind, curve.settings, curve.cost, curve.quality,
-                        deploy, tick=lambda k, stage=stage: tick(stage, 1 + k, steps), run=run)
+                        fits, curve, deploy, tick=lambda k, stage=stage: tick(stage, 1 + k, steps),
+                        run=run)
                 except Exception as exc:  # noqa: BLE001 - the test curve still stands
                     replays[curve.name] = f"K-fold calibration failed: {type(exc).__name__}: {exc}"
             _give_back_memory()
@@ -289,7 +260,7 @@ def evaluate(
         data["ship_dir"] = str(ship_dir)
     if w is not None:
         _bootstrap(data, test, base, curves, w, weak, tick)
-    return EvalResult(_jsonable(data))
+    return EvalResult(jsonable(data))
 
 
 @contextmanager
@@ -389,13 +360,8 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
             continue
         head = s["deployed_target"]
         for t, row in by_task.items():  # the test-chosen headline point is not deployable
-            sel = tasks == t
-            if head is None or not isinstance(r, D.Replay):
-                row["strategies"][s["name"]] = {"quality": None, "cost_usd": None, "at": None}
-                continue
-            k = chosen[head]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a task without a finite value
-                row["strategies"][s["name"]] = {
-                    "quality": float(np.nanmean(r.test_quality[k, sel])),
-                    "cost_usd": float(np.nanmean(r.test_cost[k, sel])), "at": head}
+            row["strategies"][s["name"]] = (
+                {"quality": None, "cost_usd": None, "at": None}
+                if head is None or not isinstance(r, D.Replay)
+                else {**task_point(r.test_cost, r.test_quality, chosen[head], tasks == t),
+                      "at": head})

@@ -1,19 +1,13 @@
-"""Loaders: public per-query outcome formats → :class:`OutcomeTable`.
+"""Loaders: public per-query outcome formats (RouterBench's wide CSV, RouteLLM's evaluations,
+FrugalGPT / LLMDrift generation caches, RouterArena's cached results) → :class:`OutcomeTable`.
 
-Each loader keeps the source's own notion of correctness where it has one, and documents where a
-figure is derived (scoring rules for raw generations, token-count cost estimates for RouteLLM,
-which publishes no per-query costs). Errors name the source file, row and column.
-
-- RouterBench wide CSV (one row per prompt, ``<model>`` / ``<model>|total_cost`` columns).
-- RouteLLM evaluations: MMLU and GSM8K correctness CSVs, MT-Bench single-grade judgments (score/10).
-- FrugalGPT / LLMDrift generation caches (model, query, ref_answer, answer, cost) + a scoring rule.
-- RouterArena cached results (one JSONL per model).
+Each keeps the source's own notion of correctness where it has one and documents where a figure
+is derived (scoring rules, RouteLLM's token-count cost estimates); errors name file, row, column.
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 import math
 import re
@@ -42,11 +36,6 @@ CHARS_PER_TOKEN = 4.0
 
 def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
-
-
-def _open_text(path: Path) -> Any:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(
-        path, encoding="utf-8")
 
 
 def _read_csv(path: Path, **kw: Any) -> pd.DataFrame:
@@ -100,33 +89,32 @@ def _price(model: str, prices: dict[str, float] | None, path: Path) -> float:
 
 
 # ---- RouterBench -------------------------------------------------------------------------------
+def _literal_list(text: str) -> list[Any] | None:
+    """A cell holding a stringified Python list (RouterBench's), else None."""
+    if not text.startswith("["):
+        return None
+    try:
+        val = ast.literal_eval(text)  # literal_eval parses literals only; it runs no code
+    except (ValueError, SyntaxError):
+        return None
+    return val if isinstance(val, list) else None
+
+
 def _routerbench_prompt(raw: Any) -> str:
     """RouterBench stores prompts as a stringified Python list of turns."""
-    text = str(raw)
-    if text.startswith("["):
-        try:
-            turns = ast.literal_eval(text)  # literal_eval parses literals only; it runs no code
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(turns, list) and all(isinstance(t, str) for t in turns):
-            if len(turns) == 1:
-                return str(turns[0])
-            return json.dumps([{"role": "user", "content": t} for t in turns])
-    return text
+    turns = _literal_list(str(raw))
+    if turns is None or not all(isinstance(t, str) for t in turns):
+        return str(raw)
+    if len(turns) == 1:
+        return str(turns[0])
+    return json.dumps([{"role": "user", "content": t} for t in turns])
 
 
 def _routerbench_response(raw: Any) -> str:
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return ""
-    text = str(raw)
-    if text.startswith("["):
-        try:
-            val = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(val, list):
-            return "\n".join(str(v) for v in val)
-    return text
+    val = _literal_list(str(raw))
+    return str(raw) if val is None else "\n".join(str(v) for v in val)
 
 
 def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTable:
@@ -145,8 +133,7 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
     if not models:
         raise DataError("no '<model>|total_cost' columns: not a RouterBench wide CSV",
                         file=str(path))
-    for m in models:
-        _need(df, (m,), path)
+    _need(df, models, path)
     scores = df[models].apply(pd.to_numeric, errors="coerce")
     for m in models:
         raw_bad = scores[m].isna() & df[m].notna()
@@ -200,25 +187,16 @@ def load_routellm_mmlu(path: str | Path, *, contaminated: str | Path | None = No
     Costs are estimates (see ``ROUTELLM_PRICES_PER_MTOK``): the prompt's tokens plus one answer
     token. Contaminated prompts are dropped as RouteLLM does.
     """
-    path = Path(path)
-    df = _read_csv(path, keep_default_na=False)
-    _need(df, ("prompt",), path)
+    path, df, keep = _routellm_csv(path, contaminated, "mmlu")
     models = [c for c in df.columns if c not in ("subject", "prompt")]
     if not models:
         raise DataError("no model columns besides 'prompt'", file=str(path))
-    drop = _contaminated(path, contaminated, "mmlu")
     subject = df["subject"].astype(str) if "subject" in df.columns else pd.Series(
         [path.stem.removeprefix("mmlu_")] * len(df))
-    keep = ~df["prompt"].isin(drop)
     ids = [f"mmlu/{s}/{i}" for i, s in enumerate(subject)]
-    frames = []
-    for m in models:
-        price = _price(m, prices, path)
-        score = _bool_scores(df[m], path, m)
-        f = pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": m, "score": score,
-                          "cost_usd": [(_tokens(p) + 1) * price for p in df["prompt"]],
-                          "task": subject})
-        frames.append(f[keep.to_numpy()])
+    tokens = [_tokens(p) + 1 for p in df["prompt"]]
+    frames = [_routellm_frame(df, path, m, ids, tokens, prices, task=subject)[keep]
+              for m in models]
     return OutcomeTable.read(pd.concat(frames, ignore_index=True), name=name or "routellm-mmlu")
 
 
@@ -229,24 +207,35 @@ def load_routellm_gsm8k(path: str | Path, *, contaminated: str | Path | None = N
 
     Correctness is RouteLLM's own grading. Costs are estimates from the prompt and the response.
     """
-    path = Path(path)
-    df = _read_csv(path, keep_default_na=False)
-    _need(df, ("prompt",), path)
+    path, df, keep = _routellm_csv(path, contaminated, "gsm8k")
     models = [c for c in df.columns if c != "prompt" and not c.endswith("_response")]
-    drop = _contaminated(path, contaminated, "gsm8k")
-    keep = ~df["prompt"].isin(drop).to_numpy()
     ids = [f"gsm8k/{i}" for i in range(len(df))]
     frames = []
     for m in models:
-        price = _price(m, prices, path)
-        score = _bool_scores(df[m], path, m)
         resp = df[f"{m}_response"].astype(str) if f"{m}_response" in df.columns else pd.Series(
             [""] * len(df))
-        cost = [(_tokens(p) + _tokens(r)) * price for p, r in zip(df["prompt"], resp, strict=True)]
-        f = pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": m, "score": score,
-                          "cost_usd": cost, "response": resp, "task": "gsm8k"})
-        frames.append(f[keep])
+        tokens = [_tokens(p) + _tokens(r) for p, r in zip(df["prompt"], resp, strict=True)]
+        frames.append(_routellm_frame(df, path, m, ids, tokens, prices, response=resp,
+                                      task="gsm8k")[keep])
     return OutcomeTable.read(pd.concat(frames, ignore_index=True), name=name or "routellm-gsm8k")
+
+
+def _routellm_csv(path: str | Path, contaminated: str | Path | None, stem: str
+                  ) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """A RouteLLM correctness CSV, and which rows stay (its contaminated prompts dropped)."""
+    path = Path(path)
+    df = _read_csv(path, keep_default_na=False)
+    _need(df, ("prompt",), path)
+    return path, df, ~df["prompt"].isin(_contaminated(path, contaminated, stem)).to_numpy()
+
+
+def _routellm_frame(df: pd.DataFrame, path: Path, model: str, ids: list[str], tokens: list[int],
+                    prices: dict[str, float] | None, **extra: Any) -> pd.DataFrame:
+    """One model's rows: RouteLLM's correctness, and the cost of ``tokens`` at its price."""
+    price = _price(model, prices, path)
+    return pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": model,
+                         "score": _bool_scores(df[model], path, model),
+                         "cost_usd": [t * price for t in tokens], **extra})
 
 
 def load_routellm_mtbench(judgements: str | Path, *, questions: str | Path | None = None,
@@ -261,12 +250,9 @@ def load_routellm_mtbench(judgements: str | Path, *, questions: str | Path | Non
     """
     path = Path(judgements)
     rows = _read_jsonl(path)
-    qpath = Path(questions) if questions else None
-    if qpath is None:
-        for cand in ("mt_bench_question.jsonl", "question.jsonl"):
-            if path.with_name(cand).exists():
-                qpath = path.with_name(cand)
-                break
+    qpath = Path(questions) if questions else next(
+        (path.with_name(c) for c in ("mt_bench_question.jsonl", "question.jsonl")
+         if path.with_name(c).exists()), None)
     qinfo: dict[str, dict[str, Any]] = {}
     if qpath is not None:
         for r in _read_jsonl(qpath):
@@ -477,12 +463,7 @@ def load_path(path: str | Path, *, graded: bool = True) -> OutcomeTable:
             return load_generation_cache(p)
         return OutcomeTable.read(p, graded=graded)  # let the validator say which columns are missing
     if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        with _open_text(p) as fh:
-            first = next((line for line in fh if line.strip()), "")
-        try:
-            keys = set(json.loads(first)) if first else set()
-        except json.JSONDecodeError:
-            keys = set()
+        keys = set(next(iter_jsonl(p), (0, {}))[1])  # the first record's
         if {"global_index", "evaluation_result"} <= keys:
             return load_routerarena(p)
         if {"judgment", "score", "question_id"} <= keys:

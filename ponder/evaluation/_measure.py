@@ -1,12 +1,12 @@
 """Measuring the test curves: each curve's metrics and headline point, the report's dict (with
-per-task figures), and bootstrap intervals over resampled test queries (moved here from
-:mod:`._evaluator`, which runs the steps).
+per-task figures), and bootstrap intervals over resampled test queries.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import platform
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from . import _metrics as M
-from ._baselines import Baselines, Curve
+from ._baselines import Baselines, Curve, wmeans
+from ._rows import Rows
 from ._table import OutcomeTable
 
 Progress = Callable[[str, int, int], None]
@@ -36,12 +37,9 @@ def _versions() -> dict[str, str]:
 
 
 def _infer_strong_share(curve: Curve, test: OutcomeTable, strong: int) -> np.ndarray:
-    """Share of queries whose realised cost includes the strong model's call.
-
-    A router pays exactly the strong model's cost when it picks it, a cascade pays it on top of the
-    cheaper calls, so ``cost >= strong cost`` marks a strong call. Strategies can state the share
-    exactly with ``OperatingPoint.extra["strong_share"]``.
-    """
+    """Share of queries whose realised cost includes the strong model's call (``cost >= strong
+    cost``: a router pays exactly it, a cascade on top of cheaper calls); a strategy can state it
+    exactly in ``OperatingPoint.extra["strong_share"]``."""
     sc = test.costs[:, strong]
     ok = np.isfinite(sc) & (sc > 0)
     hit = (np.asarray(curve.cost) >= sc[None, :] * (1 - 1e-9)) & ok[None, :]
@@ -156,38 +154,36 @@ def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: 
         if two and weak is not None else None,
         "strategies": strategies,
         "pareto": pareto,
-        "tasks": _per_task(test, base, curves, headline_idx),
+        "tasks": _per_task(test, base, base.curves[-1], headline_idx["oracle"]),
         "skipped": skipped,
     }
 
 
-def _per_task(test: OutcomeTable, base: Baselines, curves: list[Curve],
-              headline_idx: dict[str, int]) -> list[dict[str, Any]]:
+def task_point(cost: Rows, quality: Rows, k: int, sel: np.ndarray) -> dict[str, Any]:
+    """Setting ``k``'s mean quality and cost on the queries ``sel`` (NaN-aware)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a task without a finite value
+        return {"quality": float(np.nanmean(quality[k, sel])),
+                "cost_usd": float(np.nanmean(cost[k, sel]))}
+
+
+def _per_task(test: OutcomeTable, base: Baselines, oracle: Curve, h: int) -> list[dict[str, Any]]:
+    """Each task's models and oracle, and the oracle curve at its headline point ``h``; the
+    strategies join at their deployed point (``_evaluator._attach_deployed``)."""
     tasks = np.asarray(test.tasks, dtype=object)
-    names = [t for t in pd.unique(tasks) if t != ""]
-    if not names:
-        return []
     out = []
     scores, costs, present = test.scores, test.costs, test.present
-    for t in sorted(names):
+    for t in sorted(x for x in pd.unique(tasks) if x != ""):
         sel = tasks == t
         with np.errstate(invalid="ignore"):
-            per_model = {m: {"quality": float(np.nanmean(np.where(present[sel, i], scores[sel, i], np.nan)))
-                             if present[sel, i].any() else None,
-                             "cost_usd": float(np.nanmean(np.where(present[sel, i], costs[sel, i], np.nan)))
-                             if present[sel, i].any() else None}
+            per_model = {m: {k: float(np.nanmean(np.where(present[sel, i], v[sel, i], np.nan)))
+                             if present[sel, i].any() else None
+                             for k, v in (("quality", scores), ("cost_usd", costs))}
                          for i, m in enumerate(base.models)}
-        strat = {}
-        for c in curves:
-            if c.kind == "baseline" and c.name != "oracle":
-                continue
-            h = headline_idx[c.name]
-            strat[c.name] = {"quality": float(np.nanmean(c.quality[h, sel])),
-                             "cost_usd": float(np.nanmean(c.cost[h, sel]))}
         out.append({"task": t, "n_queries": int(sel.sum()), "models": per_model,
                     "oracle": {"quality": float(np.mean(base.oracle_quality[sel])),
                                "cost_usd": float(np.mean(base.oracle_cost[sel]))},
-                    "strategies": strat})
+                    "strategies": {"oracle": task_point(oracle.cost, oracle.quality, h, sel)}})
     return out
 
 
@@ -202,12 +198,8 @@ def _bootstrap(data: dict[str, Any], test: OutcomeTable, base: Baselines, curves
     """Percentile 95% intervals over resampled test queries, for the test-curve figures."""
     n_boot = w.shape[0]
 
-    def means(rows: Any) -> np.ndarray:  # (P, Q) -> (B, P), NaN-aware
-        x = np.asarray(rows)
-        ok = np.isfinite(x)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m: np.ndarray = (w @ np.where(ok, x, 0.0).T) / (w @ ok.T.astype(float))
-            return m
+    def means(rows: Any) -> np.ndarray:  # (P, Q) -> (B, P)
+        return wmeans(w, np.asarray(rows).T)
 
     m_q = means(np.where(test.present, test.scores, np.nan).T)
     m_c = means(np.where(test.present, test.costs, np.nan).T)

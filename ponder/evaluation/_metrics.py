@@ -37,13 +37,9 @@ def pareto_front(costs: np.ndarray, qualities: np.ndarray) -> np.ndarray:
     costs = np.asarray(costs, dtype=float)
     qualities = np.asarray(qualities, dtype=float)
     order = np.lexsort((-qualities, costs))  # by cost, then best quality first
-    keep = []
-    best = -np.inf
-    for i in order:
-        if qualities[i] > best:
-            keep.append(i)
-            best = qualities[i]
-    return np.asarray(keep, dtype=int)
+    q = qualities[order]
+    best_before = np.fmax.accumulate(np.concatenate([[-np.inf], q]))[:-1]  # NaN never counts
+    return order[q > best_before]
 
 
 def nondecreasing_hull(costs: np.ndarray, qualities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,12 +106,6 @@ def quality_at_best_cost(costs: np.ndarray, qualities: np.ndarray, best_cost: fl
     return float(np.asarray(qualities, dtype=float)[ok].max())
 
 
-def routellm_auc(strong_pct: np.ndarray, quality: np.ndarray) -> float:
-    """RouteLLM's AUC: trapezoid of quality over strong-call share (x in percent / 100)."""
-    order = np.argsort(strong_pct, kind="stable")
-    return _trapezoid(np.asarray(quality, float)[order], np.asarray(strong_pct, float)[order] / 100)
-
-
 def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
          strong_quality: float) -> float | None:
     """RouteLLM's average performance gap recovered.
@@ -129,7 +119,9 @@ def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
     weak_auc, strong_auc = weak_quality * span, strong_quality * span
     if strong_auc == weak_auc:
         return None
-    return float((routellm_auc(strong_pct, quality) - weak_auc) / (strong_auc - weak_auc))
+    order = np.argsort(strong_pct, kind="stable")  # RouteLLM's AUC: over strong-call share
+    area = _trapezoid(np.asarray(quality, float)[order], np.asarray(strong_pct, float)[order] / 100)
+    return float((area - weak_auc) / (strong_auc - weak_auc))
 
 
 def cpt(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float, strong_quality: float,

@@ -1,9 +1,6 @@
-"""Render an evaluation result (the JSON-able dict of :class:`EvalResult`) as HTML or Markdown.
-
-The entry points: :func:`render_markdown` (GitHub-flavoured Markdown in which every text from data
-renders as itself) is here, :func:`render_html` in ``_report_html``. Both draw on ``_report_text``
-(the words and numbers: help texts, formats, targets, ship notes), ``_report_tables`` (the tables
-as rows of cells) and, for HTML, ``_report_plot`` (the cost-quality plot as inline SVG).
+"""Render an evaluation result (the dict of :class:`EvalResult`) as Markdown, in which every text
+from data renders as itself; :func:`render_html` is in ``_report_html``. Both draw on
+``_report_text`` (words and numbers) and ``_report_tables`` (the tables as rows of cells).
 """
 
 from __future__ import annotations

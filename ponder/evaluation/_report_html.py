@@ -74,18 +74,14 @@ padding:3px 6px;margin:4px 0;font-size:12px}
 _VALUE_CI = re.compile(r"^(.+?) (\[[^\]]*\])$")
 
 
-def _cell(c: str) -> str:
-    """A value with its interval renders as the value over a small grey interval."""
-    m = _VALUE_CI.match(c)
-    if m:
-        return f'{html.escape(m.group(1))}<span class="ci">{html.escape(m.group(2))}</span>'
-    return html.escape(c)
-
-
 def _cell_html(c: Any) -> str:
+    """A cell; a value with its interval renders as the value over a small grey interval."""
     if not isinstance(c, dict):
-        return _cell(c)
-    out = _cell(c.get("text", ""))
+        m = _VALUE_CI.match(c)
+        if m:
+            return f'{html.escape(m.group(1))}<span class="ci">{html.escape(m.group(2))}</span>'
+        return html.escape(c)
+    out = _cell_html(c.get("text", ""))
     if c.get("flag"):
         out += f'<span class="flag">{html.escape(c["flag"])}</span>'
     if c.get("sub"):

@@ -101,17 +101,12 @@ def _plot_text(name: str) -> str:
 def curve_groups(data: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """The non-baseline strategies grouped by identical curves (same points, same order), in the
     order they appear: drawn as one line each, labelled with every member's name."""
-    groups: list[list[dict[str, Any]]] = []
-    keys: list[tuple[tuple[float, float], ...]] = []
+    groups: dict[tuple[tuple[float, float], ...], list[dict[str, Any]]] = {}
     for s in _strategies(data):
         key = tuple((round(float(p["cost_usd"] or 0.0), 12), round(float(p["quality"] or 0.0), 12))
                     for p in s["curve"])
-        if key in keys:
-            groups[keys.index(key)].append(s)
-        else:
-            keys.append(key)
-            groups.append([s])
-    return groups
+        groups.setdefault(key, []).append(s)
+    return list(groups.values())
 
 
 def merged_note(data: dict[str, Any]) -> str:

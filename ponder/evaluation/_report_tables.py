@@ -5,6 +5,7 @@ A cell is text, or a dict: ``text``, ``sub`` (a line beneath), ``flag`` (a ⚠ m
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ._report_text import (
@@ -68,8 +69,7 @@ def _no_saving(s: dict[str, Any]) -> bool:
     ci = (s.get("ci95") or {}).get("cost_ratio_at_best_quality")
     if r is None:
         return False  # "never" already says it
-    return bool(r >= 1.0 or (ci and ci[1] is not None and ci[1] >= 1.0)
-                or (ci and ci[1] is None))
+    return bool(r >= 1.0 or (ci and (ci[1] is None or ci[1] >= 1.0)))
 
 
 def _flagged(text: str, flags: list[str], sub: str = "") -> Any:
@@ -131,11 +131,8 @@ def _stability_text(e: dict[str, Any]) -> str:
     st = e.get("stability") or {}
     if not st:
         return ""
-    counts: dict[str, int] = {}
-    for name in st["picks"]:
-        counts[name] = counts.get(name, 0) + 1
-    alone = ", ".join(f"{name} ({k} of {st['folds']})" for name, k in
-                      sorted(counts.items(), key=lambda kv: -kv[1]))
+    alone = ", ".join(f"{name} ({k} of {st['folds']})"
+                      for name, k in Counter(st["picks"]).most_common())
     return f"each fold alone would pick: {alone}"
 
 

@@ -1,10 +1,8 @@
 """Per-query outcomes of many settings, held compactly and without loss.
 
-At 10^6 queries, the (settings × queries) cost and quality arrays of the strategies are most of
-what ``ponder eval`` holds: 8 MB per setting and array. But a router's setting sends each query
-to one model, so its row is, query by query, that model's value in the table; the oracle's rows
-and a cascade's quality rows are too. Such a row is kept as the model's index (one byte a query)
-and read back bit for bit; any other row stays float64.
+At 10^6 queries the strategies' (settings × queries) arrays are most of what ``ponder eval``
+holds, but most rows are, query by query, some model's value in the table (a router's pick, the
+oracle, a cascade's quality): such a row is kept as model indices (a byte a query), bit for bit.
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """What the evaluator needs from a strategy, and the registry that makes strategies appear.
 
-A strategy turns each query into a choice of model(s). Offline it is fitted on train rows of an
-outcome table and replayed on test rows. For each setting of its knob it yields one
-:class:`OperatingPoint` holding per-query realised cost and quality, in ``test.query_ids`` order;
-the evaluator turns those into curves, metrics and bootstrap intervals.
-
-Optional methods make a strategy's operating points certifiable, live and shippable:
-
-- ``replay(table, settings)``: the points of *these* settings (taken from another fit of the same
-  strategy) on ``table``. K-fold calibration fits a copy on K−1 folds and replays the deployed
-  fit's settings on the held fold; without it, a fold's own sweep is matched on equal settings.
-- ``live(setting, *, model_map=None, config=None)``: the live strategy
-  (:class:`~ponder.strategies.LiveStrategy`) of one setting of this fitted strategy, built in
-  code from the fitted objects: it answers as the file ``save`` writes for that setting does.
-- ``save(setting, directory, *, name, model_map=None)``: write the live strategy file of one
-  setting of this fitted strategy (and the model files it names) into ``directory`` and return
-  the file's path: what ``ponder eval --ship`` writes, exactly what was measured.
-
-The built-in strategies are scikit-learn estimators: ``__init__`` stores its parameters, ``fit``
-learns the attributes ending in ``_``, so ``sklearn.base.clone`` makes the unfitted copies the
-fold fits need (a strategy of your own that is no estimator is copied with ``copy.deepcopy``).
+A strategy is fitted on train rows of an outcome table; for each setting of its knob it yields
+an :class:`OperatingPoint` of per-query realised cost and quality on test (``test.query_ids``
+order). Optional methods make its points certifiable (``replay(table, settings)``: these
+settings, from another fit, on ``table``; else a fold's own sweep is matched on equal settings),
+live (``live(setting, ...)``: the :class:`~ponder.strategies.LiveStrategy` of one setting) and
+shippable (``save(setting, directory, ...)``: that setting's strategy file, what ``ponder eval
+--ship`` writes). The built-in strategies are scikit-learn estimators, so ``sklearn.base.clone``
+makes the unfitted copies the fold fits need (others are copied with ``copy.deepcopy``).
 """
 
 from __future__ import annotations
@@ -104,12 +92,9 @@ def register_strategy(name: str, *, default: bool = True) -> Callable[[StrategyF
 
 
 def registered_strategies() -> dict[str, StrategyFactory]:
-    """Every registered strategy factory, after importing the modules that register them.
-
-    The strategy modules are part of ponder: if one fails to import, that is a bug or a broken
-    install, and it raises rather than silently removing its strategies from ``ponder eval``.
-    Only a missing optional extra (torch, sentence-transformers, …) is skipped, with a warning.
-    """
+    """Every registered strategy factory, after importing the modules that register them: one
+    that fails to import raises (a bug or a broken install, not strategies silently gone), unless
+    only an optional extra (torch, sentence-transformers, …) is missing, which warns."""
     import importlib
     import warnings
 
@@ -133,11 +118,6 @@ def default_strategies() -> list[str]:
 
 
 def build_strategies(train: OutcomeTable, names: Iterable[str] | None = None) -> list[Strategy]:
-    out = []
-    for name, factory in registered_strategies().items():
-        if (name not in names) if names is not None else (name in _OPT_IN):
-            continue
-        s = factory(train)
-        if s is not None:
-            out.append(s)
-    return out
+    registry = registered_strategies()
+    wanted = [n for n in registry if (n in names if names is not None else n not in _OPT_IN)]
+    return [s for s in (registry[n](train) for n in wanted) if s is not None]

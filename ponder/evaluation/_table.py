@@ -154,8 +154,8 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
     for col in ("logprob_mean", "logprob_min"):
         if col in df.columns:
             bad(df[col].to_numpy(dtype=float) > 1e-6, col, "is a log-probability, so must be <= 0")
-    if "samples" in df.columns:
-        _check_samples(df["samples"], source)
+    if "samples" in df.columns:  # checked, kept as they are (written back as read)
+        _check_cells(df["samples"], source, "samples", parse_samples)
     check_tool_calls(df, source)
     if "split" in df.columns:
         df["split"] = df["split"].astype(str).str.strip().str.lower()
@@ -172,29 +172,16 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
 def parse_samples(value: Any) -> tuple[str, ...]:
     """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
     writes it) or nothing (``()``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    try:
+        items = _json_cell(value, "samples")
+    except ValueError:
+        raise ValueError(f"samples must be a JSON list of strings, got {value.strip()[:40]!r}"
+                         ) from None
+    if items is None:
         return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return ()
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError:
-            raise ValueError(f"samples must be a JSON list of strings, got {text[:40]!r}") from None
-        value = items
-    tolist = getattr(value, "tolist", None)  # numpy arrays from Parquet
-    if callable(tolist):
-        value = tolist()
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"samples must be a list of strings, got {type(value).__name__}")
-    return tuple("" if v is None else str(v) for v in value)
-
-
-def _check_samples(col: pd.Series, source: str) -> None:
-    """Every ``samples`` cell must be a JSON list (as ``ponder collect`` writes it), a list or
-    empty; the cells stay as they are (the table is written back as it was read)."""
-    _check_cells(col, source, "samples", parse_samples)
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"samples must be a list of strings, got {type(items).__name__}")
+    return tuple("" if v is None else str(v) for v in items)
 
 
 def check_tool_calls(df: pd.DataFrame, source: str) -> None:
@@ -328,32 +315,27 @@ class OutcomeTable:
     @cached_property
     def responses(self) -> np.ndarray:
         """(Q, M) object array of response strings ('' where missing or not recorded)."""
-        if "response" not in self.df.columns:
-            return np.full((len(self.query_ids), len(self.models)), "", dtype=object)
-        return self._dense("response", fill="", dtype=object)
+        return self._optional_dense("response", fill="", dtype=object)
 
     @cached_property
     def samples(self) -> np.ndarray:
         """(Q, M) object array: each answer's samples as a tuple (the first is the response; ``()``
         where none were recorded). ``ponder collect --samples n`` records them."""
-        q, m = self._index
-        out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
-        out.fill(())
-        if "samples" in self.df.columns:
-            for i, j, v in zip(q, m, self.df["samples"].tolist(), strict=True):
-                out[i, j] = parse_samples(v)
-        return out
+        return self._parsed("samples", parse_samples)
 
     @cached_property
     def tool_calls(self) -> np.ndarray:
         """(Q, M) object array: each response's tool calls as a tuple of OpenAI tool-call objects
         (``()`` where it called none, or the table has no ``tool_calls`` column)."""
+        return self._parsed("tool_calls", parse_tool_calls)
+
+    def _parsed(self, column: str, parse: Callable[[Any], tuple[Any, ...]]) -> np.ndarray:
         q, m = self._index
         out = np.empty((len(self.query_ids), len(self.models)), dtype=object)
         out.fill(())
-        if "tool_calls" in self.df.columns:
-            for i, j, v in zip(q, m, self.df["tool_calls"].tolist(), strict=True):
-                out[i, j] = parse_tool_calls(v)
+        if column in self.df.columns:
+            for i, j, v in zip(q, m, self.df[column].tolist(), strict=True):
+                out[i, j] = parse(v)
         return out
 
     @cached_property
@@ -366,22 +348,25 @@ class OutcomeTable:
         """(Q, M) minimum token log-probability of each response (NaN where not recorded)."""
         return self._optional_dense("logprob_min")
 
-    def _optional_dense(self, column: str) -> np.ndarray:
+    def _optional_dense(self, column: str, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
         if column not in self.df.columns:
-            return np.full((len(self.query_ids), len(self.models)), np.nan)
-        return self._dense(column)
+            return np.full((len(self.query_ids), len(self.models)), fill, dtype=dtype)
+        return self._dense(column, fill, dtype)
+
+    def _per_query(self, column: str) -> list[str]:
+        """``column`` per query (its first row's), in ``query_ids`` order."""
+        first = self.df.drop_duplicates("query_id").set_index("query_id")[column]
+        return [str(v) for v in first.reindex(pd.Index(self.query_ids, dtype=object)).tolist()]
 
     @cached_property
     def queries(self) -> list[str]:
-        first = self.df.drop_duplicates("query_id").set_index("query_id")["query"]
-        return [str(v) for v in first.reindex(pd.Index(self.query_ids, dtype=object)).tolist()]
+        return self._per_query("query")
 
     @cached_property
     def tasks(self) -> list[str]:
         if "task" not in self.df.columns:
             return [""] * len(self.query_ids)
-        first = self.df.drop_duplicates("query_id").set_index("query_id")["task"]
-        return [str(v) for v in first.reindex(pd.Index(self.query_ids, dtype=object)).tolist()]
+        return self._per_query("task")
 
     @property
     def n_incomplete_queries(self) -> int:

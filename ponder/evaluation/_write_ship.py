@@ -15,18 +15,14 @@ from ._strategy import Shippable, Strategy
 
 
 # ---- writing what ships ------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    out = "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
-    return out or "strategy"
-
-
 def ship_folder(entry: dict[str, Any]) -> str:
     """The folder (under the --ship directory) of a ship pick, named after the pick and its first
     target (``route-cascade-budget-20pct``); also its ``[strategies]`` name, so no dots."""
     first = entry.get("same_as") or entry["target"]
     f = budget_of(first)
     target = "best-quality" if f is None else f"budget-{100 * f:g}pct".replace(".", "_")
-    return _slug(f"{entry['strategy'].removeprefix('model:')}-{target}")
+    text = f"{entry['strategy'].removeprefix('model:')}-{target}"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "strategy"
 
 
 def _live_name(model: str, model_map: dict[str, str] | None) -> str:
@@ -75,19 +71,24 @@ def write_ship(ship: list[dict[str, Any]], fitted: dict[str, Strategy], director
         "# Written by `ponder eval --ship`: the strategies it measured, one per pick (paths are "
         "relative to this file).\n# Serve one: ponder serve --config THIS_FILE, or ponder run "
         "--strategy FOLDER/strategy.json\n\n" + "\n".join(entries), encoding="utf-8")
-    (root / "ship.json").write_text(json.dumps(_plain(ship), indent=1) + "\n", encoding="utf-8")
+    (root / "ship.json").write_text(json.dumps(jsonable(ship), indent=1) + "\n", encoding="utf-8")
 
 
-def _plain(x: Any) -> Any:
-    """JSON-able copy (numpy scalars → Python, non-finite → None)."""
+def jsonable(x: Any) -> Any:
+    """A JSON-able copy: numpy values as Python ones, non-finite numbers as None."""
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    return x
+        v = float(x)
+        return v if np.isfinite(v) else None
+    if x is None or isinstance(x, (str, int)):
+        return x
+    return str(x)
