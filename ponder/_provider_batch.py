@@ -261,11 +261,11 @@ class _Run:
     def price(self, api: BatchAPI, cid: str, model: str, answer: Any, latency: float) -> Completion:
         """The answer read and priced as a live call would be, then billed at the batch rate."""
         p: Any = api.provider
+        request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
         try:
-            reply = p._reply(json.dumps(answer).encode() if api.kind == "openai" else answer, model)
+            reply = api.reply(answer, request, model)
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise p._err(exc, model) from None
-        request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
         c: Completion = p._price(request, model, reply, latency, batch=True)
         return c
 

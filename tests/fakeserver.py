@@ -427,8 +427,13 @@ def _echo(body: dict[str, Any], anthropic: bool) -> dict[str, Any]:
     ot = _tokens(text)
     model = body.get("model", "fake")
     if anthropic:
+        forced = body.get("tool_choice") or {}
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if forced.get("type") == "tool":  # a forced tool answers through a tool_use block
+            block = {"type": "tool_use", "id": f"toolu_{next(_ids)}", "name": forced["name"],
+                     "input": {"echo": content}}
         return {"id": f"msg_{next(_ids)}", "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                "content": [block], "stop_reason": "tool_use" if block["type"] == "tool_use" else "end_turn",
                 "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": ot}}
     return {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -465,12 +470,21 @@ def _openai_rows(owner: FakeLLMServer, raw: bytes) -> tuple[list[str], list[str]
     return out, err
 
 
+_MESSAGES_PARAMS = frozenset({
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
+    "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier", "container", "mcp_servers"})
+
+
 def _anthropic_rows(owner: FakeLLMServer, requests: list[dict[str, Any]]) -> list[str]:
     rows = []
     for r in requests:
         fault = _fault(owner, r["params"])
-        if fault is None:
-            result: dict[str, Any] = {"type": "succeeded", "message": _echo(r["params"], anthropic=True)}
+        unknown = sorted(k for k in r["params"] if k not in _MESSAGES_PARAMS)
+        if unknown:  # the Messages API refuses a field it does not know
+            result: dict[str, Any] = {"type": "errored", "error": {"type": "error", "error": {
+                "type": "invalid_request_error", "message": f"{unknown[0]}: Extra inputs are not permitted"}}}
+        elif fault is None:
+            result = {"type": "succeeded", "message": _echo(r["params"], anthropic=True)}
         elif fault == "expired":
             result = {"type": "expired"}
         else:

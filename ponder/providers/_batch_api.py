@@ -63,13 +63,22 @@ class BatchAPI:
         return value
 
     def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:
-        params = self.provider._params(request, model)  # type: ignore[attr-defined]
+        p: Any = self.provider
         if self.kind == "openai":
+            params = p._params(request, model)
             row = {"custom_id": wire_id, "method": "POST", "url": "/v1/chat/completions", "body": params}
         else:
+            params = p._split(request, model)[0]  # without the forced tool's name (``reply`` reads it)
             params.update(params.pop("extra_body", None) or {})  # the raw JSON the SDK would send
             row = {"custom_id": wire_id, "params": params}
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def reply(self, answer: Any, request: ChatRequest, model: str) -> Any:
+        """A result row's answer read as a live call's answer to ``request`` would be."""
+        p: Any = self.provider
+        if self.kind == "openai":
+            return p._reply(json.dumps(answer).encode(), model)
+        return p._reply(answer, model, p._split(request, model)[1])
 
     def upload(self, model: str, rows: list[bytes]) -> str:
         data = b"\n".join(rows) + b"\n"

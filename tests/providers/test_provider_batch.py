@@ -364,3 +364,18 @@ def test_rows_carry_what_a_live_call_sends(fake_server, tmp_path):
     assert params["system"] == "be brief" and params["messages"] == [{"role": "user", "content": "hi"}]
     assert params["temperature"] == 0.7 and params["max_tokens"] == 20 and params["stop_sequences"] == ["\n"]
     assert "extra_body" not in params
+
+
+def test_anthropic_batch_answers_json_schema_through_the_forced_tool(fake_server, tmp_path):
+    """A ``response_format`` row sends only Messages API fields (no ponder-internal key) and its
+    answer is read from the forced tool, as a live call's is."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "echo", "schema": {
+        "type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}}}
+    req = ChatRequest.of([{"role": "user", "content": "hi"}], response_format=fmt)
+    with client_for(fake_server, "anthropic") as client:
+        out = run_provider_batch(client, [BatchItem("a", f"anthropic:{MODEL['anthropic']}", req)],
+                                 state_path=tmp_path / "s.json", poll_s=0.01, retry_failed=False)
+    params = next(iter(fake_server.batches.values()))["_requests"][0]["params"]
+    assert params["tool_choice"]["type"] == "tool" and not [k for k in params if k.startswith("_")]
+    assert not isinstance(out["a"], Exception), out["a"]
+    assert json.loads(out["a"].text) == {"echo": "hi"} and not out["a"].tool_calls
