@@ -11,6 +11,7 @@ the cheapest, which is what calibration (and the Learn-then-Test fixed sequence)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,13 +95,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
     #: P(weak good enough), where a larger threshold sends more queries to the strong model.
     _knob_cheaper_when_larger: bool = True
 
-    # ---- scikit-learn estimator protocol ---------------------------------------------------
     # get_params, set_params, clone and __repr__ come from BaseEstimator and read the parameters
     # off each subclass's __init__ signature, which only stores them.
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return list(cls._get_param_names())
-
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "models_", None))
 
@@ -217,27 +213,26 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         route-cascade replay: hundreds of times); the features are a per-query Python loop, so
         recomputing them dominated ``ponder eval``. The key is the queries themselves (a tuple:
         equal lists hit, a mutated list misses), the fitted featurizer and the parameters, and
-        a refit clears it. Callers get a copy."""
+        a refit clears it."""
         key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
-        hit = self.__dict__.get("_pred_cache")
-        if hit is not None and hit[0] == key:
-            cached: np.ndarray = hit[1]
-            return cached
-        pred = np.asarray(self._predict_core(self.transform(queries)))
-        pred.flags.writeable = False  # shared between calls: never modified in place
-        self._pred_cache = (key, pred)
-        return pred
+        return self._remember("_pred_cache", key,
+                              lambda: self._predict_core(self.transform(queries)))
 
     def _kchars(self, queries: list[str]) -> np.ndarray:
         """Thousands of characters per query, remembered for the last list (as predictions)."""
         key = tuple(queries)
-        hit = self.__dict__.get("_kchars_cache")
+        return self._remember("_kchars_cache", key,
+                              lambda: np.array([len(q) for q in key], dtype=float) / 1000.0)
+
+    def _remember(self, name: str, key: Any, compute: Callable[[], Any]) -> np.ndarray:
+        """``compute()`` kept read-only (callers share it) in ``self.<name>`` for the last key."""
+        hit = self.__dict__.get(name)
         if hit is not None and hit[0] == key:
             cached: np.ndarray = hit[1]
             return cached
-        out = np.array([len(q) for q in key], dtype=float) / 1000.0
+        out = np.asarray(compute())
         out.flags.writeable = False
-        self._kchars_cache = (key, out)
+        self.__dict__[name] = (key, out)
         return out
 
     def predict_cost(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
@@ -259,17 +254,14 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """Model index per query from predicted quality and cost. ``allowed`` (n, M) bool
         restricts the choice (e.g. to models that have an outcome for the query)."""
         knob = self.knob_ if knob is None else float(knob)
-        if allowed is None:
-            allowed = np.ones(qhat.shape, dtype=bool)
-        choice = self._decide(qhat, chat, knob, allowed)
-        return choice
+        return self._decide(qhat, chat, knob, np.ones(qhat.shape, dtype=bool)
+                            if allowed is None else allowed)
 
     def route(self, query: str, *, knob: float | None = None,
               models: list[str] | None = None) -> RouteDecision:
         """Pick a model for one query. ``models`` restricts the candidates (all must be known)."""
         idx = self._model_indices(models)
-        X = self.transform([query])
-        qhat = self._predict_core(X)
+        qhat = self._predict_core(self.transform([query]))
         chat = self.predict_cost([query])
         allowed = np.zeros(qhat.shape, dtype=bool)
         allowed[:, idx] = True
@@ -387,9 +379,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                 allowed: np.ndarray) -> np.ndarray:
         """Default multi-model rule: argmax(quality − λ·cost) over allowed models; ties go to the
         cheaper model (columns are cheapest-first)."""
-        util = qhat - knob * chat
-        util = np.where(allowed, util, -np.inf)
-        choice: np.ndarray = np.argmax(util, axis=1)
+        choice: np.ndarray = np.argmax(np.where(allowed, qhat - knob * chat, -np.inf), axis=1)
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
@@ -403,8 +393,12 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return lam
 
     # ---- state for saving ------------------------------------------------------------------
+    #: the fitted arrays a router file keeps, each in the attribute of that name plus "_"
+    _state: tuple[str, ...] = ()
+
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {}
+        return {k: getattr(self, k + "_") for k in self._state}
 
     def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
+        for k in self._state:
+            setattr(self, k + "_", arrays[k])

@@ -73,6 +73,7 @@ class PairwiseRouter(BaseRouter):
     kind = "pairwise"
     _default_knob = 0.5
     _knob_cheaper_when_larger = False
+    _state = ("coef", "intercept")
 
     def __init__(self, *, variant: str = "deterministic", weak: str | None = None,
                  strong: str | None = None, featurizer: Any = "tfidf", C: float = 1.0,
@@ -130,18 +131,10 @@ class PairwiseRouter(BaseRouter):
     def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
                 allowed: np.ndarray) -> np.ndarray:
         choice = (qhat[:, 0] < knob).astype(int)  # 1 = strong
-        only_weak = allowed[:, 0] & ~allowed[:, 1]
-        only_strong = allowed[:, 1] & ~allowed[:, 0]
-        choice[only_weak] = 0
-        choice[only_strong] = 1
+        choice[allowed[:, 0] & ~allowed[:, 1]] = 0
+        choice[allowed[:, 1] & ~allowed[:, 0]] = 1
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
         p = qhat[:, 0]
         return np.concatenate([[0.0], np.unique(p) + 1e-12, [1.0 + 1e-9]])
-
-    def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {"coef": self.coef_, "intercept": self.intercept_}
-
-    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]

@@ -31,7 +31,7 @@ def make_router(kind: str, **params: Any) -> BaseRouter:
     if kind not in ROUTER_KINDS:
         raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
     cls = ROUTER_KINDS[kind]
-    valid = cls._param_names()
+    valid = cls._get_param_names()
     return cls(**{k: v for k, v in params.items() if k in valid and v is not None})
 
 
