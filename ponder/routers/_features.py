@@ -8,13 +8,14 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from .._exceptions import ConfigError, ModelFileError
 
 FEATURIZERS = ("tfidf", "tfidf-hashed", "minilm", "minilm-fast", "tfidf+minilm")
 
 
-class TailEmbedder:
+class TailEmbedder(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """MiniLM sentence embeddings of the last ``max_chars`` characters of each query.
 
     all-MiniLM-L6-v2 reads at most 256 word pieces from the start; in long prompts (few-shot
@@ -24,14 +25,6 @@ class TailEmbedder:
     def __init__(self, max_chars: int = 1000, fast: bool = False) -> None:
         self.max_chars = max_chars
         self.fast = fast  # 128 word pieces, int8 weights: for a p50 decision budget of ~15 ms
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"max_chars": self.max_chars, "fast": self.fast}
-
-    def set_params(self, **params: Any) -> TailEmbedder:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def fit(self, texts: Any = None, y: Any = None) -> TailEmbedder:
         return self
@@ -54,19 +47,11 @@ class TailEmbedder:
         return cls(**meta.get("params", {}))
 
 
-class ConcatFeaturizer:
+class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """Side-by-side features (e.g. TF-IDF and MiniLM): one sparse matrix, blocks L2-normalised."""
 
     def __init__(self, parts: list[Any] | None = None) -> None:
         self.parts = parts
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"parts": self.parts}
-
-    def set_params(self, **params: Any) -> ConcatFeaturizer:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def fit(self, texts: list[str], y: Any = None) -> ConcatFeaturizer:
         # fresh copies from their parameters (sklearn's clone is stricter than these need)
@@ -160,14 +145,13 @@ class FastTransform:
     """Per-query speed for a fitted :class:`ponder._features.TextFeaturizer`.
 
     Its ``transform`` builds a CountVectorizer (and validates the vocabulary) on every call,
-    several milliseconds per query; routing one query must take well under one. This keeps one
-    vectorizer and repeats the same arithmetic (sublinear tf, idf, L2 rows), so the features
+    several milliseconds per query; routing one query must take well under one. This repeats
+    the same arithmetic (sublinear tf, idf, L2 rows) with one compiled regex, so the features
     are identical (a test checks that).
     """
 
     def __init__(self, featurizer: Any) -> None:
         self.featurizer = featurizer
-        self._vec: Any = None
 
     def transform(self, texts: list[str]) -> Any:
         f = self.featurizer
@@ -175,25 +159,16 @@ class FastTransform:
             return f.transform(texts)
         if len(texts) < 64:  # a live query: the loop is quicker than a key
             return self._transform(texts)
-        from .._features import TRANSFORMS, _csr_bytes
+        from .._features import kept_csr
 
-        key = ("fast", f.memo_key(), tuple(texts))
-        kept = TRANSFORMS.get(key)
-        if kept is None:
-            kept = self._transform(texts)
-            TRANSFORMS.put(key, kept, _csr_bytes(kept))
-        return kept.copy()
+        return kept_csr(("fast", f.memo_key(), tuple(texts)), lambda: self._transform(texts))
 
     def _transform(self, texts: list[str]) -> Any:
-        f = self.featurizer
         import scipy.sparse as sp
 
-        if self._vec is None:
-            import re
+        from .._features import TOKEN_RE
 
-            from .._features import _TOKEN
-
-            self._vec = re.compile(_TOKEN)
+        f = self.featurizer
         lo, hi = f.ngram_range
         vocab = f.vocabulary_
         indptr: list[int] = [0]
@@ -201,7 +176,7 @@ class FastTransform:
         data: list[float] = []
         for text in texts:
             text = str(text)
-            toks = self._vec.findall(text.lower() if f.lowercase else text)
+            toks = TOKEN_RE.findall(text.lower() if f.lowercase else text)
             grams: list[str] = []
             for n in range(max(lo, 1), hi + 1):  # sklearn's word n-grams: tokens joined by " "
                 grams += toks if n == 1 else [" ".join(toks[i:i + n])
