@@ -11,7 +11,7 @@ the cheapest, which is what calibration (and the Learn-then-Test fixed sequence)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,17 +68,18 @@ def check_is_fitted(router: Any) -> None:
         )
 
 
-def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, costs, present) of ``table`` in the column order of ``models``.
-
-    Raises UnknownModel when the router's models are not in the table: replaying needs them all.
-    """
-    missing = [m for m in models if m not in table.models]
+def check_in_table(names: list[str], table: OutcomeTable, what: str = "model(s)") -> None:
+    """UnknownModel for any of ``names`` that ``table`` has no column for."""
+    missing = [m for m in names if m not in table.models]
     if missing:
-        raise UnknownModel(
-            f"outcome table {table.name!r} has no rows for model(s) {', '.join(map(repr, missing))} "
-            f"that the router chooses between; it has: {', '.join(table.models)}"
-        )
+        raise UnknownModel(f"{what} {', '.join(map(repr, missing))} not in outcome table "
+                           f"{table.name!r}; it has: {', '.join(table.models)}")
+
+
+def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, costs, present) of ``table`` in the column order of ``models`` (replaying needs
+    every model the router chooses between)."""
+    check_in_table(models, table, "the router's model(s)")
     cols = [table.models.index(m) for m in models]
     return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
 
@@ -105,12 +106,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """Which of the table's models this router chooses between (all, by default)."""
         models = getattr(self, "models", None)
         if models:
-            unknown = [m for m in models if m not in table.models]
-            if unknown:
-                raise UnknownModel(
-                    f"model(s) {', '.join(map(repr, unknown))} not in outcome table "
-                    f"{table.name!r}; it has: {', '.join(table.models)}"
-                )
+            check_in_table(models, table)
             return [m for m in table.models if m in set(models)]  # keep cheapest-first order
         return list(table.models)
 
@@ -180,14 +176,17 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         check_is_fitted(self)
         if models is None:
             return np.arange(len(self.models_))
-        unknown = [m for m in models if m not in self.models_]
+        self.check_known(models, "models")
+        return np.array([self.models_.index(m) for m in models], dtype=int)
+
+    def check_known(self, names: Iterable[str], what: str) -> None:
+        """UnknownModel for any of ``names`` (``what`` names them) this router never saw."""
+        unknown = [m for m in names if m not in self.models_]
         if unknown:
             raise UnknownModel(
-                f"this {self.kind} router was trained on an outcome table with models "
-                f"{', '.join(self.models_)} and never saw {', '.join(map(repr, unknown))}; "
-                "retrain it on outcomes that include that model"
-            )
-        return np.array([self.models_.index(m) for m in models], dtype=int)
+                f"{what}: this {self.kind} router never saw {', '.join(map(repr, unknown))}; it "
+                f"was trained on {', '.join(self.models_)} (retrain it on outcomes that include "
+                "them)")
 
     def transform(self, queries: list[str]) -> Any:
         """Query features (TF-IDF goes through a cached fast path: same numbers, ~0.3 ms)."""

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .._exceptions import ConfigError, DataError, UnknownModel
-from ._base import BaseRouter
+from .._exceptions import ConfigError, DataError
+from ._base import BaseRouter, check_in_table
 from ._linear import fit_soft_logistic, linear_scores, sigmoid
 
 VARIANTS = ("deterministic", "probabilistic", "transformed")
@@ -88,11 +88,8 @@ class PairwiseRouter(BaseRouter):
     def _select_models(self, table: Any) -> list[str]:
         if self.variant not in VARIANTS:
             raise ConfigError(f"pairwise variant must be one of {VARIANTS}, got {self.variant!r}")
-        for role in ("weak", "strong"):
-            name = getattr(self, role)
-            if name is not None and name not in table.models:
-                raise UnknownModel(f"{role} model {name!r} is not in outcome table {table.name!r}; "
-                                   f"it has: {', '.join(table.models)}")
+        check_in_table([m for m in (self.weak, self.strong) if m is not None], table,
+                       "weak/strong model")
         weak = self.weak or table.models[0]
         if self.strong is not None:
             strong = self.strong

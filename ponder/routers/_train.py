@@ -12,7 +12,7 @@ from typing import Any
 from .._exceptions import ConfigError
 from ._base import BaseRouter
 from ._io import ROUTER_KINDS, save_router
-from ._live import check_model_map, write_strategy_file
+from ._live import write_strategy_file
 
 log = logging.getLogger("ponder.routers")
 
@@ -74,7 +74,7 @@ def train_router(
         train = fit_part
     router.fit(train)
     if model_map:
-        check_model_map(model_map, router.models_, "model map")
+        router.check_known(model_map, "model map")
     if calib is not None:
         router.calibrate(calib, strong_share=strong_share, budget=budget,
                          quality_floor=quality_floor, delta=delta)
