@@ -274,6 +274,17 @@ class SentenceEmbedder:
         return cls(**meta.get("params", {}))
 
 
+def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                          kinds: Sequence[Any] = ()) -> Any:
+    """The featurizer that ``to_state`` wrote, if its type is one of ``kinds`` (by default
+    :class:`TextFeaturizer` and :class:`SentenceEmbedder`)."""
+    cls = {k.__name__: k for k in kinds or (TextFeaturizer, SentenceEmbedder)}.get(
+        str(meta.get("type")))
+    if cls is None:
+        raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in a model file")
+    return cls.from_state(meta, arrays)
+
+
 # ---------------------------------------------------------------------------------------------
 # Response statistics and agreement
 # ---------------------------------------------------------------------------------------------

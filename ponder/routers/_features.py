@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone
 
-from .._exceptions import ConfigError, ModelFileError
-
-FEATURIZERS = ("tfidf", "tfidf-hashed", "minilm", "minilm-fast", "tfidf+minilm")
+from .._exceptions import ConfigError
+from .._features import TOKEN_RE, SentenceEmbedder, TextFeaturizer, kept_csr
+from .._features import featurizer_from_state as from_state
 
 
 class TailEmbedder(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
@@ -30,8 +33,6 @@ class TailEmbedder(BaseEstimator):  # type: ignore[misc]  # scikit-learn is unty
         return self
 
     def transform(self, texts: list[str]) -> np.ndarray:
-        from .._features import SentenceEmbedder
-
         emb = self.__dict__.get("_embedder")
         if emb is None:
             emb = self._embedder = (SentenceEmbedder(max_seq_length=128, quantize=True)
@@ -59,8 +60,6 @@ class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is 
         return self
 
     def transform(self, texts: list[str]) -> Any:
-        import scipy.sparse as sp
-
         fast = self.__dict__.setdefault("_fast", [FastTransform(p) for p in self.parts_])
         return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
 
@@ -83,31 +82,29 @@ class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is 
         return obj
 
 
+#: the featurizers a router can be given by name
+FEATURIZERS: dict[str, Callable[[], Any]] = {
+    "tfidf": TextFeaturizer,
+    "tfidf-hashed": partial(TextFeaturizer, hashed=True),
+    "minilm": TailEmbedder,
+    "minilm-fast": partial(TailEmbedder, max_chars=600, fast=True),
+    "tfidf+minilm": lambda: ConcatFeaturizer([TextFeaturizer(), TailEmbedder()]),
+}
+
+
 def make_featurizer(spec: Any) -> Any:
     """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm"),
     or a fresh copy of a featurizer object (``clone``; a deep copy when it has no ``get_params``):
     routers given the same object never share, and refit, one featurizer."""
-    from .._features import TextFeaturizer
-
-    if spec is None or spec == "tfidf":
-        return TextFeaturizer()
-    if spec == "tfidf-hashed":
-        return TextFeaturizer(hashed=True)
-    if spec == "minilm":
-        return TailEmbedder()
-    if spec == "minilm-fast":
-        return TailEmbedder(max_chars=600, fast=True)
-    if spec == "tfidf+minilm":
-        return ConcatFeaturizer([TextFeaturizer(), TailEmbedder()])
-    if isinstance(spec, str):
-        raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
-                          "or pass an object with fit/transform")
+    if spec is None or isinstance(spec, str):
+        if (spec or "tfidf") not in FEATURIZERS:
+            raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
+                              "or pass an object with fit/transform")
+        return FEATURIZERS[spec or "tfidf"]()
     if not (hasattr(spec, "fit") and hasattr(spec, "transform")):
         raise ConfigError(f"featurizer {spec!r} needs fit(texts) and transform(texts)")
     if not hasattr(spec, "get_params"):  # not an sklearn estimator: a copy, never the object given
         return copy.deepcopy(spec)
-    from sklearn.base import clone
-
     try:
         return clone(spec)
     except (RuntimeError, TypeError) as exc:  # a get_params that clone cannot use
@@ -122,23 +119,9 @@ def featurizer_spec(spec: Any) -> str:
     return type(spec).__name__
 
 
-def featurizer_state(featurizer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if not hasattr(featurizer, "to_state"):
-        raise ConfigError(f"featurizer {type(featurizer).__name__} cannot be saved "
-                          "(it has no to_state); use 'tfidf' or 'minilm'")
-    state: tuple[dict[str, Any], dict[str, np.ndarray]] = featurizer.to_state()
-    return state
-
-
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
-    from .._features import SentenceEmbedder, TextFeaturizer
-
-    kinds: dict[str, Any] = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder,
-             "TailEmbedder": TailEmbedder, "ConcatFeaturizer": ConcatFeaturizer}
-    cls = kinds.get(str(meta.get("type")))
-    if cls is None:
-        raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in router file")
-    return cls.from_state(meta, arrays)
+    return from_state(meta, arrays, (TextFeaturizer, SentenceEmbedder, TailEmbedder,
+                                     ConcatFeaturizer))
 
 
 class FastTransform:
@@ -159,15 +142,9 @@ class FastTransform:
             return f.transform(texts)
         if len(texts) < 64:  # a live query: the loop is quicker than a key
             return self._transform(texts)
-        from .._features import kept_csr
-
         return kept_csr(("fast", f.memo_key(), tuple(texts)), lambda: self._transform(texts))
 
     def _transform(self, texts: list[str]) -> Any:
-        import scipy.sparse as sp
-
-        from .._features import TOKEN_RE
-
         f = self.featurizer
         lo, hi = f.ngram_range
         vocab = f.vocabulary_

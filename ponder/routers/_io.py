@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from .. import _persist
-from .._exceptions import ModelFileError
+from .._exceptions import ConfigError, ModelFileError
 from ._base import BaseRouter, Calibration, check_is_fitted
-from ._features import featurizer_from_state, featurizer_spec, featurizer_state
+from ._features import featurizer_from_state, featurizer_spec
 from ._knn import KNNRouter
 from ._mf import MFRouter
 from ._pairwise import PairwiseRouter
@@ -35,7 +35,10 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
     check_is_fitted(router)
     params = router.get_params(deep=False)
     params["featurizer"] = featurizer_spec(params.get("featurizer"))
-    f_meta, f_arrays = featurizer_state(router.featurizer_)
+    if not hasattr(router.featurizer_, "to_state"):
+        raise ConfigError(f"featurizer {type(router.featurizer_).__name__} cannot be saved "
+                          "(it has no to_state); use 'tfidf' or 'minilm'")
+    f_meta, f_arrays = router.featurizer_.to_state()
     meta: dict[str, Any] = {
         "router_kind": router.kind,
         "params": params,
