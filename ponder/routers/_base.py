@@ -1,12 +1,8 @@
 """What every router shares: fitting on an outcome table, one knob, routing, calibration.
 
-A router reads only the query text. ``fit`` turns the train rows of an outcome table into
-features (TF-IDF by default) and a per-model predictor; ``predict_quality`` gives each model's
-predicted quality for new queries; ``route`` picks one model for a setting of the knob.
-
-The knob moves a router along its cost/quality curve. Each router family defines its direction,
-but :meth:`BaseRouter.knob_grid` always returns values ordered from the most expensive setting to
-the cheapest, which is what calibration (and the Learn-then-Test fixed sequence) walks along.
+A router reads only the query text. The knob moves it along its cost/quality curve; each family
+picks the knob's direction, but :meth:`BaseRouter.knob_grid` always runs from the most expensive
+setting to the cheapest, the order calibration (and Learn-then-Test's fixed sequence) walks.
 """
 
 from __future__ import annotations
@@ -265,7 +261,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         allowed = np.zeros(qhat.shape, dtype=bool)
         allowed[:, idx] = True
         k = self.knob_ if knob is None else float(knob)
-        j = int(self._decide(qhat, chat, k, allowed)[0])
+        j = int(self.choose(qhat, chat, k, allowed)[0])
         return RouteDecision(
             model=self.models_[j],
             quality={self.models_[i]: float(qhat[0, i]) for i in idx},
@@ -342,10 +338,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
             i = int(np.argmin(np.abs(share - value) + 1e-9 * np.arange(len(share))))
         elif target == "budget":
             ok = np.flatnonzero(mean_cost <= value + 1e-15)
-            if ok.size == 0:
-                i = int(np.argmin(mean_cost))
-            else:
-                i = int(ok[np.argmax(mean_q[ok])])
+            i = int(ok[np.argmax(mean_q[ok])]) if ok.size else int(np.argmin(mean_cost))
         else:
             from .._risk import ltt_select
 
@@ -388,8 +381,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         with np.errstate(divide="ignore", invalid="ignore"):
             lam = dq / dc
         lam = lam[(dc > 0) & (dq > 0) & np.isfinite(lam)]
-        lam = np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
-        return lam
+        return np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
 
     # ---- state for saving ------------------------------------------------------------------
     #: the fitted arrays a router file keeps, each in the attribute of that name plus "_"

@@ -27,14 +27,6 @@ class TrainedRouter:
     route_cascade_file: Path | None = None
 
 
-def make_router(kind: str, **params: Any) -> BaseRouter:
-    if kind not in ROUTER_KINDS:
-        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
-    cls = ROUTER_KINDS[kind]
-    valid = cls._get_param_names()
-    return cls(**{k: v for k, v in params.items() if k in valid and v is not None})
-
-
 def train_router(
     table: Any,
     kind: str,
@@ -55,7 +47,11 @@ def train_router(
     """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
     from ..evaluation._table import OutcomeTable
 
-    router = make_router(kind, **params)
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
+    cls = ROUTER_KINDS[kind]
+    valid = cls._get_param_names()
+    router = cls(**{k: v for k, v in params.items() if k in valid and v is not None})
     train = table
     if split_column in table.df.columns:
         train_ids = [q for q, s in zip(table.query_ids, _split_labels(table, split_column),

@@ -1,14 +1,7 @@
-"""AnswerScorer: P(response acceptable | query, response, model, earlier rungs' answers).
-
-One estimator covers every model: a text head per model learns which queries that model gets
-right, and a combiner weighs the head's log-odds with response statistics, model identity and
-agreement with the earlier rungs' answers. Agreement with the earlier rungs' answers is what a
-cascade has already paid for; it is the strongest signal on multiple-choice and yes/no tasks.
-
-The parts, each readable on its own: ``_features`` (the ``X`` frame and feature columns),
-``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2, and boosted trees as arrays),
-``_calibration`` and ``_io`` (the file format). This module holds the estimator that joins them.
-"""
+"""AnswerScorer, the estimator that joins the parts: ``_features`` (the ``X`` frame and feature
+columns), ``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2), ``_calibration`` and
+``_io`` (the file format). Agreement with the earlier rungs' answers is what a cascade has already
+paid for; it is the strongest signal on multiple-choice and yes/no tasks."""
 
 from __future__ import annotations
 

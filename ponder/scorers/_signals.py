@@ -67,15 +67,10 @@ def signal_rows(samples: Sequence[Any], logprob_mean: Sequence[Any], logprob_min
 
 def frame_signals(X: pd.DataFrame) -> np.ndarray:
     """The signals of a scorer frame's rows (columns it lacks are NaN)."""
-    n = len(X)
-    if not any(c in X.columns for c in ("samples", "logprob_mean", "logprob_min")):
-        return np.full((n, len(SIGNAL_NAMES)), np.nan)  # what signal_rows gives rows of Nones
-    none: list[Any] = [None] * n
-
-    def col(name: str) -> list[Any]:
-        return X[name].tolist() if name in X.columns else none
-
-    return signal_rows(col("samples"), col("logprob_mean"), col("logprob_min"))
+    if not any(c in X.columns for c in SIGNAL_COLUMNS):
+        return np.full((len(X), len(SIGNAL_NAMES)), np.nan)  # what signal_rows gives rows of Nones
+    none: list[Any] = [None] * len(X)
+    return signal_rows(*(X[c].tolist() if c in X.columns else none for c in SIGNAL_COLUMNS))
 
 
 def records_signals(table: OutcomeTable) -> bool:
