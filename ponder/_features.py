@@ -77,13 +77,16 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         """The parameters as JSON (for :meth:`to_state`)."""
         return {**self.get_params(), "ngram_range": list(self.ngram_range)}
 
+    def _vectorizer(self, cls: Any, **kwargs: Any) -> Any:
+        """A scikit-learn vectorizer with these n-grams, tokens and case."""
+        return cls(ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
+                   lowercase=self.lowercase, **kwargs)
+
     def _hasher(self) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer
 
-        return HashingVectorizer(
-            n_features=self.n_hash, ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
-            lowercase=self.lowercase, alternate_sign=False, norm=None,
-        )
+        return self._vectorizer(HashingVectorizer, n_features=self.n_hash, alternate_sign=False,
+                                norm=None)
 
     # -- fit / transform ----------------------------------------------------------------------
     def fit(self, texts: Iterable[str], y: Any = None) -> TextFeaturizer:
@@ -121,12 +124,9 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         else:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
-            vec = TfidfVectorizer(
-                max_features=self.max_features, ngram_range=tuple(self.ngram_range),
-                min_df=self.min_df if len(texts) > 10 else 1, sublinear_tf=self.sublinear_tf,
-                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
-            )
-            vec.fit(texts)
+            vec = self._vectorizer(TfidfVectorizer, max_features=self.max_features,
+                                   min_df=self.min_df if len(texts) > 10 else 1,
+                                   sublinear_tf=self.sublinear_tf, dtype=np.float64).fit(texts)
             self.vocabulary_ = {k: int(v) for k, v in vec.vocabulary_.items()}
             self.idf_ = np.asarray(vec.idf_, dtype=np.float64)
             self.n_features_ = len(self.vocabulary_)
@@ -146,21 +146,14 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         else:
             from sklearn.feature_extraction.text import CountVectorizer
 
-            cv = CountVectorizer(
-                vocabulary=self.vocabulary_, ngram_range=tuple(self.ngram_range),
-                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
-            )
-            counts = cv.transform(texts).tocsr()
+            counts = self._vectorizer(CountVectorizer, vocabulary=self.vocabulary_,
+                                      dtype=np.float64).transform(texts).tocsr()
         if self.sublinear_tf:
             counts.data = np.log(counts.data) + 1.0
         counts = counts @ sp.diags(self.idf_)
         norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
         norms[norms == 0] = 1.0
         return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
-
-    def fit_transform(self, texts: Iterable[str], y: Any = None) -> sp.csr_matrix:
-        texts = list(texts)
-        return self.fit(texts).transform(texts)
 
     # -- persistence --------------------------------------------------------------------------
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -260,9 +253,6 @@ class SentenceEmbedder:
         out = self._load().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                   show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
-
-    def fit_transform(self, texts: Iterable[str], y: Any = None) -> np.ndarray:
-        return self.transform(texts)
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"type": "SentenceEmbedder", "params": {

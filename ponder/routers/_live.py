@@ -182,14 +182,10 @@ def write_strategy_file(path: str | Path, router_dir: str | Path, *, kind: str =
     """Write a strategy JSON pointing at ``router_dir`` (stored relative to the JSON's folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rd = Path(router_dir)
-    try:
-        rel = rd.resolve().relative_to(path.parent.resolve())
-        router_ref = str(rel)
-    except ValueError:
-        router_ref = str(rd.resolve())
+    rd, here = Path(router_dir).resolve(), path.parent.resolve()
     doc: dict[str, Any] = {"format": STRATEGY_FORMAT, "version": STRATEGY_VERSION, "kind": kind,
-                           "name": name or kind, "router": router_ref}
+                           "name": name or kind,
+                           "router": str(rd.relative_to(here) if rd.is_relative_to(here) else rd)}
     if knob is not None:
         doc["knob"] = float(knob)
     if model_map:

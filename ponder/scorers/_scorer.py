@@ -118,7 +118,7 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     # ---- learning -----------------------------------------------------------------------------
     def fit(self, X: pd.DataFrame, y: Sequence[float] | np.ndarray) -> AnswerScorer:
         """Learn the text heads, the combiner and its calibration from rows ``X`` and labels ``y``."""
-        X = check_frame(X)
+        queries, responses, models = check_frame(X)
         if self.learner not in LEARNERS:
             raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
         if self.calibration not in CALIBRATIONS:
@@ -131,9 +131,6 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         labels = (yv >= self.accept_at).astype(np.int64)
         if labels.min() == labels.max():
             raise ValueError("y holds a single class; a scorer needs acceptable and unacceptable answers")
-        queries = X["query"].astype(str).tolist()
-        responses = X["response"].astype(str).tolist()
-        models = X["model"].astype(str).tolist()
         groups = X["group"].astype(str).to_numpy() if "group" in X.columns else np.array(queries)
         self.models_ = sorted(set(models))
         model_idx = model_index(self.models_, models)
@@ -204,10 +201,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds of acceptability, one per row."""
         self._check_fitted()
-        X = check_frame(X)
-        queries = X["query"].astype(str).tolist()
-        responses = X["response"].astype(str).tolist()
-        model_idx = model_index(self.models_, X["model"].astype(str).tolist())
+        queries, responses, models = check_frame(X)
+        model_idx = model_index(self.models_, models)
         T = text_matrix(queries, responses, self._query_features(), self._response_features())
         tl = text_logit(T, model_idx, self.text_coef_, self.text_intercept_)
         dense = dense_features(tl, response_stats(queries, responses), model_idx,
