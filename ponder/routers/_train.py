@@ -54,8 +54,8 @@ def train_router(
     router = cls(**{k: v for k, v in params.items() if k in valid and v is not None})
     train = table
     if split_column in table.df.columns:
-        train_ids = [q for q, s in zip(table.query_ids, _split_labels(table, split_column),
-                                       strict=True) if s == "train"]
+        per_q = table.df.drop_duplicates("query_id").set_index("query_id")[split_column]
+        train_ids = [q for q in table.query_ids if str(per_q[q]).lower() == "train"]
         if train_ids:
             train = table.subset(train_ids)
     calib: OutcomeTable | None = None
@@ -108,8 +108,3 @@ def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str |
         out.unlink()
         raise
     return out
-
-
-def _split_labels(table: Any, column: str) -> list[str]:
-    per_q = table.df.drop_duplicates("query_id").set_index("query_id")[column]
-    return [str(per_q[q]).lower() for q in table.query_ids]

@@ -261,11 +261,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
                      s2: np.ndarray) -> None:
         """:meth:`score_grid` of some queries, into the views ``s1`` and ``s2``."""
         nq, nm = responses.shape
-        qtext = None
-        if self.text == "tfidf":
-            qtext = self.query_features_.transform(queries)
-        elif self.text == "embed":
-            qtext = sp.csr_matrix(self.query_features_.transform(queries))
+        qf = self._query_features()
+        qtext = None if qf is None else sp.csr_matrix(qf.transform(queries))
         for b in range(nm):
             resp_b = [str(r) for r in responses[:, b]]
             parts = [] if qtext is None else [qtext]
