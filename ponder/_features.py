@@ -289,16 +289,8 @@ _HEDGE = re.compile(
 _CODE = re.compile(r"```|^\s*(def |class |import |return )", re.MULTILINE)
 _WORD = re.compile(r"\w+")
 
-RESPONSE_STAT_NAMES = (
-    "log_chars",
-    "log_words",
-    "refusal",
-    "hedge",
-    "empty",
-    "format_match",
-    "code_block",
-    "query_log_chars",
-)
+RESPONSE_STAT_NAMES = ("log_chars", "log_words", "refusal", "hedge", "empty", "format_match",
+                       "code_block", "query_log_chars")
 
 
 def _tokens(text: str) -> frozenset[str]:

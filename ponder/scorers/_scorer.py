@@ -1,5 +1,5 @@
 """AnswerScorer, the estimator that joins the parts: ``_features`` (the ``X`` frame and feature
-columns), ``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2), ``_calibration`` and
+columns), ``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2 and its calibration) and
 ``_io`` (the file format). Agreement with the earlier rungs' answers is what a cascade has already
 paid for; it is the strongest signal on multiple-choice and yes/no tasks."""
 
@@ -16,8 +16,16 @@ from sklearn.base import BaseEstimator
 
 from .._exceptions import NotFittedError
 from .._features import SentenceEmbedder, TextFeaturizer, response_stats
-from ._calibration import CALIBRATIONS, Calibrator, calibrate, fit_calibrator
-from ._combiners import LEARNERS, combiner_decision, fit_combiner, tree_decision
+from ._combiners import (
+    CALIBRATIONS,
+    LEARNERS,
+    Calibrator,
+    calibrate,
+    combiner_decision,
+    fit_calibrator,
+    fit_combiner,
+    tree_decision,
+)
 from ._features import (
     agree_columns,
     check_frame,

@@ -1,17 +1,12 @@
 """Verification signals of one answer: self-consistency among its samples and token logprobs.
 
-A rung that asks its model for ``samples = n`` answers (the first is the response) and for token
-log-probabilities gets four extra scorer features, the same ones whether they come from a live
-:class:`~ponder.Completion` or from the columns ``ponder collect`` records (``samples``,
-``logprob_mean``, ``logprob_min``):
-
-- ``sc_agree``: mean :func:`~ponder._features.agreement` of the response with each other sample
-  (the share of samples giving the same extracted answer; token overlap for free text);
-- ``sc_pairwise``: mean agreement over every pair of samples;
-- ``logprob_mean`` / ``logprob_min``: mean and minimum token log-probability of the response.
-
-A signal that was not recorded is NaN (one sample only: no self-consistency); the combiner sees
-it as 0 plus a "missing" indicator, so rows with and without signals share one scorer.
+The same four scorer features whether they come from a live :class:`~ponder.Completion` or from
+the columns ``ponder collect`` records (``samples``, ``logprob_mean``, ``logprob_min``):
+``sc_agree``, the mean :func:`~ponder._features.agreement` of the response (the first sample)
+with each other sample; ``sc_pairwise``, the mean over every pair of samples; and the response's
+mean and minimum token log-probability. A signal not recorded is NaN (one sample: no
+self-consistency); the combiner sees 0 plus a "missing" flag, so rows with and without signals
+share one scorer.
 """
 
 from __future__ import annotations
