@@ -261,6 +261,11 @@ class SentenceEmbedder:
         return cls(**meta.get("params", {}))
 
 
+def prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays a model file keeps under ``prefix`` (one part's state), without it."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray],
                           kinds: Sequence[Any] = ()) -> Any:
     """The featurizer that ``to_state`` wrote, if its type is one of ``kinds`` (by default

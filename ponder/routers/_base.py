@@ -121,9 +121,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                             f"{len(models)}", file=table.name)
         scores, costs, present = table_arrays(table, models)
         queries = table.queries
-        featurizer = make_featurizer(self.featurizer).fit(queries)
-        X = featurizer.transform(queries)
-        self.featurizer_ = featurizer
+        self.featurizer_ = make_featurizer(self.featurizer).fit(queries)
+        X = self.featurizer_.transform(queries)
         self._fit_cost_model(queries, costs, present)
         self.train_quality_ = np.array([np.nanmean(scores[:, j]) if present[:, j].any() else 0.0
                                         for j in range(len(models))])
@@ -146,8 +145,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """
         n_chars = np.array([len(q) for q in queries], dtype=float) / 1000.0
         M = costs.shape[1]
-        a = np.zeros(M)
-        b = np.zeros(M)
+        a, b = np.zeros(M), np.zeros(M)
         mode = getattr(self, "cost_model", "length")
         if mode not in ("length", "mean"):
             raise ConfigError(f"cost_model must be 'length' or 'mean', got {mode!r}")

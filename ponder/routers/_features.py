@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone
 
 from .._exceptions import ConfigError
-from .._features import TOKEN_RE, SentenceEmbedder, TextFeaturizer, kept_csr
+from .._features import TOKEN_RE, SentenceEmbedder, TextFeaturizer, kept_csr, prefixed
 from .._features import featurizer_from_state as from_state
 
 
@@ -75,8 +75,7 @@ class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:
         obj = cls()
-        obj.parts_ = [featurizer_from_state(m, {k[len(f"p{i}_"):]: v for k, v in arrays.items()
-                                                if k.startswith(f"p{i}_")})
+        obj.parts_ = [featurizer_from_state(m, prefixed(arrays, f"p{i}_"))
                       for i, m in enumerate(meta.get("parts", []))]
         obj.parts = obj.parts_
         return obj

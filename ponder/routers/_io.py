@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _persist
 from .._exceptions import ConfigError, ModelFileError
+from .._features import prefixed
 from ._base import BaseRouter, Calibration, check_is_fitted
 from ._features import featurizer_from_state, featurizer_spec
 from ._knn import KNNRouter
@@ -114,9 +115,9 @@ def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseR
             setattr(router, k, _EXTRA_FIELDS[k](v))
         for k in _ARRAYS:
             setattr(router, k + "_", np.asarray(arrays[k], dtype=float))
-        router._set_state_arrays({k[2:]: v for k, v in arrays.items() if k.startswith("r_")})
+        router._set_state_arrays(prefixed(arrays, "r_"))
         router.featurizer_ = featurizer_from_state(
-            meta["featurizer"], {k[2:]: v for k, v in arrays.items() if k.startswith("f_")})
+            meta["featurizer"], prefixed(arrays, "f_"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"router file is incomplete or inconsistent ({exc})", path=where) from None
     if len(router.cost_intercept_) != len(router.models_):

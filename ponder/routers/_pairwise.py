@@ -133,5 +133,4 @@ class PairwiseRouter(BaseRouter):
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
-        p = qhat[:, 0]
-        return np.concatenate([[0.0], np.unique(p) + 1e-12, [1.0 + 1e-9]])
+        return np.concatenate([[0.0], np.unique(qhat[:, 0]) + 1e-12, [1.0 + 1e-9]])

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _persist
 from .._exceptions import ModelFileError
-from .._features import RESPONSE_STAT_NAMES, TextFeaturizer, featurizer_from_state
+from .._features import RESPONSE_STAT_NAMES, TextFeaturizer, featurizer_from_state, prefixed
 from ._combiners import LEARNERS
 from ._signals import SIGNAL_NAMES
 
@@ -69,20 +69,16 @@ def load_scorer(cls: type[_Scorer], directory: str | Path, *,
         obj.signals_ = tuple(meta.get("signals", ()))  # absent: a scorer from before signals
         for name in _FITTED:
             setattr(obj, name + "_", arrays[name])
-
-        def sub(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
         if "query_features" in meta:
-            obj.query_features_ = featurizer_from_state(meta["query_features"], sub("qf__"))
+            obj.query_features_ = featurizer_from_state(meta["query_features"], prefixed(arrays, "qf__"))
         if "response_features" in meta:
-            obj.response_features_ = featurizer_from_state(meta["response_features"], sub("rf__"),
-                                                           (TextFeaturizer,))
+            obj.response_features_ = featurizer_from_state(
+                meta["response_features"], prefixed(arrays, "rf__"), (TextFeaturizer,))
         if meta["learner_state"] == "logistic":
             obj.coef_ = arrays["coef"]
             obj.intercept_ = float(arrays["intercept"][0])
         else:
-            obj.trees_ = sub("tree__")
+            obj.trees_ = prefixed(arrays, "tree__")
         obj.calibrator_ = ((meta["calibrator"], arrays["cal_a"], arrays["cal_b"])
                            if "calibrator" in meta else None)
     except (KeyError, TypeError, ValueError) as exc:
