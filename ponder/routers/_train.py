@@ -65,9 +65,8 @@ def train_router(
     if knob is not None and targets:
         raise ConfigError("give a knob or a calibration target, not both")
     if targets:
-        fit_part, calib = train.split(test_fraction=calibration_fraction, seed=seed,
-                                      split_column=None)
-        train = fit_part
+        train, calib = train.split(test_fraction=calibration_fraction, seed=seed,
+                                   split_column=None)
     router.fit(train)
     if model_map:
         router.check_known(model_map, "model map")
