@@ -73,7 +73,8 @@ def check_in_table(names: list[str], table: OutcomeTable, what: str = "model(s)"
                            f"{table.name!r}; it has: {', '.join(table.models)}")
 
 
-def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def table_arrays(table: OutcomeTable, models: list[str],
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, costs, present) of ``table`` in the column order of ``models`` (replaying needs
     every model the router chooses between)."""
     check_in_table(models, table, "the router's model(s)")

@@ -70,7 +70,8 @@ def load_scorer(cls: type[_Scorer], directory: str | Path, *,
         for name in _FITTED:
             setattr(obj, name + "_", arrays[name])
         if "query_features" in meta:
-            obj.query_features_ = featurizer_from_state(meta["query_features"], prefixed(arrays, "qf__"))
+            obj.query_features_ = featurizer_from_state(meta["query_features"],
+                                                        prefixed(arrays, "qf__"))
         if "response_features" in meta:
             obj.response_features_ = featurizer_from_state(
                 meta["response_features"], prefixed(arrays, "rf__"), (TextFeaturizer,))
