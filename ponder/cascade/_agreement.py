@@ -290,7 +290,7 @@ def _fit_head(Z: np.ndarray, labels: np.ndarray, C: float, cv: int, seed: int) -
     """Logistic regression, Platt-calibrated on its out-of-fold decisions (as the scorers are)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..scorers._calibration import fit_calibrator
+    from ..scorers._combiners import fit_calibrator
 
     if labels.min() == labels.max():  # one class: a constant
         return np.zeros(Z.shape[1]), _logit(float(labels[0])), None
@@ -311,7 +311,7 @@ def _fit_head(Z: np.ndarray, labels: np.ndarray, C: float, cv: int, seed: int) -
 
 
 def _head_proba(head: Head, Z: np.ndarray) -> np.ndarray:
-    from ..scorers._calibration import sigmoid
+    from ..scorers._combiners import sigmoid
 
     coef, intercept, cal = head
     d = Z @ coef + intercept

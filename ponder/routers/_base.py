@@ -1,16 +1,13 @@
 """What every router shares: fitting on an outcome table, one knob, routing, calibration.
 
-A router reads only the query text. ``fit`` turns the train rows of an outcome table into
-features (TF-IDF by default) and a per-model predictor; ``predict_quality`` gives each model's
-predicted quality for new queries; ``route`` picks one model for a setting of the knob.
-
-The knob moves a router along its cost/quality curve. Each router family defines its direction,
-but :meth:`BaseRouter.knob_grid` always returns values ordered from the most expensive setting to
-the cheapest, which is what calibration (and the Learn-then-Test fixed sequence) walks along.
+A router reads only the query text. The knob moves it along its cost/quality curve; each family
+picks the knob's direction, but :meth:`BaseRouter.knob_grid` always runs from the most expensive
+setting to the cheapest, the order calibration (and Learn-then-Test's fixed sequence) walks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._exceptions import ConfigError, DataError, NotFittedError, UnknownModel
+from ._features import FastTransform, make_featurizer
 
 if TYPE_CHECKING:
     from ..evaluation._table import OutcomeTable
@@ -67,17 +65,19 @@ def check_is_fitted(router: Any) -> None:
         )
 
 
-def table_arrays(table: OutcomeTable, models: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, costs, present) of ``table`` in the column order of ``models``.
-
-    Raises UnknownModel when the router's models are not in the table: replaying needs them all.
-    """
-    missing = [m for m in models if m not in table.models]
+def check_in_table(names: list[str], table: OutcomeTable, what: str = "model(s)") -> None:
+    """UnknownModel for any of ``names`` that ``table`` has no column for."""
+    missing = [m for m in names if m not in table.models]
     if missing:
-        raise UnknownModel(
-            f"outcome table {table.name!r} has no rows for model(s) {', '.join(map(repr, missing))} "
-            f"that the router chooses between; it has: {', '.join(table.models)}"
-        )
+        raise UnknownModel(f"{what} {', '.join(map(repr, missing))} not in outcome table "
+                           f"{table.name!r}; it has: {', '.join(table.models)}")
+
+
+def table_arrays(table: OutcomeTable, models: list[str],
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, costs, present) of ``table`` in the column order of ``models`` (replaying needs
+    every model the router chooses between)."""
+    check_in_table(models, table, "the router's model(s)")
     cols = [table.models.index(m) for m in models]
     return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
 
@@ -94,13 +94,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
     #: P(weak good enough), where a larger threshold sends more queries to the strong model.
     _knob_cheaper_when_larger: bool = True
 
-    # ---- scikit-learn estimator protocol ---------------------------------------------------
     # get_params, set_params, clone and __repr__ come from BaseEstimator and read the parameters
     # off each subclass's __init__ signature, which only stores them.
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return list(cls._get_param_names())
-
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "models_", None))
 
@@ -109,12 +104,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """Which of the table's models this router chooses between (all, by default)."""
         models = getattr(self, "models", None)
         if models:
-            unknown = [m for m in models if m not in table.models]
-            if unknown:
-                raise UnknownModel(
-                    f"model(s) {', '.join(map(repr, unknown))} not in outcome table "
-                    f"{table.name!r}; it has: {', '.join(table.models)}"
-                )
+            check_in_table(models, table)
             return [m for m in table.models if m in set(models)]  # keep cheapest-first order
         return list(table.models)
 
@@ -132,11 +122,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                             f"{len(models)}", file=table.name)
         scores, costs, present = table_arrays(table, models)
         queries = table.queries
-        from ._features import make_featurizer
-
-        featurizer = make_featurizer(self.featurizer).fit(queries)
-        X = featurizer.transform(queries)
-        self.featurizer_ = featurizer
+        self.featurizer_ = make_featurizer(self.featurizer).fit(queries)
+        X = self.featurizer_.transform(queries)
         self._fit_cost_model(queries, costs, present)
         self.train_quality_ = np.array([np.nanmean(scores[:, j]) if present[:, j].any() else 0.0
                                         for j in range(len(models))])
@@ -159,8 +146,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """
         n_chars = np.array([len(q) for q in queries], dtype=float) / 1000.0
         M = costs.shape[1]
-        a = np.zeros(M)
-        b = np.zeros(M)
+        a, b = np.zeros(M), np.zeros(M)
         mode = getattr(self, "cost_model", "length")
         if mode not in ("length", "mean"):
             raise ConfigError(f"cost_model must be 'length' or 'mean', got {mode!r}")
@@ -184,22 +170,23 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         check_is_fitted(self)
         if models is None:
             return np.arange(len(self.models_))
-        unknown = [m for m in models if m not in self.models_]
+        self.check_known(models, "models")
+        return np.array([self.models_.index(m) for m in models], dtype=int)
+
+    def check_known(self, names: Iterable[str], what: str) -> None:
+        """UnknownModel for any of ``names`` (``what`` names them) this router never saw."""
+        unknown = [m for m in names if m not in self.models_]
         if unknown:
             raise UnknownModel(
-                f"this {self.kind} router was trained on an outcome table with models "
-                f"{', '.join(self.models_)} and never saw {', '.join(map(repr, unknown))}; "
-                "retrain it on outcomes that include that model"
-            )
-        return np.array([self.models_.index(m) for m in models], dtype=int)
+                f"{what}: this {self.kind} router never saw {', '.join(map(repr, unknown))}; it "
+                f"was trained on {', '.join(self.models_)} (retrain it on outcomes that include "
+                "them)")
 
     def transform(self, queries: list[str]) -> Any:
         """Query features (TF-IDF goes through a cached fast path: same numbers, ~0.3 ms)."""
         check_is_fitted(self)
         fast = self.__dict__.get("_fast_transform")
         if fast is None or fast.featurizer is not self.featurizer_:
-            from ._features import FastTransform
-
             fast = self._fast_transform = FastTransform(self.featurizer_)
         return fast.transform(list(queries))
 
@@ -217,27 +204,26 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         route-cascade replay: hundreds of times); the features are a per-query Python loop, so
         recomputing them dominated ``ponder eval``. The key is the queries themselves (a tuple:
         equal lists hit, a mutated list misses), the fitted featurizer and the parameters, and
-        a refit clears it. Callers get a copy."""
+        a refit clears it."""
         key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
-        hit = self.__dict__.get("_pred_cache")
-        if hit is not None and hit[0] == key:
-            cached: np.ndarray = hit[1]
-            return cached
-        pred = np.asarray(self._predict_core(self.transform(queries)))
-        pred.flags.writeable = False  # shared between calls: never modified in place
-        self._pred_cache = (key, pred)
-        return pred
+        return self._remember("_pred_cache", key,
+                              lambda: self._predict_core(self.transform(queries)))
 
     def _kchars(self, queries: list[str]) -> np.ndarray:
         """Thousands of characters per query, remembered for the last list (as predictions)."""
         key = tuple(queries)
-        hit = self.__dict__.get("_kchars_cache")
+        return self._remember("_kchars_cache", key,
+                              lambda: np.array([len(q) for q in key], dtype=float) / 1000.0)
+
+    def _remember(self, name: str, key: Any, compute: Callable[[], Any]) -> np.ndarray:
+        """``compute()`` kept read-only (callers share it) in ``self.<name>`` for the last key."""
+        hit = self.__dict__.get(name)
         if hit is not None and hit[0] == key:
             cached: np.ndarray = hit[1]
             return cached
-        out = np.array([len(q) for q in key], dtype=float) / 1000.0
+        out = np.asarray(compute())
         out.flags.writeable = False
-        self._kchars_cache = (key, out)
+        self.__dict__[name] = (key, out)
         return out
 
     def predict_cost(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
@@ -259,22 +245,19 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         """Model index per query from predicted quality and cost. ``allowed`` (n, M) bool
         restricts the choice (e.g. to models that have an outcome for the query)."""
         knob = self.knob_ if knob is None else float(knob)
-        if allowed is None:
-            allowed = np.ones(qhat.shape, dtype=bool)
-        choice = self._decide(qhat, chat, knob, allowed)
-        return choice
+        return self._decide(qhat, chat, knob, np.ones(qhat.shape, dtype=bool)
+                            if allowed is None else allowed)
 
     def route(self, query: str, *, knob: float | None = None,
               models: list[str] | None = None) -> RouteDecision:
         """Pick a model for one query. ``models`` restricts the candidates (all must be known)."""
         idx = self._model_indices(models)
-        X = self.transform([query])
-        qhat = self._predict_core(X)
+        qhat = self._predict_core(self.transform([query]))
         chat = self.predict_cost([query])
         allowed = np.zeros(qhat.shape, dtype=bool)
         allowed[:, idx] = True
         k = self.knob_ if knob is None else float(knob)
-        j = int(self._decide(qhat, chat, k, allowed)[0])
+        j = int(self.choose(qhat, chat, k, allowed)[0])
         return RouteDecision(
             model=self.models_[j],
             quality={self.models_[i]: float(qhat[0, i]) for i in idx},
@@ -351,10 +334,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
             i = int(np.argmin(np.abs(share - value) + 1e-9 * np.arange(len(share))))
         elif target == "budget":
             ok = np.flatnonzero(mean_cost <= value + 1e-15)
-            if ok.size == 0:
-                i = int(np.argmin(mean_cost))
-            else:
-                i = int(ok[np.argmax(mean_q[ok])])
+            i = int(ok[np.argmax(mean_q[ok])]) if ok.size else int(np.argmin(mean_cost))
         else:
             from .._risk import ltt_select
 
@@ -387,9 +367,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                 allowed: np.ndarray) -> np.ndarray:
         """Default multi-model rule: argmax(quality − λ·cost) over allowed models; ties go to the
         cheaper model (columns are cheapest-first)."""
-        util = qhat - knob * chat
-        util = np.where(allowed, util, -np.inf)
-        choice: np.ndarray = np.argmax(util, axis=1)
+        choice: np.ndarray = np.argmax(np.where(allowed, qhat - knob * chat, -np.inf), axis=1)
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
@@ -399,12 +377,15 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         with np.errstate(divide="ignore", invalid="ignore"):
             lam = dq / dc
         lam = lam[(dc > 0) & (dq > 0) & np.isfinite(lam)]
-        lam = np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
-        return lam
+        return np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
 
     # ---- state for saving ------------------------------------------------------------------
+    #: the fitted arrays a router file keeps, each in the attribute of that name plus "_"
+    _state: tuple[str, ...] = ()
+
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {}
+        return {k: getattr(self, k + "_") for k in self._state}
 
     def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
+        for k in self._state:
+            setattr(self, k + "_", arrays[k])

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import DataError
-from ._base import BaseRouter
+from ._base import BaseRouter, table_arrays
 
 
 class RandomRouter(BaseRouter):
@@ -61,11 +61,10 @@ class OracleRouter(BaseRouter):
 
     def fit(self, table: Any, y: Any = None) -> OracleRouter:
         super().fit(table)
-        scores, costs, present = table.scores, table.costs, table.present
-        cols = [table.models.index(m) for m in self.models_]
+        scores, costs, present = table_arrays(table, self.models_)
         self.query_index_ = {q: i for i, q in enumerate(table.queries)}
-        self.outcome_scores_ = np.where(present[:, cols], scores[:, cols], -np.inf)
-        self.outcome_costs_ = np.where(present[:, cols], costs[:, cols], np.inf)
+        self.outcome_scores_ = np.where(present, scores, -np.inf)
+        self.outcome_costs_ = np.where(present, costs, np.inf)
         return self
 
     def _fit_core(self, X: Any, scores: np.ndarray, present: np.ndarray) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone
 
-from .._exceptions import ConfigError, ModelFileError
+from .._exceptions import ConfigError
+from .._features import TOKEN_RE, SentenceEmbedder, TextFeaturizer, kept_csr, prefixed
+from .._features import featurizer_from_state as from_state
 
-FEATURIZERS = ("tfidf", "tfidf-hashed", "minilm", "minilm-fast", "tfidf+minilm")
 
-
-class TailEmbedder:
+class TailEmbedder(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """MiniLM sentence embeddings of the last ``max_chars`` characters of each query.
 
     all-MiniLM-L6-v2 reads at most 256 word pieces from the start; in long prompts (few-shot
@@ -25,20 +29,10 @@ class TailEmbedder:
         self.max_chars = max_chars
         self.fast = fast  # 128 word pieces, int8 weights: for a p50 decision budget of ~15 ms
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"max_chars": self.max_chars, "fast": self.fast}
-
-    def set_params(self, **params: Any) -> TailEmbedder:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
     def fit(self, texts: Any = None, y: Any = None) -> TailEmbedder:
         return self
 
     def transform(self, texts: list[str]) -> np.ndarray:
-        from .._features import SentenceEmbedder
-
         emb = self.__dict__.get("_embedder")
         if emb is None:
             emb = self._embedder = (SentenceEmbedder(max_seq_length=128, quantize=True)
@@ -54,19 +48,11 @@ class TailEmbedder:
         return cls(**meta.get("params", {}))
 
 
-class ConcatFeaturizer:
+class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """Side-by-side features (e.g. TF-IDF and MiniLM): one sparse matrix, blocks L2-normalised."""
 
     def __init__(self, parts: list[Any] | None = None) -> None:
         self.parts = parts
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"parts": self.parts}
-
-    def set_params(self, **params: Any) -> ConcatFeaturizer:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     def fit(self, texts: list[str], y: Any = None) -> ConcatFeaturizer:
         # fresh copies from their parameters (sklearn's clone is stricter than these need)
@@ -74,8 +60,6 @@ class ConcatFeaturizer:
         return self
 
     def transform(self, texts: list[str]) -> Any:
-        import scipy.sparse as sp
-
         fast = self.__dict__.setdefault("_fast", [FastTransform(p) for p in self.parts_])
         return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
 
@@ -91,38 +75,35 @@ class ConcatFeaturizer:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:
         obj = cls()
-        obj.parts_ = [featurizer_from_state(m, {k[len(f"p{i}_"):]: v for k, v in arrays.items()
-                                                if k.startswith(f"p{i}_")})
+        obj.parts_ = [featurizer_from_state(m, prefixed(arrays, f"p{i}_"))
                       for i, m in enumerate(meta.get("parts", []))]
         obj.parts = obj.parts_
         return obj
+
+
+#: the featurizers a router can be given by name
+FEATURIZERS: dict[str, Callable[[], Any]] = {
+    "tfidf": TextFeaturizer,
+    "tfidf-hashed": partial(TextFeaturizer, hashed=True),
+    "minilm": TailEmbedder,
+    "minilm-fast": partial(TailEmbedder, max_chars=600, fast=True),
+    "tfidf+minilm": lambda: ConcatFeaturizer([TextFeaturizer(), TailEmbedder()]),
+}
 
 
 def make_featurizer(spec: Any) -> Any:
     """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm"),
     or a fresh copy of a featurizer object (``clone``; a deep copy when it has no ``get_params``):
     routers given the same object never share, and refit, one featurizer."""
-    from .._features import TextFeaturizer
-
-    if spec is None or spec == "tfidf":
-        return TextFeaturizer()
-    if spec == "tfidf-hashed":
-        return TextFeaturizer(hashed=True)
-    if spec == "minilm":
-        return TailEmbedder()
-    if spec == "minilm-fast":
-        return TailEmbedder(max_chars=600, fast=True)
-    if spec == "tfidf+minilm":
-        return ConcatFeaturizer([TextFeaturizer(), TailEmbedder()])
-    if isinstance(spec, str):
-        raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
-                          "or pass an object with fit/transform")
+    if spec is None or isinstance(spec, str):
+        if (spec or "tfidf") not in FEATURIZERS:
+            raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
+                              "or pass an object with fit/transform")
+        return FEATURIZERS[spec or "tfidf"]()
     if not (hasattr(spec, "fit") and hasattr(spec, "transform")):
         raise ConfigError(f"featurizer {spec!r} needs fit(texts) and transform(texts)")
     if not hasattr(spec, "get_params"):  # not an sklearn estimator: a copy, never the object given
         return copy.deepcopy(spec)
-    from sklearn.base import clone
-
     try:
         return clone(spec)
     except (RuntimeError, TypeError) as exc:  # a get_params that clone cannot use
@@ -137,37 +118,22 @@ def featurizer_spec(spec: Any) -> str:
     return type(spec).__name__
 
 
-def featurizer_state(featurizer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if not hasattr(featurizer, "to_state"):
-        raise ConfigError(f"featurizer {type(featurizer).__name__} cannot be saved "
-                          "(it has no to_state); use 'tfidf' or 'minilm'")
-    state: tuple[dict[str, Any], dict[str, np.ndarray]] = featurizer.to_state()
-    return state
-
-
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
-    from .._features import SentenceEmbedder, TextFeaturizer
-
-    kinds: dict[str, Any] = {"TextFeaturizer": TextFeaturizer, "SentenceEmbedder": SentenceEmbedder,
-             "TailEmbedder": TailEmbedder, "ConcatFeaturizer": ConcatFeaturizer}
-    cls = kinds.get(str(meta.get("type")))
-    if cls is None:
-        raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in router file")
-    return cls.from_state(meta, arrays)
+    return from_state(meta, arrays, (TextFeaturizer, SentenceEmbedder, TailEmbedder,
+                                     ConcatFeaturizer))
 
 
 class FastTransform:
     """Per-query speed for a fitted :class:`ponder._features.TextFeaturizer`.
 
     Its ``transform`` builds a CountVectorizer (and validates the vocabulary) on every call,
-    several milliseconds per query; routing one query must take well under one. This keeps one
-    vectorizer and repeats the same arithmetic (sublinear tf, idf, L2 rows), so the features
+    several milliseconds per query; routing one query must take well under one. This repeats
+    the same arithmetic (sublinear tf, idf, L2 rows) with one compiled regex, so the features
     are identical (a test checks that).
     """
 
     def __init__(self, featurizer: Any) -> None:
         self.featurizer = featurizer
-        self._vec: Any = None
 
     def transform(self, texts: list[str]) -> Any:
         f = self.featurizer
@@ -175,25 +141,10 @@ class FastTransform:
             return f.transform(texts)
         if len(texts) < 64:  # a live query: the loop is quicker than a key
             return self._transform(texts)
-        from .._features import TRANSFORMS, _csr_bytes
-
-        key = ("fast", f.memo_key(), tuple(texts))
-        kept = TRANSFORMS.get(key)
-        if kept is None:
-            kept = self._transform(texts)
-            TRANSFORMS.put(key, kept, _csr_bytes(kept))
-        return kept.copy()
+        return kept_csr(("fast", f.memo_key(), tuple(texts)), lambda: self._transform(texts))
 
     def _transform(self, texts: list[str]) -> Any:
         f = self.featurizer
-        import scipy.sparse as sp
-
-        if self._vec is None:
-            import re
-
-            from .._features import _TOKEN
-
-            self._vec = re.compile(_TOKEN)
         lo, hi = f.ngram_range
         vocab = f.vocabulary_
         indptr: list[int] = [0]
@@ -201,7 +152,7 @@ class FastTransform:
         data: list[float] = []
         for text in texts:
             text = str(text)
-            toks = self._vec.findall(text.lower() if f.lowercase else text)
+            toks = TOKEN_RE.findall(text.lower() if f.lowercase else text)
             grams: list[str] = []
             for n in range(max(lo, 1), hi + 1):  # sklearn's word n-grams: tokens joined by " "
                 grams += toks if n == 1 else [" ".join(toks[i:i + n])

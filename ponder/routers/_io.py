@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from .. import _persist
-from .._exceptions import ModelFileError
+from .._exceptions import ConfigError, ModelFileError
+from .._features import prefixed
 from ._base import BaseRouter, Calibration, check_is_fitted
-from ._features import featurizer_from_state, featurizer_spec, featurizer_state
+from ._features import featurizer_from_state, featurizer_spec
 from ._knn import KNNRouter
 from ._mf import MFRouter
 from ._pairwise import PairwiseRouter
@@ -35,7 +36,10 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
     check_is_fitted(router)
     params = router.get_params(deep=False)
     params["featurizer"] = featurizer_spec(params.get("featurizer"))
-    f_meta, f_arrays = featurizer_state(router.featurizer_)
+    if not hasattr(router.featurizer_, "to_state"):
+        raise ConfigError(f"featurizer {type(router.featurizer_).__name__} cannot be saved "
+                          "(it has no to_state); use 'tfidf' or 'minilm'")
+    f_meta, f_arrays = router.featurizer_.to_state()
     meta: dict[str, Any] = {
         "router_kind": router.kind,
         "params": params,
@@ -45,11 +49,9 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
         "n_train": int(router.n_train_),
         "calibration": router.calibration_.to_dict() if router.calibration_ else None,
         "featurizer": f_meta,
-        "extra": {k: getattr(router, k) for k in ("relaxation_", "label_mean_", "n_iter_")
-                  if hasattr(router, k)},
+        "extra": {k: getattr(router, k) for k in _EXTRA_FIELDS if hasattr(router, k)},
     }
-    arrays = {"cost_intercept": router.cost_intercept_, "cost_slope": router.cost_slope_,
-              "train_quality": router.train_quality_}
+    arrays = {k: getattr(router, k + "_") for k in _ARRAYS}
     arrays |= {f"r_{k}": v for k, v in router._state_arrays().items()}
     arrays |= {f"f_{k}": v for k, v in f_arrays.items()}
     return _persist.save(directory, meta, arrays, kind=_PERSIST_KIND)
@@ -109,19 +111,13 @@ def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseR
         router.n_train_ = meta["n_train"]
         cal = meta.get("calibration")
         router.calibration_ = Calibration(**cal) if cal else None
-        extra = meta.get("extra", {})
-        if "relaxation_" in extra:
-            router.relaxation_ = float(extra["relaxation_"])
-        if "label_mean_" in extra:
-            router.label_mean_ = float(extra["label_mean_"])
-        if "n_iter_" in extra:
-            router.n_iter_ = int(extra["n_iter_"])
-        router.cost_intercept_ = np.asarray(arrays["cost_intercept"], dtype=float)
-        router.cost_slope_ = np.asarray(arrays["cost_slope"], dtype=float)
-        router.train_quality_ = np.asarray(arrays["train_quality"], dtype=float)
-        router._set_state_arrays({k[2:]: v for k, v in arrays.items() if k.startswith("r_")})
+        for k, v in meta.get("extra", {}).items():
+            setattr(router, k, _EXTRA_FIELDS[k](v))
+        for k in _ARRAYS:
+            setattr(router, k + "_", np.asarray(arrays[k], dtype=float))
+        router._set_state_arrays(prefixed(arrays, "r_"))
         router.featurizer_ = featurizer_from_state(
-            meta["featurizer"], {k[2:]: v for k, v in arrays.items() if k.startswith("f_")})
+            meta["featurizer"], prefixed(arrays, "f_"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"router file is incomplete or inconsistent ({exc})", path=where) from None
     if len(router.cost_intercept_) != len(router.models_):

@@ -34,6 +34,7 @@ class KNNRouter(BaseRouter):
 
     kind = "knn"
     _default_knob = 0.0
+    _state = ("train_scores", "train_present", "prior", "components")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  n_neighbors: int | None = None, shrinkage: float = 1.0, n_components: int | None = 128,
@@ -124,8 +125,7 @@ class KNNRouter(BaseRouter):
         return quality
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        out = {"train_scores": self.train_scores_, "train_present": self.train_present_,
-               "prior": self.prior_, "components": self.components_}
+        out = super()._state_arrays()
         if sp.issparse(self.train_X_):
             m = sp.csr_matrix(self.train_X_)
             out |= {"X_data": m.data, "X_indices": m.indices, "X_indptr": m.indptr,
@@ -135,10 +135,7 @@ class KNNRouter(BaseRouter):
         return out
 
     def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.train_scores_ = arrays["train_scores"]
-        self.train_present_ = arrays["train_present"]
-        self.prior_ = arrays["prior"]
-        self.components_ = arrays["components"]
+        super()._set_state_arrays(arrays)
         if "X_dense" in arrays:
             self.train_X_ = arrays["X_dense"]
         else:

@@ -23,12 +23,7 @@ def fit_soft_logistic(X: Any, y: np.ndarray, *, C: float = 1.0, class_weight: An
 
     y = np.clip(np.asarray(y, dtype=float), 0.0, 1.0)
     n_features = X.shape[1]
-    mean = float(np.mean(y)) if y.size else 0.5
-    if y.size == 0 or np.all(y == y[0]) and y[0] in (0.0, 1.0):
-        p = min(max(mean, 1e-3), 1 - 1e-3)
-        return np.zeros(n_features), float(np.log(p / (1 - p)))
-    hard = np.all((y == 0.0) | (y == 1.0))
-    if hard:
+    if np.all((y == 0.0) | (y == 1.0)):
         Xf, yf, wf = X, y.astype(int), None
     else:
         Xf = sp.vstack([X, X]).tocsr() if sp.issparse(X) else np.vstack([X, X])
@@ -36,9 +31,9 @@ def fit_soft_logistic(X: Any, y: np.ndarray, *, C: float = 1.0, class_weight: An
         wf = np.concatenate([y, 1.0 - y])
         keep = wf > 0
         Xf, yf, wf = Xf[keep], yf[keep], wf[keep]
-        if np.unique(yf).size < 2:
-            p = min(max(mean, 1e-3), 1 - 1e-3)
-            return np.zeros(n_features), float(np.log(p / (1 - p)))
+    if np.unique(yf).size < 2:  # one class (or no rows): no weights, the clipped log-odds
+        p = min(max(float(np.mean(y)) if y.size else 0.5, 1e-3), 1 - 1e-3)
+        return np.zeros(n_features), float(np.log(p / (1 - p)))
     # liblinear's dual solver is the fast one when features outnumber rows (TF-IDF)
     dual = n_features > Xf.shape[0]
     clf = LogisticRegression(C=C, solver="liblinear", dual=dual, max_iter=1000,

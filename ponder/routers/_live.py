@@ -41,15 +41,6 @@ from ._io import load_router
 STRATEGY_VERSION = 1
 
 
-def check_model_map(model_map: dict[str, str] | None, known: list[str], where: str) -> None:
-    unknown = [m for m in (model_map or {}) if m not in known]
-    if unknown:
-        raise UnknownModel(
-            f"{where}: model_map names {', '.join(map(repr, unknown))}, which the router never saw; "
-            f"it was trained on: {', '.join(known)}"
-        )
-
-
 class LiveRouter:
     """One routing decision (pure, shared by ``run`` and ``arun``), then one call."""
 
@@ -58,7 +49,7 @@ class LiveRouter:
     def __init__(self, router: BaseRouter, *, name: str | None = None, knob: float | None = None,
                  candidates: list[str] | None = None,
                  model_map: dict[str, str] | None = None) -> None:
-        check_model_map(model_map, router.models_, "strategy")
+        router.check_known(model_map or {}, "strategy model_map")
         router._model_indices(candidates)  # unknown candidates → UnknownModel now, not per request
         self.router = router
         self.name = name or f"router-{router.kind}"
@@ -112,11 +103,7 @@ class RouteThenCascade:
         self.name = name or f"route-cascade-{router.kind}"
         self.knob = knob
         self.rungs = [r.model for r in cascade.rungs]
-        unknown = [m for m in self.rungs if m not in router.models_]
-        if unknown:
-            raise UnknownModel(
-                f"cascade rung(s) {', '.join(map(repr, unknown))} are models the router never saw; "
-                f"it was trained on: {', '.join(router.models_)}")
+        router.check_known(self.rungs, "cascade rungs")
         self.models = list(cascade.models)
 
     def start_rung(self, request: ChatRequest) -> tuple[int, RouteDecision]:
@@ -195,14 +182,10 @@ def write_strategy_file(path: str | Path, router_dir: str | Path, *, kind: str =
     """Write a strategy JSON pointing at ``router_dir`` (stored relative to the JSON's folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rd = Path(router_dir)
-    try:
-        rel = rd.resolve().relative_to(path.parent.resolve())
-        router_ref = str(rel)
-    except ValueError:
-        router_ref = str(rd.resolve())
+    rd, here = Path(router_dir).resolve(), path.parent.resolve()
     doc: dict[str, Any] = {"format": STRATEGY_FORMAT, "version": STRATEGY_VERSION, "kind": kind,
-                           "name": name or kind, "router": router_ref}
+                           "name": name or kind,
+                           "router": str(rd.relative_to(here) if rd.is_relative_to(here) else rd)}
     if knob is not None:
         doc["knob"] = float(knob)
     if model_map:

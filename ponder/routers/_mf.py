@@ -30,6 +30,7 @@ class MFRouter(BaseRouter):
 
     kind = "mf"
     _default_knob = 0.0
+    _state = ("proj", "model_emb", "model_bias", "colmap")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  dim: int = 16, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0,
@@ -103,11 +104,3 @@ class MFRouter(BaseRouter):
     def _predict_core(self, X: Any) -> np.ndarray:
         Z = np.asarray(self._compress(X) @ self.proj_)
         return sigmoid(Z @ self.model_emb_.T + self.model_bias_)
-
-    def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {"proj": self.proj_, "model_emb": self.model_emb_, "model_bias": self.model_bias_,
-                "colmap": self.colmap_}
-
-    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.proj_, self.model_emb_ = arrays["proj"], arrays["model_emb"]
-        self.model_bias_, self.colmap_ = arrays["model_bias"], arrays["colmap"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .._exceptions import ConfigError, DataError, UnknownModel
-from ._base import BaseRouter
+from .._exceptions import ConfigError, DataError
+from ._base import BaseRouter, check_in_table
 from ._linear import fit_soft_logistic, linear_scores, sigmoid
 
 VARIANTS = ("deterministic", "probabilistic", "transformed")
@@ -73,6 +73,7 @@ class PairwiseRouter(BaseRouter):
     kind = "pairwise"
     _default_knob = 0.5
     _knob_cheaper_when_larger = False
+    _state = ("coef", "intercept")
 
     def __init__(self, *, variant: str = "deterministic", weak: str | None = None,
                  strong: str | None = None, featurizer: Any = "tfidf", C: float = 1.0,
@@ -87,11 +88,8 @@ class PairwiseRouter(BaseRouter):
     def _select_models(self, table: Any) -> list[str]:
         if self.variant not in VARIANTS:
             raise ConfigError(f"pairwise variant must be one of {VARIANTS}, got {self.variant!r}")
-        for role in ("weak", "strong"):
-            name = getattr(self, role)
-            if name is not None and name not in table.models:
-                raise UnknownModel(f"{role} model {name!r} is not in outcome table {table.name!r}; "
-                                   f"it has: {', '.join(table.models)}")
+        check_in_table([m for m in (self.weak, self.strong) if m is not None], table,
+                       "weak/strong model")
         weak = self.weak or table.models[0]
         if self.strong is not None:
             strong = self.strong
@@ -130,18 +128,9 @@ class PairwiseRouter(BaseRouter):
     def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
                 allowed: np.ndarray) -> np.ndarray:
         choice = (qhat[:, 0] < knob).astype(int)  # 1 = strong
-        only_weak = allowed[:, 0] & ~allowed[:, 1]
-        only_strong = allowed[:, 1] & ~allowed[:, 0]
-        choice[only_weak] = 0
-        choice[only_strong] = 1
+        choice[allowed[:, 0] & ~allowed[:, 1]] = 0
+        choice[allowed[:, 1] & ~allowed[:, 0]] = 1
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
-        p = qhat[:, 0]
-        return np.concatenate([[0.0], np.unique(p) + 1e-12, [1.0 + 1e-9]])
-
-    def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {"coef": self.coef_, "intercept": self.intercept_}
-
-    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]
+        return np.concatenate([[0.0], np.unique(qhat[:, 0]) + 1e-12, [1.0 + 1e-9]])

@@ -12,7 +12,7 @@ from typing import Any
 from .._exceptions import ConfigError
 from ._base import BaseRouter
 from ._io import ROUTER_KINDS, save_router
-from ._live import check_model_map, write_strategy_file
+from ._live import write_strategy_file
 
 log = logging.getLogger("ponder.routers")
 
@@ -25,14 +25,6 @@ class TrainedRouter:
     n_train: int
     n_calibration: int
     route_cascade_file: Path | None = None
-
-
-def make_router(kind: str, **params: Any) -> BaseRouter:
-    if kind not in ROUTER_KINDS:
-        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
-    cls = ROUTER_KINDS[kind]
-    valid = cls._param_names()
-    return cls(**{k: v for k, v in params.items() if k in valid and v is not None})
 
 
 def train_router(
@@ -55,11 +47,15 @@ def train_router(
     """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
     from ..evaluation._table import OutcomeTable
 
-    router = make_router(kind, **params)
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
+    cls = ROUTER_KINDS[kind]
+    valid = cls._get_param_names()
+    router = cls(**{k: v for k, v in params.items() if k in valid and v is not None})
     train = table
     if split_column in table.df.columns:
-        train_ids = [q for q, s in zip(table.query_ids, _split_labels(table, split_column),
-                                       strict=True) if s == "train"]
+        per_q = table.df.drop_duplicates("query_id").set_index("query_id")[split_column]
+        train_ids = [q for q in table.query_ids if str(per_q[q]).lower() == "train"]
         if train_ids:
             train = table.subset(train_ids)
     calib: OutcomeTable | None = None
@@ -69,12 +65,11 @@ def train_router(
     if knob is not None and targets:
         raise ConfigError("give a knob or a calibration target, not both")
     if targets:
-        fit_part, calib = train.split(test_fraction=calibration_fraction, seed=seed,
-                                      split_column=None)
-        train = fit_part
+        train, calib = train.split(test_fraction=calibration_fraction, seed=seed,
+                                   split_column=None)
     router.fit(train)
     if model_map:
-        check_model_map(model_map, router.models_, "model map")
+        router.check_known(model_map, "model map")
     if calib is not None:
         router.calibrate(calib, strong_share=strong_share, budget=budget,
                          quality_floor=quality_floor, delta=delta)
@@ -112,8 +107,3 @@ def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str |
         out.unlink()
         raise
     return out
-
-
-def _split_labels(table: Any, column: str) -> list[str]:
-    per_q = table.df.drop_duplicates("query_id").set_index("query_id")[column]
-    return [str(per_q[q]).lower() for q in table.query_ids]

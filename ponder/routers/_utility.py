@@ -22,6 +22,7 @@ class UtilityRouter(BaseRouter):
 
     kind = "utility"
     _default_knob = 0.0
+    _state = ("coef", "intercept")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
                  C: float = 0.1, recalibrate: int | None = 5, random_state: int = 0,
@@ -57,9 +58,3 @@ class UtilityRouter(BaseRouter):
 
     def _predict_core(self, X: Any) -> np.ndarray:
         return sigmoid(linear_scores(X, self.coef_, self.intercept_))
-
-    def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {"coef": self.coef_, "intercept": self.intercept_}
-
-    def _set_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.coef_, self.intercept_ = arrays["coef"], arrays["intercept"]

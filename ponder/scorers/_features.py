@@ -45,14 +45,16 @@ def scorer_frame(
     return df
 
 
-def check_frame(X: Any) -> pd.DataFrame:
+def check_frame(X: Any) -> tuple[list[str], list[str], list[str]]:
+    """The query, response and model of each row of ``X``, once it is a scorer frame."""
     if not isinstance(X, pd.DataFrame):
         raise TypeError("X must be a DataFrame with columns query, response, model "
                         "(see ponder.scorers.scorer_frame)")
     missing = [c for c in ("query", "response", "model") if c not in X.columns]
     if missing:
         raise ValueError(f"X lacks column(s) {', '.join(missing)}")
-    return X
+    queries, responses, models = (X[c].astype(str).tolist() for c in ("query", "response", "model"))
+    return queries, responses, models
 
 
 def model_index(known: Sequence[str], models: Sequence[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _persist
 from .._exceptions import ModelFileError
-from .._features import RESPONSE_STAT_NAMES, SentenceEmbedder, TextFeaturizer
+from .._features import RESPONSE_STAT_NAMES, TextFeaturizer, featurizer_from_state, prefixed
 from ._combiners import LEARNERS
 from ._signals import SIGNAL_NAMES
 
@@ -27,6 +27,7 @@ _META_FIELDS: dict[str, Any] = {
 _ARRAYS = ("dense_mean", "dense_scale", "text_coef", "text_intercept", "coef", "intercept",
            "cal_a", "cal_b")
 _ARRAY_PREFIXES = ("qf__", "rf__", "tree__")
+_FITTED = ("dense_mean", "dense_scale", "text_coef", "text_intercept")  # arrays of every scorer
 
 
 def save_scorer(scorer: Any, directory: str | Path) -> Path:
@@ -37,18 +38,12 @@ def save_scorer(scorer: Any, directory: str | Path) -> Path:
                             "n_features_in": int(scorer.n_features_in_)}
     if scorer.signals_:  # written only when used: files without signals stay as they were
         meta["signals"] = list(scorer.signals_)
-    arrays: dict[str, np.ndarray] = {
-        "dense_mean": scorer.dense_mean_, "dense_scale": scorer.dense_scale_,
-        "text_coef": scorer.text_coef_, "text_intercept": scorer.text_intercept_,
-    }
-    if scorer.text in ("tfidf", "embed"):
-        m, a = scorer.query_features_.to_state()
-        meta["query_features"] = m
-        arrays.update({f"qf__{k}": v for k, v in a.items()})
-    if scorer.response_text:
-        m, a = scorer.response_features_.to_state()
-        meta["response_features"] = m
-        arrays.update({f"rf__{k}": v for k, v in a.items()})
+    arrays: dict[str, np.ndarray] = {k: getattr(scorer, k + "_") for k in _FITTED}
+    for name, prefix, f in (("query_features", "qf__", scorer._query_features()),
+                            ("response_features", "rf__", scorer._response_features())):
+        if f is not None:
+            meta[name], a = f.to_state()
+            arrays |= {prefix + k: v for k, v in a.items()}
     if hasattr(scorer, "coef_"):
         meta["learner_state"] = "logistic"
         arrays["coef"] = scorer.coef_
@@ -72,25 +67,19 @@ def load_scorer(cls: type[_Scorer], directory: str | Path, *,
         obj.models_ = list(meta["models"])
         obj.n_features_in_ = int(meta["n_features_in"])
         obj.signals_ = tuple(meta.get("signals", ()))  # absent: a scorer from before signals
-        for name in ("dense_mean", "dense_scale", "text_coef", "text_intercept"):
+        for name in _FITTED:
             setattr(obj, name + "_", arrays[name])
-
-        def sub(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
         if "query_features" in meta:
-            qm = meta["query_features"]
-            obj.query_features_ = (TextFeaturizer.from_state(qm, sub("qf__"))
-                                   if qm["type"] == "TextFeaturizer"
-                                   else SentenceEmbedder.from_state(qm, sub("qf__")))
+            obj.query_features_ = featurizer_from_state(meta["query_features"],
+                                                        prefixed(arrays, "qf__"))
         if "response_features" in meta:
-            obj.response_features_ = TextFeaturizer.from_state(meta["response_features"],
-                                                               sub("rf__"))
+            obj.response_features_ = featurizer_from_state(
+                meta["response_features"], prefixed(arrays, "rf__"), (TextFeaturizer,))
         if meta["learner_state"] == "logistic":
             obj.coef_ = arrays["coef"]
             obj.intercept_ = float(arrays["intercept"][0])
         else:
-            obj.trees_ = sub("tree__")
+            obj.trees_ = prefixed(arrays, "tree__")
         obj.calibrator_ = ((meta["calibrator"], arrays["cal_a"], arrays["cal_b"])
                            if "calibrator" in meta else None)
     except (KeyError, TypeError, ValueError) as exc:

@@ -1,14 +1,7 @@
-"""AnswerScorer: P(response acceptable | query, response, model, earlier rungs' answers).
-
-One estimator covers every model: a text head per model learns which queries that model gets
-right, and a combiner weighs the head's log-odds with response statistics, model identity and
-agreement with the earlier rungs' answers. Agreement with the earlier rungs' answers is what a
-cascade has already paid for; it is the strongest signal on multiple-choice and yes/no tasks.
-
-The parts, each readable on its own: ``_features`` (the ``X`` frame and feature columns),
-``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2, and boosted trees as arrays),
-``_calibration`` and ``_io`` (the file format). This module holds the estimator that joins them.
-"""
+"""AnswerScorer, the estimator that joins the parts: ``_features`` (the ``X`` frame and feature
+columns), ``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2 and its calibration) and
+``_io`` (the file format). Agreement with the earlier rungs' answers is what a cascade has already
+paid for; it is the strongest signal on multiple-choice and yes/no tasks."""
 
 from __future__ import annotations
 
@@ -23,8 +16,16 @@ from sklearn.base import BaseEstimator
 
 from .._exceptions import NotFittedError
 from .._features import SentenceEmbedder, TextFeaturizer, response_stats
-from ._calibration import CALIBRATIONS, Calibrator, calibrate, fit_calibrator
-from ._combiners import LEARNERS, combiner_decision, fit_combiner, tree_decision
+from ._combiners import (
+    CALIBRATIONS,
+    LEARNERS,
+    Calibrator,
+    calibrate,
+    combiner_decision,
+    fit_calibrator,
+    fit_combiner,
+    tree_decision,
+)
 from ._features import (
     agree_columns,
     check_frame,
@@ -125,7 +126,7 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     # ---- learning -----------------------------------------------------------------------------
     def fit(self, X: pd.DataFrame, y: Sequence[float] | np.ndarray) -> AnswerScorer:
         """Learn the text heads, the combiner and its calibration from rows ``X`` and labels ``y``."""
-        X = check_frame(X)
+        queries, responses, models = check_frame(X)
         if self.learner not in LEARNERS:
             raise ValueError(f"learner must be one of {LEARNERS}, got {self.learner!r}")
         if self.calibration not in CALIBRATIONS:
@@ -138,9 +139,6 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         labels = (yv >= self.accept_at).astype(np.int64)
         if labels.min() == labels.max():
             raise ValueError("y holds a single class; a scorer needs acceptable and unacceptable answers")
-        queries = X["query"].astype(str).tolist()
-        responses = X["response"].astype(str).tolist()
-        models = X["model"].astype(str).tolist()
         groups = X["group"].astype(str).to_numpy() if "group" in X.columns else np.array(queries)
         self.models_ = sorted(set(models))
         model_idx = model_index(self.models_, models)
@@ -211,10 +209,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds of acceptability, one per row."""
         self._check_fitted()
-        X = check_frame(X)
-        queries = X["query"].astype(str).tolist()
-        responses = X["response"].astype(str).tolist()
-        model_idx = model_index(self.models_, X["model"].astype(str).tolist())
+        queries, responses, models = check_frame(X)
+        model_idx = model_index(self.models_, models)
         T = text_matrix(queries, responses, self._query_features(), self._response_features())
         tl = text_logit(T, model_idx, self.text_coef_, self.text_intercept_)
         dense = dense_features(tl, response_stats(queries, responses), model_idx,
@@ -273,11 +269,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
                      s2: np.ndarray) -> None:
         """:meth:`score_grid` of some queries, into the views ``s1`` and ``s2``."""
         nq, nm = responses.shape
-        qtext = None
-        if self.text == "tfidf":
-            qtext = self.query_features_.transform(queries)
-        elif self.text == "embed":
-            qtext = sp.csr_matrix(self.query_features_.transform(queries))
+        qf = self._query_features()
+        qtext = None if qf is None else sp.csr_matrix(qf.transform(queries))
         for b in range(nm):
             resp_b = [str(r) for r in responses[:, b]]
             parts = [] if qtext is None else [qtext]

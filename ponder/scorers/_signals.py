@@ -1,17 +1,12 @@
 """Verification signals of one answer: self-consistency among its samples and token logprobs.
 
-A rung that asks its model for ``samples = n`` answers (the first is the response) and for token
-log-probabilities gets four extra scorer features, the same ones whether they come from a live
-:class:`~ponder.Completion` or from the columns ``ponder collect`` records (``samples``,
-``logprob_mean``, ``logprob_min``):
-
-- ``sc_agree``: mean :func:`~ponder._features.agreement` of the response with each other sample
-  (the share of samples giving the same extracted answer; token overlap for free text);
-- ``sc_pairwise``: mean agreement over every pair of samples;
-- ``logprob_mean`` / ``logprob_min``: mean and minimum token log-probability of the response.
-
-A signal that was not recorded is NaN (one sample only: no self-consistency); the combiner sees
-it as 0 plus a "missing" indicator, so rows with and without signals share one scorer.
+The same four scorer features whether they come from a live :class:`~ponder.Completion` or from
+the columns ``ponder collect`` records (``samples``, ``logprob_mean``, ``logprob_min``):
+``sc_agree``, the mean :func:`~ponder._features.agreement` of the response (the first sample)
+with each other sample; ``sc_pairwise``, the mean over every pair of samples; and the response's
+mean and minimum token log-probability. A signal not recorded is NaN (one sample: no
+self-consistency); the combiner sees 0 plus a "missing" flag, so rows with and without signals
+share one scorer.
 """
 
 from __future__ import annotations
@@ -67,15 +62,10 @@ def signal_rows(samples: Sequence[Any], logprob_mean: Sequence[Any], logprob_min
 
 def frame_signals(X: pd.DataFrame) -> np.ndarray:
     """The signals of a scorer frame's rows (columns it lacks are NaN)."""
-    n = len(X)
-    if not any(c in X.columns for c in ("samples", "logprob_mean", "logprob_min")):
-        return np.full((n, len(SIGNAL_NAMES)), np.nan)  # what signal_rows gives rows of Nones
-    none: list[Any] = [None] * n
-
-    def col(name: str) -> list[Any]:
-        return X[name].tolist() if name in X.columns else none
-
-    return signal_rows(col("samples"), col("logprob_mean"), col("logprob_min"))
+    if not any(c in X.columns for c in SIGNAL_COLUMNS):
+        return np.full((len(X), len(SIGNAL_NAMES)), np.nan)  # what signal_rows gives rows of Nones
+    none: list[Any] = [None] * len(X)
+    return signal_rows(*(X[c].tolist() if c in X.columns else none for c in SIGNAL_COLUMNS))
 
 
 def records_signals(table: OutcomeTable) -> bool:
