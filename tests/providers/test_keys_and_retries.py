@@ -241,7 +241,8 @@ def test_install_log_scrubbing_covers_uvicorn_handlers():
     handler = logging.StreamHandler(buf)
     access = logging.getLogger("uvicorn.access")
     access.addHandler(handler)
-    level, access.level = access.level, logging.INFO
+    level = access.level
+    access.setLevel(logging.INFO)  # setLevel, not .level =: it clears the logger's enabled-for cache
     try:
         install_log_scrubbing()
         install_log_scrubbing()  # twice is harmless
