@@ -76,8 +76,9 @@ def text_similarity(a: str, b: str, method: str) -> float:
         return 0.0
     if method == "embed":
         return float(max(0.0, min(1.0, _embedding(a) @ _embedding(b))))
-    ta, tb = _token_set(a), _token_set(b)
-    return len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+    from .._features import _jaccard
+
+    return _jaccard(_token_set(a), _token_set(b))
 
 
 @lru_cache(maxsize=1 << 14)
