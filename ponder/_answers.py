@@ -1,10 +1,6 @@
-r"""Reading the answer out of a reply (a choice letter, a number, yes/no, ``\boxed{}``): one set
-of rules for the graders, agreement rungs and features of all of ponder.
-
-A letter counts in upper case anywhere it is marked as the answer; in lower case only where it
-cannot be a word: the whole reply (``b``), or the end of "the answer is (b).". A reply that starts
-with a capital letter counts only when a mark follows it (``B.``, ``(C)``, ``D:``, ``E -``), so
-"I think..." and "A cat..." are no choice.
+r"""The answer in a reply (choice letter, number, yes/no, ``\boxed{}``): one set of rules for all of
+ponder. A lower-case letter counts only where it cannot be a word, a leading capital only with a
+mark after it (``B.``, ``(C)``), so "I think..." and "A cat..." are no choice.
 """
 
 from __future__ import annotations
@@ -59,8 +55,7 @@ def last_boxed(text: str) -> str | None:
 
 
 def extract_choice(answer: str, *, marked: bool = False) -> str | None:
-    r"""The multiple-choice letter (A–J) an answer picks, upper case, else None. ``marked``: only
-    a letter marked as the answer ("the answer is B", ``\boxed{B}``), not one by its place."""
+    r"""The choice letter (A–J) picked, upper case; ``marked``: only one marked as the answer."""
     s = str(answer).strip()
     for pattern, last in _CHOICE[:2] if marked else _CHOICE:
         found = pattern.findall(s)
@@ -82,11 +77,7 @@ def _to_float(token: str) -> float | None:
 
 
 def extract_number(answer: str) -> float | None:
-    r"""The answer's number: the last ``\boxed{}`` value if there is one, else its last number.
-
-    Handles thousands separators (``1,234``), ``$``, ``%``, fractions (``3/4``,
-    ``\frac{3}{4}``) and negatives; ``%`` is dropped (``50%`` is 50). In ``26 + 28 = 54`` the number is 54.
-    """
+    r"""The last ``\boxed{}`` value, else the last number (``1,234``, ``$``, ``50%`` = 50, ``3/4``)."""
     s = str(answer).replace("−", "-").replace("\\!", "").replace("{,}", ",")
     boxed = last_boxed(s)
     if boxed is not None:
@@ -101,13 +92,8 @@ def extract_number(answer: str) -> float | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """The structured answer in a response, normalised (lower case); None if there is none.
-
-    Order: the last ``[Yes]``/``[No]``; the choice letter :func:`extract_choice` finds (in a
-    reply over 80 characters, a marked one only); the last ``Answer: X`` (yes/no, true/false or a
-    number); a reply that is just a number. Free text and code return None, and
-    :func:`ponder._features.agreement` falls back to token overlap for those.
-    """
+    """The answer normalised (lower case): [Yes]/[No], a choice letter (marked only past 80
+    characters), ``Answer: X``, a bare number; None for free text (agreement uses tokens)."""
     if not text:
         return None
     t = text.strip()

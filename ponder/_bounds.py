@@ -1,6 +1,5 @@
-"""Confidence bounds: the WSR test of :mod:`ponder._risk` inverted, so a candidate's mean loss, or
-its spend against a reference, gets a (1 − δ) upper bound (how certified picks are checked).
-"""
+"""(1 − δ) upper bounds on a candidate's mean loss or spend ratio: the WSR test of
+:mod:`ponder._risk` inverted (how certified picks are checked)."""
 
 from __future__ import annotations
 
@@ -19,18 +18,13 @@ __all__ = [
     "wsr_upper_bound",
 ]
 
-# A bound inverts the WSR test: per column, the smallest value the test rejects, found by a search.
-# The ``_*_simple`` versions (the reference, and the answer for odd inputs) redo every column's
-# (n, K) work at every step. The versions used give the same numbers faster: columns identical
-# bit for bit are bounded once; the work runs on contiguous (b, m) blocks of a few columns,
-# without their missing rows (which neither bet nor move the running statistics), only on columns
-# still open, with the simple version's floating-point operations in the same order. The mean's
-# search is regula falsi (the wealth is monotone in ε); the ratio's bisection, whose test need
-# not be monotone in r, stops a column once its bracket is within ``rtol`` of its value.
-# tests/evaluation/test_certify.py compares both against the simple versions.
+# The ``_*_simple`` versions (the reference, and the answer for odd inputs) redo all (n, K) work
+# at every search step. The fast ones give the same numbers (same float operations in the same
+# order; tests/evaluation/test_certify.py compares them): identical columns are bounded once, on
+# contiguous (b, m) blocks without missing rows, only while open; the mean's search is regula
+# falsi (wealth is monotone in ε), the ratio's bisection (not monotone in r) stops within rtol.
 
-# The simple versions bound columns in chunks of about this many (n, K) cells (the ratio's
-# widening runs chunk by chunk, so the chunks shape its answers).
+# The simple versions' chunks of (n, K) cells (they shape the ratio's widening, hence its answers).
 _CHUNK_CELLS = 1_000_000
 # A block's (b, m) work arrays: a few of this many cells fit a core's cache.
 _BLOCK_CELLS = 1 << 15
@@ -39,8 +33,7 @@ _TAME = 1e50
 
 
 def column_chunks(n: int, k: int) -> list[slice]:
-    """Slices of k columns of n rows that the bounds take one at a time: bounding each slice
-    alone gives the same numbers as bounding all k columns at once, in (n × slice) memory."""
+    """Slices of k columns that bound alone to the same numbers as all k, in (n × slice) memory."""
     step = max(1, _CHUNK_CELLS // max(n, 1))
     return [slice(i, min(k, i + step)) for i in range(0, k, step)]
 
@@ -64,20 +57,17 @@ def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters
     for sl in column_chunks(n, k):
         xs = X[:, sl]
         nu = _wsr_bets(xs, np.isfinite(xs), delta)
-        lo, hi = np.zeros(xs.shape[1]), np.ones(xs.shape[1])
-        never = _wsr_log_wealth(xs, nu, hi) < thr
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            rej = _wsr_log_wealth(xs, nu, mid) >= thr
-            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        every = np.arange(xs.shape[1])
+        never = _wsr_log_wealth(xs, nu, np.ones(every.size)) < thr
+        hi = _bisect(lambda _, eps: _wsr_log_wealth(xs, nu, eps) >= thr,  # noqa: B023
+                     np.ones(every.size), every, iters, 0.0)
         out[sl] = np.where(never, 1.0, hi)
     return out
 
 
 def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
                               iters: int = 40, r_max: float = 1e6) -> np.ndarray:
-    """:func:`ratio_upper_bound` written plainly (``rtol`` 0): the reference for the fast
-    version."""
+    """:func:`ratio_upper_bound` written plainly (``rtol`` 0): the reference for the fast one."""
     N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()
     n, k = N.shape
@@ -103,11 +93,7 @@ def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *,
         while not done.all() and hi[~done].min() < r_max:
             hi = np.where(done, hi, hi * 4)
             done = rejects(hi, sl)
-        lo = np.zeros(m)
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            rej = rejects(mid, sl)
-            hi, lo = np.where(rej, mid, hi), np.where(rej, lo, mid)
+        hi = _bisect(lambda _, r: rejects(r, sl), hi, np.arange(m), iters, 0.0)  # noqa: B023
         out[sl] = np.where(done, hi, np.inf)
     return out
 
@@ -121,8 +107,7 @@ def _pooled_ratio(N: np.ndarray, D: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _column_ids(X: np.ndarray) -> np.ndarray:
-    """(K,) for each column of ``X`` (n, K), the first column identical to it bit for bit (by
-    hash, then compared: ``np.unique(axis=0)`` sorts the rows and is 10x slower)."""
+    """Each column's first bit-identical column (by hash: ``np.unique(axis=0)`` is 10x slower)."""
     ids = np.empty(X.shape[1], dtype=np.int64)
     seen: dict[bytes, list[int]] = {}
     for j in range(X.shape[1]):
@@ -137,8 +122,7 @@ def _column_ids(X: np.ndarray) -> np.ndarray:
 
 
 def _alike(cols: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The columns ``cols`` grouped by their ``keys`` (arrays over every column, compared bit
-    for bit): (one column of each group, each column's group)."""
+    """(one column per group, each column's group) of ``cols`` grouped bitwise by ``keys``."""
     if not cols.size:
         return cols, cols
     bits = np.stack([np.ascontiguousarray(key[cols]).view(np.int64) for key in keys], axis=1)
@@ -148,9 +132,8 @@ def _alike(cols: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def _blocks(X: np.ndarray, ok: np.ndarray, common: np.ndarray, cols: np.ndarray
             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Columns ``cols`` of ``X`` (n, K) as (columns, rows, block): ``block`` is the contiguous
-    (b, m) transpose of those columns on the m rows they have (``ok``); b > 1 only for columns
-    with exactly the ``common`` rows. A column with no row is left out."""
+    """(columns, rows, contiguous (b, m) block of them on their ``ok`` rows); b > 1 only for
+    columns with exactly the ``common`` rows; a column with no row is left out."""
     same = (ok[:, cols] == common[:, None]).all(axis=0)
     rows = np.flatnonzero(common)
     group = cols[same]
@@ -166,8 +149,7 @@ def _blocks(X: np.ndarray, ok: np.ndarray, common: np.ndarray, cols: np.ndarray
 
 
 def _bets(x: np.ndarray, c: float, s: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """:func:`_wsr_bets` of a block (b, m) with every row present, into ``out``; ``c`` is
-    2·log(1/δ), ``s`` a work array."""
+    """:func:`_wsr_bets` of a full block into ``out``; ``c`` = 2·log(1/δ), ``s`` a work array."""
     m = x.shape[1]
     cnt = np.arange(2.0, m + 2.0)  # rows so far, plus one
     np.cumsum(x, axis=1, out=s)
@@ -202,8 +184,7 @@ _PerColumn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _subsets(block: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """``rows(act)``: the block's rows ``act``, copied once per set (a search only drops
-    columns, so a set is known by its size)."""
+    """``rows(act)``: the block's rows ``act``, copied once per set (sets only shrink)."""
     last: dict[int, np.ndarray] = {block.shape[0]: block}
 
     def rows(act: np.ndarray) -> np.ndarray:
@@ -215,9 +196,8 @@ def _subsets(block: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _wsr_excess(x: np.ndarray, delta: float) -> _PerColumn:
-    """``excess(act, eps)``: how far the largest log-wealth of the columns ``act`` of the block
-    ``x`` (b, m), betting on "mean < eps", passes log(1/δ) (≥ 0: H0 "mean ≥ eps" is rejected).
-    The bets do not depend on eps: computed once."""
+    """``excess(act, eps)``: log-wealth − log(1/δ) of the columns ``act`` betting on "mean < eps"
+    (≥ 0: rejected); the bets do not depend on eps, so they are computed once."""
     work = np.empty_like(x)
     nu = _bets(x, 2 * math.log(1 / delta), work, np.empty_like(x))
     xs, nus = _subsets(x), _subsets(nu)
@@ -229,8 +209,7 @@ def _wsr_excess(x: np.ndarray, delta: float) -> _PerColumn:
 
 
 def _ratio_test(num: np.ndarray, den: np.ndarray, thr: float, c: float) -> _PerColumn:
-    """``test(act, r)``: which columns ``act`` of the block ``num`` (b, m), paired with ``den``
-    (m,), reject H0 "E[num − r·den] ≥ 0": :func:`ratio_units`, then the WSR test at ½."""
+    """``test(act, r)``: which columns ``act`` reject H0 "E[num − r·den] ≥ 0" (WSR at ½)."""
     work = np.empty((4, *num.shape))
     nums = _subsets(num)
 
@@ -250,10 +229,8 @@ def _ratio_test(num: np.ndarray, den: np.ndarray, thr: float, c: float) -> _PerC
 
 def _bisect(test: _PerColumn, hi: np.ndarray, act: np.ndarray, iters: int, rtol: float
             ) -> np.ndarray:
-    """Bisection on [0, hi] toward the smallest value ``test`` rejects, for the columns ``act``,
-    step for step the simple versions' (hi moves to the midpoint on a rejection, lo otherwise).
-    A column stops early once hi − lo ≤ rtol·lo: its final hi lies in (lo, hi], so it comes out
-    larger than after all ``iters`` steps by at most rtol of that value."""
+    """The simple versions' bisection on [0, hi]; a column stops once hi − lo ≤ rtol·lo, so it
+    ends at most rtol above the full ``iters`` steps' answer."""
     lo, hi = np.zeros(hi.size), hi.copy()
     for _ in range(iters):
         if rtol > 0:
@@ -268,11 +245,9 @@ def _bisect(test: _PerColumn, hi: np.ndarray, act: np.ndarray, iters: int, rtol:
 
 def _first_rejected(excess: _PerColumn, top: np.ndarray, probes: list[np.ndarray],
                     act: np.ndarray, steps: int) -> np.ndarray:
-    """For the columns ``act``: the smallest multiple of 2^-steps in (0, 1] at which
-    ``excess(act, eps)`` (log-wealth − threshold, nondecreasing in eps) is ≥ 0, given ``top``,
-    its value at 1 (≥ 0). That is where ``steps`` bisection steps on [0, 1] end. Regula falsi
-    (Illinois) on the grid of multiples, after ``probes`` (first guesses); a step that does not
-    halve the bracket within two steps falls back to bisection."""
+    """Where ``steps`` bisection steps on [0, 1] end: the smallest multiple of 2^-steps at which
+    ``excess`` (nondecreasing, ``top`` at 1) is ≥ 0, by Illinois regula falsi on that grid after
+    ``probes``; bisection where the bracket does not halve within two steps."""
     size = float(2**steps)
     lo, hi = np.zeros(top.size), np.full(top.size, size)  # grid units; excess(lo) < 0 unless 0
     f_lo, f_hi = np.full(top.size, np.nan), top.astype(np.float64)  # nan: not evaluated
@@ -306,9 +281,8 @@ def _first_rejected(excess: _PerColumn, top: np.ndarray, probes: list[np.ndarray
 
 def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                     ) -> np.ndarray:
-    """(1 − δ) upper confidence bound on the mean of each column of ``x`` (n, K) in [0, 1]: the
-    smallest ε on the grid ``iters`` bisection steps of [0, 1] reach for which H0 "mean ≥ ε" is
-    rejected at level δ (1 where not even ε = 1 is). NaN marks a row a column does not have."""
+    """Per column of ``x`` (n, K) in [0, 1], NaN missing: the smallest ε ``iters`` bisection steps
+    reach where "mean ≥ ε" is rejected at level δ (1 where ε = 1 is not)."""
     X = _columns(x)
     n, k = X.shape
     out = np.ones(k)
@@ -336,11 +310,8 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
 
 def upper_bound(losses: np.ndarray, delta: float, *, signed: bool = False, seed: int = 0
                 ) -> np.ndarray:
-    """(1 − δ) upper confidence bound on each column's mean loss (WSR betting, see above).
-
-    ``losses`` (n, K) lie in [0, 1], or in [−1, 1] with ``signed=True`` (e.g. a quality drop that
-    is negative where a candidate beats the reference); NaN marks a missing row.
-    """
+    """Each column's mean-loss bound; ``signed``: losses in [−1, 1] (a candidate may beat the
+    reference)."""
     L = np.asarray(losses, dtype=np.float64)
     if signed:
         return 2.0 * wsr_upper_bound((L + 1.0) / 2.0, delta, seed=seed) - 1.0
@@ -348,8 +319,8 @@ def upper_bound(losses: np.ndarray, delta: float, *, signed: bool = False, seed:
 
 
 def ratio_units(num: np.ndarray, den: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """(num − r·den), scaled per column into [−1, 1] by its largest size seen, mapped to
-    [0, 1]: a mean below ½ says E[num] < r·E[den]."""
+    """(num − r·den) scaled per column by its largest size into [0, 1]: mean < ½ says
+    E[num] < r·E[den]."""
     diff = num - r[None, :] * den[:, None]
     scale = np.nanmax(np.abs(diff), axis=0, initial=0.0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -359,15 +330,9 @@ def ratio_units(num: np.ndarray, den: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
                       iters: int = 40, r_max: float = 1e6, rtol: float = 1e-4) -> np.ndarray:
-    """(1 − δ) upper confidence bound on E[num_k] / E[den] for each column k of ``num`` (n, K).
-
-    Paired rows ≥ 0 (e.g. a candidate's spend and the reference model's on the same queries):
-    the smallest r for which H0 "E[num − r·den] ≥ 0" is rejected (WSR on the difference scaled
-    by its largest size seen, assuming future queries stay in that range); ``inf`` where not
-    even ``r_max`` is. NaN in ``num`` marks a missing row. r widens from twice the pooled ratio
-    (×4 at a time) until the test rejects, then bisects ``iters`` times, each column until its
-    bracket is within ``rtol`` of its lower end (0: every step, exactly the simple version).
-    """
+    """Bound on E[num_k] / E[den] per column (paired rows ≥ 0, e.g. spend vs. the reference's):
+    the smallest r rejecting "E[num − r·den] ≥ 0" (``inf`` past ``r_max``), assuming future rows
+    stay in the seen range; r widens ×4 from twice the pooled ratio, then bisects."""
     N = _columns(num)
     D = np.asarray(den, dtype=np.float64).ravel()
     n, k = N.shape
@@ -396,8 +361,7 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
             yield cb, _ratio_test(block, D[rows], thr, c)
 
     def widen(cols: np.ndarray, test: _PerColumn, last: np.ndarray, first: bool) -> None:
-        """r ×4 for the columns ``cols`` until they reject, unless r has reached r_max and they
-        have widened ``last`` times (``first``: test them at their r before)."""
+        """r ×4 until rejected or past r_max after ``last`` widenings (``first``: test r first)."""
         h, t = hi[cols], widened[cols]
         d = test(np.arange(cols.size), h) if first else done[cols]
         act = np.flatnonzero(~d & ((h < r_max) | (t < last)))

@@ -1,7 +1,5 @@
-"""The model catalogue: what each model can serve (tools, images, JSON schemas, log-probabilities,
-``n``, context length), beside its price. A request a model cannot serve is refused before it is
-sent, with an :class:`UnsupportedRequest` that names the capability, so a strategy skips that
-rung (its trace says why) and a server answers 400 when no model can serve it."""
+"""What each model can serve; a request it cannot is refused before sending, naming the capability,
+so a strategy skips that rung and a server answers 400 when none can."""
 
 from __future__ import annotations
 
@@ -26,8 +24,7 @@ class Capabilities(BaseModel):
     context: int | None = Field(default=None, ge=1)
 
     def missing(self, request: ChatRequest) -> tuple[str, str] | None:
-        """``(capability, request field)`` of the first thing ``request`` needs that this model
-        lacks, or None."""
+        """``(capability, request field)`` of the first thing ``request`` needs but lacks, or None."""
         if not self.tools and (request.tools or request.tool_choice not in (None, "none")):
             return "tools", "tools"
         if not self.vision:

@@ -25,8 +25,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
-    """Why ``value`` is not a URL with one of ``schemes`` and a host (or a path, for unix://),
-    else None."""
+    """Why ``value`` is not a URL with one of ``schemes`` and a host (unix://: a path), else None."""
     try:
         parts = urlsplit(value.strip())
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
@@ -40,13 +39,19 @@ def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
     return None if parts.hostname else f"{value!r} has no host"
 
 
+def _url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    reason = None if value is None else url_problem(value, schemes)
+    if reason:
+        raise ValueError(reason)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ProviderSettings(_Strict):
-    """How to build one provider. ``type`` defaults to the section name (``[providers.openai]``)
-    and must be one of ``PROVIDER_TYPES``."""
+    """How to build one provider; ``type`` defaults to the section name."""
 
     type: str | None = None
     api_key: SecretStr | None = None
@@ -71,15 +76,11 @@ class ProviderSettings(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        reason = None if value is None else url_problem(value, ("http", "https"))
-        if reason:
-            raise ValueError(reason)
-        return value
+        return _url(value, ("http", "https"))
 
 
-# Provider type -> how to build one: ``builder(name, settings, prices, common)``. The one list of
-# provider types, filled by ``@ponder.providers.register`` (importing ``ponder`` registers the
-# built-in ones); it lives here, below the providers, so that the config can check ``type``.
+# Provider type -> ``builder(name, settings, prices, common)``, filled by
+# ``@ponder.providers.register``; it lives here, below the providers, so the config can check ``type``.
 Builder = Callable[[str, ProviderSettings, PriceTable, dict[str, Any]], Any]
 PROVIDER_TYPES: dict[str, Builder] = {}
 
@@ -96,10 +97,7 @@ class CacheSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        reason = None if value is None else url_problem(value, REDIS_SCHEMES)
-        if reason:
-            raise ValueError(reason)
-        return value
+        return _url(value, REDIS_SCHEMES)
 
     def resolved_path(self) -> Path:
         base = self.path or os.environ.get("PONDER_CACHE_DIR") or "~/.cache/ponder"
@@ -125,19 +123,12 @@ class Config(_Strict):
         return self.providers.get(name, ProviderSettings())
 
 
-def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    value = raw.get(name)
-    return value if isinstance(value, dict) else {}
-
-
 def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]:
-    """(key, reason) for what the schema cannot see: values that depend on other values.
-
-    Works on the raw TOML, so it runs even when the schema found errors elsewhere; a value the
-    schema rejects (wrong type) is left to the schema's message.
-    """
+    """(key, reason) for values that depend on others, from the raw TOML so it runs beside the
+    schema's errors (a wrong type is left to the schema's message)."""
     out: list[tuple[str, str]] = []
-    providers = _section(raw, "providers")
+    providers, aliases, strategies = (v if isinstance(v := raw.get(key), dict) else {}
+                                      for key in ("providers", "models", "strategies"))
     defaults = ProviderSettings()
     for name, sp in providers.items():
         if not isinstance(sp, dict):
@@ -158,7 +149,7 @@ def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
             out.append((f"providers.{name}.{key}", f"backoff_initial_s ({lo:g}) is larger than "
                                                    f"backoff_max_s ({hi:g})"))
     known = sorted(set(PROVIDER_TYPES) | {str(n).lower() for n in providers})
-    for alias, spec in _section(raw, "models").items():
+    for alias, spec in aliases.items():
         if not isinstance(spec, str):
             continue
         provider, sep, model = spec.partition(":")
@@ -168,7 +159,7 @@ def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
             out.append((f"models.{alias}", f"{spec!r}: unknown provider {provider.strip()!r}; use "
                                            f"one of {', '.join(known)} or add "
                                            f"[providers.{provider.strip().lower()}]"))
-    for name, st in _section(raw, "strategies").items():
+    for name, st in strategies.items():
         if not isinstance(st, dict) or not isinstance(st.get("path"), str):
             continue
         p = Path(st["path"])
@@ -178,11 +169,7 @@ def _semantic_problems(raw: dict[str, Any], base: Path) -> list[tuple[str, str]]
 
 
 def config_problems(path: str | Path) -> list[ConfigError]:
-    """Every problem in a config file, each with its file, key and reason (empty list = valid).
-
-    Schema errors (types, ranges, URLs) and semantic ones (an alias naming an unknown provider,
-    backoff bounds in the wrong order, a missing strategy file) are reported together.
-    """
+    """Every problem in a config file (schema and semantic), each with file, key and reason."""
     path = Path(path)
     if not path.exists():
         return [ConfigError("file not found", file=str(path))]
@@ -200,17 +187,14 @@ def config_problems(path: str | Path) -> list[ConfigError]:
             reason = str(err["msg"]).removeprefix("Value error, ")
             key = ".".join(str(p) for p in err["loc"])
             problems.append(ConfigError(reason, file=str(path), key=key))
-    for key, reason in _semantic_problems(raw, path.parent):
-        problems.append(ConfigError(reason, file=str(path), key=key))
+    problems += [ConfigError(reason, file=str(path), key=key)
+                 for key, reason in _semantic_problems(raw, path.parent)]
     return problems
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Load a config file, or the default one if it exists, or the built-in defaults.
-
-    Looks at ``path``, then ``$PONDER_CONFIG``, then ``./ponder.toml``. Raises ConfigError with the
-    first problem (``ponder config check`` lists them all).
-    """
+    """``path``, ``$PONDER_CONFIG`` or ``./ponder.toml``, else the defaults; ConfigError with the
+    first problem (``ponder config check`` lists them all)."""
     if path is None:
         local = "ponder.toml" if Path("ponder.toml").exists() else None
         path = os.environ.get("PONDER_CONFIG") or local

@@ -19,10 +19,8 @@
         ├── UnsupportedRequest(param)     a field or content part this provider/model cannot honour
         └── AllModelsFailed(errors)       every rung of a cascade or fallback chain failed
 
-SDK exceptions are translated into this tree at the provider boundary, so callers never see an
-``openai`` or ``anthropic`` exception. Messages never contain credentials: every message (and
-``reason``) is scrubbed when the error is built, so whatever renders an error (CLI, traces, batch
-output, HTTP bodies, logs) gets a clean one.
+SDK exceptions become these at the provider boundary. Messages (and ``reason``) are scrubbed of
+credentials when the error is built, so whatever renders one (CLI, traces, HTTP, logs) is clean.
 """
 
 from __future__ import annotations
@@ -51,7 +49,6 @@ class PonderError(Exception):
 
 
 def _at(where: str | None, message: str) -> str:
-    """``message`` prefixed by where it happened, when that is known."""
     return f"{where}: {message}" if where else message
 
 
@@ -92,26 +89,19 @@ else:
         from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
         class NotFittedError(PonderError, _SklearnNotFittedError):
-            """Raised when an estimator is used before ``fit``.
-
-            It is scikit-learn's ``NotFittedError`` too (``except sklearn.exceptions.
-            NotFittedError`` catches it), and through it a ``ValueError`` and an ``AttributeError``.
-            """
+            """Raised when an estimator is used before ``fit`` (scikit-learn's error too)."""
 
         NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
-        # Stored as a module global, so later look-ups (and pickle) skip __getattr__; setdefault
-        # keeps one class should two threads get here at once.
+        # A module global, so later look-ups (and pickle) skip this; setdefault: one class per race.
         return globals().setdefault("NotFittedError", NotFittedError)
 
 
 class BudgetExceeded(PonderError):
-    """A spending limit stopped the work before it was done (``ponder run --max-cost``: rows left;
-    ``run_batch`` itself returns its summary with ``stopped`` set)."""
+    """A spending limit stopped the work (``ponder run --max-cost``; ``run_batch`` sets ``stopped``)."""
 
 
 class CacheUnavailable(PonderError):
-    """The cache could not be opened, read or written: ``where`` (a file, or a URL without its
-    password), ``reason`` (what failed) and ``fix`` (what to do about it)."""
+    """The cache failed at ``where`` (a file, or a URL without its password) for ``reason``."""
 
     def __init__(self, where: str, reason: str, fix: str = "") -> None:
         self.where, self.reason, self.fix = where, reason, fix
@@ -167,10 +157,8 @@ class BadResponse(ProviderError):
 
 
 class UnsupportedRequest(ProviderError):
-    """A request field, content part or value that this provider or model cannot honour.
-
-    Refused before anything is sent (never dropped silently); a strategy falls through to a rung
-    that can serve it, and a server answers 400 naming ``param`` when none can."""
+    """Refused before sending (never dropped silently): a strategy falls through to a rung that can
+    serve it, a server answers 400 naming ``param`` when none can."""
 
     def __init__(self, message: str, *, param: str | None = None, provider: str = "",
                  model: str = "") -> None:
@@ -179,11 +167,8 @@ class UnsupportedRequest(ProviderError):
 
 
 class AllModelsFailed(ProviderError):
-    """Every rung of a chain failed; ``errors`` holds (model, error) for each rung, in order.
-
-    A sibling of :class:`ProviderUnavailable`, not a kind of it: every rung was already tried
-    (and retried by its provider), so nothing retries the whole chain; :attr:`uniform` tells a
-    server which one status to send."""
+    """Every rung failed (``errors``: (model, error) in order); not a ProviderUnavailable, since
+    every rung was already retried and nothing should retry the whole chain."""
 
     def __init__(self, errors: Sequence[tuple[str, Exception]]) -> None:
         self.errors = list(errors)
@@ -192,8 +177,7 @@ class AllModelsFailed(ProviderError):
 
     @property
     def uniform(self) -> type[Exception] | None:
-        """The error class shared by every rung when it is a rate limit or a timeout, else None
-        (so a server can pick one HTTP status)."""
+        """The rate limit or timeout class every rung shares, else None (a server's one status)."""
         kinds = {type(e) for _, e in self.errors}
         kind = kinds.pop() if len(kinds) == 1 else None
         return kind if kind and issubclass(kind, (RateLimited, ProviderTimeout)) else None

@@ -1,11 +1,5 @@
-"""Featurizers shared by scorers (``ponder.scorers``) and routers (``ponder.routers``).
-
-Everything here turns text into numbers without network access and saves without pickle
-(``to_state``/``from_state``: JSON + arrays): TF-IDF (:class:`TextFeaturizer`), optional MiniLM
-sentence embeddings loaded offline (:class:`SentenceEmbedder`, extra ``embed``; imported lazily so
-``import ponder`` never loads torch), and the response statistics and answer agreement that
-scorers and cascades read (:func:`response_stats`, :func:`agreement`, :func:`agreement_matrix`).
-"""
+"""Featurizers of scorers and routers: text to numbers offline, saved without pickle (JSON +
+arrays). The embedder's torch is imported lazily so ``import ponder`` never loads it."""
 
 from __future__ import annotations
 
@@ -23,10 +17,6 @@ from sklearn.base import BaseEstimator
 from ._answers import extract_answer  # one set of answer rules (grading, loaders)
 from ._exceptions import ConfigError, ModelFileError, NotFittedError
 from ._memo import Kept, digest
-
-# ---------------------------------------------------------------------------------------------
-# TF-IDF
-# ---------------------------------------------------------------------------------------------
 
 _TOKEN = r"(?u)\b\w+\b"
 TOKEN_RE = re.compile(_TOKEN)
@@ -49,22 +39,11 @@ def kept_csr(key: Any, compute: Callable[[], sp.csr_matrix]) -> sp.csr_matrix:
 
 
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """TF-IDF over word n-grams that saves as arrays (vocabulary + idf), never as a pickle.
+    """TF-IDF over word n-grams saved as arrays; an estimator, so a router clones a fresh one."""
 
-    A scikit-learn estimator: ``get_params``, ``set_params`` and ``clone`` read ``__init__``'s
-    parameters, so a router holding one clones with a fresh copy of it.
-    """
-
-    def __init__(
-        self,
-        max_features: int | None = 20000,
-        ngram_range: tuple[int, int] = (1, 2),
-        min_df: int | float = 2,
-        sublinear_tf: bool = True,
-        hashed: bool = False,
-        n_hash: int = 2**18,
-        lowercase: bool = True,
-    ) -> None:
+    def __init__(self, max_features: int | None = 20000, ngram_range: tuple[int, int] = (1, 2),
+                 min_df: int | float = 2, sublinear_tf: bool = True, hashed: bool = False,
+                 n_hash: int = 2**18, lowercase: bool = True) -> None:
         self.max_features = max_features
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -74,11 +53,9 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         self.lowercase = lowercase
 
     def _params(self) -> dict[str, Any]:
-        """The parameters as JSON (for :meth:`to_state`)."""
         return {**self.get_params(), "ngram_range": list(self.ngram_range)}
 
     def _vectorizer(self, cls: Any, **kwargs: Any) -> Any:
-        """A scikit-learn vectorizer with these n-grams, tokens and case."""
         return cls(ngram_range=tuple(self.ngram_range), token_pattern=_TOKEN,
                    lowercase=self.lowercase, **kwargs)
 
@@ -88,7 +65,6 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         return self._vectorizer(HashingVectorizer, n_features=self.n_hash, alternate_sign=False,
                                 norm=None)
 
-    # -- fit / transform ----------------------------------------------------------------------
     def fit(self, texts: Iterable[str], y: Any = None) -> TextFeaturizer:
         texts = [str(t) for t in texts]
         key = (repr(sorted(self._params().items())), tuple(texts))
@@ -154,7 +130,6 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         norms[norms == 0] = 1.0
         return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
 
-    # -- persistence --------------------------------------------------------------------------
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(meta, arrays) for :func:`ponder._persist.save`; arrays hold no Python objects."""
         self._check()
@@ -184,11 +159,6 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         if obj.idf_.shape != (obj.n_features_,):
             raise ModelFileError("TextFeaturizer state is inconsistent (idf vs vocabulary size)")
         return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# Sentence embeddings (optional extra "embed")
-# ---------------------------------------------------------------------------------------------
 
 
 def embedder_available() -> bool:
@@ -268,18 +238,13 @@ def prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray
 
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray],
                           kinds: Sequence[Any] = ()) -> Any:
-    """The featurizer that ``to_state`` wrote, if its type is one of ``kinds`` (by default
-    :class:`TextFeaturizer` and :class:`SentenceEmbedder`)."""
+    """The featurizer ``to_state`` wrote, if its type is one of ``kinds`` (default: both here)."""
     cls = {k.__name__: k for k in kinds or (TextFeaturizer, SentenceEmbedder)}.get(
         str(meta.get("type")))
     if cls is None:
         raise ModelFileError(f"unknown featurizer type {meta.get('type')!r} in a model file")
     return cls.from_state(meta, arrays)
 
-
-# ---------------------------------------------------------------------------------------------
-# Response statistics and agreement
-# ---------------------------------------------------------------------------------------------
 
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:not|'t)|i am unable|i'?m unable|"
@@ -343,9 +308,8 @@ def response_stats(queries: Sequence[str], responses: Sequence[str]) -> np.ndarr
     """(n, len(RESPONSE_STAT_NAMES)) float64 statistics of each response (and its query)."""
     if len(queries) != len(responses):
         raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-    # Columns 0-6 depend on the response alone, 7 on the query's length alone: each distinct
-    # response is scanned once (a scorer's training frame repeats every answer, and tables
-    # without response text repeat the empty one for every row).
+    # Columns 0-6 depend on the response alone: each distinct one is scanned once (training
+    # frames repeat every answer, and tables without responses the empty one).
     seen: dict[str, int] = {}
     row = np.empty(len(responses), dtype=np.int64)
     for i, r in enumerate(responses):

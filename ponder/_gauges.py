@@ -1,9 +1,5 @@
-"""Gauges that parts of the process report about themselves, and the Prometheus text they become.
-
-It sits below both the server and the local engine: the local provider registers its queue here
-(:func:`register_gauges`) without knowing about the server, and the server's ``/metrics`` adds
-:func:`gauge_lines` to each scrape without knowing who registered.
-"""
+"""Gauges parts of the process report, as Prometheus text: below both the local engine (which
+registers its queue) and the server (whose ``/metrics`` adds them), so neither knows the other."""
 
 from __future__ import annotations
 
@@ -54,8 +50,7 @@ def unregister_gauges(source: GaugeSource) -> None:
 
 
 def gauge_lines() -> list[str]:
-    """Registered gauges as exposition lines; rows with the same name and labels (two sources)
-    are summed."""
+    """Registered gauges as exposition lines; equal name and labels (two sources) are summed."""
     helps: dict[str, str] = {}
     values: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     for source in list(_gauge_sources):

@@ -1,27 +1,14 @@
-"""Safe persistence for fitted estimators (scorers, routers): JSON metadata + npz arrays.
+"""Safe persistence for fitted estimators: ``meta.json`` (format, version, kind, sha256, the array
+list, meta) + ``arrays.npz``.
 
-A directory holds::
-
-    meta.json     {"format": "ponder-model", "format_version": 2, "kind": ..., "sha256": ...,
-                   "arrays": {name: {"dtype": "<f8", "shape": [6]}, ...}, "meta": {...}}
-    arrays.npz    the arrays, by name
-
-Loading never executes code, and its memory is bounded by what the files declare:
-
-- ``meta.json`` is read only if it is a regular file inside the folder (a symlink out of it, a
-  device or a FIFO is refused) of at most :data:`MAX_META_BYTES`;
-- it lists every array; their total size is capped (:data:`DEFAULT_MAX_BYTES`, or ``max_bytes=``,
-  or the ``PONDER_MAX_MODEL_BYTES`` environment variable) before anything else is read;
-- ``sha256`` covers ``kind``, the array list and ``meta`` plus the bytes of ``arrays.npz`` as
-  stored, and is checked *before* anything is decompressed;
-- each npz member is then checked against the list (zip entry size, ``.npy`` header dtype and
-  shape) before it is read. Members the list does not name are refused; object dtypes (pickles)
-  are never loaded.
-
-The hash is a checksum: it detects accidental corruption and truncation. It is not a signature:
-anyone who can write the files can recompute it, so load model files only from sources you trust.
-Version-1 files (hash over the decoded arrays) still load, under the same size bounds.
-:func:`read_capped` reads any small file (a strategy JSON) with the same rules as ``meta.json``.
+Loading never executes code and its memory is bounded by what the files declare: ``meta.json``
+must be a regular file inside the folder, under :data:`MAX_META_BYTES`; the listed arrays' total
+is capped (``max_bytes=``, ``$PONDER_MAX_MODEL_BYTES``) before anything else is read; ``sha256``
+(over kind, array list, meta and the npz bytes as stored) is checked before decompressing; each
+member is checked against the list (zip size, ``.npy`` header) before it is read, and unlisted
+members and object dtypes are refused. The hash detects corruption, it is not a signature: load
+only files you trust. Version-1 files (hash over the decoded arrays) still load, under the same
+bounds.
 """
 
 from __future__ import annotations
@@ -106,11 +93,9 @@ def max_bytes_default() -> int:
     return value
 
 
-# ---- small files --------------------------------------------------------------------------------
-
 def _open_regular(path: Path, limit: int, inside: Path | None) -> IO[bytes]:
-    """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes (resolving
-    into ``inside`` when given); ValueError saying why not otherwise."""
+    """``path`` opened if it is a regular file of at most ``limit`` bytes (inside ``inside``);
+    ValueError saying why not."""
     if inside is not None:
         target = path.resolve()
         if not target.is_relative_to(inside.resolve()):
@@ -131,9 +116,7 @@ def _open_regular(path: Path, limit: int, inside: Path | None) -> IO[bytes]:
 
 def read_capped(path: str | Path, limit: int = MAX_META_BYTES, *,
                 inside: str | Path | None = None) -> bytes:
-    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes (and, with
-    ``inside``, resolves into that folder). Raises ValueError with the reason otherwise, and
-    OSError (FileNotFoundError, ...) as ``open`` would."""
+    """The bytes of ``path`` under :func:`_open_regular`'s rules (for any small file)."""
     with _open_regular(Path(path), limit, None if inside is None else Path(inside)) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:  # it grew after the size check
@@ -141,11 +124,8 @@ def read_capped(path: str | Path, limit: int = MAX_META_BYTES, *,
     return data
 
 
-# ---- saving -------------------------------------------------------------------------------------
-
-def save(
-    directory: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, kind: str = ""
-) -> Path:
+def save(directory: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], *,
+         kind: str = "") -> Path:
     """Write ``meta.json`` + ``arrays.npz`` into ``directory`` (created if needed)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -163,19 +143,11 @@ def save(
     np.savez_compressed(d / ARRAYS_FILE, **clean)  # type: ignore[arg-type]
     with open(d / ARRAYS_FILE, "rb") as fh:
         digest = _file_hash(kind, manifest, meta_rt, fh)
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "sha256": digest,
-        "arrays": manifest,
-        "meta": meta_rt,
-    }
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "sha256": digest,
+           "arrays": manifest, "meta": meta_rt}
     (d / META_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return d
 
-
-# ---- loading ------------------------------------------------------------------------------------
 
 _Spec = tuple[np.dtype[Any], tuple[int, ...]]
 
@@ -184,15 +156,9 @@ def _nbytes(spec: _Spec) -> int:
     return math.prod(spec[1]) * spec[0].itemsize
 
 
-def load(
-    directory: str | Path, *, kind: str | None = None, max_bytes: int | None = None
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a saved estimator; raise ModelFileError when anything is off.
-
-    ``max_bytes`` caps the decompressed size of all arrays together (default:
-    ``$PONDER_MAX_MODEL_BYTES`` or :data:`DEFAULT_MAX_BYTES`); a file declaring more is refused
-    before anything is read.
-    """
+def load(directory: str | Path, *, kind: str | None = None, max_bytes: int | None = None
+         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a saved estimator; ModelFileError when anything is off."""
     d = Path(directory)
     where = str(d)
     limit = max_bytes_default() if max_bytes is None else int(max_bytes)
@@ -305,8 +271,7 @@ def _check_manifest(manifest: Any, limit: int, where: str) -> dict[str, _Spec]:
 
 
 def _check_zip_directory(fh: IO[bytes]) -> None:
-    """Refuse an archive whose central directory zipfile would parse in full is oversized or
-    ZIP64 (ponder never writes either), before ``zipfile`` reads it."""
+    """Refuse an oversized or ZIP64 central directory before ``zipfile`` parses it in full."""
     size = fh.seek(0, os.SEEK_END)
     tail_len = min(size, 22 + 65535 + 20)
     fh.seek(size - tail_len)
@@ -405,11 +370,8 @@ def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
-# ---- strict fields ------------------------------------------------------------------------------
-
 def _matches(value: Any, hint: Any) -> bool:
-    """Does a JSON value match a type hint (str, int, float, bool, None, dict, list[X], unions;
-    ``Any`` = any JSON scalar)?"""
+    """Does a JSON value match a type hint (``Any``: any JSON scalar)?"""
     if hint is Any:
         return value is None or isinstance(value, (bool, int, float, str))
     if hint is None or hint is type(None):
@@ -435,12 +397,8 @@ def _describe(hint: Any) -> str:
 
 def check_fields(obj: Any, fields: dict[str, Any], *, where: str, what: str,
                  required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Refuse a JSON object (a section of ``meta.json``) holding a key ``fields`` does not define,
-    lacking one of ``required``, or holding a value whose type is not the field's type hint.
-
-    Model files are data: a loader takes exactly the fields its format defines, so a file can
-    never set attributes it was not meant to.
-    """
+    """Refuse a ``meta.json`` section with a key ``fields`` lacks, a missing ``required`` key or a
+    value of the wrong type: a file can never set attributes it was not meant to."""
     if not isinstance(obj, dict):
         raise ModelFileError(f"meta.json: {what} must be an object, got {type(obj).__name__}",
                              path=where)

@@ -30,10 +30,7 @@ class Price(BaseModel):
     source: str = ""
 
     def cost(self, usage: Usage, *, rate: float = 1.0) -> float:
-        """Input tokens include cached ones; those are billed at the cached rate when there is one.
-
-        ``rate`` scales the token prices (a batch API's fraction of the list price); the
-        per-request fee is not scaled."""
+        """Cached input tokens at the cached rate; ``rate`` (a batch API's) scales all but the fee."""
         cached = min(usage.cached_input_tokens, usage.input_tokens)
         cached_rate = self.input if self.cached_input is None else self.cached_input
         return rate * (
@@ -52,10 +49,7 @@ class BatchRate(BaseModel):
 
 
 class PriceTable:
-    """``provider:model`` → Price. Versioned names match the longest key they start with.
-
-    ``batch`` maps a provider name to its batch API's rate (``[batch.<provider>]`` in
-    prices.toml); a provider without one is billed its list price in a batch too."""
+    """``provider:model`` → Price (longest prefix); ``batch``: provider → its batch API's rate."""
 
     def __init__(self, prices: dict[str, Price], as_of: str = "",
                  batch: dict[str, BatchRate] | None = None) -> None:
@@ -101,8 +95,7 @@ def packaged_toml(name: str) -> dict[str, Any]:
 
 
 def longest_prefix(keys: Any, key: str) -> str | None:
-    """The entry of ``keys`` (lower-case ``provider:model``) that names ``key``: itself, else the
-    longest one it starts with at a version boundary (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``)."""
+    """``key`` in ``keys``, else the longest key it starts with at a version boundary."""
     key = key.lower()
     if key in keys:
         return key
@@ -115,14 +108,9 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-def price_completion(
-    table: PriceTable, *, provider: str, model: str, usage: Usage | None,
-    prompt_text: str, text: str, batch: bool = False, **fields: Any,
-) -> Completion:
-    """Build a Completion with its cost (at the provider's batch rate when ``batch``). Missing
-    usage is estimated and the cost flagged.
-
-    Every sample's output is billed (``samples``, from ``n > 1``); the input once."""
+def price_completion(table: PriceTable, *, provider: str, model: str, usage: Usage | None,
+                     prompt_text: str, text: str, batch: bool = False, **fields: Any) -> Completion:
+    """A Completion with its cost; missing usage is estimated (every sample, the input once)."""
     estimated = usage is None
     if usage is None:
         outputs = fields.get("samples") or (text,)

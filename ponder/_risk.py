@@ -1,19 +1,11 @@
 """Thresholds with a guarantee: Learn-then-Test (Angelopoulos et al., 2021) with fixed-sequence testing.
 
-Pick the cheapest setting λ from a list whose risk R(λ) = E[loss(λ)] stays ≤ ε with probability
-≥ 1−δ over the calibration sample (the loss: a query's quality drop against the last rung, or
-against a reference model). Each λ_k gets a valid p-value for H0: R(λ_k) > ε; fixed-sequence
-testing walks the candidates from safest to most aggressive and rejects while p_k ≤ δ. Every
-rejected λ is then safe with probability ≥ 1−δ (no multiplicity correction: the order is fixed
-before looking at the data); the last one rejected is the cheapest certified setting.
-
-p-values, for losses in [0, 1] (``to_unit`` maps signed losses there): ``"hb"`` Hoeffding–Bentkus
-(any losses); ``"binomial"`` exact, for {0, 1} losses; ``"wsr"`` Waudby-Smith–Ramdas betting
-(anytime-valid, adapts to variance: tightest when the losses are mostly equal).
-
-The guarantee needs calibration queries exchangeable with future ones and unused for training
-the scorers or picking the chain (checked in ``tests/cascade/test_risk.py``). The bounds that
-invert the WSR test live in :mod:`ponder._bounds`.
+Each setting λ_k gets a p-value for H0: R(λ_k) > ε; candidates are walked safest first and rejected
+while p_k ≤ δ, so every rejected λ is safe with probability ≥ 1−δ without a multiplicity correction
+(the order is fixed before the data). p-values for losses in [0, 1]: ``"hb"`` Hoeffding–Bentkus,
+``"binomial"`` exact for {0, 1} losses, ``"wsr"`` Waudby-Smith–Ramdas betting (adapts to variance).
+Calibration queries must be exchangeable with future ones and unused for training (checked in
+``tests/cascade/test_risk.py``); :mod:`ponder._bounds` inverts the WSR test.
 """
 
 from __future__ import annotations
@@ -57,11 +49,8 @@ def binomial_pvalue(risk_hat: float, n: int, eps: float) -> float:
 
 
 def _wsr_bets(x: np.ndarray, ok: np.ndarray, delta: float) -> np.ndarray:
-    """(n, K) predictable bet sizes ν of the Waudby-Smith–Ramdas bettor, column by column.
-
-    ``x`` (n, K) holds losses in [0, 1] already in visiting order, ``ok`` marks the rows each
-    column has (a missing row neither bets nor updates the running mean and variance).
-    """
+    """(n, K) predictable WSR bet sizes for losses ``x`` in visiting order; a row not ``ok``
+    neither bets nor updates the running mean and variance."""
     n_k = ok.sum(axis=0)
     cnt = np.cumsum(ok, axis=0)
     xs = np.where(ok, x, 0.0)
@@ -85,12 +74,8 @@ def _wsr_log_wealth(x: np.ndarray, nu: np.ndarray, eps: np.ndarray) -> np.ndarra
 
 
 def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int = 0) -> float:
-    """Waudby-Smith–Ramdas betting p-value for H0: mean loss ≥ eps, losses in [0, 1].
-
-    The wealth of a bettor who wagers a predictable fraction ν_i on "this loss is below ε" is a
-    nonnegative supermartingale under H0, so 1 / max wealth is a valid p-value (Ville).
-    Losses are visited in a seeded random order (they are exchangeable).
-    """
+    """WSR p-value for H0: mean loss ≥ eps: the bettor's wealth is a supermartingale under H0, so
+    1 / max wealth is valid (Ville); losses are visited in a seeded order (they are exchangeable)."""
     x = np.asarray(losses, dtype=np.float64).ravel()
     if x.size == 0:
         return 1.0
@@ -102,11 +87,8 @@ def wsr_pvalue(losses: np.ndarray, eps: float, delta: float = 0.1, *, seed: int 
 
 def samples_needed(x: np.ndarray, eps: float, delta: float, *, seed: int = 0,
                    cap: int = 1_000_000, orders: int = 5) -> int | None:
-    """How many queries like these would reject H0 "mean ≥ eps" at level δ with the WSR test: a
-    power calculation for "how much more labelled data". The sample is repeated to each size and
-    visited in ``orders`` seeded orders; a size certifies when most orders do (the test's result
-    depends on the order, so one order would make the answer jump). ``x`` in [0, 1]; None when
-    the sample's mean is not below ``eps`` or more than ``cap`` would be needed."""
+    """How many queries like ``x`` the WSR test needs to reject "mean ≥ eps" (None: never, or over
+    ``cap``); a size certifies when most of ``orders`` seeded orders do, since one order jumps."""
     x = np.asarray(x, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0 or float(x.mean()) >= eps:
@@ -153,22 +135,10 @@ class RiskSelection:
         return self.index is not None
 
 
-def ltt_select(
-    losses: np.ndarray,
-    epsilon: float,
-    delta: float,
-    *,
-    method: str = "hb",
-    signed: bool = False,
-    seed: int = 0,
-) -> RiskSelection:
-    """Learn-then-Test with fixed-sequence testing over candidates ordered safest first.
-
-    ``losses`` is (n, K): the loss of each calibration query under each candidate. Columns must
-    be ordered from the safest candidate to the most aggressive. With ``signed=True`` losses may
-    lie in [−1, 1] (e.g. a quality *drop* that is negative where the cascade beats the last
-    rung); they are mapped to [0, 1] first. Returns the last candidate of the rejected prefix.
-    """
+def ltt_select(losses: np.ndarray, epsilon: float, delta: float, *, method: str = "hb",
+               signed: bool = False, seed: int = 0) -> RiskSelection:
+    """The last candidate of the rejected prefix of ``losses`` (n, K), columns safest first;
+    ``signed``: losses in [−1, 1] (a quality drop, negative where the cascade wins)."""
     L = np.asarray(losses, dtype=np.float64)
     if L.ndim == 1:
         L = L[:, None]

@@ -1,14 +1,6 @@
-"""Secrets ponder has been given, and the one function that keeps them out of every text it emits.
-
-Wherever a credential is read (a provider's API key, the server's client token) it is passed to
-``register_secret``. ``scrub(text)`` then redacts every fragment of four or more characters of any
-registered secret, in any letter case: providers echo keys back whole, masked (``sk-...XYZ9``,
-``sk-abc1****wxyz``), truncated or upper-cased, and any of those is enough to narrow a search.
-Fragments that lie wholly inside a well-known public prefix (``sk-proj-``) are not secret and are
-left alone, so the word "proj" survives.
-
-ponder's errors scrub their messages when they are built (``PonderError``), and
-``install_log_scrubbing()`` adds a ``SecretFilter`` to the log handlers a server uses.
+"""Secrets ponder was given (``register_secret``), and ``scrub``, which redacts every 4+ character
+fragment of them in any case: providers echo keys whole, masked, truncated or upper-cased, and any
+of those narrows a search. Fragments wholly inside a public prefix (``sk-proj-``) are left alone.
 """
 
 from __future__ import annotations
@@ -68,11 +60,7 @@ def _trie_pattern(words: set[str]) -> re.Pattern[str]:
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a credential so that ``scrub`` redacts it (and every 4+ character piece of it).
-
-    Call it wherever a key or token is read. Values shorter than four characters are ignored;
-    placeholders such as "not-needed" must simply not be registered.
-    """
+    """Have ``scrub`` redact this credential; call it wherever one is read (not for placeholders)."""
     global _fragments
     if not value or len(value) < MIN_FRAGMENT:
         return
@@ -106,10 +94,7 @@ def _scrub_piece(text: str, pattern: re.Pattern[str] | None) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every registered secret fragment and every masked-looking key redacted.
-
-    Idempotent: an existing "[redacted]" is never itself taken apart.
-    """
+    """``text`` with secret fragments and masked-looking keys redacted (idempotent)."""
     if not text:
         return text
     pattern = _fragments
@@ -125,11 +110,8 @@ def _scrub_arg(arg: object) -> object:
 
 
 class SecretFilter(logging.Filter):
-    """Scrubs a log record: its message and arguments, its traceback text and its stack text.
-
-    Arguments are scrubbed one by one, so formatters that read ``record.args`` (uvicorn's access
-    log does) keep working; only a secret split across message and arguments flattens the record.
-    """
+    """Scrubs a log record; arguments one by one, so formatters reading ``record.args`` (uvicorn's
+    access log) keep working unless a secret spans message and arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -163,12 +145,8 @@ _FILTER = SecretFilter()
 
 
 def install_log_scrubbing(loggers: tuple[str, ...] = LOGGERS) -> None:
-    """Add the secret filter to every handler of these loggers (root, ponder, uvicorn's).
-
-    Filters sit on handlers, not loggers, so records propagated from child loggers pass through
-    them too. Call it after logging is configured (uvicorn configures it when its ``Config`` is
-    built); calling it again is harmless and covers handlers added since.
-    """
+    """Add the filter to these loggers' handlers (on handlers, propagated records pass it too);
+    call it after logging is configured, again for handlers added since."""
     for name in loggers:
         for handler in logging.getLogger(name).handlers:
             if _FILTER not in handler.filters:

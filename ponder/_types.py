@@ -25,9 +25,7 @@ def json_messages(text: str) -> list[dict[str, Any]] | None:
 
 
 class Message(BaseModel):
-    """One chat message as the Chat Completions API has it: ``content`` a string, content parts
-    (``{"type": "text" | "image_url" | ...}``) or None (a turn that only calls tools). Fields ponder
-    does not model (``refusal``, ``audio``) are kept and sent on unchanged."""
+    """One Chat Completions message; fields ponder does not model (``audio``) are sent on unchanged."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     role: Role
@@ -74,12 +72,8 @@ NOT_IN_KEY = frozenset({"user", "metadata", "store", "service_tier", "stream", "
 
 
 class ChatRequest(BaseModel):
-    """The whole Chat Completions request but ``model``: the one request type of every part.
-
-    A field left unset is not sent upstream (the vendor's default applies). Unmodelled fields are
-    kept and sent unchanged to OpenAI-compatible upstreams; a provider that cannot honour a field
-    refuses it by name.
-    """
+    """The whole Chat Completions request but ``model``; unset fields are not sent (the vendor's
+    default applies), unmodelled ones are sent unchanged, and unhonoured ones refused by name."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     messages: tuple[Message, ...]
@@ -119,16 +113,14 @@ class ChatRequest(BaseModel):
 
     @classmethod
     def of(cls, prompt: str | list[dict[str, Any]] | list[Message], **params: Any) -> ChatRequest:
-        """Build a request from a prompt string (a JSON list of messages is read as one) or a list
-        of chat messages."""
+        """A request from a prompt string (a JSON list of messages reads as one) or messages."""
         if isinstance(prompt, str):
             msgs = json_messages(prompt)
             prompt = [Message(role="user", content=prompt)] if msgs is None else msgs
         return cls.model_validate({"messages": prompt, **params})
 
     def sampling(self) -> dict[str, Any]:
-        """Every parameter that was set (all but ``messages``), as JSON-ready values: what an
-        OpenAI-compatible upstream receives beside the messages."""
+        """Every parameter that was set but ``messages``, as JSON: what an upstream receives."""
         out = self.model_dump(exclude={"messages"}, exclude_unset=True, exclude_none=True)
         if "stop" in out:
             out["stop"] = list(out["stop"])
@@ -162,10 +154,8 @@ class ChatRequest(BaseModel):
 
     @property
     def query(self) -> str:
-        """The request as one text (an outcome row's ``query``; what scorers and routers read,
-        live as on train): a lone user message's text, else the conversation as JSON (tool calls
-        by name, parts by type, tools and answer format), so requests that end alike are told apart.
-        """
+        """The request as one text for scorers and routers: a lone user message's text, else the
+        conversation as JSON, so requests that end alike are told apart."""
         plain = not (self.tools or self.response_format) and all(
             isinstance(m.content, str) and not m.tool_calls and m.tool_call_id is None for m in self.messages)
         if plain and len(self.messages) == 1 and self.messages[0].role == "user":
@@ -189,8 +179,7 @@ class ChatRequest(BaseModel):
 
 def refuse_unsupported(request: ChatRequest, *, provider: str, model: str,
                        accepts: frozenset[str] | None, parts: frozenset[str] | None) -> None:
-    """Raise :class:`UnsupportedRequest` naming the first field (of ``accepts``) or content part
-    type (of ``parts``; None: all) a provider does not honour, before anything is sent."""
+    """Refuse, before sending, the first field or content part type the provider does not honour."""
     if accepts is not None:
         for field in request.sampling():
             if field not in accepts:
@@ -239,11 +228,8 @@ class Choice(BaseModel):
 
 
 class Completion(BaseModel):
-    """One answer from one model. ``cost_usd`` is what this call cost (0 on a cache hit).
-
-    With ``n > 1`` on the request, ``samples`` holds every answer (``text`` is the first) and
-    ``cost_usd``/``usage`` cover them all; ``logprobs`` describes ``text`` when it was asked for.
-    """
+    """One answer from one model; with ``n > 1``, ``samples`` holds all (``text`` the first) and
+    ``cost_usd`` (0 on a cache hit) and ``usage`` cover them all."""
 
     model_config = ConfigDict(frozen=True)
     text: str
@@ -270,8 +256,7 @@ class Completion(BaseModel):
         return self.choices[0].refusal if self.choices else None
 
     def answers(self) -> tuple[Choice, ...]:
-        """Every answer as a :class:`Choice` (built from ``text``/``samples`` when the provider
-        gave no structured choices)."""
+        """Every answer as a :class:`Choice` (from ``text``/``samples`` without structured ones)."""
         if self.choices:
             return self.choices
         texts = self.samples or (self.text,)
