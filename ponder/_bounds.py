@@ -38,21 +38,28 @@ def column_chunks(n: int, k: int) -> list[slice]:
     return [slice(i, min(k, i + step)) for i in range(0, k, step)]
 
 
-def _columns(x: np.ndarray) -> np.ndarray:
-    """``x`` as float64 columns (n, K): a 1-d ``x`` is one column."""
+def _columns(x: np.ndarray, seed: int) -> np.ndarray:
+    """``x`` as float64 columns (n, K) (1-d: one column), rows in the seeded visiting order."""
     X = np.asarray(x, dtype=np.float64)
-    return X[:, None] if X.ndim == 1 else X
+    X = X[:, None] if X.ndim == 1 else X
+    return X[np.random.default_rng(seed).permutation(len(X))]
+
+
+def _paired(num: np.ndarray, den: np.ndarray, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``num`` (n, K) and ``den`` (n,) in the visiting order, and the rows both have."""
+    N, D = _columns(num, seed), _columns(den, seed).ravel()
+    return N, D, np.isfinite(N) & np.isfinite(D)[:, None]
 
 
 def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 40
                             ) -> np.ndarray:
     """:func:`wsr_upper_bound` written plainly: the reference for the fast version."""
-    X = _columns(x)
+    X = _columns(x, seed)
     n, k = X.shape
     out = np.ones(k)
     if n == 0 or k == 0:
         return out
-    X = X[np.random.default_rng(seed).permutation(n)]
     thr = math.log(1 / delta)
     for sl in column_chunks(n, k):
         xs = X[:, sl]
@@ -68,15 +75,11 @@ def _wsr_upper_bound_simple(x: np.ndarray, delta: float, *, seed: int = 0, iters
 def _ratio_upper_bound_simple(num: np.ndarray, den: np.ndarray, delta: float, *, seed: int = 0,
                               iters: int = 40, r_max: float = 1e6) -> np.ndarray:
     """:func:`ratio_upper_bound` written plainly (``rtol`` 0): the reference for the fast one."""
-    N = _columns(num)
-    D = np.asarray(den, dtype=np.float64).ravel()
+    N, D, ok = _paired(num, den, seed)
     n, k = N.shape
     out = np.full(k, np.inf)
     if n == 0 or k == 0:
         return out
-    order = np.random.default_rng(seed).permutation(n)
-    N, D = N[order], D[order]
-    ok = np.isfinite(N) & np.isfinite(D)[:, None]
     thr = math.log(1 / delta)
     half = np.full(k, 0.5)
 
@@ -283,7 +286,7 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
                     ) -> np.ndarray:
     """Per column of ``x`` (n, K) in [0, 1], NaN missing: the smallest ε ``iters`` bisection steps
     reach where "mean ≥ ε" is rejected at level δ (1 where ε = 1 is not)."""
-    X = _columns(x)
+    X = _columns(x, seed)
     n, k = X.shape
     out = np.ones(k)
     if n == 0 or k == 0:
@@ -291,9 +294,7 @@ def wsr_upper_bound(x: np.ndarray, delta: float, *, seed: int = 0, iters: int = 
     thr = math.log(1 / delta)
     ok = np.isfinite(X)
     if thr <= 0 or iters > 52 or np.abs(X, where=ok, out=np.zeros_like(X)).max() > _TAME:
-        return _wsr_upper_bound_simple(X, delta, seed=seed, iters=iters)
-    order = np.random.default_rng(seed).permutation(n)  # as the simple version
-    X, ok = X[order], ok[order]
+        return _wsr_upper_bound_simple(x, delta, seed=seed, iters=iters)
     reps, group = _alike(np.arange(k), _column_ids(X))
     for cols, _, block in _blocks(X, ok, np.ones(n, dtype=bool), reps):
         excess = _wsr_excess(block, delta)
@@ -333,16 +334,12 @@ def ratio_upper_bound(num: np.ndarray, den: np.ndarray, delta: float, *, seed: i
     """Bound on E[num_k] / E[den] per column (paired rows ≥ 0, e.g. spend vs. the reference's):
     the smallest r rejecting "E[num − r·den] ≥ 0" (``inf`` past ``r_max``), assuming future rows
     stay in the seen range; r widens ×4 from twice the pooled ratio, then bisects."""
-    N = _columns(num)
-    D = np.asarray(den, dtype=np.float64).ravel()
+    N, D, ok = _paired(num, den, seed)
     n, k = N.shape
     out = np.full(k, np.inf)
     if n == 0 or k == 0:
         return out
     thr = math.log(1 / delta)
-    order = np.random.default_rng(seed).permutation(n)
-    N, D = N[order], D[order]
-    ok = np.isfinite(N) & np.isfinite(D)[:, None]
     common = np.isfinite(D)
     hi = np.empty(k)
     for sl in column_chunks(n, k):  # the simple version's first guesses, chunk by chunk

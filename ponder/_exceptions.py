@@ -172,7 +172,7 @@ class AllModelsFailed(ProviderError):
 
     def __init__(self, errors: Sequence[tuple[str, Exception]]) -> None:
         self.errors = list(errors)
-        detail = "; ".join(f"{m}: {_reason(e)}" for m, e in self.errors)
+        detail = "; ".join(f"{m}: {getattr(e, 'reason', None) or e}" for m, e in self.errors)
         super().__init__(f"all {len(self.errors)} models failed ({detail})")
 
     @property
@@ -181,7 +181,3 @@ class AllModelsFailed(ProviderError):
         kinds = {type(e) for _, e in self.errors}
         kind = kinds.pop() if len(kinds) == 1 else None
         return kind if kind and issubclass(kind, (RateLimited, ProviderTimeout)) else None
-
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "reason", None) or exc or type(exc).__name__)

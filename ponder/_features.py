@@ -70,14 +70,16 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         key = (repr(sorted(self._params().items())), tuple(texts))
         kept = _FITS.get(key)
         if kept is None:  # else the same texts, the same parameters: the same fit
-            self._fit(texts)
-            kept = (self.vocabulary_, self.idf_, self.n_features_)
-            _FITS.put(key, kept, self.idf_.nbytes + 100 * len(self.vocabulary_ or ()))
-        vocab, idf, n_features = kept  # copies: the kept fit is never handed out
-        self.vocabulary_: dict[str, int] | None = None if vocab is None else dict(vocab)
-        self.idf_: np.ndarray = idf.copy()
-        self.n_features_: int = n_features
+            kept = self._fit(texts)
+            _FITS.put(key, kept, kept[1].nbytes + 100 * len(kept[0] or ()))
+        vocab, idf = kept  # copies: the kept fit is never handed out
+        self._set(None if vocab is None else dict(vocab), idf.copy())
         return self
+
+    def _set(self, vocabulary: dict[str, int] | None, idf: np.ndarray) -> None:
+        self.vocabulary_ = vocabulary
+        self.idf_ = idf
+        self.n_features_ = self.n_hash if vocabulary is None else len(vocabulary)
 
     def memo_key(self) -> tuple[Any, ...]:
         """What a transform depends on: the parameters, the vocabulary and the idf."""
@@ -88,23 +90,16 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
             kept = self._memo_key = (ids, digest(sorted(self._params().items()), vocab, self.idf_))
         return ("text-featurizer", kept[1])
 
-    def _fit(self, texts: list[str]) -> None:
+    def _fit(self, texts: list[str]) -> tuple[dict[str, int] | None, np.ndarray]:
         if self.hashed:
-            counts = self._hasher().transform(texts).tocsc()
-            df = np.diff(counts.indptr).astype(np.float64)
-            n = len(texts)
-            self.idf_ = np.log((1.0 + n) / (1.0 + df)) + 1.0
-            self.vocabulary_ = None
-            self.n_features_ = self.n_hash
-        else:
-            from sklearn.feature_extraction.text import TfidfVectorizer
+            df = np.diff(self._hasher().transform(texts).tocsc().indptr).astype(np.float64)
+            return None, np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0
+        from sklearn.feature_extraction.text import TfidfVectorizer
 
-            vec = self._vectorizer(TfidfVectorizer, max_features=self.max_features,
-                                   min_df=self.min_df if len(texts) > 10 else 1,
-                                   sublinear_tf=self.sublinear_tf, dtype=np.float64).fit(texts)
-            self.vocabulary_ = {k: int(v) for k, v in vec.vocabulary_.items()}
-            self.idf_ = np.asarray(vec.idf_, dtype=np.float64)
-            self.n_features_ = len(self.vocabulary_)
+        vec = self._vectorizer(TfidfVectorizer, max_features=self.max_features,
+                               min_df=self.min_df if len(texts) > 10 else 1,
+                               sublinear_tf=self.sublinear_tf, dtype=np.float64).fit(texts)
+        return {k: int(v) for k, v in vec.vocabulary_.items()}, np.asarray(vec.idf_, dtype=np.float64)
 
     def _check(self) -> None:
         if not hasattr(self, "idf_"):
@@ -148,14 +143,8 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         params = dict(meta["params"])
         params["ngram_range"] = tuple(params["ngram_range"])
         obj = cls(**params)
-        obj.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
-        if obj.hashed:
-            obj.vocabulary_ = None
-            obj.n_features_ = obj.n_hash
-        else:
-            terms = arrays["terms"]
-            obj.vocabulary_ = {str(t): i for i, t in enumerate(terms.tolist())}
-            obj.n_features_ = len(obj.vocabulary_)
+        obj._set(None if obj.hashed else {str(t): i for i, t in enumerate(arrays["terms"].tolist())},
+                 np.asarray(arrays["idf"], dtype=np.float64))
         if obj.idf_.shape != (obj.n_features_,):
             raise ModelFileError("TextFeaturizer state is inconsistent (idf vs vocabulary size)")
         return obj
