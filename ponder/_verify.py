@@ -42,23 +42,27 @@ def _strict(schema: Any) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    """A compiled validator for a schema (None when the schema itself is not valid: the request's
-    fault, not the answer's)."""
+def _compiled(schema_json: str) -> tuple[Any, str | None]:
     import jsonschema
 
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return cls(schema)
+    except jsonschema.SchemaError as exc:
+        return None, exc.message
+    return cls(schema), None
+
+
+def compile_schema(schema: Any, strict: bool = False) -> tuple[Any, str | None]:
+    """(validator, None), or (None, why the schema itself is not valid): one check for the
+    verifiers, the JSON grader and ``ponder collect``'s input (``strict``: see :func:`_strict`)."""
+    return _compiled(json.dumps(_strict(schema) if strict else schema, sort_keys=True))
 
 
 def _schema_error(value: Any, schema: dict[str, Any], strict: bool) -> str | None:
-    validator = _validator(json.dumps(_strict(schema) if strict else schema, sort_keys=True))
-    if validator is None:
+    validator = compile_schema(schema, strict)[0]
+    if validator is None:  # the request's fault, not the answer's
         return None
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     return None if error is None else f"{error.json_path}: {error.message}"[:200]

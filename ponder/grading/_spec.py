@@ -1,8 +1,5 @@
 """Grader specs as the CLI and the config write them: ``number``, ``regex:PATTERN``, ``judge:openai:gpt-4o``.
-
-``register_grader`` is the one list of graders: parsing a spec, its errors and ``ponder grade
---help`` all read it.
-"""
+``register_grader`` is the one list of graders that parsing, its errors and ``--help`` read."""
 
 from __future__ import annotations
 
@@ -32,9 +29,8 @@ GRADERS: dict[str, GraderKind] = {}
 
 
 def register_grader(kind: str, *specs: str, about: str = "") -> Callable[[Build], Build]:
-    """Register the grader a spec ``kind`` (or ``kind:ARG``) names: ``build(arg, options)``, where
-    ``options`` are :func:`parse_grader`'s keywords and the ``spec``. ``specs`` show how it is written (default: the
-    bare kind); a kind none of whose specs has a ``:`` takes no argument."""
+    """Register ``build(arg, parse_grader's options and the spec)`` for ``kind`` (or ``kind:ARG``);
+    a kind none of whose ``specs`` has a ``:`` takes no argument."""
 
     def add(build: Build) -> Build:
         GRADERS[kind] = GraderKind(specs or (kind,), about, build)
@@ -119,8 +115,7 @@ def parse_grader(
     templates: Mapping[str, str] | None = None,
     judge_max_tokens: int | None = 1024,
 ) -> Grader:
-    """Build the grader a spec names (one of :func:`grader_specs`); the options go to the
-    graders that use them. Raises ConfigError for an unknown spec."""
+    """Build the grader a spec names; the options go to the graders that use them."""
     kind, _, arg = spec.strip().partition(":")
     grader = GRADERS.get(kind.lower())
     if grader is None:
@@ -134,9 +129,7 @@ def parse_grader(
 
 
 def parse_graders(specs: Mapping[str, str], **options: Any) -> dict[str, Grader]:
-    """``{task: spec}`` (a config's ``[graders]``, ``default`` for other tasks) to graders.
-
-    One judge grader object is shared by every task that names the same spec."""
+    """``{task: spec}`` (a config's ``[graders]``) to graders, one object per distinct spec."""
     built: dict[str, Grader] = {}
     out: dict[str, Grader] = {}
     for task, spec in specs.items():
