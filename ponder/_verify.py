@@ -1,16 +1,9 @@
-"""Hard checks on an answer against the request that asked for it: the checks a cascade runs on
-every rung's answer before its scorer, and that no scorer can talk its way past.
-
-* an empty answer (no text and no tool call) never passes; a refusal passes only on the last rung;
-* ``response_format: json_object``: the answer parses as a JSON object;
-  ``json_schema``: it also validates against the schema (``strict``: no keys the schema does not
-  list);
-* a tool call names a tool in ``tools``, its arguments parse as a JSON object and validate against
-  that tool's ``parameters``; ``tool_choice`` is respected (``required``, a named function,
-  ``none``).
-
-:func:`verify` is pure: the request and one answer in, the first failed check (``"json_schema:
-$.age: 'x' is not of type 'integer'"``) or None out. Its names are also scorer features.
+"""Hard checks on an answer against its request, run on every cascade rung's answer before its
+scorer (no scorer can talk its way past them): not empty (a refusal passes only on the last rung),
+the ``response_format`` (``strict``: no unlisted keys), tool calls naming a tool in ``tools`` with
+arguments valid against its ``parameters``, and ``tool_choice``. :func:`verify` returns the first
+failure (``"json_schema: $.age: 'x' is not of type 'integer'"``) or None; the names are also
+scorer features.
 """
 
 from __future__ import annotations
@@ -29,8 +22,7 @@ CHECKS = ("empty", "refusal", "json", "json_schema", "tool_choice", "tool_name",
 
 
 def _strict(schema: Any) -> Any:
-    """``schema`` with ``additionalProperties: false`` on every object that does not say
-    otherwise (what OpenAI's strict structured output guarantees)."""
+    """``schema`` with ``additionalProperties: false`` wherever unsaid (OpenAI's strict mode)."""
     if isinstance(schema, list):
         return [_strict(s) for s in schema]
     if not isinstance(schema, dict):
@@ -123,9 +115,8 @@ def _tool_calls(request: ChatRequest, calls: tuple[dict[str, Any], ...]) -> str 
 
 
 def verify(request: ChatRequest, answer: Choice, *, final: bool = False) -> str | None:
-    """The first check ``answer`` fails for ``request`` (``"name: detail"``), or None.
-
-    ``final``: the answer comes from a cascade's last rung, where a refusal is the answer."""
+    """The first check ``answer`` fails (``"name: detail"``), or None; ``final``: the last rung's,
+    where a refusal is the answer."""
     if answer.refusal and not final:
         return "refusal: the model refused"
     if answer.tool_calls or request.tools:

@@ -17,18 +17,7 @@ from ._records import progress_path
 from ._run import CollectEstimate, CollectSummary, acollect, collect, estimate_collect
 
 __all__ = [
-    "CollectEstimate",
-    "CollectPrompt",
-    "CollectSummary",
-    "Job",
-    "Key",
-    "acollect",
-    "collect",
-    "estimate_collect",
-    "honours",
-    "job_request",
-    "plan_jobs",
-    "progress_path",
-    "read_prompts",
+    "CollectEstimate", "CollectPrompt", "CollectSummary", "Job", "Key", "acollect", "collect",
+    "estimate_collect", "honours", "job_request", "plan_jobs", "progress_path", "read_prompts",
     "supports_n",
 ]

@@ -178,9 +178,9 @@ def _parse_prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
     if isinstance(reference, (dict, list)):
         # a structured reference (the tool calls expected, a JSON answer) is kept as JSON text
         reference = json.dumps(reference, ensure_ascii=False)
-    return CollectPrompt(id=rid, request=request, query=query_key(request),
-                         reference=_text(reference, err, "reference"), task=_text(obj.get("task"), err, "task"),
-                         tests=_text(tests, err, "tests"), row=row)
+    return CollectPrompt(id=rid, request=request, query=query_key(request), row=row,
+                         reference=_text(reference, err, "reference"),
+                         task=_text(obj.get("task"), err, "task"), tests=_text(tests, err, "tests"))
 
 
 def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

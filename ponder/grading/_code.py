@@ -6,7 +6,6 @@ Without the sandbox the grader refuses to run unless ``allow_no_isolation``.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -36,13 +35,6 @@ def extract_code(response: str) -> str:
     return str(blocks[0][1]) if blocks else response
 
 
-@functools.lru_cache(maxsize=8)
-def _isolation(isolate: bool, unshare: str | None,
-               euid: int) -> tuple[_sandbox.Isolation | None, str]:
-    """:func:`_sandbox.probe`, once per ``unshare`` and user."""
-    return _sandbox.probe(isolate, unshare)
-
-
 @dataclass
 class CodeGrader:
     """1 when the response's Python runs the row's ``tests`` (assertions) to the end, else 0.
@@ -68,7 +60,7 @@ class CodeGrader:
             raise PonderError("the code grader needs timeout_s > 0, memory_mb >= 64 and "
                               "max_processes >= 1")
         unshare, euid = shutil.which("unshare"), os.geteuid()
-        found, why = _isolation(True, unshare, euid)
+        found, why = _sandbox.probe(True, unshare, euid)
         if found is None:
             if not self.allow_no_isolation:
                 raise PonderError(
@@ -77,7 +69,7 @@ class CodeGrader:
                     "run as root). Run it where they work, or pass --allow-no-isolation "
                     "(allow_no_isolation=True) to run the untrusted code with resource limits "
                     "only")
-            found, why = _isolation(False, unshare, euid)
+            found, why = _sandbox.probe(False, unshare, euid)
             assert found is not None
         self.isolation = found
 

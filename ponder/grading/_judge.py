@@ -252,14 +252,14 @@ class JudgeGrader:
             shown = " and ".join(f"[[{v.lower() if mode == 'correctness' else v}]]"
                                  for v in sorted(found))
             return None, f"ungraded: conflicting verdicts in the judge reply ({shown})"
-        lines = [ln.strip() for ln in reply.splitlines() if ln.strip()]
-        last = lines[-1] if lines else ""
+        last = next((ln.strip() for ln in reversed(reply.splitlines()) if ln.strip()), "")
         clean = last.replace("*", "").replace("`", "").strip().strip("\"'").strip()
         m = _LAST_LINE.fullmatch(clean)
         v = value(m.group(1)) if m else None
         if v is None:
+            shown = " ".join(last.split())
             return None, (f"unparseable judge reply (the last line is not a verdict like "
-                          f"{_EXAMPLE[mode]!r}): {_snippet(last)}")
+                          f"{_EXAMPLE[mode]!r}): {shown[:60] + ('…' if len(shown) > 60 else '')!r}")
         if mode == "rubric" and not 1 <= float(v) <= 10:
             return None, f"unparseable judge reply (rating {v} is not in 1-10)"
         return v, ""
@@ -278,8 +278,7 @@ class JudgeGrader:
             rating = float(picks[0])
             return (rating - 1) / 9, f"judge: rated {rating:g}/10"
         # pairwise: reply 0 has the response as A, reply 1 has it as B
-        ours = ("A", "B")
-        points = [1.0 if p == ours[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
+        points = [1.0 if p == "AB"[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
         words = {1.0: "win", 0.5: "tie", 0.0: "loss"}
         return sum(points) / 2, f"judge vs baseline: {words[points[0]]} as A, {words[points[1]]} as B"
 
@@ -294,7 +293,3 @@ class JudgeGrader:
                                          for r in self.requests(response, row)])
         return self.verdict(row, replies)
 
-
-def _snippet(s: str) -> str:
-    s = " ".join(s.split())
-    return repr(s[:60] + ("…" if len(s) > 60 else ""))

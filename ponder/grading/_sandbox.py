@@ -35,6 +35,7 @@ import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import _sandbox_boot
@@ -94,16 +95,17 @@ class Isolation:
         return out
 
 
-def probe(isolate: bool, unshare: str | None = None) -> tuple[Isolation | None, str]:
-    """(isolation, "") when a trivial program passes in the sandbox, else (None, why); as root,
-    without a user namespace first."""
+@lru_cache(maxsize=8)
+def probe(isolate: bool, unshare: str | None, euid: int) -> tuple[Isolation | None, str]:
+    """(isolation, "") when a trivial program passes in the sandbox, else (None, why); as root
+    (``euid`` 0), without a user namespace first. Cached per ``unshare`` and user."""
     cgroups = Cgroup.controllers()
     if not isolate:
         return Isolation("none", cgroups), ""
     if unshare is None or not sys.platform.startswith("linux"):
         return None, "the `unshare` command (util-linux) was not found"
     why = ""
-    for mode in (("root", "userns") if os.geteuid() == 0 else ("userns",)):
+    for mode in (("root", "userns") if euid == 0 else ("userns",)):
         iso = Isolation(mode, cgroups, unshare)
         out = run("ok = True", "assert ok", Limits(30.0, 1024, 16), iso)
         if out.passed:

@@ -50,19 +50,10 @@ def grader_help() -> str:
     return ", ".join(parts[:-1]) + ", and " + parts[-1] if len(parts) > 1 else "".join(parts)
 
 
-@register_grader("exact")
-def _exact(arg: str, o: dict[str, Any]) -> Grader:
-    return ExactMatch()
-
-
-@register_grader("choice", about="letter A-J")
-def _choice(arg: str, o: dict[str, Any]) -> Grader:
-    return ChoiceGrader()
-
-
-@register_grader("number", about="last number or \\boxed{}; --tolerance")
-def _number(arg: str, o: dict[str, Any]) -> Grader:
-    return NumberGrader(tolerance=o["tolerance"])
+register_grader("exact")(lambda arg, o: ExactMatch())
+register_grader("choice", about="letter A-J")(lambda arg, o: ChoiceGrader())
+register_grader("number", about="last number or \\boxed{}; --tolerance")(
+    lambda arg, o: NumberGrader(tolerance=o["tolerance"]))
 
 
 @register_grader("regex", "regex:PATTERN")
@@ -72,16 +63,12 @@ def _regex(arg: str, o: dict[str, Any]) -> Grader:
     return RegexGrader(arg)
 
 
-@register_grader("json", "json", "json:SCHEMA.json",
-                 about="without a file: the row's `schema` or `response_format` when it has one")
-def _json(arg: str, o: dict[str, Any]) -> Grader:
-    return JsonGrader(Path(arg) if arg else None)
-
-
-@register_grader("tool_call", about="the answer's `tool_calls` against the reference's calls: same "
-                                    "functions, JSON-equal arguments, any order")
-def _tool_call(arg: str, o: dict[str, Any]) -> Grader:
-    return ToolCallGrader()
+register_grader("json", "json", "json:SCHEMA.json",
+                about="without a file: the row's `schema` or `response_format` when it has one")(
+    lambda arg, o: JsonGrader(Path(arg) if arg else None))
+register_grader("tool_call", about="the answer's `tool_calls` against the reference's calls: same "
+                                   "functions, JSON-equal arguments, any order")(
+    lambda arg, o: ToolCallGrader())
 
 
 @register_grader("code", about="runs the response's Python against `tests`")
