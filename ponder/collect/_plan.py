@@ -54,13 +54,8 @@ def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
                 logprobs: bool, seeds: bool = True) -> ChatRequest:
     """The request for a job. A job from a later sample carries ``seed = index`` (unless the
     prompt sets one, or ``seeds=False``): another cache key, and a reproducible other answer."""
-    update: dict[str, Any] = {}
-    if temperature is not None:
-        update["temperature"] = temperature
-    if max_tokens is not None:
-        update["max_tokens"] = max_tokens
-    if logprobs:
-        update["logprobs"] = True
+    update: dict[str, Any] = {k: v for k, v in {"temperature": temperature, "max_tokens": max_tokens,
+                                                 "logprobs": logprobs or None}.items() if v is not None}
     if len(job.samples) > 1:
         update["n"] = len(job.samples)
     if seeds and job.samples[0] > 0 and job.prompt.request.seed is None:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +71,10 @@ def num(v: Any, default: float = 0.0) -> float:
 def _row_samples(rec: dict[str, Any]) -> list[str]:
     raw = rec.get("samples")
     if isinstance(raw, str) and raw.strip().startswith("["):
-        try:
+        with suppress(json.JSONDecodeError):
             items = json.loads(raw)
             if isinstance(items, list) and items:
                 return [str(t) for t in items]
-        except json.JSONDecodeError:
-            pass
     resp = rec.get("response")
     return ["" if blank(resp) else str(resp)]
 

@@ -66,8 +66,8 @@ def _prompt_tokens(request: ChatRequest) -> int:
 
 
 def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
-                  max_tokens: int | None = None, pool: dict[Key, dict[str, Any]] | None = None,
-                  provider_batch: bool = False) -> list[CollectEstimate]:
+                  max_tokens: int | None, pool: dict[Key, dict[str, Any]],
+                  provider_batch: bool) -> list[CollectEstimate]:
     """Expected cost per model of ``jobs`` from the prompts' estimated tokens and the price table.
     Output length: ``max_tokens``, else this model's mean answer so far, else a default."""
     out = []
@@ -75,7 +75,7 @@ def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
         mine = [j for j in jobs if j.model == model]
         # sample records: the first of a call carries all its output tokens, so sum / count is
         # the mean per answer
-        answered = [r for (_, m, _), r in (pool or {}).items() if m == model and r.get("error") is None]
+        answered = [r for (_, m, _), r in pool.items() if m == model and r.get("error") is None]
         if max_tokens is not None:
             guess, source = max_tokens, "--max-tokens"
         elif answered:
@@ -252,8 +252,7 @@ async def acollect(
                                        "nothing was submitted")
                 else:
                     stem = output if output is not None else ".ponder-collect"
-                    where = Path(f"{stem}.batches.json")
-                    await run.provider_batch(client, jobs, where, batch_poll_s)
+                    await run.provider_batch(client, jobs, Path(f"{stem}.batches.json"), batch_poll_s)
             elif jobs:
                 await run.calls(client, jobs, concurrency, max_cost)
         finally:

@@ -350,12 +350,9 @@ class Cgroup:
         folder = self.dirs.get("memory")
         if folder is None:
             return False
-        for knob in ("memory.events", "memory.oom_control"):
-            for line in _read(os.path.join(folder, knob)).splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
-                    return True
-        return False
+        text = "\n".join(_read(os.path.join(folder, k)) for k in ("memory.events", "memory.oom_control"))
+        pairs = [line.partition(" ") for line in text.splitlines()]
+        return any(key == "oom_kill" and v.strip().isdigit() and int(v) > 0 for key, _, v in pairs)
 
     def kill_all(self) -> None:
         for folder in set(self.dirs.values()):
