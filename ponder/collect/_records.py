@@ -183,8 +183,7 @@ def _read_output(path: Path) -> pd.DataFrame | None:
         raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
                         "--output", file=str(path))
     check_tool_calls(df, str(path))  # the calls kept come back as sample records
-    df["query_id"] = df["query_id"].astype(str)
-    df["model"] = df["model"].astype(str)
+    df[["query_id", "model"]] = df[["query_id", "model"]].astype(str)
     return df
 
 

@@ -121,8 +121,7 @@ def run(solution: str, tests: str, limits: Limits, isolation: Isolation) -> Outc
     group = Cgroup.create(limits.memory_mb, limits.max_processes, isolation.cgroups)
     fds: list[int] = []
     try:
-        with open(os.path.join(tmp, "solution.py"), "w", encoding="utf-8") as f:
-            f.write(solution + "\n\n" + tests + "\n")
+        _write(os.path.join(tmp, "solution.py"), solution + "\n\n" + tests + "\n")
         os.mkdir(os.path.join(tmp, "root"))
         tok_r, tok_w = os.pipe()
         os.write(tok_w, token)
