@@ -1,16 +1,9 @@
-"""Hard checks on an answer against the request that asked for it: the checks a cascade runs on
-every rung's answer before its scorer, and that no scorer can talk its way past.
-
-* an empty answer (no text and no tool call) never passes; a refusal passes only on the last rung;
-* ``response_format: json_object``: the answer parses as a JSON object;
-  ``json_schema``: it also validates against the schema (``strict``: no keys the schema does not
-  list);
-* a tool call names a tool in ``tools``, its arguments parse as a JSON object and validate against
-  that tool's ``parameters``; ``tool_choice`` is respected (``required``, a named function,
-  ``none``).
-
-:func:`verify` is pure: the request and one answer in, the first failed check (``"json_schema:
-$.age: 'x' is not of type 'integer'"``) or None out. Its names are also scorer features.
+"""Hard checks on an answer against its request, run on every cascade rung's answer before its
+scorer (no scorer can talk its way past them): not empty (a refusal passes only on the last rung),
+the ``response_format`` (``strict``: no unlisted keys), tool calls naming a tool in ``tools`` with
+arguments valid against its ``parameters``, and ``tool_choice``. :func:`verify` returns the first
+failure (``"json_schema: $.age: 'x' is not of type 'integer'"``) or None; the names are also
+scorer features.
 """
 
 from __future__ import annotations
@@ -29,8 +22,7 @@ CHECKS = ("empty", "refusal", "json", "json_schema", "tool_choice", "tool_name",
 
 
 def _strict(schema: Any) -> Any:
-    """``schema`` with ``additionalProperties: false`` on every object that does not say
-    otherwise (what OpenAI's strict structured output guarantees)."""
+    """``schema`` with ``additionalProperties: false`` wherever unsaid (OpenAI's strict mode)."""
     if isinstance(schema, list):
         return [_strict(s) for s in schema]
     if not isinstance(schema, dict):
@@ -42,23 +34,27 @@ def _strict(schema: Any) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    """A compiled validator for a schema (None when the schema itself is not valid: the request's
-    fault, not the answer's)."""
+def _compiled(schema_json: str) -> tuple[Any, str | None]:
     import jsonschema
 
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return cls(schema)
+    except jsonschema.SchemaError as exc:
+        return None, exc.message
+    return cls(schema), None
+
+
+def compile_schema(schema: Any, strict: bool = False) -> tuple[Any, str | None]:
+    """(validator, None), or (None, why the schema itself is not valid): one check for the
+    verifiers, the JSON grader and ``ponder collect``'s input (``strict``: see :func:`_strict`)."""
+    return _compiled(json.dumps(_strict(schema) if strict else schema, sort_keys=True))
 
 
 def _schema_error(value: Any, schema: dict[str, Any], strict: bool) -> str | None:
-    validator = _validator(json.dumps(_strict(schema) if strict else schema, sort_keys=True))
-    if validator is None:
+    validator = compile_schema(schema, strict)[0]
+    if validator is None:  # the request's fault, not the answer's
         return None
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     return None if error is None else f"{error.json_path}: {error.message}"[:200]
@@ -119,9 +115,8 @@ def _tool_calls(request: ChatRequest, calls: tuple[dict[str, Any], ...]) -> str 
 
 
 def verify(request: ChatRequest, answer: Choice, *, final: bool = False) -> str | None:
-    """The first check ``answer`` fails for ``request`` (``"name: detail"``), or None.
-
-    ``final``: the answer comes from a cascade's last rung, where a refusal is the answer."""
+    """The first check ``answer`` fails (``"name: detail"``), or None; ``final``: the last rung's,
+    where a refusal is the answer."""
     if answer.refusal and not final:
         return "refusal: the model refused"
     if answer.tool_calls or request.tools:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from .._exceptions import DataError
 from .._jsonl import iter_jsonl
 from .._types import ChatRequest
+from .._verify import compile_schema
 from ..providers._replay import query_key
 
 
@@ -30,17 +32,20 @@ class CollectPrompt:
     row: int = 0
 
 
+Err = Callable[..., DataError]  # DataError(reason, column=...) for one row of one file
+
+
 def blank(v: Any) -> bool:
     """Whether a cell is empty: None, NaN (a gap in a table) or whitespace."""
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
-def _text(v: Any, path: Path, row: int, column: str) -> str | None:
+def _text(v: Any, err: Err, column: str) -> str | None:
     if blank(v):
         return None
     if isinstance(v, (str, int, float)) and not isinstance(v, bool):
         return str(v)
-    raise DataError(f"must be a string (got {type(v).__name__})", file=str(path), row=row, column=column)
+    raise err(f"must be a string (got {type(v).__name__})", column=column)
 
 
 def _listish(v: Any) -> list[Any] | None:
@@ -59,9 +64,9 @@ def _native(v: Any) -> Any:
     return v
 
 
-def _json_value(obj: dict[str, Any], column: str, path: Path, row: int, *, words: bool = False) -> Any:
-    """A cell that holds JSON (a value in JSONL and Parquet, JSON text in a CSV), or None when
-    blank. With ``words``, a string that is not a JSON object is a word (``tool_choice: auto``)."""
+def _json_value(obj: dict[str, Any], column: str, err: Err, *, words: bool = False) -> Any:
+    """A cell that holds JSON (JSON text in a CSV), or None when blank. With ``words``, a string
+    that is not a JSON object is a word (``tool_choice: auto``)."""
     v = obj.get(column)
     if blank(v):
         return None
@@ -71,124 +76,111 @@ def _json_value(obj: dict[str, Any], column: str, path: Path, row: int, *, words
         try:
             return _native(json.loads(v))
         except json.JSONDecodeError as exc:
-            raise DataError(f"not JSON: {exc.msg}", file=str(path), row=row, column=column) from None
+            raise err(f"not JSON: {exc.msg}", column=column) from None
     return _native(v)
 
 
 def _schema_problem(schema: Any) -> str | None:
-    """Why ``schema`` is not a valid JSON Schema, or None."""
-    import jsonschema
-
     if not isinstance(schema, dict):
         return "must be a JSON Schema object"
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return f"is not a valid JSON Schema: {exc.message}"
-    return None
+    problem = compile_schema(schema)[1]
+    return None if problem is None else f"is not a valid JSON Schema: {problem}"
 
 
 _TOOL_CHOICES = ("auto", "none", "required")
 _FORMATS = ("text", "json_object", "json_schema")
 
 
-def _request_fields(obj: dict[str, Any], path: Path, row: int) -> dict[str, Any]:
+def _request_fields(obj: dict[str, Any], err: Err) -> dict[str, Any]:
     """The row's ``tools``, ``tool_choice`` and ``response_format``, checked as OpenAI checks them
     (a bad one fails the row before anything is paid, not every call to every model)."""
-    def bad(column: str, reason: str) -> DataError:
-        return DataError(reason, file=str(path), row=row, column=column)
-
     out: dict[str, Any] = {}
-    tools = _json_value(obj, "tools", path, row)
+    tools = _json_value(obj, "tools", err)
     if tools is not None:
         if not isinstance(tools, list) or not tools:
-            raise bad("tools", "must be a non-empty list of {type: function, function: {name, parameters}}")
+            raise err("must be a non-empty list of {type: function, function: {name, parameters}}",
+                      column="tools")
         for i, tool in enumerate(tools):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(fn, dict) or tool.get("type", "function") != "function":
-                raise bad("tools", f"tools[{i}] must be {{type: function, function: {{name, parameters}}}}")
+                raise err(f"tools[{i}] must be {{type: function, function: {{name, parameters}}}}",
+                          column="tools")
             if not isinstance(fn.get("name"), str) or not fn["name"]:
-                raise bad("tools", f"tools[{i}].function.name must be a non-empty string")
+                raise err(f"tools[{i}].function.name must be a non-empty string", column="tools")
             if "parameters" in fn and (problem := _schema_problem(fn["parameters"])):
-                raise bad("tools", f"tools[{i}].function.parameters {problem}")
+                raise err(f"tools[{i}].function.parameters {problem}", column="tools")
         out["tools"] = tools
-    choice = _json_value(obj, "tool_choice", path, row, words=True)
+    choice = _json_value(obj, "tool_choice", err, words=True)
     if choice is not None:
         names = [t["function"]["name"] for t in tools or []]
         named = isinstance(choice, dict) and choice.get("type") == "function"
         wanted = (choice.get("function") or {}).get("name") if named else None
         if wanted is None and choice not in _TOOL_CHOICES:
-            raise bad("tool_choice", "must be auto, none, required or {type: function, function: {name}}")
+            raise err("must be auto, none, required or {type: function, function: {name}}",
+                      column="tool_choice")
         if wanted is not None and wanted not in names:
-            raise bad("tool_choice", f"names {wanted!r}, which is not in the row's tools")
+            raise err(f"names {wanted!r}, which is not in the row's tools", column="tool_choice")
         if not names:
-            raise bad("tool_choice", "needs the row's tools")
+            raise err("needs the row's tools", column="tool_choice")
         out["tool_choice"] = choice
-    fmt = _json_value(obj, "response_format", path, row)
+    fmt = _json_value(obj, "response_format", err)
     if fmt is not None:
         if not isinstance(fmt, dict) or fmt.get("type") not in _FORMATS:
-            raise bad("response_format", "must be {type: text}, {type: json_object} or {type: json_schema, "
-                                         "json_schema: {name, schema}}")
+            raise err("must be {type: text}, {type: json_object} or {type: json_schema, json_schema: "
+                      "{name, schema}}", column="response_format")
         if fmt["type"] == "json_schema":
             spec = fmt.get("json_schema")
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                raise bad("response_format", "json_schema needs {name, schema}")
+                raise err("json_schema needs {name, schema}", column="response_format")
             if "schema" in spec and (problem := _schema_problem(spec["schema"])):
-                raise bad("response_format", f"json_schema.schema {problem}")
+                raise err(f"json_schema.schema {problem}", column="response_format")
         out["response_format"] = fmt
     return out
 
 
 def _parse_prompt(obj: dict[str, Any], path: Path, row: int) -> CollectPrompt:
-    rid = _text(obj.get("id"), path, row, "id")
+    err: Err = partial(DataError, file=str(path), row=row)
+    rid = _text(obj.get("id"), err, "id")
     if rid is None:
-        raise DataError("is missing or empty", file=str(path), row=row, column="id")
-    fields = _request_fields(obj, path, row)
+        raise err("is missing or empty", column="id")
+    fields = _request_fields(obj, err)
     if not blank(obj.get("messages")):
         column, value = "messages", obj["messages"]
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
-                raise DataError(f"not a JSON list of messages: {exc.msg}", file=str(path), row=row,
-                                column=column) from None
+                raise err(f"not a JSON list of messages: {exc.msg}", column=column) from None
         msgs = _listish(value)
         if not msgs:
-            raise DataError("must be a non-empty list of {role, content} messages", file=str(path),
-                            row=row, column=column)
+            raise err("must be a non-empty list of {role, content} messages", column=column)
         source: str | list[Any] = _native(msgs)
     elif not blank(obj.get("prompt")):
         column, value = "prompt", obj["prompt"]
         if not isinstance(value, str):
-            raise DataError(f"must be a string (got {type(value).__name__})", file=str(path), row=row,
-                            column="prompt")
+            raise err(f"must be a string (got {type(value).__name__})", column="prompt")
         source = value
     else:
-        raise DataError("needs a 'prompt' or 'messages' value", file=str(path), row=row,
-                        column="prompt")
+        raise err("needs a 'prompt' or 'messages' value", column="prompt")
     try:
         request = ChatRequest.of(source, **fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         where = str(first["loc"][0]) if first["loc"] else ""
-        raise DataError(f"{first['msg']} (at {loc})", file=str(path), row=row,
-                        column=where if where in fields else column) from None
+        raise err(f"{first['msg']} (at {loc})", column=where if where in fields else column) from None
     tests = obj.get("tests")
     if (items := _listish(tests)) is not None:
         if not all(isinstance(t, str) for t in items):
-            raise DataError("must be a string or a list of strings", file=str(path), row=row, column="tests")
+            raise err("must be a string or a list of strings", column="tests")
         tests = "\n".join(items)
     reference = _native(obj.get("reference"))
     if isinstance(reference, (dict, list)):
         # a structured reference (the tool calls expected, a JSON answer) is kept as JSON text
         reference = json.dumps(reference, ensure_ascii=False)
-    return CollectPrompt(
-        id=rid, request=request, query=query_key(request),
-        reference=_text(reference, path, row, "reference"),
-        task=_text(obj.get("task"), path, row, "task"),
-        tests=_text(tests, path, row, "tests"), row=row,
-    )
+    return CollectPrompt(id=rid, request=request, query=query_key(request), row=row,
+                         reference=_text(reference, err, "reference"),
+                         task=_text(obj.get("task"), err, "task"), tests=_text(tests, err, "tests"))
 
 
 def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -205,13 +197,10 @@ def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_prompts(path: str | Path) -> list[CollectPrompt]:
     """Every row of a JSONL, CSV or Parquet prompt file, validated before anything is paid.
 
-    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (a list of Chat Completions
-    messages: content parts, assistant ``tool_calls``, ``tool`` results; in a CSV cell, that list
-    as JSON); ``reference`` (text, or JSON such as the tool calls expected), ``task`` and
-    ``tests`` are optional, and so are ``tools``, ``tool_choice`` and ``response_format``, which
-    go into the request as OpenAI's API has them (JSON text in a CSV cell; ``tool_choice`` may be
-    a bare ``auto``, ``none`` or ``required``).
-    """
+    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (Chat Completions messages; JSON in
+    a CSV cell); optional: ``reference`` (text, or JSON such as the tool calls expected),
+    ``task``, ``tests``, and ``tools``, ``tool_choice`` (may be a bare ``auto``, ``none`` or
+    ``required``) and ``response_format`` as OpenAI's API has them."""
     return as_prompts(Path(path))
 
 

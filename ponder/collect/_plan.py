@@ -23,8 +23,7 @@ Key = tuple[str, str, int]  # (query_id, model, sample)
 
 @dataclass(frozen=True)
 class Job:
-    """One call to make: ``model`` answers ``prompt`` for these sample indices (``n`` at once
-    when there are several)."""
+    """One call: ``model`` answers ``prompt`` for these sample indices (``n`` at once)."""
 
     prompt: CollectPrompt
     model: str
@@ -39,37 +38,24 @@ class Job:
 
 def plan_jobs(prompts: Sequence[CollectPrompt], models: Sequence[str], done: set[Key], *,
               samples: int = 1, supports_n: Callable[[str], bool] = lambda m: False) -> list[Job]:
-    """The calls still to make: for every prompt and model, the sample indices not in ``done``.
-
-    A model whose provider answers ``n`` samples in one request gets one job for all of them (the
-    input is paid once); any other gets one job per sample.
-    """
+    """For every prompt and model, the sample indices not in ``done``: one job for all of them
+    where the provider answers ``n`` at once (the input paid once), else one per sample."""
     jobs: list[Job] = []
     for model in models:
         batched = samples > 1 and supports_n(model)
         for p in prompts:
             missing = tuple(i for i in range(samples) if (p.id, model, i) not in done)
-            if not missing:
-                continue
-            if batched:
-                jobs.append(Job(p, model, missing))
-            else:
-                jobs.extend(Job(p, model, (i,)) for i in missing)
+            groups = [missing] if batched and missing else [(i,) for i in missing]
+            jobs.extend(Job(p, model, g) for g in groups)
     return jobs
 
 
 def job_request(job: Job, *, temperature: float | None, max_tokens: int | None,
                 logprobs: bool, seeds: bool = True) -> ChatRequest:
-    """The request for a job. Jobs whose first sample is not the first carry ``seed = index``
-    (unless the prompt sets one, or the provider has no seeds: ``seeds=False``): their cache keys
-    differ, and providers that honour seeds answer differently and reproducibly."""
-    update: dict[str, Any] = {}
-    if temperature is not None:
-        update["temperature"] = temperature
-    if max_tokens is not None:
-        update["max_tokens"] = max_tokens
-    if logprobs:
-        update["logprobs"] = True
+    """The request for a job. A job from a later sample carries ``seed = index`` (unless the
+    prompt sets one, or ``seeds=False``): another cache key, and a reproducible other answer."""
+    update: dict[str, Any] = {k: v for k, v in {"temperature": temperature, "max_tokens": max_tokens,
+                                                 "logprobs": logprobs or None}.items() if v is not None}
     if len(job.samples) > 1:
         update["n"] = len(job.samples)
     if seeds and job.samples[0] > 0 and job.prompt.request.seed is None:

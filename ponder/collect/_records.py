@@ -1,5 +1,5 @@
-"""Records, one per (query, model, sample), and the files they live in: the progress file each
-answer is appended to as it arrives, and the output table rebuilt from them (:func:`build_table`)."""
+"""Records, one per (query, model, sample): the progress file they are appended to, and the
+output table rebuilt from them (:func:`build_table`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,20 +26,17 @@ log = logging.getLogger("ponder.collect")
 COLUMNS = ("query_id", "query", "model", "response", "tool_calls", "score", "cost_usd", "input_tokens",
            "output_tokens", "latency_s", "task", "reference", "tests", "response_format", "samples",
            "sample_tool_calls", "logprob_mean", "logprob_min", "logprob_tokens", "error")
-
-
 _LOGPROBS = ("logprob_mean", "logprob_min", "logprob_tokens")
 
 
 def _sample(qid: str, model: str, index: int, **fields: Any) -> dict[str, Any]:
-    """A sample record: its key, then ``fields``."""
     return {"id": json.dumps([qid, model, index]), "query_id": qid, "model": model, "sample": index,
             **fields}
 
 
 def answer_records(job: Job, c: Completion) -> list[dict[str, Any]]:
-    """One record per sample the completion answered; the first carries the call's cost and
-    tokens (so sums over a row's samples are what the call was billed), the others zeros."""
+    """One record per sample answered; the first carries the call's cost and tokens, the others
+    zeros (so a row's sums are what the call was billed)."""
     recs = []
     for pos, (index, choice) in enumerate(zip(job.samples, c.answers(), strict=False)):
         first = pos == 0
@@ -73,19 +71,16 @@ def num(v: Any, default: float = 0.0) -> float:
 def _row_samples(rec: dict[str, Any]) -> list[str]:
     raw = rec.get("samples")
     if isinstance(raw, str) and raw.strip().startswith("["):
-        try:
+        with suppress(json.JSONDecodeError):
             items = json.loads(raw)
             if isinstance(items, list) and items:
                 return [str(t) for t in items]
-        except json.JSONDecodeError:
-            pass
     resp = rec.get("response")
     return ["" if blank(resp) else str(resp)]
 
 
 def _row_tool_calls(rec: dict[str, Any], n: int) -> list[list[dict[str, Any]] | None]:
-    """Each of ``n`` samples' tool calls from an output row's ``tool_calls`` and
-    ``sample_tool_calls`` (checked when the table was read)."""
+    """Each of ``n`` samples' tool calls from an output row (checked when the table was read)."""
     from ..evaluation._table import parse_sample_tool_calls, parse_tool_calls  # pandas: when read
     each = parse_sample_tool_calls(rec.get("sample_tool_calls"))
     calls = [list(c) for c in each] if each is not None else [list(parse_tool_calls(rec.get("tool_calls")))]
@@ -136,7 +131,6 @@ def table_row(prompt: CollectPrompt, model: str, recs: Sequence[dict[str, Any]])
     return out
 
 
-# --- the output table --------------------------------------------------------------------------
 def progress_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".progress.jsonl")
@@ -163,12 +157,9 @@ def _record_problem(rec: Any) -> str | None:
 
 
 def read_progress(path: Path) -> list[dict[str, Any]]:
-    """The last usable record per (query, model, sample) of a progress file.
-
-    A line that is not a complete JSON record (a run killed mid-write), or a record without the
-    fields a sample needs, is dropped with a warning naming the file and line: its sample counts
-    as missing, so it is asked again, and the next run rewrites the file without it.
-    """
+    """The last usable record per (query, model, sample) of a progress file. A torn line (a run
+    killed mid-write) or an incomplete record is dropped with a warning: its sample is asked
+    again, and the next run rewrites the file without it."""
     records: dict[Key, dict[str, Any]] = {}
     for line, rec in iter_log(path):
         problem = "not a complete JSON record" if rec is None else _record_problem(rec)
@@ -181,7 +172,6 @@ def read_progress(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_output(path: Path) -> pd.DataFrame | None:
-    """The output table of an earlier run (None when there is none yet)."""
     from ..evaluation._table import check_tool_calls, read_frame, table_format  # pandas: when used
 
     table_format(path)  # an unknown extension fails before anything is paid
@@ -193,15 +183,14 @@ def _read_output(path: Path) -> pd.DataFrame | None:
         raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
                         "--output", file=str(path))
     check_tool_calls(df, str(path))  # the calls kept come back as sample records
-    df["query_id"] = df["query_id"].astype(str)
-    df["model"] = df["model"].astype(str)
+    df[["query_id", "model"]] = df[["query_id", "model"]].astype(str)
     return df
 
 
 def read_collected(output: Path) -> tuple[pd.DataFrame | None, dict[Key, dict[str, Any]],
                                           list[dict[str, Any]]]:
-    """What earlier runs left: the output table (None when there is none yet), the sample records
-    of its error-free rows overlaid with the progress file's, and the progress file's records."""
+    """What earlier runs left: the output table (or None), the sample records of its error-free
+    rows overlaid with the progress file's, and the progress file's records."""
     existing = _read_output(output)
     pool: dict[Key, dict[str, Any]] = {}
     if existing is not None:
@@ -218,8 +207,8 @@ def read_collected(output: Path) -> tuple[pd.DataFrame | None, dict[Key, dict[st
 
 def build_table(prompts: Sequence[CollectPrompt], models: Sequence[str], existing: pd.DataFrame | None,
                 pool: dict[Key, dict[str, Any]], touched: set[tuple[str, str]]) -> pd.DataFrame:
-    """The output table: rows of the existing output that nothing changed (kept as they are,
-    grades included), and a fresh row for every (query, model) with new sample records."""
+    """The existing output's rows that nothing changed (grades included), and a fresh row for
+    every (query, model) with new sample records."""
     import pandas as pd
 
     by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -1,5 +1,5 @@
-"""The run: what is missing and what it would cost (:func:`estimate_collect`), and the thin loops
-that make the calls (:func:`acollect`, and :func:`collect` around it)."""
+"""The run: what the missing answers would cost (:func:`estimate_collect`), and the loops that
+make the calls (:func:`acollect`)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,8 @@ _MESSAGE_OVERHEAD = 4  # tokens per chat message beyond its text (role and separ
 
 @dataclass
 class CollectSummary(BatchSummary):
-    """What a run did, in calls (jobs). ``cost_usd`` is what this run paid; ``total`` counts the
-    calls planned, ``answers`` the answers (samples) planned, ``skipped`` the answers already in
-    the output or progress file."""
+    """What a run did, in calls; ``answers`` counts the samples planned, ``skipped`` those already
+    collected."""
 
     answers: int = 0
     output: str | None = None
@@ -58,7 +57,6 @@ class CollectEstimate:
     cost_usd: float | None  # None when the price table has no price for the model
 
 
-# --- estimates ---------------------------------------------------------------------------------
 def _prompt_tokens(request: ChatRequest) -> int:
     tokens = sum(estimate_tokens(m.text) + _MESSAGE_OVERHEAD for m in request.messages)
     for extra in (request.tools, request.response_format):  # tool and schema definitions are input too
@@ -68,18 +66,16 @@ def _prompt_tokens(request: ChatRequest) -> int:
 
 
 def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
-                  max_tokens: int | None = None, pool: dict[Key, dict[str, Any]] | None = None,
-                  provider_batch: bool = False) -> list[CollectEstimate]:
-    """Expected cost per model of ``jobs`` from the prompts' token counts (~4 characters per
-    token) and the price table. Output length is a guess: ``max_tokens`` when given, else the
-    mean output of this model's answers so far, else ``DEFAULT_OUTPUT_GUESS``. With
-    ``provider_batch``, at the provider's batch rate."""
+                  max_tokens: int | None, pool: dict[Key, dict[str, Any]],
+                  provider_batch: bool) -> list[CollectEstimate]:
+    """Expected cost per model of ``jobs`` from the prompts' estimated tokens and the price table.
+    Output length: ``max_tokens``, else this model's mean answer so far, else a default."""
     out = []
     for model in models:
         mine = [j for j in jobs if j.model == model]
         # sample records: the first of a call carries all its output tokens, so sum / count is
         # the mean per answer
-        answered = [r for (_, m, _), r in (pool or {}).items() if m == model and r.get("error") is None]
+        answered = [r for (_, m, _), r in pool.items() if m == model and r.get("error") is None]
         if max_tokens is not None:
             guess, source = max_tokens, "--max-tokens"
         elif answered:
@@ -103,7 +99,6 @@ def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
     return out
 
 
-# --- state, and the thin loops around the plan -------------------------------------------------
 @dataclass
 class _State:
     prompts: list[CollectPrompt]
@@ -116,7 +111,6 @@ class _State:
 
 def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
               output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
-    """The inputs and what is already collected, and the calls still missing."""
     if not models:
         raise PonderError("give at least one model (provider:model)")
     items = as_prompts(prompts)
@@ -153,8 +147,7 @@ class _Run:
     start: float = field(default_factory=time.perf_counter)
 
     def record(self, job: Job, result: Completion | BaseException) -> list[Job]:
-        """Store a job's outcome; returns the single-sample jobs still owed when a provider
-        answered fewer samples than ``n`` asked for."""
+        """Store a job's outcome; returns the jobs still owed where fewer than ``n`` came back."""
         s = self.summary
         s.count(result)
         if isinstance(result, Completion):
@@ -220,17 +213,12 @@ async def acollect(
 ) -> OutcomeTable:
     """Answer every prompt with every model (``samples`` answers each) into an ungraded outcome
     table; with ``output``, resumably (see :mod:`ponder.collect`). ``max_cost`` stops starting
-    calls once this run has paid that many USD; ``provider_batch`` sends the calls through the
-    providers' batch APIs (priced at the batch rate) instead.
+    calls once this run paid that many USD; ``provider_batch`` uses the providers' batch APIs.
 
-    A row's ``cost_usd``, ``input_tokens`` and ``output_tokens`` are what its answers were billed,
-    all samples together (with ``n``, the input once); a cache hit keeps the answer's cost.
-    ``response`` is the first sample, ``samples`` all of them (a JSON list), and the logprob
-    columns describe ``response``. Where the prompt offers tools (or an answer calls one),
-    ``tool_calls`` holds the first answer's calls as a JSON list in OpenAI's shape, and with
-    several samples ``sample_tool_calls`` each sample's; a prompt's ``response_format`` is kept
-    as JSON in ``response_format`` (what ``ponder grade --grader json`` checks against). A failed
-    call leaves its message in ``error``."""
+    A row's cost and tokens are what all its samples were billed (a cache hit keeps the cost);
+    ``response`` and the logprob columns are the first sample's, ``samples`` all (a JSON list);
+    ``tool_calls`` / ``sample_tool_calls`` the answers' calls, ``response_format`` the prompt's
+    (what ``ponder grade --grader json`` checks), ``error`` a failed call's message."""
     from .._client import Client
     from ..evaluation._table import OutcomeTable, write_table
 
@@ -264,8 +252,7 @@ async def acollect(
                                        "nothing was submitted")
                 else:
                     stem = output if output is not None else ".ponder-collect"
-                    where = Path(f"{stem}.batches.json")
-                    await run.provider_batch(client, jobs, where, batch_poll_s)
+                    await run.provider_batch(client, jobs, Path(f"{stem}.batches.json"), batch_poll_s)
             elif jobs:
                 await run.calls(client, jobs, concurrency, max_cost)
         finally:

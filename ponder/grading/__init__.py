@@ -1,12 +1,9 @@
 """Grading: fill an outcome table's ``score`` from your own data.
 
-A grader is a small object with one method, ``grade(response, row) -> Grade``; LLM judges add
-``agrade``. Rule-based graders check a row's ``reference`` (:class:`ExactMatch`,
-:class:`ChoiceGrader`, :class:`NumberGrader`, :class:`RegexGrader`), its output format
-(:class:`JsonGrader`, against a schema file or the row's own), the tool calls the answer made
-(:class:`ToolCallGrader`) or run its ``tests`` (:class:`CodeGrader`, untrusted code: opt-in);
-:class:`JudgeGrader` asks an LLM. :func:`grade_table` grades a whole table, one grader per task,
-and :func:`agreement` says how far a grader agrees with scores you already trust.
+A grader has one method, ``grade(response, row) -> Grade`` (LLM judges add ``agrade``): against
+the row's ``reference``, its JSON format, its tool calls, its ``tests`` (:class:`CodeGrader`,
+untrusted code: opt-in), or by an LLM (:class:`JudgeGrader`). :func:`grade_table` grades a table,
+one grader per task; :func:`agreement` compares a grader with scores you already trust.
 """
 
 from .._answers import extract_choice, extract_number
@@ -27,35 +24,10 @@ from ._spec import GRADERS, grader_specs, parse_grader, parse_graders, register_
 from ._tools import ToolCallGrader
 
 __all__ = [
-    "Agreement",
-    "AsyncGrader",
-    "ChoiceGrader",
-    "CodeGrader",
-    "DEFAULT_TEMPLATES",
-    "ExactMatch",
-    "GRADERS",
-    "Grade",
-    "GradeResult",
-    "GradeSummary",
-    "Grader",
-    "JsonGrader",
-    "JudgeGrader",
-    "NumberGrader",
-    "PLACEHOLDERS",
-    "RegexGrader",
-    "ToolCallGrader",
-    "agrade_table",
-    "agreement",
-    "extract_choice",
-    "extract_code",
-    "extract_number",
-    "grade_table",
-    "grader_specs",
-    "load_template",
-    "normalize_text",
-    "parse_grader",
-    "parse_graders",
-    "read_table",
-    "register_grader",
-    "write_table",
+    "Agreement", "AsyncGrader", "ChoiceGrader", "CodeGrader", "DEFAULT_TEMPLATES", "ExactMatch",
+    "GRADERS", "Grade", "GradeResult", "GradeSummary", "Grader", "JsonGrader", "JudgeGrader",
+    "NumberGrader", "PLACEHOLDERS", "RegexGrader", "ToolCallGrader", "agrade_table", "agreement",
+    "extract_choice", "extract_code", "extract_number", "grade_table", "grader_specs",
+    "load_template", "normalize_text", "parse_grader", "parse_graders", "read_table",
+    "register_grader", "write_table",
 ]

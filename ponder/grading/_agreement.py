@@ -9,12 +9,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Agreement:
-    """Agreement on pass/fail (each score binarised at ``threshold``) over ``n`` rows that have both.
-
-    ``both_positive``/``both_negative`` agree; ``trusted_only``: the trusted score passes and the
-    grader fails it; ``grader_only``: the reverse. ``kappa`` is Cohen's κ (chance-corrected; NaN
-    when it is undefined, i.e. both sides put every row in one class).
-    """
+    """Agreement on pass/fail (scores binarised at ``threshold``) over ``n`` rows that have both.
+    ``trusted_only``: only the trusted score passes; ``kappa``: Cohen's κ (NaN when undefined)."""
 
     n: int
     accuracy: float

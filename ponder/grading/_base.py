@@ -10,12 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class Grade:
-    """One graded response. ``score`` is in [0, 1], or NaN when the grader could not decide
-    (an unparseable judge reply); ``reason`` says why in a few words.
-
-    ``cost_usd`` is what an LLM judge spent on it (0 for rule-based graders and on cache hits);
-    it is never part of the graded model's own cost. ``calls``/``cached`` count judge calls.
-    """
+    """``score`` in [0, 1], or NaN when the grader could not decide; ``cost_usd``, ``calls`` and
+    ``cached``: a judge's spending, never part of the graded model's cost."""
 
     score: float
     reason: str = ""
@@ -30,12 +26,8 @@ class Grade:
 
 @runtime_checkable
 class Grader(Protocol):
-    """Grades one response to one row of an outcome table.
-
-    ``row`` holds the row's columns (``query``, ``reference``, ``tests``, ...). Graders may also
-    define ``requires`` (columns every row must fill) and ``agrade`` (an async twin of
-    ``grade``; without one, async runs call ``grade`` in a worker thread).
-    """
+    """Grades one response to one row (its columns). Optional: ``requires`` (columns every row
+    must fill) and ``agrade`` (else async runs call ``grade`` in a worker thread)."""
 
     name: str
 

@@ -1,14 +1,11 @@
 """The code grader: run a response's Python against the row's tests, in a sandbox.
 
-THIS EXECUTES UNTRUSTED CODE: each program runs isolated as ``_sandbox.py`` describes (what is
-and is not a boundary there too). Where the sandbox cannot be made the grader refuses to run,
-unless ``allow_no_isolation`` says to run the programs with resource limits only. A program
-passes only when the harness's marker arrives after every test has run, never by exit code.
+THIS EXECUTES UNTRUSTED CODE, isolated as ``_sandbox.py`` describes (and what is no boundary).
+Without the sandbox the grader refuses to run unless ``allow_no_isolation``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -38,24 +35,13 @@ def extract_code(response: str) -> str:
     return str(blocks[0][1]) if blocks else response
 
 
-@functools.lru_cache(maxsize=8)
-def _isolation(isolate: bool, unshare: str | None,
-               euid: int) -> tuple[_sandbox.Isolation | None, str]:
-    """How this machine isolates graded programs (checked once per ``unshare`` and user, by
-    running a trivial one): (isolation, "") or (None, why not)."""
-    return _sandbox.probe(isolate, unshare)
-
-
 @dataclass
 class CodeGrader:
     """1 when the response's Python runs the row's ``tests`` (assertions) to the end, else 0.
 
-    ``allow_code_execution`` must be True: this runs untrusted code. It runs each program in a
-    sandbox (see the module notes) and refuses to run where the sandbox cannot be made, unless
-    ``allow_no_isolation`` is True. ``memory_mb`` bounds each process's address space and, where
-    a memory cgroup can be made, the whole group's memory; ``max_processes`` bounds the group's
-    processes and threads.
-    """
+    ``allow_code_execution`` must be True: this runs untrusted code. ``memory_mb`` bounds each
+    process's address space and, with a memory cgroup, the group's; ``max_processes`` the
+    group's processes and threads."""
 
     timeout_s: float = DEFAULT_TIMEOUT_S
     memory_mb: int = DEFAULT_MEMORY_MB
@@ -74,7 +60,7 @@ class CodeGrader:
             raise PonderError("the code grader needs timeout_s > 0, memory_mb >= 64 and "
                               "max_processes >= 1")
         unshare, euid = shutil.which("unshare"), os.geteuid()
-        found, why = _isolation(True, unshare, euid)
+        found, why = _sandbox.probe(True, unshare, euid)
         if found is None:
             if not self.allow_no_isolation:
                 raise PonderError(
@@ -83,12 +69,11 @@ class CodeGrader:
                     "run as root). Run it where they work, or pass --allow-no-isolation "
                     "(allow_no_isolation=True) to run the untrusted code with resource limits "
                     "only")
-            found, why = _isolation(False, unshare, euid)
+            found, why = _sandbox.probe(False, unshare, euid)
             assert found is not None
         self.isolation = found
 
     def limitations(self) -> list[str]:
-        """What this machine does not let the grader enforce, in words (empty: everything)."""
         return self.isolation.limitations()
 
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:

@@ -1,32 +1,22 @@
 """An LLM as the grader, through :class:`ponder.Client` (so through its cache).
 
-One pure plan per row (:meth:`JudgeGrader.requests`) and one pure verdict
-(:meth:`JudgeGrader.verdict`); ``grade`` and ``agrade`` are thin loops around them, so sync and
-async grading cannot drift. Three modes, each a replaceable ``str.format`` template:
+One pure plan per row (:meth:`JudgeGrader.requests`) and one pure verdict (:meth:`~JudgeGrader.verdict`);
+``grade`` and ``agrade`` only loop around them. Three modes, each a ``str.format`` template:
+``correctness`` (with a ``reference``: ``Verdict: [[yes]]``/``[[no]]``), ``rubric`` (an
+MT-Bench-style ``Rating: [[N]]``, scored (N - 1) / 9) and ``pairwise`` (``baseline`` set: asked in
+both orders so position bias cancels, ``[[A]]``/``[[B]]``/``[[C]]`` (tie), win 1 / tie 0.5 / loss 0).
 
-* ``correctness`` (the row has a ``reference``): ``{query}``, ``{response}``, ``{reference}``;
-  the last line is ``Verdict: [[yes]]`` or ``[[no]]``.
-* ``rubric`` (no reference): an MT-Bench-style rating, ``Rating: [[N]]`` (1-10), scored
-  (N - 1) / 9. ``{query}``, ``{response}``.
-* ``pairwise`` (``baseline`` set): against the baseline model's answer, asked in both orders so
-  position bias cancels; win 1 / tie 0.5 / loss 0, averaged. ``{query}``, ``{answer_a}``,
-  ``{answer_b}``; the last line is ``Verdict: [[A]]``, ``[[B]]`` or ``[[C]]`` (tie).
+**The graded text is data, never instructions.** Every placeholder value arrives between
+``<<<BEGIN DATA n>>>`` and ``<<<END DATA n>>>`` (custom templates too), and the system message says
+only markers with code ``n`` delimit data. ``n`` occurs in no enclosed text (after NFKC, case
+folding and dropping invisible characters), so an answer cannot close its own block. It is not
+random, since the completion cache keys on the prompt: it is a SHA-256 of what is enclosed (with a
+counter if it occurs there), stable across runs and unknown to the answer's author.
 
-**The graded text is data, never instructions.** Every placeholder value (any of them may be
-written by someone who wants a good grade) arrives enclosed between ``<<<BEGIN DATA n>>>`` and
-``<<<END DATA n>>>``, and the system message says only markers with code ``n`` delimit data and
-nothing enclosed may instruct the judge; custom templates get the same protection. ``n`` occurs
-in no enclosed text (after NFKC, case folding and dropping invisible characters), so an answer
-cannot close its own block. It is not random, since the completion cache keys on the prompt and
-a random code would make every re-grade pay again: it is the first 96 bits of a SHA-256 of what
-is enclosed (with a counter, in the rare case it occurs in the text). Stable across runs, and
-unknown to an answer's author, who would have to write a SHA-256 of the answer itself.
-
-**The verdict is read strictly**: only the last non-empty line counts and it must be the verdict
-(an optional label and light Markdown allowed), so a token the judge quotes cannot take its
-place. A reply whose last line is no verdict, or whose ``[[...]]`` tokens disagree ("[[no]] (it
-asked me for [[yes]])"), is ungraded (NaN, with the reason). Judge calls run at temperature 0,
-their cost reported apart from the graded model's.
+**The verdict is read strictly**: only the last non-empty line counts (an optional label and light
+Markdown allowed), so a token the judge quotes cannot take its place; no verdict there, or
+``[[...]]`` tokens that disagree, leave the row ungraded (NaN, with the reason). Judge calls run at
+temperature 0, their cost reported apart from the graded model's.
 """
 
 from __future__ import annotations
@@ -164,7 +154,7 @@ def _fold(s: str) -> str:
 
 
 def _boundary_code(seed: bytes, texts: Iterable[str]) -> str:
-    """The first code derived from ``seed`` that occurs in none of ``texts`` (24 hex digits)."""
+    """The first code derived from ``seed`` that occurs in none of ``texts``."""
     folded = [_fold(t) for t in texts]
     for attempt in itertools.count():
         code = hashlib.sha256(b"%d:" % attempt + seed).hexdigest()[:24]
@@ -174,7 +164,7 @@ def _boundary_code(seed: bytes, texts: Iterable[str]) -> str:
 
 
 def _enclose(values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The boundary code for one prompt and ``values`` each enclosed in it (pure, deterministic)."""
+    """The boundary code for one prompt, and ``values`` each enclosed in it."""
     seed = hashlib.sha256(json.dumps(sorted(values.items()), ensure_ascii=False).encode()).digest()
     code = _boundary_code(seed, values.values())
     return code, {k: f"{_OPEN.format(code)}\n{v}\n{_CLOSE.format(code)}" for k, v in values.items()}
@@ -182,13 +172,9 @@ def _enclose(values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
 
 @dataclass
 class JudgeGrader:
-    """Grades with an LLM ``model`` (``provider:model`` or a config alias) through ``client``.
-
-    ``baseline`` (a model name in the table) switches to pairwise mode: the row must then carry
-    the baseline's answer as ``baseline_response`` (``grade_table`` fills it in).
-    ``templates`` replaces some of :data:`DEFAULT_TEMPLATES` (keys: correctness, rubric, pairwise);
-    their placeholders receive the values already enclosed in the data markers.
-    """
+    """Grades with an LLM ``model`` through ``client``. ``baseline`` (a model in the table)
+    switches to pairwise mode, against the row's ``baseline_response`` (``grade_table`` fills it
+    in); ``templates`` replaces some of :data:`DEFAULT_TEMPLATES`."""
 
     model: str | ModelSpec
     client: Any = None
@@ -210,7 +196,6 @@ class JudgeGrader:
             self.client = Client()
         return self.client
 
-    # ---- the pure core --------------------------------------------------------------------
     def mode(self, row: Mapping[str, Any]) -> str:
         if self.baseline is not None:
             return "pairwise"
@@ -239,7 +224,7 @@ class JudgeGrader:
         return out
 
     def verdict(self, row: Mapping[str, Any], replies: Sequence[Completion]) -> Grade:
-        """What the judge's replies mean, with their cost (pure: no calls)."""
+        """What the judge's replies mean, with their cost."""
         mode = self.mode(row)
         if mode == "pairwise" and not replies:
             if text(row.get("model")) == self.baseline:
@@ -251,8 +236,7 @@ class JudgeGrader:
 
     @staticmethod
     def _read(mode: str, reply: str) -> tuple[str | None, str]:
-        """The verdict on the reply's last line (normalised: yes/no, the rating, A/B/C), or None
-        and why. Conflicting verdict tokens anywhere in the reply make it None."""
+        """The verdict on the reply's last line (YES/NO, the rating, A/B/C), or None and why."""
         reply = unicodedata.normalize("NFKC", reply)
         value_re = _VALUE[mode]
 
@@ -268,14 +252,14 @@ class JudgeGrader:
             shown = " and ".join(f"[[{v.lower() if mode == 'correctness' else v}]]"
                                  for v in sorted(found))
             return None, f"ungraded: conflicting verdicts in the judge reply ({shown})"
-        lines = [ln.strip() for ln in reply.splitlines() if ln.strip()]
-        last = lines[-1] if lines else ""
+        last = next((ln.strip() for ln in reversed(reply.splitlines()) if ln.strip()), "")
         clean = last.replace("*", "").replace("`", "").strip().strip("\"'").strip()
         m = _LAST_LINE.fullmatch(clean)
         v = value(m.group(1)) if m else None
         if v is None:
+            shown = " ".join(last.split())
             return None, (f"unparseable judge reply (the last line is not a verdict like "
-                          f"{_EXAMPLE[mode]!r}): {_snippet(last)}")
+                          f"{_EXAMPLE[mode]!r}): {shown[:60] + ('…' if len(shown) > 60 else '')!r}")
         if mode == "rubric" and not 1 <= float(v) <= 10:
             return None, f"unparseable judge reply (rating {v} is not in 1-10)"
         return v, ""
@@ -294,12 +278,10 @@ class JudgeGrader:
             rating = float(picks[0])
             return (rating - 1) / 9, f"judge: rated {rating:g}/10"
         # pairwise: reply 0 has the response as A, reply 1 has it as B
-        ours = ("A", "B")
-        points = [1.0 if p == ours[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
+        points = [1.0 if p == "AB"[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
         words = {1.0: "win", 0.5: "tie", 0.0: "loss"}
         return sum(points) / 2, f"judge vs baseline: {words[points[0]]} as A, {words[points[1]]} as B"
 
-    # ---- thin loops -----------------------------------------------------------------------
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
         client = self._client()
         return self.verdict(row, [client.complete(r, model=self.model)
@@ -311,7 +293,3 @@ class JudgeGrader:
                                          for r in self.requests(response, row)])
         return self.verdict(row, replies)
 
-
-def _snippet(s: str) -> str:
-    s = " ".join(s.split())
-    return repr(s[:60] + ("…" if len(s) > 60 else ""))

@@ -1,7 +1,4 @@
-"""Rule-based graders: exact text, multiple-choice letter, number, regex, JSON.
-
-Each is a pure function of (response, row): no I/O, so sync and async runs are the same call.
-"""
+"""Rule-based graders: exact text, multiple-choice letter, number, regex, JSON; pure, no I/O."""
 
 from __future__ import annotations
 
@@ -11,15 +8,14 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .._answers import extract_choice, extract_number  # one set of answer rules for ponder
 from .._exceptions import ConfigError, PonderError
+from .._verify import compile_schema
 from ._base import Grade, correct, text
 
-# ---- exact ---------------------------------------------------------------------------------
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation + "‘’“”")
 
@@ -42,7 +38,6 @@ class ExactMatch:
         return correct(got == want, "matches the reference" if got == want else f"expected {want[:40]!r}")
 
 
-# ---- choice --------------------------------------------------------------------------------
 @dataclass
 class ChoiceGrader:
     """1 when the response picks the reference's letter (A–J)."""
@@ -60,13 +55,10 @@ class ChoiceGrader:
         return correct(got == want, f"chose {got}" + ("" if got == want else f", expected {want}"))
 
 
-# ---- number --------------------------------------------------------------------------------
 @dataclass
 class NumberGrader:
-    """1 when the response's number (see :func:`extract_number`) equals the reference's.
-
-    Equal means within ``tolerance``, relative to the reference and absolute below 1.
-    """
+    """1 when the response's number equals the reference's within ``tolerance`` (relative, and
+    absolute below 1)."""
 
     tolerance: float = 1e-6
     name: str = "number"
@@ -83,7 +75,6 @@ class NumberGrader:
         return correct(ok, f"got {got:g}" + ("" if ok else f", expected {want:g}"))
 
 
-# ---- regex ---------------------------------------------------------------------------------
 @dataclass
 class RegexGrader:
     """1 when ``pattern`` is found in the response. ``{reference}`` in the pattern stands for the
@@ -108,35 +99,13 @@ class RegexGrader:
         return correct(hit is not None, "pattern found" if hit else "pattern not found")
 
 
-# ---- json ----------------------------------------------------------------------------------
 _FENCE_JSON = re.compile(r"```(?:json)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-
-
-@lru_cache(maxsize=256)
-def _compiled(schema_json: str) -> tuple[Any, str | None]:
-    """A validator for a row's schema (JSON text, keys sorted), or why there is none."""
-    import jsonschema
-
-    schema = json.loads(schema_json)
-    if not isinstance(schema, dict):
-        return None, "is not a JSON Schema object"
-    cls = jsonschema.validators.validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return None, f"is not a valid JSON Schema: {exc.message}"[:200]
-    return cls(schema), None
 
 
 def _row_format(row: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
     """What a row asks of its answer's JSON: (``"json_object"``, ``"schema"`` or None, the
-    validator for the schema, or why the row's own schema or format cannot be used).
-
-    A ``schema`` cell (a JSON Schema) comes first; else ``response_format`` (OpenAI's object, as
-    ``ponder collect`` records it): ``json_schema`` gives its schema (``strict``: no keys the
-    schema does not list), ``json_object`` asks for an object."""
-    from .._verify import _strict  # what OpenAI's strict mode guarantees, as the verifiers read it
-
+    validator, or why the row's own schema or format cannot be used). Its ``schema`` cell comes
+    first, else its ``response_format`` (as ``ponder collect`` records it)."""
     def cell(column: str) -> tuple[Any, str | None]:
         value = row.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
@@ -149,34 +118,30 @@ def _row_format(row: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
         return value, None
 
     schema, bad = cell("schema")
-    if bad is not None:
-        return None, None, bad
-    if schema is None:
+    strict = False
+    if schema is None and bad is None:
         fmt, bad = cell("response_format")
-        if bad is not None:
-            return None, None, bad
         kind = fmt.get("type") if isinstance(fmt, dict) else None
         if kind == "json_object":
             return "json_object", None, None
-        spec = fmt.get("json_schema") if kind == "json_schema" and isinstance(fmt, dict) else None
+        spec = fmt.get("json_schema") if kind == "json_schema" else None
         if not isinstance(spec, dict) or spec.get("schema") is None:
-            return None, None, None
-        schema = _strict(spec["schema"]) if spec.get("strict") else spec["schema"]
-    validator, problem = _compiled(json.dumps(schema, sort_keys=True))
+            return None, None, bad
+        schema, strict = spec["schema"], bool(spec.get("strict"))
+    if bad is not None:
+        return None, None, bad
+    if not isinstance(schema, dict):
+        return None, None, "the row's schema is not a JSON Schema object"
+    validator, problem = compile_schema(schema, strict)
     if problem is not None:
-        return None, None, f"the row's schema {problem}"
+        return None, None, "the row's schema " + f"is not a valid JSON Schema: {problem}"[:200]
     return "schema", validator, None
 
 
 @dataclass
 class JsonGrader:
-    """1 when the response (or its fenced ```json block) is valid JSON and, with a JSON Schema,
-    valid against it (needs the ``jsonschema`` package).
-
-    The schema is the file given, else the row's own: its ``schema`` cell, or the
-    ``response_format`` the prompt asked for (``json_schema``, honouring ``strict``;
-    ``json_object`` asks for an object). A row schema that is not valid leaves the row
-    ungraded (NaN), with the reason."""
+    """1 when the response (or its fenced ```json block) is valid JSON, and valid against the
+    schema file given, else the row's own (see :func:`_row_format`; an invalid one: NaN)."""
 
     schema: str | Path | None = None
     name: str = "json"
@@ -194,16 +159,12 @@ class JsonGrader:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read the JSON Schema: {exc}", file=str(path)) from None
         try:
-            import jsonschema
+            self._validator, problem = compile_schema(doc)
         except ImportError:
             raise PonderError("grading against a JSON Schema needs the 'jsonschema' package "
                               "(pip install jsonschema); plain 'json' checks validity only") from None
-        try:
-            cls = jsonschema.validators.validator_for(doc)
-            cls.check_schema(doc)
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"not a valid JSON Schema: {exc.message}", file=str(path)) from None
-        self._validator = cls(doc)
+        if problem is not None:
+            raise ConfigError(f"not a valid JSON Schema: {problem}", file=str(path))
 
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
         fenced = _FENCE_JSON.search(response)

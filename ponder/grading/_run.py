@@ -1,9 +1,4 @@
-"""Grade a whole outcome table: read, check, grade every response (and sample), write.
-
-One async loop does the work (``agrade_table``); ``grade_table`` is ``asyncio.run`` around it.
-Per row, :func:`_responses` says what to grade and :func:`_row_columns` turns the grades into
-the columns written; the loop between them only awaits.
-"""
+"""Grade a whole outcome table: read, check, grade every response (and sample), write."""
 
 from __future__ import annotations
 
@@ -61,7 +56,6 @@ class GradeResult:
     summary: GradeSummary
 
 
-# ---- reading and writing ---------------------------------------------------------------------
 def read_table(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The table as a DataFrame (score may be empty), and its name for error messages."""
     import pandas as pd
@@ -125,23 +119,14 @@ def _samples(value: Any, file: str, row: int) -> list[str] | None:
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write in the format the suffix names: .csv, .jsonl or .parquet (optionally .gz)."""
-    from ..evaluation._table import write_table  # one writer for every outcome table
+    from ..evaluation._table import write_table  # one writer for every table; pandas: when used
 
     return write_table(df, path)
 
 
-# ---- the per-row core ------------------------------------------------------------------------
-def _pick(graders: Grader | Mapping[str, Grader], task: str) -> Grader | None:
-    if not isinstance(graders, Mapping):
-        return graders
-    return graders.get(task) or graders.get(DEFAULT)
-
-
 def _responses(row: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """What to grade for a row, each answer with the row as its grader sees it: the response,
-    then its samples (the first sample is the response itself when it equals it, and is not
-    graded twice). A sample's row carries that sample's ``tool_calls``."""
+    """(answer, the row as its grader sees it): the response, then the samples (a first sample
+    equal to the response is not graded twice), each with its own ``tool_calls``."""
     from ..evaluation._table import parse_sample_tool_calls  # pandas: only when used
 
     samples = row.get("samples") or []
@@ -171,14 +156,12 @@ def _row_columns(row: Mapping[str, Any], grades: list[Grade]) -> dict[str, Any]:
 
 async def _agrade(grader: Grader, response: str, row: Mapping[str, Any]) -> Grade:
     agrade = getattr(grader, "agrade", None)
-    if agrade is not None:
-        grade: Grade = await agrade(response, row)
-    else:  # a blocking grader (code runs a process): keep the event loop free
-        grade = await asyncio.to_thread(grader.grade, response, row)
+    if agrade is None:  # a blocking grader (code runs a process): keep the event loop free
+        return await asyncio.to_thread(grader.grade, response, row)
+    grade: Grade = await agrade(response, row)
     return grade
 
 
-# ---- the table loop --------------------------------------------------------------------------
 async def agrade_table(
     source: str | Path | pd.DataFrame,
     graders: Grader | Mapping[str, Grader],
@@ -188,14 +171,10 @@ async def agrade_table(
     compare: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> GradeResult:
-    """Grade every row of an outcome table; write it to ``output`` if given.
-
-    ``graders``: one grader for every row, or ``{task: grader}`` with ``"default"`` for the other
-    tasks. ``score`` gets the grade (NaN when the grader could not decide), ``grade_reason`` says
-    why, ``judge_cost_usd`` is what a judge spent on the row, ``sample_scores`` (a JSON list)
-    grades the row's ``samples``. Scores the input already had are kept in ``trusted_score``;
-    with ``compare`` the summary's ``agreement`` says how well the grader agrees with them.
-    """
+    """Grade every row of an outcome table (``graders``: one, or ``{task: grader}`` with a
+    ``"default"``); write it to ``output`` if given. Adds ``score`` (NaN: undecided),
+    ``grade_reason``, ``judge_cost_usd`` and ``sample_scores`` (a JSON list); the input's scores
+    move to ``trusted_score``, and ``compare`` measures the grader's ``agreement`` with them."""
     if concurrency < 1:
         raise DataError("concurrency must be at least 1")
     df, name = read_table(source)
@@ -207,7 +186,7 @@ async def agrade_table(
     picked: list[Grader] = []
     for i, row in enumerate(rows):
         task = text(row.get("task"))
-        grader = _pick(graders, task)
+        grader = graders.get(task) or graders.get(DEFAULT) if isinstance(graders, Mapping) else graders
         if grader is None:
             raise DataError(f"no grader for task {task!r} (add it, or a 'default', to [graders])",
                             file=name, row=i + 1, column="task")
@@ -301,8 +280,7 @@ def _summarise(out: pd.DataFrame, results: list[dict[str, Any]], picked: list[Gr
 
 def grade_table(source: str | Path | pd.DataFrame, graders: Grader | Mapping[str, Grader],
                 **kw: Any) -> GradeResult:
-    """The synchronous twin of :func:`agrade_table` (see :func:`ponder._batch.run_sync`): the
-    judges' clients keep working afterwards."""
+    """The synchronous twin of :func:`agrade_table` (see :func:`ponder._batch.run_sync`)."""
     each = graders.values() if isinstance(graders, Mapping) else [graders]
     return run_sync(agrade_table(source, graders, **kw),
                     lambda: [getattr(g, "client", None) for g in each])

@@ -1,40 +1,24 @@
 """Run one untrusted Python program in a throwaway Linux sandbox: the code grader's mechanism.
 
-:func:`run` starts a program and collects what it did, :func:`probe` says whether (and how) this
-machine can isolate it, :class:`Cgroup` makes each program's cgroup. Inside runs
-``_sandbox_boot.py`` (a script, under ``unshare``), the sandbox's first process::
+``unshare --pid --fork --kill-child --mount --net --ipc --uts [--user --map-root-user]`` starts
+``_sandbox_boot.py``, pid 1 of a new PID namespace (trusted: when it exits the kernel kills what is
+left). It joins the cgroups, builds the root, then runs ``python -I -B -c HARNESS`` unprivileged:
 
-    ponder (the grader thread)
-      unshare --pid --fork --kill-child --mount --net --ipc --uts [--user --map-root-user]
-        _boot        pid 1 of a new PID namespace: trusted; joins the cgroups, builds the root,
-                     then waits; when it exits the kernel kills everything left in the namespace
-          python -I -B -c HARNESS      the program, as an unprivileged user, under rlimits
+* a new root (``pivot_root``): a tmpfs with read-only nosuid binds of the system folders and
+  Python's prefixes, a fresh ``/proc``, a few ``/dev`` nodes, size-limited private ``/tmp``,
+  ``/dev/shm`` and ``/sandbox`` (home); no home folders, ``/run``, ``/var`` (nor their unix
+  sockets), nor the grader's files. Empty network (abstract sockets are per namespace), IPC, UTS.
+* identity: as root, no user namespace and a fresh uid above 2,000,000,000; else a user namespace
+  and a nested one that leaves no capability over the mounts. ``no_new_privs`` either way.
+* limits: a ``memory`` (swap included) and ``pids`` cgroup where the machine allows; always
+  RLIMIT_AS, _CPU, _FSIZE, _CORE=0 and _NPROC (per fresh uid or nested namespace: this program).
 
-Before the program starts the boot builds:
-
-* a new root (``pivot_root``): a tmpfs with read-only, nosuid binds of the system folders
-  (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``) and Python's prefixes, a fresh ``/proc``,
-  ``/dev/{null,zero,full,random,urandom}`` and private size-limited tmpfs ``/tmp``, ``/dev/shm``
-  and ``/sandbox`` (the program's home). Nothing else of the machine: no home folders, ``/run``,
-  ``/var`` (or their unix sockets), nor the grader's files. The old root is unmounted.
-* an empty network namespace (loopback down; abstract unix sockets are per namespace), private
-  IPC and UTS namespaces.
-* an unprivileged identity: as root, no user namespace and a fresh uid per program (above
-  2,000,000,000) without capabilities; as another user, a user namespace, and the program enters
-  a nested one that leaves it no capability over the mounts (it keeps the user's uid, on the
-  read-only folders it sees). ``no_new_privs`` either way.
-* limits: a cgroup per program with ``memory`` (swap included) and ``pids`` where the machine
-  allows (cgroup v1, or a delegated v2 subtree); always RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE,
-  RLIMIT_CORE=0 and RLIMIT_NPROC (which, in the fresh uid or nested namespace, counts this
-  program's processes).
-
-The pass signal is a marker, not the exit code: the harness reads a random token from a pipe and
-closes it before the program runs, and writes the token to a second pipe only once the program
-and its tests have returned, so ``sys.exit(0)``, ``os._exit(0)``, a crash or a timeout cannot
-pass. Not a boundary: harness and program share one interpreter, so a program written against
-this harness can find the token (``sys._getframe(1)``), as it can pass ``assert f(x) == 5`` with
-an object equal to everything. The sandbox protects the grader, the machine and the other rows;
-it does not make a score trustworthy against code written to fake it.
+The pass signal is a marker, not the exit code: the harness reads a random token from a pipe
+(closed before the program runs) and writes it to a second one only once the program and its
+tests returned, so ``sys.exit(0)``, ``os._exit(0)``, a crash or a timeout cannot pass. Not a
+boundary: harness and program share one interpreter (``sys._getframe(1)`` finds the token, as an
+object equal to everything passes ``assert f(x) == 5``). The sandbox protects the grader, the
+machine and the other rows, not a score against code written to fake it.
 """
 
 from __future__ import annotations
@@ -51,6 +35,7 @@ import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import _sandbox_boot
@@ -87,16 +72,14 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Isolation:
-    """How this machine isolates programs: ``mode`` is "root" (namespaces made as root, the
-    program as a fresh uid), "userns" (inside a user namespace) or "none" (resource limits only).
-    ``cgroups``: the controllers (memory, pids) ponder can set for each program's group."""
+    """``mode``: "root" (a fresh uid), "userns" or "none" (resource limits only); ``cgroups``: the
+    controllers (memory, pids) each program's group gets."""
 
     mode: str
     cgroups: tuple[str, ...] = ()
     unshare: str | None = None
 
     def limitations(self) -> list[str]:
-        """What is not enforced here, in words."""
         out: list[str] = []
         if self.mode == "none":
             out.append("no isolation: the programs run as this user, see its files and network, "
@@ -112,18 +95,17 @@ class Isolation:
         return out
 
 
-def probe(isolate: bool, unshare: str | None = None) -> tuple[Isolation | None, str]:
-    """(isolation, "") when a trivial program runs and passes in the sandbox, else (None, why).
-
-    Tries, as root, namespaces without a user namespace first, then with one. ``unshare`` is the
-    unshare executable (None: not found)."""
+@lru_cache(maxsize=8)
+def probe(isolate: bool, unshare: str | None, euid: int) -> tuple[Isolation | None, str]:
+    """(isolation, "") when a trivial program passes in the sandbox, else (None, why); as root
+    (``euid`` 0), without a user namespace first. Cached per ``unshare`` and user."""
     cgroups = Cgroup.controllers()
     if not isolate:
         return Isolation("none", cgroups), ""
     if unshare is None or not sys.platform.startswith("linux"):
         return None, "the `unshare` command (util-linux) was not found"
     why = ""
-    for mode in (("root", "userns") if os.geteuid() == 0 else ("userns",)):
+    for mode in (("root", "userns") if euid == 0 else ("userns",)):
         iso = Isolation(mode, cgroups, unshare)
         out = run("ok = True", "assert ok", Limits(30.0, 1024, 16), iso)
         if out.passed:
@@ -133,16 +115,13 @@ def probe(isolate: bool, unshare: str | None = None) -> tuple[Isolation | None, 
 
 
 def run(solution: str, tests: str, limits: Limits, isolation: Isolation) -> Outcome:
-    """Run ``solution`` then ``tests`` (one Python file) in the sandbox and say what happened.
-
-    Never raises for what the program does; cleanup never raises."""
+    """Run ``solution`` then ``tests`` (one file); raises for nothing the program does."""
     token = secrets.token_hex(16).encode()
     tmp = tempfile.mkdtemp(prefix="ponder-grade-")
     group = Cgroup.create(limits.memory_mb, limits.max_processes, isolation.cgroups)
     fds: list[int] = []
     try:
-        with open(os.path.join(tmp, "solution.py"), "w", encoding="utf-8") as f:
-            f.write(solution + "\n\n" + tests + "\n")
+        _write(os.path.join(tmp, "solution.py"), solution + "\n\n" + tests + "\n")
         os.mkdir(os.path.join(tmp, "root"))
         tok_r, tok_w = os.pipe()
         os.write(tok_w, token)
@@ -207,8 +186,8 @@ class _Tail:
 
 def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: float,
              token: bytes) -> Outcome:
-    """Read the program's output (keeping the tails), the marker and the supervisor's status until
-    it exits or the time is up. It passed when the marker pipe carried the token and nothing else."""
+    """Read the output tails, the marker and the supervisor's status until the program exits or
+    the time is up; it passed when the marker pipe carried the token and nothing else."""
     assert proc.stdout is not None and proc.stderr is not None
     tails = {proc.stdout.fileno(): _Tail(OUTPUT_LIMIT), proc.stderr.fileno(): _Tail(OUTPUT_LIMIT),
              res_r: _Tail(256), st_r: _Tail(1 << 16)}
@@ -258,8 +237,7 @@ def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: fl
 
 
 def _stop(proc: subprocess.Popen[bytes], group: Cgroup | None) -> None:
-    """Kill the program's whole tree: the process group, the namespace (its pid 1 dies with
-    unshare, --kill-child) and the cgroup."""
+    """Kill the process group, the namespace (pid 1 dies with unshare) and the cgroup."""
     _quietly(os.killpg, proc.pid, signal.SIGKILL)
     _quietly(proc.kill)
     if group is not None:
@@ -283,7 +261,7 @@ def last_line(data: bytes) -> str:
 
 
 def _binds() -> list[str]:
-    """The host folders the sandbox shows (read-only): the system's and Python's installation."""
+    """The host folders the sandbox shows read-only: the system's and Python's."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(sys.executable)}
     paths |= {os.path.realpath(p) for p in paths}
@@ -302,7 +280,7 @@ class Cgroup:
 
     @staticmethod
     def _parents() -> dict[str, tuple[str, int]]:
-        """{controller: (this process's cgroup folder, cgroup version)} for memory and pids."""
+        """{memory/pids: (this process's cgroup folder, cgroup version)}."""
         try:
             with open("/proc/self/cgroup", encoding="utf-8") as f:
                 own = {}
@@ -330,7 +308,6 @@ class Cgroup:
 
     @classmethod
     def controllers(cls) -> tuple[str, ...]:
-        """The controllers a program's group gets here (checked by making one)."""
         group = cls.create(64, 8, ("memory", "pids"))
         if group is None:
             return ()
@@ -372,12 +349,9 @@ class Cgroup:
         folder = self.dirs.get("memory")
         if folder is None:
             return False
-        for knob in ("memory.events", "memory.oom_control"):
-            for line in _read(os.path.join(folder, knob)).splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
-                    return True
-        return False
+        text = "\n".join(_read(os.path.join(folder, k)) for k in ("memory.events", "memory.oom_control"))
+        pairs = [line.partition(" ") for line in text.splitlines()]
+        return any(key == "oom_kill" and v.strip().isdigit() and int(v) > 0 for key, _, v in pairs)
 
     def kill_all(self) -> None:
         for folder in set(self.dirs.values()):
@@ -389,7 +363,7 @@ class Cgroup:
                     os.kill(int(pid), signal.SIGKILL)
 
     def remove(self) -> None:
-        """Remove the group's folders (a few tries while the killed processes go); never raises."""
+        """A few tries while the killed processes go; never raises."""
         for folder in set(self.dirs.values()):
             for _ in range(50):
                 try:

@@ -1,8 +1,5 @@
 """Grader specs as the CLI and the config write them: ``number``, ``regex:PATTERN``, ``judge:openai:gpt-4o``.
-
-``register_grader`` is the one list of graders: parsing a spec, its errors and ``ponder grade
---help`` all read it.
-"""
+``register_grader`` is the one list of graders that parsing, its errors and ``--help`` read."""
 
 from __future__ import annotations
 
@@ -32,9 +29,8 @@ GRADERS: dict[str, GraderKind] = {}
 
 
 def register_grader(kind: str, *specs: str, about: str = "") -> Callable[[Build], Build]:
-    """Register the grader a spec ``kind`` (or ``kind:ARG``) names: ``build(arg, options)``, where
-    ``options`` are :func:`parse_grader`'s keywords and the ``spec``. ``specs`` show how it is written (default: the
-    bare kind); a kind none of whose specs has a ``:`` takes no argument."""
+    """Register ``build(arg, parse_grader's options and the spec)`` for ``kind`` (or ``kind:ARG``);
+    a kind none of whose ``specs`` has a ``:`` takes no argument."""
 
     def add(build: Build) -> Build:
         GRADERS[kind] = GraderKind(specs or (kind,), about, build)
@@ -54,19 +50,10 @@ def grader_help() -> str:
     return ", ".join(parts[:-1]) + ", and " + parts[-1] if len(parts) > 1 else "".join(parts)
 
 
-@register_grader("exact")
-def _exact(arg: str, o: dict[str, Any]) -> Grader:
-    return ExactMatch()
-
-
-@register_grader("choice", about="letter A-J")
-def _choice(arg: str, o: dict[str, Any]) -> Grader:
-    return ChoiceGrader()
-
-
-@register_grader("number", about="last number or \\boxed{}; --tolerance")
-def _number(arg: str, o: dict[str, Any]) -> Grader:
-    return NumberGrader(tolerance=o["tolerance"])
+register_grader("exact")(lambda arg, o: ExactMatch())
+register_grader("choice", about="letter A-J")(lambda arg, o: ChoiceGrader())
+register_grader("number", about="last number or \\boxed{}; --tolerance")(
+    lambda arg, o: NumberGrader(tolerance=o["tolerance"]))
 
 
 @register_grader("regex", "regex:PATTERN")
@@ -76,16 +63,12 @@ def _regex(arg: str, o: dict[str, Any]) -> Grader:
     return RegexGrader(arg)
 
 
-@register_grader("json", "json", "json:SCHEMA.json",
-                 about="without a file: the row's `schema` or `response_format` when it has one")
-def _json(arg: str, o: dict[str, Any]) -> Grader:
-    return JsonGrader(Path(arg) if arg else None)
-
-
-@register_grader("tool_call", about="the answer's `tool_calls` against the reference's calls: same "
-                                    "functions, JSON-equal arguments, any order")
-def _tool_call(arg: str, o: dict[str, Any]) -> Grader:
-    return ToolCallGrader()
+register_grader("json", "json", "json:SCHEMA.json",
+                about="without a file: the row's `schema` or `response_format` when it has one")(
+    lambda arg, o: JsonGrader(Path(arg) if arg else None))
+register_grader("tool_call", about="the answer's `tool_calls` against the reference's calls: same "
+                                   "functions, JSON-equal arguments, any order")(
+    lambda arg, o: ToolCallGrader())
 
 
 @register_grader("code", about="runs the response's Python against `tests`")
@@ -119,8 +102,7 @@ def parse_grader(
     templates: Mapping[str, str] | None = None,
     judge_max_tokens: int | None = 1024,
 ) -> Grader:
-    """Build the grader a spec names (one of :func:`grader_specs`); the options go to the
-    graders that use them. Raises ConfigError for an unknown spec."""
+    """Build the grader a spec names; the options go to the graders that use them."""
     kind, _, arg = spec.strip().partition(":")
     grader = GRADERS.get(kind.lower())
     if grader is None:
@@ -134,9 +116,7 @@ def parse_grader(
 
 
 def parse_graders(specs: Mapping[str, str], **options: Any) -> dict[str, Grader]:
-    """``{task: spec}`` (a config's ``[graders]``, ``default`` for other tasks) to graders.
-
-    One judge grader object is shared by every task that names the same spec."""
+    """``{task: spec}`` (a config's ``[graders]``) to graders, one object per distinct spec."""
     built: dict[str, Grader] = {}
     out: dict[str, Grader] = {}
     for task, spec in specs.items():

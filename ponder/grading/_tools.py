@@ -1,9 +1,5 @@
-"""The tool-call grader: did the answer call the functions the reference names, with the same
-arguments?
-
-Pure, like the other rule-based graders: the answer's calls come from the row's ``tool_calls``
-column (as ``ponder collect`` writes it), the expected ones from its ``reference``.
-"""
+"""The tool-call grader: did the answer (the row's ``tool_calls``) call the functions its
+``reference`` names, with the same arguments?"""
 
 from __future__ import annotations
 
@@ -21,8 +17,8 @@ Call = tuple[str, Any]  # (function name, arguments in canonical form)
 
 
 def _canon(value: Any) -> Any:
-    """A hashable form of a JSON value in which JSON-equivalent values are equal: key order and
-    whitespace do not count, ``1`` equals ``1.0``, ``true`` does not equal ``1``."""
+    """A hashable form of a JSON value: key order does not count, ``1`` equals ``1.0``, ``true``
+    does not equal ``1``."""
     if isinstance(value, dict):
         return ("object", frozenset((str(k), _canon(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
@@ -35,9 +31,8 @@ def _canon(value: Any) -> Any:
 
 
 def _one(call: Any) -> tuple[str, Any]:
-    """``{"type": "function", "function": {"name", "arguments"}}`` or ``{"name", "arguments"}``
-    as (name, arguments object); raises ValueError for anything else. OpenAI sends the arguments
-    as JSON text, a reference may write the object itself; missing or empty ones are ``{}``."""
+    """An OpenAI tool call or ``{"name", "arguments"}`` as (name, arguments object), else
+    ValueError. Arguments may be JSON text (as OpenAI sends them); missing ones are ``{}``."""
     if not isinstance(call, dict):
         raise ValueError(f"a tool call must be an object, got {json.dumps(call)[:40]}")
     inner = call.get("function")
@@ -59,9 +54,8 @@ def _one(call: Any) -> tuple[str, Any]:
 
 
 def expected_calls(reference: Any) -> list[tuple[str, Any]]:
-    """The calls a reference expects: a JSON list of tool calls (OpenAI's shape or ``{name,
-    arguments}``; ``[]``: no call), one such object, or an assistant message with ``tool_calls``.
-    Raises ValueError when it is none of these."""
+    """The calls a reference expects: a (JSON) list of tool calls (``[]``: none), one call, or an
+    assistant message with ``tool_calls``; else ValueError."""
     value = reference
     if isinstance(value, str):
         try:
@@ -90,11 +84,8 @@ def _difference(want: Any, got: Any, where: str = "") -> str:
 
 @dataclass
 class ToolCallGrader:
-    """1 when the answer's tool calls are the reference's: the same functions with
-    JSON-equivalent arguments (key order, spacing and ``1`` vs ``1.0`` do not count), in any
-    order (parallel calls), none missing and none extra; else 0. Call ids are ignored. A
-    reference of ``[]`` expects no call. The answer's calls are the row's ``tool_calls``
-    (``ponder collect`` records them); a table without that column is refused."""
+    """1 when the answer's tool calls are the reference's: the same functions with JSON-equal
+    arguments, in any order (parallel calls), none missing or extra; call ids are ignored."""
 
     name: str = "tool_call"
     requires: tuple[str, ...] = ("reference",)
