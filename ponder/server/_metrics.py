@@ -85,9 +85,11 @@ class Metrics:
     def render(self) -> str:
         with self._lock:
             families = [  # (name, type, help, samples: what follows the name)
-                ("ponder_requests_total", "counter", "Chat completion requests by served model and HTTP status.",
+                ("ponder_requests_total", "counter",
+                 "Chat completion requests by served model and HTTP status.",
                  [f"{prom_labels(model=m, status=s)} {n}" for (m, s), n in sorted(self.requests.items())]),
-                ("ponder_model_calls_total", "counter", "Upstream model calls by outcome (ok, cached, error).",
+                ("ponder_model_calls_total", "counter",
+                 "Upstream model calls by outcome (ok, cached, error).",
                  [f"{prom_labels(model=m, outcome=o)} {n}" for (m, o), n in sorted(self.calls.items())]),
                 ("ponder_cost_usd_total", "counter", "Money spent upstream, by model.",
                  [f"{prom_labels(model=m)} {prom_number(c)}" for m, c in sorted(self.cost.items())]),
@@ -95,7 +97,8 @@ class Metrics:
                  [f" {self.cache_hits}"]),
                 ("ponder_cache_saved_usd_total", "counter", "Money the cache hits saved.",
                  [f" {prom_number(self.saved)}"]),
-                ("ponder_requests_in_flight", "gauge", "Requests being answered now.", [f" {self.in_flight}"]),
+                ("ponder_requests_in_flight", "gauge", "Requests being answered now.",
+                 [f" {self.in_flight}"]),
                 ("ponder_request_duration_seconds", "histogram",
                  "Time to answer a request (to the last byte).",
                  [*(f"_bucket{prom_labels(le=prom_number(le))} {n}"
