@@ -11,11 +11,7 @@ from ._common import app, fail, model_map_option, say, train_app
 
 
 def _train_rows(outcomes: Path, test_fraction: float | None, seed: int):  # type: ignore[no-untyped-def]
-    """The table's train split (its ``split`` column, or a seeded split), else every row.
-
-    ``outcomes`` is an outcome table, a public format ponder reads (RouterBench CSV, …) or a
-    bundled dataset name.
-    """
+    """The table's train split (its ``split`` column, or a seeded split), else every row."""
     from ..evaluation import load_dataset
 
     table = load_dataset(outcomes if Path(outcomes).exists() else str(outcomes))
@@ -43,9 +39,8 @@ def train_scorer(
     if calibration not in ("sigmoid", "isotonic", "none"):
         fail(f"--calibration must be sigmoid, isotonic or none, got {calibration!r}")
     train = _train_rows(outcomes, test_fraction, seed)
-    params = {"learner": learner, "calibration": None if calibration == "none" else calibration,
-              "text": text}
-    scorer = fit_scorer(train, params, seed=seed)
+    calibration_ = None if calibration == "none" else calibration
+    scorer = fit_scorer(train, {"learner": learner, "calibration": calibration_, "text": text}, seed=seed)
     scorer.save(output)
     say(f"scorer for {len(scorer.models_)} model(s), trained on "
         f"{len(train.query_ids)} queries → {output}")
@@ -111,11 +106,10 @@ def optimize(
     say(f"expected on train (out-of-fold): quality {exp['quality']:.4f}, "
         f"cost ${exp['cost_usd']:.4g}/query")
     g = cascade.info.get("guarantee")
-    if g:
-        if g["certified"]:
-            say(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
-                f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
-                f"threshold path scale {g['path_scale']:.2f})")
-        else:
-            say("not certifiable at this ε/δ: every query climbs to the last rung")
+    if g and g["certified"]:
+        say(f"certified: drop vs {g['reference_model']} ≤ {g['epsilon']} with "
+            f"probability ≥ {1 - g['delta']:.2f} (n={g['n_calibration']}, "
+            f"threshold path scale {g['path_scale']:.2f})")
+    elif g:
+        say("not certifiable at this ε/δ: every query climbs to the last rung")
     say(f"wrote {path}")

@@ -1,8 +1,7 @@
 """Shared CLI plumbing: one error line on stderr, a traceback only with --debug.
 
-Both consoles print text as it is: no ``[markup]`` and no ``:emoji:`` codes, because what they
-print is mostly user data (model names such as ``openai:fire``, file names, provider messages).
-Style goes through ``style=`` or :class:`rich.text.Text`, never through markup in a string.
+The consoles print text as it is (no ``[markup]``, no ``:emoji:``): it is mostly user data
+(``openai:fire``, file names, provider messages); style goes through ``style=`` or rich Text.
 """
 
 from __future__ import annotations
@@ -76,16 +75,11 @@ def run_main(app: typer.Typer) -> int:
     except KeyboardInterrupt:
         stderr.print("interrupted")
         return 130
-    except PonderError as exc:
-        if debug:
-            raise
-        say_err(f"error: {exc}", style="red")
-        return 1
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             raise
-        say_err(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                style="red")
+        say_err(f"error: {exc}" if isinstance(exc, PonderError) else
+                f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", style="red")
         return 1
 
 
@@ -120,20 +114,14 @@ def base_urls(models: list[str], base_url: str | None) -> dict[str, str]:
 @contextmanager
 def paid_run(ctx: typer.Context, progress: bool, interrupted: Callable[[], str]
              ) -> Iterator[tuple[Any, Any]]:
-    """A long paid run that resumes (``run``, ``collect``): its progress bar and task (update it
-    with ``completed=``, ``total=``, ``cost=`` and ``failed=``); on Ctrl-C, what was kept
-    (``interrupted()``) and the command that resumes, exit 130."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    """A resumable paid run's (``run``, ``collect``) progress bar and task (with ``cost`` and
+    ``failed`` fields); on Ctrl-C, what was kept (``interrupted()``) and the command that resumes."""
+    import rich.progress as rp
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("cost ${task.fields[cost]:.4f}"), TextColumn("failed {task.fields[failed]}"),
-                   TimeRemainingColumn(), console=stderr, disable=not progress, transient=False)
+    bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                      rp.TextColumn("cost ${task.fields[cost]:.4f}"),
+                      rp.TextColumn("failed {task.fields[failed]}"), rp.TimeRemainingColumn(),
+                      console=stderr, disable=not progress, transient=False)
     try:
         with bar:
             yield bar, bar.add_task(f"ponder {ctx.info_name}", total=None, cost=0.0, failed=0)
@@ -145,8 +133,7 @@ def paid_run(ctx: typer.Context, progress: bool, interrupted: Callable[[], str]
 
 def report_run(output: Path, s: Any, parts: list[str], units: str, then: str = "",
                failed_rows: str = "") -> None:
-    """The last lines of a resumable paid run (``run``, ``collect``): its summary ``s`` on stderr;
-    a budget stop raises BudgetExceeded, failures exit 2."""
+    """A paid run's summary ``s`` on stderr; a budget stop raises BudgetExceeded, failures exit 2."""
     from .._exceptions import BudgetExceeded
 
     if s.cached:
@@ -164,7 +151,7 @@ def report_run(output: Path, s: Any, parts: list[str], units: str, then: str = "
 
 
 def model_map_option(pairs: list[str]) -> dict[str, str]:
-    """``--model-map NAME=provider:model`` (repeatable) as a dict; a malformed pair fails the command."""
+    """``--model-map NAME=provider:model`` (repeatable) as a dict."""
     out = {}
     for p in pairs:
         name, sep, spec = p.partition("=")
@@ -175,10 +162,7 @@ def model_map_option(pairs: list[str]) -> dict[str, str]:
 
 
 def command_line(ctx: typer.Context) -> str:
-    """The command being run, rebuilt from its parsed parameters: ``ponder run in.jsonl --output …``.
-
-    Options left at their defaults are left out, so it reads like what the user typed.
-    """
+    """The command being run, rebuilt from its parameters less those at their defaults."""
     names: list[str] = []
     c: Any = ctx
     while c is not None and c.parent is not None:
@@ -198,14 +182,9 @@ def command_line(ctx: typer.Context) -> str:
             continue
         opt = next((o for o in param.opts if o.startswith("--")), param.opts[0])
         if getattr(param, "is_flag", False):
-            off = next((o for o in param.secondary_opts if o.startswith("--")), None)
-            if value:
-                words.append(opt)
-            elif off is not None:
-                words.append(off)
-            continue
-        for v in values:
-            words += [opt, str(v)]
+            words += [opt] if value else [o for o in param.secondary_opts if o.startswith("--")][:1]
+        else:
+            words += [w for v in values for w in (opt, str(v))]
     return shlex.join(words)
 
 
@@ -217,8 +196,8 @@ AllowOutsideOpt = typer.Option(
 
 def stage_progress() -> Any:
     """The progress bar of offline work in stages (``eval``, ``grade``), gone when done."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    import rich.progress as rp
 
-    return Progress(TextColumn("{task.description:<11}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=stderr, transient=True)
+    return rp.Progress(rp.TextColumn("{task.description:<11}"), rp.BarColumn(),
+                       rp.TextColumn("{task.completed}/{task.total}"), rp.TimeElapsedColumn(),
+                       console=stderr, transient=True)

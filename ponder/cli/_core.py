@@ -44,20 +44,15 @@ def ask(
     with Client(cfg, cache=False if no_cache else None, base_urls=urls) as client:
         live = resolve(strategy if strategy is not None else str(model or ""), cfg, allow_outside=allow_outside)
         answer: Answer = live.run(request, client)
-    render_answer(answer, as_json)
-
-
-def render_answer(answer: Answer, as_json: bool) -> None:
     c = answer.completion
     if as_json:
-        out = {
+        print(json.dumps({
             "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached,
             "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated,
             "usage": c.usage.model_dump(), "latency_s": round(c.latency_s, 6),
             "finish_reason": c.finish_reason,
             "trace": [a.model_dump() for a in answer.trace] if len(answer.trace) > 1 or answer.strategy != c.spec else [],
-        }
-        print(json.dumps(out, ensure_ascii=False))
+        }, ensure_ascii=False))
         return
     say(c.text)
     if len(answer.trace) > 1:
@@ -81,7 +76,6 @@ def models(config: Path | None = ConfigOpt, as_json: bool = typer.Option(False, 
         return
     from ._tables import NAME_MIN, fitted_table
 
-    # Model names and sources fold onto more lines at a narrow terminal, never cut short (…).
     t = fitted_table(f"Prices, USD per 1M tokens (as of {table.as_of})",
                      ["model", "input", "output", "cached\ninput", "per\nrequest", "source"],
                      [([k, f"{p.input:g}", f"{p.output:g}",
@@ -112,8 +106,7 @@ def cache_stats_cmd(config: Path | None = ConfigOpt, as_json: bool = typer.Optio
         else:
             say(f"the cache is disabled ([cache] enabled = false in {cfg.source or 'the config'})")
         return
-    data = {"hits": s.hits, "misses": s.misses, "hit_rate": s.hit_rate, "saved_usd": s.saved_usd,
-            "entries": s.entries, "size_bytes": s.size_bytes}
+    data = {k: getattr(s, k) for k in ("hits", "misses", "hit_rate", "saved_usd", "entries", "size_bytes")}
     if as_json:
         print(json.dumps({"enabled": True, **data}))
         return
@@ -147,8 +140,7 @@ def config_check(path: Path = typer.Argument(Path("ponder.toml"), help="The conf
     """Report every problem in a config file with its file, key and reason."""
     problems = config_problems(path)
     if not problems:
-        stdout.print(f"{path}: ok")
-        return
+        return stdout.print(f"{path}: ok")
     for p in problems:
         say_err(f"error: {p}", style="red")
     raise typer.Exit(1)

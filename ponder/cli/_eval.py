@@ -86,15 +86,11 @@ def eval_command(
                                          epsilon, delta, folds, drop_ungraded, max_fit_queries))
     _render(result.to_json())
     written = []
-    if report:
-        report.write_text(result.to_html(), encoding="utf-8")
-        written.append(str(report))
-    if markdown:
-        markdown.write_text(result.to_markdown(), encoding="utf-8")
-        written.append(str(markdown))
-    if json_out:
-        json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
-        written.append(str(json_out))
+    for path, text in ((report, result.to_html), (markdown, result.to_markdown),
+                       (json_out, lambda: json.dumps(result.to_json(), indent=1) + "\n")):
+        if path:
+            path.write_text(text(), encoding="utf-8")
+            written.append(str(path))
     if written:
         say(f"wrote {', '.join(written)}")
 
@@ -102,8 +98,7 @@ def eval_command(
 def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
            strategies: list[str] | None, epsilon: float, delta: float, folds: int | None,
            drop_ungraded: bool, max_fit_queries: int) -> str:
-    """The ``ponder eval`` command line that reproduces this run (the report adds ``--ship``):
-    the options given, less those at their defaults."""
+    """The ``ponder eval`` command line that reproduces this run, less options at their defaults."""
     import shlex
 
     args = ["ponder", "eval", source]
@@ -162,8 +157,7 @@ def _render(d: dict[str, Any]) -> None:
 
 
 def _render_deployed(d: dict[str, Any]) -> None:
-    """Every strategy's point per target: chosen on train, figures on test (cost % of best ·
-    quality; ✓ certified, ! no saving within the interval, ⚠ over budget on test)."""
+    """Every strategy's point per target: chosen on train, figures on test."""
     dep = d.get("deployment") or {}
     targets = dep.get("targets") or []
     chosen = [st for st in d["strategies"] if st.get("deployed")]
@@ -201,8 +195,7 @@ def _render_deployed(d: dict[str, Any]) -> None:
 
 
 def _render_ship(d: dict[str, Any]) -> None:
-    """Per target, what ships: the certified pick and its guarantee, or the best model and the
-    labelled queries it would take; the files (--ship) or the command that writes them."""
+    """Per target, what ships (the certified pick, or the best model), and its files."""
     from ..evaluation import _report_text as rt
     from ..evaluation._write_ship import ship_folder
 

@@ -22,8 +22,7 @@ RUNTIME_HELP = ("auto, torch or llama.cpp. auto runs a GGUF on the CPU through l
 
 def _engine(model: Path | None, draft: str | None, device: str | None, dtype: str | None, runtime: str,
             threads: int | None, **kwargs: Any) -> Any:
-    """The engine ``load_engine`` picks: llama.cpp in numpy for a GGUF on the CPU (torch is never
-    imported there), else the torch engine with ``threads`` set."""
+    """The engine ``load_engine`` picks (llama.cpp for a GGUF on the CPU, else torch)."""
     from ..local._runtime import default_model_path, load_engine
 
     return load_engine(model if model is not None else default_model_path(), draft,

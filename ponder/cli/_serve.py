@@ -46,11 +46,9 @@ def serve(
     cfg = load_config(config)
     if not models and not cfg.strategies and not cfg.models:
         fail("nothing to serve: give --model provider:model, or a config with [strategies] or [models]")
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise ConfigError(f"environment variable {api_key_env} is empty or not set", key="--api-key-env")
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        raise ConfigError(f"environment variable {api_key_env} is empty or not set", key="--api-key-env")
     app = create_app(cfg, models=[str(ModelSpec.parse(m)) for m in models], api_key=api_key,
                      max_body_bytes=int(max_body_mb * 1024 * 1024), max_messages=max_messages,
                      base_urls=base_urls(models, base_url), allow_outside=allow_outside)

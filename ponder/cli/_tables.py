@@ -17,10 +17,8 @@ _NAME_PIECE = re.compile(r"[^:/\-_. ]+[:/\-_. ]*|[:/\-_. ]+")
 
 
 def wrap_name(name: str, width: int) -> str:
-    """``name`` on lines of at most ``width`` cells, broken after a separator (``:`` ``/`` ``-``
-    ``_`` ``.``) where it can be, so ``model:openai:gpt-4o-mini`` reads ``model:openai:`` /
-    ``gpt-4o-mini``; a piece longer than a line is left to the column's fold. The lines joined
-    give the name back."""
+    """``name`` on lines of at most ``width`` cells, broken after separators (``model:openai:`` /
+    ``gpt-4o-mini``); a longer piece is left to the column's fold."""
     lines: list[str] = []
     cur = ""
     for piece in _NAME_PIECE.findall(name):
@@ -59,14 +57,8 @@ def name_widths(head: list[str], rows: Rows, names: dict[int, int], width: int, 
 
 def fitted_table(title: str, head: list[str], rows: Rows, *, names: dict[int, int] | None = None,
                  width: int | None = None, edge: bool = True) -> Table:
-    """A table no wider than ``width`` (the terminal's) whose name columns are never cut short.
-
-    Every other column keeps its widest line (numbers are never wrapped); the name columns
-    (``names``: column → least width; default: the first, :data:`NAME_MIN`) share the rest, in
-    that order of priority: each gets its longest name where that fits, else its least width, and
-    its names are wrapped after separators (:func:`wrap_name`) and folded where a piece is still
-    too long, never truncated with "…". ``rows`` are (cells, style); ``edge=False`` drops the
-    outer padding (``ponder models``)."""
+    """A table no wider than ``width`` (the terminal's): numbers kept whole, the name columns
+    (``names``: column → least width) sharing the rest in priority order, wrapped, never cut."""
     names = {0: NAME_MIN} if names is None else names
     fit, _ = name_widths(head, rows, names, stdout.width if width is None else width, edge)
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=edge,

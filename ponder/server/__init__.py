@@ -1,8 +1,5 @@
-"""The OpenAI-compatible routing server (``ponder serve``).
-
-``create_app`` imports FastAPI lazily. ``FallbackChain`` lives in ``ponder.strategies`` and is
-re-exported here, where it was first published.
-"""
+"""The OpenAI-compatible routing server (``ponder serve``); ``create_app`` imports FastAPI lazily.
+``FallbackChain`` is re-exported here, where it was first published."""
 
 from __future__ import annotations
 
@@ -26,10 +23,8 @@ def __getattr__(name: str) -> Any:
 
 def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
           access_log: bool = False) -> None:
-    """Serve ``app`` under uvicorn until interrupted (access logs off by default: noise).
-
-    ponder's loggers use uvicorn's stderr handler, and every handler scrubs registered secrets.
-    """
+    """Serve ``app`` under uvicorn until interrupted; ponder's loggers use uvicorn's stderr
+    handler, and every handler scrubs registered secrets."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 

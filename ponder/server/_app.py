@@ -1,23 +1,20 @@
 """The OpenAI-compatible routing server: one FastAPI app over a ``Client`` and named strategies.
 
-Clients change only their ``base_url``. A request's ``model`` names a strategy (``ponder/<name>``)
-or a plain model; the answer carries the model that answered and what it cost, in the
-``x-ponder-model`` / ``x-ponder-cost-usd`` headers and in a ``ponder`` field of the body.
-
-Work per request is bounded before anything is built: a body of at most ``max_body_bytes`` and
-at most ``max_messages`` messages (and as many content parts in all), so one request cannot hold
-the event loop that every other request (``/healthz`` included) shares. Every error body and log
-line goes through ``scrub``, so no fragment of a registered key (the server's own token, a
-provider's key) leaves the server.
+A request's ``model`` names a strategy (``ponder/<name>``) or a plain model; the answer carries
+who answered and what it cost (``x-ponder-*`` headers, a ``ponder`` body field). Work per request
+is bounded before anything is built (body size, messages and content parts), so one request
+cannot hold the event loop every other request shares; every error body and log line is scrubbed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,39 +22,24 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from .._client import Client
 from .._config import Config
 from .._exceptions import AllModelsFailed, ProviderError, UnknownModel
-from .._secrets import register_secret, scrub
-from .._types import Answer
-from ..strategies import Chosen, StreamEvent, resolve
-from ..strategies._protocol import aclose
-from ._answers import Chunks, _headers, completion_response
-from ._errors import (
-    _one_line,
-    error_body,
-    error_status,
-    exception_response,
-    invalid_body,
-    parse_chat,
-)
-from ._guard import CHAT_PATH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGES, Guard
+from .._secrets import register_secret
+from .._types import Answer, ChatRequest
+from ..strategies import LiveStrategy, SingleModel, StreamEvent, as_live, resolve
+from ..strategies._protocol import aclose, first_chosen
+from . import _wire as wire
 from ._metrics import Metrics, Served
-from ._routes import (
-    Route,
-    accepted_names,
-    build_routes,
-    request_model,
-    resolve_route,
-    to_chat_request,
-    warm_providers,
-)
 from ._schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatMessageIn,
     ErrorBody,
     Health,
     ModelCard,
@@ -66,28 +48,94 @@ from ._schemas import (
 
 log = logging.getLogger("ponder.server")
 
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_MESSAGES = 2048  # OpenAI's own limit on the messages array
+CHAT_PATH = "/v1/chat/completions"
+HEALTH_PATH = "/healthz"  # the one path open when the server has an API key
+STRATEGY_PREFIX = "ponder/"
+
+
+# --- the routing table -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Route:
+    """A served model id and the live strategy that answers it."""
+
+    id: str
+    strategy: LiveStrategy
+    owned_by: str
+
+
+def build_routes(config: Config, strategies: Mapping[str, Any], models: Sequence[str]) -> dict[str, Route]:
+    """``ponder/<name>`` for each strategy; every model a strategy may call, each config alias
+    and each of ``models`` as a single-model route of its own."""
+    routes: dict[str, Route] = {}
+    for name, strategy in strategies.items():
+        rid = name if name.startswith(STRATEGY_PREFIX) else STRATEGY_PREFIX + name
+        routes[rid] = Route(rid, as_live(strategy), "ponder")
+    plain = [*models, *(str(m) for route in routes.values() for m in route.strategy.models)]
+    for name, spec in [*config.models.items(), *((spec, spec) for spec in plain)]:
+        routes.setdefault(name, Route(name, SingleModel(spec), spec.partition(":")[0]))
+    return routes
+
+
+def find_route(routes: Mapping[str, Route], model: str) -> Route | None:
+    route = routes.get(model) or routes.get(STRATEGY_PREFIX + model)
+    if route is None:  # a bare model name that matches exactly one served provider:model
+        matches = [r for r in routes.values() if ":" in r.id and r.id.partition(":")[2] == model]
+        route = matches[0] if len(matches) == 1 else None
+    return route
+
+
+def resolve_route(routes: Mapping[str, Route], model: str) -> Route:
+    route = find_route(routes, model)
+    if route is None:
+        shown = ", ".join(sorted(routes)[:20])
+        raise UnknownModel(f"model {model[:100]!r} is not served here; available: {shown}")
+    return route
+
+
+def warm_providers(client: Client, routes: Mapping[str, Route]) -> None:
+    """Build every served provider and its SDK client at startup (in a worker thread), or the
+    first request to each would import its SDK on the event loop while every other one waits.
+    A provider with ``preload`` (``local:``) loads each served model now; one that cannot be
+    built is left for the first request to report."""
+    specs: set[tuple[str, str]] = set()
+    for route in routes.values():
+        for spec in route.strategy.models:
+            try:
+                resolved = client.resolve(spec)
+            except Exception:  # noqa: BLE001 - reported by the request that uses it
+                continue
+            specs.add((resolved.provider, resolved.model))
+    for name in sorted({p for p, _ in specs}):
+        try:
+            built = client.provider(name)
+            provider = getattr(built, "provider", built)  # under a CachedProvider
+            getattr(provider, "aclient", None)  # the SDK import
+            for model in sorted(m for p, m in specs if p == name and hasattr(provider, "preload")):
+                provider.preload(model)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("provider %s not built at startup: %s", name, wire.one_line(exc))
+
 
 # --- the request path --------------------------------------------------------------------------
 class ChatEndpoint:
-    """POST /v1/chat/completions: one request path for every strategy, streaming included.
-
-    raw body → checks (content type, message count, schema) → :meth:`serve`: resolve the route →
-    ``strategy.arun`` (one JSON body) or ``strategy.astream`` (server-sent events). Strategies are
-    served only through the :class:`~ponder.strategies.LiveStrategy` protocol. The whole request,
-    a stream's last byte included, runs inside ``metrics.request()``: the one place that counts a
-    request in flight and done.
-    """
+    """POST /v1/chat/completions, streaming included: raw body → checks → route →
+    ``strategy.arun`` (one JSON body) or ``strategy.astream`` (server-sent events), all of it (a
+    stream's last byte included) inside ``metrics.request()``."""
 
     def __init__(self, client: Client, routes: Mapping[str, Route], metrics: Metrics,
                  max_messages: int) -> None:
         self.client, self.routes, self.metrics = client, routes, metrics
         self.max_messages = max_messages
-        self.body_model = request_model(max_messages)
+        # the request schema with this server's message limit (so /openapi.json states it too)
+        self.body_model: type[ChatCompletionRequest] = create_model(
+            "ChatCompletionRequest", __base__=ChatCompletionRequest, __module__=__name__,
+            messages=(list[ChatMessageIn], Field(min_length=1, max_length=max_messages)))
 
     async def __call__(self, raw: bytes, content_type: bytes, scope: Scope, receive: Receive,
                        send: Send) -> None:
-        """Serve a raw request body (the :class:`Guard`'s hot path)."""
-        body = parse_chat(raw, content_type, self.body_model, self.max_messages)
+        body = wire.parse_chat(raw, content_type, self.body_model, self.max_messages)
         if isinstance(body, Response):
             await body(scope, receive, send)
         else:
@@ -106,46 +154,40 @@ class ChatEndpoint:
         try:
             route = resolve_route(self.routes, body.model)
             served.route = route.id
-            request = to_chat_request(body)
+            # the request exactly as the client sent it, less the route and how ponder answers
+            request = ChatRequest.model_validate(body.model_dump(
+                exclude_unset=True, by_alias=True, exclude={"model", "stream", "stream_options"}))
             if body.stream:
                 return await self.stream(route.strategy.astream(request, self.client), body, served)
             answer = await route.strategy.arun(request, self.client)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-style body
-            response = self.failed(exc, served.route)
+            if isinstance(exc, AllModelsFailed):
+                self.metrics.failed_calls([m for m, _ in exc.errors])
+            elif isinstance(exc, ProviderError) and exc.provider and exc.model:
+                self.metrics.failed_calls([f"{exc.provider}:{exc.model}"])
+            response = wire.exception_response(exc)
+            if response.status_code >= 500:
+                log.warning("request for %s failed: %s", served.route, wire.one_line(exc))
             served.status = response.status_code
             return response
         self.metrics.answer(answer)
         served.status = 200
-        return completion_response(answer)
-
-    def failed(self, exc: Exception, route: str) -> JSONResponse:
-        """The error body for a request that failed before its first byte (models counted too)."""
-        if isinstance(exc, AllModelsFailed):
-            self.metrics.failed_calls([m for m, _ in exc.errors])
-        elif isinstance(exc, ProviderError) and exc.provider and exc.model:
-            self.metrics.failed_calls([f"{exc.provider}:{exc.model}"])
-        response = exception_response(exc)
-        if response.status_code >= 500:
-            log.warning("request for %s failed: %s", route, _one_line(exc))
-        return response
+        return wire.completion_response(answer)
 
     async def stream(self, events: AsyncIterator[StreamEvent], body: ChatCompletionRequest,
                      served: Served) -> Response:
-        """Wait for the strategy's :class:`Chosen` (a failure before it raises, and becomes an
-        ordinary error response), then stream the rest as server-sent events."""
-        chosen = await anext(events)
-        if not isinstance(chosen, Chosen):
-            await aclose(events)
-            raise TypeError(f"a live stream must start with Chosen, got {type(chosen).__name__}")
+        """Wait for the strategy's :class:`Chosen` (a failure before it is an ordinary error
+        response), then stream the rest as server-sent events."""
+        chosen = await first_chosen(events)
         headers = {"x-ponder-model": chosen.model, "cache-control": "no-cache"}
         if chosen.answer is not None:  # answered before streaming: its cost is known already
-            headers.update(_headers(chosen.answer))
+            headers.update(wire.answer_headers(chosen.answer))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventStream(self.sse(chosen.model, events, include_usage, served), events, headers)
 
     async def sse(self, model: str, events: AsyncIterator[StreamEvent], include_usage: bool,
                   served: Served) -> AsyncIterator[str]:
-        chunks = Chunks(model)
+        chunks = wire.Chunks(model)
         served.status = 200
         answer: Answer | None = None
         try:
@@ -161,16 +203,16 @@ class ChatEndpoint:
             for line in chunks.rest(answer, include_usage):
                 yield line
         except Exception as exc:  # noqa: BLE001 - after the headers, errors go in the stream
-            status, type_, code = error_status(exc)
+            status, type_, code = wire.error_status(exc)
             served.status = status
-            log.warning("stream for %s failed: %s", served.route, _one_line(exc))
-            yield Chunks.data({"error": {
-                "message": scrub(str(exc)) if status != 500 else "internal server error",
-                "type": type_, "param": None, "code": code}})
+            log.warning("stream for %s failed: %s", served.route, wire.one_line(exc))
+            yield wire.Chunks.data(wire.error_json(
+                str(exc) if status != 500 else "internal server error", type_, code))
 
 
 class EventStream(StreamingResponse):
-    """Server-sent events written from a strategy's stream."""
+    """Server-sent events written from a strategy's stream; ``aclose`` closes both, however far
+    they got (a client may leave before the first chunk or midway)."""
 
     def __init__(self, body: AsyncIterator[str], events: AsyncIterator[StreamEvent],
                  headers: dict[str, str]) -> None:
@@ -178,7 +220,6 @@ class EventStream(StreamingResponse):
         self.events = events
 
     async def aclose(self) -> None:
-        """Close both, however far they got (a client may leave before the first chunk or midway)."""
         await aclose(self.body_iterator)
         await aclose(self.events)
 
@@ -194,6 +235,67 @@ class _Handoff(Response):
         await self.serve(scope, receive, send)
 
 
+class Guard:
+    """Bearer-token auth (every path but ``/healthz``: ``/openapi.json`` lists every served model)
+    and a body-size limit in front of the app, as pure ASGI; the chat path goes straight to
+    :class:`ChatEndpoint` (FastAPI's route for it stays, for the OpenAPI schema)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int,
+                 chat: Callable[[bytes, bytes, Scope, Receive, Send], Awaitable[None]] | None = None) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.chat = chat  # the hot path, served without the framework's routing stack
+        self.too_large = wire.error_body(413, f"request body larger than {max_body_bytes} bytes",
+                                         "invalid_request_error", "request_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.api_key is not None and scope["path"] != HEALTH_PATH:
+            auth = headers.get(b"authorization", b"")
+            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, self.api_key):  # OpenAI's words, for the clients
+                await wire.error_body(401, "Incorrect API key provided. Send 'Authorization: Bearer "
+                                      "<key>' with this ponder server's key (ponder serve --api-key).",
+                                      "invalid_request_error", "invalid_api_key",
+                                      headers={"www-authenticate": "Bearer"})(scope, receive, send)
+                return
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        chunks: list[bytes] = []
+        size = 0
+        while max(declared, size) <= self.max_body_bytes:  # read the body, up to the limit
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if not message.get("more_body", False):
+                break
+        if max(declared, size) > self.max_body_bytes:
+            await self.too_large(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        if self.chat is not None and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            await self.chat(body, headers.get(b"content-type", b""), scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> ASGIMessage:  # the body read above, then the client's messages
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 # --- the app -----------------------------------------------------------------------------------
 def create_app(
     source: Config | Client | str | Path | None = None,
@@ -206,18 +308,9 @@ def create_app(
     base_urls: dict[str, str] | None = None,
     allow_outside: bool = False,
 ) -> Any:
-    """Build the ASGI app.
-
-    ``source``: a Config (or config file path) to build a Client from, or a ready Client (left
-    open for its owner). ``strategies``: name -> live strategy (a
-    :class:`~ponder.strategies.LiveStrategy`, or any object with ``run`` or ``arun``; anything
-    else raises TypeError) or strategy-file path; by default the config's ``[strategies.NAME]``. ``models``: plain ``provider:model`` specs to serve as well.
-    ``api_key``: require ``Authorization: Bearer <api_key>`` on every path but /healthz (the
-    interactive /docs and /redoc are then off; /openapi.json needs the key, as /v1/models does).
-    ``max_body_bytes`` / ``max_messages``: the largest chat request accepted (413 / 400); the
-    message limit also bounds content parts, counted over all messages. ``allow_outside``: let
-    strategy files name model files outside their own folder (see ``ponder.load_strategy``).
-    """
+    """Build the ASGI app over ``source`` (a Config or its path, or a Client left open for its
+    owner): ``strategies`` (name -> live strategy or file; default the config's) and ``models``
+    served; ``api_key`` a bearer token needed on every path but /healthz (/docs then off)."""
     if max_messages < 1:
         raise ValueError(f"max_messages must be >= 1, got {max_messages}")
     register_secret(api_key)
@@ -227,8 +320,7 @@ def create_app(
         base = Path(client.config.source).parent if client.config.source else Path(".")
         strategies = {name: base / st.path for name, st in client.config.strategies.items()}
     loaded = {name: resolve(s, client.config, allow_outside=allow_outside) for name, s in strategies.items()}
-    routes = build_routes(client.config, loaded, models)
-    chat = ChatEndpoint(client, routes, Metrics(), max_messages)
+    chat = ChatEndpoint(client, build_routes(client.config, loaded, models), Metrics(), max_messages)
     app = fastapi_app(chat, docs=not api_key, close_client=owned)
     guard = Guard(app, api_key, max_body_bytes, chat=chat)
     guard.state = app.state  # type: ignore[attr-defined]
@@ -254,8 +346,22 @@ def fastapi_app(chat: ChatEndpoint, *, docs: bool, close_client: bool) -> FastAP
     app = FastAPI(title="ponder", version="1", lifespan=lifespan, **no_docs,
                   description="OpenAI-compatible routing server: strategies and plain models behind one endpoint.")
     app.state.client, app.state.routes, app.state.metrics = client, routes, metrics
-    _openai_errors(app)
-    app.openapi = partial(_openapi, app, accepted_names(routes))  # type: ignore[method-assign]
+
+    @app.exception_handler(RequestValidationError)  # framework errors, in OpenAI's shape
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return wire.invalid_body(exc.errors())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return wire.error_body(exc.status_code, str(exc.detail), "invalid_request_error",
+                               headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error: %s", type(exc).__name__)
+        return wire.error_body(500, "internal server error", "server_error", "internal_error")
+
+    app.openapi = partial(_openapi, app, routes)  # type: ignore[method-assign]
     created = int(time.time())
 
     @app.get("/healthz", response_model=Health)
@@ -277,7 +383,7 @@ def fastapi_app(chat: ChatEndpoint, *, docs: bool, close_client: bool) -> FastAP
         try:
             return card(resolve_route(routes, model_id))
         except UnknownModel as exc:
-            return error_body(404, str(exc), "invalid_request_error", "model_not_found", "model")
+            return wire.error_body(404, str(exc), "invalid_request_error", "model_not_found", "model")
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=_COMMON)
     async def prometheus() -> PlainTextResponse:
@@ -303,32 +409,17 @@ _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _openai_errors(app: FastAPI) -> None:
-    """Every error the framework raises, as an OpenAI-style (scrubbed) body."""
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return invalid_body(exc.errors())
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_body(exc.status_code, str(exc.detail), "invalid_request_error",
-                          headers=dict(exc.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error: %s", type(exc).__name__)
-        return error_body(500, "internal server error", "server_error", "internal_error")
-
-
-def _openapi(app: FastAPI, names: list[str]) -> dict[str, Any]:
-    """The schema, with ``model`` narrowed to the names this server resolves."""
+def _openapi(app: FastAPI, routes: Mapping[str, Route]) -> dict[str, Any]:
+    """The schema, with ``model`` narrowed to the names this server resolves (ids, strategy
+    names, unique bare model names)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
+        names = {*routes, *(r.removeprefix(STRATEGY_PREFIX) for r in routes),
+                 *(r.partition(":")[2] for r in routes if ":" in r)}
         props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
-        props["model"]["enum"] = names
+        props["model"]["enum"] = sorted(n for n in names if find_route(routes, n) is not None)
         app.openapi_schema = schema
     return app.openapi_schema

@@ -21,11 +21,7 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 @dataclass
 class Served:
-    """One request while it is answered: what :meth:`Metrics.request` counts when it ends.
-
-    ``status`` starts at 499 (the client went away before any answer); the request path sets it
-    to the status actually sent, and a stream to the status it ended with.
-    """
+    """One request while it is answered; ``status`` stays 499 if the client leaves before any answer."""
 
     route: str = "unknown"
     status: int = 499
@@ -49,8 +45,7 @@ class Metrics:
 
     @contextmanager
     def request(self) -> Iterator[Served]:
-        """Count one request in flight while the block runs (its whole answer, streams included);
-        at the end, count it as done with its route, status and duration."""
+        """One request in flight while the block runs (streams included), then done."""
         served = Served()
         with self._lock:
             self.in_flight += 1
@@ -89,30 +84,27 @@ class Metrics:
 
     def render(self) -> str:
         with self._lock:
-            out: list[str] = []
-            out += ["# HELP ponder_requests_total Chat completion requests by served model and HTTP status.",
-                    "# TYPE ponder_requests_total counter"]
-            out += [f"ponder_requests_total{prom_labels(model=m, status=s)} {n}"
-                    for (m, s), n in sorted(self.requests.items())]
-            out += ["# HELP ponder_model_calls_total Upstream model calls by outcome (ok, cached, error).",
-                    "# TYPE ponder_model_calls_total counter"]
-            out += [f"ponder_model_calls_total{prom_labels(model=m, outcome=o)} {n}"
-                    for (m, o), n in sorted(self.calls.items())]
-            out += ["# HELP ponder_cost_usd_total Money spent upstream, by model.",
-                    "# TYPE ponder_cost_usd_total counter"]
-            out += [f"ponder_cost_usd_total{prom_labels(model=m)} {prom_number(c)}" for m, c in sorted(self.cost.items())]
-            out += ["# HELP ponder_cache_hits_total Answers served from the completion cache.",
-                    "# TYPE ponder_cache_hits_total counter", f"ponder_cache_hits_total {self.cache_hits}",
-                    "# HELP ponder_cache_saved_usd_total Money the cache hits saved.",
-                    "# TYPE ponder_cache_saved_usd_total counter",
-                    f"ponder_cache_saved_usd_total {prom_number(self.saved)}",
-                    "# HELP ponder_requests_in_flight Requests being answered now.",
-                    "# TYPE ponder_requests_in_flight gauge", f"ponder_requests_in_flight {self.in_flight}",
-                    "# HELP ponder_request_duration_seconds Time to answer a request (to the last byte).",
-                    "# TYPE ponder_request_duration_seconds histogram"]
-            out += [f"ponder_request_duration_seconds_bucket{prom_labels(le=prom_number(le))} {n}"
-                    for le, n in zip(BUCKETS, self.bucket_counts, strict=True)]
-            out += [f"ponder_request_duration_seconds_sum {prom_number(self.latency_sum)}",
-                    f"ponder_request_duration_seconds_count {self.latency_count}"]
-            out += gauge_lines()
-            return "\n".join(out) + "\n"
+            families = [  # (name, type, help, samples: what follows the name)
+                ("ponder_requests_total", "counter",
+                 "Chat completion requests by served model and HTTP status.",
+                 [f"{prom_labels(model=m, status=s)} {n}" for (m, s), n in sorted(self.requests.items())]),
+                ("ponder_model_calls_total", "counter",
+                 "Upstream model calls by outcome (ok, cached, error).",
+                 [f"{prom_labels(model=m, outcome=o)} {n}" for (m, o), n in sorted(self.calls.items())]),
+                ("ponder_cost_usd_total", "counter", "Money spent upstream, by model.",
+                 [f"{prom_labels(model=m)} {prom_number(c)}" for m, c in sorted(self.cost.items())]),
+                ("ponder_cache_hits_total", "counter", "Answers served from the completion cache.",
+                 [f" {self.cache_hits}"]),
+                ("ponder_cache_saved_usd_total", "counter", "Money the cache hits saved.",
+                 [f" {prom_number(self.saved)}"]),
+                ("ponder_requests_in_flight", "gauge", "Requests being answered now.",
+                 [f" {self.in_flight}"]),
+                ("ponder_request_duration_seconds", "histogram",
+                 "Time to answer a request (to the last byte).",
+                 [*(f"_bucket{prom_labels(le=prom_number(le))} {n}"
+                    for le, n in zip(BUCKETS, self.bucket_counts, strict=True)),
+                  f"_sum {prom_number(self.latency_sum)}", f"_count {self.latency_count}"]),
+            ]
+            out = [line for name, kind, text, samples in families for line in (
+                f"# HELP {name} {text}", f"# TYPE {name} {kind}", *(name + x for x in samples))]
+            return "\n".join([*out, *gauge_lines()]) + "\n"

@@ -6,13 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-
-def _integral(v: Any) -> Any:
-    """JSON has one number type: accept 64.0 where an integer is due (as JSON Schema does)."""
-    return int(v) if isinstance(v, float) and v.is_integer() else v
-
-
-_Integral = BeforeValidator(_integral)
+# JSON has one number type: accept 64.0 where an integer is due (as JSON Schema does)
+_Integral = BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
 
 
 class _Open(BaseModel):

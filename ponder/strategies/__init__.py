@@ -1,11 +1,6 @@
-"""Live strategies: one protocol for everything that answers requests through a Client.
-
-:class:`LiveStrategy` (``run``, ``arun``, ``astream``, ``models``, ``name``) is implemented by
-:class:`SingleModel` and :class:`FallbackChain` here, and by ``ponder.cascade.Cascade``,
-``ponder.routers`` live routers and route-then-cascade. The server serves any of them the same
-way. Falling through to the next model when one fails is :class:`FallThrough`, written once.
-(mypy checks that each of them implements the protocol at the end of ``ponder/routers/_live.py``,
-the one module above them all, so that this package imports none of them.)
+"""Live strategies: one protocol (:class:`LiveStrategy`) for everything that answers requests
+through a Client, so the server serves each the same way. (mypy checks the implementations at the
+end of ``ponder/routers/_live.py``, above them all, so that this package imports none of them.)
 """
 
 from ._fallthrough import FALLTHROUGH, FallbackChain, FallThrough, SingleModel, failed_attempt

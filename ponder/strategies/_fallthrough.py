@@ -1,20 +1,6 @@
-"""Falling through to the next model, written once; and the two simplest strategies.
-
-A request that goes down a list of models (a fallback chain, a cascade's rungs, a fallback chain
-streaming) keeps one :class:`FallThrough`. It is the one place that says which failures pass the
-request on (:data:`FALLTHROUGH`: any provider failure, or a model the provider does not know),
-how a failed model is recorded in the trace, and what the caller gets when every model failed
-(one :class:`~ponder.AllModelsFailed` naming each model and why). Which model comes next is the
-strategy's own business (a fallback chain: the next in its list; a cascade: ``decide()``).
-
-:class:`FallbackChain` tries its models in order (no scorer): a rung that fails (down, 429, 5xx,
-timeout, malformed reply) hands the request to the next, up to a stream's first byte. Strategy
-file::
-
-    {"format": "ponder-strategy", "version": 1, "kind": "fallback",
-     "models": ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"]}
-
-:class:`SingleModel` is always the same model.
+"""Falling through to the next model, written once (:class:`FallThrough`: which failures pass a
+request on, how they show in the trace, the error when all failed; which model comes next is the
+strategy's business); and the two simplest strategies, :class:`FallbackChain` and :class:`SingleModel`.
 """
 
 from __future__ import annotations
@@ -24,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._exceptions import AllModelsFailed, ConfigError, ProviderError, UnknownModel
 from .._types import Answer, Attempt, ChatRequest, Completion
-from ._protocol import Chosen, StreamEvent, stream_model
+from ._protocol import Chosen, StreamEvent, first_chosen, stream_model
 
 FALLTHROUGH = (ProviderError, UnknownModel)
+T = TypeVar("T")
 
 
 def _reason(exc: Exception) -> str:
@@ -46,12 +33,8 @@ def failed_attempt(model: str, exc: Exception, latency_s: float = 0.0) -> Attemp
 
 
 class FallThrough:
-    """One request's way down a list of models: the failures so far, and the calls that add to them.
-
-    ``call``/``acall`` return the model's Completion, or the exception when it falls through
-    (recorded here); ``astart`` does the same for a stream's first event. Anything else (a bug, a
-    cancelled request) propagates.
-    """
+    """One request's way down a list of models: each call returns the Completion (or the stream's
+    first event), or the exception that falls through, recorded here; anything else propagates."""
 
     def __init__(self) -> None:
         self.errors: list[tuple[str, Exception]] = []
@@ -69,15 +52,13 @@ class FallThrough:
         return await self.aattempt(model, lambda: client.acomplete(request, model=model))
 
     def attempt(self, model: str, complete: Callable[[], Completion]) -> Completion | Exception:
-        """``complete()`` (one model's answer, however it is asked for), or the failure that passes on."""
         started = time.perf_counter()
         try:
             return complete()
         except FALLTHROUGH as exc:
             return self._failed(model, exc, started)
 
-    async def aattempt(self, model: str, complete: Callable[[], Awaitable[Completion]]
-                       ) -> Completion | Exception:
+    async def aattempt(self, model: str, complete: Callable[[], Awaitable[T]]) -> T | Exception:
         started = time.perf_counter()
         try:
             return await complete()
@@ -85,15 +66,7 @@ class FallThrough:
             return self._failed(model, exc, started)
 
     async def astart(self, events: AsyncIterator[StreamEvent], model: str) -> Chosen | Exception:
-        """The stream's first event (its :class:`Chosen`), or the failure that passes it on."""
-        started = time.perf_counter()
-        try:
-            first = await anext(events)
-        except FALLTHROUGH as exc:
-            return self._failed(model, exc, started)
-        if not isinstance(first, Chosen):
-            raise TypeError(f"a live stream must start with Chosen, got {type(first).__name__}")
-        return first
+        return await self.aattempt(model, partial(first_chosen, events))
 
     def answer(self, model: str, completion: Completion, strategy: str) -> Answer:
         """The answer of the model that answered, after the failures before it."""
@@ -108,7 +81,7 @@ class FallThrough:
 
 
 class FallbackChain:
-    """Try ``models`` in order; the first one that answers wins. Failed rungs cost nothing."""
+    """Try ``models`` in order (up to a stream's first byte); the first one that answers wins."""
 
     kind = "fallback"
 
@@ -131,7 +104,6 @@ class FallbackChain:
         raise tries.all_failed()
 
     async def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
-        """Stream the first model that starts; a model that fails before its first byte passes on."""
         tries = FallThrough()
         for model in self.models:
             events = stream_model(client, request, model, partial(tries.answer, model, strategy=self.name))

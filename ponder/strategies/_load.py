@@ -1,14 +1,6 @@
-"""Strategy files: their ``format`` tag, how a table's model names go live, and loading one as a
-live strategy.
-
-Outcome tables name models bare (``gpt-4o-mini``); a strategy file's ``model_map`` maps them to
-the ``provider:model`` to call. Without an entry, a name containing ``:`` is used as is and a bare
-name ``m`` becomes ``replay:m`` (answered from the table itself).
-
-A strategy file is small JSON (at most :data:`MAX_STRATEGY_BYTES`, a regular file). The files it
-names (a router folder, a cascade JSON, scorer folders) are resolved relative to its own folder
-and must stay inside it: no absolute paths, no ``..``, no symlink leading out, unless the caller
-passes ``allow_outside=True`` (see :func:`resolve_reference`).
+"""Strategy files (small JSON), how a table's model names go live, and loading one as a live
+strategy. The files a strategy file names must stay inside its own folder unless the caller
+passes ``allow_outside=True``: a downloaded strategy must not read files it was not shipped with.
 """
 
 from __future__ import annotations
@@ -43,9 +35,7 @@ def live_spec(model: str, model_map: dict[str, str] | None = None) -> str:
 
 def live_model_map(models: Iterable[str], model_map: dict[str, str] | None = None,
                    config: Any = None) -> dict[str, str] | None:
-    """The ``model_map`` a strategy over ``models`` goes live with: ``model_map``'s entries, and
-    for a model it does not name, ``config``'s ``[models]`` alias of that very name (a config's
-    ``gpt4 = "openai:gpt-4o"`` sends the table's model ``gpt4`` there). None when both are empty."""
+    """``model_map``, over the ``config``'s ``[models]`` aliases of ``models``; None when empty."""
     aliases = getattr(config, "models", None) or {}
     out = {m: str(aliases[m]) for m in models if m in aliases}
     out.update(model_map or {})
@@ -68,11 +58,8 @@ def read_strategy_json(path: str | Path) -> dict[str, Any]:
 
 def resolve_reference(strategy_file: str | Path, value: Any, *, key: str,
                       allow_outside: bool = False) -> Path:
-    """The file a strategy file names under ``key``, relative to the strategy file's folder.
-
-    Unless ``allow_outside``, the reference must stay inside that folder: an absolute path, a
-    ``..`` part, or a path that resolves (through symlinks) outside it raises ConfigError.
-    """
+    """The file a strategy file names under ``key``, relative to its folder and (unless
+    ``allow_outside``) inside it, symlinks resolved."""
     strategy_file = Path(strategy_file)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"needs a string path in {key!r}", file=str(strategy_file), key=key)
@@ -92,11 +79,8 @@ def resolve_reference(strategy_file: str | Path, value: Any, *, key: str,
 
 
 def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrategy:
-    """Load a strategy file (JSON with ``"format": "ponder-strategy"``) as a live strategy.
-
-    Files it names must lie in its own folder unless ``allow_outside=True``; model files load
-    with bounded memory and never execute code, but only load strategies from sources you trust.
-    """
+    """Load a strategy file as a live strategy. Model files load with bounded memory and never
+    execute code, but only load strategies from sources you trust."""
     path = Path(path)
     data = read_strategy_json(path)
     if data.get("format") != STRATEGY_FORMAT:
@@ -120,14 +104,8 @@ def load_strategy(path: str | Path, *, allow_outside: bool = False) -> LiveStrat
 
 
 def resolve(strategy: Any, config: Any = None, *, allow_outside: bool = False) -> LiveStrategy:
-    """Whatever names a strategy, as a live strategy: the one resolution ``ponder ask``, ``run``,
-    ``serve`` and the server use.
-
-    ``strategy`` is a live object (anything with ``run`` or ``arun``, completed by
-    :func:`as_live`), a strategy file's path, the name of a ``[strategies.NAME]`` entry of
-    ``config`` (its path relative to the config file), a ``[models]`` alias, or a
-    ``provider:model`` spec (one model).
-    """
+    """A live object, a strategy file, a ``[strategies.NAME]`` entry of ``config``, a ``[models]``
+    alias or a ``provider:model`` spec, as a live strategy (for the CLI and the server alike)."""
     if not isinstance(strategy, (str, Path)):
         return as_live(strategy)
     path = Path(strategy)
@@ -142,9 +120,8 @@ def resolve(strategy: Any, config: Any = None, *, allow_outside: bool = False) -
 
 
 def _check_local_model(strategy_file: Path, model: str) -> None:
-    """A ``local:PATH`` model is a file the strategy names: the file the local provider would
-    open (PATH from the working directory, as the provider reads it) must lie in the strategy's
-    folder, the rule of every other reference. Built-in names (``local:smollm2``) are not files."""
+    """A ``local:PATH`` model is a file the strategy names (from the working directory, as the
+    provider opens it): the same rule holds. Built-in names (``local:smollm2``) are not files."""
     from ..local._provider import _DEFAULT_NAMES
 
     provider, _, name = model.partition(":")

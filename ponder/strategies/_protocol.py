@@ -1,19 +1,9 @@
 """The live-strategy protocol: what the server, ``ponder ask`` and ``ponder run`` call.
 
-A live strategy turns a chat request into an :class:`~ponder.Answer` by calling models through a
-:class:`~ponder.Client`: a single model, a fallback chain, a router, a cascade, route-then-cascade.
-Each offers ``run`` (sync), ``arun`` (async) and ``astream``, whose events come in this order:
-
-1. one :class:`Chosen`, before any text: the model whose text follows. A strategy yields it only
-   once it is committed (a fallback chain: once that model has sent its first item), so a failure
-   before it is an ordinary error with its own HTTP status, and one after it ends the stream.
-   A strategy that needs the whole answer before deciding (a cascade) answers first; its
-   ``Chosen`` then carries that answer, so the cost is known before the first byte.
-2. text deltas (``str``);
-3. the :class:`~ponder.Answer`, last.
-
-The helpers below write those events: :func:`stream_model` relays one model's stream, and
-:func:`answered` turns a finished answer into its events.
+``astream`` yields one :class:`Chosen` (the model whose text follows, yielded only once committed,
+so a failure before it is an ordinary error with its own HTTP status; a strategy that answers
+first, a cascade, puts the answer in it so the cost is known before the first byte), then text
+deltas (``str``), then the :class:`~ponder.Answer`.
 """
 
 from __future__ import annotations
@@ -53,9 +43,7 @@ class LiveStrategy(Protocol):
 
     async def arun(self, request: ChatRequest, client: Any) -> Answer: ...
 
-    def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]:
-        """:class:`Chosen`, text deltas, then the :class:`~ponder.Answer` (see the module doc)."""
-        ...
+    def astream(self, request: ChatRequest, client: Any) -> AsyncIterator[StreamEvent]: ...
 
 
 def answered(answer: Answer) -> tuple[StreamEvent, ...]:
@@ -66,29 +54,33 @@ def answered(answer: Answer) -> tuple[StreamEvent, ...]:
 
 async def stream_model(client: Any, request: ChatRequest, model: str,
                        to_answer: Callable[[Completion], Answer]) -> AsyncGenerator[StreamEvent, None]:
-    """Stream one model: :class:`Chosen` once its first item has arrived (a failure before that
-    propagates from the first ``anext``, before any byte), its deltas, then
-    ``to_answer(final completion)``. The upstream stream is closed however this one ends."""
+    """Stream one model: :class:`Chosen` once its first item has arrived, its deltas, then
+    ``to_answer(final completion)``; the upstream stream is closed however this one ends."""
     items = client.astream(request, model=model)
     completion: Completion | None = None
     try:
-        first = await anext(items)
+        item: str | Completion | None = await anext(items)
         yield Chosen(model)
-        item: str | Completion = first
-        while True:
+        while item is not None:
             if isinstance(item, Completion):
                 completion = item
             elif item:
                 yield item
-            try:
-                item = await anext(items)
-            except StopAsyncIteration:
-                break
+            item = await anext(items, None)
     finally:
         await aclose(items)
     if completion is None:
         raise ProviderError("stream ended without a final answer", provider=model)
     yield to_answer(completion)
+
+
+async def first_chosen(events: AsyncIterator[StreamEvent]) -> Chosen:
+    """A live stream's first event, which must be its :class:`Chosen`."""
+    first = await anext(events)
+    if not isinstance(first, Chosen):
+        await aclose(events)
+        raise TypeError(f"a live stream must start with Chosen, got {type(first).__name__}")
+    return first
 
 
 async def aclose(stream: Any) -> None:
@@ -99,9 +91,8 @@ async def aclose(stream: Any) -> None:
 
 
 def as_live(strategy: Any) -> LiveStrategy:
-    """``strategy`` as a full :class:`LiveStrategy`: itself when it has ``run``, ``arun`` and
-    ``astream``; otherwise wrapped, once (a strategy of your own may offer only ``run`` or only
-    ``arun``: it is then answered first and streamed whole). Anything else raises TypeError."""
+    """``strategy`` as a full :class:`LiveStrategy`: one with only ``run`` or ``arun`` is wrapped
+    (answered first, streamed whole)."""
     has = {m for m in ("run", "arun", "astream") if callable(getattr(strategy, m, None))}
     if has == {"run", "arun", "astream"}:
         return strategy  # type: ignore[no-any-return]

@@ -1,12 +1,15 @@
-"""Error bodies in OpenAI's shape (every one scrubbed), and the HTTP status of each ponder error."""
+"""OpenAI's wire format out: answers (one ``chat.completion`` body, or ``chat.completion.chunk``
+server-sent events) and error bodies (every one scrubbed), with the HTTP status of each ponder error."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from .._exceptions import (
@@ -22,15 +25,120 @@ from .._exceptions import (
     UnsupportedRequest,
 )
 from .._secrets import scrub
+from .._types import Answer, Choice, Completion
 from ._schemas import ChatCompletionRequest
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def _finish(reason: str | None) -> str:
+    return _FINISH.get(reason or "stop", reason or "stop")
+
+
+def _message(ch: Choice) -> dict[str, Any]:
+    """One answer as OpenAI's ``message``: ``content`` null on a turn that only calls tools."""
+    msg: dict[str, Any] = {"role": "assistant",
+                           "content": None if ch.tool_calls and not ch.content else ch.text,
+                           "refusal": ch.refusal}
+    if ch.tool_calls:
+        msg["tool_calls"] = list(ch.tool_calls)
+    return msg
+
+
+def ponder_info(answer: Answer) -> dict[str, Any]:
+    c = answer.completion
+    return {"model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached, "saved_usd": c.saved_usd,
+            "strategy": answer.strategy,
+            "trace": [a.model_dump(exclude={"response"}) for a in answer.trace]}
+
+
+def _usage(c: Completion) -> dict[str, Any]:
+    u = c.usage
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
+
+
+def answer_headers(answer: Answer) -> dict[str, str]:
+    return {"x-ponder-model": answer.completion.spec,
+            "x-ponder-cost-usd": format(answer.cost_usd, ".10g"),
+            "x-ponder-cached": "true" if answer.completion.cached else "false"}
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def completion_response(answer: Answer) -> Response:
+    """A ``chat.completion`` body, with the ``x-ponder-*`` headers."""
+    c = answer.completion
+    payload = {
+        "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
+        "model": c.spec,
+        "choices": [{"index": i, "message": _message(ch), "logprobs": ch.logprobs,
+                     "finish_reason": _finish(ch.finish_reason or c.finish_reason)}
+                    for i, ch in enumerate(c.answers())],
+        "usage": _usage(c), "ponder": ponder_info(answer),
+    }
+    return Response(_json(payload), media_type="application/json", headers=answer_headers(answer))
+
+
+class Chunks:
+    """The ``data:`` lines of one streamed answer (``chat.completion.chunk`` objects)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0,
+              logprobs: dict[str, Any] | None = None, **extra: Any) -> str:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return self.data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                          "model": self.model, "choices": [choice], **extra})
+
+    def rest(self, answer: Answer, include_usage: bool) -> Iterator[str]:
+        """After choice 0's text: tool calls, the other choices whole, each choice's finish (choice
+        0's last, with the ``ponder`` field), the usage when asked for, and ``[DONE]``."""
+        c = answer.completion
+        answers = c.answers()
+        for i, ch in enumerate(answers):
+            if i:
+                yield self.chunk({"role": "assistant", "content": ch.content if ch.content else
+                                  (None if ch.tool_calls else "")}, index=i)
+            if ch.tool_calls:
+                yield self.chunk({"tool_calls": [{"index": j, **call} for j, call in enumerate(ch.tool_calls)]},
+                                 index=i)
+            if ch.refusal is not None:
+                yield self.chunk({"refusal": ch.refusal}, index=i)
+        for i, ch in enumerate(answers[1:], start=1):
+            yield self.chunk({}, _finish(ch.finish_reason or c.finish_reason), index=i, logprobs=ch.logprobs)
+        yield self.chunk({}, _finish(answers[0].finish_reason or c.finish_reason),
+                         logprobs=answers[0].logprobs, ponder=ponder_info(answer))
+        if include_usage:
+            yield self.data({"id": self.id, "object": "chat.completion.chunk",
+                             "created": self.created, "model": self.model, "choices": [],
+                             "usage": _usage(c)})
+        yield "data: [DONE]\n\n"
+
+    @staticmethod
+    def data(obj: Any) -> str:
+        return "data: " + _json(obj) + "\n\n"
+
+
+def error_json(message: str, type_: str, code: str | None = None, param: str | None = None
+               ) -> dict[str, Any]:
+    """An OpenAI-style error. Every error the server sends passes here, so every one is scrubbed."""
+    return {"error": {"message": scrub(message), "type": type_,
+                      "param": scrub(param) if param else param, "code": code}}
 
 
 def error_body(status: int, message: str, type_: str, code: str | None = None,
                param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """An OpenAI-style error. Every error the app builds passes here, so every one is scrubbed."""
-    return JSONResponse({"error": {"message": scrub(message), "type": type_,
-                                   "param": scrub(param) if param else param, "code": code}},
-                        status_code=status, headers=headers)
+    return JSONResponse(error_json(message, type_, code, param), status_code=status, headers=headers)
 
 
 def too_many(what: str, count: int, limit: int) -> JSONResponse:
@@ -42,13 +150,8 @@ def too_many(what: str, count: int, limit: int) -> JSONResponse:
 
 def count_items(raw: bytes, limit: int) -> tuple[str, int] | None:
     """``(what, count)`` when a chat body holds more than ``limit`` messages or content parts in
-    all, else None (also when it is not JSON: validation says why).
-
-    Cheap on the common path: every message and content part is a JSON object, so a body with at
-    most ``limit + 1`` ``{`` (one is the body itself) is within the limit without parsing it.
-    Otherwise one plain ``json.loads`` (C, no models) counts exactly, so an over-long body is
-    refused before validation builds a model for each item.
-    """
+    all, else None. Each is a JSON object, so at most ``limit + 1`` ``{`` needs no parsing; else
+    a plain ``json.loads`` counts, before validation would build a model for each item."""
     if raw.count(b"{") <= limit + 1:
         return None
     try:
@@ -145,6 +248,6 @@ def parse_chat(raw: bytes, content_type: bytes, model: type[ChatCompletionReques
         return invalid_body(exc.errors(include_url=False, include_input=False))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An error for a log line: one line, scrubbed (a foreign exception's text may quote a key)."""
     return scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]
