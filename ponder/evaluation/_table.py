@@ -362,21 +362,16 @@ class OutcomeTable:
         self, *, test_fraction: float = 0.5, seed: int = 0, split_column: str | None = "split"
     ) -> tuple[OutcomeTable, OutcomeTable]:
         """Train/test split grouped by query: the ``split`` column if present, else seeded."""
+        n = len(self.query_ids)
         if split_column and split_column in self.df.columns:
-            per_q = self.df.drop_duplicates("query_id").set_index("query_id")[split_column]
-            labels = per_q.astype(str).str.lower()
-            train_ids = [q for q in self.query_ids if labels[q] == "train"]
-            test_ids = [q for q in self.query_ids if labels[q] == "test"]
+            labels = [v.lower() for v in self._per_query(split_column)]
         else:
             if not 0.0 < test_fraction < 1.0:
                 raise DataError(f"test fraction must be in (0, 1), got {test_fraction}")
-            rng = np.random.default_rng(seed)
-            ids = np.array(self.query_ids, dtype=object)
-            perm = rng.permutation(len(ids))
-            n_test = int(round(len(ids) * test_fraction))
-            test_set = set(ids[perm[:n_test]])
-            train_ids = [q for q in self.query_ids if q not in test_set]
-            test_ids = [q for q in self.query_ids if q in test_set]
+            test_set = set(np.random.default_rng(seed).permutation(n)[: int(round(n * test_fraction))])
+            labels = ["test" if i in test_set else "train" for i in range(n)]
+        train_ids = [q for q, s in zip(self.query_ids, labels, strict=True) if s == "train"]
+        test_ids = [q for q, s in zip(self.query_ids, labels, strict=True) if s == "test"]
         if not train_ids or not test_ids:
             raise DataError(
                 f"split leaves {len(train_ids)} train and {len(test_ids)} test queries; need both",

@@ -48,18 +48,11 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
        model and any verification signals in ``X``; the linear learner has a shared and a
        per-model copy of each column, so agreement can weigh more for one model.
 
-    Parameters
-    ----------
-    learner : "logistic" | "hgb" (the combiner)
-    calibration : "sigmoid" (Platt) | "isotonic" | None, fitted on out-of-fold decisions
-    C : inverse regularisation of the combiner (logistic); the text heads use ``text_C``
-    text : "tfidf" | "embed" | "none": how the query is featurised in the text heads
-    response_text : add the response's TF-IDF to the text heads
-    max_features : TF-IDF vocabulary size for queries (responses get a quarter)
-    cv : folds for the out-of-fold text log-odds and the calibration
-    accept_at : a score ≥ this counts as acceptable when ``y`` is fractional
-    signals : use the verification signals ``X`` carries (``signals_`` lists those found in fit;
-        False ignores them)
+    Parameters: ``learner`` "logistic" | "hgb"; ``calibration`` "sigmoid" | "isotonic" | None (on
+    out-of-fold decisions); ``C``/``text_C`` inverse regularisation of combiner/text heads; ``text``
+    "tfidf" | "embed" | "none" (the query's features); ``response_text`` adds the response's TF-IDF;
+    ``max_features`` the query vocabulary (responses: a quarter); ``cv`` folds; ``accept_at`` the
+    acceptable threshold of a fractional ``y``; ``signals`` use X's (``signals_``: those in fit).
     """
 
     def __init__(

@@ -60,16 +60,11 @@ def frame_signals(X: pd.DataFrame) -> np.ndarray:
     return signal_rows(*(X[c].tolist() if c in X.columns else none for c in SIGNAL_COLUMNS))
 
 
-def records_signals(table: OutcomeTable) -> bool:
-    """Whether the table has any of the signal columns ``ponder collect`` records."""
-    return any(c in table.df.columns for c in SIGNAL_COLUMNS)
-
-
 def table_signals(table: OutcomeTable) -> np.ndarray:
     """(Q, M, S) signals of every answer in an outcome table, for ``AnswerScorer.score_grid``."""
     S, LM, LN = table.samples, table.logprob_mean, table.logprob_min
     nq, nm = S.shape
-    if not records_signals(table):
+    if not any(c in table.df.columns for c in SIGNAL_COLUMNS):
         return np.full((nq, nm, len(SIGNAL_NAMES)), np.nan)
     flat = signal_rows(list(S.ravel()), list(LM.ravel()), list(LN.ravel()))
     return flat.reshape(nq, nm, len(SIGNAL_NAMES))
@@ -77,7 +72,7 @@ def table_signals(table: OutcomeTable) -> np.ndarray:
 
 def signal_columns(table: OutcomeTable, q: ArrayLike, m: ArrayLike) -> dict[str, list[Any]]:
     """The raw signal columns of the answers at ``(q[i], m[i])``, to add to a scorer frame."""
-    if not records_signals(table):
+    if not any(c in table.df.columns for c in SIGNAL_COLUMNS):
         return {}
     qi, mi = np.asarray(q, dtype=np.int64), np.asarray(m, dtype=np.int64)
     return {"samples": [list(v) for v in table.samples[qi, mi]],
