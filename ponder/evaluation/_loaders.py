@@ -19,10 +19,8 @@ from .._exceptions import DataError
 from .._jsonl import iter_jsonl
 from ._table import REQUIRED, OutcomeTable, shown
 
-# ---- RouteLLM prices ---------------------------------------------------------------------------
-# RouteLLM publishes correctness only. Its paper (Ong et al. 2024, §5) prices GPT-4 at about $24.7
-# and Mixtral-8x7B at about $0.24 per million tokens (blended input/output). Costs from these
-# loaders are therefore estimates: blended price × (characters / 4) tokens.
+# RouteLLM publishes correctness only; costs are estimates at its paper's blended prices (Ong et
+# al. 2024, §5) × (characters / 4) tokens.
 ROUTELLM_PRICES_PER_MTOK = {
     "gpt-4-1106-preview": 24.7,
     "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.24,

@@ -93,9 +93,8 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 
 NOT_GRADED = "not graded: run `ponder grade` on it first"
 
-# The largest cost one row (one answer) may have. Far above any real price, so it only refuses data
-# errors; and low enough that no sum, mean or bootstrap over a table can overflow to ``inf``
-# (which would break every figure after it): a bound at load covers every later computation.
+# One answer's largest cost: far above any real price, yet low enough that no sum, mean or
+# bootstrap over a table can overflow to ``inf``, so a bound at load covers every later figure.
 MAX_COST_USD = 1e12
 
 
@@ -124,11 +123,8 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
         bad(df[col].str.len() == 0, col, "is empty")
     for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, MAX_COST_USD)):
         num = pd.to_numeric(df[col], errors="coerce")
-        if col == "score" and df[col].isna().all() and len(df):
-            if graded:
-                raise DataError(f"every score is empty: {NOT_GRADED}", file=source, column="score")
-            df[col] = num.to_numpy(dtype=float)
-            continue
+        if col == "score" and graded and df[col].isna().all() and len(df):
+            raise DataError(f"every score is empty: {NOT_GRADED}", file=source, column="score")
         if col == "score" and graded:
             bad(df[col].isna(), col, f"is empty: {NOT_GRADED} (or leave such rows out: "
                                      "`ponder eval --drop-ungraded`)")

@@ -138,9 +138,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         elif self.text == "embed":
             self.query_features_ = SentenceEmbedder()
         if self.response_text:
-            # Document frequency counts *queries*, not rows: a token that only occurs in the
-            # answers to one query (its correct number, its function name) is shared by the
-            # models that got it right and would leak the label into the vocabulary.
+            # Document frequency counts *queries*: a token only in one query's answers (its
+            # correct number) is shared by the models that got it right and would leak the label.
             per_query: dict[str, list[str]] = {}
             for i in first:
                 per_query.setdefault(str(groups[i]), []).append(responses[i])
@@ -228,8 +227,7 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         own = model_index(self.models_, models)
         s1 = np.zeros((nq, nm))
         s2 = np.full((nq, nm, nm), np.nan)
-        # A block of queries at a time: every row is scored alone, so the blocks change no
-        # number, and the combiner's input stays near (block · M) rows instead of (Q · M).
+        # Blocks of queries (rows are scored alone, so no number changes) bound the combiner's input.
         for lo in range(0, nq, self._grid_block):
             at = slice(lo, min(nq, lo + self._grid_block))
             self._score_block(queries[at], responses[at], own, agree[at],
