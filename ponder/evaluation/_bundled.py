@@ -1,13 +1,5 @@
-"""Outcome tables shipped inside the package, so ``ponder eval`` works offline out of the box.
-
-Only Apache-2.0 sources are bundled (attribution in ``ponder/NOTICE``); RouterBench is never
-shipped. Each table is a zstd-compressed Parquet file in ``ponder/data/`` listed in
-``ponder/data/datasets.json`` with its SHA-256, checked on load.
-
-Rebuild from the raw public files with::
-
-    python -m ponder.evaluation._bundled /path/to/shared/data
-"""
+"""Apache-2.0 outcome tables shipped in ``ponder/data/`` (SHA-256 checked on load), so ``ponder
+eval`` works offline. Rebuild: ``python -m ponder.evaluation._bundled /path/to/shared/data``."""
 
 from __future__ import annotations
 
@@ -112,8 +104,7 @@ def load_bundled(name: str) -> OutcomeTable:
 
 
 def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTable:
-    """A bundled dataset by name, or any supported file/folder by path (format sniffed);
-    ``graded=False`` accepts an outcome table with empty scores (see ``OutcomeTable.graded_only``)."""
+    """A bundled dataset by name, or any supported file/folder by path (see ``load_path``)."""
     key = str(name_or_path)
     if not isinstance(name_or_path, Path) and key in _index():
         return load_bundled(key)
@@ -126,7 +117,7 @@ def load_dataset(name_or_path: str | Path, *, graded: bool = True) -> OutcomeTab
 
 
 def export_dataset(name: str, out: str | Path) -> Path:
-    """Write a dataset as an outcome table; the format follows the suffix (.csv/.jsonl/.parquet)."""
+    """Write a dataset as an outcome table in the format its suffix says."""
     table_format(Path(out))  # an unknown format fails before the dataset is read
     return write_table(load_dataset(name).df, out)
 

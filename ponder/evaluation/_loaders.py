@@ -1,9 +1,5 @@
-"""Loaders: public per-query outcome formats (RouterBench's wide CSV, RouteLLM's evaluations,
-FrugalGPT / LLMDrift generation caches, RouterArena's cached results) → :class:`OutcomeTable`.
-
-Each keeps the source's own notion of correctness where it has one and documents where a figure
-is derived (scoring rules, RouteLLM's token-count cost estimates); errors name file, row, column.
-"""
+"""Public per-query outcome formats → :class:`OutcomeTable`, keeping each source's own notion of
+correctness where it has one; derived figures (scores, RouteLLM's costs) are documented."""
 
 from __future__ import annotations
 
@@ -23,10 +19,8 @@ from .._exceptions import DataError
 from .._jsonl import iter_jsonl
 from ._table import REQUIRED, OutcomeTable, shown
 
-# ---- RouteLLM prices ---------------------------------------------------------------------------
-# RouteLLM publishes correctness only. Its paper (Ong et al. 2024, §5) prices GPT-4 at about $24.7
-# and Mixtral-8x7B at about $0.24 per million tokens (blended input/output). Costs from these
-# loaders are therefore estimates: blended price × (characters / 4) tokens.
+# RouteLLM publishes correctness only; costs are estimates at its paper's blended prices (Ong et
+# al. 2024, §5) × (characters / 4) tokens.
 ROUTELLM_PRICES_PER_MTOK = {
     "gpt-4-1106-preview": 24.7,
     "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.24,
@@ -57,14 +51,18 @@ def _need(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
             raise DataError("missing column", file=str(path), column=c)
 
 
-def _bool_scores(col: pd.Series, path: Path, column: str, *, row_offset: int = 2) -> np.ndarray:
-    """True/False/1/0 → 1.0/0.0; anything else names the CSV line (header is line 1)."""
+def _refuse(bad: Any, path: Path, column: str, reason: str, values: pd.Series | None = None) -> None:
+    """Name the first ``bad`` CSV line (the header is line 1) and, given ``values``, its cell."""
+    idx = np.flatnonzero(np.asarray(bad))
+    if idx.size:
+        got = "" if values is None else f", got {shown(values.iloc[idx[0]])}"
+        raise DataError(reason + got, file=str(path), row=int(idx[0]) + 2, column=column)
+
+
+def _bool_scores(col: pd.Series, path: Path, column: str) -> np.ndarray:
     mapping = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0}
     vals = col.astype(str).str.strip().str.lower().map(mapping)
-    bad = np.flatnonzero(vals.isna().to_numpy())
-    if bad.size:
-        raise DataError(f"expected True/False, got {shown(col.iloc[bad[0]])}", file=str(path),
-                        row=int(bad[0]) + row_offset, column=column)
+    _refuse(vals.isna(), path, column, "expected True/False", col)
     return np.asarray(vals, dtype=float)
 
 
@@ -90,7 +88,6 @@ def _price(model: str, prices: dict[str, float] | None, path: Path) -> float:
 
 # ---- RouterBench -------------------------------------------------------------------------------
 def _literal_list(text: str) -> list[Any] | None:
-    """A cell holding a stringified Python list (RouterBench's), else None."""
     if not text.startswith("["):
         return None
     try:
@@ -118,14 +115,9 @@ def _routerbench_response(raw: Any) -> str:
 
 
 def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTable:
-    """RouterBench's wide CSV (e.g. the 0-shot pickle exported to CSV, or RouterDC's cut).
-
-    Columns: ``sample_id``, ``prompt``, ``eval_name``; per model ``<model>`` (correctness 0/1),
-    ``<model>|total_cost`` and optionally ``<model>|model_response``; optional split column
-    ``routerdc_split`` or ``split``. Rows sharing a sample id are merged (RouterBench splits a few
-    ``arc-challenge.val.*`` samples over two rows); rows with no correctness at all are dropped.
-    RouterBench's licence is unclear: ponder never ships it, it only reads your copy.
-    """
+    """RouterBench's wide CSV (``sample_id``, ``prompt``, ``eval_name``, ``<model>`` correctness,
+    ``<model>|total_cost``, ``<model>|model_response``, ``split``/``routerdc_split``); rows with no
+    correctness are dropped. Its licence is unclear: ponder never ships it, only reads your copy."""
     path = Path(path)
     df = _read_csv(path, dtype={"sample_id": str}, keep_default_na=True)
     _need(df, ("sample_id", "prompt"), path)
@@ -136,12 +128,8 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
     _need(df, models, path)
     scores = df[models].apply(pd.to_numeric, errors="coerce")
     for m in models:
-        raw_bad = scores[m].isna() & df[m].notna()
-        out_of_range = (scores[m] < 0) | (scores[m] > 1)
-        bad = np.flatnonzero((raw_bad | out_of_range).to_numpy())
-        if bad.size:
-            raise DataError(f"correctness must be a number in [0, 1], got {shown(df[m].iloc[bad[0]])}",
-                            file=str(path), row=int(bad[0]) + 2, column=m)
+        _refuse((scores[m].isna() & df[m].notna()) | (scores[m] < 0) | (scores[m] > 1), path, m,
+                "correctness must be a number in [0, 1]", df[m])
     if df["sample_id"].duplicated().any():
         # RouterBench repeats a few sample ids with the models split across the rows (10 + 1):
         # merge them, first non-empty value per column.
@@ -153,18 +141,14 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
     frames = []
     for m in models:
         sub = keep & scores[m].notna()
-        cost = pd.to_numeric(df.loc[sub, f"{m}|total_cost"], errors="coerce")
-        bad = np.flatnonzero(cost.isna().to_numpy() | (cost < 0).to_numpy())
-        if bad.size:
-            row = int(np.flatnonzero(sub.to_numpy())[bad[0]]) + 2
-            raise DataError("cost must be a number >= 0", file=str(path), row=row,
-                            column=f"{m}|total_cost")
+        cost = pd.to_numeric(df[f"{m}|total_cost"], errors="coerce")
+        _refuse(sub & (cost.isna() | (cost < 0)), path, f"{m}|total_cost", "cost must be a number >= 0")
         f = pd.DataFrame({
             "query_id": df.loc[sub, "sample_id"].astype(str),
             "query": df.loc[sub, "prompt"].map(_routerbench_prompt),
             "model": m,
             "score": scores.loc[sub, m].astype(float),
-            "cost_usd": cost.astype(float),
+            "cost_usd": cost[sub].astype(float),
         })
         resp = f"{m}|model_response"
         if resp in df.columns:
@@ -182,11 +166,8 @@ def load_routerbench(path: str | Path, *, name: str | None = None) -> OutcomeTab
 def load_routellm_mmlu(path: str | Path, *, contaminated: str | Path | None = None,
                        prices: dict[str, float] | None = None, name: str | None = None
                        ) -> OutcomeTable:
-    """RouteLLM's MMLU correctness CSV(s): ``[subject,] prompt, <model>...`` booleans.
-
-    Costs are estimates (see ``ROUTELLM_PRICES_PER_MTOK``): the prompt's tokens plus one answer
-    token. Contaminated prompts are dropped as RouteLLM does.
-    """
+    """RouteLLM's MMLU CSV(s), ``[subject,] prompt, <model>...`` booleans; cost estimated from the
+    prompt plus one answer token (see ``ROUTELLM_PRICES_PER_MTOK``); contaminated prompts dropped."""
     path, df, keep = _routellm_csv(path, contaminated, "mmlu")
     models = [c for c in df.columns if c not in ("subject", "prompt")]
     if not models:
@@ -203,10 +184,8 @@ def load_routellm_mmlu(path: str | Path, *, contaminated: str | Path | None = No
 def load_routellm_gsm8k(path: str | Path, *, contaminated: str | Path | None = None,
                         prices: dict[str, float] | None = None, name: str | None = None
                         ) -> OutcomeTable:
-    """RouteLLM's ``gsm8k_responses.csv``: ``prompt, <model> (bool), <model>_response``.
-
-    Correctness is RouteLLM's own grading. Costs are estimates from the prompt and the response.
-    """
+    """RouteLLM's ``gsm8k_responses.csv`` (``prompt, <model> (bool), <model>_response``), graded by
+    RouteLLM; costs estimated from the prompt and the response."""
     path, df, keep = _routellm_csv(path, contaminated, "gsm8k")
     models = [c for c in df.columns if c != "prompt" and not c.endswith("_response")]
     ids = [f"gsm8k/{i}" for i in range(len(df))]
@@ -222,7 +201,6 @@ def load_routellm_gsm8k(path: str | Path, *, contaminated: str | Path | None = N
 
 def _routellm_csv(path: str | Path, contaminated: str | Path | None, stem: str
                   ) -> tuple[Path, pd.DataFrame, np.ndarray]:
-    """A RouteLLM correctness CSV, and which rows stay (its contaminated prompts dropped)."""
     path = Path(path)
     df = _read_csv(path, keep_default_na=False)
     _need(df, ("prompt",), path)
@@ -231,7 +209,6 @@ def _routellm_csv(path: str | Path, contaminated: str | Path | None, stem: str
 
 def _routellm_frame(df: pd.DataFrame, path: Path, model: str, ids: list[str], tokens: list[int],
                     prices: dict[str, float] | None, **extra: Any) -> pd.DataFrame:
-    """One model's rows: RouteLLM's correctness, and the cost of ``tokens`` at its price."""
     price = _price(model, prices, path)
     return pd.DataFrame({"query_id": ids, "query": df["prompt"], "model": model,
                          "score": _bool_scores(df[model], path, model),
@@ -242,21 +219,15 @@ def load_routellm_mtbench(judgements: str | Path, *, questions: str | Path | Non
                           contaminated: str | Path | None = None,
                           prices: dict[str, float] | None = None, name: str | None = None
                           ) -> OutcomeTable:
-    """FastChat single-grade MT-Bench judgments: score = mean over turns of (judge score / 10).
-
-    The query is the first turn (RouteLLM routes on it). ``questions`` (``question.jsonl``, found
-    next to the judgments when not given) supplies turns and categories. The cost estimate counts
-    the longest judge prompt per (question, model), which holds the whole conversation.
-    """
+    """FastChat single-grade MT-Bench judgments: score = mean over turns of judge score / 10; the
+    query is the first turn (RouteLLM routes on it), from ``questions`` (found next to the
+    judgments if not given); cost counts the longest judge prompt, which holds the conversation."""
     path = Path(judgements)
     rows = _read_jsonl(path)
     qpath = Path(questions) if questions else next(
         (path.with_name(c) for c in ("mt_bench_question.jsonl", "question.jsonl")
          if path.with_name(c).exists()), None)
-    qinfo: dict[str, dict[str, Any]] = {}
-    if qpath is not None:
-        for r in _read_jsonl(qpath):
-            qinfo[str(r.get("question_id"))] = r
+    qinfo = {str(r.get("question_id")): r for r in (_read_jsonl(qpath) if qpath else [])}
     drop = _contaminated(path, contaminated, "mt_bench")
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
@@ -311,7 +282,6 @@ def score_boxed(answer: str, reference: str) -> float:
 
 
 def score_exact(answer: str, reference: str) -> float:
-    """Whitespace/case-insensitive equality."""
     return float(_norm(answer) == _norm(reference))
 
 
@@ -341,37 +311,25 @@ def _col(df: pd.DataFrame, key: str, path: Path) -> str:
 
 def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str], float] = "auto",
                           name: str | None = None) -> OutcomeTable:
-    """A FrugalGPT/LLMDrift generation cache: one row per (query, model) generation.
-
-    Columns (first found wins): id, model, query, answer/completion, ref_answer, cost, and
-    optionally latency, answer_token, dataset. ``scoring`` is a rule name (``prime``, ``boxed``,
-    ``exact``), a callable ``(answer, reference) -> [0, 1]``, or ``auto``: ``prime`` for the PRIME
-    dataset, ``boxed`` when answers use ``\\boxed{}``, else ``exact``.
-    """
+    """A FrugalGPT/LLMDrift generation cache, one row per generation (columns: see ``_ALIASES``,
+    and optionally latency, answer_token, dataset). ``scoring``: a rule name, a callable ``(answer,
+    reference) -> [0, 1]``, or ``auto``: ``prime`` for PRIME, ``boxed`` for ``\\boxed{}`` answers,
+    else ``exact``."""
     path = Path(path)
     df = _read_csv(path, keep_default_na=False)
     c_id, c_model, c_query = (_col(df, k, path) for k in ("query_id", "model", "query"))
     c_ans, c_ref, c_cost = (_col(df, k, path) for k in ("answer", "reference", "cost"))
-    if callable(scoring):
-        rule = scoring
-    elif scoring == "auto":
+    if scoring == "auto":
         ds = set(df["dataset"].astype(str).str.lower()) if "dataset" in df.columns else set()
-        if "prime" in ds or "prime" in path.name.lower():
-            rule = score_prime
-        elif df[c_ans].astype(str).str.contains("\\boxed", regex=False).any():
-            rule = score_boxed
-        else:
-            rule = score_exact
-    elif scoring in SCORING_RULES:
-        rule = SCORING_RULES[scoring]
-    else:
+        scoring = ("prime" if "prime" in ds or "prime" in path.name.lower()
+                   else "boxed" if df[c_ans].astype(str).str.contains("\\boxed", regex=False).any()
+                   else "exact")
+    if not callable(scoring) and scoring not in SCORING_RULES:
         raise DataError(f"unknown scoring rule {scoring!r}; use {', '.join(SCORING_RULES)}",
                         file=str(path))
+    rule = scoring if callable(scoring) else SCORING_RULES[scoring]
     cost = pd.to_numeric(df[c_cost], errors="coerce")
-    bad = np.flatnonzero(cost.isna().to_numpy() | (cost < 0).to_numpy())
-    if bad.size:
-        raise DataError(f"cost must be a number >= 0, got {shown(df[c_cost].iloc[bad[0]])}",
-                        file=str(path), row=int(bad[0]) + 2, column=c_cost)
+    _refuse(cost.isna() | (cost < 0), path, c_cost, "cost must be a number >= 0", df[c_cost])
     model = df[c_model].astype(str).str.split("/").str[-1]  # openaichat/gpt-4-0314 → gpt-4-0314
     prefix = df["dataset"].astype(str) + "/" if "dataset" in df.columns else ""
     out = pd.DataFrame({
@@ -382,10 +340,9 @@ def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str
         "cost_usd": cost.astype(float),
         "response": df[c_ans].astype(str),
     })
-    if "answer_token" in df.columns:
-        out["output_tokens"] = pd.to_numeric(df["answer_token"], errors="coerce")
-    if "latency" in df.columns:
-        out["latency_s"] = pd.to_numeric(df["latency"], errors="coerce")
+    for src, col in (("answer_token", "output_tokens"), ("latency", "latency_s")):
+        if src in df.columns:
+            out[col] = pd.to_numeric(df[src], errors="coerce")
     if "dataset" in df.columns:
         out["task"] = df["dataset"].astype(str)
     return OutcomeTable.read(out, name=name or path.stem)
@@ -394,11 +351,8 @@ def load_generation_cache(path: str | Path, *, scoring: str | Callable[[str, str
 # ---- RouterArena -------------------------------------------------------------------------------
 def load_routerarena(paths: str | Path | Iterable[str | Path], *, name: str | None = None
                      ) -> OutcomeTable:
-    """RouterArena's ``cached_results/<model>.jsonl`` files (a folder or a list of files).
-
-    Score and USD cost come from each record's ``evaluation_result`` (RouterArena's own metric per
-    source benchmark); failed calls (``success`` false or no evaluation) are skipped.
-    """
+    """RouterArena's ``cached_results/<model>.jsonl`` files (a folder or a list): score and USD cost
+    from each record's ``evaluation_result``; failed calls (no evaluation) are skipped."""
     if isinstance(paths, (str, Path)):
         p = Path(paths)
         files = sorted(p.glob("*.jsonl")) + sorted(p.glob("*.jsonl.gz")) if p.is_dir() else [p]
@@ -438,9 +392,7 @@ def load_routerarena(paths: str | Path | Iterable[str | Path], *, name: str | No
 
 # ---- format sniffing ---------------------------------------------------------------------------
 def load_path(path: str | Path, *, graded: bool = True) -> OutcomeTable:
-    """Read any supported file: an outcome table, or one of the public formats above.
-
-    ``graded=False`` lets an outcome table hold rows whose score is still empty."""
+    """Any supported file, format sniffed; ``graded=False`` lets an outcome table have empty scores."""
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", file=str(p))

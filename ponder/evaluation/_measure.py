@@ -1,6 +1,4 @@
-"""Measuring the test curves: each curve's metrics and headline point, the report's dict (with
-per-task figures), and bootstrap intervals over resampled test queries.
-"""
+"""The test curves' metrics and headline points, the report's dict and its bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -37,9 +35,8 @@ def _versions() -> dict[str, str]:
 
 
 def _infer_strong_share(curve: Curve, test: OutcomeTable, strong: int) -> np.ndarray:
-    """Share of queries whose realised cost includes the strong model's call (``cost >= strong
-    cost``: a router pays exactly it, a cascade on top of cheaper calls); a strategy can state it
-    exactly in ``OperatingPoint.extra["strong_share"]``."""
+    """Share of queries whose cost includes the strong model's call (``cost >= strong cost``),
+    where a strategy does not state it in ``OperatingPoint.extra["strong_share"]``."""
     sc = test.costs[:, strong]
     ok = np.isfinite(sc) & (sc > 0)
     hit = (np.asarray(curve.cost) >= sc[None, :] * (1 - 1e-9)) & ok[None, :]
@@ -100,13 +97,9 @@ def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: 
         mc, mq = c.mean_cost, c.mean_quality
         metrics = _metrics_for(mc, mq, c.strong_share, best_q=best_q, best_c=best_c, c_min=c_min,
                                c_max=c_max, oracle_q=oracle_q, weak_q=weak_q, strong_q=strong_q)
-        order = np.argsort(mc, kind="stable")
-        pts = []
-        for i in order:
-            pt: dict[str, Any] = {"cost_usd": mc[i], "quality": mq[i], "setting": c.settings[i]}
-            if c.strong_share is not None:
-                pt["strong_share"] = c.strong_share[i]
-            pts.append(pt)
+        pts = [{"cost_usd": mc[i], "quality": mq[i], "setting": c.settings[i],
+                **({} if c.strong_share is None else {"strong_share": c.strong_share[i]})}
+               for i in np.argsort(mc, kind="stable")]
         h = _headline_point(c, metrics, best_q, best_c)
         headline_idx[c.name] = h
         strategies.append({"name": c.name, "kind": c.kind, "curve": pts, **metrics,
@@ -123,7 +116,6 @@ def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: 
               for i in front if ok[i]]
 
     present = test.present
-    n_missing_cells = int((~present).sum())
     models = [{"model": m, "quality": base.quality[i], "cost_usd": base.cost[i],
                "n_queries": int(base.n_queries[i]),
                "oracle_pick_share": float(np.mean(base.oracle_choice == i))}
@@ -140,7 +132,7 @@ def _assemble(tbl: OutcomeTable, train: OutcomeTable, test: OutcomeTable, base: 
         "n_test_queries": len(test.query_ids),
         "split": split,
         "missing": {"n_incomplete_test_queries": int((~present.all(axis=1)).sum()),
-                    "n_missing_test_cells": n_missing_cells,
+                    "n_missing_test_cells": int((~present).sum()),
                     "n_incomplete_queries_all": tbl.n_incomplete_queries},
         "best_model": {"model": base.models[b], "quality": best_q, "cost_usd": best_c},
         "cheapest_model": {"model": base.models[base.cheapest],
@@ -168,8 +160,7 @@ def task_point(cost: Rows, quality: Rows, k: int, sel: np.ndarray) -> dict[str, 
 
 
 def _per_task(test: OutcomeTable, base: Baselines, oracle: Curve, h: int) -> list[dict[str, Any]]:
-    """Each task's models and oracle, and the oracle curve at its headline point ``h``; the
-    strategies join at their deployed point (``_evaluator._attach_deployed``)."""
+    """Each task's models and oracle curve at its headline point ``h`` (strategies join later)."""
     tasks = np.asarray(test.tasks, dtype=object)
     out = []
     scores, costs, present = test.scores, test.costs, test.present

@@ -1,15 +1,6 @@
-"""Cost-quality metrics on curves of (mean cost per query, mean quality) points.
-
-Every function here is pure and works on small arrays: a curve is one strategy's operating points,
-in any order. The definitions follow the papers they come from, so figures are comparable:
-
-- ``cost_ratio_at_best_quality``: FrugalGPT's "cost saving" figure, as a ratio (0.2 = 80% saved).
-- ``auc``: RouterBench's AIQ, the area under the non-decreasing convex hull of the curve,
-  normalised by the cost range ``[c_min, c_max]`` (the cheapest and dearest single models).
-- ``apgr`` and ``cpt``: RouteLLM's average performance gap recovered and call-performance threshold,
-  on the x axis "share of calls that went to the strong model", exactly as
-  ``routellm/evals/evaluate.py`` computes them (trapezoid rule, ``np.interp``).
-"""
+"""Cost-quality metrics on a strategy's (mean cost, mean quality) points, in any order, defined as
+in their papers so figures compare: FrugalGPT's cost saving (as a ratio), RouterBench's AIQ
+(``auc``), RouteLLM's APGR and CPT (as ``routellm/evals/evaluate.py`` computes them)."""
 
 from __future__ import annotations
 
@@ -43,11 +34,8 @@ def pareto_front(costs: np.ndarray, qualities: np.ndarray) -> np.ndarray:
 
 
 def nondecreasing_hull(costs: np.ndarray, qualities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The upper concave hull of the points, cut where it stops rising (RouterBench's NDCH).
-
-    Mixing two operating points at random reaches any point on the segment between them, so the
-    hull is what a strategy can actually achieve; spending more never has to lower quality.
-    """
+    """The upper concave hull, cut where it stops rising (RouterBench's NDCH): mixing two points at
+    random reaches the segment between them, so the hull is what a strategy can achieve."""
     idx = pareto_front(costs, qualities)
     xs = np.asarray(costs, dtype=float)[idx]
     ys = np.asarray(qualities, dtype=float)[idx]
@@ -65,11 +53,8 @@ def nondecreasing_hull(costs: np.ndarray, qualities: np.ndarray) -> tuple[np.nda
 
 
 def auc(costs: np.ndarray, qualities: np.ndarray, c_min: float, c_max: float) -> float:
-    """RouterBench's AIQ: mean of the hull's quality over the cost range ``[c_min, c_max]``.
-
-    Below the strategy's cheapest point it achieves nothing (0); beyond its dearest point it stays
-    flat. With ``c_max == c_min`` this is the hull's quality at that cost.
-    """
+    """RouterBench's AIQ: mean hull quality over ``[c_min, c_max]`` (0 below the cheapest point,
+    flat beyond the dearest)."""
     hx, hy = nondecreasing_hull(costs, qualities)
     if len(hx) == 0:
         return 0.0
@@ -86,10 +71,8 @@ def auc(costs: np.ndarray, qualities: np.ndarray, c_min: float, c_max: float) ->
 def cost_ratio_at_best_quality(
     costs: np.ndarray, qualities: np.ndarray, best_quality: float, best_cost: float
 ) -> float | None:
-    """Cheapest operating point reaching the best model's quality, over that model's cost.
-
-    None when no point gets there. Measured on points, not the hull, like FrugalGPT's figure.
-    """
+    """Cheapest point reaching the best model's quality over that model's cost (None if none does);
+    on points, not the hull, like FrugalGPT's figure."""
     costs = np.asarray(costs, dtype=float)
     ok = _reaches(qualities, best_quality)
     if not ok.any() or best_cost <= 0:
@@ -108,12 +91,8 @@ def quality_at_best_cost(costs: np.ndarray, qualities: np.ndarray, best_cost: fl
 
 def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
          strong_quality: float) -> float | None:
-    """RouteLLM's average performance gap recovered.
-
-    ``(AUC - weak_auc) / (strong_auc - weak_auc)`` where the weak and strong "AUCs" are constant
-    lines over the same x range. ``strong_pct`` is the percentage of calls to the strong model.
-    None when the two models tie or the curve spans no range of calls.
-    """
+    """RouteLLM's average performance gap recovered over ``strong_pct`` (% of calls to the strong
+    model); None when the models tie or the curve spans no range of calls."""
     x = np.sort(np.asarray(strong_pct, dtype=float)) / 100
     span = x[-1] - x[0] if len(x) else 0.0
     weak_auc, strong_auc = weak_quality * span, strong_quality * span
@@ -126,9 +105,7 @@ def apgr(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float,
 
 def cpt(strong_pct: np.ndarray, quality: np.ndarray, weak_quality: float, strong_quality: float,
         fraction: float) -> float:
-    """RouteLLM's call-performance threshold: % strong calls needed to recover ``fraction`` of
-    the weak-to-strong quality gap. Linear interpolation of the curve sorted by strong calls,
-    with ``np.interp``'s clamping at the ends, as in RouteLLM."""
+    """RouteLLM's call-performance threshold: % strong calls that recover ``fraction`` of the gap."""
     order = np.argsort(strong_pct, kind="stable")
     target = fraction * (strong_quality - weak_quality) + weak_quality
     return float(np.interp(target, np.asarray(quality, float)[order],

@@ -1,8 +1,5 @@
-"""Outcome tables: one row per (query, model) with the response's quality and cost.
-
-This is ponder's interchange format. Everything offline (evaluation, training scorers and routers,
-the optimizer, the ``replay`` provider) reads it through :class:`OutcomeTable`.
-"""
+"""Outcome tables, one row per (query, model) with the response's quality and cost: the format
+everything offline (evaluation, training, the optimizer, the ``replay`` provider) reads."""
 
 from __future__ import annotations
 
@@ -48,8 +45,8 @@ def table_format(path: Path) -> str:
 
 
 def read_frame(path: Path, *, text: bool = False) -> pd.DataFrame:
-    """A CSV, JSONL or Parquet file as it is. In a CSV an empty cell is missing (NaN), and every
-    other cell is text where ``text`` (a prompt file), else ``query_id`` and ``model`` are."""
+    """A CSV, JSONL or Parquet file as it is; in a CSV an empty cell is NaN, and ``query_id`` and
+    ``model`` (with ``text``, a prompt file: every cell) are text."""
     if not path.exists():
         raise DataError("file not found", file=str(path))
     fmt = table_format(path)
@@ -74,9 +71,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` in the format its name says (:func:`table_format`), atomically: the old file
-    or the new one, never half of each. JSONL is one JSON object a row (NaN as null, numbers
-    exact), Parquet zstd-compressed; a ``.gz`` name is gzipped."""
+    """Write ``df`` in the format its name says, atomically (never half a file); JSONL with NaN as
+    null and exact numbers, Parquet zstd-compressed, a ``.gz`` name gzipped."""
     path = Path(path)
     fmt = table_format(path)
     gz = path.name.lower().endswith(".gz")
@@ -97,16 +93,14 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 
 NOT_GRADED = "not graded: run `ponder grade` on it first"
 
-# The largest cost one row (one answer) may have. Far above any real price, so it only refuses data
-# errors; and low enough that no sum, mean or bootstrap over a table can overflow to ``inf``
-# (which would break every figure after it): a bound at load covers every later computation.
+# One answer's largest cost: far above any real price, yet low enough that no sum, mean or
+# bootstrap over a table can overflow to ``inf``, so a bound at load covers every later figure.
 MAX_COST_USD = 1e12
 
 
 def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFrame:
-    """Check columns and values; name the file, the row (1-based data row) and the column.
-
-    ``graded=False`` accepts tables whose scores are still empty (``ponder collect``'s output)."""
+    """Check columns and values, naming file, 1-based data row and column; ``graded=False`` accepts
+    empty scores (``ponder collect``'s output)."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing == ["score"] and "response" in df.columns:
         if graded:
@@ -129,16 +123,12 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
         bad(df[col].str.len() == 0, col, "is empty")
     for col, lo, hi in (("score", 0.0, 1.0), ("cost_usd", 0.0, MAX_COST_USD)):
         num = pd.to_numeric(df[col], errors="coerce")
-        if col == "score" and df[col].isna().all() and len(df):
-            if graded:
-                raise DataError(f"every score is empty: {NOT_GRADED}", file=source, column="score")
-            df[col] = num.to_numpy(dtype=float)
-            continue
+        if col == "score" and graded and df[col].isna().all() and len(df):
+            raise DataError(f"every score is empty: {NOT_GRADED}", file=source, column="score")
         if col == "score" and graded:
             bad(df[col].isna(), col, f"is empty: {NOT_GRADED} (or leave such rows out: "
                                      "`ponder eval --drop-ungraded`)")
-        unset = (df[col].isna() if col == "score" and not graded  # ungraded rows
-                 else pd.Series(False, index=df.index)).to_numpy()
+        unset = df[col].isna().to_numpy() & (col == "score" and not graded)  # ungraded rows
         bad(num.isna().to_numpy() & ~unset, col, "is not a number")
         vals = num.to_numpy(dtype=float)
         bad(~np.isfinite(vals) & ~unset, col, "is not finite")
@@ -170,8 +160,7 @@ def _validate(df: pd.DataFrame, source: str, graded: bool = True) -> pd.DataFram
 
 
 def parse_samples(value: Any) -> tuple[str, ...]:
-    """A ``samples`` cell as a tuple of answers: a list, a JSON list (as ``ponder collect``
-    writes it) or nothing (``()``)."""
+    """A ``samples`` cell (a list, a JSON list as ``ponder collect`` writes it, or nothing)."""
     try:
         items = _json_cell(value, "samples")
     except ValueError:
@@ -185,8 +174,7 @@ def parse_samples(value: Any) -> tuple[str, ...]:
 
 
 def check_tool_calls(df: pd.DataFrame, source: str) -> None:
-    """Every ``tool_calls`` and ``sample_tool_calls`` cell must parse (see
-    :func:`parse_tool_calls`); the cells stay as they are."""
+    """Every ``tool_calls`` and ``sample_tool_calls`` cell must parse; the cells stay as they are."""
     for col, parse in (("tool_calls", parse_tool_calls), ("sample_tool_calls", parse_sample_tool_calls)):
         if col in df.columns:
             _check_cells(df[col], source, col, parse)
@@ -201,8 +189,8 @@ def _check_cells(col: pd.Series, source: str, column: str, parse: Callable[[Any]
 
 
 def _json_cell(value: Any, what: str) -> Any:
-    """A cell that holds JSON: None for an empty one, else the parsed value (a JSON string, or
-    the value itself as JSONL and Parquet hold it; numpy arrays become lists)."""
+    """None for an empty cell, else the parsed JSON string or, as JSONL and Parquet hold it, the
+    value itself (numpy arrays as lists)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, str):
@@ -223,16 +211,14 @@ def _calls(value: Any, what: str) -> tuple[dict[str, Any], ...]:
 
 
 def parse_tool_calls(value: Any) -> tuple[dict[str, Any], ...]:
-    """A ``tool_calls`` cell as the answer's tool calls (OpenAI's ``message.tool_calls``: ``{"id",
-    "type", "function": {"name", "arguments"}}``): a JSON list as ``ponder collect`` writes it, a
-    list, or nothing (``()``: the answer called no tool, or the table predates the column)."""
+    """A ``tool_calls`` cell as OpenAI ``message.tool_calls`` objects; ``()`` for an empty cell
+    (no tool called, or a table from before the column)."""
     items = _json_cell(value, "tool_calls")
     return () if items is None else _calls(items, "tool_calls")
 
 
 def parse_sample_tool_calls(value: Any) -> tuple[tuple[dict[str, Any], ...], ...] | None:
-    """A ``sample_tool_calls`` cell: each sample's tool calls (a JSON list of lists, in the order
-    of ``samples``), or None where the table has none."""
+    """A ``sample_tool_calls`` cell: each sample's tool calls, in the order of ``samples``."""
     items = _json_cell(value, "sample_tool_calls")
     if items is None:
         return None
@@ -244,11 +230,8 @@ def parse_sample_tool_calls(value: Any) -> tuple[tuple[dict[str, Any], ...], ...
 
 @dataclass(frozen=True)
 class OutcomeTable:
-    """A validated long-format outcome table with dense (query × model) views.
-
-    ``models`` are ordered by mean cost, cheapest first. Queries keep first-seen order.
-    A query may lack some models: ``present[q, m]`` is False there, and score/cost are NaN.
-    """
+    """A validated outcome table with dense (query × model) views: models cheapest first (mean
+    cost), queries in first-seen order; where a query lacks a model, ``present`` is False."""
 
     df: pd.DataFrame
     name: str = "outcomes"
@@ -258,7 +241,6 @@ class OutcomeTable:
     @classmethod
     def read(cls, source: str | Path | pd.DataFrame, *, name: str | None = None,
              graded: bool = True) -> OutcomeTable:
-        """Read and validate; ``graded=False`` also accepts empty scores (an ungraded table)."""
         if isinstance(source, pd.DataFrame):
             label = name or "outcomes"
             return cls(_validate(source, label, graded), name=label)
@@ -266,8 +248,7 @@ class OutcomeTable:
         return cls(_validate(read_frame(path), str(path), graded), name=name or path.name)
 
     def graded_only(self) -> tuple[OutcomeTable, int]:
-        """The rows that have a score, and how many were left out (e.g. answers a judge could
-        not grade); a query keeps its other models' rows."""
+        """The rows that have a score, and how many were left out (a query keeps its other rows)."""
         keep = self.df["score"].notna().to_numpy()
         if keep.all():
             return self, 0
@@ -293,19 +274,19 @@ class OutcomeTable:
         return q, m
 
     def _dense(self, column: str, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
+        """(Q, M) of ``column``, ``fill`` where the query lacks the model or the table the column."""
         q, m = self._index
         out = np.full((len(self.query_ids), len(self.models)), fill, dtype=dtype)
-        out[q, m] = self.df[column].to_numpy()
+        if column in self.df.columns:
+            out[q, m] = self.df[column].to_numpy()
         return out
 
     @cached_property
     def scores(self) -> np.ndarray:
-        """(Q, M) float, NaN where the model has no row for the query."""
         return self._dense("score")
 
     @cached_property
     def costs(self) -> np.ndarray:
-        """(Q, M) float USD, NaN where missing."""
         return self._dense("cost_usd")
 
     @cached_property
@@ -314,19 +295,15 @@ class OutcomeTable:
 
     @cached_property
     def responses(self) -> np.ndarray:
-        """(Q, M) object array of response strings ('' where missing or not recorded)."""
-        return self._optional_dense("response", fill="", dtype=object)
+        return self._dense("response", fill="", dtype=object)
 
     @cached_property
     def samples(self) -> np.ndarray:
-        """(Q, M) object array: each answer's samples as a tuple (the first is the response; ``()``
-        where none were recorded). ``ponder collect --samples n`` records them."""
+        """Each answer's samples (the first is the response), as ``ponder collect`` records them."""
         return self._parsed("samples", parse_samples)
 
     @cached_property
     def tool_calls(self) -> np.ndarray:
-        """(Q, M) object array: each response's tool calls as a tuple of OpenAI tool-call objects
-        (``()`` where it called none, or the table has no ``tool_calls`` column)."""
         return self._parsed("tool_calls", parse_tool_calls)
 
     def _parsed(self, column: str, parse: Callable[[Any], tuple[Any, ...]]) -> np.ndarray:
@@ -340,18 +317,11 @@ class OutcomeTable:
 
     @cached_property
     def logprob_mean(self) -> np.ndarray:
-        """(Q, M) mean token log-probability of each response (NaN where not recorded)."""
-        return self._optional_dense("logprob_mean")
+        return self._dense("logprob_mean")
 
     @cached_property
     def logprob_min(self) -> np.ndarray:
-        """(Q, M) minimum token log-probability of each response (NaN where not recorded)."""
-        return self._optional_dense("logprob_min")
-
-    def _optional_dense(self, column: str, fill: Any = np.nan, dtype: Any = float) -> np.ndarray:
-        if column not in self.df.columns:
-            return np.full((len(self.query_ids), len(self.models)), fill, dtype=dtype)
-        return self._dense(column, fill, dtype)
+        return self._dense("logprob_min")
 
     def _per_query(self, column: str) -> list[str]:
         """``column`` per query (its first row's), in ``query_ids`` order."""
@@ -370,7 +340,6 @@ class OutcomeTable:
 
     @property
     def n_incomplete_queries(self) -> int:
-        """Queries that lack at least one model (strategies then use only what the query has)."""
         return int((~self.present.all(axis=1)).sum())
 
     # ---- selection ----------------------------------------------------------------------
@@ -389,21 +358,16 @@ class OutcomeTable:
         self, *, test_fraction: float = 0.5, seed: int = 0, split_column: str | None = "split"
     ) -> tuple[OutcomeTable, OutcomeTable]:
         """Train/test split grouped by query: the ``split`` column if present, else seeded."""
+        n = len(self.query_ids)
         if split_column and split_column in self.df.columns:
-            per_q = self.df.drop_duplicates("query_id").set_index("query_id")[split_column]
-            labels = per_q.astype(str).str.lower()
-            train_ids = [q for q in self.query_ids if labels[q] == "train"]
-            test_ids = [q for q in self.query_ids if labels[q] == "test"]
+            labels = [v.lower() for v in self._per_query(split_column)]
         else:
             if not 0.0 < test_fraction < 1.0:
                 raise DataError(f"test fraction must be in (0, 1), got {test_fraction}")
-            rng = np.random.default_rng(seed)
-            ids = np.array(self.query_ids, dtype=object)
-            perm = rng.permutation(len(ids))
-            n_test = int(round(len(ids) * test_fraction))
-            test_set = set(ids[perm[:n_test]])
-            train_ids = [q for q in self.query_ids if q not in test_set]
-            test_ids = [q for q in self.query_ids if q in test_set]
+            test_set = set(np.random.default_rng(seed).permutation(n)[: int(round(n * test_fraction))])
+            labels = ["test" if i in test_set else "train" for i in range(n)]
+        train_ids = [q for q, s in zip(self.query_ids, labels, strict=True) if s == "train"]
+        test_ids = [q for q, s in zip(self.query_ids, labels, strict=True) if s == "test"]
         if not train_ids or not test_ids:
             raise DataError(
                 f"split leaves {len(train_ids)} train and {len(test_ids)} test queries; need both",

@@ -1,9 +1,5 @@
-"""Answer scorers: P(response acceptable | query, response, model, earlier rungs' answers).
-
-A scorer is a scikit-learn style estimator (``fit(X, y)`` returns self, learned state ends in
-``_``, ``NotFittedError`` before fit, calibrated ``predict_proba``). It saves as JSON + npz with a
-format version and content hash (``save(dir)`` / ``AnswerScorer.load(dir)``); nothing is unpickled.
-"""
+"""Answer scorers: P(response acceptable | query, response, model, earlier rungs' answers), as
+scikit-learn estimators saved as JSON + npz (nothing is unpickled)."""
 
 from ._scorer import AnswerScorer, scorer_frame
 from ._signals import SIGNAL_NAMES, signal_columns, table_signals

@@ -1,11 +1,5 @@
-"""Stage 2 of the scorer: the combiner, its calibration, and gradient-boosted trees as arrays.
-
-The combiner is a logistic regression (``("logistic", coef, intercept)``) or sklearn's histogram
-gradient boosting, whose fitted trees are flattened into arrays (``("hgb", trees)``) so that a
-saved scorer needs no pickle; :func:`tree_decision` walks them. Its log-odds are calibrated into
-P(acceptable) by Platt scaling or isotonic regression, fitted on out-of-fold decisions and kept
-as two plain arrays.
-"""
+"""Stage 2 of the scorer: a logistic or gradient-boosted combiner (its trees flattened into arrays,
+so a saved scorer needs no pickle) and its calibration (Platt or isotonic, as two arrays)."""
 
 from __future__ import annotations
 
@@ -91,7 +85,7 @@ TREE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "ri
 
 
 def export_trees(hgb: Any) -> dict[str, np.ndarray]:
-    """Flatten sklearn's fitted HistGradientBoosting trees into plain arrays (no pickle needed)."""
+    """Flatten sklearn's fitted HistGradientBoosting trees into plain arrays."""
     nodes, offsets = [], [0]
     for predictors in hgb._predictors:
         tree = predictors[0].nodes

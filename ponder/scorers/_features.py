@@ -1,11 +1,5 @@
-"""The scorer's input and features: the ``X`` frame, the text matrix of the stage-1 heads, and
-the dense columns of the stage-2 combiner.
-
-``X`` is a DataFrame with columns ``query``, ``response``, ``model`` and optional ``earlier``
-(a list of ``(model, response)`` pairs, the answers of earlier rungs) and ``group`` (query id;
-rows of one query never straddle folds). Functions here take the fitted pieces they need as
-arguments, so each can be read (and tested) on its own.
-"""
+"""The scorer's input ``X`` (``query``, ``response``, ``model``, optional ``earlier``: earlier rungs'
+``(model, response)`` pairs, and ``group``: rows of one group never straddle folds) and features."""
 
 from __future__ import annotations
 
@@ -30,8 +24,7 @@ def scorer_frame(
     logprob_mean: Sequence[float | None] | None = None,
     logprob_min: Sequence[float | None] | None = None,
 ) -> pd.DataFrame:
-    """Build the ``X`` a scorer takes from parallel lists (the last three: each answer's
-    verification signals, see :mod:`ponder.scorers._signals`)."""
+    """The ``X`` a scorer takes, from parallel lists (the last three: verification signals)."""
     df = pd.DataFrame({"query": list(queries), "response": list(responses), "model": list(models)})
     if earlier is not None:
         df["earlier"] = [list(e) for e in earlier]
@@ -104,8 +97,7 @@ def text_matrix(queries: Sequence[str], responses: Sequence[str], query_features
 def dense_features(text_logit: np.ndarray, stats: np.ndarray, model_idx: np.ndarray,
                    agree: np.ndarray, n_models: int, signals: np.ndarray | None = None
                    ) -> np.ndarray:
-    """Combiner input: text log-odds, response stats, earlier-rung agreement, one-hot model,
-    then the verification-signal columns (:func:`~ponder.scorers._signals.signal_dense`)."""
+    """Combiner input: text log-odds, response stats, agreement, one-hot model, signals."""
     n = len(model_idx)
     has = ~np.isnan(agree)
     n_earlier = has.sum(axis=1)

@@ -1,6 +1,5 @@
-"""Save and load an AnswerScorer as JSON + npz through :mod:`ponder._persist` (format version and
-content hash; nothing is unpickled). Loading reads only the fields the scorer format defines,
-each type-checked, with ``params`` checked against ``AnswerScorer.__init__``."""
+"""An AnswerScorer as JSON + npz through :mod:`ponder._persist`; loading reads only the fields
+the format defines, each type-checked."""
 
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ _FITTED = ("dense_mean", "dense_scale", "text_coef", "text_intercept")  # arrays
 
 
 def save_scorer(scorer: Any, directory: str | Path) -> Path:
-    """Write a fitted :class:`~ponder.scorers.AnswerScorer` (what :meth:`AnswerScorer.save` calls)."""
     meta: dict[str, Any] = {"params": scorer.get_params(deep=False),
                             "models": list(scorer.models_),
                             "stat_names": list(RESPONSE_STAT_NAMES),
@@ -59,7 +57,6 @@ def save_scorer(scorer: Any, directory: str | Path) -> Path:
 
 def load_scorer(cls: type[_Scorer], directory: str | Path, *,
                 max_bytes: int | None = None) -> _Scorer:
-    """A ``cls`` (:class:`~ponder.scorers.AnswerScorer`) read back from ``directory``."""
     meta, arrays = _persist.load(directory, kind=KIND, max_bytes=max_bytes)
     _check_file(cls, meta, arrays, str(directory))
     try:

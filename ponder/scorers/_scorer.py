@@ -1,7 +1,5 @@
-"""AnswerScorer, the estimator that joins the parts: ``_features`` (the ``X`` frame and feature
-columns), ``_stacking`` (stage 1, the text heads), ``_combiners`` (stage 2 and its calibration) and
-``_io`` (the file format). Agreement with the earlier rungs' answers is what a cascade has already
-paid for; it is the strongest signal on multiple-choice and yes/no tasks."""
+"""AnswerScorer, joining ``_features``, ``_stacking`` (stage 1), ``_combiners`` (stage 2) and ``_io``.
+Agreement with earlier rungs' answers, already paid for, is the strongest signal on closed tasks."""
 
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ from ._combiners import (
     combiner_decision,
     fit_calibrator,
     fit_combiner,
-    tree_decision,
 )
 from ._features import (
     agree_columns,
@@ -45,30 +42,17 @@ __all__ = ["AnswerScorer", "scorer_frame"]
 class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     """Calibrated P(acceptable) for an answer, in two stacked stages.
 
-    1. *Text head*, one per model: a logistic regression on the TF-IDF of the query and the
-       response (or MiniLM embeddings of the query, ``text="embed"``). It learns which queries a
-       model gets right. Its out-of-fold log-odds feed stage 2, so stage 2 never trains on
-       in-sample text scores.
-    2. *Combiner*: logistic regression (``learner="logistic"``) or histogram gradient boosting
-       (``learner="hgb"``) on the text log-odds, response statistics, agreement with the earlier
-       rungs' answers and the model's identity, and, where ``X`` carries them, the answer's
-       verification signals (self-consistency among its ``samples``, ``logprob_mean``,
-       ``logprob_min``: see :mod:`ponder.scorers._signals`). For the linear learner every column
-       has a shared copy and a per-model copy, so agreement can weigh more for one model than
-       another.
+    1. *Text head* per model (logistic regression on query and response TF-IDF, or query
+       embeddings): which queries the model gets right; its out-of-fold log-odds feed stage 2.
+    2. *Combiner* on the text log-odds, response statistics, agreement with earlier rungs, the
+       model and any verification signals in ``X``; the linear learner has a shared and a
+       per-model copy of each column, so agreement can weigh more for one model.
 
-    Parameters
-    ----------
-    learner : "logistic" | "hgb" (the combiner)
-    calibration : "sigmoid" (Platt) | "isotonic" | None, fitted on out-of-fold decisions
-    C : inverse regularisation of the combiner (logistic); the text heads use ``text_C``
-    text : "tfidf" | "embed" | "none": how the query is featurised in the text heads
-    response_text : add the response's TF-IDF to the text heads
-    max_features : TF-IDF vocabulary size for queries (responses get a quarter)
-    cv : folds for the out-of-fold text log-odds and the calibration
-    accept_at : a score ≥ this counts as acceptable when ``y`` is fractional
-    signals : use the verification signals ``X`` carries (``signals_`` lists those found in fit;
-        False ignores them)
+    Parameters: ``learner`` "logistic" | "hgb"; ``calibration`` "sigmoid" | "isotonic" | None (on
+    out-of-fold decisions); ``C``/``text_C`` inverse regularisation of combiner/text heads; ``text``
+    "tfidf" | "embed" | "none" (the query's features); ``response_text`` adds the response's TF-IDF;
+    ``max_features`` the query vocabulary (responses: a quarter); ``cv`` folds; ``accept_at`` the
+    acceptable threshold of a fractional ``y``; ``signals`` use X's (``signals_``: those in fit).
     """
 
     def __init__(
@@ -99,8 +83,7 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
         self.signals = signals
 
-    # ---- scikit-learn estimator protocol ---------------------------------------------------
-    # get_params, set_params, clone and __repr__ come from BaseEstimator (read off __init__).
+    # ---- scikit-learn estimator protocol (get_params, clone... from BaseEstimator) ----------
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "models_")
 
@@ -155,9 +138,8 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
         elif self.text == "embed":
             self.query_features_ = SentenceEmbedder()
         if self.response_text:
-            # Document frequency counts *queries*, not rows: a token that only occurs in the
-            # answers to one query (its correct number, its function name) is shared by the
-            # models that got it right and would leak the label into the vocabulary.
+            # Document frequency counts *queries*: a token only in one query's answers (its
+            # correct number) is shared by the models that got it right and would leak the label.
             per_query: dict[str, list[str]] = {}
             for i in first:
                 per_query.setdefault(str(groups[i]), []).append(responses[i])
@@ -200,11 +182,9 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
 
     # ---- prediction ---------------------------------------------------------------------------
     def _decision_dense(self, dense: np.ndarray, model_idx: np.ndarray) -> np.ndarray:
-        Z = self._combiner_input(dense, model_idx)
-        if hasattr(self, "coef_"):
-            logit: np.ndarray = np.asarray(Z @ self.coef_).ravel() + self.intercept_
-            return logit
-        return tree_decision(self.trees_, Z)
+        params = ("logistic", self.coef_, self.intercept_) if hasattr(self, "coef_") else (
+            "hgb", self.trees_)
+        return combiner_decision(params, self._combiner_input(dense, model_idx))
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated log-odds of acceptability, one per row."""
@@ -230,8 +210,7 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     def score_one(self, query: str, response: str, model: str,
                   earlier: Sequence[tuple[str, str]] = (), *, samples: Sequence[str] = (),
                   logprob_mean: float | None = None, logprob_min: float | None = None) -> float:
-        """P(acceptable) for one live answer (what the cascade calls per rung); ``samples`` (the
-        response first) and the logprob statistics are the answer's verification signals."""
+        """P(acceptable) for one live answer (the cascade's call per rung), with its signals."""
         X = scorer_frame([query], [response], [model], [list(earlier)],
                          samples=[list(samples)], logprob_mean=[logprob_mean],
                          logprob_min=[logprob_min])
@@ -240,22 +219,15 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     def score_grid(self, queries: Sequence[str], responses: np.ndarray, models: Sequence[str],
                    agree: np.ndarray, signals: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores for every first rung and every (rung, one earlier rung) pair, for the optimizer.
-
-        ``responses`` is (Q, M) over ``models``; ``agree`` the (Q, M, M) agreement matrix;
-        ``signals`` the (Q, M, S) verification signals (:func:`ponder.scorers.table_signals`;
-        None: not recorded). Returns ``s1`` (Q, M) = P(m acceptable | no earlier rung) and ``s2``
-        (Q, M, M) with ``s2[q, b, a]`` = P(b acceptable | rung a answered before it); the
-        diagonal is NaN.
-        """
+        """For the optimizer, from (Q, M) ``responses``, (Q, M, M) ``agree`` and (Q, M, S) ``signals``:
+        ``s1[q, m]`` = P(m acceptable | no earlier rung), ``s2[q, b, a]`` = P(b | a before it)."""
         self._check_fitted()
         nq, nm = responses.shape
         queries = [str(q) for q in queries]
         own = model_index(self.models_, models)
         s1 = np.zeros((nq, nm))
         s2 = np.full((nq, nm, nm), np.nan)
-        # A block of queries at a time: every row is scored alone, so the blocks change no
-        # number, and the combiner's input stays near (block · M) rows instead of (Q · M).
+        # Blocks of queries (rows are scored alone, so no number changes) bound the combiner's input.
         for lo in range(0, nq, self._grid_block):
             at = slice(lo, min(nq, lo + self._grid_block))
             self._score_block(queries[at], responses[at], own, agree[at],
@@ -267,7 +239,6 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
     def _score_block(self, queries: list[str], responses: np.ndarray, own: np.ndarray,
                      agree: np.ndarray, signals: np.ndarray | None, s1: np.ndarray,
                      s2: np.ndarray) -> None:
-        """:meth:`score_grid` of some queries, into the views ``s1`` and ``s2``."""
         nq, nm = responses.shape
         qf = self._query_features()
         qtext = None if qf is None else sp.csr_matrix(qf.transform(queries))
@@ -301,16 +272,11 @@ class AnswerScorer(BaseEstimator):  # type: ignore[misc]
 
     # ---- persistence (the format lives in _io) ------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write JSON + npz (no pickle) with a format version and content hash."""
         self._check_fitted()
         return save_scorer(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path, *, max_bytes: int | None = None) -> AnswerScorer:
-        """Load a saved scorer; corrupted or foreign files raise ModelFileError.
-
-        Only the fields the scorer format defines are read, each type-checked; a file holding
-        any other field or array is refused. ``max_bytes`` caps the arrays' decompressed size
-        (see :func:`ponder._persist.load`).
-        """
+        """Load a saved scorer (fields type-checked, foreign ones refused: ModelFileError);
+        ``max_bytes`` caps the arrays' decompressed size."""
         return load_scorer(cls, directory, max_bytes=max_bytes)

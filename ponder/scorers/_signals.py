@@ -1,13 +1,6 @@
-"""Verification signals of one answer: self-consistency among its samples and token logprobs.
-
-The same four scorer features whether they come from a live :class:`~ponder.Completion` or from
-the columns ``ponder collect`` records (``samples``, ``logprob_mean``, ``logprob_min``):
-``sc_agree``, the mean :func:`~ponder._features.agreement` of the response (the first sample)
-with each other sample; ``sc_pairwise``, the mean over every pair of samples; and the response's
-mean and minimum token log-probability. A signal not recorded is NaN (one sample: no
-self-consistency); the combiner sees 0 plus a "missing" flag, so rows with and without signals
-share one scorer.
-"""
+"""Verification signals of an answer, live or from ``ponder collect``'s columns: self-consistency
+of its samples (``sc_agree``: the response with each other sample, ``sc_pairwise``: every pair) and
+its token logprobs. Missing is NaN, and the combiner sees 0 plus a flag, so one scorer fits both."""
 
 from __future__ import annotations
 
@@ -32,8 +25,7 @@ SIGNAL_COLUMNS = ("samples", "logprob_mean", "logprob_min")
 
 
 def self_consistency(samples: Sequence[str]) -> tuple[float, float]:
-    """``(sc_agree, sc_pairwise)`` of one answer's samples (the first is the response); NaN for
-    fewer than two samples."""
+    """``(sc_agree, sc_pairwise)`` of one answer's samples (the response first); NaN below two."""
     if len(samples) < 2:
         return math.nan, math.nan
     head = samples[0]
@@ -68,26 +60,19 @@ def frame_signals(X: pd.DataFrame) -> np.ndarray:
     return signal_rows(*(X[c].tolist() if c in X.columns else none for c in SIGNAL_COLUMNS))
 
 
-def records_signals(table: OutcomeTable) -> bool:
-    """Whether the table has any of the signal columns ``ponder collect`` records."""
-    return any(c in table.df.columns for c in SIGNAL_COLUMNS)
-
-
 def table_signals(table: OutcomeTable) -> np.ndarray:
-    """(Q, M, len(SIGNAL_NAMES)) signals of every answer in an outcome table (NaN where missing),
-    for :meth:`AnswerScorer.score_grid`."""
+    """(Q, M, S) signals of every answer in an outcome table, for ``AnswerScorer.score_grid``."""
     S, LM, LN = table.samples, table.logprob_mean, table.logprob_min
     nq, nm = S.shape
-    if not records_signals(table):
+    if not any(c in table.df.columns for c in SIGNAL_COLUMNS):
         return np.full((nq, nm, len(SIGNAL_NAMES)), np.nan)
     flat = signal_rows(list(S.ravel()), list(LM.ravel()), list(LN.ravel()))
     return flat.reshape(nq, nm, len(SIGNAL_NAMES))
 
 
 def signal_columns(table: OutcomeTable, q: ArrayLike, m: ArrayLike) -> dict[str, list[Any]]:
-    """The raw signal columns (``samples``, ``logprob_mean``, ``logprob_min``) of the table's
-    answers at ``(q[i], m[i])``, to add to a scorer frame; none when the table records none."""
-    if not records_signals(table):
+    """The raw signal columns of the answers at ``(q[i], m[i])``, to add to a scorer frame."""
+    if not any(c in table.df.columns for c in SIGNAL_COLUMNS):
         return {}
     qi, mi = np.asarray(q, dtype=np.int64), np.asarray(m, dtype=np.int64)
     return {"samples": [list(v) for v in table.samples[qi, mi]],
@@ -102,8 +87,7 @@ def signals_in(signals: np.ndarray) -> tuple[str, ...]:
 
 
 def signal_dense(signals: np.ndarray, used: Sequence[str]) -> np.ndarray:
-    """Combiner columns for the ``used`` signals: each value (NaN → 0), then one presence flag
-    per signal."""
+    """Combiner columns for the ``used`` signals: values (NaN → 0), then presence flags."""
     if not used:
         return np.zeros((signals.shape[0], 0))
     idx = [SIGNAL_NAMES.index(u) for u in used]

@@ -1,9 +1,5 @@
-"""Stage 1 of the scorer: one text head per model, stacked under the combiner.
-
-Each head is a logistic regression on the text matrix (query features, response TF-IDF) that
-learns which queries its model gets right. The combiner trains on the heads' *out-of-fold*
-log-odds (folds by query group), so it never sees in-sample text scores.
-"""
+"""Stage 1 of the scorer: one logistic text head per model; the combiner trains on their
+*out-of-fold* log-odds (folds by query group), never on in-sample text scores."""
 
 from __future__ import annotations
 
@@ -52,9 +48,8 @@ def fit_text_heads(T: Any, model_idx: np.ndarray, labels: np.ndarray, groups: np
 
 
 def group_folds(groups: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``GroupKFold(n_splits=k).split(X, y, groups)``, the same folds, fast where every group has
-    as many rows (one row per query, as a text head's are): GroupKFold then deals the groups out
-    in turn, last group first; its per-group Python loop cost half a second per cascade fit."""
+    """``GroupKFold(n_splits=k)``'s folds; dealt out directly (last group first) where groups are
+    equal-sized, as a text head's are: its per-group loop cost half a second per cascade fit."""
     from sklearn.model_selection import GroupKFold
 
     _, idx, counts = np.unique(groups, return_inverse=True, return_counts=True)
