@@ -122,8 +122,7 @@ class Cascade:
             trace.append(failed)
             completions.append(None)
             return
-        # the hard checks first: an answer that fails one is not scored, and never accepted
-        # while a rung is left (a set's members are judged by their agreement instead)
+        # an answer failing a hard check is not scored (a set's members: judged by agreement)
         check = None if member is not None else verify(request, result.answers()[0],
                                                        final=i == len(self.rungs) - 1)
         lp = result.logprobs

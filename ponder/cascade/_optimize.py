@@ -118,8 +118,7 @@ def optimize_chains(
     kept: Frontier | None = _FRONTIERS.get(key)
     if kept is not None:
         return copy.deepcopy(kept)
-    # The products are small (G × Q × G·M); BLAS threads only add spin-waiting (15× slower on a
-    # busy 2-core machine), so run them single-threaded.
+    # the products are small: BLAS threads only add spin-waiting (15× slower on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
         out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, n_first_only)
     _FRONTIERS.put(key, copy.deepcopy(out), sum(a.nbytes for a in (out.chains, out.thresholds,
@@ -127,8 +126,7 @@ def optimize_chains(
     return out
 
 
-# ``ponder eval``'s "cascade" and "route-cascade" strategies optimize the same cross-fitted
-# scores (the full fit's and each fold's): the last few frontiers are kept by their inputs.
+# ``ponder eval``'s "cascade" and "route-cascade" optimize the same scores: keep the last few.
 _FRONTIERS = Kept(max_bytes=256 << 20, max_items=6)
 
 
