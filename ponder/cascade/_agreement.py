@@ -1,19 +1,9 @@
-"""Agreement rungs: a rung that is a *set* of models whose answers are compared.
+"""Agreement rungs: a set of models whose answers are compared, two first, the third on disagreement.
 
-Call two members; stop when they agree; call the third only when they disagree (or all members
-at once, ``concurrent=True``, or every member, ``stop_early=False``). The rung answers with the
-majority answer; whether to accept it is learned: :class:`Acceptor` is a calibrated logistic
-regression on the *agreement pattern* (members called, vote margin, which members agree, each
-member's reliability on this query as the answer scorer sees it).
-
-:func:`set_state` is the whole policy, pure: the member answers so far → "call these members
-next" or "done: this answer, its features and its acceptance probability". The live loops, the
-offline replay and the optimizer (:func:`set_outcomes`) all call it, so they cannot drift.
-
-Answers are compared after normalisation by the graders' extractors (``choice``, ``number``,
-``exact``) or, for free text, by similarity with a threshold (``text``: token Jaccard, or MiniLM
-embedding cosine with ``text_method="embed"``). ``auto`` takes the structured answer
-:func:`ponder._answers.extract_answer` finds and falls back to text similarity without one.
+:func:`set_state` is the whole policy, pure, so the live loops, the replay and the optimizer
+(:func:`set_outcomes`) cannot drift; :class:`Acceptor` learns from the agreement pattern whether
+the majority answer is acceptable. Answers compare by the graders' extractors or, for free text, by
+similarity (token Jaccard, or MiniLM embedding cosine with ``text_method="embed"``).
 """
 
 from __future__ import annotations
@@ -90,13 +80,8 @@ def _token_set(text: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class AgreementSet:
-    """What makes a rung a set: its members (in call order) and how their answers are compared.
-
-    ``members`` are outcome-table model names; ``specs`` the live ``provider:model`` of each
-    (default: :func:`ponder.cascade.live_spec`). ``acceptor`` turns the agreement pattern into
-    P(the majority answer is acceptable); without one, the score is the majority's share of
-    the members (a fixed rule).
-    """
+    """A set rung's members (table model names, in call order; ``specs``: their live specs) and how
+    their answers compare; without an ``acceptor`` the score is the majority's share of the set."""
 
     members: tuple[str, ...]
     specs: tuple[str, ...] | None = None
@@ -141,17 +126,14 @@ class AgreementSet:
         return s >= at, s
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"members": list(self.members), "compare": self.compare,
-                             "text_method": self.text_method, "same_at": self.same_at,
-                             "concurrent": self.concurrent, "stop_early": self.stop_early}
-        if self.acceptor is not None:
-            d["acceptor"] = self.acceptor.to_json()
-        return d
+        acc = {} if self.acceptor is None else {"acceptor": self.acceptor.to_json()}
+        return {"members": list(self.members), "compare": self.compare,
+                "text_method": self.text_method, "same_at": self.same_at,
+                "concurrent": self.concurrent, "stop_early": self.stop_early, **acc}
 
     @classmethod
     def from_json(cls, d: Any, *, specs: tuple[str, ...] | None = None,
                   where: str = "agree") -> AgreementSet:
-        """Parse the JSON form (plain numbers and strings only; nothing is executed)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{where} must be an object")
         members = d.get("members")
@@ -172,8 +154,6 @@ class AgreementSet:
 # ---- the pure set policy ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SetState:
-    """Where a set rung stands: members still to call, or done with its majority answer."""
-
     next: tuple[int, ...]  # member indices to call now (empty: done)
     answer: int | None = None  # position (in the results given) of the answer to give
     score: float | None = None  # P(acceptable) of that answer (acceptor, or majority share)
@@ -185,8 +165,8 @@ Result = tuple[int, str | None, float | None]  # (member index, text or None if 
 
 
 def _clusters(agree: AgreementSet, results: Sequence[Result]) -> tuple[list[list[int]], float]:
-    """Greedy clustering in call order: an answer joins the first cluster whose first answer it
-    matches. Returns clusters (positions into ``results``) and the mean pairwise similarity."""
+    """Greedy clusters in call order (an answer joins the first whose first answer it matches) and
+    the mean pairwise similarity."""
     ok = [i for i, r in enumerate(results) if r[1] is not None]
     keys = {i: answer_key(results[i][1], agree.compare) for i in ok}
     clusters: list[list[int]] = []
@@ -219,8 +199,7 @@ def n_features(k: int) -> int:
 
 def pattern_features(k: int, results: Sequence[Result], clusters: list[list[int]],
                      major: list[int], similarity: float) -> np.ndarray:
-    """The agreement pattern as numbers (the acceptor's input), for a set of ``k`` members
-    (``major``: the majority cluster)."""
+    """The agreement pattern as the acceptor's input (``major``: the majority cluster)."""
     f = np.zeros(n_features(k))
     ok = [i for i, r in enumerate(results) if r[1] is not None]
     sizes = sorted((len(c) for c in clusters), reverse=True)
@@ -251,11 +230,8 @@ def _best_rel(results: Sequence[Result], members: list[int]) -> float:
 
 
 def set_state(agree: AgreementSet, results: Sequence[Result]) -> SetState:
-    """Pure: members to call next, or the set's answer, features and acceptance probability.
-
-    ``results`` are the member attempts so far, in call order: (member index, text or None when
-    the call failed, the scorer's reliability of that answer or None).
-    """
+    """Pure: members to call next, or the set's answer, features and acceptance probability
+    (``results``: the member attempts so far, in call order)."""
     k = len(agree.members)
     called = {r[0] for r in results}
     todo = tuple(j for j in range(k) if j not in called)
@@ -320,14 +296,11 @@ def _head_proba(head: Head, Z: np.ndarray) -> np.ndarray:
 
 
 class Acceptor:
-    """P(majority answer acceptable | agreement pattern): logistic regression + Platt calibration.
+    """P(majority answer acceptable | agreement pattern): Platt-calibrated logistic regression.
 
-    Fitted on out-of-fold reliabilities; the calibration on out-of-fold decisions (as the answer
-    scorers are). With ``y_ref`` (the correctness of the model a rejected query would go to), a
-    second head learns P(that model is right | pattern) and the score becomes the expected gain of
-    accepting, ``0.5 + (P(set right) − P(reference right)) / 2``: a set is then accepted where it
-    is likely right *and* the strong model is likely wrong (ranked for the optimizer's thresholds).
-    Stored as plain numbers (:meth:`to_json`), so a strategy file carries it inline.
+    With ``y_ref`` (the correctness of the model a rejected query goes to) the score becomes the
+    gain ``0.5 + (P(set right) − P(reference right)) / 2``: accept where the set is likely right
+    *and* the strong model likely wrong. Plain numbers in JSON, so a strategy file carries it.
     """
 
     def __init__(self, C: float = 1.0, cv: int = 3, random_state: int = 0) -> None:
@@ -351,7 +324,6 @@ class Acceptor:
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """The acceptance score, one per row (P(acceptable), or the gain score with a reference)."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("this Acceptor is not fitted yet; call fit(X, y) first")
         X = np.asarray(X, dtype=np.float64)
@@ -401,10 +373,8 @@ class Acceptor:
         obj.mean_, obj.scale_ = vec(d, "mean", where), vec(d, "scale", where)
         obj.coef_, obj.intercept_, obj.calibration_ = head(d, where)
         obj.ref_ = None if d.get("reference") is None else head(d["reference"], f"{where}.reference")
-        sizes = {obj.coef_.size, obj.mean_.size, obj.scale_.size}
-        if obj.ref_ is not None:
-            sizes.add(obj.ref_[0].size)
-        if len(sizes) != 1:
+        refs = [] if obj.ref_ is None else [obj.ref_[0].size]
+        if len({obj.coef_.size, obj.mean_.size, obj.scale_.size, *refs}) != 1:
             raise ModelFileError(f"{where}: coef, mean and scale differ in length")
         if obj.coef_.size not in (n_features(2), n_features(3)):
             raise ModelFileError(f"{where}: {obj.coef_.size} features fit no set size")
@@ -414,8 +384,6 @@ class Acceptor:
 # ---- a set over an outcome table (the optimizer's and the replay's view) ----------------------
 @dataclass
 class SetOutcomes:
-    """Per query: what the set's policy does on the recorded answers."""
-
     cost: np.ndarray  # (Q,) sum of the called members' costs
     quality: np.ndarray  # (Q,) score of the answer given (0 when every member failed)
     answered: np.ndarray  # (Q,) bool: some member answered
@@ -424,11 +392,8 @@ class SetOutcomes:
 
 def set_outcomes(agree: AgreementSet, responses: np.ndarray, present: np.ndarray,
                  scores: np.ndarray, costs: np.ndarray, reliability: np.ndarray) -> SetOutcomes:
-    """Run :func:`set_state` on every query's recorded member answers (columns = members).
-
-    All arrays are (Q, k) in member order; ``reliability`` is the scorer's P(acceptable) of each
-    member's answer (out-of-fold on train). A missing answer counts as a failed call.
-    """
+    """:func:`set_state` on every query's recorded member answers ((Q, k) arrays in member order;
+    a missing answer is a failed call)."""
     nq, k = responses.shape
     cost, qual = np.zeros(nq), np.zeros(nq)
     answered = np.zeros(nq, dtype=bool)

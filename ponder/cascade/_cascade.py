@@ -1,10 +1,8 @@
 """The cascade: try the cheapest rung first, stop at the first answer its scorer accepts.
 
-The policy lives in :mod:`ponder.cascade._policy`: :func:`decide` looks at the attempts so far
-and says what to do next. Here are the loops around it: sync (:meth:`Cascade.run`), async
-(:meth:`Cascade.arun`) and the offline replay on an outcome table (:meth:`Cascade.replay`) all
-call it, so live and offline behaviour cannot drift; and the strategy file (:meth:`Cascade.save`;
-:func:`load_strategy_file` reads it back, in :mod:`ponder.cascade._cascade_file`).
+The sync, async and offline (:meth:`Cascade.replay`) loops all call :func:`decide`, so live and
+offline behaviour cannot drift; :meth:`Cascade.save` writes the strategy file that
+:func:`load_strategy_file` reads back.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import AllModelsFailed, ConfigError
+from .._exceptions import AllModelsFailed, ConfigError, ModelFileError
 from .._types import Answer, Attempt, ChatRequest, Choice, Completion, Message
 from .._verify import verify
 from ..strategies import (
@@ -31,26 +29,26 @@ from ..strategies import (
     answered,
     failed_attempt,
     live_spec,
+    read_strategy_json,
+    resolve_reference,
 )
+from ._agreement import AgreementSet
 from ._policy import Rung, Step, _outcomes, _Tried, decide, decide_many
 from ._signals import acomplete_rung, complete_rung
 
 if TYPE_CHECKING:
     from ..evaluation import OutcomeTable
 
-__all__ = ["Cascade"]
+__all__ = ["Cascade", "load_strategy_file"]
 
 STRATEGY_VERSION = 1
 SET_STRATEGY_VERSION = 2  # files with set rungs (older ponder would read a set as one model)
 
 
 def recorded_checks(table: OutcomeTable) -> Callable[[int, int, bool], str | None] | None:
-    """The verifiers on a table's recorded answers, as the live loop runs them: ``check(q, m,
-    final)`` is the failed check of query ``q``'s answer from model ``m``, or None. Only for tables
-    that record what the checks read (``ponder collect`` with ``response_format`` or tools writes
-    ``response_format`` and ``tool_calls`` columns); None for any other table, whose replay is as
-    before. The tools a row offered are not recorded, so tool names and argument schemas go
-    unchecked offline (arguments must still parse)."""
+    """``check(q, m, final)``: the verifier query ``q``'s answer from model ``m`` fails, as live;
+    None for tables without ``response_format``/``tool_calls`` columns. The tools a row offered
+    are not recorded, so tool names and argument schemas go unchecked offline."""
     df = table.df
     if "response_format" not in df.columns and "tool_calls" not in df.columns:
         return None
@@ -104,8 +102,7 @@ class Cascade:
     # ---- live ---------------------------------------------------------------------------------
     def _score(self, i: int, query: str, text: str, tried: list[_Tried], member: int | None = None,
                **signals: Any) -> float | None:
-        """The rung's scorer on one answer; ``signals`` are its verification signals (samples,
-        logprob statistics: what :meth:`AnswerScorer.score_one` reads)."""
+        """The rung's scorer on one answer (``signals``: its samples and logprob statistics)."""
         rung = self.rungs[i]
         if rung.scorer is None or (rung.agree is None and i == len(self.rungs) - 1):
             return None
@@ -125,8 +122,7 @@ class Cascade:
             trace.append(failed)
             completions.append(None)
             return
-        # the hard checks first: an answer that fails one is not scored, and never accepted
-        # while a rung is left (a set's members are judged by their agreement instead)
+        # an answer failing a hard check is not scored (a set's members: judged by agreement)
         check = None if member is not None else verify(request, result.answers()[0],
                                                        final=i == len(self.rungs) - 1)
         lp = result.logprobs
@@ -207,7 +203,6 @@ class Cascade:
 
     # ---- offline ------------------------------------------------------------------------------
     def _columns(self, table: OutcomeTable) -> list[list[int]]:
-        """Table column of each rung's model (a set rung: of each member)."""
         names = [[r.model_of(j) for j in r.slots] for r in self.rungs]
         missing = sorted({m for ns in names for m in ns if m not in table.models})
         if missing:
@@ -215,20 +210,13 @@ class Cascade:
         return [[table.models.index(m) for m in ns] for ns in names]
 
     def _lazy(self) -> list[bool]:
-        """Single scored rungs after a set rung: their earlier answers vary per query, so replay
-        scores them per query exactly as the live loop does."""
-        seen_set, out = False, []
-        for k, r in enumerate(self.rungs):
-            out.append(seen_set and r.agree is None and k < len(self.rungs) - 1)
-            seen_set = seen_set or r.agree is not None
-        return out
+        """Single scored rungs after a set rung, whose earlier answers vary: scored per query."""
+        first = next((k for k, r in enumerate(self.rungs) if r.agree is not None), len(self.rungs))
+        return [first < k < len(self.rungs) - 1 and r.agree is None for k, r in enumerate(self.rungs)]
 
     def rung_scores(self, table: OutcomeTable) -> np.ndarray:
-        """(Q, L) scores of each rung on each query, with all earlier rungs' answers (and the
-        verification signals the table recorded) in view.
-
-        Set rungs, and single rungs after one (see :meth:`replay`), get NaN here.
-        """
+        """(Q, L) scores of each rung with all earlier rungs' answers in view (NaN: set rungs, the
+        rungs :meth:`_lazy` names, and rungs without a scorer)."""
         from ..scorers import scorer_frame, signal_columns
 
         cols = self._columns(table)
@@ -248,7 +236,7 @@ class Cascade:
         return out
 
     def member_scores(self, table: OutcomeTable) -> dict[int, np.ndarray]:
-        """Set rung index → (Q, members) reliability of each member's recorded answer (alone)."""
+        """Set rung index → (Q, members) reliability of each member's recorded answer."""
         from ..scorers import scorer_frame
 
         cols = self._columns(table)
@@ -270,16 +258,11 @@ class Cascade:
                member_scores: dict[int, np.ndarray] | None = None,
                calls: list[list[tuple[str, bool]]] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run :func:`decide` on every query of ``table`` using its recorded answers and costs.
+        """Per-query (cost, quality, answering rung) of :func:`decide` on the recorded answers.
 
-        Returns per-query (cost, quality, answering rung). A model missing for a query counts
-        as a failed call. ``scores`` (from :meth:`rung_scores`) and ``member_scores`` (from
-        :meth:`member_scores`) may be passed in to sweep thresholds without rescoring. A list
-        passed as ``calls`` receives, per query, the (model, answered) of every call made.
-
-        A chain of single models (no set rung) is replayed by :func:`decide_many`, all queries
-        at once (the same decisions; a test pins the two together); set rungs, and a rung score
-        that is NaN where its model answered, take the loop over :func:`decide`.
+        ``scores``/``member_scores`` may be passed in to sweep thresholds without rescoring;
+        ``calls`` receives each query's (model, answered) calls. Single-model chains go through
+        :func:`decide_many`, all queries at once; set rungs and NaN scores take the loop.
         """
         from ..scorers import signal_columns
 
@@ -329,9 +312,8 @@ class Cascade:
     def replay_rows(self, table: OutcomeTable, rows: np.ndarray, scores: np.ndarray,
                     member_scores: dict[int, np.ndarray] | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`replay` on the queries at positions ``rows`` (increasing) of ``table``, with
-        ``scores`` (and ``member_scores``) for those rows: what ``replay(table.subset(...))``
-        returns, without building the subset where :func:`decide_many` applies."""
+        """``replay(table.subset(...))`` of the (increasing) positions ``rows``, without building
+        the subset where :func:`decide_many` applies."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size > 1 and np.any(np.diff(rows) <= 0):
             raise ValueError("rows must be increasing positions")
@@ -345,8 +327,7 @@ class Cascade:
     def _replay_many(self, table: OutcomeTable, cols: list[list[int]], S: np.ndarray,
                      rows: np.ndarray, calls: list[list[tuple[str, bool]]] | None,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """:meth:`replay` of queries ``rows`` through :func:`decide_many` (``S``: their rung
-        scores); None where it does not apply (set rungs, or a NaN rung score on an answer)."""
+        """:meth:`replay` of ``rows`` by :func:`decide_many`; None where it does not apply."""
         if any(r.agree is not None for r in self.rungs):
             return None
         m = [c[0] for c in cols]
@@ -411,10 +392,7 @@ class Cascade:
                 "model_map": mm, **self.info}
 
     def save(self, path: str | Path, *, model_map: dict[str, str] | None = None) -> Path:
-        """Write the strategy JSON (chain, thresholds, scorer paths relative to it, expectations).
-
-        Rungs whose scorer has no ``scorer_path`` get it saved into ``<stem>.scorer/`` beside it.
-        """
+        """Write the strategy JSON; scorers without a ``scorer_path`` go to ``<stem>.scorer/``."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         saved: dict[int, str] = {}
@@ -433,3 +411,76 @@ class Cascade:
         doc = self.to_json(base=p.parent, model_map=model_map)
         p.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return p
+
+
+def load_strategy_file(path: str | Path, data: dict[str, Any] | None = None, *,
+                       allow_outside: bool = False) -> Cascade:
+    """A :class:`Cascade` from a strategy JSON; scorers load safely, from the file's folder only
+    unless ``allow_outside``."""
+    from ..scorers import AnswerScorer
+
+    p = Path(path)
+    if data is None:
+        data = read_strategy_json(p)
+
+    def bad(reason: str, key: str) -> ConfigError:
+        return ConfigError(reason, file=str(p), key=key)
+
+    if data.get("format") != STRATEGY_FORMAT:
+        raise bad("not a ponder strategy file (format)", "format")
+    if data.get("version") not in (STRATEGY_VERSION, SET_STRATEGY_VERSION):
+        raise bad(f"strategy version {data.get('version')!r} is not supported (this ponder reads "
+                  f"{STRATEGY_VERSION} and {SET_STRATEGY_VERSION})", "version")
+    if data.get("kind") != "cascade":
+        raise bad(f"kind {data.get('kind')!r} is not a cascade", "kind")
+    raw = data.get("rungs")
+    if not isinstance(raw, list) or not raw:
+        raise bad("'rungs' must be a non-empty list", "rungs")
+    model_map = data.get("model_map") or {}
+    cache: dict[str, AnswerScorer] = {}
+    rungs = []
+    for i, r in enumerate(raw):
+        if not isinstance(r, dict) or "model" not in r:
+            raise bad("each rung needs a 'model'", f"rungs[{i}]")
+        scorer = None
+        spath = r.get("scorer")
+        agree = None
+        if r.get("agree") is not None:
+            if data.get("version") != SET_STRATEGY_VERSION:
+                raise bad(f"set rungs need strategy version {SET_STRATEGY_VERSION}", "version")
+            try:
+                agree = AgreementSet.from_json(r["agree"], where=f"rungs[{i}].agree")
+            except ConfigError as exc:
+                raise bad(exc.reason, f"rungs[{i}].agree") from None
+            except ModelFileError as exc:
+                raise ModelFileError(str(exc), path=str(p)) from None
+            agree = replace(agree, specs=tuple(live_spec(m, model_map) for m in agree.members))
+        if spath is not None and not isinstance(spath, str):
+            raise bad("'scorer' must be a path (a rung without one accepts any answer its "
+                      "verifiers pass)", f"rungs[{i}].scorer")
+        if spath:
+            full = resolve_reference(p, spath, key=f"rungs[{i}].scorer",
+                                     allow_outside=allow_outside)
+            if str(full) not in cache:
+                cache[str(full)] = AnswerScorer.load(full)
+            scorer = cache[str(full)]
+        try:
+            threshold = float(r.get("threshold", 0.5))
+        except (TypeError, ValueError):
+            raise bad("threshold must be a number", f"rungs[{i}].threshold") from None
+        samples, logprobs = r.get("samples", 1), r.get("logprobs", False)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise bad("samples must be a whole number >= 1", f"rungs[{i}].samples")
+        if not isinstance(logprobs, bool):
+            raise bad("logprobs must be true or false", f"rungs[{i}].logprobs")
+        rungs.append(Rung(
+            model=str(r["model"]), threshold=threshold, scorer=scorer,
+            spec=live_spec(str(r["model"]), model_map),
+            expected_cost_usd=r.get("expected_cost_usd"),
+            scorer_path=str(spath) if spath else None, samples=samples, logprobs=logprobs,
+            agree=agree,
+        ))
+    info = {k: v for k, v in data.items()
+            if k not in ("format", "version", "kind", "name", "rungs", "budget_usd", "model_map")}
+    return Cascade(rungs, budget_usd=data.get("budget_usd"), name=str(data.get("name", p.stem)),
+                   info=info)

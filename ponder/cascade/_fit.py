@@ -1,14 +1,8 @@
 """Train a cascade on an outcome table: cross-fitted scorers → frontier → chain → (certified) thresholds.
 
-Thresholds are chosen on *out-of-fold* scores: each train query is scored by a scorer that did
-not see it, so the optimizer does not pick thresholds that only work on memorised answers. The
-scorer that ships is then refitted on all fitting queries. With ``epsilon`` set, a slice of the
-train queries (``calibration_fraction``) is held out from both and used only to certify the
-thresholds with Learn-then-Test (:mod:`ponder._risk`).
-
-With ``set_pool`` ≥ 2, sets of 2 or 3 among the ``set_pool`` cheapest models are candidate first
-rungs too (agreement rungs): each set's acceptor is fitted on the agreement pattern with the
-out-of-fold reliabilities, its own out-of-fold acceptance scores feed the frontier.
+Thresholds are chosen on *out-of-fold* scores, so they do not fit memorised answers; the shipped
+scorer is refitted on all fitting queries. With ``epsilon``, a held-out slice certifies them
+(Learn-then-Test); with ``set_pool`` ≥ 2, sets of the cheapest models are candidate first rungs.
 """
 
 from __future__ import annotations
@@ -50,9 +44,8 @@ __all__ = [
 
 def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int = 0
                    ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Scorer training rows: each (query, model) alone, plus ``earlier_samples`` copies that see
-    one other model's answer as an earlier rung (so the scorer learns what agreement means).
-    Each row carries its answer's verification signals where the table recorded them."""
+    """Scorer rows: each (query, model) alone, plus ``earlier_samples`` copies that see one other
+    model's answer as an earlier rung (so the scorer learns what agreement means)."""
     if earlier_samples == 1:
         return _training_frame_one(table, seed=seed)
     return _training_frame_loop(table, earlier_samples=earlier_samples, seed=seed)
@@ -60,7 +53,6 @@ def training_frame(table: OutcomeTable, *, earlier_samples: int = 1, seed: int =
 
 def _training_frame_loop(table: OutcomeTable, *, earlier_samples: int = 1, seed: int = 0
                          ) -> tuple[pd.DataFrame, np.ndarray]:
-    """:func:`training_frame`, answer by answer (any ``earlier_samples``)."""
     from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
@@ -87,10 +79,8 @@ def _training_frame_loop(table: OutcomeTable, *, earlier_samples: int = 1, seed:
 
 
 def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    """:func:`training_frame` with one earlier answer per row, without a per-answer Python loop:
-    the same rows in the same order, and the same draws. ``rng.choice(others, 1, replace=False)``
-    takes one bounded integer in ``[0, len(others))`` (none when there is one other), exactly as
-    ``rng.integers(0, len(others))`` does; a test checks the two forms agree."""
+    """The loop's rows and draws for one earlier answer, vectorised: ``rng.choice(others, 1,
+    replace=False)`` draws as ``rng.integers(0, len(others))`` does (a test pins the two)."""
     from ..scorers import scorer_frame, signal_columns
 
     rng = np.random.default_rng(seed)
@@ -112,18 +102,14 @@ def _training_frame_one(table: OutcomeTable, *, seed: int = 0) -> tuple[pd.DataF
     earlier = np.zeros(len(cell), dtype=bool)
     earlier[first[draws] + 1] = True
     at_q, at_m = cq[cell], cm[cell]
-    qarr = np.empty(len(queries), dtype=object)
-    qarr[:] = queries
-    marr = np.asarray(models, dtype=object)
-    rs = [str(x) for x in R[at_q, at_m]]
     es: list[list[tuple[str, str]]] = [[] for _ in range(len(cell))]
     for i, a, q in zip(np.flatnonzero(earlier).tolist(), other[cell[earlier]].tolist(),
                        at_q[earlier].tolist(), strict=True):
         es[i] = [(models[a], str(R[q, a]))]
-    X = scorer_frame(qarr[at_q].tolist(), rs, marr[at_m].tolist(), es,
-                     np.asarray(qids, dtype=object)[at_q].tolist()
-                     ).assign(**signal_columns(table, at_q, at_m))
-    return X, Y[at_q, at_m].astype(float)
+    aq = at_q.tolist()
+    X = scorer_frame([queries[q] for q in aq], [str(x) for x in R[at_q, at_m]],
+                     [models[m] for m in at_m.tolist()], es, [qids[q] for q in aq])
+    return X.assign(**signal_columns(table, at_q, at_m)), Y[at_q, at_m].astype(float)
 
 
 def fit_scorer(table: OutcomeTable, params: dict[str, Any] | None = None, *, seed: int = 0
@@ -144,7 +130,7 @@ def fit_scorer(table: OutcomeTable, params: dict[str, Any] | None = None, *, see
 def crossfit_scores(table: OutcomeTable, params: dict[str, Any] | None = None, *, folds: int = 5,
                     seed: int = 0, agree: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold ``(s1, s2)`` (see :meth:`AnswerScorer.score_grid`) for every train query."""
+    """Out-of-fold :meth:`AnswerScorer.score_grid` ``(s1, s2)`` for every train query."""
     nq, nm = table.scores.shape
     if folds < 2 or nq < folds:
         raise ConfigError(f"cross-fitting needs ≥ 2 folds and ≥ {folds} queries, got {nq}")
@@ -163,12 +149,9 @@ def crossfit_scores(table: OutcomeTable, params: dict[str, Any] | None = None, *
     return s1, s2
 
 
-# ---- the scorer work, shared between fits on equal tables ---------------------------------
-# ``ponder eval`` fits the "cascade" and "route-cascade" strategies on the same train rows and on
-# the same K-fold subsets, each with the same default scorer: the same deterministic
-# cross-fitting twice, the largest part of the run. The fits are kept here by the tables'
-# contents, and a later fit on equal contents and parameters gets copies of the same outputs.
-_SCORER_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()
+# ``ponder eval``'s "cascade" and "route-cascade" cross-fit the same scorer on the same rows (the
+# largest part of the run): fits are kept by the tables' contents, and equal fits get copies.
+_SCORER_CACHE: OrderedDict[Any, tuple[np.ndarray, np.ndarray, Any]] = OrderedDict()
 _SCORER_LOCK = threading.Lock()
 SCORER_CACHE_SIZE = 6  # the full train fit and up to five folds; 0 turns the sharing off
 
@@ -179,7 +162,6 @@ def clear_scorer_cache() -> None:
 
 def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: int, seed: int
                  ) -> tuple[np.ndarray, np.ndarray, AnswerScorer]:
-    """``crossfit_scores`` and ``fit_scorer`` of ``table``, shared between equal fits."""
     import copy
 
     key = None
@@ -190,8 +172,8 @@ def _scorer_work(table: OutcomeTable, params: dict[str, Any] | None, *, folds: i
                tuple(table.samples.ravel().tolist()), repr(sorted((params or {}).items())),
                folds, seed)
     with _SCORER_LOCK:  # ``ponder eval`` fits fold copies on threads
-        hit = _SCORER_CACHE.get(key) if key is not None else None
-        if key is not None and hit is not None:
+        hit = _SCORER_CACHE.get(key)  # (None is never a key)
+        if hit is not None:
             _SCORER_CACHE.move_to_end(key)
     if hit is None:
         s1, s2 = crossfit_scores(table, params, folds=folds, seed=seed)
@@ -217,9 +199,8 @@ class Certificate:
 def certify(cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delta: float,
             method: str = "wsr", max_scale: float = 2.0, steps: int = 41
             ) -> tuple[Cascade, Certificate]:
-    """Move the thresholds along a path from 'always escalate' towards and past the optimizer's
-    choice, and keep the most aggressive point whose quality drop against always answering with
-    the last rung is certified ≤ ε with probability ≥ 1−δ (Learn-then-Test, fixed sequence)."""
+    """The most aggressive point on the thresholds' path from 'always escalate' past the
+    optimizer's choice whose drop against the last rung is ≤ ε w.p. ≥ 1−δ (Learn-then-Test)."""
     base = tuple(r.threshold for r in cascade.rungs[:-1])
     scales = np.linspace(0.0, max_scale, steps)
     last = calibration.models.index(cascade.rungs[-1].model)
@@ -250,39 +231,28 @@ def certify(cascade: Cascade, calibration: OutcomeTable, *, epsilon: float, delt
     return chosen, cert
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class CascadeOptimizer:
-    """Fit scorers with cross-fitting and build the cost–quality frontier of all chains.
-
-    ``fit(train)`` learns ``scorer_`` (refitted on all fitting queries), the out-of-fold
-    ``s1_``/``s2_`` and ``frontier_``; ``cascade(budget=…)`` / ``cascade(target=…)`` then picks a
-    chain. ``calibration_fraction`` > 0 sets that share of the train queries aside
-    (``calibration_``) for :func:`certify`. ``set_pool`` ≥ 2 adds agreement rungs (``sets_``,
-    mean cost ``set_cost_``): every set of 2 to ``max_set_size`` among the ``set_pool`` cheapest
-    models, in each order of who waits for a disagreement, compared with ``set_compare`` and
-    scored by P(right), or with ``set_relative`` by the gain over the most accurate model (see
-    :class:`Acceptor`). A choice's chain indexes ``models_`` first, then ``sets_``.
+    """Cross-fitted scorers and the cost–quality frontier of all chains; ``cascade(budget=…)`` /
+    ``cascade(target=…)`` picks one. ``calibration_fraction`` sets queries aside for
+    :func:`certify`; ``set_pool`` ≥ 2 adds agreement rungs (``sets_``) of the cheapest models, which
+    a choice's chain indexes after ``models_``.
     """
 
-    def __init__(self, *, max_length: int = 3, n_thresholds: int = 32, folds: int = 5,
-                 scorer_params: dict[str, Any] | None = None, calibration_fraction: float = 0.0,
-                 models: list[str] | None = None, seed: int = 0, set_pool: int = 0,
-                 max_set_size: int = 3, set_compare: str = "auto",
-                 set_text_method: str = "tokens", set_relative: bool = False) -> None:
-        self.max_length = max_length
-        self.n_thresholds = n_thresholds
-        self.folds = folds
-        self.scorer_params = scorer_params
-        self.calibration_fraction = calibration_fraction
-        self.models = models
-        self.seed = seed
-        self.set_pool = set_pool
-        self.max_set_size = max_set_size
-        self.set_compare = set_compare
-        self.set_text_method = set_text_method
-        self.set_relative = set_relative
+    max_length: int = 3
+    n_thresholds: int = 32
+    folds: int = 5
+    scorer_params: dict[str, Any] | None = None
+    calibration_fraction: float = 0.0
+    models: list[str] | None = None
+    seed: int = 0
+    set_pool: int = 0
+    max_set_size: int = 3
+    set_compare: str = "auto"
+    set_text_method: str = "tokens"
+    set_relative: bool = False
 
     def _candidate_sets(self, mean_cost: np.ndarray) -> list[tuple[int, ...]]:
-        """Member columns of every candidate set, in call order (the last: only on disagreement)."""
         pool = [int(m) for m in np.argsort(mean_cost, kind="stable")[: self.set_pool]]
         out: list[tuple[int, ...]] = []
         for size in range(2, min(self.max_set_size, len(pool)) + 1):
@@ -296,7 +266,6 @@ class CascadeOptimizer:
         return out
 
     def _fit_sets(self, table: OutcomeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Learn each candidate set's acceptor; out-of-fold (score, quality, cost) columns."""
         nq = len(table.query_ids)
         mean_cost = np.nanmean(table.costs, axis=0)
         fold_of = np.random.default_rng(self.seed + 11).permutation(nq) % self.folds
@@ -380,8 +349,7 @@ class CascadeOptimizer:
 
     def replay_scores(self, chain: Sequence[int], s1: np.ndarray, s2: np.ndarray
                       ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """A chain's inputs for :meth:`Cascade.replay` from ``score_grid`` outputs ``s1`` (Q, M)
-        and ``s2`` (Q, M, M) in ``models_`` order: rung scores and set members' reliabilities."""
+        """A chain's rung scores and set members' reliabilities for :meth:`Cascade.replay`."""
         n = len(self.models_)
         scores = np.full((s1.shape[0], len(chain)), np.nan)
         members: dict[int, np.ndarray] = {}
@@ -398,8 +366,7 @@ class CascadeOptimizer:
         return scores, members
 
     def score_table(self, test: OutcomeTable) -> tuple[OutcomeTable, np.ndarray, np.ndarray]:
-        """``test`` on ``models_`` and its ``score_grid`` (s1, s2) in ``models_`` order, for
-        :meth:`replay_scores` (zeros when every frontier chain is a single model: no scorer)."""
+        """``test`` on ``models_`` and its ``score_grid`` in that order (zeros without a scorer)."""
         test = test.select_models(self.models_)
         order = [test.models.index(m) for m in self.models_]
         nq, nm = len(test.query_ids), len(order)

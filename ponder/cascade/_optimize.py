@@ -1,21 +1,14 @@
-"""Choose a cascade: an ordered chain of ≤ L models and its thresholds, for a budget or a target.
+"""Choose a cascade: an ordered chain of ≤ 3 models and its thresholds, for a budget or a target.
 
-FrugalGPT searches permutations and thresholds one by one. Here every chain of length 1–3 is
-scored at once with matrix products: for rung-1 model ``a`` the accept masks at G candidate
-thresholds form a (Q, G) matrix A1, and for rung 2 (model ``b`` scored with ``a``'s answer in
-view) a (Q, G) matrix A2. Mean quality of ``(a, b, c)`` at every threshold pair and every last
-model ``c`` is then
+Every chain is scored at once with matrix products: the accept masks of rung-1 model ``a`` at G
+candidate thresholds (score quantiles) form a (Q, G) matrix A1, rung 2's (``b`` with ``a``'s
+answer in view) A2, and the mean quality of ``(a, b, c)`` at every threshold pair and every ``c`` is
 
     [A1ᵀ y_a + (1−A1)ᵀ (A2 ∘ y_b) + (1−A1)ᵀ ((1−A2) ∘ Y)] / Q        → (G, G, M)
 
-and cost the same with costs: a few BLAS calls per (a, b) pair. Candidate thresholds are score
-quantiles. All (chain, thresholds, cost, quality) points go into one :class:`Frontier` from
-which any budget (max quality s.t. cost ≤ B) or target (min cost s.t. quality ≥ q) is answered
-by a lookup. Scores must be out-of-fold (cross-fitted), or the thresholds fit scorer noise.
-
-Agreement rungs (sets of models, :mod:`ponder.cascade._agreement`) enter as extra columns: per
-query a set has a cost, the quality of its majority answer and an acceptance score, like a model.
-They may only start a chain (``[set]`` or ``[set, m]``), so the same products cover them.
+(cost likewise). Every point goes into one :class:`Frontier` that answers budgets and targets by
+lookup. Scores must be out-of-fold, or the thresholds fit scorer noise. Agreement sets enter as
+extra columns that may only start a chain.
 """
 
 from __future__ import annotations
@@ -77,15 +70,12 @@ class Frontier:
         return self._choice(int(ok[np.argmin(self.cost[ok])]))
 
     def pareto(self) -> list[ChainChoice]:
-        """The cost–quality frontier: points no other point beats on both (cheapest first).
-
-        Computed once (a frontier's arrays are not changed after it is built)."""
+        """Points no other point beats on both cost and quality (cheapest first; computed once)."""
         if self._pareto is None:
             order = np.lexsort((-self.quality, self.cost))
             q = self.quality[order]
-            # A point that joins beats every point before it (each is ≤ the best so far + 1e-12),
-            # so only the strict running records need the loop, which the 1e-12 tolerance makes
-            # serial.
+            # a joining point beats all before it, so only the strict running records need the
+            # loop (which the 1e-12 tolerance makes serial)
             before = np.fmax.accumulate(np.concatenate([[-np.inf], q[:-1]]))
             self._pareto, best = [], -np.inf
             for i in order[q > before]:
@@ -114,59 +104,44 @@ def optimize_chains(
     *,
     max_length: int = 3,
     n_thresholds: int = 32,
-    allowed_last: list[int] | None = None,
     n_first_only: int = 0,
 ) -> Frontier:
-    """Evaluate every chain of length ≤ ``max_length`` (1–3) at every candidate threshold.
-
-    ``s1`` (Q, M): out-of-fold P(acceptable) of each model as first rung; ``s2`` (Q, M, M):
-    ``s2[q, b, a]`` for model b with rung a before it; ``quality``/``cost`` (Q, M). Missing
-    entries (NaN) count as a failed call: quality 0, cost 0, never accepted. The last
-    ``n_first_only`` columns (agreement sets) may only be a chain's first rung, in chains of
-    length ≤ 2; ``s2`` may leave them out ((Q, M − n, M − n)).
+    """Every chain of length ≤ ``max_length`` at every candidate threshold. ``s2[q, b, a]``: model
+    b's score with rung a before it; NaN entries are failed calls (quality 0, cost 0). The last
+    ``n_first_only`` columns (sets) only start chains of length ≤ 2 and may be left out of ``s2``.
     """
     if max_length not in (1, 2, 3):
         raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
     from threadpoolctl import threadpool_limits
 
-    key = digest(s1, s2, quality, cost, max_length, n_thresholds, allowed_last, n_first_only)
+    key = digest(s1, s2, quality, cost, max_length, n_thresholds, n_first_only)
     kept: Frontier | None = _FRONTIERS.get(key)
     if kept is not None:
         return copy.deepcopy(kept)
-    # The products are small (G × Q × G·M); BLAS threads only add spin-waiting (15× slower on a
-    # busy 2-core machine), so run them single-threaded.
+    # the products are small: BLAS threads only add spin-waiting (15× slower on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
-        out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
-                        n_first_only)
+        out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, n_first_only)
     _FRONTIERS.put(key, copy.deepcopy(out), sum(a.nbytes for a in (out.chains, out.thresholds,
                                                                     out.cost, out.quality)))
     return out
 
 
-# ``ponder eval``'s "cascade" and "route-cascade" strategies optimize the same cross-fitted
-# scores (the full fit's and each fold's): the last few frontiers are kept by their inputs.
+# ``ponder eval``'s "cascade" and "route-cascade" optimize the same scores: keep the last few.
 _FRONTIERS = Kept(max_bytes=256 << 20, max_items=6)
 
 
 def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-              max_length: int, n_thresholds: int, allowed_last: list[int] | None,
-              n_first_only: int = 0) -> Frontier:
+              max_length: int, n_thresholds: int, n_first_only: int) -> Frontier:
     Y = np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=0.0)
     C = np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=0.0)
     nq, nm = Y.shape
-    last_ok = np.zeros(nm, dtype=bool)
-    last_ok[list(range(nm)) if allowed_last is None else allowed_last] = True
-    first_only = np.zeros(nm, dtype=bool)
-    if n_first_only:
-        first_only[nm - n_first_only:] = True
-    later_ok = last_ok & ~first_only  # a set never follows another rung
+    first_only = np.arange(nm) >= nm - n_first_only
+    later = np.flatnonzero(~first_only)  # a set never follows another rung
     mean_y, mean_c = Y.mean(axis=0), C.mean(axis=0)
-
-    singles = np.flatnonzero(last_ok)
     # (chains, thresholds, cost, quality) of each block of points
-    parts = [(np.column_stack([singles, -np.ones((singles.size, 2), int)]),
-              np.full((singles.size, 2), np.nan), mean_c[singles], mean_y[singles])]
-    n_chains = singles.size
+    parts = [(np.column_stack([np.arange(nm), -np.ones((nm, 2), int)]), np.full((nm, 2), np.nan),
+              mean_c, mean_y)]
+    n_chains = nm
     for a in range(nm if max_length >= 2 else 0):
         t1, A1 = _accepts(s1[:, a], quality[:, a], n_thresholds)  # A1: (Q, G1)
         R1 = 1.0 - A1
@@ -175,7 +150,7 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
         # Length 2: (a, b) for every b.
         q2 = base_q[:, None] + R1.T @ Y / nq  # (G1, M)
         c2 = base_c[:, None] + R1.T @ C / nq
-        bs = np.array([b for b in range(nm) if b != a and later_ok[b]], dtype=int)
+        bs = later[later != a]
         if bs.size:
             g = t1.size
             parts.append((np.column_stack([np.full(g * bs.size, a), np.tile(bs, g),
@@ -193,7 +168,7 @@ def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndar
             q_b = R1.T @ (A2 * Y[:, b][:, None]) / nq  # (G1, G2)
             c_b = np.broadcast_to((R1.T @ C[:, b] / nq)[:, None], q_b.shape)  # paid when reached
             # Rung c is reached when neither a nor b accepted: (1−A1)ᵀ [(1−A2) ∘ Y[:, c]].
-            cs = np.array([c for c in range(nm) if c not in (a, b) and later_ok[c]], dtype=int)
+            cs = later[(later != a) & (later != b)]
             if cs.size == 0:
                 continue
             reach = (R2[:, :, None] * Y[:, None, cs]).reshape(nq, -1)  # (Q, G2*|cs|)

@@ -1,9 +1,5 @@
-"""The cascade's policy, free of I/O: its rungs and :func:`decide`, what to do next.
-
-:func:`decide` looks at the attempts so far and says: call a rung (for a set rung, which
-members), or answer with one attempt. The live and offline loops around it are in
-:mod:`ponder.cascade._cascade`; :func:`decide_many` restates it for a table of queries at once
-(single-model rungs only).
+"""The cascade's policy, free of I/O: its rungs and :func:`decide`, what to do next
+(:func:`decide_many`: the same for a table of queries at once, single-model rungs only).
 """
 
 from __future__ import annotations
@@ -15,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..strategies import live_spec
-from ._agreement import set_state
+from ._agreement import Result, set_state
 
 if TYPE_CHECKING:
     from ..scorers import AnswerScorer
@@ -26,16 +22,10 @@ __all__ = ["Rung", "Step", "decide", "decide_many"]
 
 @dataclass(frozen=True)
 class Rung:
-    """A model, the scorer that judges its answers and the threshold for accepting them.
-
-    ``model`` is the name the scorer knows (the outcome table's model name); ``spec`` is the
-    live ``provider:model`` to call. The last rung's threshold is ignored: it always answers.
-    ``samples`` > 1 and ``logprobs`` ask the model for that many answers and for token
-    log-probabilities, the scorer's verification signals (see :mod:`ponder.cascade._signals`).
-
-    With ``agree`` set, the rung is a set of models (:class:`AgreementSet`): ``model`` is only
-    its display name, ``scorer`` (optional) gives each member answer's reliability, and the
-    threshold applies to the set's acceptance probability.
+    """A model (the table's name; ``spec``: the live one), the scorer that judges its answers and
+    the threshold for accepting them (ignored on the last rung). ``samples``/``logprobs``: the
+    scorer's verification signals to ask for. With ``agree`` the rung is a set: ``model`` is its
+    display name, ``scorer`` gives member reliabilities, the threshold applies to the set's score.
     """
 
     model: str
@@ -54,28 +44,20 @@ class Rung:
 
     @property
     def slots(self) -> list[int | None]:
-        """The calls the rung makes: None (its model), or each member of its set."""
         return [None] if self.agree is None else list(range(len(self.agree.members)))
 
     def live_of(self, member: int | None) -> str:
         """The ``provider:model`` to call for this rung (or its ``member``)."""
-        if member is None or self.agree is None:
-            return self.live
-        return self.agree.spec(member)
+        return self.live if member is None or self.agree is None else self.agree.spec(member)
 
     def model_of(self, member: int | None) -> str:
         """The outcome-table model name behind this rung (or its ``member``)."""
-        if member is None or self.agree is None:
-            return self.model
-        return self.agree.members[member]
+        return self.model if member is None or self.agree is None else self.agree.members[member]
 
 
 @dataclass(frozen=True)
 class Step:
-    """What :func:`decide` says: call rung ``call``, or stop and answer with attempt ``answer``.
-
-    For a set rung, ``members`` names the members to call now (more than one: concurrently).
-    """
+    """Call rung ``call`` (a set's ``members``: concurrently), or answer with attempt ``answer``."""
 
     call: int | None = None
     answer: int | None = None
@@ -94,21 +76,18 @@ class _Tried:
 
 
 def _enter(rungs: Sequence[Rung], k: int) -> Step:
-    """Start rung ``k``: a single model, or a set's first members."""
     agree = rungs[k].agree
     return Step(call=k, members=() if agree is None else set_state(agree, []).next)
 
 
-def _set_of(tried: Sequence[_Tried], k: int) -> tuple[list[int], list[tuple[int, str | None,
-                                                                             float | None]]]:
-    """Positions in ``tried`` of rung ``k``'s member attempts, and their (member, text, reliability)."""
+def _set_of(tried: Sequence[_Tried], k: int) -> tuple[list[int], list[Result]]:
     pos = [i for i, t in enumerate(tried) if t.rung == k and t.member is not None]
     return pos, [(tried[i].member or 0, tried[i].text if tried[i].error is None else None,
                   tried[i].score) for i in pos]
 
 
 def _outcomes(rungs: Sequence[Rung], tried: Sequence[_Tried]) -> list[tuple[int, float | None]]:
-    """Each finished rung's answer so far: (its position in ``tried``, its acceptance score)."""
+    """Each finished rung's answer so far: (position in ``tried``, acceptance score)."""
     out: list[tuple[int, float | None]] = []
     for k in sorted({t.rung for t in tried}):
         agree = rungs[k].agree
@@ -124,18 +103,10 @@ def _outcomes(rungs: Sequence[Rung], tried: Sequence[_Tried]) -> list[tuple[int,
 
 
 def decide(rungs: Sequence[Rung], tried: Sequence[_Tried], budget_usd: float | None) -> Step:
-    """The cascade's whole policy, free of I/O.
-
-    - Nothing tried yet: call rung 0.
-    - The last attempt succeeded, passed its verifiers (:mod:`ponder._verify`) and scored ≥ its
-      threshold (no score, from a rung without a scorer: passing the verifiers is enough), or it is the last
-      rung: answer it. An answer that failed a verifier is never accepted while a rung is left.
-      A set rung first calls its members as :func:`set_state` says (two; the third only when
-      they disagree); its attempt is the majority answer and its score the acceptance probability.
-    - Otherwise call the next rung, unless the per-query budget would be exceeded by its
-      expected cost (or there is no next rung): then answer with the best-scored success so far
-      that passed its verifiers, or, when none did, the last answer.
-    - A failed call falls through to the next rung. If every rung failed, ``answer`` is None.
+    """The cascade's whole policy: answer the last attempt if it passed its verifiers and scored ≥
+    its threshold (no scorer: the verifiers suffice), or is the last rung's; else climb, unless
+    the budget forbids it or no rung is left: then answer the best-scored verified success, or
+    the last answer. A failed call falls through; all failed: ``answer`` is None.
     """
     if not tried:
         return _enter(rungs, 0)
@@ -172,14 +143,10 @@ def decide_many(rungs: Sequence[Rung], present: np.ndarray, scores: np.ndarray,
                 costs: np.ndarray, budget_usd: float | None,
                 failed: Callable[[int, np.ndarray], np.ndarray] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`decide` for Q queries at once, one rung at a time, with the same rules in the same
-    order; a test pins the two together (``tests/cascade/test_scale_paths.py``): change both.
-
-    Single-model rungs only. ``present[q, k]``: the call answered (else it falls through, free);
-    ``scores[q, k]``: its score (NaN: none, as ``score=None``; never a scorer's NaN);
-    ``costs[q, k]``: its cost; ``failed(k, rows)``: which answers at rung ``k`` of the queries
-    ``rows`` fail a verifier. Returns per query the answering rung (-1: every call failed), the
-    cost spent (summed in call order) and the number of rungs called.
+    """:func:`decide` for Q queries at once, single-model rungs only; a test pins the two together
+    (change both). ``scores`` NaN means no score (never a scorer's NaN); ``failed(k, rows)``: the
+    rows whose answer at rung ``k`` fails a verifier. Returns per query the answering rung (-1:
+    all failed), the cost spent and the number of rungs called.
     """
     nq, n = present.shape
     answer = np.full(nq, -1, dtype=np.int64)

@@ -1,13 +1,8 @@
 """Live verification signals for a rung: ``samples = n`` answers and token log-probabilities.
 
-A rung with ``samples > 1`` or ``logprobs`` asks its model the way ``ponder collect`` does, through
-the same two steps (:func:`ponder.collect.plan_jobs` and :func:`ponder.collect.job_request`):
-one request with ``n`` where the provider answers ``n`` samples at once (the input is paid once),
-else one request per sample (``seed = index`` after the first); a provider that answers fewer
-samples than asked (llama.cpp's server ignores ``n``) is asked again for the missing ones, one at
-a time. The answers come back as one :class:`~ponder.Completion` (``text`` the first sample,
-``samples`` all of them, cost and tokens summed), so the scorer sees the same features live as it
-does on the table ``ponder collect`` recorded.
+Asked as ``ponder collect`` asks (:func:`ponder.collect.plan_jobs`, :func:`~ponder.collect.job_request`,
+missing samples asked again one at a time) and merged into one :class:`~ponder.Completion`, so the
+scorer sees live what it saw on the recorded table.
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ def _owed(job: Job, result: Completion) -> list[Job]:
 
 
 def _merge(parts: Sequence[Completion]) -> Completion:
-    """One completion from the calls that answered a rung, in sample order."""
     head = parts[0]
     if len(parts) == 1:
         return head
@@ -64,8 +58,7 @@ def _request(client: Any, job: Job, rung: Rung) -> ChatRequest:
 
 
 def complete_rung(client: Any, request: ChatRequest, rung: Rung) -> Completion:
-    """Ask ``rung``'s model for its answer and, where the rung wants them, its samples and
-    logprobs. A failure of the first call raises; a later sample's failure leaves it out."""
+    """``rung``'s answer with the samples and logprobs it wants; a later sample's failure leaves it out."""
     if rung.samples <= 1 and not rung.logprobs:
         completion: Completion = client.complete(request, model=rung.live)
         return completion
@@ -110,9 +103,8 @@ async def acomplete_rung(client: Any, request: ChatRequest, rung: Rung) -> Compl
 
 def rung_signal_settings(table: OutcomeTable, model: str, scorer: AnswerScorer | None
                          ) -> tuple[int, bool]:
-    """``(samples, logprobs)`` a rung for ``model`` must ask for so that its scorer sees live
-    what it saw in ``table``: the number of samples the table recorded for the model (when the
-    scorer uses self-consistency) and logprobs (when it uses them and the table has them)."""
+    """``(samples, logprobs)`` a rung for ``model`` asks for so its scorer sees live what it saw in
+    ``table`` (the recorded samples when it uses self-consistency; logprobs when recorded)."""
     used = set(getattr(scorer, "signals_", ()) or ())
     if scorer is None or not used or model not in table.models:
         return 1, False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,38 +21,27 @@ if TYPE_CHECKING:
 __all__ = ["CascadeStrategy"]
 
 
+@dataclass(eq=False, repr=False)
 class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """Fit scorers (cross-fitted) and the chain frontier on train; replay budgets on test.
-
-    A scikit-learn estimator: ``__init__`` stores its parameters, ``fit`` learns ``optimizer_``
-    (the fitted :class:`CascadeOptimizer`)."""
+    """Fit scorers (cross-fitted) and the chain frontier on train (``optimizer_``); replay budgets on test."""
 
     kind = "cascade"
-
-    def __init__(self, name: str = "cascade", *, n_budgets: int = 16, max_length: int = 3,
-                 folds: int = 3, scorer_params: dict[str, Any] | None = None, seed: int = 0,
-                 set_pool: int = 0, set_compare: str = "auto",
-                 set_text_method: str = "tokens", set_relative: bool = False,
-                 n_pareto: int = 0) -> None:
-        self.name = name
-        self.n_budgets = n_budgets
-        self.max_length = max_length
-        self.folds = folds
-        self.scorer_params = scorer_params
-        self.seed = seed
-        self.set_pool = set_pool
-        self.set_compare = set_compare
-        self.set_text_method = set_text_method
-        self.set_relative = set_relative
-        self.n_pareto = n_pareto  # also sweep up to this many points of the train Pareto front
+    name: str = "cascade"
+    _: KW_ONLY
+    n_budgets: int = 16
+    max_length: int = 3
+    folds: int = 3
+    scorer_params: dict[str, Any] | None = None
+    seed: int = 0
+    set_pool: int = 0
+    set_compare: str = "auto"
+    set_text_method: str = "tokens"
+    set_relative: bool = False
+    n_pareto: int = 0  # also sweep up to this many points of the train Pareto front
 
     def fit(self, train: OutcomeTable) -> CascadeStrategy:
-        self.optimizer_ = CascadeOptimizer(max_length=self.max_length, folds=self.folds,
-                                           scorer_params=self.scorer_params, seed=self.seed,
-                                           set_pool=self.set_pool, set_compare=self.set_compare,
-                                           set_text_method=self.set_text_method,
-                                           set_relative=self.set_relative)
-        self.optimizer_.fit(train)
+        shared = {f.name for f in fields(self)} & {f.name for f in fields(CascadeOptimizer)}
+        self.optimizer_ = CascadeOptimizer(**{k: getattr(self, k) for k in shared}).fit(train)
         return self
 
     def budgets(self) -> np.ndarray:
@@ -61,9 +51,8 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
         return np.geomspace(lo, max(hi, lo * 1.0001), self.n_budgets)
 
     def choices(self, *, unique: bool = False) -> list[tuple[float, ChainChoice]]:
-        """(budget, chain) settings to sweep: the best chain for each of :meth:`budgets`, then up
-        to ``n_pareto`` points of the train Pareto front, evenly spaced in cost (``unique``: each
-        chain and thresholds once, at its first budget)."""
+        """The best chain for each of :meth:`budgets`, then up to ``n_pareto`` Pareto points evenly
+        spaced in cost (``unique``: each chain and thresholds once)."""
         f = self.optimizer_.frontier_
         out = [(float(b), f.best_for_budget(float(b))) for b in self.budgets()]
         if self.n_pareto > 0:
@@ -84,8 +73,7 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
         return self._points(test, self.choices(unique=True))
 
     def replay(self, test: OutcomeTable, settings: list[dict[str, Any]]) -> list[OperatingPoint]:
-        """Settings taken from another fit of this strategy, on ``test``: each budget's best
-        chain on *this* fit's frontier (its cheapest chain where none fits the budget)."""
+        """Another fit's settings on ``test``: each budget's chain on *this* fit's frontier."""
         return self._points(test, [(float(s["budget_usd"]), self._chain_for(float(s["budget_usd"])))
                                    for s in settings])
 
@@ -95,9 +83,8 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
 
     def live(self, setting: dict[str, Any], *, name: str | None = None,
              model_map: dict[str, str] | None = None, config: Any = None) -> Cascade:
-        """The live cascade measured at ``setting``: this fit's chain for its budget, with its
-        thresholds and fitted scorer, as the file :meth:`save` writes for it loads (``config``:
-        its ``[models]`` aliases name live specs for the models ``model_map`` leaves out)."""
+        """The live cascade measured at ``setting`` (``config``: its ``[models]`` aliases name the
+        live specs ``model_map`` leaves out)."""
         return self.optimizer_.build(self._chain_for(float(setting["budget_usd"])),
                                      name=name or self.name,
                                      model_map=live_model_map(self.optimizer_.models_, model_map,
@@ -105,8 +92,7 @@ class CascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is u
 
     def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
              model_map: dict[str, str] | None = None) -> Path:
-        """Write the cascade measured at ``setting`` (this fit's chain, thresholds and scorer)
-        into ``directory``; returns the strategy file."""
+        """Write the cascade measured at ``setting`` into ``directory``; returns the strategy file."""
         cascade = self.live(setting, name=name, model_map=model_map)
         return cascade.save(Path(directory) / "strategy.json", model_map=model_map)
 
@@ -136,8 +122,7 @@ def _factory(train: OutcomeTable) -> CascadeStrategy | None:
 
 @register_strategy("cascade-agree", default=False)
 def _agree_factory(train: OutcomeTable) -> CascadeStrategy | None:
-    """The cascade with agreement rungs (sets of 2-3 among the 6 cheapest models, never the dearest) in its search:
-    not in the default set (its fit takes about 3x as long); ask for it with ``-s cascade-agree``."""
+    """The cascade with agreement rungs among the 6 cheapest models: not a default (3x the fit time)."""
     if len(train.models) < 3:
         return None
     return CascadeStrategy("cascade-agree", set_pool=min(6, len(train.models) - 1))
