@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def query_key(query: str | ChatRequest) -> str:
-    """A canonical form of a query (:attr:`ChatRequest.query`): the text of a lone user message,
-    else the conversation as JSON. A recorded query string in either form maps to itself."""
+    """A query's canonical form (:attr:`ChatRequest.query`); a recorded one maps to itself."""
     if isinstance(query, ChatRequest):
         return query.query
     msgs = json_messages(query)
