@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from ._exceptions import DataError, PonderError
 from ._jsonl import iter_jsonl, iter_log
-from ._types import Answer, ChatRequest, Completion
+from ._types import ChatRequest, Completion
 from .strategies import as_live
 
 # A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
@@ -109,27 +109,9 @@ def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
     return {str(rec["id"]): rec for _, rec in iter_log(path) if isinstance(rec, dict) and "id" in rec}
 
 
-def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
-    c = answer.completion
-    return {
-        "id": row.id, "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached,
-        "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated, "latency_s": round(c.latency_s, 6),
-        "usage": c.usage.model_dump(), "finish_reason": c.finish_reason, "strategy": answer.strategy,
-        "trace": [a.model_dump(exclude={"response"}) for a in answer.trace] if len(answer.trace) > 1 else [],
-        "error": None,
-    }
-
-
 def error_text(exc: BaseException) -> str:
     """An error on one line of at most 1,000 characters, as records keep it."""
     return " ".join(str(exc).split())[:1000]
-
-
-def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
-    provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
-    spec = f"{provider}:{model}" if provider and model else (model or None)
-    return {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0,
-            "cached": False, "error": error_text(exc), "error_type": type(exc).__name__}
 
 
 class _Writer:
@@ -211,11 +193,20 @@ async def arun_batch(
         try:
             answer = await live.arun(row.request, client)
         except PonderError as exc:
-            rec = error_record(row, exc)
+            provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
+            spec = f"{provider}:{model}" if provider and model else (model or None)
+            rec = {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0, "cached": False,
+                   "error": error_text(exc), "error_type": type(exc).__name__}
             summary.count(exc)
         else:
-            rec = answer_record(row, answer)
-            summary.count(answer.completion, answer.cost_usd)
+            c, trace = answer.completion, answer.trace
+            rec = {"id": row.id, "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd,
+                   "cached": c.cached, "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated,
+                   "latency_s": round(c.latency_s, 6), "usage": c.usage.model_dump(),
+                   "finish_reason": c.finish_reason, "strategy": answer.strategy,
+                   "trace": [a.model_dump(exclude={"response"}) for a in trace] if len(trace) > 1 else [],
+                   "error": None}
+            summary.count(c, answer.cost_usd)
         writer.write(rec)
         summary.elapsed_s = time.perf_counter() - start
         if on_result is not None:

@@ -69,14 +69,11 @@ class DiskCacheBackend(CacheBackend):
         self.path = Path(path).expanduser()
         self.size_limit_mb = size_limit_mb
         self.retry_s = retry_s
+        self.location = str(self.path / "cache.db")
         self._dbs: tuple[Any, Any] | None = None  # (entries, statistics), both diskcache.Cache
         self._down: CacheUnavailable | None = None
         self._down_until = 0.0
         self._lock = threading.Lock()
-
-    @property
-    def location(self) -> str:
-        return str(self.path / "cache.db")
 
     def _open(self) -> tuple[Any, Any]:
         with self._lock:

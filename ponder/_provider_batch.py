@@ -109,7 +109,7 @@ class _Run:
             spec = client.resolve(item.model)
             if spec.provider not in self.apis:
                 self.apis[spec.provider] = BatchAPI(*_provider(client, spec.provider))
-            if self.apis[spec.provider].kind == "anthropic" and (getattr(item.request, "n", None) or 1) > 1:
+            if self.apis[spec.provider].kind == "anthropic" and (item.request.n or 1) > 1:
                 raise ConfigError(f"{item.custom_id}: n > 1 is not supported in an Anthropic batch")
             self.items[item.custom_id] = (spec, item.request)
         self.failed: dict[str, PonderError] = {}

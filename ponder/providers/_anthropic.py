@@ -137,9 +137,8 @@ def _tool_use(call: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _turns(request: ChatRequest) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages): system/developer messages joined into ``system``; assistant
-    ``tool_calls`` as ``tool_use`` blocks; ``tool`` messages as ``tool_result`` blocks, consecutive
-    ones merged into one user turn (as the Messages API requires)."""
+    """(system prompt, messages); consecutive ``tool`` results merged into one user turn (as the
+    Messages API requires)."""
     system: list[str] = []
     msgs: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):

@@ -104,6 +104,12 @@ class WholeTextStream:
         yield comp.text
         yield comp
 
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.close()
+
 
 def once(fn: Callable[..., T], *args: Any) -> Generator[T, None, None]:
     yield fn(*args)
@@ -240,12 +246,6 @@ class BaseProvider(WholeTextStream):
         async for item in self._aattempts(wire, request, model):
             completion = item
         return completion  # type: ignore[return-value]
-
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        self.close()
 
 
 def _final(reply: Reply | None, provider: str, model: str) -> Reply:

@@ -110,8 +110,7 @@ class OpenAIProvider(SDKProvider):
     def _reply(self, raw: bytes, model: str) -> Reply:
         data = json.loads(raw)  # a ValueError becomes BadResponse in translate_sdk_error
         try:
-            raw_choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
-            choices = tuple(_choice(c) for c in raw_choices)
+            choices = tuple(map(_choice, sorted(data["choices"], key=lambda c: c.get("index") or 0)))
             if not choices:
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):

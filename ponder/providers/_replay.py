@@ -76,9 +76,3 @@ class ReplayProvider(WholeTextStream):
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
         await asyncio.sleep(0)
         return self.complete(request, model)
-
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
