@@ -298,20 +298,13 @@ class CachedProvider:
                 break
         return key, _served(hit, start) if hit is not None else None
 
-    def _store(self, key: str | None, completion: Completion) -> None:
-        if key is not None:
-            self.guard.call("set", key, _encode(completion), self.ttl_s)
-
-    async def _astore(self, key: str | None, completion: Completion) -> None:
-        if key is not None:
-            await self.guard.acall("set", key, _encode(completion), self.ttl_s)
-
     def complete(self, request: ChatRequest, model: str) -> Completion:
         key, hit = self._lookup(request, model)
         if hit is not None:
             return hit
         completion: Completion = self.provider.complete(request, model)
-        self._store(key, completion)
+        if key is not None:
+            self.guard.call("set", key, _encode(completion), self.ttl_s)
         return completion
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
@@ -319,7 +312,8 @@ class CachedProvider:
         if hit is not None:
             return hit
         completion: Completion = await self.provider.acomplete(request, model)
-        await self._astore(key, completion)
+        if key is not None:
+            await self.guard.acall("set", key, _encode(completion), self.ttl_s)
         return completion
 
     def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
@@ -329,8 +323,8 @@ class CachedProvider:
             yield hit
             return
         for item in self.provider.stream(request, model):
-            if isinstance(item, Completion):
-                self._store(key, item)
+            if isinstance(item, Completion) and key is not None:
+                self.guard.call("set", key, _encode(item), self.ttl_s)
             yield item
 
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
@@ -340,8 +334,8 @@ class CachedProvider:
             yield hit
             return
         async for item in self.provider.astream(request, model):
-            if isinstance(item, Completion):
-                await self._astore(key, item)
+            if isinstance(item, Completion) and key is not None:
+                await self.guard.acall("set", key, _encode(item), self.ttl_s)
             yield item
 
     def close(self) -> None:

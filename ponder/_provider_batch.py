@@ -113,20 +113,17 @@ class _Run:
                 raise ConfigError(f"{item.custom_id}: n > 1 is not supported in an Anthropic batch")
             self.items[item.custom_id] = (spec, item.request)
         self.failed: dict[str, PonderError] = {}
+        for cid, (spec, request) in self.items.items():  # a known custom id must ask the same
+            known = state.requests.get(cid)
+            if known is not None and known != _fingerprint(spec, request):
+                raise ConfigError(
+                    f"custom_id {cid!r} asks something other than what {state.path} recorded "
+                    "for it; use another state file to start over", file=str(state.path))
 
     def progress(self) -> None:
         if self.on_progress is not None:
             done = sum(1 for cid in self.items if cid in self.state.done or cid in self.failed)
             self.on_progress(done, len(self.items))
-
-    def check_resumable(self) -> None:
-        """A custom id the state file knows must still ask the same thing."""
-        for cid, (spec, request) in self.items.items():
-            known = self.state.requests.get(cid)
-            if known is not None and known != _fingerprint(spec, request):
-                raise ConfigError(
-                    f"custom_id {cid!r} asks something other than what {self.state.path} recorded "
-                    "for it; use another state file to start over", file=str(self.state.path))
 
     def open_chunks(self) -> list[dict[str, Any]]:
         return [c for c in self.state.chunks if not c.get("fetched")]
@@ -271,7 +268,6 @@ def run_provider_batch(
     is called after each submission and each round of polls."""
     state = _State(Path(state_path))
     run = _Run(client, items, state, poll_s, on_progress)
-    run.check_resumable()
     run.progress()
     run.wait()  # chunks recorded by an earlier run
     run.submit(run.to_submit())

@@ -249,8 +249,7 @@ def _params(request: ChatRequest, model: str) -> dict[str, Any]:
 
 
 def _choice(resp: Any, forced: str | None) -> Choice:
-    """One Messages API answer as a Chat Completions choice: text blocks as content, ``tool_use``
-    blocks as ``tool_calls`` (a forced JSON tool's input as the content instead)."""
+    """One Messages API answer as a Chat Completions choice (a forced JSON tool's input as content)."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     for b in resp.content:

@@ -26,7 +26,6 @@ _ANTHROPIC_STATUS = {"invalid_request_error": 400, "authentication_error": 401, 
                      "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                      "rate_limit_error": 429, "api_error": 500, "timeout_error": 504,
                      "overloaded_error": 529}
-_ONCE = RetryPolicy(max_retries=0)
 
 
 class _RowError(Exception):
@@ -57,7 +56,7 @@ class BatchAPI:
         return client.batches if self.kind == "openai" else client.messages.batches
 
     def call(self, model: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
-        (value,) = self.provider._retried(partial(once, fn), model, None if retry else _ONCE)
+        (value,) = self.provider._retried(partial(once, fn), model, None if retry else RetryPolicy(max_retries=0))
         return value
 
     def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:
