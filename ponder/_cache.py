@@ -60,10 +60,8 @@ def _disk_failure(exc: BaseException, db: Path, folder: Path) -> CacheUnavailabl
 
 
 class DiskCacheBackend(CacheBackend):
-    """diskcache (SQLite + files): atomic writes, safe with many processes, survives kill -9.
-
-    Opened on first use; after a failure it stays closed ``retry_s`` seconds, then tries again, so
-    a cache repaired meanwhile (``ponder cache clear``) is picked up without a restart."""
+    """diskcache (SQLite + files), safe with many processes; after a failure it stays closed
+    ``retry_s`` seconds, so a cache repaired meanwhile is picked up without a restart."""
 
     def __init__(self, path: str | Path, *, size_limit_mb: int = 1024, retry_s: float = 5.0) -> None:
         self.path = Path(path).expanduser()

@@ -263,9 +263,7 @@ def run_provider_batch(
     on_progress: Callable[[int, int], None] | None = None, retry_failed: bool = True,
 ) -> dict[str, Completion | PonderError]:
     """Every custom id's Completion (at the batch rate) or error; the batch API's own errors raise.
-
-    ``retry_failed``: retryable failures go once more in a new batch. ``on_progress(finished, total)``
-    is called after each submission and each round of polls."""
+    ``retry_failed``: retryable failures go once more in a new batch."""
     state = _State(Path(state_path))
     run = _Run(client, items, state, poll_s, on_progress)
     run.progress()

@@ -202,8 +202,7 @@ def _json_tool(fmt: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def to_messages_api(request: ChatRequest, model: str, *, provider: str = "anthropic") -> dict[str, Any]:
-    """A Chat Completions request as Messages API parameters (fields with no counterpart were
-    refused before: ``AnthropicProvider.accepts``)."""
+    """A Chat Completions request as Messages API parameters (``accepts`` refused the rest)."""
     try:
         return _params(request, model)
     except UnsupportedRequest as exc:

@@ -128,8 +128,7 @@ class OpenAIProvider(SDKProvider):
 
     # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
-        """Folds a stream's chunks into whole answers (tool call fragments by ``index``); only
-        choice 0's text is passed on as deltas."""
+        """Folds a stream's chunks into whole answers; only choice 0's text goes on as deltas."""
 
         def __init__(self) -> None:
             self.usage: Usage | None = None
