@@ -1,9 +1,7 @@
 """Batch runs: answer every row of a JSONL file with a strategy, N at a time, resumably.
 
-Each result is appended to the output as one flushed JSON line as soon as it completes, so an
-interrupted run keeps what it finished; rerunning skips the rows answered, and the cache serves
-those answered but not yet written (temperature 0, or ``cache_sampled``), so nothing is paid
-twice. A row whose call fails is written with its error and retried by the next run. Rows::
+Each result is appended as one flushed JSON line, so a rerun skips the rows answered (the cache
+serves those not yet written) and retries the failed ones; nothing is paid twice. Rows::
 
     {"id": "q1", "prompt": "What is 2+2?"}
     {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
@@ -23,9 +21,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ._exceptions import DataError, PonderError, ProviderError, UnknownModel
+from ._exceptions import DataError, PonderError
 from ._jsonl import iter_jsonl, iter_log
-from ._types import Answer, ChatRequest, Completion
+from ._types import ChatRequest, Completion
 from .strategies import as_live
 
 # A row's Chat Completions fields (tools, response_format, n, ...) are sent as written; any other
@@ -41,7 +39,7 @@ class BatchRow:
 
 @dataclass
 class BatchSummary:
-    """What a run did. ``skipped`` rows were already answered in the output file."""
+    """What a run did (``skipped``: rows already answered in the output file)."""
 
     total: int = 0
     skipped: int = 0
@@ -59,8 +57,7 @@ class BatchSummary:
         return self.total - self.skipped - self.done - self.failed
 
     def count(self, result: Completion | BaseException, cost_usd: float | None = None) -> None:
-        """Count one finished call: its completion (``cost_usd``: what it cost, if not the
-        completion's own), or the error it failed with."""
+        """Count one finished call's completion (``cost_usd``: if not its own) or error."""
         if isinstance(result, BaseException):
             self.failed += 1
             self.errors[type(result).__name__] = self.errors.get(type(result).__name__, 0) + 1
@@ -108,36 +105,13 @@ def read_rows(path: str | Path) -> list[BatchRow]:
 
 
 def read_results(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The last record per id in an output file; a torn line (see :func:`iter_log`) is dropped,
-    so its row is answered again and the next run rewrites the file without it."""
-    results: dict[str, dict[str, Any]] = {}
-    for _, rec in iter_log(path):
-        if isinstance(rec, dict) and "id" in rec:
-            results[str(rec["id"])] = rec
-    return results
-
-
-def answer_record(row: BatchRow, answer: Answer) -> dict[str, Any]:
-    c = answer.completion
-    return {
-        "id": row.id, "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd, "cached": c.cached,
-        "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated, "latency_s": round(c.latency_s, 6),
-        "usage": c.usage.model_dump(), "finish_reason": c.finish_reason, "strategy": answer.strategy,
-        "trace": [a.model_dump(exclude={"response"}) for a in answer.trace] if len(answer.trace) > 1 else [],
-        "error": None,
-    }
+    """The last record per id in an output file; a torn line is dropped (its row asked again)."""
+    return {str(rec["id"]): rec for _, rec in iter_log(path) if isinstance(rec, dict) and "id" in rec}
 
 
 def error_text(exc: BaseException) -> str:
     """An error on one line of at most 1,000 characters, as records keep it."""
     return " ".join(str(exc).split())[:1000]
-
-
-def error_record(row: BatchRow, exc: Exception) -> dict[str, Any]:
-    provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
-    spec = f"{provider}:{model}" if provider and model else (model or None)
-    return {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0,
-            "cached": False, "error": error_text(exc), "error_type": type(exc).__name__}
 
 
 class _Writer:
@@ -165,9 +139,8 @@ T = TypeVar("T")
 
 async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]],
                 summary: BatchSummary, *, concurrency: int, max_cost: float | None) -> None:
-    """The job runner of ``ponder run`` and ``ponder collect``: ``step`` on every item,
-    ``concurrency`` at a time, the items ``step`` hands back queued after the others. No item is
-    started once ``summary.cost_usd`` reaches ``max_cost`` (``summary.stopped`` says why)."""
+    """``step`` on every item (and those it hands back), ``concurrency`` at a time, none started
+    once ``summary.cost_usd`` reaches ``max_cost``: the job runner of ``run`` and ``collect``."""
     queue: asyncio.Queue[T] = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
@@ -199,10 +172,8 @@ async def arun_batch(
     on_start: Callable[[BatchSummary], None] | None = None,
     on_result: Callable[[dict[str, Any], BatchSummary], None] | None = None,
 ) -> BatchSummary:
-    """Answer every row not yet answered in ``output_path``; returns what this run did.
-
-    ``strategy``: a live strategy, or anything :func:`ponder.strategies.as_live` completes (an
-    object with only ``run`` works as in the server)."""
+    """Answer every row not yet answered in ``output_path`` with ``strategy`` (anything
+    :func:`ponder.strategies.as_live` takes); returns what this run did."""
     if concurrency < 1:
         raise PonderError("concurrency must be at least 1")
     live = as_live(strategy)
@@ -221,12 +192,21 @@ async def arun_batch(
     async def one(row: BatchRow) -> list[BatchRow]:
         try:
             answer = await live.arun(row.request, client)
-        except (ProviderError, UnknownModel, PonderError) as exc:
-            rec = error_record(row, exc)
+        except PonderError as exc:
+            provider, model = getattr(exc, "provider", ""), getattr(exc, "model", "")
+            spec = f"{provider}:{model}" if provider and model else (model or None)
+            rec = {"id": row.id, "text": None, "model": spec, "cost_usd": 0.0, "cached": False,
+                   "error": error_text(exc), "error_type": type(exc).__name__}
             summary.count(exc)
         else:
-            rec = answer_record(row, answer)
-            summary.count(answer.completion, answer.cost_usd)
+            c, trace = answer.completion, answer.trace
+            rec = {"id": row.id, "text": c.text, "model": c.spec, "cost_usd": answer.cost_usd,
+                   "cached": c.cached, "saved_usd": c.saved_usd, "cost_estimated": c.cost_estimated,
+                   "latency_s": round(c.latency_s, 6), "usage": c.usage.model_dump(),
+                   "finish_reason": c.finish_reason, "strategy": answer.strategy,
+                   "trace": [a.model_dump(exclude={"response"}) for a in trace] if len(trace) > 1 else [],
+                   "error": None}
+            summary.count(c, answer.cost_usd)
         writer.write(rec)
         summary.elapsed_s = time.perf_counter() - start
         if on_result is not None:
@@ -242,8 +222,7 @@ async def arun_batch(
 
 
 def run_sync(main: Coroutine[Any, Any, T], clients: Callable[[], Iterable[Any]]) -> T:
-    """``asyncio.run(main)`` (the synchronous twins of ``arun_batch``, ``acollect`` and
-    ``agrade_table``). The async connections ``clients()`` opened on that loop are released
+    """``asyncio.run(main)``, releasing the async connections ``clients()`` opened on that loop
     before it closes, so the same clients work again afterwards."""
     async def run() -> T:
         try:

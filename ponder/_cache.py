@@ -1,9 +1,7 @@
 """The completion cache: a diskcache backend and a caching wrapper over any provider.
 
-A hit costs 0 and records the cost it saved. Keys hash what determines the answer and values hold
-the answer, its usage and its cost: neither ever holds a credential. A cache that cannot be used
-(a corrupt or read-only ``cache.db``, Redis gone) never stops an answer (``CacheGuard``), and the
-async path never blocks the event loop.
+A hit costs 0 and records the cost it saved; neither keys nor values ever hold a credential, and a
+cache that cannot be used never stops an answer (``CacheGuard``) nor blocks the event loop.
 """
 
 from __future__ import annotations
@@ -62,25 +60,18 @@ def _disk_failure(exc: BaseException, db: Path, folder: Path) -> CacheUnavailabl
 
 
 class DiskCacheBackend(CacheBackend):
-    """diskcache (SQLite + files): atomic writes, safe with many processes, survives kill -9.
-
-    Opened on first use. A file that cannot be used raises ``CacheUnavailable`` naming it and the
-    fix; the backend then stays closed for ``retry_s`` seconds and tries again, so a cache repaired
-    meanwhile (``ponder cache clear``) is picked up without a restart.
-    """
+    """diskcache (SQLite + files), safe with many processes; after a failure it stays closed
+    ``retry_s`` seconds, so a cache repaired meanwhile is picked up without a restart."""
 
     def __init__(self, path: str | Path, *, size_limit_mb: int = 1024, retry_s: float = 5.0) -> None:
         self.path = Path(path).expanduser()
         self.size_limit_mb = size_limit_mb
         self.retry_s = retry_s
+        self.location = str(self.path / "cache.db")
         self._dbs: tuple[Any, Any] | None = None  # (entries, statistics), both diskcache.Cache
         self._down: CacheUnavailable | None = None
         self._down_until = 0.0
         self._lock = threading.Lock()
-
-    @property
-    def location(self) -> str:
-        return str(self.path / "cache.db")
 
     def _open(self) -> tuple[Any, Any]:
         with self._lock:
@@ -99,14 +90,13 @@ class DiskCacheBackend(CacheBackend):
             except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
                 if cache is not None:
                     cache.close()
-                db = self.path / "cache.db" if cache is None else self.path / "stats" / "cache.db"
-                raise self._failed(exc, db) from None
+                raise self._failed(exc, int(cache is not None)) from None
             self._dbs, self._down = (cache, stats), None
             return self._dbs
 
-    def _failed(self, exc: BaseException, db: Path) -> CacheUnavailable:
-        """Remember the failure, drop the handles (reopened after ``retry_s``), and describe it."""
-        self._down = _disk_failure(exc, db, self.path)
+    def _failed(self, exc: BaseException, which: int) -> CacheUnavailable:
+        """Remember the failure of db ``which``, drop the handles (reopened after ``retry_s``)."""
+        self._down = _disk_failure(exc, (self.path / "stats" if which else self.path) / "cache.db", self.path)
         self._down_until = time.monotonic() + self.retry_s
         dbs, self._dbs = self._dbs, None
         _close_all(dbs)
@@ -119,9 +109,8 @@ class DiskCacheBackend(CacheBackend):
         try:
             return op(db)
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-            name = self.path / "cache.db" if which == 0 else self.path / "stats" / "cache.db"
             with self._lock:
-                raise self._failed(exc, name) from None
+                raise self._failed(exc, which) from None
 
     def get(self, key: str) -> bytes | None:
         value = self._run(0, lambda c: c.get(key))
@@ -148,8 +137,7 @@ class DiskCacheBackend(CacheBackend):
         return self._run(0, lambda c: int(c.volume()))
 
     def reset(self) -> list[Path]:
-        """Delete diskcache's own files here, whatever state they are in (for a cache too damaged
-        to ``clear``); other files are left alone. Returns the files removed."""
+        """Delete diskcache's own files here (a cache too damaged to ``clear``); returns them."""
         with self._lock:
             dbs, self._dbs, self._down = self._dbs, None, None
             _close_all(dbs)
@@ -203,11 +191,8 @@ def _decode(raw: bytes) -> Completion | None:
 
 
 class CacheGuard:
-    """Runs the cache operations of the request path: a failing backend means "no cache", not an error.
-
-    Logs one warning when the backend starts failing and one when it works again, however many
-    requests meet the outage: share one guard per backend.
-    """
+    """Runs the request path's cache operations: a failing backend means "no cache", not an error,
+    with one warning per outage and one on recovery (share one guard per backend)."""
 
     def __init__(self, backend: CacheBackend) -> None:
         self.backend = backend
@@ -248,7 +233,7 @@ class CacheGuard:
         return self._worked(value)
 
     async def acall(self, method: str, *args: Any) -> tuple[bool, Any]:
-        """``call`` without blocking the loop: the backend's ``a<method>``, else the sync one in a thread."""
+        """``call`` without blocking the loop (a backend without ``a<method>``: in a thread)."""
         native = getattr(self.backend, "a" + method, None)
         try:
             if native is not None:
@@ -271,12 +256,8 @@ def _served(hit: Completion, start: float) -> Completion:
 
 
 class CachedProvider:
-    """Wraps any provider; identical requests are answered from the cache for free.
-
-    Only deterministic requests (temperature sent as 0; none means the vendor's default, 1.0 at
-    OpenAI) are cached, unless ``cache_sampled`` is set. A failing backend means no cache, with a
-    warning (pass ``guard`` to share one ``CacheGuard`` among the providers of one backend).
-    """
+    """Wraps any provider; identical requests are answered from the cache for free. Only requests
+    sent with temperature 0 are cached (none means the vendor's default), unless ``cache_sampled``."""
 
     def __init__(self, provider: Any, backend: CacheBackend, *, ttl_s: float | None = None,
                  cache_sampled: bool = False, guard: CacheGuard | None = None) -> None:
@@ -294,7 +275,7 @@ class CachedProvider:
                          model=model, request=request)
 
     def _lookup(self, request: ChatRequest, model: str) -> tuple[str | None, Completion | None]:
-        """The request's key (None: not cached) and the cached answer, if there is one."""
+        """The request's key (None: not cached) and the cached answer, if any."""
         start = time.perf_counter()
         key = self._key(request, model)
         ok, raw = self.guard.call("get", key) if key is not None else (False, None)
@@ -315,20 +296,13 @@ class CachedProvider:
                 break
         return key, _served(hit, start) if hit is not None else None
 
-    def _store(self, key: str | None, completion: Completion) -> None:
-        if key is not None:
-            self.guard.call("set", key, _encode(completion), self.ttl_s)
-
-    async def _astore(self, key: str | None, completion: Completion) -> None:
-        if key is not None:
-            await self.guard.acall("set", key, _encode(completion), self.ttl_s)
-
     def complete(self, request: ChatRequest, model: str) -> Completion:
         key, hit = self._lookup(request, model)
         if hit is not None:
             return hit
         completion: Completion = self.provider.complete(request, model)
-        self._store(key, completion)
+        if key is not None:
+            self.guard.call("set", key, _encode(completion), self.ttl_s)
         return completion
 
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
@@ -336,7 +310,8 @@ class CachedProvider:
         if hit is not None:
             return hit
         completion: Completion = await self.provider.acomplete(request, model)
-        await self._astore(key, completion)
+        if key is not None:
+            await self.guard.acall("set", key, _encode(completion), self.ttl_s)
         return completion
 
     def stream(self, request: ChatRequest, model: str) -> Iterator[str | Completion]:
@@ -346,8 +321,8 @@ class CachedProvider:
             yield hit
             return
         for item in self.provider.stream(request, model):
-            if isinstance(item, Completion):
-                self._store(key, item)
+            if isinstance(item, Completion) and key is not None:
+                self.guard.call("set", key, _encode(item), self.ttl_s)
             yield item
 
     async def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
@@ -357,8 +332,8 @@ class CachedProvider:
             yield hit
             return
         async for item in self.provider.astream(request, model):
-            if isinstance(item, Completion):
-                await self._astore(key, item)
+            if isinstance(item, Completion) and key is not None:
+                await self.guard.acall("set", key, _encode(item), self.ttl_s)
             yield item
 
     def close(self) -> None:
@@ -381,9 +356,9 @@ def cache_stats(backend: CacheBackend) -> CacheStats:
 
 
 def open_backend(settings: Any) -> CacheBackend:
-    """Build the backend named by a CacheSettings (disk by default; redis for several machines)."""
+    """The backend a CacheSettings names (disk by default; redis for several machines)."""
     if settings.backend == "redis":
-        from ._redis_cache import RedisBackend  # written with the server issue
+        from ._redis_cache import RedisBackend
 
         return RedisBackend(settings.url or "redis://127.0.0.1:6379/0")
     return DiskCacheBackend(settings.resolved_path(), size_limit_mb=settings.size_limit_mb)

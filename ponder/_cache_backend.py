@@ -1,5 +1,4 @@
-"""The cache backend protocol: bytes in, bytes out (disk and Redis implement it). Its own module,
-below both backends, so that neither imports the other."""
+"""The cache backend protocol (its own module, below disk and Redis, so neither imports the other)."""
 
 from __future__ import annotations
 
@@ -11,12 +10,8 @@ __all__ = ["CacheBackend"]
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """Bytes in, bytes out. Implementations must be safe for several processes at once.
-
-    Failures raise (``CacheUnavailable`` at best); ``CachedProvider`` turns them into "no cache".
-    The async methods default to the sync ones in a worker thread, so a backend that subclasses
-    this Protocol never blocks an event loop; Redis overrides them with native async calls.
-    """
+    """Bytes in, bytes out, safe for several processes; failures raise (``CacheUnavailable`` at
+    best). The async methods default to the sync ones in a thread, so no loop is ever blocked."""
 
     def get(self, key: str) -> bytes | None: ...
 

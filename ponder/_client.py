@@ -26,13 +26,9 @@ Prompt = str | ChatRequest | list[Message] | list[dict[str, str]]
 
 
 class Client:
-    """The entry point for live calls. Cost comes back on every Completion.
-
-    ``cache``: True/None uses the config's cache (on by default), False disables it, or pass a
-    backend. A cache that cannot be used (corrupt, read-only, Redis down) is skipped with a warning
-    per outage; it never stops a call. ``base_urls`` overrides the base URL of named providers
-    (``{"openai": url}``).
-    """
+    """The entry point for live calls; cost comes back on every Completion. ``cache``: True/None
+    for the config's, False for none, or a backend (one that cannot be used is skipped with a
+    warning); ``base_urls`` overrides named providers' base URLs (``{"openai": url}``)."""
 
     def __init__(
         self,
@@ -109,8 +105,7 @@ class Client:
 
     # --- cache --------------------------------------------------------------------------
     def cache_stats(self) -> CacheStats:
-        """Hits, misses, savings and size. Raises ``CacheDisabled`` without a cache, and
-        ``CacheUnavailable`` (naming the file or URL and the fix) when it cannot be read."""
+        """Hits, misses, savings and size (``CacheDisabled`` without a cache)."""
         if self.cache is None:
             raise CacheDisabled("the cache is disabled (Client(cache=False) or [cache] enabled = false)")
         return cache_stats(self.cache)

@@ -1,5 +1,4 @@
-"""One JSONL reader for every input ponder takes (outcome tables, public files, batch inputs),
-and one for the append-only logs ponder writes itself (run outputs, collect progress)."""
+"""One JSONL reader for every input ponder takes, and one for the logs ponder appends to itself."""
 
 from __future__ import annotations
 
@@ -13,10 +12,7 @@ from ._exceptions import DataError
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (1-based line number, object) for each non-blank line; bad lines raise DataError.
-
-    Lines are decoded one at a time, so a line that is not UTF-8 is named by its number.
-    """
+    """(1-based line number, object) for each non-blank line; a bad line raises DataError naming it."""
     path = Path(path)
     try:
         fh = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
@@ -47,10 +43,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def iter_log(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based line number, record) for each non-blank line of a log ponder appends to;
-    the record is None where the line is not complete JSON. A run killed mid-write leaves a torn
-    last line, possibly cut inside a multi-byte character: the caller drops it (its answer is
-    asked again) and every complete record is kept. A missing file yields nothing."""
+    """(1-based line number, record) for each non-blank line of a log; the record is None where a
+    kill mid-write tore the line (even inside a character). A missing file yields nothing."""
     path = Path(path)
     if not path.exists():
         return

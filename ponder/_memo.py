@@ -1,10 +1,5 @@
-"""Results kept by what they were computed from, for work that ``ponder eval`` repeats.
-
-Every router strategy and fold copy fits TF-IDF on the same sample and featurizes the same
-queries; the cascade and route-cascade strategies optimize the same cross-fitted scores. A
-:class:`Kept` holds the last few such results (within a byte budget), keyed by a :func:`digest`
-of their inputs or by the inputs themselves.
-"""
+"""Results kept by what they were computed from, for work that ``ponder eval`` repeats (every
+router and fold copy fits the same TF-IDF; cascades optimize the same cross-fitted scores)."""
 
 from __future__ import annotations
 
@@ -26,7 +21,6 @@ class Kept:
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any:
-        """The value kept for ``key``, or None."""
         with self._lock:
             hit = self._items.pop(key, None)
             if hit is None:

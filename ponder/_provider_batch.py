@@ -1,12 +1,8 @@
-"""Provider batch runs: many chat requests through OpenAI's and Anthropic's batch APIs, at about
-half the list price.
+"""Many chat requests through OpenAI's and Anthropic's batch APIs, at about half the list price.
 
-Resumable: a JSON state file records every chunk submitted (provider, model, file id, batch id,
-custom ids) the moment it exists, and every answer fetched, so a re-run polls the recorded batches
-instead of paying for them again. Before each create a chunk records its intent (a time and a
-tag), so a resume after a kill between create and save adopts the batch that was made: OpenAI's by
-the tag and input file in its ``metadata``; Anthropic's (no metadata, no custom ids in listings)
-by its size and creation time, asking which one when several fit instead of guessing.
+Resumable: a state file records every chunk and answer as it exists, so a re-run polls instead of
+paying again. A create's intent (time, tag) is saved first, so a resume after a kill finds the batch
+made: OpenAI's by its ``metadata``, Anthropic's by size and creation time (asking when several fit).
 """
 
 from __future__ import annotations
@@ -36,8 +32,7 @@ STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One request of a batch: ``custom_id`` names its answer, ``model`` is a ``provider:model``
-    spec or an alias from the config."""
+    """One request of a batch; ``model`` is a ``provider:model`` spec or a config alias."""
 
     custom_id: str
     model: str
@@ -114,24 +109,21 @@ class _Run:
             spec = client.resolve(item.model)
             if spec.provider not in self.apis:
                 self.apis[spec.provider] = BatchAPI(*_provider(client, spec.provider))
-            if self.apis[spec.provider].kind == "anthropic" and (getattr(item.request, "n", None) or 1) > 1:
+            if self.apis[spec.provider].kind == "anthropic" and (item.request.n or 1) > 1:
                 raise ConfigError(f"{item.custom_id}: n > 1 is not supported in an Anthropic batch")
             self.items[item.custom_id] = (spec, item.request)
         self.failed: dict[str, PonderError] = {}
+        for cid, (spec, request) in self.items.items():  # a known custom id must ask the same
+            known = state.requests.get(cid)
+            if known is not None and known != _fingerprint(spec, request):
+                raise ConfigError(
+                    f"custom_id {cid!r} asks something other than what {state.path} recorded "
+                    "for it; use another state file to start over", file=str(state.path))
 
     def progress(self) -> None:
         if self.on_progress is not None:
             done = sum(1 for cid in self.items if cid in self.state.done or cid in self.failed)
             self.on_progress(done, len(self.items))
-
-    def check_resumable(self) -> None:
-        """A custom id the state file knows must still ask the same thing."""
-        for cid, (spec, request) in self.items.items():
-            known = self.state.requests.get(cid)
-            if known is not None and known != _fingerprint(spec, request):
-                raise ConfigError(
-                    f"custom_id {cid!r} asks something other than what {self.state.path} recorded "
-                    "for it; use another state file to start over", file=str(self.state.path))
 
     def open_chunks(self) -> list[dict[str, Any]]:
         return [c for c in self.state.chunks if not c.get("fetched")]
@@ -162,7 +154,7 @@ class _Run:
                 self.start(entry, wire)
 
     def start(self, entry: dict[str, Any], wire: list[bytes] | None = None) -> None:
-        """Upload (OpenAI) and create the chunk's batch, saving each id as soon as it exists."""
+        """Upload (OpenAI) and create the chunk's batch, saving each id as it exists."""
         api, model = self.apis[entry["provider"]], entry["model"]
         if wire is None:
             wire = [api.row(f"r{entry['first'] + i}", self.items[cid][1], model)
@@ -186,8 +178,7 @@ class _Run:
         self.progress()
 
     def adopt(self, entry: dict[str, Any]) -> bool:
-        """Whether a batch created for ``entry`` by a run that stopped before saving its id was
-        found (and is now recorded). Only a chunk with a recorded intent can have one."""
+        """Whether a batch an earlier run created for ``entry`` without saving its id was found."""
         if not entry.get("create_intent_at"):
             return False
         taken = {str(c["batch_id"]) for c in self.state.chunks if c.get("batch_id")}
@@ -243,8 +234,9 @@ class _Run:
                 continue
             seen.add(cid)
             if err is None:
+                request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
                 try:
-                    completion = self.price(api, cid, model, answer, latency)
+                    completion = api.price(answer, request, model, latency)
                 except PonderError as exc:
                     self.failed[cid] = exc
                     continue
@@ -258,17 +250,6 @@ class _Run:
         entry["fetched"] = True
         self.state.save()
 
-    def price(self, api: BatchAPI, cid: str, model: str, answer: Any, latency: float) -> Completion:
-        """The answer read and priced as a live call would be, then billed at the batch rate."""
-        p: Any = api.provider
-        request = self.items[cid][1] if cid in self.items else ChatRequest(messages=())
-        try:
-            reply = api.reply(answer, request, model)
-        except Exception as exc:  # noqa: BLE001 - translated at the boundary
-            raise p._err(exc, model) from None
-        c: Completion = p._price(request, model, reply, latency, batch=True)
-        return c
-
     def result(self, cid: str) -> Completion | PonderError:
         if cid in self.state.done:
             return Completion.model_validate(self.state.done[cid])
@@ -281,16 +262,10 @@ def run_provider_batch(
     client: Client, items: Sequence[BatchItem], *, state_path: Path, poll_s: float = 5.0,
     on_progress: Callable[[int, int], None] | None = None, retry_failed: bool = True,
 ) -> dict[str, Completion | PonderError]:
-    """Every custom id's priced Completion (at the batch rate), or the ponder error its request
-    failed with; errors of the batch API itself (auth, no batch endpoint) are raised.
-
-    ``retry_failed`` sends requests that failed as a live call would retry once more, in a new
-    batch. ``state_path`` makes the run resumable (failed requests are asked again);
-    ``on_progress(finished, total)`` is called after each submission and each round of polls.
-    """
+    """Every custom id's Completion (at the batch rate) or error; the batch API's own errors raise.
+    ``retry_failed``: retryable failures go once more in a new batch."""
     state = _State(Path(state_path))
     run = _Run(client, items, state, poll_s, on_progress)
-    run.check_resumable()
     run.progress()
     run.wait()  # chunks recorded by an earlier run
     run.submit(run.to_submit())

@@ -1,9 +1,8 @@
 """A Redis cache backend, so several servers (or batch workers) share one completion cache.
 
-Timeouts are short and redis-py's own retries are off. After a failure the backend stays
-open-circuit for a few seconds (raising at once instead of waiting on a dead socket), then tries
-again, so a restarted Redis is picked up without a restart. The async methods use
-``redis.asyncio`` (one client per event loop), so a slow or dead Redis never blocks the loop.
+Timeouts are short and redis-py's retries off: after a failure the circuit stays open a few
+seconds (raising at once, not waiting on a dead socket), then Redis is tried again. The async
+methods use ``redis.asyncio`` (one client per event loop), so Redis never blocks the loop.
 """
 
 from __future__ import annotations
@@ -112,11 +111,11 @@ class RedisBackend(CacheBackend):
     # --- the backend -----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
         value = self._call("get", key)
-        return bytes(value) if value is not None else None
+        return None if value is None else bytes(value)
 
     async def aget(self, key: str) -> bytes | None:
         value = await self._acall("get", key)
-        return bytes(value) if value is not None else None
+        return None if value is None else bytes(value)
 
     def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         self._call("set", key, value, px=_millis(ttl_s))
@@ -149,7 +148,7 @@ class RedisBackend(CacheBackend):
         return len(keys)
 
     async def aclose(self) -> None:
-        """Close the async client of the running loop (the sync one, and other loops', stay open)."""
+        """Close the running loop's async client (the sync one, and other loops', stay open)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._aredis.pop(id(loop), None)

@@ -36,10 +36,6 @@ class AnthropicProvider(SDKProvider):
                          "tools", "tool_choice", "parallel_tool_calls", "response_format", "user"})
     parts = frozenset({"text", "image_url"})
 
-    def _params(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        """The Messages API request for a Chat Completions request (see :func:`to_messages_api`)."""
-        return to_messages_api(request, model, provider=self.name)
-
     def _reply(self, resp: Any, model: str, forced: str | None = None) -> Reply:
         try:
             choice = _choice(resp, forced)
@@ -65,7 +61,7 @@ class AnthropicProvider(SDKProvider):
         if stream and (request.n or 1) > 1:
             raise UnsupportedRequest("'n' > 1 cannot be streamed from Anthropic (it is answered by n "
                                      "calls); send stream: false", param="n", provider=self.name, model=model)
-        params = self._params(request, model)
+        params = to_messages_api(request, model, provider=self.name)
         return params, params.pop(_FORCED, None)
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
@@ -93,26 +89,27 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
            "refusal": "content_filter", "pause_turn": "stop"}
 
 
-def _bad(message: str, param: str, provider: str, model: str) -> UnsupportedRequest:
-    return UnsupportedRequest(message, param=param, provider=provider, model=model)
+def _bad(message: str, param: str) -> UnsupportedRequest:
+    """Raised without a provider and model, which ``to_messages_api`` adds."""
+    return UnsupportedRequest(message, param=param)
 
 
-def _image(part: dict[str, Any], where: str, provider: str, model: str) -> dict[str, Any]:
+def _image(part: dict[str, Any], where: str) -> dict[str, Any]:
     """An ``image_url`` part as an Anthropic image block (a data URI as base64, else a URL source)."""
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
-        raise _bad("an image_url part needs image_url.url", where, provider, model)
+        raise _bad("an image_url part needs image_url.url", where)
     if url.startswith("data:"):
         head, sep, data = url[5:].partition(",")
         media, _, encoding = head.partition(";")
         if not sep or encoding != "base64":
-            raise _bad("a data URI image must be base64 (data:<type>;base64,<data>)", where, provider, model)
+            raise _bad("a data URI image must be base64 (data:<type>;base64,<data>)", where)
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _blocks(content: Any, where: str, provider: str, model: str) -> str | list[dict[str, Any]]:
+def _blocks(content: Any, where: str) -> str | list[dict[str, Any]]:
     """Message content as Anthropic content: a string, or text and image blocks."""
     if content is None:
         return ""
@@ -124,39 +121,35 @@ def _blocks(content: Any, where: str, provider: str, model: str) -> str | list[d
         if kind == "text":
             out.append({"type": "text", "text": str(part.get("text", ""))})
         elif kind == "image_url":
-            out.append(_image(part, f"{where}[{j}]", provider, model))
+            out.append(_image(part, f"{where}[{j}]"))
         else:
-            raise _bad(f"content part type '{kind}' is not supported by Anthropic", f"{where}[{j}]",
-                       provider, model)
+            raise _bad(f"content part type '{kind}' is not supported by Anthropic", f"{where}[{j}]")
     return out
 
 
-def _tool_use(call: dict[str, Any], where: str, provider: str, model: str) -> dict[str, Any]:
+def _tool_use(call: dict[str, Any], where: str) -> dict[str, Any]:
     fn = call.get("function") or {}
     try:
         args = json.loads(fn.get("arguments") or "{}")
     except (TypeError, ValueError):
-        raise _bad("tool call arguments must be a JSON object", f"{where}.function.arguments",
-                   provider, model) from None
+        raise _bad("tool call arguments must be a JSON object", f"{where}.function.arguments") from None
     return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args}
 
 
-def _turns(request: ChatRequest, provider: str, model: str) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages): system/developer messages joined into ``system``; assistant
-    ``tool_calls`` as ``tool_use`` blocks; ``tool`` messages as ``tool_result`` blocks, consecutive
-    ones merged into one user turn (as the Messages API requires)."""
+def _turns(request: ChatRequest) -> tuple[str, list[dict[str, Any]]]:
+    """(system prompt, messages); consecutive ``tool`` results merged into one user turn (as the
+    Messages API requires)."""
     system: list[str] = []
     msgs: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):
         where = f"messages[{i}]"
         if m.name is not None:
-            raise _bad("a message 'name' has no Anthropic counterpart; leave it out", f"{where}.name",
-                       provider, model)
+            raise _bad("a message 'name' has no Anthropic counterpart; leave it out", f"{where}.name")
         if m.role in ("system", "developer"):
             system.append(m.text)
         elif m.role == "tool":
             block = {"type": "tool_result", "tool_use_id": m.tool_call_id,
-                     "content": _blocks(m.content, f"{where}.content", provider, model)}
+                     "content": _blocks(m.content, f"{where}.content")}
             last = msgs[-1] if msgs else None
             if (last is not None and last["role"] == "user" and isinstance(last["content"], list)
                     and all(b.get("type") == "tool_result" for b in last["content"])):
@@ -164,18 +157,18 @@ def _turns(request: ChatRequest, provider: str, model: str) -> tuple[str, list[d
             else:
                 msgs.append({"role": "user", "content": [block]})
         elif m.role == "assistant" and m.tool_calls:
-            content = _blocks(m.content, f"{where}.content", provider, model)
+            content = _blocks(m.content, f"{where}.content")
             blocks = ([{"type": "text", "text": content}] if isinstance(content, str) and content
                       else [] if isinstance(content, str) else content)
-            blocks += [_tool_use(c, f"{where}.tool_calls[{j}]", provider, model)
+            blocks += [_tool_use(c, f"{where}.tool_calls[{j}]")
                        for j, c in enumerate(m.tool_calls)]
             msgs.append({"role": "assistant", "content": blocks})
         else:
-            msgs.append({"role": m.role, "content": _blocks(m.content, f"{where}.content", provider, model)})
+            msgs.append({"role": m.role, "content": _blocks(m.content, f"{where}.content")})
     return "\n\n".join(system), msgs
 
 
-def _tool_choice(choice: Any, parallel: bool | None, provider: str, model: str) -> dict[str, Any] | None:
+def _tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
     if choice is None:
         out: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
     elif choice in ("auto", "required", "none"):
@@ -183,14 +176,13 @@ def _tool_choice(choice: Any, parallel: bool | None, provider: str, model: str) 
     elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
         out = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        raise _bad("tool_choice must be auto, required, none or a named function", "tool_choice",
-                   provider, model)
+        raise _bad("tool_choice must be auto, required, none or a named function", "tool_choice")
     if out is not None and parallel is False and out["type"] != "none":
         out["disable_parallel_tool_use"] = True
     return out
 
 
-def _json_tool(fmt: dict[str, Any], provider: str, model: str) -> dict[str, Any] | None:
+def _json_tool(fmt: dict[str, Any]) -> dict[str, Any] | None:
     """The forced tool that carries a ``response_format`` answer (None for ``text``)."""
     kind = fmt.get("type")
     if kind == "text":
@@ -203,16 +195,22 @@ def _json_tool(fmt: dict[str, Any], provider: str, model: str) -> dict[str, Any]
         schema = spec.get("schema") or {"type": "object"}
         if schema.get("type") != "object":
             raise _bad("Anthropic answers JSON through a tool, whose schema must be an object",
-                       "response_format.json_schema.schema", provider, model)
+                       "response_format.json_schema.schema")
         return {"name": _JSON_TOOL, "description": str(spec.get("description") or "Answer in this schema."),
                 "input_schema": schema}
-    raise _bad(f"response_format type {kind!r} is not supported", "response_format.type", provider, model)
+    raise _bad(f"response_format type {kind!r} is not supported", "response_format.type")
 
 
 def to_messages_api(request: ChatRequest, model: str, *, provider: str = "anthropic") -> dict[str, Any]:
-    """A Chat Completions request as Messages API parameters. Fields with no Anthropic
-    counterpart were refused before (``AnthropicProvider.accepts``)."""
-    system, msgs = _turns(request, provider, model)
+    """A Chat Completions request as Messages API parameters (``accepts`` refused the rest)."""
+    try:
+        return _params(request, model)
+    except UnsupportedRequest as exc:
+        raise UnsupportedRequest(exc.reason, param=exc.param, provider=provider, model=model) from None
+
+
+def _params(request: ChatRequest, model: str) -> dict[str, Any]:
+    system, msgs = _turns(request)
     params: dict[str, Any] = {"model": model, "messages": msgs,
                               "max_tokens": request.answer_tokens or DEFAULT_MAX_TOKENS}
     if system:
@@ -231,19 +229,18 @@ def to_messages_api(request: ChatRequest, model: str, *, provider: str = "anthro
         for j, t in enumerate(request.tools):
             fn = t.get("function") if t.get("type") == "function" else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _bad("only function tools are supported", f"tools[{j}]", provider, model)
+                raise _bad("only function tools are supported", f"tools[{j}]")
             tools.append({"name": fn["name"], "description": str(fn.get("description") or ""),
                           "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}})
         params["tools"] = tools
-    choice = _tool_choice(request.tool_choice, request.parallel_tool_calls, provider, model)
+    choice = _tool_choice(request.tool_choice, request.parallel_tool_calls)
     if choice is not None:
         params["tool_choice"] = choice
     if request.response_format:
-        forced = _json_tool(request.response_format, provider, model)
+        forced = _json_tool(request.response_format)
         if forced is not None:
             if request.tools:
-                raise _bad("response_format with tools is not supported by Anthropic", "response_format",
-                           provider, model)
+                raise _bad("response_format with tools is not supported by Anthropic", "response_format")
             params["tools"] = [forced]
             params["tool_choice"] = {"type": "tool", "name": forced["name"]}
             params[_FORCED] = forced["name"]
@@ -251,8 +248,7 @@ def to_messages_api(request: ChatRequest, model: str, *, provider: str = "anthro
 
 
 def _choice(resp: Any, forced: str | None) -> Choice:
-    """One Messages API answer as a Chat Completions choice: text blocks as content, ``tool_use``
-    blocks as ``tool_calls`` (a forced JSON tool's input as the content instead)."""
+    """One Messages API answer as a Chat Completions choice (a forced JSON tool's input as content)."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     for b in resp.content:

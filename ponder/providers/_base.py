@@ -1,10 +1,7 @@
 """The Provider protocol, and the retry/backoff/concurrency machinery every real provider shares.
 
-Retries live here, not in the SDKs (their own retries are switched off), so that every provider
-honours ``Retry-After`` and the same backoff, decided by one pure function (``retry_delay``).
-Plain and streamed calls, and the batch APIs' calls, go through the same loop (``_retried``; its
-asyncio twin is in ``_aattempts``): a stream is retried like a plain request until its first text
-arrives, and never after, since the caller already has it.
+Retries live here, not in the SDKs (theirs are off), so every provider honours ``Retry-After`` and
+one backoff; a stream is retried until its first text arrives, never after (the caller has it).
 """
 
 from __future__ import annotations
@@ -64,10 +61,7 @@ class RetryPolicy:
 def retry_delay(
     policy: RetryPolicy, attempt: int, error: Exception, rng: random.Random | None = None
 ) -> float | None:
-    """Seconds to wait before retry number ``attempt`` (1-based), or None to give up.
-
-    Exponential backoff with jitter; a server's ``Retry-After`` wins when it is longer.
-    """
+    """Seconds before retry ``attempt`` (1-based), or None; a longer ``Retry-After`` wins."""
     if not isinstance(error, RETRYABLE) or attempt > policy.max_retries:
         return None
     u = rng.random() if rng is not None else random.random()
@@ -92,8 +86,7 @@ class Reply:
 
 
 class WholeTextStream:
-    """Streaming for providers that answer in one piece: the whole text as one delta, then the
-    Completion (the shape every ``stream``/``astream`` yields)."""
+    """Streaming for providers that answer in one piece: the whole text, then the Completion."""
 
     def complete(self, request: ChatRequest, model: str) -> Completion:
         raise NotImplementedError
@@ -111,9 +104,14 @@ class WholeTextStream:
         yield comp.text
         yield comp
 
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.close()
+
 
 def once(fn: Callable[..., T], *args: Any) -> Generator[T, None, None]:
-    """``fn(*args)`` as a one-item wire (what ``_retried`` runs)."""
     yield fn(*args)
 
 
@@ -183,10 +181,18 @@ class BaseProvider(WholeTextStream):
                 sem = self._async_slots.setdefault(loop, asyncio.Semaphore(self.max_concurrency))
         return sem
 
+    def _delay(self, exc: Exception, model: str, started: bool, attempt: int,
+               policy: RetryPolicy | None = None) -> float:
+        """Seconds before the next attempt; raises the translated error when there is none."""
+        err = self._err(exc, model)
+        delay = None if started else retry_delay(policy or self.retry, attempt, err, self._rng)
+        if delay is None:
+            raise err from None
+        return delay
+
     def _retried(self, wire: Callable[[], Generator[T, None, None]], model: str,
                  policy: RetryPolicy | None = None) -> Generator[T, None, None]:
-        """Yield ``wire()``'s items (live calls, streams, batch API calls), running it again after
-        a retryable error (``policy``, default the provider's) until its first text delta."""
+        """Yield ``wire()``'s items, run again after a retryable error until its first text."""
         for attempt in count(1):
             started = False
             try:
@@ -196,15 +202,11 @@ class BaseProvider(WholeTextStream):
                         yield item
                 return
             except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                err = self._err(exc, model)
-                delay = None if started else retry_delay(policy or self.retry, attempt, err, self._rng)
-                if delay is None:
-                    raise err from None
+                delay = self._delay(exc, model, started, attempt, policy)
             time.sleep(delay)
 
     def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        """Yield ``wire()``'s text deltas (retried by ``_retried``), then the priced Completion of
-        its final Reply."""
+        """``wire()``'s text deltas (retried), then the priced Completion of its final Reply."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
         with closing(self._retried(wire, model)) as items:  # an abandoned stream frees its slot now
@@ -231,10 +233,7 @@ class BaseProvider(WholeTextStream):
                             yield item
                 break
             except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                err = self._err(exc, model)
-                delay = None if started else retry_delay(self.retry, attempt, err, self._rng)
-                if delay is None:
-                    raise err from None
+                delay = self._delay(exc, model, started, attempt)
             await asyncio.sleep(delay)
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
@@ -248,12 +247,6 @@ class BaseProvider(WholeTextStream):
             completion = item
         return completion  # type: ignore[return-value]
 
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        self.close()
-
 
 def _final(reply: Reply | None, provider: str, model: str) -> Reply:
     if reply is None:
@@ -265,11 +258,8 @@ NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (th
 
 
 class SDKProvider(BaseProvider):
-    """A provider over an official SDK: its client class ``sdk`` (``"openai.OpenAI"``) and the
-    ``Async`` twin, built on first use (never at import) and closed together, keyed by the
-    ``<env>_API_KEY`` and ``<env>_BASE_URL`` variables. Its wire streams (text deltas, then the
-    final Reply) are retried by the same loop as plain requests; what the SDK raises becomes a
-    ponder error."""
+    """A provider over an official SDK client ``sdk`` (``"openai.OpenAI"``) and its ``Async`` twin,
+    built on first use (never at import), configured by ``<env>_API_KEY`` and ``<env>_BASE_URL``."""
 
     sdk = ""
     env = ""
@@ -290,11 +280,8 @@ class SDKProvider(BaseProvider):
         self.timeout_s = timeout_s
 
     def _resolve_key(self, api_key: str | None, api_key_env: str | None) -> str | None:
-        """The key this provider may send to ``base_url`` (registered for scrubbing), or None.
-
-        A key goes only where the user pointed it: a configured ``api_key``/``api_key_env``
-        anywhere; ``<env>_API_KEY`` only to the vendor's URL or the ``<env>_BASE_URL`` set beside
-        it; any other ``base_url`` (a vLLM server) gets none."""
+        """The key this provider may send to ``base_url`` (registered for scrubbing), or None: a
+        configured key goes anywhere, ``<env>_API_KEY`` only to the vendor or ``<env>_BASE_URL``."""
         if api_key_env and not api_key:
             api_key = os.environ.get(api_key_env)
             if not api_key:
@@ -336,23 +323,23 @@ class SDKProvider(BaseProvider):
     def astream(self, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
         return self._aattempts(lambda: self._awire_stream(request, model), request, model)
 
-    def _sdk_client(self, asynchronous: bool) -> Any:
-        module, _, name = self.sdk.rpartition(".")
-        cls = getattr(importlib.import_module(module), ("Async" if asynchronous else "") + name)
-        # an explicit api_key also stops an SDK reading other credentials (a token, a profile)
-        return cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
+    def _sdk_client(self, prefix: str) -> Any:
+        attr = "_aclient" if prefix else "_client"
+        if getattr(self, attr) is None:
+            module, _, name = self.sdk.rpartition(".")
+            cls = getattr(importlib.import_module(module), prefix + name)
+            # an explicit api_key also stops an SDK reading other credentials (a token, a profile)
+            setattr(self, attr, cls(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s,
+                                    max_retries=0))
+        return getattr(self, attr)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = self._sdk_client(asynchronous=False)
-        return self._client
+        return self._sdk_client("")
 
     @property
     def aclient(self) -> Any:
-        if self._aclient is None:
-            self._aclient = self._sdk_client(asynchronous=True)
-        return self._aclient
+        return self._sdk_client("Async")
 
     def close(self) -> None:
         if self._client is not None:

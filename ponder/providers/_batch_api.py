@@ -1,9 +1,5 @@
-"""One provider's batch API (OpenAI Batch, Anthropic Message Batches) through its own SDK client.
-
-Rows come from the provider's own ``_params``, so a batch asks exactly what a live call would;
-errors (failed rows too) go through ``translate_sdk_error`` and every call but a create through
-the provider's one retry loop. ``ponder._provider_batch`` submits, resumes and prices above it.
-"""
+"""One provider's batch API (OpenAI Batch, Anthropic Message Batches) through its own SDK client:
+rows and answers as a live call's, errors through ``translate_sdk_error``, calls through its retries."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from .._exceptions import ProviderError, ProviderTimeout
-from .._types import ChatRequest
+from .._types import ChatRequest, Completion
 from ._base import RetryPolicy, SDKProvider, once
 from ._errors import translate_sdk_error
 
@@ -30,7 +26,6 @@ _ANTHROPIC_STATUS = {"invalid_request_error": 400, "authentication_error": 401, 
                      "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                      "rate_limit_error": 429, "api_error": 500, "timeout_error": 504,
                      "overloaded_error": 529}
-_ONCE = RetryPolicy(max_retries=0)
 
 
 class _RowError(Exception):
@@ -38,12 +33,11 @@ class _RowError(Exception):
 
     def __init__(self, status_code: int | None, message: str) -> None:
         super().__init__(message)
-        self.status_code, self.body, self.response = status_code, {"error": {"message": message}}, None
+        self.status_code, self.body = status_code, {"error": {"message": message}}
 
 
 class Refused(ProviderError):
-    """A create the provider answered with a refusal (HTTP 4xx): no batch was made. A
-    ProviderError, so the retry loop raises it as it is."""
+    """A create refused (HTTP 4xx): no batch was made. A ProviderError, so no retry wraps it."""
 
     def __init__(self, error: ProviderError) -> None:
         super().__init__(error.reason, provider=error.provider, model=error.model)
@@ -51,15 +45,18 @@ class Refused(ProviderError):
 
 
 class BatchAPI:
-    """Submit, poll and fetch through one provider's SDK client. ``ids`` are the chunk's wire
-    ids (``r0``, ``r1``, …: valid custom ids for both APIs whatever the caller's ids are)."""
+    """Submit, poll and fetch through one provider's SDK client."""
 
     def __init__(self, provider: SDKProvider, kind: str) -> None:
         self.provider, self.kind = provider, kind
 
+    @property
+    def _batches(self) -> Any:
+        client = self.provider.client
+        return client.batches if self.kind == "openai" else client.messages.batches
+
     def call(self, model: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
-        """``fn()`` with SDK errors translated, retried like a live call when ``retry``."""
-        (value,) = self.provider._retried(partial(once, fn), model, None if retry else _ONCE)
+        (value,) = self.provider._retried(partial(once, fn), model, None if retry else RetryPolicy(max_retries=0))
         return value
 
     def row(self, wire_id: str, request: ChatRequest, model: str) -> bytes:
@@ -73,12 +70,18 @@ class BatchAPI:
             row = {"custom_id": wire_id, "params": params}
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def reply(self, answer: Any, request: ChatRequest, model: str) -> Any:
-        """A result row's answer read as a live call's answer to ``request`` would be."""
+    def price(self, answer: Any, request: ChatRequest, model: str, latency: float) -> Completion:
+        """A row's answer read and priced as a live call's would be, billed at the batch rate."""
         p: Any = self.provider
-        if self.kind == "openai":
-            return p._reply(json.dumps(answer).encode(), model)
-        return p._reply(answer, model, p._split(request, model)[1])
+        try:
+            if self.kind == "openai":
+                reply = p._reply(json.dumps(answer).encode(), model)
+            else:
+                reply = p._reply(answer, model, p._split(request, model)[1])
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            raise p._err(exc, model) from None
+        c: Completion = p._price(request, model, reply, latency, batch=True)
+        return c
 
     def upload(self, model: str, rows: list[bytes]) -> str:
         data = b"\n".join(rows) + b"\n"
@@ -88,17 +91,15 @@ class BatchAPI:
         return str(obj.id)
 
     def create(self, model: str, rows: list[bytes], input_file_id: str | None, tag: str | None = None) -> str:
-        """A new batch's id. Not retried: a create that timed out may still have been accepted
-        (``find`` looks for it on resume). Raises ``Refused`` when the provider refused it."""
-        client = self.provider.client
+        """A new batch's id. Not retried: a create that timed out may have been accepted (``find``)."""
         if self.kind == "openai":
             metadata = {"ponder_input_file_id": str(input_file_id)}
             if tag:
                 metadata["ponder_tag"] = tag
-            make = partial(client.batches.create, input_file_id=input_file_id, metadata=metadata,
+            make = partial(self._batches.create, input_file_id=input_file_id, metadata=metadata,
                            endpoint="/v1/chat/completions", completion_window="24h")
         else:
-            make = partial(client.messages.batches.create, requests=[json.loads(r) for r in rows])
+            make = partial(self._batches.create, requests=[json.loads(r) for r in rows])
 
         def send() -> Any:
             try:
@@ -112,47 +113,37 @@ class BatchAPI:
         return str(self.call(model, send, retry=False).id)
 
     def find(self, model: str, entry: dict[str, Any], taken: set[str]) -> list[str]:
-        """The ids of the batches an interrupted ``create`` may have made for ``entry`` (none when
-        it made none): the provider's batches, listed newest first back to the recorded intent,
-        less those in ``taken``."""
+        """The batches (not in ``taken``) an interrupted ``create`` may have made for ``entry``."""
         at = float(entry["create_intent_at"])
         since = at - _CLOCK_SKEW_S
         until = at + _CLOCK_SKEW_S + float(getattr(self.provider, "timeout_s", None) or 600.0)
-        client = self.provider.client
+        openai, batches = self.kind == "openai", self._batches
+        tag, fid, size = entry.get("tag"), entry.get("input_file_id"), len(entry["custom_ids"])
 
         def scan() -> list[str]:
             found: list[str] = []
-            if self.kind == "openai":
-                tag, fid = entry.get("tag"), entry.get("input_file_id")
-                for b in client.batches.list(limit=100):
-                    if b.created_at < since:
-                        break
-                    meta = b.metadata or {}
-                    if b.id not in taken and ((tag and meta.get("ponder_tag") == tag)
-                                              or (fid and b.input_file_id == fid)):
-                        found.append(b.id)
-                return found
-            size = len(entry["custom_ids"])
-            for b in client.messages.batches.list(limit=100):
-                created = b.created_at.timestamp()
+            for b in batches.list(limit=100):  # newest first
+                created = b.created_at if openai else b.created_at.timestamp()
                 if created < since:
                     break
-                c = b.request_counts
-                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
-                if b.id not in taken and created <= until and total == size:
+                if openai:
+                    meta = b.metadata or {}
+                    fits = (tag and meta.get("ponder_tag") == tag) or (fid and b.input_file_id == fid)
+                else:
+                    c = b.request_counts
+                    total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                    fits = created <= until and total == size
+                if b.id not in taken and fits:
                     found.append(b.id)
             return found
 
-        found: list[str] = self.call(model, scan)
-        return found
+        return list(self.call(model, scan))
 
     def poll(self, model: str, batch_id: str) -> Any | None:
         """The finished batch object, or None while it runs."""
-        if self.kind == "openai":
-            b = self.call(model, lambda: self.provider.client.batches.retrieve(batch_id))
-            return b if b.status in _OPENAI_DONE else None
-        b = self.call(model, lambda: self.provider.client.messages.batches.retrieve(batch_id))
-        return b if b.processing_status == "ended" else None
+        b = self.call(model, lambda: self._batches.retrieve(batch_id))
+        done = b.status in _OPENAI_DONE if self.kind == "openai" else b.processing_status == "ended"
+        return b if done else None
 
     def results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
         """(wire id, answer, None) or (wire id, None, error) for every row the batch reports."""
@@ -187,7 +178,7 @@ class BatchAPI:
                     yield wire_id, None, self._failed(model, status, message)
 
     def _anthropic_results(self, model: str, batch: Any) -> Iterator[tuple[str, Any, ProviderError | None]]:
-        rows = self.call(model, lambda: list(self.provider.client.messages.batches.results(batch.id)))
+        rows = self.call(model, lambda: list(self._batches.results(batch.id)))
         for row in rows:
             result = row.result
             if result.type == "succeeded":
@@ -214,7 +205,6 @@ class BatchAPI:
         return ProviderTimeout(message, provider=self.provider.name, model=model)
 
     def missing(self, model: str, batch: Any) -> ProviderError:
-        """The error for a row the finished batch did not answer."""
         status = getattr(batch, "status", None) or getattr(batch, "processing_status", "")
         if status == "expired":
             return self._expired(model)

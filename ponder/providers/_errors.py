@@ -52,9 +52,7 @@ def _short(exc: Exception) -> str:
 
 
 def translate_sdk_error(exc: Exception, *, provider: str, model: str) -> ProviderError:
-    """Map an ``openai``/``anthropic``/``httpx`` exception to the ponder error tree.
-
-    Messages quoted from the server are scrubbed here and again when the error is built."""
+    """An ``openai``/``anthropic``/``httpx`` exception as a ponder error (server text scrubbed)."""
     name = type(exc).__name__
     # httpx and the SDKs' vendored httpx2 share class names, not classes
     bases = {c.__name__ for c in type(exc).__mro__}

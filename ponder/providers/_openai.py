@@ -1,9 +1,7 @@
 """OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``.
 
-Requests go through the SDK's client (its auth, headers, timeouts, exceptions) as plain JSON,
-serialized once (in a thread when large), and answers are read from the JSON: the SDK's
-per-message transform and response models cost more CPU than the HTTP exchange, and held the
-event loop for seconds on a 100,000 message body.
+Requests go through the SDK's client (auth, timeouts, exceptions) as JSON serialized once, and
+answers are read from JSON: the SDK's models cost more CPU than the HTTP exchange.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ _PATH = "/chat/completions"
 
 
 def _usage(u: Any) -> Usage | None:
-    """Usage from the JSON ``usage`` object (a dict)."""
     if not isinstance(u, dict):
         return None
     details = u.get("prompt_tokens_details") or {}
@@ -72,9 +69,8 @@ def _dumps(obj: Any) -> bytes:
 
 
 def encode_body(params: dict[str, Any], chunk: int = 2048) -> bytes:
-    """JSON as the SDK would send it (compact, UTF-8). Long message lists are encoded a slice at a
-    time: one ``json.dumps`` call never releases the GIL, so a thread encoding 100,000 messages in
-    one call would stall the event loop just the same."""
+    """JSON as the SDK would send it, long message lists a slice at a time (one ``json.dumps`` call
+    never releases the GIL, so a thread would stall the event loop just the same)."""
     msgs = params.get("messages")
     if not isinstance(msgs, list) or len(msgs) <= chunk:
         return _dumps(params)
@@ -92,8 +88,7 @@ class OpenAIProvider(SDKProvider):
 
     # --- the request: plain dicts, serialized once ------------------------------------------
     def _params(self, request: ChatRequest, model: str, stream: bool = False) -> dict[str, Any]:
-        """The request as the client sent it: every field it set (unmodelled ones too), nothing
-        added but what streaming needs (usage, to price the answer)."""
+        """Every field the client set (unmodelled ones too), plus what streaming needs (usage)."""
         params: dict[str, Any] = {"model": model, "messages": request.wire_messages(), **request.sampling()}
         if params.get("logprobs") and "top_logprobs" not in params:
             params["top_logprobs"] = 0  # llama.cpp's server returns logprobs only when this is set
@@ -115,8 +110,7 @@ class OpenAIProvider(SDKProvider):
     def _reply(self, raw: bytes, model: str) -> Reply:
         data = json.loads(raw)  # a ValueError becomes BadResponse in translate_sdk_error
         try:
-            raw_choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
-            choices = tuple(_choice(c) for c in raw_choices)
+            choices = tuple(map(_choice, sorted(data["choices"], key=lambda c: c.get("index") or 0)))
             if not choices:
                 raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -134,9 +128,7 @@ class OpenAIProvider(SDKProvider):
 
     # --- streaming: the SDK's SSE decoding, one chunk-folding step for sync and async ---------
     class _Fold:
-        """Folds a stream's chunks into whole answers: every choice's text, tool calls (by their
-        ``index``: id and name from the first fragment, arguments concatenated), refusal, logprobs
-        and finish reason. Only choice 0's text is passed on as deltas."""
+        """Folds a stream's chunks into whole answers; only choice 0's text goes on as deltas."""
 
         def __init__(self) -> None:
             self.usage: Usage | None = None

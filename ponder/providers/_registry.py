@@ -14,10 +14,8 @@ from ._openai import OpenAIProvider
 
 
 def register(kind: str) -> Callable[[Builder], Builder]:
-    """Register how to build providers of ``type = kind``: ``builder(name, settings, prices,
-    common)``, where ``common`` holds the arguments every remote provider takes (base URL,
-    timeout, retry policy, concurrency, prices, name, key). This is the one list of provider
-    types (``PROVIDER_TYPES``): the config accepts ``type = kind`` once it is registered."""
+    """Register ``builder(name, settings, prices, common)`` for ``type = kind`` (``common``: the
+    arguments every remote provider takes); ``PROVIDER_TYPES`` is the one list of types."""
 
     def add(builder: Builder) -> Builder:
         PROVIDER_TYPES[kind] = builder
@@ -64,15 +62,11 @@ def _local(name: str, settings: ProviderSettings, prices: PriceTable, common: di
 
 
 def provider_kinds() -> tuple[str, ...]:
-    """Every registered provider type (the built-in ones first)."""
     return tuple(PROVIDER_TYPES)
 
 
 def build_provider(name: str, settings: ProviderSettings, prices: PriceTable) -> Any:
-    """Build one provider. Keys are read here, from the config or the environment, never at import.
-
-    ``api_key_env`` is passed only when configured: unset, the vendor's default variable applies
-    to the vendor's endpoint alone (see ``SDKProvider._resolve_key``)."""
+    """Build one provider; keys are read here (config or environment), never at import."""
     kind = settings.type or name
     builder = PROVIDER_TYPES.get(kind)
     if builder is None:

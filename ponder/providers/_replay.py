@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def query_key(query: str | ChatRequest) -> str:
-    """A canonical form of a query (:attr:`ChatRequest.query`): the text of a lone user message,
-    else the conversation as JSON. A recorded query string in either form maps to itself."""
+    """A query's canonical form (:attr:`ChatRequest.query`); a recorded one maps to itself."""
     if isinstance(query, ChatRequest):
         return query.query
     msgs = json_messages(query)
@@ -77,9 +76,3 @@ class ReplayProvider(WholeTextStream):
     async def acomplete(self, request: ChatRequest, model: str) -> Completion:
         await asyncio.sleep(0)
         return self.complete(request, model)
-
-    def close(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
