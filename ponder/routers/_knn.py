@@ -33,7 +33,6 @@ class KNNRouter(BaseRouter):
     """Multi-model router over query embeddings; knob λ ≥ 0 (larger = cheaper)."""
 
     kind = "knn"
-    _default_knob = 0.0
     _state = ("train_scores", "train_present", "prior", "components")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",

@@ -22,14 +22,13 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from ._base import BaseRouter
-from ._linear import sigmoid
+from ._utility import sigmoid
 
 
 class MFRouter(BaseRouter):
     """Low-rank (query × model) quality model; knob λ ≥ 0 (larger = cheaper)."""
 
     kind = "mf"
-    _default_knob = 0.0
     _state = ("proj", "model_emb", "model_bias", "colmap")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
