@@ -10,7 +10,6 @@ npz, register as ``ponder eval`` strategies, and answer live requests from a str
     router.route("What is 2 + 2?")  # RouteDecision(model=..., quality={...}, cost={...})
 """
 
-from . import _route_cascade as _route_cascade  # noqa: I001  (registers route-cascade)
 from . import _strategies as _strategies  # noqa: I001  (registers the router strategies)
 from ._base import BaseRouter, Calibration, RouteDecision
 from ._baselines import OracleRouter, RandomRouter
