@@ -290,10 +290,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         if target == "budget" and value < 0:
             raise ConfigError(f"budget must be >= 0 USD per query, got {value}")
         results = self.replay(table)
-        knobs = np.array([r[0] for r in results])
-        mean_cost = np.array([float(np.mean(r[1])) for r in results])
-        mean_q = np.array([float(np.mean(r[2])) for r in results])
-        share = np.array([float(np.mean(r[3] == self.strong_)) for r in results])
+        knobs, mean_cost, mean_q, share = np.array(
+            [(k, np.mean(c), np.mean(q), np.mean(j == self.strong_)) for k, c, q, j in results]).T
         guaranteed = None
         if target == "strong_share":
             i = int(np.argmin(np.abs(share - value) + 1e-9 * np.arange(len(share))))

@@ -61,13 +61,9 @@ class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is 
         return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas: list[dict[str, Any]] = []
-        arrays: dict[str, np.ndarray] = {}
-        for i, p in enumerate(self.parts_):
-            m, a = p.to_state()
-            metas.append(m)
-            arrays |= {f"p{i}_{k}": v for k, v in a.items()}
-        return {"type": "ConcatFeaturizer", "parts": metas}, arrays
+        states = [p.to_state() for p in self.parts_]
+        arrays = {f"p{i}_{k}": v for i, (_, a) in enumerate(states) for k, v in a.items()}
+        return {"type": "ConcatFeaturizer", "parts": [m for m, _ in states]}, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:

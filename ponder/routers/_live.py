@@ -145,15 +145,14 @@ def load_strategy_file(path: str | Path, data: dict[str, Any], *,
     knob = data.get("knob")
     if knob is not None and not isinstance(knob, int | float):
         raise ConfigError(f"knob must be a number, got {knob!r}", file=str(path), key="knob")
-    router = load_router(resolve_reference(path, data.get("router"), key="router",
-                                           allow_outside=allow_outside))
+    ref = partial(resolve_reference, path, allow_outside=allow_outside)
+    router = load_router(ref(data.get("router"), key="router"))
     name = data.get("name")
     try:
         if kind == "route-cascade":
             from .. import cascade as cascade_mod
 
-            cpath = resolve_reference(path, data.get("cascade"), key="cascade",
-                                      allow_outside=allow_outside)
+            cpath = ref(data.get("cascade"), key="cascade")
             casc = cascade_mod.load_strategy_file(cpath, read_strategy_json(cpath),
                                                   allow_outside=allow_outside)
             return RouteThenCascade(router, casc, name=name, knob=knob)
