@@ -72,7 +72,7 @@ def train_router_command(
 ) -> None:
     """Train a query router on the train rows of OUTCOMES and write a strategy file."""
     from ..evaluation import load_dataset
-    from ..routers._train import train_router
+    from ..routers._live import train_router
 
     table = load_dataset(outcomes)
     res = train_router(table, kind, output, model_map=_model_map(model_map),

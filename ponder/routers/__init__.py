@@ -1,16 +1,13 @@
 """Query routers: pick a model from the query alone, before anything is generated.
 
-Routers are scikit-learn style estimators fitted on an outcome table (``fit(train)``); a knob
-moves each one along its cost/quality curve and ``calibrate`` sets it for a target share of
-strong-model calls, a budget, or a quality floor with an (ε, δ) guarantee. They save as JSON +
-npz, register as ``ponder eval`` strategies, and answer live requests from a strategy file
-(``ponder ask --strategy router.json``).
+scikit-learn estimators fitted on an outcome table; a knob moves each along its cost/quality
+curve, ``calibrate`` sets it (strong-model share, budget, or an (ε, δ) quality floor). They save
+as JSON + npz, are ``ponder eval`` strategies, and answer live from a strategy file.
 
     router = UtilityRouter().fit(train)
     router.route("What is 2 + 2?")  # RouteDecision(model=..., quality={...}, cost={...})
 """
 
-from . import _route_cascade as _route_cascade  # noqa: I001  (registers route-cascade)
 from . import _strategies as _strategies  # noqa: I001  (registers the router strategies)
 from ._base import BaseRouter, Calibration, RouteDecision
 from ._baselines import OracleRouter, RandomRouter

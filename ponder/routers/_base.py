@@ -1,9 +1,6 @@
 """What every router shares: fitting on an outcome table, one knob, routing, calibration.
-
-A router reads only the query text. The knob moves it along its cost/quality curve; each family
-picks the knob's direction, but :meth:`BaseRouter.knob_grid` always runs from the most expensive
-setting to the cheapest, the order calibration (and Learn-then-Test's fixed sequence) walks.
-"""
+:meth:`BaseRouter.knob_grid` runs from the most expensive setting to the cheapest whatever the
+knob's direction: the order calibration (and Learn-then-Test's fixed sequence) walks."""
 
 from __future__ import annotations
 
@@ -26,12 +23,8 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class RouteDecision:
-    """The router's choice for one query.
-
-    ``quality`` is the predicted quality of every candidate model (for a pairwise router: the
-    predicted probability that the weak model is good enough, and its complement for the strong
-    one). ``cost`` is the predicted USD cost of each candidate for this query.
-    """
+    """The choice for one query, with each candidate's predicted quality (pairwise: P(weak good
+    enough) and its complement) and USD cost."""
 
     model: str
     quality: dict[str, float]
@@ -66,7 +59,6 @@ def check_is_fitted(router: Any) -> None:
 
 
 def check_in_table(names: list[str], table: OutcomeTable, what: str = "model(s)") -> None:
-    """UnknownModel for any of ``names`` that ``table`` has no column for."""
     missing = [m for m in names if m not in table.models]
     if missing:
         raise UnknownModel(f"{what} {', '.join(map(repr, missing))} not in outcome table "
@@ -75,33 +67,33 @@ def check_in_table(names: list[str], table: OutcomeTable, what: str = "model(s)"
 
 def table_arrays(table: OutcomeTable, models: list[str],
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, costs, present) of ``table`` in the column order of ``models`` (replaying needs
-    every model the router chooses between)."""
+    """(scores, costs, present) of ``table`` in the column order of ``models``."""
     check_in_table(models, table, "the router's model(s)")
     cols = [table.models.index(m) for m in models]
     return table.scores[:, cols], table.costs[:, cols], table.present[:, cols]
 
 
+def model_means(table: OutcomeTable) -> np.ndarray:
+    return np.asarray(np.nanmean(np.where(table.present, table.scores, np.nan), axis=0))
+
+
 class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """Shared estimator plumbing. Subclasses implement ``_fit_core``, ``_predict_core``,
-    ``_decide`` and ``_knob_grid``; everything else (features, cost model, routing,
-    calibration, saving) lives here once."""
+    """Features, cost model, routing, calibration and saving, once; a subclass implements
+    ``_fit_core``, ``_predict_core`` and ``_knob_grid``."""
 
     kind: str = "base"
     featurizer: Any = "tfidf"  # every subclass takes it as an __init__ parameter
     _default_knob: float = 0.0
-    #: True when a larger knob means cheaper decisions (utility λ); False for a threshold on
-    #: P(weak good enough), where a larger threshold sends more queries to the strong model.
+    #: True for λ (larger = cheaper); False for a two-model threshold router, whose larger knob
+    #: sends more queries to the strong model.
     _knob_cheaper_when_larger: bool = True
 
-    # get_params, set_params, clone and __repr__ come from BaseEstimator and read the parameters
-    # off each subclass's __init__ signature, which only stores them.
+    # BaseEstimator reads the parameters off each subclass's __init__, which only stores them.
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "models_", None))
 
     # ---- fitting ---------------------------------------------------------------------------
     def _select_models(self, table: OutcomeTable) -> list[str]:
-        """Which of the table's models this router chooses between (all, by default)."""
         models = getattr(self, "models", None)
         if models:
             check_in_table(models, table)
@@ -109,7 +101,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return list(table.models)
 
     def fit(self, table: OutcomeTable, y: Any = None) -> BaseRouter:
-        """Learn from the rows of an outcome table (train rows only: evaluate on others)."""
+        """Learn from an outcome table's rows (train rows only: evaluate on others)."""
         from ..evaluation._table import OutcomeTable
 
         if not isinstance(table, OutcomeTable):
@@ -137,13 +129,9 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return self
 
     def _fit_cost_model(self, queries: list[str], costs: np.ndarray, present: np.ndarray) -> None:
-        """Per-model cost ≈ a + b·(characters in the query), by least squares, never negative.
-
-        Input tokens grow with the prompt, so a long prompt costs more on every model; the
-        per-model mean alone would misprice long few-shot prompts against short ones. With
-        ``cost_model="mean"`` the cost is each model's train mean: the λ rule then ranks queries
-        by predicted quality gain alone, as a pairwise router does (what APGR/CPT measure).
-        """
+        """Per-model cost ≈ a + b·(kchars of the query), by least squares, never negative: a mean
+        would misprice long few-shot prompts. ``cost_model="mean"``: the train mean, so the λ rule
+        ranks queries by predicted quality gain alone, as a pairwise router does (APGR/CPT)."""
         n_chars = np.array([len(q) for q in queries], dtype=float) / 1000.0
         M = costs.shape[1]
         a, b = np.zeros(M), np.zeros(M)
@@ -174,7 +162,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return np.array([self.models_.index(m) for m in models], dtype=int)
 
     def check_known(self, names: Iterable[str], what: str) -> None:
-        """UnknownModel for any of ``names`` (``what`` names them) this router never saw."""
         unknown = [m for m in names if m not in self.models_]
         if unknown:
             raise UnknownModel(
@@ -191,29 +178,15 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return fast.transform(list(queries))
 
     def predict_quality(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
-        """(n, M) predicted quality per model (columns in ``self.models_`` order or ``models``)."""
-        if isinstance(queries, str):
-            queries = [queries]
+        """(n, M) predicted quality (columns: ``self.models_`` or ``models``), remembered for the
+        last queries: a sweep asks once per knob and the features are a per-query Python loop.
+        The key is the queries (a tuple), the fitted featurizer and the parameters; a refit
+        clears it."""
+        queries = [queries] if isinstance(queries, str) else queries
         idx = self._model_indices(models)
-        return self._predictions(queries)[:, idx]
-
-    def _predictions(self, queries: list[str]) -> np.ndarray:
-        """``_predict_core(transform(queries))``, remembered for the last list of queries.
-
-        An offline sweep asks for the same test queries' predictions once per knob (a
-        route-cascade replay: hundreds of times); the features are a per-query Python loop, so
-        recomputing them dominated ``ponder eval``. The key is the queries themselves (a tuple:
-        equal lists hit, a mutated list misses), the fitted featurizer and the parameters, and
-        a refit clears it."""
         key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
         return self._remember("_pred_cache", key,
-                              lambda: self._predict_core(self.transform(queries)))
-
-    def _kchars(self, queries: list[str]) -> np.ndarray:
-        """Thousands of characters per query, remembered for the last list (as predictions)."""
-        key = tuple(queries)
-        return self._remember("_kchars_cache", key,
-                              lambda: np.array([len(q) for q in key], dtype=float) / 1000.0)
+                              lambda: self._predict_core(self.transform(queries)))[:, idx]
 
     def _remember(self, name: str, key: Any, compute: Callable[[], Any]) -> np.ndarray:
         """``compute()`` kept read-only (callers share it) in ``self.<name>`` for the last key."""
@@ -227,10 +200,10 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return out
 
     def predict_cost(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
-        if isinstance(queries, str):
-            queries = [queries]
+        key = (queries,) if isinstance(queries, str) else tuple(queries)
         idx = self._model_indices(models)
-        n_chars = self._kchars(queries)[:, None]
+        n_chars = self._remember("_kchars_cache", key,
+                                 lambda: np.array([len(q) for q in key], dtype=float) / 1000.0)[:, None]
         cost: np.ndarray = (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
         return cost
 
@@ -242,8 +215,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         knob: float | None = None,
         allowed: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Model index per query from predicted quality and cost. ``allowed`` (n, M) bool
-        restricts the choice (e.g. to models that have an outcome for the query)."""
+        """Model index per query; ``allowed`` (n, M) bool restricts the choice."""
         knob = self.knob_ if knob is None else float(knob)
         return self._decide(qhat, chat, knob, np.ones(qhat.shape, dtype=bool)
                             if allowed is None else allowed)
@@ -271,7 +243,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return [self.models_[j] for j in self.choose(qhat, chat, knob)]
 
     def knob_grid(self, qhat: np.ndarray, chat: np.ndarray, n: int = 60) -> np.ndarray:
-        """Knob values that sweep these predictions from most expensive to cheapest."""
         grid = np.unique(self._knob_grid(qhat, chat))
         if grid.size > n:
             grid = np.unique(np.quantile(grid, np.linspace(0, 1, n), method="nearest"))
@@ -280,10 +251,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
     # ---- replay on an outcome table ----------------------------------------------------------
     def replay(self, table: OutcomeTable, knobs: list[float] | np.ndarray | None = None,
                ) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
-        """(knob, realised cost, realised quality, chosen index) on ``table`` for each knob.
-
-        Only models that have an outcome for a query can be chosen for it.
-        """
+        """(knob, realised cost, realised quality, chosen index) on ``table`` for each knob;
+        only models with an outcome for a query can be chosen for it."""
         scores, costs, present = table_arrays(table, self.models_)
         qhat = self.predict_quality(table.queries)
         chat = self.predict_cost(table.queries)
@@ -306,14 +275,10 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         quality_floor: float | None = None,
         delta: float = 0.1,
     ) -> BaseRouter:
-        """Set the knob on held-out rows for one target; returns self.
-
-        - ``strong_share``: the share of queries sent to the strongest (best train quality) model;
-        - ``budget``: mean USD per query; the knob with the best quality within it;
-        - ``quality_floor``: mean score ≥ floor with probability ≥ 1 − δ (Learn-then-Test over the
-          knob grid, fixed-sequence from the most expensive setting; the guarantee holds when the
-          calibration rows are exchangeable with future queries and unused in training).
-        """
+        """Set the knob on held-out rows for a share of queries to the strongest model, a mean
+        USD budget (best quality within it), or a quality floor that holds with probability
+        ≥ 1 − δ (Learn-then-Test, fixed-sequence from the most expensive knob; needs rows
+        exchangeable with future queries and unused in training)."""
         targets = {"strong_share": strong_share, "budget": budget, "quality_floor": quality_floor}
         given = {k: v for k, v in targets.items() if v is not None}
         if len(given) != 1:
@@ -325,10 +290,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         if target == "budget" and value < 0:
             raise ConfigError(f"budget must be >= 0 USD per query, got {value}")
         results = self.replay(table)
-        knobs = np.array([r[0] for r in results])
-        mean_cost = np.array([float(np.mean(r[1])) for r in results])
-        mean_q = np.array([float(np.mean(r[2])) for r in results])
-        share = np.array([float(np.mean(r[3] == self.strong_)) for r in results])
+        knobs, mean_cost, mean_q, share = np.array(
+            [(k, np.mean(c), np.mean(q), np.mean(j == self.strong_)) for k, c, q, j in results]).T
         guaranteed = None
         if target == "strong_share":
             i = int(np.argmin(np.abs(share - value) + 1e-9 * np.arange(len(share))))
@@ -363,11 +326,19 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
     def _predict_core(self, X: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def _weak_score(self, qhat: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
                 allowed: np.ndarray) -> np.ndarray:
-        """Default multi-model rule: argmax(quality − λ·cost) over allowed models; ties go to the
-        cheaper model (columns are cheapest-first)."""
-        choice: np.ndarray = np.argmax(np.where(allowed, qhat - knob * chat, -np.inf), axis=1)
+        """argmax(quality − λ·cost) over allowed models (ties: the cheaper, columns are
+        cheapest-first); a two-model threshold router: strong where ``_weak_score`` < knob."""
+        if self._knob_cheaper_when_larger:
+            best: np.ndarray = np.argmax(np.where(allowed, qhat - knob * chat, -np.inf), axis=1)
+            return best
+        choice = (self._weak_score(qhat) < knob).astype(int)  # 1 = strong
+        choice[allowed[:, 0] & ~allowed[:, 1]] = 0
+        choice[allowed[:, 1] & ~allowed[:, 0]] = 1
         return choice
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
@@ -380,7 +351,7 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
 
     # ---- state for saving ------------------------------------------------------------------
-    #: the fitted arrays a router file keeps, each in the attribute of that name plus "_"
+    #: the fitted arrays a router file keeps, each in attribute name + "_"
     _state: tuple[str, ...] = ()
 
     def _state_arrays(self) -> dict[str, np.ndarray]:

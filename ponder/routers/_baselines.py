@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import DataError
-from ._base import BaseRouter, table_arrays
+from ._base import BaseRouter, model_means, table_arrays
 
 
 class RandomRouter(BaseRouter):
@@ -26,8 +26,7 @@ class RandomRouter(BaseRouter):
         self.knob = knob
 
     def _select_models(self, table: Any) -> list[str]:
-        means = np.nanmean(np.where(table.present, table.scores, np.nan), axis=0)
-        best = table.models[int(np.nanargmax(means))]
+        best = table.models[int(np.nanargmax(model_means(table)))]
         if best == table.models[0]:
             raise DataError("the cheapest model is also the best: nothing to route", file=table.name)
         return [table.models[0], best]
@@ -39,13 +38,9 @@ class RandomRouter(BaseRouter):
     def _predict_core(self, X: Any) -> np.ndarray:
         return np.repeat(self.train_quality_[None, :], X.shape[0], axis=0)
 
-    def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
-                allowed: np.ndarray) -> np.ndarray:
+    def _weak_score(self, qhat: np.ndarray) -> np.ndarray:  # a coin per query
         rng = self.__dict__.setdefault("_rng", np.random.default_rng(self.random_state))
-        choice: np.ndarray = (rng.random(len(qhat)) < knob).astype(int)
-        choice[allowed[:, 0] & ~allowed[:, 1]] = 0
-        choice[allowed[:, 1] & ~allowed[:, 0]] = 1
-        return choice
+        return np.asarray(rng.random(len(qhat)))
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
         return np.linspace(0.0, 1.0, 21)

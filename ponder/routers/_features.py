@@ -19,11 +19,8 @@ from .._features import featurizer_from_state as from_state
 
 
 class TailEmbedder(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """MiniLM sentence embeddings of the last ``max_chars`` characters of each query.
-
-    all-MiniLM-L6-v2 reads at most 256 word pieces from the start; in long prompts (few-shot
-    demonstrations, retrieved context) the question comes last, so the tail is what to embed.
-    """
+    """MiniLM embeddings of each query's last ``max_chars`` characters: MiniLM reads at most 256
+    word pieces, and in long prompts (few-shot, retrieved context) the question comes last."""
 
     def __init__(self, max_chars: int = 1000, fast: bool = False) -> None:
         self.max_chars = max_chars
@@ -64,13 +61,9 @@ class ConcatFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is 
         return sp.hstack([sp.csr_matrix(f.transform(texts)) for f in fast]).tocsr()
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        metas: list[dict[str, Any]] = []
-        arrays: dict[str, np.ndarray] = {}
-        for i, p in enumerate(self.parts_):
-            m, a = p.to_state()
-            metas.append(m)
-            arrays |= {f"p{i}_{k}": v for k, v in a.items()}
-        return {"type": "ConcatFeaturizer", "parts": metas}, arrays
+        states = [p.to_state() for p in self.parts_]
+        arrays = {f"p{i}_{k}": v for i, (_, a) in enumerate(states) for k, v in a.items()}
+        return {"type": "ConcatFeaturizer", "parts": [m for m, _ in states]}, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:
@@ -92,9 +85,8 @@ FEATURIZERS: dict[str, Callable[[], Any]] = {
 
 
 def make_featurizer(spec: Any) -> Any:
-    """A fresh, unfitted featurizer for ``spec`` ("tfidf" (default), "tfidf-hashed", "minilm"),
-    or a fresh copy of a featurizer object (``clone``; a deep copy when it has no ``get_params``):
-    routers given the same object never share, and refit, one featurizer."""
+    """A fresh featurizer for a name of FEATURIZERS or a copy of an object (``clone``, else a deep
+    copy): routers given the same object never share, and refit, one featurizer."""
     if spec is None or isinstance(spec, str):
         if (spec or "tfidf") not in FEATURIZERS:
             raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "
@@ -111,26 +103,14 @@ def make_featurizer(spec: Any) -> Any:
                           "get_params must return exactly what __init__ was given") from None
 
 
-def featurizer_spec(spec: Any) -> str:
-    """A JSON-able name for the featurizer parameter (the state itself is saved separately)."""
-    if spec is None or isinstance(spec, str):
-        return spec or "tfidf"
-    return type(spec).__name__
-
-
 def featurizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
     return from_state(meta, arrays, (TextFeaturizer, SentenceEmbedder, TailEmbedder,
                                      ConcatFeaturizer))
 
 
 class FastTransform:
-    """Per-query speed for a fitted :class:`ponder._features.TextFeaturizer`.
-
-    Its ``transform`` builds a CountVectorizer (and validates the vocabulary) on every call,
-    several milliseconds per query; routing one query must take well under one. This repeats
-    the same arithmetic (sublinear tf, idf, L2 rows) with one compiled regex, so the features
-    are identical (a test checks that).
-    """
+    """A fitted TextFeaturizer's features in well under a millisecond per query (its transform
+    builds a CountVectorizer per call): the same arithmetic with one regex, identical numbers."""
 
     def __init__(self, featurizer: Any) -> None:
         self.featurizer = featurizer

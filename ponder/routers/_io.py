@@ -14,14 +14,13 @@ from .. import _persist
 from .._exceptions import ConfigError, ModelFileError
 from .._features import prefixed
 from ._base import BaseRouter, Calibration, check_is_fitted
-from ._features import featurizer_from_state, featurizer_spec
+from ._features import featurizer_from_state
 from ._knn import KNNRouter
 from ._mf import MFRouter
 from ._pairwise import PairwiseRouter
 from ._utility import UtilityRouter
 
-# The one list of router kinds: `ponder train router --kind`, loading and the router-KIND
-# `ponder eval` strategies (``_strategies.py``) all read it.
+# The one list of router kinds: `ponder train router --kind`, loading and the router-KIND strategies.
 ROUTER_KINDS: dict[str, type[BaseRouter]] = {
     "pairwise": PairwiseRouter,
     "utility": UtilityRouter,
@@ -32,10 +31,10 @@ _PERSIST_KIND = "router"
 
 
 def save_router(router: BaseRouter, directory: str | Path) -> Path:
-    """Write a fitted router to ``directory`` (meta.json + arrays.npz)."""
     check_is_fitted(router)
     params = router.get_params(deep=False)
-    params["featurizer"] = featurizer_spec(params.get("featurizer"))
+    spec = params.get("featurizer")  # a name; the state is saved separately
+    params["featurizer"] = (spec or "tfidf") if spec is None or isinstance(spec, str) else type(spec).__name__
     if not hasattr(router.featurizer_, "to_state"):
         raise ConfigError(f"featurizer {type(router.featurizer_).__name__} cannot be saved "
                           "(it has no to_state); use 'tfidf' or 'minilm'")
@@ -43,10 +42,7 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
     meta: dict[str, Any] = {
         "router_kind": router.kind,
         "params": params,
-        "models": list(router.models_),
-        "strong": int(router.strong_),
-        "knob": float(router.knob_),
-        "n_train": int(router.n_train_),
+        **{k: conv(getattr(router, k + "_")) for k, conv in _FITTED.items()},
         "calibration": router.calibration_.to_dict() if router.calibration_ else None,
         "featurizer": f_meta,
         "extra": {k: getattr(router, k) for k in _EXTRA_FIELDS if hasattr(router, k)},
@@ -63,6 +59,7 @@ _META_FIELDS: dict[str, Any] = {
     "n_train": int, "calibration": dict | None, "featurizer": dict, "extra": dict,
 }
 _REQUIRED = ("router_kind", "params", "models", "strong", "knob", "n_train", "featurizer")
+_FITTED: dict[str, Any] = {"models": list, "strong": int, "knob": float, "n_train": int}  # k → k_
 _EXTRA_FIELDS: dict[str, Any] = {"relaxation_": float, "label_mean_": float, "n_iter_": int}
 _ARRAYS = ("cost_intercept", "cost_slope", "train_quality")
 
@@ -90,12 +87,9 @@ def _check_meta(meta: dict[str, Any], where: str) -> type[BaseRouter]:
 
 
 def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseRouter:
-    """Load a router saved by :func:`save_router`; raises ModelFileError if it is not one.
-
-    Only the fields the router format defines are read, each type-checked: a file holding any
-    other field is refused (the content hash is a checksum, not a signature, so this matters).
-    ``max_bytes`` caps the arrays' decompressed size (see :func:`ponder._persist.load`).
-    """
+    """A router saved by :func:`save_router`, else ModelFileError: a file holding any field the
+    format does not define is refused (the content hash is a checksum, not a signature);
+    ``max_bytes`` caps the arrays' decompressed size."""
     meta, arrays = _persist.load(directory, kind=_PERSIST_KIND, max_bytes=max_bytes)
     where = str(directory)
     cls = _check_meta(meta, where)
@@ -105,10 +99,8 @@ def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseR
                              path=where)
     try:
         router = cls(**meta["params"])
-        router.models_ = list(meta["models"])
-        router.strong_ = meta["strong"]
-        router.knob_ = float(meta["knob"])
-        router.n_train_ = meta["n_train"]
+        for k, conv in _FITTED.items():
+            setattr(router, k + "_", conv(meta[k]))
         cal = meta.get("calibration")
         router.calibration_ = Calibration(**cal) if cal else None
         for k, v in meta.get("extra", {}).items():

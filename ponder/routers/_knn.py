@@ -1,11 +1,7 @@
-"""kNN router: a query's predicted quality for each model is the similarity-weighted mean score of
-its k nearest train queries (cosine on the query embedding), shrunk toward the model's train mean
-so that a thin neighbourhood does not swing the choice. Knob λ as in the utility router.
-
-TF-IDF vectors are first projected to a 128-d LSA embedding (truncated SVD fitted on train): the
-neighbour search is then one dense mat-vec (≈0.5 ms per query instead of a sparse-sparse product),
-and on RouterBench it routes at least as well as raw TF-IDF cosine. MiniLM embeddings are used
-as they are."""
+"""kNN router: predicted quality is the similarity-weighted mean score of the k nearest train
+queries (cosine), shrunk toward the model's train mean so a thin neighbourhood does not swing the
+choice; knob λ as in the utility router. TF-IDF is first projected to a 128-d LSA embedding: one
+dense mat-vec per query (≈0.5 ms), and on RouterBench it routes at least as well as raw TF-IDF."""
 
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ class KNNRouter(BaseRouter):
     """Multi-model router over query embeddings; knob λ ≥ 0 (larger = cheaper)."""
 
     kind = "knn"
-    _default_knob = 0.0
     _state = ("train_scores", "train_present", "prior", "components")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
@@ -48,13 +43,11 @@ class KNNRouter(BaseRouter):
         self.knob = knob
 
     def _k(self, n_train: int) -> int:
-        """``n_neighbors``, or by default n_train/20 clipped to [5, 100]."""
         if self.n_neighbors is not None:
             return max(1, int(self.n_neighbors))
         return int(np.clip(n_train // 20, 5, 100))
 
     def _embed(self, X: Any) -> Any:
-        """Sparse TF-IDF → dense LSA embedding (one small mat-vec per query); dense stays as is."""
         comp = getattr(self, "components_", None)
         if comp is None or comp.size == 0 or not sp.issparse(X):
             return X
@@ -91,9 +84,8 @@ class KNNRouter(BaseRouter):
         sims = _l2_normalize(X) @ self.train_X_
         return sims.toarray() if sp.issparse(sims) else np.asarray(sims)
 
-    # query rows per block of the (queries × train) similarity matrix: ~64 MB per block instead
-    # of the whole matrix (50,000 × 50,000 would be 20 GB); every row is computed alone, so the
-    # blocks change no number
+    # query rows per ~64 MB block of the (queries × train) similarities (50,000² would be 20 GB);
+    # rows are computed alone, so the blocks change no number
     _block_cells = 1 << 23
 
     def _predict_core(self, X: Any) -> np.ndarray:
@@ -108,10 +100,8 @@ class KNNRouter(BaseRouter):
         sims = self._similarities(X)
         n, N = sims.shape
         k = min(self._k(N), N)
-        # the k-th largest similarity per query; every train query at least that similar counts,
-        # so ties (e.g. queries whose features are identical) average over all of them instead
-        # of whichever k come first
-        # (the k-th largest is the (N−k)-th smallest: one partial sort of one copy)
+        # every train query at least as similar as the k-th counts, so ties average over all of
+        # them instead of whichever k come first (the k-th largest: one partial sort)
         kth = np.partition(sims, N - k, axis=1)[:, N - k:N - k + 1]
         out = sims < kth - 1e-12
         w = np.clip(sims, 0.0, None, out=sims)  # the weights, in place of the similarities

@@ -1,24 +1,20 @@
-"""Routers answering real requests: strategy files of kind ``router`` and ``route-cascade``.
+"""Routers answering real requests: strategy files of kind ``router`` and ``route-cascade``, and
+``ponder train router``, which fits one on the train rows and writes its file.
 
-A strategy file is JSON::
-
-    {"format": "ponder-strategy", "version": 1, "kind": "router", "name": "router-utility",
-     "router": "router",                      # the saved router dir, relative to this file
-     "knob": 0.0,                             # optional; default: the router's (calibrated) knob
-     "candidates": ["m1", "m2"],              # optional subset of the router's models
-     "model_map": {"gpt-4-1106-preview": "openai:gpt-4-1106-preview"}}
-
-``route-cascade`` adds ``"cascade": "cascade.json"``: the router picks the rung where that
-cascade starts (see :class:`RouteThenCascade`).
-
-Model names in outcome tables are bare; ``model_map`` maps them to live ``provider:model`` specs.
-Without an entry, a name containing ':' is used as is and a bare name ``m`` becomes ``replay:m``.
+A strategy file is JSON: ``{"format": "ponder-strategy", "version": 1, "kind": "router", "name":
+..., "router": "router"`` (the saved router dir, relative to the file), optional ``"knob"``
+(default: the router's calibrated one), ``"candidates"`` (a subset of its models) and
+``"model_map"`` (bare outcome-table names → live ``provider:model`` specs; unmapped, a name with
+':' is used as is and ``m`` becomes ``replay:m``)``}``. ``route-cascade`` adds ``"cascade"``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +32,10 @@ from ..strategies import (
     stream_model,
 )
 from ._base import BaseRouter, RouteDecision
-from ._io import load_router
+from ._io import ROUTER_KINDS, load_router, save_router
 
 STRATEGY_VERSION = 1
+log = logging.getLogger("ponder.routers")
 
 
 class LiveRouter:
@@ -87,12 +84,8 @@ class LiveRouter:
 
 
 class RouteThenCascade:
-    """The router picks the rung at which the cascade starts; the cascade runs from there.
-
-    Rungs below the chosen one are skipped (neither called nor paid for); the starting rung is
-    scored with no earlier answer in view. The router must know every rung's model (the outcome
-    table's bare names, ``Rung.model``).
-    """
+    """The router picks the rung where the cascade starts; lower rungs are neither called nor
+    paid for, and the start rung is scored with no earlier answer in view."""
 
     kind = "route-cascade"
 
@@ -137,11 +130,8 @@ class RouteThenCascade:
 
 def load_strategy_file(path: str | Path, data: dict[str, Any], *,
                        allow_outside: bool = False) -> LiveRouter | RouteThenCascade:
-    """Build a live router strategy from a parsed strategy file (called by ponder.load_strategy).
-
-    The router folder and cascade file it names must lie in its own folder unless
-    ``allow_outside`` (see :func:`ponder.strategies.resolve_reference`).
-    """
+    """The live strategy of a parsed strategy file (for ponder.load_strategy); what it names must
+    lie in its folder unless ``allow_outside`` (see :func:`ponder.strategies.resolve_reference`)."""
     path = Path(path)
     version = data.get("version", 1)
     if version != STRATEGY_VERSION:
@@ -155,15 +145,14 @@ def load_strategy_file(path: str | Path, data: dict[str, Any], *,
     knob = data.get("knob")
     if knob is not None and not isinstance(knob, int | float):
         raise ConfigError(f"knob must be a number, got {knob!r}", file=str(path), key="knob")
-    router = load_router(resolve_reference(path, data.get("router"), key="router",
-                                           allow_outside=allow_outside))
+    ref = partial(resolve_reference, path, allow_outside=allow_outside)
+    router = load_router(ref(data.get("router"), key="router"))
     name = data.get("name")
     try:
         if kind == "route-cascade":
             from .. import cascade as cascade_mod
 
-            cpath = resolve_reference(path, data.get("cascade"), key="cascade",
-                                      allow_outside=allow_outside)
+            cpath = ref(data.get("cascade"), key="cascade")
             casc = cascade_mod.load_strategy_file(cpath, read_strategy_json(cpath),
                                                   allow_outside=allow_outside)
             return RouteThenCascade(router, casc, name=name, knob=knob)
@@ -193,6 +182,91 @@ def write_strategy_file(path: str | Path, router_dir: str | Path, *, kind: str =
     doc.update(extra or {})
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class TrainedRouter:
+    router: BaseRouter
+    router_dir: Path
+    strategy_file: Path
+    n_train: int
+    n_calibration: int
+    route_cascade_file: Path | None = None
+
+
+def train_router(
+    table: Any,
+    kind: str,
+    output: str | Path,
+    *,
+    model_map: dict[str, str] | None = None,
+    strong_share: float | None = None,
+    budget: float | None = None,
+    quality_floor: float | None = None,
+    delta: float = 0.1,
+    calibration_fraction: float = 0.25,
+    seed: int = 0,
+    cascade: str | Path | None = None,
+    knob: float | None = None,
+    **params: Any,
+) -> TrainedRouter:
+    """Fit a ``kind`` router on ``table``'s train rows, optionally calibrate, save to ``output``."""
+    from ..evaluation._table import OutcomeTable
+
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(f"unknown router kind {kind!r}; use one of {', '.join(ROUTER_KINDS)}")
+    cls = ROUTER_KINDS[kind]
+    valid = cls._get_param_names()
+    router = cls(**{k: v for k, v in params.items() if k in valid and v is not None})
+    train = table
+    if "split" in table.df.columns:
+        per_q = table.df.drop_duplicates("query_id").set_index("query_id")["split"]
+        train_ids = [q for q in table.query_ids if str(per_q[q]).lower() == "train"]
+        if train_ids:
+            train = table.subset(train_ids)
+    calib: OutcomeTable | None = None
+    targets = [t for t in (strong_share, budget, quality_floor) if t is not None]
+    if len(targets) > 1:
+        raise ConfigError("give at most one calibration target (strong share, budget, quality floor)")
+    if knob is not None and targets:
+        raise ConfigError("give a knob or a calibration target, not both")
+    if targets:
+        train, calib = train.split(test_fraction=calibration_fraction, seed=seed, split_column=None)
+    router.fit(train)
+    if model_map:
+        router.check_known(model_map, "model map")
+    if calib is not None:
+        router.calibrate(calib, strong_share=strong_share, budget=budget,
+                         quality_floor=quality_floor, delta=delta)
+    out = Path(output)
+    router_dir = save_router(router, out / "router")
+    strategy = write_strategy_file(out / "router.json", router_dir, kind="router",
+                                   name=f"router-{router.kind}", knob=knob, model_map=model_map)
+    route_cascade = None if cascade is None else write_route_cascade(
+        out / "route-cascade.json", router_dir, cascade, knob=knob)
+    return TrainedRouter(router, router_dir, strategy, len(train.query_ids),
+                         0 if calib is None else len(calib.query_ids), route_cascade)
+
+
+def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str | Path, *,
+                        knob: float | None = None) -> Path:
+    """A ``route-cascade`` strategy file: ``router_dir`` picks where ``cascade`` (a strategy JSON)
+    starts; loaded once, so a rung the router never saw fails here."""
+    from ..strategies import load_strategy
+
+    path, cascade = Path(path), Path(cascade)
+    rel = os.path.relpath(cascade.resolve(), path.parent.resolve())
+    out = write_strategy_file(path, router_dir, kind="route-cascade", name="route-cascade",
+                              knob=knob, extra={"cascade": rel})
+    if rel.startswith("..") or Path(rel).is_absolute():
+        log.warning("%s names %s, outside its folder: loading it will need --allow-outside "
+                    "(allow_outside=True); keep the cascade beside it to avoid that", out, rel)
+    try:
+        load_strategy(out, allow_outside=True)
+    except Exception:
+        out.unlink()
+        raise
+    return out
 
 
 if TYPE_CHECKING:  # mypy checks that every built-in strategy implements the live protocol

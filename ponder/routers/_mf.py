@@ -1,17 +1,7 @@
-"""Matrix-factorisation router in the style of RouteLLM's MF router, in numpy + scipy.
-
-RouteLLM scores a (model, query) pair as δ(m, q) = w₂ᵀ(v_m ⊙ (W₁ᵀ e_q + b)) with a learned model
-embedding v_m and a learned projection W₁ of the query's text embedding e_q. The product with w₂
-folds into v_m and the bias into a per-model constant, so here
-
-    logit P(model m answers q well) = v_m · (Pᵀ x_q) + c_m,
-
-with x_q the query features (TF-IDF or MiniLM), P (D × d) the query projection and V (M × d) the
-model embeddings. RouteLLM fits δ to arena preferences with a Bradley–Terry loss between two
-models; an outcome table records a score per model, so this fits every (query, model) score with
-a cross-entropy (which also makes the output a calibrated quality, needed for the λ knob), with L2
-on P and V, by L-BFGS. Knob λ as in the utility router.
-"""
+"""Matrix-factorisation router after RouteLLM's MF: logit P(m answers q well) = v_m · (Pᵀ x_q) + c_m
+(RouteLLM's w₂ folds into v_m, its bias into c_m). RouteLLM fits arena preferences (Bradley–Terry);
+an outcome table has a score per model, so this fits each (query, model) score by cross-entropy,
+which makes the output a calibrated quality for the λ knob, with L2 on P and V, by L-BFGS."""
 
 from __future__ import annotations
 
@@ -22,14 +12,13 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from ._base import BaseRouter
-from ._linear import sigmoid
+from ._utility import sigmoid
 
 
 class MFRouter(BaseRouter):
     """Low-rank (query × model) quality model; knob λ ≥ 0 (larger = cheaper)."""
 
     kind = "mf"
-    _default_knob = 0.0
     _state = ("proj", "model_emb", "model_bias", "colmap")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
@@ -44,8 +33,7 @@ class MFRouter(BaseRouter):
         self.random_state = random_state
         self.knob = knob
 
-    # Sparse features: keep projection rows only for columns seen in train.
-    def _compress(self, X: Any) -> Any:
+    def _compress(self, X: Any) -> Any:  # sparse: projection rows only for columns seen in train
         if not sp.issparse(X):
             return np.asarray(X, dtype=np.float64)
         X = sp.csr_matrix(X, dtype=np.float64)

@@ -1,18 +1,8 @@
-"""Hybrid LLM pairwise router (Ding et al. 2024, "Hybrid LLM: Cost-Efficient and Quality-Aware
-Query Routing").
-
-A classifier predicts p(x) = P(quality of the weak model ≥ quality of the strong model − t) from
-the query; the query goes to the weak model when p(x) ≥ threshold. Three label variants:
-
-- ``deterministic``: y = 1[s_weak ≥ s_strong] from the one recorded outcome per model;
-- ``probabilistic``: y = P(W ≥ S) reading each score as the success probability of a Bernoulli
-  outcome, i.e. 1 − (1 − s_weak)·s_strong. With 0/1 scores this equals the deterministic label;
-  it differs on graded scores;
-- ``transformed``: the probabilistic label with a relaxation t, y_t = P(W ≥ S − t) for graded
-  scores (scores treated as given values), t chosen on train to maximise label spread
-  (mean |y_i − y_j| over pairs), as in the paper. With 0/1 scores every t < 1 gives the same
-  labels and t* = 0.
-"""
+"""Hybrid LLM pairwise router (Ding et al. 2024): a classifier predicts p(x) = P(s_weak ≥
+s_strong − t) and the query goes to the weak model when p(x) ≥ threshold. Labels: ``deterministic``
+1[s_weak ≥ s_strong]; ``probabilistic`` P(W ≥ S) with scores read as Bernoulli success
+probabilities (equal to deterministic on 0/1 scores); ``transformed`` P(W ≥ S − t), t chosen on
+train to maximise label spread (mean |y_i − y_j|), as in the paper (t* = 0 on 0/1 scores)."""
 
 from __future__ import annotations
 
@@ -21,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, DataError
-from ._base import BaseRouter, check_in_table
-from ._linear import fit_soft_logistic, linear_scores, sigmoid
+from ._base import BaseRouter, check_in_table, model_means
+from ._utility import fit_soft_logistic, logistic, sigmoid
 
 VARIANTS = ("deterministic", "probabilistic", "transformed")
 
@@ -64,11 +54,8 @@ def choose_relaxation(s_weak: np.ndarray, s_strong: np.ndarray, variant: str) ->
 
 
 class PairwiseRouter(BaseRouter):
-    """Route between a weak and a strong model; knob = threshold on P(weak good enough).
-
-    Defaults: weak = the cheapest model of the train table, strong = the one with the best train
-    mean quality. Larger thresholds send more queries to the strong model.
-    """
+    """Weak (default: cheapest) vs strong (default: best train mean); knob = threshold on
+    P(weak good enough)."""
 
     kind = "pairwise"
     _default_knob = 0.5
@@ -94,8 +81,8 @@ class PairwiseRouter(BaseRouter):
         if self.strong is not None:
             strong = self.strong
         else:
-            means = np.nanmean(np.where(table.present, table.scores, np.nan), axis=0)
-            order = [m for _, m in sorted(zip(-means, table.models, strict=True), key=lambda t: t[0])]
+            order = [m for _, m in sorted(zip(-model_means(table), table.models, strict=True),
+                                          key=lambda t: t[0])]
             strong = next((m for m in order if m != weak), weak)
         if weak == strong:
             raise DataError(f"pairwise router needs two different models; weak and strong are both "
@@ -122,15 +109,11 @@ class PairwiseRouter(BaseRouter):
         return self.predict_quality(queries)[:, 0]
 
     def _predict_core(self, X: Any) -> np.ndarray:
-        p = sigmoid(linear_scores(X, self.coef_[:, None], self.intercept_))[:, 0]
+        p = logistic(X, self.coef_[:, None], self.intercept_)[:, 0]
         return np.stack([p, 1.0 - p], axis=1)
 
-    def _decide(self, qhat: np.ndarray, chat: np.ndarray, knob: float,
-                allowed: np.ndarray) -> np.ndarray:
-        choice = (qhat[:, 0] < knob).astype(int)  # 1 = strong
-        choice[allowed[:, 0] & ~allowed[:, 1]] = 0
-        choice[allowed[:, 1] & ~allowed[:, 0]] = 1
-        return choice
+    def _weak_score(self, qhat: np.ndarray) -> np.ndarray:
+        return qhat[:, 0]
 
     def _knob_grid(self, qhat: np.ndarray, chat: np.ndarray) -> np.ndarray:
         return np.concatenate([[0.0], np.unique(qhat[:, 0]) + 1e-12, [1.0 + 1e-9]])

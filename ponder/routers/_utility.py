@@ -1,27 +1,61 @@
 """Per-model quality predictor: one logistic regression per model on the query features; route to
-argmax(predicted quality − λ·predicted cost). λ = 0 buys the best predicted quality; larger λ
-trades quality for cost (in quality points per USD).
-
-The λ rule compares predicted qualities across models, so they must be calibrated, not just
-ranked: with ``recalibrate=k`` each model's logit is rescaled by Platt scaling fitted on k-fold
-out-of-fold predictions (a strongly regularised model is under-confident, and by a different
-amount per model). The rescaling folds into the weights, so prediction costs nothing extra."""
+argmax(predicted quality − λ·predicted cost), λ in quality points per USD. The λ rule compares
+qualities across models, so with ``recalibrate=k`` each model's logit is Platt-rescaled on k-fold
+out-of-fold predictions (a strongly regularised model is under-confident, by a different amount
+per model); the rescaling folds into the weights. The soft-label logistic regression here is
+also the pairwise router's: its state is two arrays, so prediction is one sparse mat-vec."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._base import BaseRouter
-from ._linear import fit_soft_logistic, linear_scores, sigmoid
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def fit_soft_logistic(X: Any, y: np.ndarray, *, C: float = 1.0,
+                      random_state: int = 0) -> tuple[np.ndarray, float]:
+    """(w, b) of a logistic regression on labels in [0, 1]: each row enters as a positive with
+    weight y and a negative with weight 1 − y. Constant labels: w = 0, the clipped log-odds.
+    ``random_state`` seeds liblinear's dual solver (it shuffles rows: fits differ in the 6th digit)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.clip(np.asarray(y, dtype=float), 0.0, 1.0)
+    n_features = X.shape[1]
+    if np.all((y == 0.0) | (y == 1.0)):
+        Xf, yf, wf = X, y.astype(int), None
+    else:
+        Xf = sp.vstack([X, X]).tocsr() if sp.issparse(X) else np.vstack([X, X])
+        yf = np.concatenate([np.ones(len(y), int), np.zeros(len(y), int)])
+        wf = np.concatenate([y, 1.0 - y])
+        keep = wf > 0
+        Xf, yf, wf = Xf[keep], yf[keep], wf[keep]
+    if np.unique(yf).size < 2:  # one class (or no rows): no weights, the clipped log-odds
+        p = min(max(float(np.mean(y)) if y.size else 0.5, 1e-3), 1 - 1e-3)
+        return np.zeros(n_features), float(np.log(p / (1 - p)))
+    # liblinear's dual solver is the fast one when features outnumber rows (TF-IDF)
+    clf = LogisticRegression(C=C, solver="liblinear", dual=n_features > Xf.shape[0], max_iter=1000,
+                             random_state=random_state)
+    clf.fit(Xf, yf, sample_weight=wf)
+    return clf.coef_.ravel().astype(float), float(clf.intercept_[0])
+
+
+def logistic(X: Any, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """σ(X W + b): X (n, D) sparse or dense, W (D, M), b (M,) → dense (n, M)."""
+    out = X @ W
+    return sigmoid(np.asarray(out.toarray() if sp.issparse(out) else out) + b[None, :])
 
 
 class UtilityRouter(BaseRouter):
     """Multi-model router; knob λ ≥ 0 (larger = cheaper)."""
 
     kind = "utility"
-    _default_knob = 0.0
     _state = ("coef", "intercept")
 
     def __init__(self, *, models: list[str] | None = None, featurizer: Any = "tfidf",
@@ -57,4 +91,4 @@ class UtilityRouter(BaseRouter):
         self.coef_, self.intercept_ = W, b
 
     def _predict_core(self, X: Any) -> np.ndarray:
-        return sigmoid(linear_scores(X, self.coef_, self.intercept_))
+        return logistic(X, self.coef_, self.intercept_)

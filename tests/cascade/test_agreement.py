@@ -321,7 +321,7 @@ def test_gain_acceptor_prefers_queries_the_strong_model_gets_wrong(mc):
 
 @pytest.mark.slow
 def test_route_then_cascade_skips_sets_where_they_rarely_agree(mc):
-    from ponder.routers._route_cascade import RouteCascadeStrategy
+    from ponder.routers._strategies import RouteCascadeStrategy
 
     train, test = mc
     s = RouteCascadeStrategy(n_budgets=6, n_knobs=3, set_pool=3).fit(train)

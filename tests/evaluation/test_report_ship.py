@@ -315,7 +315,7 @@ def _live_matches_measured(path: Path, test: OutcomeTable, test_csv: Path, cost:
 @pytest.mark.parametrize("kind", ["router", "cascade", "route-cascade"])
 def test_a_saved_setting_makes_the_decisions_measured(kind, tmp_path):
     from ponder.cascade import CascadeStrategy
-    from ponder.routers._route_cascade import RouteCascadeStrategy
+    from ponder.routers._strategies import RouteCascadeStrategy
 
     df = table_df()  # answers a scorer can read, so the cascades mix models
     df["response"] = np.where(df["score"] == 1.0, "the answer is 42", "I am not sure, maybe 41")

@@ -15,7 +15,7 @@ class Stop(Exception):
 
 
 def test_cli_kind_choices_are_the_router_kinds(fixture_path, tmp_path, monkeypatch):
-    import ponder.routers._train as train
+    import ponder.routers._live as train
 
     monkeypatch.setitem(ROUTER_KINDS, "mine", UtilityRouter)  # a kind added in one place
     seen: list[str] = []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ponder.cascade import Cascade
-from ponder.routers._route_cascade import RouteCascadeStrategy, start_rungs
+from ponder.routers._strategies import RouteCascadeStrategy, start_rungs
 
 
 @pytest.fixture(scope="module")
