@@ -104,23 +104,26 @@ def optimize_chains(
     *,
     max_length: int = 3,
     n_thresholds: int = 32,
+    allowed_last: list[int] | None = None,
     n_first_only: int = 0,
 ) -> Frontier:
     """Every chain of length ≤ ``max_length`` at every candidate threshold. ``s2[q, b, a]``: model
     b's score with rung a before it; NaN entries are failed calls (quality 0, cost 0). The last
-    ``n_first_only`` columns (sets) only start chains of length ≤ 2 and may be left out of ``s2``.
+    ``n_first_only`` columns (sets) only start chains of length ≤ 2 and may be left out of ``s2``;
+    ``allowed_last``: the only models a chain may end on (or stop at), all when None.
     """
     if max_length not in (1, 2, 3):
         raise ValueError(f"max_length must be 1, 2 or 3, got {max_length}")
     from threadpoolctl import threadpool_limits
 
-    key = digest(s1, s2, quality, cost, max_length, n_thresholds, n_first_only)
+    key = digest(s1, s2, quality, cost, max_length, n_thresholds, allowed_last, n_first_only)
     kept: Frontier | None = _FRONTIERS.get(key)
     if kept is not None:
         return copy.deepcopy(kept)
     # the products are small: BLAS threads only add spin-waiting (15× slower on a busy machine)
     with threadpool_limits(limits=1, user_api="blas"):
-        out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, n_first_only)
+        out = _optimize(s1, s2, quality, cost, max_length, n_thresholds, allowed_last,
+                        n_first_only)
     _FRONTIERS.put(key, copy.deepcopy(out), sum(a.nbytes for a in (out.chains, out.thresholds,
                                                                     out.cost, out.quality)))
     return out
@@ -131,17 +134,21 @@ _FRONTIERS = Kept(max_bytes=256 << 20, max_items=6)
 
 
 def _optimize(s1: np.ndarray, s2: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-              max_length: int, n_thresholds: int, n_first_only: int) -> Frontier:
+              max_length: int, n_thresholds: int, allowed_last: list[int] | None,
+              n_first_only: int) -> Frontier:
     Y = np.nan_to_num(np.asarray(quality, dtype=np.float64), nan=0.0)
     C = np.nan_to_num(np.asarray(cost, dtype=np.float64), nan=0.0)
     nq, nm = Y.shape
+    last_ok = np.zeros(nm, dtype=bool)
+    last_ok[list(range(nm)) if allowed_last is None else allowed_last] = True
     first_only = np.arange(nm) >= nm - n_first_only
-    later = np.flatnonzero(~first_only)  # a set never follows another rung
+    later = np.flatnonzero(last_ok & ~first_only)  # a set never follows another rung
+    singles = np.flatnonzero(last_ok)
     mean_y, mean_c = Y.mean(axis=0), C.mean(axis=0)
     # (chains, thresholds, cost, quality) of each block of points
-    parts = [(np.column_stack([np.arange(nm), -np.ones((nm, 2), int)]), np.full((nm, 2), np.nan),
-              mean_c, mean_y)]
-    n_chains = nm
+    parts = [(np.column_stack([singles, -np.ones((singles.size, 2), int)]),
+              np.full((singles.size, 2), np.nan), mean_c[singles], mean_y[singles])]
+    n_chains = singles.size
     for a in range(nm if max_length >= 2 else 0):
         t1, A1 = _accepts(s1[:, a], quality[:, a], n_thresholds)  # A1: (Q, G1)
         R1 = 1.0 - A1
