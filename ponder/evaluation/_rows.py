@@ -14,11 +14,8 @@ import numpy as np
 
 
 class OutcomeRows:
-    """A read-only (P, Q) float64 array of P settings' per-query values, stored row by row as
-    indices into ``values`` (Q, M), the table's per-model values, where that is exact.
-
-    Indexing with a row (``a[i]``, ``a[i, cols]``) decodes that row only; ``np.asarray(a)`` and
-    any other index decode the whole array."""
+    """A read-only (P, Q) float64 array stored row by row as indices into the table's per-model
+    ``values`` (Q, M) where that is exact. ``a[i]``/``a[i, cols]`` decode that row only."""
 
     def __init__(self, values: np.ndarray, rows: Iterable[np.ndarray]) -> None:
         self._values = np.asarray(values, dtype=np.float64)  # the table's own array, not a copy
