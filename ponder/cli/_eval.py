@@ -121,7 +121,7 @@ def _rerun(source: str, split_column: str, test_fraction: float, seed: int,
 
 
 def _render(d: dict[str, Any]) -> None:
-    from ..evaluation._report import fmt_pct, fmt_q, fmt_ratio
+    from ..evaluation._report_text import fmt_pct, fmt_q, fmt_ratio
 
     say(Text.assemble((str(d["dataset"]), "bold"),
                       f": {d['n_models']} models, {d['n_train_queries']} train / "
@@ -203,7 +203,7 @@ def _render_deployed(d: dict[str, Any]) -> None:
 def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships: the certified pick and its guarantee, or the best model and the
     labelled queries it would take; the files (--ship) or the command that writes them."""
-    from ..evaluation import _report as rt
+    from ..evaluation import _report_text as rt
     from ..evaluation._deploy import ship_folder
 
     groups = rt.ship_groups(d)

@@ -179,11 +179,6 @@ def deployed_points(r: Replay, k: int, b: Bounds, ref: Reference, w: np.ndarray 
     return out, chosen
 
 
-def headline_target(chosen: dict[str, int]) -> str | None:
-    """The target of a strategy's one-number summaries."""
-    return next((t for t in ("best_quality", "budget:1.0") if t in chosen), None)
-
-
 # ---- what to ship ------------------------------------------------------------------------------
 def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, certified: bool
               ) -> np.ndarray:

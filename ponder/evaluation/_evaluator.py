@@ -31,7 +31,7 @@ from .._exceptions import PonderError
 from . import _deploy as D
 from ._baselines import Curve, compute_baselines
 from ._bundled import load_dataset
-from ._certify import bound_all, deployed_points, headline_target, ship_picks
+from ._certify import bound_all, deployed_points, ship_picks
 from ._measure import (
     Progress,
     _assemble,
@@ -40,6 +40,7 @@ from ._measure import (
     _infer_strong_share,
     task_point,
 )
+from ._report import render_html, render_markdown
 from ._rows import OutcomeRows, compact
 from ._strategy import Strategy, default_strategies, registered_strategies
 from ._table import OutcomeTable
@@ -55,13 +56,9 @@ class EvalResult:
         return copy.deepcopy(self.data)
 
     def to_markdown(self) -> str:
-        from ._report import render_markdown
-
         return render_markdown(self.data)
 
     def to_html(self) -> str:
-        from ._report import render_html
-
         return render_html(self.data)
 
     @property
@@ -157,10 +154,8 @@ def evaluate(
         if value is not None and value < least:
             raise PonderError(f"{what} must be at least {least}, got {value}")
     tick: Progress = progress or (lambda stage, i, n: None)
-    if isinstance(table, (str, Path)):
-        tbl = load_dataset(table)
-    else:
-        tbl = table if isinstance(table, OutcomeTable) else OutcomeTable.read(table)
+    tbl = (load_dataset(table) if isinstance(table, (str, Path))
+           else table if isinstance(table, OutcomeTable) else OutcomeTable.read(table))
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
     uses_column = bool(split_column and split_column in tbl.df.columns)
     tick("baselines", 0, 1)
@@ -329,7 +324,9 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
         else:
             k = usable_names.index(s["name"])
             s["deployed"], chosen = deployed_points(r, k, bounds, deploy.reference, w)
-            s["deployed_target"] = headline_target(chosen)
+            # the target of its one-number summaries
+            s["deployed_target"] = next((t for t in ("best_quality", "budget:1.0") if t in chosen),
+                                        None)
             if s["name"] == "random-mix":
                 s["deployed_note"] = D.MIX_NOTE
         if s["kind"] == "baseline":

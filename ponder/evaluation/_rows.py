@@ -1,8 +1,6 @@
-"""Per-query outcomes of many settings, held compactly and without loss.
-
-At 10^6 queries the strategies' (settings × queries) arrays are most of what ``ponder eval``
-holds, but most rows are, query by query, some model's value in the table (a router's pick, the
-oracle, a cascade's quality): such a row is kept as model indices (a byte a query), bit for bit.
+"""Per-query outcomes of many settings, held compactly and without loss: at 10^6 queries they
+are most of what ``ponder eval`` holds, but most rows are, query by query, some model's value in
+the table (a router's pick, the oracle), kept as model indices (a byte a query), bit for bit.
 """
 
 from __future__ import annotations

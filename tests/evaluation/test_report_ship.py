@@ -30,13 +30,8 @@ from ponder._config import config_problems
 from ponder.evaluation import OperatingPoint, OutcomeTable, evaluate
 from ponder.evaluation._certify import pick
 from ponder.evaluation._deploy import TARGETS, ship_folder
-from ponder.evaluation._report import (
-    TASKS_PER_TABLE,
-    curve_groups,
-    render_html,
-    ship_groups,
-    target_label,
-)
+from ponder.evaluation._report import curve_groups, render_html
+from ponder.evaluation._report_text import TASKS_PER_TABLE, ship_groups, target_label
 from ponder.routers import UtilityRouter
 from ponder.routers._strategies import RouterStrategy
 from ponder.strategies import load_strategy
