@@ -197,7 +197,7 @@ def _render_deployed(d: dict[str, Any]) -> None:
 def _render_ship(d: dict[str, Any]) -> None:
     """Per target, what ships (the certified pick, or the best model), and its files."""
     from ..evaluation import _report_text as rt
-    from ..evaluation._write_ship import ship_folder
+    from ..evaluation._deploy import ship_folder
 
     groups = rt.ship_groups(d)
     if not groups:

@@ -72,8 +72,7 @@ def _pick(primary: np.ndarray, secondary: np.ndarray) -> int:
     return int(cand[np.argmin(secondary[cand])])
 
 
-def compute_baselines(test: OutcomeTable, *, mix_steps: int = 11,
-                      oracle_steps: int = 20) -> Baselines:
+def compute_baselines(test: OutcomeTable) -> Baselines:
     scores, costs, present = test.scores, test.costs, test.present
     models = list(test.models)
     n = present.sum(axis=0)
@@ -95,25 +94,22 @@ def compute_baselines(test: OutcomeTable, *, mix_steps: int = 11,
                     scores[None, :, m], np.array([1.0 if m == best else 0.0]) if two else None)
               for m, name in enumerate(models)]
     if cheapest != best:
-        curves.append(mix_curve(test, models[cheapest], models[best], mix_steps, two))
-    curves.append(_oracle_curve(scores, costs, present, choice, best if two else None,
-                                oracle_steps))
+        curves.append(mix_curve(test, models[cheapest], models[best], two))
+    curves.append(_oracle_curve(scores, costs, present, choice, best if two else None))
     return Baselines(models, quality, cost, n, best, cheapest, choice, o_quality, o_cost, curves)
 
 
 def model_column(table: OutcomeTable, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """(cost, quality) per query of ``model`` on ``table``: NaN where the table lacks it."""
+    """(cost, quality) per query of ``model``: NaN where the table lacks it."""
     if model not in table.models:
         return np.full(len(table.query_ids), np.nan), np.full(len(table.query_ids), np.nan)
     j = table.models.index(model)
     return table.costs[:, j], table.scores[:, j]
 
 
-def mix_curve(table: OutcomeTable, cheap: str, best: str, steps: int = 11,
-              two: bool = False) -> Curve:
-    """Random routing between two models (expected values); a query lacking one of the two goes
-    to the other. ``two``: the share of calls to ``best`` is the strong share."""
-    p = np.linspace(0.0, 1.0, steps)[:, None]
+def mix_curve(table: OutcomeTable, cheap: str, best: str, two: bool = False) -> Curve:
+    """Random routing between two models (expected values); a query lacking one goes to the other."""
+    p = np.linspace(0.0, 1.0, 11)[:, None]
     cc, qc = model_column(table, cheap)
     cb, qb = model_column(table, best)
     qc2, qb2 = np.where(np.isnan(qc), qb, qc), np.where(np.isnan(qb), qc, qb)
@@ -124,10 +120,9 @@ def mix_curve(table: OutcomeTable, cheap: str, best: str, steps: int = 11,
 
 
 def _oracle_curve(scores: np.ndarray, costs: np.ndarray, present: np.ndarray, choice: np.ndarray,
-                  strong: int | None, steps: int) -> Curve:
-    """The oracle under a budget: every query starts on its cheapest model and switches to the
-    oracle's pick in order of quality gained per extra dollar (free switches first), up to the
-    oracle itself. RouteLLM's "optimal" line for any number of models: an AUC like strategies'."""
+                  strong: int | None) -> Curve:
+    """The oracle under a budget (RouteLLM's "optimal" line, for any number of models): each query
+    switches from its cheapest model to the oracle's pick in order of quality gained per dollar."""
     rows = np.arange(len(choice))
     start = np.argmin(np.where(present, costs, np.inf), axis=1)
     gain = scores[rows, choice] - scores[rows, start]
@@ -136,7 +131,7 @@ def _oracle_curve(scores: np.ndarray, costs: np.ndarray, present: np.ndarray, ch
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.where(extra[moves] <= 0, np.inf, gain[moves] / extra[moves])
     order = moves[np.argsort(-value, kind="stable")]
-    ks = np.unique(np.round(np.linspace(0, len(order), steps + 1)).astype(int))
+    ks = np.unique(np.round(np.linspace(0, len(order), 21)).astype(int))
     pick = np.empty((len(ks), len(choice)), dtype=int)
     for i, k in enumerate(ks):
         pick[i] = start

@@ -1,6 +1,7 @@
-"""Certifying operating points (after :mod:`._deploy`'s K-fold calibration; its docstring tells
-the whole procedure): upper bounds for every candidate on the pooled calibration rows, the pick
-per target, and what ships (with a power calculation when nothing certifies).
+"""Certifying operating points on :mod:`._deploy`'s pooled calibration rows: Waudby-Smith–Ramdas
+betting upper bounds at 1 − δ/m over every candidate tried, on the paired quality drop against
+the best single model or the paired spend ratio; the pick per target; what ships (the best
+single model when nothing certifies, with a power calculation). Test figures never pick.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from ._deploy import NEEDED_CAP, TARGETS, Plan, Reference, Replay, _mean, budget
 # ---- bounds ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bounds:
-    """Every candidate (strategy × setting), flattened: point estimates and upper bounds on the
-    pooled calibration rows. ``owner``/``index`` say whose setting a candidate is."""
+    """Every candidate (strategy × setting) flattened: ``owner``/``index`` say whose setting."""
 
     owner: np.ndarray
     index: np.ndarray
@@ -43,8 +43,7 @@ class Bounds:
         return self.ratio_bound <= f * (1 + M._RTOL)
 
     def met(self, target: str) -> np.ndarray:
-        """Meets the target by its point estimate on the calibration rows, with no guarantee and
-        no slack: the best model's quality reached, or the budget kept."""
+        """Meets the target by its point estimate, with no guarantee and no slack."""
         f = budget_of(target)
         if f is None:
             return M._reaches(-np.nan_to_num(self.drop, nan=np.inf), 0.0)
@@ -54,20 +53,18 @@ class Bounds:
         return self.drop_bound if budget_of(target) is None else self.ratio_bound
 
     def calibration(self, i: int) -> dict[str, float]:
-        """Candidate ``i``'s figures on the calibration rows."""
         return {"cost_usd": float(self.cost[i]), "quality": float(self.quality[i]),
                 "cost_ratio": float(self.ratio[i]), "quality_vs_best": float(-self.drop[i])}
 
 
 def _paired(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """(C, Q) → NaN where the candidate or the reference lacks a query."""
+    """(C, Q): NaN where the candidate or the reference lacks a query."""
     return np.where(np.isfinite(x) & np.isfinite(ref)[None, :], x, np.nan)
 
 
 def _against(q: np.ndarray, c: np.ndarray, ref_q: np.ndarray, ref_c: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates' (C, Q) quality and cost paired with the reference's: the paired quality and
-    cost, the per-query quality drops, and each candidate's spend ratio."""
+    """Paired (C, Q) quality and cost, the per-query quality drops, each candidate's spend ratio."""
     qp, cp = _paired(q, ref_q), _paired(c, ref_c)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.nansum(cp, axis=1) / np.nansum(np.where(np.isfinite(cp), ref_c, np.nan), axis=1)
@@ -76,10 +73,8 @@ def _against(q: np.ndarray, c: np.ndarray, ref_q: np.ndarray, ref_c: np.ndarray
 
 def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: float,
               seed: int = 0) -> Bounds:
-    """Upper bounds for every candidate at 1 − δ/m (m: every candidate but the reference).
-
-    Candidates are bounded a slice at a time (:func:`ponder._bounds.column_chunks`): the same
-    numbers as all at once, in memory for one slice's (calibration rows × candidates)."""
+    """Upper bounds at 1 − δ/m (m: every candidate but the reference), a slice of candidates at
+    a time (the same numbers as all at once, in memory for one slice)."""
     owner = np.concatenate([np.full(len(r.settings), k) for k, r in enumerate(replays)])
     index = np.concatenate([np.arange(len(r.settings)) for r in replays])
     exact = np.array([replays[o].name == f"model:{ref.model}" for o in owner])
@@ -104,15 +99,15 @@ def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: f
 
 
 def _same(a: float, b: float) -> bool:
-    """Equal up to floating-point rounding (a route-cascade that sends every query to the best
-    model sums the same costs in another order)."""
+    """Equal up to rounding (a route-cascade sending every query to the best model sums the same
+    costs in another order)."""
     return math.isclose(a, b, rel_tol=M._RTOL, abs_tol=1e-12)
 
 
 def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
          simple: np.ndarray | None = None) -> int | None:
-    """The best of ``idx`` for ``target``; among candidates tied up to rounding, a simple one
-    (``simple``: a single model, the same figures with nothing to train)."""
+    """The best of ``idx`` for ``target``; among ties up to rounding, a ``simple`` one (a single
+    model: the same figures with nothing to train)."""
     if idx.size == 0:
         return None
     # best first: cheapest (then better) for best_quality, better (then cheaper) for a budget
@@ -128,22 +123,17 @@ def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
 # ---- entries -----------------------------------------------------------------------------------
 def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
              w: np.ndarray | None) -> dict[str, Any]:
-    """Calibration figures, bound and test figures of candidate ``i`` for ``target``."""
     f = budget_of(target)
     k = int(b.index[i])
     tc, tq = r.test_cost[k], r.test_quality[k]
     ref_c, ref_q = _mean(ref.test_cost), _mean(ref.test_quality)
     c, q = _mean(tc), _mean(tq)
-    out: dict[str, Any] = {
-        "setting": r.settings[k],
-        "certified": bool(b.certified(target)[i]),
-        "bound": float(b.bound(target)[i]),
-        "calibration": b.calibration(i),
-    }
     test: dict[str, Any] = {"cost_usd": c, "quality": q,
                             "cost_ratio": c / ref_c if ref_c > 0 else None,
                             "quality_vs_best": q - ref_q}
-    out["test"] = test
+    out: dict[str, Any] = {"setting": r.settings[k], "certified": bool(b.certified(target)[i]),
+                           "bound": float(b.bound(target)[i]), "calibration": b.calibration(i),
+                           "test": test}
     if f is not None:
         out["budget_usd"] = f * ref.cal_mean_cost
         out["test_budget_ratio"] = c / (f * ref_c) if ref_c > 0 else None
@@ -166,8 +156,8 @@ def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
 
 def deployed_points(r: Replay, k: int, b: Bounds, ref: Reference, w: np.ndarray | None
                     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """One entry per target for strategy ``k`` (= ``r``): its certified pick, else the pick its
-    point estimates make (``certified: false``), else none; and the chosen setting per target."""
+    """Per target, strategy ``k``'s certified pick, else its point estimates' pick (uncertified),
+    else none; and the chosen setting per target."""
     out: list[dict[str, Any]] = []
     chosen: dict[str, int] = {}
     mine = np.flatnonzero(b.owner == k)
@@ -182,24 +172,17 @@ def deployed_points(r: Replay, k: int, b: Bounds, ref: Reference, w: np.ndarray 
                          bound=None, note="no setting reaches the best model's quality on the "
                                           "calibration rows" if f is None else
                          "every setting costs more than the budget on the calibration rows")
-            out.append(entry)
-            continue
-        chosen[target] = int(b.index[i])
-        entry.update(met=True, **_figures(b, i, target, r, ref, w))
+        else:
+            chosen[target] = int(b.index[i])
+            entry.update(met=True, **_figures(b, i, target, r, ref, w))
         out.append(entry)
     return out, chosen
-
-
-def headline_target(chosen: dict[str, int]) -> str | None:
-    """The target a strategy's one-number summaries use: best_quality, else the full budget."""
-    return next((t for t in ("best_quality", "budget:1.0") if t in chosen), None)
 
 
 # ---- what to ship ------------------------------------------------------------------------------
 def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, certified: bool
               ) -> np.ndarray:
-    """Candidates that may be the ship pick: certified (or meeting the target by the point
-    estimate), never the reference itself; for best_quality only those that save."""
+    """Candidates that may ship: certified (or met), not the reference; for best_quality, saving."""
     ok = ship & (b.certified(target) if certified else b.met(target)) & np.isfinite(b.cost)
     f = budget_of(target)
     if f is None:
@@ -211,12 +194,10 @@ def _eligible(target: str, b: Bounds, ship: np.ndarray, ref_cost: float, *, cert
 
 def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship: np.ndarray,
             simple: np.ndarray, seed: int) -> list[dict[str, Any]]:
-    """Power calculation for a target nothing certifies: how many labelled queries like these
-    would certify the best candidate by its point estimate, and, where that is out of reach, the
-    candidate closest to certification."""
+    """For a target nothing certifies: how many labelled queries like these would certify the
+    best candidate, and where that is out of reach, the candidate closest to certification."""
     f = budget_of(target)
-    ref_cost = ref.cal_mean_cost
-    idx = _eligible(target, b, ship, ref_cost, certified=False)
+    idx = _eligible(target, b, ship, ref.cal_mean_cost, certified=False)
     idx = idx[~b.certified(target)[idx]]
     if idx.size == 0:
         return []
@@ -245,9 +226,8 @@ def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship:
         at_limit = bool(np.nanmean(x) >= eps)  # no amount of data like these would certify it
         r = replays[int(b.owner[i])]
         return {"why": why, "strategy": r.name, "setting": r.settings[int(b.index[i])],
-                "calibration": b.calibration(i),
-                "n_labelled": n_have, "n_needed": n, "at_limit": at_limit,
-                "n_more": None if n is None else max(0, n - n_have)}
+                "calibration": b.calibration(i), "n_labelled": n_have, "n_needed": n,
+                "at_limit": at_limit, "n_more": None if n is None else max(0, n - n_have)}
 
     best = pick(target, b.cost, b.quality, idx, simple)
     assert best is not None
@@ -260,8 +240,7 @@ def _needed(target: str, b: Bounds, replays: list[Replay], ref: Reference, ship:
 
 
 def _fold_bounds(b: Bounds, replays: list[Replay], p: Plan) -> list[Bounds]:
-    """Each fold's point estimates for every candidate (figures only: the ``*_bound`` fields
-    repeat them), from each replay's rows in turn, not one (candidates × queries) copy."""
+    """Each fold's point estimates (the ``*_bound`` fields repeat them), a replay at a time."""
     out = []
     for k in range(p.folds):
         cols = p.fold_of == k
@@ -279,8 +258,8 @@ def _fold_bounds(b: Bounds, replays: list[Replay], p: Plan) -> list[Bounds]:
 
 def _stability(target: str, b: Bounds, replays: list[Replay], p: Plan, folds: list[Bounds],
                ship: np.ndarray, simple: np.ndarray, shipped: tuple[str, int]) -> dict[str, Any]:
-    """What each fold alone would pick by its point estimates (``folds``, :func:`_fold_bounds`;
-    no bound: a fold is too small to certify much), against the ship pick."""
+    """What each fold alone would pick by its point estimates (too small to certify), against
+    the ship pick."""
     picks = []
     for k, fold in enumerate(folds):
         ref_c = p.reference.cal_cost[p.fold_of == k]
@@ -299,9 +278,8 @@ def _stability(target: str, b: Bounds, replays: list[Replay], p: Plan, folds: li
 
 def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, *,
                seed: int = 0) -> list[dict[str, Any]]:
-    """Per target, what to ship: the cheapest certified candidate that saves (best_quality) or
-    the best certified one within the budget; else the best single model, with the number of
-    labelled queries that would certify the best candidate."""
+    """Per target: the cheapest certified candidate that saves, or the best certified one within
+    the budget; else the best single model, with the data that would certify one."""
     ref = p.reference
     names = [replays[o].name for o in b.owner]
     ship = np.array([n != "random-mix" for n in names])  # single models and strategies may ship
@@ -314,8 +292,7 @@ def ship_picks(replays: list[Replay], b: Bounds, p: Plan, w: np.ndarray | None, 
         idx = _eligible(target, b, ship, ref.cal_mean_cost, certified=True)
         i = pick(target, b.cost, b.quality, idx, simple)
         fallback = i is None
-        if i is None:
-            i = ref_i
+        i = ref_i if i is None else i
         r = replays[int(b.owner[i])]
         entry: dict[str, Any] = {"target": target, "strategy": r.name, "kind": r.kind,
                                  **_figures(b, i, target, r, ref, w)}

@@ -1,6 +1,5 @@
-"""Certified operating points: a knob setting chosen on train rows *with a guarantee*, then
-measured on test (a point picked off a test-swept curve used the test labels; one picked by its
-point estimate on a small calibration set is optimistic)::
+"""Certified operating points: a setting chosen on train rows *with a guarantee*, then measured
+on test (a point picked off a test-swept curve used the test labels)::
 
     train ──K folds──▶ fit on K−1 folds ──replay the settings──▶ outcomes on the held fold ──┐
     train ──────────── fit on every row ─▶ the deployed strategy ─sweep(test)─▶ its settings ┤
@@ -8,18 +7,8 @@ point estimate on a small calibration set is optimistic)::
     per candidate: upper bounds on the quality drop and the spend ratio (1 − δ, union bound)
     per target: the cheapest / best certified candidate ──▶ that very setting's test rows
 
-The deployed strategy is the one fitted on every train row; its sweep of the test *queries*
-fixes the settings, which each fold's copy replays on its held fold (``replay(table,
-settings)``, else matched on equal settings). A router's λ or a cascade's budget keeps its
-meaning across fits, so the pooled rows estimate what the deployed setting does on new queries.
-Bounds (:mod:`._certify`) are Waudby-Smith–Ramdas betting bounds at 1 − δ/m over every
-candidate tried, on the paired quality drop against the best single model (``best_quality``) or
-the paired spend ratio (``budget:f``); when nothing certifies, the best single model ships. The
-guarantee assumes train rows and future queries are exchangeable; test figures never influence
-a choice.
-
-Here: the targets, the data the steps pass along and the K-fold calibration; the bounds and
-picks are in :mod:`._certify`, writing them in :mod:`._write_ship`.
+A router's λ or a cascade's budget keeps its meaning across fits, so the pooled rows estimate the
+deployed setting on new queries (train rows and future queries assumed exchangeable).
 """
 
 from __future__ import annotations
@@ -29,13 +18,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._baselines import Curve, _nanmean_rows, compute_baselines, mix_curve, model_column
 from ._rows import Rows, compact
-from ._strategy import Replayable, Strategy
+from ._strategy import Replayable, Shippable, Strategy
 from ._table import OutcomeTable
 
 TARGETS = ("best_quality", "budget:0.1", "budget:0.2", "budget:0.3", "budget:0.5", "budget:1.0")
@@ -45,15 +35,7 @@ ORACLE_NOTE = "upper bound: it reads every query's scores, so it has no deployab
 MIX_NOTE = "a reference line (random routing between the cheapest and the best model), not a " \
            "strategy to ship"
 NEEDED_CAP = 1_000_000
-
-
 MAX_FIT_QUERIES = 10_000  # strategies are fitted on at most this many train queries (sampled)
-
-
-def default_folds(n_train: int) -> int:
-    """K: 5 on small tables (each fold's fit sees 80% of train), 3 from 500 train queries on,
-    where fitting dominates the run and 2/3 of train already fits almost as the whole does."""
-    return max(2, min(n_train, 5 if n_train < 500 else 3))
 
 
 def budget_of(target: str) -> float | None:
@@ -61,7 +43,6 @@ def budget_of(target: str) -> float | None:
 
 
 def target_text(target: str, epsilon: float = EPSILON) -> str:
-    """A target in words, for headings and sentences."""
     f = budget_of(target)
     if f is None:
         return f"the best model's quality (within {100 * epsilon:g} pt)"
@@ -71,8 +52,7 @@ def target_text(target: str, epsilon: float = EPSILON) -> str:
 # ---- data --------------------------------------------------------------------------------------
 @dataclass
 class Replay:
-    """One strategy's settings, per query: on the pooled calibration rows (train order) and on
-    the test rows (``test.query_ids`` order). Arrays are (P, Q)."""
+    """One strategy's (P, Q) rows per setting: on the pooled calibration (train) rows and on test."""
 
     name: str
     kind: str
@@ -97,15 +77,9 @@ class Reference:
     def cal_mean_cost(self) -> float:
         return _mean(self.cal_cost)
 
-    @property
-    def cal_mean_quality(self) -> float:
-        return _mean(self.cal_quality)
-
 
 @dataclass(frozen=True)
 class Plan:
-    """How operating points are calibrated for one evaluation."""
-
     train: OutcomeTable
     test: OutcomeTable
     fold_of: np.ndarray  # (Qc,) fold of each train query, train.query_ids order
@@ -123,9 +97,8 @@ def _mean(x: np.ndarray) -> float:
 
 
 def fit_rows(table: OutcomeTable, cap: int | None, seed: int) -> OutcomeTable:
-    """The rows a strategy is fitted on: all of ``table`` up to ``cap`` queries, else a seeded
-    sample of ``cap`` of them. Fitting past ~10^4 queries buys little and costs time linear in
-    the size; calibration, certification and test still use every query."""
+    """``table``, or a seeded sample of ``cap`` queries: fitting past ~10^4 queries buys little
+    and costs time linear in the size (calibration and test still use every query)."""
     ids = table.query_ids
     if cap is None or len(ids) <= cap:
         return table
@@ -135,12 +108,12 @@ def fit_rows(table: OutcomeTable, cap: int | None, seed: int) -> OutcomeTable:
 
 def plan(train: OutcomeTable, test: OutcomeTable, *, seed: int, folds: int | None = None,
          max_fit_queries: int | None = None) -> Plan | None:
-    """Seeded K folds over the train queries (each fold's fit rows capped by ``max_fit_queries``,
-    as the full fit's are); None when train has under two queries."""
+    """Seeded K folds over the train queries; None when train has under two queries."""
     ids = list(train.query_ids)
     if len(ids) < 2:
         return None
-    k = max(2, min(len(ids), folds or default_folds(len(ids))))
+    # 5 folds on small tables; 3 from 500 on, where fitting dominates and 2/3 of train suffices
+    k = max(2, min(len(ids), folds or (5 if len(ids) < 500 else 3)))
     fold_of = np.random.default_rng(seed + 104729).permutation(len(ids)) % k
     arr = np.array(ids, dtype=object)
     parts = []
@@ -168,8 +141,8 @@ def _setting_key(setting: dict[str, Any]) -> str:
 
 def _replay_on(s: Strategy, table: OutcomeTable, settings: list[dict[str, Any]]
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(P, Q) cost and quality of ``settings`` on ``table`` by a strategy fitted elsewhere: its
-    ``replay`` where it has one, else its own sweep matched on equal settings (NaN: not found)."""
+    """(P, Q) cost and quality of ``settings`` by a strategy fitted elsewhere: its ``replay``,
+    else its own sweep matched on equal settings (NaN: not found)."""
     n = len(table.query_ids)
     if isinstance(s, Replayable):
         points: list[Any] = list(s.replay(table, settings))
@@ -191,8 +164,8 @@ def _replay_on(s: Strategy, table: OutcomeTable, settings: list[dict[str, Any]]
 
 
 class Later:
-    """A job run where its result is first asked for (``jobs=1``: the order of a plain loop);
-    ``concurrent.futures.Future`` has the same ``result()``."""
+    """A job run when its result is first asked for (the order of a plain loop); the same
+    ``result()``/``cancel()`` as ``concurrent.futures.Future``."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._fn: Callable[[], Any] | None = fn
@@ -213,8 +186,8 @@ Run = Callable[[Callable[[], Any]], Any]
 
 
 def fold_fits(spare: Strategy, p: Plan, run: Run = Later) -> list[Any]:
-    """Start fitting a copy of ``spare`` (unfitted) on each fold's fit rows: jobs whose
-    ``result()`` is the fitted copy. The copies are made here, on the caller's thread."""
+    """Jobs fitting a copy of the unfitted ``spare`` on each fold's fit rows (copies made here,
+    on the caller's thread)."""
 
     def fit(model: Strategy, rows: OutcomeTable) -> Strategy:
         model.fit(rows)
@@ -225,9 +198,8 @@ def fold_fits(spare: Strategy, p: Plan, run: Run = Later) -> list[Any]:
 
 def calibrate(fits: list[Any], curve: Curve, p: Plan, tick: Any = None,
               run: Run = Later) -> Replay:
-    """Replay the test ``curve``'s settings (the deployed fit's) on each held fold with the copy
-    fitted on the other folds (``fits``, from :func:`fold_fits`); the pooled rows are every train
-    query once."""
+    """Replay the full fit's test ``curve`` settings on each held fold with that fold's copy
+    (``fits``, from :func:`fold_fits`): the pooled rows are every train query once."""
     settings = curve.settings
     n = len(p.train.query_ids)
     cost = np.full((len(settings), n), np.nan)
@@ -257,9 +229,8 @@ def calibrate(fits: list[Any], curve: Curve, p: Plan, tick: Any = None,
 
 
 def _unfitted(s: Strategy) -> Strategy:
-    """A copy of ``s`` to fit: ``sklearn.base.clone`` (its parameters, none of its fit) for a
-    scikit-learn estimator, as the built-in strategies are; ``copy.deepcopy`` for another
-    strategy, or an estimator that ``clone`` cannot rebuild from its parameters."""
+    """``sklearn.base.clone`` (parameters, no fit) for an estimator it can rebuild, else
+    ``copy.deepcopy``."""
     from sklearn.base import BaseEstimator, clone
 
     if isinstance(s, BaseEstimator):
@@ -272,9 +243,86 @@ def _unfitted(s: Strategy) -> Strategy:
 
 
 def fresh_copy(s: Strategy) -> Strategy | None:
-    """An unfitted copy for the fold fits, so the caller's object keeps its full-train fit: see
-    :func:`_unfitted`; None when ``s`` cannot be copied."""
+    """An unfitted copy for the fold fits (the caller's object keeps its full-train fit); None
+    when ``s`` cannot be copied."""
     try:
         return _unfitted(s)
     except Exception:  # noqa: BLE001 - an uncopyable strategy only loses its certified points
         return None
+
+
+# ---- writing what ships ------------------------------------------------------------------------
+def ship_folder(entry: dict[str, Any]) -> str:
+    """The folder (under the --ship directory) of a ship pick, named after the pick and its first
+    target (``route-cascade-budget-20pct``); also its ``[strategies]`` name, so no dots."""
+    first = entry.get("same_as") or entry["target"]
+    f = budget_of(first)
+    target = "best-quality" if f is None else f"budget-{100 * f:g}pct".replace(".", "_")
+    text = f"{entry['strategy'].removeprefix('model:')}-{target}"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "strategy"
+
+
+def write_ship(ship: list[dict[str, Any]], fitted: dict[str, Strategy], directory: str | Path,
+               *, model_map: dict[str, str] | None = None) -> None:
+    """Write each distinct ship pick's strategy files, exactly as measured, into ``directory``,
+    and a ``ponder.toml`` holding their ``[strategies]`` entries; record the paths in ``ship``."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    entries: list[str] = []
+    for e in ship:
+        folder = ship_folder(e)
+        if e.get("same_as"):
+            first = next(x for x in ship if x["target"] == e["same_as"])
+            e["files"] = dict(first["files"]) if first.get("files") else None
+            continue
+        out = root / folder
+        name = e["strategy"]
+        try:
+            if name.startswith("model:"):
+                out.mkdir(parents=True, exist_ok=True)
+                path = out / "strategy.json"
+                m = e["setting"]["model"]
+                live = str(model_map[m]) if model_map and m in model_map else (
+                    m if ":" in m else f"replay:{m}")
+                doc = {"format": "ponder-strategy", "version": 1, "kind": "single",
+                       "name": folder, "model": live}
+                path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            else:
+                s = fitted.get(name)
+                if not isinstance(s, Shippable):
+                    raise NotImplementedError(f"the {name} strategy cannot write its files (it "
+                                              "has no save(setting, directory))")
+                path = Path(s.save(e["setting"], out, name=folder, model_map=model_map))
+        except Exception as exc:  # noqa: BLE001 - said in the report; the other picks still ship
+            e["files"] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        rel = path.relative_to(root).as_posix()
+        e["files"] = {"folder": str(out), "strategy_file": str(path), "name": folder,
+                      "config": f'[strategies.{folder}]\npath = "{root.as_posix()}/{rel}"'}
+        targets = ", ".join(x["target"] for x in ship if ship_folder(x) == folder)
+        entries.append(f"# {targets}: {name}\n[strategies.{folder}]\npath = \"{rel}\"\n")
+    (root / "ponder.toml").write_text(
+        "# Written by `ponder eval --ship`: the strategies it measured, one per pick (paths are "
+        "relative to this file).\n# Serve one: ponder serve --config THIS_FILE, or ponder run "
+        "--strategy FOLDER/strategy.json\n\n" + "\n".join(entries), encoding="utf-8")
+    (root / "ship.json").write_text(json.dumps(jsonable(ship), indent=1) + "\n", encoding="utf-8")
+
+
+def jsonable(x: Any) -> Any:
+    """A JSON-able copy: numpy values as Python ones, non-finite numbers as None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if np.isfinite(v) else None
+    if x is None or isinstance(x, (str, int)):
+        return x
+    return str(x)

@@ -5,9 +5,8 @@
                      train ─▶ K-fold calibration ─▶ bounds ─▶ certified picks ─┘  ▶ EvalResult
 
 The curves show what a knob can reach on test (choosing off them uses test labels); the
-``deployed`` points and ``ship`` picks are chosen on train rows with a bound (``_deploy``), and
-the reports lead with them. Everything the reports show is one JSON-able dict, so the three
-renderings cannot disagree.
+``deployed`` points and ``ship`` picks are chosen on train rows with a bound (``_deploy``).
+Everything the reports show is one JSON-able dict, so the renderings cannot disagree.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from .._exceptions import PonderError
 from . import _deploy as D
 from ._baselines import Curve, compute_baselines
 from ._bundled import load_dataset
-from ._certify import bound_all, deployed_points, headline_target, ship_picks
+from ._certify import bound_all, deployed_points, ship_picks
 from ._measure import (
     Progress,
     _assemble,
@@ -41,10 +40,10 @@ from ._measure import (
     _infer_strong_share,
     task_point,
 )
+from ._report import render_html, render_markdown
 from ._rows import OutcomeRows, compact
 from ._strategy import Strategy, default_strategies, registered_strategies
 from ._table import OutcomeTable
-from ._write_ship import jsonable, write_ship
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,9 @@ class EvalResult:
         return copy.deepcopy(self.data)
 
     def to_markdown(self) -> str:
-        from ._report import render_markdown
-
         return render_markdown(self.data)
 
     def to_html(self) -> str:
-        from ._report import render_html
-
         return render_html(self.data)
 
     @property
@@ -114,9 +109,7 @@ def _run_strategy(s: Strategy, train: OutcomeTable, test: OutcomeTable) -> Curve
         if c != (q,) or v != (q,):
             raise PonderError(f"operating point {i} has shape {c}/{v}, expected ({q},)")
     shares = [p.extra.get("strong_share") for p in points]
-    share = None
-    if all(x is not None for x in shares):
-        share = np.asarray(shares, dtype=float)
+    share = np.asarray(shares, dtype=float) if all(x is not None for x in shares) else None
     # held compactly (OutcomeRows): one byte a query where a row is the table's own values
     return Curve(str(s.name), str(getattr(s, "kind", "strategy")), [dict(p.setting) for p in points],
                  OutcomeRows(test.costs, (p.cost for p in points)),
@@ -145,22 +138,12 @@ def evaluate(
 ) -> EvalResult:
     """Fit strategies on train queries, replay them and all baselines on test queries, measure.
 
-    ``strategies``: None for every registered strategy, or names from ``registered_strategies()``
-    and/or strategy objects. The ``split`` column is used when present, else a seeded fraction of
-    queries is held out. Bootstrap 95% intervals resample test queries ``n_bootstrap`` times.
-    ``source`` names the table in the report (default: the path or name given as ``table``, else
-    the table's name).
-
-    What to ship is chosen on train rows with a guarantee (see ``_deploy``): ``folds``-fold
-    calibration (default: 5 below 500 train queries, else 3), and for each target the cheapest or
-    best candidate whose upper confidence bound at 1 − ``delta`` meets it (a quality drop of at
-    most ``epsilon`` against the best single model, or the budget). ``ship_dir`` writes the
-    picks' strategy files there, ``model_map`` naming live ``provider:model`` specs for the
-    table's model names; ``command`` is the command line that reproduces this run (shown with
-    ``--ship`` in the report). Strategies are fitted on at most ``max_fit_queries`` train
-    queries (a seeded sample; None: all), in the full fit and in each fold's. ``jobs`` threads
-    (default: the CPUs, at most 4) fit and replay a strategy's full fit and fold copies at once;
-    the numbers are those of ``jobs=1``.
+    ``strategies``: None for the default registered ones, else names and/or strategy objects. The
+    ``split`` column is used when present, else a seeded ``test_fraction`` is held out. What to
+    ship is certified on train rows (``_deploy``): a quality drop of at most ``epsilon`` against
+    the best single model, or a budget, at confidence 1 − ``delta``; ``ship_dir`` writes the
+    picks' files (``model_map``: live specs for the table's models). ``command`` reproduces the
+    run in the report. ``jobs`` threads (default: CPUs, at most 4) give the numbers of ``jobs=1``.
     """
     if not 0.0 < delta < 1.0:
         raise PonderError(f"delta must be in (0, 1), got {delta}")
@@ -171,10 +154,8 @@ def evaluate(
         if value is not None and value < least:
             raise PonderError(f"{what} must be at least {least}, got {value}")
     tick: Progress = progress or (lambda stage, i, n: None)
-    if isinstance(table, (str, Path)):
-        tbl = load_dataset(table)
-    else:
-        tbl = table if isinstance(table, OutcomeTable) else OutcomeTable.read(table)
+    tbl = (load_dataset(table) if isinstance(table, (str, Path))
+           else table if isinstance(table, OutcomeTable) else OutcomeTable.read(table))
     train, test = tbl.split(test_fraction=test_fraction, seed=seed, split_column=split_column)
     uses_column = bool(split_column and split_column in tbl.df.columns)
     tick("baselines", 0, 1)
@@ -193,16 +174,13 @@ def evaluate(
     with _frozen_heap(), _workers(jobs) as run:
 
         def start(s: Strategy) -> tuple[Any, list[Any] | None]:
-            """Submit the full fit (and sweep) and the fold copies' fits of ``s``."""
             spare = D.fresh_copy(s)
             full = run(partial(_run_strategy, s, fit_on, test))
             return full, (D.fold_fits(spare, deploy, run) if deploy is not None and spare
                           else None)
 
-        # the fold copies fit while the full fit does (jobs > 1), and the next strategy's fits
-        # are queued before this one's replays, so no core waits at a strategy's end; each
-        # fold's replay waits only for its own fit and the full fit's settings (jobs = 1: each
-        # job runs when its result is asked for, in the order of a plain loop)
+        # the next strategy's fits are queued before this one's replays, so no core waits at a
+        # strategy's end (jobs = 1: each job runs when asked for, in the order of a plain loop)
         upcoming = start(found[0]) if found else None
         for i, s in enumerate(found):
             stage = f"strategy {getattr(s, 'name', i)}"
@@ -236,12 +214,10 @@ def evaluate(
             tick(stage, steps, steps)
 
     two = len(base.models) == 2
-    strong = base.best
-    weak = 1 - strong if two else None
-    if two:
-        for c in curves:
-            if c.strong_share is None:
-                c.strong_share = _infer_strong_share(c, test, strong)
+    weak = 1 - base.best if two else None
+    for c in curves if two else []:
+        if c.strong_share is None:
+            c.strong_share = _infer_strong_share(c, test, base.best)
 
     data = _assemble(tbl, train, test, base, curves, skipped, two=two, weak=weak,
                      split={"method": "column" if uses_column else "random",
@@ -256,18 +232,17 @@ def evaluate(
     _attach_deployed(data, deploy, replays, test, w, epsilon=epsilon, delta=delta, seed=seed)
     tick("certifying", 1, 1)
     if ship_dir is not None and data["ship"]:
-        write_ship(data["ship"], fitted, ship_dir, model_map=model_map)
+        D.write_ship(data["ship"], fitted, ship_dir, model_map=model_map)
         data["ship_dir"] = str(ship_dir)
     if w is not None:
         _bootstrap(data, test, base, curves, w, weak, tick)
-    return EvalResult(jsonable(data))
+    return EvalResult(D.jsonable(data))
 
 
 @contextmanager
 def _workers(jobs: int | None) -> Iterator[D.Run]:
-    """How the strategy loop starts a job: in order on this thread (one job), or on a pool of
-    ``jobs`` threads. Fits and replays spend their time in numpy, BLAS and liblinear, which
-    release the GIL; BLAS runs one thread per job then, so the jobs share the cores."""
+    """In order on this thread, or on ``jobs`` threads: fits and replays spend their time in
+    numpy, BLAS and liblinear, which release the GIL."""
     n = min(4, os.cpu_count() or 1) if jobs is None else jobs
     if n <= 1:
         yield D.Later
@@ -278,11 +253,9 @@ def _workers(jobs: int | None) -> Iterator[D.Run]:
 
 @contextmanager
 def _frozen_heap() -> Iterator[None]:
-    """Keep the objects alive now (the tables: millions of strings at 10^5 queries and more) out
-    of the garbage collector's full passes while strategies fit, then hand them back. The fits
-    make many small containers, and every full pass would walk the whole table again: about a
-    fifth of a cascade's fit time at 10,000 queries. Left alone when the caller froze objects
-    itself (``gc.unfreeze`` would thaw theirs too)."""
+    """Keep the tables (millions of strings) out of the collector's full passes while strategies
+    fit: each pass would walk them again (a fifth of a cascade's fit at 10^4 queries). Left alone
+    when the caller froze objects itself (``gc.unfreeze`` would thaw theirs too)."""
     if gc.get_freeze_count():
         yield
         return
@@ -294,9 +267,7 @@ def _frozen_heap() -> Iterator[None]:
 
 
 def _give_back_memory() -> None:
-    """Hand the pages freed by a strategy's fits back to the system. glibc keeps freed memory in
-    each thread's arena, so after fold fits on threads the process would hold every arena's
-    high-water mark; ``malloc_trim`` releases it (elsewhere this does nothing)."""
+    """glibc keeps freed memory in each thread's arena: ``malloc_trim`` returns the fits' pages."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -307,15 +278,15 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                      replays: dict[str, D.Replay | str], test: OutcomeTable,
                      w: np.ndarray | None, *, epsilon: float, delta: float, seed: int = 0) -> None:
     """Each strategy's ``deployed`` list, the ``deployment`` summary, the ``ship`` picks, and
-    per-task figures at the deployed headline setting (best_quality, else budget:1.0)."""
+    per-task figures at the deployed headline setting."""
     data["ship"] = []
+    usable = [r for r in replays.values() if isinstance(r, D.Replay)]
     if deploy is None:
         data["deployment"] = {"method": "none", "targets": list(D.TARGETS), "epsilon": epsilon,
                               "delta": delta,
                               "note": "train has under two queries: nothing to choose settings on"}
     else:
         ref = deploy.reference
-        usable = [r for r in replays.values() if isinstance(r, D.Replay)]
         bounds = bound_all(usable, ref, epsilon=epsilon, delta=delta, seed=seed)
         data["ship"] = ship_picks(usable, bounds, deploy, w, seed=seed)
         data["deployment"] = {
@@ -329,7 +300,7 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                             "differences (quality drop; spend against the best model's)",
             "best_model": {"model": ref.model,
                            "calibration": {"cost_usd": ref.cal_mean_cost,
-                                           "quality": ref.cal_mean_quality},
+                                           "quality": D._mean(ref.cal_quality)},
                            "test": {"cost_usd": D._mean(ref.test_cost),
                                     "quality": D._mean(ref.test_quality)}},
             "note": f"settings are calibrated by {deploy.folds}-fold cross-fitting on the train "
@@ -339,7 +310,7 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                     "chosen on train"}
     tasks = np.asarray(test.tasks, dtype=object)
     by_task = {t["task"]: t for t in data.get("tasks") or []}
-    usable_names = [r.name for r in replays.values() if isinstance(r, D.Replay)]
+    usable_names = [r.name for r in usable]
     for s in data["strategies"]:
         s["deployed"], s["deployed_target"], s["deployed_note"] = [], None, None
         r = replays.get(s["name"])
@@ -353,7 +324,9 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
         else:
             k = usable_names.index(s["name"])
             s["deployed"], chosen = deployed_points(r, k, bounds, deploy.reference, w)
-            s["deployed_target"] = headline_target(chosen)
+            # the target of its one-number summaries
+            s["deployed_target"] = next((t for t in ("best_quality", "budget:1.0") if t in chosen),
+                                        None)
             if s["name"] == "random-mix":
                 s["deployed_note"] = D.MIX_NOTE
         if s["kind"] == "baseline":

@@ -1,8 +1,6 @@
-"""Per-query outcomes of many settings, held compactly and without loss.
-
-At 10^6 queries the strategies' (settings × queries) arrays are most of what ``ponder eval``
-holds, but most rows are, query by query, some model's value in the table (a router's pick, the
-oracle, a cascade's quality): such a row is kept as model indices (a byte a query), bit for bit.
+"""Per-query outcomes of many settings, held compactly and without loss: at 10^6 queries they
+are most of what ``ponder eval`` holds, but most rows are, query by query, some model's value in
+the table (a router's pick, the oracle), kept as model indices (a byte a query), bit for bit.
 """
 
 from __future__ import annotations
@@ -14,11 +12,8 @@ import numpy as np
 
 
 class OutcomeRows:
-    """A read-only (P, Q) float64 array of P settings' per-query values, stored row by row as
-    indices into ``values`` (Q, M), the table's per-model values, where that is exact.
-
-    Indexing with a row (``a[i]``, ``a[i, cols]``) decodes that row only; ``np.asarray(a)`` and
-    any other index decode the whole array."""
+    """A read-only (P, Q) float64 array stored row by row as indices into the table's per-model
+    ``values`` (Q, M) where that is exact. ``a[i]``/``a[i, cols]`` decode that row only."""
 
     def __init__(self, values: np.ndarray, rows: Iterable[np.ndarray]) -> None:
         self._values = np.asarray(values, dtype=np.float64)  # the table's own array, not a copy

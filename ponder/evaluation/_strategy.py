@@ -1,13 +1,10 @@
 """What the evaluator needs from a strategy, and the registry that makes strategies appear.
 
-A strategy is fitted on train rows of an outcome table; for each setting of its knob it yields
-an :class:`OperatingPoint` of per-query realised cost and quality on test (``test.query_ids``
-order). Optional methods make its points certifiable (``replay(table, settings)``: these
-settings, from another fit, on ``table``; else a fold's own sweep is matched on equal settings),
-live (``live(setting, ...)``: the :class:`~ponder.strategies.LiveStrategy` of one setting) and
-shippable (``save(setting, directory, ...)``: that setting's strategy file, what ``ponder eval
---ship`` writes). The built-in strategies are scikit-learn estimators, so ``sklearn.base.clone``
-makes the unfitted copies the fold fits need (others are copied with ``copy.deepcopy``).
+A strategy is fitted on train rows; per setting of its knob it yields an :class:`OperatingPoint`
+of per-query cost and quality on test (``test.query_ids`` order). Optional: ``replay`` (another
+fit's settings on a table: certifiable points; else a fold's own sweep is matched on equal
+settings), ``live`` (one setting's :class:`~ponder.strategies.LiveStrategy`) and ``save`` (its
+strategy file, what ``ponder eval --ship`` writes).
 """
 
 from __future__ import annotations
@@ -92,9 +89,8 @@ def register_strategy(name: str, *, default: bool = True) -> Callable[[StrategyF
 
 
 def registered_strategies() -> dict[str, StrategyFactory]:
-    """Every registered strategy factory, after importing the modules that register them: one
-    that fails to import raises (a bug or a broken install, not strategies silently gone), unless
-    only an optional extra (torch, sentence-transformers, …) is missing, which warns."""
+    """Every registered factory, after importing the modules that register them: a failed import
+    raises (not strategies silently gone) unless only an optional extra is missing, which warns."""
     import importlib
     import warnings
 
@@ -113,7 +109,6 @@ def registered_strategies() -> dict[str, StrategyFactory]:
 
 
 def default_strategies() -> list[str]:
-    """The registered strategies ``ponder eval`` runs when none is named."""
     return [name for name in registered_strategies() if name not in _OPT_IN]
 
 

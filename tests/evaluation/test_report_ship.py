@@ -29,12 +29,9 @@ import ponder
 from ponder._config import config_problems
 from ponder.evaluation import OperatingPoint, OutcomeTable, evaluate
 from ponder.evaluation._certify import pick
-from ponder.evaluation._deploy import TARGETS
-from ponder.evaluation._report import render_html
-from ponder.evaluation._report_plot import curve_groups
-from ponder.evaluation._report_tables import TASKS_PER_TABLE
-from ponder.evaluation._report_text import ship_groups, target_label
-from ponder.evaluation._write_ship import ship_folder
+from ponder.evaluation._deploy import TARGETS, ship_folder
+from ponder.evaluation._report import curve_groups, render_html
+from ponder.evaluation._report_text import TASKS_PER_TABLE, ship_groups, target_label
 from ponder.routers import UtilityRouter
 from ponder.routers._strategies import RouterStrategy
 from ponder.strategies import load_strategy
