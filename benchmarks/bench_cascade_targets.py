@@ -164,7 +164,7 @@ def agree(table, ref: str, set_pool: int, n_budgets: int, n_pareto: int, learner
     """Agreement rungs on RouterBench, certified operating points (``ponder eval``'s) on test."""
     from ponder.cascade import CascadeStrategy
     from ponder.evaluation import evaluate
-    from ponder.routers._route_cascade import RouteCascadeStrategy
+    from ponder.routers._strategies import RouteCascadeStrategy
 
     res: dict = {"set_pool": set_pool, "n_budgets": n_budgets, "n_pareto": n_pareto,
                  "learner": learner}

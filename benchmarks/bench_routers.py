@@ -187,7 +187,7 @@ def bench_route_cascade() -> dict[str, Any]:
     """Route-then-cascade on RouterBench (the ``route-cascade`` strategy), deployed points; its
     λ = ∞ settings are the plain cascade, so train may choose either."""
     from ponder.evaluation import load_dataset
-    from ponder.routers._route_cascade import RouteCascadeStrategy
+    from ponder.routers._strategies import RouteCascadeStrategy
 
     table = load_dataset(str(ROUTERBENCH))
     _, test = table.split(split_column="split")

@@ -23,8 +23,7 @@ from ponder.cascade import Cascade, CascadeStrategy
 from ponder.evaluation._deploy import fold_fits, fresh_copy, plan
 from ponder.evaluation._strategy import Liveable, Shippable
 from ponder.routers import LiveRouter, RouteThenCascade, UtilityRouter
-from ponder.routers._strategies import RouteCascadeStrategy
-from ponder.routers._strategies import RouterStrategy
+from ponder.routers._strategies import RouteCascadeStrategy, RouterStrategy
 from ponder.strategies import live_model_map, load_strategy
 
 

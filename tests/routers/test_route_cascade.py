@@ -12,8 +12,8 @@ import ponder.cascade as cascade_mod  # noqa: E402  (core: an import failure mus
 from ponder._exceptions import UnknownModel
 from ponder.evaluation import evaluate
 from ponder.routers import RouteThenCascade, UtilityRouter, save_router
-from ponder.routers._strategies import RouteCascadeStrategy
 from ponder.routers._live import write_route_cascade
+from ponder.routers._strategies import RouteCascadeStrategy
 
 
 @pytest.fixture(scope="module")
