@@ -59,8 +59,7 @@ class Catalog:
         return Catalog({**self.entries, **{k.lower(): v for k, v in overrides.items()}})
 
     def lookup(self, provider: str, model: str) -> Capabilities | None:
-        key = longest_prefix(self.entries, f"{provider}:{model}")
-        return self.entries[key] if key else None
+        return longest_prefix(self.entries, provider, model)
 
     def refuse(self, provider: str, model: str, request: ChatRequest) -> None:
         """Raise :class:`UnsupportedRequest` when ``provider:model`` cannot serve ``request``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _PER = 1_000_000
+V = TypeVar("V")
 
 
 class Price(BaseModel):
@@ -81,8 +82,7 @@ class PriceTable:
         return price.cost(usage, rate=self.batch_rate(provider) if batch else 1.0)
 
     def lookup(self, provider: str, model: str) -> Price | None:
-        best = longest_prefix(self.prices, f"{provider}:{model}")
-        return self.prices[best] if best else None
+        return longest_prefix(self.prices, provider, model)
 
     def rows(self) -> list[tuple[str, Price]]:
         return sorted(self.prices.items())
@@ -94,13 +94,12 @@ def packaged_toml(name: str) -> dict[str, Any]:
     return raw
 
 
-def longest_prefix(keys: Any, key: str) -> str | None:
-    """``key`` in ``keys``, else the longest key it starts with at a version boundary."""
-    key = key.lower()
-    if key in keys:
-        return key
-    found = (k for k in keys if key.startswith(k) and key[len(k)] in "-@:.")
-    return max(found, key=len, default=None)
+def longest_prefix(table: dict[str, V], provider: str, model: str) -> V | None:
+    """``provider:model``'s entry, else the longest (lower-case) key it starts with at a version boundary."""
+    key = f"{provider}:{model}".lower()
+    found = key if key in table else max((k for k in table if key.startswith(k) and key[len(k)] in "-@:."),
+                                         key=len, default=None)
+    return None if found is None else table[found]
 
 
 def estimate_tokens(text: str) -> int:

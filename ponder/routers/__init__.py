@@ -10,12 +10,11 @@ as JSON + npz, are ``ponder eval`` strategies, and answer live from a strategy f
 
 from . import _strategies as _strategies  # noqa: I001  (registers the router strategies)
 from ._base import BaseRouter, Calibration, RouteDecision
-from ._baselines import OracleRouter, RandomRouter
 from ._io import ROUTER_KINDS, load_router, save_router
 from ._knn import KNNRouter
 from ._live import LiveRouter, RouteThenCascade, load_strategy_file, write_strategy_file
 from ._mf import MFRouter
-from ._pairwise import PairwiseRouter
+from ._pairwise import OracleRouter, PairwiseRouter, RandomRouter
 from ._utility import UtilityRouter
 
 __all__ = [

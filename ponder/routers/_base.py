@@ -208,17 +208,13 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return cost
 
     # ---- deciding --------------------------------------------------------------------------
-    def choose(
-        self,
-        qhat: np.ndarray,
-        chat: np.ndarray,
-        knob: float | None = None,
-        allowed: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Model index per query; ``allowed`` (n, M) bool restricts the choice."""
-        knob = self.knob_ if knob is None else float(knob)
-        return self._decide(qhat, chat, knob, np.ones(qhat.shape, dtype=bool)
-                            if allowed is None else allowed)
+    def choose(self, qhat: np.ndarray, chat: np.ndarray, knob: float | None = None,
+               allowed: np.ndarray | None = None, models: list[str] | None = None) -> np.ndarray:
+        """Model index per query; ``allowed`` (n, M) bool and ``models`` restrict the choice."""
+        ok = np.ones(qhat.shape, dtype=bool) if allowed is None else allowed
+        if models is not None:
+            ok = ok & np.isin(np.arange(qhat.shape[1]), self._model_indices(models))
+        return self._decide(qhat, chat, self.knob_ if knob is None else float(knob), ok)
 
     def route(self, query: str, *, knob: float | None = None,
               models: list[str] | None = None) -> RouteDecision:
@@ -226,10 +222,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         idx = self._model_indices(models)
         qhat = self._predict_core(self.transform([query]))
         chat = self.predict_cost([query])
-        allowed = np.zeros(qhat.shape, dtype=bool)
-        allowed[:, idx] = True
         k = self.knob_ if knob is None else float(knob)
-        j = int(self.choose(qhat, chat, k, allowed)[0])
+        j = int(self.choose(qhat, chat, k, models=models)[0])
         return RouteDecision(
             model=self.models_[j],
             quality={self.models_[i]: float(qhat[0, i]) for i in idx},

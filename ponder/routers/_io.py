@@ -53,13 +53,11 @@ def save_router(router: BaseRouter, directory: str | Path) -> Path:
     return _persist.save(directory, meta, arrays, kind=_PERSIST_KIND)
 
 
-# What a router file holds: exactly these fields, with these types (see _persist.check_fields).
-_META_FIELDS: dict[str, Any] = {
-    "router_kind": str, "params": dict, "models": list[str], "strong": int, "knob": float,
-    "n_train": int, "calibration": dict | None, "featurizer": dict, "extra": dict,
-}
-_REQUIRED = ("router_kind", "params", "models", "strong", "knob", "n_train", "featurizer")
 _FITTED: dict[str, Any] = {"models": list, "strong": int, "knob": float, "n_train": int}  # k → k_
+# What a router file holds: exactly these fields, with these types (see _persist.check_fields).
+_META_FIELDS: dict[str, Any] = {"router_kind": str, "params": dict, **_FITTED, "models": list[str],
+                                "calibration": dict | None, "featurizer": dict, "extra": dict}
+_REQUIRED = ("router_kind", "params", *_FITTED, "featurizer")
 _EXTRA_FIELDS: dict[str, Any] = {"relaxation_": float, "label_mean_": float, "n_iter_": int}
 _ARRAYS = ("cost_intercept", "cost_slope", "train_quality")
 

@@ -37,9 +37,7 @@ def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: 
     (quality, cost) for ``queries`` when the caller has them."""
     idx = router._model_indices(chain_models)
     qhat, chat = predicted or (router.predict_quality(queries), router.predict_cost(queries))
-    allowed = np.zeros(qhat.shape, dtype=bool)
-    allowed[:, idx] = True
-    j: np.ndarray = np.asarray(router.choose(qhat, chat, knob, allowed=allowed), dtype=int)
+    j: np.ndarray = np.asarray(router.choose(qhat, chat, knob, models=chain_models), dtype=int)
     rung = np.full(qhat.shape[1], -1, dtype=int)  # model column → its rung
     rung[idx] = np.arange(len(idx))
     out: np.ndarray = rung[j]
@@ -132,7 +130,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
                 knobs = [*grid, np.inf] if len(chain) > 1 else [np.inf]
             else:
                 if not qhat.size:
-                    qhat, chat = router.predict_quality(test.queries), router.predict_cost(test.queries)
+                    qhat, chat = self._predicted(test.queries)
                 cols = router._model_indices(opt.describe(chain))
                 knobs = [*router.knob_grid(qhat[:, cols], chat[:, cols], n=self.n_knobs), np.inf]
             items += [(float(b), choice, float(k)) for k in knobs]
@@ -143,8 +141,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         at the knob whose predicted start-rung cost (no labels) is nearest the setting's."""
         opt = self.cascade_.optimizer_
         router = self.router_
-        chat = router.predict_cost(test.queries) if len(test.query_ids) else np.zeros((0, 0))
-        qhat = router.predict_quality(test.queries) if len(test.query_ids) else chat
+        qhat, chat = self._predicted(test.queries)
         items, missing = [], []
         spends: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}  # chain → (knobs, spend)
         for s in settings:
@@ -168,6 +165,13 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
             items.append((b, choice, knob))
             missing.append(gone)
         return blank_missing(self._points(test, items), missing, len(test.query_ids))
+
+    def _predicted(self, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The router's (quality, cost) per query; empty for no queries, which it cannot featurize."""
+        if not len(queries):
+            empty = np.zeros((0, len(self.router_.models_)))
+            return empty, empty
+        return self.router_.predict_quality(queries), self.router_.predict_cost(queries)
 
     def _start_cost(self, names: list[str], start: np.ndarray, chat: np.ndarray) -> float:
         cols = self.router_._model_indices(names)
@@ -210,8 +214,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
         test, s1, s2 = opt.score_table(test)
         nq, nm = s1.shape
         router = self.router_
-        chat = router.predict_cost(test.queries) if nq else np.zeros((0, nm))
-        qhat = router.predict_quality(test.queries) if nq else chat
+        qhat, chat = self._predicted(test.queries)
         points = []
         for b, choice, knob in items:
             cascade = opt.build(choice, name=self.name)
@@ -277,16 +280,10 @@ class RouterStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
         rows = np.arange(len(test.queries))
         spend = np.array([float(np.mean(chat[rows, r.choose(qhat, chat, float(k))]))
                           for k in grid]) if len(rows) else np.zeros(len(grid))
-        knobs, missing = [], []
-        for s in settings:
-            want = s.get("predicted_cost_usd")
-            if want is None or not len(grid):
-                knob, gone = float(s["knob"]), False
-            else:
-                knob, gone = nearest_knob(grid, spend, float(want))
-            knobs.append(knob)
-            missing.append(gone)
-        return blank_missing(self._points(test, knobs), missing, len(rows))
+        matched = [(float(s["knob"]), False) if s.get("predicted_cost_usd") is None or not len(grid)
+                   else nearest_knob(grid, spend, float(s["predicted_cost_usd"])) for s in settings]
+        return blank_missing(self._points(test, [k for k, _ in matched]), [m for _, m in matched],
+                             len(rows))
 
     def _points(self, test: OutcomeTable, knobs: Any) -> list[OperatingPoint]:
         r = self.router_
