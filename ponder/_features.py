@@ -38,6 +38,19 @@ def kept_csr(key: Any, compute: Callable[[], sp.csr_matrix]) -> sp.csr_matrix:
     return kept.copy()
 
 
+def l2_normalize(X: Any) -> Any:
+    """Rows scaled to unit length (all-zero rows kept), sparse or dense."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float64)
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.diags(1.0 / norms) @ X
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return X / norms
+
+
 class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
     """TF-IDF over word n-grams saved as arrays; an estimator, so a router clones a fresh one."""
 
@@ -120,10 +133,7 @@ class TextFeaturizer(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
                                       dtype=np.float64).transform(texts).tocsr()
         if self.sublinear_tf:
             counts.data = np.log(counts.data) + 1.0
-        counts = counts @ sp.diags(self.idf_)
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1))).ravel()
-        norms[norms == 0] = 1.0
-        return sp.csr_matrix(sp.diags(1.0 / norms) @ counts)
+        return sp.csr_matrix(l2_normalize(counts @ sp.diags(self.idf_)))
 
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(meta, arrays) for :func:`ponder._persist.save`; arrays hold no Python objects."""

@@ -1,15 +1,8 @@
 """Safe persistence for fitted estimators: ``meta.json`` (format, version, kind, sha256, the array
-list, meta) + ``arrays.npz``.
-
-Loading never executes code and its memory is bounded by what the files declare: ``meta.json``
-must be a regular file inside the folder, under :data:`MAX_META_BYTES`; the listed arrays' total
-is capped (``max_bytes=``, ``$PONDER_MAX_MODEL_BYTES``) before anything else is read; ``sha256``
-(over kind, array list, meta and the npz bytes as stored) is checked before decompressing; each
-member is checked against the list (zip size, ``.npy`` header) before it is read, and unlisted
-members and object dtypes are refused. The hash detects corruption, it is not a signature: load
-only files you trust. Version-1 files (hash over the decoded arrays) still load, under the same
-bounds.
-"""
+list, meta) + ``arrays.npz``. Loading never executes code, and its memory is bounded by what the
+files declare: the listed arrays' total is capped before anything is read, the hash is checked
+before decompressing, each member against the list before it is read. The hash detects
+corruption, it is not a signature. Version-1 files (hash over the decoded arrays) still load."""
 
 from __future__ import annotations
 
@@ -47,6 +40,7 @@ _MAX_ZIP_DIRECTORY = 1 << 20  # the zip's central directory, parsed in full by z
 _NPY_HEADER_MAX = 10_000  # numpy's own default for .npy headers
 _DTYPE_KINDS = "biufcSU"  # bool, integers, floats, complex, bytes, text: nothing else is saved
 _CHUNK = 1 << 20
+_RAISE = f"raise it with max_bytes= or ${MAX_BYTES_ENV} if the file is trusted and that large"
 
 
 def _mib(n: int) -> str:
@@ -94,8 +88,7 @@ def max_bytes_default() -> int:
 
 
 def _open_regular(path: Path, limit: int, inside: Path | None) -> IO[bytes]:
-    """``path`` opened if it is a regular file of at most ``limit`` bytes (inside ``inside``);
-    ValueError saying why not."""
+    """``path`` opened if it is a regular file of at most ``limit`` bytes inside ``inside``, else ValueError."""
     if inside is not None:
         target = path.resolve()
         if not target.is_relative_to(inside.resolve()):
@@ -263,9 +256,7 @@ def _check_manifest(manifest: Any, limit: int, where: str) -> dict[str, _Spec]:
         if total > limit:
             raise ModelFileError(
                 f"arrays.npz: the arrays meta.json lists take over {_mib(total)} (at array "
-                f"{name!r}), more than the {_mib(limit)} limit; raise it with max_bytes= or "
-                f"${MAX_BYTES_ENV} if the file is trusted and that large",
-                path=where)
+                f"{name!r}), more than the {_mib(limit)} limit; {_RAISE}", path=where)
         specs[name] = (dt, tuple(shape))
     return specs
 
@@ -328,8 +319,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, spec: _Spec | None, budget: int
     def refuse(reason: str) -> ModelFileError:
         return ModelFileError(f"arrays.npz: array {name!r} {reason}", path=where)
 
-    over = (f"over the {_mib(limit)} limit; raise it with max_bytes= or ${MAX_BYTES_ENV} if the "
-            "file is trusted and that large")
+    over = f"over the {_mib(limit)} limit; {_RAISE}"
     info = zf.getinfo(name + ".npy")
     if spec is not None and info.file_size > _nbytes(spec) + _NPY_HEADER_MAX:
         raise refuse(f"is {_mib(info.file_size)} uncompressed, but meta.json lists it as "

@@ -1,8 +1,5 @@
-"""Query routers: pick a model from the query alone, before anything is generated.
-
-scikit-learn estimators fitted on an outcome table; a knob moves each along its cost/quality
-curve, ``calibrate`` sets it (strong-model share, budget, or an (ε, δ) quality floor). They save
-as JSON + npz, are ``ponder eval`` strategies, and answer live from a strategy file.
+"""Query routers: pick a model from the query alone, before anything is generated; a knob moves
+each along its cost/quality curve, ``calibrate`` sets it (strong share, budget, quality floor).
 
     router = UtilityRouter().fit(train)
     router.route("What is 2 + 2?")  # RouteDecision(model=..., quality={...}, cost={...})

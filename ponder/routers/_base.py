@@ -78,21 +78,18 @@ def model_means(table: OutcomeTable) -> np.ndarray:
 
 
 class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """Features, cost model, routing, calibration and saving, once; a subclass implements
-    ``_fit_core``, ``_predict_core`` and ``_knob_grid``."""
+    """Features, cost model, routing, calibration and saving, once; subclasses fit and predict."""
 
     kind: str = "base"
     featurizer: Any = "tfidf"  # every subclass takes it as an __init__ parameter
     _default_knob: float = 0.0
-    #: True for λ (larger = cheaper); False for a two-model threshold router, whose larger knob
-    #: sends more queries to the strong model.
+    #: False for a two-model threshold router, whose larger knob sends more queries to the strong one
     _knob_cheaper_when_larger: bool = True
 
     # BaseEstimator reads the parameters off each subclass's __init__, which only stores them.
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "models_", None))
 
-    # ---- fitting ---------------------------------------------------------------------------
     def _select_models(self, table: OutcomeTable) -> list[str]:
         models = getattr(self, "models", None)
         if models:
@@ -153,7 +150,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
                 a[j] = float(np.mean(c))
         self.cost_intercept_, self.cost_slope_ = a, b
 
-    # ---- prediction ------------------------------------------------------------------------
     def _model_indices(self, models: list[str] | None) -> np.ndarray:
         check_is_fitted(self)
         if models is None:
@@ -178,10 +174,8 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         return fast.transform(list(queries))
 
     def predict_quality(self, queries: list[str] | str, models: list[str] | None = None) -> np.ndarray:
-        """(n, M) predicted quality (columns: ``self.models_`` or ``models``), remembered for the
-        last queries: a sweep asks once per knob and the features are a per-query Python loop.
-        The key is the queries (a tuple), the fitted featurizer and the parameters; a refit
-        clears it."""
+        """(n, M) predicted quality (columns: ``self.models_`` or ``models``), kept for the last
+        queries, featurizer and parameters: a sweep asks once per knob, features are a Python loop."""
         queries = [queries] if isinstance(queries, str) else queries
         idx = self._model_indices(models)
         key = (tuple(queries), id(self.featurizer_), repr(sorted(self.get_params().items())))
@@ -207,7 +201,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         cost: np.ndarray = (self.cost_intercept_[None, :] + self.cost_slope_[None, :] * n_chars)[:, idx]
         return cost
 
-    # ---- deciding --------------------------------------------------------------------------
     def choose(self, qhat: np.ndarray, chat: np.ndarray, knob: float | None = None,
                allowed: np.ndarray | None = None, models: list[str] | None = None) -> np.ndarray:
         """Model index per query; ``allowed`` (n, M) bool and ``models`` restrict the choice."""
@@ -242,11 +235,9 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
             grid = np.unique(np.quantile(grid, np.linspace(0, 1, n), method="nearest"))
         return grid[::-1] if self._knob_cheaper_when_larger is False else grid
 
-    # ---- replay on an outcome table ----------------------------------------------------------
     def replay(self, table: OutcomeTable, knobs: list[float] | np.ndarray | None = None,
                ) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
-        """(knob, realised cost, realised quality, chosen index) on ``table`` for each knob;
-        only models with an outcome for a query can be chosen for it."""
+        """(knob, realised cost, realised quality, chosen index) per knob, among recorded models."""
         scores, costs, present = table_arrays(table, self.models_)
         qhat = self.predict_quality(table.queries)
         chat = self.predict_cost(table.queries)
@@ -259,7 +250,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
             out.append((float(k), costs[rows, j], scores[rows, j], j))
         return out
 
-    # ---- calibration -----------------------------------------------------------------------
     def calibrate(
         self,
         table: OutcomeTable,
@@ -313,7 +303,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         )
         return self
 
-    # ---- subclass hooks --------------------------------------------------------------------
     def _fit_core(self, X: Any, scores: np.ndarray, present: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -344,7 +333,6 @@ class BaseRouter(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untype
         lam = lam[(dc > 0) & (dq > 0) & np.isfinite(lam)]
         return np.concatenate([[0.0], lam * (1 + 1e-9), [np.max(lam, initial=0.0) * 2 + 1.0]])
 
-    # ---- state for saving ------------------------------------------------------------------
     #: the fitted arrays a router file keeps, each in attribute name + "_"
     _state: tuple[str, ...] = ()
 

@@ -1,5 +1,5 @@
 """Which featurizer a router uses: a name, or any object with fit/transform (and, to be saved,
-``to_state``/``from_state``). The featurizers themselves live in :mod:`ponder._features`."""
+``to_state``/``from_state``)."""
 
 from __future__ import annotations
 
@@ -85,8 +85,7 @@ FEATURIZERS: dict[str, Callable[[], Any]] = {
 
 
 def make_featurizer(spec: Any) -> Any:
-    """A fresh featurizer for a name of FEATURIZERS or a copy of an object (``clone``, else a deep
-    copy): routers given the same object never share, and refit, one featurizer."""
+    """A fresh featurizer for a name, or a copy of an object: routers never share, and refit, one."""
     if spec is None or isinstance(spec, str):
         if (spec or "tfidf") not in FEATURIZERS:
             raise ConfigError(f"unknown featurizer {spec!r}; use one of {', '.join(FEATURIZERS)} "

@@ -1,6 +1,5 @@
-"""Save and load routers as JSON + npz through :mod:`ponder._persist` (version + content hash;
-a corrupted or foreign file raises ModelFileError, and nothing is unpickled). Loading reads only
-the fields the router format defines, each type-checked; anything else is refused."""
+"""Save and load routers as JSON + npz through :mod:`ponder._persist`: nothing is unpickled, and
+loading reads only the fields the router format defines, each type-checked."""
 
 from __future__ import annotations
 
@@ -73,11 +72,10 @@ def _check_meta(meta: dict[str, Any], where: str) -> type[BaseRouter]:
     if not meta["models"] or not 0 <= meta["strong"] < len(meta["models"]) or meta["n_train"] < 0:
         raise ModelFileError("meta.json: models, strong and n_train are inconsistent", path=where)
     if meta.get("calibration") is not None:
-        cal_fields = _persist.init_fields(Calibration)
         required = tuple(f.name for f in dataclasses.fields(Calibration)
                          if f.default is dataclasses.MISSING)
-        _persist.check_fields(meta["calibration"], cal_fields, where=where, what="calibration",
-                              required=required)
+        _persist.check_fields(meta["calibration"], _persist.init_fields(Calibration), where=where,
+                              what="calibration", required=required)
     _persist.check_fields(meta.get("extra", {}), _EXTRA_FIELDS, where=where, what="extra")
     _persist.check_fields(meta["featurizer"], {"type": str, "params": dict, "parts": list},
                           where=where, what="featurizer", required=("type",))
@@ -85,9 +83,8 @@ def _check_meta(meta: dict[str, Any], where: str) -> type[BaseRouter]:
 
 
 def load_router(directory: str | Path, *, max_bytes: int | None = None) -> BaseRouter:
-    """A router saved by :func:`save_router`, else ModelFileError: a file holding any field the
-    format does not define is refused (the content hash is a checksum, not a signature);
-    ``max_bytes`` caps the arrays' decompressed size."""
+    """A router saved by :func:`save_router`; ModelFileError for any field the format does not
+    define (the content hash is a checksum, not a signature)."""
     meta, arrays = _persist.load(directory, kind=_PERSIST_KIND, max_bytes=max_bytes)
     where = str(directory)
     cls = _check_meta(meta, where)

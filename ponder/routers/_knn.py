@@ -10,19 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._features import l2_normalize
 from ._base import BaseRouter
-
-
-def _l2_normalize(X: Any) -> Any:
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float64)
-        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        return sp.diags(1.0 / norms) @ X
-    X = np.asarray(X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return X / norms
 
 
 class KNNRouter(BaseRouter):
@@ -67,7 +56,7 @@ class KNNRouter(BaseRouter):
             svd = TruncatedSVD(n_components=int(self.n_components), random_state=0).fit(X)
             self.components_ = svd.components_
         X = self._embed(X)
-        Xn = _l2_normalize(X)
+        Xn = l2_normalize(X)
         self.train_X_ = Xn.T.tocsr() if sp.issparse(Xn) else np.ascontiguousarray(Xn.T)
         self.train_scores_ = np.where(present, scores, 0.0)
         self.train_present_ = present.astype(np.float64)
@@ -81,7 +70,7 @@ class KNNRouter(BaseRouter):
             x = sp.csr_matrix(X)
             norm = float(np.sqrt(np.sum(x.data ** 2))) or 1.0
             return np.asarray(x.data @ self.train_X_[x.indices] / norm).reshape(1, -1)
-        sims = _l2_normalize(X) @ self.train_X_
+        sims = l2_normalize(X) @ self.train_X_
         return sims.toarray() if sp.issparse(sims) else np.asarray(sims)
 
     # query rows per ~64 MB block of the (queries × train) similarities (50,000² would be 20 GB);

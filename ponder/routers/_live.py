@@ -1,7 +1,5 @@
-"""Routers answering real requests: strategy files of kind ``router`` and ``route-cascade``, and
-``ponder train router``, which fits one on the train rows and writes its file.
-
-A strategy file is JSON: ``{"format": "ponder-strategy", "version": 1, "kind": "router", "name":
+"""Routers answering real requests (strategy files of kind ``router``, ``route-cascade``) and
+``ponder train router``. A strategy file is JSON: ``{"format": "ponder-strategy", "version": 1, "kind": "router", "name":
 ..., "router": "router"`` (the saved router dir, relative to the file), optional ``"knob"``
 (default: the router's calibrated one), ``"candidates"`` (a subset of its models) and
 ``"model_map"`` (bare outcome-table names → live ``provider:model`` specs; unmapped, a name with
@@ -84,8 +82,7 @@ class LiveRouter:
 
 
 class RouteThenCascade:
-    """The router picks the rung where the cascade starts; lower rungs are neither called nor
-    paid for, and the start rung is scored with no earlier answer in view."""
+    """The router picks the rung where the cascade starts; lower rungs are neither called nor paid."""
 
     kind = "route-cascade"
 
@@ -130,8 +127,8 @@ class RouteThenCascade:
 
 def load_strategy_file(path: str | Path, data: dict[str, Any], *,
                        allow_outside: bool = False) -> LiveRouter | RouteThenCascade:
-    """The live strategy of a parsed strategy file (for ponder.load_strategy); what it names must
-    lie in its folder unless ``allow_outside`` (see :func:`ponder.strategies.resolve_reference`)."""
+    """The live strategy of a parsed strategy file; what it names must lie in its folder unless
+    ``allow_outside``."""
     path = Path(path)
     version = data.get("version", 1)
     if version != STRATEGY_VERSION:
@@ -250,8 +247,7 @@ def train_router(
 
 def write_route_cascade(path: str | Path, router_dir: str | Path, cascade: str | Path, *,
                         knob: float | None = None) -> Path:
-    """A ``route-cascade`` strategy file: ``router_dir`` picks where ``cascade`` (a strategy JSON)
-    starts; loaded once, so a rung the router never saw fails here."""
+    """A ``route-cascade`` strategy file, loaded once so that a rung the router never saw fails here."""
     from ..strategies import load_strategy
 
     path, cascade = Path(path), Path(cascade)

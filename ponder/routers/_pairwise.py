@@ -1,10 +1,8 @@
-"""Hybrid LLM pairwise router (Ding et al. 2024): a classifier predicts p(x) = P(s_weak ≥
-s_strong − t) and the query goes to the weak model when p(x) ≥ threshold. Labels: ``deterministic``
-1[s_weak ≥ s_strong]; ``probabilistic`` P(W ≥ S) with scores read as Bernoulli success
-probabilities (equal to deterministic on 0/1 scores); ``transformed`` P(W ≥ S − t), t chosen on
-train to maximise label spread (mean |y_i − y_j|), as in the paper (t* = 0 on 0/1 scores).
-Beside it, the reference routers: random (a coin with P(strong) = knob) and the oracle (the cheapest
-model with the best recorded score; it reads the outcomes, so it only routes queries it has seen)."""
+"""Hybrid LLM pairwise router (Ding et al. 2024): the weak model where p(x) = P(s_weak ≥ s_strong − t)
+≥ threshold. Labels: ``deterministic`` 1[s_weak ≥ s_strong]; ``probabilistic`` P(W ≥ S), scores
+read as Bernoulli success probabilities; ``transformed`` P(W ≥ S − t), t chosen on train to
+maximise label spread (mean |y_i − y_j|), as in the paper. Beside it, the reference routers:
+random (P(strong) = knob) and the oracle (the cheapest model with the best recorded score)."""
 
 from __future__ import annotations
 
@@ -56,8 +54,7 @@ def choose_relaxation(s_weak: np.ndarray, s_strong: np.ndarray, variant: str) ->
 
 
 class PairwiseRouter(BaseRouter):
-    """Weak (default: cheapest) vs strong (default: best train mean); knob = threshold on
-    P(weak good enough)."""
+    """Weak (default: cheapest) vs strong (default: best train mean); knob: threshold on P(weak ok)."""
 
     kind = "pairwise"
     _default_knob = 0.5
@@ -122,8 +119,7 @@ class PairwiseRouter(BaseRouter):
 
 
 class RandomRouter(BaseRouter):
-    """Between the cheapest and the best-train-quality model; knob = P(strong). Predicted quality
-    is each model's train mean (it ignores the query)."""
+    """The cheapest vs the best-train-quality model by a coin; quality is each model's train mean."""
 
     kind = "random"
     _default_knob = 0.5

@@ -1,12 +1,7 @@
-"""Routers as ``ponder eval`` strategies: fit on the train rows, sweep the knob on the test rows.
-
-A router's knob values are quantiles of its own predictions on the test queries (labels unused),
-as RouteLLM calibrates thresholds. Route then cascade (``route-cascade``): a
-:class:`~ponder.routers.UtilityRouter` picks the rung where the cascade (fitted by its own
-optimizer) starts, so a hard query skips the cheap rungs' cost and latency; the start rung is
-scored with no earlier answer in view, as live. A chain that starts with an agreement set is
-routed by a ridge regression instead: a query the set will rarely agree on goes to the next rung.
-"""
+"""Routers as ``ponder eval`` strategies: fit on the train rows, sweep the knob (from the router's
+own test predictions, labels unused, as RouteLLM) on the test rows. ``route-cascade``: a
+UtilityRouter picks the rung where the cascade starts, so a hard query skips the cheap rungs; a
+chain that starts with an agreement set skips it where a ridge regression predicts no agreement."""
 
 from __future__ import annotations
 
@@ -33,8 +28,7 @@ if TYPE_CHECKING:
 
 def start_rungs(router: Any, queries: list[str], chain_models: list[str], knob: float,
                 predicted: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Rung index (into ``chain_models``) where each query starts; ``predicted``: the router's
-    (quality, cost) for ``queries`` when the caller has them."""
+    """Rung index (into ``chain_models``) where each query starts; ``predicted``: (quality, cost)."""
     idx = router._model_indices(chain_models)
     qhat, chat = predicted or (router.predict_quality(queries), router.predict_cost(queries))
     j: np.ndarray = np.asarray(router.choose(qhat, chat, knob, models=chain_models), dtype=int)
@@ -53,8 +47,7 @@ def nearest_knob(grid: np.ndarray, spend: np.ndarray, want: float) -> tuple[floa
 
 def blank_missing(points: list[OperatingPoint], missing: list[bool], n: int
                   ) -> list[OperatingPoint]:
-    """``points``, NaN (over ``n`` queries) where ``missing``: no counterpart in this fit, so they
-    cannot be calibrated."""
+    """``points``, NaN where ``missing``: no counterpart in this fit, so they cannot be calibrated."""
     nan = np.full(n, np.nan)
     return [OperatingPoint(p.setting, nan, nan, p.extra) if gone else p
             for p, gone in zip(points, missing, strict=True)]
@@ -63,7 +56,6 @@ def blank_missing(points: list[OperatingPoint], missing: list[bool], n: int
 def _save_routed(router: BaseRouter, directory: str | Path, *, kind: str, name: str,
                  knob: float | None, model_map: dict[str, str] | None,
                  extra: dict[str, Any] | None = None) -> Path:
-    """``router`` and a ``kind`` strategy file pinning ``knob``, in ``directory``."""
     directory = Path(directory)
     save_router(router, directory / "router")
     return write_strategy_file(directory / "strategy.json", directory / "router", kind=kind,
@@ -71,8 +63,7 @@ def _save_routed(router: BaseRouter, directory: str | Path, *, kind: str, name: 
 
 
 class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """Every (cascade chain on the train frontier) × (router knob) point; ``fit`` learns
-    ``cascade_`` (a :class:`~ponder.cascade.CascadeStrategy`), ``router_`` and ``skips_``."""
+    """Every (cascade chain on the train frontier) × (router knob) point."""
 
     kind = "route-cascade"
 
@@ -180,8 +171,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
     def live(self, setting: dict[str, Any], *, name: str | None = None,
              model_map: dict[str, str] | None = None, config: Any = None
              ) -> Cascade | RouteThenCascade:
-        """The live strategy measured at ``setting`` (as its saved file loads): this fit's cascade
-        for the budget, started where the router puts each query (no knob: the plain cascade)."""
+        """This fit's cascade for the budget, started where the router puts each query."""
         name = name or self.name
         knob = setting.get("knob")
         chain = self.cascade_._chain_for(float(setting["budget_usd"])).chain
@@ -195,8 +185,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
 
     def save(self, setting: dict[str, Any], directory: str | Path, *, name: str,
              model_map: dict[str, str] | None = None) -> Path:
-        """Write what was measured at ``setting`` into ``directory``: the cascade (with a finite
-        knob, also the router and a route-cascade file); returns the strategy file to load."""
+        """The cascade measured at ``setting`` (with a finite knob, also the router) in ``directory``."""
         directory = Path(directory)
         live = self.live(setting, name=name, model_map=model_map)
         if not isinstance(live, RouteThenCascade):  # λ = ∞: the plain cascade
@@ -245,8 +234,7 @@ class RouteCascadeStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn
 
 
 class RouterStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
-    """A router as an evaluator Strategy; ``make`` returns an unfitted router, ``fit`` learns
-    ``router_``."""
+    """A router as an evaluator Strategy; ``make`` returns an unfitted router."""
 
     kind = "router"
 
@@ -261,8 +249,7 @@ class RouterStrategy(BaseEstimator):  # type: ignore[misc]  # scikit-learn is un
 
     def live(self, setting: dict[str, Any], *, name: str | None = None,
              model_map: dict[str, str] | None = None, config: Any = None) -> LiveRouter:
-        """This fitted router at ``setting``'s λ, as its saved file loads (``config``: see
-        :func:`ponder.strategies.live_model_map`)."""
+        """This fitted router at ``setting``'s λ, as its saved file loads."""
         return LiveRouter(self.router_, name=name or self.name, knob=float(setting["knob"]),
                           model_map=live_model_map(self.router_.models_, model_map, config))
 
@@ -325,6 +312,6 @@ _SHORT = {"deterministic": "det", "probabilistic": "prob", "transformed": "trans
 for _kind, _cls in ROUTER_KINDS.items():
     if _kind == "pairwise":
         for _v in VARIANTS:
-            _factory(f"router-pairwise-{_SHORT.get(_v, _v)}", partial(_cls, variant=_v), pairwise=True)
+            _factory(f"router-pairwise-{_SHORT[_v]}", partial(_cls, variant=_v), pairwise=True)
     else:
         _factory(f"router-{_kind}", _cls)

@@ -1,9 +1,7 @@
-"""Per-model quality predictor: one logistic regression per model on the query features; route to
-argmax(predicted quality − λ·predicted cost), λ in quality points per USD. The λ rule compares
-qualities across models, so with ``recalibrate=k`` each model's logit is Platt-rescaled on k-fold
-out-of-fold predictions (a strongly regularised model is under-confident, by a different amount
-per model); the rescaling folds into the weights. The soft-label logistic regression here is
-also the pairwise router's: its state is two arrays, so prediction is one sparse mat-vec."""
+"""Per-model quality predictor: a logistic regression per model; route to argmax(quality − λ·cost),
+λ in quality points per USD. The λ rule compares qualities across models, so ``recalibrate=k``
+Platt-rescales each model's logit on k-fold out-of-fold predictions (strong regularisation leaves
+each model under-confident by its own amount); the rescaling folds into the weights."""
 
 from __future__ import annotations
 
