@@ -103,12 +103,14 @@ class _Run:
             mine = [j for j in self.jobs if j.model == model]
             # sample records: the first of a call carries all its output tokens, so sum / count is
             # the mean per answer
-            answered = [r for (_, m, _), r in self.pool.items() if m == model and r.get("error") is None]
+            answered = [r for (_, m, _), r in self.pool.items()
+                        if m == model and r.get("error") is None]
             if max_tokens is not None:
                 guess, source = max_tokens, "--max-tokens"
             elif answered:
                 n_out = sum(int(num(r.get("output_tokens"))) for r in answered)
-                guess, source = max(1, round(n_out / len(answered))), f"measured mean of {len(answered)} answers"
+                guess = max(1, round(n_out / len(answered)))
+                source = f"measured mean of {len(answered)} answers"
             else:
                 guess, source = DEFAULT_OUTPUT_GUESS, "default"
             spec = client.resolve(model)
@@ -119,8 +121,8 @@ class _Run:
             cost = None
             if price is not None:
                 rate = client.prices.batch_rate(spec.provider) if provider_batch else 1.0
-                cost = 0.0 if not mine else (price.cost(Usage(input_tokens=tin, output_tokens=tout), rate=rate)
-                                             + price.per_request * (len(mine) - 1))
+                usage = Usage(input_tokens=tin, output_tokens=tout)
+                cost = 0.0 if not mine else price.cost(usage, rate=rate) + price.per_request * (len(mine) - 1)
             out.append(CollectEstimate(model=model, calls=len(mine), answers=answers, input_tokens=tin,
                                        output_tokens=tout, output_guess=guess, guess_source=source,
                                        cost_usd=cost))
