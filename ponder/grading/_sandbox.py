@@ -159,8 +159,15 @@ def run(solution: str, tests: str, limits: Limits, isolation: Isolation) -> Outc
             fds.remove(fd)
         try:
             out = _collect(proc, res_r, st_r, limits.timeout_s, token)
-        finally:
-            _stop(proc, group)
+        finally:  # kill the process group, the namespace (pid 1 dies with unshare) and the cgroup
+            _quietly(os.killpg, proc.pid, signal.SIGKILL)
+            _quietly(proc.kill)
+            if group is not None:
+                group.kill_all()
+            _quietly(proc.wait, 10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    _quietly(stream.close)
         out.memory_limit = group is not None and group.oom_killed()
         return out
     finally:
@@ -222,18 +229,6 @@ def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: fl
         out.error = ("the sandbox ended without its supervisor's report: "
                      f"{last_line(out.stderr) or f'exit status {proc.returncode}'}")
     return out
-
-
-def _stop(proc: subprocess.Popen[bytes], group: Cgroup | None) -> None:
-    """Kill the process group, the namespace (pid 1 dies with unshare) and the cgroup."""
-    _quietly(os.killpg, proc.pid, signal.SIGKILL)
-    _quietly(proc.kill)
-    if group is not None:
-        group.kill_all()
-    _quietly(proc.wait, 10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            _quietly(stream.close)
 
 
 def _quietly(fn: Any, *args: Any) -> None:
