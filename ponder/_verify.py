@@ -1,9 +1,6 @@
-"""Hard checks on an answer against its request, run on every cascade rung's answer before its
-scorer (no scorer can talk its way past them): not empty (a refusal passes only on the last rung),
-the ``response_format`` (``strict``: no unlisted keys), tool calls naming a tool in ``tools`` with
-arguments valid against its ``parameters``, and ``tool_choice``. :func:`verify` returns the first
-failure (``"json_schema: $.age: 'x' is not of type 'integer'"``) or None; the names are also
-scorer features.
+"""Hard checks of an answer against its request, on every cascade rung's answer before its scorer
+(no scorer can talk its way past them): not empty, ``response_format``, ``tools``, ``tool_choice``.
+Failures read ``"json_schema: $.age: 'x' is not of type 'integer'"``; the names are scorer features.
 """
 
 from __future__ import annotations

@@ -195,12 +195,9 @@ def _input_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_prompts(path: str | Path) -> list[CollectPrompt]:
-    """Every row of a JSONL, CSV or Parquet prompt file, validated before anything is paid.
-
-    Rows need ``id`` and ``prompt`` (a string) or ``messages`` (Chat Completions messages; JSON in
-    a CSV cell); optional: ``reference`` (text, or JSON such as the tool calls expected),
-    ``task``, ``tests``, and ``tools``, ``tool_choice`` (may be a bare ``auto``, ``none`` or
-    ``required``) and ``response_format`` as OpenAI's API has them."""
+    """Every row of a JSONL, CSV or Parquet prompt file, validated before anything is paid: ``id``,
+    ``prompt`` or ``messages`` (JSON in a CSV cell); optional ``reference`` (text or JSON), ``task``,
+    ``tests``, and ``tools``, ``tool_choice`` (or a bare ``auto``) and ``response_format`` as OpenAI's."""
     return as_prompts(Path(path))
 
 

@@ -171,29 +171,22 @@ def read_progress(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _read_output(path: Path) -> pd.DataFrame | None:
-    from ..evaluation._table import check_tool_calls, read_frame, table_format  # pandas: when used
-
-    table_format(path)  # an unknown extension fails before anything is paid
-    if not path.exists():
-        return None
-    df = read_frame(path)
-    missing = [c for c in ("query_id", "model") if c not in df.columns]
-    if missing:
-        raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
-                        "--output", file=str(path))
-    check_tool_calls(df, str(path))  # the calls kept come back as sample records
-    df[["query_id", "model"]] = df[["query_id", "model"]].astype(str)
-    return df
-
-
 def read_collected(output: Path) -> tuple[pd.DataFrame | None, dict[Key, dict[str, Any]],
                                           list[dict[str, Any]]]:
     """What earlier runs left: the output table (or None), the sample records of its error-free
     rows overlaid with the progress file's, and the progress file's records."""
-    existing = _read_output(output)
+    from ..evaluation._table import check_tool_calls, read_frame, table_format  # pandas: when used
+
+    table_format(output)  # an unknown extension fails before anything is paid
+    existing = read_frame(output) if output.exists() else None
     pool: dict[Key, dict[str, Any]] = {}
     if existing is not None:
+        missing = [c for c in ("query_id", "model") if c not in existing.columns]
+        if missing:
+            raise DataError(f"is not a collect output (no {', '.join(missing)} column); choose another "
+                            "--output", file=str(output))
+        check_tool_calls(existing, str(output))  # the calls kept come back as sample records
+        existing[["query_id", "model"]] = existing[["query_id", "model"]].astype(str)
         failed = existing["error"].notna() if "error" in existing.columns else None
         for i, rec in enumerate(existing.to_dict("records")):
             if failed is None or not failed.iloc[i]:

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,11 @@ from .._batch import BatchSummary, _Writer, drain, run_sync
 from .._exceptions import PonderError
 from .._pricing import estimate_tokens
 from .._types import ChatRequest, Completion, Usage
-from ._input import CollectPrompt, PromptsIn, as_prompts
-from ._plan import Job, Key, honours, job_request, plan_jobs, supports_n
+from ._input import PromptsIn, as_prompts
+from ._plan import Job, honours, job_request, plan_jobs, supports_n
 from ._records import answer_records, build_table, error_records, num, progress_path, read_collected
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .._client import Client
     from ..evaluation import OutcomeTable
 
@@ -65,86 +63,70 @@ def _prompt_tokens(request: ChatRequest) -> int:
     return tokens
 
 
-def estimate_jobs(client: Client, jobs: Sequence[Job], models: Sequence[str], *,
-                  max_tokens: int | None, pool: dict[Key, dict[str, Any]],
-                  provider_batch: bool) -> list[CollectEstimate]:
-    """Expected cost per model of ``jobs`` from the prompts' estimated tokens and the price table.
-    Output length: ``max_tokens``, else this model's mean answer so far, else a default."""
-    out = []
-    for model in models:
-        mine = [j for j in jobs if j.model == model]
-        # sample records: the first of a call carries all its output tokens, so sum / count is
-        # the mean per answer
-        answered = [r for (_, m, _), r in pool.items() if m == model and r.get("error") is None]
-        if max_tokens is not None:
-            guess, source = max_tokens, "--max-tokens"
-        elif answered:
-            n_out = sum(int(num(r.get("output_tokens"))) for r in answered)
-            guess, source = max(1, round(n_out / len(answered))), f"measured mean of {len(answered)} answers"
-        else:
-            guess, source = DEFAULT_OUTPUT_GUESS, "default"
-        spec = client.resolve(model)
-        price = client.prices.lookup(spec.provider, spec.model)
-        tin = sum(_prompt_tokens(j.prompt.request) for j in mine)
-        answers = sum(len(j.samples) for j in mine)
-        tout = guess * answers
-        cost = None
-        if price is not None:
-            rate = client.prices.batch_rate(spec.provider) if provider_batch else 1.0
-            cost = 0.0 if not mine else (price.cost(Usage(input_tokens=tin, output_tokens=tout), rate=rate)
-                                         + price.per_request * (len(mine) - 1))
-        out.append(CollectEstimate(model=model, calls=len(mine), answers=answers, input_tokens=tin,
-                                   output_tokens=tout, output_guess=guess, guess_source=source,
-                                   cost_usd=cost))
-    return out
-
-
-@dataclass
-class _State:
-    prompts: list[CollectPrompt]
-    models: list[str]
-    existing: pd.DataFrame | None
-    pool: dict[Key, dict[str, Any]]  # sample records: from the output table, then the progress file
-    sidecar: list[dict[str, Any]]  # the progress file's records, kept when it is rewritten
-    touched: set[tuple[str, str]]  # (query, model) pairs with records in the progress file
-
-
-def _plan_run(prompts: PromptsIn, models: Sequence[str], client: Client,
-              output: str | Path | None, samples: int) -> tuple[_State, list[Job]]:
-    if not models:
-        raise PonderError("give at least one model (provider:model)")
-    items = as_prompts(prompts)
-    specs = list(dict.fromkeys(str(client.resolve(m)) for m in models))
-    existing, pool, sidecar = read_collected(Path(output)) if output is not None else (None, {}, [])
-    touched = {(r["query_id"], r["model"]) for r in sidecar}
-    done = {k for k, r in pool.items() if r.get("error") is None}
-    jobs = plan_jobs(items, specs, done, samples=samples,
-                     supports_n=lambda m: supports_n(client, m))
-    return _State(items, specs, existing, pool, sidecar, touched), jobs
-
-
-def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
-                     output: str | Path | None = None, samples: int = 1,
-                     max_tokens: int | None = None, provider_batch: bool = False) -> list[CollectEstimate]:
-    """What :func:`collect` would spend on the answers still missing, per model; calls nothing."""
+def _client(client: Client | None) -> nullcontext[Client] | Client:
+    """The caller's client as it is, or one of ours, closed when the run ends."""
     from .._client import Client
 
-    with nullcontext(client) if client is not None else Client() as used:  # ours: closed after
-        state, jobs = _plan_run(prompts, models, used, output, samples)
-        return estimate_jobs(used, jobs, state.models, max_tokens=max_tokens, pool=state.pool,
-                             provider_batch=provider_batch)
+    return nullcontext(client) if client is not None else Client()
 
 
-@dataclass
 class _Run:
-    """One collect run: records go to the pool and the progress file as they arrive."""
+    """One collect run, planned from what earlier runs left: records go to the pool and the
+    progress file as they arrive."""
 
-    state: _State
-    summary: CollectSummary
-    writer: _Writer | None
-    request_for: Callable[[Job], ChatRequest]
-    on_result: Callable[[CollectSummary], None] | None
-    start: float = field(default_factory=time.perf_counter)
+    def __init__(self, prompts: PromptsIn, models: Sequence[str], client: Client,
+                 output: str | Path | None, samples: int) -> None:
+        if not models:
+            raise PonderError("give at least one model (provider:model)")
+        self.prompts = as_prompts(prompts)
+        self.models = list(dict.fromkeys(str(client.resolve(m)) for m in models))
+        # sample records: from the output table, then the progress file (whose records are kept
+        # when it is rewritten)
+        self.existing, self.pool, self.sidecar = (read_collected(Path(output)) if output is not None
+                                                  else (None, {}, []))
+        self.touched = {(r["query_id"], r["model"]) for r in self.sidecar}  # pairs in the progress file
+        done = {k for k, r in self.pool.items() if r.get("error") is None}
+        self.jobs = plan_jobs(self.prompts, self.models, done, samples=samples,
+                              supports_n=lambda m: supports_n(client, m))
+        self.summary = CollectSummary(total=len(self.jobs), answers=sum(len(j.samples) for j in self.jobs),
+                                      output=None if output is None else str(output))
+        self.summary.skipped = len(self.prompts) * len(self.models) * samples - self.summary.answers
+        self.writer: _Writer | None = None
+        self.on_result: Callable[[CollectSummary], None] | None = None
+        self.start = time.perf_counter()
+
+    def estimate(self, client: Client, max_tokens: int | None, provider_batch: bool) -> list[CollectEstimate]:
+        """Expected cost per model of the jobs from the prompts' estimated tokens and the price table.
+        Output length: ``max_tokens``, else this model's mean answer so far, else a default."""
+        out = []
+        for model in self.models:
+            mine = [j for j in self.jobs if j.model == model]
+            # sample records: the first of a call carries all its output tokens, so sum / count is
+            # the mean per answer
+            answered = [r for (_, m, _), r in self.pool.items()
+                        if m == model and r.get("error") is None]
+            if max_tokens is not None:
+                guess, source = max_tokens, "--max-tokens"
+            elif answered:
+                n_out = sum(int(num(r.get("output_tokens"))) for r in answered)
+                guess = max(1, round(n_out / len(answered)))
+                source = f"measured mean of {len(answered)} answers"
+            else:
+                guess, source = DEFAULT_OUTPUT_GUESS, "default"
+            spec = client.resolve(model)
+            price = client.prices.lookup(spec.provider, spec.model)
+            tin = sum(_prompt_tokens(j.prompt.request) for j in mine)
+            answers = sum(len(j.samples) for j in mine)
+            tout = guess * answers
+            cost = None
+            if price is not None:
+                rate = client.prices.batch_rate(spec.provider) if provider_batch else 1.0
+                usage = Usage(input_tokens=tin, output_tokens=tout)
+                cost = 0.0 if not mine else price.cost(usage, rate=rate) + price.per_request * (len(mine) - 1)
+            out.append(CollectEstimate(model=model, calls=len(mine), answers=answers, input_tokens=tin,
+                                       output_tokens=tout, output_guess=guess, guess_source=source,
+                                       cost_usd=cost))
+        return out
 
     def record(self, job: Job, result: Completion | BaseException) -> list[Job]:
         """Store a job's outcome; returns the jobs still owed where fewer than ``n`` came back."""
@@ -156,31 +138,32 @@ class _Run:
         else:
             recs, owed = error_records(job, job.samples, result), []
         for r in recs:
-            self.state.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
+            self.pool[(job.prompt.id, job.model, int(r["sample"]))] = r
             if self.writer is not None:
                 self.writer.write(r)
-        self.state.touched.add((job.prompt.id, job.model))
+        self.touched.add((job.prompt.id, job.model))
         s.total += len(owed)
         s.elapsed_s = time.perf_counter() - self.start
         if self.on_result is not None:
             self.on_result(s)
         return owed
 
-    async def calls(self, client: Client, jobs: list[Job], concurrency: int, max_cost: float | None) -> None:
+    async def calls(self, client: Client, request_for: Callable[[Job], ChatRequest], concurrency: int,
+                    max_cost: float | None) -> None:
         async def call(job: Job) -> list[Job]:
             try:
-                result: Completion | BaseException = await client.acomplete(
-                    self.request_for(job), model=job.model)
+                result: Completion | BaseException = await client.acomplete(request_for(job), model=job.model)
             except PonderError as exc:
                 result = exc
             return self.record(job, result)  # the samples still owed are queued again
 
-        await drain(jobs, call, self.summary, concurrency=concurrency, max_cost=max_cost)
+        await drain(self.jobs, call, self.summary, concurrency=concurrency, max_cost=max_cost)
 
-    async def provider_batch(self, client: Client, jobs: list[Job], state_path: Path, poll_s: float) -> None:
+    async def provider_batch(self, client: Client, request_for: Callable[[Job], ChatRequest],
+                             state_path: Path, poll_s: float) -> None:
         from .._provider_batch import BatchItem, run_provider_batch
 
-        items = [BatchItem(custom_id=j.id, model=j.model, request=self.request_for(j)) for j in jobs]
+        items = [BatchItem(custom_id=j.id, model=j.model, request=request_for(j)) for j in self.jobs]
 
         def progress(done: int, total: int) -> None:
             if self.on_result is not None:
@@ -188,10 +171,18 @@ class _Run:
 
         results = await asyncio.to_thread(run_provider_batch, client, items, state_path=state_path,
                                           poll_s=poll_s, on_progress=progress)
-        for job in jobs:
+        for job in self.jobs:
             got = results.get(job.id)
             self.record(job, got if got is not None else
                         PonderError(f"the provider batch returned no result for {job.id}"))
+
+
+def estimate_collect(prompts: PromptsIn, models: Sequence[str], *, client: Client | None = None,
+                     output: str | Path | None = None, samples: int = 1,
+                     max_tokens: int | None = None, provider_batch: bool = False) -> list[CollectEstimate]:
+    """What :func:`collect` would spend on the answers still missing, per model; calls nothing."""
+    with _client(client) as used:
+        return _Run(prompts, models, used, output, samples).estimate(used, max_tokens, provider_batch)
 
 
 async def acollect(
@@ -219,58 +210,47 @@ async def acollect(
     ``response`` and the logprob columns are the first sample's, ``samples`` all (a JSON list);
     ``tool_calls`` / ``sample_tool_calls`` the answers' calls, ``response_format`` the prompt's
     (what ``ponder grade --grader json`` checks), ``error`` a failed call's message."""
-    from .._client import Client
     from ..evaluation._table import OutcomeTable, write_table
 
     if concurrency < 1:
         raise PonderError("concurrency must be at least 1")
     if samples < 1:
         raise PonderError("samples must be at least 1")
-    own = client is None
-    client = client or Client()
-    try:
-        state, jobs = _plan_run(prompts, models, client, output, samples)
-        planned = len(state.prompts) * len(state.models) * samples
-        summary = CollectSummary(total=len(jobs), answers=sum(len(j.samples) for j in jobs),
-                                 output=None if output is None else str(output))
-        summary.skipped = planned - summary.answers
+    async with _client(client) as used:
+        run = _Run(prompts, models, used, output, samples)
+        summary = run.summary
         if on_start is not None:
             on_start(summary)
 
         def request_for(job: Job) -> ChatRequest:
             return job_request(job, temperature=temperature, max_tokens=max_tokens, logprobs=logprobs,
-                               seeds=honours(client, job.model, "seed"))
+                               seeds=honours(used, job.model, "seed"))
 
-        writer = _Writer(progress_path(output), state.sidecar) if output is not None and jobs else None
-        run = _Run(state, summary, writer, request_for, on_result)
+        run.writer = _Writer(progress_path(output), run.sidecar) if output is not None and run.jobs else None
+        run.on_result, run.start = on_result, time.perf_counter()
         try:
-            if provider_batch and jobs:
-                est = sum(e.cost_usd or 0.0 for e in estimate_jobs(
-                    client, jobs, state.models, max_tokens=max_tokens, pool=state.pool, provider_batch=True))
+            if provider_batch and run.jobs:
+                est = sum(e.cost_usd or 0.0 for e in run.estimate(used, max_tokens, True))
                 if max_cost is not None and est > max_cost:
                     summary.stopped = (f"the estimated cost ${est:.4f} exceeds the budget of ${max_cost:g}; "
                                        "nothing was submitted")
                 else:
                     stem = output if output is not None else ".ponder-collect"
-                    await run.provider_batch(client, jobs, Path(f"{stem}.batches.json"), batch_poll_s)
-            elif jobs:
-                await run.calls(client, jobs, concurrency, max_cost)
+                    await run.provider_batch(used, request_for, Path(f"{stem}.batches.json"), batch_poll_s)
+            elif run.jobs:
+                await run.calls(used, request_for, concurrency, max_cost)
         finally:
-            if writer is not None:
-                writer.close()
-            df = build_table(state.prompts, state.models, state.existing, state.pool, state.touched)
+            if run.writer is not None:
+                run.writer.close()
+            df = build_table(run.prompts, run.models, run.existing, run.pool, run.touched)
             summary.elapsed_s = time.perf_counter() - run.start
             if output is not None:
                 write_table(df, output)
-                wanted = {(p.id, m) for p in state.prompts for m in state.models}
-                if df["error"].isna().all() and state.touched <= wanted and not summary.stopped:
+                wanted = {(p.id, m) for p in run.prompts for m in run.models}
+                if df["error"].isna().all() and run.touched <= wanted and not summary.stopped:
                     progress_path(output).unlink(missing_ok=True)  # the table holds every answer
         return OutcomeTable.read(df, name=Path(output).name if output is not None else "collected",
                                  graded=False)
-    finally:
-        if own:
-            await client.aclose()
-            client.close()
 
 
 def collect(prompts: PromptsIn, models: Sequence[str], **kw: Any) -> OutcomeTable:

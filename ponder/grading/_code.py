@@ -37,11 +37,9 @@ def extract_code(response: str) -> str:
 
 @dataclass
 class CodeGrader:
-    """1 when the response's Python runs the row's ``tests`` (assertions) to the end, else 0.
-
-    ``allow_code_execution`` must be True: this runs untrusted code. ``memory_mb`` bounds each
-    process's address space and, with a memory cgroup, the group's; ``max_processes`` the
-    group's processes and threads."""
+    """1 when the response's Python runs the row's ``tests`` (assertions) to the end, else 0;
+    ``allow_code_execution`` must be True (untrusted code). ``memory_mb`` bounds each process's
+    address space and, with a memory cgroup, the group's."""
 
     timeout_s: float = DEFAULT_TIMEOUT_S
     memory_mb: int = DEFAULT_MEMORY_MB

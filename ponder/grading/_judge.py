@@ -1,22 +1,15 @@
-"""An LLM as the grader, through :class:`ponder.Client` (so through its cache).
+"""An LLM as the grader, through :class:`ponder.Client` (so through its cache), at temperature 0.
 
-One pure plan per row (:meth:`JudgeGrader.requests`) and one pure verdict (:meth:`~JudgeGrader.verdict`);
-``grade`` and ``agrade`` only loop around them. Three modes, each a ``str.format`` template:
-``correctness`` (with a ``reference``: ``Verdict: [[yes]]``/``[[no]]``), ``rubric`` (an
-MT-Bench-style ``Rating: [[N]]``, scored (N - 1) / 9) and ``pairwise`` (``baseline`` set: asked in
-both orders so position bias cancels, ``[[A]]``/``[[B]]``/``[[C]]`` (tie), win 1 / tie 0.5 / loss 0).
+Modes (``str.format`` templates): ``correctness`` against a ``reference`` (``[[yes]]``/``[[no]]``),
+``rubric`` (``Rating: [[N]]``, scored (N - 1) / 9) and ``pairwise`` (asked in both orders so position
+bias cancels: ``[[A]]``/``[[B]]``/``[[C]]`` for a tie, win 1 / tie 0.5 / loss 0).
 
-**The graded text is data, never instructions.** Every placeholder value arrives between
-``<<<BEGIN DATA n>>>`` and ``<<<END DATA n>>>`` (custom templates too), and the system message says
-only markers with code ``n`` delimit data. ``n`` occurs in no enclosed text (after NFKC, case
-folding and dropping invisible characters), so an answer cannot close its own block. It is not
-random, since the completion cache keys on the prompt: it is a SHA-256 of what is enclosed (with a
-counter if it occurs there), stable across runs and unknown to the answer's author.
-
-**The verdict is read strictly**: only the last non-empty line counts (an optional label and light
-Markdown allowed), so a token the judge quotes cannot take its place; no verdict there, or
-``[[...]]`` tokens that disagree, leave the row ungraded (NaN, with the reason). Judge calls run at
-temperature 0, their cost reported apart from the graded model's.
+**The graded text is data, never instructions**: every value arrives between ``<<<BEGIN DATA n>>>``
+and ``<<<END DATA n>>>``, with a code ``n`` found in no enclosed text (after NFKC, case folding and
+dropping invisible characters), so an answer cannot close its block. ``n`` is a SHA-256 of what is
+enclosed, not random: the cache keys on the prompt. **The verdict is read strictly**: only the
+last non-empty line counts, so a token the judge quotes cannot take its place; none, or
+``[[...]]`` tokens that disagree, leave the row ungraded (NaN, with the reason).
 """
 
 from __future__ import annotations
@@ -156,11 +149,8 @@ def _fold(s: str) -> str:
 def _boundary_code(seed: bytes, texts: Iterable[str]) -> str:
     """The first code derived from ``seed`` that occurs in none of ``texts``."""
     folded = [_fold(t) for t in texts]
-    for attempt in itertools.count():
-        code = hashlib.sha256(b"%d:" % attempt + seed).hexdigest()[:24]
-        if not any(code in t for t in folded):
-            return code
-    raise AssertionError("unreachable")  # pragma: no cover
+    return next(code for code in (hashlib.sha256(b"%d:" % attempt + seed).hexdigest()[:24]
+                                  for attempt in itertools.count()) if not any(code in t for t in folded))
 
 
 def _enclose(values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -230,7 +220,21 @@ class JudgeGrader:
             if text(row.get("model")) == self.baseline:
                 return Grade(0.5, "is the baseline (a tie with itself)")
             return Grade(math.nan, f"no answer from the baseline {self.baseline} for this query")
-        score, reason = self._score(mode, [c.text for c in replies])
+        read = [self._read(mode, c.text) for c in replies]
+        bad = next(((i, why) for i, (v, why) in enumerate(read) if v is None), None)
+        picks = [v for v, _ in read if v is not None]
+        if bad is not None:
+            score = math.nan
+            reason = bad[1] if len(read) == 1 else f"{bad[1]} (reply {bad[0] + 1} of {len(read)})"
+        elif mode == "correctness":
+            score, reason = (1.0, "judge: correct") if picks[0] == "YES" else (0.0, "judge: incorrect")
+        elif mode == "rubric":
+            score, reason = (float(picks[0]) - 1) / 9, f"judge: rated {float(picks[0]):g}/10"
+        else:  # pairwise: reply 0 has the response as A, reply 1 has it as B
+            points = [1.0 if p == "AB"[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
+            words = {1.0: "win", 0.5: "tie", 0.0: "loss"}
+            score = sum(points) / 2
+            reason = f"judge vs baseline: {words[points[0]]} as A, {words[points[1]]} as B"
         return Grade(score, reason, cost_usd=sum(c.cost_usd for c in replies), calls=len(replies),
                      cached=sum(int(c.cached) for c in replies))
 
@@ -263,24 +267,6 @@ class JudgeGrader:
         if mode == "rubric" and not 1 <= float(v) <= 10:
             return None, f"unparseable judge reply (rating {v} is not in 1-10)"
         return v, ""
-
-    @classmethod
-    def _score(cls, mode: str, texts: list[str]) -> tuple[float, str]:
-        read = [cls._read(mode, t) for t in texts]
-        for i, (v, why) in enumerate(read):
-            if v is None:
-                return math.nan, why if len(read) == 1 else f"{why} (reply {i + 1} of {len(read)})"
-        picks = [v for v, _ in read if v is not None]
-        if mode == "correctness":
-            yes = picks[0] == "YES"
-            return (1.0 if yes else 0.0), ("judge: correct" if yes else "judge: incorrect")
-        if mode == "rubric":
-            rating = float(picks[0])
-            return (rating - 1) / 9, f"judge: rated {rating:g}/10"
-        # pairwise: reply 0 has the response as A, reply 1 has it as B
-        points = [1.0 if p == "AB"[i] else 0.5 if p == "C" else 0.0 for i, p in enumerate(picks)]
-        words = {1.0: "win", 0.5: "tie", 0.0: "loss"}
-        return sum(points) / 2, f"judge vs baseline: {words[points[0]]} as A, {words[points[1]]} as B"
 
     def grade(self, response: str, row: Mapping[str, Any]) -> Grade:
         client = self._client()

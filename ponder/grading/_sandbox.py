@@ -99,7 +99,10 @@ class Isolation:
 def probe(isolate: bool, unshare: str | None, euid: int) -> tuple[Isolation | None, str]:
     """(isolation, "") when a trivial program passes in the sandbox, else (None, why); as root
     (``euid`` 0), without a user namespace first. Cached per ``unshare`` and user."""
-    cgroups = Cgroup.controllers()
+    test = Cgroup.create(64, 8, ("memory", "pids"))  # which controllers the machine lets ponder use
+    cgroups = tuple(sorted(test.dirs)) if test is not None else ()
+    if test is not None:
+        test.remove()
     if not isolate:
         return Isolation("none", cgroups), ""
     if unshare is None or not sys.platform.startswith("linux"):
@@ -156,8 +159,15 @@ def run(solution: str, tests: str, limits: Limits, isolation: Isolation) -> Outc
             fds.remove(fd)
         try:
             out = _collect(proc, res_r, st_r, limits.timeout_s, token)
-        finally:
-            _stop(proc, group)
+        finally:  # kill the process group, the namespace (pid 1 dies with unshare) and the cgroup
+            _quietly(os.killpg, proc.pid, signal.SIGKILL)
+            _quietly(proc.kill)
+            if group is not None:
+                group.kill_all()
+            _quietly(proc.wait, 10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    _quietly(stream.close)
         out.memory_limit = group is not None and group.oom_killed()
         return out
     finally:
@@ -168,31 +178,18 @@ def run(solution: str, tests: str, limits: Limits, isolation: Isolation) -> Outc
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _Tail:
-    """The last ``limit`` bytes written to it (memory stays below twice the limit)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.buf, self.total = limit, bytearray(), 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        self.buf += data
-        if len(self.buf) > 2 * self.limit:
-            del self.buf[:-self.limit]
-
-    def value(self) -> bytes:
-        return bytes(self.buf[-self.limit:])
-
-
 def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: float,
              token: bytes) -> Outcome:
     """Read the output tails, the marker and the supervisor's status until the program exits or
     the time is up; it passed when the marker pipe carried the token and nothing else."""
     assert proc.stdout is not None and proc.stderr is not None
-    tails = {proc.stdout.fileno(): _Tail(OUTPUT_LIMIT), proc.stderr.fileno(): _Tail(OUTPUT_LIMIT),
-             res_r: _Tail(256), st_r: _Tail(1 << 16)}
+    # the last ``limit`` bytes of each pipe, memory below twice that; a marker pipe that carried
+    # more than its limit keeps at least that much, so it no longer equals the (shorter) token
+    limits = {proc.stdout.fileno(): OUTPUT_LIMIT, proc.stderr.fileno(): OUTPUT_LIMIT, res_r: 256,
+              st_r: 1 << 16}
+    bufs = {fd: bytearray() for fd in limits}
     sel = selectors.DefaultSelector()
-    for fd in tails:
+    for fd in limits:
         sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout_s
     exited_at: float | None = None
@@ -206,25 +203,23 @@ def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: fl
                 break
             for key, _ in sel.select(timeout=min(end - now, 0.1)):
                 data = os.read(key.fd, 1 << 16)
-                if data:
-                    tails[key.fd].add(data)
-                else:
+                if not data:
                     sel.unregister(key.fd)
+                    continue
+                bufs[key.fd] += data
+                if len(bufs[key.fd]) > 2 * limits[key.fd]:
+                    del bufs[key.fd][:-limits[key.fd]]
     finally:
         sel.close()
-    try:
+    with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    out = Outcome(stdout=tails[proc.stdout.fileno()].value(),
-                  stderr=tails[proc.stderr.fileno()].value())
-    out.passed = tails[res_r].total == len(token) and tails[res_r].value() == token
+    tail = {fd: bytes(buf[-limits[fd]:]) for fd, buf in bufs.items()}
+    out = Outcome(stdout=tail[proc.stdout.fileno()], stderr=tail[proc.stderr.fileno()])
+    out.passed = tail[res_r] == token
     status: dict[str, Any] = {}
-    for line in tails[st_r].value().decode("utf-8", "replace").splitlines():
-        try:
+    for line in tail[st_r].decode("utf-8", "replace").splitlines():
+        with suppress(ValueError):
             status.update(json.loads(line))
-        except ValueError:
-            pass
     out.error = status.get("error")
     out.exit_code, out.signal = status.get("exit"), status.get("signal")
     if proc.poll() is None:
@@ -234,18 +229,6 @@ def _collect(proc: subprocess.Popen[bytes], res_r: int, st_r: int, timeout_s: fl
         out.error = ("the sandbox ended without its supervisor's report: "
                      f"{last_line(out.stderr) or f'exit status {proc.returncode}'}")
     return out
-
-
-def _stop(proc: subprocess.Popen[bytes], group: Cgroup | None) -> None:
-    """Kill the process group, the namespace (pid 1 dies with unshare) and the cgroup."""
-    _quietly(os.killpg, proc.pid, signal.SIGKILL)
-    _quietly(proc.kill)
-    if group is not None:
-        group.kill_all()
-    _quietly(proc.wait, 10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            _quietly(stream.close)
 
 
 def _quietly(fn: Any, *args: Any) -> None:
@@ -272,11 +255,11 @@ def _binds() -> list[str]:
     return found
 
 
+@dataclass
 class Cgroup:
     """One cgroup per program (per controller folder), where the machine lets ponder make one."""
 
-    def __init__(self, dirs: dict[str, str]) -> None:
-        self.dirs = dirs  # controller -> folder (v2: the same folder for both)
+    dirs: dict[str, str]  # controller -> folder (v2: the same folder for both)
 
     @staticmethod
     def _parents() -> dict[str, tuple[str, int]]:
@@ -286,8 +269,7 @@ class Cgroup:
                 own = {}
                 for line in f:
                     _, ctrls, path = line.rstrip("\n").split(":", 2)
-                    for c in ctrls.split(",") if ctrls else [""]:
-                        own[c] = path
+                    own.update(dict.fromkeys(ctrls.split(",") if ctrls else [""], path))
             with open("/proc/self/mountinfo", encoding="utf-8") as f:
                 mounts = [line.split() for line in f]
         except OSError:
@@ -305,14 +287,6 @@ class Cgroup:
                     if c in _read(os.path.join(folder, "cgroup.controllers")).split():
                         out[c] = (folder, 2)
         return out
-
-    @classmethod
-    def controllers(cls) -> tuple[str, ...]:
-        group = cls.create(64, 8, ("memory", "pids"))
-        if group is None:
-            return ()
-        group.remove()
-        return tuple(sorted(group.dirs))
 
     @classmethod
     def create(cls, memory_mb: int, max_processes: int, wanted: tuple[str, ...]) -> Cgroup | None:
