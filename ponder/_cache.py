@@ -241,7 +241,6 @@ class CacheGuard:
 
 
 def _counts(hit: Completion | None) -> list[tuple[str, int]]:
-    """The counters one lookup adds to."""
     return [("hits", 1), ("saved_nano_usd", int(round(hit.cost_usd * _NANO)))] if hit else [("misses", 1)]
 
 

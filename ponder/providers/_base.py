@@ -116,11 +116,6 @@ async def _aonce(fn: Callable[..., Awaitable[T]], *args: Any) -> AsyncGenerator[
     yield await fn(*args)
 
 
-# One attempt on the wire: text deltas as they arrive, then one final Reply (usage, finish reason).
-Wire = Callable[[], Generator["str | Reply", None, None]]
-AsyncWire = Callable[[], AsyncGenerator["str | Reply", None]]
-
-
 class BaseProvider(WholeTextStream):
     """Retries, a per-provider concurrency limit and pricing around ``_send``/``_asend``."""
 
@@ -202,8 +197,9 @@ class BaseProvider(WholeTextStream):
                 delay = self._delay(exc, model, started, attempt, policy)
             time.sleep(delay)
 
-    def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        """``wire()``'s text deltas (retried), then the priced Completion of its final Reply."""
+    def _attempts(self, wire: Callable[[], Generator[str | Reply, None, None]], request: ChatRequest,
+                  model: str) -> Iterator[str | Completion]:
+        """One attempt ``wire()``'s text deltas (retried), then the priced Completion of its final Reply."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
         with closing(self._retried(wire, model)) as items:  # an abandoned stream frees its slot now
@@ -214,7 +210,8 @@ class BaseProvider(WholeTextStream):
                     yield item
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
-    async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+    async def _aattempts(self, wire: Callable[[], AsyncGenerator[str | Reply, None]], request: ChatRequest,
+                         model: str) -> AsyncIterator[str | Completion]:
         """``_attempts`` and its ``_retried`` for asyncio (same decisions, awaited)."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
