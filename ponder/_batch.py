@@ -1,12 +1,5 @@
-"""Batch runs: answer every row of a JSONL file with a strategy, N at a time, resumably.
-
-Each result is appended as one flushed JSON line, so a rerun skips the rows answered (the cache
-serves those not yet written) and retries the failed ones; nothing is paid twice. Rows::
-
-    {"id": "q1", "prompt": "What is 2+2?"}
-    {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
-    {"custom_id": "q3", "body": {"messages": [...], "max_tokens": 64}}     # OpenAI batch format
-"""
+"""Answer every row (``prompt``, ``query`` or ``messages``, or OpenAI batch format) of a JSONL file with a
+strategy, N at a time; each result is one flushed line, so a rerun skips the answered rows."""
 
 from __future__ import annotations
 
@@ -139,8 +132,7 @@ T = TypeVar("T")
 
 async def drain(items: Sequence[T], step: Callable[[T], Awaitable[Iterable[T]]],
                 summary: BatchSummary, *, concurrency: int, max_cost: float | None) -> None:
-    """``step`` on every item (and those it hands back), ``concurrency`` at a time, none started
-    once ``summary.cost_usd`` reaches ``max_cost``: the job runner of ``run`` and ``collect``."""
+    """``step`` on every item (and those it hands back), ``concurrency`` at a time, until ``max_cost``."""
     queue: asyncio.Queue[T] = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
@@ -172,8 +164,7 @@ async def arun_batch(
     on_start: Callable[[BatchSummary], None] | None = None,
     on_result: Callable[[dict[str, Any], BatchSummary], None] | None = None,
 ) -> BatchSummary:
-    """Answer every row not yet answered in ``output_path`` with ``strategy`` (anything
-    :func:`ponder.strategies.as_live` takes); returns what this run did."""
+    """Answer every row not yet answered in ``output_path``; returns what this run did."""
     if concurrency < 1:
         raise PonderError("concurrency must be at least 1")
     live = as_live(strategy)

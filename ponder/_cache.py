@@ -1,8 +1,5 @@
-"""The completion cache: a diskcache backend and a caching wrapper over any provider.
-
-A hit costs 0 and records the cost it saved; neither keys nor values ever hold a credential, and a
-cache that cannot be used never stops an answer (``CacheGuard``) nor blocks the event loop.
-"""
+"""The completion cache (diskcache, or any backend) over any provider: a hit costs 0 and records what it
+saved; no credential is ever kept, and a cache that fails never stops an answer nor blocks the loop."""
 
 from __future__ import annotations
 
@@ -60,8 +57,7 @@ def _disk_failure(exc: BaseException, db: Path, folder: Path) -> CacheUnavailabl
 
 
 class DiskCacheBackend(CacheBackend):
-    """diskcache (SQLite + files), safe with many processes; after a failure it stays closed
-    ``retry_s`` seconds, so a cache repaired meanwhile is picked up without a restart."""
+    """diskcache (SQLite + files); closed ``retry_s`` seconds after a failure, then tried again."""
 
     def __init__(self, path: str | Path, *, size_limit_mb: int = 1024, retry_s: float = 5.0) -> None:
         self.path = Path(path).expanduser()
@@ -191,8 +187,7 @@ def _decode(raw: bytes) -> Completion | None:
 
 
 class CacheGuard:
-    """Runs the request path's cache operations: a failing backend means "no cache", not an error,
-    with one warning per outage and one on recovery (share one guard per backend)."""
+    """A failing backend means "no cache", not an error: one warning per outage, one on recovery."""
 
     def __init__(self, backend: CacheBackend) -> None:
         self.backend = backend
@@ -246,7 +241,6 @@ class CacheGuard:
 
 
 def _counts(hit: Completion | None) -> list[tuple[str, int]]:
-    """The counters one lookup adds to."""
     return [("hits", 1), ("saved_nano_usd", int(round(hit.cost_usd * _NANO)))] if hit else [("misses", 1)]
 
 
@@ -256,8 +250,7 @@ def _served(hit: Completion, start: float) -> Completion:
 
 
 class CachedProvider:
-    """Wraps any provider; identical requests are answered from the cache for free. Only requests
-    sent with temperature 0 are cached (none means the vendor's default), unless ``cache_sampled``."""
+    """Identical requests answered free; only those at temperature 0 unless ``cache_sampled``."""
 
     def __init__(self, provider: Any, backend: CacheBackend, *, ttl_s: float | None = None,
                  cache_sampled: bool = False, guard: CacheGuard | None = None) -> None:

@@ -26,9 +26,8 @@ Prompt = str | ChatRequest | list[Message] | list[dict[str, str]]
 
 
 class Client:
-    """The entry point for live calls; cost comes back on every Completion. ``cache``: True/None
-    for the config's, False for none, or a backend (one that cannot be used is skipped with a
-    warning); ``base_urls`` overrides named providers' base URLs (``{"openai": url}``)."""
+    """The entry point for live calls. ``cache``: True/None for the config's, False for none, or a
+    backend; ``base_urls`` overrides named providers' base URLs (``{"openai": url}``)."""
 
     def __init__(
         self,
@@ -86,8 +85,7 @@ class Client:
 
     def complete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
         spec, request = self._admit(prompt, model, params)
-        completion: Completion = self.provider(spec.provider).complete(request, spec.model)
-        return completion
+        return self.provider(spec.provider).complete(request, spec.model)  # type: ignore[no-any-return]
 
     async def acomplete(self, prompt: Prompt, *, model: str | ModelSpec, **params: Any) -> Completion:
         spec, request = self._admit(prompt, model, params)

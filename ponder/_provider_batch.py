@@ -1,9 +1,5 @@
-"""Many chat requests through OpenAI's and Anthropic's batch APIs, at about half the list price.
-
-Resumable: a state file records every chunk and answer as it exists, so a re-run polls instead of
-paying again. A create's intent (time, tag) is saved first, so a resume after a kill finds the batch
-made: OpenAI's by its ``metadata``, Anthropic's by size and creation time (asking when several fit).
-"""
+"""Chat requests through OpenAI's and Anthropic's batch APIs (about half price), resumable: a state file
+records each chunk, answer and create intent as it exists, so a re-run polls instead of paying again."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigError, DataError, PonderError, ProviderError, UnknownProvider
 from ._types import ChatRequest, Completion, ModelSpec
-from .providers._base import RETRYABLE, SDKProvider
+from .providers._base import RETRYABLE
 from .providers._batch_api import BATCH_KINDS, BatchAPI, Refused, chunks
 
 if TYPE_CHECKING:
@@ -38,8 +34,6 @@ class BatchItem:
     model: str
     request: ChatRequest
 
-
-# --- the state file -------------------------------------------------------------------------
 
 
 def _fingerprint(spec: ModelSpec, request: ChatRequest) -> str:
@@ -80,22 +74,6 @@ class _State:
             raise ConfigError(f"cannot write the batch state file: {exc}", file=str(self.path)) from None
 
 
-# --- the run --------------------------------------------------------------------------------
-
-
-def _provider(client: Client, name: str) -> tuple[SDKProvider, str]:
-    kind = client.config.provider_settings(name).type or name
-    if kind not in BATCH_KINDS:
-        raise UnknownProvider(
-            f"provider {name!r} (type {kind!r}) has no batch API in ponder; --provider-batch "
-            f"supports providers of type {' and '.join(BATCH_KINDS)}")
-    p = client.provider(name)
-    while not isinstance(p, SDKProvider) and hasattr(p, "provider"):  # a CachedProvider around it
-        p = p.provider
-    if not isinstance(p, SDKProvider):  # pragma: no cover - the registry builds these
-        raise UnknownProvider(f"provider {name!r} has no batch API in ponder")
-    return p, kind
-
 
 class _Run:
     def __init__(self, client: Client, items: Sequence[BatchItem], state: _State,
@@ -107,8 +85,15 @@ class _Run:
             if item.custom_id in self.items:
                 raise DataError(f"custom_id {item.custom_id!r} appears twice in the batch")
             spec = client.resolve(item.model)
-            if spec.provider not in self.apis:
-                self.apis[spec.provider] = BatchAPI(*_provider(client, spec.provider))
+            name = spec.provider
+            if name not in self.apis:
+                kind = client.config.provider_settings(name).type or name
+                if kind not in BATCH_KINDS:
+                    raise UnknownProvider(
+                        f"provider {name!r} (type {kind!r}) has no batch API in ponder; --provider-batch "
+                        f"supports providers of type {' and '.join(BATCH_KINDS)}")
+                p = client.provider(name)  # the SDKProvider, under the Client's CachedProvider if any
+                self.apis[name] = BatchAPI(getattr(p, "provider", p), kind)
             if self.apis[spec.provider].kind == "anthropic" and (item.request.n or 1) > 1:
                 raise ConfigError(f"{item.custom_id}: n > 1 is not supported in an Anthropic batch")
             self.items[item.custom_id] = (spec, item.request)
@@ -262,8 +247,8 @@ def run_provider_batch(
     client: Client, items: Sequence[BatchItem], *, state_path: Path, poll_s: float = 5.0,
     on_progress: Callable[[int, int], None] | None = None, retry_failed: bool = True,
 ) -> dict[str, Completion | PonderError]:
-    """Every custom id's Completion (at the batch rate) or error; the batch API's own errors raise.
-    ``retry_failed``: retryable failures go once more in a new batch."""
+    """Every custom id's Completion (at the batch rate) or error (retryable ones go once more in a new
+    batch if ``retry_failed``); the batch API's own errors raise."""
     state = _State(Path(state_path))
     run = _Run(client, items, state, poll_s, on_progress)
     run.progress()

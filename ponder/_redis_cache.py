@@ -1,9 +1,5 @@
-"""A Redis cache backend, so several servers (or batch workers) share one completion cache.
-
-Timeouts are short and redis-py's retries off: after a failure the circuit stays open a few
-seconds (raising at once, not waiting on a dead socket), then Redis is tried again. The async
-methods use ``redis.asyncio`` (one client per event loop), so Redis never blocks the loop.
-"""
+"""A Redis cache backend, so several servers share one cache: short timeouts, no retries, a circuit
+open ``retry_s`` after a failure (not waiting on a dead socket), ``redis.asyncio`` per event loop."""
 
 from __future__ import annotations
 
@@ -11,6 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,47 +63,40 @@ class RedisBackend(CacheBackend):
         return RedisUnavailable(self.location, reason,
                                 f"check that Redis is running; ponder tries it again every {self.retry_s:g}s")
 
-    def _check_circuit(self) -> None:
+    @contextlib.contextmanager
+    def _circuit(self) -> Iterator[None]:
         if time.monotonic() < self._down_until:
             raise self._unavailable(f"{self._last_failure}; not tried again yet")
-
-    def _down(self, exc: Exception) -> RedisUnavailable:
-        self._down_until = time.monotonic() + self.retry_s
-        self._last_failure = type(exc).__name__  # redis errors may quote the URL: type only
-        return self._unavailable(self._last_failure)
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - any redis/socket error means "down for now"
+            self._down_until = time.monotonic() + self.retry_s
+            self._last_failure = type(exc).__name__  # redis errors may quote the URL: type only
+            raise self._unavailable(self._last_failure) from None
 
     def _call(self, method: str, *args: Any, **kw: Any) -> Any:
-        self._check_circuit()
-        try:
+        with self._circuit():
             if method == "scan_iter":
                 return list(self._redis.scan_iter(*args, **kw))
             return getattr(self._redis, method)(*args, **kw)
-        except Exception as exc:  # noqa: BLE001 - any redis/socket error means "down for now"
-            raise self._down(exc) from None
-
-    # --- async: redis.asyncio, one client per running loop ------------------------------------
-    def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for k in [k for k, (lp, _) in self._aredis.items() if lp.is_closed()]:
-                del self._aredis[k]  # its loop is gone, and its sockets with it
-            entry = self._aredis.get(id(loop))
-            if entry is None or entry[0] is not loop:
-                import redis.asyncio
-                from redis.asyncio.retry import Retry
-                from redis.backoff import NoBackoff
-
-                client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0),
-                                                      **self._options)
-                entry = self._aredis[id(loop)] = (loop, client)
-            return entry[1]
 
     async def _acall(self, method: str, *args: Any, **kw: Any) -> Any:
-        self._check_circuit()
-        try:
-            return await getattr(self._async_client(), method)(*args, **kw)
-        except Exception as exc:  # noqa: BLE001
-            raise self._down(exc) from None
+        """``_call`` on the running loop's own ``redis.asyncio`` client."""
+        with self._circuit():
+            loop = asyncio.get_running_loop()
+            with self._lock:
+                for k in [k for k, (lp, _) in self._aredis.items() if lp.is_closed()]:
+                    del self._aredis[k]  # its loop is gone, and its sockets with it
+                entry = self._aredis.get(id(loop))
+                if entry is None or entry[0] is not loop:
+                    import redis.asyncio
+                    from redis.asyncio.retry import Retry
+                    from redis.backoff import NoBackoff
+
+                    client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0),
+                                                          **self._options)
+                    entry = self._aredis[id(loop)] = (loop, client)
+            return await getattr(entry[1], method)(*args, **kw)
 
     # --- the backend -----------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:

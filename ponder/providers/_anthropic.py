@@ -25,8 +25,7 @@ def _usage(u: Any) -> Usage | None:
 
 
 class AnthropicProvider(SDKProvider):
-    """Chat Completions requests translated to the Messages API (tools, images, JSON answers
-    through a forced tool, ``n`` by n calls); fields it has no counterpart for are refused."""
+    """Chat Completions as Messages API calls (JSON answers through a forced tool, ``n`` by n calls)."""
 
     name = "anthropic"
     sdk = "anthropic.Anthropic"
@@ -61,7 +60,10 @@ class AnthropicProvider(SDKProvider):
         if stream and (request.n or 1) > 1:
             raise UnsupportedRequest("'n' > 1 cannot be streamed from Anthropic (it is answered by n "
                                      "calls); send stream: false", param="n", provider=self.name, model=model)
-        params = to_messages_api(request, model, provider=self.name)
+        try:  # ``accepts`` refused the fields without a counterpart; ``_bad`` names no provider
+            params = _params(request, model)
+        except UnsupportedRequest as exc:
+            raise UnsupportedRequest(exc.reason, param=exc.param, provider=self.name, model=model) from None
         return params, params.pop(_FORCED, None)
 
     def _wire_stream(self, request: ChatRequest, model: str) -> Generator[str | Reply, None, None]:
@@ -90,7 +92,6 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 
 
 def _bad(message: str, param: str) -> UnsupportedRequest:
-    """Raised without a provider and model, which ``to_messages_api`` adds."""
     return UnsupportedRequest(message, param=param)
 
 
@@ -137,8 +138,7 @@ def _tool_use(call: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _turns(request: ChatRequest) -> tuple[str, list[dict[str, Any]]]:
-    """(system prompt, messages); consecutive ``tool`` results merged into one user turn (as the
-    Messages API requires)."""
+    """(system prompt, messages); consecutive ``tool`` results merged into one user turn (as required)."""
     system: list[str] = []
     msgs: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):
@@ -199,14 +199,6 @@ def _json_tool(fmt: dict[str, Any]) -> dict[str, Any] | None:
         return {"name": _JSON_TOOL, "description": str(spec.get("description") or "Answer in this schema."),
                 "input_schema": schema}
     raise _bad(f"response_format type {kind!r} is not supported", "response_format.type")
-
-
-def to_messages_api(request: ChatRequest, model: str, *, provider: str = "anthropic") -> dict[str, Any]:
-    """A Chat Completions request as Messages API parameters (``accepts`` refused the rest)."""
-    try:
-        return _params(request, model)
-    except UnsupportedRequest as exc:
-        raise UnsupportedRequest(exc.reason, param=exc.param, provider=provider, model=model) from None
 
 
 def _params(request: ChatRequest, model: str) -> dict[str, Any]:

@@ -1,8 +1,5 @@
-"""The Provider protocol, and the retry/backoff/concurrency machinery every real provider shares.
-
-Retries live here, not in the SDKs (theirs are off), so every provider honours ``Retry-After`` and
-one backoff; a stream is retried until its first text arrives, never after (the caller has it).
-"""
+"""The Provider protocol, and the retries (here, not in the SDKs: one backoff honouring ``Retry-After``;
+a stream only until its first text), concurrency limit and pricing every real provider shares."""
 
 from __future__ import annotations
 
@@ -119,11 +116,6 @@ async def _aonce(fn: Callable[..., Awaitable[T]], *args: Any) -> AsyncGenerator[
     yield await fn(*args)
 
 
-# One attempt on the wire: text deltas as they arrive, then one final Reply (usage, finish reason).
-Wire = Callable[[], Generator["str | Reply", None, None]]
-AsyncWire = Callable[[], AsyncGenerator["str | Reply", None]]
-
-
 class BaseProvider(WholeTextStream):
     """Retries, a per-provider concurrency limit and pricing around ``_send``/``_asend``."""
 
@@ -205,8 +197,9 @@ class BaseProvider(WholeTextStream):
                 delay = self._delay(exc, model, started, attempt, policy)
             time.sleep(delay)
 
-    def _attempts(self, wire: Wire, request: ChatRequest, model: str) -> Iterator[str | Completion]:
-        """``wire()``'s text deltas (retried), then the priced Completion of its final Reply."""
+    def _attempts(self, wire: Callable[[], Generator[str | Reply, None, None]], request: ChatRequest,
+                  model: str) -> Iterator[str | Completion]:
+        """One attempt ``wire()``'s text deltas (retried), then the priced Completion of its final Reply."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
         with closing(self._retried(wire, model)) as items:  # an abandoned stream frees its slot now
@@ -217,7 +210,8 @@ class BaseProvider(WholeTextStream):
                     yield item
         yield self._price(request, model, _final(reply, self.name, model), time.perf_counter() - start)
 
-    async def _aattempts(self, wire: AsyncWire, request: ChatRequest, model: str) -> AsyncIterator[str | Completion]:
+    async def _aattempts(self, wire: Callable[[], AsyncGenerator[str | Reply, None]], request: ChatRequest,
+                         model: str) -> AsyncIterator[str | Completion]:
         """``_attempts`` and its ``_retried`` for asyncio (same decisions, awaited)."""
         refuse_unsupported(request, provider=self.name, model=model, accepts=self.accepts, parts=self.parts)
         start, reply = time.perf_counter(), None
@@ -258,8 +252,7 @@ NO_KEY = "not-needed"  # what the SDKs get when no key may go to an endpoint (th
 
 
 class SDKProvider(BaseProvider):
-    """A provider over an official SDK client ``sdk`` (``"openai.OpenAI"``) and its ``Async`` twin,
-    built on first use (never at import), configured by ``<env>_API_KEY`` and ``<env>_BASE_URL``."""
+    """Over an official SDK client ``sdk`` and its ``Async`` twin, built on first use (never at import)."""
 
     sdk = ""
     env = ""
@@ -275,32 +268,26 @@ class SDKProvider(BaseProvider):
         super().__init__(prices=prices, retry=retry, max_concurrency=max_concurrency)
         self.name = name or self.name
         self.base_url = base_url or os.environ.get(f"{self.env}_BASE_URL") or None
-        # self-hosted OpenAI-compatible servers usually ignore the key
-        self._key = self._resolve_key(api_key, api_key_env) or NO_KEY
         self.timeout_s = timeout_s
-
-    def _resolve_key(self, api_key: str | None, api_key_env: str | None) -> str | None:
-        """The key this provider may send to ``base_url`` (registered for scrubbing), or None: a
-        configured key goes anywhere, ``<env>_API_KEY`` only to the vendor or ``<env>_BASE_URL``."""
         if api_key_env and not api_key:
             api_key = os.environ.get(api_key_env)
             if not api_key:
                 raise AuthError(f"providers.{self.name}.api_key_env names {api_key_env}, which is "
                                 "empty or not set", provider=self.name)
         elif not api_key:
+            # a configured key goes anywhere; ``<env>_API_KEY`` only to the vendor or ``<env>_BASE_URL``
             official = {u.rstrip("/") for u in self.official_urls}
             paired = (os.environ.get(f"{self.env}_BASE_URL") or "").rstrip("/")
             target = self.base_url.rstrip("/") if self.base_url else None
-            if target is not None and target not in official and target != paired:
-                return None  # a server the user named: the vendor's key is not for it
-            api_key = os.environ.get(f"{self.env}_API_KEY")
-            if not api_key and (target is None or target in official):
-                raise AuthError(f"no API key: set {self.env}_API_KEY or providers.{self.name}.api_key",
-                                provider=self.name)
-            if not api_key:
-                return None  # $..._BASE_URL set without a key: a keyless self-hosted server
-        register_secret(api_key)
-        return api_key
+            if target is None or target in official or target == paired:
+                api_key = os.environ.get(f"{self.env}_API_KEY")
+                if not api_key and (target is None or target in official):
+                    raise AuthError(f"no API key: set {self.env}_API_KEY or providers.{self.name}.api_key",
+                                    provider=self.name)
+        if api_key:
+            register_secret(api_key)
+        # no key: a keyless self-hosted server (they usually ignore it), or one the vendor's key is not for
+        self._key = api_key or NO_KEY
 
     @property
     def endpoint(self) -> str:

@@ -80,8 +80,7 @@ class BatchAPI:
                 reply = p._reply(answer, model, p._split(request, model)[1])
         except Exception as exc:  # noqa: BLE001 - translated at the boundary
             raise p._err(exc, model) from None
-        c: Completion = p._price(request, model, reply, latency, batch=True)
-        return c
+        return self.provider._price(request, model, reply, latency, batch=True)
 
     def upload(self, model: str, rows: list[bytes]) -> str:
         data = b"\n".join(rows) + b"\n"

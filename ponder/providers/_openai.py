@@ -1,8 +1,5 @@
-"""OpenAI and every OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) via ``base_url``.
-
-Requests go through the SDK's client (auth, timeouts, exceptions) as JSON serialized once, and
-answers are read from JSON: the SDK's models cost more CPU than the HTTP exchange.
-"""
+"""OpenAI and every OpenAI-compatible server via ``base_url``: through the SDK's client, but as JSON
+serialized once and answers read from JSON (the SDK's models cost more CPU than the HTTP exchange)."""
 
 from __future__ import annotations
 

@@ -9,13 +9,12 @@ from .._config import PROVIDER_TYPES, Builder, ProviderSettings
 from .._exceptions import ConfigError, PonderError, UnknownProvider
 from .._pricing import PriceTable
 from ._anthropic import AnthropicProvider
-from ._base import RetryPolicy, SDKProvider
+from ._base import RetryPolicy
 from ._openai import OpenAIProvider
 
 
 def register(kind: str) -> Callable[[Builder], Builder]:
-    """Register ``builder(name, settings, prices, common)`` for ``type = kind`` (``common``: the
-    arguments every remote provider takes); ``PROVIDER_TYPES`` is the one list of types."""
+    """Register ``builder(name, settings, prices, common)`` (``common``: every remote one's arguments)."""
 
     def add(builder: Builder) -> Builder:
         PROVIDER_TYPES[kind] = builder
@@ -24,15 +23,11 @@ def register(kind: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def _sdk_builder(cls: type[SDKProvider]) -> Builder:
-    def build(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
-        return cls(**common, api_key_env=settings.api_key_env)
-
-    return build
-
-
-register("openai")(_sdk_builder(OpenAIProvider))
-register("anthropic")(_sdk_builder(AnthropicProvider))
+@register("anthropic")
+@register("openai")  # applied first: the list of types starts with it
+def _sdk(name: str, settings: ProviderSettings, prices: PriceTable, common: dict[str, Any]) -> Any:
+    cls = OpenAIProvider if (settings.type or name) == "openai" else AnthropicProvider
+    return cls(**common, api_key_env=settings.api_key_env)
 
 
 @register("replay")
