@@ -191,7 +191,10 @@ def main() -> None:
         with open(a.json, "w") as f:
             json.dump({"queries": a.queries, "models": a.models, "jobs": a.jobs, "stages": stages,
                        "peak_rss_mb": rss, "strategies": a.strategies,
-                       "auc": {s["name"]: s.get("auc") for s in d["strategies"]}}, f, indent=1)
+                       "auc": {s["name"]: s.get("auc") for s in d["strategies"]},
+                       "ship": [[x["target"], x["strategy"], x["setting"], x.get("bound")]
+                                for x in d["ship"]]},
+                      f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from .. import _bounds, _risk
 from . import _metrics as M
 from ._baselines import _nanmean_rows, wmeans
-from ._deploy import NEEDED_CAP, TARGETS, Plan, Reference, Replay, _mean, budget_of
+from ._deploy import NEEDED_CAP, TARGETS, Later, Plan, Reference, Replay, Run, _mean, budget_of
 
 
 # ---- bounds ------------------------------------------------------------------------------------
@@ -72,26 +73,30 @@ def _against(q: np.ndarray, c: np.ndarray, ref_q: np.ndarray, ref_c: np.ndarray
 
 
 def bound_all(replays: list[Replay], ref: Reference, *, epsilon: float, delta: float,
-              seed: int = 0) -> Bounds:
+              seed: int = 0, run: Run = Later) -> Bounds:
     """Upper bounds at 1 − δ/m (m: every candidate but the reference), a slice of candidates at
-    a time (the same numbers as all at once, in memory for one slice)."""
+    a time (the same numbers as all at once, in memory for one slice), each slice a ``run`` job."""
     owner = np.concatenate([np.full(len(r.settings), k) for k, r in enumerate(replays)])
     index = np.concatenate([np.arange(len(r.settings)) for r in replays])
     exact = np.array([replays[o].name == f"model:{ref.model}" for o in owner])
     m = max(1, int((~exact).sum()))
     level = delta / m
     k, n = len(owner), len(ref.cal_quality)
-    cost, quality, drop, ratio, drop_bound, ratio_bound = (np.empty(k) for _ in range(6))
-    for sl in _bounds.column_chunks(n, k):
+
+    def bound(sl: slice) -> tuple[np.ndarray, ...]:
         rows = list(zip(owner[sl].tolist(), index[sl].tolist(), strict=True))
         q = np.stack([replays[o].cal_quality[i] for o, i in rows])
         c = np.stack([replays[o].cal_cost[i] for o, i in rows])
-        _, cp, drops, ratio[sl] = _against(q, c, ref.cal_quality, ref.cal_cost)
-        drop[sl] = _nanmean_rows(drops)
-        drop_bound[sl] = _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True,
-                                             seed=seed)
-        ratio_bound[sl] = _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed)
-        cost[sl], quality[sl] = _nanmean_rows(c), _nanmean_rows(q)
+        _, cp, drops, ratio = _against(q, c, ref.cal_quality, ref.cal_cost)
+        return (_nanmean_rows(c), _nanmean_rows(q), _nanmean_rows(drops), ratio,
+                _bounds.upper_bound(np.clip(drops.T, -1, 1), level, signed=True, seed=seed),
+                _bounds.ratio_upper_bound(cp.T, ref.cal_cost, level, seed=seed))
+
+    out = np.empty((6, k))
+    chunks = _bounds.column_chunks(n, k)
+    for sl, job in zip(chunks, [run(partial(bound, sl)) for sl in chunks], strict=True):
+        out[:, sl] = job.result()
+    cost, quality, drop, ratio, drop_bound, ratio_bound = out
     drop_bound = np.where(exact, 0.0, drop_bound)
     ratio_bound = np.where(exact, 1.0, ratio_bound)
     return Bounds(owner, index, cost, quality, drop, ratio, drop_bound, ratio_bound, exact, m,
@@ -121,6 +126,19 @@ def pick(target: str, cost: np.ndarray, quality: np.ndarray, idx: np.ndarray,
 
 
 # ---- entries -----------------------------------------------------------------------------------
+def _boot_means(ref: Reference, w: np.ndarray, owner: Replay | None, k: int, cost: np.ndarray,
+                quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``wmeans`` of a setting's test cost and quality, kept on ``ref`` for these weights (an
+    entry holds its replay, so the replay's id stays its own)."""
+    if ref.boot.get("w") is not w:
+        ref.boot.clear()
+        ref.boot["w"] = w
+    if (id(owner), k) not in ref.boot:
+        ref.boot[id(owner), k] = owner, wmeans(w, cost), wmeans(w, quality)
+    means: tuple[np.ndarray, np.ndarray] = ref.boot[id(owner), k][1:]
+    return means
+
+
 def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
              w: np.ndarray | None) -> dict[str, Any]:
     f = budget_of(target)
@@ -140,8 +158,8 @@ def _figures(b: Bounds, i: int, target: str, r: Replay, ref: Reference,
         out["over_budget"] = bool(out["test_budget_ratio"] is not None
                                   and out["test_budget_ratio"] > 1 + M._RTOL)
     if w is not None:
-        bc, bq = wmeans(w, tc), wmeans(w, tq)
-        rc, rq = wmeans(w, ref.test_cost), wmeans(w, ref.test_quality)
+        bc, bq = _boot_means(ref, w, r, k, tc, tq)
+        rc, rq = _boot_means(ref, w, None, 0, ref.test_cost, ref.test_quality)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = bc / rc
         test["ci95"] = {"cost_usd": M.percentile_ci(bc), "quality": M.percentile_ci(bq),

@@ -72,6 +72,8 @@ class Reference:
     cal_quality: np.ndarray
     test_cost: np.ndarray
     test_quality: np.ndarray
+    # resampled test means, each (replay, setting)'s once per bootstrap weights (``_certify``)
+    boot: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def cal_mean_cost(self) -> float:

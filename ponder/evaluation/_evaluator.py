@@ -229,7 +229,8 @@ def evaluate(
     data["command"] = command
     data["fit_sample"] = {"max_fit_queries": max_fit_queries, "n_fit_queries": len(fit_on.query_ids)}
     tick("certifying", 0, 1)
-    _attach_deployed(data, deploy, replays, test, w, epsilon=epsilon, delta=delta, seed=seed)
+    _attach_deployed(data, deploy, replays, test, w, epsilon=epsilon, delta=delta, seed=seed,
+                     jobs=jobs)
     tick("certifying", 1, 1)
     if ship_dir is not None and data["ship"]:
         D.write_ship(data["ship"], fitted, ship_dir, model_map=model_map)
@@ -276,7 +277,8 @@ def _give_back_memory() -> None:
 
 def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                      replays: dict[str, D.Replay | str], test: OutcomeTable,
-                     w: np.ndarray | None, *, epsilon: float, delta: float, seed: int = 0) -> None:
+                     w: np.ndarray | None, *, epsilon: float, delta: float, seed: int = 0,
+                     jobs: int | None = None) -> None:
     """Each strategy's ``deployed`` list, the ``deployment`` summary, the ``ship`` picks, and
     per-task figures at the deployed headline setting."""
     data["ship"] = []
@@ -287,7 +289,8 @@ def _attach_deployed(data: dict[str, Any], deploy: D.Plan | None,
                               "note": "train has under two queries: nothing to choose settings on"}
     else:
         ref = deploy.reference
-        bounds = bound_all(usable, ref, epsilon=epsilon, delta=delta, seed=seed)
+        with _workers(jobs) as run:  # the bounds of each slice of candidates on a thread
+            bounds = bound_all(usable, ref, epsilon=epsilon, delta=delta, seed=seed, run=run)
         data["ship"] = ship_picks(usable, bounds, deploy, w, seed=seed)
         data["deployment"] = {
             "method": "k-fold calibration", "folds": deploy.folds,
